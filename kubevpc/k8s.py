@@ -1,0 +1,157 @@
+"""The Kubernetes objects a scenario may carry, parsed from ordinary manifests.
+
+Manifests are what users run in production, so fields we do not emulate (images, resources,
+probes, ...) are accepted and ignored; the fields we do use are checked as the API server would.
+"""
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+PORT_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+SUPPORTED_KINDS = {("v1", "Namespace"), ("v1", "Pod"), ("apps/v1", "Deployment")}
+NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
+
+
+class K8s(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+def _check_labels(labels: dict[str, str]) -> None:
+    for key, value in labels.items():
+        name = key.rsplit("/", 1)[-1]
+        if not name or len(name) > 63 or not LABEL_VALUE.match(name):
+            raise ValueError(f"label key {key!r} is not a valid Kubernetes label key")
+        if len(str(value)) > 63 or not LABEL_VALUE.match(str(value)):
+            raise ValueError(f"label value {value!r} of {key!r} is not a valid label value")
+
+
+class ObjectMeta(K8s):
+    name: str
+    namespace: str = "default"
+    labels: dict[str, str] = {}
+    annotations: dict[str, str] = {}
+
+    @model_validator(mode="after")
+    def _check(self) -> "ObjectMeta":
+        if len(self.name) > 253 or not DNS1123_SUBDOMAIN.match(self.name):
+            raise ValueError(f"metadata.name {self.name!r} is not a DNS-1123 subdomain")
+        if len(self.namespace) > 63 or not DNS1123_LABEL.match(self.namespace):
+            raise ValueError(f"metadata.namespace {self.namespace!r} is not a DNS-1123 label")
+        _check_labels(self.labels)
+        return self
+
+
+class TemplateMeta(K8s):
+    labels: dict[str, str] = {}
+    annotations: dict[str, str] = {}
+
+    @model_validator(mode="after")
+    def _check(self) -> "TemplateMeta":
+        _check_labels(self.labels)
+        return self
+
+
+class ContainerPort(K8s):
+    containerPort: int = Field(ge=1, le=65535)
+    name: str | None = None
+    protocol: Literal["TCP", "UDP", "SCTP"] = "TCP"
+
+    @model_validator(mode="after")
+    def _check(self) -> "ContainerPort":
+        if self.name is not None and (len(self.name) > 15 or not PORT_NAME.match(self.name)):
+            raise ValueError(f"port name {self.name!r} must be at most 15 lowercase letters, digits and '-'")
+        return self
+
+
+class Container(K8s):
+    name: str
+    image: str | None = None
+    ports: list[ContainerPort] = []
+
+
+class PodSpec(K8s):
+    containers: list[Container] = Field(min_length=1)
+    nodeName: str | None = None
+
+
+class Pod(K8s):
+    apiVersion: Literal["v1"]
+    kind: Literal["Pod"]
+    metadata: ObjectMeta
+    spec: PodSpec
+
+
+class LabelSelectorRequirement(K8s):
+    key: str
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"]
+    values: list[str] = []
+
+
+class LabelSelector(K8s):
+    matchLabels: dict[str, str] = {}
+    matchExpressions: list[LabelSelectorRequirement] = []
+
+    def matches(self, labels: dict[str, str]) -> bool:
+        """Kubernetes label selector semantics (an empty selector matches everything)."""
+        if any(labels.get(k) != v for k, v in self.matchLabels.items()):
+            return False
+        for req in self.matchExpressions:
+            present = req.key in labels
+            if req.operator == "In" and not (present and labels[req.key] in req.values):
+                return False
+            if req.operator == "NotIn" and present and labels[req.key] in req.values:
+                return False
+            if req.operator == "Exists" and not present:
+                return False
+            if req.operator == "DoesNotExist" and present:
+                return False
+        return True
+
+
+class PodTemplate(K8s):
+    metadata: TemplateMeta = TemplateMeta()
+    spec: PodSpec
+
+
+class DeploymentSpec(K8s):
+    replicas: int = Field(default=1, ge=0, le=1000)
+    selector: LabelSelector
+    template: PodTemplate
+
+    @model_validator(mode="after")
+    def _check(self) -> "DeploymentSpec":
+        if not self.selector.matches(self.template.metadata.labels):
+            raise ValueError("spec.selector does not match spec.template.metadata.labels "
+                             "(the API server rejects such a Deployment)")
+        return self
+
+
+class Deployment(K8s):
+    apiVersion: Literal["apps/v1"]
+    kind: Literal["Deployment"]
+    metadata: ObjectMeta
+    spec: DeploymentSpec
+
+
+class Namespace(K8s):
+    apiVersion: Literal["v1"]
+    kind: Literal["Namespace"]
+    metadata: ObjectMeta
+
+
+KINDS: dict[tuple[str, str], type[K8s]] = {
+    ("v1", "Namespace"): Namespace,
+    ("v1", "Pod"): Pod,
+    ("apps/v1", "Deployment"): Deployment,
+}
+
+
+def kind_of(obj: dict[str, Any]) -> tuple[str, str]:
+    return str(obj.get("apiVersion", "")), str(obj.get("kind", ""))

@@ -1,0 +1,210 @@
+"""The scenario file's schema: what a user may write, with types and defaults.
+
+Pydantic does the shape checks (unknown keys, types, ranges); `kubevpc.validate` does the checks
+that need the whole scenario (references, overlaps, pools, quotas). Field names follow the
+cloud consoles and Kubernetes (camelCase) so that a scenario reads like the real thing.
+"""
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+
+NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+MAX_NAME = 40
+
+
+class Strict(BaseModel):
+    """Every scenario object rejects keys it does not know."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+def _name(value: Any) -> Any:
+    if isinstance(value, str) and not NAME_RE.match(value):
+        raise ValueError("expected a lowercase name of letters, digits and '-' (RFC 1123 label)")
+    if isinstance(value, str) and len(value) > MAX_NAME:
+        raise ValueError(f"expected at most {MAX_NAME} characters")
+    return value
+
+
+def _network(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            return ipaddress.IPv4Network(value, strict=True)
+        except ValueError as exc:
+            raise ValueError(f"expected an IPv4 CIDR with no host bits set, like 10.0.0.0/16 ({exc})") from None
+    return value
+
+
+def _address(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            return ipaddress.IPv4Address(value)
+        except ValueError:
+            raise ValueError("expected an IPv4 address like 10.0.1.10") from None
+    return value
+
+
+Name = Annotated[str, BeforeValidator(_name)]
+Cidr = Annotated[ipaddress.IPv4Network, BeforeValidator(_network)]
+Address = Annotated[ipaddress.IPv4Address, BeforeValidator(_address)]
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+class PortRange(Strict):
+    first: int
+    last: int
+
+    @classmethod
+    def parse(cls, value: Any) -> "PortRange | None":
+        """Accept 80, "80", "8000-8080" or Alibaba's "8000/8080"; -1/-1 or "all" means any port."""
+        if value is None or value in ("all", "-1/-1", "1/65535", "1-65535"):
+            return None
+        if isinstance(value, int):
+            first = last = value
+        else:
+            parts = re.split(r"[-/]", str(value).strip())
+            if len(parts) not in (1, 2) or not all(p.isdigit() for p in parts):
+                raise ValueError("expected a port (80) or a range (8000-8080)")
+            first, last = int(parts[0]), int(parts[-1])
+        if not (1 <= first <= last <= 65535):
+            raise ValueError("expected ports between 1 and 65535, first <= last")
+        return cls(first=first, last=last)
+
+
+# ---------------------------------------------------------------------------------------- cloud
+class VSwitch(Strict):
+    name: Name
+    zone: str = "zone-a"
+    cidr: Cidr
+
+
+class RouteEntry(Strict):
+    """A custom route table entry; the next hop is an ECS instance (more kinds come with NAT)."""
+
+    destination: Cidr
+    nextHop: Name
+    description: str = ""
+
+
+class RouteTable(Strict):
+    quota: int = Field(default=50, ge=1, le=1000)
+    routes: list[RouteEntry] = []
+
+
+class VPC(Strict):
+    name: Name
+    cidr: Cidr
+    vswitches: list[VSwitch] = Field(min_length=1)
+    routeTable: RouteTable = RouteTable()
+
+
+class SecurityGroupRule(Strict):
+    direction: Literal["ingress", "egress"]
+    protocol: Literal["tcp", "udp", "icmp", "all"] = "all"
+    ports: Any = None          # parsed by `port_range`; None means every port
+    cidr: Cidr | None = None   # the peer: source for ingress, destination for egress
+    group: Name | None = None  # or a peer security group
+    policy: Literal["accept", "drop"] = "accept"
+    priority: int = Field(default=1, ge=1, le=100)
+    description: str = ""
+
+    @field_validator("ports")
+    @classmethod
+    def _ports(cls, value: Any) -> Any:
+        PortRange.parse(value)
+        return value
+
+    @property
+    def port_range(self) -> PortRange | None:
+        return PortRange.parse(self.ports)
+
+
+class SecurityGroup(Strict):
+    name: Name
+    vpc: Name
+    rules: list[SecurityGroupRule] = []
+    description: str = ""
+
+
+class ServerPort(Strict):
+    port: Port
+    protocol: Literal["TCP", "UDP"] = "TCP"
+
+
+def _server_port(value: Any) -> Any:
+    if isinstance(value, int):
+        return {"port": value}
+    if isinstance(value, str) and "/" in value:          # "53/UDP"
+        port, proto = value.split("/", 1)
+        return {"port": int(port) if port.isdigit() else port, "protocol": proto.upper()}
+    return value
+
+
+class Instance(Strict):
+    """An ECS instance. Nodes of the cluster are ECS instances named in cluster.nodes."""
+
+    name: Name
+    vswitch: Name
+    ip: Address | None = None
+    securityGroups: list[Name] = []
+    ports: list[Annotated[ServerPort, BeforeValidator(_server_port)]] = []
+    description: str = ""
+
+
+class Cloud(Strict):
+    vpcs: list[VPC] = Field(min_length=1)
+    securityGroups: list[SecurityGroup] = []
+    instances: list[Instance] = []
+
+
+# -------------------------------------------------------------------------------------- cluster
+class VxlanOptions(Strict):
+    vni: int = Field(default=1, ge=1, le=16777215)
+    port: Port = 4789
+
+
+class EniOptions(Strict):
+    """Terway-style addressing: pods take addresses from these vSwitches (default: the node's)."""
+
+    vswitches: list[Name] = []
+    securityGroups: list[Name] | None = None   # default: the node's security groups
+
+
+class Cluster(Strict):
+    name: Name = "cluster"
+    mode: Literal["vxlan", "vpc-route", "eni"] = "vxlan"
+    nodes: list[Name] = Field(min_length=1)
+    podCIDR: Cidr = ipaddress.IPv4Network("10.244.0.0/16")
+    nodeCIDRMaskSize: int = Field(default=24, ge=16, le=28)
+    serviceCIDR: Cidr = ipaddress.IPv4Network("172.21.0.0/20")
+    underlayMTU: int = Field(default=1500, ge=1280, le=9000)
+    vxlan: VxlanOptions = VxlanOptions()
+    eni: EniOptions = EniOptions()
+
+
+# --------------------------------------------------------------------------------------- expect
+class Expectation(Strict):
+    """A connectivity assertion: from an endpoint to an endpoint and port, allowed or denied."""
+
+    source: str = Field(alias="from")
+    to: str
+    port: Port
+    protocol: Literal["TCP", "UDP"] = "TCP"
+    result: Literal["allow", "deny"]
+
+
+class ManifestFile(Strict):
+    file: str
+
+
+class Scenario(Strict):
+    name: Name = "scenario"
+    description: str = ""
+    cloud: Cloud
+    cluster: Cluster | None = None
+    manifests: list[Union[ManifestFile, dict[str, Any]]] = []
+    expect: list[Expectation] = []

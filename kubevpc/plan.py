@@ -1,0 +1,756 @@
+"""Address planning: a validated scenario becomes a Plan, the complete description of what to build.
+
+Pure: no side effects. The Plan names every namespace, bridge, port and interface the run will
+create, gives every address and MAC, and is what the controller compiles its flows from. Any
+problem found while planning (dangling references, overlaps, exhausted pools, quotas, names too
+long) is reported with the scenario file, line, path and value, and nothing is built.
+"""
+from __future__ import annotations
+
+import ipaddress
+import zlib
+from collections import defaultdict
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from . import k8s
+from .errors import Problem, ScenarioError
+from .load import Loaded, Source
+
+IFNAMSIZ = 15            # the kernel's limit on interface names (16 with the NUL)
+MAX_TAG = 6
+RESERVED_TAIL = 3        # Alibaba reserves the first and the last three addresses of a vSwitch
+SNAT_PORTS = (61000, 65535)   # above the kernel's default ephemeral range (32768-60999)
+
+# Fixed OpenFlow port numbers, so flows can be compiled from the plan alone.
+OFPORT_VROUTER_ON_VSWITCH = 1
+OFPORT_FIRST_ATTACHMENT = 10
+OFPORT_NODE_HOST = 1
+OFPORT_NODE_UPLINK0 = 2
+OFPORT_NODE_TUNNEL0 = 100
+OFPORT_NODE_POD0 = 1000
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def mac_for(ip: str) -> str:
+    """0a:58 followed by the IPv4 address, as Kubernetes CNIs do: readable in any dump."""
+    return "0a:58:" + ":".join(f"{b:02x}" for b in ipaddress.IPv4Address(ip).packed)
+
+
+class ServerPort(Frozen):
+    port: int
+    protocol: Literal["TCP", "UDP"]
+    name: str = ""
+
+
+class OvsPort(Frozen):
+    name: str
+    ofport: int
+    kind: Literal["veth", "patch", "vxlan"]
+    peer: str = ""                  # patch: the peer port; veth: the namespace host key
+
+
+class BridgePlan(Frozen):
+    name: str
+    role: Literal["vrouter", "vswitch", "node"]
+    owner: str                      # the VPC, vSwitch or node it implements
+    dpid: int
+    zone: int                       # conntrack zone used on this bridge
+    ports: tuple[OvsPort, ...]
+
+
+class HostPlan(Frozen):
+    """A network namespace with one NIC: an ECS instance or a pod."""
+
+    key: str                        # ecs/<name> or pod/<namespace>/<name>
+    kind: Literal["ecs", "pod"]
+    name: str                       # ECS name, or pod name
+    namespace: str = ""             # Kubernetes namespace (pods)
+    netns: str                      # the ip-netns name we give it
+    ifname: str = "eth0"
+    veth: str                       # root-side end, an OVS port
+    bridge: str
+    ofport: int
+    ip: str
+    prefixlen: int
+    mac: str
+    gateway: str
+    gateway_mac: str
+    mtu: int
+    servers: tuple[ServerPort, ...] = ()
+    labels: dict[str, str] = {}
+    node: str = ""                  # pods: the node it runs on; ECS: itself if a node
+    vswitch: str = ""               # ECS, eni pods: the vSwitch whose address it holds
+    security_groups: tuple[str, ...] = ()
+
+
+class VSwitchPlan(Frozen):
+    name: str
+    vpc: str
+    zone: str
+    cidr: str
+    gateway: str
+    gateway_mac: str
+    bridge: str
+    vrouter_port: int               # ofport of this vSwitch on the vRouter
+
+
+class Route(Frozen):
+    destination: str
+    kind: Literal["system", "custom", "pod"]
+    next_hop: str = ""              # ECS instance name for custom and pod routes
+    description: str = ""
+
+
+class VpcPlan(Frozen):
+    name: str
+    cidr: str
+    bridge: str
+    routes: tuple[Route, ...]
+    quota: int
+
+
+class Tunnel(Frozen):
+    peer: str                       # peer node name
+    ifname: str
+    ofport: int
+    local_ip: str
+    remote_ip: str
+    peer_pod_cidr: str
+
+
+class Uplink(Frozen):
+    vswitch: str
+    port: str                       # patch port on the node bridge
+    peer: str                       # patch port on the vSwitch bridge
+    ofport: int                     # on the node bridge
+    vswitch_ofport: int             # on the vSwitch bridge
+
+
+class NodePlan(Frozen):
+    name: str
+    ecs: str                        # host key of its ECS namespace
+    ip: str
+    mac: str
+    vswitch: str
+    bridge: str
+    pod_cidr: str = ""              # empty in eni mode
+    gateway: str = ""               # pods' gateway (vxlan, vpc-route)
+    gateway_mac: str = ""
+    uplinks: tuple[Uplink, ...]
+    tunnels: tuple[Tunnel, ...] = ()
+
+
+class Attachment(Frozen):
+    """Who sits behind a vSwitch port, for L2 and security groups."""
+
+    vswitch: str
+    ofport: int
+    port: str
+    mac: str
+    ip: str                         # an address or a CIDR behind this port
+    owner: str                      # host key (or node/<name> for a pod CIDR)
+    security_groups: tuple[str, ...]
+
+
+class RulePlan(Frozen):
+    direction: Literal["ingress", "egress"]
+    protocol: Literal["tcp", "udp", "icmp", "all"]
+    port_min: int = 0               # 0: every port
+    port_max: int = 0
+    cidr: str = ""
+    group: str = ""
+    policy: Literal["accept", "drop"]
+    priority: int
+
+
+class GroupPlan(Frozen):
+    name: str
+    vpc: str
+    rules: tuple[RulePlan, ...]
+    members: tuple[str, ...]        # addresses/CIDRs whose traffic counts as from a member
+
+
+class ClusterPlan(Frozen):
+    name: str
+    mode: Literal["vxlan", "vpc-route", "eni"]
+    vpc: str
+    pod_cidr: str
+    service_cidr: str
+    vni: int
+    vxlan_port: int
+    pod_mtu: int
+    underlay_mtu: int
+
+
+class Plan(Frozen):
+    run: str                        # the run's name: a prefix of everything we create
+    scenario: str
+    file: str
+    cluster: ClusterPlan | None
+    vpcs: tuple[VpcPlan, ...]
+    vswitches: tuple[VSwitchPlan, ...]
+    bridges: tuple[BridgePlan, ...]
+    hosts: tuple[HostPlan, ...]
+    nodes: tuple[NodePlan, ...]
+    attachments: tuple[Attachment, ...]
+    groups: tuple[GroupPlan, ...]
+    expect: tuple[dict, ...] = ()
+
+    def host(self, key: str) -> HostPlan:
+        for h in self.hosts:
+            if h.key == key:
+                return h
+        raise KeyError(key)
+
+    def bridge(self, name: str) -> BridgePlan:
+        for b in self.bridges:
+            if b.name == name:
+                return b
+        raise KeyError(name)
+
+    def node(self, name: str) -> NodePlan:
+        for n in self.nodes:
+            if n.name == name:
+                return n
+        raise KeyError(name)
+
+    def vswitch(self, name: str) -> VSwitchPlan:
+        for v in self.vswitches:
+            if v.name == name:
+                return v
+        raise KeyError(name)
+
+    @property
+    def pods(self) -> tuple[HostPlan, ...]:
+        return tuple(h for h in self.hosts if h.kind == "pod")
+
+    @property
+    def instances(self) -> tuple[HostPlan, ...]:
+        return tuple(h for h in self.hosts if h.kind == "ecs")
+
+
+def resolve_endpoint(plan: Plan, ref: str) -> HostPlan:
+    """`pod/<ns>/<name>`, `pod/<name>` (namespace default), `ecs/<name>` or `node/<name>`."""
+    parts = ref.split("/")
+    if parts[0] == "pod" and len(parts) == 2:
+        parts = ["pod", "default", parts[1]]
+    if parts[0] == "node" and len(parts) == 2:
+        parts = ["ecs", parts[1]]
+    return plan.host("/".join(parts))
+
+
+def usable(net: ipaddress.IPv4Network) -> list[ipaddress.IPv4Address]:
+    """Addresses an instance may hold on a vSwitch: not the first, not the last three."""
+    return list(net)[1:-RESERVED_TAIL] if net.num_addresses > 4 else []
+
+
+class Planner:
+    """Builds the Plan while collecting every problem, so the user sees them all at once."""
+
+    def __init__(self, loaded: Loaded, run: str):
+        self.loaded = loaded
+        self.src: Source = loaded.source
+        self.sc = loaded.scenario
+        self.run = run
+        self.problems: list[Problem] = []
+
+    def bad(self, path: tuple, value: object, expected: str) -> None:
+        self.problems.append(self.src.problem(path, value, expected))
+
+    # ------------------------------------------------------------------------------ the cloud
+    def plan(self) -> Plan:
+        sc = self.sc
+        self._check_run_name()
+        vpcs = {v.name: v for v in sc.cloud.vpcs}
+        self._unique([("cloud", "vpcs", i, "name") for i in range(len(sc.cloud.vpcs))],
+                     [v.name for v in sc.cloud.vpcs], "VPC")
+        vswitch_of: dict[str, tuple[int, int]] = {}
+        for i, vpc in enumerate(sc.cloud.vpcs):
+            if not vpc.cidr.is_private:
+                self.bad(("cloud", "vpcs", i, "cidr"), str(vpc.cidr), "expected a private range "
+                         "(10.0.0.0/8, 172.16.0.0/12 or 192.168.0.0/16 and their subnets)")
+            if not 8 <= vpc.cidr.prefixlen <= 24:
+                self.bad(("cloud", "vpcs", i, "cidr"), str(vpc.cidr), "expected a VPC mask between /8 and /24")
+            for j, vsw in enumerate(vpc.vswitches):
+                path = ("cloud", "vpcs", i, "vswitches", j)
+                if vsw.name in vswitch_of:
+                    self.bad(path + ("name",), vsw.name, "duplicate vSwitch name; expected unique names")
+                vswitch_of[vsw.name] = (i, j)
+                if not vsw.cidr.subnet_of(vpc.cidr):
+                    self.bad(path + ("cidr",), str(vsw.cidr), f"expected a subnet of the VPC CIDR {vpc.cidr}")
+                if not 16 <= vsw.cidr.prefixlen <= 29:
+                    self.bad(path + ("cidr",), str(vsw.cidr), "expected a vSwitch mask between /16 and /29")
+                for k in range(j):
+                    other = vpc.vswitches[k]
+                    if vsw.cidr.overlaps(other.cidr):
+                        self.bad(path + ("cidr",), str(vsw.cidr),
+                                 f"overlaps vSwitch {other.name!r} ({other.cidr}); expected disjoint vSwitch CIDRs")
+        if self.problems:
+            raise ScenarioError(self.problems)
+
+        vswitches: list[VSwitchPlan] = []
+        bridges: list[BridgePlan] = []
+        zone_base = zlib.crc32(self.run.encode()) % 50000 + 1
+        vsw_index: dict[str, int] = {}
+        for vpc in sc.cloud.vpcs:
+            for vsw in vpc.vswitches:
+                idx = len(vswitches)
+                vsw_index[vsw.name] = idx
+                gw = str(list(vsw.cidr)[-RESERVED_TAIL])
+                vswitches.append(VSwitchPlan(
+                    name=vsw.name, vpc=vpc.name, zone=vsw.zone, cidr=str(vsw.cidr), gateway=gw,
+                    gateway_mac=mac_for(gw), bridge=f"{self.run}-vs{idx}",
+                    vrouter_port=sum(1 for v in vswitches if v.vpc == vpc.name) + 1))
+        self.zone_base = zone_base
+
+        # ---- security groups
+        groups_by_name = {}
+        for i, sg in enumerate(sc.cloud.securityGroups):
+            if sg.name in groups_by_name:
+                self.bad(("cloud", "securityGroups", i, "name"), sg.name, "duplicate security group name")
+            groups_by_name[sg.name] = sg
+            if sg.vpc not in vpcs:
+                self.bad(("cloud", "securityGroups", i, "vpc"), sg.vpc,
+                         f"no such VPC; expected one of {sorted(vpcs)}")
+        for i, sg in enumerate(sc.cloud.securityGroups):
+            for j, rule in enumerate(sg.rules):
+                path = ("cloud", "securityGroups", i, "rules", j)
+                if (rule.cidr is None) == (rule.group is None):
+                    self.bad(path, rule.model_dump(exclude_defaults=True),
+                             "expected exactly one peer: cidr (an IPv4 CIDR) or group (a security group name)")
+                if rule.group is not None:
+                    peer = groups_by_name.get(rule.group)
+                    if peer is None:
+                        self.bad(path + ("group",), rule.group,
+                                 f"no such security group; expected one of {sorted(groups_by_name)}")
+                    elif peer.vpc != sg.vpc:
+                        self.bad(path + ("group",), rule.group, f"expected a group in the same VPC ({sg.vpc})")
+                if rule.port_range is not None and rule.protocol not in ("tcp", "udp"):
+                    self.bad(path + ("ports",), rule.ports, "ports apply only to tcp and udp rules")
+
+        # ---- instances and their addresses
+        instances = sc.cloud.instances
+        self._unique([("cloud", "instances", i, "name") for i in range(len(instances))],
+                     [e.name for e in instances], "instance")
+        taken: dict[str, set[str]] = defaultdict(set)
+        ips: dict[str, str] = {}
+        for i, ecs in enumerate(instances):
+            path = ("cloud", "instances", i)
+            if ecs.vswitch not in vswitch_of:
+                self.bad(path + ("vswitch",), ecs.vswitch, f"no such vSwitch; expected one of {sorted(vswitch_of)}")
+                continue
+            vsw_vpc = vswitches[vsw_index[ecs.vswitch]].vpc
+            for k, g in enumerate(ecs.securityGroups):
+                if g not in groups_by_name:
+                    self.bad(path + ("securityGroups", k), g,
+                             f"no such security group; expected one of {sorted(groups_by_name)}")
+                elif groups_by_name[g].vpc != vsw_vpc:
+                    self.bad(path + ("securityGroups", k), g,
+                             f"security group is in VPC {groups_by_name[g].vpc!r}, the instance in {vsw_vpc!r}")
+            if ecs.ip is not None:
+                net = ipaddress.IPv4Network(vswitches[vsw_index[ecs.vswitch]].cidr)
+                if ecs.ip not in net:
+                    self.bad(path + ("ip",), str(ecs.ip), f"outside its vSwitch {ecs.vswitch} ({net})")
+                elif ecs.ip not in usable(net):
+                    self.bad(path + ("ip",), str(ecs.ip), f"reserved address of {net}: the first and "
+                             "the last three addresses of a vSwitch belong to the cloud")
+                elif str(ecs.ip) in taken[ecs.vswitch]:
+                    self.bad(path + ("ip",), str(ecs.ip), "address already taken by another instance")
+                else:
+                    taken[ecs.vswitch].add(str(ecs.ip))
+                    ips[ecs.name] = str(ecs.ip)
+        pools = {v.name: [a for a in usable(ipaddress.IPv4Network(v.cidr))] for v in vswitches}
+        cursor = {v: 0 for v in pools}
+
+        def allocate(vswitch: str, path: tuple, what: str) -> str | None:
+            pool = pools[vswitch]
+            while cursor[vswitch] < len(pool) and str(pool[cursor[vswitch]]) in taken[vswitch]:
+                cursor[vswitch] += 1
+            if cursor[vswitch] >= len(pool):
+                self.bad(path, vswitch, f"vSwitch {vswitch} ({vswitches[vsw_index[vswitch]].cidr}) has no "
+                         f"free address left for {what}; expected a larger vSwitch CIDR")
+                return None
+            ip = str(pool[cursor[vswitch]])
+            taken[vswitch].add(ip)
+            return ip
+
+        for i, ecs in enumerate(instances):
+            if ecs.name not in ips and ecs.vswitch in vswitch_of:
+                ip = allocate(ecs.vswitch, ("cloud", "instances", i, "vswitch"), f"instance {ecs.name}")
+                if ip:
+                    ips[ecs.name] = ip
+        if self.problems:
+            raise ScenarioError(self.problems)
+
+        # ---- the cluster
+        cl = sc.cluster
+        ecs_by_name = {e.name: e for e in instances}
+        node_names = list(cl.nodes) if cl else []
+        cluster_plan = None
+        cluster_vpc = ""
+        pod_mtu = 1500
+        if cl:
+            for k, n in enumerate(cl.nodes):
+                if n not in ecs_by_name:
+                    self.bad(("cluster", "nodes", k), n, f"no such ECS instance; expected one of {sorted(ecs_by_name)}")
+                elif cl.nodes.index(n) != k:
+                    self.bad(("cluster", "nodes", k), n, "node listed twice")
+            node_vpcs = {vswitches[vsw_index[ecs_by_name[n].vswitch]].vpc for n in cl.nodes if n in ecs_by_name}
+            if len(node_vpcs) > 1:
+                self.bad(("cluster", "nodes"), sorted(node_vpcs), "expected every node in the same VPC")
+            cluster_vpc = next(iter(node_vpcs), "")
+            vpc_net = vpcs[cluster_vpc].cidr if cluster_vpc else None
+            if vpc_net is not None and cl.serviceCIDR.overlaps(vpc_net):
+                self.bad(("cluster", "serviceCIDR"), str(cl.serviceCIDR), f"overlaps the VPC CIDR {vpc_net}")
+            if cl.mode != "eni":
+                if vpc_net is not None and cl.podCIDR.overlaps(vpc_net):
+                    self.bad(("cluster", "podCIDR"), str(cl.podCIDR),
+                             f"overlaps the VPC CIDR {vpc_net}; expected a pod CIDR outside the VPC")
+                if cl.podCIDR.overlaps(cl.serviceCIDR):
+                    self.bad(("cluster", "podCIDR"), str(cl.podCIDR), f"overlaps serviceCIDR {cl.serviceCIDR}")
+                if cl.nodeCIDRMaskSize < cl.podCIDR.prefixlen:
+                    self.bad(("cluster", "nodeCIDRMaskSize"), cl.nodeCIDRMaskSize,
+                             f"expected a mask at least as long as the pod CIDR's /{cl.podCIDR.prefixlen}")
+                elif 2 ** (cl.nodeCIDRMaskSize - cl.podCIDR.prefixlen) < len(cl.nodes):
+                    self.bad(("cluster", "podCIDR"), str(cl.podCIDR),
+                             f"holds only {2 ** (cl.nodeCIDRMaskSize - cl.podCIDR.prefixlen)} node CIDRs of "
+                             f"/{cl.nodeCIDRMaskSize}, the cluster has {len(cl.nodes)} nodes")
+            for k, v in enumerate(cl.eni.vswitches):
+                if v not in vswitch_of:
+                    self.bad(("cluster", "eni", "vswitches", k), v, f"no such vSwitch; expected one of {sorted(vswitch_of)}")
+                elif vswitches[vsw_index[v]].vpc != cluster_vpc:
+                    self.bad(("cluster", "eni", "vswitches", k), v, f"expected a vSwitch of the cluster's VPC {cluster_vpc}")
+            for k, g in enumerate(cl.eni.securityGroups or ()):
+                if g not in groups_by_name:
+                    self.bad(("cluster", "eni", "securityGroups", k), g, "no such security group")
+            pod_mtu = cl.underlayMTU - 50 if cl.mode == "vxlan" else cl.underlayMTU
+        if self.problems:
+            raise ScenarioError(self.problems)
+
+        # ---- Kubernetes objects: namespaces, pods, placement
+        pods = self._pods(node_names)
+        if self.problems:
+            raise ScenarioError(self.problems)
+
+        hosts: list[HostPlan] = []
+        nodes: list[NodePlan] = []
+        attachments: list[Attachment] = []
+        vswitch_ports: dict[str, list[OvsPort]] = defaultdict(list)
+        next_ofport: dict[str, int] = defaultdict(lambda: OFPORT_FIRST_ATTACHMENT)
+        node_index = {n: k for k, n in enumerate(node_names)}
+        node_pod_cidrs: dict[str, ipaddress.IPv4Network] = {}
+        if cl and cl.mode != "eni":
+            subnets = cl.podCIDR.subnets(new_prefix=cl.nodeCIDRMaskSize)
+            for n in node_names:
+                node_pod_cidrs[n] = next(subnets)
+
+        def eni_sgs(node_ecs) -> tuple[str, ...]:
+            return tuple(cl.eni.securityGroups) if cl.eni.securityGroups is not None else tuple(node_ecs.securityGroups)
+
+        for i, ecs in enumerate(instances):
+            vsw = vswitches[vsw_index[ecs.vswitch]]
+            ip = ips[ecs.name]
+            is_node = ecs.name in node_index
+            veth = f"{self.run}e{i}"
+            key = f"ecs/{ecs.name}"
+            if is_node:
+                bridge, ofport = f"{self.run}-n{node_index[ecs.name]}", OFPORT_NODE_HOST
+            else:
+                bridge, ofport = vsw.bridge, next_ofport[vsw.name]
+                next_ofport[vsw.name] += 1
+                vswitch_ports[vsw.name].append(OvsPort(name=veth, ofport=ofport, kind="veth", peer=key))
+                attachments.append(Attachment(vswitch=vsw.name, ofport=ofport, port=veth, mac=mac_for(ip),
+                                              ip=ip, owner=key, security_groups=tuple(ecs.securityGroups)))
+            hosts.append(HostPlan(
+                key=key, kind="ecs", name=ecs.name, netns=f"{self.run}-ecs-{ecs.name}", veth=veth,
+                bridge=bridge, ofport=ofport, ip=ip, prefixlen=ipaddress.IPv4Network(vsw.cidr).prefixlen,
+                mac=mac_for(ip), gateway=vsw.gateway, gateway_mac=vsw.gateway_mac,
+                mtu=cl.underlayMTU if (cl and is_node) else 1500,
+                servers=tuple(ServerPort(port=p.port, protocol=p.protocol) for p in ecs.ports),
+                node=ecs.name if is_node else "", vswitch=vsw.name,
+                security_groups=tuple(ecs.securityGroups)))
+
+        # nodes: bridges, uplinks, tunnels
+        for k, n in enumerate(node_names):
+            ecs = ecs_by_name[n]
+            vsw = vswitches[vsw_index[ecs.vswitch]]
+            ip = ips[n]
+            uplink_vsws = [vsw.name]
+            if cl.mode == "eni":
+                for v in self._eni_vswitches(cl, vswitches, vsw_index, vsw):
+                    if v not in uplink_vsws:
+                        uplink_vsws.append(v)
+            uplinks = []
+            for u, vname in enumerate(uplink_vsws):
+                vofport = next_ofport[vname]
+                next_ofport[vname] += 1
+                up = Uplink(vswitch=vname, port=f"{self.run}nu{k}.{u}", peer=f"{self.run}un{k}.{u}",
+                            ofport=OFPORT_NODE_UPLINK0 + u, vswitch_ofport=vofport)
+                uplinks.append(up)
+                vswitch_ports[vname].append(OvsPort(name=up.peer, ofport=vofport, kind="patch", peer=up.port))
+            # what sits behind the node's (first) uplink on its vSwitch
+            attachments.append(Attachment(vswitch=vsw.name, ofport=uplinks[0].vswitch_ofport, port=uplinks[0].peer,
+                                          mac=mac_for(ip), ip=ip, owner=f"ecs/{n}",
+                                          security_groups=tuple(ecs.securityGroups)))
+            if cl.mode == "vpc-route":
+                # pod traffic leaves through the ECS's ENI, so the ECS's security groups apply to it
+                attachments.append(Attachment(vswitch=vsw.name, ofport=uplinks[0].vswitch_ofport,
+                                              port=uplinks[0].peer, mac=mac_for(ip), ip=str(node_pod_cidrs[n]),
+                                              owner=f"node/{n}", security_groups=tuple(ecs.securityGroups)))
+            pod_cidr = node_pod_cidrs.get(n)
+            gw = str(pod_cidr[1]) if pod_cidr else ""
+            tunnels = []
+            if cl.mode == "vxlan":
+                for p, peer in enumerate(node_names):
+                    if peer == n:
+                        continue
+                    tunnels.append(Tunnel(peer=peer, ifname=f"{self.run}x{k}.{p}", ofport=OFPORT_NODE_TUNNEL0 + p,
+                                          local_ip=ip, remote_ip=ips[peer], peer_pod_cidr=str(node_pod_cidrs[peer])))
+            nodes.append(NodePlan(name=n, ecs=f"ecs/{n}", ip=ip, mac=mac_for(ip), vswitch=vsw.name,
+                                  bridge=f"{self.run}-n{k}", pod_cidr=str(pod_cidr) if pod_cidr else "",
+                                  gateway=gw, gateway_mac=mac_for(gw) if gw else "",
+                                  uplinks=tuple(uplinks), tunnels=tuple(tunnels)))
+
+        # pods: addresses and ports on their node bridge
+        per_node_count: dict[str, int] = defaultdict(int)
+        pod_seq = 0
+        for (pod, path) in pods:
+            node = nodes[node_index[pod["node"]]]
+            ecs = ecs_by_name[node.name]
+            idx = per_node_count[node.name]
+            per_node_count[node.name] += 1
+            if cl.mode == "eni":
+                vname = self._eni_vswitches(cl, vswitches, vsw_index, vswitches[vsw_index[node.vswitch]])[0]
+                vsw = vswitches[vsw_index[vname]]
+                ip = allocate(vname, path, f"pod {pod['namespace']}/{pod['name']}")
+                if ip is None:
+                    continue
+                prefixlen, gateway, gateway_mac = ipaddress.IPv4Network(vsw.cidr).prefixlen, vsw.gateway, vsw.gateway_mac
+                sgs = eni_sgs(ecs)
+                uplink = next(u for u in node.uplinks if u.vswitch == vname)
+                attachments.append(Attachment(vswitch=vname, ofport=uplink.vswitch_ofport, port=uplink.peer,
+                                              mac=mac_for(ip), ip=ip,
+                                              owner=f"pod/{pod['namespace']}/{pod['name']}", security_groups=sgs))
+            else:
+                net = node_pod_cidrs[node.name]
+                if idx + 2 >= net.num_addresses - 1:
+                    self.bad(path, f"{pod['namespace']}/{pod['name']}",
+                             f"node {node.name}'s pod CIDR {net} is exhausted ({net.num_addresses - 3} pods); "
+                             "expected a smaller cluster.nodeCIDRMaskSize or fewer pods on the node")
+                    continue
+                ip = str(net[idx + 2])
+                prefixlen, gateway, gateway_mac, vname, sgs = net.prefixlen, node.gateway, node.gateway_mac, "", ()
+            key = f"pod/{pod['namespace']}/{pod['name']}"
+            hosts.append(HostPlan(
+                key=key, kind="pod", name=pod["name"], namespace=pod["namespace"],
+                netns=f"{self.run}-pod-{pod['namespace']}-{pod['name']}", veth=f"{self.run}p{pod_seq}",
+                bridge=node.bridge, ofport=OFPORT_NODE_POD0 + idx, ip=ip, prefixlen=prefixlen, mac=mac_for(ip),
+                gateway=gateway, gateway_mac=gateway_mac, mtu=pod_mtu, servers=pod["servers"],
+                labels=pod["labels"], node=node.name, vswitch=vname, security_groups=sgs))
+            pod_seq += 1
+        if self.problems:
+            raise ScenarioError(self.problems)
+
+        # ---- bridges
+        vr_index = 0
+        vpc_plans = []
+        for vpc in sc.cloud.vpcs:
+            name = f"{self.run}-vr{vr_index}"
+            vr_index += 1
+            ports = []
+            for v in vswitches:
+                if v.vpc == vpc.name:
+                    ports.append(OvsPort(name=f"{self.run}rv{vsw_index[v.name]}", ofport=v.vrouter_port,
+                                         kind="patch", peer=f"{self.run}vr{vsw_index[v.name]}"))
+            bridges.append(BridgePlan(name=name, role="vrouter", owner=vpc.name, dpid=0,
+                                      zone=0, ports=tuple(ports)))
+            vpc_plans.append(VpcPlan(name=vpc.name, cidr=str(vpc.cidr), bridge=name,
+                                     routes=self._routes(vpc, vswitches, ecs_by_name, vsw_index, nodes, cl,
+                                                         cluster_vpc), quota=vpc.routeTable.quota))
+        for v in vswitches:
+            ports = [OvsPort(name=f"{self.run}vr{vsw_index[v.name]}", ofport=OFPORT_VROUTER_ON_VSWITCH,
+                             kind="patch", peer=f"{self.run}rv{vsw_index[v.name]}")]
+            bridges.append(BridgePlan(name=v.bridge, role="vswitch", owner=v.name, dpid=0, zone=0,
+                                      ports=tuple(ports + vswitch_ports[v.name])))
+        for node in nodes:
+            host = next(h for h in hosts if h.key == node.ecs)
+            ports = [OvsPort(name=host.veth, ofport=OFPORT_NODE_HOST, kind="veth", peer=host.key)]
+            ports += [OvsPort(name=u.port, ofport=u.ofport, kind="patch", peer=u.peer) for u in node.uplinks]
+            ports += [OvsPort(name=t.ifname, ofport=t.ofport, kind="vxlan", peer=t.peer) for t in node.tunnels]
+            ports += [OvsPort(name=h.veth, ofport=h.ofport, kind="veth", peer=h.key)
+                      for h in hosts if h.kind == "pod" and h.node == node.name]
+            bridges.append(BridgePlan(name=node.bridge, role="node", owner=node.name, dpid=0, zone=0,
+                                      ports=tuple(ports)))
+        bridges = [b.model_copy(update={"dpid": 0x6B76_0000_0000_0000 + i + 1, "zone": (zone_base + i) % 65535 + 1})
+                   for i, b in enumerate(bridges)]
+
+        groups = []
+        for sg in sc.cloud.securityGroups:
+            members = [a.ip for a in attachments if sg.name in a.security_groups]
+            rules = tuple(RulePlan(direction=r.direction, protocol=r.protocol,
+                                   port_min=r.port_range.first if r.port_range else 0,
+                                   port_max=r.port_range.last if r.port_range else 0,
+                                   cidr=str(r.cidr) if r.cidr else "", group=r.group or "",
+                                   policy=r.policy, priority=r.priority) for r in sg.rules)
+            groups.append(GroupPlan(name=sg.name, vpc=sg.vpc, rules=rules, members=tuple(sorted(set(members)))))
+
+        if cl:
+            cluster_plan = ClusterPlan(name=cl.name, mode=cl.mode, vpc=cluster_vpc, pod_cidr=str(cl.podCIDR),
+                                       service_cidr=str(cl.serviceCIDR), vni=cl.vxlan.vni, vxlan_port=cl.vxlan.port,
+                                       pod_mtu=pod_mtu, underlay_mtu=cl.underlayMTU)
+        plan = Plan(run=self.run, scenario=sc.name, file=self.loaded.file, cluster=cluster_plan,
+                    vpcs=tuple(vpc_plans), vswitches=tuple(vswitches), bridges=tuple(bridges), hosts=tuple(hosts),
+                    nodes=tuple(nodes), attachments=tuple(attachments), groups=tuple(groups),
+                    expect=tuple(e.model_dump(by_alias=True) for e in sc.expect))
+        self._check_expectations(plan)
+        self._check_names(plan)
+        if self.problems:
+            raise ScenarioError(self.problems)
+        return plan
+
+    # ------------------------------------------------------------------------------ helpers
+    def _check_run_name(self) -> None:
+        import re
+        if not re.match(r"^[a-z][a-z0-9]{0,%d}$" % (MAX_TAG - 1), self.run):
+            self.problems.append(Problem(self.loaded.file, "<run name>", self.run,
+                                         f"expected 1 to {MAX_TAG} lowercase letters and digits starting with a "
+                                         f"letter: every interface name starts with it and must fit in {IFNAMSIZ} characters"))
+            raise ScenarioError(self.problems)
+
+    def _check_names(self, plan: Plan) -> None:
+        names = [h.veth for h in plan.hosts] + [b.name for b in plan.bridges]
+        names += [t.ifname for n in plan.nodes for t in n.tunnels]
+        names += [p.name for b in plan.bridges for p in b.ports if p.kind == "patch"]
+        for name in names:
+            if len(name) > IFNAMSIZ:
+                self.problems.append(Problem(self.loaded.file, "<run name>", self.run,
+                                             f"interface name {name!r} would exceed {IFNAMSIZ} characters; "
+                                             "expected a shorter run name or fewer objects"))
+                return
+        if len(set(names)) != len(names):
+            dup = sorted({n for n in names if names.count(n) > 1})
+            raise AssertionError(f"planner produced duplicate interface names {dup}")
+
+    def _unique(self, paths: list[tuple], names: list[str], what: str) -> None:
+        seen = set()
+        for path, name in zip(paths, names):
+            if name in seen:
+                self.bad(path, name, f"duplicate {what} name; expected unique names")
+            seen.add(name)
+
+    def _eni_vswitches(self, cl, vswitches, vsw_index, node_vsw: VSwitchPlan) -> list[str]:
+        """Pods of a node take addresses from the first eni vSwitch in the node's zone, else the node's."""
+        for v in cl.eni.vswitches:
+            if v in vsw_index and vswitches[vsw_index[v]].zone == node_vsw.zone:
+                return [v]
+        return [node_vsw.name]
+
+    def _routes(self, vpc, vswitches, ecs_by_name, vsw_index, nodes, cl, cluster_vpc) -> tuple[Route, ...]:
+        i = next(k for k, v in enumerate(self.sc.cloud.vpcs) if v.name == vpc.name)
+        routes = [Route(destination=v.cidr, kind="system", description=f"vSwitch {v.name}")
+                  for v in vswitches if v.vpc == vpc.name]
+        for j, entry in enumerate(vpc.routeTable.routes):
+            path = ("cloud", "vpcs", i, "routeTable", "routes", j)
+            hop = ecs_by_name.get(entry.nextHop)
+            if hop is None or vswitches[vsw_index[hop.vswitch]].vpc != vpc.name:
+                self.bad(path + ("nextHop",), entry.nextHop, f"expected an ECS instance of VPC {vpc.name}")
+                continue
+            for v in vswitches:
+                if v.vpc == vpc.name and entry.destination.overlaps(ipaddress.IPv4Network(v.cidr)):
+                    self.bad(path + ("destination",), str(entry.destination),
+                             f"overlaps vSwitch {v.name} ({v.cidr}); custom routes may not cover a vSwitch CIDR")
+            if any(r.destination == str(entry.destination) for r in routes):
+                self.bad(path + ("destination",), str(entry.destination), "duplicate route destination")
+            routes.append(Route(destination=str(entry.destination), kind="custom", next_hop=entry.nextHop,
+                                description=entry.description))
+        if cl and cl.mode == "vpc-route" and vpc.name == cluster_vpc:
+            for node in nodes:
+                routes.append(Route(destination=node.pod_cidr, kind="pod", next_hop=node.name,
+                                    description=f"pod CIDR of node {node.name} (cloud controller manager)"))
+        entries = [r for r in routes if r.kind != "system"]
+        if len(entries) > vpc.routeTable.quota:
+            n_pod = sum(1 for r in entries if r.kind == "pod")
+            self.bad(("cloud", "vpcs", i, "routeTable", "quota"), vpc.routeTable.quota,
+                     f"route table quota exceeded: {len(entries)} custom entries needed "
+                     f"({n_pod} pod CIDR routes for vpc-route mode + {len(entries) - n_pod} declared); "
+                     "expected a larger quota, fewer nodes, or another network mode")
+        return tuple(routes)
+
+    def _pods(self, node_names: list[str]) -> list[tuple[dict, tuple]]:
+        """Expand Pods and Deployments into pods placed on nodes, deterministically."""
+        from .k8s import Deployment, Namespace, Pod
+        namespaces = {"default", "kube-system"}
+        out: list[tuple[dict, tuple]] = []
+        seen: dict[tuple[str, str, str], str] = {}
+        manifests = self.loaded.manifests
+        for m in manifests:
+            if isinstance(m.obj, Namespace):
+                namespaces.add(m.obj.metadata.name)
+
+        def where(m) -> tuple:
+            return tuple(int(p) if p.isdigit() else p for p in
+                         m.path.replace("[", ".").replace("]", "").split(".") if p)
+
+        for m in manifests:
+            obj = m.obj
+            path = where(m) if m.file == self.loaded.file else ()
+            key = (obj.kind, obj.metadata.namespace, obj.metadata.name)
+            if key in seen:
+                self.bad(path + ("metadata", "name"), obj.metadata.name, f"duplicate {obj.kind} in namespace "
+                         f"{obj.metadata.namespace}")
+            seen[key] = m.path
+            if isinstance(obj, Namespace):
+                continue
+            if obj.metadata.namespace not in namespaces:
+                self.bad(path + ("metadata", "namespace"), obj.metadata.namespace,
+                         "namespace not declared; expected a Namespace object in the manifests")
+                continue
+            if not node_names:
+                self.bad(path, obj.kind, "pods need a cluster section with nodes")
+                continue
+            if isinstance(obj, Pod):
+                spec, labels, count = obj.spec, obj.metadata.labels, 1
+                names = [obj.metadata.name]
+            else:
+                spec, labels = obj.spec.template.spec, obj.spec.template.metadata.labels
+                names = [f"{obj.metadata.name}-{r}" for r in range(obj.spec.replicas)]
+            ports, port_names = [], set()
+            for c in spec.containers:
+                for p in c.ports:
+                    if p.name and p.name in port_names:
+                        self.bad(path, p.name, "duplicate container port name in the pod")
+                    port_names.add(p.name)
+                    if p.protocol == "SCTP":
+                        continue        # accepted by the model; this kernel cannot carry SCTP
+                    ports.append(ServerPort(port=p.containerPort, protocol=p.protocol, name=p.name or ""))
+            if spec.nodeName is not None and spec.nodeName not in node_names:
+                self.bad(path + ("spec", "nodeName"), spec.nodeName, f"no such node; expected one of {node_names}")
+                continue
+            for r, name in enumerate(names):
+                node = spec.nodeName or node_names[r % len(node_names)]
+                pkey = ("Pod", obj.metadata.namespace, name)
+                if pkey in seen and isinstance(obj, Deployment):
+                    self.bad(path + ("metadata", "name"), name, "a pod of this Deployment has the name of another pod")
+                seen[pkey] = m.path
+                out.append(({"namespace": obj.metadata.namespace, "name": name, "node": node,
+                             "labels": dict(labels) | {"pod-template-hash": "kubevpc"} if isinstance(obj, Deployment)
+                             else dict(labels), "servers": tuple(ports)}, path))
+        return out
+
+    def _check_expectations(self, plan: Plan) -> None:
+        for i, e in enumerate(self.sc.expect):
+            for field, ref in (("from", e.source), ("to", e.to)):
+                try:
+                    resolve_endpoint(plan, ref)
+                except KeyError:
+                    self.bad(("expect", i, field), ref, "no such endpoint; expected pod/<namespace>/<name>, "
+                             "ecs/<name> or node/<name> of this scenario")
+
+
+def make_plan(loaded: Loaded, run: str) -> Plan:
+    return Planner(loaded, run).plan()
