@@ -195,6 +195,7 @@ class Expectation(Strict):
     port: Port
     protocol: Literal["TCP", "UDP"] = "TCP"
     result: Literal["allow", "deny"]
+    modes: list[Literal["vxlan", "vpc-route", "eni"]] = []   # only in these modes (default: all)
 
 
 class ManifestFile(Strict):

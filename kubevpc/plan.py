@@ -115,6 +115,8 @@ class VpcPlan(Frozen):
 
 
 class Tunnel(Frozen):
+    """A peer reached through the node's VXLAN device (one device per node, one entry per peer)."""
+
     peer: str                       # peer node name
     ifname: str
     ofport: int
@@ -497,11 +499,6 @@ class Planner:
             attachments.append(Attachment(vswitch=vsw.name, ofport=uplinks[0].vswitch_ofport, port=uplinks[0].peer,
                                           mac=mac_for(ip), ip=ip, owner=f"ecs/{n}",
                                           security_groups=tuple(ecs.securityGroups)))
-            if cl.mode == "vpc-route":
-                # pod traffic leaves through the ECS's ENI, so the ECS's security groups apply to it
-                attachments.append(Attachment(vswitch=vsw.name, ofport=uplinks[0].vswitch_ofport,
-                                              port=uplinks[0].peer, mac=mac_for(ip), ip=str(node_pod_cidrs[n]),
-                                              owner=f"node/{n}", security_groups=tuple(ecs.securityGroups)))
             pod_cidr = node_pod_cidrs.get(n)
             gw = str(pod_cidr[1]) if pod_cidr else ""
             tunnels = []
@@ -509,7 +506,9 @@ class Planner:
                 for p, peer in enumerate(node_names):
                     if peer == n:
                         continue
-                    tunnels.append(Tunnel(peer=peer, ifname=f"{self.run}x{k}.{p}", ofport=OFPORT_NODE_TUNNEL0 + p,
+                    # one VXLAN device per node, as flannel.1: the peer is chosen by the inner
+                    # destination MAC (the peer's gateway MAC), which the device's FDB maps to the peer
+                    tunnels.append(Tunnel(peer=peer, ifname=f"{self.run}x{k}", ofport=OFPORT_NODE_TUNNEL0,
                                           local_ip=ip, remote_ip=ips[peer], peer_pod_cidr=str(node_pod_cidrs[peer])))
             nodes.append(NodePlan(name=n, ecs=f"ecs/{n}", ip=ip, mac=mac_for(ip), vswitch=vsw.name,
                                   bridge=f"{self.run}-n{k}", pod_cidr=str(pod_cidr) if pod_cidr else "",
@@ -581,13 +580,22 @@ class Planner:
             host = next(h for h in hosts if h.key == node.ecs)
             ports = [OvsPort(name=host.veth, ofport=OFPORT_NODE_HOST, kind="veth", peer=host.key)]
             ports += [OvsPort(name=u.port, ofport=u.ofport, kind="patch", peer=u.peer) for u in node.uplinks]
-            ports += [OvsPort(name=t.ifname, ofport=t.ofport, kind="vxlan", peer=t.peer) for t in node.tunnels]
+            ports += [OvsPort(name=t.ifname, ofport=t.ofport, kind="vxlan") for t in node.tunnels[:1]]
             ports += [OvsPort(name=h.veth, ofport=h.ofport, kind="veth", peer=h.key)
                       for h in hosts if h.kind == "pod" and h.node == node.name]
             bridges.append(BridgePlan(name=node.bridge, role="node", owner=node.name, dpid=0, zone=0,
                                       ports=tuple(ports)))
         bridges = [b.model_copy(update={"dpid": 0x6B76_0000_0000_0000 + i + 1, "zone": (zone_base + i) % 65535 + 1})
                    for i, b in enumerate(bridges)]
+
+        # a route's destination sits behind its next hop's port: that instance's security groups
+        # apply to it (for vpc-route mode: pod traffic leaves and enters through the ECS's ENI)
+        att_of = {a.owner: a for a in attachments}
+        for vpc in vpc_plans:
+            for r in vpc.routes:
+                if r.kind != "system":
+                    hop = att_of[f"ecs/{r.next_hop}"]
+                    attachments.append(hop.model_copy(update={"ip": r.destination, "owner": f"route/{r.destination}"}))
 
         groups = []
         for sg in sc.cloud.securityGroups:
@@ -624,7 +632,7 @@ class Planner:
 
     def _check_names(self, plan: Plan) -> None:
         names = [h.veth for h in plan.hosts] + [b.name for b in plan.bridges]
-        names += [t.ifname for n in plan.nodes for t in n.tunnels]
+        names += [t.ifname for n in plan.nodes for t in n.tunnels[:1]]
         names += [p.name for b in plan.bridges for p in b.ports if p.kind == "patch"]
         for name in names:
             if len(name) > IFNAMSIZ:

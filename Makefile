@@ -1,0 +1,67 @@
+# kubevpc: make targets. `make` alone lists them.
+#
+# Everything runs from the virtual environment .venv (made by /usr/bin/python3 with
+# --system-site-packages, so that Debian's mininet package is importable).
+# Targets that need the whole environment (root, Open vSwitch, apt packages) depend
+# on `install`; those that need only Python depend on `venv`. Both run
+# scripts/install.sh, which is quiet when there is nothing to do.
+
+SHELL         := /bin/bash
+.DEFAULT_GOAL := help
+
+PY       := .venv/bin/python
+KUBEVPC  := .venv/bin/kubevpc
+SCENARIO ?= scenarios/default.yaml
+MODE     ?=
+CLI      ?=
+KEEP     ?=
+
+RUN_FLAGS := $(if $(strip $(MODE)),--mode $(strip $(MODE))) \
+             $(if $(filter 1,$(CLI)),--cli) \
+             $(if $(filter 1,$(KEEP)),--keep)
+
+.PHONY: help install venv scenario test unit e2e validate check clean distclean bench-up
+
+help: ## list the targets
+	@echo "usage: make TARGET [SCENARIO=scenarios/default.yaml] [MODE=...] [CLI=1] [KEEP=1]"
+	@echo
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-z0-9-]*:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+install: ## install everything (root): apt packages, Open vSwitch, .venv, /usr/local/bin/kubevpc
+	@bash scripts/install.sh
+
+venv: ## make only the Python virtual environment .venv (no root needed)
+	@bash scripts/install.sh --python-only
+
+scenario: install ## run SCENARIO (MODE=... --mode, CLI=1 --cli, KEEP=1 --keep)
+	$(strip $(KUBEVPC) run $(SCENARIO) $(RUN_FLAGS))
+
+test: install ## unit tests, then end-to-end tests (both run; fails if either fails)
+	@rc=0; \
+	echo "$(PY) -m pytest -q tests/unit"; $(PY) -m pytest -q tests/unit || rc=1; \
+	echo "$(PY) -m pytest -q tests/e2e"; $(PY) -m pytest -q tests/e2e || rc=1; \
+	exit $$rc
+
+unit: venv ## unit tests only (no root, no apt packages needed)
+	$(PY) -m pytest -q tests/unit
+
+e2e: install ## end-to-end tests only (root, real namespaces and Open vSwitch)
+	$(PY) -m pytest -q tests/e2e
+
+validate: venv ## check SCENARIO's file against the schema (kubevpc validate)
+	$(KUBEVPC) validate $(SCENARIO)
+
+check: install ## kubevpc check SCENARIO
+	$(KUBEVPC) check $(SCENARIO)
+
+clean: install ## remove leftovers of crashed runs (namespaces, bridges, processes); keeps .venv
+	$(KUBEVPC) clean
+
+distclean: ## clean, then remove .venv and the /usr/local/bin/kubevpc link to it
+	@if [ -x $(KUBEVPC) ]; then echo "$(KUBEVPC) clean"; $(KUBEVPC) clean; fi
+	@if [ "$$(readlink /usr/local/bin/kubevpc 2>/dev/null)" = "$(CURDIR)/.venv/bin/kubevpc" ]; then \
+		echo "rm -f /usr/local/bin/kubevpc"; rm -f /usr/local/bin/kubevpc; fi
+	rm -rf .venv
+
+bench-up: install ## bring up the benchmark topology (python -m kubevpc.bench.bringup)
+	$(PY) -m kubevpc.bench.bringup

@@ -1,0 +1,219 @@
+"""The os-ken application: a thin shell around the pure compilers.
+
+It reads the run's plan, compiles the flows of every bridge, and on each switch connection
+reconciles the switch's flow table with them by cookie (flows whose cookie is not wanted are
+deleted, wanted ones that are missing are added; unchanged flows are not touched). It watches the
+plan file and reconciles again when it changes. Packet-ins are counted per bridge: in steady
+state there are none, except TTL expiries, which it answers with ICMP time exceeded so that
+traceroute shows the hops.
+
+Status (connected bridges, flow counts, packet-ins) is written atomically to status.json in the
+run's state directory; the runner waits on it with a deadline.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+
+from os_ken.base import app_manager
+from os_ken.controller import ofp_event
+from os_ken.controller.handler import CONFIG_DISPATCHER, MAIN_DISPATCHER, set_ev_cls
+from os_ken.lib import hub
+from os_ken.lib.packet import ethernet, icmp, ipv4, packet
+from os_ken.ofproto import ofproto_v1_3
+
+from kubevpc.plan import Plan
+
+from .compile import compile_plan
+from .ofmsg import delete_cookie, flow_mod
+
+LOG = logging.getLogger("kubevpc.controller")
+
+
+class KubevpcController(app_manager.OSKenApp):
+    OFP_VERSIONS = [ofproto_v1_3.OFP_VERSION]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.plan_path = os.environ["KUBEVPC_PLAN"]
+        self.state_dir = os.environ["KUBEVPC_STATE"]
+        self.plan: Plan | None = None
+        self.plan_mtime = 0.0
+        self.desired = {}                 # bridge name -> {cookie: Flow}
+        self.by_dpid = {}                 # dpid -> bridge name
+        self.datapaths = {}               # bridge name -> datapath
+        self.current = {}                 # bridge name -> set of cookies seen in the last dump
+        self.dumping = {}                 # bridge name -> cookies collected from a multipart reply
+        self.status = {"pid": os.getpid(), "bridges": {}, "plan_version": 0, "errors": []}
+        self._load_plan()
+        hub.spawn(self._watch_plan)
+
+    # -------------------------------------------------------------------------------- plan
+    def _load_plan(self) -> bool:
+        try:
+            mtime = os.stat(self.plan_path).st_mtime
+            if mtime == self.plan_mtime:
+                return False
+            with open(self.plan_path, encoding="utf-8") as fh:
+                plan = Plan.model_validate_json(fh.read())
+            compiled = compile_plan(plan)
+        except Exception as exc:      # a bad plan keeps the last good one running
+            LOG.error("plan %s not loaded: %s", self.plan_path, exc)
+            self.status["errors"].append(f"plan not loaded: {exc}")
+            self._write_status()
+            return False
+        self.plan, self.plan_mtime = plan, mtime
+        self.by_dpid = {b.dpid: b.name for b in plan.bridges}
+        self.desired = {name: {f.cookie: f for f in fs.flows} for name, fs in compiled.items()}
+        self.status["plan_version"] += 1
+        for name, flows in self.desired.items():
+            st = self.status["bridges"].setdefault(name, {"connected": False, "programmed": False,
+                                                          "packet_in": 0, "ttl_expired": 0})
+            st.update(flows=len(flows), programmed=False)
+        LOG.info("plan v%d loaded: %d bridges, %d flows", self.status["plan_version"], len(self.desired),
+                 sum(len(v) for v in self.desired.values()))
+        self._write_status()
+        return True
+
+    def _watch_plan(self):
+        while True:
+            hub.sleep(0.2)
+            if self._load_plan():
+                for name, dp in list(self.datapaths.items()):
+                    self._request_dump(dp)
+
+    def _write_status(self):
+        tmp = os.path.join(self.state_dir, "status.json.tmp")
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump({**self.status, "time": time.time()}, fh, indent=1, sort_keys=True)
+        os.replace(tmp, os.path.join(self.state_dir, "status.json"))
+
+    # ----------------------------------------------------------------------------- switches
+    @set_ev_cls(ofp_event.EventOFPSwitchFeatures, CONFIG_DISPATCHER)
+    def _features(self, ev):
+        dp = ev.msg.datapath
+        name = self.by_dpid.get(dp.id)
+        if name is None:
+            LOG.warning("unknown datapath %#x connected; ignored", dp.id)
+            return
+        ofp, parser = dp.ofproto, dp.ofproto_parser
+        # packet-ins: table misses (there should be none), explicit ones, and TTL expiry
+        mask = (1 << ofp.OFPR_NO_MATCH) | (1 << ofp.OFPR_ACTION) | (1 << ofp.OFPR_INVALID_TTL)
+        dp.send_msg(parser.OFPSetAsync(dp, [mask, 0], [0, 0], [0, 0]))
+        self.datapaths[name] = dp
+        self.status["bridges"][name]["connected"] = True
+        LOG.info("bridge %s (%#x) connected", name, dp.id)
+        self._request_dump(dp)
+
+    @set_ev_cls(ofp_event.EventOFPStateChange, [MAIN_DISPATCHER])
+    def _state(self, ev):
+        pass
+
+    def _request_dump(self, dp):
+        name = self.by_dpid[dp.id]
+        self.dumping[name] = set()
+        parser = dp.ofproto_parser
+        dp.send_msg(parser.OFPFlowStatsRequest(dp, 0, dp.ofproto.OFPTT_ALL, dp.ofproto.OFPP_ANY,
+                                               dp.ofproto.OFPG_ANY, 0, 0, parser.OFPMatch()))
+
+    @set_ev_cls(ofp_event.EventOFPFlowStatsReply, MAIN_DISPATCHER)
+    def _flow_stats(self, ev):
+        dp = ev.msg.datapath
+        name = self.by_dpid.get(dp.id)
+        if name is None or name not in self.dumping:
+            return
+        self.dumping[name].update(stat.cookie for stat in ev.msg.body)
+        if ev.msg.flags & dp.ofproto.OFPMPF_REPLY_MORE:
+            return
+        self._reconcile(dp, name, self.dumping.pop(name))
+
+    def _reconcile(self, dp, name: str, present: set[int]):
+        desired = self.desired.get(name, {})
+        stale = present - set(desired)
+        missing = [f for c, f in desired.items() if c not in present]
+        for cookie in stale:
+            dp.send_msg(delete_cookie(dp, cookie))
+        for f in missing:
+            dp.send_msg(flow_mod(dp, f))
+        dp.send_msg(dp.ofproto_parser.OFPBarrierRequest(dp))
+        st = self.status["bridges"][name]
+        st.update(added=st.get("added", 0) + len(missing), deleted=st.get("deleted", 0) + len(stale),
+                  pending_barrier=True)
+        LOG.info("bridge %s: %d flows wanted, %d added, %d stale deleted", name, len(desired), len(missing),
+                 len(stale))
+
+    @set_ev_cls(ofp_event.EventOFPBarrierReply, MAIN_DISPATCHER)
+    def _barrier(self, ev):
+        name = self.by_dpid.get(ev.msg.datapath.id)
+        if name is None:
+            return
+        st = self.status["bridges"][name]
+        if st.pop("pending_barrier", False):
+            st.update(programmed=True, programmed_at=time.time(), plan_version=self.status["plan_version"])
+            self._write_status()
+
+    @set_ev_cls(ofp_event.EventOFPErrorMsg, MAIN_DISPATCHER)
+    def _error(self, ev):
+        name = self.by_dpid.get(ev.msg.datapath.id, "?")
+        text = f"{name}: OpenFlow error type={ev.msg.type} code={ev.msg.code}"
+        LOG.error(text)
+        self.status["errors"].append(text)
+        self._write_status()
+
+    @set_ev_cls(ofp_event.EventOFPPortStatus, MAIN_DISPATCHER)
+    def _port_status(self, ev):
+        pass
+
+    # ---------------------------------------------------------------------------- packet-in
+    @set_ev_cls(ofp_event.EventOFPPacketIn, MAIN_DISPATCHER)
+    def _packet_in(self, ev):
+        msg = ev.msg
+        dp = msg.datapath
+        name = self.by_dpid.get(dp.id)
+        if name is None:
+            return
+        st = self.status["bridges"][name]
+        if msg.reason == dp.ofproto.OFPR_INVALID_TTL:
+            st["ttl_expired"] += 1
+            self._time_exceeded(dp, name, msg)
+        else:
+            st["packet_in"] += 1
+        self._write_status()
+
+    def _time_exceeded(self, dp, name: str, msg):
+        """Answer an expired packet with ICMP time exceeded from this hop's address."""
+        pkt = packet.Packet(msg.data)
+        eth, ip = pkt.get_protocol(ethernet.ethernet), pkt.get_protocol(ipv4.ipv4)
+        if eth is None or ip is None or ip.proto == 1 and pkt.get_protocol(icmp.icmp).type in (3, 11):
+            return
+        in_port = msg.match["in_port"]
+        hop = self._hop_address(name, in_port)
+        if hop is None:
+            return
+        hop_ip, hop_mac = hop
+        original = msg.data[14:14 + ip.header_length * 4 + 8]
+        reply = packet.Packet()
+        reply.add_protocol(ethernet.ethernet(dst=eth.src, src=hop_mac, ethertype=0x0800))
+        reply.add_protocol(ipv4.ipv4(dst=ip.src, src=hop_ip, proto=1, ttl=64))
+        reply.add_protocol(icmp.icmp(type_=11, code=0, data=icmp.TimeExceeded(data=original)))
+        reply.serialize()
+        parser, ofp = dp.ofproto_parser, dp.ofproto
+        dp.send_msg(parser.OFPPacketOut(dp, buffer_id=ofp.OFP_NO_BUFFER, in_port=ofp.OFPP_CONTROLLER,
+                                        actions=[parser.OFPActionOutput(in_port)], data=reply.data))
+
+    def _hop_address(self, name: str, in_port: int):
+        plan = self.plan
+        bridge = plan.bridge(name)
+        if bridge.role == "vrouter":
+            for v in plan.vswitches:
+                if v.bridge and v.vpc == bridge.owner and v.vrouter_port == in_port:
+                    return v.gateway, v.gateway_mac
+        if bridge.role == "node":
+            node = plan.node(bridge.owner)
+            if node.gateway:
+                return node.gateway, node.gateway_mac
+            vsw = plan.vswitch(node.vswitch)
+            return vsw.gateway, vsw.gateway_mac
+        return None

@@ -1,0 +1,345 @@
+"""Pure compilers: a Plan in, the flows of every bridge out. No switch, no os-ken, no clock.
+
+One function per bridge role; security groups have their own function because they are the
+same on every vSwitch. Flow priorities inside a table carry the meaning documented next to
+each flow; docs/design.md explains the walk of a packet.
+"""
+from __future__ import annotations
+
+import ipaddress
+
+from kubevpc.plan import SNAT_PORTS, OFPORT_VROUTER_ON_VSWITCH, Attachment, BridgePlan, GroupPlan, Plan
+
+from .flows import (CT_EST, CT_INV, CT_NEW, CT_REL, CT_TRK, ETH_ARP, ETH_IP, IPPROTO, Ct, DecTtl, FlowSet,
+                    Goto, Nat, Output, OutputReg, SetField, arp_responder, ct_state, flow, port_masks)
+from .pipeline import NODE, REG_OUT, REG_SRC, SRC_HOST, SRC_POD, SRC_TUNNEL, SRC_UPLINK, VROUTER, VSWITCH
+
+
+def compile_plan(plan: Plan) -> dict[str, FlowSet]:
+    """Every bridge's desired flows."""
+    out: dict[str, FlowSet] = {}
+    for bridge in plan.bridges:
+        fs = FlowSet(bridge.name)
+        if bridge.role == "vrouter":
+            vrouter_flows(plan, bridge, fs)
+        elif bridge.role == "vswitch":
+            vswitch_flows(plan, bridge, fs)
+            security_group_flows(plan, bridge, fs)
+        else:
+            node_flows(plan, bridge, fs)
+        out[bridge.name] = fs
+    return out
+
+
+def _net(cidr: str) -> str:
+    """ipv4 match value: a plain address for /32, else address/mask."""
+    net = ipaddress.IPv4Network(cidr)
+    return str(net.network_address) if net.prefixlen == 32 else (str(net.network_address), str(net.netmask))
+
+
+def _prefixlen(cidr: str) -> int:
+    return ipaddress.IPv4Network(cidr).prefixlen
+
+
+# ------------------------------------------------------------------------------------- vRouter
+def vrouter_flows(plan: Plan, bridge: BridgePlan, fs: FlowSet) -> None:
+    t_arp, t_route, t_neigh = VROUTER.table("arp"), VROUTER.table("route"), VROUTER.table("neighbor")
+    vpc = next(v for v in plan.vpcs if v.bridge == bridge.name)
+    vsws = [v for v in plan.vswitches if v.vpc == vpc.name]
+    fs.add(flow(0, 100, {"eth_type": ETH_ARP}, [Goto(t_arp)], note="ARP to the responder"),
+           flow(0, 100, {"eth_type": ETH_IP}, [Goto(t_route)], note="IPv4 to routing"),
+           flow(0, 0, None, [], note="no IPv6 or other protocols in the VPC"))
+    for v in vsws:
+        fs.add(arp_responder(t_arp, v.gateway, v.gateway_mac, {"in_port": v.vrouter_port},
+                             note=f"gateway of {v.name} answers on its own port"))
+    by_name = {v.name: v for v in vsws}
+    hosts = {h.name: h for h in plan.instances}
+    for obj, route in enumerate(vpc.routes):
+        prio = 100 + 10 * _prefixlen(route.destination)       # longest prefix wins
+        match = {"eth_type": ETH_IP, "ipv4_dst": _net(route.destination)}
+        if route.kind == "system":
+            fs.add(flow(t_route, prio, match, [Goto(t_neigh)], "route", obj,
+                        f"system route {route.destination} ({route.description})"))
+            continue
+        hop = hosts[route.next_hop]
+        v = by_name[hop.vswitch]
+        fs.add(flow(t_route, prio, {**match, "in_port": v.vrouter_port},
+                    [DecTtl(), SetField("eth_src", v.gateway_mac), SetField("eth_dst", hop.mac), Output("in_port")],
+                    "route", obj, f"{route.kind} route {route.destination} -> {hop.name}, back out the same port"),
+               flow(t_route, prio - 1, match,
+                    [DecTtl(), SetField("eth_src", v.gateway_mac), SetField("eth_dst", hop.mac),
+                     Output(v.vrouter_port)], "route", obj, f"{route.kind} route {route.destination} -> {hop.name}"))
+    fs.add(flow(t_route, 0, None, [], "route", note="no route: dropped"))
+    for a in _unique_addresses(plan, vsws):
+        v = by_name[a.vswitch]
+        m = {"eth_type": ETH_IP, "ipv4_dst": a.ip}
+        rewrite = [DecTtl(), SetField("eth_src", v.gateway_mac), SetField("eth_dst", a.mac)]
+        fs.add(flow(t_neigh, 110, {**m, "in_port": v.vrouter_port}, rewrite + [Output("in_port")], "route",
+                    note=f"{a.owner} on {v.name}, back out the port the packet came from"),
+               flow(t_neigh, 100, m, rewrite + [Output(v.vrouter_port)], "route", note=f"{a.owner} on {v.name}"))
+    fs.add(flow(t_neigh, 0, None, [], "route", note="unknown address in a vSwitch CIDR: dropped"))
+
+
+def _unique_addresses(plan: Plan, vsws) -> list[Attachment]:
+    names = {v.name for v in vsws}
+    return [a for a in plan.attachments if a.vswitch in names and _prefixlen(a.ip) == 32]
+
+
+# ------------------------------------------------------------------------------------- vSwitch
+def vswitch_flows(plan: Plan, bridge: BridgePlan, fs: FlowSet) -> None:
+    t_arp, t_ct, t_l2, t_out = (VSWITCH.table(n) for n in ("arp", "conntrack", "l2", "output"))
+    vsw = plan.vswitch(bridge.owner)
+    atts = [a for a in plan.attachments if a.vswitch == vsw.name]
+    fs.add(flow(0, 100, {"eth_type": ETH_ARP}, [Goto(t_arp)], note="ARP to the responder"),
+           flow(0, 100, {"eth_type": ETH_IP}, [Goto(t_ct)], note="IPv4 to conntrack"),
+           flow(0, 0, None, [], note="no IPv6 or other protocols"))
+    fs.add(arp_responder(t_arp, vsw.gateway, vsw.gateway_mac, note=f"{vsw.name} gateway (the vRouter)"))
+    for a in atts:
+        if _prefixlen(a.ip) == 32:
+            fs.add(arp_responder(t_arp, a.ip, a.mac, note=f"{a.owner}"))
+    fs.add(flow(t_arp, 0, None, [], "arp", note="the cloud answers every ARP itself; nothing is flooded"))
+    fs.add(flow(t_ct, 100, {"eth_type": ETH_IP}, [Ct(bridge.zone, table=VSWITCH.table("sg_egress"))],
+                note="track connections for the stateful security groups"))
+    seen_macs = {}
+    for a in atts:
+        seen_macs.setdefault(a.mac, a)
+    fs.add(flow(t_l2, 100, {"eth_dst": vsw.gateway_mac}, [SetField(REG_OUT, OFPORT_VROUTER_ON_VSWITCH),
+                                                           Goto(VSWITCH.table("sg_ingress"))], "l2",
+                note="to the gateway: the vRouter"))
+    for mac, a in seen_macs.items():
+        fs.add(flow(t_l2, 100, {"eth_dst": mac}, [SetField(REG_OUT, a.ofport), Goto(VSWITCH.table("sg_ingress"))],
+                    "l2", note=f"{a.owner} behind port {a.ofport}"))
+    fs.add(flow(t_l2, 0, None, [], "l2", note="unknown MAC: dropped"))
+    fs.add(flow(t_out, 0, None, [OutputReg(1)], "l2", note="output to the port chosen in l2"))
+
+
+def _rule_matches(rule, peer_field: str, peers: list[str]) -> list[dict]:
+    """The match dicts of one security group rule, for each peer address and port block."""
+    base: dict = {"eth_type": ETH_IP}
+    if rule.protocol != "all":
+        base["ip_proto"] = IPPROTO[rule.protocol]
+    port_field = f"{rule.protocol}_dst" if rule.protocol in ("tcp", "udp") else ""
+    blocks = port_masks(rule.port_min, rule.port_max) if rule.port_min else [None]
+    out = []
+    for peer in peers:
+        for block in blocks:
+            m = dict(base)
+            if peer != "0.0.0.0/0":
+                m[peer_field] = _net(peer)
+            if block is not None:
+                m[port_field] = block if block[1] != 0xFFFF else block[0]
+            out.append(m)
+    return out
+
+
+def _of_priority(sg_priority: int, policy: str) -> int:
+    """SG priority 1 is highest; at equal priority drop wins."""
+    return 1000 + (100 - sg_priority) * 2 + (1 if policy == "drop" else 0)
+
+
+def security_group_flows(plan: Plan, bridge: BridgePlan, fs: FlowSet) -> None:
+    """Stateful security groups at the vSwitch port of each instance (and each eni pod)."""
+    t_eg, t_l2, t_in, t_out = (VSWITCH.table(n) for n in ("sg_egress", "l2", "sg_ingress", "output"))
+    vsw = plan.vswitch(bridge.owner)
+    groups = {g.name: g for g in plan.groups}
+    atts = [a for a in plan.attachments if a.vswitch == vsw.name]
+    est = ct_state(CT_TRK | CT_EST, CT_NEW | CT_INV)
+    rel = ct_state(CT_TRK | CT_REL, CT_NEW | CT_INV)
+    inv = ct_state(CT_TRK | CT_INV)
+    new = ct_state(CT_TRK | CT_NEW)
+    for table, nxt in ((t_eg, t_l2), (t_in, t_out)):
+        fs.add(flow(table, 3000, {"eth_type": ETH_IP, "ct_state": inv}, [], "secgroup", note="invalid: dropped"),
+               flow(table, 2900, {"eth_type": ETH_IP, "ct_state": est}, [Goto(nxt)], "secgroup",
+                    note="established connections pass"),
+               flow(table, 2900, {"eth_type": ETH_IP, "ct_state": rel}, [Goto(nxt)], "secgroup",
+                    note="related packets (ICMP errors) pass"))
+    # traffic from the vRouter was checked by the vSwitch it came from
+    fs.add(flow(t_eg, 2000, {"eth_type": ETH_IP, "ct_state": new, "in_port": OFPORT_VROUTER_ON_VSWITCH},
+                [Goto(t_l2)], "secgroup", note="from the vRouter: egress was checked at the source"))
+    fs.add(flow(t_in, 2000, {"eth_type": ETH_IP, "ct_state": new, REG_OUT: OFPORT_VROUTER_ON_VSWITCH},
+                [Ct(bridge.zone, commit=True), Goto(t_out)], "secgroup",
+                note="to the vRouter: ingress is checked at the destination; commit here"))
+    for obj, a in enumerate(atts, start=1):
+        src = {"eth_type": ETH_IP, "ct_state": new, "in_port": a.ofport, "ipv4_src": _net(a.ip)}
+        dst = {"eth_type": ETH_IP, "ct_state": new, REG_OUT: a.ofport, "ipv4_dst": _net(a.ip)}
+        fs.add(flow(t_eg, 10, src, [Goto(t_l2)], "secgroup", obj,
+                    f"{a.owner}: outbound allowed unless a rule drops it (the default)"),
+               flow(t_in, 10, {k: v for k, v in dst.items()}, [], "secgroup", obj,
+                    f"{a.owner}: inbound denied unless a rule or group membership allows it (the default)"))
+        for gname in a.security_groups:
+            g = groups[gname]
+            for m in _rule_matches(_AllRule, "ipv4_src", list(g.members)):
+                fs.add(flow(t_in, _of_priority(100, "accept") - 100, {**dst, **m},
+                            [Ct(bridge.zone, commit=True), Goto(t_out)], "secgroup", obj,
+                            f"{a.owner}: members of {g.name} reach each other"))
+            for rule in g.rules:
+                peers = [rule.cidr] if rule.cidr else list(groups[rule.group].members)
+                if rule.direction == "egress":
+                    for m in _rule_matches(rule, "ipv4_dst", peers):
+                        fs.add(flow(t_eg, _of_priority(rule.priority, rule.policy), {**src, **m},
+                                    [Goto(t_l2)] if rule.policy == "accept" else [], "secgroup", obj,
+                                    f"{a.owner}: {g.name} egress {rule.policy} {rule.protocol}"))
+                else:
+                    for m in _rule_matches(rule, "ipv4_src", peers):
+                        fs.add(flow(t_in, _of_priority(rule.priority, rule.policy), {**dst, **m},
+                                    [Ct(bridge.zone, commit=True), Goto(t_out)] if rule.policy == "accept" else [],
+                                    "secgroup", obj, f"{a.owner}: {g.name} ingress {rule.policy} {rule.protocol}"))
+    # anti-spoofing: anything else a port sends as new is not from an address behind it
+    for a in {a.ofport: a for a in atts}.values():
+        fs.add(flow(t_eg, 5, {"eth_type": ETH_IP, "ct_state": new, "in_port": a.ofport}, [], "spoof",
+                    note=f"port {a.ofport}: source address not behind this port (spoofed): dropped"))
+    fs.add(flow(t_in, 5, {"eth_type": ETH_IP, "ct_state": new}, [], "secgroup",
+                note="destination address not behind the chosen port: dropped"))
+
+
+class _AllRule:
+    """Group membership acts as an accept-all rule at the lowest rule priority."""
+
+    protocol = "all"
+    port_min = port_max = 0
+
+
+# ---------------------------------------------------------------------------------------- node
+def node_flows(plan: Plan, bridge: BridgePlan, fs: FlowSet) -> None:
+    node = plan.node(bridge.owner)
+    mode = plan.cluster.mode
+    t_arp, t_ct, t_route, t_snat = (NODE.table(n) for n in ("arp", "conntrack", "route", "snat_out"))
+    pods = [h for h in plan.pods if h.node == node.name]
+    host = plan.host(node.ecs)
+    uplink = node.uplinks[0]
+    vsw = plan.vswitch(node.vswitch)
+
+    # classify: who sent it
+    for p in pods:
+        fs.add(flow(0, 200, {"in_port": p.ofport, "eth_src": p.mac, "eth_type": ETH_ARP, "arp_spa": p.ip},
+                    [SetField(REG_SRC, SRC_POD), Goto(t_arp)], "pod", note=f"{p.key}: ARP"),
+               flow(0, 200, {"in_port": p.ofport, "eth_src": p.mac, "eth_type": ETH_IP, "ipv4_src": p.ip},
+                    [SetField(REG_SRC, SRC_POD), Goto(t_ct)], "pod", note=f"{p.key}: IPv4"),
+               flow(0, 100, {"in_port": p.ofport}, [], "spoof", note=f"{p.key}: not its MAC/IP, or not IPv4: dropped"))
+    for port, src, what in [(host.ofport, SRC_HOST, "the node itself")] + \
+            [(u.ofport, SRC_UPLINK, f"uplink to {u.vswitch}") for u in node.uplinks]:
+        fs.add(flow(0, 100, {"in_port": port, "eth_type": ETH_ARP}, [SetField(REG_SRC, src), Goto(t_arp)],
+                    "host", note=f"ARP from {what}"),
+               flow(0, 100, {"in_port": port, "eth_type": ETH_IP}, [SetField(REG_SRC, src), Goto(t_ct)],
+                    "host", note=f"IPv4 from {what}"))
+    for t in node.tunnels[:1]:
+        fs.add(flow(0, 100, {"in_port": t.ofport, "eth_type": ETH_IP}, [SetField(REG_SRC, SRC_TUNNEL), Goto(t_ct)],
+                    "tunnel", note="from another node through VXLAN"))
+    fs.add(flow(0, 0, None, [], note="anything else: dropped"))
+
+    # ARP
+    if mode != "eni":
+        fs.add(arp_responder(t_arp, node.gateway, node.gateway_mac, {REG_SRC: SRC_POD},
+                             note="pods' gateway (this node)"))
+        for p in pods:
+            fs.add(arp_responder(t_arp, p.ip, p.mac, {REG_SRC: SRC_POD}, note=f"{p.key}, a neighbour on this node"))
+    else:
+        for p in pods + [host]:
+            for src in (SRC_POD, SRC_HOST):
+                fs.add(arp_responder(t_arp, p.ip, p.mac, {REG_SRC: src}, priority=110,
+                                     note=f"{p.key} is local: answered here"))
+        for p in pods:
+            up = next(u for u in node.uplinks if u.vswitch == p.vswitch)
+            fs.add(flow(t_arp, 100, {"eth_type": ETH_ARP, REG_SRC: SRC_POD, "in_port": p.ofport}, [Output(up.ofport)],
+                        "arp", note=f"{p.key}: ARP goes to its vSwitch"))
+        for p in pods:
+            fs.add(flow(t_arp, 100, {"eth_type": ETH_ARP, REG_SRC: SRC_UPLINK, "eth_dst": p.mac}, [Output(p.ofport)],
+                        "arp", note=f"ARP reply for {p.key}"))
+    fs.add(flow(t_arp, 90, {"eth_type": ETH_ARP, REG_SRC: SRC_HOST}, [Output(uplink.ofport)], "arp",
+                note="the node's own ARP goes to its vSwitch"),
+           flow(t_arp, 90, {"eth_type": ETH_ARP, REG_SRC: SRC_UPLINK, "eth_dst": host.mac}, [Output(host.ofport)],
+                "arp", note="ARP replies for the node"),
+           flow(t_arp, 0, None, [], "arp", note="other ARP: dropped"))
+
+    # conntrack with NAT
+    fs.add(flow(t_ct, 100, {"eth_type": ETH_IP}, [Ct(bridge.zone, table=t_route, nat=Nat())],
+                note="conntrack; undo SNAT on replies"))
+
+    if mode == "eni":
+        _node_eni_route(plan, node, pods, host, fs)
+    else:
+        _node_pod_cidr_route(plan, node, pods, host, vsw, fs)
+
+
+def _deliver(p, gw_mac: str, dec: bool) -> list:
+    return ([DecTtl()] if dec else []) + [SetField("eth_src", gw_mac), SetField("eth_dst", p.mac), Output(p.ofport)]
+
+
+def _node_pod_cidr_route(plan, node, pods, host, vsw, fs: FlowSet) -> None:
+    """vxlan and vpc-route: the node bridge is the pods' router."""
+    mode = plan.cluster.mode
+    t_route, t_snat = NODE.table("route"), NODE.table("snat_out")
+    ip = {"eth_type": ETH_IP}
+    new = ct_state(CT_TRK | CT_NEW)
+    for p in pods:
+        fs.add(flow(t_route, 300, {**ip, "ipv4_dst": p.ip, "eth_dst": p.mac, REG_SRC: SRC_POD}, [Output(p.ofport)],
+                    "pod", note=f"{p.key}: from a pod on the same node, switched"),
+               flow(t_route, 290, {**ip, "ipv4_dst": p.ip}, _deliver(p, node.gateway_mac, True), "pod",
+                    note=f"{p.key}: routed to it"))
+    # to the node itself
+    fs.add(flow(t_route, 280, {**ip, "ipv4_dst": node.ip, REG_SRC: SRC_UPLINK}, [Output(host.ofport)], "host",
+                note="to the node from its vSwitch"),
+           flow(t_route, 270, {**ip, "ipv4_dst": node.ip},
+                [SetField("eth_src", vsw.gateway_mac), SetField("eth_dst", host.mac), Output(host.ofport)], "host",
+                note="to the node from its pods or a tunnel"))
+    neighbours = [a for a in plan.attachments if a.vswitch == vsw.name and "/" not in a.ip and a.ip != node.ip]
+
+    def to_vpc(dst_ip: str | None, src: int, extra: list, prio: int, note: str) -> None:
+        m = {**ip, REG_SRC: src}
+        if dst_ip:
+            m["ipv4_dst"] = dst_ip
+        fs.add(flow(t_route, prio, m, extra, "route", note=note))
+
+    if mode == "vxlan":
+        for t in node.tunnels:
+            for src, dec in ((SRC_POD, True), (SRC_HOST, False)):
+                fs.add(flow(t_route, 250, {**ip, REG_SRC: src, "ipv4_dst": _net(t.peer_pod_cidr)},
+                            ([DecTtl()] if dec else []) + [SetField("eth_src", node.gateway_mac),
+                                                           SetField("eth_dst", _peer_gw_mac(plan, t.peer)),
+                                                           Output(t.ofport)], "tunnel",
+                            note=f"pod CIDR of {t.peer}: VXLAN to {t.remote_ip}"))
+            fs.add(flow(t_route, 250, {**ip, REG_SRC: SRC_POD, "ipv4_dst": t.remote_ip},
+                        [DecTtl(), SetField("eth_src", node.gateway_mac), SetField("eth_dst", _peer_gw_mac(plan, t.peer)),
+                         Output(t.ofport)], "tunnel", note=f"node {t.peer} from a pod: through the tunnel, not SNATed"))
+        # pods to the VPC: SNAT to the node's address, as flannel's ip-masq does
+        fs.add(flow(t_route, 100, {**ip, REG_SRC: SRC_POD, "ct_state": new},
+                    [Ct(plan.bridge(node.bridge).zone, commit=True, table=t_snat,
+                        nat=Nat("src", node.ip, *SNAT_PORTS))], "snat",
+                    note="pod to the VPC, new connection: SNAT to the node address"),
+               flow(t_route, 90, {**ip, REG_SRC: SRC_POD}, [Goto(t_snat)], "snat",
+                    note="pod to the VPC, established: already SNATed in conntrack"))
+        for a in neighbours:
+            fs.add(flow(t_snat, 100, {**ip, "ipv4_dst": a.ip},
+                        [DecTtl(), SetField("eth_src", node.mac), SetField("eth_dst", a.mac), Output(node.uplinks[0].ofport)],
+                        "snat", note=f"{a.owner} is on the node's vSwitch: straight to it"))
+        fs.add(flow(t_snat, 0, ip, [DecTtl(), SetField("eth_src", node.mac), SetField("eth_dst", vsw.gateway_mac),
+                                    Output(node.uplinks[0].ofport)], "snat", note="elsewhere: to the vRouter"))
+    else:  # vpc-route: no encapsulation, no SNAT; the vRouter's pod routes bring replies back
+        for a in neighbours:
+            to_vpc(a.ip, SRC_POD, [DecTtl(), SetField("eth_src", node.mac), SetField("eth_dst", a.mac),
+                                   Output(node.uplinks[0].ofport)], 110, f"{a.owner} is on the node's vSwitch")
+        to_vpc(None, SRC_POD, [DecTtl(), SetField("eth_src", node.mac), SetField("eth_dst", vsw.gateway_mac),
+                               Output(node.uplinks[0].ofport)], 100, "pods to the VPC: routed out of the ECS's ENI")
+    # the node's own traffic that is not for its pods or the tunnels goes to its vSwitch unchanged
+    fs.add(flow(t_route, 50, {**ip, REG_SRC: SRC_HOST}, [Output(node.uplinks[0].ofport)], "host",
+                note="the node's own traffic to the VPC"))
+    fs.add(flow(t_route, 0, None, [], "route", note="nothing else: dropped"))
+
+
+def _peer_gw_mac(plan: Plan, peer: str) -> str:
+    return plan.node(peer).gateway_mac
+
+
+def _node_eni_route(plan, node, pods, host, fs: FlowSet) -> None:
+    """eni: pods are peers of the node on their vSwitch; the node bridge switches by MAC."""
+    t_route = NODE.table("route")
+    ip = {"eth_type": ETH_IP}
+    for p in pods + [host]:
+        fs.add(flow(t_route, 200, {**ip, "eth_dst": p.mac}, [Output(p.ofport)], "pod", note=f"{p.key}: local"))
+    for p in pods:
+        up = next(u for u in node.uplinks if u.vswitch == p.vswitch)
+        fs.add(flow(t_route, 100, {**ip, REG_SRC: SRC_POD, "in_port": p.ofport}, [Output(up.ofport)], "route",
+                    note=f"{p.key}: out of its ENI on {up.vswitch}"))
+    fs.add(flow(t_route, 100, {**ip, REG_SRC: SRC_HOST}, [Output(node.uplinks[0].ofport)], "host",
+                note="the node's own traffic to its vSwitch"),
+           flow(t_route, 0, None, [], "route", note="nothing else: dropped"))

@@ -1,0 +1,202 @@
+"""Flows as plain data.
+
+Compilers return `Flow` values; nothing here talks to a switch. The os-ken application turns them
+into OFPFlowMod messages (controller/ofmsg.py), tests compare them, and `to_ofctl()` renders them
+in ovs-ofctl syntax so a dump from the switch and the compiler's output read the same way.
+
+Match fields use the OpenFlow 1.3 / Nicira names that os-ken's OFPMatch accepts (eth_type,
+ipv4_dst, ct_state, reg0, ...). Values are ints, strings ("10.0.0.0/24", "0a:58:..."), or
+(value, mask) pairs.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+# ct_state bits (nicira_ext)
+CT_NEW, CT_EST, CT_REL, CT_RPL, CT_INV, CT_TRK = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20
+
+ETH_ARP, ETH_IP = 0x0806, 0x0800
+IPPROTO = {"icmp": 1, "tcp": 6, "udp": 17}
+
+
+def ct_state(plus: int = 0, minus: int = 0) -> tuple[int, int]:
+    return (plus, plus | minus)
+
+
+# ------------------------------------------------------------------------------------- actions
+@dataclass(frozen=True)
+class Output:
+    port: int | str                  # a number, or "in_port" / "controller"
+
+    def ofctl(self) -> str:
+        return f"output:{self.port}" if isinstance(self.port, int) else self.port.upper() if \
+            self.port == "controller" else "IN_PORT"
+
+
+@dataclass(frozen=True)
+class OutputReg:
+    reg: int                         # output to the port number held in reg<N>
+
+    def ofctl(self) -> str:
+        return f"output:NXM_NX_REG{self.reg}[]"
+
+
+@dataclass(frozen=True)
+class SetField:
+    field: str
+    value: Any
+
+    def ofctl(self) -> str:
+        return f"set_field:{self.value}->{self.field}"
+
+
+@dataclass(frozen=True)
+class Move:
+    src: str
+    dst: str
+    n_bits: int
+
+    def ofctl(self) -> str:
+        return f"move:{self.src}[]->{self.dst}[]"
+
+
+@dataclass(frozen=True)
+class DecTtl:
+    def ofctl(self) -> str:
+        return "dec_ttl"
+
+
+@dataclass(frozen=True)
+class Goto:
+    table: int
+
+    def ofctl(self) -> str:
+        return f"goto_table:{self.table}"
+
+
+@dataclass(frozen=True)
+class Nat:
+    kind: str = ""                   # "" (reverse/apply existing), "src" or "dst"
+    ip: str = ""
+    port_min: int = 0
+    port_max: int = 0
+
+    def ofctl(self) -> str:
+        if not self.kind:
+            return "nat"
+        ports = f":{self.port_min}-{self.port_max}" if self.port_min else ""
+        return f"nat({self.kind}={self.ip}{ports})"
+
+
+@dataclass(frozen=True)
+class Ct:
+    zone: int
+    commit: bool = False
+    table: int | None = None         # recirculate into this table after conntrack
+    nat: Nat | None = None
+
+    def ofctl(self) -> str:
+        parts = (["commit"] if self.commit else []) + [f"zone={self.zone}"]
+        if self.table is not None:
+            parts.append(f"table={self.table}")
+        if self.nat is not None:
+            parts.append(self.nat.ofctl())
+        return f"ct({','.join(parts)})"
+
+
+Action = Union[Output, OutputReg, SetField, Move, DecTtl, Goto, Ct]
+
+
+# --------------------------------------------------------------------------------------- flows
+FEATURES = {"base": 1, "arp": 2, "l2": 3, "route": 4, "secgroup": 5, "tunnel": 6, "snat": 7,
+            "pod": 8, "host": 9, "spoof": 10}
+
+
+@dataclass(frozen=True)
+class Flow:
+    table: int
+    priority: int
+    match: tuple[tuple[str, Any], ...]
+    actions: tuple[Action, ...]
+    feature: str = "base"
+    obj: int = 0                     # object id within the feature (24 bits)
+    note: str = ""                   # why this flow exists, for dumps and docs
+
+    @property
+    def cookie(self) -> int:
+        """[8 bits feature][24 bits object][32 bits content hash]: dump, replace or delete by
+        feature and object, and tell a changed flow from an unchanged one without comparing."""
+        digest = hashlib.blake2b(self.key_text().encode(), digest_size=4).digest()
+        return (FEATURES[self.feature] << 56) | ((self.obj & 0xFFFFFF) << 32) | int.from_bytes(digest, "big")
+
+    def key_text(self) -> str:
+        return f"{self.table}|{self.priority}|{self.match_ofctl()}|{self.actions_ofctl()}"
+
+    def match_ofctl(self) -> str:
+        return ",".join(_field_ofctl(k, v) for k, v in self.match)
+
+    def actions_ofctl(self) -> str:
+        return ",".join(a.ofctl() for a in self.actions) or "drop"
+
+    def to_ofctl(self) -> str:
+        match = self.match_ofctl()
+        return (f"cookie={self.cookie:#x},table={self.table},priority={self.priority}"
+                f"{',' + match if match else ''} actions={self.actions_ofctl()}")
+
+
+def flow(table: int, priority: int, match: dict[str, Any] | None, actions: list | tuple,
+         feature: str = "base", obj: int = 0, note: str = "") -> Flow:
+    return Flow(table, priority, tuple((match or {}).items()), tuple(actions), feature, obj, note)
+
+
+_CT_NAMES = [(CT_NEW, "new"), (CT_EST, "est"), (CT_REL, "rel"), (CT_RPL, "rpl"), (CT_INV, "inv"),
+             (CT_TRK, "trk")]
+
+
+def _field_ofctl(name: str, value: Any) -> str:
+    if name == "ct_state":
+        val, mask = value
+        return "ct_state=" + "".join(("+" if val & bit else "-") + text for bit, text in _CT_NAMES if mask & bit)
+    if name == "eth_type":
+        return {ETH_ARP: "arp", ETH_IP: "ip"}.get(value, f"dl_type={value:#06x}")
+    if isinstance(value, tuple):
+        return f"{name}={value[0]:#x}/{value[1]:#x}" if isinstance(value[0], int) else f"{name}={value[0]}/{value[1]}"
+    return f"{name}={value}"
+
+
+# -------------------------------------------------------------------------------------- helpers
+def port_masks(first: int, last: int) -> list[tuple[int, int]]:
+    """Cover [first, last] with (value, mask) pairs for tcp_dst/udp_dst matches."""
+    out = []
+    while first <= last:
+        size = first & -first if first else 1 << 16
+        while size > 1 and first + size - 1 > last:
+            size >>= 1
+        out.append((first, 0xFFFF & ~(size - 1)))
+        first += size
+    return out
+
+
+def arp_responder(table: int, ip: str, mac: str, extra: dict[str, Any] | None = None,
+                  priority: int = 100, feature: str = "arp", obj: int = 0, note: str = "") -> Flow:
+    """Answer an ARP request for `ip` with `mac`, from the switch, out of the port it came in."""
+    return flow(table, priority, {"eth_type": ETH_ARP, "arp_op": 1, "arp_tpa": ip, **(extra or {})}, [
+        Move("eth_src", "eth_dst", 48), SetField("eth_src", mac), SetField("arp_op", 2),
+        Move("arp_sha", "arp_tha", 48), SetField("arp_sha", mac), Move("arp_spa", "arp_tpa", 32),
+        SetField("arp_spa", ip), Output("in_port")], feature, obj, note or f"ARP: {ip} is at {mac}")
+
+
+@dataclass
+class FlowSet:
+    """The flows one bridge should hold, in the order compilers produced them."""
+
+    bridge: str
+    flows: list[Flow] = field(default_factory=list)
+
+    def add(self, *flows: Flow) -> None:
+        self.flows.extend(flows)
+
+    def ofctl(self) -> list[str]:
+        return [f.to_ofctl() for f in sorted(self.flows, key=lambda f: (f.table, -f.priority, f.key_text()))]

@@ -1,0 +1,56 @@
+"""Translate `Flow` values into os-ken OpenFlow 1.3 messages. The only os-ken-specific code
+besides the application shell in app.py."""
+from __future__ import annotations
+
+from os_ken.ofproto import nicira_ext
+
+from .flows import Ct, DecTtl, Flow, Goto, Move, Output, OutputReg, SetField
+
+NX_NAT_F_SRC, NX_NAT_F_DST = 1 << 0, 1 << 1
+
+
+def _action(dp, action):
+    ofp, parser = dp.ofproto, dp.ofproto_parser
+    if isinstance(action, Output):
+        port = {"in_port": ofp.OFPP_IN_PORT, "controller": ofp.OFPP_CONTROLLER}.get(action.port, action.port)
+        return parser.OFPActionOutput(port, ofp.OFPCML_NO_BUFFER if port == ofp.OFPP_CONTROLLER else 0)
+    if isinstance(action, OutputReg):
+        return parser.NXActionOutputReg(nicira_ext.ofs_nbits(0, 31), f"reg{action.reg}", 0)
+    if isinstance(action, SetField):
+        return parser.OFPActionSetField(**{action.field: action.value})
+    if isinstance(action, Move):
+        return parser.NXActionRegMove(src_field=action.src, dst_field=action.dst, n_bits=action.n_bits)
+    if isinstance(action, DecTtl):
+        return parser.OFPActionDecNwTtl()
+    if isinstance(action, Ct):
+        nested = []
+        if action.nat is not None:
+            nat = action.nat
+            flags = {"": 0, "src": NX_NAT_F_SRC, "dst": NX_NAT_F_DST}[nat.kind]
+            kwargs = {}
+            if nat.ip:
+                kwargs.update(range_ipv4_min=nat.ip, range_ipv4_max=nat.ip)
+            if nat.port_min:
+                kwargs.update(range_proto_min=nat.port_min, range_proto_max=nat.port_max)
+            nested.append(parser.NXActionNAT(flags, **kwargs))
+        return parser.NXActionCT(
+            flags=nicira_ext.NX_CT_F_COMMIT if action.commit else 0, zone_src="", zone_ofs_nbits=action.zone,
+            recirc_table=nicira_ext.NX_CT_RECIRC_NONE if action.table is None else action.table, alg=0,
+            actions=nested)
+    raise TypeError(f"no translation for action {action!r}")
+
+
+def flow_mod(dp, f: Flow):
+    ofp, parser = dp.ofproto, dp.ofproto_parser
+    actions = [_action(dp, a) for a in f.actions if not isinstance(a, Goto)]
+    inst = [parser.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS, actions)] if actions else []
+    inst += [parser.OFPInstructionGotoTable(a.table) for a in f.actions if isinstance(a, Goto)]
+    return parser.OFPFlowMod(dp, cookie=f.cookie, table_id=f.table, command=ofp.OFPFC_ADD, priority=f.priority,
+                             match=parser.OFPMatch(**dict(f.match)), instructions=inst)
+
+
+def delete_cookie(dp, cookie: int):
+    ofp, parser = dp.ofproto, dp.ofproto_parser
+    return parser.OFPFlowMod(dp, cookie=cookie, cookie_mask=0xFFFFFFFFFFFFFFFF, table_id=ofp.OFPTT_ALL,
+                             command=ofp.OFPFC_DELETE, out_port=ofp.OFPP_ANY, out_group=ofp.OFPG_ANY,
+                             match=parser.OFPMatch())

@@ -1,0 +1,159 @@
+"""The Python API: bring a scenario up, probe it, take it down.
+
+    with Lab("scenarios/default.yaml", mode="eni") as lab:
+        r = lab.connect("pod/default/web-0", "ecs/ecs-db", 5432)
+        assert r.ok and r.answer["client"].startswith(lab.address("pod/default/web-0"))
+
+Endpoints are `pod/<namespace>/<name>`, `ecs/<name>` or `node/<name>`.
+"""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+from .errors import KubevpcError
+from .ledger import Ledger, run_dir
+from .load import load
+from .plan import HostPlan, Plan, make_plan, resolve_endpoint
+from .probe import Result, Target
+
+
+def new_run_name() -> str:
+    return "kv" + secrets.token_hex(2)
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One connection attempt to make: from an endpoint to an endpoint's port."""
+
+    source: str
+    dest: str
+    port: int
+    proto: str = "tcp"         # tcp | udp | http
+    key: str = ""
+
+
+class Lab:
+    def __init__(self, scenario: str, mode: str | None = None, run: str | None = None,
+                 datapath: str | None = None, say: Callable[[str], None] = lambda s: None):
+        self.file = scenario
+        self.mode = mode
+        self.run = run or new_run_name()
+        self.datapath = datapath
+        self.say = say
+        self.loaded = load(scenario, mode)
+        self.plan: Plan = make_plan(self.loaded, self.run)
+        self.net = None
+        self.timings: dict[str, float] = {}
+
+    # ------------------------------------------------------------------------------ lifecycle
+    def up(self) -> "Lab":
+        from topologies.build import Builder
+        if os.path.exists(run_dir(self.run)):
+            raise KubevpcError(f"a run named {self.run} already exists; run `kubevpc clean` first")
+        t0 = time.monotonic()
+        builder = Builder(self.plan, Ledger(self.run), self.say, self.datapath)
+        self.net = builder.net
+        try:
+            builder.build()
+        except BaseException:
+            self.down()
+            raise
+        self.timings["up"] = time.monotonic() - t0
+        return self
+
+    def down(self) -> dict[str, int]:
+        from topologies.build import teardown
+        if self.net is None:
+            return {}
+        t0 = time.monotonic()
+        # a second Ctrl-C during teardown must not leave half the network behind
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if _main_thread() else None
+        try:
+            counts = teardown(self.net, self.say)
+            shutil.rmtree(self.net.ledger.dir, ignore_errors=True)
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
+        self.net = None
+        self.timings["down"] = time.monotonic() - t0
+        return counts
+
+    def __enter__(self) -> "Lab":
+        return self.up()
+
+    def __exit__(self, *exc) -> None:
+        self.down()
+
+    # ---------------------------------------------------------------------------- endpoints
+    def host(self, endpoint: str) -> HostPlan:
+        try:
+            return resolve_endpoint(self.plan, endpoint)
+        except KeyError:
+            raise KubevpcError(f"no endpoint {endpoint!r}; expected pod/<namespace>/<name>, ecs/<name> or "
+                               f"node/<name>; this scenario has {', '.join(h.key for h in self.plan.hosts)}") from None
+
+    def address(self, endpoint: str) -> str:
+        return self.host(endpoint).ip
+
+    def _pid(self, endpoint: str) -> int:
+        if self.net is None:
+            raise KubevpcError("the lab is not up")
+        return self.net.host_pid(self.host(endpoint).key)
+
+    def exec(self, endpoint: str, cmd: list[str], timeout: float = 30) -> subprocess.CompletedProcess:
+        """Run a command inside an endpoint's network namespace."""
+        return subprocess.run(["mnexec", "-a", str(self._pid(endpoint)), *cmd], capture_output=True, text=True,
+                              timeout=timeout, stdin=subprocess.DEVNULL)
+
+    # ------------------------------------------------------------------------------- probing
+    def connect(self, source: str, dest: str, port: int, proto: str = "tcp", timeout: float = 2.0) -> Result:
+        return self.probe([Probe(source, dest, port, proto)], timeout)[0]
+
+    def probe(self, probes: Iterable[Probe], timeout: float = 2.0) -> list[Result]:
+        """Run probes, every source namespace in parallel, every target of a source concurrently."""
+        probes = list(probes)
+        by_source: dict[str, list[int]] = {}
+        for i, p in enumerate(probes):
+            by_source.setdefault(self.host(p.source).key, []).append(i)
+        procs = {}
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        for src, idxs in by_source.items():
+            targets = [f"{i}={probes[i].proto}:{self._dest_ip(probes[i].dest)}:{probes[i].port}" for i in idxs]
+            procs[src] = subprocess.Popen(
+                ["mnexec", "-a", str(self._pid(src)), sys.executable, "-m", "kubevpc.probe", "--json",
+                 "--timeout", str(timeout), *targets], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                text=True, cwd=root, stdin=subprocess.DEVNULL)
+        results: list[Result | None] = [None] * len(probes)
+        for src, proc in procs.items():
+            try:
+                out, err = proc.communicate(timeout=timeout * 4 + 10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                raise KubevpcError(f"probes from {src} did not finish within {timeout * 4 + 10:.0f} s") from None
+            if proc.returncode != 0:
+                raise KubevpcError(f"probe in {src} failed: {err.strip()}")
+            for item in json.loads(out):
+                results[int(item["key"])] = Result(**item)
+        return results  # type: ignore[return-value]
+
+    def _dest_ip(self, dest: str) -> str:
+        if dest.count(".") == 3 and dest.replace(".", "").isdigit():
+            return dest
+        return self.address(dest)
+
+    def status(self) -> dict:
+        return self.net.controller_status() if self.net else {}
+
+
+def _main_thread() -> bool:
+    import threading
+    return threading.current_thread() is threading.main_thread()

@@ -1,0 +1,335 @@
+"""The small echo-identity server run by every emulated pod and ECS instance.
+
+One asyncio process serves every ``--listen`` port and answers each client
+with one JSON object telling who answered and how the connection looked from
+the server side::
+
+    {"name": NAME, "client": "IP:PORT", "server": "IP:PORT",
+     "proto": "tcp"|"udp"|"http", "port": N, "run": RUNTAG}
+
+``client`` is the peer address exactly as the server's socket saw it (after
+any NAT), ``server`` the local address the client reached.  Stdlib only: it
+runs inside network namespaces with ``python -m kubevpc.server``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import errno
+import ipaddress
+import json
+import os
+import re
+import signal
+import socket
+import struct
+import sys
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+MAX_READ = 64 * 1024  # cap on bytes read from one client / one datagram
+FIRST_BYTES_WAIT = 1.0  # how long a TCP client gets to speak first
+CONN_DEADLINE = 5.0  # whole life of one TCP connection
+LINGER = 1.0  # after answering, how long we drain input before closing
+
+HTTP_REQUEST = re.compile(rb"^(GET|HEAD|POST|PUT|DELETE|OPTIONS|PATCH) ")
+
+# Linux value; the socket module only exposes IP_PKTINFO from Python 3.13.
+IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
+IN_PKTINFO = struct.Struct("=i4s4s")  # ifindex, spec_dst, addr
+
+LISTEN_PROTOS = ("TCP", "UDP", "HTTP")
+
+
+@dataclass(frozen=True)
+class Listen:
+    """One ``--listen PROTO:PORT`` entry."""
+
+    proto: str  # "TCP", "UDP" or "HTTP"
+    port: int
+
+    def __str__(self) -> str:
+        return f"{self.proto}:{self.port}"
+
+
+def parse_listen(text: str) -> Listen:
+    """Parse ``PROTO:PORT`` (protocol case-insensitive); argparse type."""
+    proto, sep, port = text.partition(":")
+    proto = proto.upper()
+    if not sep or proto not in LISTEN_PROTOS or not port.isdigit():
+        raise argparse.ArgumentTypeError(
+            f"bad --listen {text!r}: expected TCP:PORT, UDP:PORT or HTTP:PORT"
+        )
+    if not 1 <= int(port) <= 65535:
+        raise argparse.ArgumentTypeError(f"bad --listen {text!r}: port out of range")
+    return Listen(proto, int(port))
+
+
+def fmt_addr(addr: tuple) -> str:
+    """``IP:PORT`` for a socket address tuple (IPv6 as ``[IP]:PORT``)."""
+    host, port = addr[0], addr[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class Server:
+    """All listeners of one server process, sharing one identity."""
+
+    def __init__(self, name: str, run: str, bind: str) -> None:
+        self.name = name
+        self.run = run
+        self.bind = bind
+        self._stream_servers: list[asyncio.AbstractServer] = []
+        self._udp_socks: list[socket.socket] = []
+
+    def answer(self, proto: str, client: tuple, server: tuple) -> dict:
+        return {
+            "name": self.name,
+            "client": fmt_addr(client),
+            "server": fmt_addr(server),
+            "proto": proto,
+            "port": server[1],
+            "run": self.run,
+        }
+
+    # -- setup / teardown ---------------------------------------------------
+
+    async def start(self, listens: Sequence[Listen]) -> None:
+        """Bind every listener; raise OSError naming the listener on failure."""
+        for listen in listens:
+            try:
+                if listen.proto == "UDP":
+                    self._start_udp(listen.port)
+                else:  # TCP and HTTP listeners are the same thing
+                    srv = await asyncio.start_server(
+                        self._handle_stream, self.bind, listen.port, limit=MAX_READ
+                    )
+                    self._stream_servers.append(srv)
+            except OSError as exc:
+                reason = os.strerror(exc.errno) if exc.errno else str(exc)
+                raise OSError(
+                    exc.errno,
+                    f"cannot listen on {listen} (port {listen.port}, "
+                    f"bind {self.bind}): {reason}",
+                ) from exc
+
+    def close(self) -> None:
+        """Stop listening; asyncio.run() then cancels connections in progress."""
+        loop = asyncio.get_running_loop()
+        for srv in self._stream_servers:
+            srv.close()
+        for sock in self._udp_socks:
+            loop.remove_reader(sock.fileno())
+            sock.close()
+
+    # -- TCP / HTTP -----------------------------------------------------------
+
+    async def _handle_stream(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        try:
+            await asyncio.wait_for(self._converse(reader, writer), CONN_DEADLINE)
+        except (asyncio.TimeoutError, OSError, ValueError):
+            pass  # a misbehaving or vanished client is not our problem
+        finally:
+            writer.close()
+
+    async def _converse(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        peer = writer.get_extra_info("peername")
+        local = writer.get_extra_info("sockname")
+        try:
+            first = await asyncio.wait_for(reader.read(MAX_READ), FIRST_BYTES_WAIT)
+        except asyncio.TimeoutError:
+            first = b""  # silent client: answer anyway
+        if HTTP_REQUEST.match(first):
+            head = await _read_http_head(reader, first)
+            writer.write(self._http_response(head, peer, local))
+        else:
+            line = json.dumps(self.answer("tcp", peer, local)) + "\n"
+            writer.write(line.encode())
+        await writer.drain()
+        # Half-close so the client sees the whole answer then EOF, and drain
+        # what it still sends: closing with unread input would send a RST.
+        if writer.can_write_eof():
+            writer.write_eof()
+        try:
+            await asyncio.wait_for(_discard(reader), LINGER)
+        except asyncio.TimeoutError:
+            pass
+
+    def _http_response(self, head: bytes, peer: tuple, local: tuple) -> bytes:
+        method, _, rest = head.partition(b" ")
+        target = rest.split(None, 1)[0] if rest.strip() else b"/"
+        path = target.split(b"?", 1)[0]
+        if path == b"/healthz":
+            body, ctype = b"ok\n", "text/plain"
+        else:
+            body = (json.dumps(self.answer("http", peer, local)) + "\n").encode()
+            ctype = "application/json"
+        header = (
+            "HTTP/1.1 200 OK\r\n"
+            f"Content-Type: {ctype}\r\n"
+            f"Content-Length: {len(body)}\r\n"
+            "Connection: close\r\n\r\n"
+        ).encode()
+        return header if method == b"HEAD" else header + body
+
+    # -- UDP ------------------------------------------------------------------
+
+    def _start_udp(self, port: int) -> None:
+        # A plain socket with loop.add_reader instead of a datagram endpoint:
+        # with IP_PKTINFO we learn the destination address of each datagram
+        # (for "server" when bound to 0.0.0.0) and reply *from* that address,
+        # so the client's connected socket accepts the reply on multi-IP hosts.
+        family = socket.AF_INET6 if ":" in self.bind else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            sock.setblocking(False)
+            pktinfo = family == socket.AF_INET and _is_wildcard(self.bind)
+            if pktinfo:
+                sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+            sock.bind((self.bind, port))
+        except OSError:
+            sock.close()
+            raise
+        self._udp_socks.append(sock)
+        asyncio.get_running_loop().add_reader(
+            sock.fileno(), self._udp_ready, sock, pktinfo
+        )
+
+    def _udp_ready(self, sock: socket.socket, pktinfo: bool) -> None:
+        try:
+            _, ancdata, _, peer = sock.recvmsg(MAX_READ, socket.CMSG_SPACE(IN_PKTINFO.size))
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            return  # e.g. an ICMP error queued on the socket
+        local = sock.getsockname()
+        cmsgs: list = []
+        for level, kind, data in ancdata:
+            if pktinfo and level == socket.IPPROTO_IP and kind == IP_PKTINFO:
+                _, _, dst = IN_PKTINFO.unpack(data[: IN_PKTINFO.size])
+                local = (socket.inet_ntoa(dst), local[1])
+                reply_from = IN_PKTINFO.pack(0, dst, b"\0\0\0\0")
+                cmsgs = [(socket.IPPROTO_IP, IP_PKTINFO, reply_from)]
+        reply = json.dumps(self.answer("udp", peer, local)).encode()
+        try:
+            sock.sendmsg([reply], cmsgs, 0, peer)
+        except (BlockingIOError, InterruptedError):
+            pass  # send buffer full: drop, like any UDP server
+        except OSError as exc:
+            # e.g. broadcast/multicast destination cannot be a source address
+            if cmsgs and exc.errno == errno.EINVAL:
+                try:
+                    sock.sendto(reply, peer)
+                except OSError:
+                    pass
+
+
+async def _read_http_head(reader: asyncio.StreamReader, buf: bytes) -> bytes:
+    """Read until the end of the request head (or MAX_READ or EOF)."""
+    while b"\r\n\r\n" not in buf and b"\n\n" not in buf and len(buf) < MAX_READ:
+        chunk = await reader.read(MAX_READ - len(buf))
+        if not chunk:
+            break
+        buf += chunk
+    return buf
+
+
+async def _discard(reader: asyncio.StreamReader) -> None:
+    """Read and drop input until EOF."""
+    while await reader.read(MAX_READ):
+        pass
+
+
+def _is_wildcard(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_unspecified
+    except ValueError:
+        return False
+
+
+def write_ready_file(path: str) -> None:
+    """Write our pid to ``path`` atomically (tmp file then rename)."""
+    tmp = f"{path}.tmp.{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(f"{os.getpid()}\n")
+    os.replace(tmp, path)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m kubevpc.server",
+        description=(
+            "Identity server for emulated pods and ECS instances. Every listener "
+            "answers with one JSON object: name, client (peer IP:PORT as seen "
+            "here), server (local IP:PORT), proto, port, run. TCP clients get "
+            "the JSON line (or an HTTP/1.1 response if they speak HTTP first); "
+            "UDP datagrams get one JSON datagram back; GET /healthz answers 'ok'."
+        ),
+    )
+    p.add_argument("--name", required=True, help="identity reported in answers")
+    p.add_argument(
+        "--run",
+        required=True,
+        metavar="RUNTAG",
+        help="run tag, reported in answers and used by cleanup to find the process",
+    )
+    p.add_argument(
+        "--listen",
+        required=True,
+        action="append",
+        type=parse_listen,
+        metavar="PROTO:PORT",
+        help="TCP:PORT, UDP:PORT or HTTP:PORT (HTTP is TCP that expects HTTP); repeatable",
+    )
+    p.add_argument("--bind", default="0.0.0.0", help="address to bind (default 0.0.0.0)")
+    p.add_argument(
+        "--ready-file",
+        metavar="PATH",
+        help="once every listener is bound, write our pid here (atomically)",
+    )
+    return p
+
+
+def _check_duplicates(
+    listens: Sequence[Listen], error: Callable[[str], None]
+) -> None:
+    seen: dict[tuple[str, int], Listen] = {}
+    for listen in listens:
+        key = ("udp" if listen.proto == "UDP" else "tcp", listen.port)
+        if key in seen:
+            error(f"--listen {seen[key]} and {listen} both use {key[0]} port {listen.port}")
+        seen[key] = listen
+
+
+async def serve(args: argparse.Namespace) -> int:
+    server = Server(args.name, args.run, args.bind)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await server.start(args.listen)
+    except OSError as exc:
+        server.close()
+        print(f"kubevpc.server: {exc.strerror}", file=sys.stderr)
+        return 1
+    if args.ready_file:
+        write_ready_file(args.ready_file)
+    await stop.wait()
+    server.close()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _check_duplicates(args.listen, parser.error)
+    return asyncio.run(serve(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,307 @@
+"""Build and tear down the emulated network of a Plan.
+
+Mininet makes the namespaces (one Host per ECS instance and per pod); everything else is done in
+batches: all veth pairs with one `ip -batch`, each namespace's addresses and routes with one
+`ip -n NS -batch`, all bridges and ports with one `ovs-vsctl` transaction. Each resource is written
+to the run's ledger before it is created, so a crash leaves nothing `kubevpc clean` cannot find.
+Nothing here touches the root namespace's addresses or routes: root-side veth ends, VXLAN
+devices and bridge ports carry no address.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from kubevpc.errors import BuildError, DeadlineError
+from kubevpc.ledger import Ledger, remove
+from kubevpc.plan import HostPlan, Plan
+
+Say = Callable[[str], None]
+
+
+def sh(cmd: list[str], stdin: str | None = None, timeout: float = 60, check: bool = True) -> str:
+    try:
+        res = subprocess.run(cmd, input=stdin, text=True, capture_output=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise DeadlineError(f"{' '.join(cmd[:4])} ... did not finish within {timeout:.0f} s") from None
+    if check and res.returncode != 0:
+        detail = res.stderr.strip() or res.stdout.strip()
+        raise BuildError(f"{' '.join(cmd[:6])}{' ...' if len(cmd) > 6 else ''} failed: {detail[:2000]}")
+    return res.stdout
+
+
+def wait_for(what: str, test: Callable[[], bool], deadline: float, interval: float = 0.05) -> None:
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        if test():
+            return
+        time.sleep(interval)
+    if not test():
+        raise DeadlineError(f"{what}: not done within {deadline:.0f} s")
+
+
+@dataclass(frozen=True)
+class Datapath:
+    kind: str                    # "system" (kernel) or "netdev" (userspace)
+    userspace_tso: bool
+    note: str
+
+
+def detect_datapath(prefer: str | None = None) -> Datapath:
+    """The kernel datapath when the openvswitch module is there, the userspace one otherwise."""
+    if subprocess.run(["ovs-vsctl", "--timeout=5", "show"], capture_output=True).returncode != 0:
+        raise BuildError("Open vSwitch is not running (ovs-vsctl show failed); run `make install` or "
+                         "`/usr/share/openvswitch/scripts/ovs-ctl start`")
+    kernel = os.path.exists("/sys/module/openvswitch")
+    if prefer == "netdev" or (prefer is None and not kernel):
+        tso = sh(["ovs-vsctl", "--timeout=5", "get", "Open_vSwitch", ".", "other_config:userspace-tso-enable"],
+                 check=False).strip().strip('"') == "true"
+        note = ("userspace datapath with userspace TSO (offloads stay on)" if tso else
+                "userspace datapath without userspace TSO: TX checksum offload is turned off on every "
+                "namespace NIC so TCP checksums are right (slower; see docs/performance.md)")
+        return Datapath("netdev", tso, note)
+    if not kernel:
+        raise BuildError("the kernel datapath was asked for but the openvswitch module is not loaded")
+    return Datapath("system", False, "kernel datapath (openvswitch module)")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Network:
+    """A built network: its plan, its Mininet hosts and the processes it runs."""
+
+    plan: Plan
+    ledger: Ledger
+    datapath: Datapath
+    hosts: dict = field(default_factory=dict)           # host key -> mininet Host
+    servers: dict = field(default_factory=dict)         # host key -> Popen
+    controller: subprocess.Popen | None = None
+    controller_port: int = 0
+    timings: dict = field(default_factory=dict)
+
+    @property
+    def state_dir(self) -> str:
+        return self.ledger.dir
+
+    def host_pid(self, key: str) -> int:
+        return self.hosts[key].pid
+
+    def controller_status(self) -> dict:
+        try:
+            with open(os.path.join(self.state_dir, "status.json"), encoding="utf-8") as fh:
+                return json.load(fh)
+        except (OSError, json.JSONDecodeError):
+            return {}
+
+
+class Builder:
+    def __init__(self, plan: Plan, ledger: Ledger, say: Say = lambda s: None, datapath: str | None = None):
+        self.plan = plan
+        self.ledger = ledger
+        self.say = say
+        self.net = Network(plan, ledger, detect_datapath(datapath))
+
+    def build(self) -> Network:
+        net, plan = self.net, self.plan
+        self.ledger.create()
+        plan_path = os.path.join(self.ledger.dir, "plan.json")
+        with open(plan_path, "w", encoding="utf-8") as fh:
+            fh.write(plan.model_dump_json(indent=1))
+        self.say(f"datapath: {net.datapath.note}")
+        steps = [("namespaces", self._namespaces), ("links", self._links), ("addresses", self._addresses),
+                 ("tunnels", self._tunnels), ("controller", self._controller), ("bridges", self._bridges),
+                 ("flows", self._wait_programmed), ("servers", self._servers)]
+        for name, step in steps:
+            t0 = time.monotonic()
+            step()
+            net.timings[name] = time.monotonic() - t0
+        return net
+
+    # ---------------------------------------------------------------------------- namespaces
+    def _namespaces(self) -> None:
+        from mininet.node import Host
+        hosts = self.plan.hosts
+        self.say(f"creating {len(hosts)} namespaces ({len(self.plan.instances)} ECS, {len(self.plan.pods)} pods)")
+        self.ledger.record("netns", *[h.netns for h in hosts])
+        for h in hosts:
+            node = Host(h.netns, inNamespace=True)
+            self.ledger.record("process", node.pid, token=h.netns)
+            self.net.hosts[h.key] = node
+        # name the namespaces so users can `ip netns exec <run>-pod-default-web-0 ...`
+        sh(["ip", "-batch", "-"], "".join(f"netns attach {h.netns} {self.net.hosts[h.key].pid}\n" for h in hosts))
+
+    def _links(self) -> None:
+        hosts = self.plan.hosts
+        self.ledger.record("link", *[h.veth for h in hosts])
+        sh(["ip", "-batch", "-"], "".join(
+            f"link add {h.veth} mtu {h.mtu} type veth peer name {h.ifname} netns {self.net.hosts[h.key].pid}\n"
+            f"link set {h.veth} up\n" for h in hosts))
+
+    def _addresses(self) -> None:
+        cl = self.plan.cluster
+        for h in self.plan.hosts:
+            cmds = [f"link set lo up", f"link set {h.ifname} address {h.mac} mtu {h.mtu}",
+                    f"addr add {h.ip}/{h.prefixlen} dev {h.ifname}", f"link set {h.ifname} up",
+                    f"route add default via {h.gateway} dev {h.ifname}"]
+            if cl and cl.mode == "vxlan" and h.kind == "ecs" and h.node:
+                # the node reaches other nodes' pods through the tunnel: keep its packets small enough
+                cmds.append(f"route add {cl.pod_cidr} via {h.gateway} dev {h.ifname} mtu {cl.pod_mtu}")
+            sh(["ip", "-n", h.netns, "-batch", "-"], "\n".join(cmds) + "\n")
+        if self.net.datapath.kind == "netdev" and not self.net.datapath.userspace_tso:
+            for h in self.plan.hosts:
+                sh(["ip", "netns", "exec", h.netns, "ethtool", "-K", h.ifname, "tx", "off"])
+
+    def _tunnels(self) -> None:
+        """VXLAN devices are created in the node's namespace, so their outer packets carry the
+        node's address and cross the emulated vSwitch and vRouter, then moved to the root
+        namespace to become ports of the node bridge."""
+        cl = self.plan.cluster
+        nodes = [n for n in self.plan.nodes if n.tunnels]
+        if not nodes:
+            return
+        self.say(f"creating {len(nodes)} VXLAN devices (VNI {cl.vni}, UDP {cl.vxlan_port})")
+        self.ledger.record("link", *[n.tunnels[0].ifname for n in nodes])
+        me = os.getpid()
+        for n in nodes:
+            t0 = n.tunnels[0]
+            ns = self.plan.host(n.ecs).netns
+            sh(["ip", "-n", ns, "-batch", "-"],
+               f"link add {t0.ifname} type vxlan id {cl.vni} local {t0.local_ip} dstport {cl.vxlan_port} "
+               f"dev eth0 nolearning\nlink set {t0.ifname} netns {me}\n")
+        batch = []
+        for n in nodes:
+            ifname = n.tunnels[0].ifname
+            batch.append(f"link set {ifname} up")
+            for t in n.tunnels:   # the peer's gateway MAC lives at the peer's address
+                batch.append(f"fdb append {self.plan.node(t.peer).gateway_mac} dev {ifname} dst {t.remote_ip}")
+        sh(["ip", "-batch", "-"], "\n".join(b for b in batch if b.startswith("link")) + "\n")
+        sh(["bridge", "-batch", "-"], "\n".join(b for b in batch if b.startswith("fdb")) + "\n")
+        if self.net.datapath.kind == "netdev":
+            # the kernel must compute the inner checksums itself (see docs/performance.md)
+            for n in nodes:
+                sh(["ethtool", "-K", n.tunnels[0].ifname, "tx", "off", "tso", "off", "gso", "off"], check=False)
+
+    # ---------------------------------------------------------------------------- controller
+    def _controller(self) -> None:
+        net = self.net
+        net.controller_port = free_port()
+        log = open(os.path.join(self.ledger.dir, "controller.log"), "ab")
+        cmd = [sys.executable, "-m", "controller", "--plan", os.path.join(self.ledger.dir, "plan.json"),
+               "--state", self.ledger.dir, "--port", str(net.controller_port), "--run", self.plan.run]
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        net.controller = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=root,
+                                          stdin=subprocess.DEVNULL, start_new_session=True)
+        self.ledger.record("process", net.controller.pid, token=self.plan.run)
+        self.say(f"controller (os-ken) pid {net.controller.pid} on 127.0.0.1:{net.controller_port}")
+
+        def listening() -> bool:
+            if net.controller.poll() is not None:
+                raise BuildError(f"the controller exited with {net.controller.returncode}; see "
+                                 f"{self.ledger.dir}/controller.log")
+            with socket.socket() as s:
+                s.settimeout(0.2)
+                return s.connect_ex(("127.0.0.1", net.controller_port)) == 0
+        wait_for("controller listening", listening, 20)
+
+    def _bridges(self) -> None:
+        plan, dp = self.plan, self.net.datapath
+        self.say(f"creating {len(plan.bridges)} Open vSwitch bridges in one transaction")
+        self.ledger.record("bridge", *[b.name for b in plan.bridges])
+        cmd = ["ovs-vsctl", "--timeout=60"]
+        for b in plan.bridges:
+            cmd += ["--", "add-br", b.name, "--", "set", "bridge", b.name, f"datapath_type={dp.kind}",
+                    "fail_mode=secure", "protocols=OpenFlow13", f"other-config:datapath-id={b.dpid:016x}",
+                    "other-config:disable-in-band=true", f"external_ids:kubevpc-run={plan.run}",
+                    f"external_ids:kubevpc-role={b.role}", f"external_ids:kubevpc-owner={b.owner}",
+                    "--", "set-controller", b.name, f"tcp:127.0.0.1:{self.net.controller_port}"]
+            for p in b.ports:
+                cmd += ["--", "add-port", b.name, p.name, "--", "set", "interface", p.name,
+                        f"ofport_request={p.ofport}"]
+                if p.kind == "patch":
+                    cmd += [f"type=patch", f"options:peer={p.peer}"]
+        sh(cmd, timeout=120)
+
+    def _wait_programmed(self) -> None:
+        names = {b.name for b in self.plan.bridges}
+
+        def done() -> bool:
+            st = self.net.controller_status()
+            if st.get("errors"):
+                raise BuildError("controller reported: " + "; ".join(st["errors"][:5]))
+            bridges = st.get("bridges", {})
+            return all(bridges.get(n, {}).get("programmed") for n in names)
+        wait_for("controller programming every bridge", done, 60)
+        st = self.net.controller_status()
+        total = sum(b.get("flows", 0) for b in st.get("bridges", {}).values())
+        self.say(f"{len(names)} bridges connected; {total} flows installed")
+
+    # ------------------------------------------------------------------------------- servers
+    def _servers(self) -> None:
+        hosts = [h for h in self.plan.hosts if h.servers]
+        if not hosts:
+            return
+        self.say(f"starting servers in {len(hosts)} namespaces")
+        ready_dir = os.path.join(self.ledger.dir, "ready")
+        os.makedirs(ready_dir, exist_ok=True)
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        for h in hosts:
+            self.start_server(h, ready_dir, root)
+
+        def all_ready() -> bool:
+            for h in hosts:
+                proc = self.net.servers[h.key]
+                if proc.poll() is not None:
+                    raise BuildError(f"server of {h.key} exited with {proc.returncode}; see "
+                                     f"{self.ledger.dir}/servers.log")
+            return all(os.path.exists(os.path.join(ready_dir, h.netns)) for h in hosts)
+        wait_for("pod and ECS servers listening", all_ready, 30)
+
+    def start_server(self, h: HostPlan, ready_dir: str, root: str) -> None:
+        listen = []
+        for s in h.servers:
+            listen += ["--listen", f"{'HTTP' if s.name.startswith('http') else s.protocol}:{s.port}"]
+        log = open(os.path.join(self.ledger.dir, "servers.log"), "ab")
+        proc = self.net.hosts[h.key].popen(
+            [sys.executable, "-m", "kubevpc.server", "--name", h.name, "--run", self.plan.run, *listen,
+             "--ready-file", os.path.join(ready_dir, h.netns)], stdout=log, stderr=subprocess.STDOUT, cwd=root,
+            stdin=subprocess.DEVNULL)
+        self.ledger.record("process", proc.pid, token=self.plan.run)
+        self.net.servers[h.key] = proc
+
+
+def teardown(net: Network, say: Say = lambda s: None) -> dict[str, int]:
+    """Remove everything the ledger lists; close Mininet's handles on the hosts first."""
+    for node in net.hosts.values():
+        for fd in (node.stdin, node.stdout):
+            try:
+                fd.close()
+            except Exception:
+                pass
+    for proc in list(net.servers.values()) + ([net.controller] if net.controller else []):
+        try:
+            proc.terminate()
+        except ProcessLookupError:
+            pass
+    counts = remove(net.ledger.entries(), say)
+    for proc in list(net.servers.values()) + ([net.controller] if net.controller else []):
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    for node in net.hosts.values():
+        try:
+            node.shell.wait(timeout=5)
+        except Exception:
+            pass
+    return counts
