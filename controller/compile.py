@@ -93,6 +93,12 @@ def vswitch_flows(plan: Plan, bridge: BridgePlan, fs: FlowSet) -> None:
     fs.add(flow(0, 100, {"eth_type": ETH_ARP}, [Goto(t_arp)], note="ARP to the responder"),
            flow(0, 100, {"eth_type": ETH_IP}, [Goto(t_ct)], note="IPv4 to conntrack"),
            flow(0, 0, None, [], note="no IPv6 or other protocols"))
+    # ICMP time exceeded is made by the controller and sent as a packet-out, and OVS does not
+    # recirculate a packet-out through conntrack; the cloud's own ICMP errors bypass it
+    fs.add(flow(0, 110, {"eth_type": ETH_IP, "ip_proto": 1, "icmpv4_type": 11},
+                [Goto(t_l2)], note="ICMP time exceeded (traceroute): not tracked"),
+           flow(VSWITCH.table("sg_ingress"), 3100, {"eth_type": ETH_IP, "ct_state": ct_state(0, CT_TRK)},
+                [Goto(t_out)], "secgroup", note="untracked: only ICMP time exceeded"))
     fs.add(arp_responder(t_arp, vsw.gateway, vsw.gateway_mac, note=f"{vsw.name} gateway (the vRouter)"))
     for a in atts:
         if _prefixlen(a.ip) == 32:
@@ -222,6 +228,10 @@ def node_flows(plan: Plan, bridge: BridgePlan, fs: FlowSet) -> None:
                     "host", note=f"ARP from {what}"),
                flow(0, 100, {"in_port": port, "eth_type": ETH_IP}, [SetField(REG_SRC, src), Goto(t_ct)],
                     "host", note=f"IPv4 from {what}"))
+    for port, src in [(u.ofport, SRC_UPLINK) for u in node.uplinks] + [(t.ofport, SRC_TUNNEL) for t in node.tunnels[:1]]:
+        fs.add(flow(0, 110, {"in_port": port, "eth_type": ETH_IP, "ip_proto": 1, "icmpv4_type": 11},
+                    [SetField(REG_SRC, src), Goto(t_route)], "host",
+                    note="ICMP time exceeded (traceroute), a packet-out elsewhere: not tracked"))
     for t in node.tunnels[:1]:
         fs.add(flow(0, 100, {"in_port": t.ofport, "eth_type": ETH_IP}, [SetField(REG_SRC, SRC_TUNNEL), Goto(t_ct)],
                     "tunnel", note="from another node through VXLAN"))
@@ -302,17 +312,18 @@ def _node_pod_cidr_route(plan, node, pods, host, vsw, fs: FlowSet) -> None:
                         [DecTtl(), SetField("eth_src", node.gateway_mac), SetField("eth_dst", _peer_gw_mac(plan, t.peer)),
                          Output(t.ofport)], "tunnel", note=f"node {t.peer} from a pod: through the tunnel, not SNATed"))
         # pods to the VPC: SNAT to the node's address, as flannel's ip-masq does
+        # TTL is decremented before SNAT, so an expiry is answered to the pod, not to the node
         fs.add(flow(t_route, 100, {**ip, REG_SRC: SRC_POD, "ct_state": new},
-                    [Ct(plan.bridge(node.bridge).zone, commit=True, table=t_snat,
-                        nat=Nat("src", node.ip, *SNAT_PORTS))], "snat",
+                    [DecTtl(), Ct(plan.bridge(node.bridge).zone, commit=True, table=t_snat,
+                                  nat=Nat("src", node.ip, *SNAT_PORTS))], "snat",
                     note="pod to the VPC, new connection: SNAT to the node address"),
-               flow(t_route, 90, {**ip, REG_SRC: SRC_POD}, [Goto(t_snat)], "snat",
+               flow(t_route, 90, {**ip, REG_SRC: SRC_POD}, [DecTtl(), Goto(t_snat)], "snat",
                     note="pod to the VPC, established: already SNATed in conntrack"))
         for a in neighbours:
             fs.add(flow(t_snat, 100, {**ip, "ipv4_dst": a.ip},
-                        [DecTtl(), SetField("eth_src", node.mac), SetField("eth_dst", a.mac), Output(node.uplinks[0].ofport)],
+                        [SetField("eth_src", node.mac), SetField("eth_dst", a.mac), Output(node.uplinks[0].ofport)],
                         "snat", note=f"{a.owner} is on the node's vSwitch: straight to it"))
-        fs.add(flow(t_snat, 0, ip, [DecTtl(), SetField("eth_src", node.mac), SetField("eth_dst", vsw.gateway_mac),
+        fs.add(flow(t_snat, 0, ip, [SetField("eth_src", node.mac), SetField("eth_dst", vsw.gateway_mac),
                                     Output(node.uplinks[0].ofport)], "snat", note="elsewhere: to the vRouter"))
     else:  # vpc-route: no encapsulation, no SNAT; the vRouter's pod routes bring replies back
         for a in neighbours:

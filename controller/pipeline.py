@@ -50,7 +50,8 @@ VROUTER = Pipeline("vrouter", (
 ))
 
 VSWITCH = Pipeline("vswitch", (
-    Table(0, "classify", "ARP to the ARP responder, IPv4 to conntrack, everything else dropped", (10, 20)),
+    Table(0, "classify", "ARP to the ARP responder, IPv4 to conntrack, ICMP time exceeded straight to "
+          "l2 (it comes from packet-outs, which OVS cannot recirculate), everything else dropped", (10, 20, 40)),
     Table(10, "arp", "answer ARP for every address on this vSwitch (gateway and instances); no flooding"),
     Table(20, "conntrack", "send IPv4 through conntrack in this vSwitch's zone", (30,)),
     Table(30, "sg_egress", "established and related pass; new connections meet the security group "
@@ -63,7 +64,7 @@ VSWITCH = Pipeline("vswitch", (
 
 NODE = Pipeline("node", (
     Table(0, "classify", "mark the source (pod, host, uplink, tunnel) in reg0; pods may only send "
-          "from their own MAC and IP", (10, 20)),
+          "from their own MAC and IP; ICMP time exceeded skips conntrack", (10, 20, 30)),
     Table(10, "arp", "answer ARP for the pods' gateway and local pods; pass the node's own ARP to "
           "and from the vSwitch"),
     Table(20, "conntrack", "conntrack with NAT in the node's zone: replies of SNATed connections "

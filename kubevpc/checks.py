@@ -1,0 +1,124 @@
+"""The checks of a run: probes derived from the scenario plus its `expect:` list, each compared
+with the evaluator's verdict (kubevpc.reach) and with the client address the server saw."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from .lab import Lab, Probe
+from .plan import HostPlan, Plan, resolve_endpoint
+from .reach import reach
+
+
+@dataclass(frozen=True)
+class Check:
+    title: str              # what the check shows, e.g. "pod to pod across vSwitches"
+    source: str
+    dest: str
+    port: int
+    proto: str
+    expect: bool            # should it connect?
+    reason: str             # the evaluator's reason
+    seen_source: str = ""   # the client address the server should see
+    declared: bool = False  # from the scenario's expect list
+
+
+@dataclass(frozen=True)
+class Outcome:
+    check: Check
+    outcome: str            # answered | refused | timeout | ...
+    connected: bool
+    client: str             # the address the server saw
+    elapsed_ms: float
+
+    @property
+    def passed(self) -> bool:
+        if self.connected != self.check.expect:
+            return False
+        return not self.connected or not self.check.seen_source or self.client == self.check.seen_source
+
+    def as_dict(self) -> dict:
+        return {**asdict(self.check), "outcome": self.outcome, "connected": self.connected,
+                "client": self.client, "elapsed_ms": round(self.elapsed_ms, 1), "passed": self.passed}
+
+
+def _first_port(h: HostPlan, proto: str = "TCP"):
+    return next((s for s in h.servers if s.protocol == proto), None)
+
+
+def _check(plan: Plan, title: str, src: HostPlan, dst: HostPlan, proto: str = "TCP", port: int | None = None,
+           declared: bool = False, expect: bool | None = None) -> Check | None:
+    if port is None:
+        server = _first_port(dst, proto)
+        if server is None:
+            return None
+        port = server.port
+    v = reach(plan, src, dst, port, proto.lower())
+    if expect is not None and expect != v.allowed:
+        reason = f"declared {'allow' if expect else 'deny'}; the evaluator says: {v.reason}"
+    else:
+        reason = v.reason
+    return Check(title, src.key, dst.key, port, proto.lower(), v.allowed if expect is None else expect, reason,
+                 v.seen_source if (expect is None or expect == v.allowed) else "", declared)
+
+
+def default_checks(plan: Plan) -> list[Check]:
+    """One check per kind of path the foundation promises, where the scenario has one."""
+    out: list[Check | None] = []
+    pods = [p for p in plan.pods if p.servers]
+    all_pods = list(plan.pods)
+    nodes = {n.name: n for n in plan.nodes}
+
+    def pick(pred, items):
+        return next((x for x in items if pred(x)), None)
+
+    if all_pods and pods:
+        a = all_pods[0]
+        same = pick(lambda p: p.node == a.node and p.key != a.key, pods)
+        same_vsw = pick(lambda p: p.node != a.node and nodes[p.node].vswitch == nodes[a.node].vswitch, pods)
+        cross = pick(lambda p: nodes[p.node].vswitch != nodes[a.node].vswitch, pods)
+        for title, dst in (("pod to pod, same node", same), ("pod to pod, across nodes on one vSwitch", same_vsw),
+                           ("pod to pod, across vSwitches", cross)):
+            if dst:
+                out.append(_check(plan, title, a, dst))
+                out.append(_check(plan, title + " (UDP)", a, dst, "UDP"))
+    plain = [h for h in plan.instances if not h.node]
+    served = [h for h in plain if h.servers]
+    cluster_vpc = plan.cluster.vpc if plan.cluster else ""
+    if all_pods:
+        for ecs in served:
+            for s in ecs.servers:
+                out.append(_check(plan, "pod to ECS" if plan.vswitch(ecs.vswitch).vpc == cluster_vpc else
+                                  "pod to another VPC", all_pods[0], ecs, s.protocol, s.port))
+        if pods:
+            for ecs in plain:
+                if plan.vswitch(ecs.vswitch).vpc == cluster_vpc:
+                    out.append(_check(plan, "ECS to pod", ecs, pods[-1]))
+    for dst in served:
+        for src in plan.instances:
+            if src.vswitch != dst.vswitch and src.key != dst.key:
+                same_vpc = plan.vswitch(src.vswitch).vpc == plan.vswitch(dst.vswitch).vpc
+                out.append(_check(plan, "ECS to ECS across vSwitches" if same_vpc else "ECS to another VPC",
+                                  src, dst, dst.servers[0].protocol, dst.servers[0].port))
+    return [c for c in out if c is not None]
+
+
+def declared_checks(plan: Plan) -> list[Check]:
+    mode = plan.cluster.mode if plan.cluster else ""
+    out = []
+    for e in plan.expect:
+        if e.get("modes") and mode not in e["modes"]:
+            continue
+        src, dst = resolve_endpoint(plan, e["from"]), resolve_endpoint(plan, e["to"])
+        out.append(_check(plan, f"expect: {e['from']} -> {e['to']}", src, dst, e["protocol"], e["port"],
+                          declared=True, expect=e["result"] == "allow"))
+    return out
+
+
+def run_checks(lab: Lab, checks: list[Check], timeout: float = 1.5) -> list[Outcome]:
+    probes = [Probe(c.source, c.dest, c.port, c.proto) for c in checks]
+    results = lab.probe(probes, timeout=timeout)
+    out = []
+    for c, r in zip(checks, results):
+        client = (r.answer or {}).get("client", "")
+        out.append(Outcome(c, r.outcome, r.ok, client.rsplit(":", 1)[0] if client else "", r.elapsed_ms))
+    return out
