@@ -71,6 +71,14 @@ def detect_datapath(prefer: str | None = None) -> Datapath:
     return Datapath("system", False, "kernel datapath (openvswitch module)")
 
 
+def no_ipv6(ifnames: list[str]) -> None:
+    """Root-side interfaces get no IPv6 at all: no link-local address and no fe80::/64 or ff00::/8
+    route appears in the root namespace (the VPC is IPv4 only)."""
+    for ifname in ifnames:
+        with open(f"/proc/sys/net/ipv6/conf/{ifname}/disable_ipv6", "w", encoding="ascii") as fh:
+            fh.write("1")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -146,12 +154,15 @@ class Builder:
         self.ledger.record("link", *[h.veth for h in hosts])
         sh(["ip", "-batch", "-"], "".join(
             f"link add {h.veth} mtu {h.mtu} type veth peer name {h.ifname} netns {self.net.hosts[h.key].pid}\n"
-            f"link set {h.veth} up\n" for h in hosts))
+            for h in hosts))
+        no_ipv6([h.veth for h in hosts])
+        sh(["ip", "-batch", "-"], "".join(f"link set {h.veth} up\n" for h in hosts))
 
     def _addresses(self) -> None:
         cl = self.plan.cluster
         for h in self.plan.hosts:
-            cmds = [f"link set lo up", f"link set {h.ifname} address {h.mac} mtu {h.mtu}",
+            cmds = [f"link set lo up", f"link set {h.ifname} addrgenmode none",
+                    f"link set {h.ifname} address {h.mac} mtu {h.mtu}",
                     f"addr add {h.ip}/{h.prefixlen} dev {h.ifname}", f"link set {h.ifname} up",
                     f"route add default via {h.gateway} dev {h.ifname}"]
             if cl and cl.mode == "vxlan" and h.kind == "ecs" and h.node:
@@ -185,6 +196,7 @@ class Builder:
             batch.append(f"link set {ifname} up")
             for t in n.tunnels:   # the peer's gateway MAC lives at the peer's address
                 batch.append(f"fdb append {self.plan.node(t.peer).gateway_mac} dev {ifname} dst {t.remote_ip}")
+        no_ipv6([n.tunnels[0].ifname for n in nodes])
         sh(["ip", "-batch", "-"], "\n".join(b for b in batch if b.startswith("link")) + "\n")
         sh(["bridge", "-batch", "-"], "\n".join(b for b in batch if b.startswith("fdb")) + "\n")
         if self.net.datapath.kind == "netdev":

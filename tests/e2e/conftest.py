@@ -1,0 +1,50 @@
+"""End-to-end fixtures: the default scenario, up once per pod network mode, in real namespaces."""
+from __future__ import annotations
+
+import os
+import subprocess
+
+import pytest
+
+from kubevpc.lab import Lab
+
+MODES = ("vxlan", "vpc-route", "eni")
+SCENARIO = os.path.join(os.path.dirname(__file__), "..", "..", "scenarios", "default.yaml")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if "/e2e/" in str(item.fspath):
+            item.add_marker(pytest.mark.e2e)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _needs_root_and_ovs():
+    if os.geteuid() != 0:
+        pytest.fail("end-to-end tests need root (run `make test` as root)", pytrace=False)
+    if subprocess.run(["ovs-vsctl", "--timeout=5", "show"], capture_output=True).returncode != 0:
+        pytest.fail("Open vSwitch is not running: run scripts/install.sh", pytrace=False)
+
+
+def root_state() -> tuple[str, str, str]:
+    """The root namespace's routes (all tables), addresses and rules."""
+    run = lambda *a: subprocess.run(["ip", *a], capture_output=True, text=True).stdout  # noqa: E731
+    return run("route", "show", "table", "all"), run("-o", "addr"), run("rule")
+
+
+@pytest.fixture(scope="module", params=MODES)
+def mode_lab(request):
+    """The default scenario in one mode; root-namespace routes and addresses must not change."""
+    before = root_state()
+    lab = Lab(SCENARIO, mode=request.param)
+    lab.up()
+    yield lab
+    lab.down()
+    assert_root_unchanged(before)
+
+
+def assert_root_unchanged(before: tuple[str, str, str]) -> None:
+    after = root_state()
+    diff = [f"{'+' if line in set(a.splitlines()) else '-'} {line}" for b, a in zip(before, after)
+            for line in sorted(set(b.splitlines()) ^ set(a.splitlines()))]
+    assert not diff, "the root namespace's routes, addresses or rules changed:\n" + "\n".join(diff)

@@ -1,0 +1,98 @@
+"""What must connect connects, what must be refused is refused, in each pod network mode."""
+from __future__ import annotations
+
+import pytest
+
+from kubevpc.checks import declared_checks, default_checks, run_checks
+from kubevpc.lab import Probe
+
+REQUIRED_KINDS = ("pod to pod, same node", "pod to pod, across nodes on one vSwitch", "pod to pod, across vSwitches",
+                  "pod to ECS", "ECS to pod", "ECS to ECS across vSwitches", "ECS to another VPC")
+
+
+def test_default_checks_all_pass(mode_lab):
+    checks = default_checks(mode_lab.plan) + declared_checks(mode_lab.plan)
+    titles = {c.title.removesuffix(" (UDP)") for c in checks}
+    assert set(REQUIRED_KINDS) <= titles, f"missing kinds of path: {set(REQUIRED_KINDS) - titles}"
+    assert any(c.expect for c in checks) and any(not c.expect for c in checks)
+    outcomes = run_checks(mode_lab, checks)
+    failed = [f"{o.check.title}: {o.check.source} -> {o.check.dest}:{o.check.port}/{o.check.proto} expected "
+              f"{'connect' if o.check.expect else 'refuse'}, got {o.outcome} (server saw {o.client or '-'}, "
+              f"expected {o.check.seen_source or '-'}): {o.check.reason}" for o in outcomes if not o.passed]
+    assert not failed, "\n".join(failed)
+
+
+def test_pod_to_pod_keeps_the_client_address(mode_lab):
+    for dst in ("pod/shop/client", "pod/default/web-1", "pod/default/web-2"):
+        port = 9000 if dst == "pod/shop/client" else 8080
+        r = mode_lab.connect("pod/default/web-0", dst, port)
+        assert r.ok, (dst, r.outcome, r.detail)
+        assert r.answer["client"].rsplit(":", 1)[0] == mode_lab.address("pod/default/web-0")
+        assert r.answer["name"] == dst.rsplit("/", 1)[1]
+
+
+def test_udp_pod_to_pod_across_vswitches(mode_lab):
+    r = mode_lab.connect("pod/default/web-0", "pod/default/web-2", 53, "udp")
+    assert r.ok and r.answer["proto"] == "udp" and r.answer["name"] == "web-2"
+    refused = mode_lab.connect("pod/default/web-0", "pod/default/web-2", 54, "udp")
+    assert refused.outcome == "refused", refused     # ICMP port unreachable comes back through conntrack
+
+
+def test_pod_to_ecs_source_address(mode_lab):
+    r = mode_lab.connect("pod/default/web-0", "ecs/ecs-db", 5432)
+    assert r.ok, r.outcome
+    seen = r.answer["client"].rsplit(":", 1)[0]
+    if mode_lab.plan.cluster.mode == "vxlan":
+        assert seen == mode_lab.address("node/node-1"), "vxlan: pod traffic leaves SNATed to its node"
+        assert int(r.answer["client"].rsplit(":", 1)[1]) >= 61000, "SNAT ports stay above the node's own range"
+    else:
+        assert seen == mode_lab.address("pod/default/web-0")
+
+
+def test_security_group_allows_5432_and_refuses_6379(mode_lab):
+    allowed, denied = mode_lab.probe([Probe("pod/default/web-0", "ecs/ecs-db", 5432),
+                                      Probe("pod/default/web-0", "ecs/ecs-db", 6379)], timeout=1.5)
+    assert allowed.ok
+    assert denied.outcome == "timeout", "sg-db drops 6379 silently; the server there is listening"
+    # the server on 6379 is up: from the same host it answers
+    local = mode_lab.exec("ecs/ecs-db", ["python3", "-c", "import socket;s=socket.create_connection(('127.0.0.1',6379),2);"
+                                         "print(s.recv(200).decode())"])
+    assert '"name": "ecs-db"' in local.stdout.replace('":"', '": "') or "ecs-db" in local.stdout
+
+
+def test_ecs_to_pod_follows_mode_and_security_groups(mode_lab):
+    allowed = mode_lab.connect("ecs/ecs-db", "pod/shop/client", 9000)
+    refused = mode_lab.connect("ecs/ecs-db", "pod/default/web-0", 8080)
+    assert refused.outcome == "timeout"
+    if mode_lab.plan.cluster.mode == "vxlan":
+        assert allowed.outcome == "timeout", "overlay pod addresses are not routable in the VPC"
+    else:
+        assert allowed.ok and allowed.answer["client"].startswith(mode_lab.address("ecs/ecs-db") + ":")
+
+
+def test_vpcs_are_isolated(mode_lab):
+    isolated = mode_lab.probe([Probe("ecs/ecs-other", "ecs/ecs-db", 5432), Probe("ecs/node-1", "ecs/ecs-other", 80),
+                               Probe("pod/default/web-0", "ecs/ecs-other", 80)], timeout=1.0)
+    assert [r.outcome for r in isolated] == ["timeout"] * 3
+    inside = mode_lab.connect("ecs/node-3", "ecs/ecs-db", 5432)      # the allowed twin, across vSwitches
+    assert inside.ok
+
+
+def test_no_packet_in_in_steady_state(mode_lab):
+    mode_lab.connect("pod/default/web-0", "pod/default/web-2", 8080)
+    bridges = mode_lab.status()["bridges"]
+    assert bridges and all(b["programmed"] for b in bridges.values())
+    assert sum(b["packet_in"] for b in bridges.values()) == 0
+
+
+def test_traceroute_shows_the_hops(mode_lab):
+    mode = mode_lab.plan.cluster.mode
+    target = mode_lab.address("ecs/ecs-db")
+    out = mode_lab.exec("pod/default/web-0", ["traceroute", "-n", "-T", "-p", "5432", "-w", "1", "-q", "1", "-m", "5",
+                                               target]).stdout
+    hops = [line.split()[1] for line in out.splitlines()[1:] if len(line.split()) > 1]
+    vsw_h_gw = mode_lab.plan.vswitch("vsw-h").gateway
+    expected = {"vpc-route": ["10.244.0.1", vsw_h_gw, target],
+                "eni": [vsw_h_gw, target],
+                "vxlan": ["10.244.0.1", "*", target]}[mode]     # vxlan: the SNATed hop cannot be answered
+    assert hops == expected, out
