@@ -191,7 +191,7 @@ def cmd_run(args) -> int:
         if args.cli:
             _mininet_cli(lab)
         elif args.keep:
-            _say(f"up; namespaces are named {lab.run}-*: `ip netns exec {lab.run}-pod-<ns>-<pod> ...`; Ctrl-C ends")
+            _say(f"up; namespaces are named {lab.run}-*: `ip netns exec {lab.run}-pod-<ns>_<pod> ...`; Ctrl-C ends")
             while True:
                 time.sleep(3600)
         return EXIT_OK if ok else EXIT_CHECKS

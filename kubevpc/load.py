@@ -102,6 +102,8 @@ class Manifest:
     obj: k8s.K8s
     file: str
     path: str
+    source: Source | None = field(default=None, compare=False, repr=False)
+    prefix: tuple = ()
 
 
 @dataclass(frozen=True)
@@ -167,5 +169,5 @@ def _parse_object(src: Source, prefix: tuple, out: list[Manifest], label: str) -
         parsed = cls.model_validate(obj)
     except ValidationError as exc:
         return pydantic_problems(src, exc, prefix)
-    out.append(Manifest(parsed, src.file, dotted(prefix) or label))
+    out.append(Manifest(parsed, src.file, dotted(prefix) or label, src, prefix))
     return []

@@ -261,8 +261,8 @@ class Planner:
         self.run = run
         self.problems: list[Problem] = []
 
-    def bad(self, path: tuple, value: object, expected: str) -> None:
-        self.problems.append(self.src.problem(path, value, expected))
+    def bad(self, path: tuple, value: object, expected: str, src: Source | None = None) -> None:
+        self.problems.append((src or self.src).problem(path, value, expected))
 
     # ------------------------------------------------------------------------------ the cloud
     def plan(self) -> Plan:
@@ -369,13 +369,13 @@ class Planner:
         pools = {v.name: [a for a in usable(ipaddress.IPv4Network(v.cidr))] for v in vswitches}
         cursor = {v: 0 for v in pools}
 
-        def allocate(vswitch: str, path: tuple, what: str) -> str | None:
+        def allocate(vswitch: str, path: tuple, what: str, src: Source | None = None) -> str | None:
             pool = pools[vswitch]
             while cursor[vswitch] < len(pool) and str(pool[cursor[vswitch]]) in taken[vswitch]:
                 cursor[vswitch] += 1
             if cursor[vswitch] >= len(pool):
                 self.bad(path, vswitch, f"vSwitch {vswitch} ({vswitches[vsw_index[vswitch]].cidr}) has no "
-                         f"free address left for {what}; expected a larger vSwitch CIDR")
+                         f"free address left for {what}; expected a larger vSwitch CIDR", src)
                 return None
             ip = str(pool[cursor[vswitch]])
             taken[vswitch].add(ip)
@@ -518,7 +518,7 @@ class Planner:
         # pods: addresses and ports on their node bridge
         per_node_count: dict[str, int] = defaultdict(int)
         pod_seq = 0
-        for (pod, path) in pods:
+        for (pod, (path, msrc)) in pods:
             node = nodes[node_index[pod["node"]]]
             ecs = ecs_by_name[node.name]
             idx = per_node_count[node.name]
@@ -526,7 +526,7 @@ class Planner:
             if cl.mode == "eni":
                 vname = self._eni_vswitches(cl, vswitches, vsw_index, vswitches[vsw_index[node.vswitch]])[0]
                 vsw = vswitches[vsw_index[vname]]
-                ip = allocate(vname, path, f"pod {pod['namespace']}/{pod['name']}")
+                ip = allocate(vname, path, f"pod {pod['namespace']}/{pod['name']}", msrc)
                 if ip is None:
                     continue
                 prefixlen, gateway, gateway_mac = ipaddress.IPv4Network(vsw.cidr).prefixlen, vsw.gateway, vsw.gateway_mac
@@ -540,14 +540,14 @@ class Planner:
                 if idx + 2 >= net.num_addresses - 1:
                     self.bad(path, f"{pod['namespace']}/{pod['name']}",
                              f"node {node.name}'s pod CIDR {net} is exhausted ({net.num_addresses - 3} pods); "
-                             "expected a smaller cluster.nodeCIDRMaskSize or fewer pods on the node")
+                             "expected a smaller cluster.nodeCIDRMaskSize or fewer pods on the node", msrc)
                     continue
                 ip = str(net[idx + 2])
                 prefixlen, gateway, gateway_mac, vname, sgs = net.prefixlen, node.gateway, node.gateway_mac, "", ()
             key = f"pod/{pod['namespace']}/{pod['name']}"
             hosts.append(HostPlan(
                 key=key, kind="pod", name=pod["name"], namespace=pod["namespace"],
-                netns=f"{self.run}-pod-{pod['namespace']}-{pod['name']}", veth=f"{self.run}p{pod_seq}",
+                netns=f"{self.run}-pod-{pod['namespace']}_{pod['name']}", veth=f"{self.run}p{pod_seq}",
                 bridge=node.bridge, ofport=OFPORT_NODE_POD0 + idx, ip=ip, prefixlen=prefixlen, mac=mac_for(ip),
                 gateway=gateway, gateway_mac=gateway_mac, mtu=pod_mtu, servers=pod["servers"],
                 labels=pod["labels"], node=node.name, vswitch=vname, security_groups=sgs))
@@ -678,6 +678,13 @@ class Planner:
                                 description=entry.description))
         if cl and cl.mode == "vpc-route" and vpc.name == cluster_vpc:
             for node in nodes:
+                clash = next((j for j, e in enumerate(vpc.routeTable.routes)
+                              if str(e.destination) == node.pod_cidr), None)
+                if clash is not None:
+                    self.bad(("cloud", "vpcs", i, "routeTable", "routes", clash, "destination"), node.pod_cidr,
+                             f"is the pod CIDR of node {node.name}, which vpc-route mode routes to that node "
+                             "itself; expected another destination")
+                    continue
                 routes.append(Route(destination=node.pod_cidr, kind="pod", next_hop=node.name,
                                     description=f"pod CIDR of node {node.name} (cloud controller manager)"))
         entries = [r for r in routes if r.kind != "system"]
@@ -700,26 +707,22 @@ class Planner:
             if isinstance(m.obj, Namespace):
                 namespaces.add(m.obj.metadata.name)
 
-        def where(m) -> tuple:
-            return tuple(int(p) if p.isdigit() else p for p in
-                         m.path.replace("[", ".").replace("]", "").split(".") if p)
-
         for m in manifests:
             obj = m.obj
-            path = where(m) if m.file == self.loaded.file else ()
+            path, msrc = m.prefix, m.source
             key = (obj.kind, obj.metadata.namespace, obj.metadata.name)
             if key in seen:
                 self.bad(path + ("metadata", "name"), obj.metadata.name, f"duplicate {obj.kind} in namespace "
-                         f"{obj.metadata.namespace}")
+                         f"{obj.metadata.namespace}", msrc)
             seen[key] = m.path
             if isinstance(obj, Namespace):
                 continue
             if obj.metadata.namespace not in namespaces:
                 self.bad(path + ("metadata", "namespace"), obj.metadata.namespace,
-                         "namespace not declared; expected a Namespace object in the manifests")
+                         "namespace not declared; expected a Namespace object in the manifests", msrc)
                 continue
             if not node_names:
-                self.bad(path, obj.kind, "pods need a cluster section with nodes")
+                self.bad(path, obj.kind, "pods need a cluster section with nodes", msrc)
                 continue
             if isinstance(obj, Pod):
                 spec, labels, count = obj.spec, obj.metadata.labels, 1
@@ -731,23 +734,24 @@ class Planner:
             for c in spec.containers:
                 for p in c.ports:
                     if p.name and p.name in port_names:
-                        self.bad(path, p.name, "duplicate container port name in the pod")
+                        self.bad(path, p.name, "duplicate container port name in the pod", msrc)
                     port_names.add(p.name)
                     if p.protocol == "SCTP":
                         continue        # accepted by the model; this kernel cannot carry SCTP
                     ports.append(ServerPort(port=p.containerPort, protocol=p.protocol, name=p.name or ""))
             if spec.nodeName is not None and spec.nodeName not in node_names:
-                self.bad(path + ("spec", "nodeName"), spec.nodeName, f"no such node; expected one of {node_names}")
+                at = ("spec", "nodeName") if isinstance(obj, Pod) else ("spec", "template", "spec", "nodeName")
+                self.bad(path + at, spec.nodeName, f"no such node; expected one of {node_names}", msrc)
                 continue
             for r, name in enumerate(names):
                 node = spec.nodeName or node_names[r % len(node_names)]
                 pkey = ("Pod", obj.metadata.namespace, name)
                 if pkey in seen and isinstance(obj, Deployment):
-                    self.bad(path + ("metadata", "name"), name, "a pod of this Deployment has the name of another pod")
+                    self.bad(path + ("metadata", "name"), name, "a pod of this Deployment has the name of another pod", msrc)
                 seen[pkey] = m.path
                 out.append(({"namespace": obj.metadata.namespace, "name": name, "node": node,
                              "labels": dict(labels) | {"pod-template-hash": "kubevpc"} if isinstance(obj, Deployment)
-                             else dict(labels), "servers": tuple(ports)}, path))
+                             else dict(labels), "servers": tuple(ports)}, (path, msrc)))
         return out
 
     def _check_expectations(self, plan: Plan) -> None:

@@ -116,8 +116,10 @@ def reach(plan: Plan, src: HostPlan, dst: HostPlan, port: int, proto: str = "tcp
         if dst.key == node.ecs:
             return Verdict(True, "to its own node", src.ip)
     if dst.kind == "pod" and mode == "vxlan":
-        route = [r for vpc in plan.vpcs for r in vpc.routes if r.kind == "custom" and _in(dst.ip, r.destination)]
-        if not route or route[0].next_hop != dst.node:
+        routes = [r for vpc in plan.vpcs if vpc.name == _vpc_of(plan, dst) for r in vpc.routes
+                  if r.kind == "custom" and _in(dst.ip, r.destination)]
+        route = max(routes, key=lambda r: ipaddress.IPv4Network(r.destination).prefixlen, default=None)
+        if route is None or route.next_hop != dst.node:
             return Verdict(False, f"{dst.ip} is an overlay address: no VPC route leads to it "
                                   f"(add a custom route to node {dst.node} to make it reachable)")
     wire = Wire(src_ip, dst.ip, proto, port)

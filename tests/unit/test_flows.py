@@ -1,0 +1,382 @@
+"""The compiled flows: pipeline discipline, cookies, match prerequisites, port masks, security
+group priorities and the structure each pod network mode must have. No switch is needed: flows
+are plain data (controller/flows.py)."""
+from __future__ import annotations
+
+import ipaddress
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+from controller.compile import compile_plan
+from controller.flows import (ETH_ARP, ETH_IP, Ct, Flow, FlowSet, Goto, Output, OutputReg, SetField,
+                              port_masks)
+from controller.pipeline import PIPELINES
+from kubevpc.load import load
+from kubevpc.plan import Plan, make_plan
+
+DATA = Path(__file__).parent / "data"
+REPO = Path(__file__).resolve().parents[2]
+SCENARIOS = {"default": REPO / "scenarios" / "default.yaml", "reach": DATA / "reach.yaml",
+             "small": DATA / "small.yaml"}
+MODES = ("vxlan", "vpc-route", "eni")
+TUNNEL_OFPORT = 100
+CASES = [(s, m) for s in SCENARIOS for m in MODES]
+
+
+# ------------------------------------------------------------------------------------- helpers
+_plans: dict[tuple[str, str], Plan] = {}
+
+
+def plan_for(scenario: str, mode: str) -> Plan:
+    if (scenario, mode) not in _plans:
+        _plans[scenario, mode] = make_plan(load(str(SCENARIOS[scenario]), mode=mode), "kv")
+    return _plans[scenario, mode]
+
+
+def every_flow(plan: Plan):
+    """(bridge plan, flow) for every flow of every bridge."""
+    compiled = compile_plan(plan)
+    assert set(compiled) == {b.name for b in plan.bridges}
+    for b in plan.bridges:
+        assert compiled[b.name].flows, f"{b.name} has no flows"
+        for f in compiled[b.name].flows:
+            yield b, f
+
+
+def targets(f: Flow) -> list[int]:
+    """Tables a flow sends packets on to: goto_table and ct(table=...)."""
+    return [a.table for a in f.actions if isinstance(a, Goto) or (isinstance(a, Ct) and a.table is not None)]
+
+
+def match(f: Flow) -> dict:
+    return dict(f.match)
+
+
+def outputs(f: Flow) -> list:
+    return [a.port for a in f.actions if isinstance(a, Output)]
+
+
+def node_flows(plan: Plan, node: str) -> list[Flow]:
+    return compile_plan(plan)[plan.node(node).bridge].flows
+
+
+def cidr_match(cidr: str):
+    net = ipaddress.IPv4Network(cidr)
+    return (str(net.network_address), str(net.netmask))
+
+
+# ----------------------------------------------------------------------------- pipeline checks
+@pytest.mark.parametrize("scenario, mode", CASES)
+def test_tables_and_gotos_follow_the_declared_pipeline(scenario, mode):
+    plan = plan_for(scenario, mode)
+    for bridge, f in every_flow(plan):
+        pipeline = PIPELINES[bridge.role]
+        declared = {t.id for t in pipeline.tables}
+        assert f.table in declared, f"{bridge.name}: table {f.table} not declared for {bridge.role}: {f.to_ofctl()}"
+        allowed = pipeline.by_id(f.table).next
+        for t in targets(f):
+            assert t in allowed, f"{bridge.name}: {f.table} -> {t} not in next {allowed}: {f.to_ofctl()}"
+            assert t > f.table, f"{bridge.name}: goes backwards: {f.to_ofctl()}"
+
+
+@pytest.mark.parametrize("scenario, mode", CASES)
+def test_classify_table_ends_in_an_explicit_drop(scenario, mode):
+    """Table 0 sees everything: what no flow claims is dropped by a priority-0 flow, visibly."""
+    plan = plan_for(scenario, mode)
+    zero: dict[str, list[Flow]] = defaultdict(list)
+    for bridge, f in every_flow(plan):
+        if f.table == 0:
+            zero[bridge.name].append(f)
+    for b in plan.bridges:
+        catch_all = [f for f in zero[b.name] if f.priority == 0]
+        assert len(catch_all) == 1 and catch_all[0].match == () and catch_all[0].actions == (), b.name
+
+
+@pytest.mark.parametrize("scenario, mode", CASES)
+def test_no_flow_goes_to_the_controller(scenario, mode):
+    for bridge, f in every_flow(plan_for(scenario, mode)):
+        assert "controller" not in [str(p).lower() for p in outputs(f)], f.to_ofctl()
+        assert "CONTROLLER" not in f.actions_ofctl()
+
+
+@pytest.mark.parametrize("scenario, mode", CASES)
+def test_outputs_and_in_ports_name_ports_of_the_bridge(scenario, mode):
+    plan = plan_for(scenario, mode)
+    for bridge, f in every_flow(plan):
+        ports = {p.ofport for p in bridge.ports}
+        for p in outputs(f):
+            assert p == "in_port" or p in ports, f"{bridge.name}: output to missing port: {f.to_ofctl()}"
+        if "in_port" in match(f):
+            assert match(f)["in_port"] in ports, f"{bridge.name}: in_port of a missing port: {f.to_ofctl()}"
+        for a in f.actions:
+            if isinstance(a, SetField) and a.field == "reg1":
+                assert a.value in ports, f"{bridge.name}: reg1 set to a missing port: {f.to_ofctl()}"
+            if isinstance(a, OutputReg):
+                assert a.reg == 1
+
+
+@pytest.mark.parametrize("scenario, mode", CASES)
+def test_match_prerequisites(scenario, mode):
+    for bridge, f in every_flow(plan_for(scenario, mode)):
+        m, text = match(f), f.to_ofctl()
+        if {"ipv4_src", "ipv4_dst", "ip_proto", "ct_state"} & set(m):
+            assert m.get("eth_type") == ETH_IP, text
+        if "tcp_dst" in m or "tcp_src" in m:
+            assert m.get("ip_proto") == 6, text
+        if "udp_dst" in m or "udp_src" in m:
+            assert m.get("ip_proto") == 17, text
+        if any(k.startswith("arp_") for k in m):
+            assert m.get("eth_type") == ETH_ARP, text
+        for a in f.actions:     # rewriting ARP fields needs an ARP match too
+            if isinstance(a, SetField) and a.field.startswith("arp_"):
+                assert m.get("eth_type") == ETH_ARP, text
+
+
+@pytest.mark.parametrize("scenario, mode", CASES)
+def test_no_two_flows_conflict(scenario, mode):
+    """Same table, priority and match with different actions: the switch keeps only one of them."""
+    for name, fs in compile_plan(plan_for(scenario, mode)).items():
+        seen: dict[tuple, str] = {}
+        for f in fs.flows:
+            key = (f.table, f.priority, frozenset(f.match))
+            assert seen.setdefault(key, f.actions_ofctl()) == f.actions_ofctl(), f"{name}: {f.to_ofctl()}"
+
+
+# ------------------------------------------------------------------------------------- cookies
+@pytest.mark.parametrize("scenario, mode", CASES)
+def test_cookies_unique_per_bridge(scenario, mode):
+    for name, fs in compile_plan(plan_for(scenario, mode)).items():
+        by_cookie: dict[int, set] = defaultdict(set)
+        for f in fs.flows:
+            by_cookie[f.cookie].add((f.feature, f.obj, f.key_text()))
+        clashes = {hex(c): v for c, v in by_cookie.items() if len(v) > 1}
+        assert not clashes, f"{name}: different flows share a cookie: {clashes}"
+
+
+@pytest.mark.parametrize("scenario, mode", CASES)
+def test_cookies_stable_across_compilations(scenario, mode):
+    first = compile_plan(plan_for(scenario, mode))
+    again = compile_plan(make_plan(load(str(SCENARIOS[scenario]), mode=mode), "kv"))
+    assert {b: [f.cookie for f in fs.flows] for b, fs in first.items()} == \
+           {b: [f.cookie for f in fs.flows] for b, fs in again.items()}
+    assert {b: fs.ofctl() for b, fs in first.items()} == {b: fs.ofctl() for b, fs in again.items()}
+
+
+def test_cookie_layout():
+    a = Flow(30, 100, (("eth_type", ETH_IP),), (Goto(40),), "secgroup", 7)
+    b = Flow(30, 100, (("eth_type", ETH_IP),), (Goto(40),), "secgroup", 7, note="notes do not count")
+    c = Flow(30, 101, (("eth_type", ETH_IP),), (Goto(40),), "secgroup", 7)
+    assert a.cookie >> 56 == 5 and (a.cookie >> 32) & 0xFFFFFF == 7
+    assert a.cookie == b.cookie
+    assert a.cookie != c.cookie and a.cookie >> 32 == c.cookie >> 32
+
+
+def test_flowset_ofctl_sorted_by_table_then_priority():
+    fs = FlowSet("br")
+    fs.add(Flow(10, 5, (), ()), Flow(0, 1, (), ()), Flow(10, 50, (), ()))
+    lines = fs.ofctl()
+    assert [line.split(",")[1:3] for line in lines] == [["table=0", "priority=1 actions=drop"],
+                                                        ["table=10", "priority=50 actions=drop"],
+                                                        ["table=10", "priority=5 actions=drop"]]
+
+
+# ---------------------------------------------------------------------------------- port masks
+def covered(first: int, last: int) -> set[int]:
+    masks = port_masks(first, last)
+    for value, mask in masks:
+        assert value & ~mask & 0xFFFF == 0, f"value {value:#x} has bits outside mask {mask:#x}"
+    return {port for port in range(65536) if any(port & mask == value for value, mask in masks)}
+
+
+@pytest.mark.parametrize("first, last, blocks", [(1, 65535, 16), (80, 80, 1), (8000, 8080, 3), (1024, 2047, 1),
+                                                 (65535, 65535, 1), (3, 5, 2), (32768, 65535, 1), (1, 1024, 11)])
+def test_port_masks_cover_exactly_the_range(first, last, blocks):
+    assert covered(first, last) == set(range(first, last + 1))
+    assert len(port_masks(first, last)) == blocks
+
+
+def test_port_masks_blocks_are_disjoint():
+    masks = port_masks(1000, 9999)
+    sizes = [0x10000 - mask for _, mask in masks]
+    assert sum(sizes) == 9000
+
+
+# ---------------------------------------------------------------------- security group priorities
+def _ingress_flows(plan: Plan, owner: str, port: int) -> list[Flow]:
+    att = next(a for a in plan.attachments if a.owner == owner)
+    flows = compile_plan(plan)[plan.vswitch(att.vswitch).bridge].flows
+    return [f for f in flows if f.table == 50 and match(f).get("reg1") == att.ofport
+            and match(f).get("ipv4_dst") == att.ip and match(f).get("tcp_dst") == port]
+
+
+def _accepts(f: Flow) -> bool:
+    return any(isinstance(a, Goto) for a in f.actions)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_drop_beats_accept_at_equal_priority(mode):
+    flows = _ingress_flows(plan_for("reach", mode), "ecs/eq-1", 8080)
+    accept = [f for f in flows if _accepts(f)]
+    drop = [f for f in flows if not f.actions]
+    assert len(accept) == 1 and len(drop) == 1, [f.to_ofctl() for f in flows]
+    assert drop[0].priority > accept[0].priority
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_priority_one_beats_priority_two(mode):
+    plan = plan_for("reach", mode)
+    (accept1,) = [f for f in _ingress_flows(plan, "ecs/prio-1", 9090) if _accepts(f)]
+    (drop2,) = [f for f in _ingress_flows(plan, "ecs/prio-1", 9090) if not f.actions]
+    assert accept1.priority > drop2.priority
+    (drop1,) = [f for f in _ingress_flows(plan, "ecs/prio-1", 9091) if not f.actions]
+    (accept2,) = [f for f in _ingress_flows(plan, "ecs/prio-1", 9091) if _accepts(f)]
+    assert drop1.priority > accept2.priority
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_group_membership_ranks_below_every_rule_and_above_the_default_deny(mode):
+    plan = plan_for("reach", mode)
+    att = next(a for a in plan.attachments if a.owner == "ecs/prio-1")
+    flows = [f for f in compile_plan(plan)[plan.vswitch(att.vswitch).bridge].flows
+             if f.table == 50 and match(f).get("reg1") == att.ofport and match(f).get("ipv4_dst") == att.ip]
+    rules = [f for f in flows if "tcp_dst" in match(f)]
+    member = [f for f in flows if "ipv4_src" in match(f) and "tcp_dst" not in match(f)]
+    default = [f for f in flows if "ipv4_src" not in match(f)]
+    assert rules and member and len(default) == 1 and not default[0].actions
+    assert max(f.priority for f in member) < min(f.priority for f in rules)
+    assert default[0].priority < min(f.priority for f in member)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_egress_drop_rule_compiles_to_a_drop_above_the_default_allow(mode):
+    plan = plan_for("reach", mode)
+    att = next(a for a in plan.attachments if a.owner == "ecs/out-1")
+    flows = [f for f in compile_plan(plan)[plan.vswitch(att.vswitch).bridge].flows
+             if f.table == 30 and match(f).get("in_port") == att.ofport and match(f).get("ipv4_src") == att.ip]
+    (drop,) = [f for f in flows if match(f).get("tcp_dst") == 443]
+    (allow,) = [f for f in flows if "tcp_dst" not in match(f)]
+    assert drop.actions == () and allow.actions == (Goto(40),)
+    assert drop.priority > allow.priority
+
+
+def test_port_ranges_in_rules_become_masked_matches(tmp_path):
+    text = (SCENARIOS["small"]).read_text().replace("ports: 22", "ports: 8000-8080")
+    path = tmp_path / "s.yaml"
+    path.write_text(text)
+    plan = make_plan(load(str(path)), "kv")
+    att = next(a for a in plan.attachments if a.owner == "ecs/ecs-1")
+    flows = [f for f in compile_plan(plan)[plan.vswitch(att.vswitch).bridge].flows
+             if f.table == 50 and match(f).get("reg1") == att.ofport and "tcp_dst" in match(f)]
+    # an exact port is written without a mask
+    got = sorted(m if isinstance(m, tuple) else (m, 0xFFFF) for m in (match(f)["tcp_dst"] for f in flows))
+    assert got == sorted(port_masks(8000, 8080))
+    assert all(match(f)["ipv4_src"] == ("10.0.0.0", "255.255.0.0") for f in flows)
+
+
+# ---------------------------------------------------------------------------- mode structure
+def test_vxlan_node_bridges_tunnel_and_snat():
+    plan = plan_for("default", "vxlan")
+    for node in plan.nodes:
+        flows = node_flows(plan, node.name)
+        assert any(TUNNEL_OFPORT in outputs(f) for f in flows), node.name
+        # one tunnel flow per peer pod CIDR, from pods and from the host
+        for peer in (n for n in plan.nodes if n.name != node.name):
+            to_peer = [f for f in flows if match(f).get("ipv4_dst") == cidr_match(peer.pod_cidr)]
+            assert len(to_peer) == 2 and all(outputs(f) == [TUNNEL_OFPORT] for f in to_peer)
+            assert all(SetField("eth_dst", peer.gateway_mac) in f.actions for f in to_peer)
+        snat = [a for f in flows for a in f.actions if isinstance(a, Ct) and a.commit and a.nat is not None]
+        assert len(snat) == 1
+        assert (snat[0].nat.kind, snat[0].nat.ip) == ("src", node.ip)
+        assert snat[0].zone == plan.bridge(node.bridge).zone
+        assert (snat[0].nat.port_min, snat[0].nat.port_max) == (61000, 65535)
+        assert "nat(src=" + node.ip in "".join(f.actions_ofctl() for f in flows)
+
+
+def test_vxlan_vrouter_has_no_pod_routes():
+    plan = plan_for("default", "vxlan")
+    vr = compile_plan(plan)[plan.vpcs[0].bridge].flows
+    pod_net = ipaddress.IPv4Network(plan.cluster.pod_cidr)
+    for f in vr:
+        dst = match(f).get("ipv4_dst")
+        if dst is not None:
+            addr = dst[0] if isinstance(dst, tuple) else dst
+            assert ipaddress.IPv4Address(addr) not in pod_net, f.to_ofctl()
+
+
+@pytest.mark.parametrize("mode", ["vpc-route", "eni"])
+def test_no_tunnel_and_no_snat_outside_vxlan(mode):
+    plan = plan_for("default", mode)
+    for node in plan.nodes:
+        flows = node_flows(plan, node.name)
+        assert not any(TUNNEL_OFPORT in outputs(f) for f in flows)
+        assert not any(isinstance(a, Ct) and a.nat is not None and a.nat.kind for f in flows for a in f.actions)
+        assert not any(p.kind == "vxlan" for p in plan.bridge(node.bridge).ports)
+
+
+def test_vpc_route_vrouter_routes_each_node_pod_cidr():
+    plan = plan_for("default", "vpc-route")
+    vpc = next(v for v in plan.vpcs if v.name == plan.cluster.vpc)
+    flows = compile_plan(plan)[vpc.bridge].flows
+    for node in plan.nodes:
+        vsw = plan.vswitch(node.vswitch)
+        routed = [f for f in flows if f.table == 20 and match(f).get("ipv4_dst") == cidr_match(node.pod_cidr)]
+        plain = [f for f in routed if "in_port" not in match(f)]
+        assert len(plain) == 1, [f.to_ofctl() for f in routed]
+        assert SetField("eth_dst", node.mac) in plain[0].actions
+        assert outputs(plain[0]) == [vsw.vrouter_port]
+        # /24 pod routes rank with /24 system routes' rule: longer prefixes above shorter
+        assert plain[0].priority == 100 + 10 * 24 - 1
+    pod_cidrs = {cidr_match(n.pod_cidr) for n in plan.nodes}
+    other = [f for f in flows if isinstance(match(f).get("ipv4_dst"), tuple)
+             and match(f)["ipv4_dst"] not in pod_cidrs and ipaddress.IPv4Address(match(f)["ipv4_dst"][0])
+             in ipaddress.IPv4Network(plan.cluster.pod_cidr)]
+    assert not other
+
+
+def test_eni_node_bridges_switch_by_destination_mac():
+    plan = plan_for("default", "eni")
+    for node in plan.nodes:
+        flows = node_flows(plan, node.name)
+        local = [h for h in plan.pods if h.node == node.name] + [plan.host(node.ecs)]
+        for h in local:
+            hits = [f for f in flows if f.table == 30 and match(f).get("eth_dst") == h.mac]
+            assert len(hits) == 1 and outputs(hits[0]) == [h.ofport], h.key
+            assert "ipv4_dst" not in match(hits[0])          # switched, not routed
+            assert not any(isinstance(a, SetField) for a in hits[0].actions)
+        assert not any(isinstance(a, Ct) and a.nat is not None and a.nat.kind for f in flows for a in f.actions)
+
+
+def test_pods_may_only_send_from_their_own_mac_and_ip():
+    plan = plan_for("default", "vxlan")
+    for p in plan.pods:
+        flows = [f for f in node_flows(plan, p.node) if f.table == 0 and match(f).get("in_port") == p.ofport]
+        passing = [f for f in flows if f.actions]
+        assert passing and all(match(f)["eth_src"] == p.mac for f in passing)
+        assert all(match(f).get("ipv4_src", match(f).get("arp_spa")) == p.ip for f in passing)
+        (drop,) = [f for f in flows if not f.actions]
+        assert drop.priority < min(f.priority for f in passing)
+
+
+def test_vrouter_prefers_the_longest_prefix(tmp_path):
+    """Two custom routes cover the same pod: the /24 must outrank the /16 whatever the order
+    (kubevpc.reach must agree; see test_reach.test_vxlan_route_lookup_is_longest_prefix)."""
+    text = SCENARIOS["small"].read_text().replace(
+        "      vswitches:\n",
+        "      routeTable:\n        routes:\n"
+        "          - {destination: 172.20.0.0/16, nextHop: node-2}\n"
+        "          - {destination: 172.20.0.0/24, nextHop: node-1}\n"
+        "      vswitches:\n", 1)
+    path = tmp_path / "s.yaml"
+    path.write_text(text)
+    plan = make_plan(load(str(path)), "kv")
+    flows = [f for f in compile_plan(plan)[plan.vpcs[0].bridge].flows if f.table == 20 and "in_port" not in match(f)]
+    (wide,) = [f for f in flows if match(f).get("ipv4_dst") == cidr_match("172.20.0.0/16")]
+    (narrow,) = [f for f in flows if match(f).get("ipv4_dst") == cidr_match("172.20.0.0/24")]
+    assert narrow.priority > wide.priority
+    assert SetField("eth_dst", plan.node("node-1").mac) in narrow.actions
+    assert SetField("eth_dst", plan.node("node-2").mac) in wide.actions
+    # and every in_port variant of the /16 still ranks below the plain /24
+    assert all(f.priority < narrow.priority for f in compile_plan(plan)[plan.vpcs[0].bridge].flows
+               if f.table == 20 and match(f).get("ipv4_dst") == cidr_match("172.20.0.0/16"))
