@@ -51,8 +51,8 @@ e2e: install ## end-to-end tests only (root, real namespaces and Open vSwitch)
 validate: venv ## check SCENARIO's file against the schema (kubevpc validate)
 	$(KUBEVPC) validate $(SCENARIO)
 
-check: install ## kubevpc check SCENARIO
-	$(KUBEVPC) check $(SCENARIO)
+check: install ## build SCENARIO, run the checks, tear down (MODE=... overrides the mode)
+	$(strip $(KUBEVPC) check $(SCENARIO) $(if $(MODE),--mode $(MODE)))
 
 clean: install ## remove leftovers of crashed runs (namespaces, bridges, processes); keeps .venv
 	$(KUBEVPC) clean

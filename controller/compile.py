@@ -95,10 +95,16 @@ def vswitch_flows(plan: Plan, bridge: BridgePlan, fs: FlowSet) -> None:
            flow(0, 0, None, [], note="no IPv6 or other protocols"))
     # ICMP time exceeded is made by the controller and sent as a packet-out, and OVS does not
     # recirculate a packet-out through conntrack; the cloud's own ICMP errors bypass it
-    fs.add(flow(0, 110, {"eth_type": ETH_IP, "ip_proto": 1, "icmpv4_type": 11},
-                [Goto(t_l2)], note="ICMP time exceeded (traceroute): not tracked"),
+    icmp11 = {"eth_type": ETH_IP, "ip_proto": 1, "icmpv4_type": 11}
+    fs.add(flow(0, 110, {**icmp11, "in_port": OFPORT_VROUTER_ON_VSWITCH}, [Goto(t_l2)],
+                note="ICMP time exceeded from the vRouter (traceroute): not tracked"),
            flow(VSWITCH.table("sg_ingress"), 3100, {"eth_type": ETH_IP, "ct_state": ct_state(0, CT_TRK)},
-                [Goto(t_out)], "secgroup", note="untracked: only ICMP time exceeded"))
+                [Goto(t_out)], "secgroup", note="untracked: only ICMP time exceeded from a router"))
+    for node in plan.nodes:
+        for up in node.uplinks:
+            if up.vswitch == vsw.name and node.gateway:
+                fs.add(flow(0, 110, {**icmp11, "in_port": up.vswitch_ofport, "ipv4_src": node.gateway}, [Goto(t_l2)],
+                            note=f"ICMP time exceeded from node {node.name}'s pod gateway: not tracked"))
     fs.add(arp_responder(t_arp, vsw.gateway, vsw.gateway_mac, note=f"{vsw.name} gateway (the vRouter)"))
     for a in atts:
         if _prefixlen(a.ip) == 32:
@@ -228,10 +234,13 @@ def node_flows(plan: Plan, bridge: BridgePlan, fs: FlowSet) -> None:
                     "host", note=f"ARP from {what}"),
                flow(0, 100, {"in_port": port, "eth_type": ETH_IP}, [SetField(REG_SRC, src), Goto(t_ct)],
                     "host", note=f"IPv4 from {what}"))
+    routers = sorted({v.gateway for v in plan.vswitches if v.vpc == plan.cluster.vpc} |
+                     {n.gateway for n in plan.nodes if n.gateway and n.name != node.name})
     for port, src in [(u.ofport, SRC_UPLINK) for u in node.uplinks] + [(t.ofport, SRC_TUNNEL) for t in node.tunnels[:1]]:
-        fs.add(flow(0, 110, {"in_port": port, "eth_type": ETH_IP, "ip_proto": 1, "icmpv4_type": 11},
-                    [SetField(REG_SRC, src), Goto(t_route)], "host",
-                    note="ICMP time exceeded (traceroute), a packet-out elsewhere: not tracked"))
+        for router in routers:
+            fs.add(flow(0, 110, {"in_port": port, "eth_type": ETH_IP, "ip_proto": 1, "icmpv4_type": 11,
+                                 "ipv4_src": router}, [SetField(REG_SRC, src), Goto(t_route)], "host",
+                        note=f"ICMP time exceeded from router {router} (a packet-out elsewhere): not tracked"))
     for t in node.tunnels[:1]:
         fs.add(flow(0, 100, {"in_port": t.ofport, "eth_type": ETH_IP}, [SetField(REG_SRC, SRC_TUNNEL), Goto(t_ct)],
                     "tunnel", note="from another node through VXLAN"))
@@ -281,7 +290,13 @@ def _node_pod_cidr_route(plan, node, pods, host, vsw, fs: FlowSet) -> None:
     t_route, t_snat = NODE.table("route"), NODE.table("snat_out")
     ip = {"eth_type": ETH_IP}
     new = ct_state(CT_TRK | CT_NEW)
+    zone = plan.bridge(node.bridge).zone
     for p in pods:
+        if mode == "vxlan":
+            fs.add(flow(t_route, 295, {**ip, "ipv4_dst": p.ip, REG_SRC: SRC_UPLINK, "ct_state": new},
+                        [Ct(zone, commit=True)] + _deliver(p, node.gateway_mac, True), "pod",
+                        note=f"{p.key}: new connection from the VPC (custom route): committed, so replies "
+                             "are not SNATed"))
         fs.add(flow(t_route, 300, {**ip, "ipv4_dst": p.ip, "eth_dst": p.mac, REG_SRC: SRC_POD}, [Output(p.ofport)],
                     "pod", note=f"{p.key}: from a pod on the same node, switched"),
                flow(t_route, 290, {**ip, "ipv4_dst": p.ip}, _deliver(p, node.gateway_mac, True), "pod",
@@ -292,7 +307,8 @@ def _node_pod_cidr_route(plan, node, pods, host, vsw, fs: FlowSet) -> None:
            flow(t_route, 270, {**ip, "ipv4_dst": node.ip},
                 [SetField("eth_src", vsw.gateway_mac), SetField("eth_dst", host.mac), Output(host.ofport)], "host",
                 note="to the node from its pods or a tunnel"))
-    neighbours = [a for a in plan.attachments if a.vswitch == vsw.name and "/" not in a.ip and a.ip != node.ip]
+    node_ips = {n.ip for n in plan.nodes} if mode == "vxlan" else {node.ip}   # vxlan: nodes go by tunnel
+    neighbours = [a for a in plan.attachments if a.vswitch == vsw.name and "/" not in a.ip and a.ip not in node_ips]
 
     def to_vpc(dst_ip: str | None, src: int, extra: list, prio: int, note: str) -> None:
         m = {**ip, REG_SRC: src}
@@ -314,7 +330,7 @@ def _node_pod_cidr_route(plan, node, pods, host, vsw, fs: FlowSet) -> None:
         # pods to the VPC: SNAT to the node's address, as flannel's ip-masq does
         # TTL is decremented before SNAT, so an expiry is answered to the pod, not to the node
         fs.add(flow(t_route, 100, {**ip, REG_SRC: SRC_POD, "ct_state": new},
-                    [DecTtl(), Ct(plan.bridge(node.bridge).zone, commit=True, table=t_snat,
+                    [DecTtl(), Ct(zone, commit=True, table=t_snat,
                                   nat=Nat("src", node.ip, *SNAT_PORTS))], "snat",
                     note="pod to the VPC, new connection: SNAT to the node address"),
                flow(t_route, 90, {**ip, REG_SRC: SRC_POD}, [DecTtl(), Goto(t_snat)], "snat",

@@ -68,14 +68,18 @@ def parser() -> argparse.ArgumentParser:
     return ap
 
 
+PLACEHOLDER_RUN = "kvxxxx"     # as long as the longest run name, so name lengths are checked as in a run
+
+
 def main(argv: list[str] | None = None) -> int:
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)      # `kubevpc flows FILE | head` ends quietly
     args = parser().parse_args(argv)
     try:
         return COMMANDS[args.cmd](args)
     except ScenarioError as exc:
         console.print(f"[red]invalid scenario[/red] ({len(exc.problems)} problem(s)); nothing was built:")
-        for p in exc.problems:
-            console.print(f"  {p}", markup=False)
+        for p in exc.problems:      # one line each, never wrapped, so they can be grepped
+            sys.stderr.write(f"  {p}\n")
         return EXIT_USAGE
     except KeyboardInterrupt:
         console.print("interrupted")
@@ -90,7 +94,7 @@ def cmd_validate(args) -> int:
     from .load import load
     from .plan import make_plan
     loaded = load(args.file, args.mode)
-    plan = make_plan(loaded, "kv0")
+    plan = make_plan(loaded, PLACEHOLDER_RUN)
     mode = plan.cluster.mode if plan.cluster else "no cluster"
     out.print(f"{args.file}: valid ({len(plan.vpcs)} VPC, {len(plan.vswitches)} vSwitches, "
               f"{len(plan.instances)} ECS, {len(plan.nodes)} nodes, {len(plan.pods)} pods, mode {mode})")
@@ -100,7 +104,7 @@ def cmd_validate(args) -> int:
 def cmd_plan(args) -> int:
     from .load import load
     from .plan import make_plan
-    plan = make_plan(load(args.file, args.mode), "kv0")
+    plan = make_plan(load(args.file, args.mode), PLACEHOLDER_RUN)
     if args.json:
         print(plan.model_dump_json(indent=1))
         return EXIT_OK
@@ -125,7 +129,7 @@ def cmd_flows(args) -> int:
     from controller.compile import compile_plan
     from .load import load
     from .plan import make_plan
-    plan = make_plan(load(args.file, args.mode), "kv0")
+    plan = make_plan(load(args.file, args.mode), PLACEHOLDER_RUN)
     for name, fs in compile_plan(plan).items():
         if args.bridge and not name.endswith(args.bridge):
             continue

@@ -1,4 +1,5 @@
-"""The ledger: a record of everything a run creates, written before each thing is created.
+"""The ledger: a record of everything a run creates, written before each thing is created
+(processes, whose pid is known only once they exist, right after they start).
 
 One JSON line per resource in <state>/runs/<run>/ledger.jsonl. Teardown and `kubevpc clean`
 remove exactly what a ledger lists and nothing else, so a run killed with -9 can be cleaned up,
@@ -44,7 +45,7 @@ class Ledger:
     def create(self) -> None:
         os.makedirs(self.dir, exist_ok=True)
         with open(os.path.join(self.dir, "owner"), "w", encoding="utf-8") as fh:
-            fh.write(f"{os.getpid()}\n")
+            fh.write(f"{os.getpid()} {_start_time(os.getpid())}\n")
 
     def record(self, kind: str, *names: str | int, token: str = "") -> None:
         """Append entries and flush them to disk before the caller creates the resources."""
@@ -71,14 +72,21 @@ class Ledger:
         return out
 
 
+def _start_time(pid: int) -> str:
+    """The process's start time in clock ticks since boot: with the pid, it names one process."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
 def owner_alive(run: str) -> bool:
-    """Is the process that made this run still running (then it is not a leftover)?"""
+    """Is the process that made this run (same pid, same start time) still running?"""
     try:
         with open(os.path.join(run_dir(run), "owner"), encoding="utf-8") as fh:
-            pid = int(fh.read().strip())
-        os.kill(pid, 0)
-        cmdline = _cmdline(pid)
-        return b"kubevpc" in cmdline or b"pytest" in cmdline
+            pid, started = fh.read().split()
+        return _start_time(int(pid)) == started
     except (OSError, ValueError):
         return False
 

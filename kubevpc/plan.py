@@ -21,7 +21,8 @@ from .load import Loaded, Source
 IFNAMSIZ = 15            # the kernel's limit on interface names (16 with the NUL)
 MAX_TAG = 6
 RESERVED_TAIL = 3        # Alibaba reserves the first and the last three addresses of a vSwitch
-SNAT_PORTS = (61000, 65535)   # above the kernel's default ephemeral range (32768-60999)
+SNAT_PORTS = (61000, 65535)
+RFC1918 = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")   # above the kernel's default ephemeral range (32768-60999)
 
 # Fixed OpenFlow port numbers, so flows can be compiled from the plan alone.
 OFPORT_VROUTER_ON_VSWITCH = 1
@@ -273,7 +274,7 @@ class Planner:
                      [v.name for v in sc.cloud.vpcs], "VPC")
         vswitch_of: dict[str, tuple[int, int]] = {}
         for i, vpc in enumerate(sc.cloud.vpcs):
-            if not vpc.cidr.is_private:
+            if not any(vpc.cidr.subnet_of(ipaddress.IPv4Network(r)) for r in RFC1918):
                 self.bad(("cloud", "vpcs", i, "cidr"), str(vpc.cidr), "expected a private range "
                          "(10.0.0.0/8, 172.16.0.0/12 or 192.168.0.0/16 and their subnets)")
             if not 8 <= vpc.cidr.prefixlen <= 24:
@@ -429,7 +430,8 @@ class Planner:
                     self.bad(("cluster", "eni", "vswitches", k), v, f"expected a vSwitch of the cluster's VPC {cluster_vpc}")
             for k, g in enumerate(cl.eni.securityGroups or ()):
                 if g not in groups_by_name:
-                    self.bad(("cluster", "eni", "securityGroups", k), g, "no such security group")
+                    self.bad(("cluster", "eni", "securityGroups", k), g,
+                             f"no such security group; expected one of {sorted(groups_by_name)}")
             pod_mtu = cl.underlayMTU - 50 if cl.mode == "vxlan" else cl.underlayMTU
         if self.problems:
             raise ScenarioError(self.problems)

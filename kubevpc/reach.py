@@ -104,10 +104,12 @@ def reach(plan: Plan, src: HostPlan, dst: HostPlan, port: int, proto: str = "tcp
     cluster_side = lambda h: h.kind == "pod" or (h.kind == "ecs" and bool(h.node))  # noqa: E731
     if mode == "vxlan" and cluster_side(src) and cluster_side(dst) and (src.kind == "pod" or dst.kind == "pod"):
         a_node, b_node = plan.node(src.node), plan.node(dst.node)
-        wire = Wire(a_node.ip, b_node.ip, "udp", plan.cluster.vxlan_port)
-        v = security_groups(plan, wire, _attachment(plan, a_node.ip), _attachment(plan, b_node.ip))
-        if not v.allowed:
-            return Verdict(False, f"VXLAN between {a_node.name} and {b_node.name} blocked: {v.reason}")
+        # replies travel in their own VXLAN packets, from the other node's socket to port 4789
+        for x, y in ((a_node, b_node), (b_node, a_node)):
+            wire = Wire(x.ip, y.ip, "udp", plan.cluster.vxlan_port)
+            v = security_groups(plan, wire, _attachment(plan, x.ip), _attachment(plan, y.ip))
+            if not v.allowed:
+                return Verdict(False, f"VXLAN from {x.name} to {y.name} blocked: {v.reason}")
         return Verdict(True, f"VXLAN from {a_node.name} to {b_node.name}", src.ip)
     src_ip, seen = src.ip, src.ip
     if src.kind == "pod" and mode == "vxlan":

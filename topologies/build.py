@@ -61,7 +61,7 @@ def detect_datapath(prefer: str | None = None) -> Datapath:
     kernel = os.path.exists("/sys/module/openvswitch")
     if prefer == "netdev" or (prefer is None and not kernel):
         tso = sh(["ovs-vsctl", "--timeout=5", "get", "Open_vSwitch", ".", "other_config:userspace-tso-enable"],
-                 check=False).strip().strip('"') == "true"
+                 check=False).strip().strip('"') == "true" and tso_active()
         note = ("userspace datapath with userspace TSO (offloads stay on)" if tso else
                 "userspace datapath without userspace TSO: TX checksum offload is turned off on every "
                 "namespace NIC so TCP checksums are right (slower; see docs/performance.md)")
@@ -69,6 +69,21 @@ def detect_datapath(prefer: str | None = None) -> Datapath:
     if not kernel:
         raise BuildError("the kernel datapath was asked for but the openvswitch module is not loaded")
     return Datapath("system", False, "kernel datapath (openvswitch module)")
+
+
+VSWITCHD_LOG = "/var/log/openvswitch/ovs-vswitchd.log"
+
+
+def tso_active(log: str = VSWITCHD_LOG) -> bool:
+    """Has ovs-vswitchd turned userspace TSO on since it last started? (Once on, it stays on.)
+    (If the log cannot be read, trust the configuration.)"""
+    try:
+        with open(log, encoding="utf-8", errors="replace") as fh:
+            text = fh.read()
+    except OSError:
+        return True
+    start = text.rfind("|INFO|ovs-vswitchd (Open vSwitch)")
+    return "Userspace TCP Segmentation Offloading support enabled" in text[max(start, 0):]
 
 
 def no_ipv6(ifnames: list[str]) -> None:

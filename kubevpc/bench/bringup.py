@@ -85,11 +85,12 @@ def measure_kubevpc(path: str, mode: str | None) -> dict:
         up = time.monotonic() - t0
         time.sleep(0.2)
     flows = sum(b.get("flows", 0) for b in lab.status().get("bridges", {}).values())
+    steps = {k: round(v, 3) for k, v in lab.net.timings.items()}
     t0 = time.monotonic()
     lab.down()
     down = time.monotonic() - t0
     return {"hosts": len(lab.plan.hosts), "up_s": up, "down_s": down, "peak_mib": mem.delta, "flows": flows,
-            "steps": {k: round(v, 3) for k, v in lab.timings.items()}}
+            "steps": steps}
 
 
 def measure_mininet(hosts: int) -> dict:
