@@ -214,8 +214,23 @@ def cmd_check(args) -> int:
 def _mininet_cli(lab) -> None:
     from mininet.cli import CLI
 
+    addresses = {}
+
     class KubevpcCLI(CLI):
         identchars = CLI.identchars + "-./"
+
+        def default(self, line):
+            """`<endpoint> <command>`: run the command in that namespace, other endpoint names
+            in the command replaced by their addresses (Mininet's own substitution needs Mininet
+            links, which kubevpc does not use)."""
+            first, args, line = self.parseline(line)
+            if first not in self.mn:
+                return super().default(line)
+            if not args:
+                return super().default(line)
+            node = self.mn[first]
+            node.sendCmd(" ".join(addresses.get(a, a) for a in args.split(" ")))
+            self.waitForNode(node)
 
     class Net:
         """What Mininet's CLI needs from a network: hosts by name (several aliases each)."""
@@ -230,6 +245,7 @@ def _mininet_cli(lab) -> None:
                 self.hosts.append(node)
                 for alias in {h.key, h.netns, h.name} | ({f"{h.namespace}/{h.name}"} if h.namespace else set()):
                     self.nameToNode.setdefault(alias, node)
+                    addresses.setdefault(alias, h.ip)
 
         def __getitem__(self, key):
             return self.nameToNode[key]
