@@ -137,6 +137,7 @@ def test_mininet_cli_runs_commands_in_namespaces():
                                "node-1 ping -c 1 -W 1 ecs-db\nexit\n",
                          capture_output=True, text=True, cwd=TOP, timeout=300)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
-    assert "10.244.0.2/24" in res.stdout
-    assert "PING 10.244.2.2" in res.stdout and " 1 received" in res.stdout      # names become addresses
-    assert "PING 192.168.2.50" in res.stdout and " 0 received" in res.stdout   # sg-db allows no ICMP
+    out = res.stdout + res.stderr           # Mininet's CLI writes node output through its logger
+    assert "10.244.0.2/24" in out
+    assert "PING 10.244.2.2" in out and " 1 received" in out      # names become addresses
+    assert "PING 192.168.2.50" in out and " 0 received" in out   # sg-db allows no ICMP
