@@ -248,8 +248,9 @@ step_ovs() {
             say "set other_config:$TSO_KEY=true; restarting the ovs-vswitchd the package just started"
             restart_vswitchd
         else
-            say "set other_config:$TSO_KEY=true; it takes effect at the next restart of Open vSwitch" \
-                "(the running one is left alone)"
+            # Open vSwitch 3.x turns userspace TSO on at once when the key is set (and never off
+            # again while it runs); kubevpc checks ovs-vswitchd's log to see whether it is active
+            say "set other_config:$TSO_KEY=true on the running Open vSwitch (not restarted)"
         fi
     fi
 
