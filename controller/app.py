@@ -107,10 +107,6 @@ class KubevpcController(app_manager.OSKenApp):
         LOG.info("bridge %s (%#x) connected", name, dp.id)
         self._request_dump(dp)
 
-    @set_ev_cls(ofp_event.EventOFPStateChange, [MAIN_DISPATCHER])
-    def _state(self, ev):
-        pass
-
     def _request_dump(self, dp):
         name = self.by_dpid[dp.id]
         self.dumping[name] = set()
@@ -161,10 +157,6 @@ class KubevpcController(app_manager.OSKenApp):
         LOG.error(text)
         self.status["errors"].append(text)
         self._write_status()
-
-    @set_ev_cls(ofp_event.EventOFPPortStatus, MAIN_DISPATCHER)
-    def _port_status(self, ev):
-        pass
 
     # ---------------------------------------------------------------------------- packet-in
     @set_ev_cls(ofp_event.EventOFPPacketIn, MAIN_DISPATCHER)

@@ -31,8 +31,7 @@ class Output:
     port: int | str                  # a number, or "in_port" / "controller"
 
     def ofctl(self) -> str:
-        return f"output:{self.port}" if isinstance(self.port, int) else self.port.upper() if \
-            self.port == "controller" else "IN_PORT"
+        return f"output:{self.port}" if isinstance(self.port, int) else self.port.upper()
 
 
 @dataclass(frozen=True)

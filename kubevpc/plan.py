@@ -727,7 +727,7 @@ class Planner:
                 self.bad(path, obj.kind, "pods need a cluster section with nodes", msrc)
                 continue
             if isinstance(obj, Pod):
-                spec, labels, count = obj.spec, obj.metadata.labels, 1
+                spec, labels = obj.spec, obj.metadata.labels
                 names = [obj.metadata.name]
             else:
                 spec, labels = obj.spec.template.spec, obj.spec.template.metadata.labels
