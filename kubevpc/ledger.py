@@ -138,8 +138,11 @@ def _alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    state = open(f"/proc/{pid}/stat").read().split()[2] if os.path.exists(f"/proc/{pid}/stat") else "X"
-    return state != "Z"
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"     # a zombie is gone
+    except (OSError, IndexError):
+        return False
 
 
 def _run(cmd: list[str], stdin: str | None = None) -> subprocess.CompletedProcess:

@@ -205,28 +205,16 @@ class Plan(Frozen):
     expect: tuple[dict, ...] = ()
 
     def host(self, key: str) -> HostPlan:
-        for h in self.hosts:
-            if h.key == key:
-                return h
-        raise KeyError(key)
+        return _find(self.hosts, "key", key)
 
     def bridge(self, name: str) -> BridgePlan:
-        for b in self.bridges:
-            if b.name == name:
-                return b
-        raise KeyError(name)
+        return _find(self.bridges, "name", name)
 
     def node(self, name: str) -> NodePlan:
-        for n in self.nodes:
-            if n.name == name:
-                return n
-        raise KeyError(name)
+        return _find(self.nodes, "name", name)
 
     def vswitch(self, name: str) -> VSwitchPlan:
-        for v in self.vswitches:
-            if v.name == name:
-                return v
-        raise KeyError(name)
+        return _find(self.vswitches, "name", name)
 
     @property
     def pods(self) -> tuple[HostPlan, ...]:
@@ -235,6 +223,14 @@ class Plan(Frozen):
     @property
     def instances(self) -> tuple[HostPlan, ...]:
         return tuple(h for h in self.hosts if h.kind == "ecs")
+
+
+def _find(items, attr: str, value: str):
+    """The item whose `attr` is `value`; KeyError(value) when there is none."""
+    for item in items:
+        if getattr(item, attr) == value:
+            return item
+    raise KeyError(value)
 
 
 def resolve_endpoint(plan: Plan, ref: str) -> HostPlan:

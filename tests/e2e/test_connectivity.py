@@ -1,6 +1,9 @@
 """What must connect connects, what must be refused is refused, in each pod network mode."""
 from __future__ import annotations
 
+import json
+import sys
+
 import pytest
 
 from kubevpc.checks import declared_checks, default_checks, run_checks
@@ -55,9 +58,9 @@ def test_security_group_allows_5432_and_refuses_6379(mode_lab):
     assert allowed.ok
     assert denied.outcome == "timeout", "sg-db drops 6379 silently; the server there is listening"
     # the server on 6379 is up: from the same host it answers
-    local = mode_lab.exec("ecs/ecs-db", ["python3", "-c", "import socket;s=socket.create_connection(('127.0.0.1',6379),2);"
-                                         "print(s.recv(200).decode())"])
-    assert '"name": "ecs-db"' in local.stdout.replace('":"', '": "') or "ecs-db" in local.stdout
+    local = mode_lab.exec("ecs/ecs-db", [sys.executable, "-m", "kubevpc.probe", "--json", "tcp:127.0.0.1:6379"])
+    answer = json.loads(local.stdout)[0]
+    assert answer["ok"] and answer["answer"]["name"] == "ecs-db" and answer["answer"]["port"] == 6379, local
 
 
 def test_ecs_to_pod_follows_mode_and_security_groups(mode_lab):
