@@ -95,6 +95,7 @@ class Ct:
     commit: bool = False
     table: int | None = None         # recirculate into this table after conntrack
     nat: Nat | None = None
+    mark: tuple[int, int] | None = None   # (value, mask) stored in the connection's ct_mark on commit
 
     def ofctl(self) -> str:
         parts = (["commit"] if self.commit else []) + [f"zone={self.zone}"]
@@ -102,15 +103,115 @@ class Ct:
             parts.append(f"table={self.table}")
         if self.nat is not None:
             parts.append(self.nat.ofctl())
+        if self.mark is not None:
+            parts.append(f"exec(set_field:{self.mark[0]:#x}/{self.mark[1]:#x}->ct_mark)")
         return f"ct({','.join(parts)})"
 
 
-Action = Union[Output, OutputReg, SetField, Move, DecTtl, Goto, Ct]
+@dataclass(frozen=True)
+class Resubmit:
+    """Run the packet through `table` now and come back (a call, unlike goto_table)."""
+
+    table: int
+
+    def ofctl(self) -> str:
+        return f"resubmit(,{self.table})"
+
+
+@dataclass(frozen=True)
+class GroupAction:
+    group_id: int
+
+    def ofctl(self) -> str:
+        return f"group:{self.group_id}"
+
+
+@dataclass(frozen=True)
+class Conjunction:
+    """One dimension of a conjunctive match: all `n_clauses` clauses must match for conj_id."""
+
+    conj_id: int
+    clause: int                      # 1-based, as ovs-ofctl writes it
+    n_clauses: int
+
+    def ofctl(self) -> str:
+        return f"conjunction({self.conj_id},{self.clause}/{self.n_clauses})"
+
+
+@dataclass(frozen=True)
+class LearnMatch:
+    """In a learned flow: match `field` against the value `src` had in the learning packet
+    (src == field: 'the same field'), or against a constant when `value` is given."""
+
+    field: str
+    n_bits: int
+    src: str = ""
+    value: int | None = None
+
+
+@dataclass(frozen=True)
+class LearnLoad:
+    """In a learned flow: load `dst` with the value `src` had in the learning packet, or a constant."""
+
+    dst: str
+    n_bits: int
+    src: str = ""
+    value: int | None = None
+
+
+@dataclass(frozen=True)
+class Learn:
+    """Add a flow to `table` from the current packet (session affinity). Learned flows carry
+    `cookie` and are deleted with the flow that learned them (delete_learned)."""
+
+    table: int
+    priority: int
+    hard_timeout: int
+    cookie: int
+    specs: tuple = ()                # LearnMatch and LearnLoad values
+    idle_timeout: int = 0
+
+    def ofctl(self) -> str:
+        parts = [f"table={self.table}", f"priority={self.priority}", f"hard_timeout={self.hard_timeout}"]
+        if self.idle_timeout:
+            parts.append(f"idle_timeout={self.idle_timeout}")
+        parts += [f"cookie={self.cookie:#x}", "delete_learned"]
+        for s in self.specs:
+            if isinstance(s, LearnMatch):
+                parts.append(f"{s.field}={s.value:#x}" if s.value is not None else
+                             (f"{s.field}[]" if s.src in ("", s.field) else f"{s.field}[]={s.src}[]"))
+            else:
+                parts.append(f"load:{s.value:#x}->{s.dst}[]" if s.value is not None else f"load:{s.src}[]->{s.dst}[]")
+        return f"learn({','.join(parts)})"
+
+
+Action = Union[Output, OutputReg, SetField, Move, DecTtl, Goto, Ct, Resubmit, GroupAction, Conjunction, Learn]
+
+
+@dataclass(frozen=True)
+class Bucket:
+    actions: tuple
+    weight: int = 1
+
+
+@dataclass(frozen=True)
+class Group:
+    """An OpenFlow select group: one bucket is chosen per connection (by a hash of the packet's
+    5-tuple); each bucket's actions run on the packet."""
+
+    group_id: int
+    buckets: tuple[Bucket, ...]
+    note: str = ""
+
+    def ofctl(self) -> str:
+        buckets = ",".join(f"bucket=weight:{b.weight},actions={','.join(a.ofctl() for a in b.actions)}"
+                           for b in self.buckets)
+        return f"group_id={self.group_id},type=select,{buckets}" if buckets else f"group_id={self.group_id},type=select"
 
 
 # --------------------------------------------------------------------------------------- flows
 FEATURES = {"base": 1, "arp": 2, "l2": 3, "route": 4, "secgroup": 5, "tunnel": 6, "snat": 7,
-            "pod": 8, "host": 9, "spoof": 10}
+            "pod": 8, "host": 9, "spoof": 10, "service": 11, "affinity": 12, "netpol": 13, "learned": 14}
 
 
 @dataclass(frozen=True)
@@ -189,13 +290,22 @@ def arp_responder(table: int, ip: str, mac: str, extra: dict[str, Any] | None = 
 
 @dataclass
 class FlowSet:
-    """The flows one bridge should hold, in the order compilers produced them."""
+    """The flows (and select groups) one bridge should hold, in the order compilers produced them."""
 
     bridge: str
     flows: list[Flow] = field(default_factory=list)
+    groups: dict[int, Group] = field(default_factory=dict)
 
     def add(self, *flows: Flow) -> None:
         self.flows.extend(flows)
 
+    def add_group(self, group: Group) -> None:
+        if group.group_id in self.groups:
+            raise ValueError(f"{self.bridge}: group {group.group_id} defined twice")
+        self.groups[group.group_id] = group
+
     def ofctl(self) -> list[str]:
         return [f.to_ofctl() for f in sorted(self.flows, key=lambda f: (f.table, -f.priority, f.key_text()))]
+
+    def groups_ofctl(self) -> list[str]:
+        return [g.ofctl() for _, g in sorted(self.groups.items())]

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from os_ken.ofproto import nicira_ext
 
-from .flows import Ct, DecTtl, Flow, Goto, Move, Output, OutputReg, SetField
+from .flows import (Conjunction, Ct, DecTtl, Flow, Goto, Group, GroupAction, Learn, LearnLoad, LearnMatch, Move,
+                    Output, OutputReg, Resubmit, SetField)
 
 NX_NAT_F_SRC, NX_NAT_F_DST = 1 << 0, 1 << 1
+NX_LEARN_F_DELETE_LEARNED = 1 << 1
 
 
 def _action(dp, action):
@@ -33,10 +35,35 @@ def _action(dp, action):
             if nat.port_min:
                 kwargs.update(range_proto_min=nat.port_min, range_proto_max=nat.port_max)
             nested.append(parser.NXActionNAT(flags, **kwargs))
+        if action.mark is not None:
+            value, mask = action.mark
+            ofs = (mask & -mask).bit_length() - 1
+            nbits = mask.bit_length() - ofs
+            if mask != ((1 << nbits) - 1) << ofs:
+                raise ValueError(f"ct_mark mask {mask:#x} is not contiguous")
+            nested.append(parser.NXActionRegLoad(nicira_ext.ofs_nbits(ofs, ofs + nbits - 1), "ct_mark", value >> ofs))
         return parser.NXActionCT(
             flags=nicira_ext.NX_CT_F_COMMIT if action.commit else 0, zone_src="", zone_ofs_nbits=action.zone,
             recirc_table=nicira_ext.NX_CT_RECIRC_NONE if action.table is None else action.table, alg=0,
             actions=nested)
+    if isinstance(action, Resubmit):
+        return parser.NXActionResubmitTable(in_port=ofp.OFPP_IN_PORT, table_id=action.table)
+    if isinstance(action, GroupAction):
+        return parser.OFPActionGroup(action.group_id)
+    if isinstance(action, Conjunction):
+        return parser.NXActionConjunction(clause=action.clause - 1, n_clauses=action.n_clauses, id_=action.conj_id)
+    if isinstance(action, Learn):
+        specs = []
+        for s in action.specs:
+            if isinstance(s, LearnMatch):
+                src = s.value if s.value is not None else ((s.src or s.field), 0)
+                specs.append(parser.NXFlowSpecMatch(src=src, dst=(s.field, 0), n_bits=s.n_bits))
+            elif isinstance(s, LearnLoad):
+                src = s.value if s.value is not None else (s.src, 0)
+                specs.append(parser.NXFlowSpecLoad(src=src, dst=(s.dst, 0), n_bits=s.n_bits))
+        return parser.NXActionLearn(table_id=action.table, specs=specs, idle_timeout=action.idle_timeout,
+                                    hard_timeout=action.hard_timeout, priority=action.priority,
+                                    cookie=action.cookie, flags=NX_LEARN_F_DELETE_LEARNED)
     raise TypeError(f"no translation for action {action!r}")
 
 
@@ -54,3 +81,13 @@ def delete_cookie(dp, cookie: int):
     return parser.OFPFlowMod(dp, cookie=cookie, cookie_mask=0xFFFFFFFFFFFFFFFF, table_id=ofp.OFPTT_ALL,
                              command=ofp.OFPFC_DELETE, out_port=ofp.OFPP_ANY, out_group=ofp.OFPG_ANY,
                              match=parser.OFPMatch())
+
+
+def group_mod(dp, g: Group, command: str):
+    """command: "add", "modify" or "delete"."""
+    ofp, parser = dp.ofproto, dp.ofproto_parser
+    cmd = {"add": ofp.OFPGC_ADD, "modify": ofp.OFPGC_MODIFY, "delete": ofp.OFPGC_DELETE}[command]
+    buckets = [] if command == "delete" else [
+        parser.OFPBucket(weight=b.weight, watch_port=ofp.OFPP_ANY, watch_group=ofp.OFPG_ANY,
+                         actions=[_action(dp, a) for a in b.actions]) for b in g.buckets]
+    return parser.OFPGroupMod(dp, cmd, ofp.OFPGT_SELECT, g.group_id, buckets)
