@@ -174,6 +174,14 @@ class EniOptions(Strict):
     securityGroups: list[Name] | None = None   # default: the node's security groups
 
 
+class DnsOptions(Strict):
+    """The cluster DNS (kube-dns Service in kube-system, one pod on the first node)."""
+
+    enabled: bool = True
+    clusterDomain: str = Field(default="cluster.local", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    ip: Address | None = None        # default: the 10th address of the service CIDR, as kubeadm and ACK use
+
+
 class Cluster(Strict):
     name: Name = "cluster"
     mode: Literal["vxlan", "vpc-route", "eni"] = "vxlan"
@@ -184,6 +192,8 @@ class Cluster(Strict):
     underlayMTU: int = Field(default=1500, ge=1280, le=9000)
     vxlan: VxlanOptions = VxlanOptions()
     eni: EniOptions = EniOptions()
+    nodePortRange: str = Field(default="30000-32767", pattern=r"^\d{1,5}-\d{1,5}$")
+    dns: DnsOptions = DnsOptions()
 
 
 # --------------------------------------------------------------------------------------- expect

@@ -22,6 +22,9 @@ IFNAMSIZ = 15            # the kernel's limit on interface names (16 with the NU
 MAX_TAG = 6
 RESERVED_TAIL = 3        # Alibaba reserves the first and the last three addresses of a vSwitch
 SNAT_PORTS = (61000, 65535)
+REJECT_PORT = 1          # nothing listens here on a node: Services without endpoints are DNATed to it to be refused
+READY_ANNOTATION = "kubevpc.io/ready"
+DNS_POD = "kube-dns-0"
 RFC1918 = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")   # above the kernel's default ephemeral range (32768-60999)
 
 # Fixed OpenFlow port numbers, so flows can be compiled from the plan alone.
@@ -87,6 +90,8 @@ class HostPlan(Frozen):
     node: str = ""                  # pods: the node it runs on; ECS: itself if a node
     vswitch: str = ""               # ECS, eni pods: the vSwitch whose address it holds
     security_groups: tuple[str, ...] = ()
+    ready: bool = True              # pods: counted as a Service endpoint only when ready
+    app: Literal["server", "dns"] = "server"   # what runs in it: the pod server, or the cluster DNS
 
 
 class VSwitchPlan(Frozen):
@@ -190,6 +195,58 @@ class ClusterPlan(Frozen):
     underlay_mtu: int
 
 
+class ServicePortPlan(Frozen):
+    name: str
+    protocol: Literal["TCP", "UDP", "SCTP"]
+    port: int
+    target_port: int | str          # as declared (a number or a container port name)
+    node_port: int = 0              # 0: none
+
+
+class EndpointPlan(Frozen):
+    """A pod selected by a Service, with its target port resolved per Service port."""
+
+    pod: str                        # host key
+    name: str
+    ip: str
+    node: str
+    ready: bool
+    hostname: str = ""
+    ports: tuple[int, ...]          # per Service port, in order; 0: the pod has no such named port
+
+
+class ServicePlan(Frozen):
+    name: str
+    namespace: str
+    type: Literal["ClusterIP", "NodePort", "LoadBalancer", "ExternalName"]
+    cluster_ip: str = ""            # "" when headless or ExternalName
+    headless: bool = False
+    external_name: str = ""
+    ports: tuple[ServicePortPlan, ...] = ()
+    selector: dict[str, str] = {}
+    endpoints: tuple[EndpointPlan, ...] = ()
+    session_affinity: bool = False
+    affinity_timeout: int = 10800
+    external_traffic_policy: Literal["Cluster", "Local"] = "Cluster"
+    internal_traffic_policy: Literal["Cluster", "Local"] = "Cluster"
+    health_check_node_port: int = 0
+    annotations: dict[str, str] = {}
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+    def ready_endpoints(self, index: int) -> list[EndpointPlan]:
+        """Endpoints that serve port `index`: ready, and with the target port resolved."""
+        return [e for e in self.endpoints if e.ready and e.ports[index]]
+
+
+class DnsPlan(Frozen):
+    domain: str
+    ip: str                         # the kube-dns Service's ClusterIP
+    pods: tuple[str, ...]           # host keys of the DNS pods
+
+
 class Plan(Frozen):
     run: str                        # the run's name: a prefix of everything we create
     scenario: str
@@ -202,6 +259,8 @@ class Plan(Frozen):
     nodes: tuple[NodePlan, ...]
     attachments: tuple[Attachment, ...]
     groups: tuple[GroupPlan, ...]
+    services: tuple[ServicePlan, ...] = ()
+    dns: DnsPlan | None = None
     expect: tuple[dict, ...] = ()
 
     def host(self, key: str) -> HostPlan:
@@ -215,6 +274,14 @@ class Plan(Frozen):
 
     def vswitch(self, name: str) -> VSwitchPlan:
         return _find(self.vswitches, "name", name)
+
+    def service(self, key: str) -> ServicePlan:
+        """`<namespace>/<name>`, or `<name>` in namespace default."""
+        ns, _, name = key.rpartition("/")
+        for svc in self.services:
+            if svc.name == name and svc.namespace == (ns or "default"):
+                return svc
+        raise KeyError(key)
 
     @property
     def pods(self) -> tuple[HostPlan, ...]:
@@ -548,7 +615,8 @@ class Planner:
                 netns=f"{self.run}-pod-{pod['namespace']}_{pod['name']}", veth=f"{self.run}p{pod_seq}",
                 bridge=node.bridge, ofport=OFPORT_NODE_POD0 + idx, ip=ip, prefixlen=prefixlen, mac=mac_for(ip),
                 gateway=gateway, gateway_mac=gateway_mac, mtu=pod_mtu, servers=pod["servers"],
-                labels=pod["labels"], node=node.name, vswitch=vname, security_groups=sgs))
+                labels=pod["labels"], node=node.name, vswitch=vname, security_groups=sgs,
+                ready=pod["ready"], app=pod.get("app", "server")))
             pod_seq += 1
         if self.problems:
             raise ScenarioError(self.problems)
@@ -609,10 +677,13 @@ class Planner:
             cluster_plan = ClusterPlan(name=cl.name, mode=cl.mode, vpc=cluster_vpc, pod_cidr=str(cl.podCIDR),
                                        service_cidr=str(cl.serviceCIDR), vni=cl.vxlan.vni, vxlan_port=cl.vxlan.port,
                                        pod_mtu=pod_mtu, underlay_mtu=cl.underlayMTU)
+        services, dns = self._services(cl, hosts) if cl else ((), None)
+        if self.problems:
+            raise ScenarioError(self.problems)
         plan = Plan(run=self.run, scenario=sc.name, file=self.loaded.file, cluster=cluster_plan,
                     vpcs=tuple(vpc_plans), vswitches=tuple(vswitches), bridges=tuple(bridges), hosts=tuple(hosts),
                     nodes=tuple(nodes), attachments=tuple(attachments), groups=tuple(groups),
-                    expect=tuple(e.model_dump(by_alias=True) for e in sc.expect))
+                    services=services, dns=dns, expect=tuple(e.model_dump(by_alias=True) for e in sc.expect))
         self._check_expectations(plan)
         self._check_names(plan)
         if self.problems:
@@ -696,7 +767,7 @@ class Planner:
 
     def _pods(self, node_names: list[str]) -> list[tuple[dict, tuple]]:
         """Expand Pods and Deployments into pods placed on nodes, deterministically."""
-        from .k8s import Deployment, Namespace, Pod
+        from .k8s import Deployment, Namespace, Pod, Service
         namespaces = {"default", "kube-system"}
         out: list[tuple[dict, tuple]] = []
         seen: dict[tuple[str, str, str], str] = {}
@@ -719,15 +790,21 @@ class Planner:
                 self.bad(path + ("metadata", "namespace"), obj.metadata.namespace,
                          "namespace not declared; expected a Namespace object in the manifests", msrc)
                 continue
+            if isinstance(obj, Service):
+                continue
             if not node_names:
                 self.bad(path, obj.kind, "pods need a cluster section with nodes", msrc)
                 continue
             if isinstance(obj, Pod):
-                spec, labels = obj.spec, obj.metadata.labels
+                spec, labels, annotations = obj.spec, obj.metadata.labels, obj.metadata.annotations
                 names = [obj.metadata.name]
             else:
                 spec, labels = obj.spec.template.spec, obj.spec.template.metadata.labels
+                annotations = obj.spec.template.metadata.annotations
                 names = [f"{obj.metadata.name}-{r}" for r in range(obj.spec.replicas)]
+            ready = annotations.get(READY_ANNOTATION, "true")
+            if ready not in ("true", "false"):
+                self.bad(path + ("metadata", "annotations", READY_ANNOTATION), ready, 'expected "true" or "false"', msrc)
             ports, port_names = [], set()
             for c in spec.containers:
                 for p in c.ports:
@@ -749,8 +826,165 @@ class Planner:
                 seen[pkey] = m.path
                 out.append(({"namespace": obj.metadata.namespace, "name": name, "node": node,
                              "labels": dict(labels) | {"pod-template-hash": "kubevpc"} if isinstance(obj, Deployment)
-                             else dict(labels), "servers": tuple(ports)}, (path, msrc)))
+                             else dict(labels), "servers": tuple(ports), "ready": ready != "false"},
+                            (path, msrc)))
+        cl = self.sc.cluster
+        if cl is not None and cl.dns.enabled and node_names:
+            if ("Pod", "kube-system", DNS_POD) in seen:
+                self.bad(("cluster", "dns", "enabled"), True, f"pod kube-system/{DNS_POD} is the cluster DNS; "
+                         "expected no pod of that name, or cluster.dns.enabled: false")
+            out.append(({"namespace": "kube-system", "name": DNS_POD, "node": node_names[0],
+                         "labels": {"k8s-app": "kube-dns"}, "ready": True, "app": "dns",
+                         "servers": (ServerPort(port=53, protocol="UDP", name="dns"),
+                                     ServerPort(port=53, protocol="TCP", name="dns-tcp"))},
+                        (("cluster", "dns"), None)))
         return out
+
+    def _services(self, cl, hosts: list[HostPlan]) -> tuple[tuple[ServicePlan, ...], DnsPlan | None]:
+        """ClusterIPs, NodePorts and endpoints, with the API server's allocation rules and errors."""
+        from .k8s import Service
+        net = cl.serviceCIDR
+        pool = list(net)[1:-1]
+        first, last = (int(x) for x in cl.nodePortRange.split("-"))
+        if not (1 <= first <= last <= 65535) or first <= SNAT_PORTS[1] and last >= SNAT_PORTS[0]:
+            self.bad(("cluster", "nodePortRange"), cl.nodePortRange,
+                     f"expected a range within 1-65535 that avoids the SNAT ports {SNAT_PORTS[0]}-{SNAT_PORTS[1]}")
+            return (), None
+        items: list[tuple[Service, tuple, Source | None]] = [
+            (m.obj, m.prefix, m.source) for m in self.loaded.manifests if isinstance(m.obj, Service)]
+        dns_ip = ""
+        if cl.dns.enabled:
+            dns_ip = str(cl.dns.ip) if cl.dns.ip is not None else str(net[10])
+            if ipaddress.IPv4Address(dns_ip) not in pool:
+                self.bad(("cluster", "dns", "ip"), dns_ip, f"expected an address inside serviceCIDR {net}")
+            for svc, prefix, src in items:
+                if (svc.metadata.namespace, svc.metadata.name) == ("kube-system", "kube-dns"):
+                    self.bad(prefix + ("metadata", "name"), "kube-dns", "kube-system/kube-dns is the cluster DNS "
+                             "Service kubevpc makes; expected another name, or cluster.dns.enabled: false", src)
+            items.append((Service.model_validate({
+                "apiVersion": "v1", "kind": "Service",
+                "metadata": {"name": "kube-dns", "namespace": "kube-system", "labels": {"k8s-app": "kube-dns"}},
+                "spec": {"selector": {"k8s-app": "kube-dns"}, "clusterIP": dns_ip, "ports": [
+                    {"name": "dns", "port": 53, "protocol": "UDP", "targetPort": 53},
+                    {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": 53}]}}), ("cluster", "dns"), None))
+
+        # ClusterIPs: the declared ones first, then the rest in order from the 11th address
+        cluster_ips: dict[int, str] = {}
+        taken: dict[str, int] = {}
+        for k, (svc, prefix, src) in enumerate(items):
+            want = svc.spec.clusterIP
+            if svc.spec.type == "ExternalName" or svc.spec.headless or not want:
+                continue
+            try:
+                addr = ipaddress.IPv4Address(want)
+            except ValueError:
+                self.bad(prefix + ("spec", "clusterIP"), want, 'expected an IPv4 address or "None" (headless)', src)
+                continue
+            if addr not in pool:
+                self.bad(prefix + ("spec", "clusterIP"), want, f"expected an address inside serviceCIDR {net} "
+                         "(not its first or last)", src)
+            elif want in taken:
+                self.bad(prefix + ("spec", "clusterIP"), want, "already allocated to Service "
+                         f"{items[taken[want]][0].metadata.namespace}/{items[taken[want]][0].metadata.name}", src)
+            else:
+                taken[want], cluster_ips[k] = k, want
+        cursor = 10
+        for k, (svc, prefix, src) in enumerate(items):
+            if svc.spec.type == "ExternalName" or svc.spec.headless or k in cluster_ips:
+                continue
+            while cursor < len(pool) and (str(pool[cursor]) in taken or str(pool[cursor]) == dns_ip):
+                cursor += 1
+            if cursor >= len(pool):
+                self.bad(prefix + ("metadata", "name"), svc.metadata.name,
+                         f"serviceCIDR {net} has no free ClusterIP left; expected a larger cluster.serviceCIDR", src)
+                continue
+            cluster_ips[k] = str(pool[cursor])
+            taken[cluster_ips[k]] = k
+
+        # NodePorts: declared ones first (range, taken), then allocated in order from the start of the range;
+        # ports of one Service with the same number and different protocols share one NodePort, as upstream
+        used: dict[int, tuple[int, str]] = {}          # node port -> (service index, protocol)
+        node_ports: dict[tuple[int, int], int] = {}
+        health_ports: dict[int, int] = {}
+
+        def claim(k: int, at: tuple, value: int, proto: str, src) -> None:
+            if not first <= value <= last:
+                self.bad(at, value, f"expected a NodePort in the range {first}-{last} (cluster.nodePortRange)", src)
+            elif value in used and (used[value][0] != k or used[value][1] == proto):
+                other = items[used[value][0]][0].metadata
+                self.bad(at, value, f"NodePort already allocated to Service {other.namespace}/{other.name}", src)
+            else:
+                used[value] = (k, proto)
+
+        for k, (svc, prefix, src) in enumerate(items):
+            for i, p in enumerate(svc.spec.ports):
+                if p.nodePort is not None:
+                    claim(k, prefix + ("spec", "ports", i, "nodePort"), p.nodePort, p.protocol, src)
+                    node_ports[(k, i)] = p.nodePort
+            if svc.spec.healthCheckNodePort is not None:
+                claim(k, prefix + ("spec", "healthCheckNodePort"), svc.spec.healthCheckNodePort, "health", src)
+                health_ports[k] = svc.spec.healthCheckNodePort
+        next_port = first
+
+        def allocate(k: int, prefix: tuple, src) -> int:
+            nonlocal next_port
+            while next_port <= last and next_port in used:
+                next_port += 1
+            if next_port > last:
+                self.bad(prefix + ("spec", "type"), items[k][0].spec.type,
+                         f"no free NodePort left in {first}-{last}; expected a larger cluster.nodePortRange", src)
+                return 0
+            used[next_port] = (k, "")
+            return next_port
+
+        for k, (svc, prefix, src) in enumerate(items):
+            if svc.spec.type not in ("NodePort", "LoadBalancer"):
+                continue
+            for i, p in enumerate(svc.spec.ports):
+                if (k, i) in node_ports:
+                    continue
+                twin = next((node_ports[(k, j)] for j, q in enumerate(svc.spec.ports)
+                             if (k, j) in node_ports and q.port == p.port and q.protocol != p.protocol), None)
+                node_ports[(k, i)] = twin or allocate(k, prefix, src)
+            if svc.spec.type == "LoadBalancer" and svc.spec.externalTrafficPolicy == "Local" and k not in health_ports:
+                health_ports[k] = allocate(k, prefix, src)
+
+        # endpoints: pods of the Service's namespace that match its selector, target ports resolved per pod
+        pods = [h for h in hosts if h.kind == "pod"]
+        plans = []
+        for k, (svc, prefix, src) in enumerate(items):
+            spec = svc.spec
+            endpoints = []
+            if spec.selector and spec.type != "ExternalName":
+                for pod in pods:
+                    if pod.namespace != svc.metadata.namespace or any(pod.labels.get(a) != b
+                                                                      for a, b in spec.selector.items()):
+                        continue
+                    resolved = []
+                    for p in spec.ports:
+                        t = p.target
+                        if isinstance(t, str):
+                            t = next((sp.port for sp in pod.servers if sp.name == t and sp.protocol == p.protocol), 0)
+                        resolved.append(t)
+                    endpoints.append(EndpointPlan(pod=pod.key, name=pod.name, ip=pod.ip, node=pod.node,
+                                                  ready=pod.ready or spec.publishNotReadyAddresses,
+                                                  ports=tuple(resolved)))
+            plans.append(ServicePlan(
+                name=svc.metadata.name, namespace=svc.metadata.namespace, type=spec.type,
+                cluster_ip=cluster_ips.get(k, ""), headless=spec.headless, external_name=spec.externalName or "",
+                ports=tuple(ServicePortPlan(name=p.name or "", protocol=p.protocol, port=p.port, target_port=p.target,
+                                            node_port=node_ports.get((k, i), 0)) for i, p in enumerate(spec.ports)),
+                selector=dict(spec.selector or {}), endpoints=tuple(endpoints),
+                session_affinity=spec.sessionAffinity == "ClientIP",
+                affinity_timeout=spec.sessionAffinityConfig.clientIP.timeoutSeconds,
+                external_traffic_policy=spec.externalTrafficPolicy or "Cluster",
+                internal_traffic_policy=spec.internalTrafficPolicy,
+                health_check_node_port=health_ports.get(k, 0), annotations=dict(svc.metadata.annotations)))
+        dns = None
+        if cl.dns.enabled:
+            dns = DnsPlan(domain=cl.dns.clusterDomain, ip=dns_ip,
+                          pods=tuple(h.key for h in pods if h.app == "dns"))
+        return tuple(plans), dns
 
     def _check_expectations(self, plan: Plan) -> None:
         for i, e in enumerate(self.sc.expect):

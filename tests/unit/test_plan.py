@@ -152,7 +152,8 @@ def test_default_scenario_pods_in_vxlan():
     plan = default_plan("vxlan")
     assert [(p.key, p.node, p.ip) for p in plan.pods] == [
         ("pod/default/web-0", "node-1", "10.244.0.2"), ("pod/default/web-1", "node-2", "10.244.1.2"),
-        ("pod/default/web-2", "node-3", "10.244.2.2"), ("pod/shop/client", "node-1", "10.244.0.3")]
+        ("pod/default/web-2", "node-3", "10.244.2.2"), ("pod/shop/client", "node-1", "10.244.0.3"),
+        ("pod/kube-system/kube-dns-0", "node-1", "10.244.0.4")]      # the cluster DNS comes last
 
 
 def test_eni_pods_take_addresses_of_their_nodes_vswitch(tmp_path):

@@ -437,10 +437,10 @@ def test_six_letter_run_name_is_accepted(tmp_path):
 # ------------------------------------------------------------------------------------ manifests
 def test_unsupported_kubernetes_kind(tmp_path):
     data = base()
-    data["manifests"].append({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s"}})
+    data["manifests"].append({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "s"}})
     problems, f, text = refuse(tmp_path, data)
-    check(the(problems, "manifests[1].kind"), f, "Service (v1)", line_of(text, "kind: Service"),
-          "unsupported", "Deployment (apps/v1)", "Namespace (v1)", "Pod (v1)")
+    check(the(problems, "manifests[1].kind"), f, "ConfigMap (v1)", line_of(text, "kind: ConfigMap"),
+          "unsupported", "Deployment (apps/v1)", "Namespace (v1)", "Pod (v1)", "Service (v1)")
 
 
 def test_deployment_selector_not_matching_its_template(tmp_path):

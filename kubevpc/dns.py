@@ -1,0 +1,426 @@
+"""The cluster DNS (the "kube-dns" pod): zone records for Services and Pods, and the server.
+
+``zone()`` turns Services and Pods into a JSON zone document, ``resolv_conf()``
+writes what kubelet gives a ``dnsPolicy: ClusterFirst`` pod, and
+``python -m kubevpc.dns`` serves a zone document over UDP and TCP with
+dnslib's server classes, re-reading the file whenever it changes.
+
+The records and answers follow CoreDNS's *kubernetes* plugin, which
+implements the Kubernetes DNS-Based Service Discovery specification:
+
+- https://github.com/kubernetes/dns/blob/master/docs/specification.md
+  (schema 1.0.1): A record of a ClusterIP Service; one A per *ready*
+  endpoint for a headless Service, plus ``<hostname>.<svc>...`` per
+  endpoint; ``_<port>._<proto>`` SRV records for named ports only (one per
+  ready endpoint of a headless Service); CNAME for ExternalName;
+  ``<a-b-c-d>.<ns>.pod.<zone>`` A records; case-insensitive matching.
+- A headless Service with no ready endpoint is NXDOMAIN, not NODATA: spec
+  1.0.0 said NODATA, but kube-dns and CoreDNS answered NXDOMAIN and the spec
+  was changed to match (kubernetes/dns#234 and PR #245, coredns/coredns#1814);
+  CoreDNS's ``findServices`` (plugin/kubernetes/kubernetes.go) still leaves
+  ``errNoItems`` in that case.
+- https://coredns.io/plugins/kubernetes/: an endpoint's name is its hostname,
+  else its dashed IP (``endpoint_pod_names`` off, the default); TTL 5 s.
+- CoreDNS plugin/backend_lookup.go: the SOA (``ns.dns.<zone>``,
+  ``hostmaster.<zone>``, refresh 7200, retry 1800, expire 86400, minimum =
+  TTL, its own TTL capped at 300) goes in the authority section of NXDOMAIN
+  and NODATA answers; SRV weights split 100 among the records of one answer;
+  the A records of SRV targets go in the additional section.
+- plugin/kubernetes/handler.go: answers are authoritative.
+
+Where this server departs from CoreDNS: names outside the cluster domain
+are REFUSED (the emulator must never query the machine's real resolvers,
+so there is no ``forward``), a CNAME is returned for a query of any type
+(RFC 1034 3.6.2; CoreDNS only does so for A, AAAA and TXT), and only the
+Pods given to ``zone()`` have pod records (``pods verified``).
+
+Stdlib and dnslib only: it runs inside the DNS pod's network namespace.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import ipaddress
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from dataclasses import dataclass
+from typing import Any, Iterable, Iterator, Sequence
+
+from dnslib import (
+    AAAA,
+    CNAME,
+    EDNS0,
+    QTYPE,
+    RCODE,
+    RR,
+    SOA,
+    SRV,
+    A,
+    DNSHeader,
+    DNSLabel,
+    DNSRecord,
+)
+from dnslib.server import BaseResolver, DNSHandler, DNSLogger, DNSServer
+
+from kubevpc.server import write_ready_file
+
+DEFAULT_DOMAIN = "cluster.local"
+DEFAULT_TTL = 5  # CoreDNS kubernetes plugin default
+POLL_INTERVAL = 0.2  # seconds between checks of the zone file
+SOA_TIMES = (7200, 1800, 86400)  # refresh, retry, expire, as CoreDNS
+SOA_TTL_CAP = 300
+UDP_MIN = 512  # RFC 1035 limit for clients without EDNS
+EDNS_PAYLOAD = 1232  # the UDP size we advertise (DNS flag day 2020)
+
+log = logging.getLogger("kubevpc.dns")
+
+
+# -- the zone document ---------------------------------------------------------
+
+
+def zone(
+    services: Iterable[Any],
+    pods: Iterable[Any],
+    domain: str = DEFAULT_DOMAIN,
+    ttl: int = DEFAULT_TTL,
+) -> dict:
+    """The JSON zone document for ``services`` and ``pods`` (duck-typed models).
+
+    Records are ``{"name", "type", "value"}`` with fully qualified lower-case
+    names; duplicates are dropped, since a DNS RRset is a set.
+    """
+    origin = _fqdn(domain)
+    rows = [r for svc in services for r in _service_records(svc, origin)]
+    rows += [_pod_record(pod, origin) for pod in pods]
+    records = [{"name": name, "type": rtype, "value": value} for name, rtype, value in rows]
+    unique = {json.dumps(rec, sort_keys=True): rec for rec in records}
+    return {"domain": origin.rstrip("."), "ttl": ttl, "records": list(unique.values())}
+
+
+def _service_records(svc: Any, origin: str) -> Iterator[tuple[str, str, Any]]:
+    name = _fqdn(f"{svc.name}.{svc.namespace}.svc.{origin}")
+    named = [p for p in svc.ports if p.name]
+    if svc.type == "ExternalName":
+        # CoreDNS only makes a CNAME of a host name; an IP address gives nothing.
+        if svc.external_name and not _is_ip(svc.external_name):
+            yield name, "CNAME", _fqdn(svc.external_name)
+        return
+    if not svc.headless:
+        yield name, _addr_type(svc.cluster_ip), svc.cluster_ip
+        for port in named:
+            yield _srv_name(port, name), "SRV", _srv(port.port, 100, name)
+        return
+    ready = [ep for ep in svc.endpoints if ep.ready]
+    weight = max(1, 100 // len(ready)) if ready else 0
+    for ep in ready:
+        host = _fqdn(f"{ep.hostname or _dashed(ep.ip)}.{name}")
+        yield name, _addr_type(ep.ip), ep.ip
+        yield host, _addr_type(ep.ip), ep.ip
+        for port in named:
+            yield _srv_name(port, name), "SRV", _srv(port.port, weight, host)
+
+
+def _pod_record(pod: Any, origin: str) -> tuple[str, str, Any]:
+    return _fqdn(f"{_dashed(pod.ip)}.{pod.namespace}.pod.{origin}"), _addr_type(pod.ip), pod.ip
+
+
+def _srv_name(port: Any, name: str) -> str:
+    return _fqdn(f"_{port.name}._{port.protocol}.{name}")
+
+
+def _srv(port: int, weight: int, target: str) -> dict:
+    return {"priority": 0, "weight": weight, "port": port, "target": target}
+
+
+def _fqdn(name: str) -> str:
+    return name.rstrip(".").lower() + "."
+
+
+def _dashed(ip: str) -> str:
+    """``10.244.1.5`` -> ``10-244-1-5`` (``:`` too for IPv6), as CoreDNS names endpoints."""
+    return ip.replace(".", "-").replace(":", "-")
+
+
+def _addr_type(ip: str) -> str:
+    return "AAAA" if ipaddress.ip_address(ip).version == 6 else "A"
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def resolv_conf(namespace: str, dns_ip: str, domain: str = DEFAULT_DOMAIN) -> str:
+    """/etc/resolv.conf of a ``dnsPolicy: ClusterFirst`` pod in ``namespace``.
+
+    The node's own search domains, which kubelet would append, are left out:
+    nothing of the real machine's DNS must leak into the emulation.
+    """
+    d = domain.rstrip(".")
+    return (
+        f"search {namespace}.svc.{d} svc.{d} {d}\n"
+        f"nameserver {dns_ip}\n"
+        "options ndots:5\n"
+    )
+
+
+# -- the loaded zone -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Zone:
+    """A parsed zone document, ready to answer from (never mutated)."""
+
+    origin: str  # "cluster.local."
+    records: dict[str, list[RR]]  # lower-case FQDN -> its records
+    names: frozenset[str]  # every name that exists, empty non-terminals included
+    soa: RR
+
+
+def load_zone(doc: dict, serial: int = 0) -> Zone:
+    """Parse and check a zone document; ValueError names what is wrong."""
+    try:
+        origin = _key(doc["domain"])
+        ttl = int(doc["ttl"])
+        records: dict[str, list[RR]] = {}
+        for rec in doc["records"]:
+            name = _key(rec["name"])
+            if not _under(name, origin):
+                raise ValueError(f"{name} is outside {origin}")
+            rtype = rec["type"]
+            rr = RR(name, getattr(QTYPE, rtype), ttl=ttl, rdata=_rdata(rtype, rec["value"]))
+            records.setdefault(name, []).append(rr)
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(f"malformed zone document: {exc!r}") from exc
+    for name, rrs in records.items():
+        if len(rrs) > 1 and any(rr.rtype == QTYPE.CNAME for rr in rrs):
+            raise ValueError(f"{name} has a CNAME and other records")
+    soa = RR(
+        origin,
+        QTYPE.SOA,
+        ttl=min(ttl, SOA_TTL_CAP),
+        rdata=SOA(f"ns.dns.{origin}", f"hostmaster.{origin}", (serial, *SOA_TIMES, ttl)),
+    )
+    records.setdefault(origin, []).append(soa)
+    names = set()
+    for name in records:
+        while name not in names and name != origin:
+            names.add(name)
+            name = name.split(".", 1)[1]
+    return Zone(origin, records, frozenset(names | {origin}), soa)
+
+
+def _rdata(rtype: str, value: Any) -> Any:
+    if rtype == "A":
+        return A(str(ipaddress.IPv4Address(value)))
+    if rtype == "AAAA":
+        return AAAA(str(ipaddress.IPv6Address(value)))
+    if rtype == "CNAME":
+        return CNAME(_key(value))
+    if rtype == "SRV":
+        nums = [value[k] for k in ("priority", "weight", "port")]
+        if not all(isinstance(n, int) and 0 <= n <= 65535 for n in nums):
+            raise ValueError(f"bad SRV numbers {nums}")
+        return SRV(*nums, target=_key(value["target"]))
+    raise ValueError(f"unsupported record type {rtype!r}")
+
+
+def read_zone(path: str) -> Zone:
+    """Load the zone file; its mtime becomes the SOA serial, as CoreDNS uses
+    the time of the last change it saw."""
+    with open(path) as f:
+        doc = json.load(f)
+        serial = int(os.fstat(f.fileno()).st_mtime) & 0xFFFFFFFF
+    return load_zone(doc, serial)
+
+
+def _key(name: str | DNSLabel) -> str:
+    """The lower-case, dot-terminated form names are compared in."""
+    return str(DNSLabel(name)).lower()
+
+
+def _under(name: str, origin: str) -> bool:
+    return name == origin or name.endswith("." + origin)
+
+
+# -- answering -------------------------------------------------------------------
+
+
+def answer(zone: Zone, request: DNSRecord) -> DNSRecord:
+    """The reply to ``request`` from ``zone`` alone: no recursion, no upstream."""
+    header = DNSHeader(id=request.header.id, qr=1, aa=1, rd=request.header.rd)
+    reply = DNSRecord(header, questions=list(request.questions))
+    if any(rr.rtype == QTYPE.OPT for rr in request.ar):
+        reply.add_ar(EDNS0(udp_len=EDNS_PAYLOAD))
+    if request.header.opcode != 0 or len(request.questions) != 1:
+        header.aa = 0
+        header.rcode = RCODE.NOTIMP if request.header.opcode != 0 else RCODE.FORMERR
+        return reply
+    q = request.q
+    qname = _key(q.qname)
+    if not _under(qname, zone.origin):
+        header.aa = 0
+        header.rcode = RCODE.REFUSED
+        return reply
+    name, owner, seen = qname, q.qname, {qname}
+    while True:
+        if name not in zone.names:
+            header.rcode = RCODE.NXDOMAIN
+            break
+        rrs = zone.records.get(name, [])
+        hits = [rr for rr in rrs if q.qtype in (rr.rtype, QTYPE.ANY)]
+        cname = next((rr for rr in rrs if rr.rtype == QTYPE.CNAME), None)
+        if hits or cname is None:
+            reply.rr.extend(_owned(rr, owner) for rr in hits)
+            break
+        reply.add_answer(_owned(cname, owner))
+        name = owner = _key(cname.rdata.label)
+        if not _under(name, zone.origin) or name in seen:
+            return reply  # the rest is out of our zone (or a loop): the client's job
+        seen.add(name)
+    if header.rcode == RCODE.NXDOMAIN or not hits:
+        reply.add_auth(zone.soa)
+    targets = dict.fromkeys(_key(rr.rdata.target) for rr in reply.rr if rr.rtype == QTYPE.SRV)
+    for target in targets:
+        reply.ar[:0] = [rr for rr in zone.records.get(target, []) if rr.rtype in (QTYPE.A, QTYPE.AAAA)]
+    return reply
+
+
+def _owned(rr: RR, owner: str | DNSLabel) -> RR:
+    """``rr`` under the owner name as the client spelled it (0x20 case kept)."""
+    return RR(owner, rr.rtype, rr.rclass, rr.ttl, rr.rdata)
+
+
+def fit_udp(request: DNSRecord, reply: DNSRecord) -> DNSRecord:
+    """``reply``, or its truncated (TC) form if it is larger than the client
+    takes over UDP (512 bytes, or its EDNS size), so it asks again over TCP."""
+    opt = next((rr for rr in request.ar if rr.rtype == QTYPE.OPT), None)
+    limit = max(UDP_MIN, opt.rclass) if opt else UDP_MIN
+    if len(reply.pack()) <= limit:
+        return reply
+    header = copy.copy(reply.header)
+    header.tc = 1
+    opts = [rr for rr in reply.ar if rr.rtype == QTYPE.OPT]
+    return DNSRecord(header, questions=list(reply.questions), ar=opts)
+
+
+class ZoneResolver(BaseResolver):
+    """dnslib resolver answering from ``self.zone``; the main thread swaps in
+    a new Zone on reload (one attribute store, atomic for the handler threads)."""
+
+    def __init__(self, zone: Zone) -> None:
+        self.zone = zone
+
+    def resolve(self, request: DNSRecord, handler: DNSHandler) -> DNSRecord:
+        reply = answer(self.zone, request)
+        return fit_udp(request, reply) if handler.protocol == "udp" else reply
+
+
+# -- the server process ----------------------------------------------------------
+
+
+def _stamp(path: str) -> tuple[int, int, int] | None:
+    """What tells us the zone file changed: inode (atomic replace), mtime, size."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns, st.st_size
+
+
+def reload_if_changed(
+    resolver: ZoneResolver, path: str, last: tuple[int, int, int] | None
+) -> tuple[int, int, int] | None:
+    """Swap in the zone file if it changed since ``last``; keep the last good
+    zone if the new file cannot be read or parsed. Returns the new stamp."""
+    stamp = _stamp(path)
+    if stamp == last:
+        return last
+    try:
+        resolver.zone = read_zone(path)
+    except (OSError, ValueError) as exc:
+        log.error("zone %s not loaded, still serving the previous one: %s", path, exc)
+    else:
+        log.info("zone %s reloaded: %d names", path, len(resolver.zone.names))
+    return stamp
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m kubevpc.dns",
+        description=(
+            "Cluster DNS server (kube-dns / CoreDNS kubernetes plugin answers) "
+            "for a JSON zone document made by kubevpc.dns.zone(). Serves UDP and "
+            "TCP, authoritative for the zone's domain, REFUSED for any other name "
+            "(there is no upstream); re-reads the zone file when it changes."
+        ),
+    )
+    p.add_argument("--zone", required=True, metavar="FILE", help="JSON zone document")
+    p.add_argument("--listen", required=True, metavar="IP", help="address to serve on")
+    p.add_argument("--port", type=int, default=53, help="UDP and TCP port (default 53)")
+    p.add_argument(
+        "--ready",
+        metavar="FILE",
+        help="once both sockets are bound, write our pid here (atomically)",
+    )
+    p.add_argument("--log", metavar="FILE", help="log here instead of standard error")
+    return p
+
+
+def serve(args: argparse.Namespace) -> int:
+    stamp = _stamp(args.zone)
+    try:
+        resolver = ZoneResolver(read_zone(args.zone))
+    except (OSError, ValueError) as exc:
+        log.error("cannot load zone %s: %s", args.zone, exc)
+        return 1
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    # One line per answer; dnslib logs the request line and dumps too by default.
+    logger = DNSLogger("-request", prefix=False, logf=log.info)
+    servers: list[DNSServer] = []
+    try:
+        for tcp in (False, True):
+            servers.append(
+                DNSServer(resolver, address=args.listen, port=args.port, tcp=tcp, logger=logger)
+            )
+    except OSError as exc:
+        for srv in servers:
+            srv.server.server_close()
+        log.error("cannot listen on %s port %d: %s", args.listen, args.port, exc.strerror)
+        return 1
+    for srv in servers:
+        srv.start_thread()
+    if args.ready:
+        write_ready_file(args.ready)
+    log.info("serving %s on %s port %d (udp, tcp)", resolver.zone.origin, args.listen, args.port)
+    while not stop.wait(POLL_INTERVAL):
+        stamp = reload_if_changed(resolver, args.zone, stamp)
+    for srv in servers:
+        srv.stop()
+        srv.server.server_close()
+    log.info("stopped")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        filename=args.log,
+        level=logging.INFO,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
+    return serve(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
