@@ -27,9 +27,34 @@ from os_ken.ofproto import ofproto_v1_3
 from kubevpc.plan import Plan
 
 from .compile import compile_plan
-from .ofmsg import delete_cookie, flow_mod
+from .flows import FEATURES
+from .ofmsg import delete_cookie, flow_mod, group_mod
+
+LEARNED = FEATURES["learned"]
 
 LOG = logging.getLogger("kubevpc.controller")
+
+
+def _logged(handler):
+    """os-ken drops a handler's exception silently: log it and put it in status.json."""
+    import functools
+
+    @functools.wraps(handler)
+    def wrapper(self, ev):
+        try:
+            return handler(self, ev)
+        except Exception as exc:
+            LOG.exception("%s failed", handler.__name__)
+            self.status["errors"].append(f"{handler.__name__}: {type(exc).__name__}: {exc}")
+            self._write_status()
+    return wrapper
+
+
+class _GroupId:
+    """Enough of a Group to delete it."""
+
+    def __init__(self, group_id: int):
+        self.group_id, self.buckets = group_id, ()
 
 
 class KubevpcController(app_manager.OSKenApp):
@@ -42,11 +67,15 @@ class KubevpcController(app_manager.OSKenApp):
         self.plan: Plan | None = None
         self.plan_mtime = 0.0
         self.desired = {}                 # bridge name -> {cookie: Flow}
+        self.desired_groups = {}          # bridge name -> {group id: Group}
+        self.sent_groups = {}             # bridge name -> {group id: ofctl text} as last sent on this connection
+        self.stale_groups = {}            # bridge name -> group ids on the switch that are no longer wanted
         self.by_dpid = {}                 # dpid -> bridge name
         self.datapaths = {}               # bridge name -> datapath
         self.current = {}                 # bridge name -> set of cookies seen in the last dump
         self.dumping = {}                 # bridge name -> cookies collected from a multipart reply
         self.status = {"pid": os.getpid(), "bridges": {}, "plan_version": 0, "errors": []}
+        self.group_dumping = {}           # bridge name -> group ids collected from a multipart reply
         self._load_plan()
         hub.spawn(self._watch_plan)
 
@@ -67,11 +96,12 @@ class KubevpcController(app_manager.OSKenApp):
         self.plan, self.plan_mtime = plan, mtime
         self.by_dpid = {b.dpid: b.name for b in plan.bridges}
         self.desired = {name: {f.cookie: f for f in fs.flows} for name, fs in compiled.items()}
+        self.desired_groups = {name: dict(fs.groups) for name, fs in compiled.items()}
         self.status["plan_version"] += 1
         for name, flows in self.desired.items():
             st = self.status["bridges"].setdefault(name, {"connected": False, "programmed": False,
                                                           "packet_in": 0, "ttl_expired": 0})
-            st.update(flows=len(flows), programmed=False)
+            st.update(flows=len(flows), groups=len(self.desired_groups[name]), programmed=False)
         LOG.info("plan v%d loaded: %d bridges, %d flows", self.status["plan_version"], len(self.desired),
                  sum(len(v) for v in self.desired.values()))
         self._write_status()
@@ -92,6 +122,7 @@ class KubevpcController(app_manager.OSKenApp):
 
     # ----------------------------------------------------------------------------- switches
     @set_ev_cls(ofp_event.EventOFPSwitchFeatures, CONFIG_DISPATCHER)
+    @_logged
     def _features(self, ev):
         dp = ev.msg.datapath
         name = self.by_dpid.get(dp.id)
@@ -103,18 +134,49 @@ class KubevpcController(app_manager.OSKenApp):
         mask = (1 << ofp.OFPR_NO_MATCH) | (1 << ofp.OFPR_ACTION) | (1 << ofp.OFPR_INVALID_TTL)
         dp.send_msg(parser.OFPSetAsync(dp, [mask, 0], [0, 0], [0, 0]))
         self.datapaths[name] = dp
+        self.sent_groups[name] = {}
         self.status["bridges"][name]["connected"] = True
         LOG.info("bridge %s (%#x) connected", name, dp.id)
         self._request_dump(dp)
 
     def _request_dump(self, dp):
+        """Ask for the switch's groups, then its flows: replies come in this order, so groups are
+        added before the flows that use them, and removed after them."""
         name = self.by_dpid[dp.id]
         self.dumping[name] = set()
+        self.group_dumping[name] = set()
         parser = dp.ofproto_parser
+        dp.send_msg(parser.OFPGroupDescStatsRequest(dp, 0))
         dp.send_msg(parser.OFPFlowStatsRequest(dp, 0, dp.ofproto.OFPTT_ALL, dp.ofproto.OFPP_ANY,
                                                dp.ofproto.OFPG_ANY, 0, 0, parser.OFPMatch()))
 
+    @set_ev_cls(ofp_event.EventOFPGroupDescStatsReply, MAIN_DISPATCHER)
+    @_logged
+    def _group_desc(self, ev):
+        dp = ev.msg.datapath
+        name = self.by_dpid.get(dp.id)
+        if name is None or name not in self.group_dumping:
+            return
+        self.group_dumping[name].update(g.group_id for g in ev.msg.body)
+        if ev.msg.flags & dp.ofproto.OFPMPF_REPLY_MORE:
+            return
+        present = self.group_dumping.pop(name)
+        desired = self.desired_groups.get(name, {})
+        sent = self.sent_groups.setdefault(name, {})
+        changed = 0
+        for gid, group in desired.items():
+            text = group.ofctl()
+            if gid in present and sent.get(gid) == text:
+                continue
+            dp.send_msg(group_mod(dp, group, "modify" if gid in present else "add"))
+            sent[gid] = text
+            changed += 1
+        self.stale_groups[name] = present - set(desired)
+        st = self.status["bridges"][name]
+        st.update(groups_changed=st.get("groups_changed", 0) + changed)
+
     @set_ev_cls(ofp_event.EventOFPFlowStatsReply, MAIN_DISPATCHER)
+    @_logged
     def _flow_stats(self, ev):
         dp = ev.msg.datapath
         name = self.by_dpid.get(dp.id)
@@ -127,12 +189,16 @@ class KubevpcController(app_manager.OSKenApp):
 
     def _reconcile(self, dp, name: str, present: set[int]):
         desired = self.desired.get(name, {})
-        stale = present - set(desired)
+        # learned flows (session affinity) belong to the switch; they go with the flow that learned them
+        stale = {c for c in present - set(desired) if c >> 56 != LEARNED}
         missing = [f for c, f in desired.items() if c not in present]
         for cookie in stale:
             dp.send_msg(delete_cookie(dp, cookie))
         for f in missing:
             dp.send_msg(flow_mod(dp, f))
+        for gid in sorted(self.stale_groups.pop(name, set())):
+            dp.send_msg(group_mod(dp, _GroupId(gid), "delete"))
+            self.sent_groups.get(name, {}).pop(gid, None)
         dp.send_msg(dp.ofproto_parser.OFPBarrierRequest(dp))
         st = self.status["bridges"][name]
         st.update(added=st.get("added", 0) + len(missing), deleted=st.get("deleted", 0) + len(stale),
@@ -141,6 +207,7 @@ class KubevpcController(app_manager.OSKenApp):
                  len(stale))
 
     @set_ev_cls(ofp_event.EventOFPBarrierReply, MAIN_DISPATCHER)
+    @_logged
     def _barrier(self, ev):
         name = self.by_dpid.get(ev.msg.datapath.id)
         if name is None:
@@ -151,15 +218,17 @@ class KubevpcController(app_manager.OSKenApp):
             self._write_status()
 
     @set_ev_cls(ofp_event.EventOFPErrorMsg, MAIN_DISPATCHER)
+    @_logged
     def _error(self, ev):
         name = self.by_dpid.get(ev.msg.datapath.id, "?")
-        text = f"{name}: OpenFlow error type={ev.msg.type} code={ev.msg.code}"
+        text = f"{name}: OpenFlow error type={ev.msg.type} code={ev.msg.code} on {bytes(ev.msg.data[:512]).hex()}"
         LOG.error(text)
         self.status["errors"].append(text)
         self._write_status()
 
     # ---------------------------------------------------------------------------- packet-in
     @set_ev_cls(ofp_event.EventOFPPacketIn, MAIN_DISPATCHER)
+    @_logged
     def _packet_in(self, ev):
         msg = ev.msg
         dp = msg.datapath

@@ -10,9 +10,11 @@ import ipaddress
 
 from kubevpc.plan import SNAT_PORTS, OFPORT_VROUTER_ON_VSWITCH, Attachment, BridgePlan, GroupPlan, Plan
 
-from .flows import (CT_EST, CT_INV, CT_NEW, CT_REL, CT_TRK, ETH_ARP, ETH_IP, IPPROTO, Ct, DecTtl, FlowSet,
+from .flows import (CT_EST, CT_INV, CT_NEW, CT_REL, CT_RPL, CT_TRK, ETH_ARP, ETH_IP, IPPROTO, Ct, DecTtl, FlowSet,
                     Goto, Nat, Output, OutputReg, SetField, arp_responder, ct_state, flow, port_masks)
-from .pipeline import NODE, REG_OUT, REG_SRC, SRC_HOST, SRC_POD, SRC_TUNNEL, SRC_UPLINK, VROUTER, VSWITCH
+from .pipeline import (CTM_SERVICE, FLAG_NAT_COMMITTED, NODE, REG_FLAGS, REG_OUT, REG_SRC, SRC_HOST, SRC_POD, SRC_TUNNEL,
+                       SRC_UPLINK, VROUTER, VSWITCH)
+from .services import service_flows, snat_zone
 
 
 def compile_plan(plan: Plan) -> dict[str, FlowSet]:
@@ -215,7 +217,7 @@ class _AllRule:
 def node_flows(plan: Plan, bridge: BridgePlan, fs: FlowSet) -> None:
     node = plan.node(bridge.owner)
     mode = plan.cluster.mode
-    t_arp, t_ct, t_route, t_snat = (NODE.table(n) for n in ("arp", "conntrack", "route", "snat_out"))
+    t_arp, t_unsnat, t_ct, t_route = (NODE.table(n) for n in ("arp", "unsnat", "conntrack", "route"))
     pods = [h for h in plan.pods if h.node == node.name]
     host = plan.host(node.ecs)
     uplink = node.uplinks[0]
@@ -226,13 +228,13 @@ def node_flows(plan: Plan, bridge: BridgePlan, fs: FlowSet) -> None:
         fs.add(flow(0, 200, {"in_port": p.ofport, "eth_src": p.mac, "eth_type": ETH_ARP, "arp_spa": p.ip},
                     [SetField(REG_SRC, SRC_POD), Goto(t_arp)], "pod", note=f"{p.key}: ARP"),
                flow(0, 200, {"in_port": p.ofport, "eth_src": p.mac, "eth_type": ETH_IP, "ipv4_src": p.ip},
-                    [SetField(REG_SRC, SRC_POD), Goto(t_ct)], "pod", note=f"{p.key}: IPv4"),
+                    [SetField(REG_SRC, SRC_POD), Goto(t_unsnat)], "pod", note=f"{p.key}: IPv4"),
                flow(0, 100, {"in_port": p.ofport}, [], "spoof", note=f"{p.key}: not its MAC/IP, or not IPv4: dropped"))
     for port, src, what in [(host.ofport, SRC_HOST, "the node itself")] + \
             [(u.ofport, SRC_UPLINK, f"uplink to {u.vswitch}") for u in node.uplinks]:
         fs.add(flow(0, 100, {"in_port": port, "eth_type": ETH_ARP}, [SetField(REG_SRC, src), Goto(t_arp)],
                     "host", note=f"ARP from {what}"),
-               flow(0, 100, {"in_port": port, "eth_type": ETH_IP}, [SetField(REG_SRC, src), Goto(t_ct)],
+               flow(0, 100, {"in_port": port, "eth_type": ETH_IP}, [SetField(REG_SRC, src), Goto(t_unsnat)],
                     "host", note=f"IPv4 from {what}"))
     routers = sorted({v.gateway for v in plan.vswitches if v.vpc == plan.cluster.vpc} |
                      {n.gateway for n in plan.nodes if n.gateway and n.name != node.name})
@@ -242,7 +244,8 @@ def node_flows(plan: Plan, bridge: BridgePlan, fs: FlowSet) -> None:
                                  "ipv4_src": router}, [SetField(REG_SRC, src), Goto(t_route)], "host",
                         note=f"ICMP time exceeded from router {router} (a packet-out elsewhere): not tracked"))
     for t in node.tunnels[:1]:
-        fs.add(flow(0, 100, {"in_port": t.ofport, "eth_type": ETH_IP}, [SetField(REG_SRC, SRC_TUNNEL), Goto(t_ct)],
+        fs.add(flow(0, 100, {"in_port": t.ofport, "eth_type": ETH_IP}, [SetField(REG_SRC, SRC_TUNNEL),
+                                                                        Goto(t_unsnat)],
                     "tunnel", note="from another node through VXLAN"))
     fs.add(flow(0, 0, None, [], note="anything else: dropped"))
 
@@ -270,9 +273,23 @@ def node_flows(plan: Plan, bridge: BridgePlan, fs: FlowSet) -> None:
                 "arp", note="ARP replies for the node"),
            flow(t_arp, 0, None, [], "arp", note="other ARP: dropped"))
 
-    # conntrack with NAT
-    fs.add(flow(t_ct, 100, {"eth_type": ETH_IP}, [Ct(bridge.zone, table=t_route, nat=Nat())],
-                note="conntrack; undo SNAT on replies"))
+    # undo SNAT to the node (replies come addressed to it), then conntrack with the Services' DNAT
+    for src in (SRC_POD, SRC_UPLINK, SRC_TUNNEL):
+        fs.add(flow(t_unsnat, 100, {"eth_type": ETH_IP, REG_SRC: src, "ipv4_dst": node.ip},
+                    [Ct(snat_zone(bridge.zone), table=t_ct, nat=Nat())], "snat",
+                    note="to the node's address: maybe a reply of a connection SNATed to it"))
+    fs.add(flow(t_unsnat, 0, None, [Goto(t_ct)], "snat", note="everything else"),
+           flow(t_ct, 100, {"eth_type": ETH_IP}, [Ct(bridge.zone, table=NODE.table("service"), nat=Nat())],
+                note="conntrack: apply a Service connection's DNAT, or its reverse to replies"))
+    service_flows(plan, node, bridge.zone, fs)
+    for name in ("egress_policy", "ingress_policy"):
+        tid = NODE.table(name)
+        fs.add(flow(tid, 0, None, [Goto(tid + 1)], "base", note="no NetworkPolicy here"))
+    fs.add(flow(NODE.table("commit"), 100, {"eth_type": ETH_IP, "ct_state": ct_state(CT_TRK | CT_NEW),
+                                             REG_FLAGS: (0, FLAG_NAT_COMMITTED)},
+                [Ct(bridge.zone, commit=True), Goto(t_route)], "base",
+                note="commit the new connection, so its replies are +rpl at every later table"),
+           flow(NODE.table("commit"), 0, None, [Goto(t_route)], "base", note="established, related, committed"))
 
     if mode == "eni":
         _node_eni_route(plan, node, pods, host, fs)
@@ -289,26 +306,29 @@ def _node_pod_cidr_route(plan, node, pods, host, vsw, fs: FlowSet) -> None:
     mode = plan.cluster.mode
     t_route, t_snat = NODE.table("route"), NODE.table("snat_out")
     ip = {"eth_type": ETH_IP}
-    new = ct_state(CT_TRK | CT_NEW)
     zone = plan.bridge(node.bridge).zone
+    svc_mark = {"ct_mark": (CTM_SERVICE, CTM_SERVICE)}
+    uplink = node.uplinks[0]
     for p in pods:
-        if mode == "vxlan":
-            fs.add(flow(t_route, 295, {**ip, "ipv4_dst": p.ip, REG_SRC: SRC_UPLINK, "ct_state": new},
-                        [Ct(zone, commit=True)] + _deliver(p, node.gateway_mac, True), "pod",
-                        note=f"{p.key}: new connection from the VPC (custom route): committed, so replies "
-                             "are not SNATed"))
         fs.add(flow(t_route, 300, {**ip, "ipv4_dst": p.ip, "eth_dst": p.mac, REG_SRC: SRC_POD}, [Output(p.ofport)],
                     "pod", note=f"{p.key}: from a pod on the same node, switched"),
                flow(t_route, 290, {**ip, "ipv4_dst": p.ip}, _deliver(p, node.gateway_mac, True), "pod",
                     note=f"{p.key}: routed to it"))
     # to the node itself
+    to_host = [SetField("eth_src", vsw.gateway_mac), SetField("eth_dst", host.mac)]
     fs.add(flow(t_route, 280, {**ip, "ipv4_dst": node.ip, REG_SRC: SRC_UPLINK}, [Output(host.ofport)], "host",
                 note="to the node from its vSwitch"),
-           flow(t_route, 270, {**ip, "ipv4_dst": node.ip},
-                [SetField("eth_src", vsw.gateway_mac), SetField("eth_dst", host.mac), Output(host.ofport)], "host",
+           flow(t_route, 275, {**ip, "ipv4_dst": node.ip, REG_SRC: SRC_HOST}, to_host + [Output("in_port")], "host",
+                note="the node to itself through a Service (refused: no endpoint)"),
+           flow(t_route, 270, {**ip, "ipv4_dst": node.ip}, to_host + [Output(host.ofport)], "host",
                 note="to the node from its pods or a tunnel"))
     node_ips = {n.ip for n in plan.nodes} if mode == "vxlan" else {node.ip}   # vxlan: nodes go by tunnel
     neighbours = [a for a in plan.attachments if a.vswitch == vsw.name and "/" not in a.ip and a.ip not in node_ips]
+    via_router = [SetField("eth_src", node.mac), SetField("eth_dst", vsw.gateway_mac)]
+    # Service traffic that entered from the VPC or a tunnel and leaves for the VPC (replies of
+    # NodePort connections, masqueraded connections to endpoints elsewhere): through the vRouter
+    fs.add(flow(t_route, 120, {**ip, **svc_mark, REG_SRC: SRC_UPLINK}, [DecTtl()] + via_router + [Output("in_port")],
+                "service", note="Service traffic from the vSwitch back to it, through the vRouter"))
 
     def to_vpc(dst_ip: str | None, src: int, extra: list, prio: int, note: str) -> None:
         m = {**ip, REG_SRC: src}
@@ -317,38 +337,39 @@ def _node_pod_cidr_route(plan, node, pods, host, vsw, fs: FlowSet) -> None:
         fs.add(flow(t_route, prio, m, extra, "route", note=note))
 
     if mode == "vxlan":
+        fs.add(flow(t_route, 120, {**ip, **svc_mark, REG_SRC: SRC_TUNNEL},
+                    [DecTtl()] + via_router + [Output(uplink.ofport)], "service",
+                    note="Service traffic from a tunnel to the VPC (a NodePort reply), through the vRouter"))
         for t in node.tunnels:
-            for src, dec in ((SRC_POD, True), (SRC_HOST, False)):
+            rewrite = [SetField("eth_src", node.gateway_mac), SetField("eth_dst", _peer_gw_mac(plan, t.peer))]
+            for src, dec, out in ((SRC_POD, True, t.ofport), (SRC_HOST, False, t.ofport),
+                                  (SRC_UPLINK, True, t.ofport), (SRC_TUNNEL, True, "in_port")):
                 fs.add(flow(t_route, 250, {**ip, REG_SRC: src, "ipv4_dst": _net(t.peer_pod_cidr)},
-                            ([DecTtl()] if dec else []) + [SetField("eth_src", node.gateway_mac),
-                                                           SetField("eth_dst", _peer_gw_mac(plan, t.peer)),
-                                                           Output(t.ofport)], "tunnel",
+                            ([DecTtl()] if dec else []) + rewrite + [Output(out)], "tunnel",
                             note=f"pod CIDR of {t.peer}: VXLAN to {t.remote_ip}"))
             fs.add(flow(t_route, 250, {**ip, REG_SRC: SRC_POD, "ipv4_dst": t.remote_ip},
-                        [DecTtl(), SetField("eth_src", node.gateway_mac), SetField("eth_dst", _peer_gw_mac(plan, t.peer)),
-                         Output(t.ofport)], "tunnel", note=f"node {t.peer} from a pod: through the tunnel, not SNATed"))
+                        [DecTtl()] + rewrite + [Output(t.ofport)], "tunnel",
+                        note=f"node {t.peer} from a pod: through the tunnel, not SNATed"))
         # pods to the VPC: SNAT to the node's address, as flannel's ip-masq does
         # TTL is decremented before SNAT, so an expiry is answered to the pod, not to the node
-        fs.add(flow(t_route, 100, {**ip, REG_SRC: SRC_POD, "ct_state": new},
-                    [DecTtl(), Ct(zone, commit=True, table=t_snat,
-                                  nat=Nat("src", node.ip, *SNAT_PORTS))], "snat",
-                    note="pod to the VPC, new connection: SNAT to the node address"),
+        fs.add(flow(t_route, 100, {**ip, REG_SRC: SRC_POD, "ct_state": ct_state(CT_TRK, CT_RPL)},
+                    [DecTtl(), Ct(snat_zone(zone), commit=True, table=t_snat, nat=Nat("src", node.ip, *SNAT_PORTS))],
+                    "snat", note="pod to the VPC: SNAT to the node address (in the SNAT zone)"),
                flow(t_route, 90, {**ip, REG_SRC: SRC_POD}, [DecTtl(), Goto(t_snat)], "snat",
-                    note="pod to the VPC, established: already SNATed in conntrack"))
+                    note="pod replying to a connection from the VPC: not SNATed"))
         for a in neighbours:
             fs.add(flow(t_snat, 100, {**ip, "ipv4_dst": a.ip},
-                        [SetField("eth_src", node.mac), SetField("eth_dst", a.mac), Output(node.uplinks[0].ofport)],
+                        [SetField("eth_src", node.mac), SetField("eth_dst", a.mac), Output(uplink.ofport)],
                         "snat", note=f"{a.owner} is on the node's vSwitch: straight to it"))
-        fs.add(flow(t_snat, 0, ip, [SetField("eth_src", node.mac), SetField("eth_dst", vsw.gateway_mac),
-                                    Output(node.uplinks[0].ofport)], "snat", note="elsewhere: to the vRouter"))
+        fs.add(flow(t_snat, 0, ip, via_router + [Output(uplink.ofport)], "snat", note="elsewhere: to the vRouter"))
     else:  # vpc-route: no encapsulation, no SNAT; the vRouter's pod routes bring replies back
         for a in neighbours:
             to_vpc(a.ip, SRC_POD, [DecTtl(), SetField("eth_src", node.mac), SetField("eth_dst", a.mac),
-                                   Output(node.uplinks[0].ofport)], 110, f"{a.owner} is on the node's vSwitch")
-        to_vpc(None, SRC_POD, [DecTtl(), SetField("eth_src", node.mac), SetField("eth_dst", vsw.gateway_mac),
-                               Output(node.uplinks[0].ofport)], 100, "pods to the VPC: routed out of the ECS's ENI")
+                                   Output(uplink.ofport)], 110, f"{a.owner} is on the node's vSwitch")
+        to_vpc(None, SRC_POD, [DecTtl()] + via_router + [Output(uplink.ofport)], 100,
+               "pods to the VPC: routed out of the ECS's ENI")
     # the node's own traffic that is not for its pods or the tunnels goes to its vSwitch unchanged
-    fs.add(flow(t_route, 50, {**ip, REG_SRC: SRC_HOST}, [Output(node.uplinks[0].ofport)], "host",
+    fs.add(flow(t_route, 50, {**ip, REG_SRC: SRC_HOST}, [Output(uplink.ofport)], "host",
                 note="the node's own traffic to the VPC"))
     fs.add(flow(t_route, 0, None, [], "route", note="nothing else: dropped"))
 
@@ -361,6 +382,28 @@ def _node_eni_route(plan, node, pods, host, fs: FlowSet) -> None:
     """eni: pods are peers of the node on their vSwitch; the node bridge switches by MAC."""
     t_route = NODE.table("route")
     ip = {"eth_type": ETH_IP}
+    svc_mark = {"ct_mark": (CTM_SERVICE, CTM_SERVICE)}
+    # Service connections were DNATed (or their replies un-DNATed) after the sender chose the
+    # destination MAC: route them by address
+    gw_of = {v.name: v.gateway_mac for v in plan.vswitches}
+    for p in pods + [host]:
+        rewrite = [SetField("eth_src", gw_of[p.vswitch]), SetField("eth_dst", p.mac)]
+        fs.add(flow(t_route, 210, {**ip, **svc_mark, "ipv4_dst": p.ip, "in_port": p.ofport}, rewrite + [Output("in_port")],
+                    "service", note=f"{p.key}: Service traffic back to where it came from"),
+               flow(t_route, 205, {**ip, **svc_mark, "ipv4_dst": p.ip}, rewrite + [Output(p.ofport)], "service",
+                    note=f"{p.key}: Service traffic to it"))
+    for u in node.uplinks:
+        fs.add(flow(t_route, 205, {**ip, **svc_mark, "in_port": u.ofport},
+                    [SetField("eth_src", node.mac), SetField("eth_dst", gw_of[u.vswitch]), Output("in_port")], "service",
+                    note=f"Service traffic from {u.vswitch} back to it, through the vRouter"))
+    for p in pods:
+        up = next(u for u in node.uplinks if u.vswitch == p.vswitch)
+        fs.add(flow(t_route, 205, {**ip, **svc_mark, "in_port": p.ofport},
+                    [SetField("eth_dst", gw_of[up.vswitch]), Output(up.ofport)], "service",
+                    note=f"{p.key}: Service traffic to the VPC, out of its ENI through the vRouter"))
+    fs.add(flow(t_route, 205, {**ip, **svc_mark, "in_port": host.ofport},
+                [SetField("eth_dst", gw_of[node.uplinks[0].vswitch]), Output(node.uplinks[0].ofport)], "service",
+                note="the node's Service traffic to the VPC, through the vRouter"))
     for p in pods + [host]:
         fs.add(flow(t_route, 200, {**ip, "eth_dst": p.mac}, [Output(p.ofport)], "pod", note=f"{p.key}: local"))
     for p in pods:

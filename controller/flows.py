@@ -95,7 +95,7 @@ class Ct:
     commit: bool = False
     table: int | None = None         # recirculate into this table after conntrack
     nat: Nat | None = None
-    mark: tuple[int, int] | None = None   # (value, mask) stored in the connection's ct_mark on commit
+    mark: int | None = None          # stored in the connection's ct_mark on commit
 
     def ofctl(self) -> str:
         parts = (["commit"] if self.commit else []) + [f"zone={self.zone}"]
@@ -104,7 +104,7 @@ class Ct:
         if self.nat is not None:
             parts.append(self.nat.ofctl())
         if self.mark is not None:
-            parts.append(f"exec(set_field:{self.mark[0]:#x}/{self.mark[1]:#x}->ct_mark)")
+            parts.append(f"exec(set_field:{self.mark:#x}->ct_mark)")
         return f"ct({','.join(parts)})"
 
 

@@ -25,7 +25,9 @@ def _action(dp, action):
     if isinstance(action, DecTtl):
         return parser.OFPActionDecNwTtl()
     if isinstance(action, Ct):
-        nested = []
+        # the mark goes first: os-ken's NXActionNAT declares a padded length without writing the
+        # padding when ports are given, which is only harmless for the last nested action
+        nested = [parser.OFPActionSetField(ct_mark=action.mark)] if action.mark is not None else []
         if action.nat is not None:
             nat = action.nat
             flags = {"": 0, "src": NX_NAT_F_SRC, "dst": NX_NAT_F_DST}[nat.kind]
@@ -35,19 +37,12 @@ def _action(dp, action):
             if nat.port_min:
                 kwargs.update(range_proto_min=nat.port_min, range_proto_max=nat.port_max)
             nested.append(parser.NXActionNAT(flags, **kwargs))
-        if action.mark is not None:
-            value, mask = action.mark
-            ofs = (mask & -mask).bit_length() - 1
-            nbits = mask.bit_length() - ofs
-            if mask != ((1 << nbits) - 1) << ofs:
-                raise ValueError(f"ct_mark mask {mask:#x} is not contiguous")
-            nested.append(parser.NXActionRegLoad(nicira_ext.ofs_nbits(ofs, ofs + nbits - 1), "ct_mark", value >> ofs))
         return parser.NXActionCT(
             flags=nicira_ext.NX_CT_F_COMMIT if action.commit else 0, zone_src="", zone_ofs_nbits=action.zone,
             recirc_table=nicira_ext.NX_CT_RECIRC_NONE if action.table is None else action.table, alg=0,
             actions=nested)
     if isinstance(action, Resubmit):
-        return parser.NXActionResubmitTable(in_port=ofp.OFPP_IN_PORT, table_id=action.table)
+        return parser.NXActionResubmitTable(in_port=0xFFF8, table_id=action.table)   # OFPP_IN_PORT, 16-bit in NX
     if isinstance(action, GroupAction):
         return parser.OFPActionGroup(action.group_id)
     if isinstance(action, Conjunction):

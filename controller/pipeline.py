@@ -35,10 +35,19 @@ class Pipeline:
         raise KeyError(tid)
 
 
-# Registers, declared once. reg0: where the packet came from (node bridge); reg1: output port.
-REG_SRC = "reg0"
-REG_OUT = "reg1"
+# Registers, declared once (registers survive conntrack recirculation, not patch ports).
+REG_SRC = "reg0"        # node bridge: where the packet came from (SRC_*)
+REG_OUT = "reg1"        # vSwitch: the output port chosen by l2
+REG_EP_IP = "reg2"      # node bridge: the Service endpoint chosen (address) ...
+REG_EP_PORT = "reg3"    # ... and its port
+REG_FLAGS = "reg4"      # node bridge: FLAG_* bits
+REG_SVC = "reg5"        # node bridge: the Service entry (port of a ClusterIP, a NodePort) being balanced
 SRC_POD, SRC_HOST, SRC_UPLINK, SRC_TUNNEL = 1, 2, 3, 4
+FLAG_AFFINITY_HIT = 0x1   # session affinity found a remembered endpoint
+FLAG_NAT_COMMITTED = 0x2  # the connection was committed with its Service DNAT
+# ct_mark bits on node bridges (stored with the connection, seen on every later packet)
+CTM_SERVICE = 0x1         # DNATed to a Service endpoint
+CTM_MASQ = 0x2            # also SNATed to the node (NodePort with policy Cluster, hairpin)
 
 VROUTER = Pipeline("vrouter", (
     Table(0, "classify", "ARP to the ARP responder, IPv4 to routing, everything else dropped", (10, 20)),
@@ -64,11 +73,28 @@ VSWITCH = Pipeline("vswitch", (
 
 NODE = Pipeline("node", (
     Table(0, "classify", "mark the source (pod, host, uplink, tunnel) in reg0; pods may only send "
-          "from their own MAC and IP; ICMP time exceeded skips conntrack", (10, 20, 30)),
+          "from their own MAC and IP; ICMP time exceeded skips conntrack", (10, 15, 30)),
     Table(10, "arp", "answer ARP for the pods' gateway and local pods; pass the node's own ARP to "
           "and from the vSwitch"),
-    Table(20, "conntrack", "conntrack with NAT in the node's zone: replies of SNATed connections "
-          "get their pod address back", (30,)),
+    Table(15, "unsnat", "packets to the node's address go through the SNAT zone first: replies of "
+          "connections SNATed to the node get their real destination back", (20,)),
+    Table(20, "conntrack", "conntrack with NAT in the node's zone: packets of Service connections get "
+          "their DNAT (forward) or its reverse (replies)", (21,)),
+    Table(21, "service", "new connections to a ClusterIP or NodePort: session affinity, then the "
+          "Service's select group (one bucket per endpoint); no endpoints: DNAT to a closed port of the "
+          "node, which refuses; established connections that were masqueraded go to masquerade",
+          (22, 23, 24, 25, 27)),
+    Table(22, "affinity", "learned flows (sessionAffinity ClientIP): client, Service address and port "
+          "-> the endpoint chosen last time, with a hard timeout of timeoutSeconds"),
+    Table(23, "affinity_lb", "a remembered endpoint is used; otherwise the select group chooses", (24,)),
+    Table(24, "endpoint", "commit the connection with DNAT to the chosen endpoint and mark it; learn "
+          "the choice for affinity; masquerade when the Service entry or hairpin needs it", (25, 27)),
+    Table(25, "masquerade", "SNAT to the node's address in the SNAT zone (NodePort with "
+          "externalTrafficPolicy Cluster, hairpin)", (27,)),
+    Table(27, "egress_policy", "NetworkPolicy egress of the source pod (new connections)", (28,)),
+    Table(28, "ingress_policy", "NetworkPolicy ingress of the destination pod (new connections)", (29,)),
+    Table(29, "commit", "commit new connections that no Service committed, so replies are known as "
+          "replies (+rpl) wherever they go", (30,)),
     Table(30, "route", "the node's routing: local pods, the node itself, other nodes' pod CIDRs "
           "(tunnel or uplink by mode), the VPC (SNAT to the node in vxlan mode)", (35,)),
     Table(35, "snat_out", "after SNAT: rewrite MACs and output to the uplink"),

@@ -145,9 +145,23 @@ class Lab:
                 results[int(item["key"])] = Result(**item)
         return results  # type: ignore[return-value]
 
+    def service(self, name: str):
+        """A Service of the plan by `<namespace>/<name>` or `<name>` (namespace default)."""
+        try:
+            return self.plan.service(name.removeprefix("svc/"))
+        except KeyError:
+            raise KubevpcError(f"no Service {name!r}; this scenario has "
+                               f"{', '.join(s.key for s in self.plan.services) or 'none'}") from None
+
     def _dest_ip(self, dest: str) -> str:
+        """An address, an endpoint (pod/..., ecs/..., node/...) or a Service's ClusterIP (svc/...)."""
         if dest.count(".") == 3 and dest.replace(".", "").isdigit():
             return dest
+        if dest.startswith("svc/"):
+            svc = self.service(dest)
+            if not svc.cluster_ip:
+                raise KubevpcError(f"Service {svc.key} has no ClusterIP ({'headless' if svc.headless else svc.type})")
+            return svc.cluster_ip
         return self.address(dest)
 
     def status(self) -> dict:

@@ -18,7 +18,7 @@ from typing import Callable, Iterator
 
 STATE_ROOT = os.environ.get("KUBEVPC_STATE_DIR", "/var/lib/kubevpc")
 
-KINDS = ("process", "link", "bridge", "netns", "file")
+KINDS = ("process", "link", "bridge", "netns", "file", "emptydir")   # emptydir: removed only if empty
 
 
 def runs_dir() -> str:
@@ -192,6 +192,11 @@ def remove(entries: list[Entry], say: Callable[[str], None] = lambda s: None) ->
             shutil.rmtree(e.name, ignore_errors=True)
         elif os.path.exists(e.name):
             os.unlink(e.name)
+    for e in by["emptydir"]:
+        try:
+            os.rmdir(e.name)           # shared with other runs and users: only when nothing is left in it
+        except OSError:
+            pass
     return counts
 
 

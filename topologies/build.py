@@ -144,7 +144,7 @@ class Builder:
         self.say(f"datapath: {net.datapath.note}")
         steps = [("namespaces", self._namespaces), ("links", self._links), ("addresses", self._addresses),
                  ("tunnels", self._tunnels), ("controller", self._controller), ("bridges", self._bridges),
-                 ("flows", self._wait_programmed), ("servers", self._servers)]
+                 ("flows", self._wait_programmed), ("dns", self._dns), ("servers", self._servers)]
         for name, step in steps:
             t0 = time.monotonic()
             step()
@@ -273,6 +273,49 @@ class Builder:
         total = sum(b.get("flows", 0) for b in st.get("bridges", {}).values())
         self.say(f"{len(names)} bridges connected; {total} flows installed")
 
+    # ----------------------------------------------------------------------------------- DNS
+    def dns_zone_path(self) -> str:
+        return os.path.join(self.ledger.dir, "dns-zone.json")
+
+    def write_dns_zone(self) -> None:
+        """The records the cluster DNS serves, written atomically; the server reloads on change."""
+        from kubevpc import dns
+        plan = self.plan
+        tmp = self.dns_zone_path() + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(dns.zone(plan.services, plan.pods, plan.dns.domain), fh, indent=1)
+        os.replace(tmp, self.dns_zone_path())
+
+    def _dns(self) -> None:
+        """Each pod gets its own resolv.conf (ClusterFirst), bind-mounted over /etc/resolv.conf in
+        the pod's own mount namespace, and also at /etc/netns/<netns>/resolv.conf, where
+        `ip netns exec` looks. The machine's /etc/resolv.conf is never written."""
+        from kubevpc import dns
+        plan = self.plan
+        if plan.dns is None:
+            return
+        self.write_dns_zone()
+        pods = [h for h in plan.pods]
+        self.say(f"cluster DNS {plan.dns.ip} ({plan.dns.domain}): resolv.conf for {len(pods)} pods")
+        conf_dir = os.path.join(self.ledger.dir, "resolv")
+        os.makedirs(conf_dir, exist_ok=True)
+        if not os.path.isdir("/etc/netns"):
+            self.ledger.record("emptydir", "/etc/netns")
+            os.makedirs("/etc/netns", exist_ok=True)
+        for h in pods:
+            text = dns.resolv_conf(h.namespace, plan.dns.ip, plan.dns.domain)
+            path = os.path.join(conf_dir, h.netns)
+            with open(path, "w", encoding="utf-8") as fh:
+                fh.write(text)
+            etc = os.path.join("/etc/netns", h.netns)
+            self.ledger.record("file", etc)
+            os.makedirs(etc, exist_ok=True)
+            with open(os.path.join(etc, "resolv.conf"), "w", encoding="utf-8") as fh:
+                fh.write(text)
+            out = self.net.hosts[h.key].cmd(f"mount --bind {path} /etc/resolv.conf && echo mounted")
+            if "mounted" not in out:
+                raise BuildError(f"could not give {h.key} its resolv.conf: {out.strip()}")
+
     # ------------------------------------------------------------------------------- servers
     def _servers(self) -> None:
         hosts = [h for h in self.plan.hosts if h.servers]
@@ -295,14 +338,20 @@ class Builder:
         wait_for("pod and ECS servers listening", all_ready, 30)
 
     def start_server(self, h: HostPlan, ready_dir: str, root: str) -> None:
-        listen = []
-        for s in h.servers:
-            listen += ["--listen", f"{'HTTP' if s.name.startswith('http') else s.protocol}:{s.port}"]
+        ready = os.path.join(ready_dir, h.netns)
+        if h.app == "dns":
+            cmd = [sys.executable, "-m", "kubevpc.dns", "--zone", self.dns_zone_path(), "--listen", h.ip,
+                   "--port", "53", "--ready", ready, "--log", os.path.join(self.ledger.dir, "dns.log")]
+        else:
+            listen = []
+            for s in h.servers:
+                listen += ["--listen", f"{'HTTP' if s.name.startswith('http') else s.protocol}:{s.port}"]
+            cmd = [sys.executable, "-m", "kubevpc.server", "--name", h.name, "--run", self.plan.run, *listen,
+                   "--ready-file", ready]
         log = open(os.path.join(self.ledger.dir, "servers.log"), "ab")
-        proc = self.net.hosts[h.key].popen(
-            [sys.executable, "-m", "kubevpc.server", "--name", h.name, "--run", self.plan.run, *listen,
-             "--ready-file", os.path.join(ready_dir, h.netns)], stdout=log, stderr=subprocess.STDOUT, cwd=root,
-            stdin=subprocess.DEVNULL)
+        proc = self.net.hosts[h.key].popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=root,
+                                           stdin=subprocess.DEVNULL)
+        log.close()
         self.ledger.record("process", proc.pid, token=self.plan.run)
         self.net.servers[h.key] = proc
 

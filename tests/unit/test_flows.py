@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 
 from controller.compile import compile_plan
-from controller.flows import (ETH_ARP, ETH_IP, Ct, Flow, FlowSet, Goto, Output, OutputReg, SetField,
+from controller.flows import (ETH_ARP, ETH_IP, Ct, Flow, FlowSet, Goto, Output, OutputReg, Resubmit, SetField,
                               port_masks)
-from controller.pipeline import PIPELINES
+from controller.pipeline import PIPELINES, REG_SRC, SRC_HOST, SRC_POD, SRC_TUNNEL, SRC_UPLINK
+from controller.services import snat_zone
 from kubevpc.load import load
 from kubevpc.plan import Plan, make_plan
 
@@ -46,8 +47,15 @@ def every_flow(plan: Plan):
 
 
 def targets(f: Flow) -> list[int]:
-    """Tables a flow sends packets on to: goto_table and ct(table=...)."""
-    return [a.table for a in f.actions if isinstance(a, Goto) or (isinstance(a, Ct) and a.table is not None)]
+    """Tables a flow sends packets on to: goto_table, resubmit and ct(table=...)."""
+    return [a.table for a in f.actions
+            if isinstance(a, (Goto, Resubmit)) or (isinstance(a, Ct) and a.table is not None)]
+
+
+def snat_to_node(flows, node) -> list[Ct]:
+    """The ct actions that SNAT pods' own connections to the node (not Service masquerade)."""
+    return [a for f in flows for a in f.actions if isinstance(a, Ct) and a.commit and a.nat is not None
+            and a.nat.kind == "src" and f.feature == "snat"]
 
 
 def match(f: Flow) -> dict:
@@ -281,15 +289,18 @@ def test_vxlan_node_bridges_tunnel_and_snat():
     for node in plan.nodes:
         flows = node_flows(plan, node.name)
         assert any(TUNNEL_OFPORT in outputs(f) for f in flows), node.name
-        # one tunnel flow per peer pod CIDR, from pods and from the host
+        # one tunnel flow per peer pod CIDR and source: pods, the host, the vSwitch (NodePorts) out
+        # of the tunnel; another tunnel (NodePorts) back into it
         for peer in (n for n in plan.nodes if n.name != node.name):
             to_peer = [f for f in flows if match(f).get("ipv4_dst") == cidr_match(peer.pod_cidr)]
-            assert len(to_peer) == 2 and all(outputs(f) == [TUNNEL_OFPORT] for f in to_peer)
+            by_src = {match(f)[REG_SRC]: outputs(f) for f in to_peer}
+            assert by_src == {SRC_POD: [TUNNEL_OFPORT], SRC_HOST: [TUNNEL_OFPORT], SRC_UPLINK: [TUNNEL_OFPORT],
+                              SRC_TUNNEL: ["in_port"]}
             assert all(SetField("eth_dst", peer.gateway_mac) in f.actions for f in to_peer)
-        snat = [a for f in flows for a in f.actions if isinstance(a, Ct) and a.commit and a.nat is not None]
+        snat = snat_to_node(flows, node)
         assert len(snat) == 1
         assert (snat[0].nat.kind, snat[0].nat.ip) == ("src", node.ip)
-        assert snat[0].zone == plan.bridge(node.bridge).zone
+        assert snat[0].zone == snat_zone(plan.bridge(node.bridge).zone) != plan.bridge(node.bridge).zone
         assert (snat[0].nat.port_min, snat[0].nat.port_max) == (61000, 65535)
         assert "nat(src=" + node.ip in "".join(f.actions_ofctl() for f in flows)
 
@@ -311,7 +322,7 @@ def test_no_tunnel_and_no_snat_outside_vxlan(mode):
     for node in plan.nodes:
         flows = node_flows(plan, node.name)
         assert not any(TUNNEL_OFPORT in outputs(f) for f in flows)
-        assert not any(isinstance(a, Ct) and a.nat is not None and a.nat.kind for f in flows for a in f.actions)
+        assert not snat_to_node(flows, node)
         assert not any(p.kind == "vxlan" for p in plan.bridge(node.bridge).ports)
 
 
@@ -345,7 +356,7 @@ def test_eni_node_bridges_switch_by_destination_mac():
             assert len(hits) == 1 and outputs(hits[0]) == [h.ofport], h.key
             assert "ipv4_dst" not in match(hits[0])          # switched, not routed
             assert not any(isinstance(a, SetField) for a in hits[0].actions)
-        assert not any(isinstance(a, Ct) and a.nat is not None and a.nat.kind for f in flows for a in f.actions)
+        assert not snat_to_node(flows, node)
 
 
 def test_pods_may_only_send_from_their_own_mac_and_ip():

@@ -1,0 +1,267 @@
+"""NetworkPolicy as flows: a pure compiler for the two policy tables of a node bridge.
+
+The egress table sees new connections after Service DNAT, the ingress table the same packets
+next; the caller commits what both let through, and established traffic skips them. So every
+flow here matches ct_state=+new+trk and ends in goto (allowed) or nothing (dropped).
+
+Priorities, per table:
+
+    60000        exemptions of the specification: a pod to itself, a pod and its own node
+    59999..200   one priority per conjunction (per rule, and once more for its named ports)
+    100          isolated pod: drop (ipv4_src in egress, ipv4_dst in ingress)
+    0            anything else passes: pods that are not isolated, packets of other nodes' pods
+
+A rule is a conjunctive match (OVS "conjunction" action) over up to three dimensions: the
+selected local pods, the peers, the ports. n peer CIDRs, m pods and k port matches cost
+n + m + k + 1 flows instead of n * m * k. A dimension the rule leaves open (no `from`/`to`,
+no `ports`) is left out; one left over needs no conjunction and is m plain flows.
+
+Named ports resolve per pod, so their (pod, port) pairs form one dimension of their own
+conjunction: in ingress the selected pod is the destination and pairs replace the pod
+dimension; in egress the destination is the peer, and pairs of each peer pod and its port
+replace the peer dimension.
+
+Every conjunction gets its own priority. OVS requires that conjunctive flows do not overlap at
+one priority and treats two flows with the same match and priority as one flow; distinct
+priorities rule out both, and since every rule only allows, which rule allows is immaterial.
+
+Identifiers, stable while the policy list is unchanged (the caller passes policies in manifest
+order): policy i (0-based) is cookie object i + 1 (object 0: the shared flows above);
+conj_id = (i + 1) << 16 | direction << 15 | rule << 1 | part, direction 0 ingress, 1 egress,
+part 0 numeric ports, 1 named ports; priority = 59999 - 2 * (rules of this direction in the
+policies before it, plus the rule's index) - part.
+"""
+from __future__ import annotations
+
+import ipaddress
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from kubevpc.netpol import (Direction, Endpoint, NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort, Rule, is_pod,
+                            namespace_labels, selects)
+
+from .flows import CT_NEW, CT_TRK, ETH_IP, Conjunction, Flow, Goto, ct_state, flow, port_masks
+
+PRIO_EXEMPT = 60000
+PRIO_RULES_TOP = 59999
+PRIO_RULES_FLOOR = 200
+PRIO_ISOLATED = 100
+PRIO_PASS = 0
+SHARED = "(shared)"          # policy_flow_counts: exemptions, isolation and pass flows
+
+L4 = {"TCP": (6, "tcp_dst"), "UDP": (17, "udp_dst"), "SCTP": (132, "sctp_dst")}
+_NEW = {"eth_type": ETH_IP, "ct_state": ct_state(CT_TRK | CT_NEW)}
+_MAX_POLICIES = 0xFFFF
+_MAX_RULES = 1 << 14
+
+Match = dict[str, Any]
+Clause = list[Match] | None       # None: a dimension the rule leaves open
+
+
+@dataclass(frozen=True)
+class PolicyTables:
+    """Table ids: allowed packets go on to *_next, denied ones are dropped."""
+
+    egress: int
+    egress_next: int
+    ingress: int
+    ingress_next: int
+
+
+@dataclass(frozen=True)
+class _Side:
+    """What differs between the directions: which address is the selected pod's."""
+
+    direction: Direction
+    bit: int
+    pod_field: str
+    peer_field: str
+
+
+_INGRESS = _Side("Ingress", 0, "ipv4_dst", "ipv4_src")
+_EGRESS = _Side("Egress", 1, "ipv4_src", "ipv4_dst")
+
+
+def _conj_id(obj: int, side: _Side, rule: int, part: int) -> int:
+    return obj << 16 | side.bit << 15 | rule << 1 | part
+
+
+def policy_flows(policies: Iterable[NetworkPolicy], namespaces: Mapping[str, Mapping[str, str]],
+                 all_endpoints: Iterable[Endpoint], local_pods: Iterable[Endpoint],
+                 tables: PolicyTables) -> list[Flow]:
+    """The flows of both policy tables of the bridge that holds `local_pods` (all on one node).
+
+    `all_endpoints` are every pod of the cluster (peers are selected among them, and egress named
+    ports resolve on them) and the nodes' own instances (for the node exemption); anything else
+    is reached by ipBlock only and need not be listed. Policies keep the caller's order, which
+    fixes cookie objects, conj_ids and priorities (see the module docstring)."""
+    policies, endpoints, local = list(policies), list(all_endpoints), list(local_pods)
+    if len(policies) > _MAX_POLICIES:
+        raise ValueError(f"{len(policies)} NetworkPolicies; at most {_MAX_POLICIES} fit in a conj_id")
+    nodes = {p.node for p in local}
+    node_ips = sorted({e.ip for e in endpoints if not is_pod(e) and e.node and e.node in nodes})
+    out: list[Flow] = []
+    for side, table, nxt in ((_EGRESS, tables.egress, tables.egress_next),
+                             (_INGRESS, tables.ingress, tables.ingress_next)):
+        out += _isolation(side, table, nxt, policies, local, node_ips)
+        seq = 0
+        for index, policy in enumerate(policies):
+            rules = policy.spec.rules(side.direction)
+            if len(rules) > _MAX_RULES:
+                raise ValueError(f"{policy.key}: {len(rules)} {side.direction.lower()} rules; at most {_MAX_RULES}")
+            applies = side.direction in policy.spec.types
+            selected = [p for p in local if selects(policy, p)] if applies else []
+            for r, rule in enumerate(rules):
+                priority = PRIO_RULES_TOP - 2 * seq
+                if priority - 1 < PRIO_RULES_FLOOR:
+                    raise ValueError(f"too many {side.direction.lower()} rules for the priorities "
+                                     f"{PRIO_RULES_FLOOR}..{PRIO_RULES_TOP}")
+                seq += 1
+                if selected:
+                    out += _rule_flows(side, table, nxt, priority, index + 1, r, policy, rule, selected,
+                                       endpoints, namespaces)
+    return out
+
+
+def policy_flow_counts(policies: Iterable[NetworkPolicy], flows: Iterable[Flow]) -> dict[str, int]:
+    """How many of `flows` (from policy_flows) each policy costs, and the shared ones (SHARED)."""
+    by_obj = Counter(f.obj for f in flows if f.feature == "netpol")
+    return {SHARED: by_obj[0]} | {p.key: by_obj[i + 1] for i, p in enumerate(policies)}
+
+
+# ------------------------------------------------------------------------------------ isolation
+def _isolation(side: _Side, table: int, nxt: int, policies: list[NetworkPolicy], local: list[Endpoint],
+               node_ips: list[str]) -> list[Flow]:
+    """Drop for isolated pods, with the specification's exemptions above it; pass below."""
+    what = side.direction.lower()
+    isolated = [p for p in local if any(side.direction in pol.spec.types and selects(pol, p) for pol in policies)]
+    out = []
+    for p in isolated:
+        out += [flow(table, PRIO_EXEMPT, {**_NEW, "ipv4_src": p.ip, "ipv4_dst": p.ip}, [Goto(nxt)], "netpol",
+                     note=f"{p.namespace}/{p.name} to itself: a pod cannot block access to itself"),
+                flow(table, PRIO_ISOLATED, {**_NEW, side.pod_field: p.ip}, [], "netpol",
+                     note=f"{p.namespace}/{p.name} is isolated for {what}: what no rule allows is dropped")]
+    if isolated:
+        out += [flow(table, PRIO_EXEMPT, {**_NEW, side.peer_field: ip}, [Goto(nxt)], "netpol",
+                     note=f"{ip} is this node: traffic between a pod and its node is always allowed")
+                for ip in node_ips]
+    out.append(flow(table, PRIO_PASS, _NEW, [Goto(nxt)], "netpol",
+                    note=f"not isolated for {what}, or not a pod of this node: passes"))
+    return out
+
+
+# ---------------------------------------------------------------------------------------- rules
+def _rule_flows(side: _Side, table: int, nxt: int, priority: int, obj: int, r: int, policy: NetworkPolicy,
+                rule: Rule, selected: list[Endpoint], endpoints: list[Endpoint],
+                namespaces: Mapping[str, Mapping[str, str]]) -> list[Flow]:
+    ns = policy.metadata.namespace
+    name = f"{policy.key} {side.direction.lower()} rule {r}"
+    pods: Clause = [{side.pod_field: p.ip} for p in selected]
+    nets = _peer_networks(rule.peers, ns, endpoints, namespaces) if rule.peers else None
+    peers: Clause = None if nets is None or _everything(nets) else [_net_match(side.peer_field, n) for n in nets]
+    numeric = [p for p in rule.ports if not isinstance(p.port, str)]
+    named = [p for p in rule.ports if isinstance(p.port, str)]
+    # only named ports: an empty port dimension, and the numeric conjunction yields no flow
+    ports: Clause = _unique([m for p in numeric for m in _port_matches(p.protocol, p.port, p.endPort)]) \
+        if rule.ports else None
+    out = _conjunction(table, nxt, priority, _conj_id(obj, side, r, 0), [pods, peers, ports], obj, name)
+    if named:
+        if side is _INGRESS:
+            pairs = _pairs(side.pod_field, selected, named)
+            clauses = [pairs, peers]
+        else:
+            targets = [e for e in endpoints if is_pod(e) and (nets is None or _inside(e.ip, nets))]
+            clauses = [pods, _pairs(side.peer_field, targets, named)]
+        out += _conjunction(table, nxt, priority - 1, _conj_id(obj, side, r, 1), clauses, obj,
+                            f"{name}, named ports")
+    return out
+
+
+def _conjunction(table: int, nxt: int, priority: int, cid: int, clauses: Sequence[Clause], obj: int,
+                 name: str) -> list[Flow]:
+    """One flow per value of each dimension, and the conj_id flow that allows."""
+    present = [c for c in clauses if c is not None]
+    if any(not c for c in present):
+        return []                       # a dimension nothing fits: the rule allows nothing here
+    if len(present) == 1:
+        return [flow(table, priority, {**_NEW, **m}, [Goto(nxt)], "netpol", obj, f"{name}: allowed")
+                for m in present[0]]
+    n = len(present)
+    out = [flow(table, priority, {**_NEW, **m}, [Conjunction(cid, k, n)], "netpol", obj,
+                f"{name}: dimension {k} of {n}")
+           for k, clause in enumerate(present, start=1) for m in clause]
+    out.append(flow(table, priority, {"conj_id": cid}, [Goto(nxt)], "netpol", obj,
+                    f"{name}: every dimension matched, allowed"))
+    return out
+
+
+# ---------------------------------------------------------------------------------------- peers
+def _peer_networks(peers: list[NetworkPolicyPeer], ns: str, endpoints: list[Endpoint],
+                   namespaces: Mapping[str, Mapping[str, str]]) -> list[ipaddress.IPv4Network]:
+    """The fewest IPv4 CIDRs that hold exactly the rule's peers: selected pods' addresses and
+    ipBlocks with their excepts cut out. Cutting them out here, rather than dropping excepted
+    addresses with a higher priority flow, keeps one rule's except from overruling other rules."""
+    nets: list[ipaddress.IPv4Network] = []
+    for peer in peers:
+        if peer.ipBlock is not None:
+            nets += _block(peer.ipBlock.network, peer.ipBlock.excepted)
+            continue
+        for e in endpoints:
+            if not is_pod(e) or (peer.podSelector is not None and not peer.podSelector.matches(e.labels)):
+                continue
+            if peer.namespaceSelector is None and e.namespace != ns:
+                continue
+            if peer.namespaceSelector is not None and \
+                    not peer.namespaceSelector.matches(namespace_labels(namespaces, e.namespace)):
+                continue
+            nets.append(ipaddress.IPv4Network(e.ip))
+    return list(ipaddress.collapse_addresses(nets))
+
+
+def _block(cidr: ipaddress.IPv4Network | ipaddress.IPv6Network,
+           excepted: list[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> list[ipaddress.IPv4Network]:
+    if cidr.version != 4:
+        return []                       # this network carries IPv4 only
+    nets = [cidr]
+    for ex in excepted:
+        nets = [part for n in nets if not n.subnet_of(ex)
+                for part in (n.address_exclude(ex) if ex.subnet_of(n) else [n])]
+    return nets
+
+
+def _everything(nets: list[ipaddress.IPv4Network]) -> bool:
+    return any(n.prefixlen == 0 for n in nets)
+
+
+def _inside(ip: str, nets: list[ipaddress.IPv4Network]) -> bool:
+    addr = ipaddress.IPv4Address(ip)
+    return any(addr in n for n in nets)
+
+
+def _net_match(field: str, net: ipaddress.IPv4Network) -> Match:
+    if net.prefixlen == 32:
+        return {field: str(net.network_address)}
+    return {field: (str(net.network_address), str(net.netmask))}
+
+
+# ---------------------------------------------------------------------------------------- ports
+def _port_matches(protocol: str, port: int | None, end: int | None) -> list[Match]:
+    proto, field = L4[protocol]
+    if port is None:
+        return [{"ip_proto": proto}]
+    return [{"ip_proto": proto, field: block if block[1] != 0xFFFF else block[0]}
+            for block in port_masks(port, end or port)]
+
+
+def _pairs(field: str, pods: list[Endpoint], named: list[NetworkPolicyPort]) -> list[Match]:
+    """(pod, port) matches for named ports: each pod's container port of that name and protocol."""
+    return _unique([{field: p.ip, "ip_proto": L4[n.protocol][0], L4[n.protocol][1]: s.port}
+                    for p in pods for n in named for s in p.servers
+                    if s.name == n.port and s.protocol == n.protocol])
+
+
+def _unique(matches: list[Match]) -> list[Match]:
+    """Drop repeated matches: OVS would take two equal flows at one priority for one."""
+    return list({tuple(m.items()): m for m in matches}.values())

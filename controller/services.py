@@ -1,0 +1,173 @@
+"""Services as OpenFlow on the node bridges: kube-proxy's semantics without iptables.
+
+Each node bridge balances the connections its own clients open (pods, the node itself, and
+clients arriving from the VPC or a tunnel at one of its NodePorts), as kube-proxy does on each
+node. A new connection to a Service address meets, in order:
+
+  service (21)     which Service entry (ClusterIP port, NodePort) it is for
+  affinity (22)    sessionAffinity ClientIP: the endpoint this client got last time (learned flows)
+  affinity_lb (23) use it, or let the entry's select group pick an endpoint
+  endpoint (24)    commit the connection with DNAT to the endpoint and mark it (ct_mark)
+  masquerade (25)  SNAT to the node where kube-proxy masquerades (NodePort with policy Cluster, hairpin)
+
+Later packets of the connection never come here again: conntrack (table 20) applies the DNAT to
+them and its reverse to replies, and table 15 undoes the SNAT of replies first.
+"""
+from __future__ import annotations
+
+import ipaddress
+import zlib
+from dataclasses import dataclass
+
+from kubevpc.plan import REJECT_PORT, SNAT_PORTS, EndpointPlan, NodePlan, Plan, ServicePlan
+
+from .flows import (CT_NEW, CT_RPL, CT_TRK, ETH_IP, FEATURES, IPPROTO, Bucket, Ct, FlowSet, Goto, Group, GroupAction,
+                    Learn, LearnLoad, LearnMatch, Nat, Resubmit, SetField, ct_state, flow)
+from .pipeline import (CTM_MASQ, CTM_SERVICE, FLAG_AFFINITY_HIT, FLAG_NAT_COMMITTED, NODE, REG_EP_IP, REG_EP_PORT,
+                       REG_FLAGS, REG_SVC)
+
+PROTO = {"TCP": "tcp", "UDP": "udp"}
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One address and port a node balances: a Service port on its ClusterIP, or on a NodePort."""
+
+    id: int                         # stable: the select group's id and the flows' object id
+    service: ServicePlan
+    index: int                      # which port of the Service
+    kind: str                       # "cluster-ip" or "node-port"
+    ip: str
+    port: int
+    protocol: str                   # TCP or UDP
+    endpoints: tuple[EndpointPlan, ...]   # eligible on this node
+    refuse: bool                    # no ready endpoint anywhere: refused at once
+    masquerade: bool                # SNAT to the node (externalTrafficPolicy Cluster on a NodePort)
+    why_empty: str = ""             # when there are endpoints but none eligible here
+
+    @property
+    def name(self) -> str:
+        return f"{self.service.key}:{self.port}/{self.protocol} ({self.kind})"
+
+
+def snat_zone(zone: int) -> int:
+    """The conntrack zone for SNAT to the node, distinct from the bridge's DNAT zone."""
+    return (zone + 32767) % 65535 + 1
+
+
+def _ids(keys: list[str]) -> dict[str, int]:
+    """Stable 20-bit ids from names, so adding a Service does not renumber the others."""
+    out: dict[str, int] = {}
+    used: set[int] = set()
+    for key in sorted(keys):
+        i = zlib.crc32(key.encode()) % 0xFFFFF + 1
+        while i in used:
+            i = i % 0xFFFFF + 1
+        used.add(i)
+        out[key] = i
+    return out
+
+
+def entries(plan: Plan, node: NodePlan) -> list[Entry]:
+    """What this node balances, with the endpoints kube-proxy would use on it."""
+    raw = []
+    for svc in plan.services:
+        if svc.type == "ExternalName" or svc.headless or not svc.cluster_ip:
+            continue
+        for i, p in enumerate(svc.ports):
+            if p.protocol not in PROTO:
+                continue            # SCTP: accepted in manifests, this kernel cannot carry it
+            ready = svc.ready_endpoints(i)
+            local = [e for e in ready if e.node == node.name]
+            itp_local = svc.internal_traffic_policy == "Local"
+            raw.append((svc, i, "cluster-ip", svc.cluster_ip, p.port, p.protocol, ready,
+                        local if itp_local else ready, False,
+                        "internalTrafficPolicy Local and no endpoint on this node" if itp_local else ""))
+            if p.node_port:
+                etp_local = svc.external_traffic_policy == "Local"
+                raw.append((svc, i, "node-port", node.ip, p.node_port, p.protocol, ready,
+                            local if etp_local else ready, not etp_local,
+                            "externalTrafficPolicy Local and no endpoint on this node" if etp_local else ""))
+    ids = _ids([f"{r[0].key}|{r[2]}|{r[4]}|{r[5]}" for r in raw])
+    return [Entry(id=ids[f"{svc.key}|{kind}|{port}|{proto}"], service=svc, index=i, kind=kind, ip=ip, port=port,
+                  protocol=proto, endpoints=tuple(eligible), refuse=not ready, masquerade=masq, why_empty=why)
+            for svc, i, kind, ip, port, proto, ready, eligible, masq, why in raw]
+
+
+def _ip_int(ip: str) -> int:
+    return int(ipaddress.IPv4Address(ip))
+
+
+def service_flows(plan: Plan, node: NodePlan, zone: int, fs: FlowSet) -> None:
+    """Tables 21-25 of a node bridge, and one select group per balanced entry."""
+    t_svc, t_aff, t_afflb, t_ep, t_masq, t_next = (NODE.table(n) for n in (
+        "service", "affinity", "affinity_lb", "endpoint", "masquerade", "egress_policy"))
+    ip = {"eth_type": ETH_IP}
+    new = ct_state(CT_TRK | CT_NEW)
+    fs.add(flow(t_svc, 300, {**ip, "ct_state": ct_state(CT_TRK, CT_NEW | CT_RPL), "ct_mark": (CTM_MASQ, CTM_MASQ)},
+                [Goto(t_masq)], "service", note="later packets of a masqueraded connection: SNAT again"),
+           flow(t_svc, 0, None, [Goto(t_next)], "service", note="not for a Service"),
+           flow(t_aff, 0, None, [], "affinity", note="no remembered endpoint"),
+           flow(t_masq, 100, ip, [Ct(snat_zone(zone), commit=True, table=t_next,
+                                     nat=Nat("src", node.ip, *SNAT_PORTS))], "service",
+                note="masquerade: SNAT to the node, so replies come back through it"))
+    seen_vips = set()
+    for e in entries(plan, node):
+        proto = PROTO[e.protocol]
+        m = {**ip, "ct_state": new, "ip_proto": IPPROTO[proto], "ipv4_dst": e.ip, f"{proto}_dst": e.port}
+        svc = e.service
+        if e.kind == "cluster-ip" and e.ip not in seen_vips:
+            seen_vips.add(e.ip)
+            fs.add(flow(t_svc, 100, {**ip, "ct_state": new, "ipv4_dst": e.ip}, [], "service", e.id,
+                        f"{svc.key}: a port the Service does not expose: dropped"))
+        if e.refuse:
+            fs.add(flow(t_svc, 200, m, [SetField(REG_FLAGS, FLAG_NAT_COMMITTED),
+                                        Ct(zone, commit=True, table=t_next, mark=CTM_SERVICE,
+                                           nat=Nat("dst", node.ip, REJECT_PORT, REJECT_PORT))], "service", e.id,
+                        f"{e.name}: no ready endpoint: DNAT to the node's closed port {REJECT_PORT}, which "
+                        "answers TCP reset or ICMP port unreachable"))
+            continue
+        if not e.endpoints:
+            fs.add(flow(t_svc, 200, m, [], "service", e.id, f"{e.name}: {e.why_empty}: dropped"))
+            continue
+        fs.add_group(Group(e.id, tuple(
+            Bucket((SetField(REG_EP_IP, _ip_int(ep.ip)), SetField(REG_EP_PORT, ep.ports[e.index]), Resubmit(t_ep)))
+            for ep in e.endpoints), note=e.name))
+        if svc.session_affinity:
+            fs.add(flow(t_svc, 200, m, [SetField(REG_SVC, e.id), Resubmit(t_aff), Goto(t_afflb)], "service", e.id,
+                        f"{e.name}: sessionAffinity ClientIP: look for the endpoint used last time"),
+                   flow(t_afflb, 100, {REG_SVC: e.id, REG_FLAGS: (FLAG_AFFINITY_HIT, FLAG_AFFINITY_HIT)},
+                        [Goto(t_ep)], "affinity", e.id, f"{e.name}: the remembered endpoint"),
+                   flow(t_afflb, 50, {REG_SVC: e.id}, [GroupAction(e.id)], "affinity", e.id,
+                        f"{e.name}: nothing remembered: the group picks one"))
+        else:
+            fs.add(flow(t_svc, 200, m, [SetField(REG_SVC, e.id), GroupAction(e.id)], "service", e.id,
+                        f"{e.name}: one of {len(e.endpoints)} endpoints, per connection"))
+        for ep in e.endpoints:
+            port = ep.ports[e.index]
+            em = {**ip, "ip_proto": IPPROTO[proto], REG_SVC: e.id, REG_EP_IP: _ip_int(ep.ip), REG_EP_PORT: port}
+            learn = [_learn(e, proto)] if svc.session_affinity else []
+
+            def dnat(masq: bool) -> list:
+                mark = CTM_SERVICE | (CTM_MASQ if masq else 0)
+                return [SetField(REG_FLAGS, FLAG_NAT_COMMITTED)] + learn + [
+                    Ct(zone, commit=True, table=t_masq if masq else t_next, mark=mark,
+                       nat=Nat("dst", ep.ip, port, port))]
+
+            fs.add(flow(t_ep, 110, {**em, "ipv4_src": ep.ip}, dnat(True), "service", e.id,
+                        f"{e.name}: hairpin: {ep.pod} reaches itself; masqueraded so the reply comes back here"),
+                   flow(t_ep, 100, em, dnat(e.masquerade), "service", e.id,
+                        f"{e.name}: DNAT to {ep.pod} {ep.ip}:{port}" + (", masquerade" if e.masquerade else "")))
+    fs.add(flow(t_afflb, 0, None, [], "affinity", note="not reached for Services without affinity"),
+           flow(t_ep, 0, None, [], "service", note="no such endpoint (a group changed under a packet): dropped"))
+
+
+def _learn(e: Entry, proto: str) -> Learn:
+    """Remember client -> endpoint for timeoutSeconds; each new connection learns again, so the
+    timeout runs from the client's last new connection, as kube-proxy's `recent` match does."""
+    return Learn(table=NODE.table("affinity"), priority=100, hard_timeout=e.service.affinity_timeout,
+                 cookie=(FEATURES["learned"] << 56) | (e.id << 32), specs=(
+                     LearnMatch("eth_type", 16, value=ETH_IP), LearnMatch("ip_proto", 8, value=IPPROTO[proto]),
+                     LearnMatch("ipv4_src", 32), LearnMatch("ipv4_dst", 32), LearnMatch(f"{proto}_dst", 16),
+                     LearnLoad(REG_EP_IP, 32, src=REG_EP_IP), LearnLoad(REG_EP_PORT, 32, src=REG_EP_PORT),
+                     LearnLoad(REG_FLAGS, 32, value=FLAG_AFFINITY_HIT)))
