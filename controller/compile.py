@@ -274,10 +274,17 @@ def node_flows(plan: Plan, bridge: BridgePlan, fs: FlowSet) -> None:
            flow(t_arp, 0, None, [], "arp", note="other ARP: dropped"))
 
     # undo SNAT to the node (replies come addressed to it), then conntrack with the Services' DNAT
+    # only packets that can be replies of a SNAT to the node: to the SNAT ports, or ICMP (echo
+    # replies, errors); a new connection to a NodePort is not, and saves a recirculation
+    unsnat = [Ct(snat_zone(bridge.zone), table=t_ct, nat=Nat())]
     for src in (SRC_POD, SRC_UPLINK, SRC_TUNNEL):
-        fs.add(flow(t_unsnat, 100, {"eth_type": ETH_IP, REG_SRC: src, "ipv4_dst": node.ip},
-                    [Ct(snat_zone(bridge.zone), table=t_ct, nat=Nat())], "snat",
-                    note="to the node's address: maybe a reply of a connection SNATed to it"))
+        m = {"eth_type": ETH_IP, REG_SRC: src, "ipv4_dst": node.ip}
+        fs.add(flow(t_unsnat, 100, {**m, "ip_proto": IPPROTO["icmp"]}, unsnat, "snat",
+                    note="ICMP to the node: maybe for a connection SNATed to it"))
+        for proto in ("tcp", "udp"):
+            for block in port_masks(*SNAT_PORTS):
+                fs.add(flow(t_unsnat, 100, {**m, "ip_proto": IPPROTO[proto], f"{proto}_dst": block}, unsnat, "snat",
+                            note=f"to the node's SNAT ports {SNAT_PORTS[0]}-{SNAT_PORTS[1]}: maybe a reply"))
     fs.add(flow(t_unsnat, 0, None, [Goto(t_ct)], "snat", note="everything else"),
            flow(t_ct, 100, {"eth_type": ETH_IP}, [Ct(bridge.zone, table=NODE.table("service"), nat=Nat())],
                 note="conntrack: apply a Service connection's DNAT, or its reverse to replies"))
@@ -312,6 +319,9 @@ def _node_pod_cidr_route(plan, node, pods, host, vsw, fs: FlowSet) -> None:
     for p in pods:
         fs.add(flow(t_route, 300, {**ip, "ipv4_dst": p.ip, "eth_dst": p.mac, REG_SRC: SRC_POD}, [Output(p.ofport)],
                     "pod", note=f"{p.key}: from a pod on the same node, switched"),
+               flow(t_route, 295, {**ip, "ipv4_dst": p.ip, "in_port": p.ofport},
+                    _deliver(p, node.gateway_mac, True)[:-1] + [Output("in_port")], "pod",
+                    note=f"{p.key}: to itself through a Service (hairpin, masqueraded)"),
                flow(t_route, 290, {**ip, "ipv4_dst": p.ip}, _deliver(p, node.gateway_mac, True), "pod",
                     note=f"{p.key}: routed to it"))
     # to the node itself

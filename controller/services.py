@@ -108,7 +108,7 @@ def service_flows(plan: Plan, node: NodePlan, zone: int, fs: FlowSet) -> None:
                 [Goto(t_masq)], "service", note="later packets of a masqueraded connection: SNAT again"),
            flow(t_svc, 0, None, [Goto(t_next)], "service", note="not for a Service"),
            flow(t_aff, 0, None, [], "affinity", note="no remembered endpoint"),
-           flow(t_masq, 100, ip, [Ct(snat_zone(zone), commit=True, table=t_next,
+           flow(t_masq, 100, ip, [Ct(snat_zone(zone), commit=True, table=t_next, mark=CTM_SERVICE | CTM_MASQ,
                                      nat=Nat("src", node.ip, *SNAT_PORTS))], "service",
                 note="masquerade: SNAT to the node, so replies come back through it"))
     seen_vips = set()

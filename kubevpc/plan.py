@@ -54,8 +54,12 @@ class ServerPort(Frozen):
 class OvsPort(Frozen):
     name: str
     ofport: int
-    kind: Literal["veth", "patch", "vxlan"]
-    peer: str = ""                  # patch: the peer port; veth: the namespace host key
+    kind: Literal["veth", "patch", "link", "vxlan"]
+    peer: str = ""                  # patch, link: the peer port; veth: the namespace host key
+    # link: a veth pair whose two ends are ports of two bridges (a node's uplink to its vSwitch).
+    # Unlike a patch port it ends the datapath pass, which the userspace datapath needs: it
+    # allows a packet only a few conntrack recirculations per pass (MAX_RECIRC_DEPTH), and a
+    # NodePort connection to a pod on another node takes more than that from end to end.
 
 
 class BridgePlan(Frozen):
@@ -133,8 +137,8 @@ class Tunnel(Frozen):
 
 class Uplink(Frozen):
     vswitch: str
-    port: str                       # patch port on the node bridge
-    peer: str                       # patch port on the vSwitch bridge
+    port: str                       # the node bridge's end of the link (a veth pair)
+    peer: str                       # the vSwitch bridge's end
     ofport: int                     # on the node bridge
     vswitch_ofport: int             # on the vSwitch bridge
 
@@ -559,7 +563,7 @@ class Planner:
                 up = Uplink(vswitch=vname, port=f"{self.run}nu{k}.{u}", peer=f"{self.run}un{k}.{u}",
                             ofport=OFPORT_NODE_UPLINK0 + u, vswitch_ofport=vofport)
                 uplinks.append(up)
-                vswitch_ports[vname].append(OvsPort(name=up.peer, ofport=vofport, kind="patch", peer=up.port))
+                vswitch_ports[vname].append(OvsPort(name=up.peer, ofport=vofport, kind="link", peer=up.port))
             # what sits behind the node's (first) uplink on its vSwitch
             attachments.append(Attachment(vswitch=vsw.name, ofport=uplinks[0].vswitch_ofport, port=uplinks[0].peer,
                                           mac=mac_for(ip), ip=ip, owner=f"ecs/{n}",
@@ -645,7 +649,7 @@ class Planner:
         for node in nodes:
             host = next(h for h in hosts if h.key == node.ecs)
             ports = [OvsPort(name=host.veth, ofport=OFPORT_NODE_HOST, kind="veth", peer=host.key)]
-            ports += [OvsPort(name=u.port, ofport=u.ofport, kind="patch", peer=u.peer) for u in node.uplinks]
+            ports += [OvsPort(name=u.port, ofport=u.ofport, kind="link", peer=u.peer) for u in node.uplinks]
             ports += [OvsPort(name=t.ifname, ofport=t.ofport, kind="vxlan") for t in node.tunnels[:1]]
             ports += [OvsPort(name=h.veth, ofport=h.ofport, kind="veth", peer=h.key)
                       for h in hosts if h.kind == "pod" and h.node == node.name]
@@ -702,7 +706,7 @@ class Planner:
     def _check_names(self, plan: Plan) -> None:
         names = [h.veth for h in plan.hosts] + [b.name for b in plan.bridges]
         names += [t.ifname for n in plan.nodes for t in n.tunnels[:1]]
-        names += [p.name for b in plan.bridges for p in b.ports if p.kind == "patch"]
+        names += [p.name for b in plan.bridges for p in b.ports if p.kind in ("patch", "link")]
         for name in names:
             if len(name) > IFNAMSIZ:
                 self.problems.append(Problem(self.loaded.file, "<run name>", self.run,

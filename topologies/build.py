@@ -25,6 +25,9 @@ from kubevpc.plan import HostPlan, Plan
 Say = Callable[[str], None]
 
 
+LINK_MTU = 9216          # bridge-to-bridge links never limit a packet: the senders' MTUs do
+
+
 def sh(cmd: list[str], stdin: str | None = None, timeout: float = 60, check: bool = True) -> str:
     try:
         res = subprocess.run(cmd, input=stdin, text=True, capture_output=True, timeout=timeout)
@@ -166,12 +169,16 @@ class Builder:
 
     def _links(self) -> None:
         hosts = self.plan.hosts
-        self.ledger.record("link", *[h.veth for h in hosts])
+        # node uplinks: veth pairs between two bridges, both ends in the root namespace
+        pairs = [(p.name, p.peer) for b in self.plan.bridges if b.role == "node" for p in b.ports if p.kind == "link"]
+        ends = [n for pair in pairs for n in pair]
+        self.ledger.record("link", *[h.veth for h in hosts], *ends)
         sh(["ip", "-batch", "-"], "".join(
             f"link add {h.veth} mtu {h.mtu} type veth peer name {h.ifname} netns {self.net.hosts[h.key].pid}\n"
-            for h in hosts))
-        no_ipv6([h.veth for h in hosts])
-        sh(["ip", "-batch", "-"], "".join(f"link set {h.veth} up\n" for h in hosts))
+            for h in hosts) + "".join(f"link add {a} mtu {LINK_MTU} type veth peer name {b} mtu {LINK_MTU}\n"
+                                      for a, b in pairs))
+        no_ipv6([h.veth for h in hosts] + ends)
+        sh(["ip", "-batch", "-"], "".join(f"link set {n} up\n" for n in [h.veth for h in hosts] + ends))
 
     def _addresses(self) -> None:
         cl = self.plan.cluster

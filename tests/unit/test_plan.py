@@ -258,8 +258,10 @@ def test_bridges_and_patch_ports_pair_up(mode):
     assert Counter(b.role for b in plan.bridges) == {"vrouter": 2, "vswitch": 3, "node": 3}
     assert len({b.dpid for b in plan.bridges}) == len(plan.bridges)
     assert len({b.zone for b in plan.bridges}) == len(plan.bridges)
-    patches = {p.name: p.peer for b in plan.bridges for p in b.ports if p.kind == "patch"}
-    assert patches and all(patches[peer] == name for name, peer in patches.items())
+    for kind in ("patch", "link"):          # patch: vSwitch-vRouter; link: node uplinks (veth pairs)
+        pairs = {p.name: p.peer for b in plan.bridges for p in b.ports if p.kind == kind}
+        assert pairs and all(pairs[peer] == name for name, peer in pairs.items())
+    assert {p.kind for b in plan.bridges if b.role == "node" for p in b.ports} - {"veth", "vxlan"} == {"link"}
     tunnels = [p for b in plan.bridges for p in b.ports if p.kind == "vxlan"]
     assert len(tunnels) == (3 if mode == "vxlan" else 0)
     assert all(p.ofport == 100 for p in tunnels)
