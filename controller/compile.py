@@ -362,7 +362,8 @@ def _node_pod_cidr_route(plan, node, pods, host, vsw, fs: FlowSet) -> None:
                         note=f"node {t.peer} from a pod: through the tunnel, not SNATed"))
         # pods to the VPC: SNAT to the node's address, as flannel's ip-masq does
         # TTL is decremented before SNAT, so an expiry is answered to the pod, not to the node
-        fs.add(flow(t_route, 100, {**ip, REG_SRC: SRC_POD, "ct_state": ct_state(CT_TRK, CT_RPL)},
+        # (-rpl, not +trk-rpl: after the commit table's ct(commit), OVS shows the packet as untracked)
+        fs.add(flow(t_route, 100, {**ip, REG_SRC: SRC_POD, "ct_state": ct_state(0, CT_RPL)},
                     [DecTtl(), Ct(snat_zone(zone), commit=True, table=t_snat, nat=Nat("src", node.ip, *SNAT_PORTS))],
                     "snat", note="pod to the VPC: SNAT to the node address (in the SNAT zone)"),
                flow(t_route, 90, {**ip, REG_SRC: SRC_POD}, [DecTtl(), Goto(t_snat)], "snat",

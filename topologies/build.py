@@ -85,7 +85,9 @@ def tso_active(log: str = VSWITCHD_LOG) -> bool:
             text = fh.read()
     except OSError:
         return True
-    start = text.rfind("|INFO|ovs-vswitchd (Open vSwitch)")
+    # a process's first log line is number 00001 (log rotation reopens the file but keeps counting);
+    # the TSO line comes a few lines later, before the version line
+    start = text.rfind("|00001|vlog|INFO|opened log file")
     return "Userspace TCP Segmentation Offloading support enabled" in text[max(start, 0):]
 
 
