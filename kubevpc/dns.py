@@ -67,7 +67,7 @@ from dnslib import (
 )
 from dnslib.server import BaseResolver, DNSHandler, DNSLogger, DNSServer
 
-from kubevpc.server import write_ready_file
+from kubevpc.server import file_stamp, write_ready_file
 
 DEFAULT_DOMAIN = "cluster.local"
 DEFAULT_TTL = 5  # CoreDNS kubernetes plugin default
@@ -116,13 +116,13 @@ def _service_records(svc: Any, origin: str) -> Iterator[tuple[str, str, Any]]:
             yield _srv_name(port, name), "SRV", _srv(port.port, 100, name)
         return
     ready = [ep for ep in svc.endpoints if ep.ready]
-    weight = max(1, 100 // len(ready)) if ready else 0
     for ep in ready:
         host = _fqdn(f"{ep.hostname or _dashed(ep.ip)}.{name}")
         yield name, _addr_type(ep.ip), ep.ip
         yield host, _addr_type(ep.ip), ep.ip
         for port in named:
-            yield _srv_name(port, name), "SRV", _srv(port.port, weight, host)
+            # CoreDNS splits a weight of 100 among the records of one answer.
+            yield _srv_name(port, name), "SRV", _srv(port.port, max(1, 100 // len(ready)), host)
 
 
 def _pod_record(pod: Any, origin: str) -> tuple[str, str, Any]:
@@ -195,9 +195,10 @@ def load_zone(doc: dict, serial: int = 0) -> Zone:
             name = _key(rec["name"])
             if not _under(name, origin):
                 raise ValueError(f"{name} is outside {origin}")
-            rtype = rec["type"]
-            rr = RR(name, getattr(QTYPE, rtype), ttl=ttl, rdata=_rdata(rtype, rec["value"]))
-            records.setdefault(name, []).append(rr)
+            rdata = _rdata(rec["type"], rec["value"])  # checks the type first
+            records.setdefault(name, []).append(
+                RR(name, getattr(QTYPE, rec["type"]), ttl=ttl, rdata=rdata)
+            )
     except (KeyError, TypeError, AttributeError) as exc:
         raise ValueError(f"malformed zone document: {exc!r}") from exc
     for name, rrs in records.items():
@@ -270,32 +271,40 @@ def answer(zone: Zone, request: DNSRecord) -> DNSRecord:
         header.aa = 0
         header.rcode = RCODE.REFUSED
         return reply
+    # Follow CNAMEs while they stay in the zone; the RCODE is that of the
+    # last name (RFC 6604), and a negative answer carries the SOA (RFC 2308).
     name, owner, seen = qname, q.qname, {qname}
     while True:
         if name not in zone.names:
             header.rcode = RCODE.NXDOMAIN
-            break
+            reply.add_auth(zone.soa)
+            return reply
         rrs = zone.records.get(name, [])
         hits = [rr for rr in rrs if q.qtype in (rr.rtype, QTYPE.ANY)]
         cname = next((rr for rr in rrs if rr.rtype == QTYPE.CNAME), None)
         if hits or cname is None:
-            reply.rr.extend(_owned(rr, owner) for rr in hits)
             break
         reply.add_answer(_owned(cname, owner))
         name = owner = _key(cname.rdata.label)
         if not _under(name, zone.origin) or name in seen:
             return reply  # the rest is out of our zone (or a loop): the client's job
         seen.add(name)
-    if header.rcode == RCODE.NXDOMAIN or not hits:
-        reply.add_auth(zone.soa)
-    targets = dict.fromkeys(_key(rr.rdata.target) for rr in reply.rr if rr.rtype == QTYPE.SRV)
-    for target in targets:
-        reply.ar[:0] = [rr for rr in zone.records.get(target, []) if rr.rtype in (QTYPE.A, QTYPE.AAAA)]
+    if not hits:
+        reply.add_auth(zone.soa)  # NODATA
+    reply.add_answer(*(_owned(rr, owner) for rr in hits))
+    targets = dict.fromkeys(_key(rr.rdata.target) for rr in hits if rr.rtype == QTYPE.SRV)
+    reply.ar[:0] = [
+        rr
+        for target in targets
+        for rr in zone.records.get(target, [])
+        if rr.rtype in (QTYPE.A, QTYPE.AAAA)
+    ]
     return reply
 
 
 def _owned(rr: RR, owner: str | DNSLabel) -> RR:
-    """``rr`` under the owner name as the client spelled it (0x20 case kept)."""
+    """``rr`` owned by ``owner``: for the queried name, the client's own
+    spelling, as resolvers using 0x20 case randomisation check it."""
     return RR(owner, rr.rtype, rr.rclass, rr.ttl, rr.rdata)
 
 
@@ -327,21 +336,12 @@ class ZoneResolver(BaseResolver):
 # -- the server process ----------------------------------------------------------
 
 
-def _stamp(path: str) -> tuple[int, int, int] | None:
-    """What tells us the zone file changed: inode (atomic replace), mtime, size."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return st.st_ino, st.st_mtime_ns, st.st_size
-
-
 def reload_if_changed(
     resolver: ZoneResolver, path: str, last: tuple[int, int, int] | None
 ) -> tuple[int, int, int] | None:
     """Swap in the zone file if it changed since ``last``; keep the last good
     zone if the new file cannot be read or parsed. Returns the new stamp."""
-    stamp = _stamp(path)
+    stamp = file_stamp(path)
     if stamp == last:
         return last
     try:
@@ -376,7 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def serve(args: argparse.Namespace) -> int:
-    stamp = _stamp(args.zone)
+    stamp = file_stamp(args.zone)
     try:
         resolver = ZoneResolver(read_zone(args.zone))
     except (OSError, ValueError) as exc:
@@ -385,7 +385,7 @@ def serve(args: argparse.Namespace) -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    # One line per answer; dnslib logs the request line and dumps too by default.
+    # One log line per answer: dnslib's reply line already names the question.
     logger = DNSLogger("-request", prefix=False, logf=log.info)
     servers: list[DNSServer] = []
     try:
@@ -399,7 +399,11 @@ def serve(args: argparse.Namespace) -> int:
         log.error("cannot listen on %s port %d: %s", args.listen, args.port, exc.strerror)
         return 1
     for srv in servers:
-        srv.start_thread()
+        # Not start_thread(): its serve_forever polls every 0.5 s, which is
+        # how long each stop() would then take.
+        threading.Thread(
+            target=srv.server.serve_forever, args=(POLL_INTERVAL,), daemon=True
+        ).start()
     if args.ready:
         write_ready_file(args.ready)
     log.info("serving %s on %s port %d (udp, tcp)", resolver.zone.origin, args.listen, args.port)

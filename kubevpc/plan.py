@@ -875,9 +875,12 @@ class Planner:
         # ClusterIPs: the declared ones first, then the rest in order from the 11th address
         cluster_ips: dict[int, str] = {}
         taken: dict[str, int] = {}
+        if dns_ip:                  # the cluster DNS Service (the last item) was checked with cluster.dns.ip
+            taken[dns_ip] = len(items) - 1
+            cluster_ips[len(items) - 1] = dns_ip
         for k, (svc, prefix, src) in enumerate(items):
             want = svc.spec.clusterIP
-            if svc.spec.type == "ExternalName" or svc.spec.headless or not want:
+            if svc.spec.type == "ExternalName" or svc.spec.headless or not want or k in cluster_ips:
                 continue
             try:
                 addr = ipaddress.IPv4Address(want)
@@ -907,26 +910,28 @@ class Planner:
 
         # NodePorts: declared ones first (range, taken), then allocated in order from the start of the range;
         # ports of one Service with the same number and different protocols share one NodePort, as upstream
-        used: dict[int, tuple[int, str]] = {}          # node port -> (service index, protocol)
+        # node port -> (service index, service port number (0: health check), protocols using it)
+        used: dict[int, tuple[int, int, set[str]]] = {}
         node_ports: dict[tuple[int, int], int] = {}
         health_ports: dict[int, int] = {}
 
-        def claim(k: int, at: tuple, value: int, proto: str, src) -> None:
+        def claim(k: int, at: tuple, value: int, port: int, proto: str, src) -> None:
+            """Only TCP and UDP of one Service port may share a NodePort, as upstream allows."""
             if not first <= value <= last:
                 self.bad(at, value, f"expected a NodePort in the range {first}-{last} (cluster.nodePortRange)", src)
-            elif value in used and (used[value][0] != k or used[value][1] == proto):
+            elif value in used and not (used[value][:2] == (k, port) and port and proto not in used[value][2]):
                 other = items[used[value][0]][0].metadata
                 self.bad(at, value, f"NodePort already allocated to Service {other.namespace}/{other.name}", src)
             else:
-                used[value] = (k, proto)
+                used.setdefault(value, (k, port, set()))[2].add(proto)
 
         for k, (svc, prefix, src) in enumerate(items):
             for i, p in enumerate(svc.spec.ports):
                 if p.nodePort is not None:
-                    claim(k, prefix + ("spec", "ports", i, "nodePort"), p.nodePort, p.protocol, src)
+                    claim(k, prefix + ("spec", "ports", i, "nodePort"), p.nodePort, p.port, p.protocol, src)
                     node_ports[(k, i)] = p.nodePort
             if svc.spec.healthCheckNodePort is not None:
-                claim(k, prefix + ("spec", "healthCheckNodePort"), svc.spec.healthCheckNodePort, "health", src)
+                claim(k, prefix + ("spec", "healthCheckNodePort"), svc.spec.healthCheckNodePort, 0, "TCP", src)
                 health_ports[k] = svc.spec.healthCheckNodePort
         next_port = first
 
@@ -938,7 +943,7 @@ class Planner:
                 self.bad(prefix + ("spec", "type"), items[k][0].spec.type,
                          f"no free NodePort left in {first}-{last}; expected a larger cluster.nodePortRange", src)
                 return 0
-            used[next_port] = (k, "")
+            used[next_port] = (k, -1, set())
             return next_port
 
         for k, (svc, prefix, src) in enumerate(items):

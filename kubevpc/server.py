@@ -19,12 +19,14 @@ import asyncio
 import errno
 import ipaddress
 import json
+import logging
 import os
 import re
 import signal
 import socket
 import struct
 import sys
+import time
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -257,6 +259,43 @@ def write_ready_file(path: str) -> None:
     with open(tmp, "w") as f:
         f.write(f"{os.getpid()}\n")
     os.replace(tmp, path)
+
+
+# -- helpers shared by the other emulator daemons (slb, nodehealth, dns) --------
+
+
+def file_stamp(path: str | os.PathLike[str]) -> tuple[int, int, int] | None:
+    """What tells a poller that ``path`` changed (mtime, size, inode, so an
+    atomic replace counts too); None while the file cannot be stat'ed."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size, st.st_ino
+
+
+def iso_time(t: float) -> str:
+    """``2026-11-21T10:00:00.123Z`` for a Unix time."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1000):03d}Z"
+
+
+class IsoFormatter(logging.Formatter):
+    """Formats ``%(asctime)s`` with :func:`iso_time` (UTC, milliseconds)."""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        return iso_time(record.created)
+
+
+def open_log(name: str, path: str | None) -> logging.Logger:
+    """Logger ``name``: one line per event, ISO UTC timestamp first, to
+    ``path`` or standard error; it does not propagate to the root logger."""
+    log = logging.getLogger(name)
+    handler = logging.FileHandler(path) if path else logging.StreamHandler(sys.stderr)
+    handler.setFormatter(IsoFormatter("%(asctime)s %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    return log
 
 
 def build_parser() -> argparse.ArgumentParser:
