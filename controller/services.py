@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from kubevpc.plan import REJECT_PORT, SNAT_PORTS, EndpointPlan, NodePlan, Plan, ServicePlan
 
 from .flows import (CT_NEW, CT_RPL, CT_TRK, ETH_IP, FEATURES, IPPROTO, Bucket, Ct, FlowSet, Goto, Group, GroupAction,
-                    Learn, LearnLoad, LearnMatch, Nat, Resubmit, SetField, ct_state, flow)
+                    Learn, LearnLoad, LearnMatch, Nat, Output, Resubmit, SetField, ct_state, flow)
 from .pipeline import (CTM_MASQ, CTM_SERVICE, FLAG_AFFINITY_HIT, FLAG_NAT_COMMITTED, NODE, REG_EP_IP, REG_EP_PORT,
-                       REG_FLAGS, REG_SVC)
+                       REG_FLAGS, REG_SRC, REG_SVC, SRC_HOST)
 
 PROTO = {"TCP": "tcp", "UDP": "udp"}
 
@@ -121,6 +121,10 @@ def service_flows(plan: Plan, node: NodePlan, zone: int, fs: FlowSet) -> None:
             fs.add(flow(t_svc, 100, {**ip, "ct_state": new, "ipv4_dst": e.ip}, [], "service", e.id,
                         f"{svc.key}: a port the Service does not expose: dropped"))
         if e.refuse:
+            # the node itself would see its own address as the source of the refused packet (a
+            # martian): the controller refuses on its behalf, with a TCP reset or ICMP unreachable
+            fs.add(flow(t_svc, 210, {**m, REG_SRC: SRC_HOST}, [Output("controller")], "reject", e.id,
+                        f"{e.name}: no ready endpoint, the node itself asks: refused by the controller"))
             fs.add(flow(t_svc, 200, m, [SetField(REG_FLAGS, FLAG_NAT_COMMITTED),
                                         Ct(zone, commit=True, table=t_next, mark=CTM_SERVICE,
                                            nat=Nat("dst", node.ip, REJECT_PORT, REJECT_PORT))], "service", e.id,

@@ -193,7 +193,16 @@ class Builder:
                 # the node reaches other nodes' pods through the tunnel: keep its packets small enough
                 cmds.append(f"route add {cl.pod_cidr} via {h.gateway} dev {h.ifname} mtu {cl.pod_mtu}")
             sh(["ip", "-n", h.netns, "-batch", "-"], "\n".join(cmds) + "\n")
-        if self.net.datapath.kind == "netdev" and not self.net.datapath.userspace_tso:
+        dp = self.net.datapath
+        vxlan = cl is not None and cl.mode == "vxlan"
+        if dp.kind == "netdev" and (not dp.userspace_tso or vxlan):
+            if dp.userspace_tso:
+                # Open vSwitch 3.1's userspace conntrack leaves the pseudo-header checksum of an
+                # offloaded packet stale when NAT changes its addresses; a kernel VXLAN device then
+                # completes a wrong checksum and the far end drops the packet (Services across
+                # nodes). Full checksums from every namespace keep NAT + VXLAN correct.
+                self.say("vxlan mode on the userspace datapath: TX checksum offload off on every namespace NIC "
+                         "(NAT before VXLAN needs full checksums; see docs/performance.md)")
             for h in self.plan.hosts:
                 sh(["ip", "netns", "exec", h.netns, "ethtool", "-K", h.ifname, "tx", "off"])
 
