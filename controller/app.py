@@ -76,18 +76,46 @@ class KubevpcController(app_manager.OSKenApp):
         self.dumping = {}                 # bridge name -> cookies collected from a multipart reply
         self.status = {"pid": os.getpid(), "bridges": {}, "plan_version": 0, "errors": []}
         self.group_dumping = {}           # bridge name -> group ids collected from a multipart reply
+        self.health, self.health_stamps = {}, ()
         self._load_plan()
         hub.spawn(self._watch_plan)
 
     # -------------------------------------------------------------------------------- plan
+    def _health(self, plan: Plan) -> tuple[dict, tuple]:
+        """The SLB health checkers' view: {listener: {"ip:port": healthy}}, and the files' stamps.
+        A checker that has not written yet counts its backends as not yet healthy."""
+        health, stamps = {}, []
+        for slb in plan.slbs:
+            path = os.path.join(self.state_dir, "slb-" + slb.service.replace("/", "_") + ".state.json")
+            try:
+                stamps.append(os.stat(path).st_mtime_ns)
+                with open(path, encoding="utf-8") as fh:
+                    doc = json.load(fh)
+            except (OSError, json.JSONDecodeError):
+                stamps.append(0)
+                continue
+            for name, backends in doc.get("listeners", {}).items():
+                health[name] = {key: bool(b.get("healthy")) for key, b in backends.items()}
+        return health, tuple(stamps)
+
     def _load_plan(self) -> bool:
         try:
             mtime = os.stat(self.plan_path).st_mtime
             if mtime == self.plan_mtime:
-                return False
-            with open(self.plan_path, encoding="utf-8") as fh:
-                plan = Plan.model_validate_json(fh.read())
-            compiled = compile_plan(plan)
+                if self.plan is None or not self.plan.slbs:
+                    return False
+                health, stamps = self._health(self.plan)
+                if stamps == self.health_stamps:
+                    return False
+                plan = self.plan
+            else:
+                with open(self.plan_path, encoding="utf-8") as fh:
+                    plan = Plan.model_validate_json(fh.read())
+                health, stamps = self._health(plan)
+            if health != self.health:
+                LOG.info("SLB health: %s", json.dumps(health, sort_keys=True))
+            self.health, self.health_stamps = health, stamps
+            compiled = compile_plan(plan, health)
         except Exception as exc:      # a bad plan keeps the last good one running
             LOG.error("plan %s not loaded: %s", self.plan_path, exc)
             self.status["errors"].append(f"plan not loaded: {exc}")

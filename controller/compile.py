@@ -14,18 +14,19 @@ from .flows import (CT_EST, CT_INV, CT_NEW, CT_REL, CT_RPL, CT_TRK, ETH_ARP, ETH
                     Goto, Nat, Output, OutputReg, SetField, arp_responder, ct_state, flow, port_masks)
 from .pipeline import (CTM_SERVICE, FLAG_NAT_COMMITTED, NODE, REG_FLAGS, REG_OUT, REG_SRC, SRC_HOST, SRC_POD, SRC_TUNNEL,
                        SRC_UPLINK, VROUTER, VSWITCH)
-from .services import service_flows, snat_zone
+from .services import service_flows, slb_flows, snat_zone
 
 
-def compile_plan(plan: Plan) -> dict[str, FlowSet]:
-    """Every bridge's desired flows."""
+def compile_plan(plan: Plan, health: dict | None = None) -> dict[str, FlowSet]:
+    """Every bridge's desired flows. `health`: the SLB health checkers' view ({listener: {"ip:port":
+    healthy}}); None counts every backend healthy (the static view of `kubevpc flows`)."""
     out: dict[str, FlowSet] = {}
     for bridge in plan.bridges:
         fs = FlowSet(bridge.name)
         if bridge.role == "vrouter":
             vrouter_flows(plan, bridge, fs)
         elif bridge.role == "vswitch":
-            vswitch_flows(plan, bridge, fs)
+            vswitch_flows(plan, bridge, fs, health)
             security_group_flows(plan, bridge, fs)
         else:
             node_flows(plan, bridge, fs)
@@ -88,7 +89,7 @@ def _unique_addresses(plan: Plan, vsws) -> list[Attachment]:
 
 
 # ------------------------------------------------------------------------------------- vSwitch
-def vswitch_flows(plan: Plan, bridge: BridgePlan, fs: FlowSet) -> None:
+def vswitch_flows(plan: Plan, bridge: BridgePlan, fs: FlowSet, health: dict | None = None) -> None:
     t_arp, t_ct, t_l2, t_out = (VSWITCH.table(n) for n in ("arp", "conntrack", "l2", "output"))
     vsw = plan.vswitch(bridge.owner)
     atts = [a for a in plan.attachments if a.vswitch == vsw.name]
@@ -112,8 +113,9 @@ def vswitch_flows(plan: Plan, bridge: BridgePlan, fs: FlowSet) -> None:
         if _prefixlen(a.ip) == 32:
             fs.add(arp_responder(t_arp, a.ip, a.mac, note=f"{a.owner}"))
     fs.add(flow(t_arp, 0, None, [], "arp", note="the cloud answers every ARP itself; nothing is flooded"))
-    fs.add(flow(t_ct, 100, {"eth_type": ETH_IP}, [Ct(bridge.zone, table=VSWITCH.table("sg_egress"))],
-                note="track connections for the stateful security groups"))
+    fs.add(flow(t_ct, 100, {"eth_type": ETH_IP}, [Ct(bridge.zone, table=VSWITCH.table("slb"), nat=Nat())],
+                note="track connections for the stateful security groups and the SLBs"))
+    slb_flows(plan, bridge, fs, health)
     seen_macs = {}
     for a in atts:
         seen_macs.setdefault(a.mac, a)

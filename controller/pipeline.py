@@ -62,7 +62,12 @@ VSWITCH = Pipeline("vswitch", (
     Table(0, "classify", "ARP to the ARP responder, IPv4 to conntrack, ICMP time exceeded straight to "
           "l2 (it comes from packet-outs, which OVS cannot recirculate), everything else dropped", (10, 20, 40)),
     Table(10, "arp", "answer ARP for every address on this vSwitch (gateway and instances); no flooding"),
-    Table(20, "conntrack", "send IPv4 through conntrack in this vSwitch's zone", (30,)),
+    Table(20, "conntrack", "send IPv4 through conntrack (with NAT) in this vSwitch's zone: SLB "
+          "connections get their DNAT, replies its reverse", (25,)),
+    Table(25, "slb", "new connections to an SLB listener (VIP and port): the listener's select group "
+          "over its healthy backends; no healthy backend: dropped", (26, 30)),
+    Table(26, "slb_backend", "DNAT to the chosen backend, committed; the destination MAC becomes the "
+          "backend's (on this vSwitch) or the vRouter's", (30,)),
     Table(30, "sg_egress", "established and related pass; new connections meet the security group "
           "egress rules of the instance they come from (anti-spoofing first)", (40,)),
     Table(40, "l2", "destination MAC to output port in reg1", (50,)),

@@ -71,6 +71,7 @@ def _ids(keys: list[str]) -> dict[str, int]:
 def entries(plan: Plan, node: NodePlan) -> list[Entry]:
     """What this node balances, with the endpoints kube-proxy would use on it."""
     raw = []
+    vip = {slb.service: slb.vip for slb in plan.slbs}
     for svc in plan.services:
         if svc.type == "ExternalName" or svc.headless or not svc.cluster_ip:
             continue
@@ -83,6 +84,9 @@ def entries(plan: Plan, node: NodePlan) -> list[Entry]:
             raw.append((svc, i, "cluster-ip", svc.cluster_ip, p.port, p.protocol, ready,
                         local if itp_local else ready, False,
                         "internalTrafficPolicy Local and no endpoint on this node" if itp_local else ""))
+            if svc.type == "LoadBalancer" and vip.get(svc.key):
+                # kube-proxy short-circuits the LoadBalancer address for clients in the cluster
+                raw.append((svc, i, "lb-ip", vip[svc.key], p.port, p.protocol, ready, ready, False, ""))
             if p.node_port:
                 etp_local = svc.external_traffic_policy == "Local"
                 raw.append((svc, i, "node-port", node.ip, p.node_port, p.protocol, ready,
@@ -116,7 +120,7 @@ def service_flows(plan: Plan, node: NodePlan, zone: int, fs: FlowSet) -> None:
         proto = PROTO[e.protocol]
         m = {**ip, "ct_state": new, "ip_proto": IPPROTO[proto], "ipv4_dst": e.ip, f"{proto}_dst": e.port}
         svc = e.service
-        if e.kind == "cluster-ip" and e.ip not in seen_vips:
+        if e.kind in ("cluster-ip", "lb-ip") and e.ip not in seen_vips:
             seen_vips.add(e.ip)
             fs.add(flow(t_svc, 100, {**ip, "ct_state": new, "ipv4_dst": e.ip}, [], "service", e.id,
                         f"{svc.key}: a port the Service does not expose: dropped"))
@@ -175,3 +179,43 @@ def _learn(e: Entry, proto: str) -> Learn:
                      LearnMatch("ipv4_src", 32), LearnMatch("ipv4_dst", 32), LearnMatch(f"{proto}_dst", 16),
                      LearnLoad(REG_EP_IP, 32, src=REG_EP_IP), LearnLoad(REG_EP_PORT, 32, src=REG_EP_PORT),
                      LearnLoad(REG_FLAGS, 32, value=FLAG_AFFINITY_HIT)))
+
+
+# ----------------------------------------------------------------------------------------- SLB
+def slb_flows(plan: Plan, bridge, fs: FlowSet, health: dict | None) -> None:
+    """Every vSwitch of the VPC balances the SLB connections its own clients open (a distributed
+    load balancer, as OVN does): replies pass the client's vSwitch, whose conntrack undoes the DNAT,
+    so the client sees the VIP. The backend sees the client's address, as with Alibaba's layer-4
+    listeners."""
+    from .pipeline import VSWITCH
+    t_slb, t_be, t_next = VSWITCH.table("slb"), VSWITCH.table("slb_backend"), VSWITCH.table("sg_egress")
+    vsw = plan.vswitch(bridge.owner)
+    fs.add(flow(t_slb, 0, None, [Goto(t_next)], "slb", note="not for an SLB listener"),
+           flow(t_be, 0, None, [], "slb", note="no such backend (a group changed under a packet): dropped"))
+    here = {a.ip: a for a in plan.attachments if a.vswitch == vsw.name and "/" not in a.ip}
+    ids = _ids([li.name for slb in plan.slbs for li in slb.listeners])
+    for slb in plan.slbs:
+        if plan.vswitch(slb.vswitch).vpc != vsw.vpc:
+            continue
+        for li in slb.listeners:
+            lid = ids[li.name]
+            proto = PROTO[li.protocol]
+            state = (health or {}).get(li.name, {})
+            up = [b for b in li.backends if b.weight > 0 and (health is None or state.get(f"{b.ip}:{b.check_port}"))]
+            m = {"eth_type": ETH_IP, "ct_state": ct_state(CT_TRK | CT_NEW), "ip_proto": IPPROTO[proto],
+                 "ipv4_dst": slb.vip, f"{proto}_dst": li.port}
+            if not up:
+                fs.add(flow(t_slb, 100, m, [], "slb", lid, f"SLB {li.name}: no healthy backend: dropped"))
+                continue
+            fs.add(flow(t_slb, 100, m, [SetField(REG_SVC, lid), GroupAction(lid)], "slb", lid,
+                        f"SLB {li.name} ({slb.scheduler}): one of {len(up)} healthy backends"))
+            fs.add_group(Group(lid, tuple(Bucket((SetField(REG_EP_IP, _ip_int(b.ip)), SetField(REG_EP_PORT, b.port),
+                                                  Resubmit(t_be)), weight=b.weight) for b in up), note=li.name))
+            for b in up:
+                mac = here[b.ip].mac if b.ip in here else vsw.gateway_mac
+                fs.add(flow(t_be, 100, {"eth_type": ETH_IP, "ip_proto": IPPROTO[proto], REG_SVC: lid,
+                                        REG_EP_IP: _ip_int(b.ip), REG_EP_PORT: b.port},
+                            [SetField("eth_dst", mac), Ct(bridge.zone, commit=True, table=t_next,
+                                                          nat=Nat("dst", b.ip, b.port, b.port))],
+                            "slb", lid, f"SLB {li.name}: DNAT to {b.id} {b.ip}:{b.port}"
+                            + ("" if b.ip in here else ", through the vRouter")))

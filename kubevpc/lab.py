@@ -61,7 +61,7 @@ class Lab:
             raise KubevpcError(f"a run named {self.run} already exists; run `kubevpc clean` first")
         t0 = time.monotonic()
         builder = Builder(self.plan, Ledger(self.run), self.say, self.datapath)
-        self.net = builder.net
+        self.net, self.builder = builder.net, builder
         try:
             builder.build()
         except BaseException:
@@ -163,6 +163,43 @@ class Lab:
                 raise KubevpcError(f"Service {svc.key} has no ClusterIP ({'headless' if svc.headless else svc.type})")
             return svc.cluster_ip
         return self.address(dest)
+
+    # ------------------------------------------------------------------- changing it as it runs
+    def stop_server(self, endpoint: str, program: str = "server") -> None:
+        """Stop what runs in an endpoint: its pod/ECS server, or (program="nodehealth") a node's
+        kube-proxy health check server. Connections to it are then refused; health checks fail."""
+        key = self.host(endpoint).key
+        proc = self._process(key, program)
+        proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+
+    def start_server(self, endpoint: str, program: str = "server", timeout: float = 30) -> None:
+        """Start it again (after stop_server), and wait until it listens."""
+        from topologies.build import wait_for
+        h = self.host(endpoint)
+        if self._process(h.key, program).poll() is None:
+            raise KubevpcError(f"the {program} of {h.key} is running")
+        builder = self.builder
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        ready_dir = os.path.join(self.net.state_dir, "ready")
+        if program == "server":
+            builder.start_server(h, ready_dir, root)
+            ready = lambda: os.path.exists(os.path.join(ready_dir, h.netns))  # noqa: E731
+        else:
+            ready = builder.start_node_health(h.node, ready_dir, root)
+        wait_for(f"the {program} of {h.key}", ready, timeout)
+
+    def _process(self, key: str, program: str) -> subprocess.Popen:
+        if self.net is None:
+            raise KubevpcError("the lab is not up")
+        name = key if program == "server" else f"{key}#kubevpc.{program}"
+        if name not in self.net.servers:
+            raise KubevpcError(f"nothing called {program} runs in {key}")
+        return self.net.servers[name]
 
     def status(self) -> dict:
         return self.net.controller_status() if self.net else {}

@@ -25,6 +25,8 @@ SNAT_PORTS = (61000, 65535)
 REJECT_PORT = 1          # nothing listens here on a node: Services without endpoints are DNATed to it to be refused
 READY_ANNOTATION = "kubevpc.io/ready"
 DNS_POD = "kube-dns-0"
+ANNOTATION = "service.beta.kubernetes.io/alibaba-cloud-loadbalancer-"
+ADDRESS_TYPE, VSWITCH_ID = ANNOTATION + "address-type", ANNOTATION + "vswitch-id"
 RFC1918 = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")   # above the kernel's default ephemeral range (32768-60999)
 
 # Fixed OpenFlow port numbers, so flows can be compiled from the plan alone.
@@ -75,7 +77,7 @@ class HostPlan(Frozen):
     """A network namespace with one NIC: an ECS instance or a pod."""
 
     key: str                        # ecs/<name> or pod/<namespace>/<name>
-    kind: Literal["ecs", "pod"]
+    kind: Literal["ecs", "pod", "slb"]   # slb: an SLB instance's namespace, holding its VIP (health checks)
     name: str                       # ECS name, or pod name
     namespace: str = ""             # Kubernetes namespace (pods)
     netns: str                      # the ip-netns name we give it
@@ -95,7 +97,7 @@ class HostPlan(Frozen):
     vswitch: str = ""               # ECS, eni pods: the vSwitch whose address it holds
     security_groups: tuple[str, ...] = ()
     ready: bool = True              # pods: counted as a Service endpoint only when ready
-    app: Literal["server", "dns"] = "server"   # what runs in it: the pod server, or the cluster DNS
+    app: Literal["server", "dns", "slb"] = "server"   # the pod server, the cluster DNS, an SLB's checker
 
 
 class VSwitchPlan(Frozen):
@@ -245,6 +247,33 @@ class ServicePlan(Frozen):
         return [e for e in self.endpoints if e.ready and e.ports[index]]
 
 
+class SlbBackend(Frozen):
+    id: str                         # node name, or pod key in eni mode
+    ip: str
+    port: int                       # where the listener sends: a NodePort, or the pod's port (eni)
+    check_port: int                 # where the health check goes (healthCheckNodePort with policy Local)
+    weight: int
+
+
+class SlbListener(Frozen):
+    name: str                       # "<ns>/<svc>:<port>/<protocol>", as the health checker logs it
+    port: int
+    protocol: Literal["TCP", "UDP"]
+    backends: tuple[SlbBackend, ...]
+
+
+class SlbPlan(Frozen):
+    """An intranet SLB instance for a LoadBalancer Service: a VIP on a vSwitch, one listener per port."""
+
+    service: str                    # "<namespace>/<name>"
+    host: str                       # host key of its namespace (the VIP's owner, where the checker runs)
+    vip: str
+    vswitch: str
+    scheduler: Literal["rr", "wrr", "wlc"]
+    check: dict                     # kubevpc.slb.CheckSpec as JSON
+    listeners: tuple[SlbListener, ...]
+
+
 class DnsPlan(Frozen):
     domain: str
     ip: str                         # the kube-dns Service's ClusterIP
@@ -264,6 +293,7 @@ class Plan(Frozen):
     attachments: tuple[Attachment, ...]
     groups: tuple[GroupPlan, ...]
     services: tuple[ServicePlan, ...] = ()
+    slbs: tuple[SlbPlan, ...] = ()
     dns: DnsPlan | None = None
     expect: tuple[dict, ...] = ()
 
@@ -625,6 +655,38 @@ class Planner:
         if self.problems:
             raise ScenarioError(self.problems)
 
+        # ---- Services, and an SLB instance per LoadBalancer Service: its VIP is an address of a
+        # vSwitch, held by a namespace of its own where the health checker runs
+        services, dns = self._services(cl, hosts) if cl else ((), None)
+        slbs: list[SlbPlan] = []
+        if self.problems:
+            raise ScenarioError(self.problems)
+        lb_items = {(m.obj.metadata.namespace, m.obj.metadata.name): m for m in self.loaded.manifests
+                    if getattr(m.obj, "kind", "") == "Service"}
+        for svc in services:
+            if svc.type != "LoadBalancer":
+                continue
+            m = lb_items[(svc.namespace, svc.name)]
+            slb = self._slb(svc, m, cl, nodes, hosts, vswitches, vsw_index, allocate, len(slbs))
+            if slb is None:
+                continue
+            vsw = vswitches[vsw_index[slb.vswitch]]
+            ofport = next_ofport[vsw.name]
+            next_ofport[vsw.name] += 1
+            key = slb.host
+            veth = f"{self.run}l{len(slbs)}"
+            hosts.append(HostPlan(
+                key=key, kind="slb", name=svc.name, namespace=svc.namespace,
+                netns=f"{self.run}-slb-{svc.namespace}_{svc.name}", veth=veth, bridge=vsw.bridge, ofport=ofport,
+                ip=slb.vip, prefixlen=ipaddress.IPv4Network(vsw.cidr).prefixlen, mac=mac_for(slb.vip),
+                gateway=vsw.gateway, gateway_mac=vsw.gateway_mac, mtu=1500, vswitch=vsw.name, app="slb"))
+            vswitch_ports[vsw.name].append(OvsPort(name=veth, ofport=ofport, kind="veth", peer=key))
+            attachments.append(Attachment(vswitch=vsw.name, ofport=ofport, port=veth, mac=mac_for(slb.vip),
+                                          ip=slb.vip, owner=key, security_groups=()))
+            slbs.append(slb)
+        if self.problems:
+            raise ScenarioError(self.problems)
+
         # ---- bridges
         vr_index = 0
         vpc_plans = []
@@ -681,13 +743,10 @@ class Planner:
             cluster_plan = ClusterPlan(name=cl.name, mode=cl.mode, vpc=cluster_vpc, pod_cidr=str(cl.podCIDR),
                                        service_cidr=str(cl.serviceCIDR), vni=cl.vxlan.vni, vxlan_port=cl.vxlan.port,
                                        pod_mtu=pod_mtu, underlay_mtu=cl.underlayMTU)
-        services, dns = self._services(cl, hosts) if cl else ((), None)
-        if self.problems:
-            raise ScenarioError(self.problems)
         plan = Plan(run=self.run, scenario=sc.name, file=self.loaded.file, cluster=cluster_plan,
                     vpcs=tuple(vpc_plans), vswitches=tuple(vswitches), bridges=tuple(bridges), hosts=tuple(hosts),
                     nodes=tuple(nodes), attachments=tuple(attachments), groups=tuple(groups),
-                    services=services, dns=dns, expect=tuple(e.model_dump(by_alias=True) for e in sc.expect))
+                    services=services, slbs=tuple(slbs), dns=dns, expect=tuple(e.model_dump(by_alias=True) for e in sc.expect))
         self._check_expectations(plan)
         self._check_names(plan)
         if self.problems:
@@ -994,6 +1053,55 @@ class Planner:
             dns = DnsPlan(domain=cl.dns.clusterDomain, ip=dns_ip,
                           pods=tuple(h.key for h in pods if h.app == "dns"))
         return tuple(plans), dns
+
+    def _slb(self, svc: ServicePlan, m, cl, nodes: list[NodePlan], hosts: list[HostPlan], vswitches, vsw_index,
+             allocate, index: int) -> SlbPlan | None:
+        """The SLB of a LoadBalancer Service, configured by its ACK annotations (Alibaba's defaults)."""
+        from .slb import SlbAnnotationError, slb_config
+        at = m.prefix + ("metadata", "annotations")
+        try:
+            cfg = slb_config(svc.annotations)
+        except SlbAnnotationError as exc:
+            for p in exc.problems:
+                self.bad(at + (p.key,), p.value, p.expected, m.source)
+            return None
+        if cfg.address_type == "internet":
+            self.bad(at + (ADDRESS_TYPE,), svc.annotations.get(ADDRESS_TYPE, "internet (the default)"),
+                     f'"intranet": internet-facing SLBs need an emulated internet zone, which kubevpc does not have '
+                     f"yet; set {ADDRESS_TYPE}: intranet", m.source)
+            return None
+        vname = svc.annotations.get(VSWITCH_ID, nodes[0].vswitch)
+        vpc = vswitches[vsw_index[nodes[0].vswitch]].vpc
+        if vname not in vsw_index or vswitches[vsw_index[vname]].vpc != vpc:
+            self.bad(at + (VSWITCH_ID,), vname, "expected a vSwitch of the cluster's VPC "
+                     f"({', '.join(sorted(v.name for v in vswitches if v.vpc == vpc))})", m.source)
+            return None
+        vip = allocate(vname, m.prefix, f"the SLB of Service {svc.key}", m.source)
+        if vip is None:
+            return None
+        check = cfg.health_check()
+        local = svc.external_traffic_policy == "Local"
+        if local:       # kube-proxy's health check server answers 200 or 503 over HTTP; a TCP check would pass
+            check = check.model_copy(update={"type": "http", "uri": "/"})
+        listeners = []
+        for i, p in enumerate(svc.ports):
+            if p.protocol not in ("TCP", "UDP"):
+                continue
+            ready = svc.ready_endpoints(i)
+            if cl.mode == "eni":      # Terway: the SLB sends to the pods themselves
+                backends = [SlbBackend(id=e.pod, ip=e.ip, port=e.ports[i], check_port=e.ports[i], weight=1)
+                            for e in ready]
+            else:
+                backends = []
+                for n in nodes:
+                    local_eps = sum(1 for e in ready if e.node == n.name)
+                    weight = (local_eps if local else 1) if cfg.scheduler in ("wrr", "wlc") else 1
+                    backends.append(SlbBackend(id=n.name, ip=n.ip, port=p.node_port, weight=weight,
+                                               check_port=svc.health_check_node_port if local else p.node_port))
+            listeners.append(SlbListener(name=f"{svc.key}:{p.port}/{p.protocol}", port=p.port, protocol=p.protocol,
+                                         backends=tuple(backends)))
+        return SlbPlan(service=svc.key, host=f"slb/{svc.namespace}/{svc.name}", vip=vip, vswitch=vname,
+                       scheduler=cfg.scheduler, check=check.model_dump(mode="json"), listeners=tuple(listeners))
 
     def _check_expectations(self, plan: Plan) -> None:
         for i, e in enumerate(self.sc.expect):

@@ -149,7 +149,8 @@ class Builder:
         self.say(f"datapath: {net.datapath.note}")
         steps = [("namespaces", self._namespaces), ("links", self._links), ("addresses", self._addresses),
                  ("tunnels", self._tunnels), ("controller", self._controller), ("bridges", self._bridges),
-                 ("flows", self._wait_programmed), ("dns", self._dns), ("servers", self._servers)]
+                 ("flows", self._wait_programmed), ("dns", self._dns), ("servers", self._servers),
+                 ("slb", self._slb)]
         for name, step in steps:
             t0 = time.monotonic()
             step()
@@ -334,6 +335,54 @@ class Builder:
             if "mounted" not in out:
                 raise BuildError(f"could not give {h.key} its resolv.conf: {out.strip()}")
 
+    # ----------------------------------------------------------------------------------- SLB
+    def _slb(self) -> None:
+        """One health checker per SLB, in the SLB's own namespace (its probes come from the VIP),
+        and kube-proxy's health check server on every node when a Service has policy Local."""
+        plan = self.plan
+        if not plan.slbs:
+            return
+        self.say(f"starting {len(plan.slbs)} SLB health checkers")
+        ready_dir = os.path.join(self.ledger.dir, "ready")
+        os.makedirs(ready_dir, exist_ok=True)
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        waits = [self.start_node_health(node.name, ready_dir, root) for node in plan.nodes
+                 if write_node_health(self.ledger.dir, plan, node.name)]
+        wait_for("node health check servers", lambda: all(w() for w in waits), 30)
+        waits = []
+        for slb in plan.slbs:
+            write_slb_config(self.ledger.dir, slb)
+            name = slb_file(self.ledger.dir, slb, "")
+            waits.append(self._spawn(slb.host, [sys.executable, "-m", "kubevpc.slb", "check",
+                                                "--config", name + ".json", "--state", name + ".state.json",
+                                                "--log", name + ".log"], ready_dir, root))
+        wait_for("SLB health checkers", lambda: all(w() for w in waits), 30)
+
+    def start_node_health(self, node: str, ready_dir: str, root: str) -> Callable[[], bool]:
+        """kube-proxy's health check server in a node's namespace (policy Local)."""
+        n = self.plan.node(node)
+        path = os.path.join(self.ledger.dir, f"nodehealth-{node}")
+        return self._spawn(n.ecs, [sys.executable, "-m", "kubevpc.nodehealth", "--config", path + ".json",
+                                   "--listen", n.ip, "--log", path + ".log"], ready_dir, root)
+
+    def _spawn(self, key: str, cmd: list[str], ready_dir: str, root: str) -> Callable[[], bool]:
+        h = self.plan.host(key)
+        ready = os.path.join(ready_dir, f"{h.netns}-{cmd[2].rsplit('.', 1)[-1]}")
+        if os.path.exists(ready):
+            os.unlink(ready)
+        log = open(os.path.join(self.ledger.dir, "servers.log"), "ab")
+        proc = self.net.hosts[key].popen(cmd + ["--ready", ready], stdout=log, stderr=subprocess.STDOUT, cwd=root,
+                                         stdin=subprocess.DEVNULL)
+        log.close()
+        self.ledger.record("process", proc.pid, token=self.plan.run)
+        self.net.servers[f"{key}#{cmd[2]}"] = proc
+
+        def ready_or_dead() -> bool:
+            if proc.poll() is not None:
+                raise BuildError(f"{cmd[2]} in {key} exited with {proc.returncode}; see {self.ledger.dir}/servers.log")
+            return os.path.exists(ready)
+        return ready_or_dead
+
     # ------------------------------------------------------------------------------- servers
     def _servers(self) -> None:
         hosts = [h for h in self.plan.hosts if h.servers]
@@ -357,6 +406,8 @@ class Builder:
 
     def start_server(self, h: HostPlan, ready_dir: str, root: str) -> None:
         ready = os.path.join(ready_dir, h.netns)
+        if os.path.exists(ready):
+            os.unlink(ready)
         if h.app == "dns":
             cmd = [sys.executable, "-m", "kubevpc.dns", "--zone", self.dns_zone_path(), "--listen", h.ip,
                    "--port", "53", "--ready", ready, "--log", os.path.join(self.ledger.dir, "dns.log")]
@@ -399,3 +450,36 @@ def teardown(net: Network, say: Say = lambda s: None) -> dict[str, int]:
         except Exception:
             pass
     return counts
+
+
+def slb_file(state_dir: str, slb, suffix: str) -> str:
+    """<state>/slb-<namespace>_<name><suffix>: the checker's config (.json), state (.state.json), log."""
+    return os.path.join(state_dir, "slb-" + slb.service.replace("/", "_") + suffix)
+
+
+def write_slb_config(state_dir: str, slb) -> None:
+    """The health checker's listeners: it probes each backend at its check port."""
+    doc = {"listeners": [{"name": li.name, "check": slb.check,
+                          "backends": [{"id": b.id, "ip": b.ip, "port": b.check_port} for b in li.backends]}
+                         for li in slb.listeners]}
+    _write_json(slb_file(state_dir, slb, ".json"), doc)
+
+
+def write_node_health(state_dir: str, plan: Plan, node: str) -> bool:
+    """kube-proxy's health check ports on a node: local ready endpoints per Service with policy Local."""
+    ports = {}
+    for svc in plan.services:
+        if svc.health_check_node_port:
+            local = {e.pod for i in range(len(svc.ports)) for e in svc.ready_endpoints(i) if e.node == node}
+            ports[str(svc.health_check_node_port)] = {"namespace": svc.namespace, "name": svc.name,
+                                                      "local_endpoints": len(local)}
+    if ports:
+        _write_json(os.path.join(state_dir, f"nodehealth-{node}.json"), {"ports": ports})
+    return bool(ports)
+
+
+def _write_json(path: str, doc: dict) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(doc, fh, indent=1)
+    os.replace(tmp, path)

@@ -227,3 +227,88 @@ def test_zero_packet_ins(lab):
     st = lab.status()
     assert st["errors"] == []
     assert {b: s["packet_in"] for b, s in st["bridges"].items() if s["packet_in"]} == {}
+
+
+# ----------------------------------------------------------------------------------------- SLB
+def slb_state(lab: Lab, service: str) -> dict:
+    """The health checker's view: {"ip:port": status} of the SLB's one listener."""
+    import json
+    path = os.path.join(lab.net.state_dir, "slb-" + service.replace("/", "_") + ".state.json")
+    with open(path, encoding="utf-8") as fh:
+        listeners = json.load(fh)["listeners"]
+    (backends,) = listeners.values()
+    return {key: b["status"] for key, b in backends.items()}
+
+
+def wait_health(lab: Lab, service: str, want: dict, deadline: float) -> float:
+    """Wait until the named backends have the wanted status; return the seconds it took."""
+    t0 = time.monotonic()
+    while True:
+        state = slb_state(lab, service)
+        if all(state.get(k) == v for k, v in want.items()):
+            return time.monotonic() - t0
+        assert time.monotonic() - t0 < deadline, f"{service}: {state}, wanted {want}"
+        time.sleep(0.1)
+
+
+def backend_key(lab: Lab, service: str, backend_id: str) -> str:
+    slb = next(s for s in lab.plan.slbs if s.service == service)
+    b = next(b for b in slb.listeners[0].backends if b.id == backend_id)
+    return f"{b.ip}:{b.check_port}"
+
+
+def test_slb_cluster_policy_balances_over_every_node(lab):
+    nodes = ("node-1", "node-2", "node-3") if lab.plan.cluster.mode != "eni" else ("pod/default/web-0", "pod/default/web-1")
+    wait_health(lab, "default/web-lb", {backend_key(lab, "default/web-lb", n): "healthy" for n in nodes}, 15)
+    results = lab.probe([Probe("ecs/ecs-client", "slb/default/web-lb", 80)] * 30)
+    assert all(r.outcome == "answered" for r in results), [r.detail for r in results if not r.ok]
+    assert {name(r) for r in results} == {"web-0", "web-1"}
+    seen = {client_ip(r) for r in results}
+    if lab.plan.cluster.mode == "eni":      # backends are the pods: the client's address arrives
+        assert seen == {lab.address("ecs/ecs-client")}
+    else:                                   # backends are NodePorts with policy Cluster: SNAT to the node
+        assert seen <= {node_ip(lab, n) for n in nodes} and len(seen) >= 2
+    # clients in the cluster reach the VIP too (kube-proxy short-circuits it): a pod keeps its address
+    r = lab.connect("pod/client-3", "slb/default/web-lb", 80)
+    assert r.outcome == "answered" and client_ip(r) == lab.address("pod/client-3")
+    # twin: the VIP has no listener on port 81
+    assert lab.connect("ecs/ecs-client", "slb/default/web-lb", 81, timeout=1).outcome == "timeout"
+
+
+def test_slb_local_policy_keeps_the_client_address_and_skips_nodes_without_endpoints(lab):
+    if lab.plan.cluster.mode == "eni":
+        pytest.skip("eni: the SLB sends to the pods themselves, there is no node hop to keep local")
+    want = {backend_key(lab, "default/web-lb-local", "node-1"): "healthy",
+            backend_key(lab, "default/web-lb-local", "node-2"): "healthy",
+            backend_key(lab, "default/web-lb-local", "node-3"): "unhealthy"}   # its health check port says 503
+    wait_health(lab, "default/web-lb-local", want, 20)
+    results = lab.probe([Probe("ecs/ecs-client", "slb/default/web-lb-local", 80)] * 30)
+    assert all(r.outcome == "answered" for r in results), [r.detail for r in results if not r.ok]
+    assert {client_ip(r) for r in results} == {lab.address("ecs/ecs-client")}
+    assert {name(r) for r in results} == {"web-0", "web-1"}
+
+
+def test_slb_failover_and_recovery(lab):
+    """A backend's server stops: it leaves rotation within unhealthy-threshold x interval plus one
+    interval (here 2 x 1 s + 1 s, and the probe's own time); it returns after it restarts."""
+    if lab.plan.cluster.mode == "eni":      # the backend is the pod itself
+        service, backend, endpoint, program, survivor = ("default/web-lb", "pod/default/web-0", "pod/web-0",
+                                                         "server", "web-1")
+    else:                                   # the backend is node-1, judged by its health check port
+        service, backend, endpoint, program, survivor = ("default/web-lb-local", "node-1", "node/node-1",
+                                                         "nodehealth", "web-1")
+    key = backend_key(lab, service, backend)
+    wait_health(lab, service, {key: "healthy"}, 20)
+    lab.stop_server(endpoint, program)
+    try:
+        took = wait_health(lab, service, {key: "unhealthy"}, 10)
+        assert took < 2 * 1 + 1 + 1.5, f"failover took {took:.1f} s"
+        time.sleep(0.5)                     # the controller reprograms the groups (it polls every 0.2 s)
+        results = lab.probe([Probe("ecs/ecs-client", f"slb/{service}", 80)] * 20)
+        assert [name(r) for r in results] == [survivor] * 20, "the failed backend is out of rotation"
+    finally:
+        lab.start_server(endpoint, program)
+    wait_health(lab, service, {key: "healthy"}, 10)
+    time.sleep(0.5)
+    results = lab.probe([Probe("ecs/ecs-client", f"slb/{service}", 80)] * 30)
+    assert {name(r) for r in results} == {"web-0", "web-1"}, "back in rotation after recovery"

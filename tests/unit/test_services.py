@@ -116,7 +116,11 @@ def nodeport(name: str, *node_ports: int | None, type_: str = "NodePort", **extr
         if np_ is not None:
             p["nodePort"] = np_
         ports.append(p)
-    return service(name, {"type": type_, "ports": ports, **extra})
+    meta = {"annotations": {INTRANET: "intranet"}} if type_ == "LoadBalancer" else {}
+    return service(name, {"type": type_, "ports": ports, **extra}, **meta)
+
+
+INTRANET = "service.beta.kubernetes.io/alibaba-cloud-loadbalancer-address-type"  # SLBs need it (no internet zone)
 
 
 def cluster_ip(name: str, ip: str | None = None) -> dict:
@@ -770,7 +774,7 @@ def test_a_port_the_service_does_not_expose_is_dropped():
     plan, fs = flows_plan(), flowset("node-1")
     drops = [f for f in fs.flows if f.table == T_SERVICE and f.priority == 100]
     assert sorted(dict(f.match)["ipv4_dst"] for f in drops) == sorted(
-        s.cluster_ip for s in plan.services if s.cluster_ip)
+        [s.cluster_ip for s in plan.services if s.cluster_ip] + [slb.vip for slb in plan.slbs])
     assert all(f.actions == () and set(dict(f.match)) == {"eth_type", "ct_state", "ipv4_dst"} for f in drops)
 
 
