@@ -165,6 +165,87 @@ class Lab:
         return self.address(dest)
 
     # ------------------------------------------------------------------- changing it as it runs
+    def set_ready(self, pod: str, ready: bool) -> dict:
+        """Mark a pod ready or not ready: Service endpoints, groups, DNS and SLB backends follow."""
+        key = self.host(pod).key
+        if not key.startswith("pod/"):
+            raise KubevpcError(f"{pod} is not a pod")
+        return self._update(self.loaded.manifests, {**self.ready, key: ready})
+
+    def apply(self, *objects: dict) -> dict:
+        """Create or replace Services (by namespace and name), as `kubectl apply` would. Their
+        ClusterIP and NodePorts are kept when the new object does not set them."""
+        from .k8s import KINDS, Service, kind_of
+        from .load import Manifest
+        manifests = list(self.loaded.manifests)
+        for obj in objects:
+            cls = KINDS.get(kind_of(obj))
+            if cls is not Service:
+                raise KubevpcError(f"only Services can be applied while the scenario runs, not {kind_of(obj)}")
+            svc = _keep_allocations(Service.model_validate(obj), self.plan)
+            at = next((i for i, m in enumerate(manifests) if isinstance(m.obj, Service)
+                       and (m.obj.metadata.namespace, m.obj.metadata.name) ==
+                       (svc.metadata.namespace, svc.metadata.name)), None)
+            entry = Manifest(obj=svc, file="<api>", path=f"<api>/{svc.metadata.namespace}/{svc.metadata.name}")
+            if at is None:
+                manifests.append(entry)
+            else:
+                manifests[at] = entry
+        return self._update(manifests, self.ready)
+
+    def delete_service(self, name: str) -> dict:
+        from .k8s import Service
+        svc = self.service(name)
+        manifests = [m for m in self.loaded.manifests if not (
+            isinstance(m.obj, Service) and (m.obj.metadata.namespace, m.obj.metadata.name) == (svc.namespace, svc.name))]
+        return self._update(manifests, self.ready)
+
+    @property
+    def ready(self) -> dict[str, bool]:
+        return getattr(self, "_ready", {})
+
+    def _update(self, manifests: list, ready: dict[str, bool], deadline: float = 10) -> dict:
+        """Plan again, check that no namespace has to come or go, and hand the new plan to the
+        controller, the DNS, the node health servers and the SLB checkers (they watch their files).
+        Returns how long the flows took to follow."""
+        import dataclasses
+        from topologies.build import wait_for, write_node_health, write_slb_config
+        if self.net is None:
+            raise KubevpcError("the lab is not up")
+        t0 = time.monotonic()
+        loaded = dataclasses.replace(self.loaded, manifests=manifests)
+        plan = make_plan(loaded, self.run, ready)
+        shape = lambda p: [(h.key, h.ip, h.netns, h.veth, h.ofport) for h in p.hosts]  # noqa: E731
+        if shape(plan) != shape(self.plan):
+            raise KubevpcError("this change adds or removes namespaces (pods, SLBs), which a running scenario "
+                               "cannot do yet; restart the scenario with the change instead")
+        version = self.status().get("plan_version", 0)
+        state = self.net.state_dir
+        tmp = os.path.join(state, "plan.json.tmp")
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(plan.model_dump_json(indent=1))
+        os.replace(tmp, os.path.join(state, "plan.json"))
+        self.loaded, self.plan, self._ready = loaded, plan, dict(ready)
+        self.net.plan = self.builder.plan = plan
+        if plan.dns is not None:
+            self.builder.write_dns_zone()
+        for node in plan.nodes:
+            write_node_health(state, plan, node.name)
+        for slb in plan.slbs:
+            write_slb_config(state, slb)
+
+        def programmed() -> bool:
+            st = self.status()
+            return st.get("plan_version", 0) > version and all(
+                b.get("programmed") and b.get("plan_version", 0) == st["plan_version"] for b in st["bridges"].values())
+        wait_for("the controller to program the change", programmed, deadline, interval=0.01)
+        took = time.monotonic() - t0
+        # the datapath's flow cache follows once the revalidators have been through it
+        subprocess.run(["ovs-appctl", f"--timeout={int(deadline)}", "revalidator/wait"], check=True,
+                       capture_output=True, stdin=subprocess.DEVNULL)
+        cached = time.monotonic() - t0
+        self.say(f"change programmed in {took * 1000:.0f} ms, in the datapath's cache in {cached * 1000:.0f} ms")
+        return {"flows_updated_s": took, "datapath_s": cached}
     def stop_server(self, endpoint: str, program: str = "server") -> None:
         """Stop what runs in an endpoint: its pod/ECS server, or (program="nodehealth") a node's
         kube-proxy health check server. Connections to it are then refused; health checks fail."""
@@ -208,3 +289,22 @@ class Lab:
 def _main_thread() -> bool:
     import threading
     return threading.current_thread() is threading.main_thread()
+
+
+def _keep_allocations(svc, plan: Plan):
+    """The API server keeps a Service's ClusterIP and NodePorts across updates: so do we."""
+    from .k8s import Service
+    try:
+        old = plan.service(f"{svc.metadata.namespace}/{svc.metadata.name}")
+    except KeyError:
+        return svc
+    spec = svc.spec.model_dump(exclude_none=True)
+    if svc.spec.clusterIP is None and old.cluster_ip:
+        spec["clusterIP"] = old.cluster_ip
+    kept = {(p.port, p.protocol): p.node_port for p in old.ports if p.node_port}
+    if svc.spec.type in ("NodePort", "LoadBalancer"):
+        for p in spec.get("ports", []):
+            if "nodePort" not in p and (p["port"], p.get("protocol", "TCP")) in kept:
+                p["nodePort"] = kept[(p["port"], p.get("protocol", "TCP"))]
+    return Service.model_validate({"apiVersion": "v1", "kind": "Service",
+                                   "metadata": svc.metadata.model_dump(), "spec": spec})

@@ -358,6 +358,7 @@ class Planner:
         self.sc = loaded.scenario
         self.run = run
         self.problems: list[Problem] = []
+        self.ready_overrides: dict[str, bool] = {}
 
     def bad(self, path: tuple, value: object, expected: str, src: Source | None = None) -> None:
         self.problems.append((src or self.src).problem(path, value, expected))
@@ -650,7 +651,7 @@ class Planner:
                 bridge=node.bridge, ofport=OFPORT_NODE_POD0 + idx, ip=ip, prefixlen=prefixlen, mac=mac_for(ip),
                 gateway=gateway, gateway_mac=gateway_mac, mtu=pod_mtu, servers=pod["servers"],
                 labels=pod["labels"], node=node.name, vswitch=vname, security_groups=sgs,
-                ready=pod["ready"], app=pod.get("app", "server")))
+                ready=self.ready_overrides.get(key, pod["ready"]), app=pod.get("app", "server")))
             pod_seq += 1
         if self.problems:
             raise ScenarioError(self.problems)
@@ -1113,5 +1114,8 @@ class Planner:
                              "ecs/<name> or node/<name> of this scenario")
 
 
-def make_plan(loaded: Loaded, run: str) -> Plan:
-    return Planner(loaded, run).plan()
+def make_plan(loaded: Loaded, run: str, ready: dict[str, bool] | None = None) -> Plan:
+    """`ready`: readiness set while the scenario runs, by pod key (overrides the manifests)."""
+    planner = Planner(loaded, run)
+    planner.ready_overrides = dict(ready or {})
+    return planner.plan()

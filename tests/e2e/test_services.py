@@ -312,3 +312,50 @@ def test_slb_failover_and_recovery(lab):
     time.sleep(0.5)
     results = lab.probe([Probe("ecs/ecs-client", f"slb/{service}", 80)] * 30)
     assert {name(r) for r in results} == {"web-0", "web-1"}, "back in rotation after recovery"
+
+
+# ------------------------------------------------------------------- changes while it runs
+def test_a_pod_marked_not_ready_leaves_endpoints_groups_and_dns(lab):
+    times = lab.set_ready("pod/web-1", False)
+    try:
+        assert times["flows_updated_s"] < 1.0, f"{times}: kube-proxy's minimum sync period is 1 s"
+        results = lab.probe([Probe("pod/client-1", "svc/web", 80)] * 20)
+        assert [name(r) for r in results] == ["web-0"] * 20
+        deadline = time.monotonic() + 3           # the DNS server reloads its zone within 0.2 s
+        while resolve(lab, "pod/client-1", [("web-headless", "A")])["web-headless/A"] != [lab.address("pod/web-0")]:
+            assert time.monotonic() < deadline, "the headless Service still answers with the not-ready pod"
+            time.sleep(0.1)
+    finally:
+        lab.set_ready("pod/web-1", True)
+    # twin: ready again, both endpoints serve
+    assert {name(r) for r in lab.probe([Probe("pod/client-1", "svc/web", 80)] * 30)} == {"web-0", "web-1"}
+
+
+def test_session_affinity_switched_off_and_on_while_running(lab):
+    sticky = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "sticky"},
+              "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": 8080}]}}
+    ip = lab.service("sticky").cluster_ip
+    lab.apply(sticky)                                  # sessionAffinity None
+    try:
+        assert lab.service("sticky").cluster_ip == ip, "the ClusterIP is kept across an update"
+        plain = {name(lab.connect("pod/client-1", "svc/sticky", 80)) for _ in range(20)}
+        assert plain == {"web-0", "web-1"}
+    finally:
+        lab.apply({**sticky, "spec": {**sticky["spec"], "sessionAffinity": "ClientIP",
+                                      "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 3}}}})
+    names = [name(lab.connect("pod/client-1", "svc/sticky", 80)) for _ in range(6)]
+    assert len(set(names)) == 1, names
+
+
+def test_a_service_selector_changed_while_running(lab):
+    empty = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "empty"},
+             "spec": {"selector": {"app": "web"}, "ports": [{"name": "tcp", "port": 80, "targetPort": 8080},
+                                                             {"name": "udp", "port": 53, "protocol": "UDP"}]}}
+    took = lab.apply(empty)["flows_updated_s"]
+    try:
+        assert took < 1.0
+        assert lab.connect("pod/client-1", "svc/empty", 80).outcome == "answered"
+    finally:
+        lab.apply({**empty, "spec": {**empty["spec"], "selector": {"app": "nothing"}}})
+    # twin: back to no endpoints, refused again
+    assert lab.connect("pod/client-1", "svc/empty", 80).outcome == "refused"
