@@ -330,8 +330,6 @@ def _node_pod_cidr_route(plan, node, pods, host, vsw, fs: FlowSet) -> None:
     to_host = [SetField("eth_src", vsw.gateway_mac), SetField("eth_dst", host.mac)]
     fs.add(flow(t_route, 280, {**ip, "ipv4_dst": node.ip, REG_SRC: SRC_UPLINK}, [Output(host.ofport)], "host",
                 note="to the node from its vSwitch"),
-           flow(t_route, 275, {**ip, "ipv4_dst": node.ip, REG_SRC: SRC_HOST}, to_host + [Output("in_port")], "host",
-                note="the node to itself through a Service (refused: no endpoint)"),
            flow(t_route, 270, {**ip, "ipv4_dst": node.ip}, to_host + [Output(host.ofport)], "host",
                 note="to the node from its pods or a tunnel"))
     node_ips = {n.ip for n in plan.nodes} if mode == "vxlan" else {node.ip}   # vxlan: nodes go by tunnel

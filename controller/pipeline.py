@@ -38,10 +38,10 @@ class Pipeline:
 # Registers, declared once (registers survive conntrack recirculation, not patch ports).
 REG_SRC = "reg0"        # node bridge: where the packet came from (SRC_*)
 REG_OUT = "reg1"        # vSwitch: the output port chosen by l2
-REG_EP_IP = "reg2"      # node bridge: the Service endpoint chosen (address) ...
+REG_EP_IP = "reg2"      # the Service endpoint or SLB backend chosen (address) ...
 REG_EP_PORT = "reg3"    # ... and its port
 REG_FLAGS = "reg4"      # node bridge: FLAG_* bits
-REG_SVC = "reg5"        # node bridge: the Service entry (port of a ClusterIP, a NodePort) being balanced
+REG_SVC = "reg5"        # the Service entry (node bridge) or SLB listener (vSwitch) being balanced
 SRC_POD, SRC_HOST, SRC_UPLINK, SRC_TUNNEL = 1, 2, 3, 4
 FLAG_AFFINITY_HIT = 0x1   # session affinity found a remembered endpoint
 FLAG_NAT_COMMITTED = 0x2  # the connection was committed with its Service DNAT

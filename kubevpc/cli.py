@@ -134,7 +134,9 @@ def cmd_flows(args) -> int:
         if args.bridge and not name.endswith(args.bridge):
             continue
         b = plan.bridge(name)
-        print(f"# bridge {name} ({b.role} {b.owner}): {len(fs.flows)} flows")
+        print(f"# bridge {name} ({b.role} {b.owner}): {len(fs.flows)} flows, {len(fs.groups)} groups")
+        for line in fs.groups_ofctl():
+            print(line)
         for line in fs.ofctl():
             print(line)
     return EXIT_OK

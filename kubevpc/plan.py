@@ -854,10 +854,10 @@ class Planner:
                 self.bad(path + ("metadata", "namespace"), obj.metadata.namespace,
                          "namespace not declared; expected a Namespace object in the manifests", msrc)
                 continue
-            if isinstance(obj, Service):
-                continue
             if not node_names:
-                self.bad(path, obj.kind, "pods need a cluster section with nodes", msrc)
+                self.bad(path, obj.kind, f"{obj.kind}s need a cluster section with nodes", msrc)
+                continue
+            if isinstance(obj, Service):
                 continue
             if isinstance(obj, Pod):
                 spec, labels, annotations = obj.spec, obj.metadata.labels, obj.metadata.annotations
@@ -868,7 +868,8 @@ class Planner:
                 names = [f"{obj.metadata.name}-{r}" for r in range(obj.spec.replicas)]
             ready = annotations.get(READY_ANNOTATION, "true")
             if ready not in ("true", "false"):
-                self.bad(path + ("metadata", "annotations", READY_ANNOTATION), ready, 'expected "true" or "false"', msrc)
+                meta = ("metadata",) if isinstance(obj, Pod) else ("spec", "template", "metadata")
+                self.bad(path + meta + ("annotations", READY_ANNOTATION), ready, 'expected "true" or "false"', msrc)
             ports, port_names = [], set()
             for c in spec.containers:
                 for p in c.ports:
@@ -917,6 +918,10 @@ class Planner:
         items: list[tuple[Service, tuple, Source | None]] = [
             (m.obj, m.prefix, m.source) for m in self.loaded.manifests if isinstance(m.obj, Service)]
         dns_ip = ""
+        if cl.dns.enabled and cl.dns.ip is None and net.num_addresses < 16:
+            self.bad(("cluster", "serviceCIDR"), str(net), "expected a /28 or larger: the cluster DNS takes its "
+                     "10th address (or set cluster.dns.ip, or cluster.dns.enabled: false)")
+            return (), None
         if cl.dns.enabled:
             dns_ip = str(cl.dns.ip) if cl.dns.ip is not None else str(net[10])
             if ipaddress.IPv4Address(dns_ip) not in pool:
@@ -1090,15 +1095,16 @@ class Planner:
                 continue
             ready = svc.ready_endpoints(i)
             if cl.mode == "eni":      # Terway: the SLB sends to the pods themselves
-                backends = [SlbBackend(id=e.pod, ip=e.ip, port=e.ports[i], check_port=e.ports[i], weight=1)
-                            for e in ready]
+                backends = [SlbBackend(id=e.pod, ip=e.ip, port=e.ports[i], check_port=cfg.connect_port or e.ports[i],
+                                       weight=1) for e in ready]
             else:
                 backends = []
                 for n in nodes:
                     local_eps = sum(1 for e in ready if e.node == n.name)
                     weight = (local_eps if local else 1) if cfg.scheduler in ("wrr", "wlc") else 1
                     backends.append(SlbBackend(id=n.name, ip=n.ip, port=p.node_port, weight=weight,
-                                               check_port=svc.health_check_node_port if local else p.node_port))
+                                               check_port=svc.health_check_node_port if local
+                                               else cfg.connect_port or p.node_port))
             listeners.append(SlbListener(name=f"{svc.key}:{p.port}/{p.protocol}", port=p.port, protocol=p.protocol,
                                          backends=tuple(backends)))
         return SlbPlan(service=svc.key, host=f"slb/{svc.namespace}/{svc.name}", vip=vip, vswitch=vname,

@@ -412,6 +412,34 @@ def test_ready_annotation_must_be_true_or_false(tmp_path):
           line_of(text, "kubevpc.io/ready: maybe"), '"true" or "false"')
 
 
+def test_ready_annotation_on_a_deployment_is_reported_at_its_template(tmp_path):
+    data = base()
+    data["manifests"].append({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"}, "spec": {
+        "replicas": 1, "selector": {"matchLabels": {"app": "d"}}, "template": {
+            "metadata": {"labels": {"app": "d"}, "annotations": {"kubevpc.io/ready": "nope"}},
+            "spec": {"containers": [{"name": "c"}]}}}})
+    problems, f, text = refuse(tmp_path, data)
+    check(only(problems, "manifests[1].spec.template.metadata.annotations.kubevpc.io/ready"), f, "nope",
+          line_of(text, "kubevpc.io/ready: nope"), '"true" or "false"')
+
+
+def test_a_service_cidr_too_small_for_the_dns(tmp_path):
+    data = with_dns(base())
+    data["cluster"]["serviceCIDR"] = "172.21.0.0/29"
+    problems, f, text = refuse(tmp_path, data)
+    check(only(problems, "cluster.serviceCIDR"), f, "172.21.0.0/29", line_of(text, "serviceCIDR:"),
+          "/28 or larger", "10th address")
+
+
+def test_a_service_without_a_cluster_is_an_error(tmp_path):
+    data = base()
+    del data["cluster"]
+    data["manifests"] = [cluster_ip("svc-a")]
+    problems, f, text = refuse(tmp_path, data)
+    check(only(problems, "manifests[0]"), f, "Service", line_of(text, "apiVersion: v1", after="manifests:"),
+          "need a cluster section")
+
+
 # ================================================================================= allocation
 def test_dns_takes_the_tenth_address_and_services_follow_in_manifest_order(tmp_path):
     data = with_dns(base())
