@@ -146,6 +146,11 @@ def service_flows(plan: Plan, node: NodePlan, zone: int, fs: FlowSet) -> None:
                         f"{e.name}: sessionAffinity ClientIP: look for the endpoint used last time"),
                    flow(t_afflb, 100, {REG_SVC: e.id, REG_FLAGS: (FLAG_AFFINITY_HIT, FLAG_AFFINITY_HIT)},
                         [Goto(t_ep)], "affinity", e.id, f"{e.name}: the remembered endpoint"),
+                   flow(t_afflb, 60, {REG_SVC: e.id, "eth_type": ETH_IP, "ip_proto": IPPROTO[proto],
+                                      f"{proto}_src": 0}, [GroupAction(e.id)], "affinity", e.id,
+                        f"{e.name}: never matches (no source port 0), but makes the datapath cache every new "
+                        "connection apart, so each one reaches the learn action at once, not at the next "
+                        "statistics push"),
                    flow(t_afflb, 50, {REG_SVC: e.id}, [GroupAction(e.id)], "affinity", e.id,
                         f"{e.name}: nothing remembered: the group picks one"))
         else:

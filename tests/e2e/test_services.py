@@ -152,6 +152,7 @@ def test_session_affinity_holds_then_ends_after_its_timeout(lab):
     revalidated()
     # ... and the next connection is balanced by the group again, which learns afresh
     assert lab.connect("pod/client-1", "svc/sticky", 80).outcome == "answered"
+    revalidated()
     fresh = [line for line in dump(lab, "node-1", 22).splitlines() if client in line]
     assert len(fresh) == 1 and float(re.search(r"duration=([\d.]+)s", fresh[0]).group(1)) < 2.0, fresh
     chosen = int(re.search(r"load:(0x[0-9a-f]+)->NXM_NX_REG2", fresh[0]).group(1), 16)
@@ -343,8 +344,10 @@ def test_session_affinity_switched_off_and_on_while_running(lab):
     finally:
         lab.apply({**sticky, "spec": {**sticky["spec"], "sessionAffinity": "ClientIP",
                                       "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 3}}}})
-    names = [name(lab.connect("pod/client-1", "svc/sticky", 80)) for _ in range(6)]
-    assert len(set(names)) == 1, names
+    names = [name(lab.connect("pod/client-1", "svc/sticky", 80)) for _ in range(7)]
+    # the first connection after the switch may still take a path the datapath cached before it;
+    # from the one after, the choice is remembered
+    assert len(set(names[1:])) == 1, names
 
 
 def test_a_service_selector_changed_while_running(lab):

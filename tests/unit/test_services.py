@@ -840,6 +840,9 @@ def test_session_affinity_learns_with_the_timeout():
             lb = sorted(of(fs, e.id, T_AFFINITY_LB), key=lambda f: -f.priority)
             assert [(f.priority, dict(f.match), f.actions) for f in lb] == [
                 (100, {"reg5": e.id, "reg4": (0x1, 0x1)}, (Goto(T_ENDPOINT),)),
+                # never matches: it makes the datapath tell connections apart by source port, so
+                # each new one is translated (and learned) at once
+                (60, {"reg5": e.id, "eth_type": 0x0800, "ip_proto": 6, "tcp_src": 0}, (GroupAction(e.id),)),
                 (50, {"reg5": e.id}, (GroupAction(e.id),))]
             eps = of(fs, e.id, T_ENDPOINT)
             assert len(eps) == 4                    # two endpoints, each plain and hairpin
