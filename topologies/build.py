@@ -195,15 +195,16 @@ class Builder:
                 cmds.append(f"route add {cl.pod_cidr} via {h.gateway} dev {h.ifname} mtu {cl.pod_mtu}")
             sh(["ip", "-n", h.netns, "-batch", "-"], "\n".join(cmds) + "\n")
         dp = self.net.datapath
-        vxlan = cl is not None and cl.mode == "vxlan"
-        if dp.kind == "netdev" and (not dp.userspace_tso or vxlan):
+        links = any(p.kind == "link" for b in self.plan.bridges for p in b.ports)
+        if dp.kind == "netdev" and (not dp.userspace_tso or links):
             if dp.userspace_tso:
-                # Open vSwitch 3.1's userspace conntrack leaves the pseudo-header checksum of an
-                # offloaded packet stale when NAT changes its addresses; a kernel VXLAN device then
-                # completes a wrong checksum and the far end drops the packet (Services across
-                # nodes). Full checksums from every namespace keep NAT + VXLAN correct.
-                self.say("vxlan mode on the userspace datapath: TX checksum offload off on every namespace NIC "
-                         "(NAT before VXLAN needs full checksums; see docs/performance.md)")
+                # Open vSwitch 3.1's userspace TSO breaks two paths kubevpc needs: a segmentation-
+                # offloaded packet crossing a veth link between two bridges (a node's uplink) comes
+                # out as one oversized frame, and conntrack NAT leaves an offloaded packet's pseudo-
+                # header checksum stale, which a kernel VXLAN device then completes wrongly. Full-size
+                # checksummed segments from every namespace keep both correct (docs/performance.md).
+                self.say("userspace TSO is on, but TX checksum offload goes off on every namespace NIC: node "
+                         "uplinks and NAT need whole segments with full checksums (see docs/performance.md)")
             for h in self.plan.hosts:
                 sh(["ip", "netns", "exec", h.netns, "ethtool", "-K", h.ifname, "tx", "off"])
 

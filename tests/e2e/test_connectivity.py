@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
+import time
 
 import pytest
 
@@ -99,3 +101,21 @@ def test_traceroute_shows_the_hops(mode_lab):
                 "eni": [vsw_h_gw, target],
                 "vxlan": ["10.244.0.1", "*", target]}[mode]     # vxlan: the SNATed hop cannot be answered
     assert hops == expected, out
+
+
+def test_bulk_tcp_across_vswitches(mode_lab):
+    """A real TCP stream between pods on nodes of different vSwitches: segmentation offload,
+    checksums and the node uplinks must all be right, not only the first packets."""
+    lab = mode_lab
+    server = subprocess.Popen(["mnexec", "-a", str(lab.net.host_pid("pod/default/web-2")), "iperf3", "-s", "-1",
+                               "-p", "5202"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(0.5)
+        res = lab.exec("pod/default/web-0", ["iperf3", "-c", lab.address("pod/default/web-2"), "-p", "5202",
+                                             "-t", "2", "-J"], timeout=30)
+        assert res.returncode == 0, res.stdout[-500:] + res.stderr
+        bps = json.loads(res.stdout)["end"]["sum_received"]["bits_per_second"]
+        assert bps > 100e6, f"{bps / 1e6:.1f} Mbit/s"
+    finally:
+        server.kill()
+        server.wait(timeout=5)
