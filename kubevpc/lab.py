@@ -51,6 +51,7 @@ class Lab:
         self.say = say
         self.loaded = load(scenario, mode)
         self.plan: Plan = make_plan(self.loaded, self.run)
+        self.ready: dict[str, bool] = {}      # readiness set while running, by pod key
         self.net = None
         self.timings: dict[str, float] = {}
 
@@ -200,10 +201,6 @@ class Lab:
             isinstance(m.obj, Service) and (m.obj.metadata.namespace, m.obj.metadata.name) == (svc.namespace, svc.name))]
         return self._update(manifests, self.ready)
 
-    @property
-    def ready(self) -> dict[str, bool]:
-        return getattr(self, "_ready", {})
-
     def _update(self, manifests: list, ready: dict[str, bool], deadline: float = 10) -> dict:
         """Plan again, check that no namespace has to come or go, and hand the new plan to the
         controller, the DNS, the node health servers and the SLB checkers (they watch their files).
@@ -225,7 +222,7 @@ class Lab:
         with open(tmp, "w", encoding="utf-8") as fh:
             fh.write(plan.model_dump_json(indent=1))
         os.replace(tmp, os.path.join(state, "plan.json"))
-        self.loaded, self.plan, self._ready = loaded, plan, dict(ready)
+        self.loaded, self.plan, self.ready = loaded, plan, dict(ready)
         self.net.plan = self.builder.plan = plan
         if plan.dns is not None:
             self.builder.write_dns_zone()

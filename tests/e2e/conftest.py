@@ -32,15 +32,20 @@ def root_state() -> tuple[str, str, str]:
     return run("route", "show", "table", "all"), run("-o", "addr"), run("rule")
 
 
-@pytest.fixture(scope="module", params=MODES)
-def mode_lab(request):
-    """The default scenario in one mode; root-namespace routes and addresses must not change."""
+def lab_in_mode(scenario: str, mode: str):
+    """A scenario up in one mode, down afterwards; root-namespace routes and addresses must not change."""
     before = root_state()
-    lab = Lab(SCENARIO, mode=request.param)
+    lab = Lab(scenario, mode=mode)
     lab.up()
     yield lab
     lab.down()
     assert_root_unchanged(before)
+
+
+@pytest.fixture(scope="module", params=MODES)
+def mode_lab(request):
+    """The default scenario in one mode."""
+    yield from lab_in_mode(SCENARIO, request.param)
 
 
 def assert_root_unchanged(before: tuple[str, str, str]) -> None:

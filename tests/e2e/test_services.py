@@ -17,19 +17,14 @@ import pytest
 
 from kubevpc.lab import Lab, Probe
 
-from .conftest import MODES, assert_root_unchanged, root_state
+from .conftest import MODES, lab_in_mode
 
 SCENARIO = os.path.join(os.path.dirname(__file__), "data", "services.yaml")
 
 
 @pytest.fixture(scope="module", params=MODES)
 def lab(request):
-    before = root_state()
-    lab = Lab(SCENARIO, mode=request.param)
-    lab.up()
-    yield lab
-    lab.down()
-    assert_root_unchanged(before)
+    yield from lab_in_mode(SCENARIO, request.param)
 
 
 def name(result) -> str:

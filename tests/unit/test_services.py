@@ -25,6 +25,8 @@ from kubevpc.errors import Problem, ScenarioError
 from kubevpc.load import load
 from kubevpc.plan import Plan, make_plan
 
+from .problems import check, line_of, the
+
 DATA = Path(__file__).parent / "data"
 FLOWS = DATA / "services-flows.yaml"
 RUN = "t"
@@ -66,23 +68,8 @@ def refuse(tmp_path: Path, data: dict) -> tuple[list[Problem], Path, str]:
     return info.value.problems, path, path.read_text()
 
 
-def line_of(text: str, needle: str, after: str | None = None) -> int:
-    """1-based line of the first line holding `needle` (after the first line holding `after`)."""
-    lines = text.splitlines()
-    start = 0
-    if after is not None:
-        start = next(i for i, line in enumerate(lines) if after in line) + 1
-    for i in range(start, len(lines)):
-        if needle in lines[i]:
-            return i + 1
-    raise AssertionError(f"{needle!r} not in the written scenario")
 
 
-def the(problems: list[Problem], path: str) -> Problem:
-    """The one problem at `path` (others may exist elsewhere)."""
-    hits = [p for p in problems if p.path == path]
-    assert len(hits) == 1, f"expected one problem at {path}, got:\n" + "\n".join(map(str, problems))
-    return hits[0]
 
 
 def only(problems: list[Problem], path: str) -> Problem:
@@ -92,15 +79,6 @@ def only(problems: list[Problem], path: str) -> Problem:
     return problems[0]
 
 
-def check(problem: Problem, file: Path, value: object, line: int, *words: str) -> None:
-    """The problem names the file, the value, the line, and says what was expected."""
-    assert problem.file == str(file)
-    assert problem.value == value
-    assert problem.line == line, f"line {problem.line}, expected {line}: {problem}"
-    for word in words:
-        assert word.lower() in problem.expected.lower(), f"{word!r} not in {problem.expected!r}"
-    shown = str(problem)
-    assert f"{file}:{line}" in shown and problem.path in shown
 
 
 def service(name: str, spec: dict, namespace: str = "default", **meta) -> dict:
