@@ -12,8 +12,9 @@ from kubevpc.plan import SNAT_PORTS, OFPORT_VROUTER_ON_VSWITCH, Attachment, Brid
 
 from .flows import (CT_EST, CT_INV, CT_NEW, CT_REL, CT_RPL, CT_TRK, ETH_ARP, ETH_IP, IPPROTO, Ct, DecTtl, FlowSet,
                     Goto, Nat, Output, OutputReg, SetField, arp_responder, ct_state, flow, port_masks)
-from .pipeline import (CTM_SERVICE, FLAG_NAT_COMMITTED, NODE, REG_FLAGS, REG_OUT, REG_SRC, SRC_HOST, SRC_POD, SRC_TUNNEL,
-                       SRC_UPLINK, VROUTER, VSWITCH)
+from .pipeline import (CTM_SERVICE, FLAG_NAT_COMMITTED, NODE, REG_EP_IP, REG_EP_PORT, REG_FLAGS, REG_OUT, REG_SRC,
+                       SRC_HOST, SRC_POD, SRC_TUNNEL, SRC_UPLINK, VROUTER, VSWITCH)
+from .policy import PolicyTables, policy_flows
 from .services import service_flows, slb_flows, snat_zone
 
 
@@ -291,9 +292,7 @@ def node_flows(plan: Plan, bridge: BridgePlan, fs: FlowSet) -> None:
            flow(t_ct, 100, {"eth_type": ETH_IP}, [Ct(bridge.zone, table=NODE.table("service"), nat=Nat())],
                 note="conntrack: apply a Service connection's DNAT, or its reverse to replies"))
     service_flows(plan, node, bridge.zone, fs)
-    for name in ("egress_policy", "ingress_policy"):
-        tid = NODE.table(name)
-        fs.add(flow(tid, 0, None, [Goto(tid + 1)], "base", note="no NetworkPolicy here"))
+    fs.add(*node_policy_flows(plan, node.name))
     fs.add(flow(NODE.table("commit"), 100, {"eth_type": ETH_IP, "ct_state": ct_state(CT_TRK | CT_NEW),
                                              REG_FLAGS: (0, FLAG_NAT_COMMITTED)},
                 [Ct(bridge.zone, commit=True), Goto(t_route)], "base",
@@ -304,6 +303,24 @@ def node_flows(plan: Plan, bridge: BridgePlan, fs: FlowSet) -> None:
         _node_eni_route(plan, node, pods, host, fs)
     else:
         _node_pod_cidr_route(plan, node, pods, host, vsw, fs)
+
+
+POLICY_TABLES = PolicyTables(egress=NODE.table("egress_policy"), egress_next=NODE.table("ingress_policy"),
+                             ingress=NODE.table("ingress_policy"), ingress_next=NODE.table("endpoint"),
+                             dst_ip=REG_EP_IP, dst_port=REG_EP_PORT)
+
+
+def policy_endpoints(plan: Plan) -> list:
+    """What NetworkPolicy peers are chosen among: the pods, and the nodes' own instances (for the
+    exemption of traffic between a pod and its node). SLB and plain ECS addresses meet ipBlocks only."""
+    nodes = {n.name for n in plan.nodes}
+    return [h for h in plan.hosts if h.kind == "pod" or (h.kind == "ecs" and h.name in nodes)]
+
+
+def node_policy_flows(plan: Plan, node: str) -> list:
+    """Both policy tables of a node's bridge: its pods' egress and ingress."""
+    return policy_flows(plan.network_policies, plan.namespaces, policy_endpoints(plan),
+                        [p for p in plan.pods if p.node == node], POLICY_TABLES)
 
 
 def _deliver(p, gw_mac: str, dec: bool) -> list:

@@ -58,7 +58,8 @@ class Move:
     n_bits: int
 
     def ofctl(self) -> str:
-        return f"move:{self.src}[]->{self.dst}[]"
+        narrower = self.dst.startswith("reg") and self.n_bits < 32      # e.g. a 16-bit port into a register
+        return f"move:{self.src}[]->{self.dst}[{f'0..{self.n_bits - 1}' if narrower else ''}]"
 
 
 @dataclass(frozen=True)

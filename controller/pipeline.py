@@ -86,18 +86,23 @@ NODE = Pipeline("node", (
     Table(20, "conntrack", "conntrack with NAT in the node's zone: packets of Service connections get "
           "their DNAT (forward) or its reverse (replies)", (21,)),
     Table(21, "service", "new connections to a ClusterIP or NodePort: session affinity, then the "
-          "Service's select group (one bucket per endpoint); no endpoints: DNAT to a closed port of the "
-          "node, which refuses; established connections that were masqueraded go to masquerade",
-          (22, 23, 24, 25, 27)),
+          "Service's select group (one bucket per endpoint, which loads its address and port into reg2 "
+          "and reg3); no endpoints: DNAT to a closed port of the node, which refuses; other new connections "
+          "to destination; established connections that were masqueraded to masquerade, others to commit",
+          (22, 23, 24, 25, 28, 29)),
     Table(22, "affinity", "learned flows (sessionAffinity ClientIP): client, Service address and port "
           "-> the endpoint chosen last time, with a hard timeout of timeoutSeconds"),
-    Table(23, "affinity_lb", "a remembered endpoint is used; otherwise the select group chooses", (24,)),
-    Table(24, "endpoint", "commit the connection with DNAT to the chosen endpoint and mark it; learn "
-          "the choice for affinity; masquerade when the Service entry or hairpin needs it", (25, 27)),
-    Table(25, "masquerade", "SNAT to the node's address in the SNAT zone (NodePort with "
-          "externalTrafficPolicy Cluster, hairpin)", (27,)),
-    Table(27, "egress_policy", "NetworkPolicy egress of the source pod (new connections)", (28,)),
-    Table(28, "ingress_policy", "NetworkPolicy ingress of the destination pod (new connections)", (29,)),
+    Table(23, "affinity_lb", "a remembered endpoint is used; otherwise the select group chooses", (25,)),
+    Table(24, "destination", "new connections not for a Service: their own destination address and "
+          "port into reg2 and reg3, where the policy tables read the destination", (25,)),
+    Table(25, "egress_policy", "NetworkPolicy egress of the source pod: new connections, with the "
+          "destination after Service DNAT (reg2, reg3), decided before anything is committed", (26,)),
+    Table(26, "ingress_policy", "NetworkPolicy ingress of the destination pod (reg2, reg3), the "
+          "source as it arrived (before masquerade)", (27,)),
+    Table(27, "endpoint", "Service connections: commit with DNAT to the chosen endpoint and mark it; learn "
+          "the choice for affinity; masquerade when the Service entry or hairpin needs it. Others: on", (28, 29)),
+    Table(28, "masquerade", "SNAT to the node's address in the SNAT zone (NodePort with "
+          "externalTrafficPolicy Cluster, hairpin)", (29,)),
     Table(29, "commit", "commit new connections that no Service committed, so replies are known as "
           "replies (+rpl) wherever they go", (30,)),
     Table(30, "route", "the node's routing: local pods, the node itself, other nodes' pod CIDRs "

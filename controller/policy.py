@@ -62,12 +62,17 @@ Clause = list[Match] | None       # None: a dimension the rule leaves open
 
 @dataclass(frozen=True)
 class PolicyTables:
-    """Table ids: allowed packets go on to *_next, denied ones are dropped."""
+    """Table ids: allowed packets go on to *_next, denied ones are dropped. Where the connection's
+    destination is read: the packet's own fields by default; a node bridge decides before its
+    Service DNAT is committed, so it passes the registers that hold the chosen endpoint's address
+    and port (the same registers hold the packet's own destination for other connections)."""
 
     egress: int
     egress_next: int
     ingress: int
     ingress_next: int
+    dst_ip: str = "ipv4_dst"
+    dst_port: str = ""              # "": the protocol's own field (tcp_dst, udp_dst, sctp_dst)
 
 
 @dataclass(frozen=True)
@@ -78,10 +83,14 @@ class _Side:
     bit: int
     pod_field: str
     peer_field: str
+    dst_field: str                  # the destination address (pod_field in ingress, peer_field in egress)
+    port_field: str                 # the destination port: "" for the protocol's own field
 
 
-_INGRESS = _Side("Ingress", 0, "ipv4_dst", "ipv4_src")
-_EGRESS = _Side("Egress", 1, "ipv4_src", "ipv4_dst")
+def _sides(tables: PolicyTables) -> tuple[_Side, _Side]:
+    """Egress, then ingress."""
+    return (_Side("Egress", 1, "ipv4_src", tables.dst_ip, tables.dst_ip, tables.dst_port),
+            _Side("Ingress", 0, tables.dst_ip, "ipv4_src", tables.dst_ip, tables.dst_port))
 
 
 def _conj_id(obj: int, side: _Side, rule: int, part: int) -> int:
@@ -103,8 +112,8 @@ def policy_flows(policies: Iterable[NetworkPolicy], namespaces: Mapping[str, Map
     nodes = {p.node for p in local}
     node_ips = sorted({e.ip for e in endpoints if not is_pod(e) and e.node and e.node in nodes})
     out: list[Flow] = []
-    for side, table, nxt in ((_EGRESS, tables.egress, tables.egress_next),
-                             (_INGRESS, tables.ingress, tables.ingress_next)):
+    for side, table, nxt in zip(_sides(tables), (tables.egress, tables.ingress),
+                                (tables.egress_next, tables.ingress_next)):
         out += _isolation(side, table, nxt, policies, local, node_ips)
         seq = 0
         for index, policy in enumerate(policies):
@@ -139,12 +148,13 @@ def _isolation(side: _Side, table: int, nxt: int, policies: list[NetworkPolicy],
     isolated = [p for p in local if any(side.direction in pol.spec.types and selects(pol, p) for pol in policies)]
     out = []
     for p in isolated:
-        out += [flow(table, PRIO_EXEMPT, {**_NEW, "ipv4_src": p.ip, "ipv4_dst": p.ip}, [Goto(nxt)], "netpol",
+        out += [flow(table, PRIO_EXEMPT, {**_NEW, "ipv4_src": p.ip, side.dst_field: _addr(side.dst_field, p.ip)},
+                     [Goto(nxt)], "netpol",
                      note=f"{p.namespace}/{p.name} to itself: a pod cannot block access to itself"),
-                flow(table, PRIO_ISOLATED, {**_NEW, side.pod_field: p.ip}, [], "netpol",
+                flow(table, PRIO_ISOLATED, {**_NEW, side.pod_field: _addr(side.pod_field, p.ip)}, [], "netpol",
                      note=f"{p.namespace}/{p.name} is isolated for {what}: what no rule allows is dropped")]
     if isolated:
-        out += [flow(table, PRIO_EXEMPT, {**_NEW, side.peer_field: ip}, [Goto(nxt)], "netpol",
+        out += [flow(table, PRIO_EXEMPT, {**_NEW, side.peer_field: _addr(side.peer_field, ip)}, [Goto(nxt)], "netpol",
                      note=f"{ip} is this node: traffic between a pod and its node is always allowed")
                 for ip in node_ips]
     out.append(flow(table, PRIO_PASS, _NEW, [Goto(nxt)], "netpol",
@@ -158,22 +168,23 @@ def _rule_flows(side: _Side, table: int, nxt: int, priority: int, obj: int, r: i
                 namespaces: Mapping[str, Mapping[str, str]]) -> list[Flow]:
     ns = policy.metadata.namespace
     name = f"{policy.key} {side.direction.lower()} rule {r}"
-    pods: Clause = [{side.pod_field: p.ip} for p in selected]
+    pods: Clause = [{side.pod_field: _addr(side.pod_field, p.ip)} for p in selected]
     nets = _peer_networks(rule.peers, ns, endpoints, namespaces) if rule.peers else None
     peers: Clause = None if nets is None or _everything(nets) else [_net_match(side.peer_field, n) for n in nets]
     numeric = [p for p in rule.ports if not isinstance(p.port, str)]
     named = [p for p in rule.ports if isinstance(p.port, str)]
     # only named ports: an empty port dimension, and the numeric conjunction yields no flow
-    ports: Clause = _unique([m for p in numeric for m in _port_matches(p.protocol, p.port, p.endPort)]) \
+    ports: Clause = _unique([m for p in numeric for m in _port_matches(p.protocol, p.port, p.endPort,
+                                                                       side.port_field)]) \
         if rule.ports else None
     out = _conjunction(table, nxt, priority, _conj_id(obj, side, r, 0), [pods, peers, ports], obj, name)
     if named:
-        if side is _INGRESS:
-            pairs = _pairs(side.pod_field, selected, named)
+        if side.direction == "Ingress":
+            pairs = _pairs(side.pod_field, side.port_field, selected, named)
             clauses = [pairs, peers]
         else:
             targets = [e for e in endpoints if is_pod(e) and (nets is None or _inside(e.ip, nets))]
-            clauses = [pods, _pairs(side.peer_field, targets, named)]
+            clauses = [pods, _pairs(side.peer_field, side.port_field, targets, named)]
         out += _conjunction(table, nxt, priority - 1, _conj_id(obj, side, r, 1), clauses, obj,
                             f"{name}, named ports")
     return out
@@ -240,24 +251,32 @@ def _inside(ip: str, nets: list[ipaddress.IPv4Network]) -> bool:
     return any(addr in n for n in nets)
 
 
+def _addr(field: str, ip: str) -> str | int:
+    """An address as a match value: dotted for IPv4 fields, an integer for registers."""
+    return int(ipaddress.IPv4Address(ip)) if field.startswith("reg") else ip
+
+
 def _net_match(field: str, net: ipaddress.IPv4Network) -> Match:
     if net.prefixlen == 32:
-        return {field: str(net.network_address)}
+        return {field: _addr(field, str(net.network_address))}
+    if field.startswith("reg"):
+        return {field: (int(net.network_address), int(net.netmask))}
     return {field: (str(net.network_address), str(net.netmask))}
 
 
 # ---------------------------------------------------------------------------------------- ports
-def _port_matches(protocol: str, port: int | None, end: int | None) -> list[Match]:
+def _port_matches(protocol: str, port: int | None, end: int | None, port_field: str) -> list[Match]:
     proto, field = L4[protocol]
+    field = port_field or field
     if port is None:
         return [{"ip_proto": proto}]
     return [{"ip_proto": proto, field: block if block[1] != 0xFFFF else block[0]}
             for block in port_masks(port, end or port)]
 
 
-def _pairs(field: str, pods: list[Endpoint], named: list[NetworkPolicyPort]) -> list[Match]:
+def _pairs(field: str, port_field: str, pods: list[Endpoint], named: list[NetworkPolicyPort]) -> list[Match]:
     """(pod, port) matches for named ports: each pod's container port of that name and protocol."""
-    return _unique([{field: p.ip, "ip_proto": L4[n.protocol][0], L4[n.protocol][1]: s.port}
+    return _unique([{field: _addr(field, p.ip), "ip_proto": L4[n.protocol][0], port_field or L4[n.protocol][1]: s.port}
                     for p in pods for n in named for s in p.servers
                     if s.name == n.port and s.protocol == n.protocol])
 

@@ -6,9 +6,13 @@ node. A new connection to a Service address meets, in order:
 
   service (21)     which Service entry (ClusterIP port, NodePort) it is for
   affinity (22)    sessionAffinity ClientIP: the endpoint this client got last time (learned flows)
-  affinity_lb (23) use it, or let the entry's select group pick an endpoint
-  endpoint (24)    commit the connection with DNAT to the endpoint and mark it (ct_mark)
-  masquerade (25)  SNAT to the node where kube-proxy masquerades (NodePort with policy Cluster, hairpin)
+  affinity_lb (23) use it, or let the entry's select group pick an endpoint (into reg2, reg3)
+  policy (25, 26)  NetworkPolicy egress and ingress, on the chosen endpoint (controller/policy.py)
+  endpoint (27)    commit the connection with DNAT to the endpoint and mark it (ct_mark)
+  masquerade (28)  SNAT to the node where kube-proxy masquerades (NodePort with policy Cluster, hairpin)
+
+Nothing is committed before NetworkPolicy has allowed the connection, so a denied connection
+leaves no conntrack entry that its next packet could pass as established.
 
 Later packets of the connection never come here again: conntrack (table 20) applies the DNAT to
 them and its reverse to replies, and table 15 undoes the SNAT of replies first.
@@ -22,7 +26,7 @@ from dataclasses import dataclass
 from kubevpc.plan import REJECT_PORT, SNAT_PORTS, EndpointPlan, NodePlan, Plan, ServicePlan
 
 from .flows import (CT_NEW, CT_RPL, CT_TRK, ETH_IP, FEATURES, IPPROTO, Bucket, Ct, FlowSet, Goto, Group, GroupAction,
-                    Learn, LearnLoad, LearnMatch, Nat, Output, Resubmit, SetField, ct_state, flow)
+                    Learn, LearnLoad, LearnMatch, Move, Nat, Output, Resubmit, SetField, ct_state, flow)
 from .pipeline import (CTM_MASQ, CTM_SERVICE, FLAG_AFFINITY_HIT, FLAG_NAT_COMMITTED, NODE, REG_EP_IP, REG_EP_PORT,
                        REG_FLAGS, REG_SRC, REG_SVC, SRC_HOST)
 
@@ -103,18 +107,28 @@ def _ip_int(ip: str) -> int:
 
 
 def service_flows(plan: Plan, node: NodePlan, zone: int, fs: FlowSet) -> None:
-    """Tables 21-25 of a node bridge, and one select group per balanced entry."""
-    t_svc, t_aff, t_afflb, t_ep, t_masq, t_next = (NODE.table(n) for n in (
-        "service", "affinity", "affinity_lb", "endpoint", "masquerade", "egress_policy"))
+    """Tables 21-24, 27 and 28 of a node bridge, and one select group per balanced entry."""
+    t_svc, t_aff, t_afflb, t_dst, t_policy, t_ep, t_masq, t_next = (NODE.table(n) for n in (
+        "service", "affinity", "affinity_lb", "destination", "egress_policy", "endpoint", "masquerade", "commit"))
     ip = {"eth_type": ETH_IP}
     new = ct_state(CT_TRK | CT_NEW)
     fs.add(flow(t_svc, 300, {**ip, "ct_state": ct_state(CT_TRK, CT_NEW | CT_RPL), "ct_mark": (CTM_MASQ, CTM_MASQ)},
                 [Goto(t_masq)], "service", note="later packets of a masqueraded connection: SNAT again"),
-           flow(t_svc, 0, None, [Goto(t_next)], "service", note="not for a Service"),
+           flow(t_svc, 1, {**ip, "ct_state": new}, [Goto(t_dst)], "service",
+                note="a new connection not for a Service: on to the policy tables"),
+           flow(t_svc, 0, None, [Goto(t_next)], "service", note="established, related, replies"),
            flow(t_aff, 0, None, [], "affinity", note="no remembered endpoint"),
            flow(t_masq, 100, ip, [Ct(snat_zone(zone), commit=True, table=t_next, mark=CTM_SERVICE | CTM_MASQ,
                                      nat=Nat("src", node.ip, *SNAT_PORTS))], "service",
-                note="masquerade: SNAT to the node, so replies come back through it"))
+                note="masquerade: SNAT to the node, so replies come back through it"),
+           flow(t_ep, 1, {REG_SVC: 0}, [Goto(t_next)], "service", note="not a Service connection: on to commit"))
+    for proto in PROTO.values():
+        fs.add(flow(t_dst, 100, {**ip, "ip_proto": IPPROTO[proto]}, [Move("ipv4_dst", REG_EP_IP, 32),
+                                                                      Move(f"{proto}_dst", REG_EP_PORT, 16),
+                                                                      Goto(t_policy)], "service",
+                    note=f"{proto.upper()}: the destination address and port, where the policy tables read them"))
+    fs.add(flow(t_dst, 0, ip, [Move("ipv4_dst", REG_EP_IP, 32), Goto(t_policy)], "service",
+                note="other IPv4 (ICMP): the destination address"))
     seen_vips = set()
     for e in entries(plan, node):
         proto = PROTO[e.protocol]
@@ -139,13 +153,14 @@ def service_flows(plan: Plan, node: NodePlan, zone: int, fs: FlowSet) -> None:
             fs.add(flow(t_svc, 200, m, [], "service", e.id, f"{e.name}: {e.why_empty}: dropped"))
             continue
         fs.add_group(Group(e.id, tuple(
-            Bucket((SetField(REG_EP_IP, _ip_int(ep.ip)), SetField(REG_EP_PORT, ep.ports[e.index]), Resubmit(t_ep)))
+            Bucket((SetField(REG_EP_IP, _ip_int(ep.ip)), SetField(REG_EP_PORT, ep.ports[e.index]),
+                    Resubmit(t_policy)))
             for ep in e.endpoints), note=e.name))
         if svc.session_affinity:
             fs.add(flow(t_svc, 200, m, [SetField(REG_SVC, e.id), Resubmit(t_aff), Goto(t_afflb)], "service", e.id,
                         f"{e.name}: sessionAffinity ClientIP: look for the endpoint used last time"),
                    flow(t_afflb, 100, {REG_SVC: e.id, REG_FLAGS: (FLAG_AFFINITY_HIT, FLAG_AFFINITY_HIT)},
-                        [Goto(t_ep)], "affinity", e.id, f"{e.name}: the remembered endpoint"),
+                        [Goto(t_policy)], "affinity", e.id, f"{e.name}: the remembered endpoint"),
                    flow(t_afflb, 60, {REG_SVC: e.id, "eth_type": ETH_IP, "ip_proto": IPPROTO[proto],
                                       f"{proto}_src": 0}, [GroupAction(e.id)], "affinity", e.id,
                         f"{e.name}: never matches (no source port 0), but makes the datapath cache every new "

@@ -52,6 +52,7 @@ class Lab:
         self.loaded = load(scenario, mode)
         self.plan: Plan = make_plan(self.loaded, self.run)
         self.ready: dict[str, bool] = {}      # readiness set while running, by pod key
+        self.labels: dict[str, dict[str, str | None]] = {}   # labels set (None: removed) while running
         self.net = None
         self.timings: dict[str, float] = {}
 
@@ -168,40 +169,89 @@ class Lab:
     # ------------------------------------------------------------------- changing it as it runs
     def set_ready(self, pod: str, ready: bool) -> dict:
         """Mark a pod ready or not ready: Service endpoints, groups, DNS and SLB backends follow."""
-        key = self.host(pod).key
-        if not key.startswith("pod/"):
-            raise KubevpcError(f"{pod} is not a pod")
+        key = self._pod_key(pod)
         return self._update(self.loaded.manifests, {**self.ready, key: ready})
 
+    def label(self, target: str, labels: dict[str, str | None]) -> dict:
+        """Set (a value) or remove (None) labels of a pod (`pod/<ns>/<name>`) or a namespace
+        (`namespace/<name>`), as `kubectl label` does. Service endpoints and NetworkPolicy follow."""
+        from .k8s import Namespace, ObjectMeta
+        try:
+            ObjectMeta(name="x", labels={k: v for k, v in labels.items() if v is not None})
+        except ValueError as exc:
+            raise KubevpcError(f"labels {labels}: {exc}") from None
+        if target.startswith("namespace/"):
+            name = target.removeprefix("namespace/")
+            if name not in self.plan.namespaces:
+                raise KubevpcError(f"no namespace {name!r}; this scenario has {', '.join(self.plan.namespaces)}")
+            old = self.plan.namespaces[name]
+            new = {k: v for k, v in {**old, **labels}.items() if v is not None}
+            return self.apply({"apiVersion": "v1", "kind": "Namespace",
+                               "metadata": {"name": name, "labels": new}})
+        key = self._pod_key(target)
+        changes = {**self.labels.get(key, {}), **labels}
+        return self._update(self.loaded.manifests, self.ready, {**self.labels, key: changes})
+
     def apply(self, *objects: dict) -> dict:
-        """Create or replace Services (by namespace and name), as `kubectl apply` would. Their
-        ClusterIP and NodePorts are kept when the new object does not set them."""
-        from .k8s import KINDS, Service, kind_of
+        """Create or replace Services, NetworkPolicies and Namespaces (their labels) by kind,
+        namespace and name, as `kubectl apply` would. A Service keeps its ClusterIP and NodePorts
+        when the new object does not set them. Pods and Deployments cannot change while running."""
+        from pydantic import ValidationError
+
+        from .k8s import KINDS, Namespace, NetworkPolicy, Service, kind_of
         from .load import Manifest
         manifests = list(self.loaded.manifests)
         for obj in objects:
             cls = KINDS.get(kind_of(obj))
-            if cls is not Service:
-                raise KubevpcError(f"only Services can be applied while the scenario runs, not {kind_of(obj)}")
-            svc = _keep_allocations(Service.model_validate(obj), self.plan)
-            at = next((i for i, m in enumerate(manifests) if isinstance(m.obj, Service)
-                       and (m.obj.metadata.namespace, m.obj.metadata.name) ==
-                       (svc.metadata.namespace, svc.metadata.name)), None)
-            entry = Manifest(obj=svc, file="<api>", path=f"<api>/{svc.metadata.namespace}/{svc.metadata.name}")
+            if cls not in (Service, NetworkPolicy, Namespace):
+                raise KubevpcError(f"only Services, NetworkPolicies and Namespaces can be applied while the "
+                                   f"scenario runs, not {'/'.join(kind_of(obj))}")
+            try:
+                parsed = cls.model_validate(obj)
+            except ValidationError as exc:
+                where = f"{kind_of(obj)[1]} {obj.get('metadata', {}).get('name', '?')}"
+                raise KubevpcError(f"{where} is invalid: " + "; ".join(
+                    f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())) from None
+            if cls is Service:
+                parsed = _keep_allocations(parsed, self.plan)
+            if cls is Namespace and parsed.metadata.name not in self.plan.namespaces:
+                raise KubevpcError(f"namespace {parsed.metadata.name} does not exist; a running scenario can "
+                                   "relabel namespaces, not add them")
+            at = _find_manifest(manifests, cls, parsed.metadata.namespace, parsed.metadata.name)
+            meta = parsed.metadata
+            entry = Manifest(obj=parsed, file="<api>", path=f"<api>/{cls.__name__}/{meta.namespace}/{meta.name}")
             if at is None:
                 manifests.append(entry)
             else:
                 manifests[at] = entry
         return self._update(manifests, self.ready)
 
-    def delete_service(self, name: str) -> dict:
-        from .k8s import Service
-        svc = self.service(name)
-        manifests = [m for m in self.loaded.manifests if not (
-            isinstance(m.obj, Service) and (m.obj.metadata.namespace, m.obj.metadata.name) == (svc.namespace, svc.name))]
-        return self._update(manifests, self.ready)
+    def delete(self, ref: str) -> dict:
+        """Delete a Service (`svc/<ns>/<name>`) or a NetworkPolicy (`netpol/<ns>/<name>`)."""
+        from .k8s import NetworkPolicy, Service
+        kinds = {"svc": Service, "service": Service, "netpol": NetworkPolicy, "networkpolicy": NetworkPolicy}
+        kind, _, rest = ref.partition("/")
+        ns, _, name = rest.rpartition("/")
+        if kind.lower() not in kinds or not name:
+            raise KubevpcError(f"cannot delete {ref!r}; expected svc/<namespace>/<name> or netpol/<namespace>/<name>")
+        cls = kinds[kind.lower()]
+        at = _find_manifest(self.loaded.manifests, cls, ns or "default", name)
+        if at is None:
+            raise KubevpcError(f"no {cls.__name__} {ns or 'default'}/{name} in this scenario")
+        return self._update(self.loaded.manifests[:at] + self.loaded.manifests[at + 1:], self.ready)
 
-    def _update(self, manifests: list, ready: dict[str, bool], deadline: float = 10) -> dict:
+    def delete_service(self, name: str) -> dict:
+        svc = self.service(name)
+        return self.delete(f"svc/{svc.namespace}/{svc.name}")
+
+    def _pod_key(self, pod: str) -> str:
+        key = self.host(pod).key
+        if not key.startswith("pod/"):
+            raise KubevpcError(f"{pod} is not a pod")
+        return key
+
+    def _update(self, manifests: list, ready: dict[str, bool], labels: dict | None = None,
+                deadline: float = 10) -> dict:
         """Plan again, check that no namespace has to come or go, and hand the new plan to the
         controller, the DNS, the node health servers and the SLB checkers (they watch their files).
         Returns how long the flows took to follow."""
@@ -210,8 +260,9 @@ class Lab:
         if self.net is None:
             raise KubevpcError("the lab is not up")
         t0 = time.monotonic()
-        loaded = dataclasses.replace(self.loaded, manifests=manifests)
-        plan = make_plan(loaded, self.run, ready)
+        labels = self.labels if labels is None else labels
+        loaded = dataclasses.replace(self.loaded, manifests=tuple(manifests))
+        plan = make_plan(loaded, self.run, ready, labels)
         shape = lambda p: [(h.key, h.ip, h.netns, h.veth, h.ofport) for h in p.hosts]  # noqa: E731
         if shape(plan) != shape(self.plan):
             raise KubevpcError("this change adds or removes namespaces (pods, SLBs), which a running scenario "
@@ -222,7 +273,7 @@ class Lab:
         with open(tmp, "w", encoding="utf-8") as fh:
             fh.write(plan.model_dump_json(indent=1))
         os.replace(tmp, os.path.join(state, "plan.json"))
-        self.loaded, self.plan, self.ready = loaded, plan, dict(ready)
+        self.loaded, self.plan, self.ready, self.labels = loaded, plan, dict(ready), dict(labels)
         self.net.plan = self.builder.plan = plan
         if plan.dns is not None:
             self.builder.write_dns_zone()
@@ -288,6 +339,11 @@ class Lab:
 def _main_thread() -> bool:
     import threading
     return threading.current_thread() is threading.main_thread()
+
+
+def _find_manifest(manifests, cls, namespace: str, name: str) -> int | None:
+    return next((i for i, m in enumerate(manifests) if isinstance(m.obj, cls)
+                 and (m.obj.metadata.namespace, m.obj.metadata.name) == (namespace, name)), None)
 
 
 def _keep_allocations(svc, plan: Plan):

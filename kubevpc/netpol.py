@@ -1,6 +1,6 @@
-"""NetworkPolicy (networking.k8s.io/v1): the manifest model, and an evaluator written from the
-specification, independently of the flow compiler (controller/policy.py), so that comparing the
-two, or probing the network against this one, tests the compiler.
+"""NetworkPolicy (networking.k8s.io/v1): an evaluator written from the specification,
+independently of the flow compiler (controller/policy.py), so that comparing the two, or probing
+the network against this one, tests the compiler. The model is in kubevpc.k8s.
 
 Sources: the API reference of NetworkPolicySpec / NetworkPolicyPeer / NetworkPolicyPort / IPBlock,
 the concept page https://kubernetes.io/docs/concepts/services-networking/network-policies/, the API
@@ -19,188 +19,14 @@ Semantics decided here, beyond what the specification fixes:
 from __future__ import annotations
 
 import ipaddress
-import re
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Literal, Protocol
+from collections.abc import Iterable, Mapping
+from typing import Protocol
 
-from pydantic import ConfigDict, Field, model_validator
-
-from .k8s import NAMESPACE_NAME_LABEL, K8s, LabelSelector, ObjectMeta, _check_labels
+# the model lives with the other Kubernetes objects; re-exported for the compiler and the tests
+from .k8s import (NAMESPACE_NAME_LABEL, Direction, IPBlock, NetworkPolicy, NetworkPolicyEgressRule,  # noqa: F401
+                  NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort, NetworkPolicySpec, PortProtocol,
+                  Rule)
 from .reach import Verdict
-
-Direction = Literal["Ingress", "Egress"]
-PortProtocol = Literal["TCP", "UDP", "SCTP"]
-_PORT_NAME_CHARS = re.compile(r"^[-a-z0-9]+$")
-
-
-# ---------------------------------------------------------------------------------------- model
-def _check_selector(selector: LabelSelector, where: str) -> None:
-    """ValidateLabelSelector: valid keys and values; In/NotIn need values, Exists/DoesNotExist none."""
-    _check_labels(selector.matchLabels)
-    for req in selector.matchExpressions:
-        if req.operator in ("In", "NotIn") and not req.values:
-            raise ValueError(f"{where}: operator {req.operator} of {req.key!r} needs at least one value")
-        if req.operator in ("Exists", "DoesNotExist") and req.values:
-            raise ValueError(f"{where}: operator {req.operator} of {req.key!r} takes no values")
-        for value in req.values or [""]:
-            _check_labels({req.key: value})
-
-
-def _port_name_problem(name: str) -> str:
-    """IsValidPortName (IANA service names), in the API server's words; "" when valid."""
-    if len(name) > 15:
-        return "must be no more than 15 characters"
-    if not _PORT_NAME_CHARS.match(name):
-        return "must contain only alpha-numeric characters (a-z, 0-9), and hyphens (-)"
-    if not re.search("[a-z]", name):
-        return "must contain at least one letter (a-z)"
-    if "--" in name:
-        return "must not contain consecutive hyphens"
-    if name.startswith("-") or name.endswith("-"):
-        return "must not begin or end with a hyphen"
-    return ""
-
-
-class IPBlock(K8s):
-    """A CIDR minus its `except` CIDRs. IPv6 blocks are accepted, and never match an IPv4 address."""
-
-    model_config = ConfigDict(populate_by_name=True)
-
-    cidr: str
-    except_: list[str] = Field(default=[], alias="except")
-
-    @model_validator(mode="after")
-    def _check(self) -> "IPBlock":
-        net = _network(self.cidr, "ipBlock.cidr")
-        for text in self.except_:
-            sub = _network(text, "ipBlock.except")
-            if sub.version != net.version or not sub.subnet_of(net) or sub.prefixlen <= net.prefixlen:
-                raise ValueError(f"ipBlock.except {text!r} must be a strict subset of `cidr` {self.cidr}")
-        return self
-
-    @property
-    def network(self) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
-        return _network(self.cidr, "ipBlock.cidr")
-
-    @property
-    def excepted(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
-        return [_network(text, "ipBlock.except") for text in self.except_]
-
-
-def _network(text: str, where: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
-    """The API server parses these CIDRs sloppily: host bits may be set (10.0.0.1/24 is 10.0.0.0/24)."""
-    try:
-        return ipaddress.ip_network(text, strict=False)
-    except ValueError:
-        raise ValueError(f"{where} {text!r} is not a valid CIDR") from None
-
-
-class NetworkPolicyPeer(K8s):
-    """podSelector and namespaceSelector together select pods by both (AND); ipBlock stands alone."""
-
-    podSelector: LabelSelector | None = None
-    namespaceSelector: LabelSelector | None = None
-    ipBlock: IPBlock | None = None
-
-    @model_validator(mode="after")
-    def _check(self) -> "NetworkPolicyPeer":
-        given = [s for s in (self.podSelector, self.namespaceSelector, self.ipBlock) if s is not None]
-        if not given:
-            raise ValueError("a peer must specify podSelector, namespaceSelector or ipBlock")
-        if self.ipBlock is not None and len(given) > 1:
-            raise ValueError("a peer may not specify both ipBlock and another peer")
-        for name in ("podSelector", "namespaceSelector"):
-            if getattr(self, name) is not None:
-                _check_selector(getattr(self, name), name)
-        return self
-
-
-class NetworkPolicyPort(K8s):
-    """No port: every port of the protocol. A named port is resolved on the destination pod."""
-
-    protocol: PortProtocol = "TCP"
-    port: int | str | None = None
-    endPort: int | None = None
-
-    @model_validator(mode="after")
-    def _check(self) -> "NetworkPolicyPort":
-        if isinstance(self.port, int):
-            if not 1 <= self.port <= 65535:
-                raise ValueError(f"port {self.port} must be between 1 and 65535, inclusive")
-            if self.endPort is not None and not self.port <= self.endPort <= 65535:
-                raise ValueError(f"endPort {self.endPort} must be between `port` ({self.port}) and 65535")
-        elif isinstance(self.port, str):
-            if problem := _port_name_problem(self.port):
-                raise ValueError(f"port {self.port!r}: {problem}")
-            if self.endPort is not None:
-                raise ValueError("endPort may not be specified when `port` is non-numeric")
-        elif self.endPort is not None:
-            raise ValueError("endPort may not be specified when `port` is not specified")
-        return self
-
-
-class _Rule(K8s):
-    """No peers: every peer. No ports: every port and protocol."""
-
-    ports: list[NetworkPolicyPort] = []
-
-
-class NetworkPolicyIngressRule(_Rule):
-    model_config = ConfigDict(populate_by_name=True)
-
-    from_: list[NetworkPolicyPeer] = Field(default=[], alias="from")
-
-    @property
-    def peers(self) -> list[NetworkPolicyPeer]:
-        return self.from_
-
-
-class NetworkPolicyEgressRule(_Rule):
-    to: list[NetworkPolicyPeer] = []
-
-    @property
-    def peers(self) -> list[NetworkPolicyPeer]:
-        return self.to
-
-
-Rule = NetworkPolicyIngressRule | NetworkPolicyEgressRule
-
-
-class NetworkPolicySpec(K8s):
-    # required by the OpenAPI schema, but an absent one decodes as {} (every pod): accepted as such
-    podSelector: LabelSelector = LabelSelector()
-    policyTypes: list[Direction] = []
-    ingress: list[NetworkPolicyIngressRule] = []
-    egress: list[NetworkPolicyEgressRule] = []
-
-    @model_validator(mode="after")
-    def _check(self) -> "NetworkPolicySpec":
-        if len(self.policyTypes) > 2:
-            raise ValueError("policyTypes may not specify more than two policyTypes")
-        _check_selector(self.podSelector, "podSelector")
-        return self
-
-    @property
-    def types(self) -> frozenset[str]:
-        """The defaulted policyTypes (defaults.go): Ingress always, Egress when `egress` has a rule
-        (an empty `egress: []` does not count)."""
-        if self.policyTypes:
-            return frozenset(self.policyTypes)
-        return frozenset({"Ingress"} | ({"Egress"} if self.egress else set()))
-
-    def rules(self, direction: Direction) -> Sequence[Rule]:
-        return self.ingress if direction == "Ingress" else self.egress
-
-
-class NetworkPolicy(K8s):
-    apiVersion: Literal["networking.k8s.io/v1"]
-    kind: Literal["NetworkPolicy"]
-    metadata: ObjectMeta
-    spec: NetworkPolicySpec
-
-    @property
-    def key(self) -> str:
-        return f"{self.metadata.namespace}/{self.metadata.name}"
 
 
 # ------------------------------------------------------------------------------------ endpoints

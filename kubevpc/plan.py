@@ -295,6 +295,10 @@ class Plan(Frozen):
     services: tuple[ServicePlan, ...] = ()
     slbs: tuple[SlbPlan, ...] = ()
     dns: DnsPlan | None = None
+    # NetworkPolicies in manifest order (the compiler's identifiers follow it), and every
+    # namespace's labels (kubernetes.io/metadata.name is added where they are used)
+    network_policies: tuple[k8s.NetworkPolicy, ...] = ()
+    namespaces: dict[str, dict[str, str]] = {}
     expect: tuple[dict, ...] = ()
 
     def host(self, key: str) -> HostPlan:
@@ -359,6 +363,7 @@ class Planner:
         self.run = run
         self.problems: list[Problem] = []
         self.ready_overrides: dict[str, bool] = {}
+        self.label_overrides: dict[str, dict[str, str | None]] = {}   # by pod key; None removes the label
 
     def bad(self, path: tuple, value: object, expected: str, src: Source | None = None) -> None:
         self.problems.append((src or self.src).problem(path, value, expected))
@@ -650,7 +655,8 @@ class Planner:
                 netns=f"{self.run}-pod-{pod['namespace']}_{pod['name']}", veth=f"{self.run}p{pod_seq}",
                 bridge=node.bridge, ofport=OFPORT_NODE_POD0 + idx, ip=ip, prefixlen=prefixlen, mac=mac_for(ip),
                 gateway=gateway, gateway_mac=gateway_mac, mtu=pod_mtu, servers=pod["servers"],
-                labels=pod["labels"], node=node.name, vswitch=vname, security_groups=sgs,
+                labels=_relabel(pod["labels"], self.label_overrides.get(key, {})), node=node.name, vswitch=vname,
+                security_groups=sgs,
                 ready=self.ready_overrides.get(key, pod["ready"]), app=pod.get("app", "server")))
             pod_seq += 1
         if self.problems:
@@ -747,7 +753,9 @@ class Planner:
         plan = Plan(run=self.run, scenario=sc.name, file=self.loaded.file, cluster=cluster_plan,
                     vpcs=tuple(vpc_plans), vswitches=tuple(vswitches), bridges=tuple(bridges), hosts=tuple(hosts),
                     nodes=tuple(nodes), attachments=tuple(attachments), groups=tuple(groups),
-                    services=services, slbs=tuple(slbs), dns=dns, expect=tuple(e.model_dump(by_alias=True) for e in sc.expect))
+                    services=services, slbs=tuple(slbs), dns=dns,
+                    network_policies=tuple(m.obj for m in self.loaded.manifests if isinstance(m.obj, k8s.NetworkPolicy)),
+                    namespaces=self._namespace_labels(), expect=tuple(e.model_dump(by_alias=True) for e in sc.expect))
         self._check_expectations(plan)
         self._check_names(plan)
         if self.problems:
@@ -755,6 +763,13 @@ class Planner:
         return plan
 
     # ------------------------------------------------------------------------------ helpers
+    def _namespace_labels(self) -> dict[str, dict[str, str]]:
+        out: dict[str, dict[str, str]] = {"default": {}, "kube-system": {}}
+        for m in self.loaded.manifests:
+            if isinstance(m.obj, k8s.Namespace):
+                out[m.obj.metadata.name] = dict(m.obj.metadata.labels)
+        return out
+
     def _check_run_name(self) -> None:
         import re
         if not re.match(r"^[a-z][a-z0-9]{0,%d}$" % (MAX_TAG - 1), self.run):
@@ -857,7 +872,7 @@ class Planner:
             if not node_names:
                 self.bad(path, obj.kind, f"{obj.kind}s need a cluster section with nodes", msrc)
                 continue
-            if isinstance(obj, Service):
+            if isinstance(obj, (Service, k8s.NetworkPolicy)):
                 continue
             if isinstance(obj, Pod):
                 spec, labels, annotations = obj.spec, obj.metadata.labels, obj.metadata.annotations
@@ -1120,8 +1135,21 @@ class Planner:
                              "ecs/<name> or node/<name> of this scenario")
 
 
-def make_plan(loaded: Loaded, run: str, ready: dict[str, bool] | None = None) -> Plan:
-    """`ready`: readiness set while the scenario runs, by pod key (overrides the manifests)."""
+def _relabel(labels: dict[str, str], changes: dict[str, str | None]) -> dict[str, str]:
+    out = dict(labels)
+    for key, value in changes.items():
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = value
+    return out
+
+
+def make_plan(loaded: Loaded, run: str, ready: dict[str, bool] | None = None,
+              labels: dict[str, dict[str, str | None]] | None = None) -> Plan:
+    """Changes made while the scenario runs, by pod key, override the manifests: `ready`, the
+    pod's readiness; `labels`, labels set (a value) or removed (None), as `kubectl label` does."""
     planner = Planner(loaded, run)
     planner.ready_overrides = dict(ready or {})
+    planner.label_overrides = {k: dict(v) for k, v in (labels or {}).items()}
     return planner.plan()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
-from .plan import Attachment, GroupPlan, HostPlan, Plan
+from .plan import Attachment, GroupPlan, HostPlan, Plan, ServicePlan
 
 
 @dataclass(frozen=True)
@@ -90,8 +90,51 @@ def security_groups(plan: Plan, wire: Wire, src: Attachment | None, dst: Attachm
 
 
 def reach(plan: Plan, src: HostPlan, dst: HostPlan, port: int, proto: str = "tcp") -> Verdict:
-    """Should a connection from src to dst:port/proto succeed, and with which client address?"""
+    """Should a connection from src to dst:port/proto succeed, and with which client address?
+    The network first (VPCs, routes, security groups), then NetworkPolicy where pods are involved."""
+    v = _network(plan, src, dst, port, proto.lower())
+    if not v.allowed or not plan.network_policies:
+        return v
+    from .netpol import evaluate        # netpol imports Verdict from here
+    p = evaluate(plan.network_policies, plan.namespaces, _policy_view(src), _policy_view(dst), port, proto)
+    if not p.allowed:
+        return Verdict(False, f"NetworkPolicy: {p.reason}")
+    return v if not (src.kind == "pod" or dst.kind == "pod") else Verdict(True, f"{v.reason}; {p.reason}",
+                                                                          v.seen_source)
+
+
+def _policy_view(h: HostPlan) -> HostPlan:
+    """What NetworkPolicy sees of a host: pods are pods; anything else (an ECS instance, a node, an
+    SLB's address) is just an address, with its node if it is one."""
+    return h if h.kind == "pod" else h.model_copy(update={"namespace": ""})
+
+
+def service_targets(plan: Plan, src: HostPlan, svc: ServicePlan, port: int, proto: str = "tcp"
+                    ) -> tuple[Verdict | None, list[tuple[HostPlan, int, Verdict]]]:
+    """A connection from src to a Service's ClusterIP and port: either a verdict for the whole
+    Service (not reachable, refused) or, per endpoint src may land on, the endpoint, its target
+    port and whether the connection to it succeeds (network and NetworkPolicy, after DNAT)."""
     proto = proto.lower()
+    if not svc.cluster_ip:
+        return Verdict(False, f"Service {svc.key} has no ClusterIP"), []
+    if not (src.kind == "pod" or (src.kind == "ecs" and src.node)):
+        return Verdict(False, f"{src.key} is not in the cluster: ClusterIPs are reachable from pods and nodes "
+                              "only"), []
+    index = next((i for i, p in enumerate(svc.ports) if p.port == port and p.protocol.lower() == proto), None)
+    if index is None:
+        return Verdict(False, f"Service {svc.key} does not expose {port}/{proto}: dropped"), []
+    ready = svc.ready_endpoints(index)
+    if not ready:
+        return Verdict(False, f"Service {svc.key} has no ready endpoint: refused"), []
+    if svc.internal_traffic_policy == "Local":
+        ready = [e for e in ready if e.node == src.node]
+        if not ready:
+            return Verdict(False, f"internalTrafficPolicy Local and no endpoint on {src.node}: dropped"), []
+    return None, [(plan.host(e.pod), e.ports[index], reach(plan, src, plan.host(e.pod), e.ports[index], proto))
+                  for e in ready]
+
+
+def _network(plan: Plan, src: HostPlan, dst: HostPlan, port: int, proto: str) -> Verdict:
     if _vpc_of(plan, src) != _vpc_of(plan, dst):
         return Verdict(False, f"{src.key} and {dst.key} are in different VPCs, which are not peered")
     mode = plan.cluster.mode if plan.cluster else ""

@@ -30,6 +30,8 @@ from kubevpc.plan import ServerPort
 from tests.unit.test_netpol import ALL, NAMESPACES, Ep, policy
 
 TABLES = PolicyTables(egress=27, egress_next=28, ingress=28, ingress_next=29)
+# as a node bridge uses them: the destination read from the chosen endpoint's registers
+REG_TABLES = PolicyTables(egress=27, egress_next=28, ingress=28, ingress_next=29, dst_ip="reg2", dst_port="reg3")
 DONE = 29
 NODES = ("n1", "n2", "n3")
 
@@ -85,9 +87,10 @@ def lookup(flows: list[Flow], packet: dict, conjunctive: bool = True) -> Flow | 
 
 
 def packet(src: str, dst: str, protocol: str, port: int) -> dict:
+    """Also the registers a node bridge loads with the destination before its policy tables."""
     proto, field = L4[protocol]
     return {"eth_type": ETH_IP, "ct_state": CT_TRK | CT_NEW, "ipv4_src": src, "ipv4_dst": dst,
-            "ip_proto": proto, field: port, "conj_id": 0}
+            "ip_proto": proto, field: port, "conj_id": 0, "reg2": int(ipaddress.IPv4Address(dst)), "reg3": port}
 
 
 def passes(flows: list[Flow], pkt: dict) -> bool:
@@ -106,9 +109,9 @@ def passes(flows: list[Flow], pkt: dict) -> bool:
     return True
 
 
-def compile_nodes(policies, endpoints=ALL) -> dict[str, list[Flow]]:
+def compile_nodes(policies, endpoints=ALL, tables=TABLES) -> dict[str, list[Flow]]:
     pods = [e for e in endpoints if e.namespace]
-    return {n: policy_flows(policies, NAMESPACES, endpoints, [p for p in pods if p.node == n], TABLES) for n in NODES}
+    return {n: policy_flows(policies, NAMESPACES, endpoints, [p for p in pods if p.node == n], tables) for n in NODES}
 
 
 def simulate(compiled: dict[str, list[Flow]], src: Ep, dst: Ep, port: int, protocol: str) -> bool:
@@ -247,10 +250,14 @@ def check_structure(flows: list[Flow]) -> None:
         assert {a.clause for _, a in members} == set(range(1, members[0][1].n_clauses + 1))
 
 
+@pytest.mark.parametrize("tables", [TABLES, REG_TABLES], ids=["packet-fields", "registers"])
 @pytest.mark.parametrize("name", POLICY_SETS)
-def test_flows_agree_with_the_evaluator(name):
+def test_flows_agree_with_the_evaluator(name, tables):
     policies = _policies(name)
-    compiled = compile_nodes(policies)
+    compiled = compile_nodes(policies, tables=tables)
+    if tables is REG_TABLES:     # nothing may read the packet's own destination
+        assert not [f for fl in compiled.values() for f in fl
+                    if {"ipv4_dst", "tcp_dst", "udp_dst", "sctp_dst"} & dict(f.match).keys()]
     for flows in compiled.values():
         check_structure(flows)
     wrong = []

@@ -33,7 +33,8 @@ RUN = "t"
 MODES = ("vxlan", "vpc-route", "eni")
 
 # the node pipeline, by number (tests/unit/test_flows.py checks the declaration itself)
-T_SERVICE, T_AFFINITY, T_AFFINITY_LB, T_ENDPOINT, T_MASQ, T_EGRESS_POLICY = 21, 22, 23, 24, 25, 27
+T_SERVICE, T_AFFINITY, T_AFFINITY_LB, T_DESTINATION = 21, 22, 23, 24
+T_EGRESS_POLICY, T_ENDPOINT, T_MASQ, T_COMMIT = 25, 27, 28, 29
 CTM_SERVICE, CTM_SERVICE_MASQ = 0x1, 0x3
 NAT_COMMITTED = 0x2                    # reg4 flag: the Service committed the connection
 REJECT_PORT = 1
@@ -176,7 +177,7 @@ def targets(actions) -> list[int]:
 
 
 def endpoint_buckets(ips_ports: list[tuple[str, int]]) -> tuple[Bucket, ...]:
-    return tuple(Bucket((SetField("reg2", ip_int(ip)), SetField("reg3", port), Resubmit(T_ENDPOINT)))
+    return tuple(Bucket((SetField("reg2", ip_int(ip)), SetField("reg3", port), Resubmit(T_EGRESS_POLICY)))
                  for ip, port in ips_ports)
 
 
@@ -676,7 +677,7 @@ def test_endpoint_flows_commit_with_dnat_to_the_chosen_endpoint():
         ep_ip = str(ipaddress.IPv4Address(m["reg2"]))
         assert m == {"eth_type": 0x0800, "ip_proto": 6, "reg5": http.id, "reg2": ip_int(ep_ip), "reg3": 8080}
         assert f.actions == (SetField("reg4", NAT_COMMITTED),
-                             Ct(zone_of("node-2"), commit=True, table=T_EGRESS_POLICY, mark=CTM_SERVICE,
+                             Ct(zone_of("node-2"), commit=True, table=T_COMMIT, mark=CTM_SERVICE,
                                 nat=Nat("dst", ep_ip, 8080, 8080)))
 
 
@@ -708,7 +709,7 @@ def test_external_traffic_policy_local_does_not_masquerade_and_drops_without_loc
         assert flowset(node).groups[e.id].buckets == endpoint_buckets([(ip, 8080)])
         [f] = of(flowset(node), e.id, T_ENDPOINT, 100)
         [ct] = [a for a in f.actions if isinstance(a, Ct)]
-        assert (ct.table, ct.mark, ct.nat) == (T_EGRESS_POLICY, CTM_SERVICE, Nat("dst", ip, 8080, 8080))
+        assert (ct.table, ct.mark, ct.nat) == (T_COMMIT, CTM_SERVICE, Nat("dst", ip, 8080, 8080))
     e3 = entry(plan, "node-3", "default/web-local", "node-port")
     [f] = of(flowset("node-3"), e3.id, T_SERVICE, 200)
     assert dict(f.match)["ipv4_dst"] == NODE_IP["node-3"] and dict(f.match)["tcp_dst"] == 30081
@@ -735,12 +736,12 @@ def test_external_traffic_policy_cluster_masquerades_nodeport_connections():
         cip = entry(plan, node, "default/web-np")
         for f in of(fs, cip.id, T_ENDPOINT, 100):
             [ct] = [a for a in f.actions if isinstance(a, Ct)]
-            assert (ct.table, ct.mark) == (T_EGRESS_POLICY, CTM_SERVICE)
+            assert (ct.table, ct.mark) == (T_COMMIT, CTM_SERVICE)
         # the masquerade table SNATs to the node
         [masq] = [f for f in fs.flows if f.table == T_MASQ and f.priority == 100]
         [ct] = masq.actions
         assert (ct.nat.kind, ct.nat.ip, ct.nat.port_min, ct.nat.port_max) == ("src", NODE_IP[node], 61000, 65535)
-        assert (ct.commit, ct.table, ct.mark) == (True, T_EGRESS_POLICY, CTM_SERVICE_MASQ)
+        assert (ct.commit, ct.table, ct.mark) == (True, T_COMMIT, CTM_SERVICE_MASQ)
         assert ct.zone != zone_of(node)
 
 
@@ -758,7 +759,7 @@ def test_service_without_ready_endpoint_is_refused_on_every_node(key, ports):
             proto = e.protocol.lower()
             assert dict(f.match)["ipv4_dst"] == cip and dict(f.match)[f"{proto}_dst"] == e.port
             assert f.actions == (SetField("reg4", NAT_COMMITTED),
-                                 Ct(zone_of(node), commit=True, table=T_EGRESS_POLICY, mark=CTM_SERVICE,
+                                 Ct(zone_of(node), commit=True, table=T_COMMIT, mark=CTM_SERVICE,
                                     nat=Nat("dst", NODE_IP[node], REJECT_PORT, REJECT_PORT)))
             assert e.id not in fs.groups
             assert of(fs, e.id, T_ENDPOINT) == []
@@ -817,7 +818,7 @@ def test_session_affinity_learns_with_the_timeout():
             assert f.actions == (SetField("reg5", e.id), Resubmit(T_AFFINITY), Goto(T_AFFINITY_LB))
             lb = sorted(of(fs, e.id, T_AFFINITY_LB), key=lambda f: -f.priority)
             assert [(f.priority, dict(f.match), f.actions) for f in lb] == [
-                (100, {"reg5": e.id, "reg4": (0x1, 0x1)}, (Goto(T_ENDPOINT),)),
+                (100, {"reg5": e.id, "reg4": (0x1, 0x1)}, (Goto(T_EGRESS_POLICY),)),
                 # never matches: it makes the datapath tell connections apart by source port, so
                 # each new one is translated (and learned) at once
                 (60, {"reg5": e.id, "eth_type": 0x0800, "ip_proto": 6, "tcp_src": 0}, (GroupAction(e.id),)),
@@ -881,7 +882,7 @@ def test_adding_a_service_keeps_the_ids_and_cookies_of_the_others(tmp_path):
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_group_references_resolve_and_buckets_only_resubmit_to_the_endpoint_table(mode):
+def test_group_references_resolve_and_buckets_only_resubmit_to_the_policy_tables(mode):
     plan = flows_plan(mode)
     for node in plan.nodes:
         fs = flowset(node.name, mode)
@@ -890,7 +891,7 @@ def test_group_references_resolve_and_buckets_only_resubmit_to_the_endpoint_tabl
         for g in fs.groups.values():
             assert g.buckets, f"group {g.group_id} has no bucket"
             for b in g.buckets:
-                assert targets(b.actions) == [T_ENDPOINT]
+                assert targets(b.actions) == [T_EGRESS_POLICY]
                 assert not [a for a in b.actions if isinstance(a, (Goto, Ct, GroupAction))]
 
 
@@ -910,7 +911,8 @@ def test_declared_pipeline_covers_every_target_including_group_buckets(mode):
                 assert t in allowed, f"{node.name}: {f.table} -> {t} not in next {allowed}: {f.to_ofctl()}"
                 seen.add((f.table, t))
     # the scenario exercises every Service hop the pipeline declares
-    assert {(21, 22), (21, 23), (21, 24), (21, 25), (21, 27), (23, 24), (24, 25), (24, 27), (25, 27)} <= seen
+    assert {(21, 22), (21, 23), (21, 24), (21, 25), (21, 28), (21, 29), (23, 25), (24, 25), (25, 26), (26, 27),
+            (27, 28), (27, 29), (28, 29)} <= seen
 
 
 # ============================================================================== known bugs
