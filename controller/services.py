@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from kubevpc.plan import REJECT_PORT, SNAT_PORTS, EndpointPlan, NodePlan, Plan, ServicePlan
 
-from .flows import (CT_NEW, CT_RPL, CT_TRK, ETH_IP, FEATURES, IPPROTO, Bucket, Ct, FlowSet, Goto, Group, GroupAction,
+from .flows import (CT_INV, CT_NEW, CT_RPL, CT_TRK, ETH_IP, FEATURES, IPPROTO, Bucket, Ct, FlowSet, Goto, Group, GroupAction,
                     Learn, LearnLoad, LearnMatch, Move, Nat, Output, Resubmit, SetField, ct_state, flow)
 from .pipeline import (CTM_MASQ, CTM_SERVICE, FLAG_AFFINITY_HIT, FLAG_NAT_COMMITTED, NODE, REG_EP_IP, REG_EP_PORT,
                        REG_FLAGS, REG_SRC, REG_SVC, SRC_HOST)
@@ -112,7 +112,10 @@ def service_flows(plan: Plan, node: NodePlan, zone: int, fs: FlowSet) -> None:
         "service", "affinity", "affinity_lb", "destination", "egress_policy", "endpoint", "masquerade", "commit"))
     ip = {"eth_type": ETH_IP}
     new = ct_state(CT_TRK | CT_NEW)
-    fs.add(flow(t_svc, 300, {**ip, "ct_state": ct_state(CT_TRK, CT_NEW | CT_RPL), "ct_mark": (CTM_MASQ, CTM_MASQ)},
+    fs.add(flow(t_svc, 400, {**ip, "ct_state": ct_state(CT_TRK | CT_INV)}, [], "service",
+                note="invalid for conntrack (e.g. a TCP segment of no known connection): dropped, so nothing "
+                     "passes the policy tables without being a new connection"),
+           flow(t_svc, 300, {**ip, "ct_state": ct_state(CT_TRK, CT_NEW | CT_RPL), "ct_mark": (CTM_MASQ, CTM_MASQ)},
                 [Goto(t_masq)], "service", note="later packets of a masqueraded connection: SNAT again"),
            flow(t_svc, 1, {**ip, "ct_state": new}, [Goto(t_dst)], "service",
                 note="a new connection not for a Service: on to the policy tables"),

@@ -8,6 +8,7 @@ Endpoints are `pod/<namespace>/<name>`, `ecs/<name>` or `node/<name>`.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import secrets
@@ -147,6 +148,13 @@ class Lab:
                 results[int(item["key"])] = Result(**item)
         return results  # type: ignore[return-value]
 
+    def matrix(self, sources: Iterable[str] = ("pods",), ports: Iterable[tuple[int, str]] = ((80, "tcp"),),
+               dests: Iterable[str] | None = None, timeout: float = 1.0):
+        """The reachability matrix (kubevpc.matrix): expected next to observed, for every pair of
+        the chosen endpoints (groups pods, ecs, nodes, services; references; patterns) and ports."""
+        from .matrix import matrix
+        return matrix(self, sources, ports, dests, timeout)
+
     def service(self, name: str):
         """A Service of the plan by `<namespace>/<name>` or `<name>` (namespace default)."""
         try:
@@ -196,11 +204,39 @@ class Lab:
         """Create or replace Services, NetworkPolicies and Namespaces (their labels) by kind,
         namespace and name, as `kubectl apply` would. A Service keeps its ClusterIP and NodePorts
         when the new object does not set them. Pods and Deployments cannot change while running."""
+        from .k8s import Namespace, Service
+        manifests = list(self.loaded.manifests)
+        for entry in self._parsed(objects):
+            cls, meta = type(entry.obj), entry.obj.metadata
+            if cls is Service:
+                entry = dataclasses.replace(entry, obj=_keep_allocations(entry.obj, self.plan))
+            if cls is Namespace and meta.name not in self.plan.namespaces:
+                raise KubevpcError(f"namespace {meta.name} does not exist; a running scenario can "
+                                   "relabel namespaces, not add them")
+            at = _find_manifest(manifests, cls, meta.namespace, meta.name)
+            if at is None:
+                manifests.append(entry)
+            else:
+                manifests[at] = entry
+        return self._update(manifests, self.ready)
+
+    def set_network_policies(self, *objects: dict) -> dict:
+        """Make these the scenario's NetworkPolicies, all others removed, in one change."""
+        from .k8s import NetworkPolicy, kind_of
+        for obj in objects:
+            if kind_of(obj) != ("networking.k8s.io/v1", "NetworkPolicy"):
+                raise KubevpcError(f"expected NetworkPolicies, not {'/'.join(kind_of(obj))}")
+        kept = [m for m in self.loaded.manifests if not isinstance(m.obj, NetworkPolicy)]
+        return self._update(kept + self._parsed(objects), self.ready)
+
+    @staticmethod
+    def _parsed(objects) -> list:
+        """Objects that may change while running, validated as the API server would."""
         from pydantic import ValidationError
 
         from .k8s import KINDS, Namespace, NetworkPolicy, Service, kind_of
         from .load import Manifest
-        manifests = list(self.loaded.manifests)
+        out = []
         for obj in objects:
             cls = KINDS.get(kind_of(obj))
             if cls not in (Service, NetworkPolicy, Namespace):
@@ -212,19 +248,9 @@ class Lab:
                 where = f"{kind_of(obj)[1]} {obj.get('metadata', {}).get('name', '?')}"
                 raise KubevpcError(f"{where} is invalid: " + "; ".join(
                     f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())) from None
-            if cls is Service:
-                parsed = _keep_allocations(parsed, self.plan)
-            if cls is Namespace and parsed.metadata.name not in self.plan.namespaces:
-                raise KubevpcError(f"namespace {parsed.metadata.name} does not exist; a running scenario can "
-                                   "relabel namespaces, not add them")
-            at = _find_manifest(manifests, cls, parsed.metadata.namespace, parsed.metadata.name)
             meta = parsed.metadata
-            entry = Manifest(obj=parsed, file="<api>", path=f"<api>/{cls.__name__}/{meta.namespace}/{meta.name}")
-            if at is None:
-                manifests.append(entry)
-            else:
-                manifests[at] = entry
-        return self._update(manifests, self.ready)
+            out.append(Manifest(obj=parsed, file="<api>", path=f"<api>/{cls.__name__}/{meta.namespace}/{meta.name}"))
+        return out
 
     def delete(self, ref: str) -> dict:
         """Delete a Service (`svc/<ns>/<name>`) or a NetworkPolicy (`netpol/<ns>/<name>`)."""
@@ -255,7 +281,6 @@ class Lab:
         """Plan again, check that no namespace has to come or go, and hand the new plan to the
         controller, the DNS, the node health servers and the SLB checkers (they watch their files).
         Returns how long the flows took to follow."""
-        import dataclasses
         from topologies.build import wait_for, write_node_health, write_slb_config
         if self.net is None:
             raise KubevpcError("the lab is not up")

@@ -1,0 +1,247 @@
+"""The reachability matrix: what should connect between every pair of chosen endpoints and
+ports, from the scenario's meaning (kubevpc.reach and kubevpc.netpol, written independently of the
+flow compiler), next to what does, probed on the real network, all pairs in parallel.
+
+Printed in the style of the upstream Kubernetes NetworkPolicy tests (test/e2e/network/netpol):
+one grid per port and protocol, sources in rows, destinations in columns, `.` connects, `X` does
+not; a cell where the network disagrees with the expectation is marked.
+
+    with Lab("tests/e2e/data/netpol.yaml") as lab:
+        m = matrix(lab, ["pods"], [(80, "tcp"), (81, "udp")])
+        print(m.text())
+        assert not m.differences
+"""
+from __future__ import annotations
+
+import fnmatch
+import time
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Iterable
+
+from .errors import KubevpcError
+from .plan import HostPlan, Plan, ServicePlan, resolve_endpoint
+from .reach import Verdict, reach, service_targets
+
+if TYPE_CHECKING:
+    from .lab import Lab
+
+CONNECTS, BLOCKED, MIXED = ".", "X", "~"
+GROUPS = ("pods", "ecs", "nodes", "services")
+
+
+@dataclass(frozen=True)
+class Cell:
+    source: str             # endpoint reference, e.g. pod/x/a
+    dest: str               # pod/..., ecs/..., node/... or svc/<ns>/<name>
+    port: int
+    protocol: str           # tcp | udp
+    expected: bool | None   # None: a Service whose endpoints disagree (either outcome is right)
+    reason: str
+    observed: bool | None = None
+    outcome: str = ""       # the probe's: answered, refused, timeout, ...
+    elapsed_ms: float = 0.0
+
+    @property
+    def differs(self) -> bool:
+        return self.observed is not None and self.expected is not None and self.observed != self.expected
+
+
+@dataclass
+class Matrix:
+    sources: list[str]
+    dests: list[str]
+    ports: list[tuple[int, str]]
+    cells: list[Cell]
+    mode: str = ""
+    probe_s: float = 0.0    # wall time of the probing
+
+    @property
+    def differences(self) -> list[Cell]:
+        return [c for c in self.cells if c.differs]
+
+    def cell(self, source: str, dest: str, port: int, protocol: str = "tcp") -> Cell:
+        for c in self.cells:
+            if (c.source, c.dest, c.port, c.protocol) == (source, dest, port, protocol):
+                return c
+        raise KeyError((source, dest, port, protocol))
+
+    def grid(self, port: int, protocol: str, what: str = "expected") -> list[list[str]]:
+        """Rows of symbols: expected, observed, or comparison (`.` agrees, `X` differs)."""
+        by = {(c.source, c.dest): c for c in self.cells if (c.port, c.protocol) == (port, protocol)}
+        rows = []
+        for s in self.sources:
+            row = []
+            for d in self.dests:
+                c = by[(s, d)]
+                if what == "comparison":
+                    row.append(BLOCKED if c.differs else CONNECTS)
+                else:
+                    row.append(_symbol(c.expected if what == "expected" else c.observed))
+            rows.append(row)
+        return rows
+
+    def text(self, observed: bool = True) -> str:
+        """The upstream layout: tab-separated grids, expected, then observed and comparison."""
+        out = []
+        for port, protocol in self.ports:
+            kinds = ("expected", "observed", "comparison") if observed else ("expected",)
+            for what in kinds:
+                out.append(f"{what}, {port}/{protocol}:")
+                out.append("\t".join(["-"] + [short(d) for d in self.dests]))
+                for s, row in zip(self.sources, self.grid(port, protocol, what)):
+                    out.append("\t".join([short(s)] + row))
+                out.append("")
+        return "\n".join(out)
+
+    def as_dict(self) -> dict:
+        return {"mode": self.mode, "sources": self.sources, "destinations": self.dests,
+                "ports": [{"port": p, "protocol": proto} for p, proto in self.ports],
+                "probe_s": round(self.probe_s, 3), "differences": len(self.differences),
+                "cells": [{**asdict(c), "elapsed_ms": round(c.elapsed_ms, 1), "differs": c.differs}
+                          for c in self.cells]}
+
+
+def _symbol(value: bool | None) -> str:
+    return MIXED if value is None else CONNECTS if value else BLOCKED
+
+
+def short(ref: str) -> str:
+    """How an endpoint is labelled in a grid: x/a for pods (as upstream), svc:x/web, the name otherwise."""
+    kind, _, rest = ref.partition("/")
+    return {"pod": rest, "svc": f"svc:{rest}"}.get(kind, rest)
+
+
+# ------------------------------------------------------------------------------- choosing endpoints
+def select(plan: Plan, specs: Iterable[str]) -> list[str]:
+    """Endpoint references from a list of groups (pods, ecs, nodes, services), references
+    (pod/x/a, svc/x/web, ecs/db, node/node-1) and patterns (pod/x/*). Order kept, no repeats."""
+    out: list[str] = []
+    refs = _all_refs(plan)
+    for spec in specs:
+        spec = spec.strip()
+        if not spec:
+            continue
+        if spec in GROUPS:
+            found = _group(plan, spec)
+        elif any(ch in spec for ch in "*?["):
+            found = [r for r in refs if fnmatch.fnmatchcase(r, spec)]
+            if not found:
+                raise KubevpcError(f"{spec!r} matches no endpoint; this scenario has {', '.join(refs)}")
+        else:
+            found = [_resolve(plan, spec)]
+        out += [r for r in found if r not in out]
+    if not out:
+        raise KubevpcError("no endpoints chosen")
+    return out
+
+
+def _group(plan: Plan, group: str) -> list[str]:
+    if group == "pods":
+        return [h.key for h in sorted(plan.pods, key=lambda h: (h.namespace, h.name)) if h.app == "server"]
+    if group == "ecs":
+        return [h.key for h in plan.instances if not h.node]
+    if group == "nodes":
+        return [f"node/{n.name}" for n in plan.nodes]
+    return [f"svc/{s.key}" for s in plan.services if s.cluster_ip and s.ports]
+
+
+def _all_refs(plan: Plan) -> list[str]:
+    return [r for g in GROUPS for r in _group(plan, g)]
+
+
+def _resolve(plan: Plan, ref: str) -> str:
+    if ref.startswith("svc/"):
+        try:
+            return f"svc/{plan.service(ref.removeprefix('svc/')).key}"
+        except KeyError:
+            raise KubevpcError(f"no Service {ref!r}; this scenario has "
+                               f"{', '.join(s.key for s in plan.services) or 'none'}") from None
+    try:
+        h = resolve_endpoint(plan, ref)
+    except KeyError:
+        raise KubevpcError(f"no endpoint {ref!r}; expected a group ({', '.join(GROUPS)}), pod/<ns>/<name>, "
+                           "ecs/<name>, node/<name>, svc/<ns>/<name> or a pattern such as pod/x/*") from None
+    return f"node/{h.name}" if h.node == h.name and h.kind == "ecs" else h.key
+
+
+def parse_ports(specs: Iterable[str]) -> list[tuple[int, str]]:
+    """`80`, `80/tcp`, `81/udp`, `80,81`: a port without a protocol stands for TCP and UDP."""
+    out: list[tuple[int, str]] = []
+    for spec in ",".join(specs).split(","):
+        spec = spec.strip().lower()
+        if not spec:
+            continue
+        port, _, proto = spec.partition("/")
+        if not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise KubevpcError(f"port {spec!r}: expected a number from 1 to 65535, optionally /tcp or /udp")
+        if proto not in ("", "tcp", "udp"):
+            raise KubevpcError(f"port {spec!r}: protocol {proto!r}; expected tcp or udp")
+        for p in ([proto] if proto else ["tcp", "udp"]):
+            if (int(port), p) not in out:
+                out.append((int(port), p))
+    if not out:
+        raise KubevpcError("no ports given")
+    return out
+
+
+# ----------------------------------------------------------------------------------- expectations
+def _host(plan: Plan, ref: str) -> HostPlan:
+    return resolve_endpoint(plan, ref)
+
+
+def expect(plan: Plan, source: str, dest: str, port: int, protocol: str) -> tuple[bool | None, str]:
+    """The evaluator's verdict for one cell; None when a Service's endpoints disagree."""
+    src = _host(plan, source)
+    if dest.startswith("svc/"):
+        svc: ServicePlan = plan.service(dest.removeprefix("svc/"))
+        whole, targets = service_targets(plan, src, svc, port, protocol)
+        if whole is not None:
+            return whole.allowed, whole.reason
+        verdicts = [_serving(h, target, protocol) or v for h, target, v in targets]
+        allowed = {v.allowed for v in verdicts}
+        if len(allowed) == 2:
+            good = [h.key for (h, _, _), v in zip(targets, verdicts) if v.allowed]
+            return None, f"only some endpoints allow it ({', '.join(good)}): depends on the one chosen"
+        (h, target, _), v = targets[0], verdicts[0]
+        return v.allowed, f"via {h.key}:{target}: {v.reason}" if len(targets) == 1 else \
+            f"all {len(targets)} endpoints {'connect' if v.allowed else 'fail'}; e.g. {h.key}: {v.reason}"
+    dst = _host(plan, dest)
+    if src.key == dst.key:
+        v = Verdict(True, "to itself")
+    else:
+        v = reach(plan, src, dst, port, protocol)
+    v = _serving(dst, port, protocol) or v
+    return v.allowed, v.reason
+
+
+def _serving(h: HostPlan, port: int, protocol: str) -> Verdict | None:
+    """A refusal when nothing listens there (whatever the network allows), else None."""
+    if any(s.port == port and s.protocol.lower() == protocol for s in h.servers):
+        return None
+    return Verdict(False, f"nothing listens on {h.key} {port}/{protocol}")
+
+
+def expected_matrix(plan: Plan, sources: list[str], dests: list[str], ports: list[tuple[int, str]]) -> Matrix:
+    cells = []
+    for port, protocol in ports:
+        for s in sources:
+            for d in dests:
+                allowed, reason = expect(plan, s, d, port, protocol)
+                cells.append(Cell(s, d, port, protocol, allowed, reason))
+    return Matrix(sources, dests, ports, cells, plan.cluster.mode if plan.cluster else "")
+
+
+def matrix(lab: "Lab", sources: Iterable[str] = ("pods",), ports: Iterable[tuple[int, str]] = ((80, "tcp"),),
+           dests: Iterable[str] | None = None, timeout: float = 1.0) -> Matrix:
+    """Expected and observed reachability between the chosen endpoints, probed in parallel.
+    A cell to oneself is probed too (a pod reaches itself whatever the policies)."""
+    from .lab import Probe
+    src_refs = select(lab.plan, sources)
+    dst_refs = select(lab.plan, dests) if dests is not None else src_refs
+    m = expected_matrix(lab.plan, src_refs, dst_refs, list(ports))
+    t0 = time.monotonic()
+    results = lab.probe([Probe(c.source, c.dest, c.port, c.protocol) for c in m.cells], timeout=timeout)
+    m.probe_s = time.monotonic() - t0
+    m.cells = [Cell(c.source, c.dest, c.port, c.protocol, c.expected, c.reason, r.ok, r.outcome, r.elapsed_ms)
+               for c, r in zip(m.cells, results)]
+    return m
