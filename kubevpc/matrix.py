@@ -245,3 +245,35 @@ def matrix(lab: "Lab", sources: Iterable[str] = ("pods",), ports: Iterable[tuple
     m.cells = [Cell(c.source, c.dest, c.port, c.protocol, c.expected, c.reason, r.ok, r.outcome, r.elapsed_ms)
                for c, r in zip(m.cells, results)]
     return m
+
+
+# ----------------------------------------------------------------------------------------- output
+def tables(m: Matrix) -> list:
+    """rich renderables: one grid per port and protocol (observed symbols, a differing cell in red
+    with the expected one beside it), then every differing cell with the evaluator's reason."""
+    from rich.table import Table
+    out: list = []
+    for port, protocol in m.ports:
+        t = Table(title=f"{port}/{protocol}: rows connect to columns ({CONNECTS} connects, {BLOCKED} does not, "
+                        f"{MIXED} depends on the endpoint chosen)", title_justify="left")
+        t.add_column("from \\ to")
+        for d in m.dests:
+            t.add_column(short(d), justify="center")
+        by = {(c.source, c.dest): c for c in m.cells if (c.port, c.protocol) == (port, protocol)}
+        for s in m.sources:
+            row = []
+            for d in m.dests:
+                c = by[(s, d)]
+                seen = _symbol(c.observed) if c.observed is not None else _symbol(c.expected)
+                row.append(f"[bold white on red]{seen}≠{_symbol(c.expected)}[/]" if c.differs else seen)
+            t.add_row(short(s), *row)
+        out.append(t)
+    wrong = m.differences
+    n = len(m.cells)
+    summary = (f"{n - len(wrong)} of {n} cells as expected" + (f", [red]{len(wrong)} differ[/red]" if wrong else "")
+               + f"; probed in {m.probe_s:.1f} s" + (f", mode {m.mode}" if m.mode else ""))
+    out.append(summary)
+    for c in wrong:
+        out.append(f"  [red]✗[/red] {c.source} → {c.dest} {c.port}/{c.protocol}: expected "
+                   f"{'connect' if c.expected else 'refuse'}, observed {c.outcome}; evaluator: {c.reason}")
+    return out
