@@ -541,6 +541,8 @@ class Planner:
 
         # ---- Kubernetes objects: namespaces, pods, placement
         pods = self._pods(node_names)
+        pod_networking = self._pod_networking(cl, pods, vswitches, vsw_index, groups_by_name, cluster_vpc,
+                                              ecs_by_name) if cl else {}
         if self.problems:
             raise ScenarioError(self.problems)
 
@@ -589,7 +591,9 @@ class Planner:
             ip = ips[n]
             uplink_vsws = [vsw.name]
             if cl.mode == "eni":
-                for v in self._eni_vswitches(cl, vswitches, vsw_index, vsw):
+                chosen = [pod_networking.get(_pod_key(p), (None, None))[1] for p, _ in pods if p["node"] == n]
+                wanted = self._eni_vswitches(cl, vswitches, vsw_index, vsw) + [v for v in chosen if v]
+                for v in wanted:
                     if v not in uplink_vsws:
                         uplink_vsws.append(v)
             uplinks = []
@@ -629,13 +633,14 @@ class Planner:
             idx = per_node_count[node.name]
             per_node_count[node.name] += 1
             if cl.mode == "eni":
-                vname = self._eni_vswitches(cl, vswitches, vsw_index, vswitches[vsw_index[node.vswitch]])[0]
+                pn_sgs, pn_vsw = pod_networking.get(_pod_key(pod)) or (None, None)
+                vname = pn_vsw or self._eni_vswitches(cl, vswitches, vsw_index, vswitches[vsw_index[node.vswitch]])[0]
                 vsw = vswitches[vsw_index[vname]]
                 ip = allocate(vname, path, f"pod {pod['namespace']}/{pod['name']}", msrc)
                 if ip is None:
                     continue
                 prefixlen, gateway, gateway_mac = ipaddress.IPv4Network(vsw.cidr).prefixlen, vsw.gateway, vsw.gateway_mac
-                sgs = eni_sgs(ecs)
+                sgs = pn_sgs if pn_sgs is not None else eni_sgs(ecs)
                 uplink = next(u for u in node.uplinks if u.vswitch == vname)
                 attachments.append(Attachment(vswitch=vname, ofport=uplink.vswitch_ofport, port=uplink.peer,
                                               mac=mac_for(ip), ip=ip,
@@ -799,6 +804,63 @@ class Planner:
                 self.bad(path, name, f"duplicate {what} name; expected unique names")
             seen.add(name)
 
+    def _pod_networking(self, cl, pods, vswitches, vsw_index, groups_by_name, cluster_vpc, ecs_by_name
+                        ) -> dict[str, tuple[tuple[str, ...] | None, str | None]]:
+        """Terway's PodNetworking: for each pod it selects (by the pod's annotation naming it, else
+        the first in manifest order whose selectors match), its security groups (None: the
+        default) and the vSwitch it takes its address from (None: the default)."""
+        found = [m for m in self.loaded.manifests if isinstance(m.obj, k8s.PodNetworking)]
+        if not found:
+            return {}
+        if cl.mode != "eni":
+            for m in found:
+                self.bad(m.prefix + ("kind",), "PodNetworking", f"PodNetworking (Terway) applies in eni mode only; "
+                         f"expected cluster.mode eni, not {cl.mode}", m.source)
+            return {}
+        self._unique([m.prefix + ("metadata", "name") for m in found], [m.obj.metadata.name for m in found],
+                     "PodNetworking")
+        for m in found:
+            for k, g in enumerate(m.obj.spec.securityGroupIDs):
+                if g not in groups_by_name:
+                    self.bad(m.prefix + ("spec", "securityGroupIDs", k), g,
+                             f"no such security group; expected one of {sorted(groups_by_name)}", m.source)
+                elif groups_by_name[g].vpc != cluster_vpc:
+                    self.bad(m.prefix + ("spec", "securityGroupIDs", k), g,
+                             f"expected a security group of the cluster's VPC {cluster_vpc}", m.source)
+            for k, v in enumerate(m.obj.spec.vSwitchOptions):
+                if v not in vsw_index or vswitches[vsw_index[v]].vpc != cluster_vpc:
+                    self.bad(m.prefix + ("spec", "vSwitchOptions", k), v,
+                             f"expected a vSwitch of the cluster's VPC {cluster_vpc}", m.source)
+        if self.problems:
+            return {}
+        by_name = {m.obj.metadata.name: m.obj for m in found}
+        namespaces = self._namespace_labels()
+        out = {}
+        for pod, (path, src) in pods:
+            if pod.get("app") == "dns":
+                continue
+            wanted = pod["annotations"].get(k8s.POD_NETWORKING_ANNOTATION)
+            if wanted is not None and wanted not in by_name:
+                self.bad(path + ("metadata", "annotations", k8s.POD_NETWORKING_ANNOTATION), wanted,
+                         f"no such PodNetworking; expected one of {sorted(by_name)}", src)
+                continue
+            ns_labels = {**namespaces.get(pod["namespace"], {}), k8s.NAMESPACE_NAME_LABEL: pod["namespace"]}
+            pn = by_name[wanted] if wanted else next(
+                (m.obj for m in found if m.obj.selects(pod["labels"], ns_labels)), None)
+            if pn is None:
+                continue
+            vsw = None
+            if pn.spec.vSwitchOptions:
+                zone = vswitches[vsw_index[ecs_by_name[pod["node"]].vswitch]].zone
+                vsw = next((v for v in pn.spec.vSwitchOptions if vswitches[vsw_index[v]].zone == zone), None)
+                if vsw is None:
+                    self.bad(path, f"{pod['namespace']}/{pod['name']}",
+                             f"PodNetworking {pn.metadata.name} has no vSwitch in zone {zone} of node {pod['node']}; "
+                             f"expected one of its vSwitchOptions there", src)
+                    continue
+            out[_pod_key(pod)] = (tuple(pn.spec.securityGroupIDs) or None, vsw)
+        return out
+
     def _eni_vswitches(self, cl, vswitches, vsw_index, node_vsw: VSwitchPlan) -> list[str]:
         """Pods of a node take addresses from the first eni vSwitch in the node's zone, else the node's."""
         for v in cl.eni.vswitches:
@@ -863,7 +925,7 @@ class Planner:
                 self.bad(path + ("metadata", "name"), obj.metadata.name, f"duplicate {obj.kind} in namespace "
                          f"{obj.metadata.namespace}", msrc)
             seen[key] = m.path
-            if isinstance(obj, Namespace):
+            if isinstance(obj, (Namespace, k8s.PodNetworking)):      # cluster-scoped
                 continue
             if obj.metadata.namespace not in namespaces:
                 self.bad(path + ("metadata", "namespace"), obj.metadata.namespace,
@@ -906,7 +968,8 @@ class Planner:
                 seen[pkey] = m.path
                 out.append(({"namespace": obj.metadata.namespace, "name": name, "node": node,
                              "labels": dict(labels) | {"pod-template-hash": "kubevpc"} if isinstance(obj, Deployment)
-                             else dict(labels), "servers": tuple(ports), "ready": ready != "false"},
+                             else dict(labels), "servers": tuple(ports), "ready": ready != "false",
+                             "annotations": dict(annotations)},
                             (path, msrc)))
         cl = self.sc.cluster
         if cl is not None and cl.dns.enabled and node_names:
@@ -1133,6 +1196,10 @@ class Planner:
                 except KeyError:
                     self.bad(("expect", i, field), ref, "no such endpoint; expected pod/<namespace>/<name>, "
                              "ecs/<name> or node/<name> of this scenario")
+
+
+def _pod_key(pod: dict) -> str:
+    return f"pod/{pod['namespace']}/{pod['name']}"
 
 
 def _relabel(labels: dict[str, str], changes: dict[str, str | None]) -> dict[str, str]:
