@@ -76,6 +76,10 @@ class KubevpcController(app_manager.OSKenApp):
         self.dumping = {}                 # bridge name -> cookies collected from a multipart reply
         self.status = {"pid": os.getpid(), "bridges": {}, "plan_version": 0, "errors": []}
         self.group_dumping = {}           # bridge name -> group ids collected from a multipart reply
+        # a new plan may come while a bridge's dump is under way: replies are taken only from the
+        # latest requests (by xid), and a barrier counts only for the plan it was sent for
+        self.dump_xids = {}               # bridge name -> (group desc xid, flow stats xid) of the latest dump
+        self.barrier_for = {}             # bridge name -> (barrier xid, plan version it confirms)
         self.health, self.health_stamps = {}, ()
         self._load_plan()
         hub.spawn(self._watch_plan)
@@ -174,17 +178,22 @@ class KubevpcController(app_manager.OSKenApp):
         self.dumping[name] = set()
         self.group_dumping[name] = set()
         parser = dp.ofproto_parser
-        dp.send_msg(parser.OFPGroupDescStatsRequest(dp, 0))
-        dp.send_msg(parser.OFPFlowStatsRequest(dp, 0, dp.ofproto.OFPTT_ALL, dp.ofproto.OFPP_ANY,
-                                               dp.ofproto.OFPG_ANY, 0, 0, parser.OFPMatch()))
+        groups = parser.OFPGroupDescStatsRequest(dp, 0)
+        flows = parser.OFPFlowStatsRequest(dp, 0, dp.ofproto.OFPTT_ALL, dp.ofproto.OFPP_ANY,
+                                           dp.ofproto.OFPG_ANY, 0, 0, parser.OFPMatch())
+        for msg in (groups, flows):
+            dp.set_xid(msg)
+        self.dump_xids[name] = (groups.xid, flows.xid)
+        dp.send_msg(groups)
+        dp.send_msg(flows)
 
     @set_ev_cls(ofp_event.EventOFPGroupDescStatsReply, MAIN_DISPATCHER)
     @_logged
     def _group_desc(self, ev):
         dp = ev.msg.datapath
         name = self.by_dpid.get(dp.id)
-        if name is None or name not in self.group_dumping:
-            return
+        if name is None or name not in self.group_dumping or ev.msg.xid != self.dump_xids.get(name, (None,))[0]:
+            return                        # a reply to a dump a newer plan has replaced
         self.group_dumping[name].update(g.group_id for g in ev.msg.body)
         if ev.msg.flags & dp.ofproto.OFPMPF_REPLY_MORE:
             return
@@ -208,8 +217,8 @@ class KubevpcController(app_manager.OSKenApp):
     def _flow_stats(self, ev):
         dp = ev.msg.datapath
         name = self.by_dpid.get(dp.id)
-        if name is None or name not in self.dumping:
-            return
+        if name is None or name not in self.dumping or ev.msg.xid != self.dump_xids.get(name, (None, None))[1]:
+            return                        # a reply to a dump a newer plan has replaced
         self.dumping[name].update(stat.cookie for stat in ev.msg.body)
         if ev.msg.flags & dp.ofproto.OFPMPF_REPLY_MORE:
             return
@@ -227,10 +236,12 @@ class KubevpcController(app_manager.OSKenApp):
         for gid in sorted(self.stale_groups.pop(name, set())):
             dp.send_msg(group_mod(dp, _GroupId(gid), "delete"))
             self.sent_groups.get(name, {}).pop(gid, None)
-        dp.send_msg(dp.ofproto_parser.OFPBarrierRequest(dp))
+        barrier = dp.ofproto_parser.OFPBarrierRequest(dp)
+        dp.set_xid(barrier)
+        self.barrier_for[name] = (barrier.xid, self.status["plan_version"])
+        dp.send_msg(barrier)
         st = self.status["bridges"][name]
-        st.update(added=st.get("added", 0) + len(missing), deleted=st.get("deleted", 0) + len(stale),
-                  pending_barrier=True)
+        st.update(added=st.get("added", 0) + len(missing), deleted=st.get("deleted", 0) + len(stale))
         LOG.info("bridge %s: %d flows wanted, %d added, %d stale deleted", name, len(desired), len(missing),
                  len(stale))
 
@@ -241,8 +252,10 @@ class KubevpcController(app_manager.OSKenApp):
         if name is None:
             return
         st = self.status["bridges"][name]
-        if st.pop("pending_barrier", False):
-            st.update(programmed=True, programmed_at=time.time(), plan_version=self.status["plan_version"])
+        xid, version = self.barrier_for.get(name, (None, 0))
+        if ev.msg.xid == xid and version == self.status["plan_version"]:
+            del self.barrier_for[name]
+            st.update(programmed=True, programmed_at=time.time(), plan_version=version)
             self._write_status()
 
     @set_ev_cls(ofp_event.EventOFPErrorMsg, MAIN_DISPATCHER)

@@ -39,6 +39,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from kubevpc.k8s import MAX_NETWORK_POLICIES, MAX_RULES_PER_POLICY
 from kubevpc.netpol import (Direction, Endpoint, NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort, Rule, is_pod,
                             namespace_labels, selects)
 
@@ -46,15 +47,15 @@ from .flows import CT_NEW, CT_TRK, ETH_IP, Conjunction, Flow, Goto, ct_state, fl
 
 PRIO_EXEMPT = 60000
 PRIO_RULES_TOP = 59999
-PRIO_RULES_FLOOR = 200
+PRIO_RULES_FLOOR = 200            # kubevpc.k8s.MAX_RULES_PER_DIRECTION follows from these two
 PRIO_ISOLATED = 100
 PRIO_PASS = 0
 SHARED = "(shared)"          # policy_flow_counts: exemptions, isolation and pass flows
 
 L4 = {"TCP": (6, "tcp_dst"), "UDP": (17, "udp_dst"), "SCTP": (132, "sctp_dst")}
 _NEW = {"eth_type": ETH_IP, "ct_state": ct_state(CT_TRK | CT_NEW)}
-_MAX_POLICIES = 0xFFFF
-_MAX_RULES = 1 << 14
+_MAX_POLICIES = MAX_NETWORK_POLICIES
+_MAX_RULES = MAX_RULES_PER_POLICY
 
 Match = dict[str, Any]
 Clause = list[Match] | None       # None: a dimension the rule leaves open

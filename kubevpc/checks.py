@@ -109,10 +109,29 @@ def declared_checks(plan: Plan) -> list[Check]:
     for e in plan.expect:
         if e.get("modes") and mode not in e["modes"]:
             continue
+        if e["to"].startswith("svc/"):
+            out.append(_service_check(plan, e))
+            continue
         src, dst = resolve_endpoint(plan, e["from"]), resolve_endpoint(plan, e["to"])
         out.append(_check(plan, f"expect: {e['from']} -> {e['to']}", src, dst, e["protocol"], e["port"],
                           declared=True, expect=e["result"] == "allow"))
     return out
+
+
+def _service_check(plan: Plan, e: dict) -> Check:
+    """A declared check to a Service's ClusterIP (svc/<namespace>/<name>): the evaluator judges
+    the endpoints the connection may land on (kubevpc.matrix.expect)."""
+    from .matrix import expect
+    src = resolve_endpoint(plan, e["from"])
+    dest = f"svc/{plan.service(e['to'].removeprefix('svc/')).key}"
+    proto = e["protocol"].lower()
+    allowed, reason = expect(plan, src.key, dest, e["port"], proto)
+    want = e["result"] == "allow"
+    if allowed is None:
+        reason = f"declared {e['result']}; the evaluator says it depends on the endpoint: {reason}"
+    elif allowed != want:
+        reason = f"declared {e['result']}; the evaluator says: {reason}"
+    return Check(f"expect: {e['from']} -> {e['to']}", src.key, dest, e["port"], proto, want, reason, declared=True)
 
 
 def run_checks(lab: Lab, checks: list[Check], timeout: float = 1.5) -> list[Outcome]:

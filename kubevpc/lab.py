@@ -200,16 +200,15 @@ class Lab:
         changes = {**self.labels.get(key, {}), **labels}
         return self._update(self.loaded.manifests, self.ready, {**self.labels, key: changes})
 
-    def apply(self, *objects: dict) -> dict:
+    def apply(self, *objects: dict, origin: str = "<api>") -> dict:
         """Create or replace Services, NetworkPolicies and Namespaces (their labels) by kind,
         namespace and name, as `kubectl apply` would. A Service keeps its ClusterIP and NodePorts
-        when the new object does not set them. Pods and Deployments cannot change while running."""
-        from .k8s import Namespace, Service
+        when the new object does not set them. Pods and Deployments cannot change while running.
+        `origin` names where the objects came from in error messages (the CLI passes file names)."""
+        from .k8s import Namespace
         manifests = list(self.loaded.manifests)
-        for entry in self._parsed(objects):
+        for entry in self._parsed(objects, origin):
             cls, meta = type(entry.obj), entry.obj.metadata
-            if cls is Service:
-                entry = dataclasses.replace(entry, obj=_keep_allocations(entry.obj, self.plan))
             if cls is Namespace and meta.name not in self.plan.namespaces:
                 raise KubevpcError(f"namespace {meta.name} does not exist; a running scenario can "
                                    "relabel namespaces, not add them")
@@ -220,22 +219,22 @@ class Lab:
                 manifests[at] = entry
         return self._update(manifests, self.ready)
 
-    def set_network_policies(self, *objects: dict) -> dict:
+    def set_network_policies(self, *objects: dict, origin: str = "<api>") -> dict:
         """Make these the scenario's NetworkPolicies, all others removed, in one change."""
         from .k8s import NetworkPolicy, kind_of
         for obj in objects:
             if kind_of(obj) != ("networking.k8s.io/v1", "NetworkPolicy"):
                 raise KubevpcError(f"expected NetworkPolicies, not {'/'.join(kind_of(obj))}")
         kept = [m for m in self.loaded.manifests if not isinstance(m.obj, NetworkPolicy)]
-        return self._update(kept + self._parsed(objects), self.ready)
+        return self._update(kept + self._parsed(objects, origin), self.ready)
 
     @staticmethod
-    def _parsed(objects) -> list:
+    def _parsed(objects, origin: str = "<api>") -> list:
         """Objects that may change while running, validated as the API server would."""
         from pydantic import ValidationError
 
         from .k8s import KINDS, Namespace, NetworkPolicy, Service, kind_of
-        from .load import Manifest
+        from .load import Manifest, Source
         out = []
         for obj in objects:
             cls = KINDS.get(kind_of(obj))
@@ -249,7 +248,9 @@ class Lab:
                 raise KubevpcError(f"{where} is invalid: " + "; ".join(
                     f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())) from None
             meta = parsed.metadata
-            out.append(Manifest(obj=parsed, file="<api>", path=f"<api>/{cls.__name__}/{meta.namespace}/{meta.name}"))
+            # problems the planner finds in it name the origin and the object's own paths
+            out.append(Manifest(obj=parsed, file=origin, path=f"{origin}/{cls.__name__}/{meta.namespace}/{meta.name}",
+                                source=Source(origin, obj, {}), prefix=()))
         return out
 
     def delete(self, ref: str) -> dict:
@@ -282,10 +283,15 @@ class Lab:
         controller, the DNS, the node health servers and the SLB checkers (they watch their files).
         Returns how long the flows took to follow."""
         from topologies.build import wait_for, write_node_health, write_slb_config
+
+        from .k8s import Service
         if self.net is None:
             raise KubevpcError("the lab is not up")
         t0 = time.monotonic()
         labels = self.labels if labels is None else labels
+        # every Service keeps its ClusterIP and NodePorts, whatever comes or goes before it
+        manifests = [dataclasses.replace(m, obj=_keep_allocations(m.obj, self.plan)) if isinstance(m.obj, Service)
+                     else m for m in manifests]
         loaded = dataclasses.replace(self.loaded, manifests=tuple(manifests))
         plan = make_plan(loaded, self.run, ready, labels)
         shape = lambda p: [(h.key, h.ip, h.netns, h.veth, h.ofport) for h in p.hosts]  # noqa: E731
@@ -382,6 +388,9 @@ def _keep_allocations(svc, plan: Plan):
     if svc.spec.clusterIP is None and old.cluster_ip:
         spec["clusterIP"] = old.cluster_ip
     kept = {(p.port, p.protocol): p.node_port for p in old.ports if p.node_port}
+    if svc.spec.healthCheckNodePort is None and old.health_check_node_port and \
+            svc.spec.type == "LoadBalancer" and svc.spec.externalTrafficPolicy == "Local":
+        spec["healthCheckNodePort"] = old.health_check_node_port
     if svc.spec.type in ("NodePort", "LoadBalancer"):
         for p in spec.get("ports", []):
             if "nodePort" not in p and (p["port"], p.get("protocol", "TCP")) in kept:

@@ -159,6 +159,14 @@ class _PortServer(ThreadingHTTPServer):
         self.owner = owner
         super().__init__(address, _Handler)
 
+    def server_bind(self) -> None:
+        """HTTPServer.server_bind asks the resolver for this host's name (socket.getfqdn); in a
+        node's namespace no resolver answers, and the lookup cost 10 s before every start."""
+        import socketserver
+        socketserver.TCPServer.server_bind(self)
+        host, port = self.server_address[:2]
+        self.server_name, self.server_port = host, port
+
 
 class NodeHealth:
     """The listening sockets of one node, one per healthCheckNodePort."""

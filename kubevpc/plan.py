@@ -541,6 +541,7 @@ class Planner:
 
         # ---- Kubernetes objects: namespaces, pods, placement
         pods = self._pods(node_names)
+        self._check_policy_limits()
         pod_networking = self._pod_networking(cl, pods, vswitches, vsw_index, groups_by_name, cluster_vpc,
                                               ecs_by_name) if cl else {}
         if self.problems:
@@ -768,6 +769,25 @@ class Planner:
         return plan
 
     # ------------------------------------------------------------------------------ helpers
+    def _check_policy_limits(self) -> None:
+        """What the flows can hold (kubevpc.k8s.MAX_*): beyond it, an error, not a controller failure."""
+        found = [m for m in self.loaded.manifests if isinstance(m.obj, k8s.NetworkPolicy)]
+        if len(found) > k8s.MAX_NETWORK_POLICIES:
+            self.bad(found[k8s.MAX_NETWORK_POLICIES].prefix, len(found),
+                     f"at most {k8s.MAX_NETWORK_POLICIES} NetworkPolicies", found[k8s.MAX_NETWORK_POLICIES].source)
+        for direction, field in (("Ingress", "ingress"), ("Egress", "egress")):
+            total = 0
+            for m in found:
+                rules = m.obj.spec.rules(direction)
+                total += len(rules)
+                if len(rules) > k8s.MAX_RULES_PER_POLICY:
+                    self.bad(m.prefix + ("spec", field), len(rules),
+                             f"at most {k8s.MAX_RULES_PER_POLICY} {field} rules in one NetworkPolicy", m.source)
+                if total > k8s.MAX_RULES_PER_DIRECTION:
+                    self.bad(m.prefix + ("spec", field), total, f"at most {k8s.MAX_RULES_PER_DIRECTION} "
+                             f"{field} rules in all NetworkPolicies together (two flow priorities each)", m.source)
+                    break
+
     def _namespace_labels(self) -> dict[str, dict[str, str]]:
         out: dict[str, dict[str, str]] = {"default": {}, "kube-system": {}}
         for m in self.loaded.manifests:
@@ -932,7 +952,7 @@ class Planner:
                          "namespace not declared; expected a Namespace object in the manifests", msrc)
                 continue
             if not node_names:
-                self.bad(path, obj.kind, f"{obj.kind}s need a cluster section with nodes", msrc)
+                self.bad(path, obj.kind, f"a {obj.kind} needs a cluster section with nodes", msrc)
                 continue
             if isinstance(obj, (Service, k8s.NetworkPolicy)):
                 continue
@@ -1192,10 +1212,14 @@ class Planner:
         for i, e in enumerate(self.sc.expect):
             for field, ref in (("from", e.source), ("to", e.to)):
                 try:
-                    resolve_endpoint(plan, ref)
+                    if field == "to" and ref.startswith("svc/"):
+                        plan.service(ref.removeprefix("svc/"))
+                    else:
+                        resolve_endpoint(plan, ref)
                 except KeyError:
                     self.bad(("expect", i, field), ref, "no such endpoint; expected pod/<namespace>/<name>, "
-                             "ecs/<name> or node/<name> of this scenario")
+                             "ecs/<name> or node/<name>" + (", or svc/<namespace>/<name>" if field == "to" else "")
+                             + " of this scenario")
 
 
 def _pod_key(pod: dict) -> str:

@@ -216,3 +216,43 @@ def test_lab_checks_objects_before_touching_anything():
         Lab._parsed([policy("x", "p", {"ingress": [{"ports": [{"port": "Not_A_Name"}]}]})])
     [m] = Lab._parsed([copy.deepcopy(DENY_X)])
     assert m.obj.key == "x/deny" and m.file == "<api>"
+
+
+def test_more_rules_than_the_flows_can_hold_are_refused(tmp_path, monkeypatch):
+    import kubevpc.k8s as k8s
+    monkeypatch.setattr(k8s, "MAX_RULES_PER_POLICY", 2)
+    monkeypatch.setattr(k8s, "MAX_RULES_PER_DIRECTION", 3)
+    data = scenario()
+    data["manifests"] += [policy("x", "three", {"podSelector": {}, "ingress": [{}, {}, {}]}),
+                          policy("y", "two", {"podSelector": {}, "ingress": [{}, {}]})]
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    with pytest.raises(ScenarioError) as info:
+        make_plan(load(str(path)), "t")
+    by = {p.path: p for p in info.value.problems}
+    n = len(data["manifests"])
+    assert "at most 2 ingress rules in one NetworkPolicy" in by[f"manifests[{n - 2}].spec.ingress"].expected
+    assert by[f"manifests[{n - 1}].spec.ingress"].value == 5
+    assert "all NetworkPolicies together" in by[f"manifests[{n - 1}].spec.ingress"].expected
+
+
+def test_declared_checks_to_services():
+    from kubevpc.checks import declared_checks
+    plan = make_plan(load(str(DEMO)), "t")
+    by = {(c.source, c.dest): c for c in declared_checks(plan)}
+    allow = by[("pod/y/b", "svc/x/svc-a")]
+    assert allow.expect and allow.port == 80 and "via pod/x/a:80" in allow.reason
+    deny = by[("pod/z/b", "svc/x/svc-a")]
+    assert not deny.expect and "NetworkPolicy" in deny.reason and "z/not-to-x" in deny.reason
+    assert not by[("pod/x/b", "pod/x/a")].expect
+
+
+def test_an_expectation_to_an_unknown_service_is_refused(tmp_path):
+    data = yaml.safe_load(DEMO.read_text())
+    data["expect"] = [{"from": "pod/y/b", "to": "svc/x/nope", "port": 80, "result": "allow"}]
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    with pytest.raises(ScenarioError) as info:
+        make_plan(load(str(path)), "t")
+    [p] = info.value.problems
+    assert p.path == "expect[0].to" and p.value == "svc/x/nope" and "svc/<namespace>/<name>" in p.expected

@@ -416,7 +416,7 @@ def test_a_service_without_a_cluster_is_an_error(tmp_path):
     data["manifests"] = [cluster_ip("svc-a")]
     problems, f, text = refuse(tmp_path, data)
     check(only(problems, "manifests[0]"), f, "Service", line_of(text, "apiVersion: v1", after="manifests:"),
-          "need a cluster section")
+          "needs a cluster section")
 
 
 # ================================================================================= allocation
