@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .errors import KubevpcError, ScenarioError
+from .bench import perf as perf_bench
 
 EXIT_OK, EXIT_CHECKS, EXIT_USAGE, EXIT_RUNTIME, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 MODES = ("vxlan", "vpc-route", "eni")
@@ -55,16 +56,32 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="build, check, optionally open the Mininet CLI, tear down")
     _scenario_args(p)
     _build_args(p)
-    p.add_argument("--cli", action="store_true", help="open the Mininet CLI after the checks")
-    p.add_argument("--keep", action="store_true", help="keep the network up until Ctrl-C")
+    p.add_argument("--cli", action="store_true",
+                   help="open the Mininet CLI after the checks (and serve the control channel until it ends)")
+    p.add_argument("--keep", action="store_true",
+                   help="keep the network up until Ctrl-C, serving the control channel (kubevpc ready, apply, ...)")
     p.add_argument("--no-checks", action="store_true", help="build only")
-    p = sub.add_parser("check", help="build, run the checks, print the results, tear down")
+    p = sub.add_parser("check", help="build, run the checks (or probe the reachability matrix), print the "
+                       "results, tear down")
     _scenario_args(p)
     _build_args(p)
+    m = p.add_argument_group("reachability matrix (instead of the default checks)")
+    m.add_argument("--matrix", action="store_true", help="expected (from the scenario) and observed reachability "
+                   "between every pair of endpoints and ports, probed in parallel; exit 1 on any difference")
+    m.add_argument("--between", default="pods", metavar="LIST",
+                   help="comma-separated groups (pods, ecs, nodes, services), references (pod/x/a, svc/x/web, "
+                        "ecs/db, node/node-1) or patterns (pod/x/*); default: pods")
+    m.add_argument("--to", metavar="LIST", help="destinations, the same way (default: as --between)")
+    m.add_argument("--ports", default="80", metavar="LIST",
+                   help="e.g. 80,81/udp: a bare port means TCP and UDP (default: 80)")
+    m.add_argument("--timeout", type=float, default=1.0, metavar="S", help="per probe (default: 1 s)")
     p = sub.add_parser("clean", help="remove what crashed runs left behind (from their ledgers)")
     p.add_argument("runs", nargs="*", metavar="RUN", help="only these runs")
     p.add_argument("--all", action="store_true", help="also runs whose owner process is still alive")
     sub.add_parser("list", help="list runs known on this machine")
+    p = sub.add_parser("perf", help="benchmark: iperf3, ping and connect times on every path and mode, next to a raw veth pair")
+    perf_bench.add_arguments(p)
+    _control_parsers(sub)
     return ap
 
 
@@ -129,8 +146,16 @@ def cmd_flows(args) -> int:
     from controller.compile import compile_plan
     from .load import load
     from .plan import make_plan
+    from controller.policy import SHARED, policy_flow_counts
     plan = make_plan(load(args.file, args.mode), PLACEHOLDER_RUN)
-    for name, fs in compile_plan(plan).items():
+    compiled = compile_plan(plan)
+    if plan.network_policies:
+        counts = policy_flow_counts(plan.network_policies, [f for fs in compiled.values() for f in fs.flows
+                                                            if not args.bridge or fs.bridge.endswith(args.bridge)])
+        print("# NetworkPolicy flows on the node bridges (conjunctive: peers + pods + ports + 1 per rule and node)")
+        for key, n in counts.items():
+            print(f"#   {'isolation and pass (shared)' if key == SHARED else key}: {n}")
+    for name, fs in compiled.items():
         if args.bridge and not name.endswith(args.bridge):
             continue
         b = plan.bridge(name)
@@ -190,10 +215,12 @@ def _checks(lab, as_json: bool) -> bool:
 
 
 def cmd_run(args) -> int:
-    lab = None
+    lab = control = None
     try:
         lab = _build(args)
         ok = True if args.no_checks else _checks(lab, args.json)
+        if args.cli or args.keep:
+            control = _serve(lab)
         if args.cli:
             _mininet_cli(lab)
         elif args.keep:
@@ -202,6 +229,7 @@ def cmd_run(args) -> int:
                 time.sleep(3600)
         return EXIT_OK if ok else EXIT_CHECKS
     finally:
+        _stop_serving(control)
         if lab is not None:
             _say("tearing down")
             counts = lab.down()
@@ -210,7 +238,35 @@ def cmd_run(args) -> int:
 
 def cmd_check(args) -> int:
     args.cli = args.keep = args.no_checks = False
-    return cmd_run(args)
+    if not args.matrix:
+        return cmd_run(args)
+    from .matrix import parse_ports, select, tables
+    from .load import load
+    from .plan import make_plan
+    plan = make_plan(load(args.file, args.mode), PLACEHOLDER_RUN)      # bad choices fail before building
+    sources, dests = args.between.split(","), args.to.split(",") if args.to else None
+    try:
+        ports = parse_ports([args.ports])
+        select(plan, sources), select(plan, dests or sources)
+    except KubevpcError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        return EXIT_USAGE
+    lab = None
+    try:
+        lab = _build(args)
+        n = len(select(lab.plan, sources)) * len(select(lab.plan, dests or sources)) * len(ports)
+        _say(f"probing {n} cells in parallel")
+        m = lab.matrix(sources, ports, dests, timeout=args.timeout)
+        if args.json:
+            print(json.dumps({"run": lab.run, **m.as_dict()}, indent=1))
+        else:
+            for item in tables(m):
+                out.print(item)
+        return EXIT_CHECKS if m.differences else EXIT_OK
+    finally:
+        if lab is not None:
+            _say("tearing down")
+            lab.down()
 
 
 def _mininet_cli(lab) -> None:
@@ -289,8 +345,277 @@ def cmd_list(args) -> int:
     return EXIT_OK
 
 
+# ------------------------------------------------------------------ changing a running scenario
+CONTROL_EPILOG = ("RUN is the run's name (see `kubevpc list`). It may be left out when exactly one live run "
+                  "serves a control channel, as `kubevpc run FILE --keep` or `--cli` does once its checks are "
+                  "done. Exit codes: 0 done; 2 bad usage: bad arguments, an invalid manifest, or a change the "
+                  "planner rejects (nothing changed); 3 no such run, a run that does not serve, or a request the "
+                  "run could not carry out (an unknown pod or Service, a change not programmed in time).")
+
+
+def _control_parsers(sub) -> None:
+    """The subcommands that change a running scenario through its control channel (kubevpc/control.py)."""
+    def add(name: str, summary: str, description: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=summary, description=description, epilog=CONTROL_EPILOG)
+        p.add_argument("run", nargs="?", metavar="RUN", help="the run (default: the one live run that serves)")
+        return p
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--json", action="store_true", help="print the run's answer as JSON on stdout")
+        p.add_argument("--timeout", type=float, default=150.0, metavar="S",
+                       help="seconds to wait for the run's answer (default 150)")
+
+    p = add("ready", "mark a pod ready or not ready in a running scenario",
+            "Mark a pod ready or not ready, as its readiness probe would. The Services' endpoints, select "
+            "groups, DNS answers (headless) and SLB backends (eni mode) follow; the pod keeps running. "
+            "Prints what changed and how long the controller took to program it.")
+    p.add_argument("pod", metavar="POD", help="pod/<namespace>/<name> or pod/<name> (namespace default)")
+    p.add_argument("state", metavar="true|false", choices=("true", "false"), help="ready (true) or not ready (false)")
+    common(p)
+    p = add("apply", "create or replace Services, NetworkPolicies and Namespaces in a running scenario",
+            "Create or replace the objects of YAML files (one or more documents each) in a running scenario, "
+            "as `kubectl apply -f` does. A Service keeps its ClusterIP and NodePorts unless the file sets them. "
+            "The files are checked as the scenario loader checks manifests before the run is asked anything.")
+    p.add_argument("-f", "--filename", action="append", required=True, metavar="FILE",
+                   help="a manifest file; may be given several times")
+    common(p)
+    p = add("delete", "delete a Service or a NetworkPolicy from a running scenario",
+            "Delete an object from a running scenario. A Service's ClusterIP and NodePorts stop being served "
+            "(the other Services keep theirs); a NetworkPolicy's rules stop applying.")
+    p.add_argument("object", metavar="OBJECT", help="svc/<namespace>/<name>, svc/<name> (namespace default) "
+                   "or netpol/<namespace>/<name>")
+    common(p)
+    for name, verb in (("stop-server", "stop"), ("start-server", "start")):
+        p = add(name, f"{verb} the server of a pod or ECS instance, or a node's health check server",
+                f"{verb.capitalize()} what runs in an endpoint: its server (connections to it are refused while "
+                "it is stopped), or with --program nodehealth a node's kube-proxy health check server (SLB "
+                "health checks against the node fail while it is stopped)." +
+                (" Waits until it listens again." if verb == "start" else ""))
+        p.add_argument("endpoint", metavar="ENDPOINT",
+                       help="pod/<namespace>/<name>, pod/<name>, ecs/<name> or node/<name>")
+        p.add_argument("--program", choices=("server", "nodehealth"), default="server",
+                       help="which program (default: server)")
+        common(p)
+    p = add("label", "set or remove labels of a pod or a namespace in a running scenario, as kubectl label",
+            "Set (KEY=VALUE) or remove (KEY-) labels of a pod or a namespace. Service endpoints and "
+            "NetworkPolicy (pod and namespace selectors) follow.")
+    p.add_argument("target", metavar="TARGET", help="pod/<namespace>/<name> or namespace/<name>")
+    p.add_argument("labels", nargs="+", metavar="KEY=VALUE|KEY-", help="labels to set, or to remove (KEY-)")
+    common(p)
+    p = add("matrix", "probe the reachability matrix of a running scenario",
+            "Expected (from the scenario as it now is) and observed reachability between every pair of the "
+            "chosen endpoints and ports, probed in parallel. Exit 1 on any difference.")
+    p.add_argument("--between", default="pods", metavar="LIST",
+                   help="groups (pods, ecs, nodes, services), references or patterns, comma-separated (default: pods)")
+    p.add_argument("--to", metavar="LIST", help="destinations, the same way (default: as --between)")
+    p.add_argument("--ports", default="80", metavar="LIST", help="e.g. 80,81/udp (default: 80, TCP and UDP)")
+    p.add_argument("--probe-timeout", type=float, default=1.0, metavar="S", help="per probe (default: 1 s)")
+    common(p)
+    p = add("status", "show a running scenario: the controller and every Service with its endpoints",
+            "Show the controller's status (bridges programmed, flows, groups, packet-ins, errors), every "
+            "Service with its ClusterIP, ports and endpoints, and each SLB's backends as its health checker sees them.")
+    common(p)
+
+
+def _control_command(fn):
+    """Run a control subcommand: the run's errors become messages and exit codes."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(args) -> int:
+        from rich.markup import escape
+
+        from .control import ControlError
+        try:
+            return fn(args)
+        except ControlError as exc:
+            console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
+            for p in exc.problems:         # one line each, never wrapped, as the scenario loader's
+                sys.stderr.write(f"  {p}\n")
+            return EXIT_USAGE if exc.kind == "usage" else EXIT_RUNTIME
+    return wrapper
+
+
+def _client(args):
+    from .control import ControlClient
+    return ControlClient(args.run, timeout=args.timeout)
+
+
+def _changed(client, headline: str, reply, as_json: bool) -> int:
+    if as_json:
+        print(json.dumps({"run": client.run, "result": reply.result, "changes": list(reply.changes),
+                          "took_s": round(reply.took_s, 4)}, indent=1))
+        return EXIT_OK
+    out.print(f"{headline} (run {client.run})", markup=False)
+    for line in reply.changes:
+        out.print(f"  {line}", markup=False)
+    times = reply.result if isinstance(reply.result, dict) else {}
+    if "flows_updated_s" in times:
+        if not reply.changes:
+            out.print("  no Service changed")
+        flows, cached = times["flows_updated_s"], times.get("datapath_s", 0.0)
+        out.print(f"flows programmed in {flows * 1000:.0f} ms ({flows:.2f} of kube-proxy's 1 s minimum sync "
+                  f"period), in the datapath's flow cache in {cached * 1000:.0f} ms")
+    else:
+        out.print(f"done in {reply.took_s * 1000:.0f} ms")
+    return EXIT_OK
+
+
+@_control_command
+def cmd_ready(args) -> int:
+    ready = args.state == "true"
+    client = _client(args)
+    reply = client.request("set_ready", args.pod, ready)
+    return _changed(client, f"{args.pod} marked {'ready' if ready else 'not ready'}", reply, args.json)
+
+
+@_control_command
+def cmd_apply(args) -> int:
+    from .control import read_manifests
+    try:
+        objects = read_manifests(args.filename)
+    except ScenarioError as exc:
+        console.print(f"[red]invalid manifest[/red] ({len(exc.problems)} problem(s)); nothing was applied:")
+        for p in exc.problems:
+            sys.stderr.write(f"  {p}\n")
+        return EXIT_USAGE
+    client = _client(args)
+    reply = client.request("apply", *objects, origin=", ".join(args.filename))
+    return _changed(client, f"applied {len(objects)} object(s) from {', '.join(args.filename)}", reply, args.json)
+
+
+@_control_command
+def cmd_delete(args) -> int:
+    from .control import DELETERS, ControlError
+    kind, _, name = args.object.partition("/")
+    if kind not in DELETERS or not name:
+        raise ControlError(f"cannot delete {args.object!r}: expected " +
+                           " or ".join(f"{k}/<namespace>/<name>, {k}/<name>" for k in DELETERS), "usage")
+    client = _client(args)
+    reply = client.request(DELETERS[kind], args.object)
+    return _changed(client, f"{args.object} deleted", reply, args.json)
+
+
+def label_changes(items: list[str], error) -> dict[str, str | None]:
+    """`KEY=VALUE` sets, `KEY-` removes, as `kubectl label` reads them."""
+    key_value = [item.split("=", 1) if "=" in item else (item[:-1], None) if item.endswith("-") else ("", None)
+                 for item in items]
+    for item, (key, _) in zip(items, key_value):
+        if not key:
+            raise error(f"label {item!r}: expected KEY=VALUE to set or KEY- to remove", "usage")
+    return dict(key_value)
+
+
+@_control_command
+def cmd_label(args) -> int:
+    from .control import ControlError
+    if args.run and "/" in args.run:            # no RUN given: argparse took the target for it
+        args.labels, args.target, args.run = [args.target, *args.labels], args.run, None
+    client = _client(args)
+    reply = client.request("label", args.target, label_changes(args.labels, ControlError))
+    return _changed(client, f"{args.target} labelled {' '.join(args.labels)}", reply, args.json)
+
+
+@_control_command
+def cmd_matrix(args) -> int:
+    from .control import ControlError
+    from .matrix import Cell, Matrix, parse_ports, tables
+    try:
+        ports = parse_ports([args.ports])
+    except KubevpcError as exc:
+        raise ControlError(str(exc), "usage") from None
+    client = _client(args)
+    reply = client.request("matrix", args.between.split(","), [list(p) for p in ports],
+                           args.to.split(",") if args.to else None, args.probe_timeout)
+    doc = reply.result
+    if args.json:
+        print(json.dumps({"run": client.run, **doc}, indent=1))
+    else:
+        cells = [Cell(**{k: v for k, v in c.items() if k != "differs"}) for c in doc["cells"]]
+        m = Matrix(doc["sources"], doc["destinations"], [(p["port"], p["protocol"]) for p in doc["ports"]], cells,
+                   doc["mode"], doc["probe_s"])
+        for item in tables(m):
+            out.print(item)
+    return EXIT_CHECKS if doc["differences"] else EXIT_OK
+
+
+@_control_command
+def cmd_stop_server(args) -> int:
+    client = _client(args)
+    reply = client.request("stop_server", args.endpoint, program=args.program)
+    return _changed(client, f"the {args.program} of {args.endpoint} stopped", reply, args.json)
+
+
+@_control_command
+def cmd_start_server(args) -> int:
+    client = _client(args)
+    reply = client.request("start_server", args.endpoint, program=args.program)
+    return _changed(client, f"the {args.program} of {args.endpoint} started and listening", reply, args.json)
+
+
+@_control_command
+def cmd_status(args) -> int:
+    d = _client(args).call("describe")
+    if args.json:
+        print(json.dumps(d, indent=1))
+        return EXIT_OK
+    st = d["controller"]
+    bridges = st.get("bridges", {}).values()
+    programmed = sum(1 for b in bridges if b.get("programmed") and b.get("plan_version") == st.get("plan_version"))
+    out.print(f"run {d['run']}: {d['file']}, mode {d['mode'] or '-'}", markup=False)
+    out.print(f"controller pid {st.get('pid', '-')}, plan v{st.get('plan_version', 0)}: {programmed} of {len(bridges)} "
+              f"bridges programmed, {sum(b.get('flows', 0) for b in bridges)} flows, "
+              f"{sum(b.get('groups', 0) for b in bridges)} groups, "
+              f"{sum(b.get('packet_in', 0) for b in bridges)} packet-ins, "
+              f"errors: {'; '.join(st.get('errors', [])) or 'none'}", markup=False)
+    t = Table(title="Services")
+    for col in ("service", "type", "ClusterIP", "ports", "ready endpoints", "not ready", "policies"):
+        t.add_column(col, overflow="fold")
+    for s in d["services"]:
+        ports = ", ".join(f"{p['port']}/{p['protocol']}→{p['target_port']}"
+                          + (f" :{p['node_port']}" if p["node_port"] else "") for p in s["ports"])
+        eps = lambda ready: ", ".join(f"{e['name']} {e['ip']}"  # noqa: E731
+                                      for e in s["endpoints"] if e["ready"] is ready)
+        policies = [f"affinity ClientIP {s['affinity_timeout']} s"] if s["session_affinity"] else []
+        policies += [f"{k} Local" for k in ("external", "internal") if s[f"{k}_traffic_policy"] == "Local"]
+        t.add_row(s["key"], s["type"] + (" headless" if s["headless"] else ""), s["cluster_ip"] or "-", ports or "-",
+                  eps(True) or "-", eps(False) or "-", "; ".join(policies) or "-")
+    out.print(t)
+    if d["slbs"]:
+        t = Table(title="SLBs (backend status as the health checker last wrote it)")
+        for col in ("SLB", "VIP", "listener", "backend", "sends to", "status"):
+            t.add_column(col, overflow="fold")
+        for slb in d["slbs"]:
+            for li in slb["listeners"]:
+                for b in li["backends"]:
+                    t.add_row(slb["service"], slb["vip"], f"{li['port']}/{li['protocol']}", b["id"],
+                              f"{b['ip']}:{b['port']}", b["status"])
+        out.print(t)
+    return EXIT_OK
+
+
+def _serve(lab):
+    from .control import serve
+    return serve(lab, _say)
+
+
+def _stop_serving(control) -> None:
+    if control is None:
+        return
+    try:
+        control.stop()
+    except KeyboardInterrupt:      # a second Ctrl-C must not skip the teardown that follows
+        pass
+
+
+CONTROL_COMMANDS = {"ready": cmd_ready, "apply": cmd_apply, "delete": cmd_delete, "label": cmd_label,
+                    "matrix": cmd_matrix, "stop-server": cmd_stop_server,
+                    "start-server": cmd_start_server, "status": cmd_status}
+
+
 COMMANDS = {"validate": cmd_validate, "plan": cmd_plan, "flows": cmd_flows, "run": cmd_run, "check": cmd_check,
-            "clean": cmd_clean, "list": cmd_list}
+            "clean": cmd_clean, "list": cmd_list, "perf": perf_bench.cmd_perf}
+COMMANDS.update(CONTROL_COMMANDS)
 
 if __name__ == "__main__":
     sys.exit(main())

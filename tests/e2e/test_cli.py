@@ -42,3 +42,37 @@ def test_invalid_scenario_exits_2_and_builds_nothing(tmp_path):
     assert f"{bad}:7: cloud.vpcs[0].vswitches[1].cidr: '10.0.1.128/25': overlaps vSwitch 'a'" in res.stderr
     after = set(os.listdir("/var/lib/kubevpc/runs")) if os.path.isdir("/var/lib/kubevpc/runs") else set()
     assert after == before
+
+
+def test_check_matrix_json_on_the_networkpolicy_demo():
+    res = kubevpc("check", os.path.join(TOP, "scenarios", "netpol.yaml"), "--matrix", "--between", "pods,ecs",
+                  "--to", "pod/x/*,pod/z/a,ecs", "--ports", "80/tcp,81/tcp", "--mode", "eni", "--json")
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    report = json.loads(res.stdout)
+    assert report["mode"] == "eni" and report["differences"] == 0
+    assert report["destinations"] == ["pod/x/a", "pod/x/b", "pod/x/c", "pod/z/a", "ecs/ecs-out"]
+    cells = {(c["source"], c["dest"], c["port"]): c for c in report["cells"]}
+    assert len(cells) == 10 * 5 * 2
+    assert cells[("pod/y/b", "pod/x/a", 80)]["observed"], "x/a takes port 80 from namespace y"
+    assert not cells[("pod/y/b", "pod/x/a", 81)]["observed"], "... and nothing else"
+    assert not cells[("pod/z/b", "pod/x/a", 80)]["observed"] and cells[("pod/z/b", "pod/z/a", 80)]["observed"]
+    assert cells[("ecs/ecs-out", "pod/z/a", 80)]["observed"], "eni: the VPC reaches pods; z takes ingress"
+    assert not cells[("ecs/ecs-out", "pod/x/b", 80)]["observed"]
+
+
+def test_check_matrix_refuses_bad_choices_before_building():
+    res = kubevpc("check", os.path.join(TOP, "scenarios", "netpol.yaml"), "--matrix", "--between", "pod/q/*")
+    assert res.returncode == 2 and "matches no endpoint" in res.stderr and "building" not in res.stderr
+    res = kubevpc("check", os.path.join(TOP, "scenarios", "netpol.yaml"), "--matrix", "--ports", "80/icmp")
+    assert res.returncode == 2 and "expected tcp or udp" in res.stderr
+
+
+def test_check_runs_declared_checks_through_services():
+    res = kubevpc("check", os.path.join(TOP, "scenarios", "netpol.yaml"), "--json")
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    report = json.loads(res.stdout)
+    declared = {(c["source"], c["dest"]): c for c in report["checks"] if c["declared"]}
+    assert declared[("pod/y/b", "svc/x/svc-a")]["connected"]
+    assert not declared[("pod/z/b", "svc/x/svc-a")]["connected"]
+    assert not declared[("pod/x/b", "pod/x/a")]["connected"]
+    assert report["passed"]
