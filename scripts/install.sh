@@ -296,10 +296,10 @@ step_python() {
 
     if [ ! -e "$STAMP" ] || [ "$TOP/pyproject.toml" -nt "$STAMP" ]; then
         if [ "$CHECK" = 1 ]; then
-            lack "python packages in .venv (pip install -e '.[test]'; pyproject.toml is newer than the last install)"
+            lack "python packages in .venv (pip install -e '.[test,perf]'; pyproject.toml is newer than the last install)"
         else
-            say "pip install -e '.[test]' into .venv"
-            run_quiet "$VENV/bin/pip" install -q --disable-pip-version-check -e "$TOP[test]"
+            say "pip install -e '.[test,perf]' into .venv"
+            run_quiet "$VENV/bin/pip" install -q --disable-pip-version-check -e "$TOP[test,perf]"   # perf: matplotlib, for kubevpc perf's chart
             touch "$STAMP"
         fi
     fi

@@ -65,9 +65,7 @@ def detect_datapath(prefer: str | None = None) -> Datapath:
     if prefer == "netdev" or (prefer is None and not kernel):
         tso = sh(["ovs-vsctl", "--timeout=5", "get", "Open_vSwitch", ".", "other_config:userspace-tso-enable"],
                  check=False).strip().strip('"') == "true" and tso_active()
-        note = ("userspace datapath with userspace TSO (offloads stay on)" if tso else
-                "userspace datapath without userspace TSO: TX checksum offload is turned off on every "
-                "namespace NIC so TCP checksums are right (slower; see docs/performance.md)")
+        note = "userspace datapath " + ("with" if tso else "without") + " userspace TSO"   # offloads: see offloads_for
         return Datapath("netdev", tso, note)
     if not kernel:
         raise BuildError("the kernel datapath was asked for but the openvswitch module is not loaded")
@@ -89,6 +87,149 @@ def tso_active(log: str = VSWITCHD_LOG) -> bool:
     # the TSO line comes a few lines later, before the version line
     start = text.rfind("|00001|vlog|INFO|opened log file")
     return "Userspace TCP Segmentation Offloading support enabled" in text[max(start, 0):]
+
+
+FULL_CHECKSUMS_ENV = "KUBEVPC_FULL_CHECKSUMS"    # "1": TX checksum offload off everywhere (the slow, safe setting)
+
+
+@dataclass(frozen=True)
+class Offloads:
+    """How namespace NICs and node uplinks are set up for the datapath in use."""
+
+    full_checksums: bool         # TX checksum offload (and so TSO) off on every namespace NIC
+    link_mtu: int                # MTU of both ends of every node uplink
+    note: str                    # why, for the progress line and the perf report
+
+
+def offloads_for(plan: Plan, dp: Datapath, force_full: bool = False) -> Offloads:
+    """The fastest setting that keeps TCP and UDP correct on this datapath (docs/performance.md).
+
+    Open vSwitch 3.1's userspace TSO has two traps. (1) A TSO packet it sends into a veth is cut
+    into segments as large as that veth's MTU allows, and a packet no longer than one such
+    segment leaves as a single frame: through a node uplink of MTU 9216 a 5 kB frame reached a
+    pod with MTU 1500 ("Message too long"). Uplinks as large as, and no larger than, every
+    namespace's NIC avoid that, so TSO stays on only when every namespace has the same MTU.
+    (2) Conntrack NAT updates an offloaded packet's pseudo-header checksum as if it were a full
+    one. Nothing computes it on the way to a local receiver, which trusts an offloaded checksum,
+    but the kernel VXLAN device computes it, wrongly: Service traffic to another node fails in
+    vxlan mode unless every sender computes full checksums itself."""
+    links = any(p.kind == "link" for b in plan.bridges for p in b.ports)
+    mtus = sorted({h.mtu for h in plan.hosts})
+    if dp.kind != "netdev":
+        return Offloads(False, LINK_MTU, "kernel datapath: offloads stay on")
+    if force_full:
+        return Offloads(True, LINK_MTU, f"{FULL_CHECKSUMS_ENV}=1: TX checksum offload off on every namespace NIC")
+    if not dp.userspace_tso:
+        return Offloads(True, LINK_MTU, "no userspace TSO: TX checksum offload off on every namespace NIC, so "
+                                        "TCP checksums are right (slower; see docs/performance.md)")
+    if not links:
+        return Offloads(False, LINK_MTU, "userspace TSO: offloads stay on")
+    if plan.cluster and plan.cluster.mode == "vxlan":
+        return Offloads(True, LINK_MTU, "vxlan mode: TX checksum offload off on every namespace NIC; conntrack NAT "
+                                        "before the kernel VXLAN device needs full checksums (see docs/performance.md)")
+    if len(mtus) > 1:
+        return Offloads(True, LINK_MTU, f"namespace MTUs differ ({', '.join(map(str, mtus))}): TX checksum offload "
+                                        "off on every namespace NIC; TSO through node uplinks needs one MTU")
+    return Offloads(False, mtus[0], f"userspace TSO: offloads stay on; node uplinks get MTU {mtus[0]}, the "
+                                    "namespaces' MTU, so TSO segments fit every NIC (see docs/performance.md)")
+
+
+OVS_RCVBUF = 4 << 20     # bytes asked for each of Open vSwitch's packet sockets on our ports (the kernel doubles it)
+RCVBUF_ENV = "KUBEVPC_OVS_RCVBUF"   # bytes instead of OVS_RCVBUF; 0 leaves the kernel's default (for comparisons)
+SO_RCVBUFFORCE = 33      # <asm-generic/socket.h>; Python's socket module does not name it
+SYS_PIDFD_GETFD = 438    # the same number on every architecture
+
+
+def enlarge_ovs_rcvbuf(ifnames: list[str], size: int = OVS_RCVBUF) -> tuple[int, str]:
+    """Give the packet sockets on which ovs-vswitchd receives from these interfaces a larger buffer.
+
+    The userspace datapath reads each port through an AF_PACKET socket with the kernel's default
+    buffer (net.core.rmem_default, 208 KiB here): three 64 KiB TSO packets. A TCP sender in a
+    namespace outruns ovs-vswitchd's single polling thread, the socket drops the rest, and TCP
+    retransmits: 150,000 retransmissions in 5 s and a third of the throughput (docs/performance.md).
+    Open vSwitch has no setting for it and the sysctl is the whole machine's, so the builder takes
+    a copy of each of those sockets (pidfd_getfd, Linux 5.6) and sets SO_RCVBUFFORCE on it: only
+    sockets bound to our own interfaces change. Returns how many sockets were changed and, when it
+    could not be done, why (never an error: the datapath still works, only slower)."""
+    import ctypes
+    rundir = os.environ.get("OVS_RUNDIR", "/var/run/openvswitch")
+    try:
+        with open(os.path.join(rundir, "ovs-vswitchd.pid"), encoding="ascii") as fh:
+            pid = int(fh.read().strip())
+        wanted = set()
+        for name in ifnames:
+            with open(f"/sys/class/net/{name}/ifindex", encoding="ascii") as fh:
+                wanted.add(fh.read().strip())
+        inodes = set()
+        with open("/proc/net/packet", encoding="ascii") as fh:
+            next(fh)
+            for line in fh:     # sk RefCnt Type Proto Iface R Rmem User Inode
+                f = line.split()
+                if f[4] in wanted:
+                    inodes.add(f"socket:[{f[8]}]")
+        fds = []
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                if os.readlink(f"/proc/{pid}/fd/{fd}") in inodes:
+                    fds.append(int(fd))
+            except OSError:
+                continue        # closed meanwhile
+        libc = ctypes.CDLL(None, use_errno=True)
+        pidfd = os.pidfd_open(pid)
+    except (OSError, ValueError, StopIteration, AttributeError) as exc:
+        return 0, f"could not find Open vSwitch's packet sockets: {exc}"
+    done = 0
+    try:
+        for fd in fds:
+            copy = libc.syscall(SYS_PIDFD_GETFD, pidfd, fd, 0)
+            if copy < 0:
+                err = ctypes.get_errno()
+                return done, f"pidfd_getfd: {os.strerror(err)}"
+            with socket.socket(fileno=copy) as sock:
+                sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, size)
+            done += 1
+    except OSError as exc:
+        return done, f"SO_RCVBUFFORCE: {exc}"
+    finally:
+        os.close(pidfd)
+    return done, ""
+
+
+SIOCETHTOOL, ETHTOOL_STXCSUM, CLONE_NEWNET = 0x8946, 0x17, 0x40000000
+
+
+def tx_checksum_off(nics: list[tuple[int, str]]) -> None:
+    """`ethtool -K IF tx off` on each (process in a network namespace, interface), without a
+    process per namespace: `ip netns exec` copies the mount table, which holds one entry per named
+    namespace, so a call per host made bring-up grow faster than linearly. One short-lived thread
+    enters each namespace (setns affects only the calling thread) and asks the kernel itself."""
+    import ctypes
+    import fcntl
+    import struct
+    import threading
+    errors: list[str] = []
+
+    def work() -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        for pid, ifname in nics:
+            try:
+                fd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY)
+                try:
+                    if libc.setns(fd, CLONE_NEWNET) != 0:
+                        raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
+                finally:
+                    os.close(fd)
+                value = ctypes.create_string_buffer(struct.pack("II", ETHTOOL_STXCSUM, 0), 8)
+                ifreq = struct.pack("16sP16x", ifname.encode(), ctypes.addressof(value))
+                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+                    fcntl.ioctl(sock.fileno(), SIOCETHTOOL, ifreq)
+            except OSError as exc:
+                errors.append(f"{ifname} of pid {pid}: {exc}")
+    worker = threading.Thread(target=work, name="kubevpc-ethtool")
+    worker.start()
+    worker.join()
+    if errors:
+        raise BuildError("could not turn TX checksum offload off: " + "; ".join(errors[:3]))
 
 
 def no_ipv6(ifnames: list[str]) -> None:
@@ -139,6 +280,8 @@ class Builder:
         self.ledger = ledger
         self.say = say
         self.net = Network(plan, ledger, detect_datapath(datapath))
+        self.offloads = offloads_for(plan, self.net.datapath, os.environ.get(FULL_CHECKSUMS_ENV) == "1")
+        self.rcvbuf: dict = {}            # what _buffers did to Open vSwitch's receive buffers
 
     def build(self) -> Network:
         net, plan = self.net, self.plan
@@ -149,8 +292,8 @@ class Builder:
         self.say(f"datapath: {net.datapath.note}")
         steps = [("namespaces", self._namespaces), ("links", self._links), ("addresses", self._addresses),
                  ("tunnels", self._tunnels), ("controller", self._controller), ("bridges", self._bridges),
-                 ("flows", self._wait_programmed), ("dns", self._dns), ("servers", self._servers),
-                 ("slb", self._slb)]
+                 ("buffers", self._buffers), ("flows", self._wait_programmed), ("dns", self._dns),
+                 ("servers", self._servers), ("slb", self._slb)]
         for name, step in steps:
             t0 = time.monotonic()
             step()
@@ -175,10 +318,11 @@ class Builder:
         # node uplinks: veth pairs between two bridges, both ends in the root namespace
         pairs = [(p.name, p.peer) for b in self.plan.bridges if b.role == "node" for p in b.ports if p.kind == "link"]
         ends = [n for pair in pairs for n in pair]
+        mtu = self.offloads.link_mtu
         self.ledger.record("link", *[h.veth for h in hosts], *ends)
         sh(["ip", "-batch", "-"], "".join(
             f"link add {h.veth} mtu {h.mtu} type veth peer name {h.ifname} netns {self.net.hosts[h.key].pid}\n"
-            for h in hosts) + "".join(f"link add {a} mtu {LINK_MTU} type veth peer name {b} mtu {LINK_MTU}\n"
+            for h in hosts) + "".join(f"link add {a} mtu {mtu} type veth peer name {b} mtu {mtu}\n"
                                       for a, b in pairs))
         no_ipv6([h.veth for h in hosts] + ends)
         sh(["ip", "-batch", "-"], "".join(f"link set {n} up\n" for n in [h.veth for h in hosts] + ends))
@@ -194,19 +338,10 @@ class Builder:
                 # the node reaches other nodes' pods through the tunnel: keep its packets small enough
                 cmds.append(f"route add {cl.pod_cidr} via {h.gateway} dev {h.ifname} mtu {cl.pod_mtu}")
             sh(["ip", "-n", h.netns, "-batch", "-"], "\n".join(cmds) + "\n")
-        dp = self.net.datapath
-        links = any(p.kind == "link" for b in self.plan.bridges for p in b.ports)
-        if dp.kind == "netdev" and (not dp.userspace_tso or links):
-            if dp.userspace_tso:
-                # Open vSwitch 3.1's userspace TSO breaks two paths kubevpc needs: a segmentation-
-                # offloaded packet crossing a veth link between two bridges (a node's uplink) comes
-                # out as one oversized frame, and conntrack NAT leaves an offloaded packet's pseudo-
-                # header checksum stale, which a kernel VXLAN device then completes wrongly. Full-size
-                # checksummed segments from every namespace keep both correct (docs/performance.md).
-                self.say("userspace TSO is on, but TX checksum offload goes off on every namespace NIC: node "
-                         "uplinks and NAT need whole segments with full checksums (see docs/performance.md)")
-            for h in self.plan.hosts:
-                sh(["ip", "netns", "exec", h.netns, "ethtool", "-K", h.ifname, "tx", "off"])
+        if self.net.datapath.kind == "netdev":
+            self.say(f"offloads: {self.offloads.note}")
+        if self.offloads.full_checksums:
+            tx_checksum_off([(self.net.hosts[h.key].pid, h.ifname) for h in self.plan.hosts])
 
     def _tunnels(self) -> None:
         """VXLAN devices are created in the node's namespace, so their outer packets carry the
@@ -278,6 +413,24 @@ class Builder:
                 if p.kind == "patch":
                     cmd += [f"type=patch", f"options:peer={p.peer}"]
         sh(cmd, timeout=120)
+
+    def _buffers(self) -> None:
+        """Larger receive buffers for Open vSwitch's packet sockets on our ports (userspace datapath)."""
+        if self.net.datapath.kind != "netdev":
+            return
+        names = [p.name for b in self.plan.bridges for p in b.ports if p.kind != "patch"]
+        try:
+            size = int(os.environ.get(RCVBUF_ENV) or OVS_RCVBUF)
+        except ValueError:
+            raise BuildError(f"{RCVBUF_ENV}={os.environ[RCVBUF_ENV]!r}: expected a number of bytes") from None
+        if size <= 0:
+            self.rcvbuf = {"ports": len(names), "sockets": 0, "bytes": 0, "problem": f"{RCVBUF_ENV}={size}"}
+            return
+        done, why = enlarge_ovs_rcvbuf(names, size)
+        self.rcvbuf = {"ports": len(names), "sockets": done, "bytes": size, "problem": why}
+        if why or done < len(names):
+            self.say(f"Open vSwitch's receive buffers enlarged on {done} of {len(names)} ports"
+                     + (f" ({why}); TCP through the bridges will be slower" if why else ""))
 
     def _wait_programmed(self) -> None:
         names = {b.name for b in self.plan.bridges}

@@ -156,9 +156,13 @@ def main(argv=None) -> int:
         print(f"bring-up ratio {names[i]} / plain Mininet: {ratio:.2f}")
     print("kubevpc bring-up steps (last run):", json.dumps(results[names[-2]][-1]["steps"]))
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as fh:
-            json.dump(results, fh, indent=1)
+        write_json(args.json, results)
     return 0
+
+
+def write_json(path: str, doc) -> None:
+    with open(path, "w", encoding="utf-8") as fh:
+        json.dump(doc, fh, indent=1)
 
 
 if __name__ == "__main__":

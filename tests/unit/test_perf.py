@@ -1,0 +1,335 @@
+"""The pure parts of the benchmarks: statistics, iperf3 and ping parsing, path choice, the report's
+shape, the chart, growth per doubling, and the data plane's offload choice. No root, no network."""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+import pytest
+import yaml
+
+from kubevpc.bench import perf, scale
+from kubevpc.errors import KubevpcError
+from kubevpc.load import load
+from kubevpc.plan import make_plan
+from topologies.build import LINK_MTU, Datapath, offloads_for
+
+REPO = Path(__file__).resolve().parents[2]
+DEFAULT = REPO / "scenarios" / "default.yaml"
+
+# iperf3 3.12 -J output, trimmed to what a report needs (the numbers are from a real run)
+IPERF_TCP = {
+    "start": {"version": "iperf 3.12", "test_start": {"protocol": "TCP", "duration": 1}},
+    "intervals": [],
+    "end": {"sum_sent": {"seconds": 1.000051, "bytes": 2434007040, "bits_per_second": 19471063295.771915,
+                         "retransmits": 35, "sender": True},
+            "sum_received": {"seconds": 1.000127, "bytes": 2416836608, "bits_per_second": 19332237669.815933,
+                             "sender": True}},
+}
+IPERF_UDP = {
+    "start": {"version": "iperf 3.12", "test_start": {"protocol": "UDP", "blksize": 1400}},
+    "intervals": [],
+    "end": {"sum": {"bits_per_second": 99906108.54412247, "jitter_ms": 0.0034170109343436865, "lost_packets": 210,
+                    "packets": 8921, "lost_percent": 2.3539961887680754, "sender": True},
+            "sum_sent": {"bits_per_second": 99906108.54412247, "jitter_ms": 0, "lost_packets": 0, "packets": 8921,
+                         "lost_percent": 0, "sender": True},
+            "sum_received": {"bits_per_second": 97548567.71484277, "jitter_ms": 0.0034170109343436865,
+                             "lost_packets": 210, "packets": 8921, "lost_percent": 2.3539961887680754,
+                             "sender": False}},
+}
+IPERF_REFUSED = {"start": {"connected": [], "version": "iperf 3.12"}, "intervals": [], "end": {},
+                 "error": "unable to connect to server: Connection refused"}
+PING = """PING 10.244.1.2 (10.244.1.2) 56(84) bytes of data.
+64 bytes from 10.244.1.2: icmp_seq=1 ttl=62 time=2.53 ms
+64 bytes from 10.244.1.2: icmp_seq=3 ttl=62 time=1.22 ms
+64 bytes from 10.244.1.2: icmp_seq=4 ttl=62 time=1.10 ms
+
+--- 10.244.1.2 ping statistics ---
+4 packets transmitted, 3 received, 25% packet loss, time 31ms
+"""
+
+
+def plan_of(tmp_path: Path, data: dict, mode: str):
+    path = tmp_path / "scenario.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return make_plan(load(str(path), mode=mode), "kvxxxx")
+
+
+# ------------------------------------------------------------------------------ statistics
+def test_stat_median_lowest_highest_and_missing_values():
+    s = perf.stat([3.0, None, 1.0, 2.0, 10.0])
+    assert (s["median"], s["min"], s["max"], s["n"]) == (2.5, 1.0, 10.0, 4)
+    assert s["values"] == [3.0, 1.0, 2.0, 10.0]
+    assert perf.stat([None, None]) is None and perf.stat([]) is None
+
+
+def test_ratio_and_first_and_steady():
+    assert perf.ratio(8.0, 16.0) == 0.5
+    assert perf.ratio(None, 16.0) is None and perf.ratio(8.0, 0) is None and perf.ratio(8.0, None) is None
+    fs = perf.first_and_steady([2.5, None, 1.2, 1.1])
+    assert fs["first"] == 2.5 and fs["steady"]["median"] == pytest.approx(1.15) and fs["lost"] == 1
+    assert fs["count"] == 4
+    assert perf.first_and_steady([]) is None
+    assert perf.first_and_steady([0.9])["steady"] is None
+
+
+# ------------------------------------------------------------------------------- parsing
+def test_parse_iperf_tcp_reports_received_rate_and_retransmissions():
+    r = perf.parse_iperf(json.dumps(IPERF_TCP))
+    assert r == {"gbps": pytest.approx(19.3322376698), "retransmits": 35}
+
+
+def test_parse_iperf_udp_reports_received_rate_loss_and_jitter():
+    r = perf.parse_iperf(json.dumps(IPERF_UDP), udp=True)
+    assert r["gbps"] == pytest.approx(0.0975485677)
+    assert r["lost_percent"] == pytest.approx(2.354, abs=1e-3) and r["jitter_ms"] == pytest.approx(0.003417, abs=1e-6)
+    assert r["packets"] == 8921
+
+
+@pytest.mark.parametrize("text, message", [
+    (json.dumps(IPERF_REFUSED), "iperf3: unable to connect to server: Connection refused"),
+    ("iperf3: error - the server is busy running a test", "iperf3 gave no JSON: iperf3: error - the server is busy"),
+    ("", "iperf3 gave no JSON: (nothing)"),
+    (json.dumps({"start": {}, "end": {}}), "iperf3 TCP run has no received summary"),
+])
+def test_parse_iperf_errors_say_what_iperf3_said(text, message):
+    with pytest.raises(perf.PerfError) as exc:
+        perf.parse_iperf(text)
+    assert str(exc.value).startswith(message)
+    assert isinstance(exc.value, KubevpcError)
+
+
+def test_parse_iperf_udp_without_the_servers_report():
+    with pytest.raises(perf.PerfError, match="UDP run has no received summary"):
+        perf.parse_iperf(json.dumps({"start": {}, "end": {"sum_sent": {}}}), udp=True)
+
+
+def test_parse_ping_keeps_sequence_order_and_marks_losses():
+    assert perf.parse_ping(PING, 4) == [2.53, None, 1.22, 1.10]
+    assert perf.parse_ping("", 2) == [None, None]
+
+
+@pytest.mark.parametrize("fn, good, want", [(perf.parse_rate, "500M", "500M"), (perf.parse_rate, " 1.5G", "1.5G"),
+                                            (perf.parse_rate, "200000", "200000"),
+                                            (perf.parse_modes, "eni,vxlan,eni", ["eni", "vxlan"]),
+                                            (perf.positive_int, "3", 3)])
+def test_argument_types_accept(fn, good, want):
+    assert fn(good) == want
+
+
+@pytest.mark.parametrize("fn, bad", [(perf.parse_rate, "fast"), (perf.parse_rate, "5T"), (perf.parse_rate, "-1M"),
+                                     (perf.parse_modes, "vxlan,calico"), (perf.parse_modes, ","),
+                                     (perf.positive_int, "0"), (perf.positive_int, "two")])
+def test_argument_types_reject_with_what_was_expected(fn, bad):
+    with pytest.raises(argparse.ArgumentTypeError, match="expected"):
+        fn(bad)
+
+
+def test_cli_perf_arguments_and_quick_settings():
+    from kubevpc.cli import parser
+    args = parser().parse_args(["perf", "--quick"])
+    s = perf.settings_from(args)
+    assert (s.repeat, s.seconds, s.modes, s.udp, s.pings) == (1, 1, ["vpc-route"], True, 10)
+    args = parser().parse_args(["perf", "x.yaml", "--modes", "eni", "--repeat", "5", "--no-udp", "--udp-rate", "1G"])
+    s = perf.settings_from(args)
+    assert (args.file, s.repeat, s.seconds, s.modes, s.udp, s.udp_rate) == ("x.yaml", 5, 3, ["eni"], False, "1G")
+    assert perf.settings_from(parser().parse_args(["perf"])).modes == list(perf.MODES)
+
+
+def test_cli_perf_rejects_bad_input(capsys):
+    from kubevpc.cli import parser
+    with pytest.raises(SystemExit) as exc:
+        parser().parse_args(["perf", "--modes", "flannel"])
+    assert exc.value.code == 2
+    assert "expected a comma-separated list of vxlan, vpc-route, eni" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------- paths
+@pytest.mark.parametrize("mode", perf.MODES)
+def test_builtin_scenario_has_every_path(tmp_path, mode):
+    plan = plan_of(tmp_path, perf.perf_scenario(), mode)
+    paths = {p.key: p for p in perf.choose_paths(plan)}
+    assert list(paths) == [k for k, _ in perf.PATH_KINDS]
+    assert (paths["pod-pod-same-node"].client, paths["pod-pod-same-node"].server) == ("pod/default/client",
+                                                                                       "pod/default/peer-1")
+    assert paths["pod-pod-same-vswitch"].server == "pod/default/server"
+    assert paths["pod-pod-cross-vswitch"].server == "pod/default/peer-3"
+    svc = plan.service("default/iperf")
+    node2 = plan.node("node-2")
+    assert (paths["pod-clusterip"].dest, paths["pod-clusterip"].port) == (svc.cluster_ip, 5201)
+    assert (paths["pod-nodeport"].dest, paths["pod-nodeport"].port) == (node2.ip, svc.ports[0].node_port)
+    assert paths["client-slb"].dest == plan.slbs[0].vip and paths["client-slb"].client == "ecs/ecs-client"
+    for key in ("pod-clusterip", "pod-nodeport", "client-slb"):
+        p = paths[key]
+        assert (p.server, p.listen, p.udp, p.ping, p.skip) == ("pod/default/server", 5201, True, False, "")
+    skipped = {k for k, p in paths.items() if p.skip}
+    if mode == "vxlan":
+        assert skipped == {"ecs-pod"} and "overlay address" in paths["ecs-pod"].skip
+    else:
+        assert skipped == set()
+        assert paths["ecs-pod"].client == "ecs/ecs-client" and paths["ecs-pod"].server == "pod/default/server"
+
+
+def test_a_scenario_without_a_measurable_service_says_why(tmp_path):
+    plan = make_plan(load(str(DEFAULT), mode="vpc-route"), "kvxxxx")
+    paths = {p.key: p for p in perf.choose_paths(plan)}
+    assert not paths["pod-pod-same-node"].skip and paths["pod-pod-same-node"].port == 5201
+    for key in ("pod-clusterip", "pod-nodeport", "client-slb"):
+        assert "no Service with exactly one ready endpoint" in paths[key].skip
+    # sg-nodes lets ecs-db in on 9000 only: the evaluator's reason is the report's
+    assert "denied" in paths["ecs-pod"].skip and "5201" in paths["ecs-pod"].skip
+
+
+def test_iperf_port_avoids_the_pods_declared_ports(tmp_path):
+    data = perf.perf_scenario()
+    data["manifests"][1]["spec"]["containers"][0]["ports"].append({"containerPort": 5201})
+    plan = plan_of(tmp_path, data, "vpc-route")
+    same = next(p for p in perf.choose_paths(plan) if p.key == "pod-pod-same-node")
+    assert (same.server, same.port, same.listen) == ("pod/default/peer-1", 5202, 5202)
+
+
+# --------------------------------------------------------------------------------- report
+def fake_path(key: str, gbps: list[float], skip: str = "") -> dict:
+    p = {"key": key, "title": perf.TITLES[key], "skip": skip, "errors": []}
+    if not skip:
+        p.update(tcp={"gbps": perf.stat(gbps), "retransmits": [0] * len(gbps)},
+                 udp={"gbps": perf.stat([0.4]), "lost_percent": perf.stat([1.0]), "jitter_ms": perf.stat([0.01])},
+                 ping_ms=perf.first_and_steady([2.0, 1.0, 1.1]), connect_ms=perf.first_and_steady([1.5, 1.2]))
+    return p
+
+
+def fake_report() -> dict:
+    ref = lambda title, g: {"title": title, "tcp": {"gbps": perf.stat(g)}, "udp": None,  # noqa: E731
+                            "ping_ms": None, "connect_ms": None}
+    modes = {}
+    for mode, across in (("vxlan", 0.25), ("vpc-route", 8.0)):
+        modes[mode] = {"packet_in": 0 if mode == "vpc-route" else 2, "bringup_s": 1.0,
+                       "datapath": {"kind": "netdev", "offloads": {"note": "x"}},
+                       "paths": [fake_path("pod-pod-same-node", [10.0]),
+                                 fake_path("pod-pod-same-vswitch", [across, across + 0.1]),
+                                 fake_path("pod-pod-cross-vswitch", [across]),
+                                 fake_path("ecs-pod", [], skip="overlay" if mode == "vxlan" else ""),
+                                 ] + ([] if mode == "vxlan" else [])}
+        if mode == "vpc-route":
+            modes[mode]["paths"][3] = fake_path("ecs-pod", [7.0])
+    report = {"format": perf.FORMAT, "scenario": "s.yaml", "modes": modes,
+              "settings": {"repeat": 2, "seconds": 1, "udp_rate": "500M"},
+              "machine": {"kernel": "6.1", "cpus": 2, "ovs": "ovs-vswitchd (Open vSwitch) 3.1.0"},
+              "references": {"veth": ref("raw veth pair", [15.0, 17.0]), "linux-bridge": ref("Linux bridge", [14.0])},
+              "duration_s": 12.0}
+    perf.add_ratios(report)
+    report["targets"] = perf.targets(report)
+    return report
+
+
+def test_ratios_are_to_the_raw_veth_median():
+    r = fake_report()
+    assert r["references"]["veth"]["ratio_to_veth"] == 1.0
+    assert r["references"]["linux-bridge"]["ratio_to_veth"] == pytest.approx(14 / 16)
+    p = perf._path(r, "vpc-route", "pod-pod-same-vswitch")
+    assert p["ratio_to_veth"] == pytest.approx(8.05 / 16)
+    assert perf._path(r, "vxlan", "ecs-pod")["ratio_to_veth"] is None
+
+
+def test_targets_judge_half_a_veth_vpc_route_against_vxlan_and_packet_ins():
+    t = {x["target"]: x for x in fake_report()["targets"]}
+    assert t["vpc-route: pod to pod across nodes >= 1/2 raw veth"]["ok"] is True
+    assert t["vxlan: pod to pod across nodes >= 1/2 raw veth"]["ok"] is False
+    vs = t["vpc-route >= vxlan, pod to pod, across nodes, one vSwitch"]
+    assert vs["ok"] is True and "vxlan costs 96%" in vs["detail"]       # 1 - 0.30 / 8.05
+    assert "slower path 0.25 Gbit/s" in t["vxlan: pod to pod across nodes >= 1/2 raw veth"]["detail"]
+    assert t["vxlan: zero packet-ins"]["ok"] is False and t["vpc-route: zero packet-ins"]["ok"] is True
+
+
+def test_report_is_json_and_the_table_has_a_row_per_reference_and_measured_path():
+    r = fake_report()
+    again = json.loads(json.dumps(r))
+    assert again["format"] == 1 and set(again["modes"]) == {"vxlan", "vpc-route"}
+    rows = perf.rows(r)
+    assert [row[:2] for row in rows[:2]] == [["raw veth pair", "reference"], ["Linux bridge", "reference"]]
+    assert len(rows) == 2 + 4 * 2
+    assert all(len(row) == len(perf.COLUMNS) for row in rows)
+    same = next(row for row in rows if row[:2] == ["pod to pod, same node", "vpc-route"])
+    assert same[2] == "10.00" and same[3] == "0.62" and same[8] == "2.00 / 1.05" and same[9] == "1.50 / 1.20"
+    spread = next(row for row in rows if row[:2] == ["pod to pod, across nodes, one vSwitch", "vpc-route"])
+    assert spread[2] == "8.05 (8.00-8.10)"
+    skipped = next(row for row in rows if row[:2] == ["ECS to pod", "vxlan"])
+    assert skipped[2] == "n/a: overlay"
+    assert perf.failures(r) == []
+    r["modes"]["vpc-route"]["paths"][0].update(errors=["TCP run 1, attempt 1: iperf3: busy"], complete=True)
+    assert perf.failures(r) == []                   # the retry measured it
+    r["modes"]["vpc-route"]["paths"][0].update(errors=["TCP run 1, attempt 2: iperf3: boom"], complete=False)
+    assert perf.failures(r) == ["vpc-route pod to pod, same node: TCP run 1, attempt 2: iperf3: boom"]
+    assert any("target NOT met: vxlan: zero packet-ins" in line for line in perf.summary_lines(r))
+    from rich.console import Console
+    console = Console(record=True, width=200)
+    console.print(perf.table(r))
+    assert "raw veth pair" in console.export_text()
+
+
+def test_chart_is_a_png(tmp_path):
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "perf.png"
+    perf.chart(fake_report(), str(out))
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_references_are_merged_before_and_after():
+    before = {"veth": {"title": "raw veth pair", "tcp": {"gbps": perf.stat([18.0, 17.0])}, "udp": None,
+                       "ping_ms": None, "connect_ms": None}}
+    after = {"veth": {"title": "raw veth pair", "tcp": {"gbps": perf.stat([14.0])}, "udp": None}}
+    m = perf.merge_references(before, after)["veth"]
+    assert (m["tcp"]["gbps"]["median"], m["tcp"]["gbps"]["min"], m["tcp"]["gbps"]["n"]) == (17.0, 14.0, 3)
+
+
+# ---------------------------------------------------------------------------------- scale
+def test_growth_per_doubling():
+    assert scale.per_doubling(100, 2.0, 200, 4.0) == pytest.approx(2.0)             # linear
+    assert scale.per_doubling(100, 1.0, 400, 16.0) == pytest.approx(4.0)            # quadratic
+    assert scale.per_doubling(10, 1.0, 50, 5.0) == pytest.approx(2.0)
+    assert scale.per_doubling(10, None, 50, 5.0) is None and scale.per_doubling(10, 0, 50, 5.0) is None
+    assert scale.growth([(50, 5.0), (10, 1.0), (100, 10.0)]) == [pytest.approx(2.0), pytest.approx(2.0)]
+
+
+def test_scale_nodes_and_memory_guard():
+    assert [scale.nodes_for(n) for n in (10, 500, 1000, 2000)] == [4, 4, 5, 10]
+    done = [{"hosts": 100, "kubevpc": {"peak_mib": 1000.0}}]
+    assert scale.fits(500, done, 10_000) == (True, "")
+    ok, why = scale.fits(1000, done, 10_000)
+    assert not ok and "needs about 12500 MiB" in why
+    assert scale.fits(10**6, [], 1.0) == (True, "")
+
+
+def test_scale_targets():
+    sizes = [{"pods": 100, "up_ratio": 1.4, "kubevpc": {"up_s": 1.4}, "mininet": {"up_s": 1.0}}]
+    assert scale.targets(sizes)[0]["ok"] is True
+    sizes[0]["up_ratio"] = 2.1
+    assert scale.targets(sizes)[0]["ok"] is False and math.isclose(sizes[0]["up_ratio"], 2.1)
+
+
+# ------------------------------------------------------------------- the data plane's offloads
+NETDEV_TSO = Datapath("netdev", True, "")
+
+
+@pytest.mark.parametrize("mode, full", [("vxlan", True), ("vpc-route", False), ("eni", False)])
+def test_userspace_tso_stays_on_where_it_is_correct(tmp_path, mode, full):
+    plan = plan_of(tmp_path, perf.perf_scenario(), mode)
+    o = offloads_for(plan, NETDEV_TSO)
+    assert o.full_checksums is full
+    # TSO through node uplinks: the uplinks get the namespaces' one MTU, never more
+    assert o.link_mtu == (LINK_MTU if full else 1500)
+    assert ("VXLAN" in o.note) is full
+
+
+def test_full_checksums_without_tso_when_forced_and_with_mixed_mtus(tmp_path):
+    plan = plan_of(tmp_path, perf.perf_scenario(), "vpc-route")
+    assert offloads_for(plan, Datapath("netdev", False, "")).full_checksums
+    assert "KUBEVPC_FULL_CHECKSUMS=1" in offloads_for(plan, NETDEV_TSO, force_full=True).note
+    kernel = offloads_for(plan, Datapath("system", False, ""))
+    assert (kernel.full_checksums, kernel.link_mtu) == (False, LINK_MTU)
+    data = perf.perf_scenario()
+    data["cluster"]["underlayMTU"] = 9000          # nodes and pods 9000, the plain ECS 1500
+    mixed = offloads_for(plan_of(tmp_path, data, "vpc-route"), NETDEV_TSO)
+    assert mixed.full_checksums and "1500, 9000" in mixed.note
