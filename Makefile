@@ -15,12 +15,14 @@ SCENARIO ?= scenarios/default.yaml
 MODE     ?=
 CLI      ?=
 KEEP     ?=
+# arguments of `kubevpc perf`, e.g. PERF=--quick or PERF="scenarios/default.yaml --modes eni"
+PERF     ?=
 
 RUN_FLAGS := $(if $(strip $(MODE)),--mode $(strip $(MODE))) \
              $(if $(filter 1,$(CLI)),--cli) \
              $(if $(filter 1,$(KEEP)),--keep)
 
-.PHONY: help install venv scenario test unit e2e validate check clean distclean bench-up
+.PHONY: help install venv scenario test unit e2e validate check clean distclean bench-up bench-change perf bench-scale bench-netpol matrix
 
 help: ## list the targets
 	@echo "usage: make TARGET [SCENARIO=scenarios/default.yaml] [MODE=...] [CLI=1] [KEEP=1]"
@@ -51,6 +53,10 @@ e2e: install ## end-to-end tests only (root, real namespaces and Open vSwitch)
 validate: venv ## check SCENARIO's file against the schema (kubevpc validate)
 	$(KUBEVPC) validate $(SCENARIO)
 
+matrix: install ## build SCENARIO (default: the NetworkPolicy demo), probe the reachability matrix, tear down
+	$(strip $(KUBEVPC) check $(if $(filter scenarios/default.yaml,$(SCENARIO)),scenarios/netpol.yaml,$(SCENARIO)) \
+		--matrix --ports 80,81 $(if $(MODE),--mode $(MODE)))
+
 check: install ## build SCENARIO, run the checks, tear down (MODE=... overrides the mode)
 	$(strip $(KUBEVPC) check $(SCENARIO) $(if $(MODE),--mode $(MODE)))
 
@@ -65,3 +71,15 @@ distclean: ## clean, then remove .venv and the /usr/local/bin/kubevpc link to it
 
 bench-up: install ## bring up the benchmark topology (python -m kubevpc.bench.bringup)
 	$(PY) -m kubevpc.bench.bringup
+
+bench-change: install ## change-to-flows times and SLB failover (python -m kubevpc.bench.change)
+	$(PY) -m kubevpc.bench.change
+
+perf: install ## iperf3, ping and connect times of every path and mode, raw veth reference (PERF=--quick)
+	$(strip $(KUBEVPC) perf $(PERF))
+
+bench-scale: install ## bring-up, teardown, memory, flows for 10-500 pods vs plain Mininet
+	$(PY) -m kubevpc.bench.scale
+
+bench-netpol: venv ## NetworkPolicy compile time and flows for 10-1000 policies (as root: LIVE=1 times changes)
+	$(PY) -m kubevpc.bench.netpol $(if $(filter 1,$(LIVE)),--live)
