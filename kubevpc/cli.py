@@ -79,7 +79,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("runs", nargs="*", metavar="RUN", help="only these runs")
     p.add_argument("--all", action="store_true", help="also runs whose owner process is still alive")
     sub.add_parser("list", help="list runs known on this machine")
-    p = sub.add_parser("perf", help="benchmark: iperf3, ping and connect times on every path and mode, next to a raw veth pair")
+    p = sub.add_parser("perf", help="benchmark: iperf3, ping and connect times of every path and mode vs a raw veth")
     perf_bench.add_arguments(p)
     _control_parsers(sub)
     return ap

@@ -198,8 +198,8 @@ def enlarge_ovs_rcvbuf(ifnames: list[str], size: int = OVS_RCVBUF) -> tuple[int,
 SIOCETHTOOL, ETHTOOL_STXCSUM, CLONE_NEWNET = 0x8946, 0x17, 0x40000000
 
 
-def tx_checksum_off(nics: list[tuple[int, str]]) -> None:
-    """`ethtool -K IF tx off` on each (process in a network namespace, interface), without a
+def tx_checksum_off(nics: list[tuple[str, str]]) -> None:
+    """`ethtool -K IF tx off` on each (network namespace file, interface), without a
     process per namespace: `ip netns exec` copies the mount table, which holds one entry per named
     namespace, so a call per host made bring-up grow faster than linearly. One short-lived thread
     enters each namespace (setns affects only the calling thread) and asks the kernel itself."""
@@ -211,9 +211,9 @@ def tx_checksum_off(nics: list[tuple[int, str]]) -> None:
 
     def work() -> None:
         libc = ctypes.CDLL(None, use_errno=True)
-        for pid, ifname in nics:
+        for netns, ifname in nics:
             try:
-                fd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY)
+                fd = os.open(netns, os.O_RDONLY)
                 try:
                     if libc.setns(fd, CLONE_NEWNET) != 0:
                         raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
@@ -224,7 +224,7 @@ def tx_checksum_off(nics: list[tuple[int, str]]) -> None:
                 with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
                     fcntl.ioctl(sock.fileno(), SIOCETHTOOL, ifreq)
             except OSError as exc:
-                errors.append(f"{ifname} of pid {pid}: {exc}")
+                errors.append(f"{ifname} in {netns}: {exc}")
     worker = threading.Thread(target=work, name="kubevpc-ethtool")
     worker.start()
     worker.join()
@@ -341,7 +341,7 @@ class Builder:
         if self.net.datapath.kind == "netdev":
             self.say(f"offloads: {self.offloads.note}")
         if self.offloads.full_checksums:
-            tx_checksum_off([(self.net.hosts[h.key].pid, h.ifname) for h in self.plan.hosts])
+            tx_checksum_off([(f"/proc/{self.net.hosts[h.key].pid}/ns/net", h.ifname) for h in self.plan.hosts])
 
     def _tunnels(self) -> None:
         """VXLAN devices are created in the node's namespace, so their outer packets carry the
