@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from kubevpc.plan import SNAT_PORTS, OFPORT_VROUTER_ON_VSWITCH, Attachment, BridgePlan, GroupPlan, Plan
+from kubevpc.plan import SNAT_PORTS, OFPORT_VROUTER_ON_VSWITCH, Attachment, BridgePlan, Plan
 
 from .flows import (CT_EST, CT_INV, CT_NEW, CT_REL, CT_RPL, CT_TRK, ETH_ARP, ETH_IP, IPPROTO, Ct, DecTtl, FlowSet,
                     Goto, Nat, Output, OutputReg, SetField, arp_responder, ct_state, flow, port_masks)

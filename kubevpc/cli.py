@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
 import sys
 import time
@@ -247,14 +246,13 @@ def cmd_check(args) -> int:
     sources, dests = args.between.split(","), args.to.split(",") if args.to else None
     try:
         ports = parse_ports([args.ports])
-        select(plan, sources), select(plan, dests or sources)
+        n = len(select(plan, sources)) * len(select(plan, dests or sources)) * len(ports)
     except KubevpcError as exc:
         console.print(f"[red]error:[/red] {exc}")
         return EXIT_USAGE
     lab = None
     try:
         lab = _build(args)
-        n = len(select(lab.plan, sources)) * len(select(lab.plan, dests or sources)) * len(ports)
         _say(f"probing {n} cells in parallel")
         m = lab.matrix(sources, ports, dests, timeout=args.timeout)
         if args.json:

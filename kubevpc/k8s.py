@@ -26,7 +26,7 @@ class K8s(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
 
-def _check_labels(labels: dict[str, str]) -> None:
+def check_labels(labels: dict[str, str]) -> None:
     for key, value in labels.items():
         name = key.rsplit("/", 1)[-1]
         if not name or len(name) > 63 or not LABEL_VALUE.match(name):
@@ -47,7 +47,7 @@ class ObjectMeta(K8s):
             raise ValueError(f"metadata.name {self.name!r} is not a DNS-1123 subdomain")
         if len(self.namespace) > 63 or not DNS1123_LABEL.match(self.namespace):
             raise ValueError(f"metadata.namespace {self.namespace!r} is not a DNS-1123 label")
-        _check_labels(self.labels)
+        check_labels(self.labels)
         return self
 
 
@@ -57,7 +57,7 @@ class TemplateMeta(K8s):
 
     @model_validator(mode="after")
     def _check(self) -> "TemplateMeta":
-        _check_labels(self.labels)
+        check_labels(self.labels)
         return self
 
 
@@ -224,7 +224,7 @@ class ServiceSpec(K8s):
                                                          and self.externalTrafficPolicy == "Local"):
             raise ValueError("spec.healthCheckNodePort is only for type LoadBalancer with externalTrafficPolicy Local")
         if self.selector:
-            _check_labels(self.selector)
+            check_labels(self.selector)
         return self
 
     @property
@@ -249,14 +249,14 @@ _PORT_NAME_CHARS = re.compile(r"^[-a-z0-9]+$")
 
 def _check_selector(selector: LabelSelector, where: str) -> None:
     """ValidateLabelSelector: valid keys and values; In/NotIn need values, Exists/DoesNotExist none."""
-    _check_labels(selector.matchLabels)
+    check_labels(selector.matchLabels)
     for req in selector.matchExpressions:
         if req.operator in ("In", "NotIn") and not req.values:
             raise ValueError(f"{where}: operator {req.operator} of {req.key!r} needs at least one value")
         if req.operator in ("Exists", "DoesNotExist") and req.values:
             raise ValueError(f"{where}: operator {req.operator} of {req.key!r} takes no values")
         for value in req.values or [""]:
-            _check_labels({req.key: value})
+            check_labels({req.key: value})
 
 
 def _port_name_problem(name: str) -> str:

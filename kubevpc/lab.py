@@ -24,7 +24,7 @@ from .errors import KubevpcError
 from .ledger import Ledger, run_dir
 from .load import load
 from .plan import HostPlan, Plan, make_plan, resolve_endpoint
-from .probe import Result, Target
+from .probe import Result
 
 
 def new_run_name() -> str:
@@ -183,9 +183,9 @@ class Lab:
     def label(self, target: str, labels: dict[str, str | None]) -> dict:
         """Set (a value) or remove (None) labels of a pod (`pod/<ns>/<name>`) or a namespace
         (`namespace/<name>`), as `kubectl label` does. Service endpoints and NetworkPolicy follow."""
-        from .k8s import Namespace, ObjectMeta
+        from .k8s import check_labels
         try:
-            ObjectMeta(name="x", labels={k: v for k, v in labels.items() if v is not None})
+            check_labels({k: v for k, v in labels.items() if v is not None})
         except ValueError as exc:
             raise KubevpcError(f"labels {labels}: {exc}") from None
         if target.startswith("namespace/"):

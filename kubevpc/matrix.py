@@ -185,13 +185,9 @@ def parse_ports(specs: Iterable[str]) -> list[tuple[int, str]]:
 
 
 # ----------------------------------------------------------------------------------- expectations
-def _host(plan: Plan, ref: str) -> HostPlan:
-    return resolve_endpoint(plan, ref)
-
-
 def expect(plan: Plan, source: str, dest: str, port: int, protocol: str) -> tuple[bool | None, str]:
     """The evaluator's verdict for one cell; None when a Service's endpoints disagree."""
-    src = _host(plan, source)
+    src = resolve_endpoint(plan, source)
     if dest.startswith("svc/"):
         svc: ServicePlan = plan.service(dest.removeprefix("svc/"))
         whole, targets = service_targets(plan, src, svc, port, protocol)
@@ -205,7 +201,7 @@ def expect(plan: Plan, source: str, dest: str, port: int, protocol: str) -> tupl
         (h, target, _), v = targets[0], verdicts[0]
         return v.allowed, f"via {h.key}:{target}: {v.reason}" if len(targets) == 1 else \
             f"all {len(targets)} endpoints {'connect' if v.allowed else 'fail'}; e.g. {h.key}: {v.reason}"
-    dst = _host(plan, dest)
+    dst = resolve_endpoint(plan, dest)
     if src.key == dst.key:
         v = Verdict(True, "to itself")
     else:

@@ -22,10 +22,7 @@ import ipaddress
 from collections.abc import Iterable, Mapping
 from typing import Protocol
 
-# the model lives with the other Kubernetes objects; re-exported for the compiler and the tests
-from .k8s import (NAMESPACE_NAME_LABEL, Direction, IPBlock, NetworkPolicy, NetworkPolicyEgressRule,  # noqa: F401
-                  NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort, NetworkPolicySpec, PortProtocol,
-                  Rule)
+from .k8s import NAMESPACE_NAME_LABEL, Direction, NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort
 from .reach import Verdict
 
 

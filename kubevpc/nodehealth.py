@@ -37,6 +37,7 @@ import argparse
 import json
 import logging
 import signal
+import socketserver
 import sys
 import threading
 import time
@@ -162,7 +163,6 @@ class _PortServer(ThreadingHTTPServer):
     def server_bind(self) -> None:
         """HTTPServer.server_bind asks the resolver for this host's name (socket.getfqdn); in a
         node's namespace no resolver answers, and the lookup cost 10 s before every start."""
-        import socketserver
         socketserver.TCPServer.server_bind(self)
         host, port = self.server_address[:2]
         self.server_name, self.server_port = host, port

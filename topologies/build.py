@@ -330,7 +330,7 @@ class Builder:
     def _addresses(self) -> None:
         cl = self.plan.cluster
         for h in self.plan.hosts:
-            cmds = [f"link set lo up", f"link set {h.ifname} addrgenmode none",
+            cmds = ["link set lo up", f"link set {h.ifname} addrgenmode none",
                     f"link set {h.ifname} address {h.mac} mtu {h.mtu}",
                     f"addr add {h.ip}/{h.prefixlen} dev {h.ifname}", f"link set {h.ifname} up",
                     f"route add default via {h.gateway} dev {h.ifname}"]
@@ -411,7 +411,7 @@ class Builder:
                 cmd += ["--", "add-port", b.name, p.name, "--", "set", "interface", p.name,
                         f"ofport_request={p.ofport}"]
                 if p.kind == "patch":
-                    cmd += [f"type=patch", f"options:peer={p.peer}"]
+                    cmd += ["type=patch", f"options:peer={p.peer}"]
         sh(cmd, timeout=120)
 
     def _buffers(self) -> None:

@@ -23,6 +23,8 @@ import time
 
 import yaml
 
+from kubevpc.bench.bringup import generated_scenario
+
 NAMESPACES = 10
 APPS = 5
 
@@ -54,17 +56,11 @@ def world(pods: int, nodes: int = 4, mode: str = "vpc-route") -> dict:
                                                           {"name": "http", "containerPort": 80},
                                                           {"containerPort": 81},
                                                           {"name": "dns", "containerPort": 53, "protocol": "UDP"}]}]}}}})
-    return {
-        "name": f"netpol{pods}",
-        "cloud": {"vpcs": [{"name": "vpc", "cidr": "192.168.0.0/16", "vswitches": [
-            {"name": "vsw-a", "zone": "a", "cidr": "192.168.0.0/22"},
-            {"name": "vsw-b", "zone": "b", "cidr": "192.168.4.0/22"}]}],
-            "securityGroups": [{"name": "sg", "vpc": "vpc"}],
-            "instances": [{"name": f"node-{i}", "vswitch": "vsw-a" if i % 2 else "vsw-b", "securityGroups": ["sg"]}
-                          for i in range(nodes)]},
-        "cluster": {"mode": mode, "nodes": [f"node-{i}" for i in range(nodes)], "nodeCIDRMaskSize": 24},
-        "manifests": namespaces + deployments,
-    }
+    doc = generated_scenario(pods, nodes)       # the bring-up benchmark's VPC, vSwitches and nodes
+    doc["name"] = f"netpol{pods}"
+    doc["cluster"]["mode"] = mode
+    doc["manifests"] = namespaces + deployments
+    return doc
 
 
 def policies(n: int, seed: int = 1) -> list[dict]:

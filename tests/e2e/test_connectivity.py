@@ -6,8 +6,6 @@ import subprocess
 import sys
 import time
 
-import pytest
-
 from kubevpc.checks import declared_checks, default_checks, run_checks
 from kubevpc.lab import Probe
 

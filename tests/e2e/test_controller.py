@@ -1,7 +1,6 @@
 """The controller reconciles, the real interfaces see nothing, and the user-facing helpers work."""
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -11,7 +10,7 @@ import time
 import pytest
 
 from kubevpc.checks import declared_checks, default_checks, run_checks
-from kubevpc.lab import Lab, Probe
+from kubevpc.lab import Lab
 from kubevpc.plan import Plan
 
 from .conftest import SCENARIO
