@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import ipaddress
 
-from kubevpc.plan import SNAT_PORTS, OFPORT_VROUTER_ON_VSWITCH, Attachment, BridgePlan, Plan
+from kubevpc.plan import (NAT_PORTS, OFPORT_EDGE_INTERNET, OFPORT_EDGE_VPC, OFPORT_VROUTER_EDGE,
+                          OFPORT_VROUTER_ON_VSWITCH, SNAT_PORTS, Attachment, BridgePlan, Plan)
 
 from .flows import (CT_EST, CT_INV, CT_NEW, CT_REL, CT_RPL, CT_TRK, ETH_ARP, ETH_IP, IPPROTO, Ct, DecTtl, FlowSet,
                     Goto, Nat, Output, OutputReg, SetField, arp_responder, ct_state, flow, port_masks)
-from .pipeline import (CTM_SERVICE, FLAG_NAT_COMMITTED, NODE, REG_EP_IP, REG_EP_PORT, REG_FLAGS, REG_OUT, REG_SRC,
-                       SRC_HOST, SRC_POD, SRC_TUNNEL, SRC_UPLINK, VROUTER, VSWITCH)
+from .pipeline import (CTM_SERVICE, EDGE, FLAG_NAT_COMMITTED, INTERNET, NODE, REG_EP_IP, REG_EP_PORT, REG_FLAGS,
+                       REG_OUT, REG_SRC, SRC_HOST, SRC_POD, SRC_TUNNEL, SRC_UPLINK, VROUTER, VSWITCH)
 from .policy import PolicyTables, policy_flows
 from .services import service_flows, slb_flows, snat_zone
 
@@ -29,6 +30,10 @@ def compile_plan(plan: Plan, health: dict | None = None) -> dict[str, FlowSet]:
         elif bridge.role == "vswitch":
             vswitch_flows(plan, bridge, fs, health)
             security_group_flows(plan, bridge, fs)
+        elif bridge.role == "edge":
+            edge_flows(plan, bridge, fs)
+        elif bridge.role == "internet":
+            internet_flows(plan, bridge, fs)
         else:
             node_flows(plan, bridge, fs)
         out[bridge.name] = fs
@@ -39,6 +44,11 @@ def _net(cidr: str) -> str:
     """ipv4 match value: a plain address for /32, else address/mask."""
     net = ipaddress.IPv4Network(cidr)
     return str(net.network_address) if net.prefixlen == 32 else (str(net.network_address), str(net.netmask))
+
+
+def _ipv4(field: str, cidr: str) -> dict:
+    """A match on `field` for `cidr`; none for 0.0.0.0/0, which OpenFlow writes as no match."""
+    return {} if _prefixlen(cidr) == 0 else {field: _net(cidr)}
 
 
 def _prefixlen(cidr: str) -> int:
@@ -60,10 +70,16 @@ def vrouter_flows(plan: Plan, bridge: BridgePlan, fs: FlowSet) -> None:
     hosts = {h.name: h for h in plan.instances}
     for obj, route in enumerate(vpc.routes):
         prio = 100 + 10 * _prefixlen(route.destination)       # longest prefix wins
-        match = {"eth_type": ETH_IP, "ipv4_dst": _net(route.destination)}
+        match = {"eth_type": ETH_IP, **_ipv4("ipv4_dst", route.destination)}
         if route.kind == "system":
             fs.add(flow(t_route, prio, match, [Goto(t_neigh)], "route", obj,
                         f"system route {route.destination} ({route.description})"))
+            continue
+        if route.kind == "natgw":
+            fs.add(flow(t_route, prio + 1, {**match, "in_port": OFPORT_VROUTER_EDGE}, [], "natgw", obj,
+                        "from the edge: never back to it"),
+                   flow(t_route, prio, match, [DecTtl(), Output(OFPORT_VROUTER_EDGE)], "natgw", obj,
+                        f"route {route.destination} -> NAT gateway {route.next_hop}, at the edge"))
             continue
         hop = hosts[route.next_hop]
         v = by_name[hop.vswitch]
@@ -73,6 +89,13 @@ def vrouter_flows(plan: Plan, bridge: BridgePlan, fs: FlowSet) -> None:
                flow(t_route, prio - 1, match,
                     [DecTtl(), SetField("eth_src", v.gateway_mac), SetField("eth_dst", hop.mac),
                      Output(v.vrouter_port)], "route", obj, f"{route.kind} route {route.destination} -> {hop.name}"))
+    if plan.edge(vpc.name):
+        # below every route: EIPs and the replies of connections from the internet leave at the
+        # edge whatever the route table says (the edge drops what nothing there translates)
+        fs.add(flow(t_route, 2, {"eth_type": ETH_IP, "in_port": OFPORT_VROUTER_EDGE}, [], "edge",
+                    note="from the edge and routed nowhere in the VPC: dropped (no loop)"),
+               flow(t_route, 1, {"eth_type": ETH_IP}, [DecTtl(), Output(OFPORT_VROUTER_EDGE)], "edge",
+                    note="outside the VPC: to the edge (EIPs, replies to the internet)"))
     fs.add(flow(t_route, 0, None, [], "route", note="no route: dropped"))
     for a in _unique_addresses(plan, vsws):
         v = by_name[a.vswitch]
@@ -87,6 +110,105 @@ def vrouter_flows(plan: Plan, bridge: BridgePlan, fs: FlowSet) -> None:
 def _unique_addresses(plan: Plan, vsws) -> list[Attachment]:
     names = {v.name for v in vsws}
     return [a for a in plan.attachments if a.vswitch in names and _prefixlen(a.ip) == 32]
+
+
+# ---------------------------------------------------------------------------------------- edge
+def edge_flows(plan: Plan, bridge: BridgePlan, fs: FlowSet) -> None:
+    """A VPC's edge to the internet: EIPs (1:1 NAT, both ways) and NAT gateways (SNAT), with
+    conntrack so that replies find their way back and nothing unsolicited gets in."""
+    t_nat, t_inet, t_vpc = (EDGE.table(n) for n in ("translate", "to_internet", "to_vpc"))
+    vpc = next(v for v in plan.vpcs if v.name == bridge.owner)
+    edge = plan.edge(vpc.name)
+    zone = bridge.zone
+    ip = {"eth_type": ETH_IP}
+    from_vpc, from_inet = {**ip, "in_port": OFPORT_EDGE_VPC}, {**ip, "in_port": OFPORT_EDGE_INTERNET}
+    new = ct_state(CT_TRK | CT_NEW)
+    fs.add(flow(0, 100, ip, [Ct(zone, table=t_nat, nat=Nat())], "edge",
+                note="conntrack with NAT: replies get their translation undone"),
+           flow(0, 0, None, [], "edge", note="no ARP or IPv6 at the edge: its neighbours are bridges"))
+    fs.add(flow(t_nat, 300, {**ip, "ct_state": ct_state(CT_TRK | CT_INV)}, [], "edge", note="invalid: dropped"),
+           flow(t_nat, 200, {**from_vpc, "ct_state": ct_state(CT_TRK | CT_EST, CT_NEW)}, [Goto(t_inet)], "edge",
+                note="established, from the VPC: out"),
+           flow(t_nat, 200, {**from_vpc, "ct_state": ct_state(CT_TRK | CT_REL, CT_NEW)}, [Goto(t_inet)], "edge",
+                note="related (ICMP errors), from the VPC: out"),
+           flow(t_nat, 200, {**from_inet, "ct_state": ct_state(CT_TRK | CT_EST, CT_NEW)}, [Goto(t_vpc)], "edge",
+                note="established, from the internet: in"),
+           flow(t_nat, 200, {**from_inet, "ct_state": ct_state(CT_TRK | CT_REL, CT_NEW)}, [Goto(t_vpc)], "edge",
+                note="related (ICMP errors), from the internet: in"))
+    for obj, e in enumerate(plan.eips, start=1):
+        if e.vpc != vpc.name:
+            continue
+        if e.bound == "instance":
+            fs.add(flow(t_nat, 150, {**from_vpc, "ct_state": new, "ipv4_src": e.private_ip},
+                        [Ct(zone, commit=True, table=t_inet, nat=Nat("src", e.ip))], "eip", obj,
+                        f"EIP {e.name}: {e.target} ({e.private_ip}) goes out as {e.ip}"),
+                   flow(t_nat, 150, {**from_inet, "ct_state": new, "ipv4_dst": e.ip},
+                        [Ct(zone, commit=True, table=t_vpc, nat=Nat("dst", e.private_ip))], "eip", obj,
+                        f"EIP {e.name}: {e.ip} is {e.target} ({e.private_ip})"))
+        elif e.bound == "slb":
+            slb = next(s for s in plan.slbs if s.service == e.target)
+            for lst in slb.listeners:
+                proto = lst.protocol.lower()
+                fs.add(flow(t_nat, 150, {**from_inet, "ct_state": new, "ipv4_dst": e.ip, "ip_proto": IPPROTO[proto],
+                                         f"{proto}_dst": lst.port},
+                            [Ct(zone, commit=True, table=t_vpc, nat=Nat("dst", slb.vip))], "eip", obj,
+                            f"internet-facing SLB {slb.service}: listener {lst.port}/{lst.protocol} at {e.ip}"))
+    routes = [r for r in vpc.routes if r.kind == "natgw"]
+    for obj, g in enumerate(plan.nat_gateways, start=1):
+        if g.vpc != vpc.name:
+            continue
+        for r in (r for r in routes if r.next_hop == g.name):
+            for entry in g.snat:
+                fs.add(flow(t_nat, 100 + _prefixlen(entry.source),
+                            {**from_vpc, "ct_state": new, **_ipv4("ipv4_src", entry.source),
+                             **_ipv4("ipv4_dst", r.destination)},
+                            [Ct(zone, commit=True, table=t_inet, nat=Nat("src", entry.public_ip, *NAT_PORTS))],
+                            "natgw", obj, f"NAT gateway {g.name}: {entry.what} to {r.destination} as {entry.public_ip}"))
+    fs.add(flow(t_nat, 0, None, [], "edge", note="new and not translated here (no EIP, no SNAT entry and "
+                "route, not a listener): dropped"))
+    publics = sorted({e.ip for e in plan.eips if e.vpc == vpc.name} |
+                     {i for g in plan.nat_gateways if g.vpc == vpc.name for i in g.public_ips})
+    for a in publics:
+        fs.add(flow(t_inet, 100, {**ip, "ipv4_src": a}, [SetField("eth_src", edge.mac),
+                                                          SetField("eth_dst", plan.internet.gateway_mac),
+                                                          Output(OFPORT_EDGE_INTERNET)], "edge",
+                    note=f"from {a}: to the internet router"))
+    fs.add(flow(t_inet, 0, None, [], "edge", note="a private source never leaves the VPC"),
+           flow(t_vpc, 0, None, [SetField("eth_src", edge.mac), Output(OFPORT_EDGE_VPC)], "edge",
+                note="to the vRouter"))
+
+
+# ------------------------------------------------------------------------------------ internet
+def internet_flows(plan: Plan, bridge: BridgePlan, fs: FlowSet) -> None:
+    """The internet router: the zone's hosts on one subnet, each VPC's public addresses behind its edge."""
+    t_arp, t_route = INTERNET.table("arp"), INTERNET.table("route")
+    inet = plan.internet
+    for h in plan.internet_hosts:
+        fs.add(flow(0, 200, {"in_port": h.ofport, "eth_type": ETH_ARP, "arp_spa": h.ip}, [Goto(t_arp)], "internet",
+                    note=f"{h.key}: ARP"),
+               flow(0, 200, {"in_port": h.ofport, "eth_type": ETH_IP, "ipv4_src": h.ip}, [Goto(t_route)], "internet",
+                    note=f"{h.key}: IPv4"),
+               flow(0, 100, {"in_port": h.ofport}, [], "spoof", note=f"{h.key}: not its address, or not IPv4: dropped"))
+        fs.add(arp_responder(t_arp, h.ip, h.mac, feature="internet", note=f"{h.key}"))
+        fs.add(flow(t_route, 100, {"eth_type": ETH_IP, "ipv4_dst": h.ip},
+                    [SetField("eth_src", inet.gateway_mac), SetField("eth_dst", h.mac), Output(h.ofport)], "internet",
+                    note=f"to {h.key}"))
+    fs.add(arp_responder(t_arp, inet.gateway, inet.gateway_mac, feature="internet", note="the router"),
+           flow(t_arp, 0, None, [], "arp", note="other ARP: dropped"))
+    for e in plan.edges:
+        publics = sorted({x.ip for x in plan.eips if x.vpc == e.vpc} |
+                         {i for g in plan.nat_gateways if g.vpc == e.vpc for i in g.public_ips})
+        for a in publics:
+            fs.add(flow(0, 100, {"in_port": e.internet_port, "eth_type": ETH_IP, "ipv4_src": a}, [Goto(t_route)],
+                        "internet", note=f"from {a} of VPC {e.vpc}"),
+                   flow(t_route, 110, {"eth_type": ETH_IP, "ipv4_dst": a, "in_port": e.internet_port},
+                        [SetField("eth_dst", e.mac), Output("in_port")], "internet",
+                        note=f"{a} of VPC {e.vpc}, from its own edge: back"),
+                   flow(t_route, 100, {"eth_type": ETH_IP, "ipv4_dst": a},
+                        [SetField("eth_dst", e.mac), Output(e.internet_port)], "internet",
+                        note=f"{a}: to the edge of VPC {e.vpc}"))
+    fs.add(flow(0, 0, None, [], "internet", note="anything else: dropped"),
+           flow(t_route, 0, None, [], "internet", note="no such address on this internet: dropped"))
 
 
 # ------------------------------------------------------------------------------------- vSwitch
@@ -377,25 +499,29 @@ def _node_pod_cidr_route(plan, node, pods, host, vsw, fs: FlowSet) -> None:
             fs.add(flow(t_route, 250, {**ip, REG_SRC: SRC_POD, "ipv4_dst": t.remote_ip},
                         [DecTtl()] + rewrite + [Output(t.ofport)], "tunnel",
                         note=f"node {t.peer} from a pod: through the tunnel, not SNATed"))
-        # pods to the VPC: SNAT to the node's address, as flannel's ip-masq does
-        # TTL is decremented before SNAT, so an expiry is answered to the pod, not to the node
-        # (-rpl, not +trk-rpl: after the commit table's ct(commit), OVS shows the packet as untracked)
-        fs.add(flow(t_route, 100, {**ip, REG_SRC: SRC_POD, "ct_state": ct_state(0, CT_RPL)},
-                    [DecTtl(), Ct(snat_zone(zone), commit=True, table=t_snat, nat=Nat("src", node.ip, *SNAT_PORTS))],
-                    "snat", note="pod to the VPC: SNAT to the node address (in the SNAT zone)"),
-               flow(t_route, 90, {**ip, REG_SRC: SRC_POD}, [DecTtl(), Goto(t_snat)], "snat",
-                    note="pod replying to a connection from the VPC: not SNATed"))
-        for a in neighbours:
-            fs.add(flow(t_snat, 100, {**ip, "ipv4_dst": a.ip},
-                        [SetField("eth_src", node.mac), SetField("eth_dst", a.mac), Output(uplink.ofport)],
-                        "snat", note=f"{a.owner} is on the node's vSwitch: straight to it"))
-        fs.add(flow(t_snat, 0, ip, via_router + [Output(uplink.ofport)], "snat", note="elsewhere: to the vRouter"))
-    else:  # vpc-route: no encapsulation, no SNAT; the vRouter's pod routes bring replies back
+    else:  # vpc-route: no encapsulation, no SNAT inside the VPC; the vRouter's pod routes bring replies back
         for a in neighbours:
             to_vpc(a.ip, SRC_POD, [DecTtl(), SetField("eth_src", node.mac), SetField("eth_dst", a.mac),
                                    Output(uplink.ofport)], 110, f"{a.owner} is on the node's vSwitch")
-        to_vpc(None, SRC_POD, [DecTtl()] + via_router + [Output(uplink.ofport)], 100,
-               "pods to the VPC: routed out of the ECS's ENI")
+        vpc_cidr = next(v.cidr for v in plan.vpcs if v.name == plan.cluster.vpc)
+        for dst, what in ((vpc_cidr, "the VPC"), (plan.cluster.pod_cidr, "other nodes' pods")):
+            to_vpc(_net(dst), SRC_POD, [DecTtl()] + via_router + [Output(uplink.ofport)], 105,
+                   f"pods to {what} ({dst}): routed out of the ECS's ENI, not SNATed")
+    # vxlan: pods to the VPC and beyond; vpc-route: pods to beyond the VPC (the internet). SNAT to
+    # the node's address, as flannel's ip-masq does. TTL is decremented before SNAT, so an expiry
+    # is answered to the pod, not to the node (-rpl, not +trk-rpl: after the commit table's
+    # ct(commit), OVS shows the packet as untracked)
+    beyond = "the VPC" if mode == "vxlan" else "outside the VPC"
+    fs.add(flow(t_route, 100, {**ip, REG_SRC: SRC_POD, "ct_state": ct_state(0, CT_RPL)},
+                [DecTtl(), Ct(snat_zone(zone), commit=True, table=t_snat, nat=Nat("src", node.ip, *SNAT_PORTS))],
+                "snat", note=f"pod to {beyond}: SNAT to the node address (in the SNAT zone)"),
+           flow(t_route, 90, {**ip, REG_SRC: SRC_POD}, [DecTtl(), Goto(t_snat)], "snat",
+                note=f"pod replying to a connection from {beyond}: not SNATed"))
+    for a in neighbours:
+        fs.add(flow(t_snat, 100, {**ip, "ipv4_dst": a.ip},
+                    [SetField("eth_src", node.mac), SetField("eth_dst", a.mac), Output(uplink.ofport)],
+                    "snat", note=f"{a.owner} is on the node's vSwitch: straight to it"))
+    fs.add(flow(t_snat, 0, ip, via_router + [Output(uplink.ofport)], "snat", note="elsewhere: to the vRouter"))
     # the node's own traffic that is not for its pods or the tunnels goes to its vSwitch unchanged
     fs.add(flow(t_route, 50, {**ip, REG_SRC: SRC_HOST}, [Output(uplink.ofport)], "host",
                 note="the node's own traffic to the VPC"))

@@ -53,7 +53,8 @@ VROUTER = Pipeline("vrouter", (
     Table(0, "classify", "ARP to the ARP responder, IPv4 to routing, everything else dropped", (10, 20)),
     Table(10, "arp", "answer ARP for each vSwitch's gateway address on that vSwitch's port"),
     Table(20, "route", "longest-prefix match over the route table: system routes (one per vSwitch "
-          "CIDR) go on to the neighbour table; custom and pod routes rewrite MACs and output", (30,)),
+          "CIDR) go on to the neighbour table; custom and pod routes rewrite MACs and output; NAT gateway "
+          "routes and, below every route, addresses outside the VPC go to the edge", (30,)),
     Table(30, "neighbor", "one flow per known address on a vSwitch: decrement TTL, rewrite MACs, "
           "output to that vSwitch"),
 ))
@@ -65,7 +66,8 @@ VSWITCH = Pipeline("vswitch", (
     Table(20, "conntrack", "send IPv4 through conntrack (with NAT) in this vSwitch's zone: SLB "
           "connections get their DNAT, replies its reverse", (25,)),
     Table(25, "slb", "new connections to an SLB listener (VIP and port): the listener's select group "
-          "over its healthy backends; no healthy backend: dropped", (26, 30)),
+          "over its healthy backends; no healthy backend: dropped. Later packets of a balanced connection "
+          "(ct_mark = the listener), already DNATed by conntrack: the backend's MAC", (26, 30)),
     Table(26, "slb_backend", "DNAT to the chosen backend, committed; the destination MAC becomes the "
           "backend's (on this vSwitch) or the vRouter's", (30,)),
     Table(30, "sg_egress", "established and related pass; new connections meet the security group "
@@ -110,4 +112,23 @@ NODE = Pipeline("node", (
     Table(35, "snat_out", "after SNAT: rewrite MACs and output to the uplink"),
 ))
 
-PIPELINES = {p.role: p for p in (VROUTER, VSWITCH, NODE)}
+EDGE = Pipeline("edge", (
+    Table(0, "classify", "IPv4 through conntrack with NAT in the edge's zone (replies get their "
+          "translation undone); everything else dropped", (10,)),
+    Table(10, "translate", "invalid dropped; established and related on; new connections from the VPC: "
+          "an EIP's 1:1 SNAT, else a NAT gateway's SNAT entry when a route sends the destination to it, "
+          "else dropped; new connections from the internet: to an instance's EIP or an SLB listener's, "
+          "DNAT to the private address, else dropped (nothing unsolicited gets in)", (20, 30)),
+    Table(20, "to_internet", "only public sources leave: MACs rewritten, out to the internet router"),
+    Table(30, "to_vpc", "MACs rewritten, out to the vRouter"),
+))
+
+INTERNET = Pipeline("internet", (
+    Table(0, "classify", "hosts may only send from their own address (ARP and IPv4); an edge only from "
+          "its VPC's public addresses; everything else dropped", (10, 20)),
+    Table(10, "arp", "answer ARP for the router and the zone's hosts; nothing is flooded"),
+    Table(20, "route", "to a host of the zone: MACs rewritten, out of its port; to a VPC's public "
+          "address: to that VPC's edge; anything else dropped"),
+))
+
+PIPELINES = {p.role: p for p in (VROUTER, VSWITCH, NODE, EDGE, INTERNET)}

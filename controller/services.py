@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from kubevpc.plan import REJECT_PORT, SNAT_PORTS, EndpointPlan, NodePlan, Plan, ServicePlan
 
-from .flows import (CT_INV, CT_NEW, CT_RPL, CT_TRK, ETH_IP, FEATURES, IPPROTO, Bucket, Ct, FlowSet, Goto, Group, GroupAction,
+from .flows import (CT_EST, CT_INV, CT_NEW, CT_RPL, CT_TRK, ETH_IP, FEATURES, IPPROTO, Bucket, Ct, FlowSet, Goto, Group, GroupAction,
                     Learn, LearnLoad, LearnMatch, Move, Nat, Output, Resubmit, SetField, ct_state, flow)
 from .pipeline import (CTM_MASQ, CTM_SERVICE, FLAG_AFFINITY_HIT, FLAG_NAT_COMMITTED, NODE, REG_EP_IP, REG_EP_PORT,
                        REG_FLAGS, REG_SRC, REG_SVC, SRC_HOST)
@@ -239,6 +239,15 @@ def slb_flows(plan: Plan, bridge, fs: FlowSet, health: dict | None) -> None:
                 fs.add(flow(t_be, 100, {"eth_type": ETH_IP, "ip_proto": IPPROTO[proto], REG_SVC: lid,
                                         REG_EP_IP: _ip_int(b.ip), REG_EP_PORT: b.port},
                             [SetField("eth_dst", mac), Ct(bridge.zone, commit=True, table=t_next,
-                                                          nat=Nat("dst", b.ip, b.port, b.port))],
+                                                          nat=Nat("dst", b.ip, b.port, b.port), mark=lid)],
                             "slb", lid, f"SLB {li.name}: DNAT to {b.id} {b.ip}:{b.port}"
                             + ("" if b.ip in here else ", through the vRouter")))
+            # later packets of the connection: conntrack applied the DNAT, but a client on this
+            # vSwitch, or the vRouter, addressed them to the VIP's MAC
+            for b in li.backends:
+                mac = here[b.ip].mac if b.ip in here else vsw.gateway_mac
+                fs.add(flow(t_slb, 90, {"eth_type": ETH_IP, "ct_state": ct_state(CT_TRK | CT_EST, CT_NEW | CT_RPL),
+                                        "ct_mark": lid, "ip_proto": IPPROTO[proto], "ipv4_dst": b.ip,
+                                        f"{proto}_dst": b.port},
+                            [SetField("eth_dst", mac), Goto(t_next)], "slb", lid,
+                            f"SLB {li.name}: established, to {b.id}: its MAC"))

@@ -83,7 +83,7 @@ class VSwitch(Strict):
 
 
 class RouteEntry(Strict):
-    """A custom route table entry; the next hop is an ECS instance (more kinds come with NAT)."""
+    """A custom route table entry; the next hop is an ECS instance or a NAT gateway, by name."""
 
     destination: Cidr
     nextHop: Name
@@ -155,10 +155,61 @@ class Instance(Strict):
     description: str = ""
 
 
+# ------------------------------------------------------------------------------------- internet
+DOCUMENTATION_RANGES = ("198.18.0.0/15", "192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24")
+
+
+class InternetHost(Strict):
+    """A machine on the emulated internet: a namespace behind the internet router."""
+
+    name: Name
+    ip: Address | None = None
+    ports: list[Annotated[ServerPort, BeforeValidator(_server_port)]] = [ServerPort(port=80)]
+    description: str = ""
+
+
+class Internet(Strict):
+    """The emulated internet zone. Both ranges must be reserved for benchmarking (RFC 2544) or
+    documentation (RFC 5737), so no emulated address is ever a real one."""
+
+    cidr: Cidr = ipaddress.IPv4Network("198.18.0.0/24")         # the zone's own hosts
+    publicCIDR: Cidr = ipaddress.IPv4Network("198.19.0.0/24")   # what the cloud gives out: EIPs
+    hosts: list[InternetHost] = []
+
+
+class Eip(Strict):
+    """An elastic IP address, bound to at most one of: an ECS instance, a NAT gateway."""
+
+    name: Name
+    ip: Address | None = None     # default: the lowest free address of internet.publicCIDR
+    instance: Name | None = None
+    natGateway: Name | None = None
+    description: str = ""
+
+
+class SnatEntry(Strict):
+    """Who a NAT gateway translates: exactly one of a vSwitch, an instance or a CIDR of its VPC."""
+
+    vswitch: Name | None = None
+    instance: Name | None = None
+    cidr: Cidr | None = None
+    eip: Name | None = None       # one of the gateway's EIPs; default: its first
+
+
+class NatGateway(Strict):
+    name: Name
+    vpc: Name
+    snat: list[SnatEntry] = []
+    description: str = ""
+
+
 class Cloud(Strict):
     vpcs: list[VPC] = Field(min_length=1)
     securityGroups: list[SecurityGroup] = []
     instances: list[Instance] = []
+    internet: Internet | None = None
+    natGateways: list[NatGateway] = []
+    eips: list[Eip] = []
 
 
 # -------------------------------------------------------------------------------------- cluster

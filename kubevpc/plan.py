@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict
 from . import k8s
 from .errors import Problem, ScenarioError
 from .load import Loaded, Source
+from .model import DOCUMENTATION_RANGES
 
 IFNAMSIZ = 15            # the kernel's limit on interface names (16 with the NUL)
 MAX_TAG = 6
@@ -36,6 +37,11 @@ OFPORT_NODE_HOST = 1
 OFPORT_NODE_UPLINK0 = 2
 OFPORT_NODE_TUNNEL0 = 100
 OFPORT_NODE_POD0 = 1000
+OFPORT_VROUTER_EDGE = 100        # the vRouter's link to its VPC's edge
+OFPORT_EDGE_VPC = 1              # the edge's link to the vRouter ...
+OFPORT_EDGE_INTERNET = 2         # ... and its patch to the internet router
+OFPORT_INTERNET_HOST0 = 10       # internet router: hosts from here; edges from 1
+NAT_PORTS = (1024, 65535)        # source ports a NAT gateway or EIP translation may choose
 
 
 class Frozen(BaseModel):
@@ -66,8 +72,8 @@ class OvsPort(Frozen):
 
 class BridgePlan(Frozen):
     name: str
-    role: Literal["vrouter", "vswitch", "node"]
-    owner: str                      # the VPC, vSwitch or node it implements
+    role: Literal["vrouter", "vswitch", "node", "edge", "internet"]
+    owner: str                      # the VPC, vSwitch or node it implements (edge: the VPC; internet: "internet")
     dpid: int
     zone: int                       # conntrack zone used on this bridge
     ports: tuple[OvsPort, ...]
@@ -77,7 +83,8 @@ class HostPlan(Frozen):
     """A network namespace with one NIC: an ECS instance or a pod."""
 
     key: str                        # ecs/<name> or pod/<namespace>/<name>
-    kind: Literal["ecs", "pod", "slb"]   # slb: an SLB instance's namespace, holding its VIP (health checks)
+    kind: Literal["ecs", "pod", "slb", "internet"]   # slb: an SLB instance's namespace, holding its VIP
+                                    # (health checks); internet: a host of the emulated internet
     name: str                       # ECS name, or pod name
     namespace: str = ""             # Kubernetes namespace (pods)
     netns: str                      # the ip-netns name we give it
@@ -113,8 +120,8 @@ class VSwitchPlan(Frozen):
 
 class Route(Frozen):
     destination: str
-    kind: Literal["system", "custom", "pod"]
-    next_hop: str = ""              # ECS instance name for custom and pod routes
+    kind: Literal["system", "custom", "pod", "natgw"]
+    next_hop: str = ""              # ECS instance name for custom and pod routes, NAT gateway name for natgw
     description: str = ""
 
 
@@ -272,6 +279,48 @@ class SlbPlan(Frozen):
     scheduler: Literal["rr", "wrr", "wlc"]
     check: dict                     # kubevpc.slb.CheckSpec as JSON
     listeners: tuple[SlbListener, ...]
+    public_ip: str = ""             # internet-facing: the EIP bound to it at the VPC's edge
+
+
+class InternetPlan(Frozen):
+    """The emulated internet: a router bridge with the zone's hosts, and one edge per VPC."""
+
+    cidr: str                       # the hosts' subnet
+    public_cidr: str                # EIPs, NAT gateway addresses, internet SLBs
+    gateway: str                    # the router's address in `cidr`
+    gateway_mac: str
+    bridge: str
+
+
+class EdgePlan(Frozen):
+    """Where a VPC meets the internet: EIPs (1:1 NAT) and NAT gateways (SNAT), stateful."""
+
+    vpc: str
+    bridge: str
+    mac: str                        # the edge's MAC on both of its sides
+    internet_port: int              # ofport of this edge's patch on the internet router
+
+
+class EipPlan(Frozen):
+    name: str
+    ip: str
+    vpc: str = ""                   # "" when unbound
+    bound: Literal["instance", "natgw", "slb", ""] = ""
+    target: str = ""                # the instance, NAT gateway or Service (<ns>/<name>) it is bound to
+    private_ip: str = ""            # instance: its address; slb: the SLB's VIP
+
+
+class SnatPlan(Frozen):
+    source: str                     # a CIDR (a /32 for an instance)
+    public_ip: str
+    what: str                       # "vSwitch vsw-h", "instance ecs-db", "CIDR 192.168.1.0/28"
+
+
+class NatGatewayPlan(Frozen):
+    name: str
+    vpc: str
+    public_ips: tuple[str, ...]     # its EIPs, in scenario order
+    snat: tuple[SnatPlan, ...]      # most specific source first
 
 
 class DnsPlan(Frozen):
@@ -295,6 +344,10 @@ class Plan(Frozen):
     services: tuple[ServicePlan, ...] = ()
     slbs: tuple[SlbPlan, ...] = ()
     dns: DnsPlan | None = None
+    internet: InternetPlan | None = None
+    edges: tuple[EdgePlan, ...] = ()
+    eips: tuple[EipPlan, ...] = ()
+    nat_gateways: tuple[NatGatewayPlan, ...] = ()
     # NetworkPolicies in manifest order (the compiler's identifiers follow it), and every
     # namespace's labels (kubernetes.io/metadata.name is added where they are used)
     network_policies: tuple[k8s.NetworkPolicy, ...] = ()
@@ -328,6 +381,13 @@ class Plan(Frozen):
     @property
     def instances(self) -> tuple[HostPlan, ...]:
         return tuple(h for h in self.hosts if h.kind == "ecs")
+
+    @property
+    def internet_hosts(self) -> tuple[HostPlan, ...]:
+        return tuple(h for h in self.hosts if h.kind == "internet")
+
+    def edge(self, vpc: str) -> EdgePlan | None:
+        return next((e for e in self.edges if e.vpc == vpc), None)
 
 
 def _find(items, attr: str, value: str):
@@ -364,6 +424,7 @@ class Planner:
         self.problems: list[Problem] = []
         self.ready_overrides: dict[str, bool] = {}
         self.label_overrides: dict[str, dict[str, str | None]] = {}   # by pod key; None removes the label
+        self.natgw_vpc: dict[str, str] = {}    # NAT gateway name -> its VPC (route next hops)
 
     def bad(self, path: tuple, value: object, expected: str, src: Source | None = None) -> None:
         self.problems.append((src or self.src).problem(path, value, expected))
@@ -700,6 +761,11 @@ class Planner:
         if self.problems:
             raise ScenarioError(self.problems)
 
+        # ---- the internet zone, the VPCs' edges, EIPs and NAT gateways
+        internet, edges, eips, nat_gateways, slbs = self._internet(cl, vswitches, ecs_by_name, ips, slbs, hosts)
+        if self.problems:
+            raise ScenarioError(self.problems)
+
         # ---- bridges
         vr_index = 0
         vpc_plans = []
@@ -711,6 +777,9 @@ class Planner:
                 if v.vpc == vpc.name:
                     ports.append(OvsPort(name=f"{self.run}rv{vsw_index[v.name]}", ofport=v.vrouter_port,
                                          kind="patch", peer=f"{self.run}vr{vsw_index[v.name]}"))
+            if any(e.vpc == vpc.name for e in edges):
+                ports.append(OvsPort(name=f"{self.run}ve{vr_index - 1}", ofport=OFPORT_VROUTER_EDGE, kind="link",
+                                     peer=f"{self.run}ev{vr_index - 1}"))
             bridges.append(BridgePlan(name=name, role="vrouter", owner=vpc.name, dpid=0,
                                       zone=0, ports=tuple(ports)))
             vpc_plans.append(VpcPlan(name=vpc.name, cidr=str(vpc.cidr), bridge=name,
@@ -730,6 +799,19 @@ class Planner:
                       for h in hosts if h.kind == "pod" and h.node == node.name]
             bridges.append(BridgePlan(name=node.bridge, role="node", owner=node.name, dpid=0, zone=0,
                                       ports=tuple(ports)))
+        vpc_index = {v.name: i for i, v in enumerate(sc.cloud.vpcs)}
+        for e in edges:
+            i = vpc_index[e.vpc]
+            bridges.append(BridgePlan(name=e.bridge, role="edge", owner=e.vpc, dpid=0, zone=0, ports=(
+                OvsPort(name=f"{self.run}ev{i}", ofport=OFPORT_EDGE_VPC, kind="link", peer=f"{self.run}ve{i}"),
+                OvsPort(name=f"{self.run}ei{i}", ofport=OFPORT_EDGE_INTERNET, kind="patch", peer=f"{self.run}ie{i}"))))
+        if internet:
+            ports = [OvsPort(name=f"{self.run}ie{vpc_index[e.vpc]}", ofport=e.internet_port, kind="patch",
+                             peer=f"{self.run}ei{vpc_index[e.vpc]}") for e in edges]
+            ports += [OvsPort(name=h.veth, ofport=h.ofport, kind="veth", peer=h.key) for h in hosts
+                      if h.kind == "internet"]
+            bridges.append(BridgePlan(name=internet.bridge, role="internet", owner="internet", dpid=0, zone=0,
+                                      ports=tuple(ports)))
         bridges = [b.model_copy(update={"dpid": 0x6B76_0000_0000_0000 + i + 1, "zone": (zone_base + i) % 65535 + 1})
                    for i, b in enumerate(bridges)]
 
@@ -738,7 +820,7 @@ class Planner:
         att_of = {a.owner: a for a in attachments}
         for vpc in vpc_plans:
             for r in vpc.routes:
-                if r.kind != "system":
+                if r.kind in ("custom", "pod"):
                     hop = att_of[f"ecs/{r.next_hop}"]
                     attachments.append(hop.model_copy(update={"ip": r.destination, "owner": f"route/{r.destination}"}))
 
@@ -759,7 +841,8 @@ class Planner:
         plan = Plan(run=self.run, scenario=sc.name, file=self.loaded.file, cluster=cluster_plan,
                     vpcs=tuple(vpc_plans), vswitches=tuple(vswitches), bridges=tuple(bridges), hosts=tuple(hosts),
                     nodes=tuple(nodes), attachments=tuple(attachments), groups=tuple(groups),
-                    services=services, slbs=tuple(slbs), dns=dns,
+                    services=services, slbs=tuple(slbs), dns=dns, internet=internet, edges=edges, eips=eips,
+                    nat_gateways=nat_gateways,
                     network_policies=tuple(m.obj for m in self.loaded.manifests if isinstance(m.obj, k8s.NetworkPolicy)),
                     namespaces=self._namespace_labels(), expect=tuple(e.model_dump(by_alias=True) for e in sc.expect))
         self._check_expectations(plan)
@@ -895,17 +978,26 @@ class Planner:
         for j, entry in enumerate(vpc.routeTable.routes):
             path = ("cloud", "vpcs", i, "routeTable", "routes", j)
             hop = ecs_by_name.get(entry.nextHop)
-            if hop is None or vswitches[vsw_index[hop.vswitch]].vpc != vpc.name:
-                self.bad(path + ("nextHop",), entry.nextHop, f"expected an ECS instance of VPC {vpc.name}")
+            natgw = self.natgw_vpc.get(entry.nextHop)
+            if natgw is not None and hop is None:
+                if natgw != vpc.name:
+                    self.bad(path + ("nextHop",), entry.nextHop, f"NAT gateway of VPC {natgw}; expected an ECS "
+                             f"instance or a NAT gateway of VPC {vpc.name}")
+                    continue
+            elif hop is None or vswitches[vsw_index[hop.vswitch]].vpc != vpc.name:
+                self.bad(path + ("nextHop",), entry.nextHop,
+                         f"expected an ECS instance or a NAT gateway of VPC {vpc.name}")
                 continue
             for v in vswitches:
-                if v.vpc == vpc.name and entry.destination.overlaps(ipaddress.IPv4Network(v.cidr)):
+                if v.vpc == vpc.name and entry.destination.subnet_of(ipaddress.IPv4Network(v.cidr)):
                     self.bad(path + ("destination",), str(entry.destination),
-                             f"overlaps vSwitch {v.name} ({v.cidr}); custom routes may not cover a vSwitch CIDR")
+                             f"within vSwitch {v.name} ({v.cidr}); expected a destination that is not the same as "
+                             "or inside a vSwitch CIDR (a broader one, like 0.0.0.0/0, is fine: the vSwitch's "
+                             "system route is more specific and wins)")
             if any(r.destination == str(entry.destination) for r in routes):
                 self.bad(path + ("destination",), str(entry.destination), "duplicate route destination")
-            routes.append(Route(destination=str(entry.destination), kind="custom", next_hop=entry.nextHop,
-                                description=entry.description))
+            routes.append(Route(destination=str(entry.destination), kind="natgw" if hop is None else "custom",
+                                next_hop=entry.nextHop, description=entry.description))
         if cl and cl.mode == "vpc-route" and vpc.name == cluster_vpc:
             for node in nodes:
                 clash = next((j for j, e in enumerate(vpc.routeTable.routes)
@@ -1169,10 +1261,10 @@ class Planner:
             for p in exc.problems:
                 self.bad(at + (p.key,), p.value, p.expected, m.source)
             return None
-        if cfg.address_type == "internet":
+        if cfg.address_type == "internet" and self.sc.cloud.internet is None:
             self.bad(at + (ADDRESS_TYPE,), svc.annotations.get(ADDRESS_TYPE, "internet (the default)"),
-                     f'"intranet": internet-facing SLBs need an emulated internet zone, which kubevpc does not have '
-                     f"yet; set {ADDRESS_TYPE}: intranet", m.source)
+                     f'"intranet", or an emulated internet: an internet-facing SLB needs a cloud.internet section '
+                     f"(or set {ADDRESS_TYPE}: intranet)", m.source)
             return None
         vname = svc.annotations.get(VSWITCH_ID, nodes[0].vswitch)
         vpc = vswitches[vsw_index[nodes[0].vswitch]].vpc
@@ -1206,7 +1298,201 @@ class Planner:
             listeners.append(SlbListener(name=f"{svc.key}:{p.port}/{p.protocol}", port=p.port, protocol=p.protocol,
                                          backends=tuple(backends)))
         return SlbPlan(service=svc.key, host=f"slb/{svc.namespace}/{svc.name}", vip=vip, vswitch=vname,
-                       scheduler=cfg.scheduler, check=check.model_dump(mode="json"), listeners=tuple(listeners))
+                       scheduler=cfg.scheduler, check=check.model_dump(mode="json"), listeners=tuple(listeners),
+                       public_ip="pending" if cfg.address_type == "internet" else "")
+
+    def _internet(self, cl, vswitches, ecs_by_name, ips, slbs, hosts):
+        """The internet zone's hosts, one edge per VPC, EIPs, NAT gateways, and the public addresses
+        of internet-facing SLBs. Appends the zone's hosts to `hosts`; returns the new SLB list."""
+        cloud = self.sc.cloud
+        inet = cloud.internet
+        for what, items in (("natGateways", cloud.natGateways), ("eips", cloud.eips)):
+            if items and inet is None:
+                self.bad(("cloud", what), [x.name for x in items], "needs the emulated internet: add a "
+                         "cloud.internet section (an empty mapping takes the defaults)")
+        if inet is None:
+            return None, (), (), (), slbs
+        reserved = [ipaddress.IPv4Network(r) for r in DOCUMENTATION_RANGES]
+        private = [(f"VPC {v.name}", v.cidr) for v in cloud.vpcs]
+        if cl:
+            private += [("cluster.serviceCIDR", cl.serviceCIDR)]
+            if cl.mode != "eni":
+                private += [("cluster.podCIDR", cl.podCIDR)]
+        for field, net in (("cidr", inet.cidr), ("publicCIDR", inet.publicCIDR)):
+            if not any(net.subnet_of(r) for r in reserved):
+                self.bad(("cloud", "internet", field), str(net), "expected a subnet of a range reserved for "
+                         "benchmarking or documentation (" + ", ".join(DOCUMENTATION_RANGES) + "), so that no "
+                         "emulated address is a real one")
+            for what, other in private:
+                if net.overlaps(other):
+                    self.bad(("cloud", "internet", field), str(net), f"overlaps {what} ({other})")
+            if not 16 <= net.prefixlen <= 29:
+                self.bad(("cloud", "internet", field), str(net), "expected a mask between /16 and /29")
+        if inet.cidr.overlaps(inet.publicCIDR):
+            self.bad(("cloud", "internet", "publicCIDR"), str(inet.publicCIDR), f"overlaps internet.cidr ({inet.cidr})")
+        if self.problems:
+            return None, (), (), (), slbs
+
+        # the zone's hosts: the router takes the first address
+        gateway = str(inet.cidr[1])
+        taken = {gateway}
+        self._unique([("cloud", "internet", "hosts", i, "name") for i in range(len(inet.hosts))],
+                     [h.name for h in inet.hosts], "internet host")
+        for i, h in enumerate(inet.hosts):
+            if h.ip is None:
+                continue
+            if h.ip not in inet.cidr or h.ip in (inet.cidr.network_address, inet.cidr.broadcast_address):
+                self.bad(("cloud", "internet", "hosts", i, "ip"), str(h.ip), f"expected a host address of {inet.cidr}")
+            elif str(h.ip) in taken:
+                self.bad(("cloud", "internet", "hosts", i, "ip"), str(h.ip),
+                         "already taken (the router has the first address)")
+            taken.add(str(h.ip))
+        free = (str(a) for a in inet.cidr.hosts() if str(a) not in taken)
+        bridge = f"{self.run}-inet"
+        for i, h in enumerate(inet.hosts):
+            ip = str(h.ip) if h.ip is not None else next(free, None)
+            if ip is None:
+                self.bad(("cloud", "internet", "hosts", i), h.name, f"no free address left in {inet.cidr}")
+                continue
+            hosts.append(HostPlan(
+                key=f"inet/{h.name}", kind="internet", name=h.name, netns=f"{self.run}-inet-{h.name}",
+                veth=f"{self.run}i{i}", bridge=bridge, ofport=OFPORT_INTERNET_HOST0 + i, ip=ip,
+                prefixlen=inet.cidr.prefixlen, mac=mac_for(ip), gateway=gateway, gateway_mac=mac_for(gateway),
+                mtu=1500, servers=tuple(ServerPort(port=p.port, protocol=p.protocol) for p in h.ports)))
+        internet = InternetPlan(cidr=str(inet.cidr), public_cidr=str(inet.publicCIDR), gateway=gateway,
+                                gateway_mac=mac_for(gateway), bridge=bridge)
+
+        # public addresses: declared ones first, then the lowest free ones in scenario order
+        vsw_by_name = {v.name: v for v in vswitches}
+        vpc_of_ecs = {n: vsw_by_name[e.vswitch].vpc for n, e in ecs_by_name.items()}
+        vpc_names = [v.name for v in cloud.vpcs]
+        natgws = {}
+        for i, g in enumerate(cloud.natGateways):
+            path = ("cloud", "natGateways", i)
+            if g.name in natgws:
+                self.bad(path + ("name",), g.name, "duplicate NAT gateway name")
+            elif g.name in ecs_by_name:
+                self.bad(path + ("name",), g.name, "also the name of an ECS instance; route next hops name "
+                         "either, so expected a distinct name")
+            if g.vpc not in vpc_names:
+                self.bad(path + ("vpc",), g.vpc, f"no such VPC; expected one of {vpc_names}")
+            natgws[g.name] = g
+        self.natgw_vpc = {n: g.vpc for n, g in natgws.items()}
+        public_taken: set[str] = set()
+        public = [a for a in inet.publicCIDR.hosts()]
+        self._unique([("cloud", "eips", i, "name") for i in range(len(cloud.eips))], [e.name for e in cloud.eips], "EIP")
+        bound_instances: dict[str, int] = {}
+        for i, e in enumerate(cloud.eips):
+            path = ("cloud", "eips", i)
+            if e.ip is not None:
+                if e.ip not in public:
+                    self.bad(path + ("ip",), str(e.ip), f"expected a host address of internet.publicCIDR {inet.publicCIDR}")
+                elif str(e.ip) in public_taken:
+                    self.bad(path + ("ip",), str(e.ip), "address already taken by another EIP")
+                public_taken.add(str(e.ip))
+            if e.instance is not None and e.natGateway is not None:
+                self.bad(path, e.name, "expected at most one of instance and natGateway")
+            if e.instance is not None:
+                if e.instance not in ecs_by_name:
+                    self.bad(path + ("instance",), e.instance, f"no such ECS instance; expected one of {sorted(ecs_by_name)}")
+                elif e.instance in bound_instances:
+                    self.bad(path + ("instance",), e.instance, f"already has EIP {cloud.eips[bound_instances[e.instance]].name}; "
+                             "expected one EIP per instance")
+                else:
+                    bound_instances[e.instance] = i
+            if e.natGateway is not None and e.natGateway not in natgws:
+                self.bad(path + ("natGateway",), e.natGateway, f"no such NAT gateway; expected one of {sorted(natgws)}")
+        if self.problems:
+            return None, (), (), (), slbs
+        cursor = iter(a for a in public)
+
+        def next_public(path, what, src=None) -> str | None:
+            for a in cursor:
+                if str(a) not in public_taken:
+                    public_taken.add(str(a))
+                    return str(a)
+            self.bad(path, what, f"internet.publicCIDR {inet.publicCIDR} has no free address left; expected a "
+                     "larger publicCIDR", src)
+            return None
+
+        eips = []
+        for i, e in enumerate(cloud.eips):
+            ip = str(e.ip) if e.ip is not None else next_public(("cloud", "eips", i), e.name)
+            if ip is None:
+                continue
+            if e.instance is not None:
+                eips.append(EipPlan(name=e.name, ip=ip, vpc=vpc_of_ecs[e.instance], bound="instance",
+                                    target=e.instance, private_ip=ips[e.instance]))
+            elif e.natGateway is not None:
+                eips.append(EipPlan(name=e.name, ip=ip, vpc=natgws[e.natGateway].vpc, bound="natgw",
+                                    target=e.natGateway))
+            else:
+                eips.append(EipPlan(name=e.name, ip=ip))
+        out_slbs = []
+        for slb in slbs:
+            if slb.public_ip == "pending":
+                m = self._lb_manifest(slb.service)
+                ip = next_public(m.prefix, slb.service, m.source)
+                if ip is None:
+                    continue
+                vpc = vsw_by_name[slb.vswitch].vpc
+                eips.append(EipPlan(name=f"slb-{slb.service.replace('/', '-')}", ip=ip, vpc=vpc, bound="slb",
+                                    target=slb.service, private_ip=slb.vip))
+                slb = slb.model_copy(update={"public_ip": ip})
+            out_slbs.append(slb)
+
+        nat_gateways = []
+        for i, g in enumerate(cloud.natGateways):
+            path = ("cloud", "natGateways", i)
+            mine = {e.name: e.ip for e in eips if e.bound == "natgw" and e.target == g.name}
+            if not mine:
+                self.bad(path, g.name, "has no EIP; expected an entry in cloud.eips with natGateway: " + g.name)
+                continue
+            entries, seen = [], {}
+            vpc_cidr = next(v.cidr for v in cloud.vpcs if v.name == g.vpc)
+            for j, entry in enumerate(g.snat):
+                at = path + ("snat", j)
+                given = [k for k in ("vswitch", "instance", "cidr") if getattr(entry, k) is not None]
+                if len(given) != 1:
+                    self.bad(at, entry.model_dump(exclude_none=True), "expected exactly one of vswitch, instance, cidr")
+                    continue
+                if entry.vswitch is not None:
+                    v = vsw_by_name.get(entry.vswitch)
+                    if v is None or v.vpc != g.vpc:
+                        self.bad(at + ("vswitch",), entry.vswitch, f"expected a vSwitch of VPC {g.vpc}")
+                        continue
+                    source, what = v.cidr, f"vSwitch {v.name}"
+                elif entry.instance is not None:
+                    if vpc_of_ecs.get(entry.instance) != g.vpc:
+                        self.bad(at + ("instance",), entry.instance, f"expected an ECS instance of VPC {g.vpc}")
+                        continue
+                    source, what = f"{ips[entry.instance]}/32", f"instance {entry.instance}"
+                else:
+                    if not entry.cidr.subnet_of(vpc_cidr):
+                        self.bad(at + ("cidr",), str(entry.cidr), f"expected a subnet of the VPC CIDR {vpc_cidr}")
+                        continue
+                    source, what = str(entry.cidr), f"CIDR {entry.cidr}"
+                if source in seen:
+                    self.bad(at, what, f"the same source as snat entry {seen[source]}; expected one entry per source")
+                    continue
+                seen[source] = j
+                if entry.eip is not None and entry.eip not in mine:
+                    self.bad(at + ("eip",), entry.eip, f"expected an EIP bound to NAT gateway {g.name} "
+                             f"({', '.join(mine)})")
+                    continue
+                entries.append(SnatPlan(source=source, what=what,
+                                        public_ip=mine[entry.eip] if entry.eip else next(iter(mine.values()))))
+            entries.sort(key=lambda e: -ipaddress.IPv4Network(e.source).prefixlen)
+            nat_gateways.append(NatGatewayPlan(name=g.name, vpc=g.vpc, public_ips=tuple(mine.values()),
+                                               snat=tuple(entries)))
+        edges = tuple(EdgePlan(vpc=v.name, bridge=f"{self.run}-ed{i}", mac=mac_for(str(inet.publicCIDR[-2 - i])),
+                               internet_port=1 + i) for i, v in enumerate(cloud.vpcs))
+        return internet, edges, tuple(eips), tuple(nat_gateways), out_slbs
+
+    def _lb_manifest(self, key: str):
+        ns, name = key.split("/", 1)
+        return next(m for m in self.loaded.manifests if getattr(m.obj, "kind", "") == "Service"
+                    and m.obj.metadata.namespace == ns and m.obj.metadata.name == name)
 
     def _check_expectations(self, plan: Plan) -> None:
         for i, e in enumerate(self.sc.expect):

@@ -304,7 +304,8 @@ class Builder:
     def _namespaces(self) -> None:
         from mininet.node import Host
         hosts = self.plan.hosts
-        self.say(f"creating {len(hosts)} namespaces ({len(self.plan.instances)} ECS, {len(self.plan.pods)} pods)")
+        extra = f", {len(self.plan.internet_hosts)} on the internet" if self.plan.internet_hosts else ""
+        self.say(f"creating {len(hosts)} namespaces ({len(self.plan.instances)} ECS, {len(self.plan.pods)} pods{extra})")
         self.ledger.record("netns", *[h.netns for h in hosts])
         for h in hosts:
             node = Host(h.netns, inNamespace=True)
@@ -315,8 +316,10 @@ class Builder:
 
     def _links(self) -> None:
         hosts = self.plan.hosts
-        # node uplinks: veth pairs between two bridges, both ends in the root namespace
-        pairs = [(p.name, p.peer) for b in self.plan.bridges if b.role == "node" for p in b.ports if p.kind == "link"]
+        # node uplinks and the vRouters' links to their edges: veth pairs between two bridges, both
+        # ends in the root namespace (listed once, from the node's or the vRouter's side)
+        pairs = [(p.name, p.peer) for b in self.plan.bridges if b.role in ("node", "vrouter")
+                 for p in b.ports if p.kind == "link"]
         ends = [n for pair in pairs for n in pair]
         mtu = self.offloads.link_mtu
         self.ledger.record("link", *[h.veth for h in hosts], *ends)

@@ -12,7 +12,7 @@ import pytest
 from controller.compile import compile_plan
 from controller.flows import (ETH_ARP, ETH_IP, Ct, Flow, FlowSet, Goto, Output, OutputReg, Resubmit, SetField,
                               port_masks)
-from controller.pipeline import PIPELINES, REG_SRC, SRC_HOST, SRC_POD, SRC_TUNNEL, SRC_UPLINK
+from controller.pipeline import NODE, PIPELINES, REG_SRC, SRC_HOST, SRC_POD, SRC_TUNNEL, SRC_UPLINK
 from controller.services import snat_zone
 from kubevpc.load import load
 from kubevpc.plan import Plan, make_plan
@@ -323,8 +323,19 @@ def test_no_tunnel_and_no_snat_outside_vxlan(mode):
     for node in plan.nodes:
         flows = node_flows(plan, node.name)
         assert not any(TUNNEL_OFPORT in outputs(f) for f in flows)
-        assert not snat_to_node(flows, node)
         assert not any(p.kind == "vxlan" for p in plan.bridge(node.bridge).ports)
+        if mode == "eni":
+            assert not snat_to_node(flows, node)
+            continue
+        # vpc-route: pods keep their address inside the VPC and towards other nodes' pods; only
+        # what goes beyond (the internet) is SNATed to the node, at a lower priority
+        route = NODE.table("route")
+        snat = [f for f in flows if f.table == route and any(isinstance(a, Ct) and a.nat for a in f.actions)]
+        assert [f.priority for f in snat] == [100]
+        vpc = next(v for v in plan.vpcs if v.name == plan.cluster.vpc)
+        kept = {match(f).get("ipv4_dst") for f in flows if f.table == route and f.priority == 105}
+        net = lambda c: (str(ipaddress.IPv4Network(c).network_address), str(ipaddress.IPv4Network(c).netmask))  # noqa: E731
+        assert kept == {net(vpc.cidr), net(plan.cluster.pod_cidr)}
 
 
 def test_vpc_route_vrouter_routes_each_node_pod_cidr():

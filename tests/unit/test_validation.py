@@ -159,7 +159,7 @@ def test_route_to_unknown_next_hop(tmp_path):
     data["cloud"]["vpcs"][0]["routeTable"] = {"routes": [{"destination": "10.9.0.0/24", "nextHop": "ecs-zz"}]}
     problems, f, text = refuse(tmp_path, data)
     check(the(problems, "cloud.vpcs[0].routeTable.routes[0].nextHop"), f, "ecs-zz", line_of(text, "ecs-zz"),
-          "ECS instance of VPC vpc-a")
+          "ECS instance or a NAT gateway of VPC vpc-a")
 
 
 def test_pod_on_unknown_node(tmp_path):
