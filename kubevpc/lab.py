@@ -101,8 +101,8 @@ class Lab:
         try:
             return resolve_endpoint(self.plan, endpoint)
         except KeyError:
-            raise KubevpcError(f"no endpoint {endpoint!r}; expected pod/<namespace>/<name>, ecs/<name> or "
-                               f"node/<name>; this scenario has {', '.join(h.key for h in self.plan.hosts)}") from None
+            raise KubevpcError(f"no endpoint {endpoint!r}; expected pod/<namespace>/<name>, ecs/<name>, "
+                               f"node/<name> or inet/<name>; this scenario has {', '.join(h.key for h in self.plan.hosts)}") from None
 
     def address(self, endpoint: str) -> str:
         return self.host(endpoint).ip
@@ -164,9 +164,16 @@ class Lab:
                                f"{', '.join(s.key for s in self.plan.services) or 'none'}") from None
 
     def _dest_ip(self, dest: str) -> str:
-        """An address, an endpoint (pod/..., ecs/..., node/...) or a Service's ClusterIP (svc/...)."""
+        """An address, an endpoint (pod/..., ecs/..., node/..., inet/..., slb/...), an EIP (eip/<name>; an
+        internet-facing SLB's is slb-<namespace>-<name>) or a Service's ClusterIP (svc/...)."""
         if dest.count(".") == 3 and dest.replace(".", "").isdigit():
             return dest
+        if dest.startswith("eip/"):
+            eip = next((e for e in self.plan.eips if e.name == dest[4:]), None)
+            if eip is None:
+                raise KubevpcError(f"no EIP {dest[4:]!r}; this scenario has "
+                                   f"{', '.join(e.name for e in self.plan.eips) or 'none'}")
+            return eip.ip
         if dest.startswith("svc/"):
             svc = self.service(dest)
             if not svc.cluster_ip:
