@@ -240,14 +240,15 @@ class Lab:
         """Objects that may change while running, validated as the API server would."""
         from pydantic import ValidationError
 
-        from .k8s import KINDS, Namespace, NetworkPolicy, Service, kind_of
-        from .load import Manifest, Source
+        from .ingress import Ingress, Secret
+        from .k8s import Namespace, NetworkPolicy, Service, kind_of
+        from .load import Manifest, Source, all_kinds
         out = []
         for obj in objects:
-            cls = KINDS.get(kind_of(obj))
-            if cls not in (Service, NetworkPolicy, Namespace):
-                raise KubevpcError(f"only Services, NetworkPolicies and Namespaces can be applied while the "
-                                   f"scenario runs, not {'/'.join(kind_of(obj))}")
+            cls = all_kinds().get(kind_of(obj))
+            if cls not in (Service, NetworkPolicy, Namespace, Ingress, Secret):
+                raise KubevpcError(f"only Services, NetworkPolicies, Namespaces, Ingresses and Secrets can be "
+                                   f"applied while the scenario runs, not {'/'.join(kind_of(obj))}")
             try:
                 parsed = cls.model_validate(obj)
             except ValidationError as exc:
@@ -261,18 +262,40 @@ class Lab:
         return out
 
     def delete(self, ref: str) -> dict:
-        """Delete a Service (`svc/<ns>/<name>`) or a NetworkPolicy (`netpol/<ns>/<name>`)."""
+        """Delete a Service (`svc/<ns>/<name>`), a NetworkPolicy (`netpol/<ns>/<name>`) or an Ingress
+        (`ingress/<ns>/<name>`)."""
+        from .ingress import Ingress
         from .k8s import NetworkPolicy, Service
-        kinds = {"svc": Service, "service": Service, "netpol": NetworkPolicy, "networkpolicy": NetworkPolicy}
+        kinds = {"svc": Service, "service": Service, "netpol": NetworkPolicy, "networkpolicy": NetworkPolicy,
+                 "ing": Ingress, "ingress": Ingress}
         kind, _, rest = ref.partition("/")
         ns, _, name = rest.rpartition("/")
         if kind.lower() not in kinds or not name:
-            raise KubevpcError(f"cannot delete {ref!r}; expected svc/<namespace>/<name> or netpol/<namespace>/<name>")
+            raise KubevpcError(f"cannot delete {ref!r}; expected svc/<namespace>/<name>, netpol/<namespace>/<name> "
+                               "or ingress/<namespace>/<name>")
         cls = kinds[kind.lower()]
         at = _find_manifest(self.loaded.manifests, cls, ns or "default", name)
         if at is None:
             raise KubevpcError(f"no {cls.__name__} {ns or 'default'}/{name} in this scenario")
         return self._update(self.loaded.manifests[:at] + self.loaded.manifests[at + 1:], self.ready)
+
+    def ingress_certificate(self, secret: str) -> str:
+        """The PEM file of the certificate an Ingress's TLS Secret (`<namespace>/<name>`) holds: the
+        declared Secret's, written out, or the self-signed one made for it at set-up."""
+        from topologies.build import ingress_dir
+        ns, _, name = secret.rpartition("/")
+        key = f"{ns or 'default'}/{name}"
+        for h in self.plan.pods:
+            if h.app == "ingress":
+                with open(os.path.join(ingress_dir(self.net.state_dir, h), "state.json"), encoding="utf-8") as fh:
+                    pem = json.load(fh)["secrets"].get(key, {}).get("tls.crt")
+                if pem:
+                    path = os.path.join(self.net.state_dir, "tls", key.replace("/", "_") + ".pem")
+                    os.makedirs(os.path.dirname(path), exist_ok=True)
+                    with open(path, "w", encoding="ascii") as fh:
+                        fh.write(pem)
+                    return path
+        raise KubevpcError(f"no TLS Secret {key} is served by an ingress controller of this scenario")
 
     def delete_service(self, name: str) -> dict:
         svc = self.service(name)
@@ -289,7 +312,7 @@ class Lab:
         """Plan again, check that no namespace has to come or go, and hand the new plan to the
         controller, the DNS, the node health servers and the SLB checkers (they watch their files).
         Returns how long the flows took to follow."""
-        from topologies.build import wait_for, write_node_health, write_slb_config
+        from topologies.build import ingress_status, wait_for, write_ingress_state, write_node_health, write_slb_config
 
         from .k8s import Service
         if self.net is None:
@@ -326,6 +349,18 @@ class Lab:
                 b.get("programmed") and b.get("plan_version", 0) == st["plan_version"] for b in st["bridges"].values())
         wait_for("the controller to program the change", programmed, deadline, interval=0.01)
         took = time.monotonic() - t0
+        # the ingress controllers render, check and reload NGINX; a bad Ingress is reported by
+        # them and the last good configuration keeps serving
+        ingress = {h.key: write_ingress_state(state, plan, h) for h in plan.pods if h.app == "ingress"}
+
+        def reloaded() -> bool:
+            return all((ingress_status(state, plan.host(k)).get("seen") or 0) >= g for k, g in ingress.items())
+        if ingress:
+            wait_for("the ingress controllers to take the change", reloaded, deadline, interval=0.02)
+            for key in ingress:
+                st = ingress_status(state, plan.host(key))
+                if not st.get("ok", True):
+                    self.say(f"{key}: NGINX kept its last good configuration: {st.get('error')}")
         # the datapath's flow cache follows once the revalidators have been through it: a whole
         # cycle that started after the change (the first wait may end a cycle already under way)
         for _ in range(2):

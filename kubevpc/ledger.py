@@ -98,7 +98,7 @@ def list_runs() -> list[str]:
         return []
 
 
-def _cmdline(pid: int) -> bytes:
+def cmdline(pid: int) -> bytes:
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as fh:
             return fh.read()
@@ -111,7 +111,7 @@ def stop_processes(entries: list[Entry], deadline: float = 5.0) -> list[str]:
     pids = []
     for e in entries:
         pid = int(e.name)
-        if e.token and e.token.encode() in _cmdline(pid):
+        if e.token and e.token.encode() in cmdline(pid):
             try:
                 os.kill(pid, signal.SIGTERM)
                 pids.append(pid)

@@ -153,6 +153,12 @@ def load(path: str, mode: str | None = None) -> Loaded:
     return Loaded(path, scenario, tuple(manifests), src)
 
 
+def all_kinds() -> dict:
+    """Every manifest kind a scenario may hold: kubevpc.k8s's and the Ingress controller's."""
+    from . import ingress
+    return {**k8s.KINDS, **ingress.KINDS}
+
+
 def _parse_object(src: Source, prefix: tuple, out: list[Manifest], label: str) -> list[Problem]:
     obj = src.data
     for part in prefix:
@@ -160,9 +166,9 @@ def _parse_object(src: Source, prefix: tuple, out: list[Manifest], label: str) -
     if not isinstance(obj, dict):
         return [src.problem(prefix, obj, "expected a Kubernetes object (a mapping)")]
     api, kind = k8s.kind_of(obj)
-    cls = k8s.KINDS.get((api, kind))
+    cls = all_kinds().get((api, kind))
     if cls is None:
-        kinds = ", ".join(f"{k} ({a})" for a, k in sorted(k8s.SUPPORTED_KINDS))
+        kinds = ", ".join(f"{k} ({a})" for a, k in sorted(all_kinds()))
         return [src.problem(prefix + ("kind",), f"{kind} ({api})" if api else kind,
                             f"unsupported object; expected one of {kinds}")]
     try:

@@ -14,7 +14,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from . import k8s
+from . import ingress, k8s
 from .errors import Problem, ScenarioError
 from .load import Loaded, Source
 from .model import DOCUMENTATION_RANGES
@@ -25,6 +25,8 @@ RESERVED_TAIL = 3        # Alibaba reserves the first and the last three address
 SNAT_PORTS = (61000, 65535)
 REJECT_PORT = 1          # nothing listens here on a node: Services without endpoints are DNATed to it to be refused
 READY_ANNOTATION = "kubevpc.io/ready"
+APP_ANNOTATION = "kubevpc.io/app"     # "ingress-nginx": the pod runs the NGINX ingress controller
+APPS = {"server": "server", "ingress-nginx": "ingress"}
 DNS_POD = "kube-dns-0"
 ANNOTATION = "service.beta.kubernetes.io/alibaba-cloud-loadbalancer-"
 ADDRESS_TYPE, VSWITCH_ID = ANNOTATION + "address-type", ANNOTATION + "vswitch-id"
@@ -104,7 +106,8 @@ class HostPlan(Frozen):
     vswitch: str = ""               # ECS, eni pods: the vSwitch whose address it holds
     security_groups: tuple[str, ...] = ()
     ready: bool = True              # pods: counted as a Service endpoint only when ready
-    app: Literal["server", "dns", "slb"] = "server"   # the pod server, the cluster DNS, an SLB's checker
+    app: Literal["server", "dns", "slb", "ingress"] = "server"   # the pod server, the cluster DNS, an SLB's
+                                    # checker, the NGINX ingress controller
 
 
 class VSwitchPlan(Frozen):
@@ -352,6 +355,9 @@ class Plan(Frozen):
     # namespace's labels (kubernetes.io/metadata.name is added where they are used)
     network_policies: tuple[k8s.NetworkPolicy, ...] = ()
     namespaces: dict[str, dict[str, str]] = {}
+    # Ingresses (manifest order) and TLS Secrets, for the ingress controllers
+    ingresses: tuple[ingress.Ingress, ...] = ()
+    secrets: tuple[ingress.Secret, ...] = ()
     expect: tuple[dict, ...] = ()
 
     def host(self, key: str) -> HostPlan:
@@ -844,7 +850,10 @@ class Planner:
                     services=services, slbs=tuple(slbs), dns=dns, internet=internet, edges=edges, eips=eips,
                     nat_gateways=nat_gateways,
                     network_policies=tuple(m.obj for m in self.loaded.manifests if isinstance(m.obj, k8s.NetworkPolicy)),
-                    namespaces=self._namespace_labels(), expect=tuple(e.model_dump(by_alias=True) for e in sc.expect))
+                    namespaces=self._namespace_labels(),
+                    ingresses=tuple(m.obj for m in self.loaded.manifests if isinstance(m.obj, ingress.Ingress)),
+                    secrets=tuple(m.obj for m in self.loaded.manifests if isinstance(m.obj, ingress.Secret)),
+                    expect=tuple(e.model_dump(by_alias=True) for e in sc.expect))
         self._check_expectations(plan)
         self._check_names(plan)
         if self.problems:
@@ -1046,7 +1055,7 @@ class Planner:
             if not node_names:
                 self.bad(path, obj.kind, f"a {obj.kind} needs a cluster section with nodes", msrc)
                 continue
-            if isinstance(obj, (Service, k8s.NetworkPolicy)):
+            if isinstance(obj, (Service, k8s.NetworkPolicy, ingress.Ingress, ingress.Secret)):
                 continue
             if isinstance(obj, Pod):
                 spec, labels, annotations = obj.spec, obj.metadata.labels, obj.metadata.annotations
@@ -1059,6 +1068,11 @@ class Planner:
             if ready not in ("true", "false"):
                 meta = ("metadata",) if isinstance(obj, Pod) else ("spec", "template", "metadata")
                 self.bad(path + meta + ("annotations", READY_ANNOTATION), ready, 'expected "true" or "false"', msrc)
+            app = annotations.get(APP_ANNOTATION, "server")
+            if app not in APPS:
+                meta = ("metadata",) if isinstance(obj, Pod) else ("spec", "template", "metadata")
+                self.bad(path + meta + ("annotations", APP_ANNOTATION), app,
+                         f"expected one of {', '.join(APPS)}", msrc)
             ports, port_names = [], set()
             for c in spec.containers:
                 for p in c.ports:
@@ -1081,7 +1095,7 @@ class Planner:
                 out.append(({"namespace": obj.metadata.namespace, "name": name, "node": node,
                              "labels": dict(labels) | {"pod-template-hash": "kubevpc"} if isinstance(obj, Deployment)
                              else dict(labels), "servers": tuple(ports), "ready": ready != "false",
-                             "annotations": dict(annotations)},
+                             "annotations": dict(annotations), "app": APPS.get(app, "server")},
                             (path, msrc)))
         cl = self.sc.cluster
         if cl is not None and cl.dns.enabled and node_names:

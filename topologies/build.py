@@ -568,6 +568,12 @@ class Builder:
         if h.app == "dns":
             cmd = [sys.executable, "-m", "kubevpc.dns", "--zone", self.dns_zone_path(), "--listen", h.ip,
                    "--port", "53", "--ready", ready, "--log", os.path.join(self.ledger.dir, "dns.log")]
+        elif h.app == "ingress":
+            d = ingress_dir(self.ledger.dir, h)
+            write_ingress_state(self.ledger.dir, self.plan, h)
+            cmd = [sys.executable, "-m", "kubevpc.ingress", "run", "--state", os.path.join(d, "state.json"),
+                   "--dir", os.path.join(d, "nginx"), "--run", self.plan.run, "--log", os.path.join(d, "controller.log"),
+                   "--status", os.path.join(d, "status.json"), "--ready", ready]
         else:
             listen = []
             for s in h.servers:
@@ -620,6 +626,74 @@ def write_slb_config(state_dir: str, slb) -> None:
                           "backends": [{"id": b.id, "ip": b.ip, "port": b.check_port} for b in li.backends]}
                          for li in slb.listeners]}
     _write_json(slb_file(state_dir, slb, ".json"), doc)
+
+
+def ingress_dir(state_dir: str, h: HostPlan) -> str:
+    """<state>/ingress-<namespace>_<pod>/: an ingress controller's state, NGINX configuration and logs."""
+    return os.path.join(state_dir, f"ingress-{h.namespace}_{h.name}")
+
+
+def tls_certificate(state_dir: str, secret: str, hosts: list[str]) -> tuple[str, str]:
+    """A self-signed certificate for an Ingress's TLS Secret that the scenario does not declare:
+    made once per run and set of hosts, kept in <state>/tls/. Returns the PEM paths (cert, key)."""
+    import hashlib
+
+    from kubevpc.ingress import self_signed
+    base = os.path.join(state_dir, "tls", secret.replace("/", "_") + "-"
+                        + hashlib.sha256(",".join(sorted(hosts)).encode()).hexdigest()[:8])
+    if not os.path.exists(base + ".crt"):
+        os.makedirs(os.path.dirname(base), exist_ok=True)
+        cert, key = self_signed(sorted(hosts))
+        with open(base + ".key", "wb") as fh:
+            os.fchmod(fh.fileno(), 0o600)
+            fh.write(key)
+        with open(base + ".crt.tmp", "wb") as fh:
+            fh.write(cert)
+        os.replace(base + ".crt.tmp", base + ".crt")
+    return base + ".crt", base + ".key"
+
+
+def write_ingress_state(state_dir: str, plan: Plan, h: HostPlan) -> int:
+    """What an ingress controller serves (kubevpc.ingress's state document): the Ingresses, every
+    Service's ready endpoints, the TLS Secrets (self-signed where the scenario has none). Returns
+    the generation written; the controller reports it back once NGINX runs it."""
+    from kubevpc.ingress import tls_pair
+    services = {svc.key: {"ports": [{"name": p.name, "port": p.port, "protocol": p.protocol,
+                                     "endpoints": [f"{e.ip}:{e.ports[i]}" for e in svc.ready_endpoints(i)]}
+                                    for i, p in enumerate(svc.ports) if p.protocol in ("TCP", "UDP")]}
+                for svc in plan.services if not svc.external_name}
+    secrets = {}
+    for sec in plan.secrets:
+        try:
+            cert, key = tls_pair(sec)
+        except ValueError:
+            continue            # not a TLS Secret; the controller warns about an Ingress naming it
+        secrets[f"{sec.metadata.namespace}/{sec.metadata.name}"] = {"tls.crt": cert.decode(), "tls.key": key.decode()}
+    wanted: dict[str, set[str]] = {}
+    for ing in plan.ingresses:
+        for tls in ing.spec.tls:
+            if tls.secretName:
+                wanted.setdefault(f"{ing.metadata.namespace}/{tls.secretName}", set()).update(tls.hosts)
+    for name, hosts in wanted.items():
+        if name not in secrets and hosts:
+            crt, key = tls_certificate(state_dir, name, sorted(hosts))
+            with open(crt, encoding="ascii") as c, open(key, encoding="ascii") as k:
+                secrets[name] = {"tls.crt": c.read(), "tls.key": k.read()}
+    generation = time.time_ns() // 1_000_000
+    doc = {"generation": generation, "listen": [h.ip],
+           "ingresses": [i.model_dump(mode="json", exclude_none=True) for i in plan.ingresses],
+           "services": services, "secrets": secrets}
+    os.makedirs(ingress_dir(state_dir, h), exist_ok=True)
+    _write_json(os.path.join(ingress_dir(state_dir, h), "state.json"), doc)
+    return generation
+
+
+def ingress_status(state_dir: str, h: HostPlan) -> dict:
+    try:
+        with open(os.path.join(ingress_dir(state_dir, h), "status.json"), encoding="utf-8") as fh:
+            return json.load(fh)
+    except (OSError, json.JSONDecodeError):
+        return {}
 
 
 def write_node_health(state_dir: str, plan: Plan, node: str) -> bool:

@@ -210,7 +210,7 @@ def test_each_node_gets_the_policy_flows_of_its_own_pods(tmp_path, mode):
 
 
 def test_lab_checks_objects_before_touching_anything():
-    with pytest.raises(KubevpcError, match="only Services, NetworkPolicies and Namespaces"):
+    with pytest.raises(KubevpcError, match="only Services, NetworkPolicies, Namespaces, Ingresses and Secrets"):
         Lab._parsed([{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}}])
     with pytest.raises(KubevpcError, match="NetworkPolicy p is invalid: spec.ingress.0.ports.0"):
         Lab._parsed([policy("x", "p", {"ingress": [{"ports": [{"port": "Not_A_Name"}]}]})])
