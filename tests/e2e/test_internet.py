@@ -40,6 +40,10 @@ def slb_healthy(lab: Lab) -> str:
     """Wait until the internet-facing SLB's checker counts every backend healthy; its public address."""
     slb = lab.plan.slbs[0]
     wait_health(lab, slb.service, {backend_key(lab, slb.service, b.id): "healthy" for b in slb.listeners[0].backends}, 20)
+    # the controller then puts the backends in the listener's group: wait until a connection goes through
+    end = time.monotonic() + 10
+    while not lab.connect("inet/client", slb.public_ip, 80, timeout=0.5).ok:
+        assert time.monotonic() < end, "the SLB forwards nothing 10 s after its backends became healthy"
     return slb.public_ip
 
 
