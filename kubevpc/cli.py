@@ -370,18 +370,19 @@ def _control_parsers(sub) -> None:
     p.add_argument("pod", metavar="POD", help="pod/<namespace>/<name> or pod/<name> (namespace default)")
     p.add_argument("state", metavar="true|false", choices=("true", "false"), help="ready (true) or not ready (false)")
     common(p)
-    p = add("apply", "create or replace Services, NetworkPolicies and Namespaces in a running scenario",
+    p = add("apply", "create or replace Services, NetworkPolicies, Namespaces, Ingresses and Secrets in a running scenario",
             "Create or replace the objects of YAML files (one or more documents each) in a running scenario, "
             "as `kubectl apply -f` does. A Service keeps its ClusterIP and NodePorts unless the file sets them. "
             "The files are checked as the scenario loader checks manifests before the run is asked anything.")
     p.add_argument("-f", "--filename", action="append", required=True, metavar="FILE",
                    help="a manifest file; may be given several times")
     common(p)
-    p = add("delete", "delete a Service or a NetworkPolicy from a running scenario",
+    p = add("delete", "delete a Service, a NetworkPolicy or an Ingress from a running scenario",
             "Delete an object from a running scenario. A Service's ClusterIP and NodePorts stop being served "
-            "(the other Services keep theirs); a NetworkPolicy's rules stop applying.")
-    p.add_argument("object", metavar="OBJECT", help="svc/<namespace>/<name>, svc/<name> (namespace default) "
-                   "or netpol/<namespace>/<name>")
+            "(the other Services keep theirs); a NetworkPolicy's rules stop applying; an Ingress's hosts and "
+            "paths leave the ingress controllers' NGINX configuration.")
+    p.add_argument("object", metavar="OBJECT", help="svc/<namespace>/<name>, svc/<name> (namespace default), "
+                   "netpol/<namespace>/<name> or ingress/<namespace>/<name>")
     common(p)
     for name, verb in (("stop-server", "stop"), ("start-server", "start")):
         p = add(name, f"{verb} the server of a pod or ECS instance, or a node's health check server",
