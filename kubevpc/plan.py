@@ -431,6 +431,7 @@ class Planner:
         self.ready_overrides: dict[str, bool] = {}
         self.label_overrides: dict[str, dict[str, str | None]] = {}   # by pod key; None removes the label
         self.natgw_vpc: dict[str, str] = {}    # NAT gateway name -> its VPC (route next hops)
+        self.internet_slbs: set[str] = set()   # Services whose SLB is internet-facing
 
     def bad(self, path: tuple, value: object, expected: str, src: Source | None = None) -> None:
         self.problems.append((src or self.src).problem(path, value, expected))
@@ -1289,6 +1290,8 @@ class Planner:
         vip = allocate(vname, m.prefix, f"the SLB of Service {svc.key}", m.source)
         if vip is None:
             return None
+        if cfg.address_type == "internet":      # its EIP comes with the internet zone's addresses
+            self.internet_slbs.add(svc.key)
         check = cfg.health_check()
         local = svc.external_traffic_policy == "Local"
         if local:       # kube-proxy's health check server answers 200 or 503 over HTTP; a TCP check would pass
@@ -1312,8 +1315,7 @@ class Planner:
             listeners.append(SlbListener(name=f"{svc.key}:{p.port}/{p.protocol}", port=p.port, protocol=p.protocol,
                                          backends=tuple(backends)))
         return SlbPlan(service=svc.key, host=f"slb/{svc.namespace}/{svc.name}", vip=vip, vswitch=vname,
-                       scheduler=cfg.scheduler, check=check.model_dump(mode="json"), listeners=tuple(listeners),
-                       public_ip="pending" if cfg.address_type == "internet" else "")
+                       scheduler=cfg.scheduler, check=check.model_dump(mode="json"), listeners=tuple(listeners))
 
     def _internet(self, cl, vswitches, ecs_by_name, ips, slbs, hosts):
         """The internet zone's hosts, one edge per VPC, EIPs, NAT gateways, and the public addresses
@@ -1444,7 +1446,7 @@ class Planner:
                 eips.append(EipPlan(name=e.name, ip=ip))
         out_slbs = []
         for slb in slbs:
-            if slb.public_ip == "pending":
+            if slb.service in self.internet_slbs:
                 m = self._lb_manifest(slb.service)
                 ip = next_public(m.prefix, slb.service, m.source)
                 if ip is None:

@@ -15,6 +15,7 @@ from kubevpc.lab import Lab
 from topologies.build import ingress_status
 
 from .conftest import MODES, lab_in_mode
+from .test_services import wait_health
 
 SCENARIO = os.path.join(os.path.dirname(__file__), "data", "ingress.yaml")
 SLB = "ingress-nginx/ingress-nginx-controller"
@@ -26,28 +27,20 @@ def lab(request):
 
 
 def public_ip(lab: Lab) -> str:
-    """The SLB's public address, once its checker counts every backend of both listeners healthy."""
+    """The SLB's public address; the first time, waits until its checker counts every backend of
+    both listeners healthy and a request goes through (the controller then has them in its groups)."""
     slb = next(s for s in lab.plan.slbs if s.service == SLB)
-    for li in slb.listeners:
-        keys = {f"{b.ip}:{b.check_port}": "healthy" for b in li.backends}
-        wait_health_all(lab, li.name, keys)
-    # the controller then puts the backends in the listeners' groups: wait until a connection goes through
-    end = time.monotonic() + 10
-    while lab.exec("inet/client", ["curl", "-s", "-o", "/dev/null", "-m", "0.5", f"http://{slb.public_ip}/"]).returncode:
-        assert time.monotonic() < end, "the SLB forwards nothing 10 s after its backends became healthy"
+    if lab.run not in _forwarding:
+        for li in slb.listeners:
+            wait_health(lab, SLB, {f"{b.ip}:{b.check_port}": "healthy" for b in li.backends}, 20, li.name)
+        end = time.monotonic() + 10
+        while lab.exec("inet/client", ["curl", "-s", "-o", "/dev/null", "-m", "0.5", f"http://{slb.public_ip}/"]).returncode:
+            assert time.monotonic() < end, "the SLB forwards nothing 10 s after its backends became healthy"
+        _forwarding.add(lab.run)
     return slb.public_ip
 
 
-def wait_health_all(lab: Lab, listener: str, want: dict) -> None:
-    path = os.path.join(lab.net.state_dir, "slb-" + SLB.replace("/", "_") + ".state.json")
-    end = time.monotonic() + 20
-    while True:
-        with open(path, encoding="utf-8") as fh:
-            state = {k: b["status"] for k, b in json.load(fh)["listeners"][listener].items()}
-        if all(state.get(k) == v for k, v in want.items()):
-            return
-        assert time.monotonic() < end, f"{listener}: {state}, wanted {want}"
-        time.sleep(0.1)
+_forwarding: set[str] = set()      # runs whose SLB was seen forwarding
 
 
 def get(lab: Lab, host: str, path: str = "/", https: bool = False, cacert: str | None = None) -> tuple[int, str]:

@@ -226,21 +226,24 @@ def test_zero_packet_ins(lab):
 
 
 # ----------------------------------------------------------------------------------------- SLB
-def slb_state(lab: Lab, service: str) -> dict:
-    """The health checker's view: {"ip:port": status} of the SLB's one listener."""
+def slb_state(lab: Lab, service: str, listener: str | None = None) -> dict:
+    """The health checker's view: {"ip:port": status} of the SLB's one listener (or the one named)."""
     import json
     path = os.path.join(lab.net.state_dir, "slb-" + service.replace("/", "_") + ".state.json")
     with open(path, encoding="utf-8") as fh:
         listeners = json.load(fh)["listeners"]
-    (backends,) = listeners.values()
+    if listener is None:
+        (backends,) = listeners.values()
+    else:
+        backends = listeners[listener]
     return {key: b["status"] for key, b in backends.items()}
 
 
-def wait_health(lab: Lab, service: str, want: dict, deadline: float) -> float:
+def wait_health(lab: Lab, service: str, want: dict, deadline: float, listener: str | None = None) -> float:
     """Wait until the named backends have the wanted status; return the seconds it took."""
     t0 = time.monotonic()
     while True:
-        state = slb_state(lab, service)
+        state = slb_state(lab, service, listener)
         if all(state.get(k) == v for k, v in want.items()):
             return time.monotonic() - t0
         assert time.monotonic() - t0 < deadline, f"{service}: {state}, wanted {want}"
