@@ -370,19 +370,32 @@ def _control_parsers(sub) -> None:
     p.add_argument("pod", metavar="POD", help="pod/<namespace>/<name> or pod/<name> (namespace default)")
     p.add_argument("state", metavar="true|false", choices=("true", "false"), help="ready (true) or not ready (false)")
     common(p)
-    p = add("apply", "create or replace Services, NetworkPolicies, Namespaces, Ingresses and Secrets in a running scenario",
+    p = add("apply", "create or replace Services, NetworkPolicies, Namespaces, Ingresses, Secrets, Pods and "
+            "Deployments in a running scenario",
             "Create or replace the objects of YAML files (one or more documents each) in a running scenario, "
             "as `kubectl apply -f` does. A Service keeps its ClusterIP and NodePorts unless the file sets them. "
-            "The files are checked as the scenario loader checks manifests before the run is asked anything.")
+            "New pods (a new Pod or Deployment, more replicas) are started and join Services once their server "
+            "listens; pods that go are removed once no flow sends to them. A running pod keeps its node, address "
+            "and ports: changing those is refused. The files are checked as the scenario loader checks "
+            "manifests before the run is asked anything.")
     p.add_argument("-f", "--filename", action="append", required=True, metavar="FILE",
                    help="a manifest file; may be given several times")
     common(p)
-    p = add("delete", "delete a Service, a NetworkPolicy or an Ingress from a running scenario",
+    p = add("delete", "delete a Service, a NetworkPolicy, an Ingress, a Pod or a Deployment from a running scenario",
             "Delete an object from a running scenario. A Service's ClusterIP and NodePorts stop being served "
             "(the other Services keep theirs); a NetworkPolicy's rules stop applying; an Ingress's hosts and "
-            "paths leave the ingress controllers' NGINX configuration.")
-    p.add_argument("object", metavar="OBJECT", help="svc/<namespace>/<name>, svc/<name> (namespace default), "
-                   "netpol/<namespace>/<name> or ingress/<namespace>/<name>")
+            "paths leave the ingress controllers' NGINX configuration; a Pod (or every pod of a Deployment) "
+            "leaves the Services' endpoints, then its namespace, veth and processes are removed. A pod of a "
+            "Deployment is not deleted alone: scale the Deployment.")
+    p.add_argument("object", metavar="OBJECT", help="KIND/<namespace>/<name> or KIND/<name> (namespace default), "
+                   "KIND one of svc, netpol, ingress, pod, deploy")
+    common(p)
+    p = add("scale", "set the number of replicas of a Deployment in a running scenario, as kubectl scale",
+            "Set a Deployment's replicas. Its pods are named <deployment>-<index>: scaling up starts the next "
+            "indexes (placed round-robin over the nodes by index, each with a new address), scaling down removes "
+            "the highest ones. Services, DNS, SLB backends and NetworkPolicy follow.")
+    p.add_argument("deployment", metavar="DEPLOYMENT", help="deploy/<namespace>/<name> or deploy/<name>")
+    p.add_argument("--replicas", type=int, required=True, metavar="N", help="the number of pods wanted (0 or more)")
     common(p)
     for name, verb in (("stop-server", "stop"), ("start-server", "start")):
         p = add(name, f"{verb} the server of a pod or ECS instance, or a node's health check server",
@@ -493,6 +506,16 @@ def cmd_delete(args) -> int:
     client = _client(args)
     reply = client.request(DELETERS[kind], args.object)
     return _changed(client, f"{args.object} deleted", reply, args.json)
+
+
+@_control_command
+def cmd_scale(args) -> int:
+    from .control import ControlError
+    if args.replicas < 0:
+        raise ControlError(f"--replicas {args.replicas}: expected 0 or more", "usage")
+    client = _client(args)
+    reply = client.request("scale", args.deployment, args.replicas)
+    return _changed(client, f"{args.deployment} scaled to {args.replicas}", reply, args.json)
 
 
 def label_changes(items: list[str], error) -> dict[str, str | None]:
@@ -608,7 +631,7 @@ def _stop_serving(control) -> None:
 
 
 CONTROL_COMMANDS = {"ready": cmd_ready, "apply": cmd_apply, "delete": cmd_delete, "label": cmd_label,
-                    "matrix": cmd_matrix, "stop-server": cmd_stop_server,
+                    "matrix": cmd_matrix, "scale": cmd_scale, "stop-server": cmd_stop_server,
                     "start-server": cmd_start_server, "status": cmd_status}
 
 

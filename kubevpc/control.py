@@ -3,7 +3,8 @@
 `kubevpc run FILE --keep` (or `--cli`) owns the Lab that built the network. After its checks it
 serves a Unix socket, `<run dir>/control.sock` (mode 0600, recorded in the run's ledger, removed
 at teardown and by `kubevpc clean`). Other processes call a whitelist of Lab methods on it: the
-`kubevpc ready|apply|delete|stop-server|start-server|status` subcommands, or `ControlClient`.
+`kubevpc ready|apply|delete|scale|label|matrix|stop-server|start-server|status` subcommands, or
+`ControlClient`.
 
 Protocol: one request per connection, one JSON object on one line each way (JSON never holds a
 raw newline). The client sends
@@ -54,7 +55,7 @@ SUN_PATH_MAX = 107                 # bytes in a Unix socket path, without the tr
 # The Lab methods a client may call, by name: arguments and results are JSON. The arguments are
 # checked against each method's signature and annotations (strictly: "false" is not a bool).
 # To serve another Lab method, add its name here: nothing else in this module needs to change.
-LAB_METHODS: tuple[str, ...] = ("set_ready", "apply", "delete", "delete_service", "label", "set_network_policies",
+LAB_METHODS: tuple[str, ...] = ("set_ready", "apply", "delete", "delete_service", "label", "set_network_policies", "scale",
                                 "stop_server", "start_server", "status")
 
 
@@ -78,7 +79,8 @@ VIEWS: dict[str, Callable[..., Any]] = {"describe": describe, "matrix": matrix}
 WHITELIST: tuple[str, ...] = LAB_METHODS + tuple(VIEWS)
 
 # `kubevpc delete KIND/...`: the whitelisted method that deletes each kind
-DELETERS: dict[str, str] = {"svc": "delete", "netpol": "delete"}
+DELETERS: dict[str, str] = {"svc": "delete", "netpol": "delete", "ingress": "delete", "pod": "delete",
+                             "deploy": "delete"}
 
 RUN_NAME = re.compile(rf"^[a-z][a-z0-9]{{0,{MAX_TAG - 1}}}$")      # as the planner checks it
 
@@ -273,6 +275,8 @@ def summary(plan) -> dict[str, dict[str, str]]:
             row["SLB backends"] = "; ".join(f"{li.port}/{li.protocol}: " + ", ".join(b.id for b in li.backends)
                                             for li in slbs[svc.key].listeners)
         out[svc.key] = row
+    for h in plan.pods:          # pods come and go (they never move): created and deleted lines
+        out[h.key] = {"type": "pod", "node": h.node, "ip": h.ip}
     return out
 
 
@@ -281,6 +285,8 @@ def diff(before: dict[str, dict[str, str]], after: dict[str, dict[str, str]]) ->
     for key in sorted(set(before) | set(after)):
         if key not in after:
             lines.append(f"{key}: deleted")
+        elif key not in before and after[key]["type"] == "pod":
+            lines.append(f"{key}: created on {after[key]['node']}, {after[key]['ip']}")
         elif key not in before:
             lines.append(f"{key}: created, {after[key]['type']} {after[key]['clusterIP']}, ports {after[key]['ports']}")
         else:

@@ -208,22 +208,41 @@ class Lab:
         return self._update(self.loaded.manifests, self.ready, {**self.labels, key: changes})
 
     def apply(self, *objects: dict, origin: str = "<api>") -> dict:
-        """Create or replace Services, NetworkPolicies and Namespaces (their labels) by kind,
-        namespace and name, as `kubectl apply` would. A Service keeps its ClusterIP and NodePorts
-        when the new object does not set them. Pods and Deployments cannot change while running.
+        """Create or replace objects by kind, namespace and name, as `kubectl apply` would:
+        Services, NetworkPolicies, Namespaces, Ingresses, Secrets, Pods and Deployments. A Service
+        keeps its ClusterIP and NodePorts when the new object does not set them. New pods (a new
+        Pod, a new Deployment, more replicas) are started and join Services once they listen;
+        pods that go (fewer replicas) are removed after the flows stop sending to them. A running
+        pod keeps its node, address and ports: a change to those is refused.
         `origin` names where the objects came from in error messages (the CLI passes file names)."""
-        from .k8s import Namespace
         manifests = list(self.loaded.manifests)
         for entry in self._parsed(objects, origin):
             cls, meta = type(entry.obj), entry.obj.metadata
-            if cls is Namespace and meta.name not in self.plan.namespaces:
-                raise KubevpcError(f"namespace {meta.name} does not exist; a running scenario can "
-                                   "relabel namespaces, not add them")
             at = _find_manifest(manifests, cls, meta.namespace, meta.name)
             if at is None:
                 manifests.append(entry)
             else:
                 manifests[at] = entry
+        return self._update(manifests, self.ready)
+
+    def scale(self, deployment: str, replicas: int) -> dict:
+        """Set a Deployment's replicas (`deploy/<ns>/<name>`), as `kubectl scale` does. Pods are
+        named `<deployment>-<index>`: scaling up adds the next indexes, scaling down removes the
+        highest ones."""
+        from .k8s import Deployment
+        kind, _, rest = deployment.partition("/")
+        ns, _, name = rest.rpartition("/")
+        if kind not in ("deploy", "deployment", "deployments") or not name:
+            raise KubevpcError(f"cannot scale {deployment!r}; expected deploy/<namespace>/<name> or deploy/<name>")
+        if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 0:
+            raise KubevpcError(f"replicas {replicas!r}: expected a whole number, 0 or more")
+        at = _find_manifest(self.loaded.manifests, Deployment, ns or "default", name)
+        if at is None:
+            raise KubevpcError(f"no Deployment {ns or 'default'}/{name} in this scenario")
+        m = self.loaded.manifests[at]
+        obj = m.obj.model_copy(update={"spec": m.obj.spec.model_copy(update={"replicas": replicas})})
+        manifests = list(self.loaded.manifests)
+        manifests[at] = dataclasses.replace(m, obj=obj)
         return self._update(manifests, self.ready)
 
     def set_network_policies(self, *objects: dict, origin: str = "<api>") -> dict:
@@ -241,14 +260,14 @@ class Lab:
         from pydantic import ValidationError
 
         from .ingress import Ingress, Secret
-        from .k8s import Namespace, NetworkPolicy, Service, kind_of
+        from .k8s import Deployment, Namespace, NetworkPolicy, Pod, Service, kind_of
         from .load import Manifest, Source, all_kinds
         out = []
         for obj in objects:
             cls = all_kinds().get(kind_of(obj))
-            if cls not in (Service, NetworkPolicy, Namespace, Ingress, Secret):
-                raise KubevpcError(f"only Services, NetworkPolicies, Namespaces, Ingresses and Secrets can be "
-                                   f"applied while the scenario runs, not {'/'.join(kind_of(obj))}")
+            if cls not in (Service, NetworkPolicy, Namespace, Ingress, Secret, Pod, Deployment):
+                raise KubevpcError(f"only Services, NetworkPolicies, Namespaces, Ingresses, Secrets, Pods and "
+                                   f"Deployments can be applied while the scenario runs, not {'/'.join(kind_of(obj))}")
             try:
                 parsed = cls.model_validate(obj)
             except ValidationError as exc:
@@ -262,19 +281,30 @@ class Lab:
         return out
 
     def delete(self, ref: str) -> dict:
-        """Delete a Service (`svc/<ns>/<name>`), a NetworkPolicy (`netpol/<ns>/<name>`) or an Ingress
-        (`ingress/<ns>/<name>`)."""
+        """Delete a Service (`svc/<ns>/<name>`), a NetworkPolicy (`netpol/<ns>/<name>`), an Ingress
+        (`ingress/<ns>/<name>`), a Pod (`pod/<ns>/<name>`) or a Deployment with its pods
+        (`deploy/<ns>/<name>`). A pod of a Deployment is not deleted alone: scale the Deployment."""
         from .ingress import Ingress
-        from .k8s import NetworkPolicy, Service
+        from .k8s import Deployment, NetworkPolicy, Pod, Service
         kinds = {"svc": Service, "service": Service, "netpol": NetworkPolicy, "networkpolicy": NetworkPolicy,
-                 "ing": Ingress, "ingress": Ingress}
+                 "ing": Ingress, "ingress": Ingress, "pod": Pod, "po": Pod, "deploy": Deployment,
+                 "deployment": Deployment}
         kind, _, rest = ref.partition("/")
         ns, _, name = rest.rpartition("/")
         if kind.lower() not in kinds or not name:
-            raise KubevpcError(f"cannot delete {ref!r}; expected svc/<namespace>/<name>, netpol/<namespace>/<name> "
-                               "or ingress/<namespace>/<name>")
+            raise KubevpcError(f"cannot delete {ref!r}; expected svc/, netpol/, ingress/, pod/ or deploy/ "
+                               "followed by <namespace>/<name>")
         cls = kinds[kind.lower()]
         at = _find_manifest(self.loaded.manifests, cls, ns or "default", name)
+        if at is None and cls is Pod and f"pod/{ns or 'default'}/{name}" in {h.key for h in self.plan.pods}:
+            owner = next((m.obj.metadata.name for m in self.loaded.manifests if isinstance(m.obj, Deployment)
+                          and m.obj.metadata.namespace == (ns or "default")
+                          and name.rpartition("-")[0] == m.obj.metadata.name), None)
+            if owner:
+                raise KubevpcError(f"pod {ns or 'default'}/{name} belongs to Deployment {owner}, which would "
+                                   f"replace it; scale the Deployment (kubevpc scale deploy/{ns or 'default'}/{owner} "
+                                   "--replicas N) or delete it")
+            raise KubevpcError(f"pod {ns or 'default'}/{name} is the cluster's own (the DNS); it cannot be deleted")
         if at is None:
             raise KubevpcError(f"no {cls.__name__} {ns or 'default'}/{name} in this scenario")
         return self._update(self.loaded.manifests[:at] + self.loaded.manifests[at + 1:], self.ready)
@@ -309,9 +339,10 @@ class Lab:
 
     def _update(self, manifests: list, ready: dict[str, bool], labels: dict | None = None,
                 deadline: float = 10) -> dict:
-        """Plan again, check that no namespace has to come or go, and hand the new plan to the
-        controller, the DNS, the node health servers and the SLB checkers (they watch their files).
-        Returns how long the flows took to follow."""
+        """Plan again (pods that stay keep their node, address and port), bring up the pods the
+        change adds, hand the new plan to the controller, the DNS, the node health servers and the
+        SLB checkers (they watch their files), then take down the pods it removes. Returns how
+        long the flows took to follow."""
         from topologies.build import ingress_status, wait_for, write_ingress_state, write_node_health, write_slb_config
 
         from .k8s import Service
@@ -323,12 +354,17 @@ class Lab:
         manifests = [dataclasses.replace(m, obj=_keep_allocations(m.obj, self.plan)) if isinstance(m.obj, Service)
                      else m for m in manifests]
         loaded = dataclasses.replace(self.loaded, manifests=tuple(manifests))
-        plan = make_plan(loaded, self.run, ready, labels)
-        shape = lambda p: [(h.key, h.ip, h.netns, h.veth, h.ofport) for h in p.hosts]  # noqa: E731
-        if shape(plan) != shape(self.plan):
-            raise KubevpcError("this change adds or removes namespaces (pods, SLBs), which a running scenario "
-                               "cannot do yet; restart the scenario with the change instead")
+        plan = make_plan(loaded, self.run, ready, labels, previous=self.plan)
+        added, removed = _pods_changed(self.plan, plan)
+        ready = {k: v for k, v in ready.items() if k not in {h.key for h in removed}}
+        labels = {k: v for k, v in labels.items() if k not in {h.key for h in removed}}
         version = self.status().get("plan_version", 0)
+        pods: dict[str, float] = {}
+        if added:        # the pods listen before any Service sends to them; flows are timed from then
+            self.say(f"starting {len(added)} pod(s): {', '.join(h.key for h in added)}")
+            self.builder.add_pods(plan, added)
+            pods["pods_started_s"] = time.monotonic() - t0
+            t0 = time.monotonic()
         state = self.net.state_dir
         tmp = os.path.join(state, "plan.json.tmp")
         with open(tmp, "w", encoding="utf-8") as fh:
@@ -349,6 +385,11 @@ class Lab:
                 b.get("programmed") and b.get("plan_version", 0) == st["plan_version"] for b in st["bridges"].values())
         wait_for("the controller to program the change", programmed, deadline, interval=0.01)
         took = time.monotonic() - t0
+        if removed:         # nothing is sent to them any more
+            self.say(f"removing {len(removed)} pod(s): {', '.join(h.key for h in removed)}")
+            t1 = time.monotonic()
+            self.builder.remove_pods(removed)
+            pods["pods_removed_s"] = time.monotonic() - t1
         # the ingress controllers render, check and reload NGINX; a bad Ingress is reported by
         # them and the last good configuration keeps serving
         ingress = {h.key: write_ingress_state(state, plan, h) for h in plan.pods if h.app == "ingress"}
@@ -368,7 +409,7 @@ class Lab:
                            capture_output=True, stdin=subprocess.DEVNULL)
         cached = time.monotonic() - t0
         self.say(f"change programmed in {took * 1000:.0f} ms, in the datapath's cache in {cached * 1000:.0f} ms")
-        return {"flows_updated_s": took, "datapath_s": cached}
+        return {"flows_updated_s": took, "datapath_s": cached, **pods}
     def stop_server(self, endpoint: str, program: str = "server") -> None:
         """Stop what runs in an endpoint: its pod/ECS server, or (program="nodehealth") a node's
         kube-proxy health check server. Connections to it are then refused; health checks fail."""
@@ -407,6 +448,30 @@ class Lab:
 
     def status(self) -> dict:
         return self.net.controller_status() if self.net else {}
+
+
+def _pods_changed(old: Plan, new: Plan) -> tuple[list[HostPlan], list[HostPlan]]:
+    """The pods a change adds and removes. Everything else must stay as it is: a change that would
+    add or remove SLBs or node uplinks, or move, renumber or reshape a running pod, is refused."""
+    def fixed(p: Plan):
+        return ([h for h in p.hosts if h.kind != "pod"],
+                {b.name: [x for x in b.ports if not (x.kind == "veth" and x.peer.startswith("pod/"))] for b in p.bridges})
+    if fixed(old) != fixed(new):
+        was = {h.key for h in old.hosts if h.kind != "pod"}
+        now = {h.key for h in new.hosts if h.kind != "pod"}
+        what = ", ".join(sorted(now - was)) or ", ".join(f"-{k}" for k in sorted(was - now))
+        raise KubevpcError("this change adds or removes SLBs or node uplinks" + (f" ({what})" if what else "") +
+                           ", which a running scenario cannot do; restart the scenario with the change instead")
+    before = {h.key: h for h in old.pods}
+    after = {h.key: h for h in new.pods}
+    for key in sorted(before.keys() & after.keys()):
+        a, b = before[key], after[key]
+        for field, what in (("node", "node"), ("servers", "ports"), ("app", "program")):
+            if getattr(a, field) != getattr(b, field):
+                raise KubevpcError(f"{key} would change its {what} ({getattr(a, field) or '-'} -> "
+                                   f"{getattr(b, field) or '-'}): a running pod cannot; delete it and create it "
+                                   "again (for a Deployment, scale it to fewer replicas and back)")
+    return ([h for k, h in after.items() if k not in before], [h for k, h in before.items() if k not in after])
 
 
 def _main_thread() -> bool:

@@ -432,6 +432,9 @@ class Planner:
         self.label_overrides: dict[str, dict[str, str | None]] = {}   # by pod key; None removes the label
         self.natgw_vpc: dict[str, str] = {}    # NAT gateway name -> its VPC (route next hops)
         self.internet_slbs: set[str] = set()   # Services whose SLB is internet-facing
+        # the running scenario's plan, when planning a change to it: hosts that stay keep their
+        # node, address, interface and port, and what it held is not handed to newcomers
+        self.previous: dict[str, HostPlan] = {}
 
     def bad(self, path: tuple, value: object, expected: str, src: Source | None = None) -> None:
         self.problems.append((src or self.src).problem(path, value, expected))
@@ -540,8 +543,14 @@ class Planner:
                     ips[ecs.name] = str(ecs.ip)
         pools = {v.name: [a for a in usable(ipaddress.IPv4Network(v.cidr))] for v in vswitches}
         cursor = {v: 0 for v in pools}
+        for h in self.previous.values():
+            if h.kind in ("pod", "slb") and h.vswitch in pools:
+                taken[h.vswitch].add(h.ip)
 
-        def allocate(vswitch: str, path: tuple, what: str, src: Source | None = None) -> str | None:
+        def allocate(vswitch: str, path: tuple, what: str, src: Source | None = None, key: str = "") -> str | None:
+            old = self.previous.get(key)
+            if old is not None and old.vswitch == vswitch:
+                return old.ip
             pool = pools[vswitch]
             while cursor[vswitch] < len(pool) and str(pool[cursor[vswitch]]) in taken[vswitch]:
                 cursor[vswitch] += 1
@@ -693,19 +702,43 @@ class Planner:
                                   gateway=gw, gateway_mac=mac_for(gw) if gw else "",
                                   uplinks=tuple(uplinks), tunnels=tuple(tunnels)))
 
-        # pods: addresses and ports on their node bridge
-        per_node_count: dict[str, int] = defaultdict(int)
+        # pods: addresses and ports on their node bridge. A pod of the running scenario keeps its
+        # own; a new one takes the lowest free, never one a pod of the running scenario holds
+        held_ips: dict[str, set[str]] = defaultdict(set)        # by node bridge
+        held_ofports: dict[str, set[int]] = defaultdict(set)
+        held_veths = set()
+        for h in self.previous.values():
+            if h.kind == "pod":
+                held_ips[h.bridge].add(h.ip)
+                held_ofports[h.bridge].add(h.ofport)
+                held_veths.add(h.veth)
         pod_seq = 0
+
+        def lowest_free(start: int, held: set[int]) -> int:
+            n = start
+            while n in held:
+                n += 1
+            held.add(n)
+            return n
         for (pod, (path, msrc)) in pods:
             node = nodes[node_index[pod["node"]]]
             ecs = ecs_by_name[node.name]
-            idx = per_node_count[node.name]
-            per_node_count[node.name] += 1
+            key = _pod_key(pod)
+            old = self.previous.get(key)
+            if old is not None and old.bridge == node.bridge:
+                ofport, veth = old.ofport, old.veth
+            else:
+                old = None
+                ofport = lowest_free(OFPORT_NODE_POD0, held_ofports[node.bridge])
+                while f"{self.run}p{pod_seq}" in held_veths:
+                    pod_seq += 1
+                veth = f"{self.run}p{pod_seq}"
+                pod_seq += 1
             if cl.mode == "eni":
-                pn_sgs, pn_vsw = pod_networking.get(_pod_key(pod)) or (None, None)
+                pn_sgs, pn_vsw = pod_networking.get(key) or (None, None)
                 vname = pn_vsw or self._eni_vswitches(cl, vswitches, vsw_index, vswitches[vsw_index[node.vswitch]])[0]
                 vsw = vswitches[vsw_index[vname]]
-                ip = allocate(vname, path, f"pod {pod['namespace']}/{pod['name']}", msrc)
+                ip = allocate(vname, path, f"pod {pod['namespace']}/{pod['name']}", msrc, key)
                 if ip is None:
                     continue
                 prefixlen, gateway, gateway_mac = ipaddress.IPv4Network(vsw.cidr).prefixlen, vsw.gateway, vsw.gateway_mac
@@ -716,23 +749,28 @@ class Planner:
                                               owner=f"pod/{pod['namespace']}/{pod['name']}", security_groups=sgs))
             else:
                 net = node_pod_cidrs[node.name]
-                if idx + 2 >= net.num_addresses - 1:
-                    self.bad(path, f"{pod['namespace']}/{pod['name']}",
-                             f"node {node.name}'s pod CIDR {net} is exhausted ({net.num_addresses - 3} pods); "
-                             "expected a smaller cluster.nodeCIDRMaskSize or fewer pods on the node", msrc)
-                    continue
-                ip = str(net[idx + 2])
+                if old is not None:
+                    ip = old.ip
+                else:
+                    idx = 2
+                    while idx < net.num_addresses - 1 and str(net[idx]) in held_ips[node.bridge]:
+                        idx += 1
+                    if idx >= net.num_addresses - 1:
+                        self.bad(path, f"{pod['namespace']}/{pod['name']}",
+                                 f"node {node.name}'s pod CIDR {net} is exhausted ({net.num_addresses - 3} pods); "
+                                 "expected a smaller cluster.nodeCIDRMaskSize or fewer pods on the node", msrc)
+                        continue
+                    ip = str(net[idx])
+                    held_ips[node.bridge].add(ip)
                 prefixlen, gateway, gateway_mac, vname, sgs = net.prefixlen, node.gateway, node.gateway_mac, "", ()
-            key = f"pod/{pod['namespace']}/{pod['name']}"
             hosts.append(HostPlan(
                 key=key, kind="pod", name=pod["name"], namespace=pod["namespace"],
-                netns=f"{self.run}-pod-{pod['namespace']}_{pod['name']}", veth=f"{self.run}p{pod_seq}",
-                bridge=node.bridge, ofport=OFPORT_NODE_POD0 + idx, ip=ip, prefixlen=prefixlen, mac=mac_for(ip),
+                netns=f"{self.run}-pod-{pod['namespace']}_{pod['name']}", veth=veth,
+                bridge=node.bridge, ofport=ofport, ip=ip, prefixlen=prefixlen, mac=mac_for(ip),
                 gateway=gateway, gateway_mac=gateway_mac, mtu=pod_mtu, servers=pod["servers"],
                 labels=_relabel(pod["labels"], self.label_overrides.get(key, {})), node=node.name, vswitch=vname,
                 security_groups=sgs,
                 ready=self.ready_overrides.get(key, pod["ready"]), app=pod.get("app", "server")))
-            pod_seq += 1
         if self.problems:
             raise ScenarioError(self.problems)
 
@@ -1088,7 +1126,8 @@ class Planner:
                 self.bad(path + at, spec.nodeName, f"no such node; expected one of {node_names}", msrc)
                 continue
             for r, name in enumerate(names):
-                node = spec.nodeName or node_names[r % len(node_names)]
+                before = self.previous.get(f"pod/{obj.metadata.namespace}/{name}")
+                node = spec.nodeName or (before.node if before else node_names[r % len(node_names)])
                 pkey = ("Pod", obj.metadata.namespace, name)
                 if pkey in seen and isinstance(obj, Deployment):
                     self.bad(path + ("metadata", "name"), name, "a pod of this Deployment has the name of another pod", msrc)
@@ -1287,7 +1326,7 @@ class Planner:
             self.bad(at + (VSWITCH_ID,), vname, "expected a vSwitch of the cluster's VPC "
                      f"({', '.join(sorted(v.name for v in vswitches if v.vpc == vpc))})", m.source)
             return None
-        vip = allocate(vname, m.prefix, f"the SLB of Service {svc.key}", m.source)
+        vip = allocate(vname, m.prefix, f"the SLB of Service {svc.key}", m.source, f"slb/{svc.namespace}/{svc.name}")
         if vip is None:
             return None
         if cfg.address_type == "internet":      # its EIP comes with the internet zone's addresses
@@ -1539,10 +1578,13 @@ def _relabel(labels: dict[str, str], changes: dict[str, str | None]) -> dict[str
 
 
 def make_plan(loaded: Loaded, run: str, ready: dict[str, bool] | None = None,
-              labels: dict[str, dict[str, str | None]] | None = None) -> Plan:
+              labels: dict[str, dict[str, str | None]] | None = None, previous: Plan | None = None) -> Plan:
     """Changes made while the scenario runs, by pod key, override the manifests: `ready`, the
-    pod's readiness; `labels`, labels set (a value) or removed (None), as `kubectl label` does."""
+    pod's readiness; `labels`, labels set (a value) or removed (None), as `kubectl label` does.
+    `previous`, the running scenario's plan: its pods stay on their nodes with their addresses,
+    interfaces and ports, and new pods get none of those (kubevpc.lab.Lab._update)."""
     planner = Planner(loaded, run)
+    planner.previous = {h.key: h for h in previous.hosts} if previous is not None else {}
     planner.ready_overrides = dict(ready or {})
     planner.label_overrides = {k: dict(v) for k, v in (labels or {}).items()}
     return planner.plan()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -301,11 +302,13 @@ class Builder:
         return net
 
     # ---------------------------------------------------------------------------- namespaces
-    def _namespaces(self) -> None:
+    def _namespaces(self, hosts: tuple[HostPlan, ...] | None = None) -> None:
         from mininet.node import Host
-        hosts = self.plan.hosts
-        extra = f", {len(self.plan.internet_hosts)} on the internet" if self.plan.internet_hosts else ""
-        self.say(f"creating {len(hosts)} namespaces ({len(self.plan.instances)} ECS, {len(self.plan.pods)} pods{extra})")
+        if hosts is None:
+            hosts = self.plan.hosts
+            extra = f", {len(self.plan.internet_hosts)} on the internet" if self.plan.internet_hosts else ""
+            self.say(f"creating {len(hosts)} namespaces ({len(self.plan.instances)} ECS, {len(self.plan.pods)} "
+                     f"pods{extra})")
         self.ledger.record("netns", *[h.netns for h in hosts])
         for h in hosts:
             node = Host(h.netns, inNamespace=True)
@@ -314,12 +317,13 @@ class Builder:
         # name the namespaces so users can `ip netns exec <run>-pod-default-web-0 ...`
         sh(["ip", "-batch", "-"], "".join(f"netns attach {h.netns} {self.net.hosts[h.key].pid}\n" for h in hosts))
 
-    def _links(self) -> None:
-        hosts = self.plan.hosts
+    def _links(self, hosts: tuple[HostPlan, ...] | None = None) -> None:
         # node uplinks and the vRouters' links to their edges: veth pairs between two bridges, both
-        # ends in the root namespace (listed once, from the node's or the vRouter's side)
+        # ends in the root namespace (listed once, from the node's or the vRouter's side), made
+        # with the network; pods added later come with their own veth only
         pairs = [(p.name, p.peer) for b in self.plan.bridges if b.role in ("node", "vrouter")
-                 for p in b.ports if p.kind == "link"]
+                 for p in b.ports if p.kind == "link"] if hosts is None else []
+        hosts = self.plan.hosts if hosts is None else hosts
         ends = [n for pair in pairs for n in pair]
         mtu = self.offloads.link_mtu
         self.ledger.record("link", *[h.veth for h in hosts], *ends)
@@ -330,9 +334,11 @@ class Builder:
         no_ipv6([h.veth for h in hosts] + ends)
         sh(["ip", "-batch", "-"], "".join(f"link set {n} up\n" for n in [h.veth for h in hosts] + ends))
 
-    def _addresses(self) -> None:
+    def _addresses(self, hosts: tuple[HostPlan, ...] | None = None) -> None:
         cl = self.plan.cluster
-        for h in self.plan.hosts:
+        full = hosts is None
+        hosts = self.plan.hosts if hosts is None else hosts
+        for h in hosts:
             cmds = ["link set lo up", f"link set {h.ifname} addrgenmode none",
                     f"link set {h.ifname} address {h.mac} mtu {h.mtu}",
                     f"addr add {h.ip}/{h.prefixlen} dev {h.ifname}", f"link set {h.ifname} up",
@@ -341,10 +347,10 @@ class Builder:
                 # the node reaches other nodes' pods through the tunnel: keep its packets small enough
                 cmds.append(f"route add {cl.pod_cidr} via {h.gateway} dev {h.ifname} mtu {cl.pod_mtu}")
             sh(["ip", "-n", h.netns, "-batch", "-"], "\n".join(cmds) + "\n")
-        if self.net.datapath.kind == "netdev":
+        if self.net.datapath.kind == "netdev" and full:
             self.say(f"offloads: {self.offloads.note}")
         if self.offloads.full_checksums:
-            tx_checksum_off([(f"/proc/{self.net.hosts[h.key].pid}/ns/net", h.ifname) for h in self.plan.hosts])
+            tx_checksum_off([(f"/proc/{self.net.hosts[h.key].pid}/ns/net", h.ifname) for h in hosts])
 
     def _tunnels(self) -> None:
         """VXLAN devices are created in the node's namespace, so their outer packets carry the
@@ -462,7 +468,7 @@ class Builder:
             json.dump(dns.zone(plan.services, plan.pods, plan.dns.domain), fh, indent=1)
         os.replace(tmp, self.dns_zone_path())
 
-    def _dns(self) -> None:
+    def _dns(self, pods: tuple[HostPlan, ...] | None = None) -> None:
         """Each pod gets its own resolv.conf (ClusterFirst), bind-mounted over /etc/resolv.conf in
         the pod's own mount namespace, and also at /etc/netns/<netns>/resolv.conf, where
         `ip netns exec` looks. The machine's /etc/resolv.conf is never written."""
@@ -470,9 +476,10 @@ class Builder:
         plan = self.plan
         if plan.dns is None:
             return
-        self.write_dns_zone()
-        pods = [h for h in plan.pods]
-        self.say(f"cluster DNS {plan.dns.ip} ({plan.dns.domain}): resolv.conf for {len(pods)} pods")
+        if pods is None:
+            self.write_dns_zone()
+            pods = plan.pods
+            self.say(f"cluster DNS {plan.dns.ip} ({plan.dns.domain}): resolv.conf for {len(pods)} pods")
         conf_dir = os.path.join(self.ledger.dir, "resolv")
         os.makedirs(conf_dir, exist_ok=True)
         if not os.path.isdir("/etc/netns"):
@@ -541,11 +548,13 @@ class Builder:
         return ready_or_dead
 
     # ------------------------------------------------------------------------------- servers
-    def _servers(self) -> None:
-        hosts = [h for h in self.plan.hosts if h.servers]
+    def _servers(self, hosts: tuple[HostPlan, ...] | None = None) -> None:
+        full = hosts is None
+        hosts = [h for h in (self.plan.hosts if full else hosts) if h.servers]
         if not hosts:
             return
-        self.say(f"starting servers in {len(hosts)} namespaces")
+        if full:
+            self.say(f"starting servers in {len(hosts)} namespaces")
         ready_dir = os.path.join(self.ledger.dir, "ready")
         os.makedirs(ready_dir, exist_ok=True)
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -586,6 +595,89 @@ class Builder:
         log.close()
         self.ledger.record("process", proc.pid, token=self.plan.run)
         self.net.servers[h.key] = proc
+
+    # ------------------------------------------------------------------ pods coming and going
+    def add_pods(self, plan: Plan, pods: list[HostPlan]) -> None:
+        """Bring up pods of a changed plan in the running network, as the kubelet and the CNI
+        plugin would: namespace, veth on the node bridge at the planned port, addresses and
+        routes, resolv.conf, then the pod's server, waited for. The caller then hands the plan to
+        the controller, so a pod joins Services only once it listens. On failure, what was made
+        for them is removed again and the builder keeps its plan."""
+        old = self.plan
+        self.plan = plan
+        try:
+            self._namespaces(tuple(pods))
+            self._links(tuple(pods))
+            self._addresses(tuple(pods))
+            cmd = ["ovs-vsctl", "--timeout=60"]
+            for h in pods:
+                cmd += ["--", "add-port", h.bridge, h.veth, "--", "set", "interface", h.veth,
+                        f"ofport_request={h.ofport}"]
+            sh(cmd, timeout=90)
+            if self.net.datapath.kind == "netdev":
+                size = int(os.environ.get(RCVBUF_ENV) or OVS_RCVBUF)
+                if size > 0:
+                    enlarge_ovs_rcvbuf([h.veth for h in pods], size)
+            self._dns(tuple(pods))
+            self._servers(tuple(pods))
+        except BaseException:
+            self.remove_pods(pods)
+            self.plan = old
+            raise
+
+    def remove_pods(self, pods: list[HostPlan], deadline: float = 5.0) -> None:
+        """Take pods out of the running network (after the controller stopped sending to them):
+        their processes, their node bridge port and veth, their namespace and files. Each step
+        tolerates what is already gone, so it also clears a half-made pod."""
+        from kubevpc.ledger import Entry, existing_netns, stop_processes
+        procs = [(name, proc) for h in pods for name, proc in list(self.net.servers.items())
+                 if name == h.key or name.startswith(h.key + "#")]
+        for name, proc in procs:
+            proc.terminate()
+        end = time.monotonic() + deadline
+        for name, proc in procs:
+            try:
+                proc.wait(timeout=max(0.1, end - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=deadline)
+            del self.net.servers[name]
+        shells = []
+        for h in pods:
+            node = self.net.hosts.pop(h.key, None)
+            if node is None:
+                continue
+            for fd in (node.stdin, node.stdout):
+                try:
+                    fd.close()
+                except Exception:
+                    pass
+            shells.append(node)
+        stop_processes([Entry("process", str(n.pid), token=n.name) for n in shells], deadline)
+        for n in shells:
+            try:
+                n.shell.wait(timeout=deadline)
+            except Exception:
+                pass
+        cmd = ["ovs-vsctl", "--timeout=60"]
+        for h in pods:
+            cmd += ["--", "--if-exists", "del-port", h.bridge, h.veth]
+        sh(cmd, timeout=90)
+        present = existing_links_named([h.veth for h in pods])
+        if present:
+            sh(["ip", "-force", "-batch", "-"], "".join(f"link del dev {v}\n" for v in present), check=False)
+        gone = set(existing_netns()) & {h.netns for h in pods}
+        if gone:
+            sh(["ip", "-force", "-batch", "-"], "".join(f"netns del {ns}\n" for ns in sorted(gone)), check=False)
+        for h in pods:
+            shutil.rmtree(os.path.join("/etc/netns", h.netns), ignore_errors=True)
+            for path in (os.path.join(self.ledger.dir, "resolv", h.netns), os.path.join(self.ledger.dir, "ready", h.netns)):
+                if os.path.exists(path):
+                    os.unlink(path)
+
+
+def existing_links_named(names: list[str]) -> list[str]:
+    return [n for n in names if os.path.exists(f"/sys/class/net/{n}")]
 
 
 def teardown(net: Network, say: Say = lambda s: None) -> dict[str, int]:

@@ -5,10 +5,14 @@ fails over, on tests/e2e/data/services.yaml in each pod network mode.
 
 Changes, each repeated --repeat times: a pod marked not ready and ready again (`set_ready`), a
 Service's selector changed and changed back, its session affinity switched off and on again
-(`apply`), and `set_ready` through the control channel, as `kubevpc ready` sends it. For each:
-the time until the controller had programmed every bridge (barrier replies), and until Open
-vSwitch's revalidators had brought the datapath's flow cache up to date, as the Lab measures
-them; compared with kube-proxy's 1 s minimum sync period (`--iptables-min-sync-period`).
+(`apply`), `set_ready` through the control channel, as `kubevpc ready` sends it, and the web
+Deployment scaled from 2 to 3 replicas and back (`scale`). For each: the time until the
+controller had programmed every bridge (barrier replies), and until Open vSwitch's revalidators
+had brought the datapath's flow cache up to date, as the Lab measures them; compared with
+kube-proxy's 1 s minimum sync period (`--iptables-min-sync-period`). Scaling up is timed from
+the moment the new pod listens (how long it took to get there is a row of its own, as the
+kubelet's part would be); scaling down also reports how long removing the pod took once no flow
+sent to it.
 
 SLB failover, repeated --failovers times: a backend's health check target stops (a node's
 kube-proxy health check server for the Local-policy SLB web-lb-local, or in eni mode the pod
@@ -83,7 +87,9 @@ def measure_changes(lab: Lab, repeat: int, say) -> tuple[dict[str, list[dict]], 
              ("apply: affinity off", lambda: lab.apply(without(STICKY, "sessionAffinity", "sessionAffinityConfig"))),
              ("apply: affinity on", lambda: lab.apply(STICKY)),
              ("set_ready via control channel", lambda: via_channel(False)),
-             ("set_ready via control channel", lambda: via_channel(True))]
+             ("set_ready via control channel", lambda: via_channel(True)),
+             ("scale web 2 -> 3", lambda: lab.scale("deploy/default/web", 3)),
+             ("scale web 3 -> 2", lambda: lab.scale("deploy/default/web", 2))]
     try:
         for i in range(repeat):
             say(f"  changes {i + 1}/{repeat}")
@@ -240,12 +246,15 @@ def summarize(results: dict) -> dict:
         rows = []
         for name in dict.fromkeys([*r["changes"], *r["failed"]]):
             samples, failed = r["changes"].get(name, []), len(r["failed"].get(name, []))
-            for field, label in (("flows_updated_s", "flows programmed"), ("datapath_s", "datapath flow cache"),
+            for field, label in (("pods_started_s", "new pod listening"), ("flows_updated_s", "flows programmed"),
+                                 ("datapath_s", "datapath flow cache"), ("pods_removed_s", "old pod removed"),
                                  ("answer_s", "answer to the client")):
                 values = [x[field] for x in samples if field in x]
-                if values or (failed and field != "answer_s"):
+                timed = field in ("flows_updated_s", "datapath_s")
+                if values or (failed and timed):
                     rows.append({"measurement": f"{name}: {label}", **stats(values), "failed": failed,
-                                 "target_s": KUBE_PROXY_MIN_SYNC_S, "target": "kube-proxy min sync 1 s"})
+                                 "target_s": KUBE_PROXY_MIN_SYNC_S if timed or field == "answer_s" else 0,
+                                 "target": "kube-proxy min sync 1 s" if timed or field == "answer_s" else "-"})
         for name, values in r["failover"].items():
             target = r["failover_info"]["target_down_s" if name.startswith("stop") else "target_up_s"]
             rows.append({"measurement": f"SLB {name}", **stats(values), "failed": 0, "target_s": target,

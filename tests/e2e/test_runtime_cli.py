@@ -223,6 +223,36 @@ def test_applying_changed_services(live, tmp_path):
     assert outcomes(live.probe("pod/client-1", "svc/empty", 80, count=3)) == {"refused"}
 
 
+def test_scaling_and_pods_through_the_cli(live, tmp_path):
+    res = kubevpc("scale", live.name, "deploy/default/web", "--replicas", "3")
+    assert res.returncode == 0, res.stderr
+    m = re.search(r"pod/default/web-2: created on node-3, (\S+)", res.stdout)
+    assert m and f"deploy/default/web scaled to 3 (run {live.name})" in res.stdout, res.stdout
+    assert "default/web: endpoints web-0, web-1 -> web-0, web-1, web-2" in res.stdout
+    web2 = m.group(1)
+    try:
+        assert names(live.probe("pod/client-1", web2, 8080)) == {"web-2": 1}
+        assert set(names(live.probe("pod/client-1", "svc/web", 80, count=40))) == {"web-0", "web-1", "web-2"}
+        pod = tmp_path / "pod.yaml"
+        pod.write_text("apiVersion: v1\nkind: Pod\nmetadata: {name: solo, labels: {app: solo}}\n"
+                       "spec: {nodeName: node-2, containers: [{name: c, ports: [{containerPort: 9000}]}]}\n")
+        res = kubevpc("apply", live.name, "-f", str(pod))
+        assert res.returncode == 0 and "pod/default/solo: created on node-2" in res.stdout, res.stdout + res.stderr
+        solo = re.search(r"pod/default/solo: created on node-2, (\S+)", res.stdout).group(1)
+        assert names(live.probe("pod/client-3", solo, 9000)) == {"solo": 1}
+        res = kubevpc("delete", live.name, "pod/default/solo")
+        assert res.returncode == 0 and "pod/default/solo: deleted" in res.stdout, res.stdout + res.stderr
+        assert outcomes(live.probe("pod/client-3", solo, 9000, timeout=1)) != {"answered"}
+        res = kubevpc("delete", live.name, "pod/default/web-1")
+        assert res.returncode == 3 and "belongs to Deployment web" in res.stderr, res.stderr
+    finally:
+        res = kubevpc("scale", live.name, "deploy/default/web", "--replicas", "2")
+    assert res.returncode == 0 and "pod/default/web-2: deleted" in res.stdout, res.stdout + res.stderr
+    # twin: web-2's address answers no more, the Service has its two pods again
+    assert outcomes(live.probe("pod/client-1", web2, 8080, timeout=1)) != {"answered"}
+    assert set(names(live.probe("pod/client-1", "svc/web", 80, count=20))) == {"web-0", "web-1"}
+
+
 # ----------------------------------------------------------------------------- bad requests
 def test_bad_requests_get_clear_errors_and_change_nothing(live, tmp_path):
     before = live.describe()

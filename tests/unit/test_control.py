@@ -119,7 +119,7 @@ def test_results_that_are_models_or_tuples_become_json(lab):
 
 # ------------------------------------------------------------------------------- whitelist
 def test_the_whitelist_names_public_lab_methods_and_views():
-    assert WHITELIST == ("set_ready", "apply", "delete", "delete_service", "label", "set_network_policies",
+    assert WHITELIST == ("set_ready", "apply", "delete", "delete_service", "label", "set_network_policies", "scale",
                          "stop_server", "start_server", "status", "describe", "matrix")
     for name in control.LAB_METHODS:
         assert not name.startswith("_") and callable(getattr(Lab, name)), name
@@ -131,7 +131,7 @@ def test_methods_outside_the_whitelist_are_refused(lab, method):
     answer = handle(lab, request(method))
     assert answer["ok"] is False and answer["kind"] == "usage"
     assert answer["error"] == (f"unknown method {method!r}; this run serves set_ready, apply, delete, delete_service, "
-                               "label, set_network_policies, stop_server, start_server, status, describe, matrix")
+                               "label, set_network_policies, scale, stop_server, start_server, status, describe, matrix")
 
 
 def test_a_whitelisted_view_answers(lab):
@@ -377,8 +377,10 @@ def test_every_subcommand_has_help(capsys):
 def test_cli_errors_and_exit_codes(state, tmp_path, capsys):
     assert cli.main(["status", "nosuch"]) == cli.EXIT_RUNTIME
     assert "error: no run named nosuch on this machine" in capsys.readouterr().err
-    assert cli.main(["delete", "kvab", "deploy/web"]) == cli.EXIT_USAGE
-    assert "cannot delete 'deploy/web': expected svc/<namespace>/<name>, svc/<name>" in capsys.readouterr().err
+    assert cli.main(["delete", "kvab", "rs/web"]) == cli.EXIT_USAGE
+    assert "cannot delete 'rs/web': expected svc/<namespace>/<name>, svc/<name>" in capsys.readouterr().err
+    assert cli.main(["scale", "kvab", "deploy/web", "--replicas", "-1"]) == cli.EXIT_USAGE
+    assert "--replicas -1: expected 0 or more" in capsys.readouterr().err
     assert cli.main(["ready", "BAD", "pod/web-0", "true"]) == cli.EXIT_USAGE
     bad = tmp_path / "bad.yaml"
     bad.write_text("apiVersion: v1\nkind: Service\nmetadata: {name: a}\nspec:\n  ports:\n    - {port: 0}\n")

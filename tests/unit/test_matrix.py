@@ -210,7 +210,10 @@ def test_each_node_gets_the_policy_flows_of_its_own_pods(tmp_path, mode):
 
 
 def test_lab_checks_objects_before_touching_anything():
-    with pytest.raises(KubevpcError, match="only Services, NetworkPolicies, Namespaces, Ingresses and Secrets"):
+    with pytest.raises(KubevpcError, match="only Services, NetworkPolicies, Namespaces, Ingresses, Secrets, Pods "
+                       "and Deployments can be applied while the scenario runs, not apps/v1/StatefulSet"):
+        Lab._parsed([{"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "p"}}])
+    with pytest.raises(KubevpcError, match="Pod p is invalid: spec: Field required"):
         Lab._parsed([{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}}])
     with pytest.raises(KubevpcError, match="NetworkPolicy p is invalid: spec.ingress.0.ports.0"):
         Lab._parsed([policy("x", "p", {"ingress": [{"ports": [{"port": "Not_A_Name"}]}]})])

@@ -1,0 +1,129 @@
+"""Planning a running scenario's change that adds or removes pods: pods that stay keep their node,
+address, interface and port; new pods take only what nobody holds; what cannot change while
+running is refused with the pod's name. Expected values are written out by hand."""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from kubevpc.errors import KubevpcError, ScenarioError
+from kubevpc.lab import _pods_changed
+from kubevpc.load import load
+from kubevpc.plan import Plan, make_plan
+
+SERVICES = Path(__file__).resolve().parents[1] / "e2e" / "data" / "services.yaml"
+RUN = "kvrt"
+
+
+def scenario(tmp_path: Path, mode: str, replicas: int = 2, extra: list | None = None, name: str = "s.yaml"):
+    data = yaml.safe_load(SERVICES.read_text())
+    data["cluster"]["mode"] = mode
+    web = next(m for m in data["manifests"] if m["kind"] == "Deployment" and m["metadata"]["name"] == "web")
+    web["spec"]["replicas"] = replicas
+    data["manifests"] += copy.deepcopy(extra or [])
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return load(str(path))
+
+
+def pods(plan: Plan) -> dict[str, tuple]:
+    return {h.key.removeprefix("pod/default/"): (h.node, h.ip, h.ofport, h.veth) for h in plan.pods
+            if h.key.startswith("pod/default/web")}
+
+
+def test_without_a_running_plan_pods_are_numbered_from_the_start(tmp_path):
+    plan = make_plan(scenario(tmp_path, "vxlan", 4), RUN)
+    assert pods(plan) == {"web-0": ("node-1", "10.244.0.2", 1000, "kvrtp0"),
+                          "web-1": ("node-2", "10.244.1.2", 1000, "kvrtp1"),
+                          "web-2": ("node-3", "10.244.2.2", 1000, "kvrtp2"),
+                          "web-3": ("node-1", "10.244.0.3", 1001, "kvrtp3")}
+
+
+def test_scaling_up_keeps_what_runs_and_gives_newcomers_only_free_addresses_ports_and_names(tmp_path):
+    running = make_plan(scenario(tmp_path, "vxlan", 2), RUN)
+    # client-1 (10.244.0.3, port 1001, kvrtp2) and the DNS pod run on node-1 already
+    assert running.host("pod/default/client-1").ip == "10.244.0.3"
+    assert running.host("pod/kube-system/kube-dns-0").ip == "10.244.0.4"
+    plan = make_plan(scenario(tmp_path, "vxlan", 4), RUN, previous=running)
+    assert pods(plan) == {"web-0": ("node-1", "10.244.0.2", 1000, "kvrtp0"),
+                          "web-1": ("node-2", "10.244.1.2", 1000, "kvrtp1"),
+                          "web-2": ("node-3", "10.244.2.3", 1001, "kvrtp5"),   # client-3 holds .2.2 and 1000
+                          "web-3": ("node-1", "10.244.0.5", 1003, "kvrtp6")}   # client-1 and DNS hold .3, .4
+    for h in running.hosts:
+        assert plan.host(h.key) == h, h.key
+    assert _pods_changed(running, plan) == ([plan.host("pod/default/web-2"), plan.host("pod/default/web-3")], [])
+    # the node bridge gets the new ports, nothing else moves
+    node3 = {p.name: p.ofport for p in plan.bridge("kvrt-n2").ports}
+    assert node3["kvrtp5"] == 1001 and node3["kvrtp3"] == 1000
+
+
+def test_a_removed_pods_address_is_not_handed_out_in_the_same_change_but_is_in_the_next(tmp_path):
+    running = make_plan(scenario(tmp_path, "vxlan", 2), RUN)
+    extra = [{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "late"},
+              "spec": {"nodeName": "node-2", "containers": [{"name": "c"}]}}]
+    # web-1 (node-2, 10.244.1.2) goes while "late" comes to node-2: late may not take web-1's address yet
+    swapped = make_plan(scenario(tmp_path, "vxlan", 1, extra), RUN, previous=running)
+    late = swapped.host("pod/default/late")
+    assert (late.ip, late.ofport) == ("10.244.1.3", 1001)
+    added, removed = _pods_changed(running, swapped)
+    assert [h.key for h in added] == ["pod/default/late"] and [h.key for h in removed] == ["pod/default/web-1"]
+    # one change later web-1's address is free again
+    again = make_plan(scenario(tmp_path, "vxlan", 2, extra), RUN, previous=swapped)
+    assert (again.host("pod/default/web-1").ip, again.host("pod/default/web-1").ofport) == ("10.244.1.2", 1000)
+    assert again.host("pod/default/late") == late
+
+
+def test_eni_the_slb_keeps_its_vip_when_a_new_pod_would_have_taken_it(tmp_path):
+    running = make_plan(scenario(tmp_path, "eni", 2), RUN)
+    fresh = make_plan(scenario(tmp_path, "eni", 4), RUN)
+    plan = make_plan(scenario(tmp_path, "eni", 4), RUN, previous=running)
+    vip = {s.service: s.vip for s in running.slbs}
+    assert vip == {"default/web-lb": "192.168.1.7", "default/web-lb-local": "192.168.1.8"}
+    # planned from scratch, the new pods push client-1, client-3, the DNS and both VIPs along
+    # vsw-a and vsw-b: that is what planning against the running scenario prevents
+    assert {s.service: s.vip for s in fresh.slbs} == {"default/web-lb": "192.168.1.8", "default/web-lb-local": "192.168.1.9"}
+    assert fresh.host("pod/default/client-3").ip == "192.168.2.4"
+    assert {s.service: s.vip for s in plan.slbs} == vip
+    for h in running.hosts:
+        assert plan.host(h.key) == h, h.key
+    assert (plan.host("pod/default/web-2").ip, plan.host("pod/default/web-3").ip) == ("192.168.2.4", "192.168.1.9")
+    assert [h.key for h in _pods_changed(running, plan)[0]] == ["pod/default/web-2", "pod/default/web-3"]
+
+
+def test_what_a_running_pod_cannot_change_is_refused_with_its_name(tmp_path):
+    running = make_plan(scenario(tmp_path, "vpc-route", 2), RUN)
+    data = yaml.safe_load(SERVICES.read_text())
+    client = next(m for m in data["manifests"] if m["metadata"]["name"] == "client-1")
+    client["spec"]["containers"][0]["ports"] = [{"containerPort": 7001}]
+    path = tmp_path / "ports.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    changed = make_plan(load(str(path), mode="vpc-route"), RUN, previous=running)
+    with pytest.raises(KubevpcError, match=r"pod/default/client-1 would change its ports \(.*7000.*\) -> \(.*7001"):
+        _pods_changed(running, changed)
+    client["spec"]["containers"][0]["ports"] = [{"containerPort": 7000}]
+    client["spec"]["nodeName"] = "node-2"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    moved = make_plan(load(str(path), mode="vpc-route"), RUN, previous=running)
+    with pytest.raises(KubevpcError, match="pod/default/client-1 would change its node \\(node-1 -> node-2\\)"):
+        _pods_changed(running, moved)
+
+
+def test_a_new_slb_cannot_come_while_running(tmp_path):
+    running = make_plan(scenario(tmp_path, "vxlan", 2), RUN)
+    lb = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "late-lb", "annotations": {
+        "service.beta.kubernetes.io/alibaba-cloud-loadbalancer-address-type": "intranet"}},
+        "spec": {"type": "LoadBalancer", "selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": 8080}]}}
+    plan = make_plan(scenario(tmp_path, "vxlan", 2, [lb]), RUN, previous=running)
+    with pytest.raises(KubevpcError, match=r"adds or removes SLBs or node uplinks \(slb/default/late-lb\)"):
+        _pods_changed(running, plan)
+
+
+def test_too_many_replicas_is_an_error_naming_file_path_and_node(tmp_path):
+    running = make_plan(scenario(tmp_path, "vxlan", 2), RUN)
+    with pytest.raises(ScenarioError) as err:
+        make_plan(scenario(tmp_path, "vxlan", 1000), RUN, previous=running)
+    text = "\n".join(map(str, err.value.problems))
+    assert "s.yaml" in text and "manifests[0]" in text and "pod CIDR 10.244.0.0/24 is exhausted (253 pods)" in text
