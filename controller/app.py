@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import subprocess
 import time
 
 from os_ken.base import app_manager
@@ -27,12 +28,14 @@ from os_ken.ofproto import ofproto_v1_3
 from kubevpc.plan import Plan
 
 from .compile import compile_plan
+from .services import active_connections
 from .flows import FEATURES
 from .ofmsg import delete_cookie, flow_mod, group_mod
 
 LEARNED, REJECT = FEATURES["learned"], FEATURES["reject"]
 
 LOG = logging.getLogger("kubevpc.controller")
+WLC_REFRESH_S = 1.0      # how often the wlc listeners' connections are counted
 
 
 def _logged(handler):
@@ -81,8 +84,10 @@ class KubevpcController(app_manager.OSKenApp):
         self.dump_xids = {}               # bridge name -> (group desc xid, flow stats xid) of the latest dump
         self.barrier_for = {}             # bridge name -> (barrier xid, plan version it confirms)
         self.health, self.health_stamps = {}, ()
+        self.loads, self.loads_changed = {}, False    # wlc: established connections per backend
         self._load_plan()
         hub.spawn(self._watch_plan)
+        hub.spawn(self._watch_loads)
 
     # -------------------------------------------------------------------------------- plan
     def _health(self, plan: Plan) -> tuple[dict, tuple]:
@@ -109,7 +114,7 @@ class KubevpcController(app_manager.OSKenApp):
                 if self.plan is None or not self.plan.slbs:
                     return False
                 health, stamps = self._health(self.plan)
-                if stamps == self.health_stamps:
+                if stamps == self.health_stamps and not self.loads_changed:
                     return False
                 plan = self.plan
             else:
@@ -119,7 +124,11 @@ class KubevpcController(app_manager.OSKenApp):
             if health != self.health:
                 LOG.info("SLB health: %s", json.dumps(health, sort_keys=True))
             self.health, self.health_stamps = health, stamps
-            compiled = compile_plan(plan, health)
+            self.loads_changed = False
+            loads = self.loads
+            compiled = compile_plan(plan, health, loads)
+            if loads:           # in status.json (written below), from the thread that writes it
+                self.status["wlc_connections"] = loads
         except Exception as exc:      # a bad plan keeps the last good one running
             LOG.error("plan %s not loaded: %s", self.plan_path, exc)
             self.status["errors"].append(f"plan not loaded: {exc}")
@@ -145,6 +154,25 @@ class KubevpcController(app_manager.OSKenApp):
             if self._load_plan():
                 for name, dp in list(self.datapaths.items()):
                     self._request_dump(dp)
+
+    def _watch_loads(self):
+        """wlc: count the listeners' established connections in the datapath's conntrack table;
+        when a count changes, the next plan check recompiles (the groups' weights follow)."""
+        while True:
+            hub.sleep(WLC_REFRESH_S)
+            plan = self.plan
+            if plan is None or not any(s.scheduler == "wlc" for s in plan.slbs):
+                continue
+            try:
+                dump = subprocess.run(["ovs-appctl", "--timeout=5", "dpctl/dump-conntrack"], capture_output=True,
+                                      text=True, timeout=10, stdin=subprocess.DEVNULL, check=True).stdout
+            except (OSError, subprocess.SubprocessError) as exc:
+                LOG.warning("wlc: could not read the conntrack table: %s", exc)
+                continue
+            loads = active_connections(plan, dump)
+            if loads != self.loads:
+                LOG.info("wlc connections: %s", json.dumps(loads, sort_keys=True))
+                self.loads, self.loads_changed = loads, True
 
     def _write_status(self):
         tmp = os.path.join(self.state_dir, "status.json.tmp")

@@ -19,16 +19,17 @@ from .policy import PolicyTables, policy_flows
 from .services import service_flows, slb_flows, snat_zone
 
 
-def compile_plan(plan: Plan, health: dict | None = None) -> dict[str, FlowSet]:
+def compile_plan(plan: Plan, health: dict | None = None, loads: dict | None = None) -> dict[str, FlowSet]:
     """Every bridge's desired flows. `health`: the SLB health checkers' view ({listener: {"ip:port":
-    healthy}}); None counts every backend healthy (the static view of `kubevpc flows`)."""
+    healthy}}); None counts every backend healthy (the static view of `kubevpc flows`). `loads`:
+    the wlc listeners' established connections ({listener: {"ip:port": n}}); None counts none."""
     out: dict[str, FlowSet] = {}
     for bridge in plan.bridges:
         fs = FlowSet(bridge.name)
         if bridge.role == "vrouter":
             vrouter_flows(plan, bridge, fs)
         elif bridge.role == "vswitch":
-            vswitch_flows(plan, bridge, fs, health)
+            vswitch_flows(plan, bridge, fs, health, loads)
             security_group_flows(plan, bridge, fs)
         elif bridge.role == "edge":
             edge_flows(plan, bridge, fs)
@@ -212,7 +213,8 @@ def internet_flows(plan: Plan, bridge: BridgePlan, fs: FlowSet) -> None:
 
 
 # ------------------------------------------------------------------------------------- vSwitch
-def vswitch_flows(plan: Plan, bridge: BridgePlan, fs: FlowSet, health: dict | None = None) -> None:
+def vswitch_flows(plan: Plan, bridge: BridgePlan, fs: FlowSet, health: dict | None = None,
+                  loads: dict | None = None) -> None:
     t_arp, t_ct, t_l2, t_out = (VSWITCH.table(n) for n in ("arp", "conntrack", "l2", "output"))
     vsw = plan.vswitch(bridge.owner)
     atts = [a for a in plan.attachments if a.vswitch == vsw.name]
@@ -238,7 +240,7 @@ def vswitch_flows(plan: Plan, bridge: BridgePlan, fs: FlowSet, health: dict | No
     fs.add(flow(t_arp, 0, None, [], "arp", note="the cloud answers every ARP itself; nothing is flooded"))
     fs.add(flow(t_ct, 100, {"eth_type": ETH_IP}, [Ct(bridge.zone, table=VSWITCH.table("slb"), nat=Nat())],
                 note="track connections for the stateful security groups and the SLBs"))
-    slb_flows(plan, bridge, fs, health)
+    slb_flows(plan, bridge, fs, health, loads)
     seen_macs = {}
     for a in atts:
         seen_macs.setdefault(a.mac, a)

@@ -20,6 +20,7 @@ them and its reverse to replies, and table 15 undoes the SNAT of replies first.
 from __future__ import annotations
 
 import ipaddress
+import re
 import zlib
 from dataclasses import dataclass
 
@@ -205,11 +206,62 @@ def _learn(e: Entry, proto: str) -> Learn:
 
 
 # ----------------------------------------------------------------------------------------- SLB
-def slb_flows(plan: Plan, bridge, fs: FlowSet, health: dict | None) -> None:
+WLC_SCALE = 100     # a wlc bucket weighs weight x WLC_SCALE / (1 + its established connections)
+CONNTRACK_ENTRY = re.compile(
+    r"^(?P<proto>tcp|udp),orig=\(src=[0-9.]+,dst=(?P<dst>[0-9.]+),sport=\d+,dport=(?P<dport>\d+)\),"
+    r"reply=\(src=(?P<rsrc>[0-9.]+),dst=[0-9.]+,sport=(?P<rsport>\d+),")
+TCP_STATE = re.compile(r"state(?:_orig)?=(?P<state>[A-Z_0-9]+)")
+
+
+def wlc_weight(weight: int, active: int) -> int:
+    """Weighted least connections as bucket weights: a backend's share of new connections falls
+    as its established ones grow (LVS picks the lowest active/weight outright; a select group can
+    only weigh its buckets). OpenFlow weights are 16 bits; at least 1 keeps a loaded backend in."""
+    return max(1, min(0xFFFF, round(weight * WLC_SCALE / (1 + active))))
+
+
+def active_connections(plan: Plan, dump: str) -> dict[str, dict[str, int]]:
+    """The established connections of every wlc listener's backends, {listener: {"ip:port": n}},
+    read from `ovs-appctl dpctl/dump-conntrack` (userspace or kernel datapath): entries whose
+    original direction went to the VIP and port and whose reply comes from a backend (the SLB's
+    DNAT). TCP counts in state ESTABLISHED only, as LVS's active connections; UDP counts every
+    entry."""
+    wanted: dict[tuple[str, str, int], tuple[str, set[str]]] = {}
+    out: dict[str, dict[str, int]] = {}
+    for slb in plan.slbs:
+        if slb.scheduler != "wlc":
+            continue
+        for li in slb.listeners:
+            keys = {f"{b.ip}:{b.port}" for b in li.backends}
+            wanted[(PROTO[li.protocol], slb.vip, li.port)] = (li.name, keys)
+            out[li.name] = {k: 0 for k in sorted(keys)}
+    if not wanted:
+        return out
+    for line in dump.splitlines():
+        m = CONNTRACK_ENTRY.match(line.strip())
+        if not m:
+            continue
+        hit = wanted.get((m["proto"], m["dst"], int(m["dport"])))
+        if hit is None:
+            continue
+        name, keys = hit
+        backend = f"{m['rsrc']}:{m['rsport']}"
+        if backend not in keys:
+            continue
+        if m["proto"] == "tcp":
+            st = TCP_STATE.search(line)
+            if not st or st["state"] != "ESTABLISHED":
+                continue
+        out[name][backend] += 1
+    return out
+
+
+def slb_flows(plan: Plan, bridge, fs: FlowSet, health: dict | None, loads: dict | None = None) -> None:
     """Every vSwitch of the VPC balances the SLB connections its own clients open (a distributed
     load balancer, as OVN does): replies pass the client's vSwitch, whose conntrack undoes the DNAT,
     so the client sees the VIP. The backend sees the client's address, as with Alibaba's layer-4
-    listeners."""
+    listeners. `loads`: the wlc listeners' established connections per backend (see
+    active_connections); None counts none."""
     from .pipeline import VSWITCH
     t_slb, t_be, t_next = VSWITCH.table("slb"), VSWITCH.table("slb_backend"), VSWITCH.table("sg_egress")
     vsw = plan.vswitch(bridge.owner)
@@ -232,8 +284,12 @@ def slb_flows(plan: Plan, bridge, fs: FlowSet, health: dict | None) -> None:
                 continue
             fs.add(flow(t_slb, 100, m, [SetField(REG_SVC, lid), GroupAction(lid)], "slb", lid,
                         f"SLB {li.name} ({slb.scheduler}): one of {len(up)} healthy backends"))
+            active = (loads or {}).get(li.name, {})
+            weights = [wlc_weight(b.weight, active.get(f"{b.ip}:{b.port}", 0)) if slb.scheduler == "wlc"
+                       else b.weight for b in up]
             fs.add_group(Group(lid, tuple(Bucket((SetField(REG_EP_IP, _ip_int(b.ip)), SetField(REG_EP_PORT, b.port),
-                                                  Resubmit(t_be)), weight=b.weight) for b in up), note=li.name))
+                                                  Resubmit(t_be)), weight=w) for b, w in zip(up, weights)),
+                               note=li.name))
             for b in up:
                 mac = here[b.ip].mac if b.ip in here else vsw.gateway_mac
                 fs.add(flow(t_be, 100, {"eth_type": ETH_IP, "ip_proto": IPPROTO[proto], REG_SVC: lid,
