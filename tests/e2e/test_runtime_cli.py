@@ -274,16 +274,15 @@ def test_bad_requests_get_clear_errors_and_change_nothing(live, tmp_path):
     res = kubevpc("apply", live.name, "-f", str(taken))
     assert res.returncode == 2 and "apply: the change was rejected (1 problem(s)); nothing changed" in res.stderr
     assert "30080: NodePort already allocated to Service default/web-np" in res.stderr
-    deploy = tmp_path / "deploy.yaml"
-    deploy.write_text("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: more}\nspec:\n  replicas: 1\n"
-                      "  selector: {matchLabels: {app: more}}\n  template:\n    metadata: {labels: {app: more}}\n"
-                      "    spec: {containers: [{name: c}]}\n")
-    res = kubevpc("apply", live.name, "-f", str(deploy))
-    assert res.returncode == 3 and "can be applied while the scenario runs, not apps/v1/Deployment" in res.stderr
+    moved = tmp_path / "moved.yaml"
+    moved.write_text("apiVersion: v1\nkind: Pod\nmetadata: {name: client-1, labels: {app: client}}\n"
+                     "spec: {nodeName: node-1, containers: [{name: c, ports: [{containerPort: 7001}]}]}\n")
+    res = kubevpc("apply", live.name, "-f", str(moved))
+    assert res.returncode == 3 and "pod/default/client-1 would change its ports" in res.stderr, res.stderr
     res = kubevpc("delete", live.name, "svc/default/nosuch")
     assert res.returncode == 3 and "no Service" in res.stderr and "nosuch" in res.stderr
-    res = kubevpc("delete", live.name, "deploy/web")
-    assert res.returncode == 2 and "cannot delete 'deploy/web'" in res.stderr
+    res = kubevpc("delete", live.name, "rs/web")
+    assert res.returncode == 2 and "cannot delete 'rs/web'" in res.stderr
     res = kubevpc("start-server", live.name, "pod/default/web-0")
     assert res.returncode == 3 and "error: start_server: the server of pod/default/web-0 is running" in res.stderr
     assert "Traceback" not in res.stderr
