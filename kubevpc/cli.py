@@ -280,7 +280,7 @@ def _mininet_cli(lab) -> None:
             in the command replaced by their addresses (Mininet's own substitution needs Mininet
             links, which kubevpc does not use)."""
             first, args, line = self.parseline(line)
-            if first not in self.mn:
+            if first not in self.mn:          # (this also brings the endpoint addresses up to date)
                 return super().default(line)
             if not args:
                 return super().default(line)
@@ -289,19 +289,33 @@ def _mininet_cli(lab) -> None:
             self.waitForNode(node)
 
     class Net:
-        """What Mininet's CLI needs from a network: hosts by name (several aliases each)."""
+        """What Mininet's CLI needs from a network: hosts by name (several aliases each), read from
+        the running plan at each use, so pods added or removed through the control channel come
+        and go here too."""
 
-        def __init__(self):
-            self.nameToNode = {}
-            self.hosts = []
-            self.switches = []
-            self.controllers = []
+        switches: list = []
+        controllers: list = []
+
+        @property
+        def nameToNode(self) -> dict:
+            return self._index()[0]
+
+        @property
+        def hosts(self) -> list:
+            return self._index()[1]
+
+        def _index(self) -> tuple[dict, list]:
+            names, hosts = {}, []
+            addresses.clear()
             for h in lab.plan.hosts:
-                node = lab.net.hosts[h.key]
-                self.hosts.append(node)
+                node = lab.net.hosts.get(h.key)
+                if node is None:
+                    continue
+                hosts.append(node)
                 for alias in {h.key, h.netns, h.name} | ({f"{h.namespace}/{h.name}"} if h.namespace else set()):
-                    self.nameToNode.setdefault(alias, node)
+                    names.setdefault(alias, node)
                     addresses.setdefault(alias, h.ip)
+            return names, hosts
 
         def __getitem__(self, key):
             return self.nameToNode[key]

@@ -393,6 +393,16 @@ def test_the_mininet_cli_and_the_control_channel_together(tmp_path):
         while "kvcli-42" not in run.output():
             assert time.monotonic() < deadline, run.output()[-3000:]
             time.sleep(0.2)
+        # a pod added through the channel is known to the CLI at once, by its name
+        res = kubevpc("scale", run.name, "deploy/default/web", "--replicas", "3")
+        assert res.returncode == 0, res.stderr
+        ip = re.search(r"pod/default/web-2: created on node-3, (\S+)", res.stdout).group(1)
+        run.proc.stdin.write("web-2 ip -o -4 addr show dev eth0\n")
+        run.proc.stdin.flush()
+        deadline = time.monotonic() + 30
+        while f"inet {ip}/" not in run.output():
+            assert time.monotonic() < deadline, run.output()[-3000:]
+            time.sleep(0.2)
         run.proc.stdin.write("exit\n")
         run.proc.stdin.flush()
         assert run.proc.wait(timeout=60) == 0, run.output()[-3000:]
