@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -423,21 +422,24 @@ class Builder:
                     cmd += ["type=patch", f"options:peer={p.peer}"]
         sh(cmd, timeout=120)
 
-    def _buffers(self) -> None:
-        """Larger receive buffers for Open vSwitch's packet sockets on our ports (userspace datapath)."""
+    def _buffers(self, names: list[str] | None = None) -> None:
+        """Larger receive buffers for Open vSwitch's packet sockets on our ports (userspace datapath):
+        every port of the plan, or only these."""
         if self.net.datapath.kind != "netdev":
             return
-        names = [p.name for b in self.plan.bridges for p in b.ports if p.kind != "patch"]
+        if names is None:
+            names = [p.name for b in self.plan.bridges for p in b.ports if p.kind != "patch"]
         try:
             size = int(os.environ.get(RCVBUF_ENV) or OVS_RCVBUF)
         except ValueError:
             raise BuildError(f"{RCVBUF_ENV}={os.environ[RCVBUF_ENV]!r}: expected a number of bytes") from None
         if size <= 0:
-            self.rcvbuf = {"ports": len(names), "sockets": 0, "bytes": 0, "problem": f"{RCVBUF_ENV}={size}"}
-            return
-        done, why = enlarge_ovs_rcvbuf(names, size)
-        self.rcvbuf = {"ports": len(names), "sockets": done, "bytes": size, "problem": why}
-        if why or done < len(names):
+            done, why, size = 0, f"{RCVBUF_ENV}={size}", 0
+        else:
+            done, why = enlarge_ovs_rcvbuf(names, size)
+        self.rcvbuf = {"ports": self.rcvbuf.get("ports", 0) + len(names),
+                       "sockets": self.rcvbuf.get("sockets", 0) + done, "bytes": size, "problem": why}
+        if size and (why or done < len(names)):
             self.say(f"Open vSwitch's receive buffers enlarged on {done} of {len(names)} ports"
                      + (f" ({why}); TCP through the bridges will be slower" if why else ""))
 
@@ -614,22 +616,23 @@ class Builder:
                 cmd += ["--", "add-port", h.bridge, h.veth, "--", "set", "interface", h.veth,
                         f"ofport_request={h.ofport}"]
             sh(cmd, timeout=90)
-            if self.net.datapath.kind == "netdev":
-                size = int(os.environ.get(RCVBUF_ENV) or OVS_RCVBUF)
-                if size > 0:
-                    enlarge_ovs_rcvbuf([h.veth for h in pods], size)
+            self._buffers([h.veth for h in pods])
             self._dns(tuple(pods))
             self._servers(tuple(pods))
-        except BaseException:
-            self.remove_pods(pods)
+        except BaseException as exc:
+            try:
+                self.remove_pods(pods)
+            except Exception as cleanup:          # the first failure is the one to report
+                exc.add_note(f"removing the half-made pods failed too: {cleanup}; `kubevpc clean` removes them")
             self.plan = old
             raise
 
     def remove_pods(self, pods: list[HostPlan], deadline: float = 5.0) -> None:
         """Take pods out of the running network (after the controller stopped sending to them):
         their processes, their node bridge port and veth, their namespace and files. Each step
-        tolerates what is already gone, so it also clears a half-made pod."""
-        from kubevpc.ledger import Entry, existing_netns, stop_processes
+        tolerates what is already gone, so it also clears a half-made pod. (Their ledger entries
+        stay; teardown tolerates what is gone.)"""
+        from kubevpc.ledger import Entry
         procs = [(name, proc) for h in pods for name, proc in list(self.net.servers.items())
                  if name == h.key or name.startswith(h.key + "#")]
         for name, proc in procs:
@@ -642,42 +645,24 @@ class Builder:
                 proc.kill()
                 proc.wait(timeout=deadline)
             del self.net.servers[name]
-        shells = []
+        entries = []
         for h in pods:
             node = self.net.hosts.pop(h.key, None)
-            if node is None:
-                continue
-            for fd in (node.stdin, node.stdout):
-                try:
-                    fd.close()
-                except Exception:
-                    pass
-            shells.append(node)
-        stop_processes([Entry("process", str(n.pid), token=n.name) for n in shells], deadline)
-        for n in shells:
-            try:
-                n.shell.wait(timeout=deadline)
-            except Exception:
-                pass
+            if node is not None:          # Mininet's shell in the namespace, as the ledger has it
+                for fd in (node.stdin, node.stdout):
+                    try:
+                        fd.close()
+                    except Exception:
+                        pass
+                entries.append(Entry("process", str(node.pid), token=h.netns))
+            entries += [Entry("link", h.veth), Entry("netns", h.netns), Entry("file", os.path.join("/etc/netns", h.netns)),
+                        Entry("file", os.path.join(self.ledger.dir, "resolv", h.netns)),
+                        Entry("file", os.path.join(self.ledger.dir, "ready", h.netns))]
         cmd = ["ovs-vsctl", "--timeout=60"]
         for h in pods:
             cmd += ["--", "--if-exists", "del-port", h.bridge, h.veth]
         sh(cmd, timeout=90)
-        present = existing_links_named([h.veth for h in pods])
-        if present:
-            sh(["ip", "-force", "-batch", "-"], "".join(f"link del dev {v}\n" for v in present), check=False)
-        gone = set(existing_netns()) & {h.netns for h in pods}
-        if gone:
-            sh(["ip", "-force", "-batch", "-"], "".join(f"netns del {ns}\n" for ns in sorted(gone)), check=False)
-        for h in pods:
-            shutil.rmtree(os.path.join("/etc/netns", h.netns), ignore_errors=True)
-            for path in (os.path.join(self.ledger.dir, "resolv", h.netns), os.path.join(self.ledger.dir, "ready", h.netns)):
-                if os.path.exists(path):
-                    os.unlink(path)
-
-
-def existing_links_named(names: list[str]) -> list[str]:
-    return [n for n in names if os.path.exists(f"/sys/class/net/{n}")]
+        remove(entries)
 
 
 def teardown(net: Network, say: Say = lambda s: None) -> dict[str, int]:
