@@ -24,7 +24,7 @@ from .errors import KubevpcError
 from .ledger import Ledger, run_dir
 from .load import load
 from .plan import HostPlan, Plan, make_plan, resolve_endpoint
-from .probe import Result
+from .probe import PortBlocks, Result
 
 
 def new_run_name() -> str:
@@ -56,6 +56,7 @@ class Lab:
         self.labels: dict[str, dict[str, str | None]] = {}   # labels set (None: removed) while running
         self.net = None
         self.timings: dict[str, float] = {}
+        self.source_ports = PortBlocks()          # probes never reuse a recent source port
 
     # ------------------------------------------------------------------------------ lifecycle
     def up(self) -> "Lab":
@@ -129,11 +130,13 @@ class Lab:
             by_source.setdefault(self.host(p.source).key, []).append(i)
         procs = {}
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        block = self.source_ports.take(max(len(idxs) for idxs in by_source.values())) if probes else (0, 0)
+        ports = ["--source-ports", "%d:%d" % block]
         for src, idxs in by_source.items():
             targets = [f"{i}={probes[i].proto}:{self._dest_ip(probes[i].dest)}:{probes[i].port}" for i in idxs]
             procs[src] = subprocess.Popen(
                 ["mnexec", "-a", str(self._pid(src)), sys.executable, "-m", "kubevpc.probe", "--json",
-                 "--timeout", str(timeout), *targets], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                 "--timeout", str(timeout), *ports, *targets], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                 text=True, cwd=root, stdin=subprocess.DEVNULL)
         results: list[Result | None] = [None] * len(probes)
         for src, proc in procs.items():

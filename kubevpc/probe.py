@@ -7,6 +7,17 @@ back by :mod:`kubevpc.server`.  Stdlib only (``python -m kubevpc.probe``).
 
 For answered probes ``detail`` is ``local=IP:PORT``, the probe's own socket
 address, so callers can compare it with the ``client`` the server saw (SNAT).
+
+Source ports: with ``--source-ports FIRST:LAST`` every probe binds a port of that
+range, in order, skipping ports already bound in the namespace. A caller that
+never hands out a range twice within conntrack's timeouts gets probes that are
+always new connections. Left to the kernel, a probe may draw the source port of
+an earlier probe to the same destination whose conntrack entries are still
+alive: a UDP flow (30 s on the userspace datapath) is then let through as
+established after a NetworkPolicy has denied it, and a TCP SYN meets the entry
+of an earlier SYN that a policy dropped (SYN_SENT, 30 s), so the new
+connection's SYN-ACK is out of that entry's window and dropped after a policy
+has allowed it (docs/design.md, "Probes are new connections").
 """
 
 from __future__ import annotations
@@ -16,6 +27,7 @@ import asyncio
 import errno
 import json
 import math
+import socket
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -49,6 +61,58 @@ class Result:
     detail: str
 
 
+class PortRange:
+    """Hands out the source ports ``first..last`` in order, each once."""
+
+    def __init__(self, first: int, last: int) -> None:
+        self.next, self.last = first, last
+
+    def bind(self, sock: socket.socket) -> None:
+        """Bind ``sock`` to the next free port of the range; OSError when none is left."""
+        while self.next <= self.last:
+            port, self.next = self.next, self.next + 1
+            try:
+                sock.bind(("::" if sock.family == socket.AF_INET6 else "0.0.0.0", port))
+                return
+            except OSError as exc:
+                if exc.errno != errno.EADDRINUSE:
+                    raise
+        raise OSError(errno.EADDRNOTAVAIL, f"no source port left in the range up to {self.last}")
+
+
+# Below the kernel's ephemeral range (32768-60999), so no kernel-chosen port is
+# ever one of them, below the default NodePort range (30000-32767), and above
+# the well-known ports servers use.
+SOURCE_PORTS = (10000, 29999)
+BLOCK_SLACK = 16  # ports beyond the count of probes, for ports found in use
+
+
+class PortBlocks:
+    """The caller's side: successive blocks of the source port range, wrapping round.
+
+    Every source namespace of one round of probes is given the same block (conntrack tells
+    sources apart by address); the next round starts after it.  A port comes back after
+    ``(last - first + 1) / block`` rounds: 20,000 ports, about 380 rounds of a 9 x 9 matrix
+    on four ports (36 probes a source, 52 ports a block), minutes at the fastest, against
+    conntrack's 30 s (UDP, TCP SYN_SENT) and 45 s (TCP TIME_WAIT).
+    """
+
+    def __init__(self, first: int = SOURCE_PORTS[0], last: int = SOURCE_PORTS[1]) -> None:
+        import threading
+        self.first, self.last, self.next = first, last, first
+        self._lock = threading.Lock()
+
+    def take(self, count: int) -> tuple[int, int]:
+        """A block for ``count`` probes per source: (first, last), inclusive."""
+        size = min(count + BLOCK_SLACK, self.last - self.first + 1)
+        with self._lock:
+            if self.next + size - 1 > self.last:
+                self.next = self.first
+            block = (self.next, self.next + size - 1)
+            self.next += size
+        return block
+
+
 class BadAnswer(Exception):
     """The peer answered, but not with what a kubevpc server sends."""
 
@@ -77,8 +141,32 @@ def _parse_json_object(data: bytes) -> dict:
 # -- one probe per protocol; each returns (answer, local address) -------------
 
 
-async def _probe_tcp(t: Target) -> tuple[dict, str]:
-    reader, writer = await asyncio.open_connection(t.host, t.port, limit=MAX_READ)
+def _socket(t: Target, kind: int, ports: PortRange) -> socket.socket:
+    """A non-blocking socket for ``t``, bound to the next port of ``ports``."""
+    sock = socket.socket(socket.AF_INET6 if ":" in t.host else socket.AF_INET, kind)
+    try:
+        sock.setblocking(False)
+        ports.bind(sock)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+async def _open(t: Target, ports: PortRange | None):
+    if ports is None:
+        return await asyncio.open_connection(t.host, t.port, limit=MAX_READ)
+    sock = _socket(t, socket.SOCK_STREAM, ports)
+    try:
+        await asyncio.get_running_loop().sock_connect(sock, (t.host, t.port))
+        return await asyncio.open_connection(sock=sock, limit=MAX_READ)
+    except BaseException:
+        sock.close()
+        raise
+
+
+async def _probe_tcp(t: Target, ports: PortRange | None = None) -> tuple[dict, str]:
+    reader, writer = await _open(t, ports)
     try:
         local = _fmt_addr(writer.get_extra_info("sockname"))
         writer.write(b"kubevpc-probe\n")
@@ -91,8 +179,8 @@ async def _probe_tcp(t: Target) -> tuple[dict, str]:
         writer.close()
 
 
-async def _probe_http(t: Target) -> tuple[dict, str]:
-    reader, writer = await asyncio.open_connection(t.host, t.port, limit=MAX_READ)
+async def _probe_http(t: Target, ports: PortRange | None = None) -> tuple[dict, str]:
+    reader, writer = await _open(t, ports)
     try:
         local = _fmt_addr(writer.get_extra_info("sockname"))
         host = f"[{t.host}]" if ":" in t.host else t.host
@@ -154,11 +242,20 @@ class _UDPProbe(asyncio.DatagramProtocol):
             self.reply.set_exception(exc)
 
 
-async def _probe_udp(t: Target, timeout: float) -> tuple[dict, str]:
+async def _probe_udp(t: Target, timeout: float, ports: PortRange | None = None) -> tuple[dict, str]:
     loop = asyncio.get_running_loop()
-    transport, proto = await loop.create_datagram_endpoint(
-        _UDPProbe, remote_addr=(t.host, t.port)
-    )
+    if ports is None:
+        transport, proto = await loop.create_datagram_endpoint(
+            _UDPProbe, remote_addr=(t.host, t.port)
+        )
+    else:
+        sock = _socket(t, socket.SOCK_DGRAM, ports)
+        try:
+            sock.connect((t.host, t.port))
+        except BaseException:
+            sock.close()
+            raise
+        transport, proto = await loop.create_datagram_endpoint(_UDPProbe, sock=sock)
     try:
         local = _fmt_addr(transport.get_extra_info("sockname"))
         # Send now and retransmit at even intervals within the deadline.
@@ -176,18 +273,18 @@ async def _probe_udp(t: Target, timeout: float) -> tuple[dict, str]:
 # -- classification -------------------------------------------------------------
 
 
-async def probe_one(t: Target, timeout: float) -> Result:
+async def probe_one(t: Target, timeout: float, ports: PortRange | None = None) -> Result:
     """Probe one target within ``timeout`` seconds; never raises."""
     start = time.monotonic()
     answer: dict | None = None
     outcome, detail = "error", ""
     try:
         if t.proto == "tcp":
-            coro = _probe_tcp(t)
+            coro = _probe_tcp(t, ports)
         elif t.proto == "http":
-            coro = _probe_http(t)
+            coro = _probe_http(t, ports)
         elif t.proto == "udp":
-            coro = _probe_udp(t, timeout)
+            coro = _probe_udp(t, timeout, ports)
         else:
             raise BadAnswer(f"unknown protocol {t.proto!r}")
         answer, local = await asyncio.wait_for(coro, timeout)
@@ -212,14 +309,24 @@ async def probe_one(t: Target, timeout: float) -> Result:
     )
 
 
-async def probe_async(targets: Sequence[Target], timeout: float) -> list[Result]:
-    """Probe all targets concurrently; results in input order."""
-    return list(await asyncio.gather(*(probe_one(t, timeout) for t in targets)))
+async def probe_async(targets: Sequence[Target], timeout: float,
+                      ports: PortRange | None = None) -> list[Result]:
+    """Probe all targets concurrently; results in input order.  Each probe
+    binds its own port of ``ports`` (when given)."""
+    return list(await asyncio.gather(*(probe_one(t, timeout, ports) for t in targets)))
 
 
-def probe(targets: list[Target], timeout: float) -> list[Result]:
+def probe(targets: list[Target], timeout: float, ports: PortRange | None = None) -> list[Result]:
     """Synchronous wrapper around :func:`probe_async` (starts its own loop)."""
-    return asyncio.run(probe_async(targets, timeout))
+    return asyncio.run(probe_async(targets, timeout, ports))
+
+
+def parse_port_range(text: str) -> PortRange:
+    """``FIRST:LAST``, both 1..65535, FIRST <= LAST."""
+    first, sep, last = text.partition(":")
+    if not (sep and first.isdigit() and last.isdigit() and 1 <= int(first) <= int(last) <= 65535):
+        raise ValueError(f"bad --source-ports {text!r}: expected FIRST:LAST with 1 <= FIRST <= LAST <= 65535")
+    return PortRange(int(first), int(last))
 
 
 # -- command line -----------------------------------------------------------------
@@ -268,6 +375,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="print a JSON list of results, in input order",
     )
     p.add_argument(
+        "--source-ports", metavar="FIRST:LAST",
+        help="bind the probes to these source ports, in order, skipping ports in use "
+        "(default: the kernel picks, and may repeat a recent one)",
+    )
+    p.add_argument(
         "targets", nargs="+", metavar="[KEY=]PROTO:HOST:PORT",
         help="e.g. tcp:10.0.0.5:80 or web=http:10.0.0.5:8080",
     )
@@ -276,9 +388,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.error(f"bad --timeout {args.timeout!r}: must be > 0")
     try:
         targets = [parse_target(t) for t in args.targets]
+        ports = parse_port_range(args.source_ports) if args.source_ports else None
     except ValueError as exc:
         p.error(str(exc))
-    results = probe(targets, args.timeout)
+    results = probe(targets, args.timeout, ports)
     if args.json:
         json.dump([asdict(r) for r in results], sys.stdout, indent=1)
         sys.stdout.write("\n")

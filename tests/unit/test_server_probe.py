@@ -15,7 +15,8 @@ from typing import Iterator
 
 import pytest
 
-from kubevpc.probe import Result, Target, format_line, parse_target, probe
+from kubevpc.probe import (SOURCE_PORTS, PortBlocks, PortRange, Result, Target, format_line, parse_target,
+                           probe)
 
 REPO = Path(__file__).resolve().parents[2]
 LO = "127.0.0.1"
@@ -147,6 +148,49 @@ def test_cli_readable_lines(server: dict) -> None:
     assert len(lines) == 2
     assert lines[0].startswith("OK ") and "answered" in lines[0] and "name=pod-a" in lines[0]
     assert lines[1].startswith("FAIL") and "refused" in lines[1]
+
+
+def test_probes_bind_the_given_source_ports_in_turn_skipping_ports_in_use(server: dict) -> None:
+    """Each probe, TCP, UDP or HTTP, takes its own port of the range, so that no probe meets the
+    conntrack entries of an earlier one; a port already bound in the namespace is skipped, and when
+    the range is used up the probe fails naming the range, rather than falling back to a kernel port."""
+    p = server["ports"]
+    first = free_port(socket.SOCK_DGRAM)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        try:
+            taken.bind(("0.0.0.0", first + 1))
+        except OSError:
+            pytest.skip(f"port {first + 1} is in use here")
+        targets = [Target(LO, p["udp"], "udp", key="u0"), Target(LO, p["udp"], "udp", key="u1"),
+                   Target(LO, p["tcp"], "tcp", key="t"), Target(LO, p["http"], "http", key="h")]
+        results = probe(targets, timeout=2.0, ports=PortRange(first, first + 40))
+        for r in results:
+            check_answer(r, r.proto, r.port)
+        used = {r.key: int(r.answer["client"].rpartition(":")[2]) for r in results}
+        assert len(set(used.values())) == 4 and all(first <= p <= first + 40 for p in used.values()), used
+        assert used["u0"] == first and first + 1 not in (used["u1"], used["t"], used["h"]), used
+        left = probe([Target(LO, p["udp"], "udp")], timeout=1.0, ports=PortRange(first + 1, first + 1))[0]
+    assert not left.ok and f"no source port left in the range up to {first + 1}" in left.detail, left
+    cp = run_probe_cli("--json", "--source-ports", f"{first + 41}:{first + 80}", f"tcp:{LO}:{p['tcp']}")
+    assert cp.returncode == 0, cp.stderr
+    out = json.loads(cp.stdout)[0]
+    assert out["ok"] and first + 41 <= int(out["answer"]["client"].rpartition(":")[2]) <= first + 80, out
+
+
+@pytest.mark.parametrize("bad", ["0:10", "10:9", "10", "a:b", "1:65536"])
+def test_cli_bad_source_port_range_exits_2_naming_it(bad: str) -> None:
+    cp = run_probe_cli("--source-ports", bad, f"udp:{LO}:1")
+    assert cp.returncode == 2 and repr(bad) in cp.stderr and "FIRST:LAST" in cp.stderr, cp.stderr
+
+
+def test_port_blocks_follow_each_other_and_wrap_before_the_end() -> None:
+    blocks = PortBlocks(100, 199)
+    assert blocks.take(4) == (100, 119)          # 4 probes + 16 spare
+    assert blocks.take(0) == (120, 135)
+    assert blocks.take(30) == (136, 181)
+    assert blocks.take(4) == (100, 119)          # 182..201 would pass the end: start again
+    assert blocks.take(500) == (100, 199)        # never more than the range
+    assert PortBlocks().take(0) == (SOURCE_PORTS[0], SOURCE_PORTS[0] + 15)
 
 
 @pytest.mark.parametrize("bad", ["tcp:127.0.0.1", "sctp:127.0.0.1:80", "udp:127.0.0.1:99999",
