@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from kubevpc.errors import BuildError, DeadlineError
+from kubevpc.forkserver import ForkServer
 from kubevpc.ledger import Ledger, remove
 from kubevpc.plan import HostPlan, Plan
 
@@ -254,7 +255,8 @@ class Network:
     ledger: Ledger
     datapath: Datapath
     hosts: dict = field(default_factory=dict)           # host key -> mininet Host
-    servers: dict = field(default_factory=dict)         # host key -> Popen
+    servers: dict = field(default_factory=dict)         # host key -> Popen, or ForkedProcess
+    forkserver: ForkServer | None = None                # forks the pods' and instances' servers
     controller: subprocess.Popen | None = None
     controller_port: int = 0
     timings: dict = field(default_factory=dict)
@@ -560,43 +562,57 @@ class Builder:
         ready_dir = os.path.join(self.ledger.dir, "ready")
         os.makedirs(ready_dir, exist_ok=True)
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        for h in hosts:
-            self.start_server(h, ready_dir, root)
+        self.start_servers(hosts, ready_dir, root)
 
         def all_ready() -> bool:
             for h in hosts:
                 proc = self.net.servers[h.key]
                 if proc.poll() is not None:
-                    raise BuildError(f"server of {h.key} exited with {proc.returncode}; see "
-                                     f"{self.ledger.dir}/servers.log")
+                    raise BuildError(f"the server of {h.key} exited; see {self.ledger.dir}/servers.log")
             return all(os.path.exists(os.path.join(ready_dir, h.netns)) for h in hosts)
-        wait_for("pod and ECS servers listening", all_ready, 30)
+        wait_for("pod and ECS servers listening", all_ready, 30 + len(hosts) * 0.02)
 
     def start_server(self, h: HostPlan, ready_dir: str, root: str) -> None:
-        ready = os.path.join(ready_dir, h.netns)
-        if os.path.exists(ready):
-            os.unlink(ready)
-        if h.app == "dns":
-            cmd = [sys.executable, "-m", "kubevpc.dns", "--zone", self.dns_zone_path(), "--listen", h.ip,
-                   "--port", "53", "--ready", ready, "--log", os.path.join(self.ledger.dir, "dns.log")]
-        elif h.app == "ingress":
-            d = ingress_dir(self.ledger.dir, h)
-            write_ingress_state(self.ledger.dir, self.plan, h)
-            cmd = [sys.executable, "-m", "kubevpc.ingress", "run", "--state", os.path.join(d, "state.json"),
-                   "--dir", os.path.join(d, "nginx"), "--run", self.plan.run, "--log", os.path.join(d, "controller.log"),
-                   "--status", os.path.join(d, "status.json"), "--ready", ready]
-        else:
-            listen = []
-            for s in h.servers:
-                listen += ["--listen", f"{'HTTP' if s.name.startswith('http') else s.protocol}:{s.port}"]
-            cmd = [sys.executable, "-m", "kubevpc.server", "--name", h.name, "--run", self.plan.run, *listen,
-                   "--ready-file", ready]
-        log = open(os.path.join(self.ledger.dir, "servers.log"), "ab")
-        proc = self.net.hosts[h.key].popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=root,
-                                           stdin=subprocess.DEVNULL)
-        log.close()
-        self.ledger.record("process", proc.pid, token=self.plan.run)
-        self.net.servers[h.key] = proc
+        self.start_servers([h], ready_dir, root)
+
+    def start_servers(self, hosts: list[HostPlan], ready_dir: str, root: str) -> None:
+        """Start the servers of these hosts, without waiting for them to listen. The cluster DNS
+        and the ingress controllers are programs of their own, each started by `mnexec`; the plain
+        servers of pods and instances are forked by the run's fork server (kubevpc.forkserver)."""
+        log_path = os.path.join(self.ledger.dir, "servers.log")
+        forked = []
+        for h in hosts:
+            ready = os.path.join(ready_dir, h.netns)
+            if os.path.exists(ready):
+                os.unlink(ready)
+            if h.app not in ("dns", "ingress"):
+                listen = []
+                for s in h.servers:
+                    listen += ["--listen", f"{'HTTP' if s.name.startswith('http') else s.protocol}:{s.port}"]
+                forked.append({"netns": f"/proc/{self.net.hosts[h.key].pid}/ns/net", "name": h.name, "log": log_path,
+                               "argv": ["--name", h.name, "--run", self.plan.run, *listen, "--ready-file", ready]})
+                continue
+            if h.app == "dns":
+                cmd = [sys.executable, "-m", "kubevpc.dns", "--zone", self.dns_zone_path(), "--listen", h.ip,
+                       "--port", "53", "--ready", ready, "--log", os.path.join(self.ledger.dir, "dns.log")]
+            else:
+                d = ingress_dir(self.ledger.dir, h)
+                write_ingress_state(self.ledger.dir, self.plan, h)
+                cmd = [sys.executable, "-m", "kubevpc.ingress", "run", "--state", os.path.join(d, "state.json"),
+                       "--dir", os.path.join(d, "nginx"), "--run", self.plan.run, "--log", os.path.join(d, "controller.log"),
+                       "--status", os.path.join(d, "status.json"), "--ready", ready]
+            log = open(log_path, "ab")
+            proc = self.net.hosts[h.key].popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=root,
+                                               stdin=subprocess.DEVNULL)
+            log.close()
+            self.ledger.record("process", proc.pid, token=self.plan.run)
+            self.net.servers[h.key] = proc
+        if forked:
+            if self.net.forkserver is None:
+                self.net.forkserver = ForkServer(self.plan.run, self.ledger, root, log_path)
+            procs = self.net.forkserver.spawn(forked, timeout=30 + len(forked) * 0.02)
+            for h, proc in zip([h for h in hosts if h.app not in ("dns", "ingress")], procs):
+                self.net.servers[h.key] = proc
 
     # ------------------------------------------------------------------ pods coming and going
     def add_pods(self, plan: Plan, pods: list[HostPlan]) -> None:
@@ -678,6 +694,11 @@ def teardown(net: Network, say: Say = lambda s: None) -> dict[str, int]:
             proc.terminate()
         except ProcessLookupError:
             pass
+    if net.forkserver is not None:
+        try:
+            net.forkserver.close()
+        except Exception as exc:          # the ledger stops it anyway
+            say(f"the fork server did not stop: {exc}")
     counts = remove(net.ledger.entries(), say)
     for proc in list(net.servers.values()) + ([net.controller] if net.controller else []):
         try:

@@ -100,14 +100,19 @@ def measure_mininet(hosts: int) -> dict:
     from mininet.topo import Topo
     switch = functools.partial(OVSSwitch, datapath="user", failMode="standalone")
     topo = Topo()
-    sw = topo.addSwitch("kvbench0", dpid="0000000000006b76")    # a name nothing else on the machine uses
+    # a name nothing else on the machine uses, short enough for kvb0-eth1000 (at most 15 characters)
+    sw = topo.addSwitch("kvb0", dpid="0000000000006b76")
     for i in range(1, hosts + 1):
         topo.addLink(topo.addHost(f"h{i}"), sw)
     with PeakMemory() as mem:
         t0 = time.monotonic()
         net = Mininet(topo=topo, switch=switch, controller=None, autoSetMacs=True, build=False, waitConnected=False)
-        net.build()
-        net.start()
+        try:
+            net.build()
+            net.start()
+        except BaseException:
+            net.stop()
+            raise
         up = time.monotonic() - t0
         time.sleep(0.2)
     t0 = time.monotonic()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -117,3 +118,30 @@ def test_bulk_tcp_across_vswitches(mode_lab):
     finally:
         server.kill()
         server.wait(timeout=5)
+
+
+def test_each_pod_server_is_a_process_of_its_own_in_the_pods_namespace(mode_lab):
+    """The servers of pods and instances are forked from one fork server (kubevpc.forkserver), not
+    started as fresh interpreters: each is still its own process, named after its pod, in its pod's
+    network namespace, and killing one takes down that pod's server alone until it is started again."""
+    lab = mode_lab
+    pods = [h for h in lab.plan.hosts if h.servers and h.app not in ("dns", "ingress")]
+    assert pods
+    pids = set()
+    for h in pods:
+        proc = lab.net.servers[h.key]
+        pids.add(proc.pid)
+        assert os.stat(f"/proc/{proc.pid}/ns/net").st_ino == os.stat(f"/proc/{lab.net.host_pid(h.key)}/ns/net").st_ino, h.key
+        with open(f"/proc/{proc.pid}/comm") as fh:
+            assert fh.read().strip() == f"kv:{h.name}"[:15]
+    assert len(pids) == len(pods), "two hosts share a server process"
+    web0, web1 = lab.net.servers["pod/default/web-0"], lab.net.servers["pod/default/web-1"]
+    web0.kill()
+    web0.wait(timeout=5)
+    try:
+        gone, kept = lab.probe([Probe("pod/shop/client", "pod/default/web-0", 8080), Probe("pod/shop/client", "pod/default/web-1", 8080)])
+        assert gone.outcome == "refused" and kept.ok, (gone, kept)
+        assert web1.poll() is None
+    finally:
+        lab.start_server("pod/default/web-0")
+    assert lab.connect("pod/shop/client", "pod/default/web-0", 8080).ok
