@@ -36,7 +36,7 @@ import traceback
 from typing import Sequence
 
 from . import server
-from .ledger import Ledger, _start_time
+from .ledger import Ledger, _alive, _start_time
 
 CLONE_NEWNET = 0x40000000
 PR_SET_NAME = 15
@@ -96,13 +96,16 @@ def _reap(names: dict[int, str]) -> None:
 
 def _spawn(reqs: list[dict], ledger: Ledger, run: str, names: dict[int, str]) -> list[list]:
     pids = []
-    for req in reqs:
-        pid = os.fork()
-        if pid == 0:
-            _child(req)
-        names[pid] = req["name"]
-        pids.append(pid)
-    ledger.record("process", *pids, token=run)       # before the answer: a crash leaves them listed
+    try:
+        for req in reqs:
+            pid = os.fork()
+            if pid == 0:
+                _child(req)
+            names[pid] = req["name"]
+            pids.append(pid)
+    finally:        # before the answer, and also when a fork fails halfway: teardown finds them all
+        if pids:
+            ledger.record("process", *pids, token=run)
     return [[pid, _start_time(pid)] for pid in pids]
 
 
@@ -203,14 +206,8 @@ class ForkedProcess:
         self.returncode: int | None = None if start else -1
 
     def poll(self) -> int | None:
-        if self.returncode is None:
-            try:
-                with open(f"/proc/{self.pid}/stat", encoding="ascii") as fh:
-                    fields = fh.read().rsplit(")", 1)[1].split()
-                if fields[19] != self.start or fields[0] in ("Z", "X"):
-                    self.returncode = -1
-            except (OSError, IndexError):
-                self.returncode = -1
+        if self.returncode is None and (_start_time(self.pid) != self.start or not _alive(self.pid)):
+            self.returncode = -1
         return self.returncode
 
     def wait(self, timeout: float | None = None) -> int:

@@ -130,8 +130,9 @@ class Lab:
             by_source.setdefault(self.host(p.source).key, []).append(i)
         procs = {}
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        block = self.source_ports.take(max(len(idxs) for idxs in by_source.values())) if probes else (0, 0)
-        ports = ["--source-ports", "%d:%d" % block]
+        if not probes:
+            return []
+        ports = ["--source-ports", "%d:%d" % self.source_ports.take(max(map(len, by_source.values())))]
         for src, idxs in by_source.items():
             targets = [f"{i}={probes[i].proto}:{self._dest_ip(probes[i].dest)}:{probes[i].port}" for i in idxs]
             procs[src] = subprocess.Popen(
