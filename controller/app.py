@@ -116,6 +116,11 @@ class KubevpcController(app_manager.OSKenApp):
                 health, stamps = self._health(self.plan)
                 if stamps == self.health_stamps and not self.loads_changed:
                     return False
+                if health == self.health and not self.loads_changed:
+                    # a checker rewrites its file after every probe; only a change of health
+                    # is a new plan (else the bridges would be re-dumped every second)
+                    self.health_stamps = stamps
+                    return False
                 plan = self.plan
             else:
                 with open(self.plan_path, encoding="utf-8") as fh:

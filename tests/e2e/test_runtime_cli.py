@@ -138,7 +138,16 @@ def live(tmp_path_factory):
 
 
 # ------------------------------------------------------------------------------------ status
+def settle_slbs(run: Run) -> None:
+    """Until every SLB backend has its lasting health: each change of health is a new plan."""
+    for node in ("node-1", "node-2", "node-3"):
+        wait_slb(run, "default/web-lb", node, "healthy", 30)
+    for node, want in (("node-1", "healthy"), ("node-2", "healthy"), ("node-3", "unhealthy")):
+        wait_slb(run, "default/web-lb-local", node, want, 30)
+
+
 def test_status_shows_the_controller_and_every_service_with_its_endpoints(live):
+    settle_slbs(live)
     res = kubevpc("status", live.name, "--json")
     assert res.returncode == 0, res.stderr
     d = json.loads(res.stdout)
@@ -146,6 +155,16 @@ def test_status_shows_the_controller_and_every_service_with_its_endpoints(live):
     st = d["controller"]
     assert st["errors"] == [] and st["bridges"]
     assert all(b["programmed"] and b["plan_version"] == st["plan_version"] for b in st["bridges"].values())
+    # the checkers rewrite their state after every probe (1 s apart); the same health is no new plan
+    state = os.path.join(run_dir(live.name), "slb-default_web-lb.state.json")
+    with open(state, encoding="utf-8") as fh:
+        written = json.load(fh)["time"]
+    time.sleep(2.5)
+    with open(state, encoding="utf-8") as fh:
+        assert json.load(fh)["time"] > written, "the checker wrote its state again"
+    again = json.loads(kubevpc("status", live.name, "--json").stdout)["controller"]
+    assert again["plan_version"] == st["plan_version"]
+    assert all(b["programmed"] and b["plan_version"] == st["plan_version"] for b in again["bridges"].values())
     web = next(s for s in d["services"] if s["key"] == "default/web")
     assert web["cluster_ip"] == live.plan.service("web").cluster_ip
     assert [(e["name"], e["ready"]) for e in web["endpoints"]] == [("web-0", True), ("web-1", True)]
