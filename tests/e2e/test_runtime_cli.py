@@ -146,15 +146,24 @@ def settle_slbs(run: Run) -> None:
         wait_slb(run, "default/web-lb-local", node, want, 30)
 
 
+def all_programmed(st: dict) -> bool:
+    return all(b["programmed"] and b["plan_version"] == st["plan_version"] for b in st["bridges"].values())
+
+
 def test_status_shows_the_controller_and_every_service_with_its_endpoints(live):
     settle_slbs(live)
-    res = kubevpc("status", live.name, "--json")
-    assert res.returncode == 0, res.stderr
-    d = json.loads(res.stdout)
+    end = time.monotonic() + 10      # the last change of health is being programmed
+    while True:
+        res = kubevpc("status", live.name, "--json")
+        assert res.returncode == 0, res.stderr
+        d = json.loads(res.stdout)
+        st = d["controller"]
+        if all_programmed(st):
+            break
+        assert time.monotonic() < end, f"bridges not programmed at plan v{st['plan_version']}: {st['bridges']}"
+        time.sleep(0.1)
     assert (d["run"], d["mode"]) == (live.name, "vxlan")
-    st = d["controller"]
     assert st["errors"] == [] and st["bridges"]
-    assert all(b["programmed"] and b["plan_version"] == st["plan_version"] for b in st["bridges"].values())
     # the checkers rewrite their state after every probe (1 s apart); the same health is no new plan
     state = os.path.join(run_dir(live.name), "slb-default_web-lb.state.json")
     with open(state, encoding="utf-8") as fh:
@@ -163,8 +172,7 @@ def test_status_shows_the_controller_and_every_service_with_its_endpoints(live):
     with open(state, encoding="utf-8") as fh:
         assert json.load(fh)["time"] > written, "the checker wrote its state again"
     again = json.loads(kubevpc("status", live.name, "--json").stdout)["controller"]
-    assert again["plan_version"] == st["plan_version"]
-    assert all(b["programmed"] and b["plan_version"] == st["plan_version"] for b in again["bridges"].values())
+    assert again["plan_version"] == st["plan_version"] and all_programmed(again)
     web = next(s for s in d["services"] if s["key"] == "default/web")
     assert web["cluster_ip"] == live.plan.service("web").cluster_ip
     assert [(e["name"], e["ready"]) for e in web["endpoints"]] == [("web-0", True), ("web-1", True)]
