@@ -1,14 +1,16 @@
 """Build and tear down the emulated network of a Plan.
 
 Mininet makes the namespaces (one Host per ECS instance and per pod); everything else is done in
-batches: all veth pairs with one `ip -batch`, each namespace's addresses and routes with one
-`ip -n NS -batch`, all bridges and ports with one `ovs-vsctl` transaction. Each resource is written
+batches: all veth pairs with one `ip -batch`, every namespace's addresses and routes over netlink
+from one thread that enters each namespace in turn, all bridges and ports with one `ovs-vsctl`
+transaction. Each resource is written
 to the run's ledger before it is created, so a crash leaves nothing `kubevpc clean` cannot find.
 Nothing here touches the root namespace's addresses or routes: root-side veth ends, VXLAN
 devices and bridge ports carry no address.
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import socket
@@ -199,20 +201,19 @@ def enlarge_ovs_rcvbuf(ifnames: list[str], size: int = OVS_RCVBUF) -> tuple[int,
 SIOCETHTOOL, ETHTOOL_STXCSUM, CLONE_NEWNET = 0x8946, 0x17, 0x40000000
 
 
-def tx_checksum_off(nics: list[tuple[str, str]]) -> None:
-    """`ethtool -K IF tx off` on each (network namespace file, interface), without a
-    process per namespace: `ip netns exec` copies the mount table, which holds one entry per named
-    namespace, so a call per host made bring-up grow faster than linearly. One short-lived thread
-    enters each namespace (setns affects only the calling thread) and asks the kernel itself."""
+def in_each_namespace(jobs: list[tuple[str, str, Callable[[], None]]]) -> None:
+    """Run each (network namespace file, what, work) with the namespace entered, without a process
+    per namespace: `ip -n` and `ip netns exec` copy the mount table, which holds one entry per
+    named namespace, so a call per host made bring-up grow faster than linearly. One short-lived
+    thread enters each namespace in turn (setns affects only the calling thread); sockets it
+    opens there, netlink included, belong to that namespace."""
     import ctypes
-    import fcntl
-    import struct
     import threading
     errors: list[str] = []
 
     def work() -> None:
         libc = ctypes.CDLL(None, use_errno=True)
-        for netns, ifname in nics:
+        for netns, what, job in jobs:
             try:
                 fd = os.open(netns, os.O_RDONLY)
                 try:
@@ -220,17 +221,46 @@ def tx_checksum_off(nics: list[tuple[str, str]]) -> None:
                         raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
                 finally:
                     os.close(fd)
-                value = ctypes.create_string_buffer(struct.pack("II", ETHTOOL_STXCSUM, 0), 8)
-                ifreq = struct.pack("16sP16x", ifname.encode(), ctypes.addressof(value))
-                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-                    fcntl.ioctl(sock.fileno(), SIOCETHTOOL, ifreq)
-            except OSError as exc:
-                errors.append(f"{ifname} in {netns}: {exc}")
-    worker = threading.Thread(target=work, name="kubevpc-ethtool")
+                job()
+            except Exception as exc:      # noqa: BLE001 - reported with the namespace, below
+                errors.append(f"{what}: {exc}")
+    worker = threading.Thread(target=work, name="kubevpc-netns")
     worker.start()
     worker.join()
     if errors:
-        raise BuildError("could not turn TX checksum offload off: " + "; ".join(errors[:3]))
+        more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
+        raise BuildError("; ".join(errors[:3]) + more)
+
+
+def tx_checksum_off(ifname: str) -> None:
+    """`ethtool -K IF tx off` in the calling thread's namespace (SIOCETHTOOL, ETHTOOL_STXCSUM)."""
+    import ctypes
+    import fcntl
+    import struct
+    value = ctypes.create_string_buffer(struct.pack("II", ETHTOOL_STXCSUM, 0), 8)
+    ifreq = struct.pack("16sP16x", ifname.encode(), ctypes.addressof(value))
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        fcntl.ioctl(sock.fileno(), SIOCETHTOOL, ifreq)
+
+
+def host_addresses(h: HostPlan, routes: list[tuple[str, int]], checksums_off: bool) -> None:
+    """A host's side of its veth, in the calling thread's namespace, over netlink (pyroute2): no
+    IPv6 address (addr_gen_mode none, before the link is up), its MAC, MTU and address, lo up,
+    the default route through its gateway and (dst, mtu) routes through the same gateway."""
+    from pyroute2 import IPRoute
+    with open(f"/proc/sys/net/ipv6/conf/{h.ifname}/addr_gen_mode", "w", encoding="ascii") as fh:
+        fh.write("1\n")
+    with IPRoute() as ipr:
+        ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
+        idx = ipr.link_lookup(ifname=h.ifname)[0]
+        ipr.link("set", index=idx, address=h.mac, mtu=h.mtu)
+        ipr.addr("add", index=idx, address=h.ip, prefixlen=h.prefixlen)
+        ipr.link("set", index=idx, state="up")
+        ipr.route("add", dst="0.0.0.0/0", gateway=h.gateway, oif=idx)
+        for dst, mtu in routes:
+            ipr.route("add", dst=dst, gateway=h.gateway, oif=idx, metrics={"attrs": [("RTAX_MTU", mtu)]})
+    if checksums_off:
+        tx_checksum_off(h.ifname)
 
 
 def no_ipv6(ifnames: list[str]) -> None:
@@ -339,19 +369,19 @@ class Builder:
         cl = self.plan.cluster
         full = hosts is None
         hosts = self.plan.hosts if hosts is None else hosts
+        off = self.offloads.full_checksums
+        jobs = []
         for h in hosts:
-            cmds = ["link set lo up", f"link set {h.ifname} addrgenmode none",
-                    f"link set {h.ifname} address {h.mac} mtu {h.mtu}",
-                    f"addr add {h.ip}/{h.prefixlen} dev {h.ifname}", f"link set {h.ifname} up",
-                    f"route add default via {h.gateway} dev {h.ifname}"]
-            if cl and cl.mode == "vxlan" and h.kind == "ecs" and h.node:
-                # the node reaches other nodes' pods through the tunnel: keep its packets small enough
-                cmds.append(f"route add {cl.pod_cidr} via {h.gateway} dev {h.ifname} mtu {cl.pod_mtu}")
-            sh(["ip", "-n", h.netns, "-batch", "-"], "\n".join(cmds) + "\n")
+            # a node reaches other nodes' pods through the tunnel: its packets must be small enough
+            routes = [(cl.pod_cidr, cl.pod_mtu)] if cl and cl.mode == "vxlan" and h.kind == "ecs" and h.node else []
+            jobs.append((f"/proc/{self.net.hosts[h.key].pid}/ns/net", f"{h.key} ({h.netns})",
+                         functools.partial(host_addresses, h, routes, off)))
         if self.net.datapath.kind == "netdev" and full:
             self.say(f"offloads: {self.offloads.note}")
-        if self.offloads.full_checksums:
-            tx_checksum_off([(f"/proc/{self.net.hosts[h.key].pid}/ns/net", h.ifname) for h in hosts])
+        try:
+            in_each_namespace(jobs)
+        except BuildError as exc:
+            raise BuildError(f"could not give the hosts their addresses: {exc}") from None
 
     def _tunnels(self) -> None:
         """VXLAN devices are created in the node's namespace, so their outer packets carry the
