@@ -12,7 +12,7 @@ from kubevpc.plan import (NAT_PORTS, OFPORT_EDGE_INTERNET, OFPORT_EDGE_VPC, OFPO
                           OFPORT_VROUTER_ON_VSWITCH, SNAT_PORTS, Attachment, BridgePlan, Plan)
 
 from .flows import (CT_EST, CT_INV, CT_NEW, CT_REL, CT_RPL, CT_TRK, ETH_ARP, ETH_IP, IPPROTO, Ct, DecTtl, FlowSet,
-                    Goto, Nat, Output, OutputReg, SetField, arp_responder, ct_state, flow, port_masks)
+                    Goto, Nat, Output, OutputReg, Resubmit, SetField, arp_responder, ct_state, flow, port_masks)
 from .pipeline import (CTM_SERVICE, EDGE, FLAG_NAT_COMMITTED, INTERNET, NODE, REG_EP_IP, REG_EP_PORT, REG_FLAGS,
                        REG_OUT, REG_SRC, SRC_HOST, SRC_POD, SRC_TUNNEL, SRC_UPLINK, VROUTER, VSWITCH)
 from .policy import PolicyTables, policy_flows
@@ -233,6 +233,12 @@ def vswitch_flows(plan: Plan, bridge: BridgePlan, fs: FlowSet, health: dict | No
             if up.vswitch == vsw.name and node.gateway:
                 fs.add(flow(0, 110, {**icmp11, "in_port": up.vswitch_ofport, "ipv4_src": node.gateway}, [Goto(t_l2)],
                             note=f"ICMP time exceeded from node {node.name}'s pod gateway: not tracked"))
+    for node in plan.nodes:
+        for up in node.uplinks:
+            if up.vswitch == vsw.name:
+                fs.add(flow(0, 300, {"in_port": up.vswitch_patch_ofport},
+                            [SetField("in_port", up.vswitch_ofport), Resubmit(0)], "uplink",
+                            note=f"node {node.name}'s patch port: as if from its uplink (port {up.vswitch_ofport})"))
     fs.add(arp_responder(t_arp, vsw.gateway, vsw.gateway_mac, note=f"{vsw.name} gateway (the vRouter)"))
     for a in atts:
         if _prefixlen(a.ip) == 32:
@@ -427,6 +433,21 @@ def node_flows(plan: Plan, bridge: BridgePlan, fs: FlowSet) -> None:
         _node_eni_route(plan, node, pods, host, fs)
     else:
         _node_pod_cidr_route(plan, node, pods, host, vsw, fs)
+    t_up = NODE.table("uplink")
+    for u in node.uplinks:
+        fs.add(flow(t_up, 100, {REG_OUT: u.ofport, REG_FLAGS: (FLAG_NAT_COMMITTED, FLAG_NAT_COMMITTED)},
+                    [Output(u.ofport)], "uplink",
+                    note=f"a Service committed it here (up to 4 recirculations): {u.vswitch} through the veth pair"),
+               flow(t_up, 100, {REG_OUT: u.ofport, "eth_type": ETH_IP, "ct_state": ct_state(CT_TRK | CT_NEW)},
+                    [Output(u.ofport)], "uplink", note=f"new (SNAT): {u.vswitch} through the veth pair"),
+               flow(t_up, 90, {REG_OUT: u.ofport}, [Output(u.patch_ofport)], "uplink",
+                    note=f"the rest: {u.vswitch} through the patch port, in the same datapath pass"))
+    fs.add(flow(t_up, 0, None, [], "uplink", note="no such uplink: dropped"))
+
+
+def _to_uplink(u) -> list:
+    """Out to the vSwitch of uplink u: the uplink table chooses the veth pair or the patch port."""
+    return [SetField(REG_OUT, u.ofport), Goto(NODE.table("uplink"))]
 
 
 POLICY_TABLES = PolicyTables(egress=NODE.table("egress_policy"), egress_next=NODE.table("ingress_policy"),
@@ -489,7 +510,7 @@ def _node_pod_cidr_route(plan, node, pods, host, vsw, fs: FlowSet) -> None:
 
     if mode == "vxlan":
         fs.add(flow(t_route, 120, {**ip, **svc_mark, REG_SRC: SRC_TUNNEL},
-                    [DecTtl()] + via_router + [Output(uplink.ofport)], "service",
+                    [DecTtl()] + via_router + _to_uplink(uplink), "service",
                     note="Service traffic from a tunnel to the VPC (a NodePort reply), through the vRouter"))
         for t in node.tunnels:
             rewrite = [SetField("eth_src", node.gateway_mac), SetField("eth_dst", _peer_gw_mac(plan, t.peer))]
@@ -504,10 +525,10 @@ def _node_pod_cidr_route(plan, node, pods, host, vsw, fs: FlowSet) -> None:
     else:  # vpc-route: no encapsulation, no SNAT inside the VPC; the vRouter's pod routes bring replies back
         for a in neighbours:
             to_vpc(a.ip, SRC_POD, [DecTtl(), SetField("eth_src", node.mac), SetField("eth_dst", a.mac),
-                                   Output(uplink.ofport)], 110, f"{a.owner} is on the node's vSwitch")
+                                   *_to_uplink(uplink)], 110, f"{a.owner} is on the node's vSwitch")
         vpc_cidr = next(v.cidr for v in plan.vpcs if v.name == plan.cluster.vpc)
         for dst, what in ((vpc_cidr, "the VPC"), (plan.cluster.pod_cidr, "other nodes' pods")):
-            to_vpc(_net(dst), SRC_POD, [DecTtl()] + via_router + [Output(uplink.ofport)], 105,
+            to_vpc(_net(dst), SRC_POD, [DecTtl()] + via_router + _to_uplink(uplink), 105,
                    f"pods to {what} ({dst}): routed out of the ECS's ENI, not SNATed")
     # vxlan: pods to the VPC and beyond; vpc-route: pods to beyond the VPC (the internet). SNAT to
     # the node's address, as flannel's ip-masq does. TTL is decremented before SNAT, so an expiry
@@ -521,11 +542,11 @@ def _node_pod_cidr_route(plan, node, pods, host, vsw, fs: FlowSet) -> None:
                 note=f"pod replying to a connection from {beyond}: not SNATed"))
     for a in neighbours:
         fs.add(flow(t_snat, 100, {**ip, "ipv4_dst": a.ip},
-                    [SetField("eth_src", node.mac), SetField("eth_dst", a.mac), Output(uplink.ofport)],
+                    [SetField("eth_src", node.mac), SetField("eth_dst", a.mac), *_to_uplink(uplink)],
                     "snat", note=f"{a.owner} is on the node's vSwitch: straight to it"))
-    fs.add(flow(t_snat, 0, ip, via_router + [Output(uplink.ofport)], "snat", note="elsewhere: to the vRouter"))
+    fs.add(flow(t_snat, 0, ip, via_router + _to_uplink(uplink), "snat", note="elsewhere: to the vRouter"))
     # the node's own traffic that is not for its pods or the tunnels goes to its vSwitch unchanged
-    fs.add(flow(t_route, 50, {**ip, REG_SRC: SRC_HOST}, [Output(uplink.ofport)], "host",
+    fs.add(flow(t_route, 50, {**ip, REG_SRC: SRC_HOST}, _to_uplink(uplink), "host",
                 note="the node's own traffic to the VPC"))
     fs.add(flow(t_route, 0, None, [], "route", note="nothing else: dropped"))
 
@@ -555,17 +576,17 @@ def _node_eni_route(plan, node, pods, host, fs: FlowSet) -> None:
     for p in pods:
         up = next(u for u in node.uplinks if u.vswitch == p.vswitch)
         fs.add(flow(t_route, 205, {**ip, **svc_mark, "in_port": p.ofport},
-                    [SetField("eth_dst", gw_of[up.vswitch]), Output(up.ofport)], "service",
+                    [SetField("eth_dst", gw_of[up.vswitch]), *_to_uplink(up)], "service",
                     note=f"{p.key}: Service traffic to the VPC, out of its ENI through the vRouter"))
     fs.add(flow(t_route, 205, {**ip, **svc_mark, "in_port": host.ofport},
-                [SetField("eth_dst", gw_of[node.uplinks[0].vswitch]), Output(node.uplinks[0].ofport)], "service",
+                [SetField("eth_dst", gw_of[node.uplinks[0].vswitch]), *_to_uplink(node.uplinks[0])], "service",
                 note="the node's Service traffic to the VPC, through the vRouter"))
     for p in pods + [host]:
         fs.add(flow(t_route, 200, {**ip, "eth_dst": p.mac}, [Output(p.ofport)], "pod", note=f"{p.key}: local"))
     for p in pods:
         up = next(u for u in node.uplinks if u.vswitch == p.vswitch)
-        fs.add(flow(t_route, 100, {**ip, REG_SRC: SRC_POD, "in_port": p.ofport}, [Output(up.ofport)], "route",
+        fs.add(flow(t_route, 100, {**ip, REG_SRC: SRC_POD, "in_port": p.ofport}, _to_uplink(up), "route",
                     note=f"{p.key}: out of its ENI on {up.vswitch}"))
-    fs.add(flow(t_route, 100, {**ip, REG_SRC: SRC_HOST}, [Output(node.uplinks[0].ofport)], "host",
+    fs.add(flow(t_route, 100, {**ip, REG_SRC: SRC_HOST}, _to_uplink(node.uplinks[0]), "host",
                 note="the node's own traffic to its vSwitch"),
            flow(t_route, 0, None, [], "route", note="nothing else: dropped"))

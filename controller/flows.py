@@ -213,7 +213,7 @@ class Group:
 # --------------------------------------------------------------------------------------- flows
 FEATURES = {"base": 1, "arp": 2, "l2": 3, "route": 4, "secgroup": 5, "tunnel": 6, "snat": 7,
             "pod": 8, "host": 9, "spoof": 10, "service": 11, "affinity": 12, "netpol": 13, "learned": 14, "reject": 15, "slb": 16,
-            "eip": 17, "natgw": 18, "edge": 19, "internet": 20}
+            "eip": 17, "natgw": 18, "edge": 19, "internet": 20, "uplink": 21}
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,8 @@ def _action(dp, action):
     if isinstance(action, OutputReg):
         return parser.NXActionOutputReg(nicira_ext.ofs_nbits(0, 31), f"reg{action.reg}", 0)
     if isinstance(action, SetField):
+        if action.field == "in_port":   # OVS refuses set_field on OXM in_port; NXM_OF_IN_PORT may be loaded
+            return parser.NXActionRegLoad(ofs_nbits=nicira_ext.ofs_nbits(0, 15), dst="in_port_nxm", value=action.value)
         return parser.OFPActionSetField(**{action.field: action.value})
     if isinstance(action, Move):
         return parser.NXActionRegMove(src_field=action.src, dst_field=action.dst, n_bits=action.n_bits)

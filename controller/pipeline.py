@@ -37,7 +37,7 @@ class Pipeline:
 
 # Registers, declared once (registers survive conntrack recirculation, not patch ports).
 REG_SRC = "reg0"        # node bridge: where the packet came from (SRC_*)
-REG_OUT = "reg1"        # vSwitch: the output port chosen by l2
+REG_OUT = "reg1"        # vSwitch: the output port chosen by l2; node bridge: the uplink chosen by route
 REG_EP_IP = "reg2"      # the Service endpoint or SLB backend chosen (address) ...
 REG_EP_PORT = "reg3"    # ... and its port
 REG_FLAGS = "reg4"      # node bridge: FLAG_* bits
@@ -61,7 +61,8 @@ VROUTER = Pipeline("vrouter", (
 
 VSWITCH = Pipeline("vswitch", (
     Table(0, "classify", "ARP to the ARP responder, IPv4 to conntrack, ICMP time exceeded straight to "
-          "l2 (it comes from packet-outs, which OVS cannot recirculate), everything else dropped", (10, 20, 40)),
+          "l2 (it comes from packet-outs, which OVS cannot recirculate), everything else dropped; a node's "
+          "patch port becomes its uplink's port (in_port) and table 0 is looked up again", (0, 10, 20, 40)),
     Table(10, "arp", "answer ARP for every address on this vSwitch (gateway and instances); no flooding"),
     Table(20, "conntrack", "send IPv4 through conntrack (with NAT) in this vSwitch's zone: SLB "
           "connections get their DNAT, replies its reverse", (25,)),
@@ -108,8 +109,11 @@ NODE = Pipeline("node", (
     Table(29, "commit", "commit new connections that no Service committed, so replies are known as "
           "replies (+rpl) wherever they go", (30,)),
     Table(30, "route", "the node's routing: local pods, the node itself, other nodes' pod CIDRs "
-          "(tunnel or uplink by mode), the VPC (SNAT to the node in vxlan mode)", (35,)),
-    Table(35, "snat_out", "after SNAT: rewrite MACs and output to the uplink"),
+          "(tunnel or uplink by mode), the VPC (SNAT to the node in vxlan mode)", (35, 36)),
+    Table(35, "snat_out", "after SNAT: rewrite MACs and on to the uplink", (36,)),
+    Table(36, "uplink", "to the vSwitch (the uplink in reg1): through the uplink's veth pair, which ends "
+          "the datapath pass, when a Service committed the connection here or conntrack shows it new; "
+          "otherwise through the patch port beside it, in the same pass"),
 ))
 
 EDGE = Pipeline("edge", (

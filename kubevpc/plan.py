@@ -37,7 +37,9 @@ OFPORT_VROUTER_ON_VSWITCH = 1
 OFPORT_FIRST_ATTACHMENT = 10
 OFPORT_NODE_HOST = 1
 OFPORT_NODE_UPLINK0 = 2
+OFPORT_NODE_UPLINK_PATCH0 = 50   # the patch port beside each uplink
 OFPORT_NODE_TUNNEL0 = 100
+OFPORT_VSWITCH_UPLINK_PATCH0 = 20000   # + the uplink's port on the vSwitch: its patch port there
 OFPORT_NODE_POD0 = 1000
 OFPORT_VROUTER_EDGE = 100        # the vRouter's link to its VPC's edge
 OFPORT_EDGE_VPC = 1              # the edge's link to the vRouter ...
@@ -148,11 +150,20 @@ class Tunnel(Frozen):
 
 
 class Uplink(Frozen):
+    """A node's uplink to a vSwitch: a veth pair ("link"), which ends the datapath pass, and beside
+    it a patch pair, which does not. The vSwitch always sends to the node through the veth pair;
+    the node sends through the patch pair unless a Service committed the connection on it in this
+    pass (docs/design.md, "Why node uplinks are veth pairs, and patch ports beside them")."""
+
     vswitch: str
     port: str                       # the node bridge's end of the link (a veth pair)
     peer: str                       # the vSwitch bridge's end
     ofport: int                     # on the node bridge
     vswitch_ofport: int             # on the vSwitch bridge
+    patch: str = ""                 # the node bridge's patch port ...
+    patch_peer: str = ""            # ... and its peer on the vSwitch
+    patch_ofport: int = 0           # on the node bridge
+    vswitch_patch_ofport: int = 0   # on the vSwitch bridge
 
 
 class NodePlan(Frozen):
@@ -679,9 +690,14 @@ class Planner:
                 vofport = next_ofport[vname]
                 next_ofport[vname] += 1
                 up = Uplink(vswitch=vname, port=f"{self.run}nu{k}.{u}", peer=f"{self.run}un{k}.{u}",
-                            ofport=OFPORT_NODE_UPLINK0 + u, vswitch_ofport=vofport)
+                            ofport=OFPORT_NODE_UPLINK0 + u, vswitch_ofport=vofport,
+                            patch=f"{self.run}np{k}.{u}", patch_peer=f"{self.run}pn{k}.{u}",
+                            patch_ofport=OFPORT_NODE_UPLINK_PATCH0 + u,
+                            vswitch_patch_ofport=OFPORT_VSWITCH_UPLINK_PATCH0 + vofport)
                 uplinks.append(up)
-                vswitch_ports[vname].append(OvsPort(name=up.peer, ofport=vofport, kind="link", peer=up.port))
+                vswitch_ports[vname] += [OvsPort(name=up.peer, ofport=vofport, kind="link", peer=up.port),
+                                         OvsPort(name=up.patch_peer, ofport=up.vswitch_patch_ofport, kind="patch",
+                                                 peer=up.patch)]
             # what sits behind the node's (first) uplink on its vSwitch
             attachments.append(Attachment(vswitch=vsw.name, ofport=uplinks[0].vswitch_ofport, port=uplinks[0].peer,
                                           mac=mac_for(ip), ip=ip, owner=f"ecs/{n}",
@@ -839,6 +855,8 @@ class Planner:
             host = next(h for h in hosts if h.key == node.ecs)
             ports = [OvsPort(name=host.veth, ofport=OFPORT_NODE_HOST, kind="veth", peer=host.key)]
             ports += [OvsPort(name=u.port, ofport=u.ofport, kind="link", peer=u.peer) for u in node.uplinks]
+            ports += [OvsPort(name=u.patch, ofport=u.patch_ofport, kind="patch", peer=u.patch_peer)
+                      for u in node.uplinks]
             ports += [OvsPort(name=t.ifname, ofport=t.ofport, kind="vxlan") for t in node.tunnels[:1]]
             ports += [OvsPort(name=h.veth, ofport=h.ofport, kind="veth", peer=h.key)
                       for h in hosts if h.kind == "pod" and h.node == node.name]

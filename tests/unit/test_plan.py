@@ -258,10 +258,17 @@ def test_bridges_and_patch_ports_pair_up(mode):
     assert Counter(b.role for b in plan.bridges) == {"vrouter": 2, "vswitch": 3, "node": 3}
     assert len({b.dpid for b in plan.bridges}) == len(plan.bridges)
     assert len({b.zone for b in plan.bridges}) == len(plan.bridges)
-    for kind in ("patch", "link"):          # patch: vSwitch-vRouter; link: node uplinks (veth pairs)
+    for kind in ("patch", "link"):          # patch: vSwitch-vRouter, node uplinks; link: node uplinks (veth pairs)
         pairs = {p.name: p.peer for b in plan.bridges for p in b.ports if p.kind == kind}
         assert pairs and all(pairs[peer] == name for name, peer in pairs.items())
-    assert {p.kind for b in plan.bridges if b.role == "node" for p in b.ports} - {"veth", "vxlan"} == {"link"}
+    assert {p.kind for b in plan.bridges if b.role == "node" for p in b.ports} - {"veth", "vxlan"} == {"link", "patch"}
+    # every uplink has a patch pair beside its veth pair, between the same two bridges
+    bridge_of = {p.name: b.name for b in plan.bridges for p in b.ports}
+    for n in plan.nodes:
+        for u in n.uplinks:
+            assert bridge_of[u.port] == bridge_of[u.patch] == n.bridge
+            assert bridge_of[u.peer] == bridge_of[u.patch_peer] == plan.vswitch(u.vswitch).bridge
+            assert u.patch_ofport != u.ofport and u.vswitch_patch_ofport != u.vswitch_ofport
     tunnels = [p for b in plan.bridges for p in b.ports if p.kind == "vxlan"]
     assert len(tunnels) == (3 if mode == "vxlan" else 0)
     assert all(p.ofport == 100 for p in tunnels)
