@@ -230,15 +230,14 @@ def vswitch_flows(plan: Plan, bridge: BridgePlan, fs: FlowSet, health: dict | No
                 [Goto(t_out)], "secgroup", note="untracked: only ICMP time exceeded from a router"))
     for node in plan.nodes:
         for up in node.uplinks:
-            if up.vswitch == vsw.name and node.gateway:
+            if up.vswitch != vsw.name:
+                continue
+            fs.add(flow(0, 300, {"in_port": up.vswitch_patch_ofport},
+                        [SetField("in_port", up.vswitch_ofport), Resubmit(0)], "uplink",
+                        note=f"node {node.name}'s patch port: as if from its uplink (port {up.vswitch_ofport})"))
+            if node.gateway:
                 fs.add(flow(0, 110, {**icmp11, "in_port": up.vswitch_ofport, "ipv4_src": node.gateway}, [Goto(t_l2)],
                             note=f"ICMP time exceeded from node {node.name}'s pod gateway: not tracked"))
-    for node in plan.nodes:
-        for up in node.uplinks:
-            if up.vswitch == vsw.name:
-                fs.add(flow(0, 300, {"in_port": up.vswitch_patch_ofport},
-                            [SetField("in_port", up.vswitch_ofport), Resubmit(0)], "uplink",
-                            note=f"node {node.name}'s patch port: as if from its uplink (port {up.vswitch_ofport})"))
     fs.add(arp_responder(t_arp, vsw.gateway, vsw.gateway_mac, note=f"{vsw.name} gateway (the vRouter)"))
     for a in atts:
         if _prefixlen(a.ip) == 32:

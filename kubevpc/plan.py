@@ -153,17 +153,18 @@ class Uplink(Frozen):
     """A node's uplink to a vSwitch: a veth pair ("link"), which ends the datapath pass, and beside
     it a patch pair, which does not. The vSwitch always sends to the node through the veth pair;
     the node sends through the patch pair unless a Service committed the connection on it in this
-    pass (docs/design.md, "Why node uplinks are veth pairs, and patch ports beside them")."""
+    pass or the packet is new (docs/design.md, "Why node uplinks are veth pairs, with patch ports
+    beside them")."""
 
     vswitch: str
     port: str                       # the node bridge's end of the link (a veth pair)
     peer: str                       # the vSwitch bridge's end
     ofport: int                     # on the node bridge
     vswitch_ofport: int             # on the vSwitch bridge
-    patch: str = ""                 # the node bridge's patch port ...
-    patch_peer: str = ""            # ... and its peer on the vSwitch
-    patch_ofport: int = 0           # on the node bridge
-    vswitch_patch_ofport: int = 0   # on the vSwitch bridge
+    patch: str                      # the node bridge's patch port ...
+    patch_peer: str                 # ... and its peer on the vSwitch
+    patch_ofport: int               # on the node bridge
+    vswitch_patch_ofport: int       # on the vSwitch bridge
 
 
 class NodePlan(Frozen):

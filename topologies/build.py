@@ -252,7 +252,10 @@ def host_addresses(h: HostPlan, routes: list[tuple[str, int]], checksums_off: bo
         fh.write("1\n")
     with IPRoute() as ipr:
         ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
-        idx = ipr.link_lookup(ifname=h.ifname)[0]
+        found = ipr.link_lookup(ifname=h.ifname)
+        if not found:
+            raise BuildError(f"its interface {h.ifname} is missing (was the namespace changed by hand?)")
+        idx = found[0]
         ipr.link("set", index=idx, address=h.mac, mtu=h.mtu)
         ipr.addr("add", index=idx, address=h.ip, prefixlen=h.prefixlen)
         ipr.link("set", index=idx, state="up")

@@ -414,6 +414,7 @@ def test_nodes_leave_by_the_patch_port_except_what_a_service_or_snat_just_commit
     """Every IPv4 packet a node sends to a vSwitch goes through table 36, which keeps the
     veth pair (it ends the datapath pass) for the 4-recirculation Service commits and new
     connections, and sends the rest through the patch port in the same pass."""
+    from controller.flows import CT_NEW, CT_TRK, ct_state
     from controller.pipeline import FLAG_NAT_COMMITTED, REG_FLAGS, REG_OUT
     plan = plan_for(scenario, mode)
     t_up = NODE.table("uplink")
@@ -431,7 +432,7 @@ def test_nodes_leave_by_the_patch_port_except_what_a_service_or_snat_just_commit
             mine = sorted((f for f in table if match(f).get(REG_OUT) == u.ofport), key=lambda f: -f.priority)
             assert [outputs(f) for f in mine] == [[u.ofport], [u.ofport], [u.patch_ofport]]
             assert match(mine[0])[REG_FLAGS] == (FLAG_NAT_COMMITTED, FLAG_NAT_COMMITTED)
-            assert match(mine[1])["ct_state"] == (0x21, 0x21)        # +trk+new
+            assert match(mine[1])["ct_state"] == ct_state(CT_TRK | CT_NEW)
             assert mine[2].priority < mine[1].priority and set(match(mine[2])) == {REG_OUT}
         reached = [f for f in flows if t_up in targets(f)]
         assert reached and all(any(isinstance(a, SetField) and a.field == REG_OUT and a.value in links
