@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Sequence
 
 from kubevpc.errors import BuildError, DeadlineError
 from kubevpc.forkserver import ForkServer
@@ -50,6 +50,32 @@ def wait_for(what: str, test: Callable[[], bool], deadline: float, interval: flo
         time.sleep(interval)
     if not test():
         raise DeadlineError(f"{what}: not done within {deadline:.0f} s")
+
+
+SERVER_LIVENESS_INTERVAL = 0.5    # s between two looks at the processes of servers not yet listening
+
+
+def servers_ready(hosts: Sequence[HostPlan], ready_dir: str, procs: dict, log: str) -> Callable[[], bool]:
+    """A test for wait_for: have all these hosts' servers written their ready files?
+
+    It costs one directory listing a call, whatever the number of hosts, and forgets each host
+    once it is ready. Whether a server not yet ready has exited (its process, two reads of /proc)
+    is looked at every SERVER_LIVENESS_INTERVAL only: looking at 1,000 processes every 50 ms took
+    a good part of a core from the servers starting beside it (docs/performance.md, Scale)."""
+    pending = {h.netns: h for h in hosts}
+    last = [float("-inf")]
+
+    def test() -> bool:
+        for name in os.listdir(ready_dir):
+            pending.pop(name, None)
+        now = time.monotonic()
+        if pending and now - last[0] >= SERVER_LIVENESS_INTERVAL:
+            last[0] = now
+            for h in pending.values():
+                if procs[h.key].poll() is not None:
+                    raise BuildError(f"the server of {h.key} exited; see {log}")
+        return not pending
+    return test
 
 
 @dataclass(frozen=True)
@@ -596,14 +622,9 @@ class Builder:
         os.makedirs(ready_dir, exist_ok=True)
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         self.start_servers(hosts, ready_dir, root)
-
-        def all_ready() -> bool:
-            for h in hosts:
-                proc = self.net.servers[h.key]
-                if proc.poll() is not None:
-                    raise BuildError(f"the server of {h.key} exited; see {self.ledger.dir}/servers.log")
-            return all(os.path.exists(os.path.join(ready_dir, h.netns)) for h in hosts)
-        wait_for("pod and ECS servers listening", all_ready, 30 + len(hosts) * 0.02)
+        wait_for("pod and ECS servers listening",
+                 servers_ready(hosts, ready_dir, self.net.servers, f"{self.ledger.dir}/servers.log"),
+                 30 + len(hosts) * 0.02)
 
     def start_server(self, h: HostPlan, ready_dir: str, root: str) -> None:
         self.start_servers([h], ready_dir, root)
