@@ -118,7 +118,18 @@ def tso_active(log: str = VSWITCHD_LOG) -> bool:
     return "Userspace TCP Segmentation Offloading support enabled" in text[max(start, 0):]
 
 
-FULL_CHECKSUMS_ENV = "KUBEVPC_FULL_CHECKSUMS"    # "1": TX checksum offload off everywhere (the slow, safe setting)
+FULL_CHECKSUMS_ENV = "KUBEVPC_FULL_CHECKSUMS"    # "1": TX checksum offload off everywhere (the slow, safe setting);
+                                                # "0": offloads on even where they are wrong (for measuring only)
+
+
+def full_checksums_setting(environ: dict | None = None) -> bool | None:
+    """KUBEVPC_FULL_CHECKSUMS: True for "1", False for "0", None (kubevpc decides) when unset or empty."""
+    value = (os.environ if environ is None else environ).get(FULL_CHECKSUMS_ENV, "").strip()
+    if value in ("", "0", "1"):
+        return None if value == "" else value == "1"
+    raise BuildError(f"environment variable {FULL_CHECKSUMS_ENV}={value!r}: expected 1 (TX checksum offload off "
+                     "on every namespace NIC), 0 (offloads on even where NAT before VXLAN breaks them; for "
+                     "measuring only) or unset")
 
 
 @dataclass(frozen=True)
@@ -130,7 +141,7 @@ class Offloads:
     note: str                    # why, for the progress line and the perf report
 
 
-def offloads_for(plan: Plan, dp: Datapath, force_full: bool = False) -> Offloads:
+def offloads_for(plan: Plan, dp: Datapath, force_full: bool | None = None) -> Offloads:
     """The fastest setting that keeps TCP and UDP correct on this datapath (docs/performance.md).
 
     Open vSwitch 3.1's userspace TSO has two traps. (1) A TSO packet it sends into a veth is cut
@@ -141,7 +152,11 @@ def offloads_for(plan: Plan, dp: Datapath, force_full: bool = False) -> Offloads
     (2) Conntrack NAT updates an offloaded packet's pseudo-header checksum as if it were a full
     one. Nothing computes it on the way to a local receiver, which trusts an offloaded checksum,
     but the kernel VXLAN device computes it, wrongly: Service traffic to another node fails in
-    vxlan mode unless every sender computes full checksums itself."""
+    vxlan mode unless every sender computes full checksums itself.
+
+    force_full True turns TX checksum offload off everywhere; False leaves offloads on even in
+    vxlan mode and with differing MTUs, where they are wrong (KUBEVPC_FULL_CHECKSUMS=0: for
+    measuring what full checksums cost, docs/performance.md)."""
     links = any(p.kind == "link" for b in plan.bridges for p in b.ports)
     mtus = sorted({h.mtu for h in plan.hosts})
     if dp.kind != "netdev":
@@ -153,6 +168,10 @@ def offloads_for(plan: Plan, dp: Datapath, force_full: bool = False) -> Offloads
                                         "TCP checksums are right (slower; see docs/performance.md)")
     if not links:
         return Offloads(False, LINK_MTU, "userspace TSO: offloads stay on")
+    if force_full is False:
+        return Offloads(False, mtus[0] if len(mtus) == 1 else LINK_MTU,
+                        f"{FULL_CHECKSUMS_ENV}=0: offloads stay on everywhere (for measuring only: in vxlan mode, "
+                        "Service traffic to another node fails)")
     if plan.cluster and plan.cluster.mode == "vxlan":
         return Offloads(True, LINK_MTU, "vxlan mode: TX checksum offload off on every namespace NIC; conntrack NAT "
                                         "before the kernel VXLAN device needs full checksums (see docs/performance.md)")
@@ -341,7 +360,7 @@ class Builder:
         self.ledger = ledger
         self.say = say
         self.net = Network(plan, ledger, detect_datapath(datapath))
-        self.offloads = offloads_for(plan, self.net.datapath, os.environ.get(FULL_CHECKSUMS_ENV) == "1")
+        self.offloads = offloads_for(plan, self.net.datapath, full_checksums_setting())
         self.rcvbuf: dict = {}            # what _buffers did to Open vSwitch's receive buffers
 
     def build(self) -> Network:

@@ -333,3 +333,25 @@ def test_full_checksums_without_tso_when_forced_and_with_mixed_mtus(tmp_path):
     data["cluster"]["underlayMTU"] = 9000          # nodes and pods 9000, the plain ECS 1500
     mixed = offloads_for(plan_of(tmp_path, data, "vpc-route"), NETDEV_TSO)
     assert mixed.full_checksums and "1500, 9000" in mixed.note
+
+
+def test_offloads_can_be_left_on_for_measuring_even_where_they_are_wrong(tmp_path):
+    vxlan = offloads_for(plan_of(tmp_path, perf.perf_scenario(), "vxlan"), NETDEV_TSO, force_full=False)
+    assert not vxlan.full_checksums and vxlan.link_mtu == LINK_MTU, "pods 1450, instances 1500: uplinks stay 9216"
+    assert "KUBEVPC_FULL_CHECKSUMS=0" in vxlan.note and "fails" in vxlan.note
+    route = offloads_for(plan_of(tmp_path, perf.perf_scenario(), "vpc-route"), NETDEV_TSO, force_full=False)
+    assert (route.full_checksums, route.link_mtu) == (False, 1500)
+
+
+@pytest.mark.parametrize("value, setting", [(None, None), ("", None), ("1", True), ("0", False), (" 1 ", True)])
+def test_full_checksums_setting_reads_the_environment(value, setting):
+    from topologies.build import full_checksums_setting
+    env = {} if value is None else {"KUBEVPC_FULL_CHECKSUMS": value}
+    assert full_checksums_setting(env) is setting
+
+
+def test_full_checksums_setting_refuses_other_values():
+    from kubevpc.errors import BuildError
+    from topologies.build import full_checksums_setting
+    with pytest.raises(BuildError, match=r"KUBEVPC_FULL_CHECKSUMS='yes': expected 1 .*, 0 .* or unset"):
+        full_checksums_setting({"KUBEVPC_FULL_CHECKSUMS": "yes"})
