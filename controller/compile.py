@@ -11,8 +11,9 @@ import ipaddress
 from kubevpc.plan import (NAT_PORTS, OFPORT_EDGE_INTERNET, OFPORT_EDGE_VPC, OFPORT_VROUTER_EDGE,
                           OFPORT_VROUTER_ON_VSWITCH, SNAT_PORTS, Attachment, BridgePlan, Plan)
 
-from .flows import (CT_EST, CT_INV, CT_NEW, CT_REL, CT_RPL, CT_TRK, ETH_ARP, ETH_IP, IPPROTO, Ct, DecTtl, FlowSet,
-                    Goto, Nat, Output, OutputReg, Resubmit, SetField, arp_responder, ct_state, flow, port_masks)
+from .flows import (CT_EST, CT_INV, CT_NEW, CT_REL, CT_RPL, CT_SNAT, CT_TRK, CT_DNAT, ETH_ARP, ETH_IP, IPPROTO, Ct,
+                    DecTtl, FlowSet, Goto, Nat, Output, OutputReg, Resubmit, SetField, arp_responder, ct_state, flow,
+                    port_masks)
 from .pipeline import (CTM_SERVICE, EDGE, FLAG_NAT_COMMITTED, INTERNET, NODE, REG_EP_IP, REG_EP_PORT, REG_FLAGS,
                        REG_OUT, REG_SRC, SRC_HOST, SRC_POD, SRC_TUNNEL, SRC_UPLINK, VROUTER, VSWITCH)
 from .policy import PolicyTables, policy_flows
@@ -422,6 +423,10 @@ def node_flows(plan: Plan, bridge: BridgePlan, fs: FlowSet) -> None:
                 note="conntrack: apply a Service connection's DNAT, or its reverse to replies"))
     service_flows(plan, node, bridge.zone, fs)
     fs.add(*node_policy_flows(plan, node.name))
+    fs.add(flow(NODE.table("commit"), 110, {"eth_type": ETH_IP, "ct_state": ct_state(CT_TRK | CT_NEW | CT_DNAT)},
+                [Goto(t_route)], "base",
+                note="DNATed by conntrack, so committed already (a UDP flow is new until its first reply): no commit, "
+                     "which would hide the Service mark from the uplink table"))
     fs.add(flow(NODE.table("commit"), 100, {"eth_type": ETH_IP, "ct_state": ct_state(CT_TRK | CT_NEW),
                                              REG_FLAGS: (0, FLAG_NAT_COMMITTED)},
                 [Ct(bridge.zone, commit=True), Goto(t_route)], "base",
@@ -439,6 +444,19 @@ def node_flows(plan: Plan, bridge: BridgePlan, fs: FlowSet) -> None:
                     note=f"a Service committed it here (up to 4 recirculations): {u.vswitch} through the veth pair"),
                flow(t_up, 100, {REG_OUT: u.ofport, "eth_type": ETH_IP, "ct_state": ct_state(CT_TRK | CT_NEW)},
                     [Output(u.ofport)], "uplink", note=f"new (SNAT): {u.vswitch} through the veth pair"),
+               # A flow whose first packets took the veth pair must not switch to the patch port
+               # while they may still be queued in it: the later packets would overtake them. TCP
+               # sends nothing after its SYN until the reply comes, so it may switch; UDP and ICMP
+               # Service and SNAT flows stay on the veth pair (docs/design.md, "Why node uplinks ...").
+               flow(t_up, 95, {REG_OUT: u.ofport, "eth_type": ETH_IP, "ip_proto": IPPROTO["tcp"]},
+                    [Output(u.patch_ofport)], "uplink",
+                    note=f"TCP: {u.vswitch} through the patch port (only its SYN took the veth pair)"),
+               flow(t_up, 94, {REG_OUT: u.ofport, "eth_type": ETH_IP, "ct_state": ct_state(CT_TRK),
+                               "ct_mark": (CTM_SERVICE, CTM_SERVICE)}, [Output(u.ofport)], "uplink",
+                    note=f"a Service flow other than TCP: {u.vswitch} through the veth pair, as its first packets"),
+               flow(t_up, 94, {REG_OUT: u.ofport, "eth_type": ETH_IP, "ct_state": ct_state(CT_TRK | CT_SNAT)},
+                    [Output(u.ofport)], "uplink",
+                    note=f"an SNATed flow other than TCP: {u.vswitch} through the veth pair, as its first packets"),
                flow(t_up, 90, {REG_OUT: u.ofport}, [Output(u.patch_ofport)], "uplink",
                     note=f"the rest: {u.vswitch} through the patch port, in the same datapath pass"))
     fs.add(flow(t_up, 0, None, [], "uplink", note="no such uplink: dropped"))

@@ -16,6 +16,7 @@ from typing import Any, Union
 
 # ct_state bits (nicira_ext)
 CT_NEW, CT_EST, CT_REL, CT_RPL, CT_INV, CT_TRK = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20
+CT_SNAT, CT_DNAT = 0x40, 0x80          # the ct action that tracked the packet also NATed it
 
 ETH_ARP, ETH_IP = 0x0806, 0x0800
 IPPROTO = {"icmp": 1, "tcp": 6, "udp": 17}
@@ -254,7 +255,7 @@ def flow(table: int, priority: int, match: dict[str, Any] | None, actions: list 
 
 
 _CT_NAMES = [(CT_NEW, "new"), (CT_EST, "est"), (CT_REL, "rel"), (CT_RPL, "rpl"), (CT_INV, "inv"),
-             (CT_TRK, "trk")]
+             (CT_TRK, "trk"), (CT_SNAT, "snat"), (CT_DNAT, "dnat")]
 
 
 def _field_ofctl(name: str, value: Any) -> str:

@@ -107,12 +107,13 @@ NODE = Pipeline("node", (
     Table(28, "masquerade", "SNAT to the node's address in the SNAT zone (NodePort with "
           "externalTrafficPolicy Cluster, hairpin)", (29,)),
     Table(29, "commit", "commit new connections that no Service committed, so replies are known as "
-          "replies (+rpl) wherever they go", (30,)),
+          "replies (+rpl) wherever they go; not those conntrack DNATed (committed already)", (30,)),
     Table(30, "route", "the node's routing: local pods, the node itself, other nodes' pod CIDRs "
           "(tunnel or uplink by mode), the VPC (SNAT to the node in vxlan mode)", (35, 36)),
     Table(35, "snat_out", "after SNAT: rewrite MACs and on to the uplink", (36,)),
     Table(36, "uplink", "to the vSwitch (the uplink in reg1): through the uplink's veth pair, which ends "
-          "the datapath pass, when a Service committed the connection here or conntrack shows it new; "
+          "the datapath pass, when a Service committed the connection here or conntrack shows it new, and "
+          "for the rest of Service and SNAT flows other than TCP, so that none overtakes their first packets; "
           "otherwise through the patch port beside it, in the same pass"),
 ))
 

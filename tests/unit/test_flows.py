@@ -413,9 +413,10 @@ def test_vrouter_prefers_the_longest_prefix(tmp_path):
 def test_nodes_leave_by_the_patch_port_except_what_a_service_or_snat_just_committed(scenario, mode):
     """Every IPv4 packet a node sends to a vSwitch goes through table 36, which keeps the
     veth pair (it ends the datapath pass) for the 4-recirculation Service commits and new
-    connections, and sends the rest through the patch port in the same pass."""
-    from controller.flows import CT_NEW, CT_TRK, ct_state
-    from controller.pipeline import FLAG_NAT_COMMITTED, REG_FLAGS, REG_OUT
+    connections, and for the rest of Service and SNAT flows other than TCP (so that no packet
+    overtakes their first ones), and sends everything else through the patch port in the same pass."""
+    from controller.flows import CT_NEW, CT_SNAT, CT_TRK, IPPROTO, ct_state
+    from controller.pipeline import CTM_SERVICE, FLAG_NAT_COMMITTED, REG_FLAGS, REG_OUT
     plan = plan_for(scenario, mode)
     t_up = NODE.table("uplink")
     for node in plan.nodes:
@@ -430,13 +431,34 @@ def test_nodes_leave_by_the_patch_port_except_what_a_service_or_snat_just_commit
         table = [f for f in flows if f.table == t_up]
         for u in node.uplinks:
             mine = sorted((f for f in table if match(f).get(REG_OUT) == u.ofport), key=lambda f: -f.priority)
-            assert [outputs(f) for f in mine] == [[u.ofport], [u.ofport], [u.patch_ofport]]
+            assert [outputs(f) for f in mine] == [[u.ofport], [u.ofport], [u.patch_ofport], [u.ofport], [u.ofport],
+                                                  [u.patch_ofport]]
             assert match(mine[0])[REG_FLAGS] == (FLAG_NAT_COMMITTED, FLAG_NAT_COMMITTED)
             assert match(mine[1])["ct_state"] == ct_state(CT_TRK | CT_NEW)
-            assert mine[2].priority < mine[1].priority and set(match(mine[2])) == {REG_OUT}
+            assert match(mine[2])["ip_proto"] == IPPROTO["tcp"] and mine[2].priority < mine[1].priority
+            assert {(m.get("ct_mark"), m["ct_state"]) for m in map(match, mine[3:5])} == {
+                ((CTM_SERVICE, CTM_SERVICE), ct_state(CT_TRK)), (None, ct_state(CT_TRK | CT_SNAT))}
+            assert mine[3].priority < mine[2].priority and mine[3].priority == mine[4].priority
+            assert mine[5].priority < mine[4].priority and set(match(mine[5])) == {REG_OUT}
         reached = [f for f in flows if t_up in targets(f)]
         assert reached and all(any(isinstance(a, SetField) and a.field == REG_OUT and a.value in links
                                    for a in f.actions) for f in reached)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_connection_conntrack_dnated_is_not_committed_again(mode):
+    """A UDP flow is new until its first reply; its later datagrams are DNATed by conntrack
+    (table 20) and must reach the uplink table with the Service mark, which a commit without
+    recirculation would clear."""
+    from controller.flows import CT_DNAT, CT_NEW, CT_TRK, Ct, ct_state
+    plan = plan_for("default", mode)
+    for node in plan.nodes:
+        commit = sorted((f for f in node_flows(plan, node.name) if f.table == NODE.table("commit")),
+                        key=lambda f: -f.priority)
+        assert match(commit[0])["ct_state"] == ct_state(CT_TRK | CT_NEW | CT_DNAT)
+        assert targets(commit[0]) == [NODE.table("route")] and not any(isinstance(a, Ct) for a in commit[0].actions)
+        assert match(commit[1])["ct_state"] == ct_state(CT_TRK | CT_NEW) and commit[1].priority < commit[0].priority
+        assert any(isinstance(a, Ct) and a.commit for a in commit[1].actions)
 
 
 @pytest.mark.parametrize("mode", MODES)
