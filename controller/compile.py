@@ -423,10 +423,11 @@ def node_flows(plan: Plan, bridge: BridgePlan, fs: FlowSet) -> None:
                 note="conntrack: apply a Service connection's DNAT, or its reverse to replies"))
     service_flows(plan, node, bridge.zone, fs)
     fs.add(*node_policy_flows(plan, node.name))
-    fs.add(flow(NODE.table("commit"), 110, {"eth_type": ETH_IP, "ct_state": ct_state(CT_TRK | CT_NEW | CT_DNAT)},
-                [Goto(t_route)], "base",
-                note="DNATed by conntrack, so committed already (a UDP flow is new until its first reply): no commit, "
-                     "which would hide the Service mark from the uplink table"))
+    for nat in (CT_DNAT, CT_SNAT):      # NATed by a ct lookup (tables 20, 28), so committed already
+        fs.add(flow(NODE.table("commit"), 110, {"eth_type": ETH_IP, "ct_state": ct_state(CT_TRK | CT_NEW | nat)},
+                    [Goto(t_route)], "base",
+                    note="a later packet of a Service connection still new (UDP before its first reply): no commit, "
+                         "which would hide the Service mark from the uplink table"))
     fs.add(flow(NODE.table("commit"), 100, {"eth_type": ETH_IP, "ct_state": ct_state(CT_TRK | CT_NEW),
                                              REG_FLAGS: (0, FLAG_NAT_COMMITTED)},
                 [Ct(bridge.zone, commit=True), Goto(t_route)], "base",

@@ -91,7 +91,8 @@ NODE = Pipeline("node", (
     Table(21, "service", "new connections to a ClusterIP or NodePort: session affinity, then the "
           "Service's select group (one bucket per endpoint, which loads its address and port into reg2 "
           "and reg3); no endpoints: DNAT to a closed port of the node, which refuses; other new connections "
-          "to destination; established connections that were masqueraded to masquerade, others to commit",
+          "to destination; later packets of masqueraded connections (new or established) to masquerade, "
+          "others to commit",
           (22, 23, 24, 25, 28, 29)),
     Table(22, "affinity", "learned flows (sessionAffinity ClientIP): client, Service address and port "
           "-> the endpoint chosen last time, with a hard timeout of timeoutSeconds"),

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 from kubevpc.plan import REJECT_PORT, SNAT_PORTS, EndpointPlan, NodePlan, Plan, ServicePlan
 
-from .flows import (CT_EST, CT_INV, CT_NEW, CT_RPL, CT_TRK, ETH_IP, FEATURES, IPPROTO, Bucket, Ct, FlowSet, Goto, Group, GroupAction,
+from .flows import (CT_DNAT, CT_EST, CT_INV, CT_NEW, CT_RPL, CT_TRK, ETH_IP, FEATURES, IPPROTO, Bucket, Ct, FlowSet, Goto, Group, GroupAction,
                     Learn, LearnLoad, LearnMatch, Move, Nat, Output, Resubmit, SetField, ct_state, flow)
 from .pipeline import (CTM_MASQ, CTM_SERVICE, FLAG_AFFINITY_HIT, FLAG_NAT_COMMITTED, NODE, REG_EP_IP, REG_EP_PORT,
                        REG_FLAGS, REG_SRC, REG_SVC, SRC_HOST)
@@ -116,8 +116,12 @@ def service_flows(plan: Plan, node: NodePlan, zone: int, fs: FlowSet) -> None:
     fs.add(flow(t_svc, 400, {**ip, "ct_state": ct_state(CT_TRK | CT_INV)}, [], "service",
                 note="invalid for conntrack (e.g. a TCP segment of no known connection): dropped, so nothing "
                      "passes the policy tables without being a new connection"),
-           flow(t_svc, 300, {**ip, "ct_state": ct_state(CT_TRK, CT_NEW | CT_RPL), "ct_mark": (CTM_MASQ, CTM_MASQ)},
+           # a UDP flow is +new until its first reply: its later datagrams are new too, but table 20's
+           # lookup found the connection committed and DNATed them (+dnat); they are later packets
+           flow(t_svc, 300, {**ip, "ct_state": ct_state(CT_TRK, CT_RPL), "ct_mark": (CTM_MASQ, CTM_MASQ)},
                 [Goto(t_masq)], "service", note="later packets of a masqueraded connection: SNAT again"),
+           flow(t_svc, 250, {**ip, "ct_state": ct_state(CT_TRK | CT_NEW | CT_DNAT)}, [Goto(t_next)], "service",
+                note="later packets of a Service connection still new (UDP before its first reply): as established"),
            flow(t_svc, 1, {**ip, "ct_state": new}, [Goto(t_dst)], "service",
                 note="a new connection not for a Service: on to the policy tables"),
            flow(t_svc, 0, None, [Goto(t_next)], "service", note="established, related, replies"),

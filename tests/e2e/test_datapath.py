@@ -108,13 +108,29 @@ except socket.timeout:
     pass
 print(json.dumps(seqs), flush=True)
 '''
+_SOURCES = r'''
+import collections, json, socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("0.0.0.0", int(sys.argv[1])))
+print("ready", flush=True)
+s.settimeout(10)
+sources = collections.Counter()
+try:
+    while True:
+        sources[s.recvfrom(2048)[1][0]] += 1
+        s.settimeout(1.0)
+except socket.timeout:
+    pass
+print(json.dumps(sources), flush=True)
+'''
 _SEND = r'''
 import socket, sys, time
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.bind(("0.0.0.0", int(sys.argv[3])))
+burst = int(sys.argv[5]) if len(sys.argv) > 5 else 50      # datagrams between pauses of 0.5 ms
 for i in range(int(sys.argv[4])):
     s.sendto(i.to_bytes(4, "big") + b"x" * 1000, (sys.argv[1], int(sys.argv[2])))
-    if i % 50 == 49:
+    if i % burst == burst - 1:
         time.sleep(0.0005)
 '''
 
@@ -169,6 +185,35 @@ def test_a_udp_service_flow_across_nodes_arrives_in_order(mode):
             assert overtaken(seqs) <= 1, f"flow {n}: a datagram was overtaken by {overtaken(seqs)}: {seqs[:40]}"
         sent = _uplink_packets(lab, "node-3", veth) - before
         assert sent >= 5 * 4500, f"only {sent} packets left node-3 by the veth pair"
+    finally:
+        lab.down()
+
+
+@pytest.mark.parametrize("mode", ["vpc-route", "eni"])
+def test_every_datagram_of_a_masqueraded_udp_flow_is_masqueraded(mode):
+    """A NodePort with externalTrafficPolicy Cluster masquerades: the endpoint sees node-3, the
+    node the client sent to, as the source of every datagram. Conntrack shows a UDP flow new
+    until its first reply, so the datagrams after the first (which chose the endpoint) must be
+    SNATed as well, not only the established ones; before that fix the endpoint got one."""
+    lab = Lab(os.path.join(os.path.dirname(__file__), "data", "udp-order.yaml"), mode=mode).up()
+    try:
+        sinks = ["pod/default/sink-1", "pod/default/sink-2"]
+        node3 = lab.address("ecs/node-3")
+        receivers = [subprocess.Popen(["mnexec", "-a", str(lab.net.host_pid(s)), sys.executable, "-c", _SOURCES,
+                                       "7777"], stdout=subprocess.PIPE, text=True) for s in sinks]
+        try:
+            for r in receivers:
+                assert r.stdout.readline().strip() == "ready"
+            lab.exec("ecs/ecs-client", ["ping", "-c", "1", "-W", "2", node3])
+            lab.exec("ecs/ecs-client", [sys.executable, "-c", _SEND, node3, "30053", "35000", "500", "5"],
+                     timeout=60).check_returncode()
+            got = [json.loads(r.communicate(timeout=30)[0]) for r in receivers]
+        finally:
+            for r in receivers:
+                r.kill()
+                r.wait(timeout=5)
+        seen = {src: n for g in got for src, n in g.items()}
+        assert list(seen) == [node3] and seen[node3] >= 450, f"sources seen by the endpoints: {seen}"
     finally:
         lab.down()
 

@@ -446,19 +446,28 @@ def test_nodes_leave_by_the_patch_port_except_what_a_service_or_snat_just_commit
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_a_connection_conntrack_dnated_is_not_committed_again(mode):
-    """A UDP flow is new until its first reply; its later datagrams are DNATed by conntrack
-    (table 20) and must reach the uplink table with the Service mark, which a commit without
-    recirculation would clear."""
-    from controller.flows import CT_DNAT, CT_NEW, CT_TRK, Ct, ct_state
+def test_a_service_connection_still_new_is_handled_as_established(mode):
+    """A UDP flow is new until its first reply. Its later datagrams, DNATed by table 20's lookup
+    (+dnat), skip the policy tables as established packets do; a masqueraded one is SNATed again
+    whether new or not; and none is committed again (a commit without recirculation would hide
+    its Service mark from the uplink table)."""
+    from controller.flows import CT_DNAT, CT_NEW, CT_RPL, CT_SNAT, CT_TRK, Ct, ct_state
+    from controller.pipeline import CTM_MASQ
     plan = plan_for("default", mode)
     for node in plan.nodes:
-        commit = sorted((f for f in node_flows(plan, node.name) if f.table == NODE.table("commit")),
-                        key=lambda f: -f.priority)
-        assert match(commit[0])["ct_state"] == ct_state(CT_TRK | CT_NEW | CT_DNAT)
-        assert targets(commit[0]) == [NODE.table("route")] and not any(isinstance(a, Ct) for a in commit[0].actions)
-        assert match(commit[1])["ct_state"] == ct_state(CT_TRK | CT_NEW) and commit[1].priority < commit[0].priority
-        assert any(isinstance(a, Ct) and a.commit for a in commit[1].actions)
+        flows = node_flows(plan, node.name)
+        svc = {f.priority: f for f in flows if f.table == NODE.table("service") and f.priority in (250, 300)}
+        assert match(svc[300])["ct_state"] == ct_state(CT_TRK, CT_RPL), "new or established, not a reply"
+        assert match(svc[300])["ct_mark"] == (CTM_MASQ, CTM_MASQ) and targets(svc[300]) == [NODE.table("masquerade")]
+        assert match(svc[250])["ct_state"] == ct_state(CT_TRK | CT_NEW | CT_DNAT)
+        assert targets(svc[250]) == [NODE.table("commit")]
+        commit = sorted((f for f in flows if f.table == NODE.table("commit")), key=lambda f: -f.priority)
+        assert {match(f)["ct_state"] for f in commit[:2]} == {ct_state(CT_TRK | CT_NEW | CT_DNAT),
+                                                            ct_state(CT_TRK | CT_NEW | CT_SNAT)}
+        for f in commit[:2]:
+            assert targets(f) == [NODE.table("route")] and not any(isinstance(a, Ct) for a in f.actions)
+        assert match(commit[2])["ct_state"] == ct_state(CT_TRK | CT_NEW) and commit[2].priority < commit[1].priority
+        assert any(isinstance(a, Ct) and a.commit for a in commit[2].actions)
 
 
 @pytest.mark.parametrize("mode", MODES)
