@@ -167,19 +167,8 @@ def test_a_udp_service_flow_across_nodes_arrives_in_order(mode):
         veth = lab.plan.node("node-3").uplinks[0].ofport
         before = _uplink_packets(lab, "node-3", veth)
         for n in range(5):
-            receivers = [subprocess.Popen(["mnexec", "-a", str(lab.net.host_pid(s)), sys.executable, "-c", _RECEIVE,
-                                           "7777"], stdout=subprocess.PIPE, text=True) for s in sinks]
-            try:
-                for r in receivers:
-                    assert r.stdout.readline().strip() == "ready"
-                lab.exec("pod/default/client", ["ping", "-c", "1", "-W", "2", lab.address(sinks[0])])
-                lab.exec("pod/default/client", [sys.executable, "-c", _SEND, vip, "53", str(34000 + n), "5000"],
-                         timeout=60).check_returncode()
-                got = [json.loads(r.communicate(timeout=30)[0]) for r in receivers]
-            finally:
-                for r in receivers:
-                    r.kill()
-                    r.wait(timeout=5)
+            got = _send_to_sinks(lab, _RECEIVE, "pod/default/client", lab.address(sinks[0]),
+                                 [vip, "53", str(34000 + n), "5000"])
             seqs = max(got, key=len)
             assert len(seqs) >= 4500 and min(map(len, got)) == 0, f"flow {n}: {[len(g) for g in got]} received"
             assert overtaken(seqs) <= 1, f"flow {n}: a datagram was overtaken by {overtaken(seqs)}: {seqs[:40]}"
@@ -197,25 +186,30 @@ def test_every_datagram_of_a_masqueraded_udp_flow_is_masqueraded(mode):
     SNATed as well, not only the established ones; before that fix the endpoint got one."""
     lab = Lab(os.path.join(os.path.dirname(__file__), "data", "udp-order.yaml"), mode=mode).up()
     try:
-        sinks = ["pod/default/sink-1", "pod/default/sink-2"]
         node3 = lab.address("ecs/node-3")
-        receivers = [subprocess.Popen(["mnexec", "-a", str(lab.net.host_pid(s)), sys.executable, "-c", _SOURCES,
-                                       "7777"], stdout=subprocess.PIPE, text=True) for s in sinks]
-        try:
-            for r in receivers:
-                assert r.stdout.readline().strip() == "ready"
-            lab.exec("ecs/ecs-client", ["ping", "-c", "1", "-W", "2", node3])
-            lab.exec("ecs/ecs-client", [sys.executable, "-c", _SEND, node3, "30053", "35000", "500", "5"],
-                     timeout=60).check_returncode()
-            got = [json.loads(r.communicate(timeout=30)[0]) for r in receivers]
-        finally:
-            for r in receivers:
-                r.kill()
-                r.wait(timeout=5)
+        got = _send_to_sinks(lab, _SOURCES, "ecs/ecs-client", node3, [node3, "30053", "35000", "500", "5"])
         seen = {src: n for g in got for src, n in g.items()}
         assert list(seen) == [node3] and seen[node3] >= 450, f"sources seen by the endpoints: {seen}"
     finally:
         lab.down()
+
+
+def _send_to_sinks(lab, receiver: str, client: str, warm: str, send_args: list[str]) -> list:
+    """Start `receiver` on UDP 7777 in both sinks of udp-order.yaml, resolve the client's next hop
+    (a ping to `warm`), run _SEND in the client with `send_args`; what each receiver printed."""
+    sinks = ["pod/default/sink-1", "pod/default/sink-2"]
+    receivers = [subprocess.Popen(["mnexec", "-a", str(lab.net.host_pid(s)), sys.executable, "-c", receiver, "7777"],
+                                  stdout=subprocess.PIPE, text=True) for s in sinks]
+    try:
+        for r in receivers:
+            assert r.stdout.readline().strip() == "ready"
+        lab.exec(client, ["ping", "-c", "1", "-W", "2", warm])
+        lab.exec(client, [sys.executable, "-c", _SEND, *send_args], timeout=60).check_returncode()
+        return [json.loads(r.communicate(timeout=30)[0]) for r in receivers]
+    finally:
+        for r in receivers:
+            r.kill()
+            r.wait(timeout=5)
 
 
 def _uplink_packets(lab, node: str, ofport: int) -> int:
