@@ -31,6 +31,9 @@ def _say(text: str) -> None:
 def _scenario_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("file", metavar="FILE", help="scenario YAML file")
     p.add_argument("--mode", choices=MODES, help="override cluster.mode")
+    p.add_argument("--allow-dir", action="append", default=[], metavar="DIR", dest="allow_dirs",
+                   help="a directory besides the scenario's own from which its `file:` references may be read "
+                        "(may be given several times)")
 
 
 def _build_args(p: argparse.ArgumentParser) -> None:
@@ -109,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
 def cmd_validate(args) -> int:
     from .load import load
     from .plan import make_plan
-    loaded = load(args.file, args.mode)
+    loaded = load(args.file, args.mode, args.allow_dirs)
     plan = make_plan(loaded, PLACEHOLDER_RUN)
     mode = plan.cluster.mode if plan.cluster else "no cluster"
     out.print(f"{args.file}: valid ({len(plan.vpcs)} VPC, {len(plan.vswitches)} vSwitches, "
@@ -120,7 +123,7 @@ def cmd_validate(args) -> int:
 def cmd_plan(args) -> int:
     from .load import load
     from .plan import make_plan
-    plan = make_plan(load(args.file, args.mode), PLACEHOLDER_RUN)
+    plan = make_plan(load(args.file, args.mode, args.allow_dirs), PLACEHOLDER_RUN)
     if args.json:
         print(plan.model_dump_json(indent=1))
         return EXIT_OK
@@ -146,7 +149,7 @@ def cmd_flows(args) -> int:
     from .load import load
     from .plan import make_plan
     from controller.policy import SHARED, policy_flow_counts
-    plan = make_plan(load(args.file, args.mode), PLACEHOLDER_RUN)
+    plan = make_plan(load(args.file, args.mode, args.allow_dirs), PLACEHOLDER_RUN)
     compiled = compile_plan(plan)
     if plan.network_policies:
         counts = policy_flow_counts(plan.network_policies, [f for fs in compiled.values() for f in fs.flows
@@ -197,7 +200,8 @@ def _report(outcomes, lab, as_json: bool) -> bool:
 
 def _build(args):
     from .lab import Lab
-    lab = Lab(args.file, mode=args.mode, run=args.name, datapath=args.datapath, say=_say)
+    lab = Lab(args.file, mode=args.mode, run=args.name, datapath=args.datapath, say=_say,
+              allow_dirs=args.allow_dirs)
     _say(f"run {lab.run}: building {args.file} in mode {lab.plan.cluster.mode if lab.plan.cluster else '-'}")
     # SIGTERM ends the run like Ctrl-C, so teardown happens
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
@@ -242,7 +246,7 @@ def cmd_check(args) -> int:
     from .matrix import parse_ports, select, tables
     from .load import load
     from .plan import make_plan
-    plan = make_plan(load(args.file, args.mode), PLACEHOLDER_RUN)      # bad choices fail before building
+    plan = make_plan(load(args.file, args.mode, args.allow_dirs), PLACEHOLDER_RUN)      # bad choices fail before building
     sources, dests = args.between.split(","), args.to.split(",") if args.to else None
     try:
         ports = parse_ports([args.ports])

@@ -23,7 +23,10 @@ NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
 
 
 class K8s(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    """Types are strict, as the API server's JSON decoding is: `replicas: true`, `replicas: 3.0`
+    and `port: "80"` are errors, not 1, 3 and 80."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True, strict=True)
 
 
 def check_labels(labels: dict[str, str]) -> None:

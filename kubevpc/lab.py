@@ -44,13 +44,16 @@ class Probe:
 
 class Lab:
     def __init__(self, scenario: str, mode: str | None = None, run: str | None = None,
-                 datapath: str | None = None, say: Callable[[str], None] = lambda s: None):
+                 datapath: str | None = None, say: Callable[[str], None] = lambda s: None,
+                 allow_dirs: Iterable[str] = ()):
+        """`allow_dirs`: directories besides the scenario's own from which its `file:` references
+        may be read."""
         self.file = scenario
         self.mode = mode
         self.run = run or new_run_name()
         self.datapath = datapath
         self.say = say
-        self.loaded = load(scenario, mode)
+        self.loaded = load(scenario, mode, tuple(allow_dirs))
         self.plan: Plan = make_plan(self.loaded, self.run)
         self.ready: dict[str, bool] = {}      # readiness set while running, by pod key
         self.labels: dict[str, dict[str, str | None]] = {}   # labels set (None: removed) while running
@@ -265,7 +268,7 @@ class Lab:
 
         from .ingress import Ingress, Secret
         from .k8s import Deployment, Namespace, NetworkPolicy, Pod, Service, kind_of
-        from .load import Manifest, Source, all_kinds
+        from .load import Manifest, Source, all_kinds, pydantic_problems
         out = []
         for obj in objects:
             cls = all_kinds().get(kind_of(obj))
@@ -275,9 +278,10 @@ class Lab:
             try:
                 parsed = cls.model_validate(obj)
             except ValidationError as exc:
-                where = f"{kind_of(obj)[1]} {obj.get('metadata', {}).get('name', '?')}"
+                meta = obj.get("metadata")
+                where = f"{kind_of(obj)[1]} {meta.get('name', '?') if isinstance(meta, dict) else '?'}"
                 raise KubevpcError(f"{where} is invalid: " + "; ".join(
-                    f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())) from None
+                    f"{p.path}: {p.expected}" for p in pydantic_problems(Source(origin, obj, {}), exc))) from None
             meta = parsed.metadata
             # problems the planner finds in it name the origin and the object's own paths
             out.append(Manifest(obj=parsed, file=origin, path=f"{origin}/{cls.__name__}/{meta.namespace}/{meta.name}",

@@ -5,24 +5,29 @@ and what was expected. Nothing here touches the machine.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
+import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
 import yaml
 from pydantic import ValidationError
 
-from . import k8s
+from . import k8s, yamlfile
 from .errors import Problem, ScenarioError
 from .model import ManifestFile, Scenario
 
 
 def _lines(node: yaml.Node, path: tuple = (), out: dict | None = None) -> dict[tuple, int]:
-    """Map each path in a composed YAML document to its 1-based line number."""
+    """Map each path in a composed YAML document to its 1-based line number. (kubevpc.yamlfile has
+    bounded the document's depth and what its aliases expand to.)"""
     out = {} if out is None else out
     out.setdefault(path, node.start_mark.line + 1)
     if isinstance(node, yaml.MappingNode):
         for key, value in node.value:
+            if not isinstance(key, yaml.ScalarNode):
+                continue              # a complex key: the schema refuses it, and names its parent
             out[path + (key.value,)] = key.start_mark.line + 1
             _lines(value, path + (key.value,), out)
     elif isinstance(node, yaml.SequenceNode):
@@ -45,6 +50,7 @@ class Source:
     file: str
     data: Any
     lines: dict[tuple, int] = field(default_factory=dict)
+    echo: bool = True      # False: a file a scenario refers to, whose content errors do not show
 
     def problem(self, path: tuple, value: object, expected: str) -> Problem:
         line = None
@@ -55,33 +61,51 @@ class Source:
         return Problem(self.file, dotted(path), value, expected, line)
 
 
-def read_yaml(path: str) -> list[Source]:
-    """All documents of a YAML file (manifests may hold several, separated by ---)."""
+def read_yaml(path: str, limits: yamlfile.Limits | None = None, echo: bool = True) -> list[Source]:
+    """All documents of a YAML file (manifests may hold several, separated by ---), read within
+    kubevpc.yamlfile's limits: a regular file, of bounded size, depth and alias expansion.
+    echo=False: errors do not quote the file's content (a file a scenario refers to, which may
+    be anything on the machine until it proves to hold Kubernetes objects)."""
+    limits = limits or yamlfile.Limits.from_env()
     try:
-        with open(path, encoding="utf-8") as fh:
-            text = fh.read()
-    except OSError as exc:
-        raise ScenarioError([Problem(path, "", path, f"cannot read the file: {exc.strerror}")]) from None
-    try:
-        nodes = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
-        datas = list(yaml.safe_load_all(text))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark else None
-        raise ScenarioError([Problem(path, "", getattr(exc, "problem", str(exc)),
-                                     "expected valid YAML", line)]) from None
-    return [Source(path, d, _lines(n) if n is not None else {}) for n, d in zip(nodes, datas)
-            if d is not None]
+        docs = yamlfile.parse(path, yamlfile.read_text(path, limits), limits)
+    except ScenarioError as exc:
+        if echo:
+            raise
+        raise ScenarioError([dataclasses.replace(p, value=_unquoted(p.value)) for p in exc.problems]) from None
+    return [Source(path, data, _lines(node), echo) for node, data in docs]
+
+
+def _unquoted(value: object) -> object:
+    """PyYAML's message without the tokens it quotes from the text."""
+    return re.sub(r"'[^']*'|\"[^\"]*\"", "'…'", value) if isinstance(value, str) else value
+
+
+def referenced_file(scenario: str, name: str, allow_dirs: Sequence[str] = ()) -> str:
+    """The path of a `file:` a scenario names, relative to the scenario's directory, checked to
+    lie under that directory or one of `allow_dirs` once symbolic links are resolved. Raises
+    ValueError saying why not; whether a file outside exists is not told."""
+    base = os.path.dirname(os.path.abspath(scenario))
+    path = os.path.realpath(os.path.join(base, name))
+    roots = [os.path.realpath(base)] + [os.path.realpath(d) for d in allow_dirs]
+    if not any(os.path.commonpath([path, root]) == root for root in roots):
+        where = " or ".join(roots)
+        raise ValueError(f"outside {where}: a scenario's files are read only from its own directory, or from one "
+                         "named with --allow-dir (Lab(allow_dirs=...))")
+    if not os.path.exists(path):
+        raise ValueError("file not found (paths are relative to the scenario file)")
+    return path
 
 
 def pydantic_problems(src: Source, exc: ValidationError, prefix: tuple = ()) -> list[Problem]:
+    """pydantic's errors as Problems in the words of the scenario: the keys the user wrote (not
+    pydantic's union branches and validators) and what was expected (never a class of ours)."""
+    data = src.data
+    for part in prefix:
+        data = data[part]
     problems = []
     for err in exc.errors():
-        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p in
-                                                   ("function-after[_check(), ObjectMeta]",)))
-        # pydantic puts union branch names into locations; drop the ones that are not keys
-        loc = tuple(p for p in loc if not (isinstance(p, str) and ("[" in p or p in (
-            "ManifestFile", "dict[str,any]"))))
+        loc = _written(data, err["loc"], err["type"] == "missing")
         value = err.get("input")
         if err["type"] == "extra_forbidden":
             expected = "unknown key; expected one of the documented keys (see docs/scenario.md)"
@@ -90,9 +114,39 @@ def pydantic_problems(src: Source, exc: ValidationError, prefix: tuple = ()) -> 
             expected = "required key is missing"
             value = None
         else:
-            expected = err["msg"].removeprefix("Value error, ")
+            expected = _expected(err)
         problems.append(src.problem(prefix + loc, value, expected))
     return problems
+
+
+def _written(data: Any, loc: tuple, missing: bool) -> tuple:
+    """The parts of a pydantic location that are keys and indexes of the data: pydantic puts
+    union branches ("int", "ServerPort", "function-after[...]") between them."""
+    out: list = []
+    for i, part in enumerate(loc):
+        if isinstance(data, dict) and part in data:
+            data = data[part]
+        elif isinstance(data, list) and isinstance(part, int) and 0 <= part < len(data):
+            data = data[part]
+        elif not (missing and i == len(loc) - 1 and isinstance(data, dict)):
+            continue
+        out.append(part)
+    return tuple(out)
+
+
+EXPECTED = {"bool_type": "expected true or false", "bool_parsing": "expected true or false",
+            "int_type": "expected a whole number", "int_parsing": "expected a whole number",
+            "int_from_float": "expected a whole number", "float_type": "expected a number",
+            "string_type": "expected a string", "list_type": "expected a list",
+            "dict_type": "expected a mapping", "model_type": "expected a mapping",
+            "model_attributes_type": "expected a mapping"}
+
+
+def _expected(err: dict) -> str:
+    if err["type"] in EXPECTED:
+        return EXPECTED[err["type"]]
+    msg = err["msg"].removeprefix("Value error, ")
+    return re.sub(r"(a valid dictionary or )?(an )?instance of \w+", "a mapping", msg)
 
 
 @dataclass(frozen=True)
@@ -114,8 +168,9 @@ class Loaded:
     source: Source
 
 
-def load(path: str, mode: str | None = None) -> Loaded:
-    """Load and shape-check a scenario; `mode` overrides cluster.mode. Raises ScenarioError."""
+def load(path: str, mode: str | None = None, allow_dirs: Sequence[str] = ()) -> Loaded:
+    """Load and shape-check a scenario; `mode` overrides cluster.mode. `file:` references are
+    read from the scenario's directory, or from `allow_dirs`. Raises ScenarioError."""
     docs = read_yaml(path)
     if len(docs) != 1:
         raise ScenarioError([Problem(path, "", f"{len(docs)} documents",
@@ -136,21 +191,28 @@ def load(path: str, mode: str | None = None) -> Loaded:
 
     manifests: list[Manifest] = []
     problems: list[Problem] = []
-    base = os.path.dirname(os.path.abspath(path))
     for i, item in enumerate(scenario.manifests):
         if isinstance(item, ManifestFile):
-            mpath = item.file if os.path.isabs(item.file) else os.path.join(base, item.file)
-            if not os.path.exists(mpath):
-                problems.append(src.problem(("manifests", i, "file"), item.file,
-                                            "file not found (paths are relative to the scenario file)"))
+            try:
+                mpath = referenced_file(path, item.file, allow_dirs)
+            except ValueError as exc:
+                problems.append(src.problem(("manifests", i, "file"), item.file, str(exc)))
                 continue
-            for j, doc in enumerate(read_yaml(mpath)):
+            try:
+                docs = read_yaml(mpath, echo=False)
+            except ScenarioError as exc:
+                problems += exc.problems
+                continue
+            for j, doc in enumerate(docs):
                 problems += _parse_object(doc, (), manifests, f"[{j}]")
         else:
             problems += _parse_object(src, ("manifests", i), manifests, "")
     if problems:
         raise ScenarioError(problems)
     return Loaded(path, scenario, tuple(manifests), src)
+
+
+KIND_TEXT = re.compile(r"^[A-Za-z0-9]{0,63}( \([a-z0-9./-]{1,63}\))?$")   # what an apiVersion and kind look like
 
 
 def all_kinds() -> dict:
@@ -164,13 +226,16 @@ def _parse_object(src: Source, prefix: tuple, out: list[Manifest], label: str) -
     for part in prefix:
         obj = obj[part]
     if not isinstance(obj, dict):
-        return [src.problem(prefix, obj, "expected a Kubernetes object (a mapping)")]
+        shown = obj if src.echo else f"<a {type(obj).__name__}, not shown>"
+        return [src.problem(prefix, shown, "expected a Kubernetes object (a mapping)")]
     api, kind = k8s.kind_of(obj)
     cls = all_kinds().get((api, kind))
     if cls is None:
         kinds = ", ".join(f"{k} ({a})" for a, k in sorted(all_kinds()))
-        return [src.problem(prefix + ("kind",), f"{kind} ({api})" if api else kind,
-                            f"unsupported object; expected one of {kinds}")]
+        shown = f"{kind} ({api})" if api else kind
+        if not src.echo and not KIND_TEXT.match(shown):
+            shown = "<not shown>"
+        return [src.problem(prefix + ("kind",), shown, f"unsupported object; expected one of {kinds}")]
     try:
         parsed = cls.model_validate(obj)
     except ValidationError as exc:

@@ -17,9 +17,10 @@ MAX_NAME = 40
 
 
 class Strict(BaseModel):
-    """Every scenario object rejects keys it does not know."""
+    """Every scenario object rejects keys it does not know, and values of another type: `true` is
+    not 1, 3.0 is not 3, and "no" is not false."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, strict=True)
 
 
 def _name(value: Any) -> Any:
@@ -31,21 +32,25 @@ def _name(value: Any) -> Any:
 
 
 def _network(value: Any) -> Any:
-    if isinstance(value, str):
-        try:
-            return ipaddress.IPv4Network(value, strict=True)
-        except ValueError as exc:
-            raise ValueError(f"expected an IPv4 CIDR with no host bits set, like 10.0.0.0/16 ({exc})") from None
-    return value
+    if isinstance(value, ipaddress.IPv4Network):    # a default, or a model built in code
+        return value
+    if not isinstance(value, str):                  # 12345 would be 0.0.48.57/32, true 0.0.0.1/32
+        raise ValueError("expected an IPv4 CIDR as a string, like 10.0.0.0/16")
+    try:
+        return ipaddress.IPv4Network(value, strict=True)
+    except ValueError as exc:
+        raise ValueError(f"expected an IPv4 CIDR with no host bits set, like 10.0.0.0/16 ({exc})") from None
 
 
 def _address(value: Any) -> Any:
-    if isinstance(value, str):
-        try:
-            return ipaddress.IPv4Address(value)
-        except ValueError:
-            raise ValueError("expected an IPv4 address like 10.0.1.10") from None
-    return value
+    if isinstance(value, ipaddress.IPv4Address):
+        return value
+    if not isinstance(value, str):
+        raise ValueError("expected an IPv4 address as a string, like 10.0.1.10")
+    try:
+        return ipaddress.IPv4Address(value)
+    except ValueError:
+        raise ValueError("expected an IPv4 address like 10.0.1.10") from None
 
 
 Name = Annotated[str, BeforeValidator(_name)]
@@ -136,11 +141,14 @@ class ServerPort(Strict):
 
 
 def _server_port(value: Any) -> Any:
-    if isinstance(value, int):
+    if isinstance(value, int) and not isinstance(value, bool):
         return {"port": value}
     if isinstance(value, str) and "/" in value:          # "53/UDP"
         port, proto = value.split("/", 1)
-        return {"port": int(port) if port.isdigit() else port, "protocol": proto.upper()}
+        if port.isdigit():
+            return {"port": int(port), "protocol": proto.upper()}
+    if not isinstance(value, (dict, ServerPort)):
+        raise ValueError('expected a port: a number (80), "53/UDP", or {port: 53, protocol: UDP}')
     return value
 
 

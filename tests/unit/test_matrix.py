@@ -213,9 +213,9 @@ def test_lab_checks_objects_before_touching_anything():
     with pytest.raises(KubevpcError, match="only Services, NetworkPolicies, Namespaces, Ingresses, Secrets, Pods "
                        "and Deployments can be applied while the scenario runs, not apps/v1/StatefulSet"):
         Lab._parsed([{"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "p"}}])
-    with pytest.raises(KubevpcError, match="Pod p is invalid: spec: Field required"):
+    with pytest.raises(KubevpcError, match="Pod p is invalid: spec: required key is missing"):
         Lab._parsed([{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}}])
-    with pytest.raises(KubevpcError, match="NetworkPolicy p is invalid: spec.ingress.0.ports.0"):
+    with pytest.raises(KubevpcError, match=r"NetworkPolicy p is invalid: spec.ingress\[0\].ports\[0\]"):
         Lab._parsed([policy("x", "p", {"ingress": [{"ports": [{"port": "Not_A_Name"}]}]})])
     [m] = Lab._parsed([copy.deepcopy(DENY_X)])
     assert m.obj.key == "x/deny" and m.file == "<api>"

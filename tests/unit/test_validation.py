@@ -284,7 +284,7 @@ def test_instance_port_zero(tmp_path):
     data = base()
     data["cloud"]["instances"][2]["ports"] = [0]
     problems, f, text = refuse(tmp_path, data)
-    check(the(problems, "cloud.instances[2].ports[0].port"), f, 0, line_of(text, "- 0"), "greater than or equal to 1")
+    check(the(problems, "cloud.instances[2].ports[0]"), f, 0, line_of(text, "- 0"), "greater than or equal to 1")
 
 
 def test_security_group_port_range_backwards(tmp_path):
