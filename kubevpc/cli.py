@@ -12,6 +12,7 @@ import sys
 import time
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .errors import KubevpcError, ScenarioError
@@ -77,9 +78,18 @@ def parser() -> argparse.ArgumentParser:
     m.add_argument("--ports", default="80", metavar="LIST",
                    help="e.g. 80,81/udp: a bare port means TCP and UDP (default: 80)")
     m.add_argument("--timeout", type=float, default=1.0, metavar="S", help="per probe (default: 1 s)")
-    p = sub.add_parser("clean", help="remove what crashed runs left behind (from their ledgers)")
-    p.add_argument("runs", nargs="*", metavar="RUN", help="only these runs")
-    p.add_argument("--all", action="store_true", help="also runs whose owner process is still alive")
+    p = sub.add_parser("clean", help="remove what crashed runs left behind (from their ledgers)",
+                       description="Remove what runs left behind: exactly what each run's ledger lists (its "
+                       "namespaces, bridges, links, processes and files), then its directory under "
+                       "$KUBEVPC_STATE_DIR/runs (default /var/lib/kubevpc/runs). Without RUN, every leftover run: one whose owner process "
+                       "(`kubevpc run`, a Lab) is gone. A live run is cleaned only with --force (or --all). "
+                       "Exit codes: 0 done; 2 a RUN that is not a run's name, no such run, or a live run "
+                       "without --force (nothing removed).")
+    p.add_argument("runs", nargs="*", metavar="RUN", help="only these runs (names as `kubevpc list` shows them)")
+    p.add_argument("--force", action="store_true",
+                   help="also live runs: their owner goes on, with its network gone (stop it with Ctrl-C instead "
+                        "when you can)")
+    p.add_argument("--all", action="store_true", help="every run, live ones too (the same as --force)")
     sub.add_parser("list", help="list runs known on this machine")
     p = sub.add_parser("perf", help="benchmark: iperf3, ping and connect times of every path and mode vs a raw veth")
     perf_bench.add_arguments(p)
@@ -339,14 +349,26 @@ def _mininet_cli(lab) -> None:
 
 
 def cmd_clean(args) -> int:
-    from .ledger import clean_run, leftovers
-    runs = args.runs or list(leftovers(include_live=args.all))
-    if not runs:
-        out.print("nothing to clean")
-        return EXIT_OK
-    for run in runs:
-        counts = clean_run(run, _say)
-        out.print(f"{run}: removed " + (", ".join(f"{v} {k}" for k, v in counts.items() if v) or "nothing left"))
+    from .ledger import NotARun, check_run_name, clean_run, leftovers, list_runs, owner_alive, owner_pid
+    force = args.force or args.all
+    try:
+        for run in args.runs:               # every name is checked before anything is removed
+            check_run_name(run)
+            if run not in list_runs():
+                raise NotARun(f"no run named {run} (`kubevpc list` shows the runs)")
+            if owner_alive(run) and not force:
+                raise NotARun(f"run {run} is live: its owner, pid {owner_pid(run)}, still runs; end it (Ctrl-C, "
+                              f"or SIGTERM) and it tears down itself, or `kubevpc clean --force {run}`")
+        runs = args.runs or list(leftovers(include_live=force))
+        if not runs:
+            out.print("nothing to clean")
+            return EXIT_OK
+        for run in runs:
+            counts = clean_run(run, _say)
+            out.print(f"{run}: removed " + (", ".join(f"{v} {k}" for k, v in counts.items() if v) or "nothing left"))
+    except NotARun as exc:
+        console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
+        return EXIT_USAGE
     return EXIT_OK
 
 

@@ -30,7 +30,6 @@ import functools
 import inspect
 import json
 import os
-import re
 import socket
 import struct
 import threading
@@ -39,8 +38,7 @@ import traceback
 from typing import Any, Callable
 
 from .errors import KubevpcError, ScenarioError
-from .ledger import list_runs, owner_alive, run_dir
-from .plan import MAX_TAG
+from .ledger import MAX_TAG, RUN_NAME, list_runs, owner_alive, run_dir
 
 PROTOCOL = 1
 SOCKET_NAME = "control.sock"
@@ -82,7 +80,6 @@ WHITELIST: tuple[str, ...] = LAB_METHODS + tuple(VIEWS)
 DELETERS: dict[str, str] = {"svc": "delete", "netpol": "delete", "ingress": "delete", "pod": "delete",
                              "deploy": "delete"}
 
-RUN_NAME = re.compile(rf"^[a-z][a-z0-9]{{0,{MAX_TAG - 1}}}$")      # as the planner checks it
 
 
 class ControlError(KubevpcError):

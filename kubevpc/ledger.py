@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -16,9 +17,27 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
+from .errors import KubevpcError
+
 STATE_ROOT = os.environ.get("KUBEVPC_STATE_DIR", "/var/lib/kubevpc")
 
 KINDS = ("process", "link", "bridge", "netns", "file", "emptydir")   # emptydir: removed only if empty
+NETNS_ETC = "/etc/netns"            # where `ip netns exec` looks for a namespace's resolv.conf
+
+MAX_TAG = 6                         # a run's name starts every interface name, which must fit in 15 characters
+RUN_NAME = re.compile(rf"^[a-z][a-z0-9]{{0,{MAX_TAG - 1}}}$")
+
+
+class NotARun(KubevpcError):
+    """A name that is not a run's, or a run that cannot be taken: nothing was touched."""
+
+
+def check_run_name(run: str) -> str:
+    """The name, if it is one a run can have; NotARun otherwise (a path, `..`, `/`, ...)."""
+    if not isinstance(run, str) or not RUN_NAME.match(run):
+        raise NotARun(f"{run!r} is not a run name: expected 1 to {MAX_TAG} lowercase letters and digits, starting "
+                      "with a letter (`kubevpc list` shows the runs)")
+    return run
 
 
 def runs_dir() -> str:
@@ -27,6 +46,14 @@ def runs_dir() -> str:
 
 def run_dir(run: str) -> str:
     return os.path.join(runs_dir(), run)
+
+
+def private_dir(path: str) -> str:
+    """Make a directory only root can enter (0700), and every missing parent; an existing one is
+    set to 0700 too. Returns the path."""
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    os.chmod(path, 0o700)
+    return path
 
 
 @dataclass(frozen=True)
@@ -43,7 +70,11 @@ class Ledger:
         self.path = os.path.join(self.dir, "ledger.jsonl")
 
     def create(self) -> None:
-        os.makedirs(self.dir, exist_ok=True)
+        """The run's directory, root's alone (0700, as is the runs directory above it): it holds
+        TLS keys, the controller's and the control channel's sockets, and what the run believes."""
+        os.makedirs(STATE_ROOT, exist_ok=True)
+        private_dir(runs_dir())
+        private_dir(self.dir)
         with open(os.path.join(self.dir, "owner"), "w", encoding="utf-8") as fh:
             fh.write(f"{os.getpid()} {_start_time(os.getpid())}\n")
 
@@ -57,6 +88,9 @@ class Ledger:
             os.fsync(fh.fileno())
 
     def entries(self) -> list[Entry]:
+        """What the ledger lists, except entries that are not this run's to remove (see owns):
+        those are counted in self.foreign, never returned."""
+        self.foreign = 0
         if not os.path.exists(self.path):
             return []
         out = []
@@ -66,10 +100,29 @@ class Ledger:
                 if line:
                     try:
                         d = json.loads(line)
-                    except json.JSONDecodeError:     # a line cut short by a crash
+                        e = Entry(str(d["kind"]), str(d["name"]), str(d.get("token", "")))
+                    except (json.JSONDecodeError, KeyError, TypeError):     # a line cut short by a crash
                         continue
-                    out.append(Entry(d["kind"], d["name"], d.get("token", "")))
+                    if self.owns(e):
+                        out.append(e)
+                    else:
+                        self.foreign += 1
         return out
+
+    def owns(self, e: Entry) -> bool:
+        """Could this run have made it? Interfaces, bridges and namespaces carry the run's name
+        first; files lie in the run's directory or are a namespace's /etc/netns entry; processes
+        are stopped only while their command line carries the entry's token."""
+        if e.kind == "process":
+            return e.name.isdigit() and bool(e.token)
+        if e.kind in ("link", "bridge", "netns"):
+            return e.name.startswith(self.run) and "/" not in e.name
+        if e.kind == "file":
+            if os.path.normpath(e.name) != e.name:          # no "..", no "//"
+                return False
+            return e.name.startswith(self.dir + os.sep) or (
+                os.path.dirname(e.name) == NETNS_ETC and os.path.basename(e.name).startswith(self.run + "-"))
+        return e.kind == "emptydir" and e.name == NETNS_ETC
 
 
 def _start_time(pid: int) -> str:
@@ -79,6 +132,14 @@ def _start_time(pid: int) -> str:
             return fh.read().rsplit(")", 1)[1].split()[19]
     except (OSError, IndexError):
         return ""
+
+
+def owner_pid(run: str) -> int | None:
+    try:
+        with open(os.path.join(run_dir(run), "owner"), encoding="utf-8") as fh:
+            return int(fh.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def owner_alive(run: str) -> bool:
@@ -92,10 +153,13 @@ def owner_alive(run: str) -> bool:
 
 
 def list_runs() -> list[str]:
+    """The runs: directories (not links) under the runs directory that carry a run's name."""
     try:
-        return sorted(d for d in os.listdir(runs_dir()) if os.path.isdir(os.path.join(runs_dir(), d)))
+        names = os.listdir(runs_dir())
     except FileNotFoundError:
         return []
+    return sorted(d for d in names if RUN_NAME.match(d) and not os.path.islink(os.path.join(runs_dir(), d))
+                  and os.path.isdir(os.path.join(runs_dir(), d)))
 
 
 def cmdline(pid: int) -> bytes:
@@ -201,8 +265,18 @@ def remove(entries: list[Entry], say: Callable[[str], None] = lambda s: None) ->
 
 
 def clean_run(run: str, say: Callable[[str], None] = lambda s: None) -> dict[str, int]:
-    counts = remove(Ledger(run).entries(), say)
-    shutil.rmtree(run_dir(run), ignore_errors=True)
+    """Remove what a run's ledger lists, then the run's directory. Only a run name is taken, and
+    only a directory right under the runs directory is removed: never a path, never a link."""
+    check_run_name(run)
+    path = run_dir(run)
+    if os.path.islink(path) or not os.path.isdir(path) or \
+            os.path.dirname(os.path.realpath(path)) != os.path.realpath(runs_dir()):
+        raise NotARun(f"no run named {run} in {runs_dir()} (`kubevpc list` shows the runs)")
+    ledger = Ledger(run)
+    counts = remove(ledger.entries(), say)
+    if ledger.foreign:
+        say(f"{run}: {ledger.foreign} ledger entries name things this run cannot have made; left alone")
+    shutil.rmtree(path, ignore_errors=True)
     return counts
 
 

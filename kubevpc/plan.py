@@ -16,11 +16,11 @@ from pydantic import BaseModel, ConfigDict
 
 from . import ingress, k8s
 from .errors import Problem, ScenarioError
+from .ledger import MAX_TAG, RUN_NAME
 from .load import Loaded, Source
 from .model import DOCUMENTATION_RANGES
 
 IFNAMSIZ = 15            # the kernel's limit on interface names (16 with the NUL)
-MAX_TAG = 6
 RESERVED_TAIL = 3        # Alibaba reserves the first and the last three addresses of a vSwitch
 SNAT_PORTS = (61000, 65535)
 REJECT_PORT = 1          # nothing listens here on a node: Services without endpoints are DNATed to it to be refused
@@ -946,8 +946,7 @@ class Planner:
         return out
 
     def _check_run_name(self) -> None:
-        import re
-        if not re.match(r"^[a-z][a-z0-9]{0,%d}$" % (MAX_TAG - 1), self.run):
+        if not RUN_NAME.match(self.run):
             self.problems.append(Problem(self.loaded.file, "<run name>", self.run,
                                          f"expected 1 to {MAX_TAG} lowercase letters and digits starting with a "
                                          f"letter: every interface name starts with it and must fit in {IFNAMSIZ} characters"))
