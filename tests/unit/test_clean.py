@@ -5,23 +5,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 
 import pytest
 
 from kubevpc import cli, ledger
 from kubevpc.ledger import Entry, Ledger, NotARun, clean_run
-
-
-@pytest.fixture
-def state(monkeypatch):
-    root = tempfile.mkdtemp(prefix="kvcl", dir="/tmp")
-    monkeypatch.setattr(ledger, "STATE_ROOT", root)
-    yield root
-    shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture

@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import stat
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -34,15 +32,6 @@ SERVICES = str(Path(__file__).resolve().parents[1] / "e2e" / "data" / "services.
 @pytest.fixture(scope="module")
 def lab() -> Lab:
     return Lab(SERVICES, run="kvut")
-
-
-@pytest.fixture
-def state(monkeypatch):
-    """A state directory of our own (short, so socket paths fit in 107 bytes)."""
-    root = tempfile.mkdtemp(prefix="kvc", dir="/tmp")
-    monkeypatch.setattr(ledger, "STATE_ROOT", root)
-    yield root
-    shutil.rmtree(root, ignore_errors=True)
 
 
 def make_run(run: str, pid: int | None = None) -> str:
