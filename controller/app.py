@@ -8,23 +8,33 @@ state there are none, except TTL expiries, which it answers with ICMP time excee
 traceroute shows the hops.
 
 Status (connected bridges, flow counts, packet-ins) is written atomically to status.json in the
-run's state directory; the runner waits on it with a deadline.
+run's state directory; the runner waits on it with a deadline. A bridge counts as programmed only
+once the switch has answered a barrier after the last change and a dump of its flow table that
+holds every flow wanted and nothing stale, by cookie: what the switch holds, not what was sent.
+
+Only ovs-vswitchd may connect (its pid, from its pidfile, against the connection's peer
+credentials), and a second connection for a bridge that is connected already is refused while
+the first one is alive: both are reported in status.json ("refused") and the log, and get nothing.
 """
 from __future__ import annotations
 
 import json
 import logging
 import os
+import select
+import socket
+import struct
 import subprocess
 import time
 
 from os_ken.base import app_manager
 from os_ken.controller import ofp_event
-from os_ken.controller.handler import CONFIG_DISPATCHER, MAIN_DISPATCHER, set_ev_cls
+from os_ken.controller.handler import CONFIG_DISPATCHER, DEAD_DISPATCHER, MAIN_DISPATCHER, set_ev_cls
 from os_ken.lib import hub
 from os_ken.lib.packet import ethernet, icmp, ipv4, packet, tcp, udp
 from os_ken.ofproto import ofproto_v1_3
 
+from kubevpc.ledger import ovs_rundir
 from kubevpc.plan import Plan
 
 from .compile import compile_plan
@@ -36,6 +46,45 @@ LEARNED, REJECT = FEATURES["learned"], FEATURES["reject"]
 
 LOG = logging.getLogger("kubevpc.controller")
 WLC_REFRESH_S = 1.0      # how often the wlc listeners' connections are counted
+MAX_ROUNDS = 3           # reconcile rounds for one plan version before the difference is an error
+SO_PEERCRED_SIZE = struct.calcsize("3i")
+
+
+def peer(sock) -> tuple[int | None, int | None]:
+    """The connecting process's pid and uid (SO_PEERCRED), or (None, None) for a socket without them."""
+    try:
+        pid, uid, _gid = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, SO_PEERCRED_SIZE))
+    except (OSError, AttributeError):
+        return None, None
+    return pid, uid
+
+
+def vswitchd_pid() -> int | None:
+    """ovs-vswitchd's pid, from its pidfile (the daemon's own, not its monitor's)."""
+    try:
+        with open(os.path.join(ovs_rundir(), "ovs-vswitchd.pid"), encoding="ascii") as fh:
+            return int(fh.read().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def hung_up(sock) -> bool:
+    """Has the peer closed this connection, or has it failed? (Unread data does not hide it.)"""
+    try:
+        poller = select.poll()
+        poller.register(sock.fileno(), select.POLLRDHUP | select.POLLHUP | select.POLLERR)
+        return bool(poller.poll(0))
+    except (OSError, ValueError):
+        return True
+
+
+def _previous_plan_version(state_dir: str) -> int:
+    """The plan version of the controller this one replaces (0 for the first): versions only grow."""
+    try:
+        with open(os.path.join(state_dir, "status.json"), encoding="utf-8") as fh:
+            return int(json.load(fh).get("plan_version", 0))
+    except (OSError, ValueError, TypeError, AttributeError):
+        return 0
 
 
 def _logged(handler):
@@ -77,12 +126,16 @@ class KubevpcController(app_manager.OSKenApp):
         self.datapaths = {}               # bridge name -> datapath
         self.current = {}                 # bridge name -> set of cookies seen in the last dump
         self.dumping = {}                 # bridge name -> cookies collected from a multipart reply
-        self.status = {"pid": os.getpid(), "bridges": {}, "plan_version": 0, "errors": []}
+        self.status = {"pid": os.getpid(), "started": time.time(), "bridges": {}, "errors": [], "refused": [],
+                       "plan_version": _previous_plan_version(self.state_dir)}
         self.group_dumping = {}           # bridge name -> group ids collected from a multipart reply
+        self.present_groups = {}          # bridge name -> group ids in the switch's last group dump
         # a new plan may come while a bridge's dump is under way: replies are taken only from the
         # latest requests (by xid), and a barrier counts only for the plan it was sent for
         self.dump_xids = {}               # bridge name -> (group desc xid, flow stats xid) of the latest dump
         self.barrier_for = {}             # bridge name -> (barrier xid, plan version it confirms)
+        self.verifying = {}               # bridge name -> plan version a dump after its barrier is to confirm
+        self.rounds = {}                  # bridge name -> reconcile rounds for the current plan version
         self.health, self.health_stamps = {}, ()
         self.loads, self.loads_changed = {}, False    # wlc: established connections per backend
         self._load_plan()
@@ -144,6 +197,7 @@ class KubevpcController(app_manager.OSKenApp):
         self.desired = {name: {f.cookie: f for f in fs.flows} for name, fs in compiled.items()}
         self.desired_groups = {name: dict(fs.groups) for name, fs in compiled.items()}
         self.status["plan_version"] += 1
+        self.rounds = {}
         for name, flows in self.desired.items():
             st = self.status["bridges"].setdefault(name, {"connected": False, "programmed": False,
                                                           "packet_in": 0, "ttl_expired": 0})
@@ -191,8 +245,9 @@ class KubevpcController(app_manager.OSKenApp):
     def _features(self, ev):
         dp = ev.msg.datapath
         name = self.by_dpid.get(dp.id)
-        if name is None:
-            LOG.warning("unknown datapath %#x connected; ignored", dp.id)
+        why = self._refusal(dp, name)
+        if why:
+            self._refuse_connection(dp, name, why)
             return
         ofp, parser = dp.ofproto, dp.ofproto_parser
         # packet-ins: table misses (there should be none), explicit ones, and TTL expiry
@@ -200,9 +255,50 @@ class KubevpcController(app_manager.OSKenApp):
         dp.send_msg(parser.OFPSetAsync(dp, [mask, 0], [0, 0], [0, 0]))
         self.datapaths[name] = dp
         self.sent_groups[name] = {}
-        self.status["bridges"][name]["connected"] = True
+        self.rounds[name] = 0
+        self.status["bridges"][name].update(connected=True, programmed=False)
         LOG.info("bridge %s (%#x) connected", name, dp.id)
         self._request_dump(dp)
+
+    def _refusal(self, dp, name: str | None) -> str:
+        """Why this connection may not program a bridge; "" when it may."""
+        pid, uid = peer(dp.socket)
+        switch = vswitchd_pid()
+        if pid is None:
+            return "the peer cannot be identified (no peer credentials)"
+        if switch is not None and pid != switch:
+            return f"the peer is pid {pid} (uid {uid}), not ovs-vswitchd (pid {switch})"
+        if switch is None and uid != 0:
+            return f"the peer is pid {pid} (uid {uid}), not root, and ovs-vswitchd's pidfile cannot be read"
+        if name is None:
+            return f"datapath {dp.id:#x} is none of this run's bridges"
+        old = self.datapaths.get(name)
+        if old is not None and old is not dp and old.is_active and not hung_up(old.socket):
+            return f"bridge {name} ({dp.id:#x}) is connected already, and that connection is alive"
+        return ""
+
+    def _refuse_connection(self, dp, name: str | None, why: str) -> None:
+        """Close a connection that may not program a bridge; say so loudly, in the log and in status.json."""
+        pid, uid = peer(dp.socket)
+        LOG.error("refused a connection claiming datapath %#x%s: %s", dp.id or 0, f" ({name})" if name else "", why)
+        self.status["refused"] = (self.status["refused"] + [{"time": time.time(), "dpid": f"{dp.id or 0:#x}",
+                                                             "bridge": name, "pid": pid, "uid": uid, "why": why}])[-20:]
+        self._write_status()
+        dp.close()
+
+    @set_ev_cls(ofp_event.EventOFPStateChange, DEAD_DISPATCHER)
+    @_logged
+    def _disconnected(self, ev):
+        dp = ev.datapath
+        name = self.by_dpid.get(dp.id)
+        if name is None or self.datapaths.get(name) is not dp:
+            return                        # a refused connection, or one already replaced
+        del self.datapaths[name]
+        for pending in (self.dumping, self.group_dumping, self.barrier_for, self.verifying):
+            pending.pop(name, None)
+        self.status["bridges"][name].update(connected=False, programmed=False)
+        LOG.warning("bridge %s (%#x) disconnected", name, dp.id)
+        self._write_status()
 
     def _request_dump(self, dp):
         """Ask for the switch's groups, then its flows: replies come in this order, so groups are
@@ -231,6 +327,7 @@ class KubevpcController(app_manager.OSKenApp):
         if ev.msg.flags & dp.ofproto.OFPMPF_REPLY_MORE:
             return
         present = self.group_dumping.pop(name)
+        self.present_groups[name] = present
         desired = self.desired_groups.get(name, {})
         sent = self.sent_groups.setdefault(name, {})
         changed = 0
@@ -255,9 +352,31 @@ class KubevpcController(app_manager.OSKenApp):
         self.dumping[name].update(stat.cookie for stat in ev.msg.body)
         if ev.msg.flags & dp.ofproto.OFPMPF_REPLY_MORE:
             return
-        self._reconcile(dp, name, self.dumping.pop(name))
+        present = self.dumping.pop(name)
+        version = self.verifying.pop(name, None)
+        if version is not None and version == self.status["plan_version"]:
+            if self._holds(name, present):
+                st = self.status["bridges"][name]
+                st.update(programmed=True, programmed_at=time.time(), plan_version=version)
+                self._write_status()
+                return
+            if self.rounds.get(name, 0) >= MAX_ROUNDS:
+                self.status["errors"].append(f"{name}: the flow table still differs from plan v{version} after "
+                                             f"{MAX_ROUNDS} rounds; see controller.log")
+                self._write_status()
+                return
+            LOG.warning("bridge %s: the dump after the barrier differs from plan v%d; reconciling again", name, version)
+        self._reconcile(dp, name, present)
+
+    def _holds(self, name: str, present: set[int]) -> bool:
+        """Does the switch hold every wanted flow and group, and nothing stale (learned flows aside)?"""
+        desired = self.desired.get(name, {})
+        flows = {c for c in present if c >> 56 != LEARNED} == set(desired)
+        return flows and not self.stale_groups.get(name) and self.present_groups.get(name, set()) >= set(
+            self.desired_groups.get(name, {}))
 
     def _reconcile(self, dp, name: str, present: set[int]):
+        self.rounds[name] = self.rounds.get(name, 0) + 1
         desired = self.desired.get(name, {})
         # learned flows (session affinity) belong to the switch; they go with the flow that learned them
         stale = {c for c in present - set(desired) if c >> 56 != LEARNED}
@@ -284,12 +403,12 @@ class KubevpcController(app_manager.OSKenApp):
         name = self.by_dpid.get(ev.msg.datapath.id)
         if name is None:
             return
-        st = self.status["bridges"][name]
         xid, version = self.barrier_for.get(name, (None, 0))
         if ev.msg.xid == xid and version == self.status["plan_version"]:
+            # the switch has taken every change: read back what it holds before saying programmed
             del self.barrier_for[name]
-            st.update(programmed=True, programmed_at=time.time(), plan_version=version)
-            self._write_status()
+            self.verifying[name] = version
+            self._request_dump(ev.msg.datapath)
 
     @set_ev_cls(ofp_event.EventOFPErrorMsg, MAIN_DISPATCHER)
     @_logged

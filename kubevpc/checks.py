@@ -29,6 +29,12 @@ class Outcome:
     connected: bool
     client: str             # the address the server saw
     elapsed_ms: float
+    note: str = ""          # for a connection that failed: the destination's server is not running
+
+    @property
+    def why(self) -> str:
+        """The evaluator's reason, and what the run knows of a failure besides."""
+        return f"{self.check.reason}; but {self.note}" if self.note else self.check.reason
 
     @property
     def passed(self) -> bool:
@@ -38,7 +44,8 @@ class Outcome:
 
     def as_dict(self) -> dict:
         return {**asdict(self.check), "outcome": self.outcome, "connected": self.connected,
-                "client": self.client, "elapsed_ms": round(self.elapsed_ms, 1), "passed": self.passed}
+                "client": self.client, "elapsed_ms": round(self.elapsed_ms, 1), "passed": self.passed,
+                "note": self.note}
 
 
 def _first_port(h: HostPlan, proto: str = "TCP"):
@@ -140,5 +147,6 @@ def run_checks(lab: Lab, checks: list[Check], timeout: float = 1.5) -> list[Outc
     out = []
     for c, r in zip(checks, results):
         client = (r.answer or {}).get("client", "")
-        out.append(Outcome(c, r.outcome, r.ok, client.rsplit(":", 1)[0] if client else "", r.elapsed_ms))
+        note = lab.down_reason(c.dest) if not r.ok else ""
+        out.append(Outcome(c, r.outcome, r.ok, client.rsplit(":", 1)[0] if client else "", r.elapsed_ms, note))
     return out

@@ -21,7 +21,9 @@ from .bench import perf as perf_bench
 EXIT_OK, EXIT_CHECKS, EXIT_USAGE, EXIT_RUNTIME, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 MODES = ("vxlan", "vpc-route", "eni")
 
-console = Console(stderr=True, highlight=False)
+# progress and errors: one line each, never wrapped by rich (logs and CI capture stderr, where
+# rich would otherwise cut every line at 80 columns); a terminal wraps long lines itself
+console = Console(stderr=True, highlight=False, soft_wrap=True)
 out = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
 
 
@@ -200,7 +202,7 @@ def _report(outcomes, lab, as_json: bool) -> bool:
         if o.connected and c.seen_source and o.client != c.seen_source:
             seen = f"[red]{o.client} (expected {c.seen_source})[/red]"
         t.add_row(mark, "declared" if c.declared else c.title, f"{c.source} → {c.dest} {c.port}/{c.proto}",
-                  "connect" if c.expect else "refuse", o.outcome, seen, c.reason)
+                  "connect" if c.expect else "refuse", o.outcome, seen, o.why)
     out.print(t)
     n_bad = sum(not o.passed for o in outcomes)
     out.print(f"{len(outcomes) - n_bad} passed, {n_bad} failed; packet-ins to the controller: {packet_in}; "
@@ -508,6 +510,8 @@ def _changed(client, headline: str, reply, as_json: bool) -> int:
         flows, cached = times["flows_updated_s"], times.get("datapath_s", 0.0)
         out.print(f"flows programmed in {flows * 1000:.0f} ms ({flows:.2f} of kube-proxy's 1 s minimum sync "
                   f"period), in the datapath's flow cache in {cached * 1000:.0f} ms")
+        if times.get("controller"):
+            out.print(f"note: during this change, {times['controller']}", markup=False)
     else:
         out.print(f"done in {reply.took_s * 1000:.0f} ms")
     return EXIT_OK
@@ -621,15 +625,8 @@ def cmd_status(args) -> int:
     if args.json:
         print(json.dumps(d, indent=1))
         return EXIT_OK
-    st = d["controller"]
-    bridges = st.get("bridges", {}).values()
-    programmed = sum(1 for b in bridges if b.get("programmed") and b.get("plan_version") == st.get("plan_version"))
-    out.print(f"run {d['run']}: {d['file']}, mode {d['mode'] or '-'}", markup=False)
-    out.print(f"controller pid {st.get('pid', '-')}, plan v{st.get('plan_version', 0)}: {programmed} of {len(bridges)} "
-              f"bridges programmed, {sum(b.get('flows', 0) for b in bridges)} flows, "
-              f"{sum(b.get('groups', 0) for b in bridges)} groups, "
-              f"{sum(b.get('packet_in', 0) for b in bridges)} packet-ins, "
-              f"errors: {'; '.join(st.get('errors', [])) or 'none'}", markup=False)
+    for line in status_lines(d):
+        out.print(line, markup=False)
     t = Table(title="Services")
     for col in ("service", "type", "ClusterIP", "ports", "ready endpoints", "not ready", "policies"):
         t.add_column(col, overflow="fold")
@@ -654,6 +651,39 @@ def cmd_status(args) -> int:
                               f"{b['ip']}:{b['port']}", b["status"])
         out.print(t)
     return EXIT_OK
+
+
+def status_lines(d: dict) -> list[str]:
+    """The head of `kubevpc status`: the run, the controller as the run sees it (running, dead or
+    restarted), the bridges as Open vSwitch reports their connections, servers that do not run,
+    and connections the controller refused."""
+    st = d["controller"]
+    bridges = st.get("bridges", {})
+    connected = d.get("connected") or {}
+    programmed = sum(1 for b in bridges.values()
+                     if b.get("programmed") and b.get("plan_version") == st.get("plan_version"))
+    sup = st.get("supervisor", {})
+    alive = st.get("alive", True)
+    head = f"controller pid {sup.get('pid', st.get('pid', '-'))}" + ("" if alive else " NOT RUNNING")
+    lines = [f"run {d['run']}: {d['file']}, mode {d['mode'] or '-'}"]
+    if d.get("controller_problem"):
+        lines.append(f"controller: {d['controller_problem']}")
+    lines.append(f"{head}, plan v{st.get('plan_version', 0)}: {programmed} of {len(bridges)} bridges programmed"
+                 + (f", {sum(connected.values())} of {len(connected)} connected (as Open vSwitch last reported)"
+                    if connected else "")
+                 + f", {sum(b.get('flows', 0) for b in bridges.values())} flows, "
+                 f"{sum(b.get('groups', 0) for b in bridges.values())} groups, "
+                 f"{sum(b.get('packet_in', 0) for b in bridges.values())} packet-ins, "
+                 f"errors: {'; '.join(st.get('errors', [])) or 'none'}")
+    for r in st.get("refused", []):
+        lines.append(f"REFUSED at {time.strftime('%H:%M:%S', time.localtime(r['time']))}: a connection from pid "
+                     f"{r['pid']} (uid {r['uid']}) claiming datapath {r['dpid']}: {r['why']}")
+    down = [s for s in d.get("servers", []) if s["state"] != "running"]
+    if down:
+        lines.append(f"servers not running ({len(down)} of {len(d['servers'])}): " + "; ".join(
+            f"{s['endpoint']} {s['program']} pid {s['pid']} {s['state']}" + (f" ({s['how']})" if s["how"] else "")
+            for s in down))
+    return lines
 
 
 def _serve(lab):

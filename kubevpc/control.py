@@ -58,11 +58,16 @@ LAB_METHODS: tuple[str, ...] = ("set_ready", "apply", "delete", "delete_service"
 
 
 def describe(lab) -> dict:
-    """The run, the controller's status, every Service with its endpoints, and each SLB with its
-    backends as the health checker sees them."""
+    """The run, the controller's status (corrected by the run: a controller that is not running
+    programs nothing), each bridge's connection as Open vSwitch reports it, every server and
+    whether it runs, every Service with its endpoints, and each SLB with its backends as the
+    health checker sees them."""
+    from topologies.build import bridge_connections
     plan = lab.plan
     return {"run": lab.run, "file": lab.file, "mode": plan.cluster.mode if plan.cluster else None,
-            "controller": lab.status(),
+            "controller": lab.status(), "controller_problem": lab.net.describe_controller() if lab.net else "",
+            "connected": bridge_connections([b.name for b in plan.bridges]) if lab.net else {},
+            "servers": lab.servers(),
             "services": [{"key": s.key, **s.model_dump(mode="json")} for s in plan.services],
             "slbs": [_slb_view(lab, slb) for slb in plan.slbs]}
 

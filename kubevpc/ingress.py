@@ -73,6 +73,35 @@ SSL_REDIRECT = ANNOTATION_PREFIX + "ssl-redirect"
 REWRITE_TARGET = ANNOTATION_PREFIX + "rewrite-target"
 CONFIGURATION_SNIPPET = ANNOTATION_PREFIX + "configuration-snippet"
 SUPPORTED_ANNOTATIONS = (SSL_REDIRECT, REWRITE_TARGET, CONFIGURATION_SNIPPET)
+# ingress-nginx refuses snippet annotations unless its ConfigMap sets allow-snippet-annotations
+# (false by default since controller 1.9, after CVE-2021-25742): a snippet is NGINX configuration,
+# which the master process, running as root, acts on (an access_log writes any file)
+SNIPPET = re.compile(re.escape(ANNOTATION_PREFIX) + r"[a-z-]*snippet$")
+WORKER_USERS = ("www-data", "nobody")     # NGINX's workers run as the first that exists (Debian's is www-data)
+
+
+def snippet_refusal(key: str) -> str:
+    """ingress-nginx's own words for a snippet annotation it does not allow, and kubevpc's way out."""
+    return (f"{key} annotation cannot be used. Snippet directives are disabled by the Ingress administrator "
+            "(ingress-nginx's allow-snippet-annotations is false by default since 1.9, CVE-2021-25742); set "
+            "cluster.ingress.allowSnippetAnnotations: true in the scenario to allow them (NGINX's master "
+            "runs as root: only for scenarios you trust)")
+
+
+def snippet_annotations(ing: "Ingress") -> list[str]:
+    return sorted(key for key in ing.metadata.annotations if SNIPPET.match(key))
+
+
+def worker_user() -> str | None:
+    """The unprivileged user NGINX's workers run as, when the master runs as root."""
+    import pwd
+    for name in WORKER_USERS:
+        try:
+            pwd.getpwnam(name)
+            return name
+        except KeyError:
+            continue
+    return None
 NOT_FOUND_BODY = "default backend - 404"                  # what ingress-nginx's default backend says
 
 DNS1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
@@ -424,6 +453,7 @@ class State(BaseModel):
     listen: list[str] = Field(min_length=1)
     http_port: int = Field(default=80, ge=1, le=65535)
     https_port: int = Field(default=443, ge=1, le=65535)
+    allow_snippet_annotations: bool = False    # ingress-nginx's allow-snippet-annotations
     ingresses: list[dict] = []
     services: dict[str, StateService] = {}
     secrets: dict[str, dict[str, str]] = {}
@@ -551,6 +581,10 @@ class _Builder:
                 self.warn(f"ingresses[{i}] ({name}) is invalid and not served: {_first_error(exc)}")
                 continue
             if ing.ingress_class not in (None, INGRESS_CLASS):
+                continue
+            snippets = snippet_annotations(ing)
+            if snippets and not self.state.allow_snippet_annotations:
+                self.warn(f"ingress {ing.key} is not served: {snippet_refusal(snippets[0])}")
                 continue
             for key in ing.metadata.annotations:
                 if key.startswith(ANNOTATION_PREFIX) and key not in SUPPORTED_ANNOTATIONS:
@@ -779,8 +813,11 @@ def _regex_literal(text: str) -> str:
 def render(state: dict, conf_dir: str, *, user: str | None = None) -> Rendered:
     """nginx.conf for a state document (see :class:`State`), with every path under ``conf_dir``.
 
-    ``user``: the ``user`` directive, for a master running as root (workers then run as that
-    user; without it they would run as nobody). Pure: no file is read or written. Raises
+    ``user``: the ``user`` directive, for a master running as root: the workers run as that
+    user. They need no file: request bodies up to ``client_max_body_size`` (1m, ingress-nginx's
+    proxy-body-size) stay in memory, and responses are never buffered to a file, so the temp
+    paths under ``conf_dir`` (which only root can enter) are never used. Pure: no file is read
+    or written. Raises
     ValueError (a pydantic ValidationError) when the document itself is malformed; problems of
     single objects only leave them out or degrade them, and are listed in ``warnings``.
     """
@@ -816,6 +853,9 @@ def render(state: dict, conf_dir: str, *, user: str | None = None) -> Rendered:
         f"access_log {path('access.log')} kubevpc;",
         *(f"{kind}_temp_path {path(kind + '_temp')};"
           for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")),
+        "client_max_body_size 1m;",
+        "client_body_buffer_size 1m;",     # a body that is allowed fits in memory: no temp file
+        "proxy_max_temp_file_size 0;",     # a response is passed on, never written to a temp file
         "proxy_http_version 1.1;",
         "proxy_connect_timeout 5s;",
         "proxy_send_timeout 60s;",
@@ -915,7 +955,7 @@ class Controller:
         self.conf = os.path.join(self.dir, "nginx.conf")
         self.candidate = os.path.join(self.dir, "nginx.conf.candidate")
         self.error_log = os.path.join(self.dir, "error.log")
-        self.user = "root" if os.geteuid() == 0 else None
+        self.user = worker_user() if os.geteuid() == 0 else None
         self.stopping = False     # set by the signal handler: a plain flag, no lock
         self.nginx: subprocess.Popen | None = None
         self.workers: set[int] = set()

@@ -20,8 +20,8 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
-from .errors import KubevpcError
-from .ledger import Ledger, run_dir
+from .errors import DeadlineError, KubevpcError
+from .ledger import Ledger, run_dir, write_private
 from .load import load
 from .plan import HostPlan, Plan, make_plan, resolve_endpoint
 from .probe import PortBlocks, Result
@@ -60,6 +60,7 @@ class Lab:
         self.net = None
         self.timings: dict[str, float] = {}
         self.source_ports = PortBlocks()          # probes never reuse a recent source port
+        self.stopped: set[str] = set()            # servers stopped on purpose (stop_server), by name
 
     # ------------------------------------------------------------------------------ lifecycle
     def up(self) -> "Lab":
@@ -367,6 +368,7 @@ class Lab:
         ready = {k: v for k, v in ready.items() if k not in {h.key for h in removed}}
         labels = {k: v for k, v in labels.items() if k not in {h.key for h in removed}}
         version = self.status().get("plan_version", 0)
+        deaths = len(self.net.supervisor.deaths) if self.net.supervisor else 0
         pods: dict[str, float] = {}
         if added:        # the pods listen before any Service sends to them; flows are timed from then
             self.say(f"starting {len(added)} pod(s): {', '.join(h.key for h in added)}")
@@ -374,10 +376,7 @@ class Lab:
             pods["pods_started_s"] = time.monotonic() - t0
             t0 = time.monotonic()
         state = self.net.state_dir
-        tmp = os.path.join(state, "plan.json.tmp")
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(plan.model_dump_json(indent=1))
-        os.replace(tmp, os.path.join(state, "plan.json"))
+        write_private(os.path.join(state, "plan.json"), plan.model_dump_json(indent=1))
         self.loaded, self.plan, self.ready, self.labels = loaded, plan, dict(ready), dict(labels)
         self.net.plan = self.builder.plan = plan
         if plan.dns is not None:
@@ -391,7 +390,11 @@ class Lab:
             st = self.status()
             return st.get("plan_version", 0) > version and all(
                 b.get("programmed") and b.get("plan_version", 0) == st["plan_version"] for b in st["bridges"].values())
-        wait_for("the controller to program the change", programmed, deadline, interval=0.01)
+        try:
+            wait_for("the controller to program the change", programmed, deadline, interval=0.01)
+        except DeadlineError:
+            raise KubevpcError(f"the change was not programmed within {deadline:g} s: "
+                               f"{self.why_not_programmed(version)}") from None
         took = time.monotonic() - t0
         if removed:         # nothing is sent to them any more
             self.say(f"removing {len(removed)} pod(s): {', '.join(h.key for h in removed)}")
@@ -417,12 +420,82 @@ class Lab:
                            capture_output=True, stdin=subprocess.DEVNULL)
         cached = time.monotonic() - t0
         self.say(f"change programmed in {took * 1000:.0f} ms, in the datapath's cache in {cached * 1000:.0f} ms")
-        return {"flows_updated_s": took, "datapath_s": cached, **pods}
+        note = {}
+        if self.net.supervisor and len(self.net.supervisor.deaths) > deaths:
+            note["controller"] = self.net.describe_controller()     # it died during the change, and was restarted
+            self.say(f"during this change, {note['controller']}")
+        return {"flows_updated_s": took, "datapath_s": cached, **pods, **note}
+    def why_not_programmed(self, version: int | None = None) -> str:
+        """Why the bridges are not all programmed at the controller's plan version (or at a plan
+        newer than `version`): the controller, the bridges' connections as Open vSwitch reports
+        them, the controller's own errors, and its deaths before."""
+        from topologies.build import bridge_connections
+        st = self.status()
+        sup = st.get("supervisor", {})
+        why = []
+        if not st.get("alive", True):
+            why.append(self.net.describe_controller())
+        elif version is not None and st.get("plan_version", 0) <= version:
+            age = time.time() - st.get("time", time.time())
+            why.append(f"the controller (pid {st.get('pid')}) has not taken the changed plan: it is still at plan "
+                       f"v{st.get('plan_version', 0)}, and last wrote its status {age:.0f} s ago (hung?)")
+        names = sorted(st.get("bridges", {}))
+        connected = bridge_connections(names)
+        if connected and not all(connected.values()):
+            why.append(f"{sum(connected.values())} of {len(names)} bridges connected to it, as Open vSwitch last "
+                       f"reported (not: {', '.join(n for n in names if not connected[n])})")
+        behind = [n for n, b in st.get("bridges", {}).items()
+                  if not (b.get("programmed") and b.get("plan_version") == st.get("plan_version"))]
+        if behind:
+            why.append(f"not programmed at plan v{st.get('plan_version', 0)}: {', '.join(sorted(behind))}")
+        if st.get("errors"):
+            why.append("controller errors: " + "; ".join(st["errors"][-3:]))
+        if st.get("alive", True) and sup.get("deaths"):
+            why.append(f"(earlier: {self.net.describe_controller()})")
+        return "; ".join(w for w in why if w) or "no cause found; see controller.log in the run's directory"
+
+    def servers(self) -> list[dict]:
+        """Every server the run started (pods', instances', the DNS, ingress controllers, SLB health
+        checkers, node health servers): its endpoint, program, pid and state, which is running,
+        stopped (by stop_server) or dead (with how it ended, when known)."""
+        out = []
+        for name, proc in sorted((self.net.servers if self.net else {}).items()):
+            key, _, program = name.partition("#")
+            code = proc.poll()
+            state = "running" if code is None else "stopped" if name in self.stopped else "dead"
+            out.append({"endpoint": key, "program": program.rpartition(".")[2] or "server", "pid": proc.pid,
+                        "state": state, "how": "" if code is None or code == -1 else _ending(code)})
+        return out
+
+    def server_down(self, endpoint: str) -> str:
+        """Why an endpoint's own server does not answer ("" when it runs): stopped or dead."""
+        for s in self.servers():
+            if s["endpoint"] == endpoint and s["program"] == "server" and s["state"] != "running":
+                how = f", {s['how']}" if s["how"] else ""
+                return (f"the server of {endpoint} was stopped (kubevpc stop-server)" if s["state"] == "stopped"
+                        else f"the server of {endpoint} is not running (pid {s['pid']}{how})")
+        return ""
+
+    def down_reason(self, dest: str) -> str:
+        """Why a destination cannot answer on its own account ("" when its servers run): the server
+        of an endpoint (pod/..., ecs/..., node/...), or of the endpoints of a Service (svc/...)."""
+        if not self.net:
+            return ""
+        if dest.startswith("svc/"):
+            keys = sorted({e.pod for e in self.service(dest).endpoints})
+        else:
+            try:
+                keys = [self.host(dest).key]
+            except KubevpcError:
+                return ""
+        return "; ".join(r for r in (self.server_down(k) for k in keys) if r)
+
     def stop_server(self, endpoint: str, program: str = "server") -> None:
         """Stop what runs in an endpoint: its pod/ECS server, or (program="nodehealth") a node's
         kube-proxy health check server. Connections to it are then refused; health checks fail."""
         key = self.host(endpoint).key
         proc = self._process(key, program)
+        self.stopped.add(key if program == "server" else f"{key}#kubevpc.{program}")
         proc.terminate()
         try:
             proc.wait(timeout=5)
@@ -439,6 +512,7 @@ class Lab:
         builder = self.builder
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         ready_dir = os.path.join(self.net.state_dir, "ready")
+        self.stopped.discard(h.key if program == "server" else f"{h.key}#kubevpc.{program}")
         if program == "server":
             builder.start_server(h, ready_dir, root)
             ready = lambda: os.path.exists(os.path.join(ready_dir, h.netns))  # noqa: E731
@@ -456,6 +530,11 @@ class Lab:
 
     def status(self) -> dict:
         return self.net.controller_status() if self.net else {}
+
+
+def _ending(code: int) -> str:
+    from topologies.supervisor import ending
+    return ending(code)
 
 
 def _pods_changed(old: Plan, new: Plan) -> tuple[list[HostPlan], list[HostPlan]]:

@@ -24,6 +24,18 @@ STATE_ROOT = os.environ.get("KUBEVPC_STATE_DIR", "/var/lib/kubevpc")
 KINDS = ("process", "link", "bridge", "netns", "file", "emptydir")   # emptydir: removed only if empty
 NETNS_ETC = "/etc/netns"            # where `ip netns exec` looks for a namespace's resolv.conf
 
+
+def ovs_rundir() -> str:
+    """Open vSwitch's run directory, as its programs find it: the only place ovs-vswitchd connects
+    to a controller's Unix socket (anywhere else is "a possibility for remote exploit")."""
+    return os.environ.get("OVS_RUNDIR", "/var/run/openvswitch")
+
+
+def controller_socket(run: str) -> str:
+    """A run's OpenFlow controller socket: in Open vSwitch's run directory, mode 0600 (connecting
+    to a Unix socket needs write permission, so only root can)."""
+    return os.path.join(ovs_rundir(), f"kubevpc-{run}.sock")
+
 MAX_TAG = 6                         # a run's name starts every interface name, which must fit in 15 characters
 RUN_NAME = re.compile(rf"^[a-z][a-z0-9]{{0,{MAX_TAG - 1}}}$")
 
@@ -46,6 +58,21 @@ def runs_dir() -> str:
 
 def run_dir(run: str) -> str:
     return os.path.join(runs_dir(), run)
+
+
+def write_private(path: str, data: str | bytes) -> None:
+    """Replace a file atomically with content only root may read (0600), whatever the umask: the
+    plan and the ingress controllers' state hold TLS private keys."""
+    tmp = f"{path}.tmp.{os.getpid()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)          # a leftover temporary file keeps its mode otherwise
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data.encode() if isinstance(data, str) else data)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    os.replace(tmp, path)
 
 
 def private_dir(path: str) -> str:
@@ -111,8 +138,9 @@ class Ledger:
 
     def owns(self, e: Entry) -> bool:
         """Could this run have made it? Interfaces, bridges and namespaces carry the run's name
-        first; files lie in the run's directory or are a namespace's /etc/netns entry; processes
-        are stopped only while their command line carries the entry's token."""
+        first; files lie in the run's directory, or are a namespace's /etc/netns entry or the
+        run's controller socket; processes are stopped only while their command line carries the
+        entry's token."""
         if e.kind == "process":
             return e.name.isdigit() and bool(e.token)
         if e.kind in ("link", "bridge", "netns"):
@@ -120,7 +148,7 @@ class Ledger:
         if e.kind == "file":
             if os.path.normpath(e.name) != e.name:          # no "..", no "//"
                 return False
-            return e.name.startswith(self.dir + os.sep) or (
+            return e.name.startswith(self.dir + os.sep) or e.name == controller_socket(self.run) or (
                 os.path.dirname(e.name) == NETNS_ETC and os.path.basename(e.name).startswith(self.run + "-"))
         return e.kind == "emptydir" and e.name == NETNS_ETC
 

@@ -238,8 +238,10 @@ def matrix(lab: "Lab", sources: Iterable[str] = ("pods",), ports: Iterable[tuple
     t0 = time.monotonic()
     results = lab.probe([Probe(c.source, c.dest, c.port, c.protocol) for c in m.cells], timeout=timeout)
     m.probe_s = time.monotonic() - t0
-    m.cells = [Cell(c.source, c.dest, c.port, c.protocol, c.expected, c.reason, r.ok, r.outcome, r.elapsed_ms)
-               for c, r in zip(m.cells, results)]
+    down = {d: lab.down_reason(d) for d in dst_refs}        # a refusal from a server that does not run says so
+    m.cells = [Cell(c.source, c.dest, c.port, c.protocol, c.expected,
+                    f"{c.reason}; but {down[c.dest]}" if down[c.dest] and not r.ok else c.reason,
+                    r.ok, r.outcome, r.elapsed_ms) for c, r in zip(m.cells, results)]
     return m
 
 

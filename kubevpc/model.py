@@ -241,6 +241,12 @@ class DnsOptions(Strict):
     ip: Address | None = None        # default: the 10th address of the service CIDR, as kubeadm and ACK use
 
 
+class IngressOptions(Strict):
+    """The NGINX ingress controllers' settings, as ingress-nginx's ConfigMap has them."""
+
+    allowSnippetAnnotations: bool = False     # allow-snippet-annotations: refused by default since ingress-nginx 1.9
+
+
 class Cluster(Strict):
     name: Name = "cluster"
     mode: Literal["vxlan", "vpc-route", "eni"] = "vxlan"
@@ -253,6 +259,7 @@ class Cluster(Strict):
     eni: EniOptions = EniOptions()
     nodePortRange: str = Field(default="30000-32767", pattern=r"^\d{1,5}-\d{1,5}$")
     dns: DnsOptions = DnsOptions()
+    ingress: IngressOptions = IngressOptions()
 
 
 # --------------------------------------------------------------------------------------- expect

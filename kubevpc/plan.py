@@ -221,6 +221,7 @@ class ClusterPlan(Frozen):
     vxlan_port: int
     pod_mtu: int
     underlay_mtu: int
+    allow_snippet_annotations: bool = False    # cluster.ingress.allowSnippetAnnotations
 
 
 class ServicePortPlan(Frozen):
@@ -901,7 +902,8 @@ class Planner:
         if cl:
             cluster_plan = ClusterPlan(name=cl.name, mode=cl.mode, vpc=cluster_vpc, pod_cidr=str(cl.podCIDR),
                                        service_cidr=str(cl.serviceCIDR), vni=cl.vxlan.vni, vxlan_port=cl.vxlan.port,
-                                       pod_mtu=pod_mtu, underlay_mtu=cl.underlayMTU)
+                                       pod_mtu=pod_mtu, underlay_mtu=cl.underlayMTU,
+                                       allow_snippet_annotations=cl.ingress.allowSnippetAnnotations)
         plan = Plan(run=self.run, scenario=sc.name, file=self.loaded.file, cluster=cluster_plan,
                     vpcs=tuple(vpc_plans), vswitches=tuple(vswitches), bridges=tuple(bridges), hosts=tuple(hosts),
                     nodes=tuple(nodes), attachments=tuple(attachments), groups=tuple(groups),
@@ -1112,6 +1114,10 @@ class Planner:
             if not node_names:
                 self.bad(path, obj.kind, f"a {obj.kind} needs a cluster section with nodes", msrc)
                 continue
+            if isinstance(obj, ingress.Ingress) and not (self.sc.cluster and self.sc.cluster.ingress.allowSnippetAnnotations):
+                for key in ingress.snippet_annotations(obj):
+                    self.bad(path + ("metadata", "annotations", key), obj.metadata.annotations[key],
+                             ingress.snippet_refusal(key), msrc)
             if isinstance(obj, (Service, k8s.NetworkPolicy, ingress.Ingress, ingress.Secret)):
                 continue
             if isinstance(obj, Pod):

@@ -22,8 +22,10 @@ from typing import Callable, Sequence
 
 from kubevpc.errors import BuildError, DeadlineError
 from kubevpc.forkserver import ForkServer
-from kubevpc.ledger import Ledger, remove
+from kubevpc.ledger import Ledger, controller_socket, ovs_rundir, remove, write_private
 from kubevpc.plan import HostPlan, Plan
+
+from .supervisor import ControllerSupervisor, ending
 
 Say = Callable[[str], None]
 
@@ -200,9 +202,8 @@ def enlarge_ovs_rcvbuf(ifnames: list[str], size: int = OVS_RCVBUF) -> tuple[int,
     sockets bound to our own interfaces change. Returns how many sockets were changed and, when it
     could not be done, why (never an error: the datapath still works, only slower)."""
     import ctypes
-    rundir = os.environ.get("OVS_RUNDIR", "/var/run/openvswitch")
     try:
-        with open(os.path.join(rundir, "ovs-vswitchd.pid"), encoding="ascii") as fh:
+        with open(os.path.join(ovs_rundir(), "ovs-vswitchd.pid"), encoding="ascii") as fh:
             pid = int(fh.read().strip())
         wanted = set()
         for name in ifnames:
@@ -319,10 +320,22 @@ def no_ipv6(ifnames: list[str]) -> None:
             fh.write("1")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+CONTROLLER_BACKOFF_MS = 1000             # Open vSwitch's longest wait between two connection attempts
+
+
+def unix_listening(path: str) -> bool:
+    """Is a socket listening at this path? (/proc/net/unix, without connecting to it: a connection
+    would be one more datapath for os-ken to greet.)"""
+    try:
+        with open("/proc/net/unix", encoding="utf-8", errors="replace") as fh:
+            next(fh)
+            for line in fh:        # Num RefCount Protocol Flags Type St Inode Path
+                f = line.split(None, 7)
+                if len(f) == 8 and f[7].rstrip("\n") == path and int(f[3], 16) & 0x10000:   # __SO_ACCEPTCON
+                    return True
+    except (OSError, ValueError, StopIteration):
+        pass
+    return False
 
 
 @dataclass
@@ -335,23 +348,75 @@ class Network:
     hosts: dict = field(default_factory=dict)           # host key -> mininet Host
     servers: dict = field(default_factory=dict)         # host key -> Popen, or ForkedProcess
     forkserver: ForkServer | None = None                # forks the pods' and instances' servers
-    controller: subprocess.Popen | None = None
-    controller_port: int = 0
+    supervisor: ControllerSupervisor | None = None      # runs the controller, and again when it dies
+    controller_socket: str = ""                         # the controller's Unix socket (kubevpc.ledger.controller_socket)
     timings: dict = field(default_factory=dict)
 
     @property
     def state_dir(self) -> str:
         return self.ledger.dir
 
+    @property
+    def controller(self) -> subprocess.Popen | None:
+        """The controller process running now (a new one after a restart)."""
+        return self.supervisor.proc if self.supervisor else None
+
+    @property
+    def controller_target(self) -> str:
+        """Where the bridges connect, as Open vSwitch writes it: unix:<socket>."""
+        return f"unix:{self.controller_socket}"
+
     def host_pid(self, key: str) -> int:
         return self.hosts[key].pid
 
     def controller_status(self) -> dict:
+        """status.json as the controller last wrote it, corrected by what the run knows besides:
+        a file written by a controller that is not running now (dead, or replaced by one that has
+        not written yet) programs nothing, whatever it says. "supervisor" says which process runs,
+        and every death seen."""
         try:
             with open(os.path.join(self.state_dir, "status.json"), encoding="utf-8") as fh:
-                return json.load(fh)
+                status = json.load(fh)
         except (OSError, json.JSONDecodeError):
-            return {}
+            status = {}
+        if self.supervisor is None:
+            return status
+        sup = self.supervisor.state()
+        status["supervisor"] = sup
+        status["alive"] = sup["alive"] and status.get("pid") == sup["pid"]
+        if not status["alive"]:
+            for bridge in status.get("bridges", {}).values():
+                bridge.update(connected=False, programmed=False)
+        return status
+
+    def describe_controller(self) -> str:
+        """What is wrong with the controller, in a sentence ("" when it runs)."""
+        sup = self.supervisor.state() if self.supervisor else {}
+        if sup.get("gave_up"):
+            return sup["gave_up"]
+        dead = [f"pid {d['pid']} {d['how']} at {time.strftime('%H:%M:%S', time.localtime(d['at']))}"
+                for d in sup.get("deaths", [])]
+        if not sup.get("alive", True):
+            return f"the controller is not running ({sup.get('dead')}); the supervisor starts it again"
+        if dead:
+            return (f"the controller died ({'; '.join(dead)}) and runs again as pid {sup['pid']}")
+        return ""
+
+
+def bridge_connections(names: Sequence[str]) -> dict[str, bool]:
+    """Each bridge's connection to its controller as Open vSwitch reports it (is_connected), for
+    these bridges; a bridge without a controller, or gone, is False. Empty when Open vSwitch does
+    not answer. ovs-vswitchd writes is_connected every few seconds (5 s at most), so this view
+    lags behind the controller's own (status.json), which changes on each connect and disconnect."""
+    try:
+        out = sh(["ovs-vsctl", "--timeout=5", "-f", "json", "--", "--columns=name,controller", "list", "Bridge",
+                  "--", "--columns=_uuid,is_connected", "list", "Controller"], timeout=10)
+        bridges, controllers = (json.loads(line)["data"] for line in out.splitlines() if line.strip())
+    except (BuildError, DeadlineError, ValueError, KeyError):
+        return {}
+    connected = {uuid[1]: bool(is_connected) for uuid, is_connected in controllers}
+    by_bridge = {name: ctl[1] if ctl and ctl[0] == "uuid" else None for name, ctl in bridges}
+    return {name: connected.get(by_bridge.get(name), False) for name in names}
 
 
 class Builder:
@@ -366,9 +431,7 @@ class Builder:
     def build(self) -> Network:
         net, plan = self.net, self.plan
         self.ledger.create()
-        plan_path = os.path.join(self.ledger.dir, "plan.json")
-        with open(plan_path, "w", encoding="utf-8") as fh:
-            fh.write(plan.model_dump_json(indent=1))
+        write_private(os.path.join(self.ledger.dir, "plan.json"), plan.model_dump_json(indent=1))
         self.say(f"datapath: {net.datapath.note}")
         steps = [("namespaces", self._namespaces), ("links", self._links), ("addresses", self._addresses),
                  ("tunnels", self._tunnels), ("controller", self._controller), ("bridges", self._bridges),
@@ -464,25 +527,32 @@ class Builder:
 
     # ---------------------------------------------------------------------------- controller
     def _controller(self) -> None:
+        """The controller, on a Unix socket only root can connect to, under a supervisor that
+        starts it again when it dies (topologies/supervisor.py)."""
         net = self.net
-        net.controller_port = free_port()
-        log = open(os.path.join(self.ledger.dir, "controller.log"), "ab")
-        cmd = [sys.executable, "-m", "controller", "--plan", os.path.join(self.ledger.dir, "plan.json"),
-               "--state", self.ledger.dir, "--port", str(net.controller_port), "--run", self.plan.run]
-        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        net.controller = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=root,
-                                          stdin=subprocess.DEVNULL, start_new_session=True)
-        self.ledger.record("process", net.controller.pid, token=self.plan.run)
-        self.say(f"controller (os-ken) pid {net.controller.pid} on 127.0.0.1:{net.controller_port}")
+        net.controller_socket = controller_socket(self.plan.run)
+        self.ledger.record("file", net.controller_socket)
+        net.supervisor = ControllerSupervisor(self._spawn_controller, self.say)
+        proc = net.supervisor.start()
+        self.say(f"controller (os-ken) pid {proc.pid} on {net.controller_socket}")
 
         def listening() -> bool:
-            if net.controller.poll() is not None:
-                raise BuildError(f"the controller exited with {net.controller.returncode}; see "
+            if net.supervisor.deaths or not net.supervisor.alive():
+                raise BuildError(f"the controller (pid {proc.pid}) {ending(proc.wait())}; see "
                                  f"{self.ledger.dir}/controller.log")
-            with socket.socket() as s:
-                s.settimeout(0.2)
-                return s.connect_ex(("127.0.0.1", net.controller_port)) == 0
+            return unix_listening(net.controller_socket)
         wait_for("controller listening", listening, 20)
+
+    def _spawn_controller(self) -> subprocess.Popen:
+        """Start one controller process and record it in the ledger (also after a death)."""
+        cmd = [sys.executable, "-m", "controller", "--plan", os.path.join(self.ledger.dir, "plan.json"),
+               "--state", self.ledger.dir, "--socket", self.net.controller_socket, "--run", self.plan.run]
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        with open(os.path.join(self.ledger.dir, "controller.log"), "ab") as log:
+            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=root,
+                                    stdin=subprocess.DEVNULL, start_new_session=True)
+        self.ledger.record("process", proc.pid, token=self.plan.run)
+        return proc
 
     def _bridges(self) -> None:
         plan, dp = self.plan, self.net.datapath
@@ -494,7 +564,9 @@ class Builder:
                     "fail_mode=secure", "protocols=OpenFlow13", f"other-config:datapath-id={b.dpid:016x}",
                     "other-config:disable-in-band=true", f"external_ids:kubevpc-run={plan.run}",
                     f"external_ids:kubevpc-role={b.role}", f"external_ids:kubevpc-owner={b.owner}",
-                    "--", "set-controller", b.name, f"tcp:127.0.0.1:{self.net.controller_port}"]
+                    "--", "set-controller", b.name, self.net.controller_target,
+                    # after a controller restart, reconnect within a second (Open vSwitch's default: 8 s)
+                    "--", "set", "controller", b.name, f"max_backoff={CONTROLLER_BACKOFF_MS}"]
             for p in b.ports:
                 cmd += ["--", "add-port", b.name, p.name, "--", "set", "interface", p.name,
                         f"ofport_request={p.ofport}"]
@@ -532,7 +604,7 @@ class Builder:
                 raise BuildError("controller reported: " + "; ".join(st["errors"][:5]))
             bridges = st.get("bridges", {})
             return all(bridges.get(n, {}).get("programmed") for n in names)
-        wait_for("controller programming every bridge", done, 60)
+        wait_for("controller programming every bridge", done, float(os.environ.get("KVDBG_WAIT", 60)))
         st = self.net.controller_status()
         total = sum(b.get("flows", 0) for b in st.get("bridges", {}).values())
         self.say(f"{len(names)} bridges connected; {total} flows installed")
@@ -545,10 +617,7 @@ class Builder:
         """The records the cluster DNS serves, written atomically; the server reloads on change."""
         from kubevpc import dns
         plan = self.plan
-        tmp = self.dns_zone_path() + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(dns.zone(plan.services, plan.pods, plan.dns.domain), fh, indent=1)
-        os.replace(tmp, self.dns_zone_path())
+        _write_json(self.dns_zone_path(), dns.zone(plan.services, plan.pods, plan.dns.domain))
 
     def _dns(self, pods: tuple[HostPlan, ...] | None = None) -> None:
         """Each pod gets its own resolv.conf (ClusterFirst), bind-mounted over /etc/resolv.conf in
@@ -762,7 +831,9 @@ def teardown(net: Network, say: Say = lambda s: None) -> dict[str, int]:
                 fd.close()
             except Exception:
                 pass
-    for proc in list(net.servers.values()) + ([net.controller] if net.controller else []):
+    if net.supervisor is not None:        # no restarts from here on
+        net.supervisor.stop()
+    for proc in list(net.servers.values()):
         try:
             proc.terminate()
         except ProcessLookupError:
@@ -773,7 +844,7 @@ def teardown(net: Network, say: Say = lambda s: None) -> dict[str, int]:
         except Exception as exc:          # the ledger stops it anyway
             say(f"the fork server did not stop: {exc}")
     counts = remove(net.ledger.entries(), say)
-    for proc in list(net.servers.values()) + ([net.controller] if net.controller else []):
+    for proc in list(net.servers.values()):
         try:
             proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
@@ -815,12 +886,8 @@ def tls_certificate(state_dir: str, secret: str, hosts: list[str]) -> tuple[str,
     if not os.path.exists(base + ".crt"):
         os.makedirs(os.path.dirname(base), exist_ok=True)
         cert, key = self_signed(sorted(hosts))
-        with open(base + ".key", "wb") as fh:
-            os.fchmod(fh.fileno(), 0o600)
-            fh.write(key)
-        with open(base + ".crt.tmp", "wb") as fh:
-            fh.write(cert)
-        os.replace(base + ".crt.tmp", base + ".crt")
+        write_private(base + ".key", key)
+        write_private(base + ".crt", cert)
     return base + ".crt", base + ".key"
 
 
@@ -852,6 +919,7 @@ def write_ingress_state(state_dir: str, plan: Plan, h: HostPlan) -> int:
                 secrets[name] = {"tls.crt": c.read(), "tls.key": k.read()}
     generation = time.time_ns() // 1_000_000
     doc = {"generation": generation, "listen": [h.ip],
+           "allow_snippet_annotations": bool(plan.cluster and plan.cluster.allow_snippet_annotations),
            "ingresses": [i.model_dump(mode="json", exclude_none=True) for i in plan.ingresses],
            "services": services, "secrets": secrets}
     os.makedirs(ingress_dir(state_dir, h), exist_ok=True)
@@ -881,7 +949,4 @@ def write_node_health(state_dir: str, plan: Plan, node: str) -> bool:
 
 
 def _write_json(path: str, doc: dict) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(doc, fh, indent=1)
-    os.replace(tmp, path)
+    write_private(path, json.dumps(doc, indent=1))

@@ -297,7 +297,7 @@ def main(argv=None) -> int:
         ap.error("needs root")
     if args.repeat < 1 or args.failovers < 1:
         ap.error("--repeat and --failovers must be at least 1")
-    err = Console(stderr=True, highlight=False)
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
     say = lambda s: err.print(f"[dim]{time.strftime('%H:%M:%S')}[/dim] {s}")  # noqa: E731
     results = {}
     for mode in args.mode or MODES:

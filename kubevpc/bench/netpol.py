@@ -207,7 +207,7 @@ def main(argv=None) -> int:
     if args.live and os.geteuid() != 0:
         ap.error("--live needs root")
     con = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
-    say = lambda s: Console(stderr=True).print(f"[dim]{time.strftime('%H:%M:%S')}[/dim] {s}")  # noqa: E731
+    say = lambda s: Console(stderr=True, soft_wrap=True).print(f"[dim]{time.strftime('%H:%M:%S')}[/dim] {s}")  # noqa: E731
     results = {"compile": [], "live": []}
     for n in counts:
         say(f"compiling {n} policies over {args.pods} pods")

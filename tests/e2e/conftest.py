@@ -53,3 +53,24 @@ def assert_root_unchanged(before: tuple[str, str, str]) -> None:
     diff = [f"{'+' if line in set(a.splitlines()) else '-'} {line}" for b, a in zip(before, after)
             for line in sorted(set(b.splitlines()) ^ set(a.splitlines()))]
     assert not diff, "the root namespace's routes, addresses or rules changed:\n" + "\n".join(diff)
+
+
+@pytest.fixture
+def unprivileged_user():
+    """A user made for one test (no home, no shell, no password) and removed after it: what a
+    second, unprivileged user of the machine can do to a run."""
+    import secrets
+    name = "kvu" + secrets.token_hex(3)
+    subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", "--user-group", name],
+                   check=True, capture_output=True, timeout=30)
+    try:
+        yield name
+    finally:
+        subprocess.run(["userdel", name], capture_output=True, timeout=30)
+        subprocess.run(["groupdel", name], capture_output=True, timeout=30)      # if userdel left it
+
+
+def as_user(user: str, cmd: list[str], stdin: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+    """A command run as that user, from / (it may not enter the checkout), without our environment."""
+    return subprocess.run(["runuser", "-u", user, "--", "env", "-i", "PATH=/usr/bin:/bin", *cmd], input=stdin,
+                          capture_output=True, text=True, timeout=timeout, cwd="/")

@@ -104,7 +104,7 @@ def test_reconnect_restores_deleted_flows(lab):
     before = lab.status()["bridges"][bridge]["added"]
     # a reconnect (here forced by setting the controller again) makes the controller compare and re-add
     subprocess.run(["ovs-vsctl", "del-controller", bridge], check=True)
-    subprocess.run(["ovs-vsctl", "set-controller", bridge, f"tcp:127.0.0.1:{lab.net.controller_port}"], check=True)
+    subprocess.run(["ovs-vsctl", "set-controller", bridge, lab.net.controller_target], check=True)
     _wait("flows re-added", lambda: lab.status()["bridges"][bridge]["added"] > before and
           lab.status()["bridges"][bridge]["programmed"])
     assert lab.connect("ecs/node-3", "ecs/ecs-db", 5432).ok

@@ -14,7 +14,7 @@ import pytest
 from kubevpc.lab import Lab
 from topologies.build import ingress_status
 
-from .conftest import MODES, lab_in_mode
+from .conftest import MODES, as_user, lab_in_mode
 from .test_services import wait_health
 
 SCENARIO = os.path.join(os.path.dirname(__file__), "data", "ingress.yaml")
@@ -162,3 +162,43 @@ def test_nginx_runs_in_the_ingress_pods_and_is_recorded_for_cleanup(lab):
         assert str(pid) in entries
         ns = subprocess.run(["ip", "netns", "identify", str(pid)], capture_output=True, text=True).stdout.strip()
         assert ns == h.netns
+
+
+def test_nginx_workers_run_unprivileged_and_keys_are_roots_alone(lab, unprivileged_user):
+    import pwd
+    for h in ingress_pods(lab):
+        master = ingress_status(lab.net.state_dir, h)["nginx_pid"]
+        workers = [int(p) for p in os.listdir("/proc") if p.isdigit() and _ppid(int(p)) == master]
+        assert workers, "NGINX has a worker"
+        assert _uid(master) == 0
+        for pid in workers:
+            assert pwd.getpwuid(_uid(pid)).pw_name in ("www-data", "nobody"), pid
+    # every file that holds a private key is root's alone, and so is the directory above them
+    keys = []
+    for top, _, files in os.walk(lab.net.state_dir):
+        for name in files:
+            path = os.path.join(top, name)
+            with open(path, "rb") as fh:
+                if b"PRIVATE KEY" in fh.read():
+                    keys.append(path)
+                    assert os.stat(path).st_mode & 0o077 == 0, f"{path} is readable by others"
+    assert any(p.endswith("state.json") for p in keys) and any(p.endswith(".key") for p in keys), keys
+    for path in keys[:3]:
+        res = as_user(unprivileged_user, ["cat", path])
+        assert res.returncode != 0 and "Permission denied" in res.stderr and "PRIVATE" not in res.stdout
+
+
+def _status_field(pid: int, field: str) -> str:
+    with open(f"/proc/{pid}/status", encoding="utf-8") as fh:
+        return next(line.split()[1] for line in fh if line.startswith(field + ":"))
+
+
+def _ppid(pid: int) -> int:
+    try:
+        return int(_status_field(pid, "PPid"))
+    except (OSError, StopIteration):
+        return -1
+
+
+def _uid(pid: int) -> int:
+    return int(_status_field(pid, "Uid"))

@@ -139,3 +139,6 @@ def test_owns():
     assert not lg.owns(Entry("emptydir", "/tmp")) and lg.owns(Entry("emptydir", "/etc/netns"))
     assert not lg.owns(Entry("file", lg.dir)) and not lg.owns(Entry("file", lg.dir + "/a/../../x"))
     assert not lg.owns(Entry("file", "/etc/netns/kvox-a")) and lg.owns(Entry("file", "/etc/netns/kvo-a"))
+    assert lg.owns(Entry("file", ledger.controller_socket("kvo")))
+    assert not lg.owns(Entry("file", ledger.controller_socket("kvox"))) and not lg.owns(Entry("file", "/var/run/openvswitch/db.sock"))
+

@@ -394,3 +394,10 @@ def test_cli_through_a_served_run(served, tmp_path, capsys):
     good.write_text("apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec: {ports: [{port: 80}]}\n")
     assert cli.main(["apply", "kvsrv", "-f", str(good)]) == cli.EXIT_RUNTIME
     assert "error: apply: the lab is not up" in capsys.readouterr().err
+
+
+def test_progress_lines_are_not_wrapped_when_stderr_is_not_a_terminal(capsys):
+    text = "building a scenario whose progress line is much longer than eighty columns " * 3
+    cli._say(text)
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and text.strip() in err

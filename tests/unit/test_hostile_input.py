@@ -260,3 +260,37 @@ def test_limits_from_the_environment():
     for bad in ("0", "-5", "1e6", "x"):
         with pytest.raises(ScenarioError):
             Limits.from_env({MAX_BYTES_ENV: bad})
+
+
+# ------------------------------------------------------------------------------- Ingress snippets
+INGRESS = REPO / "tests" / "e2e" / "data" / "ingress.yaml"
+
+
+def snippet_scenario(tmp_path: Path, allow: bool | None) -> Path:
+    data = yaml.safe_load(INGRESS.read_text())
+    data["cluster"].pop("ingress", None)
+    if allow is not None:
+        data["cluster"]["ingress"] = {"allowSnippetAnnotations": allow}
+    data["manifests"].append({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+                              "metadata": {"name": "snip", "annotations": {
+                                  "nginx.ingress.kubernetes.io/configuration-snippet": "access_log /tmp/x;"}},
+                              "spec": {"defaultBackend": {"service": {"name": "web", "port": {"number": 80}}}}})
+    path = tmp_path / "ingress.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.mark.parametrize("allow", [None, False])
+def test_a_snippet_annotation_is_refused_with_ingress_nginx_reason(tmp_path, allow):
+    [p] = refused(snippet_scenario(tmp_path, allow))
+    assert p.path.endswith("metadata.annotations.nginx.ingress.kubernetes.io/configuration-snippet")
+    assert p.value == "access_log /tmp/x;"
+    assert p.expected.startswith("nginx.ingress.kubernetes.io/configuration-snippet annotation cannot be used. "
+                                 "Snippet directives are disabled by the Ingress administrator")
+    assert "cluster.ingress.allowSnippetAnnotations: true" in p.expected
+
+
+def test_a_snippet_annotation_is_taken_when_the_scenario_allows_it(tmp_path):
+    plan = make_plan(load(str(snippet_scenario(tmp_path, True))), "t")
+    assert plan.cluster.allow_snippet_annotations
+    assert any(i.metadata.name == "snip" for i in plan.ingresses)

@@ -288,7 +288,8 @@ def test_annotations_rewrite_snippet_and_unsupported_ones() -> None:
     r = render(state(ingress("a", rule("a.com", path("/api", "api"), path("/exact", "api", kind="Exact")),
                              annotations=notes),
                      ingress("b", rule("b.com", path("/", "web")),
-                             annotations={"nginx.ingress.kubernetes.io/rewrite-target": "/$2"})), CONF_DIR)
+                             annotations={"nginx.ingress.kubernetes.io/rewrite-target": "/$2"}),
+                     allow_snippet_annotations=True), CONF_DIR)
     assert 'rewrite "^/api/(.*)$" "/v2/$1" break;' in r.text
     assert r.text.count('rewrite ^ "/v2/" break;') == 2               # = /api and = /exact
     assert r.text.count("add_header X-Ingress a;") == 3               # each location of Ingress a
@@ -296,6 +297,30 @@ def test_annotations_rewrite_snippet_and_unsupported_ones() -> None:
         "ingress default/a: annotation nginx.ingress.kubernetes.io/proxy-body-size is not supported and is ignored",
         "ingress default/b: nginx.ingress.kubernetes.io/rewrite-target '/$2' is ignored: only a plain path is "
         "supported (no capture groups, variables or query)"]
+
+
+@pytest.mark.parametrize("key", ["configuration-snippet", "server-snippet", "auth-snippet"])
+def test_a_snippet_is_not_served_unless_the_state_allows_it(key) -> None:
+    notes = {f"nginx.ingress.kubernetes.io/{key}": "access_log /tmp/kubevpc-snippet-test;"}
+    r = render(state(ingress("a", rule("a.com", path("/", "web")), annotations=notes),
+                     ingress("b", rule("b.com", path("/", "api")))), CONF_DIR)
+    assert "access_log /tmp" not in r.text and [s.host for s in r.servers] == ["", "b.com"]
+    assert r.warnings == [f"ingress default/a is not served: nginx.ingress.kubernetes.io/{key} annotation cannot be "
+                          "used. Snippet directives are disabled by the Ingress administrator (ingress-nginx's "
+                          "allow-snippet-annotations is false by default since 1.9, CVE-2021-25742); set "
+                          "cluster.ingress.allowSnippetAnnotations: true in the scenario to allow them (NGINX's "
+                          "master runs as root: only for scenarios you trust)"]
+    allowed = render(state(ingress("a", rule("a.com", path("/", "web")),
+                                   annotations={"nginx.ingress.kubernetes.io/configuration-snippet": "add_header X a;"}),
+                           allow_snippet_annotations=True), CONF_DIR)
+    assert "add_header X a;" in allowed.text and not allowed.warnings
+
+
+def test_workers_run_as_an_unprivileged_user_and_need_no_file() -> None:
+    r = render(state(ingress("a", rule("a.com", path("/", "web")))), CONF_DIR, user="www-data")
+    assert "user www-data;" in r.text and "user root" not in r.text
+    for line in ("client_max_body_size 1m;", "client_body_buffer_size 1m;", "proxy_max_temp_file_size 0;"):
+        assert line in r.text
 
 
 def test_an_invalid_ingress_is_left_out_and_a_malformed_state_refused() -> None:
@@ -521,7 +546,8 @@ def test_nginx_follows_changes_and_keeps_the_last_good_configuration(controller:
     controller.wait_status(generation=gen, ok=True, reloads=1)
     assert name_of(controller.http, "app.example.com") == "api-0"
     bad = controller.write(ingress("a", rule("app.example.com", path("/", "other")),
-                                   annotations={"nginx.ingress.kubernetes.io/configuration-snippet": "no_such_directive on;"}))
+                                   annotations={"nginx.ingress.kubernetes.io/configuration-snippet": "no_such_directive on;"}),
+                           allow_snippet_annotations=True)
     status = controller.wait_status(ok=False)
     assert status["generation"] == gen and status["reloads"] == 1
     assert 'unknown directive "no_such_directive"' in status["error"]
@@ -594,7 +620,8 @@ def _ppid(pid: int) -> int:
 @needs_nginx
 def test_a_first_configuration_nginx_refuses_serves_no_ingress(controller: Controller) -> None:
     controller.write(ingress("a", rule("app.example.com", path("/", "web")),
-                             annotations={"nginx.ingress.kubernetes.io/configuration-snippet": "}"}))
+                             annotations={"nginx.ingress.kubernetes.io/configuration-snippet": "}"}),
+                     allow_snippet_annotations=True)
     controller.start()
     status = controller.status()
     assert (status["ok"], status["generation"]) == (False, None) and "[emerg]" in status["error"]
