@@ -604,7 +604,7 @@ class Builder:
                 raise BuildError("controller reported: " + "; ".join(st["errors"][:5]))
             bridges = st.get("bridges", {})
             return all(bridges.get(n, {}).get("programmed") for n in names)
-        wait_for("controller programming every bridge", done, float(os.environ.get("KVDBG_WAIT", 60)))
+        wait_for("controller programming every bridge", done, 60)
         st = self.net.controller_status()
         total = sum(b.get("flows", 0) for b in st.get("bridges", {}).values())
         self.say(f"{len(names)} bridges connected; {total} flows installed")
