@@ -182,6 +182,7 @@ class KubevpcController(app_manager.OSKenApp):
             if health != self.health:
                 LOG.info("SLB health: %s", json.dumps(health, sort_keys=True))
             self.health, self.health_stamps = health, stamps
+            self.status["slb_health"] = health      # as this plan version puts the backends in rotation
             self.loads_changed = False
             loads = self.loads
             compiled = compile_plan(plan, health, loads)

@@ -641,14 +641,16 @@ def cmd_status(args) -> int:
                   eps(True) or "-", eps(False) or "-", "; ".join(policies) or "-")
     out.print(t)
     if d["slbs"]:
-        t = Table(title="SLBs (backend status as the health checker last wrote it)")
-        for col in ("SLB", "VIP", "listener", "backend", "sends to", "status"):
+        t = Table(title="SLBs (backend status as the health checker last wrote it; in rotation as the "
+                        "controller's plan has it)")
+        for col in ("SLB", "VIP", "listener", "backend", "sends to", "status", "in rotation"):
             t.add_column(col, overflow="fold")
         for slb in d["slbs"]:
             for li in slb["listeners"]:
                 for b in li["backends"]:
+                    rotation = {True: "yes", False: "no"}.get(b.get("in_rotation"), "-")
                     t.add_row(slb["service"], slb["vip"], f"{li['port']}/{li['protocol']}", b["id"],
-                              f"{b['ip']}:{b['port']}", b["status"])
+                              f"{b['ip']}:{b['port']}", b["status"], rotation)
         out.print(t)
     return EXIT_OK
 

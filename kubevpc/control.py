@@ -298,9 +298,11 @@ def diff(before: dict[str, dict[str, str]], after: dict[str, dict[str, str]]) ->
 
 
 def _slb_view(lab, slb) -> dict:
-    """An SLB with its backends, each with the status its health checker last wrote."""
+    """An SLB with its backends, each with the status its health checker last wrote and whether
+    the controller's current plan has it in rotation (null before the controller read the checker)."""
     from topologies.build import slb_file
     health = {}
+    rotation = lab.status().get("slb_health", {})
     if lab.net is not None:
         try:
             with open(slb_file(lab.net.state_dir, slb, ".state.json"), encoding="utf-8") as fh:
@@ -312,7 +314,9 @@ def _slb_view(lab, slb) -> dict:
             "listeners": [{"name": li.name, "port": li.port, "protocol": li.protocol,
                            "backends": [{**b.model_dump(mode="json"),
                                          "status": health.get(li.name, {}).get(f"{b.ip}:{b.check_port}", {})
-                                         .get("status", "unknown")} for b in li.backends]}
+                                         .get("status", "unknown"),
+                                         "in_rotation": rotation.get(li.name, {}).get(f"{b.ip}:{b.check_port}")}
+                                        for b in li.backends]}
                           for li in slb.listeners]}
 
 

@@ -139,11 +139,20 @@ def live(tmp_path_factory):
 
 # ------------------------------------------------------------------------------------ status
 def settle_slbs(run: Run) -> None:
-    """Until every SLB backend has its lasting health: each change of health is a new plan."""
+    """Until every SLB backend has its lasting health, and the controller's plan has it in rotation
+    or not accordingly: each change of health is a new plan."""
     for node in ("node-1", "node-2", "node-3"):
         wait_slb(run, "default/web-lb", node, "healthy", 30)
     for node, want in (("node-1", "healthy"), ("node-2", "healthy"), ("node-3", "unhealthy")):
         wait_slb(run, "default/web-lb-local", node, want, 30)
+    end = time.monotonic() + 10
+    while True:
+        slbs = run.describe()["slbs"]
+        backends = [b for slb in slbs for li in slb["listeners"] for b in li["backends"]]
+        if all(b["in_rotation"] == (b["status"] == "healthy") for b in backends):
+            return
+        assert time.monotonic() < end, f"the controller's rotation differs from the checkers': {backends}"
+        time.sleep(0.1)
 
 
 def all_programmed(st: dict) -> bool:
