@@ -80,6 +80,30 @@ def parser() -> argparse.ArgumentParser:
     m.add_argument("--ports", default="80", metavar="LIST",
                    help="e.g. 80,81/udp: a bare port means TCP and UDP (default: 80)")
     m.add_argument("--timeout", type=float, default=1.0, metavar="S", help="per probe (default: 1 s)")
+    p = sub.add_parser("explain", help="why a connection would or would not work, as the chain the evaluator "
+                       "followed (nothing is built)",
+                       description="Explain one connection without building anything: the route table entry, "
+                       "the security group rules (egress of the source, ingress of the destination), NAT and "
+                       "EIPs, a Service's DNAT and its endpoints, NetworkPolicy, and the client address the "
+                       "server sees, from kubevpc's evaluator (written independently of the flows). With "
+                       "--matrix, the static reachability matrix instead. Exit codes: 0 it connects (or the "
+                       "matrix printed); 1 it does not, or it depends on the endpoint; 2 bad usage or an "
+                       "invalid scenario.")
+    _scenario_args(p)
+    p.add_argument("source", nargs="?", metavar="SRC", help="pod/<ns>/<name>, ecs/<name>, node/<name> or inet/<name>")
+    p.add_argument("dest", nargs="?", metavar="DST",
+                   help="an endpoint as SRC, svc/<ns>/<name> (ClusterIP), slb/<ns>/<name> (intranet SLB), "
+                        "eip/<name>, node/<name> with a NodePort, or an address any of these hold")
+    p.add_argument("port", nargs="?", metavar="PORT[/PROTO]", help="e.g. 5432 or 53/udp (default protocol tcp)")
+    p.add_argument("-o", "--output", choices=("text", "json", "table", "csv", "md", "dot"), default=None,
+                   help="text (default) or json for one connection; table (default), json, csv, md or dot "
+                        "for --matrix")
+    m = p.add_argument_group("static reachability matrix (instead of one connection)")
+    m.add_argument("--matrix", action="store_true", help="every pair of the chosen endpoints and ports, as the "
+                   "evaluator expects them")
+    m.add_argument("--between", default="pods", metavar="LIST", help="as `kubevpc check --matrix` (default: pods)")
+    m.add_argument("--to", metavar="LIST", help="destinations, the same way (default: as --between)")
+    m.add_argument("--ports", default="80", metavar="LIST", help="e.g. 80,81/udp (default: 80, TCP and UDP)")
     p = sub.add_parser("clean", help="remove what crashed runs left behind (from their ledgers)",
                        description="Remove what runs left behind: exactly what each run's ledger lists (its "
                        "namespaces, bridges, links, processes and files), then its directory under "
@@ -348,6 +372,50 @@ def _mininet_cli(lab) -> None:
     console.print("Mininet CLI: `web-0 ping ecs-db`, `node-1 ip route`, `default/web-0 traceroute -n ecs-db`. "
                   "exit or Ctrl-D ends the run.")
     KubevpcCLI(Net())
+
+
+def cmd_explain(args) -> int:
+    from .explain import explain, lines, verdict_word
+    from .load import load
+    from .matrix import expected_matrix, parse_ports, render, select, tables
+    from .plan import make_plan
+    plan = make_plan(load(args.file, args.mode, args.allow_dirs), PLACEHOLDER_RUN)
+    mode = plan.cluster.mode if plan.cluster else "no cluster"
+    try:
+        if args.matrix:
+            if args.source or args.dest or args.port:
+                raise KubevpcError("--matrix takes no SRC, DST or PORT: choose endpoints with --between and --to")
+            if args.output == "text":
+                raise KubevpcError("-o text is for one connection; --matrix prints table, json, csv, md or dot")
+            sources = select(plan, args.between.split(","))
+            dests = select(plan, args.to.split(",")) if args.to else sources
+            m = expected_matrix(plan, sources, dests, parse_ports([args.ports]))
+            if (args.output or "table") == "table":
+                for item in tables(m):
+                    out.print(item)
+            else:
+                sys.stdout.write(render(m, args.output))
+            return EXIT_OK
+        if not (args.source and args.dest and args.port):
+            raise KubevpcError("expected SRC DST PORT[/PROTO] (for example pod/default/web-0 ecs/ecs-db 5432/tcp), "
+                               "or --matrix")
+        if args.output not in (None, "text", "json"):
+            raise KubevpcError(f"-o {args.output} is for --matrix; one connection prints text or json")
+        port, _, proto = args.port.partition("/")
+        if not port.isdigit() or not 1 <= int(port) <= 65535 or proto.lower() not in ("", "tcp", "udp"):
+            raise KubevpcError(f"{args.port!r}: expected a port from 1 to 65535, optionally /tcp or /udp")
+        e = explain(plan, args.source, args.dest, int(port), proto.lower() or "tcp")
+    except KubevpcError as exc:
+        console.print(f"[red]error:[/red] {escape(str(exc))}")
+        return EXIT_USAGE
+    if args.output == "json":
+        print(json.dumps({"file": args.file, "mode": mode, **e.as_dict()}, indent=1))
+    else:
+        out.print(f"{e.source} → {e.dest} {e.port}/{e.proto} in {args.file} (mode {mode}): "
+                  f"{verdict_word(e.allowed).upper()}: {e.reason}", markup=False, soft_wrap=True)
+        for line in lines(e):
+            out.print(line, markup=False, soft_wrap=True)
+    return EXIT_OK if e.allowed else EXIT_CHECKS
 
 
 def cmd_clean(args) -> int:
@@ -708,7 +776,7 @@ CONTROL_COMMANDS = {"ready": cmd_ready, "apply": cmd_apply, "delete": cmd_delete
 
 
 COMMANDS = {"validate": cmd_validate, "plan": cmd_plan, "flows": cmd_flows, "run": cmd_run, "check": cmd_check,
-            "clean": cmd_clean, "list": cmd_list, "perf": perf_bench.cmd_perf}
+            "explain": cmd_explain, "clean": cmd_clean, "list": cmd_list, "perf": perf_bench.cmd_perf}
 COMMANDS.update(CONTROL_COMMANDS)
 
 if __name__ == "__main__":

@@ -268,6 +268,12 @@ def tables(m: Matrix) -> list:
         out.append(t)
     wrong = m.differences
     n = len(m.cells)
+    if all(c.observed is None for c in m.cells):          # the static matrix: nothing was probed
+        counts = [sum(1 for c in m.cells if c.expected is v) for v in (True, False, None)]
+        out.append(f"{n} cells expected: {counts[0]} connect, {counts[1]} do not, {counts[2]} depend on the "
+                   "endpoint" + (f"; mode {m.mode}" if m.mode else "") + " (nothing built: `kubevpc explain` "
+                   "shows why for one cell)")
+        return out
     summary = (f"{n - len(wrong)} of {n} cells as expected" + (f", [red]{len(wrong)} differ[/red]" if wrong else "")
                + f"; probed in {m.probe_s:.1f} s" + (f", mode {m.mode}" if m.mode else ""))
     out.append(summary)
@@ -275,3 +281,52 @@ def tables(m: Matrix) -> list:
         out.append(f"  [red]✗[/red] {c.source} → {c.dest} {c.port}/{c.protocol}: expected "
                    f"{'connect' if c.expected else 'refuse'}, observed {c.outcome}; evaluator: {c.reason}")
     return out
+
+
+FORMATS = ("table", "json", "csv", "md", "dot")
+
+
+def render(m: Matrix, fmt: str) -> str:
+    """The matrix as text: json (as_dict), csv (a row a cell), md (a Markdown grid a port) or dot
+    (Graphviz: an edge a connecting cell, dashed where it depends on the endpoint)."""
+    if fmt == "json":
+        import json
+        return json.dumps(m.as_dict(), indent=1)
+    if fmt == "csv":
+        import csv
+        import io
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(["source", "destination", "port", "protocol", "expected", "observed", "reason"])
+        for c in m.cells:
+            w.writerow([c.source, c.dest, c.port, c.protocol, _word(c.expected),
+                        "" if c.observed is None else _word(c.observed), c.reason])
+        return buf.getvalue()
+    if fmt == "md":
+        out = []
+        for port, protocol in m.ports:
+            out += [f"**{port}/{protocol}** (rows connect to columns: `{CONNECTS}` connects, `{BLOCKED}` does not, "
+                    f"`{MIXED}` depends on the endpoint)", "",
+                    "| from \\ to | " + " | ".join(short(d) for d in m.dests) + " |",
+                    "|---|" + "---|" * len(m.dests)]
+            for s, row in zip(m.sources, m.grid(port, protocol, "expected" if m.cells[0].observed is None else "observed")):
+                out.append(f"| {short(s)} | " + " | ".join(f"`{x}`" for x in row) + " |")
+            out.append("")
+        return "\n".join(out)
+    if fmt == "dot":
+        names = list(dict.fromkeys(m.sources + m.dests))
+        ids = {n: f"n{i}" for i, n in enumerate(names)}
+        out = ["digraph reachability {", "  rankdir=LR;", '  node [shape=box, fontname="Helvetica"];']
+        out += [f'  {ids[n]} [label="{n}"];' for n in names]
+        for c in m.cells:
+            v = c.expected if c.observed is None else c.observed
+            if c.source != c.dest and v is not False:
+                style = ", style=dashed" if v is None else ""
+                out.append(f'  {ids[c.source]} -> {ids[c.dest]} [label="{c.port}/{c.protocol}"{style}];')
+        out.append("}")
+        return "\n".join(out) + "\n"
+    raise KubevpcError(f"format {fmt!r}: expected one of {', '.join(FORMATS)}")
+
+
+def _word(value: bool | None) -> str:
+    return {True: "connects", False: "blocked", None: "depends"}[value]

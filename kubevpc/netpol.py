@@ -23,7 +23,7 @@ from collections.abc import Iterable, Mapping
 from typing import Protocol
 
 from .k8s import NAMESPACE_NAME_LABEL, Direction, NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort
-from .reach import Verdict
+from .reach import Step, Verdict
 
 
 # ------------------------------------------------------------------------------------ endpoints
@@ -119,18 +119,23 @@ def evaluate(policies: Iterable[NetworkPolicy], namespaces: Mapping[str, Mapping
     accepts what at least one rule of one of those policies allows (policies add up)."""
     policies = list(policies)
     protocol = protocol.upper()
+
+    def one(allowed: bool, reason: str) -> Verdict:
+        return Verdict(allowed, reason, steps=(Step("NetworkPolicy", reason, allowed),))
     if not is_pod(src) and not is_pod(dst):
-        return Verdict(True, "no pod at either end: NetworkPolicy does not apply")
+        return one(True, "no pod at either end: NetworkPolicy does not apply")
     if is_pod(src) and is_pod(dst) and src.ip == dst.ip:
-        return Verdict(True, f"{_who(dst)} to itself: a pod cannot block access to itself")
+        return one(True, f"{_who(dst)} to itself: a pod cannot block access to itself")
     for pod, other in ((dst, src), (src, dst)):
         if is_pod(pod) and not is_pod(other) and other.node and other.node == pod.node:
-            return Verdict(True, f"between {_who(pod)} and its node {pod.node}: always allowed")
-    verdicts = []
+            return one(True, f"between {_who(pod)} and its node {pod.node}: always allowed")
+    verdicts: list[Verdict] = []
     for direction, pod in (("Egress", src), ("Ingress", dst)):
         if is_pod(pod):
             v = _direction(direction, policies, namespaces, src, dst, port, protocol)
+            verdicts.append(v)
             if not v.allowed:
-                return v
-            verdicts.append(v.reason)
-    return Verdict(True, "; ".join(verdicts))
+                return Verdict(False, v.reason, steps=tuple(Step("NetworkPolicy", x.reason, x.allowed)
+                                                            for x in verdicts))
+    return Verdict(True, "; ".join(v.reason for v in verdicts),
+                   steps=tuple(Step("NetworkPolicy", v.reason, True) for v in verdicts))

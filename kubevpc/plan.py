@@ -202,6 +202,7 @@ class RulePlan(Frozen):
     group: str = ""
     policy: Literal["accept", "drop"]
     priority: int
+    description: str = ""
 
 
 class GroupPlan(Frozen):
@@ -896,7 +897,7 @@ class Planner:
                                    port_min=r.port_range.first if r.port_range else 0,
                                    port_max=r.port_range.last if r.port_range else 0,
                                    cidr=str(r.cidr) if r.cidr else "", group=r.group or "",
-                                   policy=r.policy, priority=r.priority) for r in sg.rules)
+                                   policy=r.policy, priority=r.priority, description=r.description) for r in sg.rules)
             groups.append(GroupPlan(name=sg.name, vpc=sg.vpc, rules=rules, members=tuple(sorted(set(members)))))
 
         if cl:

@@ -1,0 +1,338 @@
+"""`kubevpc explain`: the evaluator's verdict for one connection, as the chain it followed.
+
+Nothing is built and nothing touches the machine: the chain comes from the plan, through the
+evaluators (kubevpc.reach for the VPC and the cluster, kubevpc.northsouth for the internet,
+kubevpc.netpol for NetworkPolicy), which are written independently of the flow compiler. A
+destination may be an endpoint (pod/, ecs/, node/, inet/), a Service's ClusterIP (svc/), an
+intranet SLB (slb/<namespace>/<name>), an EIP (eip/<name>, or a public address), a node's
+NodePort (node/<name> and the NodePort), or an address any of these hold. Where a connection
+may land on several endpoints (a Service, an SLB), each is a branch with its own chain, and the
+verdict is "depends" when they disagree.
+"""
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import asdict, dataclass
+
+from .errors import KubevpcError
+from .northsouth import inbound, to_instance
+from .plan import HostPlan, Plan, ServicePlan, SlbPlan, resolve_endpoint
+from .reach import (Step, Verdict, Wire, _attachment, _vpc_of, egress, reach, route_step, security_groups,
+                    service_targets, with_policy)
+
+
+@dataclass(frozen=True)
+class Explanation:
+    source: str
+    dest: str
+    port: int
+    proto: str
+    allowed: bool | None           # None: it depends on the endpoint a connection lands on
+    reason: str
+    seen_source: str               # the client address the server sees ("" when refused or it depends)
+    steps: tuple[Step, ...]
+    branches: tuple["Branch", ...] = ()
+
+    def as_dict(self) -> dict:
+        return {"source": self.source, "dest": self.dest, "port": self.port, "protocol": self.proto,
+                "allowed": self.allowed, "reason": self.reason, "seen_source": self.seen_source,
+                "steps": [asdict(s) for s in self.steps],
+                "branches": [{"target": b.target, **b.explanation.as_dict()} for b in self.branches]}
+
+
+@dataclass(frozen=True)
+class Branch:
+    target: str                    # where this branch lands, e.g. "pod/default/web-1 10.244.1.2:8080"
+    explanation: Explanation
+
+
+def explain(plan: Plan, source: str, dest: str, port: int, proto: str = "tcp") -> Explanation:
+    """Explain a connection from `source` (an endpoint reference) to `dest` port/proto."""
+    proto = proto.lower()
+    if proto not in ("tcp", "udp"):
+        raise KubevpcError(f"protocol {proto!r}: expected tcp or udp")
+    src = _host(plan, source)
+    head = (source_step(plan, src),)
+    kind, target = classify(plan, dest, port, proto)
+    if kind == "svc":
+        return _service(plan, src, target, dest, port, proto, head)
+    if kind == "public":
+        return _public(plan, src, target, dest, port, proto, head)
+    if kind == "slb":
+        return _slb(plan, src, src.ip, target, dest, port, proto, head + (
+            Step("SLB", f"intranet SLB {target.service} at {target.vip} (vSwitch {target.vswitch})"),))
+    if kind == "nodeport":
+        node_host, svc, index = target
+        return _nodeport(plan, src, src.ip, node_host, svc, index, dest, port, proto, head)
+    dst: HostPlan = target
+    v = reach(plan, src, dst, port, proto) if src.key != dst.key else Verdict(True, "to itself", src.ip, (
+        Step("host", "to itself, inside its namespace", True),))
+    return _final(src, dest, port, proto, head, v, dst)
+
+
+# ------------------------------------------------------------------------------------ the parts
+def source_step(plan: Plan, h: HostPlan) -> Step:
+    where = [f"on node {h.node}"] if h.kind == "pod" and h.node else []
+    if h.vswitch:
+        where.append(f"vSwitch {h.vswitch}")
+    if h.kind == "internet":
+        where.append("the emulated internet")
+    if h.security_groups:
+        where.append("security groups " + ", ".join(h.security_groups))
+    return Step("source", f"{h.key} {h.ip}" + (f" ({'; '.join(where)})" if where else ""))
+
+
+def classify(plan: Plan, dest: str, port: int, proto: str):
+    """What kind of destination `dest` is: ("host", HostPlan), ("svc", ServicePlan), ("slb", SlbPlan),
+    ("public", address), or ("nodeport", (node host, Service, port index))."""
+    if dest.startswith("svc/"):
+        try:
+            return "svc", plan.service(dest.removeprefix("svc/"))
+        except KeyError:
+            raise KubevpcError(f"no Service {dest!r}; this scenario has "
+                               f"{', '.join(s.key for s in plan.services) or 'none'}") from None
+    if dest.startswith("eip/"):
+        eip = next((e for e in plan.eips if e.name == dest[4:]), None)
+        if eip is None:
+            raise KubevpcError(f"no EIP {dest[4:]!r}; this scenario has {', '.join(e.name for e in plan.eips) or 'none'}")
+        return "public", eip.ip
+    if dest.startswith("slb/"):
+        slb = next((s for s in plan.slbs if s.host == dest or f"slb/{s.service}" == dest), None)
+        if slb is None:
+            raise KubevpcError(f"no SLB {dest!r}; this scenario has {', '.join('slb/' + s.service for s in plan.slbs) or 'none'}")
+        return "slb", slb
+    if _is_address(dest):
+        return _by_address(plan, dest, port, proto)
+    h = _host(plan, dest)
+    if h.kind == "slb":
+        return "slb", next(s for s in plan.slbs if s.host == h.key)
+    if h.kind == "ecs" and h.node and not any(s.port == port and s.protocol.lower() == proto for s in h.servers):
+        np = _nodeport_of(plan, port, proto)
+        if np is not None:
+            return "nodeport", (h, *np)
+    return "host", h
+
+
+def _by_address(plan: Plan, ip: str, port: int, proto: str):
+    svc = next((s for s in plan.services if s.cluster_ip == ip), None)
+    if svc is not None:
+        return "svc", svc
+    if any(e.ip == ip for e in plan.eips) or any(s.public_ip == ip for s in plan.slbs):
+        return "public", ip
+    h = next((h for h in plan.hosts if h.ip == ip), None)
+    if h is None:
+        raise KubevpcError(f"nothing in this scenario holds {ip}: expected an endpoint's, a ClusterIP, an EIP or an "
+                           "SLB's address")
+    if h.kind == "slb":
+        return "slb", next(s for s in plan.slbs if s.host == h.key)
+    return classify(plan, h.key, port, proto)
+
+
+def _nodeport_of(plan: Plan, port: int, proto: str) -> tuple[ServicePlan, int] | None:
+    for svc in plan.services:
+        for i, p in enumerate(svc.ports):
+            if p.node_port == port and p.protocol.lower() == proto:
+                return svc, i
+    return None
+
+
+def _final(src: HostPlan, dest: str, port: int, proto: str, head: tuple[Step, ...], v: Verdict,
+           dst: HostPlan | None = None) -> Explanation:
+    steps = head + v.steps
+    if v.allowed and dst is not None:
+        if not any(s.port == port and s.protocol.lower() == proto for s in dst.servers) and dst.kind != "slb":
+            v = Verdict(False, f"the network lets it through, but nothing listens on {dst.key} {port}/{proto}: "
+                               "refused", steps=v.steps)
+            steps += (Step("destination", f"nothing listens on {dst.key} {port}/{proto}: the host refuses it", False),)
+        else:
+            steps += (Step("destination", f"{dst.key} {dst.ip}:{port}/{proto} answers", True),)
+    if v.allowed:
+        steps += (Step("client address", f"the server sees {v.seen_source}" +
+                       ("" if v.seen_source == src.ip else f", not {src.key}'s own {src.ip}")),)
+    return Explanation(src.key, dest, port, proto, v.allowed, v.reason, v.seen_source if v.allowed else "", steps)
+
+
+def _merge(src: HostPlan, dest: str, port: int, proto: str, head: tuple[Step, ...],
+           branches: list[Branch], what: str = "endpoint") -> Explanation:
+    """A destination that spreads connections over branches (endpoints, or an SLB's backends):
+    allowed, refused, or it depends."""
+    verdicts = {b.explanation.allowed for b in branches}
+    if verdicts == {True}:
+        allowed, reason = True, f"every one of {len(branches)} {what}(s) connects"
+    elif verdicts == {False}:
+        allowed, reason = False, f"no {what} connects; e.g. {branches[0].target}: {branches[0].explanation.reason}"
+    else:
+        good = [b.target.split()[0] for b in branches if b.explanation.allowed]
+        allowed, reason = None, f"only some {what}s connect ({', '.join(good)}): it depends on the one chosen"
+    seen = {b.explanation.seen_source for b in branches}
+    return Explanation(src.key, dest, port, proto, allowed, reason, seen.pop() if allowed and len(seen) == 1 else "",
+                       head, tuple(branches))
+
+
+def _service(plan: Plan, src: HostPlan, svc: ServicePlan, dest: str, port: int, proto: str,
+             head: tuple[Step, ...]) -> Explanation:
+    whole, targets = service_targets(plan, src, svc, port, proto)
+    if whole is not None:
+        return Explanation(src.key, dest, port, proto, False, whole.reason, "", head + whole.steps)
+    node = src.node or src.name
+    local = " (internalTrafficPolicy Local: endpoints on this node only)" if svc.internal_traffic_policy == "Local" else ""
+    affinity = f"; sessionAffinity ClientIP keeps a client on one ({svc.affinity_timeout} s)" if svc.session_affinity else ""
+    head += (Step("Service", f"Service {svc.key} {svc.cluster_ip}:{port}/{proto}: kube-proxy on node {node} DNATs each "
+                             f"new connection to one of {len(targets)} ready endpoint(s){local}{affinity}"),)
+    branches = []
+    for h, target, v in targets:
+        first = Step("Service", f"DNAT {svc.cluster_ip}:{port} to {h.key} {h.ip}:{target}")
+        e = _final(src, f"{h.key}:{target}", target, proto, (first,), v, h)
+        branches.append(Branch(f"{h.key} {h.ip}:{target}", e))
+    return _merge(src, dest, port, proto, head, branches)
+
+
+def _public(plan: Plan, src: HostPlan, ip: str, dest: str, port: int, proto: str,
+            head: tuple[Step, ...]) -> Explanation:
+    if src.kind != "internet":
+        reason = (f"{ip} is a public address of the emulated internet; kubevpc does not explain a connection from "
+                  "inside a VPC to its own public addresses")
+        return Explanation(src.key, dest, port, proto, False, reason, "", head + (Step("NAT", reason, False),))
+    steps, whole, target = inbound(plan, src, ip, port, proto)
+    head += tuple(steps)
+    if whole is not None:
+        return Explanation(src.key, dest, port, proto, False, whole.reason, "", head + whole.steps[len(steps):])
+    if isinstance(target, SlbPlan):
+        return _slb(plan, src, src.ip, target, dest, port, proto, head, from_edge=True)
+    v = to_instance(plan, src, target, port, proto)
+    return _final(src, dest, port, proto, head, v, target)
+
+
+def _slb(plan: Plan, src: HostPlan, client_ip: str, slb: SlbPlan, dest: str, port: int, proto: str,
+         head: tuple[Step, ...], from_edge: bool = False) -> Explanation:
+    listener = next((li for li in slb.listeners if li.port == port and li.protocol.lower() == proto), None)
+    if listener is None:
+        reason = f"SLB {slb.service} has no listener {port}/{proto}"
+        return Explanation(src.key, dest, port, proto, False, reason, "", head + (Step("SLB", reason, False),))
+    if not from_edge:
+        vpc = plan.vswitch(slb.vswitch).vpc
+        if src.kind == "internet" or _vpc_of(plan, src) != vpc:
+            reason = f"the SLB's VIP {slb.vip} is in VPC {vpc}, which {src.key} cannot reach"
+            return Explanation(src.key, dest, port, proto, False, reason, "", head + (Step("VPC", reason, False),))
+        att = _attachment(plan, src.ip)
+        if att is not None:
+            out = egress(plan, Wire(src.ip, slb.vip, proto, port), att)
+            head += out.steps
+            if not out.allowed:
+                return Explanation(src.key, dest, port, proto, False, out.reason, "", head)
+    svc = plan.service(slb.service)
+    index = next(i for i, p in enumerate(svc.ports) if p.port == port and p.protocol.lower() == proto)
+    rotation, out = [], []
+    for b in listener.backends:
+        local = [e for e in svc.ready_endpoints(index) if e.node == b.id]
+        if not b.id.startswith("pod/") and svc.external_traffic_policy == "Local" and not local:
+            out.append(Step("SLB", f"backend {b.id} is out of rotation: its health check (healthCheckNodePort "
+                                   f"{svc.health_check_node_port}) answers 503, as {b.id} has no local endpoint of "
+                                   f"{svc.key} (externalTrafficPolicy Local)"))
+        else:
+            rotation.append(b)
+    if not rotation:
+        reason = f"no backend of SLB {slb.service} is in rotation: it drops the connection"
+        return Explanation(src.key, dest, port, proto, False, reason, "", head + tuple(out) + (Step("SLB", reason, False),))
+    head += (*out, Step("SLB", f"listener {port}/{proto} ({slb.scheduler}) sends each connection to one of "
+                               f"{len(rotation)} backend(s) in rotation, with the client's address {client_ip} kept "
+                               "(a layer-4 listener)"))
+    branches = []
+    for b in rotation:
+        first = Step("SLB", f"to backend {b.id} {b.ip}:{b.port}")
+        if b.id.startswith("pod/"):
+            e = _leg(plan, src, client_ip, plan.host(b.id), b.port, proto, (first,))
+        else:
+            node_host = next(h for h in plan.instances if h.name == b.id)
+            e = _nodeport(plan, src, client_ip, node_host, svc, index, f"{b.id}:{b.port}", b.port, proto, (first,),
+                          via_slb=True)
+        branches.append(Branch(f"{b.id} {b.ip}:{b.port}", e))
+    return _merge(src, dest, port, proto, head, branches, "backend")
+
+
+def _leg(plan: Plan, src: HostPlan, client_ip: str, dst: HostPlan, port: int, proto: str,
+         head: tuple[Step, ...]) -> Explanation:
+    """A packet with the client's address `client_ip` from the VPC's side to a host: its route,
+    the host's security groups, NetworkPolicy (the client is the source, as the pod sees it)."""
+    steps = (route_step(plan, _vpc_of(plan, dst), client_ip, dst.ip),)
+    v = security_groups(plan, Wire(client_ip, dst.ip, proto, port), None, _attachment(plan, dst.ip))
+    v = Verdict(v.allowed, v.reason, client_ip if v.allowed else "", steps + v.steps)
+    return _final(src, f"{dst.key}:{port}", port, proto, head, with_policy(plan, v, src, dst, port, proto), dst)
+
+
+def _nodeport(plan: Plan, src: HostPlan, client_ip: str, node_host: HostPlan, svc: ServicePlan, index: int,
+              dest: str, port: int, proto: str, head: tuple[Step, ...], via_slb: bool = False) -> Explanation:
+    """A connection to a node's NodePort, from the client address `client_ip`: the node's
+    security groups, then kube-proxy's DNAT by externalTrafficPolicy. `via_slb`: an SLB sends it
+    (the client's own egress was met on the way to the SLB)."""
+    p = svc.ports[index]
+    if src.kind != "internet" and node_host.key != src.key:
+        steps = (route_step(plan, _vpc_of(plan, node_host), client_ip, node_host.ip),)
+        src_att = _attachment(plan, client_ip) if client_ip == src.ip and not via_slb else None
+        v = security_groups(plan, Wire(client_ip, node_host.ip, proto, port), src_att, _attachment(plan, node_host.ip))
+    else:
+        steps = ()
+        v = security_groups(plan, Wire(client_ip, node_host.ip, proto, port), None, _attachment(plan, node_host.ip))
+    head += steps + v.steps
+    if not v.allowed:
+        return Explanation(src.key, dest, port, proto, False, v.reason, "", head)
+    node = node_host.node
+    ready = svc.ready_endpoints(index)
+    local = svc.external_traffic_policy == "Local"
+    if local:
+        ready = [e for e in ready if e.node == node]
+    if not ready:
+        reason = (f"externalTrafficPolicy Local and no endpoint on {node}: dropped" if local else
+                  f"Service {svc.key} has no ready endpoint: refused")
+        return Explanation(src.key, dest, port, proto, False, reason, "", head + (Step("Service", reason, False),))
+    how = (f"keeps the client's address {client_ip} (externalTrafficPolicy Local: endpoints on {node} only)" if local
+           else f"masquerades it to {node_host.ip} (externalTrafficPolicy Cluster)")
+    head += (Step("Service", f"NodePort {p.node_port}/{proto} of Service {svc.key}: kube-proxy on {node} DNATs each "
+                             f"connection to one of {len(ready)} ready endpoint(s) and {how}"),)
+    branches = []
+    for e in ready:
+        pod, target = plan.host(e.pod), e.ports[index]
+        first = Step("Service", f"DNAT to {pod.key} {pod.ip}:{target}")
+        if local:
+            v = Verdict(True, "on the same node: switched by the node bridge", client_ip,
+                        (Step("node bridge", f"node {node}'s bridge delivers it to {pod.key}", True),))
+            ex = _final(src, f"{pod.key}:{target}", target, proto, (first,), with_policy(plan, v, src, pod, target, proto), pod)
+        else:
+            ex = _final(src, f"{pod.key}:{target}", target, proto, (first,),
+                        reach(plan, node_host, pod, target, proto), pod)
+        branches.append(Branch(f"{pod.key} {pod.ip}:{target}", ex))
+    return _merge(src, dest, port, proto, head, branches)
+
+
+def _host(plan: Plan, ref: str) -> HostPlan:
+    try:
+        return resolve_endpoint(plan, ref)
+    except KeyError:
+        raise KubevpcError(f"no endpoint {ref!r}; expected pod/<namespace>/<name>, ecs/<name>, node/<name> or "
+                           f"inet/<name>; this scenario has {', '.join(h.key for h in plan.hosts if h.kind != 'slb')}") \
+            from None
+
+
+def _is_address(text: str) -> bool:
+    try:
+        ipaddress.IPv4Address(text)
+    except ValueError:
+        return False
+    return True
+
+
+# ----------------------------------------------------------------------------------------- text
+MARK = {True: "✓", False: "✗", None: "·"}
+
+
+def lines(e: Explanation, indent: str = "") -> list[str]:
+    """The explanation as text: one line a step, a branch indented under its target."""
+    out = [f"{indent}{MARK[s.passes]} {s.stage}: {s.text}" for s in e.steps]
+    for b in e.branches:
+        out.append(f"{indent}→ {b.target}: {verdict_word(b.explanation.allowed)}")
+        out += lines(b.explanation, indent + "    ")
+    return out
+
+
+def verdict_word(allowed: bool | None) -> str:
+    return {True: "connects", False: "refused", None: "depends on the endpoint"}[allowed]

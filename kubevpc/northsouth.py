@@ -1,0 +1,146 @@
+"""North-south reachability: between the VPC and the emulated internet, through EIPs, NAT
+gateways and internet-facing SLBs. Written from the cloud's documented behaviour (SPEC.md and
+Alibaba Cloud's VPC, EIP and NAT gateway documentation), independently of the edge's flows in
+controller/compile.py, like kubevpc.reach, whose Verdict and Step it returns.
+
+What it holds to:
+- Traffic from the VPC to an address outside it follows the route table: a route to a NAT
+  gateway, or no route at all, takes it to the VPC's edge; a route to an instance sends it there,
+  and no instance forwards it further.
+- At the edge, an EIP bound to the source's address translates it 1:1 (and wins over any NAT
+  gateway); else the most specific SNAT entry of a NAT gateway that a route sends the
+  destination to; else it is dropped. Pods in vxlan and vpc-route mode leave their node
+  masqueraded to the node's address; eni pods keep theirs.
+- From the internet, only an EIP answers: bound to an instance, it is that instance (the client
+  keeps its address, the instance's security groups apply); bound to an SLB, its listeners are;
+  a NAT gateway's address and private addresses answer nothing.
+"""
+from __future__ import annotations
+
+import ipaddress
+
+from .plan import EipPlan, HostPlan, Plan, SlbPlan
+from .reach import Step, Verdict, Wire, _attachment, _in, _vpc_of, best_route, egress, route_step, security_groups
+
+
+def reach_internet(plan: Plan, src: HostPlan, dst: HostPlan, port: int, proto: str) -> Verdict:
+    """A connection with a host of the emulated internet at one end or both."""
+    if src.kind == "internet" and dst.kind == "internet":
+        return Verdict(True, "both on the emulated internet: its router carries it", src.ip,
+                       (Step("internet", f"{src.key} and {dst.key} are both on the internet zone "
+                                         f"{plan.internet.cidr}: the internet router carries it", True),))
+    if dst.kind == "internet":
+        return outbound(plan, src, dst, port, proto)
+    reason = (f"{dst.ip} is a private address: the internet does not route it (reach an instance through "
+              "its EIP, eip/<name>, or a Service through an internet-facing SLB)")
+    return Verdict(False, reason, steps=(Step("internet", reason, False),))
+
+
+def leaving_address(plan: Plan, src: HostPlan) -> tuple[str, list[Step]]:
+    """The source address a packet has when it leaves its host's node for the VPC."""
+    mode = plan.cluster.mode if plan.cluster else ""
+    if src.kind == "pod" and mode in ("vxlan", "vpc-route"):
+        node = plan.node(src.node)
+        return node.ip, [Step("NAT", f"SNAT to node {node.name} ({node.ip}): pods leave the VPC masqueraded "
+                                     f"to their node in {mode} mode")]
+    return src.ip, []
+
+
+def outbound(plan: Plan, src: HostPlan, dst: HostPlan, port: int, proto: str) -> Verdict:
+    vpc_name = _vpc_of(plan, src)
+    vpc = next(v for v in plan.vpcs if v.name == vpc_name)
+    edge = plan.edge(vpc_name)
+    ip, steps = leaving_address(plan, src)
+    att = _attachment(plan, ip)
+    if att is not None:
+        out = egress(plan, Wire(ip, dst.ip, proto, port), att)
+        steps += out.steps
+        if not out.allowed:
+            return Verdict(False, out.reason, steps=tuple(steps))
+    route = best_route(vpc, dst.ip)
+    if route is not None and route.kind != "natgw":
+        reason = f"route {route.destination} of {vpc_name} sends it to {route.next_hop or route.description}, " \
+                 "which does not forward to the internet"
+        return Verdict(False, reason, steps=(*steps, Step("route", reason, False)))
+    if edge is None:
+        reason = f"VPC {vpc_name} has no edge to the internet"
+        return Verdict(False, reason, steps=(*steps, Step("route", reason, False)))
+    steps.append(Step("route", f"route table of {vpc_name}: route {route.destination} to NAT gateway "
+                               f"{route.next_hop}: to the edge" if route else
+                               f"route table of {vpc_name}: no entry for {dst.ip}: outside the VPC, to the edge"))
+    eip = next((e for e in plan.eips if e.bound == "instance" and e.vpc == vpc_name and e.private_ip == ip), None)
+    if eip is not None:
+        steps.append(Step("NAT", f"EIP {eip.name}: {eip.target} ({ip}) goes out as {eip.ip} (SNAT at the edge; an "
+                                 "EIP wins over a NAT gateway)", True))
+        public = eip.ip
+    else:
+        entry = snat_entry(plan, vpc_name, ip, dst.ip)
+        if entry is None:
+            reason = (f"no EIP is bound to {ip}, and no SNAT entry of a NAT gateway with a route to {dst.ip} covers "
+                      "it: the edge drops it")
+            return Verdict(False, reason, steps=(*steps, Step("NAT", reason, False)))
+        gw, snat = entry
+        steps.append(Step("NAT", f"NAT gateway {gw}: SNAT entry for {snat.what} ({snat.source}) translates {ip} to "
+                                 f"{snat.public_ip}", True))
+        public = snat.public_ip
+    steps.append(Step("internet", f"the internet router delivers it to {dst.key} ({dst.ip}); replies come back "
+                                  "through the edge's connection table", True))
+    return Verdict(True, f"out through the edge as {public}", public, tuple(steps))
+
+
+def snat_entry(plan: Plan, vpc: str, src_ip: str, dst_ip: str):
+    """(gateway name, SnatPlan) for the most specific SNAT entry that covers src_ip, of a gateway
+    that a route of the VPC sends dst_ip to; None when there is none."""
+    routes = [r for v in plan.vpcs if v.name == vpc for r in v.routes if r.kind == "natgw" and _in(dst_ip, r.destination)]
+    best = None
+    for g in plan.nat_gateways:
+        if g.vpc != vpc or not any(r.next_hop == g.name for r in routes):
+            continue
+        for entry in g.snat:
+            if _in(src_ip, entry.source):
+                size = ipaddress.IPv4Network(entry.source).prefixlen
+                if best is None or size > best[0]:
+                    best = (size, g.name, entry)
+    return None if best is None else best[1:]
+
+
+def public_owner(plan: Plan, ip: str) -> EipPlan | None:
+    return next((e for e in plan.eips if e.ip == ip), None) or next(
+        (EipPlan(name=f"slb-{s.service.replace('/', '-')}", ip=ip, bound="slb", target=s.service,
+                 private_ip=s.vip) for s in plan.slbs if s.public_ip == ip), None)
+
+
+def inbound(plan: Plan, client: HostPlan, public_ip: str, port: int, proto: str
+            ) -> tuple[list[Step], Verdict | None, HostPlan | SlbPlan | None]:
+    """A connection from the internet to a public address: the steps up to the VPC, and either a
+    final verdict or what the edge hands it to (the instance of an EIP, or an SLB)."""
+    eip = public_owner(plan, public_ip)
+    if eip is None or not eip.bound:
+        reason = f"{public_ip} is held by nobody: the internet router drops it"
+        return [], Verdict(False, reason, steps=(Step("internet", reason, False),)), None
+    if eip.bound == "natgw":
+        reason = (f"{public_ip} is NAT gateway {eip.target}'s address: it answers only connections from inside "
+                  "(nothing unsolicited gets in)")
+        return [], Verdict(False, reason, steps=(Step("NAT", reason, False),)), None
+    steps = [Step("internet", f"the internet router sends {public_ip} to the edge of VPC {eip.vpc}")]
+    if eip.bound == "instance":
+        host = next(h for h in plan.instances if h.name == eip.target)
+        steps.append(Step("NAT", f"EIP {eip.name}: DNAT {public_ip} to {host.key} ({eip.private_ip}); the client "
+                                 f"keeps its address {client.ip}", True))
+        return steps, None, host
+    slb = next(s for s in plan.slbs if s.service == eip.target)
+    listener = next((li for li in slb.listeners if li.port == port and li.protocol.lower() == proto), None)
+    if listener is None:
+        reason = f"internet-facing SLB {slb.service} has no listener {port}/{proto} at {public_ip}: the edge drops it"
+        return steps, Verdict(False, reason, steps=(*steps, Step("SLB", reason, False))), None
+    steps.append(Step("NAT", f"internet-facing SLB {slb.service}: DNAT {public_ip} to its VIP {slb.vip} for "
+                             f"listener {port}/{proto}", True))
+    return steps, None, slb
+
+
+def to_instance(plan: Plan, client: HostPlan, host: HostPlan, port: int, proto: str) -> Verdict:
+    """After an EIP's DNAT: the client's packet to the instance, through the VPC to its vSwitch."""
+    wire = Wire(client.ip, host.ip, proto, port)
+    steps = [route_step(plan, _vpc_of(plan, host), client.ip, host.ip)]
+    v = security_groups(plan, wire, None, _attachment(plan, host.ip))
+    return Verdict(v.allowed, v.reason, client.ip if v.allowed else "", (*steps, *v.steps))
