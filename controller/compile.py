@@ -319,18 +319,18 @@ def security_group_flows(plan: Plan, bridge: BridgePlan, fs: FlowSet) -> None:
                 fs.add(flow(t_in, _of_priority(100, "accept") - 100, {**dst, **m},
                             [Ct(bridge.zone, commit=True), Goto(t_out)], "secgroup", obj,
                             f"{a.owner}: members of {g.name} reach each other"))
-            for rule in g.rules:
+            for number, rule in enumerate(g.rules, start=1):
                 peers = [rule.cidr] if rule.cidr else list(groups[rule.group].members)
+                note = f"{rule.direction} of {a.owner}: {rule.text(g.name, number)}"
                 if rule.direction == "egress":
                     for m in _rule_matches(rule, "ipv4_dst", peers):
                         fs.add(flow(t_eg, _of_priority(rule.priority, rule.policy), {**src, **m},
-                                    [Goto(t_l2)] if rule.policy == "accept" else [], "secgroup", obj,
-                                    f"{a.owner}: {g.name} egress {rule.policy} {rule.protocol}"))
+                                    [Goto(t_l2)] if rule.policy == "accept" else [], "secgroup", obj, note))
                 else:
                     for m in _rule_matches(rule, "ipv4_src", peers):
                         fs.add(flow(t_in, _of_priority(rule.priority, rule.policy), {**dst, **m},
                                     [Ct(bridge.zone, commit=True), Goto(t_out)] if rule.policy == "accept" else [],
-                                    "secgroup", obj, f"{a.owner}: {g.name} ingress {rule.policy} {rule.protocol}"))
+                                    "secgroup", obj, note))
     # anti-spoofing: anything else a port sends as new is not from an address behind it
     for a in {a.ofport: a for a in atts}.values():
         fs.add(flow(t_eg, 5, {"eth_type": ETH_IP, "ct_state": new, "in_port": a.ofport}, [], "spoof",

@@ -147,14 +147,16 @@ def _isolation(side: _Side, table: int, nxt: int, policies: list[NetworkPolicy],
                node_ips: list[str]) -> list[Flow]:
     """Drop for isolated pods, with the specification's exemptions above it; pass below."""
     what = side.direction.lower()
-    isolated = [p for p in local if any(side.direction in pol.spec.types and selects(pol, p) for pol in policies)]
+    by = {p.ip: [pol.key for pol in policies if side.direction in pol.spec.types and selects(pol, p)] for p in local}
+    isolated = [p for p in local if by[p.ip]]
     out = []
     for p in isolated:
         out += [flow(table, PRIO_EXEMPT, {**_NEW, "ipv4_src": p.ip, side.dst_field: _addr(side.dst_field, p.ip)},
                      [Goto(nxt)], "netpol",
                      note=f"{p.namespace}/{p.name} to itself: a pod cannot block access to itself"),
                 flow(table, PRIO_ISOLATED, {**_NEW, side.pod_field: _addr(side.pod_field, p.ip)}, [], "netpol",
-                     note=f"{p.namespace}/{p.name} is isolated for {what}: what no rule allows is dropped")]
+                     note=f"{p.namespace}/{p.name} is isolated for {what} by NetworkPolicy {', '.join(by[p.ip])}: "
+                          "what no rule allows is dropped")]
     if isolated:
         out += [flow(table, PRIO_EXEMPT, {**_NEW, side.peer_field: _addr(side.peer_field, ip)}, [Goto(nxt)], "netpol",
                      note=f"{ip} is this node: traffic between a pod and its node is always allowed")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import time
@@ -104,6 +105,36 @@ def parser() -> argparse.ArgumentParser:
     m.add_argument("--between", default="pods", metavar="LIST", help="as `kubevpc check --matrix` (default: pods)")
     m.add_argument("--to", metavar="LIST", help="destinations, the same way (default: as --between)")
     m.add_argument("--ports", default="80", metavar="LIST", help="e.g. 80,81/udp (default: 80, TCP and UDP)")
+    p = sub.add_parser("trace", help="follow a connection's first packet through every bridge of a running "
+                       "scenario (ofproto/trace on each), beside the evaluator's verdict",
+                       description="Follow the first packet of a new connection through every bridge it really "
+                       "crosses in a running scenario: the source's bridge, VXLAN encapsulation and the peer node "
+                       "(vxlan mode), the vSwitches, the vRouter, the edge with its NAT, to the destination. Open "
+                       "vSwitch's ofproto/trace does the work on each bridge; kubevpc carries conntrack states "
+                       "and NAT from pass to pass and from bridge to bridge, and follows every bucket of a "
+                       "Service's or SLB's select group. Each hop lists the tables and flows matched, with their "
+                       "notes, and the decisions in words; the evaluator's verdict (kubevpc explain) is printed "
+                       "beside, and a disagreement is flagged. Needs root. Exit codes: 0 delivered (every branch); "
+                       "1 dropped or refused somewhere; 2 bad usage; 3 no such run, or it disagrees with the "
+                       "evaluator.")
+    p.add_argument("run", nargs="?", metavar="RUN", help="the run (default: the one live run)")
+    p.add_argument("source", metavar="SRC", help="pod/<ns>/<name>, ecs/<name>, node/<name> or inet/<name>")
+    p.add_argument("dest", metavar="DST", help="an endpoint, svc/<ns>/<name>, slb/<ns>/<name>, eip/<name> or an address")
+    p.add_argument("port", metavar="PORT[/PROTO]", help="e.g. 5432 or 53/udp (default protocol tcp)")
+    p.add_argument("-o", "--output", choices=("text", "json"), default="text", help="text (default) or json")
+    p.add_argument("--brief", action="store_true", help="leave out the tables and flows of each hop")
+    p = sub.add_parser("capture", help="capture packets of a running scenario as pcapng with interface names",
+                       description="Capture the packets of a running scenario at a target, as pcapng with one "
+                       "named interface per device (Wireshark and tcpdump show where each packet was seen). "
+                       "The capture is recorded in the run's ledger and ends with the run. Needs root. Exit "
+                       "codes: 0 done; 2 bad usage; 3 no such run, or the capture failed.")
+    p.add_argument("run", nargs="?", metavar="RUN", help="the run (default: the one live run)")
+    p.add_argument("target", metavar="TARGET", help="what to capture at: " + capture_targets_help())
+    p.add_argument("-w", "--write", metavar="FILE", help="the pcapng file, or - for standard output (to pipe into "
+                   "wireshark -k -i - or tcpdump -r -); required when standard output is a terminal")
+    p.add_argument("-c", "--count", type=int, default=0, metavar="N", help="stop after N packets (default: no limit)")
+    p.add_argument("-d", "--duration", type=float, default=0.0, metavar="S", help="stop after S seconds (default: no limit)")
+    p.add_argument("-f", "--filter", default="", metavar="BPF", help="a tcpdump filter expression, e.g. 'udp port 4789'")
     p = sub.add_parser("clean", help="remove what crashed runs left behind (from their ledgers)",
                        description="Remove what runs left behind: exactly what each run's ledger lists (its "
                        "namespaces, bridges, links, processes and files), then its directory under "
@@ -416,6 +447,133 @@ def cmd_explain(args) -> int:
         for line in lines(e):
             out.print(line, markup=False, soft_wrap=True)
     return EXIT_OK if e.allowed else EXIT_CHECKS
+
+
+def cmd_trace(args) -> int:
+    from .explain import lines as explain_lines, verdict_word
+    from .ledger import run_dir
+    from .trace import trace
+    try:
+        port, _, proto = args.port.partition("/")
+        if not port.isdigit() or not 1 <= int(port) <= 65535 or proto.lower() not in ("", "tcp", "udp"):
+            raise KubevpcError(f"{args.port!r}: expected a port from 1 to 65535, optionally /tcp or /udp")
+        run = _live_run(args.run)
+    except KubevpcError as exc:
+        console.print(f"[red]error:[/red] {escape(str(exc))}")
+        return EXIT_USAGE
+    try:
+        plan = _run_plan(run)
+        try:
+            with open(os.path.join(run_dir(run), "status.json"), encoding="utf-8") as fh:
+                health = json.load(fh).get("slb_health")
+        except (OSError, ValueError):
+            health = None
+        t = trace(plan, args.source, args.dest, int(port), proto.lower() or "tcp", health)
+    except KubevpcError as exc:
+        console.print(f"[red]error:[/red] {escape(str(exc))}")
+        return EXIT_USAGE
+    if args.output == "json":
+        print(json.dumps({"run": run, "mode": plan.cluster.mode if plan.cluster else None, **t.as_dict()}, indent=1))
+    else:
+        for line in trace_lines(t, run, plan, brief=args.brief):
+            out.print(line, markup=False, soft_wrap=True)
+        if t.expected is not None:
+            out.print(f"evaluator: {verdict_word(t.expected.allowed).upper()}: {t.expected.reason}", markup=False,
+                      soft_wrap=True)
+            if not args.brief:
+                for line in explain_lines(t.expected, "  "):
+                    out.print(line, markup=False, soft_wrap=True)
+        out.print(f"DISAGREES with the evaluator: {t.disagreement}" if t.disagreement else
+                  "the trace agrees with the evaluator", markup=False, soft_wrap=True)
+    if t.disagreement:
+        return EXIT_RUNTIME
+    return EXIT_OK if all(x.outcome == "delivered" for x in t.leaves()) else EXIT_CHECKS
+
+
+def trace_lines(t, run: str, plan, brief: bool = False, indent: str = "") -> list[str]:
+    """A trace as text: a header, then each hop (its bridge, the packet as it entered, the tables
+    and flows, the decisions, where it went), a branch per bucket indented under it."""
+    lines = []
+    if not indent:
+        lines.append(f"trace of {t.source} → {t.dest} {t.port}/{t.proto} in run {run} "
+                     f"(mode {plan.cluster.mode if plan.cluster else '-'}): the first packet of a new connection")
+    for i, h in enumerate(t.hops, 1):
+        lines.append(f"{indent}[{i}] {h.role} {' → '.join(h.bridges) or h.bridge}, in port {h.in_port}: {h.packet}")
+        if not brief:
+            lines += [f"{indent}      {x}" for x in h.tables]
+        lines += [f"{indent}    • {d}" for d in h.decisions]
+        lines.append(f"{indent}    → {h.outcome}")
+    for b in t.branches:
+        lines.append(f"{indent}  branch: {b.via}")
+        lines += trace_lines(b.trace, run, plan, brief, indent + "    ")
+    if not t.branches:
+        lines.append(f"{indent}result: {t.outcome.upper()}: {t.reason}")
+    return lines
+
+
+def capture_targets_help() -> str:
+    from .capture import TARGETS_HELP
+    return TARGETS_HELP
+
+
+def _live_run(run: str | None) -> str:
+    """The named run, checked to be a live run's name; or the one live run."""
+    from .ledger import check_run_name, list_runs, owner_alive
+    if run is None:
+        live = [r for r in list_runs() if owner_alive(r)]
+        if len(live) != 1:
+            raise KubevpcError(f"{len(live)} live runs ({', '.join(live) or 'none'}): name one")
+        return live[0]
+    check_run_name(run)
+    if not owner_alive(run):
+        raise KubevpcError(f"no live run named {run} (`kubevpc list` shows the runs)")
+    return run
+
+
+def _run_plan(run: str):
+    from .ledger import run_dir
+    from .plan import Plan
+    try:
+        with open(os.path.join(run_dir(run), "plan.json"), encoding="utf-8") as fh:
+            return Plan.model_validate_json(fh.read())
+    except OSError as exc:
+        raise KubevpcError(f"cannot read run {run}'s plan: {exc.strerror} (root only)") from None
+
+
+def cmd_capture(args) -> int:
+    from .capture import capture, devices
+    from .ledger import Ledger
+    try:
+        if args.count < 0 or args.duration < 0:
+            raise KubevpcError("--count and --duration take 0 (no limit) or more")
+        if args.write is None and sys.stdout.isatty():
+            raise KubevpcError("pcapng is binary: give -w FILE, or -w - to pipe it (e.g. into tcpdump -r - or "
+                               "wireshark -k -i -)")
+        run = _live_run(args.run)
+        devs = devices(_run_plan(run), args.target)
+    except KubevpcError as exc:
+        console.print(f"[red]error:[/red] {escape(str(exc))}")
+        return EXIT_USAGE
+    Ledger(run).record("process", os.getpid(), token="capture")     # stopped with the run, like its own processes
+    stopping = []
+    signal.signal(signal.SIGTERM, lambda *_: stopping.append(1))
+    signal.signal(signal.SIGINT, lambda *_: stopping.append(1))
+    to_stdout = args.write in (None, "-")
+    out = sys.stdout.buffer if to_stdout else open(args.write, "wb")
+    _say(f"capturing in run {run} on " + "; ".join(f"{d.name} ({d.what})" for d in devs)
+         + (f", filter {args.filter!r}" if args.filter else "") + "; Ctrl-C ends")
+    try:
+        n = capture(devs, out, args.count, args.duration, args.filter, stop=lambda: bool(stopping), say=_say)
+    except KubevpcError as exc:
+        console.print(f"[red]error:[/red] {escape(str(exc))}")
+        return EXIT_RUNTIME
+    except BrokenPipeError:
+        return EXIT_OK
+    finally:
+        if not to_stdout:
+            out.close()
+    _say(f"{n} packet(s) written to {'standard output' if to_stdout else args.write}")
+    return EXIT_OK
 
 
 def cmd_clean(args) -> int:
@@ -776,7 +934,7 @@ CONTROL_COMMANDS = {"ready": cmd_ready, "apply": cmd_apply, "delete": cmd_delete
 
 
 COMMANDS = {"validate": cmd_validate, "plan": cmd_plan, "flows": cmd_flows, "run": cmd_run, "check": cmd_check,
-            "explain": cmd_explain, "clean": cmd_clean, "list": cmd_list, "perf": perf_bench.cmd_perf}
+            "explain": cmd_explain, "trace": cmd_trace, "capture": cmd_capture, "clean": cmd_clean, "list": cmd_list, "perf": perf_bench.cmd_perf}
 COMMANDS.update(CONTROL_COMMANDS)
 
 if __name__ == "__main__":

@@ -163,6 +163,14 @@ class Lab:
         from .matrix import matrix
         return matrix(self, sources, ports, dests, timeout)
 
+    def trace(self, source: str, dest: str, port: int, proto: str = "tcp"):
+        """Follow a new connection's first packet through every bridge it crosses (kubevpc.trace),
+        with the evaluator's verdict beside it and any disagreement named."""
+        from .trace import trace
+        if self.net is None:
+            raise KubevpcError("the lab is not up")
+        return trace(self.plan, source, dest, port, proto, self.status().get("slb_health"))
+
     def service(self, name: str):
         """A Service of the plan by `<namespace>/<name>` or `<name>` (namespace default)."""
         try:

@@ -204,6 +204,16 @@ class RulePlan(Frozen):
     priority: int
     description: str = ""
 
+    def text(self, group: str, number: int) -> str:
+        """The rule in the console's words: `sg-db rule 1 (accept tcp/5432 from sg-nodes, priority 1:
+        "postgres from nodes")`; `number` counts from 1 in the group."""
+        ports = f"/{self.port_min}" if self.port_min == self.port_max and self.port_min else \
+            f"/{self.port_min}-{self.port_max}" if self.port_min else ""
+        way = "from" if self.direction == "ingress" else "to"
+        note = f': "{self.description}"' if self.description else ""
+        return (f"{group} rule {number} ({self.policy} {self.protocol}{ports} {way} {self.cidr or self.group}, "
+                f"priority {self.priority}{note})")
+
 
 class GroupPlan(Frozen):
     name: str

@@ -84,14 +84,7 @@ def _decide(plan: Plan, groups: list[GroupPlan], direction: str, peer_ip: str, p
 
 
 def rule_text(group: str, number: int, rule: RulePlan) -> str:
-    """A rule in the console's words: `sg-db rule 1 (accept tcp/5432 from sg-nodes, priority 1:
-    "postgres from nodes")`."""
-    ports = f"/{rule.port_min}" if rule.port_min == rule.port_max and rule.port_min else \
-        f"/{rule.port_min}-{rule.port_max}" if rule.port_min else ""
-    peer = rule.cidr or rule.group
-    way = "from" if rule.direction == "ingress" else "to"
-    note = f': "{rule.description}"' if rule.description else ""
-    return f"{group} rule {number} ({rule.policy} {rule.protocol}{ports} {way} {peer}, priority {rule.priority}{note})"
+    return rule.text(group, number)
 
 
 def who(plan: Plan, att: Attachment) -> str:
