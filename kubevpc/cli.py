@@ -135,6 +135,25 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("-c", "--count", type=int, default=0, metavar="N", help="stop after N packets (default: no limit)")
     p.add_argument("-d", "--duration", type=float, default=0.0, metavar="S", help="stop after S seconds (default: no limit)")
     p.add_argument("-f", "--filter", default="", metavar="BPF", help="a tcpdump filter expression, e.g. 'udp port 4789'")
+    p = sub.add_parser("graph", help="draw a scenario's or a run's network (nothing is built)",
+                       description="Draw the network of a scenario file, or of a live run, from its plan: VPCs with "
+                       "their vRouter, route table and vSwitches (zones, CIDRs), ECS instances and nodes with their "
+                       "security groups, the pods on each node, Services, SLBs, NAT gateways, EIPs and the internet. "
+                       "Formats: mermaid, dot, drawio, json; png and svg need Graphviz. --matrix draws an edge for "
+                       "each connecting cell of the reachability matrix: expected for a scenario, probed for a run "
+                       "that serves a control channel. Exit codes: 0 done; 2 bad usage or an invalid scenario.")
+    p.add_argument("what", metavar="SCENARIO|RUN", help="a scenario file, or the name of a live run")
+    p.add_argument("--mode", choices=MODES, help="override cluster.mode (a scenario file)")
+    p.add_argument("--allow-dir", action="append", default=[], metavar="DIR", dest="allow_dirs",
+                   help="as for validate")
+    p.add_argument("-o", "--output", choices=("mermaid", "dot", "drawio", "json", "png", "svg"), default="mermaid",
+                   help="format (default mermaid)")
+    p.add_argument("-w", "--write", metavar="FILE", help="write to FILE instead of standard output")
+    m = p.add_argument_group("reachability overlay")
+    m.add_argument("--matrix", action="store_true", help="draw the connecting cells of the reachability matrix")
+    m.add_argument("--between", default="pods", metavar="LIST", help="as `kubevpc check --matrix` (default: pods)")
+    m.add_argument("--to", metavar="LIST", help="destinations, the same way (default: as --between)")
+    m.add_argument("--ports", default="80", metavar="LIST", help="e.g. 80,81/udp (default: 80, TCP and UDP)")
     p = sub.add_parser("clean", help="remove what crashed runs left behind (from their ledgers)",
                        description="Remove what runs left behind: exactly what each run's ledger lists (its "
                        "namespaces, bridges, links, processes and files), then its directory under "
@@ -576,6 +595,58 @@ def cmd_capture(args) -> int:
     return EXIT_OK
 
 
+def cmd_graph(args) -> int:
+    from .graph import build, render
+    from .ledger import RUN_NAME
+    from .matrix import expected_matrix, parse_ports, select
+    try:
+        if os.path.exists(args.what) or not RUN_NAME.match(args.what):
+            from .load import load
+            from .plan import make_plan
+            plan, run = make_plan(load(args.what, args.mode, args.allow_dirs), PLACEHOLDER_RUN), None
+        else:
+            run = _live_run(args.what)
+            plan = _run_plan(run)
+        matrix = None
+        if args.matrix:
+            sources = select(plan, args.between.split(","))
+            dests = select(plan, args.to.split(",")) if args.to else sources
+            ports = parse_ports([args.ports])
+            matrix = _probed_matrix(run, sources, dests, ports) or expected_matrix(plan, sources, dests, ports)
+        data = render(build(plan, matrix), args.output)
+    except KubevpcError as exc:
+        if isinstance(exc, ScenarioError):
+            raise
+        console.print(f"[red]error:[/red] {escape(str(exc))}")
+        return EXIT_USAGE
+    if args.write:
+        with open(args.write, "wb" if isinstance(data, bytes) else "w") as fh:
+            fh.write(data)
+        _say(f"wrote {args.output} to {args.write}")
+    elif isinstance(data, bytes):
+        if sys.stdout.isatty():
+            console.print(f"[red]error:[/red] -o {args.output} is binary: give -w FILE")
+            return EXIT_USAGE
+        sys.stdout.buffer.write(data)
+    else:
+        sys.stdout.write(data)
+    return EXIT_OK
+
+
+def _probed_matrix(run: str | None, sources: list, dests: list, ports: list):
+    """The run's probed matrix through its control channel; None when it does not serve one."""
+    if run is None:
+        return None
+    from .control import ControlClient, ControlError
+    from .matrix import Cell, Matrix
+    try:
+        doc = ControlClient(run).call("matrix", sources, [list(p) for p in ports], dests, 1.0)
+    except ControlError:
+        return None
+    cells = [Cell(**{k: v for k, v in c.items() if k != "differs"}) for c in doc["cells"]]
+    return Matrix(doc["sources"], doc["destinations"], ports, cells, doc["mode"], doc["probe_s"])
+
+
 def cmd_clean(args) -> int:
     from .ledger import NotARun, check_run_name, clean_run, leftovers, list_runs, owner_alive, owner_pid
     force = args.force or args.all
@@ -934,7 +1005,8 @@ CONTROL_COMMANDS = {"ready": cmd_ready, "apply": cmd_apply, "delete": cmd_delete
 
 
 COMMANDS = {"validate": cmd_validate, "plan": cmd_plan, "flows": cmd_flows, "run": cmd_run, "check": cmd_check,
-            "explain": cmd_explain, "trace": cmd_trace, "capture": cmd_capture, "clean": cmd_clean, "list": cmd_list, "perf": perf_bench.cmd_perf}
+            "explain": cmd_explain, "trace": cmd_trace, "capture": cmd_capture, "graph": cmd_graph,
+            "clean": cmd_clean, "list": cmd_list, "perf": perf_bench.cmd_perf}
 COMMANDS.update(CONTROL_COMMANDS)
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ TOP=$(pwd -P)
 APT_PACKAGES=(
     openvswitch-switch mininet iperf3 ethtool tcpdump iproute2 iputils-ping traceroute
     iptables python3-venv python3-pip dnsmasq-base nginx-light curl
+    graphviz                          # kubevpc graph -o png|svg (Graphviz's dot)
     make                              # the Makefile is the documented entry point
 )
 SYS_PYTHON=/usr/bin/python3           # Debian's mininet package lives in the system Python
