@@ -34,6 +34,7 @@ from os_ken.lib import hub
 from os_ken.lib.packet import ethernet, icmp, ipv4, packet, tcp, udp
 from os_ken.ofproto import ofproto_v1_3
 
+from kubevpc.flowlog import FLOWLOG_FILE, LearnedFlow, Recorder
 from kubevpc.ledger import ovs_rundir
 from kubevpc.plan import Plan
 
@@ -42,7 +43,8 @@ from .services import active_connections
 from .flows import FEATURES
 from .ofmsg import delete_cookie, flow_mod, group_mod
 
-LEARNED, REJECT = FEATURES["learned"], FEATURES["reject"]
+LEARNED, REJECT, FLOWLOG_RECORD = FEATURES["learned"], FEATURES["reject"], FEATURES["flowlog_record"]
+SWITCH_OWNED = (LEARNED, FLOWLOG_RECORD)    # learned flows: the switch's, not the plan's
 
 LOG = logging.getLogger("kubevpc.controller")
 WLC_REFRESH_S = 1.0      # how often the wlc listeners' connections are counted
@@ -138,9 +140,13 @@ class KubevpcController(app_manager.OSKenApp):
         self.rounds = {}                  # bridge name -> reconcile rounds for the current plan version
         self.health, self.health_stamps = {}, ()
         self.loads, self.loads_changed = {}, False    # wlc: established connections per backend
+        self.flowlog: Recorder | None = None
+        self.flowlog_xids = {}            # bridge name -> xid of the latest flow-log window's stats request
+        self.flowlog_live = {}            # bridge name -> flow-log flows collected from a multipart reply
         self._load_plan()
         hub.spawn(self._watch_plan)
         hub.spawn(self._watch_loads)
+        hub.spawn(self._watch_flowlog)
 
     # -------------------------------------------------------------------------------- plan
     def _health(self, plan: Plan) -> tuple[dict, tuple]:
@@ -194,6 +200,9 @@ class KubevpcController(app_manager.OSKenApp):
             self._write_status()
             return False
         self.plan, self.plan_mtime = plan, mtime
+        if self.flowlog is None:
+            self.flowlog = Recorder(plan, os.path.join(self.state_dir, FLOWLOG_FILE))
+        self.flowlog.plan = plan
         self.by_dpid = {b.dpid: b.name for b in plan.bridges}
         self.desired = {name: {f.cookie: f for f in fs.flows} for name, fs in compiled.items()}
         self.desired_groups = {name: dict(fs.groups) for name, fs in compiled.items()}
@@ -253,7 +262,9 @@ class KubevpcController(app_manager.OSKenApp):
         ofp, parser = dp.ofproto, dp.ofproto_parser
         # packet-ins: table misses (there should be none), explicit ones, and TTL expiry
         mask = (1 << ofp.OFPR_NO_MATCH) | (1 << ofp.OFPR_ACTION) | (1 << ofp.OFPR_INVALID_TTL)
-        dp.send_msg(parser.OFPSetAsync(dp, [mask, 0], [0, 0], [0, 0]))
+        # flow removed: flow-log flows that expired or went with the flow that learned them
+        removed = (1 << ofp.OFPRR_IDLE_TIMEOUT) | (1 << ofp.OFPRR_HARD_TIMEOUT) | (1 << ofp.OFPRR_DELETE)
+        dp.send_msg(parser.OFPSetAsync(dp, [mask, 0], [0, 0], [removed, 0]))
         self.datapaths[name] = dp
         self.sent_groups[name] = {}
         self.rounds[name] = 0
@@ -348,6 +359,9 @@ class KubevpcController(app_manager.OSKenApp):
     def _flow_stats(self, ev):
         dp = ev.msg.datapath
         name = self.by_dpid.get(dp.id)
+        if name is not None and ev.msg.xid == self.flowlog_xids.get(name):
+            self._flowlog_window(dp, name, ev.msg)
+            return
         if name is None or name not in self.dumping or ev.msg.xid != self.dump_xids.get(name, (None, None))[1]:
             return                        # a reply to a dump a newer plan has replaced
         self.dumping[name].update(stat.cookie for stat in ev.msg.body)
@@ -372,15 +386,15 @@ class KubevpcController(app_manager.OSKenApp):
     def _holds(self, name: str, present: set[int]) -> bool:
         """Does the switch hold every wanted flow and group, and nothing stale (learned flows aside)?"""
         desired = self.desired.get(name, {})
-        flows = {c for c in present if c >> 56 != LEARNED} == set(desired)
+        flows = {c for c in present if c >> 56 not in SWITCH_OWNED} == set(desired)
         return flows and not self.stale_groups.get(name) and self.present_groups.get(name, set()) >= set(
             self.desired_groups.get(name, {}))
 
     def _reconcile(self, dp, name: str, present: set[int]):
         self.rounds[name] = self.rounds.get(name, 0) + 1
         desired = self.desired.get(name, {})
-        # learned flows (session affinity) belong to the switch; they go with the flow that learned them
-        stale = {c for c in present - set(desired) if c >> 56 != LEARNED}
+        # learned flows (session affinity, flow logs) belong to the switch; they go with the flow that learned them
+        stale = {c for c in present - set(desired) if c >> 56 not in SWITCH_OWNED}
         missing = [f for c, f in desired.items() if c not in present]
         for cookie in stale:
             dp.send_msg(delete_cookie(dp, cookie))
@@ -419,6 +433,54 @@ class KubevpcController(app_manager.OSKenApp):
         LOG.error(text)
         self.status["errors"].append(text)
         self._write_status()
+
+    # ----------------------------------------------------------------------------- flow logs
+    def _watch_flowlog(self):
+        """Every window, read the vSwitches' live flow-log flows (table 70, by cookie): a
+        connection that outlasts the window gets a record per window."""
+        while True:
+            plan = self.plan
+            window = plan.flow_log_window if plan is not None else 0
+            hub.sleep(window or 1.0)
+            if not window or self.plan is not plan:
+                continue
+            for name, dp in list(self.datapaths.items()):
+                if plan.bridge(name).role != "vswitch":
+                    continue
+                parser, ofp = dp.ofproto_parser, dp.ofproto
+                req = parser.OFPFlowStatsRequest(dp, 0, 70, ofp.OFPP_ANY, ofp.OFPG_ANY, FLOWLOG_RECORD << 56,
+                                                 0xFF << 56, parser.OFPMatch())
+                dp.set_xid(req)
+                self.flowlog_xids[name] = req.xid
+                self.flowlog_live[name] = []
+                dp.send_msg(req)
+
+    def _flowlog_window(self, dp, name: str, msg):
+        now = time.time()
+        self.flowlog_live.setdefault(name, []).extend(
+            LearnedFlow(name, s.cookie, tuple(sorted(s.match.items())), s.packet_count, s.byte_count,
+                        now - s.duration_sec - s.duration_nsec / 1e9) for s in msg.body)
+        if msg.flags & dp.ofproto.OFPMPF_REPLY_MORE:
+            return
+        self.flowlog_xids.pop(name, None)
+        live = self.flowlog_live.pop(name)
+        if self.flowlog is not None:
+            self.flowlog.write(self.flowlog.window(live, now))
+
+    @set_ev_cls(ofp_event.EventOFPFlowRemoved, MAIN_DISPATCHER)
+    @_logged
+    def _flow_removed(self, ev):
+        msg = ev.msg
+        name = self.by_dpid.get(msg.datapath.id)
+        if name is None or msg.cookie >> 56 != FLOWLOG_RECORD or self.flowlog is None:
+            return
+        now = time.time()
+        f = LearnedFlow(name, msg.cookie, tuple(sorted(msg.match.items())), msg.packet_count, msg.byte_count,
+                        now - msg.duration_sec - msg.duration_nsec / 1e9)
+        idle = msg.idle_timeout if msg.reason == msg.datapath.ofproto.OFPRR_IDLE_TIMEOUT else 0
+        rec = self.flowlog.removed(f, idle, now)
+        if rec:
+            self.flowlog.write([rec])
 
     # ---------------------------------------------------------------------------- packet-in
     @set_ev_cls(ofp_event.EventOFPPacketIn, MAIN_DISPATCHER)

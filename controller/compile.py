@@ -11,11 +11,14 @@ import ipaddress
 from kubevpc.plan import (NAT_PORTS, OFPORT_EDGE_INTERNET, OFPORT_EDGE_VPC, OFPORT_VROUTER_EDGE,
                           OFPORT_VROUTER_ON_VSWITCH, SNAT_PORTS, Attachment, BridgePlan, Plan)
 
-from .flows import (CT_EST, CT_INV, CT_NEW, CT_REL, CT_RPL, CT_SNAT, CT_TRK, CT_DNAT, ETH_ARP, ETH_IP, IPPROTO, Ct,
-                    DecTtl, FlowSet, Goto, Nat, Output, OutputReg, Resubmit, SetField, arp_responder, ct_state, flow,
+from .flows import (CT_EST, CT_INV, CT_NEW, CT_REL, CT_RPL, CT_SNAT, CT_TRK, CT_DNAT, ETH_ARP, ETH_IP, FEATURES, IPPROTO, Ct,
+                    DecTtl, FlowSet, Goto, Learn, LearnMatch, Nat, Output, OutputReg, Resubmit, SetField, arp_responder,
+                    ct_state, flow,
                     port_masks)
-from .pipeline import (CTM_SERVICE, EDGE, FLAG_NAT_COMMITTED, INTERNET, NODE, REG_EP_IP, REG_EP_PORT, REG_FLAGS,
-                       REG_OUT, REG_SRC, SRC_HOST, SRC_POD, SRC_TUNNEL, SRC_UPLINK, VROUTER, VSWITCH)
+from .pipeline import (CTM_SERVICE, EDGE, FLAG_NAT_COMMITTED, FLOWLOG_ACCEPT_AT_DEST, FLOWLOG_ACCEPT_AT_SOURCE,
+                       FLOWLOG_IN, FLOWLOG_OUT, FLOWLOG_REJECT_AT_DEST, FLOWLOG_REJECT_AT_SOURCE, INTERNET, NODE,
+                       REG_EP_IP, REG_EP_PORT, REG_FLAGS, REG_FLOWLOG_CODE, REG_FLOWLOG_SIDE, REG_OUT, REG_SRC,
+                       SRC_HOST, SRC_POD, SRC_TUNNEL, SRC_UPLINK, VROUTER, VSWITCH)
 from .policy import PolicyTables, policy_flows
 from .services import service_flows, slb_flows, snat_zone
 
@@ -294,11 +297,18 @@ def security_group_flows(plan: Plan, bridge: BridgePlan, fs: FlowSet) -> None:
     rel = ct_state(CT_TRK | CT_REL, CT_NEW | CT_INV)
     inv = ct_state(CT_TRK | CT_INV)
     new = ct_state(CT_TRK | CT_NEW)
-    for table, nxt in ((t_eg, t_l2), (t_in, t_out)):
+    logs = plan.flow_log_window > 0
+    # flow logs: every packet that passes is counted at its side of the ENI; what a rule decides is learned
+    count_out, count_in = (_count(FLOWLOG_OUT), _count(FLOWLOG_IN)) if logs else ([], [])
+
+    def learn(code: int) -> list:
+        return [SetField(REG_FLOWLOG_CODE, code), Resubmit(VSWITCH.table("flowlog_learn"))] if logs else []
+
+    for table, nxt, count in ((t_eg, t_l2, count_out), (t_in, t_out, count_in)):
         fs.add(flow(table, 3000, {"eth_type": ETH_IP, "ct_state": inv}, [], "secgroup", note="invalid: dropped"),
-               flow(table, 2900, {"eth_type": ETH_IP, "ct_state": est}, [Goto(nxt)], "secgroup",
+               flow(table, 2900, {"eth_type": ETH_IP, "ct_state": est}, [*count, Goto(nxt)], "secgroup",
                     note="established connections pass"),
-               flow(table, 2900, {"eth_type": ETH_IP, "ct_state": rel}, [Goto(nxt)], "secgroup",
+               flow(table, 2900, {"eth_type": ETH_IP, "ct_state": rel}, [*count, Goto(nxt)], "secgroup",
                     note="related packets (ICMP errors) pass"))
     # traffic from the vRouter was checked by the vSwitch it came from
     fs.add(flow(t_eg, 2000, {"eth_type": ETH_IP, "ct_state": new, "in_port": OFPORT_VROUTER_ON_VSWITCH},
@@ -306,18 +316,22 @@ def security_group_flows(plan: Plan, bridge: BridgePlan, fs: FlowSet) -> None:
     fs.add(flow(t_in, 2000, {"eth_type": ETH_IP, "ct_state": new, REG_OUT: OFPORT_VROUTER_ON_VSWITCH},
                 [Ct(bridge.zone, commit=True), Goto(t_out)], "secgroup",
                 note="to the vRouter: ingress is checked at the destination; commit here"))
+    # learn, then count: a retry of a new connection is counted (its first packet is not: the learned flow
+    # is installed after it)
+    out_ok, out_no = learn(FLOWLOG_ACCEPT_AT_SOURCE) + count_out, learn(FLOWLOG_REJECT_AT_SOURCE) + count_out
+    in_ok, in_no = learn(FLOWLOG_ACCEPT_AT_DEST) + count_in, learn(FLOWLOG_REJECT_AT_DEST) + count_in
     for obj, a in enumerate(atts, start=1):
         src = {"eth_type": ETH_IP, "ct_state": new, "in_port": a.ofport, "ipv4_src": _net(a.ip)}
         dst = {"eth_type": ETH_IP, "ct_state": new, REG_OUT: a.ofport, "ipv4_dst": _net(a.ip)}
-        fs.add(flow(t_eg, 10, src, [Goto(t_l2)], "secgroup", obj,
+        fs.add(flow(t_eg, 10, src, [*out_ok, Goto(t_l2)], "secgroup", obj,
                     f"{a.owner}: outbound allowed unless a rule drops it (the default)"),
-               flow(t_in, 10, {k: v for k, v in dst.items()}, [], "secgroup", obj,
+               flow(t_in, 10, {k: v for k, v in dst.items()}, in_no, "secgroup", obj,
                     f"{a.owner}: inbound denied unless a rule or group membership allows it (the default)"))
         for gname in a.security_groups:
             g = groups[gname]
             for m in _rule_matches(_AllRule, "ipv4_src", list(g.members)):
                 fs.add(flow(t_in, _of_priority(100, "accept") - 100, {**dst, **m},
-                            [Ct(bridge.zone, commit=True), Goto(t_out)], "secgroup", obj,
+                            [*in_ok, Ct(bridge.zone, commit=True), Goto(t_out)], "secgroup", obj,
                             f"{a.owner}: members of {g.name} reach each other"))
             for number, rule in enumerate(g.rules, start=1):
                 peers = [rule.cidr] if rule.cidr else list(groups[rule.group].members)
@@ -325,18 +339,79 @@ def security_group_flows(plan: Plan, bridge: BridgePlan, fs: FlowSet) -> None:
                 if rule.direction == "egress":
                     for m in _rule_matches(rule, "ipv4_dst", peers):
                         fs.add(flow(t_eg, _of_priority(rule.priority, rule.policy), {**src, **m},
-                                    [Goto(t_l2)] if rule.policy == "accept" else [], "secgroup", obj, note))
+                                    [*out_ok, Goto(t_l2)] if rule.policy == "accept" else out_no, "secgroup", obj,
+                                    note))
                 else:
                     for m in _rule_matches(rule, "ipv4_src", peers):
                         fs.add(flow(t_in, _of_priority(rule.priority, rule.policy), {**dst, **m},
-                                    [Ct(bridge.zone, commit=True), Goto(t_out)] if rule.policy == "accept" else [],
-                                    "secgroup", obj, note))
+                                    [*in_ok, Ct(bridge.zone, commit=True), Goto(t_out)] if rule.policy == "accept"
+                                    else in_no, "secgroup", obj, note))
+    if logs:
+        flowlog_flows(plan, fs)
     # anti-spoofing: anything else a port sends as new is not from an address behind it
     for a in {a.ofport: a for a in atts}.values():
         fs.add(flow(t_eg, 5, {"eth_type": ETH_IP, "ct_state": new, "in_port": a.ofport}, [], "spoof",
                     note=f"port {a.ofport}: source address not behind this port (spoofed): dropped"))
     fs.add(flow(t_in, 5, {"eth_type": ETH_IP, "ct_state": new}, [], "secgroup",
                 note="destination address not behind the chosen port: dropped"))
+
+
+def _count(side: int) -> list:
+    """Count the packet in the flowlog table at this side of its ENI (a learned flow, if any, matches)."""
+    return [SetField(REG_FLOWLOG_SIDE, side), Resubmit(VSWITCH.table("flowlog"))]
+
+
+# what a learned flow of the flow log matches, per protocol: (eth_type, ip_proto or None, port fields)
+_FLOWLOG_PROTOCOLS = (("tcp", IPPROTO["tcp"], ("tcp_src", "tcp_dst")), ("udp", IPPROTO["udp"], ("udp_src", "udp_dst")),
+                      ("icmp", IPPROTO["icmp"], ()), ("ip", None, ()))
+
+
+def flowlog_cookie(direction: int, accept: bool, first: bool) -> int:
+    """The cookie of a learned flow-log flow: its direction at the ENI (FLOWLOG_OUT or FLOWLOG_IN),
+    its action, and whether the packet that learned it travels in its direction (that packet is
+    not in its counts); kubevpc.flowlog.decode_cookie reads them back."""
+    return (FEATURES["flowlog_record"] << 56) | (((direction << 2) | (int(first) << 1) | int(accept)) << 32)
+
+
+def _learned(plan: Plan, direction: int, accept: bool, port_from: str, reverse: bool, proto, ports) -> Learn:
+    """A learned flow-log flow: the connection's tuple in this direction (reversed for replies),
+    the ENI's port (from in_port or reg1 of the learning packet) and the side it is counted at.
+    The switch reports it to the controller when it has been idle for the window (send_flow_rem)."""
+    src, dst = ("ipv4_dst", "ipv4_src") if reverse else ("ipv4_src", "ipv4_dst")
+    specs = [LearnMatch("eth_type", 16, value=ETH_IP)]
+    specs.append(LearnMatch("ip_proto", 8, value=proto) if proto is not None else LearnMatch("ip_proto", 8))
+    specs += [LearnMatch(REG_FLOWLOG_SIDE, 32, value=direction),
+              LearnMatch("in_port" if direction == FLOWLOG_OUT else REG_OUT, 32, src=port_from),
+              LearnMatch("ipv4_src", 32, src=src), LearnMatch("ipv4_dst", 32, src=dst)]
+    if ports:
+        a, b = ports if not reverse else (ports[1], ports[0])
+        specs += [LearnMatch(ports[0], 16, src=a), LearnMatch(ports[1], 16, src=b)]
+    return Learn(table=VSWITCH.table("flowlog"), priority=100, hard_timeout=0, idle_timeout=plan.flow_log_window,
+                 cookie=flowlog_cookie(direction, accept, not reverse), specs=tuple(specs), send_flow_rem=True)
+
+
+def flowlog_flows(plan: Plan, fs: FlowSet) -> None:
+    """The flowlog table (learned flows, and nothing to do for the rest) and flowlog_learn: for a
+    connection a security group decided, the flows that count it at the ENI, by protocol. At the
+    source's ENI (sg_egress, in_port is its port): out in the packet's direction, in for replies;
+    at the destination's (sg_ingress, reg1 is its port): in, and out for replies. A rejected
+    connection gets one flow, in the packet's direction."""
+    t_log, t_learn = VSWITCH.table("flowlog"), VSWITCH.table("flowlog_learn")
+    fs.add(flow(t_log, 0, None, [], "flowlog", note="no flow-log flow for this packet: nothing to count"),
+           flow(t_learn, 0, None, [], "flowlog", note="nothing to learn"))
+    plans = {FLOWLOG_ACCEPT_AT_SOURCE: [(FLOWLOG_OUT, True, "in_port", False), (FLOWLOG_IN, True, "in_port", True)],
+             FLOWLOG_ACCEPT_AT_DEST: [(FLOWLOG_IN, True, REG_OUT, False), (FLOWLOG_OUT, True, REG_OUT, True)],
+             FLOWLOG_REJECT_AT_DEST: [(FLOWLOG_IN, False, REG_OUT, False)],
+             FLOWLOG_REJECT_AT_SOURCE: [(FLOWLOG_OUT, False, "in_port", False)]}
+    words = {FLOWLOG_ACCEPT_AT_SOURCE: "accepted at the source's ENI", FLOWLOG_ACCEPT_AT_DEST:
+             "accepted at the destination's ENI", FLOWLOG_REJECT_AT_DEST: "rejected at the destination's ENI",
+             FLOWLOG_REJECT_AT_SOURCE: "rejected at the source's ENI"}
+    for code, learns in plans.items():
+        for name, proto, ports in _FLOWLOG_PROTOCOLS:
+            match = {REG_FLOWLOG_CODE: code, "eth_type": ETH_IP, **({"ip_proto": proto} if proto else {})}
+            fs.add(flow(t_learn, 100 if proto else 90, match,
+                        [_learned(plan, *x, proto, ports) for x in learns], "flowlog", code,
+                        f"flow log: a {name} connection {words[code]}"))
 
 
 class _AllRule:

@@ -172,12 +172,13 @@ class Learn:
     cookie: int
     specs: tuple = ()                # LearnMatch and LearnLoad values
     idle_timeout: int = 0
+    send_flow_rem: bool = False      # the switch tells the controller when a learned flow expires (flow logs)
 
     def ofctl(self) -> str:
         parts = [f"table={self.table}", f"priority={self.priority}", f"hard_timeout={self.hard_timeout}"]
         if self.idle_timeout:
             parts.append(f"idle_timeout={self.idle_timeout}")
-        parts += [f"cookie={self.cookie:#x}", "delete_learned"]
+        parts += [f"cookie={self.cookie:#x}", "delete_learned"] + (["send_flow_rem"] if self.send_flow_rem else [])
         for s in self.specs:
             if isinstance(s, LearnMatch):
                 parts.append(f"{s.field}={s.value:#x}" if s.value is not None else
@@ -214,7 +215,12 @@ class Group:
 # --------------------------------------------------------------------------------------- flows
 FEATURES = {"base": 1, "arp": 2, "l2": 3, "route": 4, "secgroup": 5, "tunnel": 6, "snat": 7,
             "pod": 8, "host": 9, "spoof": 10, "service": 11, "affinity": 12, "netpol": 13, "learned": 14, "reject": 15, "slb": 16,
-            "eip": 17, "natgw": 18, "edge": 19, "internet": 20, "uplink": 21}
+            "eip": 17, "natgw": 18, "edge": 19, "internet": 20, "uplink": 21,
+            "flowlog": 22,          # the vSwitches' flow log tables
+            "flowlog_record": 23}   # flows the vSwitches learn for the flow log: they belong to the switch
+
+
+FLOWLOG_TABLES = (70, 71)          # the vSwitch's flowlog and flowlog_learn (controller/pipeline.py)
 
 
 @dataclass(frozen=True)
@@ -236,6 +242,13 @@ class Flow:
 
     def key_text(self) -> str:
         return f"{self.table}|{self.priority}|{self.match_ofctl()}|{self.actions_ofctl()}"
+
+    @property
+    def drops(self) -> bool:
+        """Does a packet matching this flow stop here? No output, goto, group or recirculation;
+        counting it for the flow log (a resubmit to the vSwitch's flowlog tables) forwards nothing."""
+        return not any(isinstance(a, (Goto, Output, OutputReg, GroupAction)) or (isinstance(a, Ct) and a.table is not None)
+                       or (isinstance(a, Resubmit) and a.table not in FLOWLOG_TABLES) for a in self.actions)
 
     def match_ofctl(self) -> str:
         return ",".join(_field_ofctl(k, v) for k, v in self.match)

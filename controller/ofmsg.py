@@ -8,6 +8,7 @@ from .flows import (Conjunction, Ct, DecTtl, Flow, Goto, Group, GroupAction, Lea
                     Output, OutputReg, Resubmit, SetField)
 
 NX_NAT_F_SRC, NX_NAT_F_DST = 1 << 0, 1 << 1
+NX_LEARN_F_SEND_FLOW_REM = 1 << 0
 NX_LEARN_F_DELETE_LEARNED = 1 << 1
 
 
@@ -60,7 +61,8 @@ def _action(dp, action):
                 specs.append(parser.NXFlowSpecLoad(src=src, dst=(s.dst, 0), n_bits=s.n_bits))
         return parser.NXActionLearn(table_id=action.table, specs=specs, idle_timeout=action.idle_timeout,
                                     hard_timeout=action.hard_timeout, priority=action.priority,
-                                    cookie=action.cookie, flags=NX_LEARN_F_DELETE_LEARNED)
+                                    cookie=action.cookie, flags=NX_LEARN_F_DELETE_LEARNED | (
+                                        NX_LEARN_F_SEND_FLOW_REM if action.send_flow_rem else 0))
     raise TypeError(f"no translation for action {action!r}")
 
 

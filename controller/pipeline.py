@@ -42,6 +42,10 @@ REG_EP_IP = "reg2"      # the Service endpoint or SLB backend chosen (address) .
 REG_EP_PORT = "reg3"    # ... and its port
 REG_FLAGS = "reg4"      # node bridge: FLAG_* bits
 REG_SVC = "reg5"        # the Service entry (node bridge) or SLB listener (vSwitch) being balanced
+REG_FLOWLOG_SIDE = "reg6"   # vSwitch: which side of an ENI a packet is counted at (FLOWLOG_OUT, FLOWLOG_IN)
+REG_FLOWLOG_CODE = "reg7"   # vSwitch: what flowlog_learn learns (FLOWLOG_*_AT_*)
+FLOWLOG_OUT, FLOWLOG_IN = 1, 2        # sg_egress: leaving the ENI at in_port; sg_ingress: entering the ENI at reg1
+FLOWLOG_ACCEPT_AT_SOURCE, FLOWLOG_ACCEPT_AT_DEST, FLOWLOG_REJECT_AT_DEST, FLOWLOG_REJECT_AT_SOURCE = 1, 2, 3, 4
 SRC_POD, SRC_HOST, SRC_UPLINK, SRC_TUNNEL = 1, 2, 3, 4
 FLAG_AFFINITY_HIT = 0x1   # session affinity found a remembered endpoint
 FLAG_NAT_COMMITTED = 0x2  # the connection was committed with its Service DNAT
@@ -72,11 +76,17 @@ VSWITCH = Pipeline("vswitch", (
     Table(26, "slb_backend", "DNAT to the chosen backend, committed; the destination MAC becomes the "
           "backend's (on this vSwitch) or the vRouter's", (30,)),
     Table(30, "sg_egress", "established and related pass; new connections meet the security group "
-          "egress rules of the instance they come from (anti-spoofing first)", (40,)),
+          "egress rules of the instance they come from (anti-spoofing first); with flow logs, what passes is "
+          "counted in flowlog and what a rule decides is learned there", (40, 70, 71)),
     Table(40, "l2", "destination MAC to output port in reg1", (50,)),
     Table(50, "sg_ingress", "new connections meet the ingress rules of the instance they go to; "
-          "accepted ones are committed to conntrack", (60,)),
+          "accepted ones are committed to conntrack; with flow logs, counted and learned as in sg_egress",
+          (60, 70, 71)),
     Table(60, "output", "output to the port in reg1"),
+    Table(70, "flowlog", "flows learned per connection, direction and ENI (reg6: the side; in_port or reg1: "
+          "the ENI's port): each counts its packets and bytes for the flow log; nothing else happens here"),
+    Table(71, "flowlog_learn", "learn the flowlog flows of a connection a security group just decided (reg7: "
+          "accepted or rejected, at the source's or the destination's ENI), by protocol"),
 ))
 
 NODE = Pipeline("node", (

@@ -6,6 +6,7 @@ Exit codes: 0 ok, 1 a check failed, 2 bad usage or invalid scenario, 3 build or 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import signal
@@ -135,6 +136,28 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("-c", "--count", type=int, default=0, metavar="N", help="stop after N packets (default: no limit)")
     p.add_argument("-d", "--duration", type=float, default=0.0, metavar="S", help="stop after S seconds (default: no limit)")
     p.add_argument("-f", "--filter", default="", metavar="BPF", help="a tcpdump filter expression, e.g. 'udp port 4789'")
+    p = sub.add_parser("flowlog", help="the flow log of a running scenario (per ENI, as Alibaba Cloud VPC Flow "
+                       "Logs), or its rule counters",
+                       description="Print the flow log of a running scenario: a record per connection, direction "
+                       "and ENI (ECS instances, nodes, eni-mode pods) with the fields of Alibaba Cloud VPC Flow "
+                       "Logs: the ENI, its instance, vSwitch and VPC, source and destination address and port, "
+                       "protocol, packets, bytes, start, end, and ACCEPT or REJECT as the ENI's security groups "
+                       "decided. The vSwitches count every packet; a record is written when a connection has been "
+                       "idle for the window (cloud.flowLogs.window, default 10 s), and every window while it "
+                       "lasts. They are kept as JSON lines in the run's directory (flowlog.jsonl). --rules prints "
+                       "instead what each security group rule and NetworkPolicy matched or dropped, from the "
+                       "flows' own counters. Needs root. Exit codes: 0 done; 2 bad usage; 3 no such run.")
+    p.add_argument("run", nargs="?", metavar="RUN", help="the run (default: the one live run)")
+    p.add_argument("-o", "--output", choices=("table", "json"), default="table",
+                   help="table (default) or json (a record per line; with --rules, one document)")
+    p.add_argument("-f", "--follow", action="store_true", help="keep printing records as they are written, until "
+                   "the run ends or Ctrl-C")
+    p.add_argument("--active", action="store_true", help="also the connections still open, as they stand "
+                   "(log-status ACTIVE: counts since the connection began, partly in written records already)")
+    p.add_argument("--eni", metavar="ENI", help="only this ENI's records (eni-<instance> or eni-<ns>-<pod>)")
+    p.add_argument("--action", choices=("ACCEPT", "REJECT"), type=str.upper, help="only records with this action")
+    p.add_argument("--rules", action="store_true", help="the rule counters: packets and bytes per security group "
+                   "rule and NetworkPolicy flow")
     p = sub.add_parser("graph", help="draw a scenario's or a run's network (nothing is built)",
                        description="Draw the network of a scenario file, or of a live run, from its plan: VPCs with "
                        "their vRouter, route table and vSwitches (zones, CIDRs), ECS instances and nodes with their "
@@ -595,6 +618,123 @@ def cmd_capture(args) -> int:
     return EXIT_OK
 
 
+def cmd_flowlog(args) -> int:
+    from .flowlog import FLOWLOG_FILE, dump_learned, live_records, read_counters, read_records
+    from .ledger import owner_alive, run_dir
+    try:
+        run = _live_run(args.run)
+        plan = _run_plan(run)
+    except KubevpcError as exc:
+        console.print(f"[red]error:[/red] {escape(str(exc))}")
+        return EXIT_USAGE
+    if args.rules:
+        try:
+            with open(os.path.join(run_dir(run), "status.json"), encoding="utf-8") as fh:
+                health = json.load(fh).get("slb_health")
+        except (OSError, ValueError):
+            health = None
+        try:
+            counters = read_counters(plan, health)
+        except KubevpcError as exc:
+            console.print(f"[red]error:[/red] {escape(str(exc))}")
+            return EXIT_RUNTIME
+        if args.output == "json":
+            print(json.dumps([dataclasses.asdict(c) for c in counters], indent=1))
+            return EXIT_OK
+        t = Table(title=f"rule counters of run {run} (a security group rule counts the first packet of each "
+                        "connection it decides; a drop, every packet it drops)")
+        for col in ("kind", "rule", "action", "bridge", "packets", "bytes"):
+            t.add_column(col, overflow="fold", justify="right" if col in ("packets", "bytes") else "left")
+        for c in sorted(counters, key=lambda c: (-c.packets, c.kind, c.name)):
+            t.add_row(c.kind, c.name, c.action, c.bridge, str(c.packets), str(c.bytes))
+        out.print(t)
+        return EXIT_OK
+    if not plan.flow_log_window:
+        console.print(f"flow logs are off in run {run} (cloud.flowLogs.enabled: false); --rules still works")
+        return EXIT_OK
+
+    def keep(r: dict) -> bool:
+        return (args.eni is None or r.get("eni-id") == args.eni) and (args.action is None or r.get("action") == args.action)
+
+    state = run_dir(run)
+    try:
+        records = [r for r in read_records(state) if keep(r)]
+        live = [r for r in live_records(plan, dump_learned(plan)) if keep(r)] if args.active or not args.follow else []
+    except (OSError, KubevpcError) as exc:
+        console.print(f"[red]error:[/red] {escape(str(exc))}")
+        return EXIT_RUNTIME
+    shown = records + (live if args.active else [])
+    if args.output == "json":
+        for r in shown:
+            print(json.dumps(r))
+    else:
+        _flowlog_table(shown, f"flow log of run {run} (window {plan.flow_log_window} s)")
+        if not args.active and not args.follow:
+            out.print(f"{len(live)} direction(s) of open connections not yet in a record (--active lists them)",
+                      markup=False)
+    if not args.follow:
+        return EXIT_OK
+    path = os.path.join(state, FLOWLOG_FILE)
+    offset = os.path.getsize(path) if os.path.exists(path) else 0
+    _say(f"following {path}; Ctrl-C ends")
+    try:
+        while owner_alive(run):
+            time.sleep(0.5)
+            try:
+                size = os.path.getsize(path)
+            except FileNotFoundError:
+                continue
+            if size < offset:          # rotated
+                offset = 0
+            with open(path, encoding="utf-8") as fh:
+                fh.seek(offset)
+                chunk = fh.read()
+            complete = chunk[:chunk.rfind("\n") + 1]
+            offset += len(complete.encode())
+            for line in complete.splitlines():
+                try:
+                    r = json.loads(line)
+                except ValueError:
+                    continue
+                if keep(r):
+                    if args.output == "json":
+                        print(json.dumps(r), flush=True)
+                    else:
+                        out.print(_flowlog_line(r), markup=False, soft_wrap=True)
+    except KeyboardInterrupt:
+        return EXIT_OK
+    _say(f"run {run} has ended")
+    return EXIT_OK
+
+
+def _flowlog_line(r: dict) -> str:
+    proto = {6: "tcp", 17: "udp", 1: "icmp"}.get(r["protocol"], str(r["protocol"]))
+    src = r["srcaddr"] + (f":{r['srcport']}" if r["srcport"] else "")
+    dst = r["dstaddr"] + (f":{r['dstport']}" if r["dstport"] else "")
+    span = time.strftime("%H:%M:%S", time.localtime(r["start"])) + "-" + time.strftime("%H:%M:%S", time.localtime(r["end"]))
+    first = " (first packet's bytes uncounted)" if r.get("first-packet-bytes") else ""
+    return (f"{span} {r['eni-id']} {r['direction']:>3} {proto} {src} → {dst} {r['packets']} packets "
+            f"{r['bytes']} bytes{first} {r['action']} {r['log-status']}")
+
+
+def _flowlog_table(records: list[dict], title: str) -> None:
+    t = Table(title=title)
+    for col in ("start-end", "ENI", "vm", "dir", "proto", "source", "destination", "packets", "bytes", "action",
+                "status"):
+        t.add_column(col, overflow="fold", justify="right" if col in ("packets", "bytes") else "left")
+    for r in records:
+        proto = {6: "tcp", 17: "udp", 1: "icmp"}.get(r["protocol"], str(r["protocol"]))
+        t.add_row(time.strftime("%H:%M:%S", time.localtime(r["start"])) + "-"
+                  + time.strftime("%H:%M:%S", time.localtime(r["end"])), r["eni-id"], r["vm-id"], r["direction"],
+                  proto, r["srcaddr"] + (f":{r['srcport']}" if r["srcport"] else ""),
+                  r["dstaddr"] + (f":{r['dstport']}" if r["dstport"] else ""),
+                  str(r["packets"]) + ("*" if r.get("first-packet-bytes") else ""), str(r["bytes"]), r["action"],
+                  r["log-status"])
+    t.caption = "* the first packet is counted in packets, not in bytes" if any(
+        r.get("first-packet-bytes") for r in records) else None
+    out.print(t)
+
+
 def cmd_graph(args) -> int:
     from .graph import build, render
     from .ledger import RUN_NAME
@@ -977,6 +1117,11 @@ def status_lines(d: dict) -> list[str]:
     for r in st.get("refused", []):
         lines.append(f"REFUSED at {time.strftime('%H:%M:%S', time.localtime(r['time']))}: a connection from pid "
                      f"{r['pid']} (uid {r['uid']}) claiming datapath {r['dpid']}: {r['why']}")
+    drops = d.get("drops") or {}
+    if drops.get("error"):
+        lines.append(f"drops: not read ({drops['error']})")
+    for c in drops.get("top", []):
+        lines.append(f"drop: {c['kind']} {c['name']}: {c['packets']} packets, {c['bytes']} bytes (on {c['bridge']})")
     down = [s for s in d.get("servers", []) if s["state"] != "running"]
     if down:
         lines.append(f"servers not running ({len(down)} of {len(d['servers'])}): " + "; ".join(
@@ -1006,6 +1151,7 @@ CONTROL_COMMANDS = {"ready": cmd_ready, "apply": cmd_apply, "delete": cmd_delete
 
 COMMANDS = {"validate": cmd_validate, "plan": cmd_plan, "flows": cmd_flows, "run": cmd_run, "check": cmd_check,
             "explain": cmd_explain, "trace": cmd_trace, "capture": cmd_capture, "graph": cmd_graph,
+            "flowlog": cmd_flowlog,
             "clean": cmd_clean, "list": cmd_list, "perf": perf_bench.cmd_perf}
 COMMANDS.update(CONTROL_COMMANDS)
 

@@ -68,8 +68,21 @@ def describe(lab) -> dict:
             "controller": lab.status(), "controller_problem": lab.net.describe_controller() if lab.net else "",
             "connected": bridge_connections([b.name for b in plan.bridges]) if lab.net else {},
             "servers": lab.servers(),
+            "drops": _top_drops(lab),
             "services": [{"key": s.key, **s.model_dump(mode="json")} for s in plan.services],
             "slbs": [_slb_view(lab, slb) for slb in plan.slbs]}
+
+
+def _top_drops(lab) -> dict:
+    """The security group rules and NetworkPolicies that dropped the most packets (their flows'
+    counters), or why they could not be read."""
+    from .flowlog import top_drops
+    if lab.net is None:
+        return {"top": [], "error": "the lab is not up"}
+    try:
+        return {"top": [dataclasses.asdict(c) for c in top_drops(lab.rule_counters())], "error": ""}
+    except KubevpcError as exc:
+        return {"top": [], "error": str(exc)}
 
 
 def matrix(lab, sources: list[str], ports: list[list], dests: list[str] | None = None, timeout: float = 1.0) -> dict:

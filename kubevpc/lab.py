@@ -171,6 +171,23 @@ class Lab:
             raise KubevpcError("the lab is not up")
         return trace(self.plan, source, dest, port, proto, self.status().get("slb_health"))
 
+    def flow_log(self, active: bool = False) -> list[dict]:
+        """The run's flow log records (kubevpc.flowlog: Alibaba Cloud VPC Flow Logs' fields), oldest
+        first; active: with the connections still open as they stand (log-status ACTIVE)."""
+        from .flowlog import dump_learned, live_records, read_records
+        if self.net is None:
+            raise KubevpcError("the lab is not up")
+        records = read_records(self.net.state_dir)
+        return records + (live_records(self.plan, dump_learned(self.plan)) if active else [])
+
+    def rule_counters(self) -> list:
+        """Packets and bytes each security group rule and NetworkPolicy flow matched, from the
+        flows' own counters (kubevpc.flowlog.Counter)."""
+        from .flowlog import read_counters
+        if self.net is None:
+            raise KubevpcError("the lab is not up")
+        return read_counters(self.plan, self.status().get("slb_health"))
+
     def service(self, name: str):
         """A Service of the plan by `<namespace>/<name>` or `<name>` (namespace default)."""
         try:

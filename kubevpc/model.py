@@ -211,8 +211,16 @@ class NatGateway(Strict):
     description: str = ""
 
 
+class FlowLogOptions(Strict):
+    """Flow logs of every ENI, kept by the vSwitches (kubevpc.flowlog)."""
+
+    enabled: bool = True
+    window: int = Field(default=10, ge=1, le=600)     # seconds a connection is idle before its record is closed
+
+
 class Cloud(Strict):
     vpcs: list[VPC] = Field(min_length=1)
+    flowLogs: FlowLogOptions = FlowLogOptions()
     securityGroups: list[SecurityGroup] = []
     instances: list[Instance] = []
     internet: Internet | None = None

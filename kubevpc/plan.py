@@ -383,6 +383,7 @@ class Plan(Frozen):
     ingresses: tuple[ingress.Ingress, ...] = ()
     secrets: tuple[ingress.Secret, ...] = ()
     expect: tuple[dict, ...] = ()
+    flow_log_window: int = 0        # seconds of idleness that close a flow log record; 0: flow logs off
 
     def host(self, key: str) -> HostPlan:
         return _find(self.hosts, "key", key)
@@ -924,7 +925,8 @@ class Planner:
                     namespaces=self._namespace_labels(),
                     ingresses=tuple(m.obj for m in self.loaded.manifests if isinstance(m.obj, ingress.Ingress)),
                     secrets=tuple(m.obj for m in self.loaded.manifests if isinstance(m.obj, ingress.Secret)),
-                    expect=tuple(e.model_dump(by_alias=True) for e in sc.expect))
+                    expect=tuple(e.model_dump(by_alias=True) for e in sc.expect),
+                    flow_log_window=sc.cloud.flowLogs.window if sc.cloud.flowLogs.enabled else 0)
         self._check_expectations(plan)
         self._check_names(plan)
         if self.problems:

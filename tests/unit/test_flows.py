@@ -231,7 +231,7 @@ def _accepts(f: Flow) -> bool:
 def test_drop_beats_accept_at_equal_priority(mode):
     flows = _ingress_flows(plan_for("reach", mode), "ecs/eq-1", 8080)
     accept = [f for f in flows if _accepts(f)]
-    drop = [f for f in flows if not f.actions]
+    drop = [f for f in flows if f.drops]
     assert len(accept) == 1 and len(drop) == 1, [f.to_ofctl() for f in flows]
     assert drop[0].priority > accept[0].priority
 
@@ -240,9 +240,9 @@ def test_drop_beats_accept_at_equal_priority(mode):
 def test_priority_one_beats_priority_two(mode):
     plan = plan_for("reach", mode)
     (accept1,) = [f for f in _ingress_flows(plan, "ecs/prio-1", 9090) if _accepts(f)]
-    (drop2,) = [f for f in _ingress_flows(plan, "ecs/prio-1", 9090) if not f.actions]
+    (drop2,) = [f for f in _ingress_flows(plan, "ecs/prio-1", 9090) if f.drops]
     assert accept1.priority > drop2.priority
-    (drop1,) = [f for f in _ingress_flows(plan, "ecs/prio-1", 9091) if not f.actions]
+    (drop1,) = [f for f in _ingress_flows(plan, "ecs/prio-1", 9091) if f.drops]
     (accept2,) = [f for f in _ingress_flows(plan, "ecs/prio-1", 9091) if _accepts(f)]
     assert drop1.priority > accept2.priority
 
@@ -256,7 +256,7 @@ def test_group_membership_ranks_below_every_rule_and_above_the_default_deny(mode
     rules = [f for f in flows if "tcp_dst" in match(f)]
     member = [f for f in flows if "ipv4_src" in match(f) and "tcp_dst" not in match(f)]
     default = [f for f in flows if "ipv4_src" not in match(f)]
-    assert rules and member and len(default) == 1 and not default[0].actions
+    assert rules and member and len(default) == 1 and default[0].drops
     assert max(f.priority for f in member) < min(f.priority for f in rules)
     assert default[0].priority < min(f.priority for f in member)
 
@@ -269,7 +269,7 @@ def test_egress_drop_rule_compiles_to_a_drop_above_the_default_allow(mode):
              if f.table == 30 and match(f).get("in_port") == att.ofport and match(f).get("ipv4_src") == att.ip]
     (drop,) = [f for f in flows if match(f).get("tcp_dst") == 443]
     (allow,) = [f for f in flows if "tcp_dst" not in match(f)]
-    assert drop.actions == () and allow.actions == (Goto(40),)
+    assert drop.drops and allow.actions[-1] == Goto(40)
     assert drop.priority > allow.priority
 
 
@@ -381,7 +381,7 @@ def test_pods_may_only_send_from_their_own_mac_and_ip():
         passing = [f for f in flows if f.actions]
         assert passing and all(match(f)["eth_src"] == p.mac for f in passing)
         assert all(match(f).get("ipv4_src", match(f).get("arp_spa")) == p.ip for f in passing)
-        (drop,) = [f for f in flows if not f.actions]
+        (drop,) = [f for f in flows if f.drops]
         assert drop.priority < min(f.priority for f in passing)
 
 
