@@ -34,6 +34,7 @@ from .plan import HostPlan, Plan, resolve_endpoint
 
 MAX_CALLS = 240           # ofproto/trace calls for one trace, branches included (about 10 ms each)
 MAX_LEAVES = 16           # branches followed through select groups
+FLOWLOG_RECORD = 23       # controller/flows.py FEATURES["flowlog_record"]: flows the vSwitches learn for the flow log
 VXLAN_SOURCE_PORT = 49152 # the outer UDP source port (the kernel hashes the inner flow; any will do)
 
 
@@ -292,7 +293,9 @@ class Tracer:
                         "unreachable: no ready endpoint" if refusal else "sent to the controller (packet-in)")
             return
         if not outputs:
-            last = p.hits[-1] if p.hits else None
+            # the flow that dropped it: counting it for the flow log (a resubmit to the flowlog tables) is not
+            last = next((h for h in reversed(p.hits) if self._feature(h) != "flowlog" and h.cookie >> 56 != FLOWLOG_RECORD),
+                        None)
             hop.outcome = "dropped"
             t.outcome = "dropped"
             if last is None:

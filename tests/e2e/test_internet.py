@@ -74,7 +74,29 @@ def test_eip_inbound_still_meets_the_security_group(lab):
     assert r.outcome == "timeout", r
 
 
+def test_trace_shows_the_eip_both_ways_and_the_security_group_that_drops(lab):
+    bastion = lab.address("ecs/bastion")
+    t = lab.trace("inet/client", "eip/eip-bastion", 80)
+    assert f"DNAT to {bastion}" in " ".join(d for h in t.hops for d in h.decisions)
+    assert t.outcome == "delivered" and t.seen_source == lab.address("inet/client") and not t.disagreement
+    closed = lab.trace("inet/client", "eip/eip-bastion", 81)
+    assert closed.outcome == "dropped" and "table 50 (sg_ingress): ecs/bastion: inbound denied" in closed.reason
+    assert not closed.disagreement
+    out = lab.trace("ecs/bastion", "inet/server", 80)
+    assert f"SNAT to {eip(lab, 'eip-bastion')}" in " ".join(d for h in out.hops for d in h.decisions)
+    assert out.seen_source == eip(lab, "eip-bastion") and not out.disagreement
+
+
 # ---------------------------------------------------------------------------------- NAT gateway
+def test_trace_to_the_internet_shows_the_snat_of_the_nat_gateway(lab):
+    t = lab.trace("pod/default/client", "inet/server", 80)
+    decisions = [d for h in t.hops for d in h.decisions]
+    assert any(d.startswith(f"SNAT to {nat_ip(lab)}:") for d in decisions), decisions
+    assert t.outcome == "delivered" and t.seen_source == nat_ip(lab) and not t.disagreement, t.reason
+    # the twin: no EIP, no SNAT entry: the edge drops it, and the trace says where and why
+    none = lab.trace("ecs/ecs-nosnat", "inet/server", 80)
+    assert none.outcome == "dropped" and "no EIP, no SNAT entry" in none.reason and not none.disagreement
+    assert not any("SNAT to" in d for h in none.hops for d in h.decisions if nat_ip(lab) in d)
 @pytest.mark.parametrize("source", ["ecs/ecs-private", "node/node-1", "node/node-2", "pod/default/client"])
 def test_snat_entries_take_their_sources_out_through_the_nat_gateway(lab, source):
     r = lab.connect(source, "inet/server", 80)

@@ -298,6 +298,34 @@ def test_policy_changes_keep_established_connections(lab):
     lab.set_network_policies()
 
 
+def test_a_policy_drop_counter_rises_by_the_packets_a_denied_probe_sent(lab):
+    lab.set_network_policies(policy("x", "deny-ingress", {"podSelector": {}, "policyTypes": ["Ingress"]}))
+    prefix = "x/a is isolated for ingress by NetworkPolicy x/deny-ingress"
+
+    def dropped() -> int:
+        return sum(c.packets for c in lab.rule_counters()
+                   if c.kind == "NetworkPolicy" and c.action == "drop" and c.name.startswith(prefix))
+
+    def settled(before: int, expected: int) -> int:
+        # Open vSwitch adds the datapath's counts to its flows' when its revalidators run (every 500 ms)
+        deadline = time.monotonic() + 5
+        while (n := dropped() - before) != expected and time.monotonic() < deadline:
+            time.sleep(0.25)
+        return n
+
+    script = ("import socket, sys, time\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+              "for i in range(7):\n    s.sendto(b'x' * 64, (sys.argv[1], 80)); time.sleep(0.05)\n")
+    before = dropped()
+    assert lab.exec("pod/y/b", [sys.executable, "-c", script, lab.address("pod/x/a")]).returncode == 0
+    assert settled(before, 7) == 7
+    # the twin: y/a is not isolated; datagrams to it are not counted against x/a's isolation
+    assert lab.exec("pod/y/b", [sys.executable, "-c", script, lab.address("pod/y/a")]).returncode == 0
+    time.sleep(1.5)
+    assert settled(before, 7) == 7
+    node_bridge = lab.host("pod/x/a").bridge.removeprefix(lab.run + "-")
+    assert any(c.name.startswith(prefix) and c.bridge == node_bridge for c in lab.rule_counters()), node_bridge
+
+
 def test_no_packet_in_during_policy_enforcement(lab):
     enforce(lab, policy("x", "deny-ingress", {"podSelector": {}, "policyTypes": ["Ingress"]}))
     status = lab.status()
