@@ -645,8 +645,10 @@ def cmd_flowlog(args) -> int:
                         "connection it decides; a drop, every packet it drops)")
         for col in ("kind", "rule", "action", "bridge", "packets", "bytes"):
             t.add_column(col, overflow="fold", justify="right" if col in ("packets", "bytes") else "left")
-        for c in sorted(counters, key=lambda c: (-c.packets, c.kind, c.name)):
+        shown = sorted((c for c in counters if c.packets), key=lambda c: (-c.packets, c.kind, c.name))
+        for c in shown:
             t.add_row(c.kind, c.name, c.action, c.bridge, str(c.packets), str(c.bytes))
+        t.caption = f"{len(counters) - len(shown)} rule flows matched nothing (-o json lists every one)"
         out.print(t)
         return EXIT_OK
     if not plan.flow_log_window:
