@@ -51,7 +51,8 @@ def devices(plan: Plan, target: str) -> list[Device]:
         try:
             h = resolve_endpoint(plan, target)
         except KeyError:
-            raise KubevpcError(f"no endpoint {target!r} in this run") from None
+            raise KubevpcError(f"no endpoint {target!r} in this run (`kubevpc plan` lists them; expected "
+                               "pod/<namespace>/<name>, ecs/<name>, node/<name> or inet/<name>)") from None
         return [Device(h.veth, f"{h.key} ({h.ip}), at its bridge port")]
     if kind == "internet" and not rest:
         hosts = plan.internet_hosts

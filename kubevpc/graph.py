@@ -56,7 +56,10 @@ class Graph:
 
 
 def _id(text: str) -> str:
-    return "n_" + "".join(c if c.isalnum() else "_" for c in text)
+    """A node id of letters, digits and _, distinct for distinct texts: any other character is _
+    and its code in hex (mapping both / and - to _ made pod/a/b-c and pod/a-b/c one node)."""
+    return "n_" + "".join(c if c.isascii() and c.isalnum() else f"_{ord(c):02x}" if ord(c) < 0x100
+                          else f"_u{ord(c):06x}" for c in text)
 
 
 def build(plan: Plan, matrix=None) -> Graph:
@@ -67,11 +70,12 @@ def build(plan: Plan, matrix=None) -> Graph:
         vid = _id("vpc/" + vpc.name)
         g.add(Node(vid, "vpc", f"VPC {vpc.name} {vpc.cidr}"))
         g.add(Node(_id("vrouter/" + vpc.name), "vrouter", f"vRouter of {vpc.name}", vid))
-        routes = [r for r in vpc.routes if r.kind != "system"]
-        if routes:
-            text = "\n".join(f"{r.destination} → {r.next_hop or r.kind}" for r in routes)
-            g.add(Node(_id("routes/" + vpc.name), "routes", f"route table ({len(routes)} of {vpc.quota})\n{text}", vid))
-            g.link(Edge(_id("routes/" + vpc.name), _id("vrouter/" + vpc.name), "route"))
+        # every entry, the system routes of the vSwitches too (the console lists them); the quota counts the others
+        entries = sum(1 for r in vpc.routes if r.kind != "system")
+        text = "\n".join(f"{r.destination} → " + (f"system ({r.description.removeprefix('vSwitch ')})"
+                                                   if r.kind == "system" else r.next_hop or r.kind) for r in vpc.routes)
+        g.add(Node(_id("routes/" + vpc.name), "routes", f"route table ({entries} of {vpc.quota} entries)\n{text}", vid))
+        g.link(Edge(_id("routes/" + vpc.name), _id("vrouter/" + vpc.name), "route"))
     for v in plan.vswitches:
         sid = _id("vsw/" + v.name)
         g.add(Node(sid, "vswitch", f"vSwitch {v.name}\n{v.zone} {v.cidr}", _id("vpc/" + v.vpc)))
@@ -219,6 +223,8 @@ def dot(g: Graph) -> str:
             out.append(f"{indent}  label={q(n.label)}; style=rounded;")
             if n.kind == "node":          # the node's own namespace, inside its box
                 out.append(f"{indent}  {n.id} [label={q('its namespace ' + n.label.split(chr(10))[1])}, shape=box];")
+            elif any(n.id in (e.src, e.dst) for e in g.edges):     # an edge ends at it (the internet): a box
+                out.append(f"{indent}  {n.id} [label={q(n.label)}, shape={SHAPES.get(n.kind, 'box')}];")   # inside
             for c in kids[n.id]:
                 emit(c, indent + "  ")
             out.append(f"{indent}}}")
@@ -240,29 +246,42 @@ def dot(g: Graph) -> str:
 
 
 def drawio(g: Graph) -> str:
-    """draw.io's mxGraph XML: a grid of boxes, groups as containers, edges between them (draw.io's
-    Arrange > Layout tidies them up)."""
+    """draw.io's mxGraph XML: boxes in rows, groups as containers sized to what they hold, edges
+    between them (draw.io's Arrange > Layout tidies them up)."""
     kids = _children(g)
     cells = ['<mxCell id="0"/>', '<mxCell id="1" parent="0"/>']
     ids = {n.id: f"c{i + 2}" for i, n in enumerate(g.nodes)}
+    geometry: dict[str, tuple[int, int, int, int]] = {}      # id -> x, y (in its parent), width, height
 
-    def place(nodes: list[Node], parent: str, y0: int) -> int:
-        x, y, row = 20, y0, 0
+    def rows(nodes: list[Node], limit: int, top: int) -> tuple[int, int]:
+        """Place nodes left to right, a new row past `limit`; the width and height they take."""
+        x, y, row, width = 20, top, 0, 0
+        for n in nodes:
+            w, h = size(n)
+            if x > 20 and x + w > limit:
+                x, y, row = 20, y + row + 20, 0
+            geometry[n.id] = (x, y, w, h)
+            x += w + 20
+            row, width = max(row, h), max(width, x)
+        return width, y + row + 20
+
+    def size(n: Node) -> tuple[int, int]:
+        inner = kids.get(n.id, [])
+        if not inner:
+            return 160, 60
+        return rows(inner, 640, 40)
+
+    def emit(nodes: list[Node], parent: str) -> None:
         for n in nodes:
             inner = kids.get(n.id, [])
-            w, h = (420, 60 + 80 * ((len(inner) + 2) // 3)) if inner else (160, 60)
-            style = "swimlane;rounded=1;" if inner else "rounded=1;whiteSpace=wrap;html=1;"
+            x, y, w, h = geometry[n.id]
+            style = ("swimlane;rounded=1;html=1;startSize=30;" if inner else "rounded=1;whiteSpace=wrap;html=1;")
             cells.append(f'<mxCell id="{ids[n.id]}" value="{html.escape(n.label.replace(chr(10), "<br>"))}" '
                          f'style="{style}" vertex="1" parent="{ids.get(parent, "1")}">'
                          f'<mxGeometry x="{x}" y="{y}" width="{w}" height="{h}" as="geometry"/></mxCell>')
-            if inner:
-                place(inner, n.id, 30)
-            row = max(row, h)
-            x += w + 20
-            if x > 1300:
-                x, y, row = 20, y + row + 20, 0
-        return y + row
-    place(kids.get("", []), "", 20)
+            emit(inner, n.id)
+    rows(kids.get("", []), 1400, 20)
+    emit(kids.get("", []), "")
     for i, e in enumerate(g.edges):
         cells.append(f'<mxCell id="e{i}" value="{html.escape(e.label)}" edge="1" source="{ids[e.src]}" '
                      f'target="{ids[e.dst]}" parent="1" style="endArrow=classic;html=1;'

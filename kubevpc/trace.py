@@ -558,9 +558,13 @@ def compare(t: Trace, expected) -> str:
     """What differs between the trace and the evaluator's Explanation ("" when they agree): the
     network's verdict (delivered or not, on every branch), and the client address."""
     leaves = t.leaves()
-    delivered = [x for x in leaves if x.outcome == "delivered"]
-    # a refusal by a destination that does not listen is the network's delivery
+    unfinished = [x for x in leaves if x.outcome not in ("delivered", "dropped", "refused", "controller")]
+    if unfinished:
+        return f"the trace cannot say: it ends {unfinished[0].outcome}: {unfinished[0].reason}"
+    # a refusal by a destination that does not listen is the network's delivery (port 1 of a node
+    # is one: the node refuses it itself)
     listens = not any(s.stage == "destination" and s.passes is False for s in _all_steps(expected))
+    delivered = [x for x in leaves if x.outcome == "delivered" or (not listens and x.outcome == "refused")]
     want = expected.allowed if listens else True
     refused = [x for x in leaves if x.outcome in ("refused", "controller")]
     if want is False and refused and not delivered:

@@ -3,30 +3,15 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
 from kubevpc import cli
 from kubevpc.checks import declared_checks, default_checks
 from kubevpc.explain import explain
-from kubevpc.load import load
 from kubevpc.matrix import expect
-from kubevpc.plan import make_plan
 
-REPO = Path(__file__).resolve().parents[2]
-DEFAULT = REPO / "scenarios" / "default.yaml"
-NETPOL = REPO / "scenarios" / "netpol.yaml"
-SERVICES = REPO / "tests" / "e2e" / "data" / "services.yaml"
-INTERNET = REPO / "tests" / "e2e" / "data" / "internet.yaml"
-MODES = ("vxlan", "vpc-route", "eni")
-_plans: dict = {}
-
-
-def plan_of(path: Path, mode: str):
-    if (path, mode) not in _plans:
-        _plans[path, mode] = make_plan(load(str(path), mode=mode), "kv")
-    return _plans[path, mode]
+from .plans import DEFAULT, INTERNET, MODES, NETPOL, SERVICES, plan_of
 
 
 def texts(e, stage: str | None = None) -> list[str]:

@@ -14,7 +14,7 @@ import yaml
 from controller.compile import compile_plan, flowlog_cookie
 from controller.flows import FLOWLOG_TABLES, Learn, Resubmit
 from controller.pipeline import (FLOWLOG_ACCEPT_AT_DEST, FLOWLOG_ACCEPT_AT_SOURCE, FLOWLOG_IN, FLOWLOG_OUT,
-                                 FLOWLOG_REJECT_AT_DEST, REG_FLOWLOG_CODE, VSWITCH)
+                                 REG_FLOWLOG_CODE, VSWITCH)
 from kubevpc.errors import ScenarioError
 from kubevpc.flowlog import (FIELDS, LearnedFlow, Recorder, decode_cookie, eni_at, parse_learned, read_records,
                              record, rule_counters, top_drops)
