@@ -950,7 +950,7 @@ def _changed(client, headline: str, reply, as_json: bool) -> int:
         out.print(f"flows programmed in {flows * 1000:.0f} ms ({flows:.2f} of kube-proxy's 1 s minimum sync "
                   f"period), in the datapath's flow cache in {cached * 1000:.0f} ms")
         if times.get("controller"):
-            out.print(f"note: during this change, {times['controller']}", markup=False)
+            out.print(f"note: since the last change, {times['controller']}", markup=False)
     else:
         out.print(f"done in {reply.took_s * 1000:.0f} ms")
     return EXIT_OK

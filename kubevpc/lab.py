@@ -61,6 +61,7 @@ class Lab:
         self.timings: dict[str, float] = {}
         self.source_ports = PortBlocks()          # probes never reuse a recent source port
         self.stopped: set[str] = set()            # servers stopped on purpose (stop_server), by name
+        self._deaths_told = 0                      # controller deaths a change has reported already
 
     # ------------------------------------------------------------------------------ lifecycle
     def up(self) -> "Lab":
@@ -393,7 +394,6 @@ class Lab:
         ready = {k: v for k, v in ready.items() if k not in {h.key for h in removed}}
         labels = {k: v for k, v in labels.items() if k not in {h.key for h in removed}}
         version = self.status().get("plan_version", 0)
-        deaths = len(self.net.supervisor.deaths) if self.net.supervisor else 0
         pods: dict[str, float] = {}
         if added:        # the pods listen before any Service sends to them; flows are timed from then
             self.say(f"starting {len(added)} pod(s): {', '.join(h.key for h in added)}")
@@ -446,9 +446,13 @@ class Lab:
         cached = time.monotonic() - t0
         self.say(f"change programmed in {took * 1000:.0f} ms, in the datapath's cache in {cached * 1000:.0f} ms")
         note = {}
-        if self.net.supervisor and len(self.net.supervisor.deaths) > deaths:
-            note["controller"] = self.net.describe_controller()     # it died during the change, and was restarted
-            self.say(f"during this change, {note['controller']}")
+        # a controller that died since the last change was told (during this one, or just before it,
+        # when the supervisor may have restarted it already): the change waited for the new one
+        deaths = len(self.net.supervisor.deaths) if self.net.supervisor else 0
+        if deaths > self._deaths_told:
+            note["controller"] = self.net.describe_controller()
+            self.say(f"since the last change, {note['controller']}")
+        self._deaths_told = deaths
         return {"flows_updated_s": took, "datapath_s": cached, **pods, **note}
     def why_not_programmed(self, version: int | None = None) -> str:
         """Why the bridges are not all programmed at the controller's plan version (or at a plan
