@@ -30,6 +30,9 @@ import time
 from dataclasses import dataclass
 from typing import Iterator
 
+from controller.flows import FEATURES, FLOWLOG_TABLES
+from controller.pipeline import FLOWLOG_OUT
+
 from .errors import KubevpcError
 from .plan import Attachment, Plan
 
@@ -46,10 +49,12 @@ class Counter:
     bytes: int
 
 
-def dump_flows(bridge: str) -> str:
+def dump_flows(bridge: str, table: int | None = None) -> str:
+    """`ovs-ofctl dump-flows` of a bridge (of one table), within a deadline."""
+    cmd = ["ovs-ofctl", "--timeout=10", "-O", "OpenFlow13", "dump-flows", bridge] + (
+        [f"table={table}"] if table is not None else [])
     try:
-        res = subprocess.run(["ovs-ofctl", "--timeout=10", "-O", "OpenFlow13", "dump-flows", bridge],
-                             capture_output=True, text=True, timeout=20, stdin=subprocess.DEVNULL)
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=20, stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
         raise KubevpcError(f"ovs-ofctl dump-flows {bridge} did not answer within 20 s") from None
     if res.returncode != 0:
@@ -95,8 +100,7 @@ def top_drops(counters: list[Counter], n: int = 5) -> list[Counter]:
 # ------------------------------------------------------------------------------- flow logs
 FLOWLOG_FILE = "flowlog.jsonl"
 FLOWLOG_VERSION = 1
-FLOWLOG_RECORD = 23                     # controller/flows.py FEATURES["flowlog_record"]
-FLOWLOG_OUT, FLOWLOG_IN = 1, 2          # controller/pipeline.py
+FLOWLOG_RECORD = FEATURES["flowlog_record"]
 MAX_FLOWLOG_BYTES = 64 << 20            # then flowlog.jsonl becomes flowlog.jsonl.1 (one generation kept)
 FIELDS = ("version", "vpc-id", "vswitch-id", "vm-id", "eni-id", "srcaddr", "srcport", "dstaddr", "dstport",
           "protocol", "direction", "packets", "bytes", "start", "end", "action", "log-status")
@@ -233,19 +237,8 @@ def dump_learned(plan: Plan) -> list[LearnedFlow]:
     out = []
     for b in plan.bridges:
         if b.role == "vswitch":
-            out += parse_learned(b.name, dump_flows_table(b.name, 70))
+            out += parse_learned(b.name, dump_flows(b.name, FLOWLOG_TABLES[0]))
     return out
-
-
-def dump_flows_table(bridge: str, table: int) -> str:
-    try:
-        res = subprocess.run(["ovs-ofctl", "--timeout=10", "-O", "OpenFlow13", "dump-flows", bridge,
-                              f"table={table}"], capture_output=True, text=True, timeout=20, stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired:
-        raise KubevpcError(f"ovs-ofctl dump-flows {bridge} did not answer within 20 s") from None
-    if res.returncode != 0:
-        raise KubevpcError(f"ovs-ofctl dump-flows {bridge} failed: {res.stderr.strip()}")
-    return res.stdout
 
 
 class Recorder:

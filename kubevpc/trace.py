@@ -29,12 +29,13 @@ import re
 import subprocess
 from dataclasses import dataclass, field
 
+from controller.flows import FEATURES
+
 from .errors import KubevpcError
 from .plan import HostPlan, Plan, resolve_endpoint
 
 MAX_CALLS = 240           # ofproto/trace calls for one trace, branches included (about 10 ms each)
 MAX_LEAVES = 16           # branches followed through select groups
-FLOWLOG_RECORD = 23       # controller/flows.py FEATURES["flowlog_record"]: flows the vSwitches learn for the flow log
 VXLAN_SOURCE_PORT = 49152 # the outer UDP source port (the kernel hashes the inner flow; any will do)
 
 
@@ -294,8 +295,8 @@ class Tracer:
             return
         if not outputs:
             # the flow that dropped it: counting it for the flow log (a resubmit to the flowlog tables) is not
-            last = next((h for h in reversed(p.hits) if self._feature(h) != "flowlog" and h.cookie >> 56 != FLOWLOG_RECORD),
-                        None)
+            last = next((h for h in reversed(p.hits) if self._feature(h) != "flowlog"
+                         and h.cookie >> 56 != FEATURES["flowlog_record"]), None)
             hop.outcome = "dropped"
             t.outcome = "dropped"
             if last is None:
