@@ -1,0 +1,101 @@
+"""Stage "bridges": every Open vSwitch bridge with its ports (vRouters with their VPC's route
+table, vSwitches, nodes, edges, the internet router), numbered datapath ids and conntrack zones;
+then the security groups with their members."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .cloud import Cloud
+from .cluster import Cluster
+from .context import Context
+from .hosts import Wiring
+from .internet import Internet
+from .model import (OFPORT_EDGE_INTERNET, OFPORT_EDGE_VPC, OFPORT_NODE_HOST, OFPORT_VROUTER_EDGE,
+                    OFPORT_VROUTER_ON_VSWITCH, Attachment, BridgePlan, GroupPlan, NodePlan, OvsPort, RulePlan, VpcPlan)
+from .routes import plan_routes
+
+DPID_BASE = 0x6B76_0000_0000_0000       # "kv": datapath ids of a run's bridges count up from here
+
+
+@dataclass
+class Bridges:
+    bridges: tuple[BridgePlan, ...]
+    vpcs: tuple[VpcPlan, ...]
+
+
+def plan_bridges(ctx: Context, cloud: Cloud, cluster: Cluster, nodes: list[NodePlan], internet: Internet,
+                 wiring: Wiring) -> Bridges:
+    bridges, vpcs = _vrouters(ctx, cloud, cluster, nodes, internet)
+    names = ctx.names
+    for v in cloud.vswitches:
+        idx = cloud.index[v.name]
+        ports = [OvsPort(name=names.vswitch_to_vrouter(idx), ofport=OFPORT_VROUTER_ON_VSWITCH, kind="patch",
+                         peer=names.vrouter_to_vswitch(idx))]
+        bridges.append(BridgePlan(name=v.bridge, role="vswitch", owner=v.name, dpid=0, zone=0,
+                                  ports=tuple(ports + wiring.ports.ports[v.name])))
+    hosts = wiring.hosts
+    for node in nodes:
+        host = next(h for h in hosts if h.key == node.ecs)
+        ports = [OvsPort(name=host.veth, ofport=OFPORT_NODE_HOST, kind="veth", peer=host.key)]
+        ports += [OvsPort(name=u.port, ofport=u.ofport, kind="link", peer=u.peer) for u in node.uplinks]
+        ports += [OvsPort(name=u.patch, ofport=u.patch_ofport, kind="patch", peer=u.patch_peer) for u in node.uplinks]
+        ports += [OvsPort(name=t.ifname, ofport=t.ofport, kind="vxlan") for t in node.tunnels[:1]]
+        ports += [OvsPort(name=h.veth, ofport=h.ofport, kind="veth", peer=h.key)
+                  for h in hosts if h.kind == "pod" and h.node == node.name]
+        bridges.append(BridgePlan(name=node.bridge, role="node", owner=node.name, dpid=0, zone=0, ports=tuple(ports)))
+    vpc_index = {v.name: i for i, v in enumerate(ctx.sc.cloud.vpcs)}
+    for e in internet.edges:
+        i = vpc_index[e.vpc]
+        bridges.append(BridgePlan(name=e.bridge, role="edge", owner=e.vpc, dpid=0, zone=0, ports=(
+            OvsPort(name=names.edge_to_vrouter(i), ofport=OFPORT_EDGE_VPC, kind="link", peer=names.vrouter_to_edge(i)),
+            OvsPort(name=names.edge_to_internet(i), ofport=OFPORT_EDGE_INTERNET, kind="patch",
+                    peer=names.internet_to_edge(i)))))
+    if internet.plan:
+        ports = [OvsPort(name=names.internet_to_edge(vpc_index[e.vpc]), ofport=e.internet_port, kind="patch",
+                         peer=names.edge_to_internet(vpc_index[e.vpc])) for e in internet.edges]
+        ports += [OvsPort(name=h.veth, ofport=h.ofport, kind="veth", peer=h.key) for h in hosts if h.kind == "internet"]
+        bridges.append(BridgePlan(name=internet.plan.bridge, role="internet", owner="internet", dpid=0, zone=0,
+                                  ports=tuple(ports)))
+    numbered = tuple(b.model_copy(update={"dpid": DPID_BASE + i + 1, "zone": (cloud.zone_base + i) % 65535 + 1})
+                     for i, b in enumerate(bridges))
+    return Bridges(bridges=numbered, vpcs=tuple(vpcs))
+
+
+def _vrouters(ctx: Context, cloud: Cloud, cluster: Cluster, nodes: list[NodePlan], internet: Internet
+              ) -> tuple[list[BridgePlan], list[VpcPlan]]:
+    """One vRouter per VPC: a patch to each of its vSwitches, a link to its edge; and its routes."""
+    bridges, vpcs, names = [], [], ctx.names
+    for i, vpc in enumerate(ctx.sc.cloud.vpcs):
+        ports = [OvsPort(name=names.vrouter_to_vswitch(cloud.index[v.name]), ofport=v.vrouter_port, kind="patch",
+                         peer=names.vswitch_to_vrouter(cloud.index[v.name]))
+                 for v in cloud.vswitches if v.vpc == vpc.name]
+        if any(e.vpc == vpc.name for e in internet.edges):
+            ports.append(OvsPort(name=names.vrouter_to_edge(i), ofport=OFPORT_VROUTER_EDGE, kind="link",
+                                 peer=names.edge_to_vrouter(i)))
+        bridges.append(BridgePlan(name=names.vrouter(i), role="vrouter", owner=vpc.name, dpid=0, zone=0,
+                                  ports=tuple(ports)))
+        vpcs.append(VpcPlan(name=vpc.name, cidr=str(vpc.cidr), bridge=names.vrouter(i),
+                            routes=plan_routes(ctx, i, vpc, cloud, cluster, nodes, internet.natgw_vpc),
+                            quota=vpc.routeTable.quota))
+    return bridges, vpcs
+
+
+def route_attachments(vpcs: tuple[VpcPlan, ...], attachments: list[Attachment]) -> list[Attachment]:
+    """A route's destination sits behind its next hop's port: that instance's security groups apply
+    to it (for vpc-route mode: pod traffic leaves and enters through the ECS's ENI)."""
+    att_of = {a.owner: a for a in attachments}
+    return [att_of[f"ecs/{r.next_hop}"].model_copy(update={"ip": r.destination, "owner": f"route/{r.destination}"})
+            for vpc in vpcs for r in vpc.routes if r.kind in ("custom", "pod")]
+
+
+def plan_groups(ctx: Context, attachments: list[Attachment]) -> tuple[GroupPlan, ...]:
+    groups = []
+    for sg in ctx.sc.cloud.securityGroups:
+        members = [a.ip for a in attachments if sg.name in a.security_groups]
+        rules = tuple(RulePlan(direction=r.direction, protocol=r.protocol,
+                               port_min=r.port_range.first if r.port_range else 0,
+                               port_max=r.port_range.last if r.port_range else 0,
+                               cidr=str(r.cidr) if r.cidr else "", group=r.group or "",
+                               policy=r.policy, priority=r.priority, description=r.description) for r in sg.rules)
+        groups.append(GroupPlan(name=sg.name, vpc=sg.vpc, rules=rules, members=tuple(sorted(set(members)))))
+    return tuple(groups)

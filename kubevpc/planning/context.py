@@ -1,0 +1,118 @@
+"""What every planning stage shares: the scenario and run being planned, the problems found so
+far, and the two allocators several stages draw from (vSwitch addresses, vSwitch ports)."""
+from __future__ import annotations
+
+import ipaddress
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from ..errors import Problem, ScenarioError
+from ..load import Loaded, Source
+from .model import OFPORT_FIRST_ATTACHMENT, HostPlan, OvsPort, VSwitchPlan, usable
+from .names import Names
+
+
+class Problems:
+    """Every problem found, so the user sees them all at once; `checkpoint` stops planning where a
+    later stage could not make sense of what is wrong so far."""
+
+    def __init__(self, src: Source):
+        self.src = src
+        self.items: list[Problem] = []
+
+    def bad(self, path: tuple, value: object, expected: str, src: Source | None = None) -> None:
+        self.items.append((src or self.src).problem(path, value, expected))
+
+    def add(self, problem: Problem) -> None:
+        self.items.append(problem)
+
+    def unique(self, paths: list[tuple], names: list[str], what: str) -> None:
+        seen = set()
+        for path, name in zip(paths, names):
+            if name in seen:
+                self.bad(path, name, f"duplicate {what} name; expected unique names")
+            seen.add(name)
+
+    def checkpoint(self) -> None:
+        if self.items:
+            raise ScenarioError(self.items)
+
+    def __bool__(self) -> bool:
+        return bool(self.items)
+
+
+@dataclass
+class Context:
+    """The inputs of a planning run. Changes made while the scenario runs, by pod key, override the
+    manifests: `ready`, the pod's readiness; `labels`, labels set (a value) or removed (None).
+    `previous`: the running scenario's hosts by key; those that stay keep their node, address,
+    interface and port, and what they hold is not handed to newcomers."""
+
+    loaded: Loaded
+    run: str
+    problems: Problems
+    previous: dict[str, HostPlan] = field(default_factory=dict)
+    ready: dict[str, bool] = field(default_factory=dict)
+    labels: dict[str, dict[str, str | None]] = field(default_factory=dict)
+
+    @property
+    def sc(self):
+        return self.loaded.scenario
+
+    @property
+    def names(self) -> Names:
+        return Names(self.run)
+
+    def bad(self, path: tuple, value: object, expected: str, src: Source | None = None) -> None:
+        self.problems.bad(path, value, expected, src)
+
+
+class AddressPool:
+    """vSwitch addresses, handed out lowest first, never one already taken (declared, held by the
+    running scenario, or handed out before)."""
+
+    def __init__(self, ctx: Context, vswitches: list[VSwitchPlan]):
+        self.ctx = ctx
+        self.cidrs = {v.name: v.cidr for v in vswitches}
+        self.pools = {v.name: list(usable(ipaddress.IPv4Network(v.cidr))) for v in vswitches}
+        self.cursor = {v: 0 for v in self.pools}
+        self.taken: dict[str, set[str]] = defaultdict(set)
+
+    def hold_previous(self) -> None:
+        """What the running scenario's pods and SLBs hold stays theirs."""
+        for h in self.ctx.previous.values():
+            if h.kind in ("pod", "slb") and h.vswitch in self.pools:
+                self.taken[h.vswitch].add(h.ip)
+
+    def allocate(self, vswitch: str, path: tuple, what: str, src: Source | None = None, key: str = "") -> str | None:
+        """The next free address of `vswitch` for `what` (the host `key` keeps its old one), or None
+        with a problem when the vSwitch is full."""
+        old = self.ctx.previous.get(key)
+        if old is not None and old.vswitch == vswitch:
+            return old.ip
+        pool, cursor, taken = self.pools[vswitch], self.cursor, self.taken[vswitch]
+        while cursor[vswitch] < len(pool) and str(pool[cursor[vswitch]]) in taken:
+            cursor[vswitch] += 1
+        if cursor[vswitch] >= len(pool):
+            self.ctx.bad(path, vswitch, f"vSwitch {vswitch} ({self.cidrs[vswitch]}) has no "
+                         f"free address left for {what}; expected a larger vSwitch CIDR", src)
+            return None
+        ip = str(pool[cursor[vswitch]])
+        taken.add(ip)
+        return ip
+
+
+class VSwitchPorts:
+    """The ports of each vSwitch bridge beyond its vRouter patch, numbered in the order they come."""
+
+    def __init__(self):
+        self.ports: dict[str, list[OvsPort]] = defaultdict(list)
+        self.next: dict[str, int] = defaultdict(lambda: OFPORT_FIRST_ATTACHMENT)
+
+    def take(self, vswitch: str) -> int:
+        ofport = self.next[vswitch]
+        self.next[vswitch] += 1
+        return ofport
+
+    def add(self, vswitch: str, *ports: OvsPort) -> None:
+        self.ports[vswitch] += ports

@@ -1,0 +1,194 @@
+"""Stages "instances", "nodes" and "pods": the namespaces of ECS instances, the node bridges with
+their uplinks and tunnels, and each pod's address and port on its node (a pod of the running
+scenario keeps its own; a new one takes the lowest free, never one a running pod holds)."""
+from __future__ import annotations
+
+import ipaddress
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from .cloud import Cloud
+from .cluster import Cluster
+from .context import AddressPool, Context, VSwitchPorts
+from .model import (OFPORT_NODE_HOST, OFPORT_NODE_POD0, OFPORT_NODE_TUNNEL0, OFPORT_NODE_UPLINK0,
+                    OFPORT_NODE_UPLINK_PATCH0, OFPORT_VSWITCH_UPLINK_PATCH0, Attachment, HostPlan, NodePlan,
+                    OvsPort, ServerPort, Tunnel, Uplink, mac_for)
+from .workloads import PodNetworkingChoice, PodSpec, pod_key, relabel
+
+
+@dataclass
+class Wiring:
+    """What the host stages add up: namespaces, who sits behind each vSwitch port, vSwitch ports."""
+
+    hosts: list[HostPlan] = field(default_factory=list)
+    attachments: list[Attachment] = field(default_factory=list)
+    ports: VSwitchPorts = field(default_factory=VSwitchPorts)
+
+
+def plan_instances(ctx: Context, cloud: Cloud, cluster: Cluster, ips: dict[str, str], wiring: Wiring) -> None:
+    cl = cluster.spec
+    for i, ecs in enumerate(ctx.sc.cloud.instances):
+        vsw = cloud.vswitch(ecs.vswitch)
+        ip = ips[ecs.name]
+        is_node = ecs.name in cluster.nodes
+        veth = ctx.names.ecs_veth(i)
+        key = f"ecs/{ecs.name}"
+        if is_node:
+            bridge, ofport = ctx.names.node(cluster.index(ecs.name)), OFPORT_NODE_HOST
+        else:
+            bridge, ofport = vsw.bridge, wiring.ports.take(vsw.name)
+            wiring.ports.add(vsw.name, OvsPort(name=veth, ofport=ofport, kind="veth", peer=key))
+            wiring.attachments.append(Attachment(vswitch=vsw.name, ofport=ofport, port=veth, mac=mac_for(ip), ip=ip,
+                                                 owner=key, security_groups=tuple(ecs.securityGroups)))
+        wiring.hosts.append(HostPlan(
+            key=key, kind="ecs", name=ecs.name, netns=ctx.names.ecs_netns(ecs.name), veth=veth,
+            bridge=bridge, ofport=ofport, ip=ip, prefixlen=ipaddress.IPv4Network(vsw.cidr).prefixlen,
+            mac=mac_for(ip), gateway=vsw.gateway, gateway_mac=vsw.gateway_mac,
+            mtu=cl.underlayMTU if (cl and is_node) else 1500,
+            servers=tuple(ServerPort(port=p.port, protocol=p.protocol) for p in ecs.ports),
+            node=ecs.name if is_node else "", vswitch=vsw.name,
+            security_groups=tuple(ecs.securityGroups)))
+
+
+def plan_nodes(ctx: Context, cloud: Cloud, cluster: Cluster, ips: dict[str, str], pods: list[PodSpec],
+               networking: dict[str, PodNetworkingChoice], wiring: Wiring) -> list[NodePlan]:
+    """Node bridges: one uplink to the node's vSwitch, and in eni mode one to each vSwitch its pods
+    take addresses from; in vxlan mode one tunnel entry per peer node."""
+    nodes = []
+    for k, n in enumerate(cluster.nodes):
+        ecs = cluster.instances[n]
+        vsw = cloud.vswitch(ecs.vswitch)
+        ip = ips[n]
+        uplink_vsws = [vsw.name]
+        if cluster.mode == "eni":
+            chosen = [networking.get(pod_key(p.pod), (None, None))[1] for p in pods if p.pod["node"] == n]
+            for v in [cluster.eni_vswitch(cloud, vsw)] + [v for v in chosen if v]:
+                if v not in uplink_vsws:
+                    uplink_vsws.append(v)
+        uplinks = [_uplink(ctx, wiring, k, u, vname) for u, vname in enumerate(uplink_vsws)]
+        # what sits behind the node's (first) uplink on its vSwitch
+        wiring.attachments.append(Attachment(vswitch=vsw.name, ofport=uplinks[0].vswitch_ofport,
+                                             port=uplinks[0].peer, mac=mac_for(ip), ip=ip, owner=f"ecs/{n}",
+                                             security_groups=tuple(ecs.securityGroups)))
+        pod_cidr = cluster.pod_cidrs.get(n)
+        gw = str(pod_cidr[1]) if pod_cidr else ""
+        tunnels = []
+        if cluster.mode == "vxlan":
+            # one VXLAN device per node, as flannel.1: the peer is chosen by the inner
+            # destination MAC (the peer's gateway MAC), which the device's FDB maps to the peer
+            tunnels = [Tunnel(peer=peer, ifname=ctx.names.tunnel(k), ofport=OFPORT_NODE_TUNNEL0, local_ip=ip,
+                              remote_ip=ips[peer], peer_pod_cidr=str(cluster.pod_cidrs[peer]))
+                       for peer in cluster.nodes if peer != n]
+        nodes.append(NodePlan(name=n, ecs=f"ecs/{n}", ip=ip, mac=mac_for(ip), vswitch=vsw.name,
+                              bridge=ctx.names.node(k), pod_cidr=str(pod_cidr) if pod_cidr else "",
+                              gateway=gw, gateway_mac=mac_for(gw) if gw else "",
+                              uplinks=tuple(uplinks), tunnels=tuple(tunnels)))
+    return nodes
+
+
+def _uplink(ctx: Context, wiring: Wiring, k: int, u: int, vname: str) -> Uplink:
+    vofport = wiring.ports.take(vname)
+    port, peer, patch, patch_peer = ctx.names.uplink(k, u)
+    up = Uplink(vswitch=vname, port=port, peer=peer, ofport=OFPORT_NODE_UPLINK0 + u, vswitch_ofport=vofport,
+                patch=patch, patch_peer=patch_peer, patch_ofport=OFPORT_NODE_UPLINK_PATCH0 + u,
+                vswitch_patch_ofport=OFPORT_VSWITCH_UPLINK_PATCH0 + vofport)
+    wiring.ports.add(vname, OvsPort(name=up.peer, ofport=vofport, kind="link", peer=up.port),
+                     OvsPort(name=up.patch_peer, ofport=up.vswitch_patch_ofport, kind="patch", peer=up.patch))
+    return up
+
+
+class _Held:
+    """What the running scenario's pods hold on each node bridge: addresses, ports, veth names."""
+
+    def __init__(self, ctx: Context):
+        self.ips: dict[str, set[str]] = defaultdict(set)
+        self.ofports: dict[str, set[int]] = defaultdict(set)
+        self.veths: set[str] = set()
+        self.seq = 0
+        for h in ctx.previous.values():
+            if h.kind == "pod":
+                self.ips[h.bridge].add(h.ip)
+                self.ofports[h.bridge].add(h.ofport)
+                self.veths.add(h.veth)
+
+    def ofport(self, bridge: str) -> int:
+        n, held = OFPORT_NODE_POD0, self.ofports[bridge]
+        while n in held:
+            n += 1
+        held.add(n)
+        return n
+
+    def veth(self, ctx: Context) -> str:
+        while ctx.names.pod_veth(self.seq) in self.veths:
+            self.seq += 1
+        name = ctx.names.pod_veth(self.seq)
+        self.seq += 1
+        return name
+
+
+def plan_pods(ctx: Context, cloud: Cloud, cluster: Cluster, nodes: list[NodePlan], pods: list[PodSpec],
+              networking: dict[str, PodNetworkingChoice], pool: AddressPool, wiring: Wiring) -> None:
+    held = _Held(ctx)
+    by_name = {n.name: n for n in nodes}
+    for spec in pods:
+        pod = spec.pod
+        node = by_name[pod["node"]]
+        key = pod_key(pod)
+        old = ctx.previous.get(key)
+        if old is not None and old.bridge == node.bridge:
+            ofport, veth = old.ofport, old.veth
+        else:
+            old = None
+            ofport, veth = held.ofport(node.bridge), held.veth(ctx)
+        if cluster.mode == "eni":
+            address = _eni_address(ctx, cloud, cluster, node, spec, networking.get(key), pool, wiring)
+        else:
+            address = _pod_cidr_address(ctx, cluster, node, spec, old, held)
+        if address is None:
+            continue
+        ip, prefixlen, gateway, gateway_mac, vname, sgs = address
+        wiring.hosts.append(HostPlan(
+            key=key, kind="pod", name=pod["name"], namespace=pod["namespace"],
+            netns=ctx.names.pod_netns(pod["namespace"], pod["name"]), veth=veth,
+            bridge=node.bridge, ofport=ofport, ip=ip, prefixlen=prefixlen, mac=mac_for(ip),
+            gateway=gateway, gateway_mac=gateway_mac, mtu=cluster.pod_mtu, servers=pod["servers"],
+            labels=relabel(pod["labels"], ctx.labels.get(key, {})), node=node.name, vswitch=vname,
+            security_groups=sgs, ready=ctx.ready.get(key, pod["ready"]), app=pod.get("app", "server")))
+    ctx.problems.checkpoint()
+
+
+def _eni_address(ctx: Context, cloud: Cloud, cluster: Cluster, node: NodePlan, spec: PodSpec,
+                 choice: PodNetworkingChoice | None, pool: AddressPool, wiring: Wiring):
+    """An eni pod holds an address of a vSwitch, behind its node's uplink to that vSwitch."""
+    pod, key = spec.pod, pod_key(spec.pod)
+    pn_sgs, pn_vsw = choice or (None, None)
+    vname = pn_vsw or cluster.eni_vswitch(cloud, cloud.vswitch(node.vswitch))
+    vsw = cloud.vswitch(vname)
+    ip = pool.allocate(vname, spec.path, f"pod {pod['namespace']}/{pod['name']}", spec.source, key)
+    if ip is None:
+        return None
+    sgs = pn_sgs if pn_sgs is not None else cluster.eni_security_groups(cluster.instances[node.name])
+    uplink = next(u for u in node.uplinks if u.vswitch == vname)
+    wiring.attachments.append(Attachment(vswitch=vname, ofport=uplink.vswitch_ofport, port=uplink.peer,
+                                         mac=mac_for(ip), ip=ip, owner=key, security_groups=sgs))
+    return ip, ipaddress.IPv4Network(vsw.cidr).prefixlen, vsw.gateway, vsw.gateway_mac, vname, sgs
+
+
+def _pod_cidr_address(ctx: Context, cluster: Cluster, node: NodePlan, spec: PodSpec, old: HostPlan | None,
+                      held: _Held):
+    """A vxlan or vpc-route pod holds an address of its node's pod CIDR (the first is the gateway)."""
+    net = cluster.pod_cidrs[node.name]
+    if old is not None:
+        ip = old.ip
+    else:
+        idx = 2
+        while idx < net.num_addresses - 1 and str(net[idx]) in held.ips[node.bridge]:
+            idx += 1
+        if idx >= net.num_addresses - 1:
+            ctx.bad(spec.path, f"{spec.pod['namespace']}/{spec.pod['name']}",
+                    f"node {node.name}'s pod CIDR {net} is exhausted ({net.num_addresses - 3} pods); "
+                    "expected a smaller cluster.nodeCIDRMaskSize or fewer pods on the node", spec.source)
+            return None
+        ip = str(net[idx])
+        held.ips[node.bridge].add(ip)
+    return ip, net.prefixlen, node.gateway, node.gateway_mac, "", ()

@@ -1,0 +1,100 @@
+"""make_plan: a validated scenario becomes a Plan, through a short sequence of named stages.
+
+Pure: no side effects. Each stage takes what earlier ones made and returns its own part; every
+problem is collected with the scenario file, line, path and value, and planning stops at a
+checkpoint only where a later stage could not make sense of what is wrong so far. Nothing is built
+from a scenario with a problem.
+"""
+from __future__ import annotations
+
+from .. import ingress, k8s
+from ..errors import Problem, ScenarioError
+from ..ledger import MAX_TAG, RUN_NAME
+from ..load import Loaded
+from .bridges import plan_bridges, plan_groups, route_attachments
+from .cloud import plan_addresses, plan_cloud
+from .cluster import plan_cluster
+from .context import Context, Problems
+from .hosts import Wiring, plan_instances, plan_nodes, plan_pods
+from .internet import plan_internet
+from .model import Plan, resolve_endpoint
+from .names import IFNAMSIZ, too_long
+from .services import plan_services
+from .slbs import plan_slbs
+from .workloads import check_policy_limits, expand_pods, namespace_labels, pod_networking
+
+
+def make_plan(loaded: Loaded, run: str, ready: dict[str, bool] | None = None,
+              labels: dict[str, dict[str, str | None]] | None = None, previous: Plan | None = None) -> Plan:
+    """Changes made while the scenario runs, by pod key, override the manifests: `ready`, the
+    pod's readiness; `labels`, labels set (a value) or removed (None), as `kubectl label` does.
+    `previous`, the running scenario's plan: its pods stay on their nodes with their addresses,
+    interfaces and ports, and new pods get none of those (kubevpc.lab.Lab._update)."""
+    ctx = Context(loaded=loaded, run=run, problems=Problems(loaded.source),
+                  previous={h.key: h for h in previous.hosts} if previous is not None else {},
+                  ready=dict(ready or {}), labels={k: dict(v) for k, v in (labels or {}).items()})
+    _check_run_name(ctx)
+    cloud = plan_cloud(ctx)                                 # VPCs, vSwitches, security groups
+    ips, pool = plan_addresses(ctx, cloud)                  # ECS addresses; the vSwitch address pool
+    cluster = plan_cluster(ctx, cloud)
+    pods = expand_pods(ctx, cluster.nodes)                  # Kubernetes objects -> pods on nodes
+    check_policy_limits(ctx)
+    networking = pod_networking(ctx, cluster, cloud, pods)
+    ctx.problems.checkpoint()
+    wiring = Wiring()
+    plan_instances(ctx, cloud, cluster, ips, wiring)
+    nodes = plan_nodes(ctx, cloud, cluster, ips, pods, networking, wiring)
+    plan_pods(ctx, cloud, cluster, nodes, pods, networking, pool, wiring)
+    services, dns = plan_services(ctx, cluster.spec, wiring.hosts) if cluster.spec else ((), None)
+    ctx.problems.checkpoint()
+    slbs, internet_slbs = plan_slbs(ctx, cloud, cluster, nodes, services, pool, wiring)
+    internet = plan_internet(ctx, cloud, cluster, ips, slbs, internet_slbs, wiring.hosts)
+    ctx.problems.checkpoint()
+    bridges = plan_bridges(ctx, cloud, cluster, nodes, internet, wiring)     # with the route tables
+    attachments = wiring.attachments + route_attachments(bridges.vpcs, wiring.attachments)
+    sc, manifests = ctx.sc, [m.obj for m in loaded.manifests]
+    plan = Plan(run=run, scenario=sc.name, file=loaded.file, cluster=cluster.plan(), vpcs=bridges.vpcs,
+                vswitches=tuple(cloud.vswitches), bridges=bridges.bridges, hosts=tuple(wiring.hosts),
+                nodes=tuple(nodes), attachments=tuple(attachments), groups=plan_groups(ctx, attachments),
+                services=services, slbs=tuple(internet.slbs), dns=dns, internet=internet.plan, edges=internet.edges,
+                eips=internet.eips, nat_gateways=internet.nat_gateways,
+                network_policies=tuple(o for o in manifests if isinstance(o, k8s.NetworkPolicy)),
+                namespaces=namespace_labels(ctx),
+                ingresses=tuple(o for o in manifests if isinstance(o, ingress.Ingress)),
+                secrets=tuple(o for o in manifests if isinstance(o, ingress.Secret)),
+                expect=tuple(e.model_dump(by_alias=True) for e in sc.expect),
+                flow_log_window=sc.cloud.flowLogs.window if sc.cloud.flowLogs.enabled else 0)
+    _check_expectations(ctx, plan)
+    _check_names(ctx, plan)
+    ctx.problems.checkpoint()
+    return plan
+
+
+def _check_run_name(ctx: Context) -> None:
+    if not RUN_NAME.match(ctx.run):
+        ctx.problems.add(Problem(ctx.loaded.file, "<run name>", ctx.run,
+                                 f"expected 1 to {MAX_TAG} lowercase letters and digits starting with a "
+                                 f"letter: every interface name starts with it and must fit in {IFNAMSIZ} characters"))
+        raise ScenarioError(ctx.problems.items)
+
+
+def _check_names(ctx: Context, plan: Plan) -> None:
+    name = too_long(plan)
+    if name is not None:
+        ctx.problems.add(Problem(ctx.loaded.file, "<run name>", ctx.run,
+                                 f"interface name {name!r} would exceed {IFNAMSIZ} characters; "
+                                 "expected a shorter run name or fewer objects"))
+
+
+def _check_expectations(ctx: Context, plan: Plan) -> None:
+    for i, e in enumerate(ctx.sc.expect):
+        for field, ref in (("from", e.source), ("to", e.to)):
+            try:
+                if field == "to" and ref.startswith("svc/"):
+                    plan.service(ref.removeprefix("svc/"))
+                else:
+                    resolve_endpoint(plan, ref)
+            except KeyError:
+                ctx.bad(("expect", i, field), ref, "no such endpoint; expected pod/<namespace>/<name>, "
+                        "ecs/<name> or node/<name>" + (", or svc/<namespace>/<name>" if field == "to" else "")
+                        + " of this scenario")

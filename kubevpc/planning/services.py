@@ -1,0 +1,186 @@
+"""Stage "services": ClusterIPs, NodePorts and endpoints, with the API server's allocation rules
+and errors, and the cluster DNS Service kubevpc adds."""
+from __future__ import annotations
+
+import ipaddress
+
+from .. import k8s
+from ..load import Source
+from .context import Context
+from .model import SNAT_PORTS, DnsPlan, EndpointPlan, HostPlan, ServicePlan, ServicePortPlan
+
+Item = tuple[k8s.Service, tuple, Source | None]     # a Service, its path and its source
+
+
+def plan_services(ctx: Context, cl, hosts: list[HostPlan]) -> tuple[tuple[ServicePlan, ...], DnsPlan | None]:
+    net = cl.serviceCIDR
+    pool = list(net)[1:-1]
+    first, last = (int(x) for x in cl.nodePortRange.split("-"))
+    if not (1 <= first <= last <= 65535) or first <= SNAT_PORTS[1] and last >= SNAT_PORTS[0]:
+        ctx.bad(("cluster", "nodePortRange"), cl.nodePortRange,
+                f"expected a range within 1-65535 that avoids the SNAT ports {SNAT_PORTS[0]}-{SNAT_PORTS[1]}")
+        return (), None
+    items: list[Item] = [(m.obj, m.prefix, m.source) for m in ctx.loaded.manifests if isinstance(m.obj, k8s.Service)]
+    if cl.dns.enabled and cl.dns.ip is None and net.num_addresses < 16:
+        ctx.bad(("cluster", "serviceCIDR"), str(net), "expected a /28 or larger: the cluster DNS takes its "
+                "10th address (or set cluster.dns.ip, or cluster.dns.enabled: false)")
+        return (), None
+    dns_ip = _add_dns_service(ctx, cl, pool, items) if cl.dns.enabled else ""
+    cluster_ips = _cluster_ips(ctx, net, pool, items, dns_ip)
+    node_ports, health_ports = NodePorts(ctx, first, last, items).allocate()
+    pods = [h for h in hosts if h.kind == "pod"]
+    plans = []
+    for k, (svc, prefix, src) in enumerate(items):
+        spec = svc.spec
+        plans.append(ServicePlan(
+            name=svc.metadata.name, namespace=svc.metadata.namespace, type=spec.type,
+            cluster_ip=cluster_ips.get(k, ""), headless=spec.headless, external_name=spec.externalName or "",
+            ports=tuple(ServicePortPlan(name=p.name or "", protocol=p.protocol, port=p.port, target_port=p.target,
+                                        node_port=node_ports.get((k, i), 0)) for i, p in enumerate(spec.ports)),
+            selector=dict(spec.selector or {}), endpoints=tuple(_endpoints(svc, pods)),
+            session_affinity=spec.sessionAffinity == "ClientIP",
+            affinity_timeout=spec.sessionAffinityConfig.clientIP.timeoutSeconds,
+            external_traffic_policy=spec.externalTrafficPolicy or "Cluster",
+            internal_traffic_policy=spec.internalTrafficPolicy,
+            health_check_node_port=health_ports.get(k, 0), annotations=dict(svc.metadata.annotations)))
+    dns = None
+    if cl.dns.enabled:
+        dns = DnsPlan(domain=cl.dns.clusterDomain, ip=dns_ip, pods=tuple(h.key for h in pods if h.app == "dns"))
+    return tuple(plans), dns
+
+
+def _add_dns_service(ctx: Context, cl, pool: list, items: list[Item]) -> str:
+    """kube-system/kube-dns, appended last; its ClusterIP (cluster.dns.ip, else the 10th address)."""
+    dns_ip = str(cl.dns.ip) if cl.dns.ip is not None else str(cl.serviceCIDR[10])
+    if ipaddress.IPv4Address(dns_ip) not in pool:
+        ctx.bad(("cluster", "dns", "ip"), dns_ip, f"expected an address inside serviceCIDR {cl.serviceCIDR}")
+    for svc, prefix, src in items:
+        if (svc.metadata.namespace, svc.metadata.name) == ("kube-system", "kube-dns"):
+            ctx.bad(prefix + ("metadata", "name"), "kube-dns", "kube-system/kube-dns is the cluster DNS "
+                    "Service kubevpc makes; expected another name, or cluster.dns.enabled: false", src)
+    items.append((k8s.Service.model_validate({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "kube-dns", "namespace": "kube-system", "labels": {"k8s-app": "kube-dns"}},
+        "spec": {"selector": {"k8s-app": "kube-dns"}, "clusterIP": dns_ip, "ports": [
+            {"name": "dns", "port": 53, "protocol": "UDP", "targetPort": 53},
+            {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": 53}]}}), ("cluster", "dns"), None))
+    return dns_ip
+
+
+def _cluster_ips(ctx: Context, net, pool: list, items: list[Item], dns_ip: str) -> dict[int, str]:
+    """ClusterIPs by item: the declared ones first, then the rest in order from the 11th address."""
+    cluster_ips: dict[int, str] = {}
+    taken: dict[str, int] = {}
+    if dns_ip:                  # the cluster DNS Service (the last item) was checked with cluster.dns.ip
+        taken[dns_ip] = len(items) - 1
+        cluster_ips[len(items) - 1] = dns_ip
+    for k, (svc, prefix, src) in enumerate(items):
+        want = svc.spec.clusterIP
+        if svc.spec.type == "ExternalName" or svc.spec.headless or not want or k in cluster_ips:
+            continue
+        try:
+            addr = ipaddress.IPv4Address(want)
+        except ValueError:
+            ctx.bad(prefix + ("spec", "clusterIP"), want, 'expected an IPv4 address or "None" (headless)', src)
+            continue
+        if addr not in pool:
+            ctx.bad(prefix + ("spec", "clusterIP"), want, f"expected an address inside serviceCIDR {net} "
+                    "(not its first or last)", src)
+        elif want in taken:
+            ctx.bad(prefix + ("spec", "clusterIP"), want, "already allocated to Service "
+                    f"{items[taken[want]][0].metadata.namespace}/{items[taken[want]][0].metadata.name}", src)
+        else:
+            taken[want], cluster_ips[k] = k, want
+    cursor = 10
+    for k, (svc, prefix, src) in enumerate(items):
+        if svc.spec.type == "ExternalName" or svc.spec.headless or k in cluster_ips:
+            continue
+        while cursor < len(pool) and (str(pool[cursor]) in taken or str(pool[cursor]) == dns_ip):
+            cursor += 1
+        if cursor >= len(pool):
+            ctx.bad(prefix + ("metadata", "name"), svc.metadata.name,
+                    f"serviceCIDR {net} has no free ClusterIP left; expected a larger cluster.serviceCIDR", src)
+            continue
+        cluster_ips[k] = str(pool[cursor])
+        taken[cluster_ips[k]] = k
+    return cluster_ips
+
+
+class NodePorts:
+    """NodePorts: declared ones first (range, taken), then allocated in order from the start of the
+    range; ports of one Service with the same number and different protocols share one NodePort,
+    as upstream."""
+
+    def __init__(self, ctx: Context, first: int, last: int, items: list[Item]):
+        self.ctx, self.first, self.last, self.items = ctx, first, last, items
+        # node port -> (service index, service port number (0: health check), protocols using it)
+        self.used: dict[int, tuple[int, int, set[str]]] = {}
+        self.next_port = first
+
+    def claim(self, k: int, at: tuple, value: int, port: int, proto: str, src) -> None:
+        """Only TCP and UDP of one Service port may share a NodePort, as upstream allows."""
+        used = self.used
+        if not self.first <= value <= self.last:
+            self.ctx.bad(at, value, f"expected a NodePort in the range {self.first}-{self.last} "
+                         "(cluster.nodePortRange)", src)
+        elif value in used and not (used[value][:2] == (k, port) and port and proto not in used[value][2]):
+            other = self.items[used[value][0]][0].metadata
+            self.ctx.bad(at, value, f"NodePort already allocated to Service {other.namespace}/{other.name}", src)
+        else:
+            used.setdefault(value, (k, port, set()))[2].add(proto)
+
+    def take(self, k: int, prefix: tuple, src) -> int:
+        while self.next_port <= self.last and self.next_port in self.used:
+            self.next_port += 1
+        if self.next_port > self.last:
+            self.ctx.bad(prefix + ("spec", "type"), self.items[k][0].spec.type,
+                         f"no free NodePort left in {self.first}-{self.last}; expected a larger "
+                         "cluster.nodePortRange", src)
+            return 0
+        self.used[self.next_port] = (k, -1, set())
+        return self.next_port
+
+    def allocate(self) -> tuple[dict[tuple[int, int], int], dict[int, int]]:
+        """NodePorts by (item, port index), and health check node ports by item."""
+        node_ports: dict[tuple[int, int], int] = {}
+        health_ports: dict[int, int] = {}
+        for k, (svc, prefix, src) in enumerate(self.items):
+            for i, p in enumerate(svc.spec.ports):
+                if p.nodePort is not None:
+                    self.claim(k, prefix + ("spec", "ports", i, "nodePort"), p.nodePort, p.port, p.protocol, src)
+                    node_ports[(k, i)] = p.nodePort
+            if svc.spec.healthCheckNodePort is not None:
+                self.claim(k, prefix + ("spec", "healthCheckNodePort"), svc.spec.healthCheckNodePort, 0, "TCP", src)
+                health_ports[k] = svc.spec.healthCheckNodePort
+        for k, (svc, prefix, src) in enumerate(self.items):
+            if svc.spec.type not in ("NodePort", "LoadBalancer"):
+                continue
+            for i, p in enumerate(svc.spec.ports):
+                if (k, i) in node_ports:
+                    continue
+                twin = next((node_ports[(k, j)] for j, q in enumerate(svc.spec.ports)
+                             if (k, j) in node_ports and q.port == p.port and q.protocol != p.protocol), None)
+                node_ports[(k, i)] = twin or self.take(k, prefix, src)
+            if svc.spec.type == "LoadBalancer" and svc.spec.externalTrafficPolicy == "Local" and k not in health_ports:
+                health_ports[k] = self.take(k, prefix, src)
+        return node_ports, health_ports
+
+
+def _endpoints(svc: k8s.Service, pods: list[HostPlan]) -> list[EndpointPlan]:
+    """Pods of the Service's namespace that match its selector, target ports resolved per pod."""
+    spec = svc.spec
+    endpoints = []
+    if not spec.selector or spec.type == "ExternalName":
+        return endpoints
+    for pod in pods:
+        if pod.namespace != svc.metadata.namespace or any(pod.labels.get(a) != b for a, b in spec.selector.items()):
+            continue
+        resolved = []
+        for p in spec.ports:
+            t = p.target
+            if isinstance(t, str):
+                t = next((sp.port for sp in pod.servers if sp.name == t and sp.protocol == p.protocol), 0)
+            resolved.append(t)
+        endpoints.append(EndpointPlan(pod=pod.key, name=pod.name, ip=pod.ip, node=pod.node,
+                                      ready=pod.ready or spec.publishNotReadyAddresses, ports=tuple(resolved)))
+    return endpoints

@@ -1,0 +1,220 @@
+"""Stage "workloads": the Kubernetes objects of the manifests checked, Pods and Deployments
+expanded into pods placed on nodes (deterministically), the cluster DNS pod added, and Terway's
+PodNetworking resolved for each pod it selects."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .. import ingress, k8s
+from .cloud import Cloud
+from .cluster import Cluster
+from .context import Context
+from .model import APP_ANNOTATION, APPS, DNS_POD, READY_ANNOTATION, ServerPort
+
+
+@dataclass(frozen=True)
+class PodSpec:
+    """One pod to place: what the manifests say of it, and where they say it."""
+
+    pod: dict                       # namespace, name, node, labels, servers, ready, annotations, app
+    path: tuple
+    source: object                  # the manifest's Source (None: made by kubevpc)
+
+
+def pod_key(pod: dict) -> str:
+    return f"pod/{pod['namespace']}/{pod['name']}"
+
+
+def relabel(labels: dict[str, str], changes: dict[str, str | None]) -> dict[str, str]:
+    out = dict(labels)
+    for key, value in changes.items():
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = value
+    return out
+
+
+def namespace_labels(ctx: Context) -> dict[str, dict[str, str]]:
+    out: dict[str, dict[str, str]] = {"default": {}, "kube-system": {}}
+    for m in ctx.loaded.manifests:
+        if isinstance(m.obj, k8s.Namespace):
+            out[m.obj.metadata.name] = dict(m.obj.metadata.labels)
+    return out
+
+
+def expand_pods(ctx: Context, node_names: list[str]) -> list[PodSpec]:
+    """Pods and Deployments as pods placed on nodes, in manifest order, then the cluster DNS pod."""
+    namespaces = {"default", "kube-system"} | {m.obj.metadata.name for m in ctx.loaded.manifests
+                                               if isinstance(m.obj, k8s.Namespace)}
+    out: list[PodSpec] = []
+    seen: dict[tuple[str, str, str], str] = {}
+    for m in ctx.loaded.manifests:
+        obj, path, msrc = m.obj, m.prefix, m.source
+        key = (obj.kind, obj.metadata.namespace, obj.metadata.name)
+        if key in seen:
+            ctx.bad(path + ("metadata", "name"), obj.metadata.name, f"duplicate {obj.kind} in namespace "
+                    f"{obj.metadata.namespace}", msrc)
+        seen[key] = m.path
+        if isinstance(obj, (k8s.Namespace, k8s.PodNetworking)):      # cluster-scoped
+            continue
+        if obj.metadata.namespace not in namespaces:
+            ctx.bad(path + ("metadata", "namespace"), obj.metadata.namespace,
+                    "namespace not declared; expected a Namespace object in the manifests", msrc)
+            continue
+        if not node_names:
+            ctx.bad(path, obj.kind, f"a {obj.kind} needs a cluster section with nodes", msrc)
+            continue
+        if isinstance(obj, ingress.Ingress) and not (ctx.sc.cluster and ctx.sc.cluster.ingress.allowSnippetAnnotations):
+            for key in ingress.snippet_annotations(obj):
+                ctx.bad(path + ("metadata", "annotations", key), obj.metadata.annotations[key],
+                        ingress.snippet_refusal(key), msrc)
+        if isinstance(obj, (k8s.Service, k8s.NetworkPolicy, ingress.Ingress, ingress.Secret)):
+            continue
+        out += _pods_of(ctx, m, node_names, seen)
+    cl = ctx.sc.cluster
+    if cl is not None and cl.dns.enabled and node_names:
+        if ("Pod", "kube-system", DNS_POD) in seen:
+            ctx.bad(("cluster", "dns", "enabled"), True, f"pod kube-system/{DNS_POD} is the cluster DNS; "
+                    "expected no pod of that name, or cluster.dns.enabled: false")
+        out.append(PodSpec({"namespace": "kube-system", "name": DNS_POD, "node": node_names[0],
+                            "labels": {"k8s-app": "kube-dns"}, "ready": True, "app": "dns",
+                            "servers": (ServerPort(port=53, protocol="UDP", name="dns"),
+                                        ServerPort(port=53, protocol="TCP", name="dns-tcp"))},
+                           ("cluster", "dns"), None))
+    return out
+
+
+def _pods_of(ctx: Context, m, node_names: list[str], seen: dict) -> list[PodSpec]:
+    """The pods of one Pod or Deployment manifest."""
+    obj, path, msrc = m.obj, m.prefix, m.source
+    if isinstance(obj, k8s.Pod):
+        spec, labels, annotations = obj.spec, obj.metadata.labels, obj.metadata.annotations
+        names, meta = [obj.metadata.name], ("metadata",)
+    else:
+        spec, labels = obj.spec.template.spec, obj.spec.template.metadata.labels
+        annotations = obj.spec.template.metadata.annotations
+        names, meta = [f"{obj.metadata.name}-{r}" for r in range(obj.spec.replicas)], ("spec", "template", "metadata")
+    ready = annotations.get(READY_ANNOTATION, "true")
+    if ready not in ("true", "false"):
+        ctx.bad(path + meta + ("annotations", READY_ANNOTATION), ready, 'expected "true" or "false"', msrc)
+    app = annotations.get(APP_ANNOTATION, "server")
+    if app not in APPS:
+        ctx.bad(path + meta + ("annotations", APP_ANNOTATION), app, f"expected one of {', '.join(APPS)}", msrc)
+    ports = _server_ports(ctx, spec, path, msrc)
+    if spec.nodeName is not None and spec.nodeName not in node_names:
+        at = ("spec", "nodeName") if isinstance(obj, k8s.Pod) else ("spec", "template", "spec", "nodeName")
+        ctx.bad(path + at, spec.nodeName, f"no such node; expected one of {node_names}", msrc)
+        return []
+    out = []
+    for r, name in enumerate(names):
+        before = ctx.previous.get(f"pod/{obj.metadata.namespace}/{name}")
+        node = spec.nodeName or (before.node if before else node_names[r % len(node_names)])
+        pkey = ("Pod", obj.metadata.namespace, name)
+        if pkey in seen and isinstance(obj, k8s.Deployment):
+            ctx.bad(path + ("metadata", "name"), name, "a pod of this Deployment has the name of another pod", msrc)
+        seen[pkey] = m.path
+        out.append(PodSpec({"namespace": obj.metadata.namespace, "name": name, "node": node,
+                            "labels": dict(labels) | {"pod-template-hash": "kubevpc"}
+                            if isinstance(obj, k8s.Deployment) else dict(labels),
+                            "servers": tuple(ports), "ready": ready != "false",
+                            "annotations": dict(annotations), "app": APPS.get(app, "server")}, path, msrc))
+    return out
+
+
+def _server_ports(ctx: Context, spec, path: tuple, msrc) -> list[ServerPort]:
+    ports, port_names = [], set()
+    for c in spec.containers:
+        for p in c.ports:
+            if p.name and p.name in port_names:
+                ctx.bad(path, p.name, "duplicate container port name in the pod", msrc)
+            port_names.add(p.name)
+            if p.protocol == "SCTP":
+                continue        # accepted by the model; this kernel cannot carry SCTP
+            ports.append(ServerPort(port=p.containerPort, protocol=p.protocol, name=p.name or ""))
+    return ports
+
+
+def check_policy_limits(ctx: Context) -> None:
+    """What the flows can hold (kubevpc.k8s.MAX_*): beyond it, an error, not a controller failure."""
+    found = [m for m in ctx.loaded.manifests if isinstance(m.obj, k8s.NetworkPolicy)]
+    if len(found) > k8s.MAX_NETWORK_POLICIES:
+        ctx.bad(found[k8s.MAX_NETWORK_POLICIES].prefix, len(found),
+                f"at most {k8s.MAX_NETWORK_POLICIES} NetworkPolicies", found[k8s.MAX_NETWORK_POLICIES].source)
+    for direction, field in (("Ingress", "ingress"), ("Egress", "egress")):
+        total = 0
+        for m in found:
+            rules = m.obj.spec.rules(direction)
+            total += len(rules)
+            if len(rules) > k8s.MAX_RULES_PER_POLICY:
+                ctx.bad(m.prefix + ("spec", field), len(rules),
+                        f"at most {k8s.MAX_RULES_PER_POLICY} {field} rules in one NetworkPolicy", m.source)
+            if total > k8s.MAX_RULES_PER_DIRECTION:
+                ctx.bad(m.prefix + ("spec", field), total, f"at most {k8s.MAX_RULES_PER_DIRECTION} "
+                        f"{field} rules in all NetworkPolicies together (two flow priorities each)", m.source)
+                break
+
+
+PodNetworkingChoice = tuple[tuple[str, ...] | None, str | None]
+
+
+def pod_networking(ctx: Context, cluster: Cluster, cloud: Cloud, pods: list[PodSpec]) -> dict[str, PodNetworkingChoice]:
+    """Terway's PodNetworking: for each pod it selects (by the pod's annotation naming it, else
+    the first in manifest order whose selectors match), its security groups (None: the
+    default) and the vSwitch it takes its address from (None: the default)."""
+    found = [m for m in ctx.loaded.manifests if isinstance(m.obj, k8s.PodNetworking)]
+    if not found or not cluster.spec:
+        return {}
+    if cluster.mode != "eni":
+        for m in found:
+            ctx.bad(m.prefix + ("kind",), "PodNetworking", f"PodNetworking (Terway) applies in eni mode only; "
+                    f"expected cluster.mode eni, not {cluster.mode}", m.source)
+        return {}
+    ctx.problems.unique([m.prefix + ("metadata", "name") for m in found], [m.obj.metadata.name for m in found],
+                        "PodNetworking")
+    for m in found:
+        _check_pod_networking(ctx, cluster, cloud, m)
+    if ctx.problems:
+        return {}
+    by_name = {m.obj.metadata.name: m.obj for m in found}
+    namespaces = namespace_labels(ctx)
+    out = {}
+    for spec in pods:
+        pod, path, src = spec.pod, spec.path, spec.source
+        if pod.get("app") == "dns":
+            continue
+        wanted = pod["annotations"].get(k8s.POD_NETWORKING_ANNOTATION)
+        if wanted is not None and wanted not in by_name:
+            ctx.bad(path + ("metadata", "annotations", k8s.POD_NETWORKING_ANNOTATION), wanted,
+                    f"no such PodNetworking; expected one of {sorted(by_name)}", src)
+            continue
+        ns_labels = {**namespaces.get(pod["namespace"], {}), k8s.NAMESPACE_NAME_LABEL: pod["namespace"]}
+        pn = by_name[wanted] if wanted else next(
+            (m.obj for m in found if m.obj.selects(pod["labels"], ns_labels)), None)
+        if pn is None:
+            continue
+        vsw = None
+        if pn.spec.vSwitchOptions:
+            zone = cloud.vswitch(cluster.instances[pod["node"]].vswitch).zone
+            vsw = next((v for v in pn.spec.vSwitchOptions if cloud.vswitch(v).zone == zone), None)
+            if vsw is None:
+                ctx.bad(path, f"{pod['namespace']}/{pod['name']}",
+                        f"PodNetworking {pn.metadata.name} has no vSwitch in zone {zone} of node {pod['node']}; "
+                        f"expected one of its vSwitchOptions there", src)
+                continue
+        out[pod_key(pod)] = (tuple(pn.spec.securityGroupIDs) or None, vsw)
+    return out
+
+
+def _check_pod_networking(ctx: Context, cluster: Cluster, cloud: Cloud, m) -> None:
+    for k, g in enumerate(m.obj.spec.securityGroupIDs):
+        if g not in cloud.groups:
+            ctx.bad(m.prefix + ("spec", "securityGroupIDs", k), g,
+                    f"no such security group; expected one of {sorted(cloud.groups)}", m.source)
+        elif cloud.groups[g].vpc != cluster.vpc:
+            ctx.bad(m.prefix + ("spec", "securityGroupIDs", k), g,
+                    f"expected a security group of the cluster's VPC {cluster.vpc}", m.source)
+    for k, v in enumerate(m.obj.spec.vSwitchOptions):
+        if v not in cloud.index or cloud.vswitch(v).vpc != cluster.vpc:
+            ctx.bad(m.prefix + ("spec", "vSwitchOptions", k), v,
+                    f"expected a vSwitch of the cluster's VPC {cluster.vpc}", m.source)
