@@ -73,6 +73,13 @@ def _ids(keys: list[str]) -> dict[str, int]:
     return out
 
 
+def serving(svc: ServicePlan, index: int) -> list[EndpointPlan]:
+    """The endpoints that take connections on port `index`: ready (or published while not ready,
+    which the planner folds into `ready`) and with the target port resolved on their pod. The
+    compiler's own reading, not the evaluator's (kubevpc.reach), which the flows are tested against."""
+    return [e for e in svc.endpoints if e.ready and e.ports[index] != 0]
+
+
 def entries(plan: Plan, node: NodePlan) -> list[Entry]:
     """What this node balances, with the endpoints kube-proxy would use on it."""
     raw = []
@@ -83,7 +90,7 @@ def entries(plan: Plan, node: NodePlan) -> list[Entry]:
         for i, p in enumerate(svc.ports):
             if p.protocol not in PROTO:
                 continue            # SCTP: accepted in manifests, this kernel cannot carry it
-            ready = svc.ready_endpoints(i)
+            ready = serving(svc, i)
             local = [e for e in ready if e.node == node.name]
             itp_local = svc.internal_traffic_policy == "Local"
             raw.append((svc, i, "cluster-ip", svc.cluster_ip, p.port, p.protocol, ready,
