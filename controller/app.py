@@ -39,7 +39,7 @@ from kubevpc.ledger import ovs_rundir
 from kubevpc.plan import Plan
 
 from .compile import compile_plan
-from .services import active_connections
+from .slb import active_connections
 from .flows import FEATURES
 from .ofmsg import delete_cookie, flow_mod, group_mod
 
