@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 
 from controller.compile import compile_plan
-from controller.flows import (ETH_ARP, ETH_IP, Ct, Flow, FlowSet, Goto, Output, OutputReg, Resubmit, SetField,
-                              port_masks)
-from controller.pipeline import NODE, PIPELINES, REG_SRC, SRC_HOST, SRC_POD, SRC_TUNNEL, SRC_UPLINK
+from controller.flows import (CT_DNAT, CT_NEW, CT_RPL, CT_SNAT, CT_TRK, ETH_ARP, ETH_IP, IPPROTO, Ct, Flow, FlowSet,
+                              Goto, Output, OutputReg, Resubmit, SetField, ct_state, port_masks)
+from controller.pipeline import (CTM_MASQ, CTM_SERVICE, FLAG_NAT_COMMITTED, NODE, PIPELINES, REG_FLAGS, REG_OUT,
+                                 REG_SRC, SRC_HOST, SRC_POD, SRC_TUNNEL, SRC_UPLINK)
 from controller.services import snat_zone
 from kubevpc.load import load
 from kubevpc.plan import Plan, make_plan
@@ -466,8 +467,6 @@ def test_nodes_leave_by_the_patch_port_except_what_a_service_or_snat_just_commit
     veth pair (it ends the datapath pass) for the 4-recirculation Service commits and new
     connections, and for the rest of Service and SNAT flows other than TCP (so that no packet
     overtakes their first ones), and sends everything else through the patch port in the same pass."""
-    from controller.flows import CT_NEW, CT_SNAT, CT_TRK, IPPROTO, ct_state
-    from controller.pipeline import CTM_SERVICE, FLAG_NAT_COMMITTED, REG_FLAGS, REG_OUT
     plan = plan_for(scenario, mode)
     t_up = NODE.table("uplink")
     for node in plan.nodes:
@@ -502,8 +501,6 @@ def test_a_service_connection_still_new_is_handled_as_established(mode):
     (+dnat), skip the policy tables as established packets do; a masqueraded one is SNATed again
     whether new or not; and none is committed again (a commit without recirculation would hide
     its Service mark from the uplink table)."""
-    from controller.flows import CT_DNAT, CT_NEW, CT_RPL, CT_SNAT, CT_TRK, Ct, ct_state
-    from controller.pipeline import CTM_MASQ
     plan = plan_for("default", mode)
     for node in plan.nodes:
         flows = node_flows(plan, node.name)
