@@ -22,6 +22,10 @@ with different actions, and completed conjunctions at one priority that disagree
 fields as set_field and move do, and calling resubmit's table on the way; it stops where a flow
 does not go on (output, group, ct with recirculation, drop) or at a table miss. Conntrack and
 groups are not simulated: a walk that reaches them ends there, and the test reads the last flow.
+
+`FakeOFTable.apply` takes the messages of the controller's reconcile (controller/reconcile.py) as
+a switch takes flow and group mods, so the reconcile's tests can hold a table to what the plan
+wants, and look packets up in it.
 """
 from __future__ import annotations
 
@@ -31,6 +35,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from controller.flows import Conjunction, Flow, FlowSet, Goto, Group, Move, Resubmit, SetField
+from controller.reconcile import AddFlow, DeleteFlow, GroupMod
 
 IPV4_FIELDS = ("ipv4_src", "ipv4_dst", "arp_spa", "arp_tpa")
 
@@ -117,6 +122,31 @@ class FakeOFTable:
     @classmethod
     def of(cls, fs: FlowSet) -> FakeOFTable:
         return cls(fs.flows, fs.groups)
+
+    def apply(self, msg) -> None:
+        """A flow or group mod, as Open vSwitch applies it: an added flow replaces one of the same
+        table, priority and match; a delete by cookie removes every flow with that cookie; a group
+        is added only if absent, modified only if present."""
+        if isinstance(msg, AddFlow):
+            f = msg.flow
+            self.tables[f.table] = [g for g in self.tables[f.table] if (g.priority, g.match) != (f.priority, f.match)]
+            self.tables[f.table].append(f)
+        elif isinstance(msg, DeleteFlow):
+            for t in self.tables:
+                self.tables[t] = [g for g in self.tables[t] if g.cookie != msg.cookie]
+        elif isinstance(msg, GroupMod):
+            gid = msg.group.group_id
+            if msg.command == "delete":
+                self.groups.pop(gid, None)
+                return
+            assert (gid in self.groups) == (msg.command == "modify"), f"group {gid}: {msg.command}"
+            self.groups[gid] = msg.group
+        else:
+            raise TypeError(f"not a flow or group mod: {msg!r}")
+
+    @property
+    def cookies(self) -> set[int]:
+        return {f.cookie for flows in self.tables.values() for f in flows}
 
     def lookup(self, table: int, packet: dict) -> Flow | None:
         return lookup(self.tables.get(table, []), packet)
