@@ -1,11 +1,14 @@
-"""The os-ken application: a thin shell around the pure compilers.
+"""The os-ken application: a thin shell around the pure compilers (controller/compile.py) and the
+pure reconcile (controller/reconcile.py).
 
 It reads the run's plan, compiles the flows of every bridge, and on each switch connection
 reconciles the switch's flow table with them by cookie (flows whose cookie is not wanted are
 deleted, wanted ones that are missing are added; unchanged flows are not touched). It watches the
-plan file and reconciles again when it changes. Packet-ins are counted per bridge: in steady
-state there are none, except TTL expiries, which it answers with ICMP time exceeded so that
-traceroute shows the hops.
+plan file and reconciles again when it changes. What to send, and when a bridge is programmed, is
+decided by controller/reconcile.py; this module translates os-ken's events into its arguments and
+its messages into os-ken's, and keeps per bridge only what that translation needs (`Link`).
+Packet-ins are counted per bridge: in steady state there are none, except TTL expiries, which it
+answers with ICMP time exceeded so that traceroute shows the hops.
 
 Status (connected bridges, flow counts, packet-ins) is written atomically to status.json in the
 run's state directory; the runner waits on it with a deadline. A bridge counts as programmed only
@@ -18,6 +21,7 @@ the first one is alive: both are reported in status.json ("refused") and the log
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -26,6 +30,8 @@ import socket
 import struct
 import subprocess
 import time
+from dataclasses import dataclass, field
+from typing import Any
 
 from os_ken.base import app_manager
 from os_ken.controller import ofp_event
@@ -38,17 +44,17 @@ from kubevpc.flowlog import FLOWLOG_FILE, LearnedFlow, Recorder
 from kubevpc.ledger import ovs_rundir
 from kubevpc.plan import Plan
 
+from . import reconcile
 from .compile import compile_plan
-from .services import active_connections
 from .flows import FEATURES
 from .ofmsg import delete_cookie, flow_mod, group_mod
+from .reconcile import AddFlow, Barrier, BridgeState, DeleteFlow, Desired, GroupMod, Outcome, ReadBack
+from .slb import active_connections
 
-LEARNED, REJECT, FLOWLOG_RECORD = FEATURES["learned"], FEATURES["reject"], FEATURES["flowlog_record"]
-SWITCH_OWNED = (LEARNED, FLOWLOG_RECORD)    # learned flows: the switch's, not the plan's
+REJECT, FLOWLOG_RECORD = FEATURES["reject"], FEATURES["flowlog_record"]
 
 LOG = logging.getLogger("kubevpc.controller")
 WLC_REFRESH_S = 1.0      # how often the wlc listeners' connections are counted
-MAX_ROUNDS = 3           # reconcile rounds for one plan version before the difference is an error
 SO_PEERCRED_SIZE = struct.calcsize("3i")
 
 
@@ -91,8 +97,6 @@ def _previous_plan_version(state_dir: str) -> int:
 
 def _logged(handler):
     """os-ken drops a handler's exception silently: log it and put it in status.json."""
-    import functools
-
     @functools.wraps(handler)
     def wrapper(self, ev):
         try:
@@ -104,11 +108,20 @@ def _logged(handler):
     return wrapper
 
 
-class _GroupId:
-    """Enough of a Group to delete it."""
+@dataclass
+class Link:
+    """One bridge as the shell sees it: its connection while there is one, the xids of its latest
+    requests (a new plan may come while a read-back is under way: replies are taken only from the
+    latest requests), the parts of multipart replies collected so far, and the reconcile's state."""
 
-    def __init__(self, group_id: int):
-        self.group_id, self.buckets = group_id, ()
+    state: BridgeState
+    dp: Any = None                                          # os-ken's Datapath, while connected
+    dump_xids: tuple[int | None, int | None] = (None, None)  # (group desc, flow stats) of the latest read-back
+    groups: set[int] | None = None                          # group ids of the read-back under way
+    cookies: set[int] | None = None                         # cookies of the read-back under way
+    barrier_xid: int | None = None                          # the latest barrier
+    flowlog_xid: int | None = None                          # the latest flow-log window's stats request
+    flowlog_live: list = field(default_factory=list)        # flow-log flows collected from its reply
 
 
 class KubevpcController(app_manager.OSKenApp):
@@ -120,29 +133,14 @@ class KubevpcController(app_manager.OSKenApp):
         self.state_dir = os.environ["KUBEVPC_STATE"]
         self.plan: Plan | None = None
         self.plan_mtime = 0.0
-        self.desired = {}                 # bridge name -> {cookie: Flow}
-        self.desired_groups = {}          # bridge name -> {group id: Group}
-        self.sent_groups = {}             # bridge name -> {group id: ofctl text} as last sent on this connection
-        self.stale_groups = {}            # bridge name -> group ids on the switch that are no longer wanted
-        self.by_dpid = {}                 # dpid -> bridge name
-        self.datapaths = {}               # bridge name -> datapath
-        self.current = {}                 # bridge name -> set of cookies seen in the last dump
-        self.dumping = {}                 # bridge name -> cookies collected from a multipart reply
+        self.desired: dict[str, Desired] = {}     # bridge name -> what it should hold at the current plan version
+        self.by_dpid: dict[int, str] = {}         # dpid -> bridge name
+        self.links: dict[str, Link] = {}          # bridge name -> its connection and reconcile state
         self.status = {"pid": os.getpid(), "started": time.time(), "bridges": {}, "errors": [], "refused": [],
                        "plan_version": _previous_plan_version(self.state_dir)}
-        self.group_dumping = {}           # bridge name -> group ids collected from a multipart reply
-        self.present_groups = {}          # bridge name -> group ids in the switch's last group dump
-        # a new plan may come while a bridge's dump is under way: replies are taken only from the
-        # latest requests (by xid), and a barrier counts only for the plan it was sent for
-        self.dump_xids = {}               # bridge name -> (group desc xid, flow stats xid) of the latest dump
-        self.barrier_for = {}             # bridge name -> (barrier xid, plan version it confirms)
-        self.verifying = {}               # bridge name -> plan version a dump after its barrier is to confirm
-        self.rounds = {}                  # bridge name -> reconcile rounds for the current plan version
         self.health, self.health_stamps = {}, ()
         self.loads, self.loads_changed = {}, False    # wlc: established connections per backend
         self.flowlog: Recorder | None = None
-        self.flowlog_xids = {}            # bridge name -> xid of the latest flow-log window's stats request
-        self.flowlog_live = {}            # bridge name -> flow-log flows collected from a multipart reply
         self._load_plan()
         hub.spawn(self._watch_plan)
         hub.spawn(self._watch_loads)
@@ -199,30 +197,34 @@ class KubevpcController(app_manager.OSKenApp):
             self.status["errors"].append(f"plan not loaded: {exc}")
             self._write_status()
             return False
+        self._take_plan(plan, mtime, compiled)
+        return True
+
+    def _take_plan(self, plan: Plan, mtime: float, compiled: dict) -> None:
+        """The new plan version: what every bridge should hold now."""
         self.plan, self.plan_mtime = plan, mtime
         if self.flowlog is None:
             self.flowlog = Recorder(plan, os.path.join(self.state_dir, FLOWLOG_FILE))
         self.flowlog.plan = plan
         self.by_dpid = {b.dpid: b.name for b in plan.bridges}
-        self.desired = {name: {f.cookie: f for f in fs.flows} for name, fs in compiled.items()}
-        self.desired_groups = {name: dict(fs.groups) for name, fs in compiled.items()}
         self.status["plan_version"] += 1
-        self.rounds = {}
-        for name, flows in self.desired.items():
+        version = self.status["plan_version"]
+        self.desired = {name: Desired.of(version, fs) for name, fs in compiled.items()}
+        for name, desired in self.desired.items():
             st = self.status["bridges"].setdefault(name, {"connected": False, "programmed": False,
                                                           "packet_in": 0, "ttl_expired": 0})
-            st.update(flows=len(flows), groups=len(self.desired_groups[name]), programmed=False)
-        LOG.info("plan v%d loaded: %d bridges, %d flows", self.status["plan_version"], len(self.desired),
-                 sum(len(v) for v in self.desired.values()))
+            st.update(flows=len(desired.flows), groups=len(desired.groups), programmed=False)
+        LOG.info("plan v%d loaded: %d bridges, %d flows", version, len(self.desired),
+                 sum(len(d.flows) for d in self.desired.values()))
         self._write_status()
-        return True
 
     def _watch_plan(self):
         while True:
             hub.sleep(0.2)
             if self._load_plan():
-                for name, dp in list(self.datapaths.items()):
-                    self._request_dump(dp)
+                for name, link in list(self.links.items()):
+                    if link.dp is not None:
+                        self._apply(name, link, link.dp, reconcile.plan_changed(link.state))
 
     def _watch_loads(self):
         """wlc: count the listeners' established connections in the datapath's conntrack table;
@@ -265,12 +267,11 @@ class KubevpcController(app_manager.OSKenApp):
         # flow removed: flow-log flows that expired or went with the flow that learned them
         removed = (1 << ofp.OFPRR_IDLE_TIMEOUT) | (1 << ofp.OFPRR_HARD_TIMEOUT) | (1 << ofp.OFPRR_DELETE)
         dp.send_msg(parser.OFPSetAsync(dp, [mask, 0], [0, 0], [removed, 0]))
-        self.datapaths[name] = dp
-        self.sent_groups[name] = {}
-        self.rounds[name] = 0
+        link = self.links.setdefault(name, Link(BridgeState(name)))
+        link.dp = dp
         self.status["bridges"][name].update(connected=True, programmed=False)
         LOG.info("bridge %s (%#x) connected", name, dp.id)
-        self._request_dump(dp)
+        self._apply(name, link, dp, reconcile.connected(link.state))
 
     def _refusal(self, dp, name: str | None) -> str:
         """Why this connection may not program a bridge; "" when it may."""
@@ -284,7 +285,7 @@ class KubevpcController(app_manager.OSKenApp):
             return f"the peer is pid {pid} (uid {uid}), not root, and ovs-vswitchd's pidfile cannot be read"
         if name is None:
             return f"datapath {dp.id:#x} is none of this run's bridges"
-        old = self.datapaths.get(name)
+        old = self.links[name].dp if name in self.links else None
         if old is not None and old is not dp and old.is_active and not hung_up(old.socket):
             return f"bridge {name} ({dp.id:#x}) is connected already, and that connection is alive"
         return ""
@@ -303,28 +304,63 @@ class KubevpcController(app_manager.OSKenApp):
     def _disconnected(self, ev):
         dp = ev.datapath
         name = self.by_dpid.get(dp.id)
-        if name is None or self.datapaths.get(name) is not dp:
+        link = self.links.get(name)
+        if link is None or link.dp is not dp:
             return                        # a refused connection, or one already replaced
-        del self.datapaths[name]
-        for pending in (self.dumping, self.group_dumping, self.barrier_for, self.verifying):
-            pending.pop(name, None)
+        link.dp, link.groups, link.cookies = None, None, None
+        link.state = reconcile.disconnected(link.state)
         self.status["bridges"][name].update(connected=False, programmed=False)
         LOG.warning("bridge %s (%#x) disconnected", name, dp.id)
         self._write_status()
 
-    def _request_dump(self, dp):
-        """Ask for the switch's groups, then its flows: replies come in this order, so groups are
-        added before the flows that use them, and removed after them."""
-        name = self.by_dpid[dp.id]
-        self.dumping[name] = set()
-        self.group_dumping[name] = set()
+    # ---------------------------------------------------------------------------- reconcile
+    def _desired(self, name: str) -> Desired:
+        return self.desired.get(name) or Desired(self.status["plan_version"])
+
+    def _apply(self, name: str, link: Link, dp, out: Outcome) -> None:
+        """Take the reconcile's outcome: its state, its counters and verdict in status.json, its
+        messages to the switch in order."""
+        link.state = out.state
+        st = self.status["bridges"][name]
+        for key, n in out.counts.items():
+            st[key] = st.get(key, 0) + n
+        for msg in out.send:
+            self._send(link, dp, msg)
+        if out.programmed_at is not None:
+            st.update(programmed=True, programmed_at=out.programmed_at, plan_version=self._desired(name).version)
+        if out.error:
+            self.status["errors"].append(out.error)
+        if out.programmed_at is not None or out.error:
+            self._write_status()
+
+    def _send(self, link: Link, dp, msg) -> None:
+        """One of the reconcile's messages as os-ken's; requests' xids are kept to recognise replies."""
+        if isinstance(msg, AddFlow):
+            dp.send_msg(flow_mod(dp, msg.flow))
+        elif isinstance(msg, DeleteFlow):
+            dp.send_msg(delete_cookie(dp, msg.cookie))
+        elif isinstance(msg, GroupMod):
+            dp.send_msg(group_mod(dp, msg.group, msg.command))
+        elif isinstance(msg, Barrier):
+            barrier = dp.ofproto_parser.OFPBarrierRequest(dp)
+            dp.set_xid(barrier)
+            link.barrier_xid = barrier.xid
+            dp.send_msg(barrier)
+        elif isinstance(msg, ReadBack):
+            self._read_back(link, dp)
+        else:
+            raise TypeError(f"no translation for {msg!r}")
+
+    def _read_back(self, link: Link, dp) -> None:
+        """Ask for the switch's groups, then its flows: replies come in this order."""
+        link.cookies, link.groups = set(), set()
         parser = dp.ofproto_parser
         groups = parser.OFPGroupDescStatsRequest(dp, 0)
         flows = parser.OFPFlowStatsRequest(dp, 0, dp.ofproto.OFPTT_ALL, dp.ofproto.OFPP_ANY,
                                            dp.ofproto.OFPG_ANY, 0, 0, parser.OFPMatch())
         for msg in (groups, flows):
             dp.set_xid(msg)
-        self.dump_xids[name] = (groups.xid, flows.xid)
+        link.dump_xids = (groups.xid, flows.xid)
         dp.send_msg(groups)
         dp.send_msg(flows)
 
@@ -333,97 +369,40 @@ class KubevpcController(app_manager.OSKenApp):
     def _group_desc(self, ev):
         dp = ev.msg.datapath
         name = self.by_dpid.get(dp.id)
-        if name is None or name not in self.group_dumping or ev.msg.xid != self.dump_xids.get(name, (None,))[0]:
-            return                        # a reply to a dump a newer plan has replaced
-        self.group_dumping[name].update(g.group_id for g in ev.msg.body)
+        link = self.links.get(name)
+        if link is None or link.groups is None or ev.msg.xid != link.dump_xids[0]:
+            return                        # a reply to a read-back a newer plan has replaced
+        link.groups.update(g.group_id for g in ev.msg.body)
         if ev.msg.flags & dp.ofproto.OFPMPF_REPLY_MORE:
             return
-        present = self.group_dumping.pop(name)
-        self.present_groups[name] = present
-        desired = self.desired_groups.get(name, {})
-        sent = self.sent_groups.setdefault(name, {})
-        changed = 0
-        for gid, group in desired.items():
-            text = group.ofctl()
-            if gid in present and sent.get(gid) == text:
-                continue
-            dp.send_msg(group_mod(dp, group, "modify" if gid in present else "add"))
-            sent[gid] = text
-            changed += 1
-        self.stale_groups[name] = present - set(desired)
-        st = self.status["bridges"][name]
-        st.update(groups_changed=st.get("groups_changed", 0) + changed)
+        present, link.groups = link.groups, None
+        self._apply(name, link, dp, reconcile.groups_reported(link.state, self._desired(name), present))
 
     @set_ev_cls(ofp_event.EventOFPFlowStatsReply, MAIN_DISPATCHER)
     @_logged
     def _flow_stats(self, ev):
         dp = ev.msg.datapath
         name = self.by_dpid.get(dp.id)
-        if name is not None and ev.msg.xid == self.flowlog_xids.get(name):
-            self._flowlog_window(dp, name, ev.msg)
+        link = self.links.get(name)
+        if link is not None and ev.msg.xid == link.flowlog_xid:
+            self._flowlog_window(dp, link, ev.msg)
             return
-        if name is None or name not in self.dumping or ev.msg.xid != self.dump_xids.get(name, (None, None))[1]:
-            return                        # a reply to a dump a newer plan has replaced
-        self.dumping[name].update(stat.cookie for stat in ev.msg.body)
+        if link is None or link.cookies is None or ev.msg.xid != link.dump_xids[1]:
+            return                        # a reply to a read-back a newer plan has replaced
+        link.cookies.update(stat.cookie for stat in ev.msg.body)
         if ev.msg.flags & dp.ofproto.OFPMPF_REPLY_MORE:
             return
-        present = self.dumping.pop(name)
-        version = self.verifying.pop(name, None)
-        if version is not None and version == self.status["plan_version"]:
-            if self._holds(name, present):
-                st = self.status["bridges"][name]
-                st.update(programmed=True, programmed_at=time.time(), plan_version=version)
-                self._write_status()
-                return
-            if self.rounds.get(name, 0) >= MAX_ROUNDS:
-                self.status["errors"].append(f"{name}: the flow table still differs from plan v{version} after "
-                                             f"{MAX_ROUNDS} rounds; see controller.log")
-                self._write_status()
-                return
-            LOG.warning("bridge %s: the dump after the barrier differs from plan v%d; reconciling again", name, version)
-        self._reconcile(dp, name, present)
-
-    def _holds(self, name: str, present: set[int]) -> bool:
-        """Does the switch hold every wanted flow and group, and nothing stale (learned flows aside)?"""
-        desired = self.desired.get(name, {})
-        flows = {c for c in present if c >> 56 not in SWITCH_OWNED} == set(desired)
-        return flows and not self.stale_groups.get(name) and self.present_groups.get(name, set()) >= set(
-            self.desired_groups.get(name, {}))
-
-    def _reconcile(self, dp, name: str, present: set[int]):
-        self.rounds[name] = self.rounds.get(name, 0) + 1
-        desired = self.desired.get(name, {})
-        # learned flows (session affinity, flow logs) belong to the switch; they go with the flow that learned them
-        stale = {c for c in present - set(desired) if c >> 56 not in SWITCH_OWNED}
-        missing = [f for c, f in desired.items() if c not in present]
-        for cookie in stale:
-            dp.send_msg(delete_cookie(dp, cookie))
-        for f in missing:
-            dp.send_msg(flow_mod(dp, f))
-        for gid in sorted(self.stale_groups.pop(name, set())):
-            dp.send_msg(group_mod(dp, _GroupId(gid), "delete"))
-            self.sent_groups.get(name, {}).pop(gid, None)
-        barrier = dp.ofproto_parser.OFPBarrierRequest(dp)
-        dp.set_xid(barrier)
-        self.barrier_for[name] = (barrier.xid, self.status["plan_version"])
-        dp.send_msg(barrier)
-        st = self.status["bridges"][name]
-        st.update(added=st.get("added", 0) + len(missing), deleted=st.get("deleted", 0) + len(stale))
-        LOG.info("bridge %s: %d flows wanted, %d added, %d stale deleted", name, len(desired), len(missing),
-                 len(stale))
+        present, link.cookies = link.cookies, None
+        self._apply(name, link, dp, reconcile.flows_reported(link.state, self._desired(name), present, time.time()))
 
     @set_ev_cls(ofp_event.EventOFPBarrierReply, MAIN_DISPATCHER)
     @_logged
     def _barrier(self, ev):
         name = self.by_dpid.get(ev.msg.datapath.id)
-        if name is None:
+        link = self.links.get(name)
+        if link is None or ev.msg.xid != link.barrier_xid:
             return
-        xid, version = self.barrier_for.get(name, (None, 0))
-        if ev.msg.xid == xid and version == self.status["plan_version"]:
-            # the switch has taken every change: read back what it holds before saying programmed
-            del self.barrier_for[name]
-            self.verifying[name] = version
-            self._request_dump(ev.msg.datapath)
+        self._apply(name, link, ev.msg.datapath, reconcile.barrier_replied(link.state, self._desired(name)))
 
     @set_ev_cls(ofp_event.EventOFPErrorMsg, MAIN_DISPATCHER)
     @_logged
@@ -444,26 +423,27 @@ class KubevpcController(app_manager.OSKenApp):
             hub.sleep(window or 1.0)
             if not window or self.plan is not plan:
                 continue
-            for name, dp in list(self.datapaths.items()):
-                if plan.bridge(name).role != "vswitch":
+            for name, link in list(self.links.items()):
+                dp = link.dp
+                if dp is None or plan.bridge(name).role != "vswitch":
                     continue
                 parser, ofp = dp.ofproto_parser, dp.ofproto
                 req = parser.OFPFlowStatsRequest(dp, 0, 70, ofp.OFPP_ANY, ofp.OFPG_ANY, FLOWLOG_RECORD << 56,
                                                  0xFF << 56, parser.OFPMatch())
                 dp.set_xid(req)
-                self.flowlog_xids[name] = req.xid
-                self.flowlog_live[name] = []
+                link.flowlog_xid = req.xid
+                link.flowlog_live = []
                 dp.send_msg(req)
 
-    def _flowlog_window(self, dp, name: str, msg):
+    def _flowlog_window(self, dp, link: Link, msg):
         now = time.time()
-        self.flowlog_live.setdefault(name, []).extend(
-            LearnedFlow(name, s.cookie, tuple(sorted(s.match.items())), s.packet_count, s.byte_count,
+        link.flowlog_live.extend(
+            LearnedFlow(link.state.name, s.cookie, tuple(sorted(s.match.items())), s.packet_count, s.byte_count,
                         now - s.duration_sec - s.duration_nsec / 1e9) for s in msg.body)
         if msg.flags & dp.ofproto.OFPMPF_REPLY_MORE:
             return
-        self.flowlog_xids.pop(name, None)
-        live = self.flowlog_live.pop(name)
+        link.flowlog_xid = None
+        live, link.flowlog_live = link.flowlog_live, []
         if self.flowlog is not None:
             self.flowlog.write(self.flowlog.window(live, now))
 

@@ -11,6 +11,8 @@ ipv4_dst, ct_state, reg0, ...). Values are ints, strings ("10.0.0.0/24", "0a:58:
 from __future__ import annotations
 
 import hashlib
+import ipaddress
+import zlib
 from dataclasses import dataclass, field
 from typing import Any, Union
 
@@ -20,6 +22,7 @@ CT_SNAT, CT_DNAT = 0x40, 0x80          # the ct action that tracked the packet a
 
 ETH_ARP, ETH_IP = 0x0806, 0x0800
 IPPROTO = {"icmp": 1, "tcp": 6, "udp": 17}
+PROTO = {"TCP": "tcp", "UDP": "udp"}   # a Service's or listener's protocol: the prefix of its port fields
 
 
 def ct_state(plus: int = 0, minus: int = 0) -> tuple[int, int]:
@@ -283,6 +286,39 @@ def _field_ofctl(name: str, value: Any) -> str:
 
 
 # -------------------------------------------------------------------------------------- helpers
+def ipv4_net(cidr: str) -> str | tuple[str, str]:
+    """ipv4 match value: a plain address for /32, else address/mask."""
+    net = ipaddress.IPv4Network(cidr)
+    return str(net.network_address) if net.prefixlen == 32 else (str(net.network_address), str(net.netmask))
+
+
+def ipv4_match(field: str, cidr: str) -> dict:
+    """A match on `field` for `cidr`; none for 0.0.0.0/0, which OpenFlow writes as no match."""
+    return {} if prefixlen(cidr) == 0 else {field: ipv4_net(cidr)}
+
+
+def prefixlen(cidr: str) -> int:
+    return ipaddress.IPv4Network(cidr).prefixlen
+
+
+def ip_int(ip: str) -> int:
+    """An address as a register holds it."""
+    return int(ipaddress.IPv4Address(ip))
+
+
+def stable_ids(keys: list[str]) -> dict[str, int]:
+    """Stable 20-bit ids from names, so adding a Service does not renumber the others."""
+    out: dict[str, int] = {}
+    used: set[int] = set()
+    for key in sorted(keys):
+        i = zlib.crc32(key.encode()) % 0xFFFFF + 1
+        while i in used:
+            i = i % 0xFFFFF + 1
+        used.add(i)
+        out[key] = i
+    return out
+
+
 def port_masks(first: int, last: int) -> list[tuple[int, int]]:
     """Cover [first, last] with (value, mask) pairs for tcp_dst/udp_dst matches."""
     out = []

@@ -25,6 +25,11 @@ Every conjunction gets its own priority. OVS requires that conjunctive flows do 
 one priority and treats two flows with the same match and priority as one flow; distinct
 priorities rule out both, and since every rule only allows, which rule allows is immaterial.
 
+Which pods a policy and a peer select is decided here, by the compiler's own label selector
+matching (section "selectors"), written from the specification like the evaluator's
+(kubevpc.netpol) but sharing no code with it: the flows are tested against the evaluator, so a
+selector bug the two shared would agree with itself.
+
 Identifiers, stable while the policy list is unchanged (the caller passes policies in manifest
 order): policy i (0-based) is cookie object i + 1 (object 0: the shared flows above);
 conj_id = (i + 1) << 16 | direction << 15 | rule << 1 | part, direction 0 ingress, 1 egress,
@@ -39,10 +44,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from kubevpc.k8s import (MAX_NETWORK_POLICIES, MAX_RULES_PER_POLICY, Direction, NetworkPolicy, NetworkPolicyPeer,
-                         NetworkPolicyPort, Rule)
-from kubevpc.netpol import (Endpoint, is_pod,
-                            namespace_labels, selects)
+from kubevpc.k8s import (MAX_NETWORK_POLICIES, MAX_RULES_PER_POLICY, NAMESPACE_NAME_LABEL, Direction, LabelSelector,
+                         LabelSelectorRequirement, NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort, Rule)
+from kubevpc.plan import HostPlan
 
 from .flows import CT_NEW, CT_TRK, ETH_IP, Conjunction, Flow, Goto, ct_state, flow, port_masks
 
@@ -60,6 +64,66 @@ _MAX_RULES = MAX_RULES_PER_POLICY
 
 Match = dict[str, Any]
 Clause = list[Match] | None       # None: a dimension the rule leaves open
+
+
+# ------------------------------------------------------------------------------------ selectors
+def selector_matches(selector: LabelSelector, labels: Mapping[str, str]) -> bool:
+    """metav1.LabelSelector: every matchLabels pair and every matchExpressions requirement
+    holds (ANDed); an empty selector selects everything."""
+    if any(key not in labels or labels[key] != value for key, value in selector.matchLabels.items()):
+        return False
+    return all(_requirement_holds(req, labels) for req in selector.matchExpressions)
+
+
+def _requirement_holds(req: LabelSelectorRequirement, labels: Mapping[str, str]) -> bool:
+    if req.operator == "Exists":
+        return req.key in labels
+    if req.operator == "DoesNotExist":
+        return req.key not in labels
+    if req.operator == "In":
+        return req.key in labels and labels[req.key] in req.values
+    if req.operator == "NotIn":                     # a pod without the key is not in the set
+        return req.key not in labels or labels[req.key] not in req.values
+    raise ValueError(f"label selector operator {req.operator!r}")
+
+
+def _is_pod(e: HostPlan) -> bool:
+    return e.namespace != ""
+
+
+def _namespace_labels(namespaces: Mapping[str, Mapping[str, str]], name: str) -> dict[str, str]:
+    """A namespace's labels as the API server keeps them: kubernetes.io/metadata.name is its name."""
+    labels = dict(namespaces.get(name, {}))
+    labels[NAMESPACE_NAME_LABEL] = name
+    return labels
+
+
+def policy_types(policy: NetworkPolicy) -> frozenset[str]:
+    """The directions a policy isolates its pods in: policyTypes as given, else as the API server
+    defaults it (pkg/apis/networking/v1/defaults.go): Ingress, and Egress once `egress` has a rule."""
+    spec = policy.spec
+    if spec.policyTypes:
+        return frozenset(spec.policyTypes)
+    return frozenset(("Ingress", "Egress") if spec.egress else ("Ingress",))
+
+
+def policy_selects(policy: NetworkPolicy, pod: HostPlan) -> bool:
+    """Does the policy apply to this pod: a pod of the policy's namespace its podSelector matches?"""
+    return _is_pod(pod) and pod.namespace == policy.metadata.namespace and \
+        selector_matches(policy.spec.podSelector, pod.labels)
+
+
+def peer_selects(peer: NetworkPolicyPeer, policy_ns: str, e: HostPlan,
+                 namespaces: Mapping[str, Mapping[str, str]]) -> bool:
+    """Is `e` a pod this (podSelector/namespaceSelector) peer selects? Without namespaceSelector,
+    pods of the policy's own namespace; without podSelector, every pod of the namespaces chosen."""
+    if not _is_pod(e):
+        return False
+    if peer.namespaceSelector is None:
+        in_namespace = e.namespace == policy_ns
+    else:
+        in_namespace = selector_matches(peer.namespaceSelector, _namespace_labels(namespaces, e.namespace))
+    return in_namespace and (peer.podSelector is None or selector_matches(peer.podSelector, e.labels))
 
 
 @dataclass(frozen=True)
@@ -100,7 +164,7 @@ def _conj_id(obj: int, side: _Side, rule: int, part: int) -> int:
 
 
 def policy_flows(policies: Iterable[NetworkPolicy], namespaces: Mapping[str, Mapping[str, str]],
-                 all_endpoints: Iterable[Endpoint], local_pods: Iterable[Endpoint],
+                 all_endpoints: Iterable[HostPlan], local_pods: Iterable[HostPlan],
                  tables: PolicyTables) -> list[Flow]:
     """The flows of both policy tables of the bridge that holds `local_pods` (all on one node).
 
@@ -112,7 +176,7 @@ def policy_flows(policies: Iterable[NetworkPolicy], namespaces: Mapping[str, Map
     if len(policies) > _MAX_POLICIES:
         raise ValueError(f"{len(policies)} NetworkPolicies; at most {_MAX_POLICIES} fit in a conj_id")
     nodes = {p.node for p in local}
-    node_ips = sorted({e.ip for e in endpoints if not is_pod(e) and e.node and e.node in nodes})
+    node_ips = sorted({e.ip for e in endpoints if not _is_pod(e) and e.node and e.node in nodes})
     out: list[Flow] = []
     for side, table, nxt in zip(_sides(tables), (tables.egress, tables.ingress),
                                 (tables.egress_next, tables.ingress_next)):
@@ -122,8 +186,8 @@ def policy_flows(policies: Iterable[NetworkPolicy], namespaces: Mapping[str, Map
             rules = policy.spec.rules(side.direction)
             if len(rules) > _MAX_RULES:
                 raise ValueError(f"{policy.key}: {len(rules)} {side.direction.lower()} rules; at most {_MAX_RULES}")
-            applies = side.direction in policy.spec.types
-            selected = [p for p in local if selects(policy, p)] if applies else []
+            applies = side.direction in policy_types(policy)
+            selected = [p for p in local if policy_selects(policy, p)] if applies else []
             for r, rule in enumerate(rules):
                 priority = PRIO_RULES_TOP - 2 * seq
                 if priority - 1 < PRIO_RULES_FLOOR:
@@ -143,11 +207,12 @@ def policy_flow_counts(policies: Iterable[NetworkPolicy], flows: Iterable[Flow])
 
 
 # ------------------------------------------------------------------------------------ isolation
-def _isolation(side: _Side, table: int, nxt: int, policies: list[NetworkPolicy], local: list[Endpoint],
+def _isolation(side: _Side, table: int, nxt: int, policies: list[NetworkPolicy], local: list[HostPlan],
                node_ips: list[str]) -> list[Flow]:
     """Drop for isolated pods, with the specification's exemptions above it; pass below."""
     what = side.direction.lower()
-    by = {p.ip: [pol.key for pol in policies if side.direction in pol.spec.types and selects(pol, p)] for p in local}
+    by = {p.ip: [pol.key for pol in policies if side.direction in policy_types(pol) and policy_selects(pol, p)]
+          for p in local}
     isolated = [p for p in local if by[p.ip]]
     out = []
     for p in isolated:
@@ -168,7 +233,7 @@ def _isolation(side: _Side, table: int, nxt: int, policies: list[NetworkPolicy],
 
 # ---------------------------------------------------------------------------------------- rules
 def _rule_flows(side: _Side, table: int, nxt: int, priority: int, obj: int, r: int, policy: NetworkPolicy,
-                rule: Rule, selected: list[Endpoint], endpoints: list[Endpoint],
+                rule: Rule, selected: list[HostPlan], endpoints: list[HostPlan],
                 namespaces: Mapping[str, Mapping[str, str]]) -> list[Flow]:
     ns = policy.metadata.namespace
     name = f"{policy.key} {side.direction.lower()} rule {r}"
@@ -187,7 +252,7 @@ def _rule_flows(side: _Side, table: int, nxt: int, priority: int, obj: int, r: i
             pairs = _pairs(side.pod_field, side.port_field, selected, named)
             clauses = [pairs, peers]
         else:
-            targets = [e for e in endpoints if is_pod(e) and (nets is None or _inside(e.ip, nets))]
+            targets = [e for e in endpoints if _is_pod(e) and (nets is None or _inside(e.ip, nets))]
             clauses = [pods, _pairs(side.peer_field, side.port_field, targets, named)]
         out += _conjunction(table, nxt, priority - 1, _conj_id(obj, side, r, 1), clauses, obj,
                             f"{name}, named ports")
@@ -213,7 +278,7 @@ def _conjunction(table: int, nxt: int, priority: int, cid: int, clauses: Sequenc
 
 
 # ---------------------------------------------------------------------------------------- peers
-def _peer_networks(peers: list[NetworkPolicyPeer], ns: str, endpoints: list[Endpoint],
+def _peer_networks(peers: list[NetworkPolicyPeer], ns: str, endpoints: list[HostPlan],
                    namespaces: Mapping[str, Mapping[str, str]]) -> list[ipaddress.IPv4Network]:
     """The fewest IPv4 CIDRs that hold exactly the rule's peers: selected pods' addresses and
     ipBlocks with their excepts cut out. Cutting them out here, rather than dropping excepted
@@ -223,15 +288,7 @@ def _peer_networks(peers: list[NetworkPolicyPeer], ns: str, endpoints: list[Endp
         if peer.ipBlock is not None:
             nets += _block(peer.ipBlock.network, peer.ipBlock.excepted)
             continue
-        for e in endpoints:
-            if not is_pod(e) or (peer.podSelector is not None and not peer.podSelector.matches(e.labels)):
-                continue
-            if peer.namespaceSelector is None and e.namespace != ns:
-                continue
-            if peer.namespaceSelector is not None and \
-                    not peer.namespaceSelector.matches(namespace_labels(namespaces, e.namespace)):
-                continue
-            nets.append(ipaddress.IPv4Network(e.ip))
+        nets += [ipaddress.IPv4Network(e.ip) for e in endpoints if peer_selects(peer, ns, e, namespaces)]
     return list(ipaddress.collapse_addresses(nets))
 
 
@@ -278,7 +335,7 @@ def _port_matches(protocol: str, port: int | None, end: int | None, port_field: 
             for block in port_masks(port, end or port)]
 
 
-def _pairs(field: str, port_field: str, pods: list[Endpoint], named: list[NetworkPolicyPort]) -> list[Match]:
+def _pairs(field: str, port_field: str, pods: list[HostPlan], named: list[NetworkPolicyPort]) -> list[Match]:
     """(pod, port) matches for named ports: each pod's container port of that name and protocol."""
     return _unique([{field: _addr(field, p.ip), "ip_proto": L4[n.protocol][0], port_field or L4[n.protocol][1]: s.port}
                     for p in pods for n in named for s in p.servers

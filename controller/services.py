@@ -19,19 +19,15 @@ them and its reverse to replies, and table 15 undoes the SNAT of replies first.
 """
 from __future__ import annotations
 
-import ipaddress
-import re
-import zlib
 from dataclasses import dataclass
 
 from kubevpc.plan import REJECT_PORT, SNAT_PORTS, EndpointPlan, NodePlan, Plan, ServicePlan
 
-from .flows import (CT_DNAT, CT_EST, CT_INV, CT_NEW, CT_RPL, CT_TRK, ETH_IP, FEATURES, IPPROTO, Bucket, Ct, FlowSet, Goto, Group, GroupAction,
-                    Learn, LearnLoad, LearnMatch, Move, Nat, Output, Resubmit, SetField, ct_state, flow)
+from .flows import (CT_DNAT, CT_INV, CT_NEW, CT_RPL, CT_TRK, ETH_IP, FEATURES, IPPROTO, PROTO, Bucket, Ct, Flow, Goto,
+                    Group, GroupAction, Learn, LearnLoad, LearnMatch, Move, Nat, Output, Resubmit, SetField, ct_state,
+                    flow, ip_int, stable_ids)
 from .pipeline import (CTM_MASQ, CTM_SERVICE, FLAG_AFFINITY_HIT, FLAG_NAT_COMMITTED, NODE, REG_EP_IP, REG_EP_PORT,
                        REG_FLAGS, REG_SRC, REG_SVC, SRC_HOST)
-
-PROTO = {"TCP": "tcp", "UDP": "udp"}
 
 
 @dataclass(frozen=True)
@@ -60,17 +56,11 @@ def snat_zone(zone: int) -> int:
     return (zone + 32767) % 65535 + 1
 
 
-def _ids(keys: list[str]) -> dict[str, int]:
-    """Stable 20-bit ids from names, so adding a Service does not renumber the others."""
-    out: dict[str, int] = {}
-    used: set[int] = set()
-    for key in sorted(keys):
-        i = zlib.crc32(key.encode()) % 0xFFFFF + 1
-        while i in used:
-            i = i % 0xFFFFF + 1
-        used.add(i)
-        out[key] = i
-    return out
+def serving(svc: ServicePlan, index: int) -> list[EndpointPlan]:
+    """The endpoints that take connections on port `index`: ready (or published while not ready,
+    which the planner folds into `ready`) and with the target port resolved on their pod. The
+    compiler's own reading, not the evaluator's (kubevpc.reach), which the flows are tested against."""
+    return [e for e in svc.endpoints if e.ready and e.ports[index] != 0]
 
 
 def entries(plan: Plan, node: NodePlan) -> list[Entry]:
@@ -83,7 +73,7 @@ def entries(plan: Plan, node: NodePlan) -> list[Entry]:
         for i, p in enumerate(svc.ports):
             if p.protocol not in PROTO:
                 continue            # SCTP: accepted in manifests, this kernel cannot carry it
-            ready = svc.ready_endpoints(i)
+            ready = serving(svc, i)
             local = [e for e in ready if e.node == node.name]
             itp_local = svc.internal_traffic_policy == "Local"
             raw.append((svc, i, "cluster-ip", svc.cluster_ip, p.port, p.protocol, ready,
@@ -97,105 +87,119 @@ def entries(plan: Plan, node: NodePlan) -> list[Entry]:
                 raw.append((svc, i, "node-port", node.ip, p.node_port, p.protocol, ready,
                             local if etp_local else ready, not etp_local,
                             "externalTrafficPolicy Local and no endpoint on this node" if etp_local else ""))
-    ids = _ids([f"{r[0].key}|{r[2]}|{r[4]}|{r[5]}" for r in raw])
+    ids = stable_ids([f"{r[0].key}|{r[2]}|{r[4]}|{r[5]}" for r in raw])
     return [Entry(id=ids[f"{svc.key}|{kind}|{port}|{proto}"], service=svc, index=i, kind=kind, ip=ip, port=port,
                   protocol=proto, endpoints=tuple(eligible), refuse=not ready, masquerade=masq, why_empty=why)
             for svc, i, kind, ip, port, proto, ready, eligible, masq, why in raw]
 
 
-def _ip_int(ip: str) -> int:
-    return int(ipaddress.IPv4Address(ip))
-
-
-def service_flows(plan: Plan, node: NodePlan, zone: int, fs: FlowSet) -> None:
+def service_flows(plan: Plan, node: NodePlan, zone: int) -> tuple[list[Flow], list[Group]]:
     """Tables 21-24, 27 and 28 of a node bridge, and one select group per balanced entry."""
     t_svc, t_aff, t_afflb, t_dst, t_policy, t_ep, t_masq, t_next = (NODE.table(n) for n in (
         "service", "affinity", "affinity_lb", "destination", "egress_policy", "endpoint", "masquerade", "commit"))
     ip = {"eth_type": ETH_IP}
     new = ct_state(CT_TRK | CT_NEW)
-    fs.add(flow(t_svc, 400, {**ip, "ct_state": ct_state(CT_TRK | CT_INV)}, [], "service",
-                note="invalid for conntrack (e.g. a TCP segment of no known connection): dropped, so nothing "
-                     "passes the policy tables without being a new connection"),
-           # a UDP flow is +new until its first reply: its later datagrams are new too, but table 20's
-           # lookup found the connection committed and DNATed them (+dnat); they are later packets
-           flow(t_svc, 300, {**ip, "ct_state": ct_state(CT_TRK, CT_RPL), "ct_mark": (CTM_MASQ, CTM_MASQ)},
-                [Goto(t_masq)], "service", note="later packets of a masqueraded connection: SNAT again"),
-           flow(t_svc, 250, {**ip, "ct_state": ct_state(CT_TRK | CT_NEW | CT_DNAT)}, [Goto(t_next)], "service",
-                note="later packets of a Service connection still new (UDP before its first reply): as established"),
-           flow(t_svc, 1, {**ip, "ct_state": new}, [Goto(t_dst)], "service",
-                note="a new connection not for a Service: on to the policy tables"),
-           flow(t_svc, 0, None, [Goto(t_next)], "service", note="established, related, replies"),
-           flow(t_aff, 0, None, [], "affinity", note="no remembered endpoint"),
-           flow(t_masq, 100, ip, [Ct(snat_zone(zone), commit=True, table=t_next, mark=CTM_SERVICE | CTM_MASQ,
-                                     nat=Nat("src", node.ip, *SNAT_PORTS))], "service",
-                note="masquerade: SNAT to the node, so replies come back through it"),
-           flow(t_ep, 1, {REG_SVC: 0}, [Goto(t_next)], "service", note="not a Service connection: on to commit"))
-    for proto in PROTO.values():
-        fs.add(flow(t_dst, 100, {**ip, "ip_proto": IPPROTO[proto]}, [Move("ipv4_dst", REG_EP_IP, 32),
-                                                                      Move(f"{proto}_dst", REG_EP_PORT, 16),
-                                                                      Goto(t_policy)], "service",
-                    note=f"{proto.upper()}: the destination address and port, where the policy tables read them"))
-    fs.add(flow(t_dst, 0, ip, [Move("ipv4_dst", REG_EP_IP, 32), Goto(t_policy)], "service",
-                note="other IPv4 (ICMP): the destination address"))
-    seen_vips = set()
+    flows = [flow(t_svc, 400, {**ip, "ct_state": ct_state(CT_TRK | CT_INV)}, [], "service",
+                  note="invalid for conntrack (e.g. a TCP segment of no known connection): dropped, so nothing "
+                       "passes the policy tables without being a new connection"),
+             # a UDP flow is +new until its first reply: its later datagrams are new too, but table 20's
+             # lookup found the connection committed and DNATed them (+dnat); they are later packets
+             flow(t_svc, 300, {**ip, "ct_state": ct_state(CT_TRK, CT_RPL), "ct_mark": (CTM_MASQ, CTM_MASQ)},
+                  [Goto(t_masq)], "service", note="later packets of a masqueraded connection: SNAT again"),
+             flow(t_svc, 250, {**ip, "ct_state": ct_state(CT_TRK | CT_NEW | CT_DNAT)}, [Goto(t_next)], "service",
+                  note="later packets of a Service connection still new (UDP before its first reply): as established"),
+             flow(t_svc, 1, {**ip, "ct_state": new}, [Goto(t_dst)], "service",
+                  note="a new connection not for a Service: on to the policy tables"),
+             flow(t_svc, 0, None, [Goto(t_next)], "service", note="established, related, replies"),
+             flow(t_aff, 0, None, [], "affinity", note="no remembered endpoint"),
+             flow(t_masq, 100, ip, [Ct(snat_zone(zone), commit=True, table=t_next, mark=CTM_SERVICE | CTM_MASQ,
+                                       nat=Nat("src", node.ip, *SNAT_PORTS))], "service",
+                  note="masquerade: SNAT to the node, so replies come back through it"),
+             flow(t_ep, 1, {REG_SVC: 0}, [Goto(t_next)], "service", note="not a Service connection: on to commit")]
+    flows += [flow(t_dst, 100, {**ip, "ip_proto": IPPROTO[proto]}, [Move("ipv4_dst", REG_EP_IP, 32),
+                                                                     Move(f"{proto}_dst", REG_EP_PORT, 16),
+                                                                     Goto(t_policy)], "service",
+                   note=f"{proto.upper()}: the destination address and port, where the policy tables read them")
+              for proto in PROTO.values()]
+    flows.append(flow(t_dst, 0, ip, [Move("ipv4_dst", REG_EP_IP, 32), Goto(t_policy)], "service",
+                      note="other IPv4 (ICMP): the destination address"))
+    groups: list[Group] = []
+    seen_vips: set[str] = set()
     for e in entries(plan, node):
-        proto = PROTO[e.protocol]
-        m = {**ip, "ct_state": new, "ip_proto": IPPROTO[proto], "ipv4_dst": e.ip, f"{proto}_dst": e.port}
-        svc = e.service
         if e.kind in ("cluster-ip", "lb-ip") and e.ip not in seen_vips:
             seen_vips.add(e.ip)
-            fs.add(flow(t_svc, 100, {**ip, "ct_state": new, "ipv4_dst": e.ip}, [], "service", e.id,
-                        f"{svc.key}: a port the Service does not expose: dropped"))
-        if e.refuse:
-            # the node itself would see its own address as the source of the refused packet (a
-            # martian): the controller refuses on its behalf, with a TCP reset or ICMP unreachable
-            fs.add(flow(t_svc, 210, {**m, REG_SRC: SRC_HOST}, [Output("controller")], "reject", e.id,
-                        f"{e.name}: no ready endpoint, the node itself asks: refused by the controller"))
-            fs.add(flow(t_svc, 200, m, [SetField(REG_FLAGS, FLAG_NAT_COMMITTED),
-                                        Ct(zone, commit=True, table=t_next, mark=CTM_SERVICE,
-                                           nat=Nat("dst", node.ip, REJECT_PORT, REJECT_PORT))], "service", e.id,
-                        f"{e.name}: no ready endpoint: DNAT to the node's closed port {REJECT_PORT}, which "
-                        "answers TCP reset or ICMP port unreachable"))
-            continue
-        if not e.endpoints:
-            fs.add(flow(t_svc, 200, m, [], "service", e.id, f"{e.name}: {e.why_empty}: dropped"))
-            continue
-        fs.add_group(Group(e.id, tuple(
-            Bucket((SetField(REG_EP_IP, _ip_int(ep.ip)), SetField(REG_EP_PORT, ep.ports[e.index]),
-                    Resubmit(t_policy)))
-            for ep in e.endpoints), note=e.name))
-        if svc.session_affinity:
-            fs.add(flow(t_svc, 200, m, [SetField(REG_SVC, e.id), Resubmit(t_aff), Goto(t_afflb)], "service", e.id,
-                        f"{e.name}: sessionAffinity ClientIP: look for the endpoint used last time"),
-                   flow(t_afflb, 100, {REG_SVC: e.id, REG_FLAGS: (FLAG_AFFINITY_HIT, FLAG_AFFINITY_HIT)},
-                        [Goto(t_policy)], "affinity", e.id, f"{e.name}: the remembered endpoint"),
-                   flow(t_afflb, 60, {REG_SVC: e.id, "eth_type": ETH_IP, "ip_proto": IPPROTO[proto],
-                                      f"{proto}_src": 0}, [GroupAction(e.id)], "affinity", e.id,
-                        f"{e.name}: never matches (no source port 0), but makes the datapath cache every new "
-                        "connection apart, so each one reaches the learn action at once, not at the next "
-                        "statistics push"),
-                   flow(t_afflb, 50, {REG_SVC: e.id}, [GroupAction(e.id)], "affinity", e.id,
-                        f"{e.name}: nothing remembered: the group picks one"))
-        else:
-            fs.add(flow(t_svc, 200, m, [SetField(REG_SVC, e.id), GroupAction(e.id)], "service", e.id,
-                        f"{e.name}: one of {len(e.endpoints)} endpoints, per connection"))
-        for ep in e.endpoints:
-            port = ep.ports[e.index]
-            em = {**ip, "ip_proto": IPPROTO[proto], REG_SVC: e.id, REG_EP_IP: _ip_int(ep.ip), REG_EP_PORT: port}
-            learn = [_learn(e, proto)] if svc.session_affinity else []
+            flows.append(flow(t_svc, 100, {**ip, "ct_state": new, "ipv4_dst": e.ip}, [], "service", e.id,
+                              f"{e.service.key}: a port the Service does not expose: dropped"))
+        f, g = _entry_flows(e, node, zone)
+        flows += f
+        groups += g
+    flows += [flow(t_afflb, 0, None, [], "affinity", note="not reached for Services without affinity"),
+              flow(t_ep, 0, None, [], "service", note="no such endpoint (a group changed under a packet): dropped")]
+    return flows, groups
 
-            def dnat(masq: bool) -> list:
-                mark = CTM_SERVICE | (CTM_MASQ if masq else 0)
-                return [SetField(REG_FLAGS, FLAG_NAT_COMMITTED)] + learn + [
-                    Ct(zone, commit=True, table=t_masq if masq else t_next, mark=mark,
-                       nat=Nat("dst", ep.ip, port, port))]
 
-            fs.add(flow(t_ep, 110, {**em, "ipv4_src": ep.ip}, dnat(True), "service", e.id,
-                        f"{e.name}: hairpin: {ep.pod} reaches itself; masqueraded so the reply comes back here"),
-                   flow(t_ep, 100, em, dnat(e.masquerade), "service", e.id,
-                        f"{e.name}: DNAT to {ep.pod} {ep.ip}:{port}" + (", masquerade" if e.masquerade else "")))
-    fs.add(flow(t_afflb, 0, None, [], "affinity", note="not reached for Services without affinity"),
-           flow(t_ep, 0, None, [], "service", note="no such endpoint (a group changed under a packet): dropped"))
+def _entry_flows(e: Entry, node: NodePlan, zone: int) -> tuple[list[Flow], list[Group]]:
+    """One entry: refused (no ready endpoint anywhere), dropped (none eligible here), or balanced
+    by its select group (with session affinity when the Service asks), then DNAT to the endpoint."""
+    t_svc, t_aff, t_afflb, t_policy, t_ep = (NODE.table(n) for n in (
+        "service", "affinity", "affinity_lb", "egress_policy", "endpoint"))
+    proto = PROTO[e.protocol]
+    m = {"eth_type": ETH_IP, "ct_state": ct_state(CT_TRK | CT_NEW), "ip_proto": IPPROTO[proto], "ipv4_dst": e.ip,
+         f"{proto}_dst": e.port}
+    if e.refuse:
+        # the node itself would see its own address as the source of the refused packet (a
+        # martian): the controller refuses on its behalf, with a TCP reset or ICMP unreachable
+        return [flow(t_svc, 210, {**m, REG_SRC: SRC_HOST}, [Output("controller")], "reject", e.id,
+                     f"{e.name}: no ready endpoint, the node itself asks: refused by the controller"),
+                flow(t_svc, 200, m, [SetField(REG_FLAGS, FLAG_NAT_COMMITTED),
+                                     Ct(zone, commit=True, table=NODE.table("commit"), mark=CTM_SERVICE,
+                                        nat=Nat("dst", node.ip, REJECT_PORT, REJECT_PORT))], "service", e.id,
+                     f"{e.name}: no ready endpoint: DNAT to the node's closed port {REJECT_PORT}, which "
+                     "answers TCP reset or ICMP port unreachable")], []
+    if not e.endpoints:
+        return [flow(t_svc, 200, m, [], "service", e.id, f"{e.name}: {e.why_empty}: dropped")], []
+    group = Group(e.id, tuple(Bucket((SetField(REG_EP_IP, ip_int(ep.ip)), SetField(REG_EP_PORT, ep.ports[e.index]),
+                                      Resubmit(t_policy))) for ep in e.endpoints), note=e.name)
+    if e.service.session_affinity:
+        flows = [flow(t_svc, 200, m, [SetField(REG_SVC, e.id), Resubmit(t_aff), Goto(t_afflb)], "service", e.id,
+                      f"{e.name}: sessionAffinity ClientIP: look for the endpoint used last time"),
+                 flow(t_afflb, 100, {REG_SVC: e.id, REG_FLAGS: (FLAG_AFFINITY_HIT, FLAG_AFFINITY_HIT)},
+                      [Goto(t_policy)], "affinity", e.id, f"{e.name}: the remembered endpoint"),
+                 flow(t_afflb, 60, {REG_SVC: e.id, "eth_type": ETH_IP, "ip_proto": IPPROTO[proto],
+                                    f"{proto}_src": 0}, [GroupAction(e.id)], "affinity", e.id,
+                      f"{e.name}: never matches (no source port 0), but makes the datapath cache every new "
+                      "connection apart, so each one reaches the learn action at once, not at the next "
+                      "statistics push"),
+                 flow(t_afflb, 50, {REG_SVC: e.id}, [GroupAction(e.id)], "affinity", e.id,
+                      f"{e.name}: nothing remembered: the group picks one")]
+    else:
+        flows = [flow(t_svc, 200, m, [SetField(REG_SVC, e.id), GroupAction(e.id)], "service", e.id,
+                      f"{e.name}: one of {len(e.endpoints)} endpoints, per connection")]
+    return flows + _endpoint_flows(e, zone), [group]
+
+
+def _endpoint_flows(e: Entry, zone: int) -> list[Flow]:
+    """Table 27: commit with DNAT to the chosen endpoint and mark it, learning the choice for
+    affinity; hairpin (the endpoint is the client) and masqueraded entries on to masquerade."""
+    t_ep, t_masq, t_next = NODE.table("endpoint"), NODE.table("masquerade"), NODE.table("commit")
+    proto = PROTO[e.protocol]
+    learn = [_learn(e, proto)] if e.service.session_affinity else []
+    out = []
+    for ep in e.endpoints:
+        port = ep.ports[e.index]
+        em = {"eth_type": ETH_IP, "ip_proto": IPPROTO[proto], REG_SVC: e.id, REG_EP_IP: ip_int(ep.ip),
+              REG_EP_PORT: port}
+
+        def dnat(masq: bool) -> list:
+            mark = CTM_SERVICE | (CTM_MASQ if masq else 0)
+            return [SetField(REG_FLAGS, FLAG_NAT_COMMITTED)] + learn + [
+                Ct(zone, commit=True, table=t_masq if masq else t_next, mark=mark, nat=Nat("dst", ep.ip, port, port))]
+
+        out += [flow(t_ep, 110, {**em, "ipv4_src": ep.ip}, dnat(True), "service", e.id,
+                     f"{e.name}: hairpin: {ep.pod} reaches itself; masqueraded so the reply comes back here"),
+                flow(t_ep, 100, em, dnat(e.masquerade), "service", e.id,
+                     f"{e.name}: DNAT to {ep.pod} {ep.ip}:{port}" + (", masquerade" if e.masquerade else ""))]
+    return out
 
 
 def _learn(e: Entry, proto: str) -> Learn:
@@ -207,107 +211,3 @@ def _learn(e: Entry, proto: str) -> Learn:
                      LearnMatch("ipv4_src", 32), LearnMatch("ipv4_dst", 32), LearnMatch(f"{proto}_dst", 16),
                      LearnLoad(REG_EP_IP, 32, src=REG_EP_IP), LearnLoad(REG_EP_PORT, 32, src=REG_EP_PORT),
                      LearnLoad(REG_FLAGS, 32, value=FLAG_AFFINITY_HIT)))
-
-
-# ----------------------------------------------------------------------------------------- SLB
-WLC_SCALE = 100     # a wlc bucket weighs weight x WLC_SCALE / (1 + its established connections)
-CONNTRACK_ENTRY = re.compile(
-    r"^(?P<proto>tcp|udp),orig=\(src=[0-9.]+,dst=(?P<dst>[0-9.]+),sport=\d+,dport=(?P<dport>\d+)\),"
-    r"reply=\(src=(?P<rsrc>[0-9.]+),dst=[0-9.]+,sport=(?P<rsport>\d+),")
-TCP_STATE = re.compile(r"state(?:_orig)?=(?P<state>[A-Z_0-9]+)")
-
-
-def wlc_weight(weight: int, active: int) -> int:
-    """Weighted least connections as bucket weights: a backend's share of new connections falls
-    as its established ones grow (LVS picks the lowest active/weight outright; a select group can
-    only weigh its buckets). OpenFlow weights are 16 bits; at least 1 keeps a loaded backend in."""
-    return max(1, min(0xFFFF, round(weight * WLC_SCALE / (1 + active))))
-
-
-def active_connections(plan: Plan, dump: str) -> dict[str, dict[str, int]]:
-    """The established connections of every wlc listener's backends, {listener: {"ip:port": n}},
-    read from `ovs-appctl dpctl/dump-conntrack` (userspace or kernel datapath): entries whose
-    original direction went to the VIP and port and whose reply comes from a backend (the SLB's
-    DNAT). TCP counts in state ESTABLISHED only, as LVS's active connections; UDP counts every
-    entry."""
-    wanted: dict[tuple[str, str, int], tuple[str, set[str]]] = {}
-    out: dict[str, dict[str, int]] = {}
-    for slb in plan.slbs:
-        if slb.scheduler != "wlc":
-            continue
-        for li in slb.listeners:
-            keys = {f"{b.ip}:{b.port}" for b in li.backends}
-            wanted[(PROTO[li.protocol], slb.vip, li.port)] = (li.name, keys)
-            out[li.name] = {k: 0 for k in sorted(keys)}
-    if not wanted:
-        return out
-    for line in dump.splitlines():
-        m = CONNTRACK_ENTRY.match(line.strip())
-        if not m:
-            continue
-        hit = wanted.get((m["proto"], m["dst"], int(m["dport"])))
-        if hit is None:
-            continue
-        name, keys = hit
-        backend = f"{m['rsrc']}:{m['rsport']}"
-        if backend not in keys:
-            continue
-        if m["proto"] == "tcp":
-            st = TCP_STATE.search(line)
-            if not st or st["state"] != "ESTABLISHED":
-                continue
-        out[name][backend] += 1
-    return out
-
-
-def slb_flows(plan: Plan, bridge, fs: FlowSet, health: dict | None, loads: dict | None = None) -> None:
-    """Every vSwitch of the VPC balances the SLB connections its own clients open (a distributed
-    load balancer, as OVN does): replies pass the client's vSwitch, whose conntrack undoes the DNAT,
-    so the client sees the VIP. The backend sees the client's address, as with Alibaba's layer-4
-    listeners. `loads`: the wlc listeners' established connections per backend (see
-    active_connections); None counts none."""
-    from .pipeline import VSWITCH
-    t_slb, t_be, t_next = VSWITCH.table("slb"), VSWITCH.table("slb_backend"), VSWITCH.table("sg_egress")
-    vsw = plan.vswitch(bridge.owner)
-    fs.add(flow(t_slb, 0, None, [Goto(t_next)], "slb", note="not for an SLB listener"),
-           flow(t_be, 0, None, [], "slb", note="no such backend (a group changed under a packet): dropped"))
-    here = {a.ip: a for a in plan.attachments if a.vswitch == vsw.name and "/" not in a.ip}
-    ids = _ids([li.name for slb in plan.slbs for li in slb.listeners])
-    for slb in plan.slbs:
-        if plan.vswitch(slb.vswitch).vpc != vsw.vpc:
-            continue
-        for li in slb.listeners:
-            lid = ids[li.name]
-            proto = PROTO[li.protocol]
-            state = (health or {}).get(li.name, {})
-            up = [b for b in li.backends if b.weight > 0 and (health is None or state.get(f"{b.ip}:{b.check_port}"))]
-            m = {"eth_type": ETH_IP, "ct_state": ct_state(CT_TRK | CT_NEW), "ip_proto": IPPROTO[proto],
-                 "ipv4_dst": slb.vip, f"{proto}_dst": li.port}
-            if not up:
-                fs.add(flow(t_slb, 100, m, [], "slb", lid, f"SLB {li.name}: no healthy backend: dropped"))
-                continue
-            fs.add(flow(t_slb, 100, m, [SetField(REG_SVC, lid), GroupAction(lid)], "slb", lid,
-                        f"SLB {li.name} ({slb.scheduler}): one of {len(up)} healthy backends"))
-            active = (loads or {}).get(li.name, {})
-            weights = [wlc_weight(b.weight, active.get(f"{b.ip}:{b.port}", 0)) if slb.scheduler == "wlc"
-                       else b.weight for b in up]
-            fs.add_group(Group(lid, tuple(Bucket((SetField(REG_EP_IP, _ip_int(b.ip)), SetField(REG_EP_PORT, b.port),
-                                                  Resubmit(t_be)), weight=w) for b, w in zip(up, weights)),
-                               note=li.name))
-            for b in up:
-                mac = here[b.ip].mac if b.ip in here else vsw.gateway_mac
-                fs.add(flow(t_be, 100, {"eth_type": ETH_IP, "ip_proto": IPPROTO[proto], REG_SVC: lid,
-                                        REG_EP_IP: _ip_int(b.ip), REG_EP_PORT: b.port},
-                            [SetField("eth_dst", mac), Ct(bridge.zone, commit=True, table=t_next,
-                                                          nat=Nat("dst", b.ip, b.port, b.port), mark=lid)],
-                            "slb", lid, f"SLB {li.name}: DNAT to {b.id} {b.ip}:{b.port}"
-                            + ("" if b.ip in here else ", through the vRouter")))
-            # later packets of the connection: conntrack applied the DNAT, but a client on this
-            # vSwitch, or the vRouter, addressed them to the VIP's MAC
-            for b in li.backends:
-                mac = here[b.ip].mac if b.ip in here else vsw.gateway_mac
-                fs.add(flow(t_slb, 90, {"eth_type": ETH_IP, "ct_state": ct_state(CT_TRK | CT_EST, CT_NEW | CT_RPL),
-                                        "ct_mark": lid, "ip_proto": IPPROTO[proto], "ipv4_dst": b.ip,
-                                        f"{proto}_dst": b.port},
-                            [SetField("eth_dst", mac), Goto(t_next)], "slb", lid,
-                            f"SLB {li.name}: established, to {b.id}: its MAC"))

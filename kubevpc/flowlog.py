@@ -8,7 +8,7 @@ established), an isolation or drop flow every packet it dropped.
 
 **Flow logs** (the fields of Alibaba Cloud VPC Flow Logs, per ENI) are kept by the vSwitches
 themselves: when a security group accepts a new connection at an ENI, the vSwitch learns a flow
-per direction in its `flowlog` table (controller/compile.py: flowlog_flows), matching the
+per direction in its `flowlog` table (controller/flowlog.py: flowlog_flows), matching the
 connection's tuple, the ENI's port and the side of the ENI; every later packet of the
 connection, both ways, is counted there. When a rule rejects one, it learns a REJECT flow the
 same way, which counts the retries. Learned flows expire once idle for the window and the switch

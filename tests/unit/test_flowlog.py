@@ -1,4 +1,4 @@
-"""Flow logs and rule counters (kubevpc/flowlog.py, controller/compile.py flowlog_flows): the
+"""Flow logs and rule counters (kubevpc/flowlog.py, controller/flowlog.py flowlog_flows): the
 flows that learn and count, the cookies the records are read back from, the records the
 controller writes per window and at expiry, the ENI a record belongs to, and the parser of
 `ovs-ofctl dump-flows` output captured from a live run (tests/unit/data/flowlog)."""
@@ -11,7 +11,8 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
-from controller.compile import compile_plan, flowlog_cookie
+from controller.compile import compile_plan
+from controller.flowlog import flowlog_cookie
 from controller.flows import FLOWLOG_TABLES, Learn, Resubmit
 from controller.pipeline import (FLOWLOG_ACCEPT_AT_DEST, FLOWLOG_ACCEPT_AT_SOURCE, FLOWLOG_IN, FLOWLOG_OUT,
                                  REG_FLOWLOG_CODE, VSWITCH)

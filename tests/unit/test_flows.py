@@ -1,6 +1,7 @@
 """The compiled flows: pipeline discipline, cookies, match prerequisites, port masks, security
 group priorities and the structure each pod network mode must have. No switch is needed: flows
-are plain data (controller/flows.py)."""
+are plain data (controller/flows.py), and what a bridge does with a packet is looked up in them
+by the flow-table simulator (tests/unit/fakeoftable.py)."""
 from __future__ import annotations
 
 import ipaddress
@@ -10,12 +11,14 @@ from pathlib import Path
 import pytest
 
 from controller.compile import compile_plan
-from controller.flows import (ETH_ARP, ETH_IP, Ct, Flow, FlowSet, Goto, Output, OutputReg, Resubmit, SetField,
-                              port_masks)
-from controller.pipeline import NODE, PIPELINES, REG_SRC, SRC_HOST, SRC_POD, SRC_TUNNEL, SRC_UPLINK
+from controller.flows import (CT_DNAT, CT_NEW, CT_RPL, CT_SNAT, CT_TRK, ETH_ARP, ETH_IP, IPPROTO, Ct, Flow, FlowSet,
+                              Goto, Output, OutputReg, Resubmit, SetField, ct_state, port_masks)
+from controller.pipeline import (CTM_MASQ, CTM_SERVICE, FLAG_NAT_COMMITTED, NODE, PIPELINES, REG_FLAGS, REG_OUT,
+                                 REG_SRC, SRC_HOST, SRC_POD, SRC_TUNNEL, SRC_UPLINK)
 from controller.services import snat_zone
 from kubevpc.load import load
 from kubevpc.plan import Plan, make_plan
+from tests.unit.fakeoftable import FakeOFTable
 
 DATA = Path(__file__).parent / "data"
 REPO = Path(__file__).resolve().parents[2]
@@ -73,6 +76,25 @@ def node_flows(plan: Plan, node: str) -> list[Flow]:
 def cidr_match(cidr: str):
     net = ipaddress.IPv4Network(cidr)
     return (str(net.network_address), str(net.netmask))
+
+
+def table_of(plan: Plan, bridge: str) -> FakeOFTable:
+    return FakeOFTable.of(compile_plan(plan)[bridge])
+
+
+NEW = 0x21                         # ct_state +trk+new
+
+
+def tcp(src: str, dst: str, port: int, **fields) -> dict:
+    """A new TCP connection's first packet, as the security-group and routing tables see it."""
+    return {"eth_type": ETH_IP, "ct_state": NEW, "ipv4_src": src, "ipv4_dst": dst, "ip_proto": 6, "tcp_dst": port,
+            **fields}
+
+
+def sg_ingress(plan: Plan, owner: str, src: str, port: int):
+    """The flow the destination's vSwitch runs in sg_ingress (50) for a new TCP connection to `owner`."""
+    att = next(a for a in plan.attachments if a.owner == owner)
+    return table_of(plan, plan.vswitch(att.vswitch).bridge).lookup(50, tcp(src, att.ip, port, reg1=att.ofport))
 
 
 # ----------------------------------------------------------------------------- pipeline checks
@@ -234,6 +256,8 @@ def test_drop_beats_accept_at_equal_priority(mode):
     drop = [f for f in flows if f.drops]
     assert len(accept) == 1 and len(drop) == 1, [f.to_ofctl() for f in flows]
     assert drop[0].priority > accept[0].priority
+    plan = plan_for("reach", mode)
+    assert sg_ingress(plan, "ecs/eq-1", plan.host("ecs/app-2").ip, 8080) == drop[0]
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -245,6 +269,9 @@ def test_priority_one_beats_priority_two(mode):
     (drop1,) = [f for f in _ingress_flows(plan, "ecs/prio-1", 9091) if f.drops]
     (accept2,) = [f for f in _ingress_flows(plan, "ecs/prio-1", 9091) if _accepts(f)]
     assert drop1.priority > accept2.priority
+    src = plan.host("ecs/web-1").ip
+    assert sg_ingress(plan, "ecs/prio-1", src, 9090) == accept1
+    assert sg_ingress(plan, "ecs/prio-1", src, 9091) == drop1
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -259,6 +286,11 @@ def test_group_membership_ranks_below_every_rule_and_above_the_default_deny(mode
     assert rules and member and len(default) == 1 and default[0].drops
     assert max(f.priority for f in member) < min(f.priority for f in rules)
     assert default[0].priority < min(f.priority for f in member)
+    # a member on a port no rule names: membership allows; a rule's port from a member: the rule
+    # decides; a stranger: the default deny
+    assert sg_ingress(plan, "ecs/prio-1", att.ip, 7000) in member
+    assert sg_ingress(plan, "ecs/prio-1", att.ip, 9091).drops
+    assert sg_ingress(plan, "ecs/prio-1", "10.1.1.9", 7000) == default[0]
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -271,6 +303,9 @@ def test_egress_drop_rule_compiles_to_a_drop_above_the_default_allow(mode):
     (allow,) = [f for f in flows if "tcp_dst" not in match(f)]
     assert drop.drops and allow.actions[-1] == Goto(40)
     assert drop.priority > allow.priority
+    vsw = table_of(plan, plan.vswitch(att.vswitch).bridge)
+    assert vsw.lookup(30, tcp(att.ip, "8.8.8.8", 443, in_port=att.ofport)) == drop
+    assert vsw.lookup(30, tcp(att.ip, "8.8.8.8", 80, in_port=att.ofport)) == allow
 
 
 def test_port_ranges_in_rules_become_masked_matches(tmp_path):
@@ -285,6 +320,10 @@ def test_port_ranges_in_rules_become_masked_matches(tmp_path):
     got = sorted(m if isinstance(m, tuple) else (m, 0xFFFF) for m in (match(f)["tcp_dst"] for f in flows))
     assert got == sorted(port_masks(8000, 8080))
     assert all(match(f)["ipv4_src"] == ("10.0.0.0", "255.255.0.0") for f in flows)
+    vsw = table_of(plan, plan.vswitch(att.vswitch).bridge)
+    for port, allowed in ((7999, False), (8000, True), (8047, True), (8080, True), (8081, False)):
+        hit = vsw.lookup(50, tcp("10.0.9.9", att.ip, port, reg1=att.ofport))
+        assert (hit in flows) == allowed and any(isinstance(a, Goto) for a in hit.actions) == allowed, port
 
 
 # ---------------------------------------------------------------------------- mode structure
@@ -306,7 +345,11 @@ def test_vxlan_node_bridges_tunnel_and_snat():
         assert (snat[0].nat.kind, snat[0].nat.ip) == ("src", node.ip)
         assert snat[0].zone == snat_zone(plan.bridge(node.bridge).zone) != plan.bridge(node.bridge).zone
         assert (snat[0].nat.port_min, snat[0].nat.port_max) == (61000, 65535)
-        assert "nat(src=" + node.ip in "".join(f.actions_ofctl() for f in flows)
+        # a pod's new connection to an instance in the VPC is routed to that SNAT
+        ecs = next(h for h in plan.instances if h.name not in {n.name for n in plan.nodes})
+        pod = next(p for p in plan.pods if p.node == node.name)
+        hit = FakeOFTable(flows).lookup(NODE.table("route"), tcp(pod.ip, ecs.ip, 5432, reg0=SRC_POD))
+        assert [a for a in hit.actions if isinstance(a, Ct)] == snat
 
 
 def test_vxlan_vrouter_has_no_pod_routes():
@@ -383,6 +426,11 @@ def test_pods_may_only_send_from_their_own_mac_and_ip():
         assert all(match(f).get("ipv4_src", match(f).get("arp_spa")) == p.ip for f in passing)
         (drop,) = [f for f in flows if f.drops]
         assert drop.priority < min(f.priority for f in passing)
+        sent = {"in_port": p.ofport, "eth_src": p.mac, "eth_type": ETH_IP, "ipv4_src": p.ip}
+        table = FakeOFTable(flows)
+        assert table.lookup(0, sent) in passing
+        assert table.lookup(0, {**sent, "ipv4_src": "10.9.9.9"}) == drop
+        assert table.lookup(0, {**sent, "eth_src": "0a:58:00:00:00:01"}) == drop
 
 
 def test_vrouter_prefers_the_longest_prefix(tmp_path):
@@ -403,6 +451,10 @@ def test_vrouter_prefers_the_longest_prefix(tmp_path):
     assert narrow.priority > wide.priority
     assert SetField("eth_dst", plan.node("node-1").mac) in narrow.actions
     assert SetField("eth_dst", plan.node("node-2").mac) in wide.actions
+    vr = table_of(plan, plan.vpcs[0].bridge)
+    edge_port = 999                      # from no vSwitch: only the plain routes match
+    assert vr.lookup(20, {"eth_type": ETH_IP, "ipv4_dst": "172.20.0.9", "in_port": edge_port}) == narrow
+    assert vr.lookup(20, {"eth_type": ETH_IP, "ipv4_dst": "172.20.1.9", "in_port": edge_port}) == wide
     # and every in_port variant of the /16 still ranks below the plain /24
     assert all(f.priority < narrow.priority for f in compile_plan(plan)[plan.vpcs[0].bridge].flows
                if f.table == 20 and match(f).get("ipv4_dst") == cidr_match("172.20.0.0/16"))
@@ -415,8 +467,6 @@ def test_nodes_leave_by_the_patch_port_except_what_a_service_or_snat_just_commit
     veth pair (it ends the datapath pass) for the 4-recirculation Service commits and new
     connections, and for the rest of Service and SNAT flows other than TCP (so that no packet
     overtakes their first ones), and sends everything else through the patch port in the same pass."""
-    from controller.flows import CT_NEW, CT_SNAT, CT_TRK, IPPROTO, ct_state
-    from controller.pipeline import CTM_SERVICE, FLAG_NAT_COMMITTED, REG_FLAGS, REG_OUT
     plan = plan_for(scenario, mode)
     t_up = NODE.table("uplink")
     for node in plan.nodes:
@@ -451,8 +501,6 @@ def test_a_service_connection_still_new_is_handled_as_established(mode):
     (+dnat), skip the policy tables as established packets do; a masqueraded one is SNATed again
     whether new or not; and none is committed again (a commit without recirculation would hide
     its Service mark from the uplink table)."""
-    from controller.flows import CT_DNAT, CT_NEW, CT_RPL, CT_SNAT, CT_TRK, Ct, ct_state
-    from controller.pipeline import CTM_MASQ
     plan = plan_for("default", mode)
     for node in plan.nodes:
         flows = node_flows(plan, node.name)
@@ -479,4 +527,8 @@ def test_a_vswitch_takes_a_nodes_patch_port_as_its_uplink(mode):
             vsw = compiled[plan.vswitch(u.vswitch).bridge].flows
             f = next(f for f in vsw if f.table == 0 and match(f).get("in_port") == u.vswitch_patch_ofport)
             assert f.actions == (SetField("in_port", u.vswitch_ofport), Resubmit(0))
+            # a packet from the patch port is classified as one from the uplink
+            w = FakeOFTable(vsw).walk(tcp(node.ip, "10.9.9.9", 80, in_port=u.vswitch_patch_ofport))
+            assert w.path[0] == f and w.packet["in_port"] == u.vswitch_ofport
+            assert [(g.table, g.priority, targets(g)) for g in w.path[1:]] == [(0, 100, [20]), (20, 100, [25])]
             assert not any(u.vswitch_patch_ofport in outputs(g) for g in vsw), "a vSwitch never sends by the patch port"

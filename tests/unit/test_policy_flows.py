@@ -1,19 +1,8 @@
 """The NetworkPolicy flow compiler (controller/policy.py) against the evaluator (kubevpc.netpol).
 
-A small simulator of an OVS flow table runs every packet of the x/y/z world through the
-compiled policy tables of the nodes it crosses, and must agree with the evaluator on every
-pair of endpoints, port and protocol, for a dozen policy sets. The simulator follows OVS's
-documented semantics (ovs-fields(7), "Conjunctive Match Fields"; lib/classifier.c):
-
-- a lookup takes the highest-priority ordinary flow that matches (the "hard" match);
-- flows whose actions are conjunction(id, k/n) are "soft": at each priority above the hard
-  match, from the highest down, a conjunction completes when every clause 1..n has a matching
-  flow at that priority; the table is then searched again, without soft flows, with conj_id set
-  to the id, and what that finds wins; when nothing completes, the lookup goes on below;
-- no match at all is a table miss: dropped.
-
-It also rejects what OVS leaves undefined: two ordinary flows of equal priority that both
-match with different actions, and completed conjunctions at one priority that disagree.
+The flow-table simulator (tests/unit/fakeoftable.py) runs every packet of the x/y/z world
+through the compiled policy tables of the nodes it crosses, and must agree with the evaluator
+on every pair of endpoints, port and protocol, for a dozen policy sets.
 """
 from __future__ import annotations
 
@@ -22,11 +11,12 @@ from collections import defaultdict
 
 import pytest
 
-from controller.flows import CT_NEW, CT_TRK, ETH_IP, Conjunction, Flow, Goto, flow
+from controller.flows import CT_NEW, CT_TRK, ETH_IP, Conjunction, Flow, Goto
 from controller.policy import (L4, PRIO_ISOLATED, PRIO_PASS, SHARED, PolicyTables, policy_flow_counts,
                                policy_flows)
 from kubevpc.netpol import evaluate
 from kubevpc.plan import ServerPort
+from tests.unit.fakeoftable import FakeOFTable
 from tests.unit.test_netpol import ALL, NAMESPACES, Ep, policy
 
 TABLES = PolicyTables(egress=27, egress_next=28, ingress=28, ingress_next=29)
@@ -34,56 +24,6 @@ TABLES = PolicyTables(egress=27, egress_next=28, ingress=28, ingress_next=29)
 REG_TABLES = PolicyTables(egress=27, egress_next=28, ingress=28, ingress_next=29, dst_ip="reg2", dst_port="reg3")
 DONE = 29
 NODES = ("n1", "n2", "n3")
-
-
-# ---------------------------------------------------------------------------------- simulator
-def _field_matches(name: str, want, packet: dict) -> bool:
-    if name not in packet:
-        return False                    # a field the packet lacks (e.g. tcp_dst of a UDP packet)
-    have = packet[name]
-    if name in ("ipv4_src", "ipv4_dst"):
-        net = ipaddress.IPv4Network(want if isinstance(want, str) else f"{want[0]}/{want[1]}")  # strict: canonical
-        return ipaddress.IPv4Address(have) in net
-    if isinstance(want, tuple):
-        value, mask = want
-        assert value & ~mask == 0, f"{name}={want}: value has bits outside its mask"
-        return have & mask == value
-    return have == want
-
-
-def _matches(f: Flow, packet: dict) -> bool:
-    return all(_field_matches(k, v, packet) for k, v in f.match)
-
-
-def _is_soft(f: Flow) -> bool:
-    return any(isinstance(a, Conjunction) for a in f.actions)
-
-
-def lookup(flows: list[Flow], packet: dict, conjunctive: bool = True) -> Flow | None:
-    """The flow OVS would execute for `packet` among `flows` (one table)."""
-    hits = [f for f in flows if _matches(f, packet)]
-    hard = [f for f in hits if not _is_soft(f)]
-    best = max(hard, key=lambda f: f.priority, default=None)
-    if best is not None:
-        tied = {f.actions for f in hard if f.priority == best.priority}
-        assert len(tied) == 1, f"equal-priority flows disagree on {packet}: {tied}"
-    floor = best.priority if best is not None else -1
-    if conjunctive:
-        soft = [f for f in hits if _is_soft(f) and f.priority > floor]
-        for priority in sorted({f.priority for f in soft}, reverse=True):
-            clauses: dict[int, set[int]] = defaultdict(set)
-            size: dict[int, int] = {}
-            for f in soft:
-                if f.priority == priority:
-                    for a in f.actions:
-                        clauses[a.conj_id].add(a.clause)
-                        size[a.conj_id] = a.n_clauses
-            done = [cid for cid in clauses if clauses[cid] == set(range(1, size[cid] + 1))]
-            found = [r for r in (lookup(flows, {**packet, "conj_id": cid}, False) for cid in done) if r]
-            if found:
-                assert len({r.actions for r in found}) == 1, f"overlapping conjunctions disagree on {packet}"
-                return found[0]
-    return best
 
 
 def packet(src: str, dst: str, protocol: str, port: int) -> dict:
@@ -95,18 +35,7 @@ def packet(src: str, dst: str, protocol: str, port: int) -> dict:
 
 def passes(flows: list[Flow], pkt: dict) -> bool:
     """Walk the policy tables from the egress table: through to DONE, or dropped."""
-    by_table = defaultdict(list)
-    for f in flows:
-        by_table[f.table].append(f)
-    table = TABLES.egress
-    while table != DONE:
-        hit = lookup(by_table[table], pkt)
-        gotos = [a.table for a in hit.actions if isinstance(a, Goto)] if hit else []
-        if not gotos:
-            return False
-        assert gotos[0] > table, f"goto back from {table} to {gotos[0]}"
-        table = gotos[0]
-    return True
+    return FakeOFTable(flows).walk(pkt, TABLES.egress, until=DONE).end == DONE
 
 
 def compile_nodes(policies, endpoints=ALL, tables=TABLES) -> dict[str, list[Flow]]:
@@ -119,35 +48,6 @@ def simulate(compiled: dict[str, list[Flow]], src: Ep, dst: Ep, port: int, proto
     pkt = packet(src.ip, dst.ip, protocol, port)
     path = dict.fromkeys(n for n in (src.node, dst.node) if n)
     return all(passes(compiled[n], pkt) for n in path)
-
-
-# ---------------------------------------------------------------------- the simulator itself
-def _conj(prio, match, cid, k, n):
-    return flow(0, prio, match, [Conjunction(cid, k, n)], "netpol")
-
-
-def test_simulator_conjunction_semantics():
-    go, drop = [Goto(1)], []
-    flows = [_conj(50, {"ipv4_src": "10.0.0.1"}, 7, 1, 2), _conj(50, {"ipv4_src": "10.0.0.2"}, 7, 1, 2),
-             _conj(50, {"ip_proto": 6, "tcp_dst": 80}, 7, 2, 2), flow(0, 50, {"conj_id": 7}, go),
-             flow(0, 10, {"ipv4_dst": "10.0.0.9"}, drop), flow(0, 0, None, go)]
-    tcp = packet("10.0.0.1", "10.0.0.9", "TCP", 80)
-    assert lookup(flows, tcp).actions == tuple(go)                                  # both clauses
-    assert lookup(flows, {**tcp, "tcp_dst": 81}).actions == ()                      # clause 2 missing
-    assert lookup(flows, packet("10.0.0.3", "10.0.0.9", "TCP", 80)).actions == ()   # clause 1 missing
-    assert lookup(flows, packet("10.0.0.2", "10.0.0.8", "UDP", 80)).actions == tuple(go)  # falls to 0
-    # an ordinary flow above the conjunction wins; one below loses
-    assert lookup(flows + [flow(0, 60, {"ipv4_src": "10.0.0.1"}, drop)], tcp).actions == ()
-    # the conj_id flow competes in the second search: below the drop at 10, the drop wins there
-    low = [f if f.match != (("conj_id", 7),) else flow(0, 5, {"conj_id": 7}, go) for f in flows]
-    assert lookup(low, tcp).actions == ()
-    assert lookup(low, {**tcp, "ipv4_dst": "10.0.0.8"}).actions == tuple(go)
-    # an incomplete conjunction above lets a complete one below decide
-    above = [_conj(70, {"ipv4_src": "10.0.0.1"}, 8, 1, 2), _conj(70, {"ip_proto": 17}, 8, 2, 2),
-             flow(0, 70, {"conj_id": 8}, drop)]
-    assert lookup(flows + above, tcp).actions == tuple(go)
-    assert lookup(flows + above, packet("10.0.0.1", "10.0.0.8", "UDP", 80)).actions == ()
-    assert lookup([f for f in flows if f.match != (("conj_id", 7),)], tcp).actions == ()  # no conj_id flow
 
 
 # ---------------------------------------------------------------------------- the comparison

@@ -4,9 +4,9 @@ groups, refusal, drops under Local policies, masquerade, hairpin, session affini
 
 Validation tests copy tests/unit/data/small.yaml (valid, DNS off), add Services, and check the one
 problem each change must cause: file, line, dotted path, value and expectation. Flow tests compile
-tests/unit/data/services-flows.yaml. Expected addresses, ports, tables, registers and marks are
-written out by hand, never taken from the product's helpers, so a regression cannot agree with
-itself.
+tests/unit/data/services-flows.yaml, and look packets up in them with the flow-table simulator
+(tests/unit/fakeoftable.py). Expected addresses, ports, tables, registers and marks are written
+out by hand, never taken from the product's helpers, so a regression cannot agree with itself.
 """
 from __future__ import annotations
 
@@ -18,13 +18,14 @@ import pytest
 import yaml
 
 from controller.compile import compile_plan
-from controller.flows import Bucket, Ct, Flow, FlowSet, Goto, GroupAction, Learn, Nat, Resubmit, SetField
+from controller.flows import Bucket, Ct, Flow, FlowSet, Goto, GroupAction, Learn, Nat, Output, Resubmit, SetField
 from controller.pipeline import NODE
 from controller.services import Entry, entries
 from kubevpc.errors import Problem, ScenarioError
 from kubevpc.load import load
 from kubevpc.plan import Plan, make_plan
 
+from .fakeoftable import FakeOFTable
 from .problems import check, line_of, the
 
 DATA = Path(__file__).parent / "data"
@@ -37,7 +38,9 @@ T_SERVICE, T_AFFINITY, T_AFFINITY_LB, T_DESTINATION = 21, 22, 23, 24
 T_EGRESS_POLICY, T_ENDPOINT, T_MASQ, T_COMMIT = 25, 27, 28, 29
 CTM_SERVICE, CTM_SERVICE_MASQ = 0x1, 0x3
 NAT_COMMITTED = 0x2                    # reg4 flag: the Service committed the connection
+AFFINITY_HIT = 0x1                     # reg4 flag: session affinity found a remembered endpoint
 REJECT_PORT = 1
+FROM_POD, FROM_HOST = 1, 2             # reg0: where the packet came from
 
 # services-flows.yaml, vxlan: nodes and pods (pod CIDRs 10.244.<node>.0/24 of the default podCIDR)
 NODE_IP = {"node-1": "192.168.1.1", "node-2": "192.168.1.2", "node-3": "192.168.2.1"}
@@ -174,6 +177,18 @@ def zone_of(node: str, mode: str = "vxlan") -> int:
 
 def targets(actions) -> list[int]:
     return [a.table for a in actions if isinstance(a, (Goto, Resubmit)) or (isinstance(a, Ct) and a.table is not None)]
+
+
+def new_packet(dst: str, port: int, protocol: str = "TCP", src: str = "10.244.0.9", reg0: int = FROM_POD,
+               **fields) -> dict:
+    """A connection's first packet as the service table (21) sees it, after conntrack."""
+    proto, field = {"TCP": (6, "tcp_dst"), "UDP": (17, "udp_dst")}[protocol]
+    return {"eth_type": 0x0800, "ct_state": 0x21, "ipv4_src": src, "ipv4_dst": dst, "ip_proto": proto,
+            field: port, "reg0": reg0, **fields}
+
+
+def lookup(node: str, table: int, packet: dict, mode: str = "vxlan") -> Flow | None:
+    return FakeOFTable.of(flowset(node, mode)).lookup(table, packet)
 
 
 def endpoint_buckets(ips_ports: list[tuple[str, int]]) -> tuple[Bucket, ...]:
@@ -689,6 +704,7 @@ def test_internal_traffic_policy_local():
     [f] = of(flowset("node-3"), e3.id, T_SERVICE, 200)
     assert dict(f.match)["ipv4_dst"] == "172.21.0.14" and dict(f.match)["tcp_dst"] == 80
     assert f.actions == ()
+    assert lookup("node-3", T_SERVICE, new_packet("172.21.0.14", 80)) == f
     assert e3.id not in flowset("node-3").groups
     assert of(flowset("node-3"), e3.id, T_ENDPOINT) == []
     # nodes with a local endpoint balance over it alone
@@ -761,6 +777,10 @@ def test_service_without_ready_endpoint_is_refused_on_every_node(key, ports):
             assert f.actions == (SetField("reg4", NAT_COMMITTED),
                                  Ct(zone_of(node), commit=True, table=T_COMMIT, mark=CTM_SERVICE,
                                     nat=Nat("dst", NODE_IP[node], REJECT_PORT, REJECT_PORT)))
+            assert lookup(node, T_SERVICE, new_packet(cip, e.port, e.protocol)) == f
+            # the node itself asking: refused by the controller on its behalf
+            mine = lookup(node, T_SERVICE, new_packet(cip, e.port, e.protocol, NODE_IP[node], FROM_HOST))
+            assert (mine.priority, mine.feature, mine.actions) == (210, "reject", (Output("controller"),))
             assert e.id not in fs.groups
             assert of(fs, e.id, T_ENDPOINT) == []
     if key == "default/lazy":       # the pod is an endpoint, only not ready
@@ -783,6 +803,10 @@ def test_a_port_the_service_does_not_expose_is_dropped():
     assert sorted(dict(f.match)["ipv4_dst"] for f in drops) == sorted(
         [s.cluster_ip for s in plan.services if s.cluster_ip] + [slb.vip for slb in plan.slbs])
     assert all(f.actions == () and set(dict(f.match)) == {"eth_type", "ct_state", "ipv4_dst"} for f in drops)
+    web = plan.service("web").cluster_ip
+    assert lookup("node-1", T_SERVICE, new_packet(web, 81)) in drops
+    exposed = lookup("node-1", T_SERVICE, new_packet(web, 80))
+    assert exposed.priority == 200 and isinstance(exposed.actions[-1], GroupAction)
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -797,10 +821,18 @@ def test_hairpin_flows_always_masquerade(mode):
         assert sorted(tuple(sorted(dict(f.match).items())) for f in hairpins) == sorted(
             tuple(sorted({**dict(f.match), "ipv4_src": str(ipaddress.IPv4Address(dict(f.match)["reg2"]))}.items()))
             for f in plain)
+        table = FakeOFTable.of(fs)
         for f in hairpins:
             [ct] = [a for a in f.actions if isinstance(a, Ct)]
             assert (ct.table, ct.mark) == (T_MASQ, CTM_SERVICE_MASQ), f.to_ofctl()
             assert ct.nat.ip == dict(f.match)["ipv4_src"]
+            # the endpoint itself as the client hits the hairpin; anyone else, the plain flow
+            chosen = {k: v for k, v in f.match if k.startswith("reg")}
+            proto = {6: "tcp_dst", 17: "udp_dst"}[dict(f.match)["ip_proto"]]
+            pkt = {"eth_type": 0x0800, "ip_proto": dict(f.match)["ip_proto"], proto: 1, "ipv4_dst": "172.21.0.1",
+                   **chosen}
+            assert table.lookup(T_ENDPOINT, {**pkt, "ipv4_src": ct.nat.ip}) == f
+            assert table.lookup(T_ENDPOINT, {**pkt, "ipv4_src": "10.244.9.9"}) in plain
         # including entries that do not masquerade otherwise (etp Local on a node with an endpoint)
         local = [e for e in entries(plan, node) if e.service.name == "web-local" and e.kind == "node-port"]
         for e in local:
@@ -817,6 +849,10 @@ def test_session_affinity_learns_with_the_timeout():
             [f] = of(fs, e.id, T_SERVICE, 200)
             assert f.actions == (SetField("reg5", e.id), Resubmit(T_AFFINITY), Goto(T_AFFINITY_LB))
             lb = sorted(of(fs, e.id, T_AFFINITY_LB), key=lambda f: -f.priority)
+            table = FakeOFTable.of(fs)
+            pkt = new_packet(e.ip, e.port, reg5=e.id, reg4=0, tcp_src=40000)
+            assert table.lookup(T_AFFINITY_LB, {**pkt, "reg4": AFFINITY_HIT}) == lb[0]     # remembered
+            assert table.lookup(T_AFFINITY_LB, pkt) == lb[2]                                # the group picks
             assert [(f.priority, dict(f.match), f.actions) for f in lb] == [
                 (100, {"reg5": e.id, "reg4": (0x1, 0x1)}, (Goto(T_EGRESS_POLICY),)),
                 # never matches: it makes the datapath tell connections apart by source port, so

@@ -8,7 +8,7 @@ from pathlib import Path
 import yaml
 
 from controller.compile import compile_plan
-from controller.services import WLC_SCALE, active_connections, wlc_weight
+from controller.slb import WLC_SCALE, active_connections, wlc_weight
 from kubevpc.load import load
 from kubevpc.plan import make_plan
 

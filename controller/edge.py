@@ -1,0 +1,87 @@
+"""A VPC's edge to the internet: EIPs (1:1 NAT, both ways) and NAT gateways (SNAT), with
+conntrack so that replies find their way back and nothing unsolicited gets in."""
+from __future__ import annotations
+
+from kubevpc.plan import NAT_PORTS, OFPORT_EDGE_INTERNET, OFPORT_EDGE_VPC, BridgePlan, Plan
+
+from .flows import (CT_EST, CT_INV, CT_NEW, CT_REL, CT_TRK, ETH_IP, IPPROTO, Ct, Flow, Goto, Nat, Output, SetField,
+                    ct_state, flow, ipv4_match, prefixlen)
+from .pipeline import EDGE
+
+_IP = {"eth_type": ETH_IP}
+_FROM_VPC, _FROM_INTERNET = {**_IP, "in_port": OFPORT_EDGE_VPC}, {**_IP, "in_port": OFPORT_EDGE_INTERNET}
+_NEW = ct_state(CT_TRK | CT_NEW)
+
+
+def edge_flows(plan: Plan, bridge: BridgePlan) -> list[Flow]:
+    t_nat, t_inet, t_vpc = (EDGE.table(n) for n in ("translate", "to_internet", "to_vpc"))
+    vpc = next(v for v in plan.vpcs if v.name == bridge.owner)
+    edge = plan.edge(vpc.name)
+    zone = bridge.zone
+    out = [flow(0, 100, _IP, [Ct(zone, table=t_nat, nat=Nat())], "edge",
+                note="conntrack with NAT: replies get their translation undone"),
+           flow(0, 0, None, [], "edge", note="no ARP or IPv6 at the edge: its neighbours are bridges"),
+           flow(t_nat, 300, {**_IP, "ct_state": ct_state(CT_TRK | CT_INV)}, [], "edge", note="invalid: dropped"),
+           flow(t_nat, 200, {**_FROM_VPC, "ct_state": ct_state(CT_TRK | CT_EST, CT_NEW)}, [Goto(t_inet)], "edge",
+                note="established, from the VPC: out"),
+           flow(t_nat, 200, {**_FROM_VPC, "ct_state": ct_state(CT_TRK | CT_REL, CT_NEW)}, [Goto(t_inet)], "edge",
+                note="related (ICMP errors), from the VPC: out"),
+           flow(t_nat, 200, {**_FROM_INTERNET, "ct_state": ct_state(CT_TRK | CT_EST, CT_NEW)}, [Goto(t_vpc)], "edge",
+                note="established, from the internet: in"),
+           flow(t_nat, 200, {**_FROM_INTERNET, "ct_state": ct_state(CT_TRK | CT_REL, CT_NEW)}, [Goto(t_vpc)], "edge",
+                note="related (ICMP errors), from the internet: in")]
+    out += _eip_flows(plan, vpc.name, zone, t_nat, t_inet, t_vpc)
+    out += _nat_gateway_flows(plan, vpc, zone, t_nat, t_inet)
+    out.append(flow(t_nat, 0, None, [], "edge", note="new and not translated here (no EIP, no SNAT entry and "
+                    "route, not a listener): dropped"))
+    publics = sorted({e.ip for e in plan.eips if e.vpc == vpc.name} |
+                     {i for g in plan.nat_gateways if g.vpc == vpc.name for i in g.public_ips})
+    out += [flow(t_inet, 100, {**_IP, "ipv4_src": a}, [SetField("eth_src", edge.mac),
+                                                      SetField("eth_dst", plan.internet.gateway_mac),
+                                                      Output(OFPORT_EDGE_INTERNET)], "edge",
+                 note=f"from {a}: to the internet router") for a in publics]
+    out += [flow(t_inet, 0, None, [], "edge", note="a private source never leaves the VPC"),
+            flow(t_vpc, 0, None, [SetField("eth_src", edge.mac), Output(OFPORT_EDGE_VPC)], "edge",
+                 note="to the vRouter")]
+    return out
+
+
+def _eip_flows(plan: Plan, vpc: str, zone: int, t_nat: int, t_inet: int, t_vpc: int) -> list[Flow]:
+    """An instance's EIP both ways; an internet-facing SLB's listeners inward."""
+    out = []
+    for obj, e in enumerate(plan.eips, start=1):
+        if e.vpc != vpc:
+            continue
+        if e.bound == "instance":
+            out += [flow(t_nat, 150, {**_FROM_VPC, "ct_state": _NEW, "ipv4_src": e.private_ip},
+                         [Ct(zone, commit=True, table=t_inet, nat=Nat("src", e.ip))], "eip", obj,
+                         f"EIP {e.name}: {e.target} ({e.private_ip}) goes out as {e.ip}"),
+                    flow(t_nat, 150, {**_FROM_INTERNET, "ct_state": _NEW, "ipv4_dst": e.ip},
+                         [Ct(zone, commit=True, table=t_vpc, nat=Nat("dst", e.private_ip))], "eip", obj,
+                         f"EIP {e.name}: {e.ip} is {e.target} ({e.private_ip})")]
+        elif e.bound == "slb":
+            slb = next(s for s in plan.slbs if s.service == e.target)
+            for lst in slb.listeners:
+                proto = lst.protocol.lower()
+                out.append(flow(t_nat, 150, {**_FROM_INTERNET, "ct_state": _NEW, "ipv4_dst": e.ip,
+                                             "ip_proto": IPPROTO[proto], f"{proto}_dst": lst.port},
+                                [Ct(zone, commit=True, table=t_vpc, nat=Nat("dst", slb.vip))], "eip", obj,
+                                f"internet-facing SLB {slb.service}: listener {lst.port}/{lst.protocol} at {e.ip}"))
+    return out
+
+
+def _nat_gateway_flows(plan: Plan, vpc, zone: int, t_nat: int, t_inet: int) -> list[Flow]:
+    """A NAT gateway's SNAT entries, for the destinations a route sends to it."""
+    routes = [r for r in vpc.routes if r.kind == "natgw"]
+    out = []
+    for obj, g in enumerate(plan.nat_gateways, start=1):
+        if g.vpc != vpc.name:
+            continue
+        for r in (r for r in routes if r.next_hop == g.name):
+            out += [flow(t_nat, 100 + prefixlen(entry.source),
+                         {**_FROM_VPC, "ct_state": _NEW, **ipv4_match("ipv4_src", entry.source),
+                          **ipv4_match("ipv4_dst", r.destination)},
+                         [Ct(zone, commit=True, table=t_inet, nat=Nat("src", entry.public_ip, *NAT_PORTS))],
+                         "natgw", obj, f"NAT gateway {g.name}: {entry.what} to {r.destination} as {entry.public_ip}")
+                    for entry in g.snat]
+    return out
