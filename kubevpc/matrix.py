@@ -1,29 +1,26 @@
 """The reachability matrix: what should connect between every pair of chosen endpoints and
 ports, from the scenario's meaning (kubevpc.reach and kubevpc.netpol, written independently of the
-flow compiler), next to what does, probed on the real network, all pairs in parallel.
+flow compiler), next to what does, probed on the real network, all pairs in parallel (Lab.matrix
+probes; this module chooses the endpoints, expects and prints).
 
 Printed in the style of the upstream Kubernetes NetworkPolicy tests (test/e2e/network/netpol):
 one grid per port and protocol, sources in rows, destinations in columns, `.` connects, `X` does
 not; a cell where the network disagrees with the expectation is marked.
 
     with Lab("tests/e2e/data/netpol.yaml") as lab:
-        m = matrix(lab, ["pods"], [(80, "tcp"), (81, "udp")])
+        m = lab.matrix(["pods"], [(80, "tcp"), (81, "udp")])
         print(m.text())
         assert not m.differences
 """
 from __future__ import annotations
 
 import fnmatch
-import time
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Iterable
+from typing import Iterable
 
 from .errors import KubevpcError
 from .plan import HostPlan, Plan, ServicePlan, resolve_endpoint
 from .reach import Verdict, reach, service_targets
-
-if TYPE_CHECKING:
-    from .lab import Lab
 
 CONNECTS, BLOCKED, MIXED = ".", "X", "~"
 GROUPS = ("pods", "ecs", "nodes", "services")
@@ -225,24 +222,6 @@ def expected_matrix(plan: Plan, sources: list[str], dests: list[str], ports: lis
                 allowed, reason = expect(plan, s, d, port, protocol)
                 cells.append(Cell(s, d, port, protocol, allowed, reason))
     return Matrix(sources, dests, ports, cells, plan.cluster.mode if plan.cluster else "")
-
-
-def matrix(lab: "Lab", sources: Iterable[str] = ("pods",), ports: Iterable[tuple[int, str]] = ((80, "tcp"),),
-           dests: Iterable[str] | None = None, timeout: float = 1.0) -> Matrix:
-    """Expected and observed reachability between the chosen endpoints, probed in parallel.
-    A cell to oneself is probed too (a pod reaches itself whatever the policies)."""
-    from .lab import Probe
-    src_refs = select(lab.plan, sources)
-    dst_refs = select(lab.plan, dests) if dests is not None else src_refs
-    m = expected_matrix(lab.plan, src_refs, dst_refs, list(ports))
-    t0 = time.monotonic()
-    results = lab.probe([Probe(c.source, c.dest, c.port, c.protocol) for c in m.cells], timeout=timeout)
-    m.probe_s = time.monotonic() - t0
-    down = {d: lab.down_reason(d) for d in dst_refs}        # a refusal from a server that does not run says so
-    m.cells = [Cell(c.source, c.dest, c.port, c.protocol, c.expected,
-                    f"{c.reason}; but {down[c.dest]}" if down[c.dest] and not r.ok else c.reason,
-                    r.ok, r.outcome, r.elapsed_ms) for c, r in zip(m.cells, results)]
-    return m
 
 
 # ----------------------------------------------------------------------------------------- output
