@@ -41,7 +41,7 @@ from typing import Any
 
 from kubevpc.k8s import (MAX_NETWORK_POLICIES, MAX_RULES_PER_POLICY, Direction, NetworkPolicy, NetworkPolicyPeer,
                          NetworkPolicyPort, Rule)
-from kubevpc.netpol import (Endpoint, is_pod,
+from kubevpc.evaluator.netpol import (Endpoint, is_pod,
                             namespace_labels, selects)
 
 from .flows import CT_NEW, CT_TRK, ETH_IP, Conjunction, Flow, Goto, ct_state, flow, port_masks

@@ -319,7 +319,8 @@ def _build(args):
 
 
 def _checks(lab, as_json: bool) -> bool:
-    from .checks import declared_checks, default_checks, run_checks
+    from .evaluator.checks import declared_checks, default_checks
+    from .lab.checks import run_checks
     checks = default_checks(lab.plan) + declared_checks(lab.plan)
     _say(f"probing {len(checks)} paths in parallel")
     outcomes = run_checks(lab, checks)
@@ -352,7 +353,7 @@ def cmd_check(args) -> int:
     args.cli = args.keep = args.no_checks = False
     if not args.matrix:
         return cmd_run(args)
-    from .matrix import parse_ports, select, tables
+    from .evaluator.matrix import parse_ports, select, tables
     from .load import load
     from .plan import make_plan
     plan = make_plan(load(args.file, args.mode, args.allow_dirs), PLACEHOLDER_RUN)      # bad choices fail before building
@@ -448,9 +449,9 @@ def _mininet_cli(lab) -> None:
 
 
 def cmd_explain(args) -> int:
-    from .explain import explain, lines, verdict_word
+    from .evaluator.explain import explain, lines, verdict_word
     from .load import load
-    from .matrix import expected_matrix, parse_ports, render, select, tables
+    from .evaluator.matrix import expected_matrix, parse_ports, render, select, tables
     from .plan import make_plan
     plan = make_plan(load(args.file, args.mode, args.allow_dirs), PLACEHOLDER_RUN)
     mode = plan.cluster.mode if plan.cluster else "no cluster"
@@ -492,7 +493,7 @@ def cmd_explain(args) -> int:
 
 
 def cmd_trace(args) -> int:
-    from .explain import lines as explain_lines, verdict_word
+    from .evaluator.explain import lines as explain_lines, verdict_word
     from .ledger import run_dir
     from .trace import trace
     try:
@@ -740,7 +741,7 @@ def _flowlog_table(records: list[dict], title: str) -> None:
 def cmd_graph(args) -> int:
     from .graph import build, render
     from .ledger import RUN_NAME
-    from .matrix import expected_matrix, parse_ports, select
+    from .evaluator.matrix import expected_matrix, parse_ports, select
     try:
         if os.path.exists(args.what) or not RUN_NAME.match(args.what):
             from .load import load
@@ -780,7 +781,7 @@ def _probed_matrix(run: str | None, sources: list, dests: list, ports: list):
     if run is None:
         return None
     from .control import ControlClient, ControlError
-    from .matrix import Cell, Matrix
+    from .evaluator.matrix import Cell, Matrix
     try:
         doc = ControlClient(run).call("matrix", sources, [list(p) for p in ports], dests, 1.0)
     except ControlError:
@@ -1024,7 +1025,7 @@ def cmd_label(args) -> int:
 @_control_command
 def cmd_matrix(args) -> int:
     from .control import ControlError
-    from .matrix import Cell, Matrix, parse_ports, tables
+    from .evaluator.matrix import Cell, Matrix, parse_ports, tables
     try:
         ports = parse_ports([args.ports])
     except KubevpcError as exc:

@@ -63,7 +63,7 @@ def _id(text: str) -> str:
 
 
 def build(plan: Plan, matrix=None) -> Graph:
-    """The graph of a plan; `matrix` (kubevpc.matrix.Matrix) adds its connecting cells as edges."""
+    """The graph of a plan; `matrix` (kubevpc.evaluator.matrix.Matrix) adds its connecting cells as edges."""
     g = Graph(f"scenario {plan.scenario}, mode {plan.cluster.mode if plan.cluster else '-'}")
     vsw_vpc = {v.name: v.vpc for v in plan.vswitches}
     for vpc in plan.vpcs:

@@ -20,7 +20,7 @@ cannot do alone, this module does between its calls:
 
 Each hop lists the tables taken and the flows matched, with the notes the compiler gave them
 (`controller/compile.py`; the cookies say which flow is which), and the decisions in words. The
-evaluator's verdict (kubevpc.explain) is given beside the trace, and a disagreement is flagged.
+evaluator's verdict (kubevpc.evaluator.explain) is given beside the trace, and a disagreement is flagged.
 """
 from __future__ import annotations
 
@@ -592,7 +592,7 @@ def trace(plan: Plan, source: str, dest: str, port: int, proto: str = "tcp", hea
     """Trace a connection in the running network of `plan`, with the evaluator's verdict beside it."""
     from controller.compile import compile_plan
 
-    from .explain import explain
+    from .evaluator.explain import explain
     t = Tracer(plan, compile_plan(plan, health)).trace(source, dest, port, proto)
     for leaf in t.leaves():
         if leaf.outcome == "delivered" and leaf.delivered_to.startswith("ecs/") \

@@ -112,7 +112,7 @@ def product_cost(plan) -> int:
     per (selected local pod, peer address, port match)."""
     from controller.compile import policy_endpoints
     from controller.policy import _peer_networks, _port_matches  # noqa: PLC2701 (the compiler's own parts)
-    from kubevpc.netpol import selects
+    from kubevpc.evaluator.netpol import selects
     endpoints = policy_endpoints(plan)
     total = 0
     for node in plan.nodes:

@@ -264,7 +264,7 @@ def _iperf_service(plan, client):
 
 def choose_paths(plan) -> list[PerfPath]:
     """One path of each kind from the plan (pure), in PATH_KINDS order; absent ones carry the reason."""
-    from kubevpc.reach import reach
+    from kubevpc.evaluator.reach import reach
     pods = [p for p in plan.pods if p.app == "server"]
     nodes = {n.name: n for n in plan.nodes}
     out: dict[str, PerfPath] = {}

@@ -20,11 +20,11 @@ from topologies.build import (Builder, bridge_connections, ingress_dir, ingress_
 from topologies.supervisor import ending
 
 from ..errors import DeadlineError, KubevpcError
+from ..evaluator.matrix import Cell, Matrix, expected_matrix, select
 from ..flowlog import dump_learned, live_records, read_counters, read_records
 from ..k8s import check_labels
 from ..ledger import Ledger, run_dir, write_private
 from ..load import load
-from ..matrix import Cell, Matrix, expected_matrix, select
 from ..plan import HostPlan, Plan, make_plan, resolve_endpoint
 from ..probe import PortBlocks, Result
 from ..trace import Trace, trace
@@ -164,7 +164,7 @@ class Lab:
 
     def matrix(self, sources: Iterable[str] = ("pods",), ports: Iterable[tuple[int, str]] = ((80, "tcp"),),
                dests: Iterable[str] | None = None, timeout: float = 1.0) -> Matrix:
-        """The reachability matrix (kubevpc.matrix): expected next to observed, for every pair of
+        """The reachability matrix (kubevpc.evaluator.matrix): expected next to observed, for every pair of
         the chosen endpoints (groups pods, ecs, nodes, services; references; patterns) and ports,
         probed in parallel. A cell to oneself is probed too (a pod reaches itself whatever the
         policies)."""

@@ -16,9 +16,9 @@ import yaml
 
 from kubevpc import graph as graph_mod
 from kubevpc.errors import KubevpcError
+from kubevpc.evaluator.matrix import Cell, Matrix, expected_matrix, parse_ports, select
 from kubevpc.graph import FORMATS, Edge, Graph, Node, _id, build, render
 from kubevpc.load import load
-from kubevpc.matrix import Cell, Matrix, expected_matrix, parse_ports, select
 from kubevpc.plan import Plan, make_plan
 
 REPO = Path(__file__).resolve().parents[2]

@@ -12,11 +12,11 @@ from controller.compile import compile_plan, node_policy_flows
 from controller.pipeline import NODE
 from controller.policy import SHARED, policy_flow_counts
 from kubevpc.errors import KubevpcError, ScenarioError
+from kubevpc.evaluator.matrix import BLOCKED, CONNECTS, MIXED, Cell, Matrix, expected_matrix, parse_ports, select
+from kubevpc.evaluator.reach import reach
 from kubevpc.lab.changes import parse_objects
 from kubevpc.load import load
-from kubevpc.matrix import BLOCKED, CONNECTS, MIXED, Cell, Matrix, expected_matrix, parse_ports, select
 from kubevpc.plan import make_plan
-from kubevpc.reach import reach
 
 from .problems import check, line_of
 
@@ -240,7 +240,7 @@ def test_more_rules_than_the_flows_can_hold_are_refused(tmp_path, monkeypatch):
 
 
 def test_declared_checks_to_services():
-    from kubevpc.checks import declared_checks
+    from kubevpc.evaluator.checks import declared_checks
     plan = make_plan(load(str(DEMO)), "t")
     by = {(c.source, c.dest): c for c in declared_checks(plan)}
     allow = by[("pod/y/b", "svc/x/svc-a")]

@@ -1,6 +1,6 @@
 """The reachability matrix: what should connect between every pair of chosen endpoints and
-ports, from the scenario's meaning (kubevpc.reach and kubevpc.netpol, written independently of the
-flow compiler), next to what does, probed on the real network, all pairs in parallel (Lab.matrix
+ports, from the scenario's meaning (kubevpc.evaluator, written independently of the flow
+compiler), next to what does, probed on the real network, all pairs in parallel (Lab.matrix
 probes; this module chooses the endpoints, expects and prints).
 
 Printed in the style of the upstream Kubernetes NetworkPolicy tests (test/e2e/network/netpol):
@@ -14,13 +14,19 @@ not; a cell where the network disagrees with the expectation is marked.
 """
 from __future__ import annotations
 
+import csv
 import fnmatch
+import io
+import json
 from dataclasses import asdict, dataclass
 from typing import Iterable
 
-from .errors import KubevpcError
-from .plan import HostPlan, Plan, ServicePlan, resolve_endpoint
-from .reach import Verdict, reach, service_targets
+from rich.table import Table
+
+from ..errors import KubevpcError
+from ..plan import HostPlan, Plan, ServicePlan, resolve_endpoint
+from .reach import reach, service_targets
+from .verdict import Verdict
 
 CONNECTS, BLOCKED, MIXED = ".", "X", "~"
 GROUPS = ("pods", "ecs", "nodes", "services")
@@ -228,7 +234,6 @@ def expected_matrix(plan: Plan, sources: list[str], dests: list[str], ports: lis
 def tables(m: Matrix) -> list:
     """rich renderables: one grid per port and protocol (observed symbols, a differing cell in red
     with the expected one beside it), then every differing cell with the evaluator's reason."""
-    from rich.table import Table
     out: list = []
     for port, protocol in m.ports:
         t = Table(title=f"{port}/{protocol}: rows connect to columns ({CONNECTS} connects, {BLOCKED} does not, "
@@ -269,11 +274,8 @@ def render(m: Matrix, fmt: str) -> str:
     """The matrix as text: json (as_dict), csv (a row a cell), md (a Markdown grid a port) or dot
     (Graphviz: an edge a connecting cell, dashed where it depends on the endpoint)."""
     if fmt == "json":
-        import json
         return json.dumps(m.as_dict(), indent=1)
     if fmt == "csv":
-        import csv
-        import io
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
         w.writerow(["source", "destination", "port", "protocol", "expected", "observed", "reason"])
