@@ -495,7 +495,7 @@ def cmd_explain(args) -> int:
 def cmd_trace(args) -> int:
     from .evaluator.explain import lines as explain_lines, verdict_word
     from .ledger import run_dir
-    from .trace import trace
+    from .observe.trace import trace
     try:
         port, _, proto = args.port.partition("/")
         if not port.isdigit() or not 1 <= int(port) <= 65535 or proto.lower() not in ("", "tcp", "udp"):
@@ -555,7 +555,7 @@ def trace_lines(t, run: str, plan, brief: bool = False, indent: str = "") -> lis
 
 
 def capture_targets_help() -> str:
-    from .capture import TARGETS_HELP
+    from .observe.capture import TARGETS_HELP
     return TARGETS_HELP
 
 
@@ -584,7 +584,7 @@ def _run_plan(run: str):
 
 
 def cmd_capture(args) -> int:
-    from .capture import capture, devices
+    from .observe.capture import capture, devices
     from .ledger import Ledger
     try:
         if args.count < 0 or args.duration < 0:
@@ -620,7 +620,7 @@ def cmd_capture(args) -> int:
 
 
 def cmd_flowlog(args) -> int:
-    from .flowlog import FLOWLOG_FILE, dump_learned, live_records, read_counters, read_records
+    from .observe.flowlog import FLOWLOG_FILE, dump_learned, live_records, read_counters, read_records
     from .ledger import owner_alive, run_dir
     try:
         run = _live_run(args.run)
@@ -739,7 +739,7 @@ def _flowlog_table(records: list[dict], title: str) -> None:
 
 
 def cmd_graph(args) -> int:
-    from .graph import build, render
+    from .observe.graph import build, render
     from .ledger import RUN_NAME
     from .evaluator.matrix import expected_matrix, parse_ports, select
     try:

@@ -39,6 +39,7 @@ from typing import Any, Callable
 
 from .errors import KubevpcError, ScenarioError
 from .ledger import MAX_TAG, RUN_NAME, list_runs, owner_alive, run_dir
+from .observe.flowlog import top_drops
 
 PROTOCOL = 1
 SOCKET_NAME = "control.sock"
@@ -76,7 +77,6 @@ def describe(lab) -> dict:
 def _top_drops(lab) -> dict:
     """The security group rules and NetworkPolicies that dropped the most packets (their flows'
     counters), or why they could not be read."""
-    from .flowlog import top_drops
     if lab.net is None:
         return {"top": [], "error": "the lab is not up"}
     try:

@@ -21,13 +21,13 @@ from topologies.supervisor import ending
 
 from ..errors import DeadlineError, KubevpcError
 from ..evaluator.matrix import Cell, Matrix, expected_matrix, select
-from ..flowlog import dump_learned, live_records, read_counters, read_records
 from ..k8s import check_labels
 from ..ledger import Ledger, run_dir, write_private
 from ..load import load
+from ..observe.flowlog import dump_learned, live_records, read_counters, read_records
+from ..observe.trace import Trace, trace
 from ..plan import HostPlan, Plan, make_plan, resolve_endpoint
 from ..probe import PortBlocks, Result
-from ..trace import Trace, trace
 from . import changes
 
 # the checkout (or site-packages) the kubevpc package is in: where `python -m kubevpc.probe` and the
@@ -181,14 +181,14 @@ class Lab:
         return m
 
     def trace(self, source: str, dest: str, port: int, proto: str = "tcp") -> Trace:
-        """Follow a new connection's first packet through every bridge it crosses (kubevpc.trace),
+        """Follow a new connection's first packet through every bridge it crosses (kubevpc.observe.trace),
         with the evaluator's verdict beside it and any disagreement named."""
         if self.net is None:
             raise KubevpcError("the lab is not up")
         return trace(self.plan, source, dest, port, proto, self.status().get("slb_health"))
 
     def flow_log(self, active: bool = False) -> list[dict]:
-        """The run's flow log records (kubevpc.flowlog: Alibaba Cloud VPC Flow Logs' fields), oldest
+        """The run's flow log records (kubevpc.observe.flowlog: Alibaba Cloud VPC Flow Logs' fields), oldest
         first; active: with the connections still open as they stand (log-status ACTIVE)."""
         if self.net is None:
             raise KubevpcError("the lab is not up")
@@ -197,7 +197,7 @@ class Lab:
 
     def rule_counters(self) -> list:
         """Packets and bytes each security group rule and NetworkPolicy flow matched, from the
-        flows' own counters (kubevpc.flowlog.Counter)."""
+        flows' own counters (kubevpc.observe.flowlog.Counter)."""
         if self.net is None:
             raise KubevpcError("the lab is not up")
         return read_counters(self.plan, self.status().get("slb_health"))

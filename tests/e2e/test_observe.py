@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from kubevpc.capture import read_pcapng
+from kubevpc.observe.capture import read_pcapng
 from kubevpc.cli import status_lines
 from kubevpc.control import describe
 from kubevpc.evaluator.checks import declared_checks, default_checks
