@@ -15,7 +15,7 @@ import time
 import pytest
 
 from kubevpc.observe.capture import read_pcapng
-from kubevpc.cli import status_lines
+from kubevpc.cli.observe import status_lines
 from kubevpc.control import describe
 from kubevpc.evaluator.checks import declared_checks, default_checks
 from kubevpc.evaluator.explain import explain

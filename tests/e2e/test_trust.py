@@ -22,7 +22,7 @@ import time
 
 import pytest
 
-from kubevpc.cli import status_lines
+from kubevpc.cli.observe import status_lines
 from kubevpc.control import describe
 from kubevpc.errors import KubevpcError, ScenarioError
 from kubevpc.evaluator.checks import Check

@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from kubevpc.bench import perf, scale
+from kubevpc.cli import perf as perf_cli
 from kubevpc.errors import KubevpcError
 from kubevpc.load import load
 from kubevpc.plan import make_plan
@@ -111,17 +112,17 @@ def test_parse_ping_keeps_sequence_order_and_marks_losses():
     assert perf.parse_ping("", 2) == [None, None]
 
 
-@pytest.mark.parametrize("fn, good, want", [(perf.parse_rate, "500M", "500M"), (perf.parse_rate, " 1.5G", "1.5G"),
-                                            (perf.parse_rate, "200000", "200000"),
-                                            (perf.parse_modes, "eni,vxlan,eni", ["eni", "vxlan"]),
-                                            (perf.positive_int, "3", 3)])
+@pytest.mark.parametrize("fn, good, want", [(perf_cli.parse_rate, "500M", "500M"), (perf_cli.parse_rate, " 1.5G", "1.5G"),
+                                            (perf_cli.parse_rate, "200000", "200000"),
+                                            (perf_cli.parse_modes, "eni,vxlan,eni", ["eni", "vxlan"]),
+                                            (perf_cli.positive_int, "3", 3)])
 def test_argument_types_accept(fn, good, want):
     assert fn(good) == want
 
 
-@pytest.mark.parametrize("fn, bad", [(perf.parse_rate, "fast"), (perf.parse_rate, "5T"), (perf.parse_rate, "-1M"),
-                                     (perf.parse_modes, "vxlan,calico"), (perf.parse_modes, ","),
-                                     (perf.positive_int, "0"), (perf.positive_int, "two")])
+@pytest.mark.parametrize("fn, bad", [(perf_cli.parse_rate, "fast"), (perf_cli.parse_rate, "5T"), (perf_cli.parse_rate, "-1M"),
+                                     (perf_cli.parse_modes, "vxlan,calico"), (perf_cli.parse_modes, ","),
+                                     (perf_cli.positive_int, "0"), (perf_cli.positive_int, "two")])
 def test_argument_types_reject_with_what_was_expected(fn, bad):
     with pytest.raises(argparse.ArgumentTypeError, match="expected"):
         fn(bad)
@@ -130,12 +131,12 @@ def test_argument_types_reject_with_what_was_expected(fn, bad):
 def test_cli_perf_arguments_and_quick_settings():
     from kubevpc.cli import parser
     args = parser().parse_args(["perf", "--quick"])
-    s = perf.settings_from(args)
+    s = perf_cli.settings_from(args)
     assert (s.repeat, s.seconds, s.modes, s.udp, s.pings) == (1, 1, ["vpc-route"], True, 10)
     args = parser().parse_args(["perf", "x.yaml", "--modes", "eni", "--repeat", "5", "--no-udp", "--udp-rate", "1G"])
-    s = perf.settings_from(args)
+    s = perf_cli.settings_from(args)
     assert (args.file, s.repeat, s.seconds, s.modes, s.udp, s.udp_rate) == ("x.yaml", 5, 3, ["eni"], False, "1G")
-    assert perf.settings_from(parser().parse_args(["perf"])).modes == list(perf.MODES)
+    assert perf_cli.settings_from(parser().parse_args(["perf"])).modes == list(perf.MODES)
 
 
 def test_cli_perf_rejects_bad_input(capsys):
