@@ -10,7 +10,9 @@ import signal
 
 import yaml
 
-from ..bench.perf import MODES, Settings, chart, failures, perf_scenario, preflight, run, summary_lines, table
+from ..bench.perf import MODES, Settings, perf_scenario, preflight
+from ..bench.perf_measure import run
+from ..bench.perf_report import chart, failures, summary_lines, table
 from ..load import load
 from .common import EXIT_CHECKS, EXIT_OK, EXIT_USAGE, console, out, say
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kubevpc.bench import perf, scale
+from kubevpc.bench import perf, perf_report, scale
 from kubevpc.cli import perf as perf_cli
 from kubevpc.errors import KubevpcError
 from kubevpc.load import load
@@ -220,8 +220,8 @@ def fake_report() -> dict:
               "machine": {"kernel": "6.1", "cpus": 2, "ovs": "ovs-vswitchd (Open vSwitch) 3.1.0"},
               "references": {"veth": ref("raw veth pair", [15.0, 17.0]), "linux-bridge": ref("Linux bridge", [14.0])},
               "duration_s": 12.0}
-    perf.add_ratios(report)
-    report["targets"] = perf.targets(report)
+    perf_report.add_ratios(report)
+    report["targets"] = perf_report.targets(report)
     return report
 
 
@@ -229,9 +229,9 @@ def test_ratios_are_to_the_raw_veth_median():
     r = fake_report()
     assert r["references"]["veth"]["ratio_to_veth"] == 1.0
     assert r["references"]["linux-bridge"]["ratio_to_veth"] == pytest.approx(14 / 16)
-    p = perf._path(r, "vpc-route", "pod-pod-same-vswitch")
+    p = perf_report._path(r, "vpc-route", "pod-pod-same-vswitch")
     assert p["ratio_to_veth"] == pytest.approx(8.05 / 16)
-    assert perf._path(r, "vxlan", "ecs-pod")["ratio_to_veth"] is None
+    assert perf_report._path(r, "vxlan", "ecs-pod")["ratio_to_veth"] is None
 
 
 def test_targets_judge_half_a_veth_vpc_route_against_vxlan_and_packet_ins():
@@ -248,32 +248,32 @@ def test_report_is_json_and_the_table_has_a_row_per_reference_and_measured_path(
     r = fake_report()
     again = json.loads(json.dumps(r))
     assert again["format"] == 1 and set(again["modes"]) == {"vxlan", "vpc-route"}
-    rows = perf.rows(r)
+    rows = perf_report.rows(r)
     assert [row[:2] for row in rows[:2]] == [["raw veth pair", "reference"], ["Linux bridge", "reference"]]
     assert len(rows) == 2 + 4 * 2
-    assert all(len(row) == len(perf.COLUMNS) for row in rows)
+    assert all(len(row) == len(perf_report.COLUMNS) for row in rows)
     same = next(row for row in rows if row[:2] == ["pod to pod, same node", "vpc-route"])
     assert same[2] == "10.00" and same[3] == "0.62" and same[8] == "2.00 / 1.05" and same[9] == "1.50 / 1.20"
     spread = next(row for row in rows if row[:2] == ["pod to pod, across nodes, one vSwitch", "vpc-route"])
     assert spread[2] == "8.05 (8.00-8.10)"
     skipped = next(row for row in rows if row[:2] == ["ECS to pod", "vxlan"])
     assert skipped[2] == "n/a: overlay"
-    assert perf.failures(r) == []
+    assert perf_report.failures(r) == []
     r["modes"]["vpc-route"]["paths"][0].update(errors=["TCP run 1, attempt 1: iperf3: busy"], complete=True)
-    assert perf.failures(r) == []                   # the retry measured it
+    assert perf_report.failures(r) == []                   # the retry measured it
     r["modes"]["vpc-route"]["paths"][0].update(errors=["TCP run 1, attempt 2: iperf3: boom"], complete=False)
-    assert perf.failures(r) == ["vpc-route pod to pod, same node: TCP run 1, attempt 2: iperf3: boom"]
-    assert any("target NOT met: vxlan: zero packet-ins" in line for line in perf.summary_lines(r))
+    assert perf_report.failures(r) == ["vpc-route pod to pod, same node: TCP run 1, attempt 2: iperf3: boom"]
+    assert any("target NOT met: vxlan: zero packet-ins" in line for line in perf_report.summary_lines(r))
     from rich.console import Console
     console = Console(record=True, width=200)
-    console.print(perf.table(r))
+    console.print(perf_report.table(r))
     assert "raw veth pair" in console.export_text()
 
 
 def test_chart_is_a_png(tmp_path):
     pytest.importorskip("matplotlib")
     out = tmp_path / "perf.png"
-    perf.chart(fake_report(), str(out))
+    perf_report.chart(fake_report(), str(out))
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -281,7 +281,7 @@ def test_references_are_merged_before_and_after():
     before = {"veth": {"title": "raw veth pair", "tcp": {"gbps": perf.stat([18.0, 17.0])}, "udp": None,
                        "ping_ms": None, "connect_ms": None}}
     after = {"veth": {"title": "raw veth pair", "tcp": {"gbps": perf.stat([14.0])}, "udp": None}}
-    m = perf.merge_references(before, after)["veth"]
+    m = perf_report.merge_references(before, after)["veth"]
     assert (m["tcp"]["gbps"]["median"], m["tcp"]["gbps"]["min"], m["tcp"]["gbps"]["n"]) == (17.0, 14.0, 3)
 
 
