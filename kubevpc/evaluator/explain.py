@@ -1,8 +1,8 @@
 """`kubevpc explain`: the evaluator's verdict for one connection, as the chain it followed.
 
 Nothing is built and nothing touches the machine: the chain comes from the plan, through the
-evaluators (kubevpc.reach for the VPC and the cluster, kubevpc.northsouth for the internet,
-kubevpc.netpol for NetworkPolicy), which are written independently of the flow compiler. A
+evaluators (reach.py and vpc.py for the VPC and the cluster, northsouth.py for the internet,
+netpol.py for NetworkPolicy), which are written independently of the flow compiler. A
 destination may be an endpoint (pod/, ecs/, node/, inet/), a Service's ClusterIP (svc/), an
 intranet SLB (slb/<namespace>/<name>), an EIP (eip/<name>, or a public address), a node's
 NodePort (node/<name> and the NodePort), or an address any of these hold. Where a connection
