@@ -25,7 +25,7 @@ def attachment_of(plan: Plan, ip: str) -> Attachment | None:
     best = None
     for a in plan.attachments:
         if in_cidr(ip, a.ip) and (best is None or
-                              ipaddress.IPv4Network(a.ip).prefixlen > ipaddress.IPv4Network(best.ip).prefixlen):
+                                  ipaddress.IPv4Network(a.ip).prefixlen > ipaddress.IPv4Network(best.ip).prefixlen):
             best = a
     return best
 
