@@ -40,7 +40,7 @@ from os_ken.lib import hub
 from os_ken.lib.packet import ethernet, icmp, ipv4, packet, tcp, udp
 from os_ken.ofproto import ofproto_v1_3
 
-from kubevpc.flowlog import FLOWLOG_FILE, LearnedFlow, Recorder
+from kubevpc.observe.flowlog import FLOWLOG_FILE, LearnedFlow, Recorder
 from kubevpc.ledger import ovs_rundir
 from kubevpc.plan import Plan
 

@@ -1,6 +1,6 @@
 """Flow logs on the vSwitches: the flowlog table (learned flows that count a connection at one side
 of an ENI) and flowlog_learn (what a security group's decision learns there). The security groups
-(controller/secgroup.py) count and learn with `count` and `learn`; kubevpc/flowlog.py reads the
+(controller/secgroup.py) count and learn with `count` and `learn`; kubevpc/observe/flowlog.py reads the
 learned flows back into records."""
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def learn(code: int) -> list:
 def flowlog_cookie(direction: int, accept: bool, first: bool) -> int:
     """The cookie of a learned flow-log flow: its direction at the ENI (FLOWLOG_OUT or FLOWLOG_IN),
     its action, and whether the packet that learned it travels in its direction (that packet is
-    not in its counts); kubevpc.flowlog.decode_cookie reads them back."""
+    not in its counts); kubevpc.observe.flowlog.decode_cookie reads them back."""
     return (FEATURES["flowlog_record"] << 56) | (((direction << 2) | (int(first) << 1) | int(accept)) << 32)
 
 

@@ -37,8 +37,14 @@ import time
 import traceback
 from typing import Any, Callable
 
-from .errors import KubevpcError, ScenarioError
+from pydantic import ValidationError, validate_call
+
+from topologies.build import bridge_connections, slb_file
+
+from .errors import KubevpcError, Problem, ScenarioError
 from .ledger import MAX_TAG, RUN_NAME, list_runs, owner_alive, run_dir
+from .load import _parse_object, dotted, read_yaml
+from .observe.flowlog import top_drops
 
 PROTOCOL = 1
 SOCKET_NAME = "control.sock"
@@ -62,7 +68,6 @@ def describe(lab) -> dict:
     programs nothing), each bridge's connection as Open vSwitch reports it, every server and
     whether it runs, every Service with its endpoints, and each SLB with its backends as the
     health checker sees them."""
-    from topologies.build import bridge_connections
     plan = lab.plan
     return {"run": lab.run, "file": lab.file, "mode": plan.cluster.mode if plan.cluster else None,
             "controller": lab.status(), "controller_problem": lab.net.describe_controller() if lab.net else "",
@@ -76,7 +81,6 @@ def describe(lab) -> dict:
 def _top_drops(lab) -> dict:
     """The security group rules and NetworkPolicies that dropped the most packets (their flows'
     counters), or why they could not be read."""
-    from .flowlog import top_drops
     if lab.net is None:
         return {"top": [], "error": "the lab is not up"}
     try:
@@ -220,7 +224,6 @@ def signature_of(method: str, target: Callable) -> str:
 
 def _call(method: str, target: Callable, args: list, kwargs: dict) -> Any:
     """Call with the arguments checked strictly against the target's annotations."""
-    from pydantic import ValidationError, validate_call
     try:
         checked = validate_call(target, config={"strict": True})
     except Exception:                 # annotations pydantic cannot check: the number and names only
@@ -266,7 +269,6 @@ def _argument_problem(sig: inspect.Signature, err: dict) -> str:
 
 
 def _dotted(loc) -> str:
-    from .load import dotted
     return dotted(tuple(loc))
 
 
@@ -313,7 +315,6 @@ def diff(before: dict[str, dict[str, str]], after: dict[str, dict[str, str]]) ->
 def _slb_view(lab, slb) -> dict:
     """An SLB with its backends, each with the status its health checker last wrote and whether
     the controller's current plan has it in rotation (null before the controller read the checker)."""
-    from topologies.build import slb_file
     health = {}
     rotation = lab.status().get("slb_health", {})
     if lab.net is not None:
@@ -482,8 +483,6 @@ def read_manifests(paths: list[str]) -> list[dict]:
     """The Kubernetes objects of YAML files (one or more documents each), checked as the scenario
     loader checks manifests: a problem names the file, the line, the path and what was expected.
     Raises ScenarioError with every problem found; the run is asked nothing then."""
-    from .errors import Problem
-    from .load import _parse_object, read_yaml
     objects: list[dict] = []
     problems: list[Problem] = []
     for path in paths:

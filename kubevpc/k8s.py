@@ -244,7 +244,7 @@ class Service(K8s):
 
 # ------------------------------------------------------------------------------- NetworkPolicy
 # networking.k8s.io/v1, checked as the API server does (pkg/apis/networking/validation);
-# the evaluator is kubevpc.netpol, the flow compiler controller.policy.
+# the evaluator is kubevpc.evaluator.netpol, the flow compiler controller.policy.
 Direction = Literal["Ingress", "Egress"]
 PortProtocol = Literal["TCP", "UDP", "SCTP"]
 _PORT_NAME_CHARS = re.compile(r"^[-a-z0-9]+$")

@@ -212,7 +212,7 @@ class NatGateway(Strict):
 
 
 class FlowLogOptions(Strict):
-    """Flow logs of every ENI, kept by the vSwitches (kubevpc.flowlog)."""
+    """Flow logs of every ENI, kept by the vSwitches (kubevpc.observe.flowlog)."""
 
     enabled: bool = True
     window: int = Field(default=10, ge=1, le=600)     # seconds a connection is idle before its record is closed

@@ -28,18 +28,25 @@ The machine has 2 cores shared with whatever else runs: read the spread, not onl
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 from rich.console import Console
 from rich.table import Table
 
+from controller.pipeline import VSWITCH
+from kubevpc.control import ControlClient, serve
+from kubevpc.errors import KubevpcError
 from kubevpc.lab import Lab
+from topologies.build import slb_file
 
 SCENARIO = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tests", "e2e", "data",
                                          "services.yaml"))
@@ -69,8 +76,6 @@ def measure_changes(lab: Lab, repeat: int, say) -> tuple[dict[str, list[dict]], 
     """({measurement: [{"flows_updated_s": ..., "datapath_s": ...}, ...]}, {measurement: [errors]}).
     A change that fails (the controller did not program it in time) is counted, and the run's logs
     are kept (see keep_logs); the others go on."""
-    from kubevpc.control import ControlClient, serve
-    from kubevpc.errors import KubevpcError
     rows: dict[str, list[dict]] = {}
     failed: dict[str, list[str]] = {}
     server = serve(lab)
@@ -107,8 +112,6 @@ def measure_changes(lab: Lab, repeat: int, say) -> tuple[dict[str, list[dict]], 
 
 def keep_logs(lab: Lab) -> str:
     """Copy the run's controller log, status and plan out of its directory, which teardown removes."""
-    import shutil
-    import tempfile
     where = os.path.join(tempfile.gettempdir(), f"kubevpc-bench-{lab.run}")
     os.makedirs(where, exist_ok=True)
     for name in ("controller.log", "status.json", "plan.json", "servers.log"):
@@ -133,7 +136,6 @@ def failover_case(lab: Lab):
 
 
 def checker_status(lab: Lab, slb, listener, b) -> str:
-    from topologies.build import slb_file
     try:
         with open(slb_file(lab.net.state_dir, slb, ".state.json"), encoding="utf-8") as fh:
             doc = json.load(fh)
@@ -154,9 +156,6 @@ def in_groups(lab: Lab, slb, listener, b) -> tuple[bool, ...]:
     """Per vSwitch bridge of the SLB's VPC: does the listener's select group send to the backend?
     The group is the one the listener's flow (VIP and port, in the vSwitch's SLB table) points to;
     without a healthy backend that flow drops and there is no group."""
-    import ipaddress
-
-    from controller.pipeline import VSWITCH
     vpc = lab.plan.vswitch(slb.vswitch).vpc
     want = (int(ipaddress.IPv4Address(b.ip)), b.port)
     listener_flow = re.compile(rf"nw_dst={re.escape(slb.vip)}\b.*tp_dst={listener.port}\b.*group:(\d+)")

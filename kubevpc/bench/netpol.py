@@ -22,8 +22,16 @@ import tempfile
 import time
 
 import yaml
+from rich.console import Console
+from rich.table import Table
 
+from controller.compile import compile_plan, node_policy_flows, policy_endpoints
+from controller.policy import _peer_networks, _port_matches, policy_flow_counts  # noqa: PLC2701 (the compiler's own parts)
 from kubevpc.bench.bringup import generated_scenario
+from kubevpc.evaluator.netpol import selects
+from kubevpc.lab import Lab
+from kubevpc.load import load
+from kubevpc.plan import make_plan
 
 NAMESPACES = 10
 APPS = 5
@@ -110,9 +118,6 @@ def _write(doc: dict) -> str:
 def product_cost(plan) -> int:
     """What the same policies would cost without conjunctive match: per rule and node, one flow
     per (selected local pod, peer address, port match)."""
-    from controller.compile import policy_endpoints
-    from controller.policy import _peer_networks, _port_matches  # noqa: PLC2701 (the compiler's own parts)
-    from kubevpc.netpol import selects
     endpoints = policy_endpoints(plan)
     total = 0
     for node in plan.nodes:
@@ -132,10 +137,6 @@ def product_cost(plan) -> int:
 
 
 def compile_case(pods: int, n: int, repeat: int) -> dict:
-    from controller.compile import compile_plan, node_policy_flows
-    from controller.policy import policy_flow_counts
-    from kubevpc.load import load
-    from kubevpc.plan import make_plan
     doc = world(pods)
     doc["manifests"] += policies(n)
     path = _write(doc)
@@ -161,7 +162,6 @@ def compile_case(pods: int, n: int, repeat: int) -> dict:
 
 
 def live_case(pods: int, counts: list[int], repeat: int, say) -> list[dict]:
-    from kubevpc.lab import Lab
     path = _write(world(pods))
     out = []
     try:
@@ -186,8 +186,6 @@ def live_case(pods: int, counts: list[int], repeat: int, say) -> list[dict]:
 
 
 def main(argv=None) -> int:
-    from rich.console import Console
-    from rich.table import Table
     ap = argparse.ArgumentParser(prog="python -m kubevpc.bench.netpol", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--pods", type=int, default=100, help="pods in the generated world (default 100)")

@@ -22,27 +22,23 @@ have is reported with the reason.
 
 Output: a table on the terminal (or JSON with --json), and in --out: perf.json, perf.png (a chart,
 with matplotlib: pip install -e '.[perf]') and the scenario used.
+
+This module holds what the benchmark is (statistics, parsing of iperf3 and ping, the scenario,
+the paths, the settings); perf_measure.py measures on this machine, perf_report.py judges and
+prints; the command is kubevpc/cli/perf.py.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import platform
 import re
-import secrets
 import shutil
-import signal
 import statistics
-import subprocess
-import sys
-import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
-import yaml
-
 from kubevpc.errors import KubevpcError
+from kubevpc.evaluator.reach import reach
 
 MODES = ("vxlan", "vpc-route", "eni")
 FORMAT = 1                      # version of the JSON report's shape
@@ -136,31 +132,6 @@ for _ in range(n):
     time.sleep(0.02)
 print(json.dumps(out))
 """
-
-
-def parse_rate(text: str) -> str:
-    """An iperf3 bitrate: a number with an optional K, M or G (argparse type)."""
-    if not re.fullmatch(r"\d+(\.\d+)?[KMG]?", text.strip()):
-        raise argparse.ArgumentTypeError(f"{text!r}: expected a bitrate such as 500M, 1G or 200000")
-    return text.strip()
-
-
-def parse_modes(text: str) -> list[str]:
-    modes = [m.strip() for m in text.split(",") if m.strip()]
-    bad = [m for m in modes if m not in MODES]
-    if bad or not modes:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected a comma-separated list of {', '.join(MODES)}")
-    return list(dict.fromkeys(modes))
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number of at least 1")
-    return value
 
 
 # -------------------------------------------------------------------------- the scenario
@@ -264,47 +235,54 @@ def _iperf_service(plan, client):
 
 def choose_paths(plan) -> list[PerfPath]:
     """One path of each kind from the plan (pure), in PATH_KINDS order; absent ones carry the reason."""
-    from kubevpc.reach import reach
     pods = [p for p in plan.pods if p.app == "server"]
     nodes = {n.name: n for n in plan.nodes}
-    out: dict[str, PerfPath] = {}
-
-    def direct(key: str, src, dst, why_missing: str) -> None:
-        if src is None or dst is None:
-            out[key] = PerfPath(key, TITLES[key], skip=why_missing)
-            return
-        port = _free_port(dst)
-        verdict = reach(plan, src, dst, port, "tcp")
-        if not verdict.allowed:
-            out[key] = PerfPath(key, TITLES[key], src.key, dst.key, dst.ip, port, skip=verdict.reason)
-            return
-        udp = reach(plan, src, dst, port, "udp").allowed
-        out[key] = PerfPath(key, TITLES[key], src.key, dst.key, dst.ip, port, port, udp=udp)
-
-    def pick(pred, items):
-        return next((x for x in items if pred(x)), None)
-
-    client = pick(lambda a: any(b.node == a.node and b.key != a.key for b in pods), pods) or (pods[0] if pods else None)
+    client = _pick(lambda a: any(b.node == a.node and b.key != a.key for b in pods), pods) or (pods[0] if pods else None)
     svc, index = _iperf_service(plan, client) if client else (None, "the scenario has no pods")
     endpoint = plan.host(svc.ready_endpoints(index)[0].pod) if svc else None
     vsw = lambda p: nodes[p.node].vswitch  # noqa: E731
     if client is None:
         same = across = cross = None
     else:
-        same = pick(lambda p: p.node == client.node and p.key != client.key, pods)
+        same = _pick(lambda p: p.node == client.node and p.key != client.key, pods)
         others = [endpoint] + pods if endpoint else pods
-        across = pick(lambda p: p.node != client.node and vsw(p) == vsw(client), others)
-        cross = pick(lambda p: vsw(p) != vsw(client), others)
-    direct("pod-pod-same-node", client, same, "no two pods on one node")
-    direct("pod-pod-same-vswitch", client, across, "no two pods on different nodes of one vSwitch")
-    direct("pod-pod-cross-vswitch", client, cross, "no two pods on nodes of different vSwitches")
+        across = _pick(lambda p: p.node != client.node and vsw(p) == vsw(client), others)
+        cross = _pick(lambda p: vsw(p) != vsw(client), others)
     vpc = plan.cluster.vpc if plan.cluster else ""
-    ecs = pick(lambda h: not h.node and plan.vswitch(h.vswitch).vpc == vpc, plan.instances)
-    direct("ecs-pod", ecs, endpoint or across or cross or same, "no plain ECS instance in the cluster's VPC")
+    ecs = _pick(lambda h: not h.node and plan.vswitch(h.vswitch).vpc == vpc, plan.instances)
+    out = {p.key: p for p in (
+        _direct(plan, "pod-pod-same-node", client, same, "no two pods on one node"),
+        _direct(plan, "pod-pod-same-vswitch", client, across, "no two pods on different nodes of one vSwitch"),
+        _direct(plan, "pod-pod-cross-vswitch", client, cross, "no two pods on nodes of different vSwitches"),
+        _direct(plan, "ecs-pod", ecs, endpoint or across or cross or same, "no plain ECS instance in the cluster's VPC"))}
     if svc is None:
         for key in ("pod-clusterip", "pod-nodeport", "client-slb"):
             out[key] = PerfPath(key, TITLES[key], skip=str(index))
-        return [out[k] for k, _ in PATH_KINDS]
+    else:
+        out.update(_service_paths(plan, svc, index, client, endpoint, ecs))
+    return [out[k] for k, _ in PATH_KINDS]
+
+
+def _pick(pred, items):
+    return next((x for x in items if pred(x)), None)
+
+
+def _direct(plan, key: str, src, dst, why_missing: str) -> PerfPath:
+    """A path straight from src to a port of dst that no server of dst holds (iperf3 listens there)."""
+    if src is None or dst is None:
+        return PerfPath(key, TITLES[key], skip=why_missing)
+    port = _free_port(dst)
+    verdict = reach(plan, src, dst, port, "tcp")
+    if not verdict.allowed:
+        return PerfPath(key, TITLES[key], src.key, dst.key, dst.ip, port, skip=verdict.reason)
+    udp = reach(plan, src, dst, port, "udp").allowed
+    return PerfPath(key, TITLES[key], src.key, dst.key, dst.ip, port, port, udp=udp)
+
+
+def _service_paths(plan, svc, index: int, client, endpoint, ecs) -> dict[str, PerfPath]:
+    """The paths through the Service iperf3 is measured through (port `index`, whose one ready
+    endpoint is `endpoint`): its ClusterIP, its NodePort, its SLB's VIP (from the plain ECS `ecs`)."""
+    out: dict[str, PerfPath] = {}
     sp = svc.ports[index]
     udp = any(p.protocol == "UDP" and p.port == sp.port and p.target_port == sp.target_port for p in svc.ports)
     target = svc.ready_endpoints(index)[0].ports[index]
@@ -312,20 +290,20 @@ def choose_paths(plan) -> list[PerfPath]:
     out["pod-clusterip"] = PerfPath("pod-clusterip", TITLES["pod-clusterip"], client.key, dest=svc.cluster_ip,
                                     port=sp.port, **common)
     if sp.node_port:
-        node = nodes[endpoint.node]      # with policy Local only the endpoint's node serves it
+        node = plan.node(endpoint.node)      # with policy Local only the endpoint's node serves it
         out["pod-nodeport"] = PerfPath("pod-nodeport", TITLES["pod-nodeport"], client.key, dest=node.ip,
                                        port=sp.node_port, **common)
     else:
         out["pod-nodeport"] = PerfPath("pod-nodeport", TITLES["pod-nodeport"],
                                        skip=f"Service {svc.key} has no NodePort")
-    slb = pick(lambda s: s.service == svc.key, plan.slbs)
+    slb = _pick(lambda s: s.service == svc.key, plan.slbs)
     if slb and ecs:
         out["client-slb"] = PerfPath("client-slb", TITLES["client-slb"], ecs.key, dest=slb.vip, port=sp.port,
                                      **common)
     else:
         out["client-slb"] = PerfPath("client-slb", TITLES["client-slb"],
                                      skip=f"Service {svc.key} has no SLB" if not slb else "no plain ECS client")
-    return [out[k] for k, _ in PATH_KINDS]
+    return out
 
 
 # ----------------------------------------------------------------------------- settings
@@ -341,633 +319,9 @@ class Settings:
     datapath: str | None = None
 
 
-# ---------------------------------------------------------------------------- measuring
-class Namespace:
-    """Where commands run: a kubevpc endpoint (by its shell's pid) or one of our named namespaces."""
-
-    def __init__(self, prefix: list[str], name: str):
-        self.prefix, self.name = prefix, name
-
-    @classmethod
-    def of_lab(cls, lab, endpoint: str) -> "Namespace":
-        return cls(["mnexec", "-a", str(lab.net.host_pid(lab.host(endpoint).key))], endpoint)
-
-    @classmethod
-    def named(cls, netns: str) -> "Namespace":
-        return cls(["ip", "netns", "exec", netns], netns)
-
-    def run(self, cmd: list[str], timeout: float) -> subprocess.CompletedProcess:
-        try:
-            return subprocess.run(self.prefix + cmd, capture_output=True, text=True, timeout=timeout,
-                                  stdin=subprocess.DEVNULL)
-        except subprocess.TimeoutExpired:
-            raise PerfError(f"{' '.join(cmd[:3])} in {self.name} did not finish within {timeout:.0f} s") from None
-
-    def popen(self, cmd: list[str]) -> subprocess.Popen:
-        return subprocess.Popen(self.prefix + cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                stdin=subprocess.DEVNULL)
-
-
-class Servers:
-    """iperf3 servers we started, one per (namespace, port), each written to a run's ledger (so
-    that `kubevpc clean` stops them after a crash); all stopped by stop()."""
-
-    def __init__(self, ledger):
-        self.ledger = ledger
-        self.procs: dict[tuple[str, int], subprocess.Popen] = {}
-
-    def ensure(self, ns: Namespace, port: int) -> None:
-        key = (ns.name, port)
-        if key in self.procs and self.procs[key].poll() is None:
-            return
-        self.procs[key] = ns.popen(["iperf3", "-s", "-p", str(port)])
-        self.ledger.record("process", self.procs[key].pid, token="iperf3")
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:     # listening once `ss` in that namespace shows it
-            if self.procs[key].poll() is not None:
-                raise PerfError(f"iperf3 -s -p {port} in {ns.name} exited with {self.procs[key].returncode}")
-            if f":{port} " in ns.run(["ss", "-Htln"], timeout=5).stdout:
-                return
-            time.sleep(0.05)
-        raise PerfError(f"iperf3 -s -p {port} in {ns.name} was not listening after 5 s")
-
-    def restart(self, ns: Namespace, port: int) -> None:
-        proc = self.procs.pop((ns.name, port), None)
-        if proc is not None:
-            _stop([proc])
-        self.ensure(ns, port)
-
-    def stop(self) -> None:
-        _stop(list(self.procs.values()))
-        self.procs.clear()
-
-
-def _stop(procs: list[subprocess.Popen]) -> None:
-    """SIGTERM, then SIGKILL whatever has not ended after 5 s."""
-    for proc in procs:
-        if proc.poll() is None:
-            proc.terminate()
-    for proc in procs:
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
-
-
-def iperf_run(client: Namespace, dest: str, port: int, seconds: int, udp_rate: str | None = None) -> dict:
-    cmd = ["iperf3", "-c", dest, "-p", str(port), "-t", str(seconds), "-J", "--connect-timeout", "3000"]
-    if udp_rate:
-        cmd += ["-u", "-b", udp_rate, "-l", str(UDP_LENGTH)]
-    res = client.run(cmd, timeout=seconds + 20)
-    return parse_iperf(res.stdout, udp=bool(udp_rate))
-
-
-def latency(client: Namespace, dest: str, port: int, settings: Settings, ping: bool) -> dict:
-    """First and steady ping RTT (when the address answers pings as the server would) and TCP
-    connect time, measured before any bulk traffic on the path."""
-    out: dict = {"ping_ms": None, "connect_ms": None}
-    if ping:
-        n = settings.pings
-        res = client.run(["ping", "-n", "-c", str(n), "-i", "0.01", "-W", "1", dest], timeout=n + 10)
-        out["ping_ms"] = first_and_steady(parse_ping(res.stdout, n))
-    res = client.run([sys.executable, "-c", CONNECT_PROBE, dest, str(port), str(settings.connects)],
-                     timeout=settings.connects * 2.5 + 10)
-    try:
-        out["connect_ms"] = first_and_steady(json.loads(res.stdout))
-    except json.JSONDecodeError:
-        raise PerfError(f"connect probe in {client.name} failed: {res.stderr.strip()[-300:]}") from None
-    return out
-
-
-def measure(client: Namespace, server: Namespace, dest: str, port: int, listen: int, settings: Settings,
-            servers: Servers, say: Say, label: str, udp: bool = True, ping: bool = True) -> dict:
-    """Latency first (cold), then TCP runs, then UDP runs, on one path: the client connects to
-    dest:port, iperf3 listens on `listen` in the server. Each run gets a fresh iperf3 server (the
-    connect probe's bare connections, or a run that failed, can leave one busy); a failed run is
-    tried once more, and both the failure and the retry are in the report."""
-    servers.ensure(server, listen)
-    result: dict = {"dest": dest, "port": port, **latency(client, dest, port, settings, ping)}
-    errors: list[str] = []
-
-    def runs(proto: str, rate: str | None) -> list[dict]:
-        out = []
-        for i in range(settings.repeat):
-            for attempt in (1, 2):
-                servers.restart(server, listen)
-                try:
-                    out.append(iperf_run(client, dest, port, settings.seconds, rate))
-                    break
-                except PerfError as exc:
-                    errors.append(f"{proto} run {i + 1}, attempt {attempt}: {exc}")
-                    say(f"{label}: {proto} run {i + 1} failed: {exc}")
-            else:
-                continue
-            r = out[-1]
-            extra = f", {r['lost_percent']:.1f}% lost at {rate}bit/s" if rate else ""
-            say(f"{label}: {proto} {r['gbps']:.2f} Gbit/s{extra} (run {i + 1}/{settings.repeat})")
-        return out
-
-    tcp = runs("TCP", None)
-    result["tcp"] = {"gbps": stat(r["gbps"] for r in tcp), "retransmits": [r["retransmits"] for r in tcp]}
-    result["udp"] = None
-    if settings.udp and udp:
-        got = runs("UDP", settings.udp_rate)
-        result["udp"] = {k: stat(r[k] for r in got) for k in ("gbps", "lost_percent", "jitter_ms")}
-    result["errors"] = errors
-    result["complete"] = len(tcp) == settings.repeat and (result["udp"] is None or
-                                                          (result["udp"]["gbps"] or {}).get("n") == settings.repeat)
-    return result
-
-
-# --------------------------------------------------------------------------- references
-class References:
-    """The physical references: namespaces (and, for Open vSwitch, a bridge and two root-side veth
-    ends) named with a run name of their own, written to that run's ledger before they are made.
-    close() removes them; after a crash, `kubevpc clean` does."""
-
-    def __init__(self, datapath):
-        from kubevpc.ledger import Ledger, run_dir
-        for _ in range(64):
-            self.prefix = "kvpf" + secrets.token_hex(1)      # a run name of 6 characters
-            if not os.path.exists(run_dir(self.prefix)):
-                break
-        else:
-            raise PerfError("no free run name kvpf00-kvpfff for the references; run `kubevpc clean`")
-        self.datapath = datapath
-        self.ledger = Ledger(self.prefix)
-        self.ledger.create()
-
-    def _ns(self, suffix: str) -> str:
-        name = f"{self.prefix}-{suffix}"
-        self.ledger.record("netns", name)
-        _ip(["netns", "add", name])
-        _ip(["-n", name, "link", "set", "lo", "up"])
-        return name
-
-    def _address(self, ns: str, ip: str) -> None:
-        _ip(["-n", ns, "addr", "add", f"{ip}/24", "dev", "eth0"])
-        _ip(["-n", ns, "link", "set", "eth0", "up"])
-
-    def veth(self) -> tuple[str, str]:
-        a, b = self._ns("va"), self._ns("vb")
-        _ip(["-n", a, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", b])
-        self._address(a, f"{REF_NET}.1")
-        self._address(b, f"{REF_NET}.2")
-        return a, b
-
-    def linux_bridge(self) -> tuple[str, str]:
-        br, a, b = self._ns("br"), self._ns("ba"), self._ns("bb")
-        _ip(["-n", br, "link", "add", "br0", "type", "bridge"])
-        _ip(["-n", br, "link", "set", "br0", "up"])
-        for ns, port, ip in ((a, "pa", f"{REF_NET}.1"), (b, "pb", f"{REF_NET}.2")):
-            _ip(["-n", ns, "link", "add", "eth0", "type", "veth", "peer", "name", port, "netns", br])
-            _ip(["-n", br, "link", "set", port, "master", "br0", "up"])
-            self._address(ns, ip)
-        return a, b
-
-    def ovs_bridge(self) -> tuple[str, str]:
-        """One bridge of kubevpc's datapath, no controller (standalone: the normal action), the same
-        receive buffers as kubevpc's ports."""
-        from topologies.build import enlarge_ovs_rcvbuf, no_ipv6
-        a, b = self._ns("oa"), self._ns("ob")
-        ends = [f"{self.prefix}o0", f"{self.prefix}o1"]
-        for ns, end, ip in ((a, ends[0], f"{REF_NET}.1"), (b, ends[1], f"{REF_NET}.2")):
-            self.ledger.record("link", end)
-            _ip(["link", "add", end, "type", "veth", "peer", "name", "eth0", "netns", ns])
-            no_ipv6([end])
-            _ip(["link", "set", end, "up"])
-            self._address(ns, ip)
-        bridge = f"{self.prefix}-ovs"
-        self.ledger.record("bridge", bridge)
-        cmd = ["ovs-vsctl", "--timeout=30", "--", "add-br", bridge, "--", "set", "bridge", bridge,
-               f"datapath_type={self.datapath.kind}", "fail_mode=standalone", "other-config:disable-in-band=true",
-               f"external_ids:kubevpc-run={self.prefix}"]
-        for end in ends:
-            cmd += ["--", "add-port", bridge, end]
-        _run(cmd)
-        if self.datapath.kind == "netdev":
-            enlarge_ovs_rcvbuf(ends)
-        return a, b
-
-    def close(self) -> None:
-        from kubevpc.ledger import clean_run
-        clean_run(self.prefix)
-
-
-def _run(cmd: list[str]) -> str:
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
-    if res.returncode != 0:
-        raise PerfError(f"{' '.join(cmd[:6])} failed: {(res.stderr or res.stdout).strip()[:300]}")
-    return res.stdout
-
-
-def _ip(args: list[str]) -> str:
-    return _run(["ip", *args])
-
-
-REFERENCE_KINDS = (("veth", "raw veth pair"), ("linux-bridge", "Linux bridge"),
-                   ("ovs-bridge", "one Open vSwitch bridge"))
-
-
-def measure_references(settings: Settings, datapath, say: Say) -> dict[str, dict]:
-    out = {}
-    for key, title in REFERENCE_KINDS:
-        refs = References(datapath)
-        servers = Servers(refs.ledger)
-        try:
-            a, b = {"veth": refs.veth, "linux-bridge": refs.linux_bridge, "ovs-bridge": refs.ovs_bridge}[key]()
-            out[key] = measure(Namespace.named(a), Namespace.named(b), f"{REF_NET}.2", IPERF_PORT, IPERF_PORT,
-                               settings, servers, say, f"reference {title}")
-            out[key]["title"] = title
-        finally:
-            servers.stop()
-            refs.close()
-    return out
-
-
-# -------------------------------------------------------------------------------- modes
-def _packet_ins(lab) -> int:
-    return sum(b.get("packet_in", 0) for b in lab.status().get("bridges", {}).values())
-
-
-def datapath_settings(lab) -> dict:
-    """What the report says about the data plane of a running lab."""
-    dp, builder = lab.net.datapath, lab.builder
-    return {"kind": dp.kind, "userspace_tso": dp.userspace_tso, "note": dp.note,
-            "offloads": asdict(builder.offloads), "ovs_rcvbuf": dict(builder.rcvbuf)}
-
-
-def measure_mode(file: str, mode: str, settings: Settings, say: Say) -> dict:
-    from kubevpc.lab import Lab
-    lab = Lab(file, mode=mode, datapath=settings.datapath, say=lambda s: say(f"[{mode}] {s}"))
-    say(f"mode {mode}: building {file} (run {lab.run})")
-    paths = choose_paths(lab.plan)
-    lab.up()
-    servers = Servers(lab.net.ledger)
-    try:
-        out = {"run": lab.run, "bringup_s": lab.timings.get("up"), "datapath": datapath_settings(lab), "paths": []}
-        before = _packet_ins(lab)
-        for p in paths:
-            entry = asdict(p)
-            if not p.skip:
-                try:
-                    entry.update(measure(Namespace.of_lab(lab, p.client), Namespace.of_lab(lab, p.server), p.dest,
-                                         p.port, p.listen, settings, servers, say, f"{mode} {p.title}",
-                                         udp=p.udp, ping=p.ping))
-                except PerfError as exc:
-                    entry["errors"] = [str(exc)]
-                    say(f"{mode} {p.title}: {exc}")
-            out["paths"].append(entry)
-        out["packet_in"] = _packet_ins(lab)
-        out["packet_in_during_run"] = out["packet_in"] - before
-        say(f"mode {mode}: packet-ins to the controller: {out['packet_in']}")
-        return out
-    finally:
-        servers.stop()
-        lab.down()
-
-
-def machine() -> dict:
-    def first_line(cmd: list[str]) -> str:
-        try:
-            return subprocess.run(cmd, capture_output=True, text=True, timeout=10).stdout.splitlines()[0].strip()
-        except (OSError, IndexError, subprocess.TimeoutExpired):
-            return ""
-    other = first_line(["ovs-vsctl", "--timeout=5", "get", "Open_vSwitch", ".", "other_config"])
-    return {"kernel": platform.release(), "cpus": os.cpu_count(), "python": platform.python_version(),
-            "ovs": first_line(["ovs-vswitchd", "--version"]), "ovs_other_config": other,
-            "iperf3": first_line(["iperf3", "--version"])}
-
-
-def run(file: str, settings: Settings, say: Say) -> dict:
-    """The whole benchmark: references, each mode, references again; the report as a dict."""
-    from topologies.build import detect_datapath
-    t0 = time.monotonic()
-    dp = detect_datapath(settings.datapath)
-    report = {"format": FORMAT, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "scenario": file,
-              "machine": machine(), "settings": asdict(settings), "modes": {}}
-    say(f"references (raw veth, Linux bridge, one Open vSwitch bridge, {dp.kind} datapath), before the modes")
-    before = measure_references(settings, dp, say)
-    for mode in settings.modes:
-        report["modes"][mode] = measure_mode(file, mode, settings, say)
-    say("references again, after the modes")
-    after = measure_references(settings, dp, say)
-    report["references"] = merge_references(before, after)
-    report["duration_s"] = time.monotonic() - t0
-    add_ratios(report)
-    report["targets"] = targets(report)
-    return report
-
-
-def merge_references(before: dict, after: dict) -> dict:
-    """Each reference's runs before and after the modes, pooled (the drift shows in min and max)."""
-    out = {}
-    for key, b in before.items():
-        a = after.get(key, {})
-        merged = {"title": b["title"], "before": b, "after": a}
-        merged["tcp"] = {"gbps": stat(_values(b, "tcp", "gbps") + _values(a, "tcp", "gbps"))}
-        merged["udp"] = {k: stat(_values(b, "udp", k) + _values(a, "udp", k))
-                         for k in ("gbps", "lost_percent", "jitter_ms")} if b.get("udp") else None
-        merged["ping_ms"], merged["connect_ms"] = b.get("ping_ms"), b.get("connect_ms")
-        out[key] = merged
-    return out
-
-
-def _values(entry: dict, proto: str, what: str) -> list[float]:
-    s = (entry.get(proto) or {}).get(what)
-    return list(s["values"]) if s else []
-
-
-def _median(entry: dict | None, proto: str = "tcp", what: str = "gbps") -> float | None:
-    s = ((entry or {}).get(proto) or {}).get(what)
-    return s["median"] if s else None
-
-
-def add_ratios(report: dict) -> None:
-    veth = _median(report["references"].get("veth"))
-    for ref in report["references"].values():
-        ref["ratio_to_veth"] = ratio(_median(ref), veth)
-    for m in report["modes"].values():
-        for p in m["paths"]:
-            p["ratio_to_veth"] = ratio(_median(p), veth)
-
-
-def _path(report: dict, mode: str, key: str) -> dict | None:
-    m = report["modes"].get(mode)
-    return next((p for p in m["paths"] if p["key"] == key), None) if m else None
-
-
-def targets(report: dict) -> list[dict]:
-    """The performance issue's targets that this run can judge (bring-up has its own benchmark)."""
-    out = []
-    veth = _median(report["references"].get("veth"))
-    for mode in report["modes"]:
-        medians = (_median(_path(report, mode, k)) for k in ("pod-pod-same-vswitch", "pod-pod-cross-vswitch"))
-        across = [m for m in medians if m is not None]
-        slower = min(across) if across else None      # the slower of the two paths across nodes
-        r = ratio(slower, veth)
-        out.append({"target": f"{mode}: pod to pod across nodes >= 1/2 raw veth", "ok": bool(r and r >= 0.5),
-                    "detail": f"slower path {slower:.2f} Gbit/s = {r:.2f} x raw veth" if r else "not measured"})
-    for k in ("pod-pod-same-vswitch", "pod-pod-cross-vswitch"):
-        vx, vr = _median(_path(report, "vxlan", k)), _median(_path(report, "vpc-route", k))
-        if vx is not None and vr is not None:
-            out.append({"target": f"vpc-route >= vxlan, {TITLES[k]}", "ok": vr >= vx,
-                        "detail": f"vpc-route {vr:.2f}, vxlan {vx:.2f} Gbit/s; vxlan costs {1 - vx / vr:.0%}"
-                        if vr else f"vpc-route {vr:.2f}, vxlan {vx:.2f} Gbit/s"})
-    for mode, m in report["modes"].items():
-        out.append({"target": f"{mode}: zero packet-ins", "ok": m.get("packet_in") == 0,
-                    "detail": f"{m.get('packet_in')} packet-in(s)"})
-    return out
-
-
-def failures(report: dict) -> list[str]:
-    """Paths that should have been measured but were not, or not every run (even retried)."""
-    out = []
-    for mode, m in report["modes"].items():
-        for p in m["paths"]:
-            if not p.get("skip") and p.get("errors") and not p.get("complete"):
-                out.append(f"{mode} {p['title']}: {p['errors'][-1]}")
-    return out
-
-
-# -------------------------------------------------------------------------------- report
-def _fmt(x: float | None, digits: int = 2) -> str:
-    return "-" if x is None else f"{x:.{digits}f}"
-
-
-def _spread(s: dict | None, digits: int = 2) -> str:
-    if not s:
-        return "-"
-    if s["n"] == 1:
-        return _fmt(s["median"], digits)
-    return f"{s['median']:.{digits}f} ({s['min']:.{digits}f}-{s['max']:.{digits}f})"
-
-
-def _short(text: str, limit: int = 60) -> str:
-    text = text.split(" (")[0]
-    return text if len(text) <= limit else text[:limit - 3] + "..."
-
-
-def _latency(x: dict | None) -> str:
-    if not x:
-        return "-"
-    steady = x["steady"]["median"] if x.get("steady") else None
-    first = x.get("first")
-    lost = f", {x['lost']} lost" if x.get("lost") else ""
-    return f"{_fmt(first)} / {_fmt(steady)}{lost}"
-
-
-def rows(report: dict) -> list[list[str]]:
-    """The table's rows: references, then each path in each mode."""
-    out = []
-    for ref in report["references"].values():
-        out.append(_row(ref["title"], "reference", ref))
-    for key, title in PATH_KINDS:
-        for mode in report["modes"]:
-            p = _path(report, mode, key)
-            if p is not None:
-                out.append(_row(title, mode, p))
-    return out
-
-
-def _row(title: str, mode: str, e: dict) -> list[str]:
-    if e.get("skip"):       # the first clause of the reason; perf.json has all of it
-        return [title, mode, "n/a: " + _short(e["skip"]), "", "", "", "", "", "", ""]
-    tcp, udp = e.get("tcp") or {}, e.get("udp") or {}
-    retr = [r for r in tcp.get("retransmits", []) if r is not None]
-    if e.get("errors") and not tcp.get("gbps"):
-        return [title, mode, "failed: " + _short(e["errors"][0]), "", "", "", "", "", "", ""]
-    return [title, mode, _spread(tcp.get("gbps")), _fmt(e.get("ratio_to_veth")),
-            str(int(statistics.median(retr))) if retr else "-", _spread(udp.get("gbps")),
-            _spread(udp.get("lost_percent"), 1), _spread(udp.get("jitter_ms"), 3),
-            _latency(e.get("ping_ms")), _latency(e.get("connect_ms"))]
-
-
-COLUMNS = ("path", "mode", "TCP Gbit/s median (min-max)", "x raw veth", "retr.", "UDP Gbit/s rcvd",
-           "UDP loss %", "jitter ms", "ping ms first / steady", "connect ms first / steady")
-
-
-def table(report: dict):
-    from rich.table import Table
-    s = report["settings"]
-    t = Table(title=f"kubevpc perf: {report['scenario']}; {s['repeat']} x {s['seconds']} s per measurement, "
-                    f"UDP at {s['udp_rate']}bit/s")
-    for col in COLUMNS:
-        t.add_column(col, overflow="fold")
-    for r in rows(report):
-        t.add_row(*r)
-    return t
-
-
-def summary_lines(report: dict) -> list[str]:
-    lines = []
-    for mode, m in report["modes"].items():
-        d = m["datapath"]
-        buf = d.get("ovs_rcvbuf") or {}
-        buffers = (f"; Open vSwitch receive buffers {buf['bytes'] >> 20} MiB on {buf['sockets']} of {buf['ports']} "
-                   "ports" if buf.get("bytes") else "")
-        lines.append(f"{mode}: {d['kind']} datapath; {d['offloads']['note']}{buffers}; packet-ins {m['packet_in']}; "
-                     f"bring-up {_fmt(m.get('bringup_s'), 1)} s")
-    for t in report["targets"]:
-        lines.append(f"target {'met' if t['ok'] else 'NOT met'}: {t['target']} ({t['detail']})")
-    lines.append(f"machine: {report['machine']['kernel']}, {report['machine']['cpus']} CPUs, "
-                 f"{report['machine']['ovs']}; took {report['duration_s']:.0f} s")
-    return lines
-
-
-def chart(report: dict, path: str) -> None:
-    """Bars per path and mode (median TCP Gbit/s, whiskers from lowest to highest run), the
-    references as horizontal lines; below, steady ping RTT and TCP connect time per path and mode."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    modes = list(report["modes"])
-    keys = [k for k, _ in PATH_KINDS]
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(13, 9), gridspec_kw={"height_ratios": [3, 2]})
-    width = 0.8 / max(len(modes), 1)
-    colors = {"vxlan": "#d95f02", "vpc-route": "#1b9e77", "eni": "#7570b3"}
-    for i, mode in enumerate(modes):
-        xs, ys, lo, hi, lat_x, lat_y, con_y = [], [], [], [], [], [], []
-        for j, k in enumerate(keys):
-            p = _path(report, mode, k) or {}
-            s = (p.get("tcp") or {}).get("gbps")
-            x = j + (i - (len(modes) - 1) / 2) * width
-            if s:
-                xs.append(x)
-                ys.append(s["median"])
-                lo.append(s["median"] - s["min"])
-                hi.append(s["max"] - s["median"])
-            elif p.get("skip") or p.get("errors"):
-                top.text(x, 0.05, "n/a" if p.get("skip") else "failed", rotation=90, ha="center", va="bottom",
-                         fontsize=7, color="grey")
-            lat = p.get("connect_ms") or {}
-            if lat.get("steady"):
-                lat_x.append(x)
-                con_y.append(lat["steady"]["median"])
-                ping = (p.get("ping_ms") or {}).get("steady")
-                lat_y.append(ping["median"] if ping else None)
-        color = colors.get(mode)
-        bars = top.bar(xs, ys, width, yerr=[lo, hi], capsize=2, label=mode, color=color)
-        top.bar_label(bars, labels=[f"{y:.1f}" for y in ys], fontsize=7, padding=2)
-        bottom.bar(lat_x, con_y, width, label=f"{mode} TCP connect", color=color)
-        pings = [(x, y) for x, y in zip(lat_x, lat_y) if y is not None]
-        if pings:
-            bottom.plot([x for x, _ in pings], [y for _, y in pings], "k_", markersize=12,
-                        label="ping RTT" if i == 0 else None)
-    styles = {"veth": "-", "linux-bridge": "--", "ovs-bridge": ":"}
-    for key, ref in report["references"].items():
-        m = _median(ref)
-        if m:
-            top.axhline(m, color="black", linestyle=styles.get(key, "-."), linewidth=1,
-                        label=f"{ref['title']}: {m:.1f} Gbit/s")
-    labels = [TITLES[k].replace(", ", ",\n") for k in keys]
-    for ax in (top, bottom):
-        ax.set_xticks(range(len(keys)))
-        ax.set_xticklabels(labels, fontsize=8)
-        ax.grid(axis="y", alpha=0.3)
-    s, mach = report["settings"], report["machine"]
-    top.set_ylabel("TCP Gbit/s (median; whiskers: min-max)")
-    top.set_title(f"kubevpc perf: {os.path.basename(report['scenario'])}, {s['repeat']} x {s['seconds']} s; "
-                  f"{mach['ovs']}, kernel {mach['kernel']}, {mach['cpus']} CPUs", fontsize=10)
-    top.set_ylim(0, max([_median(r) or 0 for r in report["references"].values()] + [1]) * 1.3)
-    top.legend(fontsize=8, ncol=3, loc="upper right")
-    bottom.set_ylabel("ms (steady state median)")
-    bottom.legend(fontsize=8, ncol=2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-# ----------------------------------------------------------------------------------- CLI
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    """The arguments of `kubevpc perf` (kubevpc/cli.py adds the subcommand)."""
-    p.description = ("Measure throughput (iperf3 TCP, and UDP at a set rate with loss and jitter), ping RTT "
-                     "and TCP connect time on the paths that matter, in each pod network mode, next to a raw "
-                     "veth pair, a Linux bridge and one Open vSwitch bridge measured in the same run. Needs "
-                     "root, Open vSwitch and iperf3. A benchmark: figures on a shared or small machine are noisy; "
-                     "compare medians, and look at the spread.")
-    p.epilog = ("examples:\n"
-                "  kubevpc perf --quick                       about a minute: vpc-route, 1 run of 1 s\n"
-                "  kubevpc perf                               every mode, 3 runs of 3 s (several minutes)\n"
-                "  kubevpc perf scenarios/default.yaml --modes vxlan,eni --repeat 5\n"
-                "Results go to --out: perf.json, perf.png and the scenario used.")
-    p.formatter_class = argparse.RawDescriptionHelpFormatter
-    p.add_argument("file", metavar="FILE", nargs="?",
-                   help="scenario to measure (default: the built-in one, which has every path; a scenario "
-                        "needs a Service with one ready endpoint and a target port no container declares for "
-                        "the Service paths)")
-    p.add_argument("--modes", type=parse_modes, metavar="M[,M...]",
-                   help=f"comma-separated modes (default: {','.join(MODES)})")
-    p.add_argument("--repeat", type=positive_int, metavar="N", help="iperf3 runs per path and protocol (default 3)")
-    p.add_argument("--seconds", type=positive_int, metavar="S",
-                   help="length of each iperf3 run, whole seconds (default 3)")
-    p.add_argument("--udp-rate", type=parse_rate, default="500M", metavar="RATE",
-                   help="UDP sending rate, iperf3 -b syntax (default 500M)")
-    p.add_argument("--no-udp", action="store_true", help="TCP only")
-    p.add_argument("--quick", action="store_true",
-                   help="one run of 1 s, mode vpc-route (unless --modes, --repeat or --seconds say otherwise)")
-    p.add_argument("--datapath", choices=("netdev", "system"),
-                   help="Open vSwitch datapath (default: kernel if the openvswitch module is loaded, else userspace)")
-    p.add_argument("--out", default="perf-results", metavar="DIR",
-                   help="directory for perf.json, perf.png and the scenario (default ./perf-results)")
-    p.add_argument("--no-chart", action="store_true", help="do not draw perf.png")
-    p.add_argument("--json", action="store_true", help="print the report as JSON on stdout instead of the table")
-
-
-def settings_from(args) -> Settings:
-    quick = args.quick
-    return Settings(repeat=args.repeat or (1 if quick else 3), seconds=args.seconds or (1 if quick else 3),
-                    udp_rate=args.udp_rate, udp=not args.no_udp, pings=10 if quick else 20,
-                    connects=10 if quick else 20,
-                    modes=args.modes or (["vpc-route"] if quick else list(MODES)), datapath=args.datapath)
-
-
 def preflight() -> None:
     if os.geteuid() != 0:
         raise KubevpcError("kubevpc perf needs root (it creates namespaces and Open vSwitch bridges)")
     for tool in ("iperf3", "ping", "mnexec", "ovs-vsctl"):
         if shutil.which(tool) is None:
             raise KubevpcError(f"{tool} is not installed; run `make install` (scripts/install.sh)")
-
-
-def cmd_perf(args) -> int:
-    """`kubevpc perf`: exit 0 when every path that the scenario has was measured, 1 when one failed."""
-    from kubevpc.cli import EXIT_CHECKS, EXIT_OK, EXIT_USAGE, _say, console, out
-    from kubevpc.load import load
-    settings = settings_from(args)
-    if args.file is not None and not os.path.isfile(args.file):
-        console.print(f"[red]error:[/red] no such scenario file: {args.file}")
-        return EXIT_USAGE
-    preflight()
-    os.makedirs(args.out, exist_ok=True)
-    file = args.file
-    if file is None:
-        file = os.path.join(args.out, "scenario.yaml")
-        with open(file, "w", encoding="utf-8") as fh:
-            fh.write("# the built-in scenario of `kubevpc perf` (kubevpc/bench/perf.py, perf_scenario)\n")
-            yaml.safe_dump(perf_scenario(), fh, sort_keys=False)
-    for mode in settings.modes:
-        load(file, mode)            # a bad scenario stops here, before anything is built
-    # SIGTERM ends the run like Ctrl-C, so that labs and references are taken down
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
-    _say(f"kubevpc perf: {file}, modes {', '.join(settings.modes)}, {settings.repeat} x {settings.seconds} s")
-    report = run(file, settings, _say)
-    with open(os.path.join(args.out, "perf.json"), "w", encoding="utf-8") as fh:
-        json.dump(report, fh, indent=1)
-    if not args.no_chart:
-        try:
-            chart(report, os.path.join(args.out, "perf.png"))
-        except ImportError:
-            _say("no chart: matplotlib is missing (pip install -e '.[perf]', or `make install`)")
-    if args.json:
-        print(json.dumps(report, indent=1))
-    else:
-        out.print(table(report))
-        for line in summary_lines(report):
-            out.print(line)
-    _say(f"results in {args.out}/: perf.json" + ("" if args.no_chart else ", perf.png"))
-    bad = failures(report)
-    for line in bad:
-        _say(f"[red]not measured[/red]: {line}")
-    return EXIT_CHECKS if bad else EXIT_OK

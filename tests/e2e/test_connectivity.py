@@ -7,8 +7,9 @@ import subprocess
 import sys
 import time
 
-from kubevpc.checks import declared_checks, default_checks, run_checks
+from kubevpc.evaluator.checks import declared_checks, default_checks
 from kubevpc.lab import Probe
+from kubevpc.lab.checks import run_checks
 
 REQUIRED_KINDS = ("pod to pod, same node", "pod to pod, across nodes on one vSwitch", "pod to pod, across vSwitches",
                   "pod to ECS", "ECS to pod", "ECS to ECS across vSwitches", "ECS to another VPC")

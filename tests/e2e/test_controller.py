@@ -9,8 +9,9 @@ import time
 
 import pytest
 
-from kubevpc.checks import declared_checks, default_checks, run_checks
+from kubevpc.evaluator.checks import declared_checks, default_checks
 from kubevpc.lab import Lab
+from kubevpc.lab.checks import run_checks
 from kubevpc.plan import Plan
 
 from .conftest import SCENARIO

@@ -4,7 +4,7 @@ tests/e2e/data/netpol.yaml: namespaces x, y, z (labelled ns=<name>), pods a, b, 
 (labelled pod=<name>; a on node-1, b on node-2, c on node-3 behind another vSwitch), each serving
 TCP and UDP on ports 80 and 81, and a plain ECS instance ecs-out. Each test sets the scenario's
 NetworkPolicies while it runs, probes the whole matrix (pods x pods, ports 80 and 81, TCP and UDP)
-and requires that the network agrees with the evaluator (kubevpc.netpol, written from the
+and requires that the network agrees with the evaluator (kubevpc.evaluator.netpol, written from the
 specification) on every cell; then it checks cells written out by hand, allowed ones with their
 refused twins, so that the test does not rest on the evaluator alone.
 """
@@ -18,8 +18,8 @@ import time
 
 import pytest
 
+from kubevpc.evaluator.matrix import Matrix
 from kubevpc.lab import Lab, Probe
-from kubevpc.matrix import Matrix
 
 from .conftest import MODES, lab_in_mode
 

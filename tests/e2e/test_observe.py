@@ -14,11 +14,11 @@ import time
 
 import pytest
 
-from kubevpc.capture import read_pcapng
-from kubevpc.checks import declared_checks, default_checks
-from kubevpc.cli import status_lines
+from kubevpc.observe.capture import read_pcapng
+from kubevpc.cli.observe import status_lines
 from kubevpc.control import describe
-from kubevpc.explain import explain
+from kubevpc.evaluator.checks import declared_checks, default_checks
+from kubevpc.evaluator.explain import explain
 
 ECS_DB = "ecs/ecs-db"
 WEB0 = "pod/default/web-0"

@@ -22,11 +22,12 @@ import time
 
 import pytest
 
-from kubevpc.checks import Check, run_checks
-from kubevpc.cli import status_lines
+from kubevpc.cli.observe import status_lines
 from kubevpc.control import describe
 from kubevpc.errors import KubevpcError, ScenarioError
+from kubevpc.evaluator.checks import Check
 from kubevpc.lab import Lab
+from kubevpc.lab.checks import run_checks
 from topologies.build import bridge_connections
 
 from .conftest import SCENARIO, as_user

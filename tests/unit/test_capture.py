@@ -1,4 +1,4 @@
-"""`kubevpc capture` (kubevpc/capture.py) without a network: the devices each kind of target
+"""`kubevpc capture` (kubevpc/observe/capture.py) without a network: the devices each kind of target
 names in plans of the scenarios (and the errors for targets that name none), the pcapng it
 writes (block by block, read back by read_pcapng and, when it is installed, by tcpdump), the BPF
 filter tcpdump compiles for it (run on frames by a small BPF interpreter), and the capture loop
@@ -17,8 +17,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from kubevpc import capture as capture_mod
-from kubevpc.capture import (LINKTYPE_ETHERNET, SNAPLEN, SO_ATTACH_FILTER, TARGETS_HELP, Device, PcapngWriter,
+from kubevpc.observe import capture as capture_mod
+from kubevpc.observe.capture import (LINKTYPE_ETHERNET, SNAPLEN, SO_ATTACH_FILTER, TARGETS_HELP, Device, PcapngWriter,
                              capture, compile_filter, devices, read_pcapng)
 from kubevpc.errors import KubevpcError
 

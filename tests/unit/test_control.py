@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from kubevpc import cli, control, ledger
+from kubevpc.cli.common import say
 from kubevpc.control import (WHITELIST, ControlClient, ControlError, ControlServer, ProtocolError, diff, encode,
                              find_run, handle, read_manifests, read_message, request, socket_path, summary)
 from kubevpc.lab import Lab
@@ -398,6 +399,6 @@ def test_cli_through_a_served_run(served, tmp_path, capsys):
 
 def test_progress_lines_are_not_wrapped_when_stderr_is_not_a_terminal(capsys):
     text = "building a scenario whose progress line is much longer than eighty columns " * 3
-    cli._say(text)
+    say(text)
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and text.strip() in err

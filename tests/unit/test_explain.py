@@ -7,9 +7,9 @@ import json
 import pytest
 
 from kubevpc import cli
-from kubevpc.checks import declared_checks, default_checks
-from kubevpc.explain import explain
-from kubevpc.matrix import expect
+from kubevpc.evaluator.checks import declared_checks, default_checks
+from kubevpc.evaluator.explain import explain
+from kubevpc.evaluator.matrix import expect
 
 from .plans import DEFAULT, INTERNET, MODES, NETPOL, SERVICES, plan_of
 

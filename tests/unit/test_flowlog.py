@@ -1,4 +1,4 @@
-"""Flow logs and rule counters (kubevpc/flowlog.py, controller/flowlog.py flowlog_flows): the
+"""Flow logs and rule counters (kubevpc/observe/flowlog.py, controller/flowlog.py flowlog_flows): the
 flows that learn and count, the cookies the records are read back from, the records the
 controller writes per window and at expiry, the ENI a record belongs to, and the parser of
 `ovs-ofctl dump-flows` output captured from a live run (tests/unit/data/flowlog)."""
@@ -17,7 +17,7 @@ from controller.flows import FLOWLOG_TABLES, Learn, Resubmit
 from controller.pipeline import (FLOWLOG_ACCEPT_AT_DEST, FLOWLOG_ACCEPT_AT_SOURCE, FLOWLOG_IN, FLOWLOG_OUT,
                                  REG_FLOWLOG_CODE, VSWITCH)
 from kubevpc.errors import ScenarioError
-from kubevpc.flowlog import (FIELDS, LearnedFlow, Recorder, decode_cookie, eni_at, parse_learned, read_records,
+from kubevpc.observe.flowlog import (FIELDS, LearnedFlow, Recorder, decode_cookie, eni_at, parse_learned, read_records,
                              record, rule_counters, top_drops)
 from kubevpc.load import load
 from kubevpc.plan import Plan, make_plan
@@ -237,7 +237,7 @@ def test_a_long_connection_gets_a_record_per_window_and_the_rest_at_expiry(tmp_p
 
 
 def test_the_log_is_rotated_and_both_generations_read(tmp_path, monkeypatch):
-    import kubevpc.flowlog as flowlog
+    import kubevpc.observe.flowlog as flowlog
     monkeypatch.setattr(flowlog, "MAX_FLOWLOG_BYTES", 100)
     rec = Recorder(plan_for("vpc-route"), str(tmp_path / "flowlog.jsonl"))
     for n in range(3):

@@ -435,7 +435,7 @@ def test_pods_may_only_send_from_their_own_mac_and_ip():
 
 def test_vrouter_prefers_the_longest_prefix(tmp_path):
     """Two custom routes cover the same pod: the /24 must outrank the /16 whatever the order
-    (kubevpc.reach must agree; see test_reach.test_vxlan_route_lookup_is_longest_prefix)."""
+    (kubevpc.evaluator.reach must agree; see test_reach.test_vxlan_route_lookup_is_longest_prefix)."""
     text = SCENARIOS["small"].read_text().replace(
         "      vswitches:\n",
         "      routeTable:\n        routes:\n"

@@ -1,4 +1,4 @@
-"""`kubevpc graph` (kubevpc/graph.py): the graph built from a plan holds every entity of every
+"""`kubevpc graph` (kubevpc/observe/graph.py): the graph built from a plan holds every entity of every
 scenario, in each mode the scenario allows (VPCs, vRouters and route tables, vSwitches with zone
 and CIDR, instances and nodes with their security groups, pods on their nodes, Services, SLBs, NAT
 gateways, EIPs, the internet), each format renders it (mermaid, dot, drawio as well-formed XML, json;
@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kubevpc import graph as graph_mod
+from kubevpc.observe import graph as graph_mod
 from kubevpc.errors import KubevpcError
-from kubevpc.graph import FORMATS, Edge, Graph, Node, _id, build, render
+from kubevpc.evaluator.matrix import Cell, Matrix, expected_matrix, parse_ports, select
+from kubevpc.observe.graph import FORMATS, Edge, Graph, Node, _id, build, render
 from kubevpc.load import load
-from kubevpc.matrix import Cell, Matrix, expected_matrix, parse_ports, select
 from kubevpc.plan import Plan, make_plan
 
 REPO = Path(__file__).resolve().parents[2]

@@ -12,11 +12,11 @@ from controller.compile import compile_plan, node_policy_flows
 from controller.pipeline import NODE
 from controller.policy import SHARED, policy_flow_counts
 from kubevpc.errors import KubevpcError, ScenarioError
-from kubevpc.lab import Lab
+from kubevpc.evaluator.matrix import BLOCKED, CONNECTS, MIXED, Cell, Matrix, expected_matrix, parse_ports, select
+from kubevpc.evaluator.reach import reach
+from kubevpc.lab.changes import parse_objects
 from kubevpc.load import load
-from kubevpc.matrix import BLOCKED, CONNECTS, MIXED, Cell, Matrix, expected_matrix, parse_ports, select
 from kubevpc.plan import make_plan
-from kubevpc.reach import reach
 
 from .problems import check, line_of
 
@@ -212,12 +212,12 @@ def test_each_node_gets_the_policy_flows_of_its_own_pods(tmp_path, mode):
 def test_lab_checks_objects_before_touching_anything():
     with pytest.raises(KubevpcError, match="only Services, NetworkPolicies, Namespaces, Ingresses, Secrets, Pods "
                        "and Deployments can be applied while the scenario runs, not apps/v1/StatefulSet"):
-        Lab._parsed([{"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "p"}}])
+        parse_objects([{"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "p"}}])
     with pytest.raises(KubevpcError, match="Pod p is invalid: spec: required key is missing"):
-        Lab._parsed([{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}}])
+        parse_objects([{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}}])
     with pytest.raises(KubevpcError, match=r"NetworkPolicy p is invalid: spec.ingress\[0\].ports\[0\]"):
-        Lab._parsed([policy("x", "p", {"ingress": [{"ports": [{"port": "Not_A_Name"}]}]})])
-    [m] = Lab._parsed([copy.deepcopy(DENY_X)])
+        parse_objects([policy("x", "p", {"ingress": [{"ports": [{"port": "Not_A_Name"}]}]})])
+    [m] = parse_objects([copy.deepcopy(DENY_X)])
     assert m.obj.key == "x/deny" and m.file == "<api>"
 
 
@@ -240,7 +240,7 @@ def test_more_rules_than_the_flows_can_hold_are_refused(tmp_path, monkeypatch):
 
 
 def test_declared_checks_to_services():
-    from kubevpc.checks import declared_checks
+    from kubevpc.evaluator.checks import declared_checks
     plan = make_plan(load(str(DEMO)), "t")
     by = {(c.source, c.dest): c for c in declared_checks(plan)}
     allow = by[("pod/y/b", "svc/x/svc-a")]

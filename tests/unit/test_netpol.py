@@ -11,7 +11,7 @@ import pydantic
 import pytest
 import yaml
 
-from kubevpc.netpol import NetworkPolicy, evaluate
+from kubevpc.evaluator.netpol import NetworkPolicy, evaluate
 from kubevpc.plan import ServerPort
 
 

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kubevpc.bench import perf, scale
+from kubevpc.bench import perf, perf_report, scale
+from kubevpc.cli import perf as perf_cli
 from kubevpc.errors import KubevpcError
 from kubevpc.load import load
 from kubevpc.plan import make_plan
@@ -111,17 +112,17 @@ def test_parse_ping_keeps_sequence_order_and_marks_losses():
     assert perf.parse_ping("", 2) == [None, None]
 
 
-@pytest.mark.parametrize("fn, good, want", [(perf.parse_rate, "500M", "500M"), (perf.parse_rate, " 1.5G", "1.5G"),
-                                            (perf.parse_rate, "200000", "200000"),
-                                            (perf.parse_modes, "eni,vxlan,eni", ["eni", "vxlan"]),
-                                            (perf.positive_int, "3", 3)])
+@pytest.mark.parametrize("fn, good, want", [(perf_cli.parse_rate, "500M", "500M"), (perf_cli.parse_rate, " 1.5G", "1.5G"),
+                                            (perf_cli.parse_rate, "200000", "200000"),
+                                            (perf_cli.parse_modes, "eni,vxlan,eni", ["eni", "vxlan"]),
+                                            (perf_cli.positive_int, "3", 3)])
 def test_argument_types_accept(fn, good, want):
     assert fn(good) == want
 
 
-@pytest.mark.parametrize("fn, bad", [(perf.parse_rate, "fast"), (perf.parse_rate, "5T"), (perf.parse_rate, "-1M"),
-                                     (perf.parse_modes, "vxlan,calico"), (perf.parse_modes, ","),
-                                     (perf.positive_int, "0"), (perf.positive_int, "two")])
+@pytest.mark.parametrize("fn, bad", [(perf_cli.parse_rate, "fast"), (perf_cli.parse_rate, "5T"), (perf_cli.parse_rate, "-1M"),
+                                     (perf_cli.parse_modes, "vxlan,calico"), (perf_cli.parse_modes, ","),
+                                     (perf_cli.positive_int, "0"), (perf_cli.positive_int, "two")])
 def test_argument_types_reject_with_what_was_expected(fn, bad):
     with pytest.raises(argparse.ArgumentTypeError, match="expected"):
         fn(bad)
@@ -130,12 +131,12 @@ def test_argument_types_reject_with_what_was_expected(fn, bad):
 def test_cli_perf_arguments_and_quick_settings():
     from kubevpc.cli import parser
     args = parser().parse_args(["perf", "--quick"])
-    s = perf.settings_from(args)
+    s = perf_cli.settings_from(args)
     assert (s.repeat, s.seconds, s.modes, s.udp, s.pings) == (1, 1, ["vpc-route"], True, 10)
     args = parser().parse_args(["perf", "x.yaml", "--modes", "eni", "--repeat", "5", "--no-udp", "--udp-rate", "1G"])
-    s = perf.settings_from(args)
+    s = perf_cli.settings_from(args)
     assert (args.file, s.repeat, s.seconds, s.modes, s.udp, s.udp_rate) == ("x.yaml", 5, 3, ["eni"], False, "1G")
-    assert perf.settings_from(parser().parse_args(["perf"])).modes == list(perf.MODES)
+    assert perf_cli.settings_from(parser().parse_args(["perf"])).modes == list(perf.MODES)
 
 
 def test_cli_perf_rejects_bad_input(capsys):
@@ -219,8 +220,8 @@ def fake_report() -> dict:
               "machine": {"kernel": "6.1", "cpus": 2, "ovs": "ovs-vswitchd (Open vSwitch) 3.1.0"},
               "references": {"veth": ref("raw veth pair", [15.0, 17.0]), "linux-bridge": ref("Linux bridge", [14.0])},
               "duration_s": 12.0}
-    perf.add_ratios(report)
-    report["targets"] = perf.targets(report)
+    perf_report.add_ratios(report)
+    report["targets"] = perf_report.targets(report)
     return report
 
 
@@ -228,9 +229,9 @@ def test_ratios_are_to_the_raw_veth_median():
     r = fake_report()
     assert r["references"]["veth"]["ratio_to_veth"] == 1.0
     assert r["references"]["linux-bridge"]["ratio_to_veth"] == pytest.approx(14 / 16)
-    p = perf._path(r, "vpc-route", "pod-pod-same-vswitch")
+    p = perf_report._path(r, "vpc-route", "pod-pod-same-vswitch")
     assert p["ratio_to_veth"] == pytest.approx(8.05 / 16)
-    assert perf._path(r, "vxlan", "ecs-pod")["ratio_to_veth"] is None
+    assert perf_report._path(r, "vxlan", "ecs-pod")["ratio_to_veth"] is None
 
 
 def test_targets_judge_half_a_veth_vpc_route_against_vxlan_and_packet_ins():
@@ -247,32 +248,32 @@ def test_report_is_json_and_the_table_has_a_row_per_reference_and_measured_path(
     r = fake_report()
     again = json.loads(json.dumps(r))
     assert again["format"] == 1 and set(again["modes"]) == {"vxlan", "vpc-route"}
-    rows = perf.rows(r)
+    rows = perf_report.rows(r)
     assert [row[:2] for row in rows[:2]] == [["raw veth pair", "reference"], ["Linux bridge", "reference"]]
     assert len(rows) == 2 + 4 * 2
-    assert all(len(row) == len(perf.COLUMNS) for row in rows)
+    assert all(len(row) == len(perf_report.COLUMNS) for row in rows)
     same = next(row for row in rows if row[:2] == ["pod to pod, same node", "vpc-route"])
     assert same[2] == "10.00" and same[3] == "0.62" and same[8] == "2.00 / 1.05" and same[9] == "1.50 / 1.20"
     spread = next(row for row in rows if row[:2] == ["pod to pod, across nodes, one vSwitch", "vpc-route"])
     assert spread[2] == "8.05 (8.00-8.10)"
     skipped = next(row for row in rows if row[:2] == ["ECS to pod", "vxlan"])
     assert skipped[2] == "n/a: overlay"
-    assert perf.failures(r) == []
+    assert perf_report.failures(r) == []
     r["modes"]["vpc-route"]["paths"][0].update(errors=["TCP run 1, attempt 1: iperf3: busy"], complete=True)
-    assert perf.failures(r) == []                   # the retry measured it
+    assert perf_report.failures(r) == []                   # the retry measured it
     r["modes"]["vpc-route"]["paths"][0].update(errors=["TCP run 1, attempt 2: iperf3: boom"], complete=False)
-    assert perf.failures(r) == ["vpc-route pod to pod, same node: TCP run 1, attempt 2: iperf3: boom"]
-    assert any("target NOT met: vxlan: zero packet-ins" in line for line in perf.summary_lines(r))
+    assert perf_report.failures(r) == ["vpc-route pod to pod, same node: TCP run 1, attempt 2: iperf3: boom"]
+    assert any("target NOT met: vxlan: zero packet-ins" in line for line in perf_report.summary_lines(r))
     from rich.console import Console
     console = Console(record=True, width=200)
-    console.print(perf.table(r))
+    console.print(perf_report.table(r))
     assert "raw veth pair" in console.export_text()
 
 
 def test_chart_is_a_png(tmp_path):
     pytest.importorskip("matplotlib")
     out = tmp_path / "perf.png"
-    perf.chart(fake_report(), str(out))
+    perf_report.chart(fake_report(), str(out))
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -280,7 +281,7 @@ def test_references_are_merged_before_and_after():
     before = {"veth": {"title": "raw veth pair", "tcp": {"gbps": perf.stat([18.0, 17.0])}, "udp": None,
                        "ping_ms": None, "connect_ms": None}}
     after = {"veth": {"title": "raw veth pair", "tcp": {"gbps": perf.stat([14.0])}, "udp": None}}
-    m = perf.merge_references(before, after)["veth"]
+    m = perf_report.merge_references(before, after)["veth"]
     assert (m["tcp"]["gbps"]["median"], m["tcp"]["gbps"]["min"], m["tcp"]["gbps"]["n"]) == (17.0, 14.0, 3)
 
 

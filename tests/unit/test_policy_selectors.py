@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from controller.policy import PolicyTables, peer_selects, policy_flows, policy_selects, policy_types, selector_matches
 from controller.services import serving
 from kubevpc.k8s import LabelSelector, LabelSelectorRequirement, NetworkPolicyPeer
-from kubevpc.netpol import _peer_matches, evaluate, selects
+from kubevpc.evaluator.netpol import _peer_matches, evaluate, selects
 from kubevpc.plan import EndpointPlan, ServicePlan
 from tests.unit.fakeoftable import FakeOFTable
 from tests.unit.test_netpol import NODES, Ep, policy

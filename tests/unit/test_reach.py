@@ -1,4 +1,4 @@
-"""The reachability evaluator (kubevpc.reach): the default scenario's own `expect:` list, and
+"""The reachability evaluator (kubevpc.evaluator.reach): the default scenario's own `expect:` list, and
 truth tables for security groups and the pod network modes written from the specification.
 
 Fixture tests/unit/data/reach.yaml names each instance after the rule it exercises."""
@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from kubevpc.evaluator.reach import reach
+from kubevpc.evaluator.verdict import Verdict
 from kubevpc.load import load
 from kubevpc.plan import Plan, make_plan, resolve_endpoint
-from kubevpc.reach import Verdict, reach
 
 DATA = Path(__file__).parent / "data"
 REPO = Path(__file__).resolve().parents[2]

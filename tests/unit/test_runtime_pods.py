@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from kubevpc.errors import KubevpcError, ScenarioError
-from kubevpc.lab import _pods_changed
+from kubevpc.lab.changes import pods_changed
 from kubevpc.load import load
 from kubevpc.plan import Plan, make_plan
 
@@ -54,7 +54,7 @@ def test_scaling_up_keeps_what_runs_and_gives_newcomers_only_free_addresses_port
                           "web-3": ("node-1", "10.244.0.5", 1003, "kvrtp6")}   # client-1 and DNS hold .3, .4
     for h in running.hosts:
         assert plan.host(h.key) == h, h.key
-    assert _pods_changed(running, plan) == ([plan.host("pod/default/web-2"), plan.host("pod/default/web-3")], [])
+    assert pods_changed(running, plan) == ([plan.host("pod/default/web-2"), plan.host("pod/default/web-3")], [])
     # the node bridge gets the new ports, nothing else moves
     node3 = {p.name: p.ofport for p in plan.bridge("kvrt-n2").ports}
     assert node3["kvrtp5"] == 1001 and node3["kvrtp3"] == 1000
@@ -68,7 +68,7 @@ def test_a_removed_pods_address_is_not_handed_out_in_the_same_change_but_is_in_t
     swapped = make_plan(scenario(tmp_path, "vxlan", 1, extra), RUN, previous=running)
     late = swapped.host("pod/default/late")
     assert (late.ip, late.ofport) == ("10.244.1.3", 1001)
-    added, removed = _pods_changed(running, swapped)
+    added, removed = pods_changed(running, swapped)
     assert [h.key for h in added] == ["pod/default/late"] and [h.key for h in removed] == ["pod/default/web-1"]
     # one change later web-1's address is free again
     again = make_plan(scenario(tmp_path, "vxlan", 2, extra), RUN, previous=swapped)
@@ -90,7 +90,7 @@ def test_eni_the_slb_keeps_its_vip_when_a_new_pod_would_have_taken_it(tmp_path):
     for h in running.hosts:
         assert plan.host(h.key) == h, h.key
     assert (plan.host("pod/default/web-2").ip, plan.host("pod/default/web-3").ip) == ("192.168.2.4", "192.168.1.9")
-    assert [h.key for h in _pods_changed(running, plan)[0]] == ["pod/default/web-2", "pod/default/web-3"]
+    assert [h.key for h in pods_changed(running, plan)[0]] == ["pod/default/web-2", "pod/default/web-3"]
 
 
 def test_what_a_running_pod_cannot_change_is_refused_with_its_name(tmp_path):
@@ -102,13 +102,13 @@ def test_what_a_running_pod_cannot_change_is_refused_with_its_name(tmp_path):
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     changed = make_plan(load(str(path), mode="vpc-route"), RUN, previous=running)
     with pytest.raises(KubevpcError, match=r"pod/default/client-1 would change its ports \(.*7000.*\) -> \(.*7001"):
-        _pods_changed(running, changed)
+        pods_changed(running, changed)
     client["spec"]["containers"][0]["ports"] = [{"containerPort": 7000}]
     client["spec"]["nodeName"] = "node-2"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     moved = make_plan(load(str(path), mode="vpc-route"), RUN, previous=running)
     with pytest.raises(KubevpcError, match="pod/default/client-1 would change its node \\(node-1 -> node-2\\)"):
-        _pods_changed(running, moved)
+        pods_changed(running, moved)
 
 
 def test_a_new_slb_cannot_come_while_running(tmp_path):
@@ -118,7 +118,7 @@ def test_a_new_slb_cannot_come_while_running(tmp_path):
         "spec": {"type": "LoadBalancer", "selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": 8080}]}}
     plan = make_plan(scenario(tmp_path, "vxlan", 2, [lb]), RUN, previous=running)
     with pytest.raises(KubevpcError, match=r"adds or removes SLBs or node uplinks \(slb/default/late-lb\)"):
-        _pods_changed(running, plan)
+        pods_changed(running, plan)
 
 
 def test_too_many_replicas_is_an_error_naming_file_path_and_node(tmp_path):

@@ -12,7 +12,7 @@ import time
 
 from controller.__main__ import UnixStream, remove_stale_socket
 from controller.app import _previous_plan_version, hung_up, peer
-from kubevpc.cli import status_lines
+from kubevpc.cli.observe import status_lines
 from kubevpc.ledger import Ledger
 from topologies.build import Network, unix_listening
 from topologies.supervisor import MAX_DEATHS, ControllerSupervisor, ending

@@ -1,6 +1,6 @@
-"""`kubevpc trace` (kubevpc/trace.py) without a network: the parser of `ovs-appctl ofproto/trace`
-output (tables and flows matched, datapath actions, the flow a recirculation resumes with) and of
-`dpif/show`, on text captured from a live run of tests/e2e/data/internet.yaml in vxlan mode (run
+"""`kubevpc trace` (kubevpc/observe/trace.py and ovstrace.py) without a network: the parser of
+`ovs-appctl ofproto/trace` output (tables and flows matched, datapath actions, the flow a
+recirculation resumes with) and of `dpif/show`, on text captured from a live run of tests/e2e/data/internet.yaml in vxlan mode (run
 kvin: tests/unit/data/trace); the conntrack state each continuation pass is traced in; the
 Tracer following a packet from pass to pass, bridge to bridge, bucket to bucket and through VXLAN,
 with ovs-appctl and ovs-ofctl replaced by scripts that answer with captured or hand-written
@@ -13,11 +13,13 @@ from types import SimpleNamespace
 
 import pytest
 
-from kubevpc import trace as trace_mod
 from kubevpc.errors import KubevpcError
-from kubevpc.trace import (MAX_CALLS, MAX_LEAVES, REJECT_PORT, Branch, Hit, Trace, Tracer, _bucket_words, _ct_record,
-                           _ct_state, _destination_ip, _dpif_ports, _group, _group_buckets, _port_name, _resume,
-                           _table_name, compare, fields, flow_text, parse, split_actions)
+from kubevpc.observe import ovstrace
+from kubevpc.observe import trace as trace_mod
+from kubevpc.observe.ovstrace import (Hit, bucket_words, ct_record, ct_state_after, dpif_ports, fields, flow_text,
+                                      group_action, group_buckets, parse, resume_at, split_actions)
+from kubevpc.observe.trace import (MAX_CALLS, MAX_LEAVES, REJECT_PORT, Branch, Trace, Tracer, _destination_ip,
+                                   _port_name, _table_name, compare)
 
 from . import plans
 from .plans import INTERNET, SERVICES
@@ -119,7 +121,7 @@ def test_fields_and_flow_text():
 
 
 def test_dpif_show_port_map():
-    ports = _dpif_ports(lambda *args: DPIF if args == ("dpif/show",) else pytest.fail(f"asked {args}"))
+    ports = dpif_ports(lambda *args: DPIF if args == ("dpif/show",) else pytest.fail(f"asked {args}"))
     assert sorted(ports) == list(range(1, 28))          # every datapath port once; patch ports (none) left out
     assert ports[22] == ("kvin-n0", 1001, "kvinp2")
     assert ports[19] == ("kvin-n0", 2, "kvinnu0.0")
@@ -137,11 +139,11 @@ def test_dpif_show_port_map():
 
 # ----------------------------------------------------------------------------------- conntrack
 def test_ct_records():
-    assert _ct_record("ct(zone=27874,nat)") == (27874, "", False)
-    assert _ct_record("ct(commit,zone=27874)") == (27874, "", True)
-    assert _ct_record("ct(commit,zone=60642,nat(src=192.168.1.1:61000-65535))") == (60642, "src", True)
-    assert _ct_record("ct(commit,zone=5,nat(dst=10.244.0.2:8080))") == (5, "dst", True)
-    assert _ct_record("ct(nat)") == (0, "", False)
+    assert ct_record("ct(zone=27874,nat)") == (27874, "", False)
+    assert ct_record("ct(commit,zone=27874)") == (27874, "", True)
+    assert ct_record("ct(commit,zone=60642,nat(src=192.168.1.1:61000-65535))") == (60642, "src", True)
+    assert ct_record("ct(commit,zone=5,nat(dst=10.244.0.2:8080))") == (5, "dst", True)
+    assert ct_record("ct(nat)") == (0, "", False)
 
 
 @pytest.mark.parametrize("action,history,state", [
@@ -164,19 +166,19 @@ def test_ct_records():
     ("", [], "new|trk"),
 ])
 def test_ct_state_of_a_continuation(action, history, state):
-    assert _ct_state(action, history) == state
+    assert ct_state_after(action, history) == state
 
 
 def test_resume_table_and_groups():
-    assert _resume(parse(FIRST)) == ("kvin-n0", 21)
-    assert _resume(parse(RESUMED)) == ("kvin-n0", 35)              # table 29's ct(commit) names no table
-    assert _resume(parse(THIRD_PASS)) is None
+    assert resume_at(parse(FIRST)) == ("kvin-n0", 21)
+    assert resume_at(parse(RESUMED)) == ("kvin-n0", 35)              # table 29's ct(commit) names no table
+    assert resume_at(parse(THIRD_PASS)) is None
     with pytest.raises(KubevpcError, match="without a group action"):
-        _group(parse(FIRST))
+        group_action(parse(FIRST))
     p = parse(ovs("tcp,in_port=1001", [("kvin-n1", [(21, "ip", 10, 1, ["ct(commit,zone=1)"])]),
                                        ("kvin-n0", [(21, "ip", 10, 2, ["group:179111"]), (22, "", 0, 3, ["drop"])])],
                   "tcp", "hash(l4(0)),recirc(0x5)"))
-    assert _group(p) == ("kvin-n0", 179111)
+    assert group_action(p) == ("kvin-n0", 179111)
 
 
 # the Service default/web-inet's group on node-1 as `ovs-ofctl -O OpenFlow13 dump-groups` prints it
@@ -193,13 +195,13 @@ def test_group_buckets_from_dump_groups():
     def ofctl(args):
         asked.append(args)
         return DUMP_GROUPS
-    buckets = _group_buckets(ofctl, "kvin-n0", 179111)
+    buckets = group_buckets(ofctl, "kvin-n0", 179111)
     assert asked == [["-O", "OpenFlow13", "dump-groups", "kvin-n0", "group_id=179111"]]
     assert buckets == BUCKETS
-    assert [_bucket_words(b) for b in buckets] == ["endpoint 10.244.0.2:8080", "endpoint 10.244.1.2:8080"]
-    assert _bucket_words("output:3") == "bucket output:3"
-    assert _group_buckets(lambda a: DUMP_GROUPS, "kvin-n0", 17) == []              # group_id=17 is not 179111
-    assert _group_buckets(lambda a: " group_id=4,type=select\n", "kvin-n0", 4) == []
+    assert [bucket_words(b) for b in buckets] == ["endpoint 10.244.0.2:8080", "endpoint 10.244.1.2:8080"]
+    assert bucket_words("output:3") == "bucket output:3"
+    assert group_buckets(lambda a: DUMP_GROUPS, "kvin-n0", 17) == []              # group_id=17 is not 179111
+    assert group_buckets(lambda a: " group_id=4,type=select\n", "kvin-n0", 4) == []
 
 
 def test_port_and_table_names():
@@ -377,7 +379,7 @@ def test_a_connection_to_the_internet_pass_by_pass_and_bridge_by_bridge():
 
 
 def test_the_module_trace_puts_the_evaluator_beside_it(monkeypatch):
-    monkeypatch.setattr(trace_mod, "_appctl", Script(*to_the_internet()))
+    monkeypatch.setattr(ovstrace, "appctl", Script(*to_the_internet()))
     t = trace_mod.trace(plan_of(), "pod/default/client", "inet/server", 80)
     assert t.expected.allowed is True and t.expected.seen_source == "198.19.0.1"
     assert t.disagreement == ""
@@ -387,7 +389,7 @@ def test_the_module_trace_puts_the_evaluator_beside_it(monkeypatch):
 
 def test_the_module_trace_flags_a_disagreement(monkeypatch):
     """A network that forgot the NAT gateway's SNAT: the server would see the node's address."""
-    monkeypatch.setattr(trace_mod, "_appctl", Script(*to_the_internet(snat=False)))
+    monkeypatch.setattr(ovstrace, "appctl", Script(*to_the_internet(snat=False)))
     t = trace_mod.trace(plan_of(), "pod/default/client", "inet/server", 80)
     assert t.outcome == "delivered" and t.seen_source == "192.168.1.1"
     assert t.disagreement == "the evaluator expects the server to see 198.19.0.1, the trace delivers from 192.168.1.1"
@@ -488,8 +490,8 @@ def test_a_service_is_followed_through_every_bucket_and_across_vxlan():
 
 
 def test_a_bucket_that_drops_is_a_disagreement(monkeypatch):
-    monkeypatch.setattr(trace_mod, "_appctl", Script(*via_the_service(first_bucket_drops=True)))
-    monkeypatch.setattr(trace_mod, "_ofctl", lambda args: DUMP_GROUPS)
+    monkeypatch.setattr(ovstrace, "appctl", Script(*via_the_service(first_bucket_drops=True)))
+    monkeypatch.setattr(ovstrace, "ofctl", lambda args: DUMP_GROUPS)
     t = trace_mod.trace(plan_of(), "pod/default/client", "svc/default/web-inet", 80)
     assert [x.outcome for x in t.leaves()] == ["dropped", "delivered"]
     assert t.expected.allowed is True
@@ -745,18 +747,18 @@ def to_node2_port(port: int) -> list:
 
 
 def test_delivered_to_an_instance_at_the_reject_port_is_refused(monkeypatch):
-    monkeypatch.setattr(trace_mod, "_appctl", Script(*to_node2_port(REJECT_PORT)))
+    monkeypatch.setattr(ovstrace, "appctl", Script(*to_node2_port(REJECT_PORT)))
     t = trace_mod.trace(plan_of(), "pod/default/client", "node/node-2", REJECT_PORT)
     assert t.outcome == "refused" and t.delivered_to == "ecs/node-2" and t.delivered_at == "192.168.1.2:1"
     assert t.reason.endswith("(port 1, where nothing listens: the node refuses it, as kube-proxy does for a Service "
                              "without endpoints)")
-    monkeypatch.setattr(trace_mod, "_appctl", Script(*to_node2_port(22)))
+    monkeypatch.setattr(ovstrace, "appctl", Script(*to_node2_port(22)))
     t = trace_mod.trace(plan_of(), "pod/default/client", "node/node-2", 22)
     assert t.outcome == "delivered" and t.seen_source == "192.168.1.1"
 
 
 def test_a_direct_connection_to_port_1_agrees_with_the_evaluator(monkeypatch):
-    monkeypatch.setattr(trace_mod, "_appctl", Script(*to_node2_port(REJECT_PORT)))
+    monkeypatch.setattr(ovstrace, "appctl", Script(*to_node2_port(REJECT_PORT)))
     t = trace_mod.trace(plan_of(), "pod/default/client", "node/node-2", REJECT_PORT)
     assert any(s.stage == "destination" and s.passes is False for s in t.expected.steps)
     assert t.disagreement == ""

@@ -1,8 +1,8 @@
 """`kubevpc explain`: the evaluator's verdict for one connection, as the chain it followed.
 
 Nothing is built and nothing touches the machine: the chain comes from the plan, through the
-evaluators (kubevpc.reach for the VPC and the cluster, kubevpc.northsouth for the internet,
-kubevpc.netpol for NetworkPolicy), which are written independently of the flow compiler. A
+evaluators (reach.py and vpc.py for the VPC and the cluster, northsouth.py for the internet,
+netpol.py for NetworkPolicy), which are written independently of the flow compiler. A
 destination may be an endpoint (pod/, ecs/, node/, inet/), a Service's ClusterIP (svc/), an
 intranet SLB (slb/<namespace>/<name>), an EIP (eip/<name>, or a public address), a node's
 NodePort (node/<name> and the NodePort), or an address any of these hold. Where a connection
@@ -14,11 +14,12 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import asdict, dataclass
 
-from .errors import KubevpcError
+from ..errors import KubevpcError
+from ..plan import HostPlan, Plan, ServicePlan, SlbPlan, resolve_endpoint
 from .northsouth import inbound, to_instance
-from .plan import HostPlan, Plan, ServicePlan, SlbPlan, resolve_endpoint
-from .reach import (Step, Verdict, Wire, _attachment, _vpc_of, egress, reach, route_step, security_groups,
-                    service_targets, with_policy)
+from .reach import reach, service_targets, with_policy
+from .verdict import Step, Verdict, Wire
+from .vpc import attachment_of, egress, route_step, security_groups, vpc_of
 
 
 @dataclass(frozen=True)
@@ -211,10 +212,10 @@ def _slb(plan: Plan, src: HostPlan, client_ip: str, slb: SlbPlan, dest: str, por
         return Explanation(src.key, dest, port, proto, False, reason, "", head + (Step("SLB", reason, False),))
     if not from_edge:
         vpc = plan.vswitch(slb.vswitch).vpc
-        if src.kind == "internet" or _vpc_of(plan, src) != vpc:
+        if src.kind == "internet" or vpc_of(plan, src) != vpc:
             reason = f"the SLB's VIP {slb.vip} is in VPC {vpc}, which {src.key} cannot reach"
             return Explanation(src.key, dest, port, proto, False, reason, "", head + (Step("VPC", reason, False),))
-        att = _attachment(plan, src.ip)
+        att = attachment_of(plan, src.ip)
         if att is not None:
             out = egress(plan, Wire(src.ip, slb.vip, proto, port), att)
             head += out.steps
@@ -254,8 +255,8 @@ def _leg(plan: Plan, src: HostPlan, client_ip: str, dst: HostPlan, port: int, pr
          head: tuple[Step, ...]) -> Explanation:
     """A packet with the client's address `client_ip` from the VPC's side to a host: its route,
     the host's security groups, NetworkPolicy (the client is the source, as the pod sees it)."""
-    steps = (route_step(plan, _vpc_of(plan, dst), client_ip, dst.ip),)
-    v = security_groups(plan, Wire(client_ip, dst.ip, proto, port), None, _attachment(plan, dst.ip))
+    steps = (route_step(plan, vpc_of(plan, dst), client_ip, dst.ip),)
+    v = security_groups(plan, Wire(client_ip, dst.ip, proto, port), None, attachment_of(plan, dst.ip))
     v = Verdict(v.allowed, v.reason, client_ip if v.allowed else "", steps + v.steps)
     return _final(src, f"{dst.key}:{port}", port, proto, head, with_policy(plan, v, src, dst, port, proto), dst)
 
@@ -267,12 +268,12 @@ def _nodeport(plan: Plan, src: HostPlan, client_ip: str, node_host: HostPlan, sv
     (the client's own egress was met on the way to the SLB)."""
     p = svc.ports[index]
     if src.kind != "internet" and node_host.key != src.key:
-        steps = (route_step(plan, _vpc_of(plan, node_host), client_ip, node_host.ip),)
-        src_att = _attachment(plan, client_ip) if client_ip == src.ip and not via_slb else None
-        v = security_groups(plan, Wire(client_ip, node_host.ip, proto, port), src_att, _attachment(plan, node_host.ip))
+        steps = (route_step(plan, vpc_of(plan, node_host), client_ip, node_host.ip),)
+        src_att = attachment_of(plan, client_ip) if client_ip == src.ip and not via_slb else None
+        v = security_groups(plan, Wire(client_ip, node_host.ip, proto, port), src_att, attachment_of(plan, node_host.ip))
     else:
         steps = ()
-        v = security_groups(plan, Wire(client_ip, node_host.ip, proto, port), None, _attachment(plan, node_host.ip))
+        v = security_groups(plan, Wire(client_ip, node_host.ip, proto, port), None, attachment_of(plan, node_host.ip))
     head += steps + v.steps
     if not v.allowed:
         return Explanation(src.key, dest, port, proto, False, v.reason, "", head)

@@ -30,11 +30,12 @@ import time
 from dataclasses import dataclass
 from typing import Iterator
 
+from controller.compile import compile_plan
 from controller.flows import FEATURES, FLOWLOG_TABLES
 from controller.pipeline import FLOWLOG_OUT
 
-from .errors import KubevpcError
-from .plan import Attachment, Plan
+from ..errors import KubevpcError
+from ..plan import Attachment, Plan
 
 FLOW = re.compile(r"cookie=(0x[0-9a-f]+).*?table=(\d+), n_packets=(\d+), n_bytes=(\d+)")
 
@@ -87,7 +88,6 @@ def rule_counters(plan: Plan, compiled: dict, dumps: dict[str, str]) -> list[Cou
 
 
 def read_counters(plan: Plan, health: dict | None = None) -> list[Counter]:
-    from controller.compile import compile_plan
     compiled = compile_plan(plan, health)
     return rule_counters(plan, compiled, {b.name: dump_flows(b.name) for b in plan.bridges
                                           if b.role in ("vswitch", "node")})

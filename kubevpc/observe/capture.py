@@ -25,8 +25,8 @@ import time
 from dataclasses import dataclass
 from typing import BinaryIO, Callable
 
-from .errors import KubevpcError
-from .plan import Plan, resolve_endpoint
+from ..errors import KubevpcError
+from ..plan import Plan, resolve_endpoint
 
 ETH_P_ALL = 0x0003
 SO_ATTACH_FILTER = 26

@@ -17,8 +17,8 @@ import shutil
 import subprocess
 from dataclasses import asdict, dataclass, field
 
-from .errors import KubevpcError
-from .plan import Plan
+from ..errors import KubevpcError
+from ..plan import Plan
 
 FORMATS = ("mermaid", "dot", "drawio", "json", "png", "svg")
 
@@ -63,9 +63,19 @@ def _id(text: str) -> str:
 
 
 def build(plan: Plan, matrix=None) -> Graph:
-    """The graph of a plan; `matrix` (kubevpc.matrix.Matrix) adds its connecting cells as edges."""
+    """The graph of a plan; `matrix` (kubevpc.evaluator.matrix.Matrix) adds its connecting cells as edges."""
     g = Graph(f"scenario {plan.scenario}, mode {plan.cluster.mode if plan.cluster else '-'}")
-    vsw_vpc = {v.name: v.vpc for v in plan.vswitches}
+    for part in (_vpcs, _instances, _pods, _services, _slbs, _nat, _internet):
+        part(g, plan)
+    if matrix is not None:
+        _reach(g, matrix)
+    known = {n.id for n in g.nodes}
+    g.edges = [e for e in g.edges if e.src in known and e.dst in known]
+    return g
+
+
+def _vpcs(g: Graph, plan: Plan) -> None:
+    """Each VPC with its vRouter and route table, and its vSwitches."""
     for vpc in plan.vpcs:
         vid = _id("vpc/" + vpc.name)
         g.add(Node(vid, "vpc", f"VPC {vpc.name} {vpc.cidr}"))
@@ -80,6 +90,11 @@ def build(plan: Plan, matrix=None) -> Graph:
         sid = _id("vsw/" + v.name)
         g.add(Node(sid, "vswitch", f"vSwitch {v.name}\n{v.zone} {v.cidr}", _id("vpc/" + v.vpc)))
         g.link(Edge(sid, _id("vrouter/" + v.vpc), "link"))
+
+
+def _instances(g: Graph, plan: Plan) -> None:
+    """ECS instances and nodes, on their vSwitches (a node's other uplinks too)."""
+    vsw_vpc = {v.name: v.vpc for v in plan.vswitches}
     nodes = {n.ecs: n for n in plan.nodes}
     for h in plan.instances:
         kind = "node" if h.key in nodes else "ecs"
@@ -91,11 +106,17 @@ def build(plan: Plan, matrix=None) -> Graph:
             for u in nodes[h.key].uplinks:
                 if u.vswitch != h.vswitch:
                     g.link(Edge(_id(h.key), _id("vsw/" + u.vswitch), "attached", "ENI"))
+
+
+def _pods(g: Graph, plan: Plan) -> None:
     for h in plan.pods:
         node = plan.node(h.node)
         g.add(Node(_id(h.key), "pod", f"pod {h.namespace}/{h.name}\n{h.ip}", _id(node.ecs)))
         if h.vswitch and plan.cluster and plan.cluster.mode == "eni":
             g.link(Edge(_id(h.key), _id("vsw/" + h.vswitch), "attached", "ENI"))
+
+
+def _services(g: Graph, plan: Plan) -> None:
     for s in plan.services:
         if not s.cluster_ip and not s.external_name:
             label = f"Service {s.key}\nheadless"
@@ -104,6 +125,10 @@ def build(plan: Plan, matrix=None) -> Graph:
         g.add(Node(_id("svc/" + s.key), "service", label))
         for e in s.endpoints:
             g.link(Edge(_id("svc/" + s.key), _id(e.pod), "endpoint", "" if e.ready else "not ready"))
+
+
+def _slbs(g: Graph, plan: Plan) -> None:
+    vsw_vpc = {v.name: v.vpc for v in plan.vswitches}
     for slb in plan.slbs:
         sid = _id(slb.host)
         public = f"\npublic {slb.public_ip}" if slb.public_ip else ""
@@ -113,6 +138,10 @@ def build(plan: Plan, matrix=None) -> Graph:
             for b in li.backends:
                 target = b.id if b.id.startswith("pod/") else f"ecs/{b.id}"
                 g.link(Edge(sid, _id(target), "backend", f"{li.port}/{li.protocol} → :{b.port}"))
+
+
+def _nat(g: Graph, plan: Plan) -> None:
+    """NAT gateways with their SNAT entries, and the EIPs not bound to a gateway."""
     for gw in plan.nat_gateways:
         nid = _id("natgw/" + gw.name)
         g.add(Node(nid, "natgw", f"NAT gateway {gw.name}\n{', '.join(gw.public_ips)}", _id("vpc/" + gw.vpc)))
@@ -127,6 +156,9 @@ def build(plan: Plan, matrix=None) -> Graph:
             g.link(Edge(eid, _id(f"ecs/{e.target}"), "bound", "1:1 NAT"))
         elif e.bound == "slb":
             g.link(Edge(eid, _id(f"slb/{e.target}"), "bound"))
+
+
+def _internet(g: Graph, plan: Plan) -> None:
     if plan.internet is not None:
         iid = _id("internet")
         g.add(Node(iid, "internet", f"the internet {plan.internet.cidr}"))
@@ -135,15 +167,15 @@ def build(plan: Plan, matrix=None) -> Graph:
         for vpc in plan.vpcs:
             if plan.edge(vpc.name):
                 g.link(Edge(_id("vrouter/" + vpc.name), iid, "edge", "edge (EIP, SNAT)"))
-    if matrix is not None:
-        for c in matrix.cells:
-            verdict = c.expected if c.observed is None else c.observed
-            if c.source != c.dest and verdict is not False:
-                g.link(Edge(_id(_ref(c.source)), _id(_ref(c.dest)), "reach",
-                            f"{c.port}/{c.protocol}" + (" ?" if verdict is None else "")))
-    known = {n.id for n in g.nodes}
-    g.edges = [e for e in g.edges if e.src in known and e.dst in known]
-    return g
+
+
+def _reach(g: Graph, matrix) -> None:
+    """An edge a connecting cell of the matrix, marked where it depends on the endpoint."""
+    for c in matrix.cells:
+        verdict = c.expected if c.observed is None else c.observed
+        if c.source != c.dest and verdict is not False:
+            g.link(Edge(_id(_ref(c.source)), _id(_ref(c.dest)), "reach",
+                        f"{c.port}/{c.protocol}" + (" ?" if verdict is None else "")))
 
 
 def _ref(ref: str) -> str:

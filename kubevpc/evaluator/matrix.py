@@ -1,29 +1,32 @@
 """The reachability matrix: what should connect between every pair of chosen endpoints and
-ports, from the scenario's meaning (kubevpc.reach and kubevpc.netpol, written independently of the
-flow compiler), next to what does, probed on the real network, all pairs in parallel.
+ports, from the scenario's meaning (kubevpc.evaluator, written independently of the flow
+compiler), next to what does, probed on the real network, all pairs in parallel (Lab.matrix
+probes; this module chooses the endpoints, expects and prints).
 
 Printed in the style of the upstream Kubernetes NetworkPolicy tests (test/e2e/network/netpol):
 one grid per port and protocol, sources in rows, destinations in columns, `.` connects, `X` does
 not; a cell where the network disagrees with the expectation is marked.
 
     with Lab("tests/e2e/data/netpol.yaml") as lab:
-        m = matrix(lab, ["pods"], [(80, "tcp"), (81, "udp")])
+        m = lab.matrix(["pods"], [(80, "tcp"), (81, "udp")])
         print(m.text())
         assert not m.differences
 """
 from __future__ import annotations
 
+import csv
 import fnmatch
-import time
+import io
+import json
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Iterable
+from typing import Iterable
 
-from .errors import KubevpcError
-from .plan import HostPlan, Plan, ServicePlan, resolve_endpoint
-from .reach import Verdict, reach, service_targets
+from rich.table import Table
 
-if TYPE_CHECKING:
-    from .lab import Lab
+from ..errors import KubevpcError
+from ..plan import HostPlan, Plan, ServicePlan, resolve_endpoint
+from .reach import reach, service_targets
+from .verdict import Verdict
 
 CONNECTS, BLOCKED, MIXED = ".", "X", "~"
 GROUPS = ("pods", "ecs", "nodes", "services")
@@ -227,29 +230,10 @@ def expected_matrix(plan: Plan, sources: list[str], dests: list[str], ports: lis
     return Matrix(sources, dests, ports, cells, plan.cluster.mode if plan.cluster else "")
 
 
-def matrix(lab: "Lab", sources: Iterable[str] = ("pods",), ports: Iterable[tuple[int, str]] = ((80, "tcp"),),
-           dests: Iterable[str] | None = None, timeout: float = 1.0) -> Matrix:
-    """Expected and observed reachability between the chosen endpoints, probed in parallel.
-    A cell to oneself is probed too (a pod reaches itself whatever the policies)."""
-    from .lab import Probe
-    src_refs = select(lab.plan, sources)
-    dst_refs = select(lab.plan, dests) if dests is not None else src_refs
-    m = expected_matrix(lab.plan, src_refs, dst_refs, list(ports))
-    t0 = time.monotonic()
-    results = lab.probe([Probe(c.source, c.dest, c.port, c.protocol) for c in m.cells], timeout=timeout)
-    m.probe_s = time.monotonic() - t0
-    down = {d: lab.down_reason(d) for d in dst_refs}        # a refusal from a server that does not run says so
-    m.cells = [Cell(c.source, c.dest, c.port, c.protocol, c.expected,
-                    f"{c.reason}; but {down[c.dest]}" if down[c.dest] and not r.ok else c.reason,
-                    r.ok, r.outcome, r.elapsed_ms) for c, r in zip(m.cells, results)]
-    return m
-
-
 # ----------------------------------------------------------------------------------------- output
 def tables(m: Matrix) -> list:
     """rich renderables: one grid per port and protocol (observed symbols, a differing cell in red
     with the expected one beside it), then every differing cell with the evaluator's reason."""
-    from rich.table import Table
     out: list = []
     for port, protocol in m.ports:
         t = Table(title=f"{port}/{protocol}: rows connect to columns ({CONNECTS} connects, {BLOCKED} does not, "
@@ -290,11 +274,8 @@ def render(m: Matrix, fmt: str) -> str:
     """The matrix as text: json (as_dict), csv (a row a cell), md (a Markdown grid a port) or dot
     (Graphviz: an edge a connecting cell, dashed where it depends on the endpoint)."""
     if fmt == "json":
-        import json
         return json.dumps(m.as_dict(), indent=1)
     if fmt == "csv":
-        import csv
-        import io
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
         w.writerow(["source", "destination", "port", "protocol", "expected", "observed", "reason"])

@@ -20,112 +20,29 @@ cannot do alone, this module does between its calls:
 
 Each hop lists the tables taken and the flows matched, with the notes the compiler gave them
 (`controller/compile.py`; the cookies say which flow is which), and the decisions in words. The
-evaluator's verdict (kubevpc.explain) is given beside the trace, and a disagreement is flagged.
+evaluator's verdict (kubevpc.evaluator.explain) is given beside the trace, and a disagreement is
+flagged. What Open vSwitch prints, and how it is asked, is in kubevpc.observe.ovstrace.
 """
 from __future__ import annotations
 
 import ipaddress
 import re
-import subprocess
 from dataclasses import dataclass, field
 
+from controller.compile import compile_plan
 from controller.flows import FEATURES
+from controller.pipeline import PIPELINES
 
-from .errors import KubevpcError
-from .plan import HostPlan, Plan, resolve_endpoint
+from ..errors import KubevpcError
+from ..evaluator.explain import explain
+from ..plan import HostPlan, Plan, resolve_endpoint
+from . import ovstrace
+from .ovstrace import (Hit, Pass, bucket_words, ct_record, ct_state_after, dpif_ports, fields, flow_text, group_action,
+                       group_buckets, parse, resume_at, split_actions)
 
 MAX_CALLS = 240           # ofproto/trace calls for one trace, branches included (about 10 ms each)
 MAX_LEAVES = 16           # branches followed through select groups
 VXLAN_SOURCE_PORT = 49152 # the outer UDP source port (the kernel hashes the inner flow; any will do)
-
-
-# ------------------------------------------------------------------------- ofproto/trace output
-@dataclass
-class Hit:
-    """One flow matched in one table of one bridge."""
-
-    bridge: str
-    table: int
-    priority: int
-    cookie: int
-    match: str
-    actions: list[str] = field(default_factory=list)
-
-
-@dataclass
-class Pass:
-    """The first datapath pass of an ofproto/trace call, up to its first recirculation."""
-
-    flow: str
-    hits: list[Hit]
-    final_flow: str
-    datapath_actions: str
-    resumed_flow: str = ""       # the "Flow:" of the recirculation after it (NAT simulated), if any
-
-
-HIT = re.compile(r"^\s*(\d+)\. (?:(.*), )?priority (\d+)(?:, cookie (0x[0-9a-f]+))?\s*$")
-BRIDGE = re.compile(r'^\s*bridge\("([^"]+)"\)')
-
-
-def parse(text: str) -> Pass:
-    """The first pass of ofproto/trace's text output, and the flow its next recirculation resumes with."""
-    first, _, rest = text.partition("\n" + "=" * 79 + "\nrecirc(")
-    flow = final = actions = ""
-    hits: list[Hit] = []
-    bridge = ""
-    for line in first.splitlines():
-        if line.startswith("Flow: "):
-            flow = line[6:].strip()
-        elif line.startswith("Final flow: "):
-            final = line[12:].strip()
-        elif line.startswith("Datapath actions: "):
-            actions = line[18:].strip()
-        elif m := BRIDGE.match(line):
-            bridge = m.group(1)
-        elif m := HIT.match(line):
-            hits.append(Hit(bridge, int(m.group(1)), int(m.group(3)), int(m.group(4) or "0", 16), m.group(2) or ""))
-        elif hits and line.startswith("    ") and line.strip() and not line.strip().startswith("->"):
-            hits[-1].actions.append(line.strip())
-    if final in ("", "unchanged"):
-        final = flow
-    resumed = ""
-    for line in rest.splitlines():
-        if line.startswith("Flow: "):
-            resumed = line[6:].strip()
-            break
-    return Pass(flow, hits, final, actions, resumed)
-
-
-def fields(flow: str) -> dict[str, str]:
-    """A flow's text (as ofproto/trace prints it) as key=value pairs; bare words map to ""."""
-    out: dict[str, str] = {}
-    for part in flow.split(","):
-        key, sep, value = part.partition("=")
-        out[key.strip()] = value if sep else ""
-    return out
-
-
-def flow_text(f: dict[str, str]) -> str:
-    """A flow as ofproto/trace takes it (its parser knows tp_src and tp_dst for TCP only)."""
-    proto = "udp" if "udp" in f else ""
-    names = {"tp_src": f"{proto}_src", "tp_dst": f"{proto}_dst"} if proto else {}
-    return ",".join(names.get(k, k) if v == "" else f"{names.get(k, k)}={v}" for k, v in f.items())
-
-
-def split_actions(text: str) -> list[str]:
-    """Datapath actions, split at the commas that are not inside parentheses."""
-    out, depth, cur = [], 0, ""
-    for ch in text:
-        if ch == "," and depth == 0:
-            out.append(cur)
-            cur = ""
-            continue
-        depth += ch == "("
-        depth -= ch == ")"
-        cur += ch
-    if cur:
-        out.append(cur)
-    return [a.strip() for a in out if a.strip()]
 
 
 # ----------------------------------------------------------------------------------- the result
@@ -187,14 +104,13 @@ class Tracer:
 
     def __init__(self, plan: Plan, flows: dict | None = None, appctl=None, ofctl=None):
         self.plan = plan
-        self.appctl = appctl or _appctl
-        self.ofctl = ofctl or _ofctl
-        self.ports = _dpif_ports(self.appctl)
+        self.appctl = appctl or ovstrace.appctl
+        self.ofctl = ofctl or ovstrace.ofctl
+        self.ports = dpif_ports(self.appctl)
         self.by_name = {p.name: (b, p) for b in plan.bridges for p in b.ports}
         self.hosts_by_veth = {h.veth: h for h in plan.hosts}
         self.notes: dict[tuple[str, int], tuple[str, str]] = {}      # (bridge, cookie) -> (feature, note)
         if flows is None:
-            from controller.compile import compile_plan
             flows = compile_plan(plan)
         for name, fs in flows.items():
             for f in fs.flows:
@@ -241,19 +157,19 @@ class Tracer:
                 t.hops.append(hop)
             self._describe(hop, p)
             dp = split_actions(p.datapath_actions)
-            history += [_ct_record(a) for a in dp if a.startswith("ct(")]
+            history += [ct_record(a) for a in dp if a.startswith("ct(")]
             if not (dp and dp[-1].startswith("recirc(")):
                 self._leave(t, hop, p, dp, history, tunnel)
                 return
             if len(dp) > 1 and dp[-2].startswith("hash("):          # a select group, by datapath hash
                 self._buckets(t, hop, p, history, tunnel)
                 return
-            resume = _resume(p)
+            resume = resume_at(p)
             if resume is None:
                 t.outcome, t.reason = "unfinished", "a recirculation without a ct(table=...) to resume from"
                 return
             rbridge, table = resume
-            ct_state = _ct_state(dp[-2] if len(dp) > 1 else "", history)
+            ct_state = ct_state_after(dp[-2] if len(dp) > 1 else "", history)
             packet = fields(p.resumed_flow or p.final_flow)
             actions = f"resubmit(,{table})"
             if rbridge != bridge:                       # the ct action was on a patch neighbour
@@ -263,8 +179,8 @@ class Tracer:
 
     def _buckets(self, t: Trace, hop: Hop, p: Pass, history: list, tunnel: dict | None) -> None:
         """A select group: each bucket is a branch of its own (MAX_LEAVES at most in all)."""
-        gbridge, gid = _group(p)
-        buckets = _group_buckets(self.ofctl, gbridge, gid)
+        gbridge, gid = group_action(p)
+        buckets = group_buckets(self.ofctl, gbridge, gid)
         if not buckets:
             hop.outcome = f"select group {gid} has no bucket"
             t.outcome, t.reason = "dropped", f"group {gid} on {gbridge} has no bucket: nothing to send to (dropped)"
@@ -279,7 +195,7 @@ class Tracer:
         t.outcome, t.reason = "branches", f"{len(chosen)} bucket(s) of group {gid}"
         for actions in chosen:
             sub = Trace(t.source, t.dest, t.port, t.proto, [], "unfinished", "")
-            t.branches.append(Branch(_bucket_words(actions), sub))
+            t.branches.append(Branch(bucket_words(actions), sub))
             self._segment(sub, gbridge, dict(base), list(history), tunnel, actions=actions, ct_state=state)
 
     # --------------------------------------------------------------------------- where it went
@@ -415,61 +331,7 @@ def _addresses(packet: dict) -> str:
 OFPORT_TUNNEL = 100
 
 
-def _ct_record(action: str) -> tuple[int, str, bool]:
-    """(zone, "src"/"dst"/"", committed) of a datapath ct action."""
-    zone = int(re.search(r"zone=(\d+)", action).group(1)) if "zone=" in action else 0
-    kind = "dst" if "nat(dst" in action else "src" if "nat(src" in action else ""
-    return zone, kind, "commit" in action
-
-
-def _ct_state(action: str, history: list) -> str:
-    """The conntrack state of a connection's first packet after `action` (ofproto/trace's flow
-    syntax): new, plus dnat or snat when it was translated in that zone, by this action or by a
-    commit before it (a lookup without nat translates nothing)."""
-    zone, kind, _ = _ct_record(action) if action.startswith("ct(") else (0, "", False)
-    kinds = {k for z, k, committed in history if z == zone and committed and k} if "nat" in action else set()
-    if kind:
-        kinds.add(kind)
-    return "|".join(["new", "trk"] + [{"dst": "dnat", "src": "snat"}[k] for k in sorted(kinds)])
-
-
-def _resume(p: Pass) -> tuple[str, int] | None:
-    """The bridge and table a pass's last ct(table=...) action resumes at."""
-    for h in reversed(p.hits):
-        for a in reversed(h.actions):
-            m = re.match(r"ct\((.*)\)$", a)
-            if m and "table=" in a:
-                return h.bridge, int(re.search(r"table=(\d+)", a).group(1))
-    return None
-
-
-def _group(p: Pass) -> tuple[str, int]:
-    for h in reversed(p.hits):
-        for a in reversed(h.actions):
-            m = re.match(r"group:(\d+)", a)
-            if m:
-                return h.bridge, int(m.group(1))
-    raise KubevpcError("a select group's recirculation without a group action")
-
-
-def _group_buckets(ofctl, bridge: str, gid: int) -> list[str]:
-    out = ofctl(["-O", "OpenFlow13", "dump-groups", bridge, f"group_id={gid}"])
-    for line in out.splitlines():
-        if f"group_id={gid}," in line:
-            return [b.split("actions=", 1)[1].rstrip(",") for b in line.split("bucket=")[1:]]
-    return []
-
-
-def _bucket_words(actions: str) -> str:
-    ip = re.search(r"set_field:(0x[0-9a-f]+)->reg2", actions)
-    port = re.search(r"set_field:(0x[0-9a-f]+)->reg3", actions)
-    if ip and port:
-        return f"endpoint {ipaddress.IPv4Address(int(ip.group(1), 16))}:{int(port.group(1), 16)}"
-    return f"bucket {actions}"
-
-
 def _table_name(plan: Plan, bridge: str, table: int) -> str:
-    from controller.pipeline import PIPELINES
     try:
         role = plan.bridge(bridge).role
         return PIPELINES[role].by_id(table).name
@@ -521,39 +383,6 @@ def _destination_ip(plan: Plan, dest: str) -> str:
         return _host(plan, dest).ip
 
 
-def _appctl(*args: str) -> str:
-    try:
-        res = subprocess.run(["ovs-appctl", "--timeout=10", *args], capture_output=True, text=True, timeout=20,
-                             stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired:
-        raise KubevpcError(f"ovs-appctl {args[0]} did not answer within 20 s") from None
-    if res.returncode != 0:
-        raise KubevpcError(f"ovs-appctl {' '.join(args[:2])} failed: {res.stderr.strip() or res.stdout.strip()}")
-    return res.stdout
-
-
-def _ofctl(args: list[str]) -> str:
-    res = subprocess.run(["ovs-ofctl", "--timeout=10", *args], capture_output=True, text=True, timeout=20,
-                         stdin=subprocess.DEVNULL)
-    if res.returncode != 0:
-        raise KubevpcError(f"ovs-ofctl {' '.join(args[:3])} failed: {res.stderr.strip()}")
-    return res.stdout
-
-
-def _dpif_ports(appctl) -> dict[int, tuple[str, int, str]]:
-    """Datapath port number -> (bridge, OpenFlow port, port name), from dpif/show."""
-    out: dict[int, tuple[str, int, str]] = {}
-    bridge = ""
-    for line in appctl("dpif/show").splitlines():
-        if line.startswith("  ") and not line.startswith("    ") and line.strip().endswith(":"):
-            bridge = line.strip()[:-1]
-            continue
-        m = re.match(r"^\s{4}(\S+) (\d+)/(\d+):", line)
-        if m:
-            out[int(m.group(3))] = (bridge, int(m.group(2)), m.group(1))
-    return out
-
-
 # ------------------------------------------------------------------------- beside the evaluator
 def compare(t: Trace, expected) -> str:
     """What differs between the trace and the evaluator's Explanation ("" when they agree): the
@@ -590,9 +419,6 @@ def _all_steps(e) -> list:
 
 def trace(plan: Plan, source: str, dest: str, port: int, proto: str = "tcp", health: dict | None = None) -> Trace:
     """Trace a connection in the running network of `plan`, with the evaluator's verdict beside it."""
-    from controller.compile import compile_plan
-
-    from .explain import explain
     t = Tracer(plan, compile_plan(plan, health)).trace(source, dest, port, proto)
     for leaf in t.leaves():
         if leaf.outcome == "delivered" and leaf.delivered_to.startswith("ecs/") \

@@ -1,7 +1,7 @@
 """North-south reachability: between the VPC and the emulated internet, through EIPs, NAT
 gateways and internet-facing SLBs. Written from the cloud's documented behaviour (SPEC.md and
 Alibaba Cloud's VPC, EIP and NAT gateway documentation), independently of the edge's flows in
-controller/compile.py, like kubevpc.reach, whose Verdict and Step it returns.
+controller/compile.py, like the rest of kubevpc.evaluator, whose Verdict and Step it returns.
 
 What it holds to:
 - Traffic from the VPC to an address outside it follows the route table: a route to a NAT
@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import ipaddress
 
-from .plan import EipPlan, HostPlan, Plan, SlbPlan
-from .reach import Step, Verdict, Wire, _attachment, _in, _vpc_of, best_route, egress, route_step, security_groups
+from ..plan import EipPlan, HostPlan, Plan, SlbPlan
+from .verdict import Step, Verdict, Wire
+from .vpc import attachment_of, best_route, egress, in_cidr, route_step, security_groups, vpc_of
 
 
 def reach_internet(plan: Plan, src: HostPlan, dst: HostPlan, port: int, proto: str) -> Verdict:
@@ -47,11 +48,11 @@ def leaving_address(plan: Plan, src: HostPlan) -> tuple[str, list[Step]]:
 
 
 def outbound(plan: Plan, src: HostPlan, dst: HostPlan, port: int, proto: str) -> Verdict:
-    vpc_name = _vpc_of(plan, src)
+    vpc_name = vpc_of(plan, src)
     vpc = next(v for v in plan.vpcs if v.name == vpc_name)
     edge = plan.edge(vpc_name)
     ip, steps = leaving_address(plan, src)
-    att = _attachment(plan, ip)
+    att = attachment_of(plan, ip)
     if att is not None:
         out = egress(plan, Wire(ip, dst.ip, proto, port), att)
         steps += out.steps
@@ -91,13 +92,13 @@ def outbound(plan: Plan, src: HostPlan, dst: HostPlan, port: int, proto: str) ->
 def snat_entry(plan: Plan, vpc: str, src_ip: str, dst_ip: str):
     """(gateway name, SnatPlan) for the most specific SNAT entry that covers src_ip, of a gateway
     that a route of the VPC sends dst_ip to; None when there is none."""
-    routes = [r for v in plan.vpcs if v.name == vpc for r in v.routes if r.kind == "natgw" and _in(dst_ip, r.destination)]
+    routes = [r for v in plan.vpcs if v.name == vpc for r in v.routes if r.kind == "natgw" and in_cidr(dst_ip, r.destination)]
     best = None
     for g in plan.nat_gateways:
         if g.vpc != vpc or not any(r.next_hop == g.name for r in routes):
             continue
         for entry in g.snat:
-            if _in(src_ip, entry.source):
+            if in_cidr(src_ip, entry.source):
                 size = ipaddress.IPv4Network(entry.source).prefixlen
                 if best is None or size > best[0]:
                     best = (size, g.name, entry)
@@ -141,6 +142,6 @@ def inbound(plan: Plan, client: HostPlan, public_ip: str, port: int, proto: str
 def to_instance(plan: Plan, client: HostPlan, host: HostPlan, port: int, proto: str) -> Verdict:
     """After an EIP's DNAT: the client's packet to the instance, through the VPC to its vSwitch."""
     wire = Wire(client.ip, host.ip, proto, port)
-    steps = [route_step(plan, _vpc_of(plan, host), client.ip, host.ip)]
-    v = security_groups(plan, wire, None, _attachment(plan, host.ip))
+    steps = [route_step(plan, vpc_of(plan, host), client.ip, host.ip)]
+    v = security_groups(plan, wire, None, attachment_of(plan, host.ip))
     return Verdict(v.allowed, v.reason, client.ip if v.allowed else "", (*steps, *v.steps))

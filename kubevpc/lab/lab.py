@@ -1,14 +1,8 @@
-"""The Python API: bring a scenario up, probe it, take it down.
-
-    with Lab("scenarios/default.yaml", mode="eni") as lab:
-        r = lab.connect("pod/default/web-0", "ecs/ecs-db", 5432)
-        assert r.ok and r.answer["client"].startswith(lab.address("pod/default/web-0"))
-
-Endpoints are `pod/<namespace>/<name>`, `ecs/<name>` or `node/<name>`.
-"""
+"""The Lab: one scenario's network, brought up, probed, changed as it runs and taken down
+(kubevpc.lab re-exports it). Changes are worked out on the manifests in kubevpc/lab/changes.py;
+the network is built by topologies/build.py."""
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import secrets
@@ -16,15 +10,29 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
-from .errors import DeadlineError, KubevpcError
-from .ledger import Ledger, run_dir, write_private
-from .load import load
-from .plan import HostPlan, Plan, make_plan, resolve_endpoint
-from .probe import PortBlocks, Result
+from topologies.build import (Builder, bridge_connections, ingress_dir, ingress_status, teardown, wait_for,
+                              write_ingress_state, write_node_health, write_slb_config)
+from topologies.supervisor import ending
+
+from ..errors import DeadlineError, KubevpcError
+from ..evaluator.matrix import Cell, Matrix, expected_matrix, select
+from ..k8s import check_labels
+from ..ledger import Ledger, run_dir, write_private
+from ..load import load
+from ..observe.flowlog import dump_learned, live_records, read_counters, read_records
+from ..observe.trace import Trace, trace
+from ..plan import HostPlan, Plan, make_plan, resolve_endpoint
+from ..probe import PortBlocks, Result
+from . import changes
+
+# the checkout (or site-packages) the kubevpc package is in: where `python -m kubevpc.probe` and the
+# servers are started from inside the namespaces
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def new_run_name() -> str:
@@ -65,7 +73,6 @@ class Lab:
 
     # ------------------------------------------------------------------------------ lifecycle
     def up(self) -> "Lab":
-        from topologies.build import Builder
         if os.path.exists(run_dir(self.run)):
             raise KubevpcError(f"a run named {self.run} already exists; run `kubevpc clean` first")
         t0 = time.monotonic()
@@ -80,7 +87,6 @@ class Lab:
         return self
 
     def down(self) -> dict[str, int]:
-        from topologies.build import teardown
         if self.net is None:
             return {}
         t0 = time.monotonic()
@@ -134,7 +140,6 @@ class Lab:
         for i, p in enumerate(probes):
             by_source.setdefault(self.host(p.source).key, []).append(i)
         procs = {}
-        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         if not probes:
             return []
         ports = ["--source-ports", "%d:%d" % self.source_ports.take(max(map(len, by_source.values())))]
@@ -143,7 +148,7 @@ class Lab:
             procs[src] = subprocess.Popen(
                 ["mnexec", "-a", str(self._pid(src)), sys.executable, "-m", "kubevpc.probe", "--json",
                  "--timeout", str(timeout), *ports, *targets], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                text=True, cwd=root, stdin=subprocess.DEVNULL)
+                text=True, cwd=ROOT, stdin=subprocess.DEVNULL)
         results: list[Result | None] = [None] * len(probes)
         for src, proc in procs.items():
             try:
@@ -158,24 +163,33 @@ class Lab:
         return results  # type: ignore[return-value]
 
     def matrix(self, sources: Iterable[str] = ("pods",), ports: Iterable[tuple[int, str]] = ((80, "tcp"),),
-               dests: Iterable[str] | None = None, timeout: float = 1.0):
-        """The reachability matrix (kubevpc.matrix): expected next to observed, for every pair of
-        the chosen endpoints (groups pods, ecs, nodes, services; references; patterns) and ports."""
-        from .matrix import matrix
-        return matrix(self, sources, ports, dests, timeout)
+               dests: Iterable[str] | None = None, timeout: float = 1.0) -> Matrix:
+        """The reachability matrix (kubevpc.evaluator.matrix): expected next to observed, for every pair of
+        the chosen endpoints (groups pods, ecs, nodes, services; references; patterns) and ports,
+        probed in parallel. A cell to oneself is probed too (a pod reaches itself whatever the
+        policies)."""
+        src_refs = select(self.plan, sources)
+        dst_refs = select(self.plan, dests) if dests is not None else src_refs
+        m = expected_matrix(self.plan, src_refs, dst_refs, list(ports))
+        t0 = time.monotonic()
+        results = self.probe([Probe(c.source, c.dest, c.port, c.protocol) for c in m.cells], timeout=timeout)
+        m.probe_s = time.monotonic() - t0
+        down = {d: self.down_reason(d) for d in dst_refs}      # a refusal from a server that does not run says so
+        m.cells = [Cell(c.source, c.dest, c.port, c.protocol, c.expected,
+                        f"{c.reason}; but {down[c.dest]}" if down[c.dest] and not r.ok else c.reason,
+                        r.ok, r.outcome, r.elapsed_ms) for c, r in zip(m.cells, results)]
+        return m
 
-    def trace(self, source: str, dest: str, port: int, proto: str = "tcp"):
-        """Follow a new connection's first packet through every bridge it crosses (kubevpc.trace),
+    def trace(self, source: str, dest: str, port: int, proto: str = "tcp") -> Trace:
+        """Follow a new connection's first packet through every bridge it crosses (kubevpc.observe.trace),
         with the evaluator's verdict beside it and any disagreement named."""
-        from .trace import trace
         if self.net is None:
             raise KubevpcError("the lab is not up")
         return trace(self.plan, source, dest, port, proto, self.status().get("slb_health"))
 
     def flow_log(self, active: bool = False) -> list[dict]:
-        """The run's flow log records (kubevpc.flowlog: Alibaba Cloud VPC Flow Logs' fields), oldest
+        """The run's flow log records (kubevpc.observe.flowlog: Alibaba Cloud VPC Flow Logs' fields), oldest
         first; active: with the connections still open as they stand (log-status ACTIVE)."""
-        from .flowlog import dump_learned, live_records, read_records
         if self.net is None:
             raise KubevpcError("the lab is not up")
         records = read_records(self.net.state_dir)
@@ -183,8 +197,7 @@ class Lab:
 
     def rule_counters(self) -> list:
         """Packets and bytes each security group rule and NetworkPolicy flow matched, from the
-        flows' own counters (kubevpc.flowlog.Counter)."""
-        from .flowlog import read_counters
+        flows' own counters (kubevpc.observe.flowlog.Counter)."""
         if self.net is None:
             raise KubevpcError("the lab is not up")
         return read_counters(self.plan, self.status().get("slb_health"))
@@ -224,7 +237,6 @@ class Lab:
     def label(self, target: str, labels: dict[str, str | None]) -> dict:
         """Set (a value) or remove (None) labels of a pod (`pod/<ns>/<name>`) or a namespace
         (`namespace/<name>`), as `kubectl label` does. Service endpoints and NetworkPolicy follow."""
-        from .k8s import check_labels
         try:
             check_labels({k: v for k, v in labels.items() if v is not None})
         except ValueError as exc:
@@ -238,8 +250,8 @@ class Lab:
             return self.apply({"apiVersion": "v1", "kind": "Namespace",
                                "metadata": {"name": name, "labels": new}})
         key = self._pod_key(target)
-        changes = {**self.labels.get(key, {}), **labels}
-        return self._update(self.loaded.manifests, self.ready, {**self.labels, key: changes})
+        wanted = {**self.labels.get(key, {}), **labels}
+        return self._update(self.loaded.manifests, self.ready, {**self.labels, key: wanted})
 
     def apply(self, *objects: dict, origin: str = "<api>") -> dict:
         """Create or replace objects by kind, namespace and name, as `kubectl apply` would:
@@ -249,105 +261,27 @@ class Lab:
         pods that go (fewer replicas) are removed after the flows stop sending to them. A running
         pod keeps its node, address and ports: a change to those is refused.
         `origin` names where the objects came from in error messages (the CLI passes file names)."""
-        manifests = list(self.loaded.manifests)
-        for entry in self._parsed(objects, origin):
-            cls, meta = type(entry.obj), entry.obj.metadata
-            at = _find_manifest(manifests, cls, meta.namespace, meta.name)
-            if at is None:
-                manifests.append(entry)
-            else:
-                manifests[at] = entry
-        return self._update(manifests, self.ready)
+        return self._update(changes.applied(self.loaded.manifests, changes.parse_objects(objects, origin)), self.ready)
 
     def scale(self, deployment: str, replicas: int) -> dict:
         """Set a Deployment's replicas (`deploy/<ns>/<name>`), as `kubectl scale` does. Pods are
         named `<deployment>-<index>`: scaling up adds the next indexes, scaling down removes the
         highest ones."""
-        from .k8s import Deployment
-        kind, _, rest = deployment.partition("/")
-        ns, _, name = rest.rpartition("/")
-        if kind not in ("deploy", "deployment", "deployments") or not name:
-            raise KubevpcError(f"cannot scale {deployment!r}; expected deploy/<namespace>/<name> or deploy/<name>")
-        if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 0:
-            raise KubevpcError(f"replicas {replicas!r}: expected a whole number, 0 or more")
-        at = _find_manifest(self.loaded.manifests, Deployment, ns or "default", name)
-        if at is None:
-            raise KubevpcError(f"no Deployment {ns or 'default'}/{name} in this scenario")
-        m = self.loaded.manifests[at]
-        obj = m.obj.model_copy(update={"spec": m.obj.spec.model_copy(update={"replicas": replicas})})
-        manifests = list(self.loaded.manifests)
-        manifests[at] = dataclasses.replace(m, obj=obj)
-        return self._update(manifests, self.ready)
+        return self._update(changes.scaled(self.loaded.manifests, deployment, replicas), self.ready)
 
     def set_network_policies(self, *objects: dict, origin: str = "<api>") -> dict:
         """Make these the scenario's NetworkPolicies, all others removed, in one change."""
-        from .k8s import NetworkPolicy, kind_of
-        for obj in objects:
-            if kind_of(obj) != ("networking.k8s.io/v1", "NetworkPolicy"):
-                raise KubevpcError(f"expected NetworkPolicies, not {'/'.join(kind_of(obj))}")
-        kept = [m for m in self.loaded.manifests if not isinstance(m.obj, NetworkPolicy)]
-        return self._update(kept + self._parsed(objects, origin), self.ready)
-
-    @staticmethod
-    def _parsed(objects, origin: str = "<api>") -> list:
-        """Objects that may change while running, validated as the API server would."""
-        from pydantic import ValidationError
-
-        from .ingress import Ingress, Secret
-        from .k8s import Deployment, Namespace, NetworkPolicy, Pod, Service, kind_of
-        from .load import Manifest, Source, all_kinds, pydantic_problems
-        out = []
-        for obj in objects:
-            cls = all_kinds().get(kind_of(obj))
-            if cls not in (Service, NetworkPolicy, Namespace, Ingress, Secret, Pod, Deployment):
-                raise KubevpcError(f"only Services, NetworkPolicies, Namespaces, Ingresses, Secrets, Pods and "
-                                   f"Deployments can be applied while the scenario runs, not {'/'.join(kind_of(obj))}")
-            try:
-                parsed = cls.model_validate(obj)
-            except ValidationError as exc:
-                meta = obj.get("metadata")
-                where = f"{kind_of(obj)[1]} {meta.get('name', '?') if isinstance(meta, dict) else '?'}"
-                raise KubevpcError(f"{where} is invalid: " + "; ".join(
-                    f"{p.path}: {p.expected}" for p in pydantic_problems(Source(origin, obj, {}), exc))) from None
-            meta = parsed.metadata
-            # problems the planner finds in it name the origin and the object's own paths
-            out.append(Manifest(obj=parsed, file=origin, path=f"{origin}/{cls.__name__}/{meta.namespace}/{meta.name}",
-                                source=Source(origin, obj, {}), prefix=()))
-        return out
+        return self._update(changes.with_network_policies(self.loaded.manifests, objects, origin), self.ready)
 
     def delete(self, ref: str) -> dict:
         """Delete a Service (`svc/<ns>/<name>`), a NetworkPolicy (`netpol/<ns>/<name>`), an Ingress
         (`ingress/<ns>/<name>`), a Pod (`pod/<ns>/<name>`) or a Deployment with its pods
         (`deploy/<ns>/<name>`). A pod of a Deployment is not deleted alone: scale the Deployment."""
-        from .ingress import Ingress
-        from .k8s import Deployment, NetworkPolicy, Pod, Service
-        kinds = {"svc": Service, "service": Service, "netpol": NetworkPolicy, "networkpolicy": NetworkPolicy,
-                 "ing": Ingress, "ingress": Ingress, "pod": Pod, "po": Pod, "deploy": Deployment,
-                 "deployment": Deployment}
-        kind, _, rest = ref.partition("/")
-        ns, _, name = rest.rpartition("/")
-        if kind.lower() not in kinds or not name:
-            raise KubevpcError(f"cannot delete {ref!r}; expected svc/, netpol/, ingress/, pod/ or deploy/ "
-                               "followed by <namespace>/<name>")
-        cls = kinds[kind.lower()]
-        at = _find_manifest(self.loaded.manifests, cls, ns or "default", name)
-        if at is None and cls is Pod and f"pod/{ns or 'default'}/{name}" in {h.key for h in self.plan.pods}:
-            owner = next((m.obj.metadata.name for m in self.loaded.manifests if isinstance(m.obj, Deployment)
-                          and m.obj.metadata.namespace == (ns or "default")
-                          and name.rpartition("-")[0] == m.obj.metadata.name), None)
-            if owner:
-                raise KubevpcError(f"pod {ns or 'default'}/{name} belongs to Deployment {owner}, which would "
-                                   f"replace it; scale the Deployment (kubevpc scale deploy/{ns or 'default'}/{owner} "
-                                   "--replicas N) or delete it")
-            raise KubevpcError(f"pod {ns or 'default'}/{name} is the cluster's own (the DNS); it cannot be deleted")
-        if at is None:
-            raise KubevpcError(f"no {cls.__name__} {ns or 'default'}/{name} in this scenario")
-        return self._update(self.loaded.manifests[:at] + self.loaded.manifests[at + 1:], self.ready)
+        return self._update(changes.deleted(self.loaded.manifests, self.plan, ref), self.ready)
 
     def ingress_certificate(self, secret: str) -> str:
         """The PEM file of the certificate an Ingress's TLS Secret (`<namespace>/<name>`) holds: the
         declared Secret's, written out, or the self-signed one made for it at set-up."""
-        from topologies.build import ingress_dir
         ns, _, name = secret.rpartition("/")
         key = f"{ns or 'default'}/{name}"
         for h in self.plan.pods:
@@ -378,31 +312,39 @@ class Lab:
         change adds, hand the new plan to the controller, the DNS, the node health servers and the
         SLB checkers (they watch their files), then take down the pods it removes. Returns how
         long the flows took to follow."""
-        from topologies.build import ingress_status, wait_for, write_ingress_state, write_node_health, write_slb_config
-
-        from .k8s import Service
         if self.net is None:
             raise KubevpcError("the lab is not up")
         t0 = time.monotonic()
-        labels = self.labels if labels is None else labels
-        # every Service keeps its ClusterIP and NodePorts, whatever comes or goes before it
-        manifests = [dataclasses.replace(m, obj=_keep_allocations(m.obj, self.plan)) if isinstance(m.obj, Service)
-                     else m for m in manifests]
-        loaded = dataclasses.replace(self.loaded, manifests=tuple(manifests))
-        plan = make_plan(loaded, self.run, ready, labels, previous=self.plan)
-        added, removed = _pods_changed(self.plan, plan)
-        ready = {k: v for k, v in ready.items() if k not in {h.key for h in removed}}
-        labels = {k: v for k, v in labels.items() if k not in {h.key for h in removed}}
+        change = changes.replan(self.loaded, self.plan, self.run, manifests, ready,
+                                self.labels if labels is None else labels)
         version = self.status().get("plan_version", 0)
         pods: dict[str, float] = {}
-        if added:        # the pods listen before any Service sends to them; flows are timed from then
-            self.say(f"starting {len(added)} pod(s): {', '.join(h.key for h in added)}")
-            self.builder.add_pods(plan, added)
+        if change.added:        # the pods listen before any Service sends to them; flows are timed from then
+            self.say(f"starting {len(change.added)} pod(s): {', '.join(h.key for h in change.added)}")
+            self.builder.add_pods(change.plan, change.added)
             pods["pods_started_s"] = time.monotonic() - t0
             t0 = time.monotonic()
+        self._hand_over(change)
+        self._wait_programmed(version, deadline)
+        took = time.monotonic() - t0
+        if change.removed:         # nothing is sent to them any more
+            self.say(f"removing {len(change.removed)} pod(s): {', '.join(h.key for h in change.removed)}")
+            t1 = time.monotonic()
+            self.builder.remove_pods(change.removed)
+            pods["pods_removed_s"] = time.monotonic() - t1
+        self._reload_ingress(deadline)
+        self._wait_datapath(deadline)
+        cached = time.monotonic() - t0
+        self.say(f"change programmed in {took * 1000:.0f} ms, in the datapath's cache in {cached * 1000:.0f} ms")
+        return {"flows_updated_s": took, "datapath_s": cached, **pods, **self._controller_note()}
+
+    def _hand_over(self, change: changes.Replanned) -> None:
+        """The new plan becomes the Lab's, and the run's: plan.json (the controller watches it), the
+        DNS zone, the node health servers' and the SLB checkers' files."""
+        plan = change.plan
         state = self.net.state_dir
         write_private(os.path.join(state, "plan.json"), plan.model_dump_json(indent=1))
-        self.loaded, self.plan, self.ready, self.labels = loaded, plan, dict(ready), dict(labels)
+        self.loaded, self.plan, self.ready, self.labels = change.loaded, plan, dict(change.ready), dict(change.labels)
         self.net.plan = self.builder.plan = plan
         if plan.dns is not None:
             self.builder.write_dns_zone()
@@ -411,6 +353,8 @@ class Lab:
         for slb in plan.slbs:
             write_slb_config(state, slb)
 
+    def _wait_programmed(self, version: int, deadline: float) -> None:
+        """Until the controller has programmed every bridge at a plan newer than `version`."""
         def programmed() -> bool:
             st = self.status()
             return st.get("plan_version", 0) > version and all(
@@ -420,14 +364,11 @@ class Lab:
         except DeadlineError:
             raise KubevpcError(f"the change was not programmed within {deadline:g} s: "
                                f"{self.why_not_programmed(version)}") from None
-        took = time.monotonic() - t0
-        if removed:         # nothing is sent to them any more
-            self.say(f"removing {len(removed)} pod(s): {', '.join(h.key for h in removed)}")
-            t1 = time.monotonic()
-            self.builder.remove_pods(removed)
-            pods["pods_removed_s"] = time.monotonic() - t1
-        # the ingress controllers render, check and reload NGINX; a bad Ingress is reported by
-        # them and the last good configuration keeps serving
+
+    def _reload_ingress(self, deadline: float) -> None:
+        """The ingress controllers render, check and reload NGINX; a bad Ingress is reported by
+        them and the last good configuration keeps serving."""
+        state, plan = self.net.state_dir, self.plan
         ingress = {h.key: write_ingress_state(state, plan, h) for h in plan.pods if h.app == "ingress"}
 
         def reloaded() -> bool:
@@ -438,27 +379,30 @@ class Lab:
                 st = ingress_status(state, plan.host(key))
                 if not st.get("ok", True):
                     self.say(f"{key}: NGINX kept its last good configuration: {st.get('error')}")
-        # the datapath's flow cache follows once the revalidators have been through it: a whole
-        # cycle that started after the change (the first wait may end a cycle already under way)
+
+    @staticmethod
+    def _wait_datapath(deadline: float) -> None:
+        """The datapath's flow cache follows once the revalidators have been through it: a whole
+        cycle that started after the change (the first wait may end a cycle already under way)."""
         for _ in range(2):
             subprocess.run(["ovs-appctl", f"--timeout={int(deadline)}", "revalidator/wait"], check=True,
                            capture_output=True, stdin=subprocess.DEVNULL)
-        cached = time.monotonic() - t0
-        self.say(f"change programmed in {took * 1000:.0f} ms, in the datapath's cache in {cached * 1000:.0f} ms")
+
+    def _controller_note(self) -> dict:
+        """A controller that died since the last change was told (during this one, or just before it,
+        when the supervisor may have restarted it already): the change waited for the new one."""
         note = {}
-        # a controller that died since the last change was told (during this one, or just before it,
-        # when the supervisor may have restarted it already): the change waited for the new one
         deaths = len(self.net.supervisor.deaths) if self.net.supervisor else 0
         if deaths > self._deaths_told:
             note["controller"] = self.net.describe_controller()
             self.say(f"since the last change, {note['controller']}")
         self._deaths_told = deaths
-        return {"flows_updated_s": took, "datapath_s": cached, **pods, **note}
+        return note
+
     def why_not_programmed(self, version: int | None = None) -> str:
         """Why the bridges are not all programmed at the controller's plan version (or at a plan
         newer than `version`): the controller, the bridges' connections as Open vSwitch reports
         them, the controller's own errors, and its deaths before."""
-        from topologies.build import bridge_connections
         st = self.status()
         sup = st.get("supervisor", {})
         why = []
@@ -493,7 +437,7 @@ class Lab:
             code = proc.poll()
             state = "running" if code is None else "stopped" if name in self.stopped else "dead"
             out.append({"endpoint": key, "program": program.rpartition(".")[2] or "server", "pid": proc.pid,
-                        "state": state, "how": "" if code is None or code == -1 else _ending(code)})
+                        "state": state, "how": "" if code is None or code == -1 else ending(code)})
         return out
 
     def server_down(self, endpoint: str) -> str:
@@ -534,19 +478,17 @@ class Lab:
 
     def start_server(self, endpoint: str, program: str = "server", timeout: float = 30) -> None:
         """Start it again (after stop_server), and wait until it listens."""
-        from topologies.build import wait_for
         h = self.host(endpoint)
         if self._process(h.key, program).poll() is None:
             raise KubevpcError(f"the {program} of {h.key} is running")
         builder = self.builder
-        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         ready_dir = os.path.join(self.net.state_dir, "ready")
         self.stopped.discard(h.key if program == "server" else f"{h.key}#kubevpc.{program}")
         if program == "server":
-            builder.start_server(h, ready_dir, root)
+            builder.start_server(h, ready_dir, ROOT)
             ready = lambda: os.path.exists(os.path.join(ready_dir, h.netns))  # noqa: E731
         else:
-            ready = builder.start_node_health(h.node, ready_dir, root)
+            ready = builder.start_node_health(h.node, ready_dir, ROOT)
         wait_for(f"the {program} of {h.key}", ready, timeout)
 
     def _process(self, key: str, program: str) -> subprocess.Popen:
@@ -561,62 +503,5 @@ class Lab:
         return self.net.controller_status() if self.net else {}
 
 
-def _ending(code: int) -> str:
-    from topologies.supervisor import ending
-    return ending(code)
-
-
-def _pods_changed(old: Plan, new: Plan) -> tuple[list[HostPlan], list[HostPlan]]:
-    """The pods a change adds and removes. Everything else must stay as it is: a change that would
-    add or remove SLBs or node uplinks, or move, renumber or reshape a running pod, is refused."""
-    def fixed(p: Plan):
-        return ([h for h in p.hosts if h.kind != "pod"],
-                {b.name: [x for x in b.ports if not (x.kind == "veth" and x.peer.startswith("pod/"))] for b in p.bridges})
-    if fixed(old) != fixed(new):
-        was = {h.key for h in old.hosts if h.kind != "pod"}
-        now = {h.key for h in new.hosts if h.kind != "pod"}
-        what = ", ".join(sorted(now - was)) or ", ".join(f"-{k}" for k in sorted(was - now))
-        raise KubevpcError("this change adds or removes SLBs or node uplinks" + (f" ({what})" if what else "") +
-                           ", which a running scenario cannot do; restart the scenario with the change instead")
-    before = {h.key: h for h in old.pods}
-    after = {h.key: h for h in new.pods}
-    for key in sorted(before.keys() & after.keys()):
-        a, b = before[key], after[key]
-        for field, what in (("node", "node"), ("servers", "ports"), ("app", "program")):
-            if getattr(a, field) != getattr(b, field):
-                raise KubevpcError(f"{key} would change its {what} ({getattr(a, field) or '-'} -> "
-                                   f"{getattr(b, field) or '-'}): a running pod cannot; delete it and create it "
-                                   "again (for a Deployment, scale it to fewer replicas and back)")
-    return ([h for k, h in after.items() if k not in before], [h for k, h in before.items() if k not in after])
-
-
 def _main_thread() -> bool:
-    import threading
     return threading.current_thread() is threading.main_thread()
-
-
-def _find_manifest(manifests, cls, namespace: str, name: str) -> int | None:
-    return next((i for i, m in enumerate(manifests) if isinstance(m.obj, cls)
-                 and (m.obj.metadata.namespace, m.obj.metadata.name) == (namespace, name)), None)
-
-
-def _keep_allocations(svc, plan: Plan):
-    """The API server keeps a Service's ClusterIP and NodePorts across updates: so do we."""
-    from .k8s import Service
-    try:
-        old = plan.service(f"{svc.metadata.namespace}/{svc.metadata.name}")
-    except KeyError:
-        return svc
-    spec = svc.spec.model_dump(exclude_none=True)
-    if svc.spec.clusterIP is None and old.cluster_ip:
-        spec["clusterIP"] = old.cluster_ip
-    kept = {(p.port, p.protocol): p.node_port for p in old.ports if p.node_port}
-    if svc.spec.healthCheckNodePort is None and old.health_check_node_port and \
-            svc.spec.type == "LoadBalancer" and svc.spec.externalTrafficPolicy == "Local":
-        spec["healthCheckNodePort"] = old.health_check_node_port
-    if svc.spec.type in ("NodePort", "LoadBalancer"):
-        for p in spec.get("ports", []):
-            if "nodePort" not in p and (p["port"], p.get("protocol", "TCP")) in kept:
-                p["nodePort"] = kept[(p["port"], p.get("protocol", "TCP"))]
-    return Service.model_validate({"apiVersion": "v1", "kind": "Service",
-                                   "metadata": svc.metadata.model_dump(), "spec": spec})

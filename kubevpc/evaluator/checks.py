@@ -1,11 +1,12 @@
-"""The checks of a run: probes derived from the scenario plus its `expect:` list, each compared
-with the evaluator's verdict (kubevpc.reach) and with the client address the server saw."""
+"""The checks of a run: probes derived from the scenario plus its `expect:` list, each with the
+evaluator's verdict (kubevpc.evaluator.reach) and the client address the server should see.
+kubevpc.lab.checks runs them."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
-from .lab import Lab, Probe
-from .plan import HostPlan, Plan, resolve_endpoint
+from ..plan import HostPlan, Plan, resolve_endpoint
+from .matrix import expect
 from .reach import reach
 
 
@@ -20,32 +21,6 @@ class Check:
     reason: str             # the evaluator's reason
     seen_source: str = ""   # the client address the server should see
     declared: bool = False  # from the scenario's expect list
-
-
-@dataclass(frozen=True)
-class Outcome:
-    check: Check
-    outcome: str            # answered | refused | timeout | ...
-    connected: bool
-    client: str             # the address the server saw
-    elapsed_ms: float
-    note: str = ""          # for a connection that failed: the destination's server is not running
-
-    @property
-    def why(self) -> str:
-        """The evaluator's reason, and what the run knows of a failure besides."""
-        return f"{self.check.reason}; but {self.note}" if self.note else self.check.reason
-
-    @property
-    def passed(self) -> bool:
-        if self.connected != self.check.expect:
-            return False
-        return not self.connected or not self.check.seen_source or self.client == self.check.seen_source
-
-    def as_dict(self) -> dict:
-        return {**asdict(self.check), "outcome": self.outcome, "connected": self.connected,
-                "client": self.client, "elapsed_ms": round(self.elapsed_ms, 1), "passed": self.passed,
-                "note": self.note}
 
 
 def _first_port(h: HostPlan, proto: str = "TCP"):
@@ -127,8 +102,7 @@ def declared_checks(plan: Plan) -> list[Check]:
 
 def _service_check(plan: Plan, e: dict) -> Check:
     """A declared check to a Service's ClusterIP (svc/<namespace>/<name>): the evaluator judges
-    the endpoints the connection may land on (kubevpc.matrix.expect)."""
-    from .matrix import expect
+    the endpoints the connection may land on (kubevpc.evaluator.matrix.expect)."""
     src = resolve_endpoint(plan, e["from"])
     dest = f"svc/{plan.service(e['to'].removeprefix('svc/')).key}"
     proto = e["protocol"].lower()
@@ -139,14 +113,3 @@ def _service_check(plan: Plan, e: dict) -> Check:
     elif allowed != want:
         reason = f"declared {e['result']}; the evaluator says: {reason}"
     return Check(f"expect: {e['from']} -> {e['to']}", src.key, dest, e["port"], proto, want, reason, declared=True)
-
-
-def run_checks(lab: Lab, checks: list[Check], timeout: float = 1.5) -> list[Outcome]:
-    probes = [Probe(c.source, c.dest, c.port, c.proto) for c in checks]
-    results = lab.probe(probes, timeout=timeout)
-    out = []
-    for c, r in zip(checks, results):
-        client = (r.answer or {}).get("client", "")
-        note = lab.down_reason(c.dest) if not r.ok else ""
-        out.append(Outcome(c, r.outcome, r.ok, client.rsplit(":", 1)[0] if client else "", r.elapsed_ms, note))
-    return out

@@ -22,8 +22,8 @@ import ipaddress
 from collections.abc import Iterable, Mapping
 from typing import Protocol
 
-from .k8s import NAMESPACE_NAME_LABEL, Direction, NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort
-from .reach import Step, Verdict
+from ..k8s import NAMESPACE_NAME_LABEL, Direction, NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort
+from .verdict import Step, Verdict
 
 
 # ------------------------------------------------------------------------------------ endpoints

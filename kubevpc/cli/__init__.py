@@ -1,0 +1,58 @@
+"""The `kubevpc` command line. Library code raises; only this package exits.
+
+Exit codes: 0 ok, 1 a check failed, 2 bad usage or invalid scenario, 3 build or runtime error,
+130 interrupted.
+
+One module per group of commands: scenario.py (validate, plan, flows, explain, graph: a scenario
+file, nothing built), run.py (run, check: build it), runtime.py (ready, apply, delete, scale, label,
+stop-server, start-server: change a running scenario through its control channel), observe.py
+(trace, capture, flowlog, status, matrix, list, clean: look at runs), perf.py (the benchmark).
+common.py holds what they share; channel.py what the commands that talk to a run share.
+"""
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+
+from ..errors import KubevpcError, ScenarioError
+from . import observe, perf, run, runtime, scenario
+from .common import EXIT_CHECKS, EXIT_INTERRUPTED, EXIT_OK, EXIT_RUNTIME, EXIT_USAGE, console
+
+# every command: (the function that adds its parser, the function that runs it)
+COMMANDS = {**scenario.COMMANDS, **run.COMMANDS, **runtime.COMMANDS, **observe.COMMANDS, **perf.COMMANDS}
+# the order `kubevpc --help` lists them in
+ORDER = ("validate", "plan", "flows", "run", "check", "explain", "trace", "capture", "flowlog", "graph", "clean",
+         "list", "perf", "ready", "apply", "delete", "scale", "stop-server", "start-server", "label", "matrix",
+         "status")
+
+__all__ = ["COMMANDS", "EXIT_CHECKS", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_RUNTIME", "EXIT_USAGE", "main", "parser"]
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="kubevpc", description="Emulate the container networking of managed "
+                                 "Kubernetes in a cloud VPC with namespaces, Open vSwitch and os-ken.")
+    sub = ap.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+    for name in ORDER:
+        add, _ = COMMANDS[name]
+        add(sub)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)      # `kubevpc flows FILE | head` ends quietly
+    args = parser().parse_args(argv)
+    _, command = COMMANDS[args.cmd]
+    try:
+        return command(args)
+    except ScenarioError as exc:
+        console.print(f"[red]invalid scenario[/red] ({len(exc.problems)} problem(s)); nothing was built:")
+        for p in exc.problems:      # one line each, never wrapped, so they can be grepped
+            sys.stderr.write(f"  {p}\n")
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        console.print("interrupted")
+        return EXIT_INTERRUPTED
+    except KubevpcError as exc:
+        console.print(f"[red]error:[/red] {exc}", markup=True)
+        return EXIT_RUNTIME

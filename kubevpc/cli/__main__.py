@@ -1,0 +1,6 @@
+"""`python -m kubevpc.cli`: the `kubevpc` command."""
+import sys
+
+from . import main
+
+sys.exit(main())

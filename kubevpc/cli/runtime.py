@@ -1,0 +1,186 @@
+"""The commands that change a running scenario through its control channel: ready, apply, delete,
+scale, label, stop-server and start-server. Each prints what changed and how long the flows took
+to follow."""
+from __future__ import annotations
+
+import json
+import sys
+
+from ..control import DELETERS, ControlError, read_manifests
+from ..errors import ScenarioError
+from .channel import control_client, control_command, control_options, control_parser
+from .common import EXIT_OK, EXIT_USAGE, console, out
+
+
+def add_ready(sub) -> None:
+    p = control_parser(sub, "ready", "mark a pod ready or not ready in a running scenario",
+                       "Mark a pod ready or not ready, as its readiness probe would. The Services' endpoints, select "
+                       "groups, DNS answers (headless) and SLB backends (eni mode) follow; the pod keeps running. "
+                       "Prints what changed and how long the controller took to program it.")
+    p.add_argument("pod", metavar="POD", help="pod/<namespace>/<name> or pod/<name> (namespace default)")
+    p.add_argument("state", metavar="true|false", choices=("true", "false"), help="ready (true) or not ready (false)")
+    control_options(p)
+
+
+def add_apply(sub) -> None:
+    p = control_parser(sub, "apply", "create or replace Services, NetworkPolicies, Namespaces, Ingresses, Secrets, Pods and "
+                       "Deployments in a running scenario",
+                       "Create or replace the objects of YAML files (one or more documents each) in a running scenario, "
+                       "as `kubectl apply -f` does. A Service keeps its ClusterIP and NodePorts unless the file sets them. "
+                       "New pods (a new Pod or Deployment, more replicas) are started and join Services once their server "
+                       "listens; pods that go are removed once no flow sends to them. A running pod keeps its node, address "
+                       "and ports: changing those is refused. The files are checked as the scenario loader checks "
+                       "manifests before the run is asked anything.")
+    p.add_argument("-f", "--filename", action="append", required=True, metavar="FILE",
+                   help="a manifest file; may be given several times")
+    control_options(p)
+
+
+def add_delete(sub) -> None:
+    p = control_parser(sub, "delete", "delete a Service, a NetworkPolicy, an Ingress, a Pod or a Deployment from a running scenario",
+                       "Delete an object from a running scenario. A Service's ClusterIP and NodePorts stop being served "
+                       "(the other Services keep theirs); a NetworkPolicy's rules stop applying; an Ingress's hosts and "
+                       "paths leave the ingress controllers' NGINX configuration; a Pod (or every pod of a Deployment) "
+                       "leaves the Services' endpoints, then its namespace, veth and processes are removed. A pod of a "
+                       "Deployment is not deleted alone: scale the Deployment.")
+    p.add_argument("object", metavar="OBJECT", help="KIND/<namespace>/<name> or KIND/<name> (namespace default), "
+                   "KIND one of svc, netpol, ingress, pod, deploy")
+    control_options(p)
+
+
+def add_scale(sub) -> None:
+    p = control_parser(sub, "scale", "set the number of replicas of a Deployment in a running scenario, as kubectl scale",
+                       "Set a Deployment's replicas. Its pods are named <deployment>-<index>: scaling up starts the next "
+                       "indexes (placed round-robin over the nodes by index, each with a new address), scaling down removes "
+                       "the highest ones. Services, DNS, SLB backends and NetworkPolicy follow.")
+    p.add_argument("deployment", metavar="DEPLOYMENT", help="deploy/<namespace>/<name> or deploy/<name>")
+    p.add_argument("--replicas", type=int, required=True, metavar="N", help="the number of pods wanted (0 or more)")
+    control_options(p)
+
+
+def server_parser(name: str, verb: str):
+    """The parser of stop-server (verb "stop") or start-server ("start")."""
+    def add(sub) -> None:
+        p = control_parser(sub, name, f"{verb} the server of a pod or ECS instance, or a node's health check server",
+                           f"{verb.capitalize()} what runs in an endpoint: its server (connections to it are refused while "
+                           "it is stopped), or with --program nodehealth a node's kube-proxy health check server (SLB "
+                           "health checks against the node fail while it is stopped)." +
+                           (" Waits until it listens again." if verb == "start" else ""))
+        p.add_argument("endpoint", metavar="ENDPOINT",
+                       help="pod/<namespace>/<name>, pod/<name>, ecs/<name> or node/<name>")
+        p.add_argument("--program", choices=("server", "nodehealth"), default="server",
+                       help="which program (default: server)")
+        control_options(p)
+    return add
+
+
+def add_label(sub) -> None:
+    p = control_parser(sub, "label", "set or remove labels of a pod or a namespace in a running scenario, as kubectl label",
+                       "Set (KEY=VALUE) or remove (KEY-) labels of a pod or a namespace. Service endpoints and "
+                       "NetworkPolicy (pod and namespace selectors) follow.")
+    p.add_argument("target", metavar="TARGET", help="pod/<namespace>/<name> or namespace/<name>")
+    p.add_argument("labels", nargs="+", metavar="KEY=VALUE|KEY-", help="labels to set, or to remove (KEY-)")
+    control_options(p)
+
+
+def _changed(client, headline: str, reply, as_json: bool) -> int:
+    if as_json:
+        print(json.dumps({"run": client.run, "result": reply.result, "changes": list(reply.changes),
+                          "took_s": round(reply.took_s, 4)}, indent=1))
+        return EXIT_OK
+    out.print(f"{headline} (run {client.run})", markup=False)
+    for line in reply.changes:
+        out.print(f"  {line}", markup=False)
+    times = reply.result if isinstance(reply.result, dict) else {}
+    if "flows_updated_s" in times:
+        if not reply.changes:
+            out.print("  no Service changed")
+        flows, cached = times["flows_updated_s"], times.get("datapath_s", 0.0)
+        out.print(f"flows programmed in {flows * 1000:.0f} ms ({flows:.2f} of kube-proxy's 1 s minimum sync "
+                  f"period), in the datapath's flow cache in {cached * 1000:.0f} ms")
+        if times.get("controller"):
+            out.print(f"note: since the last change, {times['controller']}", markup=False)
+    else:
+        out.print(f"done in {reply.took_s * 1000:.0f} ms")
+    return EXIT_OK
+
+
+@control_command
+def cmd_ready(args) -> int:
+    ready = args.state == "true"
+    client = control_client(args)
+    reply = client.request("set_ready", args.pod, ready)
+    return _changed(client, f"{args.pod} marked {'ready' if ready else 'not ready'}", reply, args.json)
+
+
+@control_command
+def cmd_apply(args) -> int:
+    try:
+        objects = read_manifests(args.filename)
+    except ScenarioError as exc:
+        console.print(f"[red]invalid manifest[/red] ({len(exc.problems)} problem(s)); nothing was applied:")
+        for p in exc.problems:
+            sys.stderr.write(f"  {p}\n")
+        return EXIT_USAGE
+    client = control_client(args)
+    reply = client.request("apply", *objects, origin=", ".join(args.filename))
+    return _changed(client, f"applied {len(objects)} object(s) from {', '.join(args.filename)}", reply, args.json)
+
+
+@control_command
+def cmd_delete(args) -> int:
+    kind, _, name = args.object.partition("/")
+    if kind not in DELETERS or not name:
+        raise ControlError(f"cannot delete {args.object!r}: expected " +
+                           " or ".join(f"{k}/<namespace>/<name>, {k}/<name>" for k in DELETERS), "usage")
+    client = control_client(args)
+    reply = client.request(DELETERS[kind], args.object)
+    return _changed(client, f"{args.object} deleted", reply, args.json)
+
+
+@control_command
+def cmd_scale(args) -> int:
+    if args.replicas < 0:
+        raise ControlError(f"--replicas {args.replicas}: expected 0 or more", "usage")
+    client = control_client(args)
+    reply = client.request("scale", args.deployment, args.replicas)
+    return _changed(client, f"{args.deployment} scaled to {args.replicas}", reply, args.json)
+
+
+def label_changes(items: list[str], error) -> dict[str, str | None]:
+    """`KEY=VALUE` sets, `KEY-` removes, as `kubectl label` reads them."""
+    key_value = [item.split("=", 1) if "=" in item else (item[:-1], None) if item.endswith("-") else ("", None)
+                 for item in items]
+    for item, (key, _) in zip(items, key_value):
+        if not key:
+            raise error(f"label {item!r}: expected KEY=VALUE to set or KEY- to remove", "usage")
+    return dict(key_value)
+
+
+@control_command
+def cmd_label(args) -> int:
+    if args.run and "/" in args.run:            # no RUN given: argparse took the target for it
+        args.labels, args.target, args.run = [args.target, *args.labels], args.run, None
+    client = control_client(args)
+    reply = client.request("label", args.target, label_changes(args.labels, ControlError))
+    return _changed(client, f"{args.target} labelled {' '.join(args.labels)}", reply, args.json)
+
+
+@control_command
+def cmd_stop_server(args) -> int:
+    client = control_client(args)
+    reply = client.request("stop_server", args.endpoint, program=args.program)
+    return _changed(client, f"the {args.program} of {args.endpoint} stopped", reply, args.json)
+
+
+@control_command
+def cmd_start_server(args) -> int:
+    client = control_client(args)
+    reply = client.request("start_server", args.endpoint, program=args.program)
+    return _changed(client, f"the {args.program} of {args.endpoint} started and listening", reply, args.json)
+
+
+COMMANDS = {"ready": (add_ready, cmd_ready), "apply": (add_apply, cmd_apply), "delete": (add_delete, cmd_delete),
+            "scale": (add_scale, cmd_scale), "stop-server": (server_parser("stop-server", "stop"), cmd_stop_server),
+            "start-server": (server_parser("start-server", "start"), cmd_start_server),
+            "label": (add_label, cmd_label)}

@@ -1,0 +1,228 @@
+"""The commands about a scenario file, nothing built: validate, plan, flows, explain, graph (graph
+also draws a live run's plan)."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+from rich.markup import escape
+from rich.table import Table
+
+from controller.compile import compile_plan
+from controller.policy import SHARED, policy_flow_counts
+
+from ..control import ControlClient, ControlError
+from ..errors import KubevpcError, ScenarioError
+from ..evaluator.explain import explain, lines, verdict_word
+from ..evaluator.matrix import Cell, Matrix, expected_matrix, parse_ports, render as render_matrix, select, tables
+from ..ledger import RUN_NAME
+from ..observe.graph import build, render
+from .common import (EXIT_CHECKS, EXIT_OK, EXIT_USAGE, MODES, console, live_run, out, run_plan, say, scenario_args,
+                     scenario_plan)
+
+
+def add_validate(sub) -> None:
+    p = sub.add_parser("validate", help="check a scenario without building anything")
+    scenario_args(p)
+
+
+def add_plan(sub) -> None:
+    p = sub.add_parser("plan", help="print the address plan of a scenario without building it")
+    scenario_args(p)
+    p.add_argument("--json", action="store_true", help="the whole plan as JSON")
+
+
+def add_flows(sub) -> None:
+    p = sub.add_parser("flows", help="print the flows the controller would install, in ovs-ofctl syntax")
+    scenario_args(p)
+    p.add_argument("--bridge", help="only this bridge (role or name suffix, e.g. vs0, n1, vr0)")
+
+
+def add_explain(sub) -> None:
+    p = sub.add_parser("explain", help="why a connection would or would not work, as the chain the evaluator "
+                       "followed (nothing is built)",
+                       description="Explain one connection without building anything: the route table entry, "
+                       "the security group rules (egress of the source, ingress of the destination), NAT and "
+                       "EIPs, a Service's DNAT and its endpoints, NetworkPolicy, and the client address the "
+                       "server sees, from kubevpc's evaluator (written independently of the flows). With "
+                       "--matrix, the static reachability matrix instead. Exit codes: 0 it connects (or the "
+                       "matrix printed); 1 it does not, or it depends on the endpoint; 2 bad usage or an "
+                       "invalid scenario.")
+    scenario_args(p)
+    p.add_argument("source", nargs="?", metavar="SRC", help="pod/<ns>/<name>, ecs/<name>, node/<name> or inet/<name>")
+    p.add_argument("dest", nargs="?", metavar="DST",
+                   help="an endpoint as SRC, svc/<ns>/<name> (ClusterIP), slb/<ns>/<name> (intranet SLB), "
+                        "eip/<name>, node/<name> with a NodePort, or an address any of these hold")
+    p.add_argument("port", nargs="?", metavar="PORT[/PROTO]", help="e.g. 5432 or 53/udp (default protocol tcp)")
+    p.add_argument("-o", "--output", choices=("text", "json", "table", "csv", "md", "dot"), default=None,
+                   help="text (default) or json for one connection; table (default), json, csv, md or dot "
+                        "for --matrix")
+    m = p.add_argument_group("static reachability matrix (instead of one connection)")
+    m.add_argument("--matrix", action="store_true", help="every pair of the chosen endpoints and ports, as the "
+                   "evaluator expects them")
+    m.add_argument("--between", default="pods", metavar="LIST", help="as `kubevpc check --matrix` (default: pods)")
+    m.add_argument("--to", metavar="LIST", help="destinations, the same way (default: as --between)")
+    m.add_argument("--ports", default="80", metavar="LIST", help="e.g. 80,81/udp (default: 80, TCP and UDP)")
+
+
+def add_graph(sub) -> None:
+    p = sub.add_parser("graph", help="draw a scenario's or a run's network (nothing is built)",
+                       description="Draw the network of a scenario file, or of a live run, from its plan: VPCs with "
+                       "their vRouter, route table and vSwitches (zones, CIDRs), ECS instances and nodes with their "
+                       "security groups, the pods on each node, Services, SLBs, NAT gateways, EIPs and the internet. "
+                       "Formats: mermaid, dot, drawio, json; png and svg need Graphviz. --matrix draws an edge for "
+                       "each connecting cell of the reachability matrix: expected for a scenario, probed for a run "
+                       "that serves a control channel. Exit codes: 0 done; 2 bad usage or an invalid scenario.")
+    p.add_argument("what", metavar="SCENARIO|RUN", help="a scenario file, or the name of a live run")
+    p.add_argument("--mode", choices=MODES, help="override cluster.mode (a scenario file)")
+    p.add_argument("--allow-dir", action="append", default=[], metavar="DIR", dest="allow_dirs",
+                   help="as for validate")
+    p.add_argument("-o", "--output", choices=("mermaid", "dot", "drawio", "json", "png", "svg"), default="mermaid",
+                   help="format (default mermaid)")
+    p.add_argument("-w", "--write", metavar="FILE", help="write to FILE instead of standard output")
+    m = p.add_argument_group("reachability overlay")
+    m.add_argument("--matrix", action="store_true", help="draw the connecting cells of the reachability matrix")
+    m.add_argument("--between", default="pods", metavar="LIST", help="as `kubevpc check --matrix` (default: pods)")
+    m.add_argument("--to", metavar="LIST", help="destinations, the same way (default: as --between)")
+    m.add_argument("--ports", default="80", metavar="LIST", help="e.g. 80,81/udp (default: 80, TCP and UDP)")
+
+
+def cmd_validate(args) -> int:
+    plan = scenario_plan(args.file, args.mode, args.allow_dirs)
+    mode = plan.cluster.mode if plan.cluster else "no cluster"
+    out.print(f"{args.file}: valid ({len(plan.vpcs)} VPC, {len(plan.vswitches)} vSwitches, "
+              f"{len(plan.instances)} ECS, {len(plan.nodes)} nodes, {len(plan.pods)} pods, mode {mode})")
+    return EXIT_OK
+
+
+def cmd_plan(args) -> int:
+    plan = scenario_plan(args.file, args.mode, args.allow_dirs)
+    if args.json:
+        print(plan.model_dump_json(indent=1))
+        return EXIT_OK
+    t = Table(title=f"address plan of {args.file} ({plan.cluster.mode if plan.cluster else 'no cluster'})")
+    for col in ("endpoint", "address", "gateway", "MAC", "on", "node", "security groups"):
+        t.add_column(col)
+    for h in plan.hosts:
+        t.add_row(h.key, f"{h.ip}/{h.prefixlen}", h.gateway, h.mac, h.vswitch or "-", h.node or "-",
+                  ",".join(h.security_groups) or "-")
+    out.print(t)
+    rt = Table(title="route tables")
+    for col in ("VPC", "destination", "kind", "next hop"):
+        rt.add_column(col)
+    for v in plan.vpcs:
+        for r in v.routes:
+            rt.add_row(v.name, r.destination, r.kind, r.next_hop or "local")
+    out.print(rt)
+    return EXIT_OK
+
+
+def cmd_flows(args) -> int:
+    plan = scenario_plan(args.file, args.mode, args.allow_dirs)
+    compiled = compile_plan(plan)
+    if plan.network_policies:
+        counts = policy_flow_counts(plan.network_policies, [f for fs in compiled.values() for f in fs.flows
+                                                            if not args.bridge or fs.bridge.endswith(args.bridge)])
+        print("# NetworkPolicy flows on the node bridges (conjunctive: peers + pods + ports + 1 per rule and node)")
+        for key, n in counts.items():
+            print(f"#   {'isolation and pass (shared)' if key == SHARED else key}: {n}")
+    for name, fs in compiled.items():
+        if args.bridge and not name.endswith(args.bridge):
+            continue
+        b = plan.bridge(name)
+        print(f"# bridge {name} ({b.role} {b.owner}): {len(fs.flows)} flows, {len(fs.groups)} groups")
+        for line in fs.groups_ofctl():
+            print(line)
+        for line in fs.ofctl():
+            print(line)
+    return EXIT_OK
+
+
+def cmd_explain(args) -> int:
+    plan = scenario_plan(args.file, args.mode, args.allow_dirs)
+    mode = plan.cluster.mode if plan.cluster else "no cluster"
+    try:
+        if args.matrix:
+            if args.source or args.dest or args.port:
+                raise KubevpcError("--matrix takes no SRC, DST or PORT: choose endpoints with --between and --to")
+            if args.output == "text":
+                raise KubevpcError("-o text is for one connection; --matrix prints table, json, csv, md or dot")
+            sources = select(plan, args.between.split(","))
+            dests = select(plan, args.to.split(",")) if args.to else sources
+            m = expected_matrix(plan, sources, dests, parse_ports([args.ports]))
+            if (args.output or "table") == "table":
+                for item in tables(m):
+                    out.print(item)
+            else:
+                sys.stdout.write(render_matrix(m, args.output))
+            return EXIT_OK
+        if not (args.source and args.dest and args.port):
+            raise KubevpcError("expected SRC DST PORT[/PROTO] (for example pod/default/web-0 ecs/ecs-db 5432/tcp), "
+                               "or --matrix")
+        if args.output not in (None, "text", "json"):
+            raise KubevpcError(f"-o {args.output} is for --matrix; one connection prints text or json")
+        port, _, proto = args.port.partition("/")
+        if not port.isdigit() or not 1 <= int(port) <= 65535 or proto.lower() not in ("", "tcp", "udp"):
+            raise KubevpcError(f"{args.port!r}: expected a port from 1 to 65535, optionally /tcp or /udp")
+        e = explain(plan, args.source, args.dest, int(port), proto.lower() or "tcp")
+    except KubevpcError as exc:
+        console.print(f"[red]error:[/red] {escape(str(exc))}")
+        return EXIT_USAGE
+    if args.output == "json":
+        print(json.dumps({"file": args.file, "mode": mode, **e.as_dict()}, indent=1))
+    else:
+        out.print(f"{e.source} → {e.dest} {e.port}/{e.proto} in {args.file} (mode {mode}): "
+                  f"{verdict_word(e.allowed).upper()}: {e.reason}", markup=False, soft_wrap=True)
+        for line in lines(e):
+            out.print(line, markup=False, soft_wrap=True)
+    return EXIT_OK if e.allowed else EXIT_CHECKS
+
+
+def cmd_graph(args) -> int:
+    try:
+        if os.path.exists(args.what) or not RUN_NAME.match(args.what):
+            plan, run = scenario_plan(args.what, args.mode, args.allow_dirs), None
+        else:
+            run = live_run(args.what)
+            plan = run_plan(run)
+        matrix = None
+        if args.matrix:
+            sources = select(plan, args.between.split(","))
+            dests = select(plan, args.to.split(",")) if args.to else sources
+            ports = parse_ports([args.ports])
+            matrix = _probed_matrix(run, sources, dests, ports) or expected_matrix(plan, sources, dests, ports)
+        data = render(build(plan, matrix), args.output)
+    except KubevpcError as exc:
+        if isinstance(exc, ScenarioError):
+            raise
+        console.print(f"[red]error:[/red] {escape(str(exc))}")
+        return EXIT_USAGE
+    if args.write:
+        with open(args.write, "wb" if isinstance(data, bytes) else "w") as fh:
+            fh.write(data)
+        say(f"wrote {args.output} to {args.write}")
+    elif isinstance(data, bytes):
+        if sys.stdout.isatty():
+            console.print(f"[red]error:[/red] -o {args.output} is binary: give -w FILE")
+            return EXIT_USAGE
+        sys.stdout.buffer.write(data)
+    else:
+        sys.stdout.write(data)
+    return EXIT_OK
+
+
+def _probed_matrix(run: str | None, sources: list, dests: list, ports: list):
+    """The run's probed matrix through its control channel; None when it does not serve one."""
+    if run is None:
+        return None
+    try:
+        doc = ControlClient(run).call("matrix", sources, [list(p) for p in ports], dests, 1.0)
+    except ControlError:
+        return None
+    cells = [Cell(**{k: v for k, v in c.items() if k != "differs"}) for c in doc["cells"]]
+    return Matrix(doc["sources"], doc["destinations"], ports, cells, doc["mode"], doc["probe_s"])
+
+
+COMMANDS = {"validate": (add_validate, cmd_validate), "plan": (add_plan, cmd_plan), "flows": (add_flows, cmd_flows),
+            "explain": (add_explain, cmd_explain), "graph": (add_graph, cmd_graph)}

@@ -1,0 +1,132 @@
+"""What should connect: reachability worked out from the scenario's meaning, not from the flows.
+
+Written from the specification (SPEC.md, the cloud's documented security group semantics and
+the pod network modes), independently of controller/compile.py, so that probing the real
+network against it tests the compiler. Each verdict carries the reason a user would want, and
+the chain of steps that led to it (`Verdict.steps`: the VPC, the node bridge, the tunnel, the
+route, the translations, each security group rule and NetworkPolicy rule met on the way), which
+`kubevpc explain` prints.
+
+Here: the verdict for a connection between two hosts (the VPC's part in kubevpc.evaluator.vpc,
+the internet's in kubevpc.evaluator.northsouth, NetworkPolicy in kubevpc.evaluator.netpol), and
+for a connection to a Service's ClusterIP, the endpoints it may land on.
+"""
+from __future__ import annotations
+
+import ipaddress
+
+from ..plan import HostPlan, Plan, ServicePlan
+from .netpol import evaluate
+from .northsouth import reach_internet
+from .verdict import Step, Verdict, Wire
+from .vpc import attachment_of, in_cidr, route_step, security_groups, vpc_of
+
+
+def reach(plan: Plan, src: HostPlan, dst: HostPlan, port: int, proto: str = "tcp") -> Verdict:
+    """Should a connection from src to dst:port/proto succeed, and with which client address?
+    The network first (VPCs, routes, security groups), then NetworkPolicy where pods are involved.
+    Hosts of the emulated internet go to kubevpc.evaluator.northsouth."""
+    if src.kind == "internet" or dst.kind == "internet":
+        return with_policy(plan, reach_internet(plan, src, dst, port, proto.lower()), src, dst, port, proto)
+    v = _network(plan, src, dst, port, proto.lower())
+    return with_policy(plan, v, src, dst, port, proto)
+
+
+def with_policy(plan: Plan, v: Verdict, src: HostPlan, dst: HostPlan, port: int, proto: str) -> Verdict:
+    """A network verdict with NetworkPolicy's on top, where pods are involved."""
+    if not v.allowed or not plan.network_policies:
+        return v
+    p = evaluate(plan.network_policies, plan.namespaces, _policy_view(src), _policy_view(dst), port, proto)
+    if not p.allowed:
+        return Verdict(False, f"NetworkPolicy: {p.reason}", steps=v.steps + p.steps)
+    return v if not (src.kind == "pod" or dst.kind == "pod") else Verdict(True, f"{v.reason}; {p.reason}",
+                                                                          v.seen_source, v.steps + p.steps)
+
+
+def _policy_view(h: HostPlan) -> HostPlan:
+    """What NetworkPolicy sees of a host: pods are pods; anything else (an ECS instance, a node, an
+    SLB's address) is just an address, with its node if it is one."""
+    return h if h.kind == "pod" else h.model_copy(update={"namespace": ""})
+
+
+def service_targets(plan: Plan, src: HostPlan, svc: ServicePlan, port: int, proto: str = "tcp"
+                    ) -> tuple[Verdict | None, list[tuple[HostPlan, int, Verdict]]]:
+    """A connection from src to a Service's ClusterIP and port: either a verdict for the whole
+    Service (not reachable, refused) or, per endpoint src may land on, the endpoint, its target
+    port and whether the connection to it succeeds (network and NetworkPolicy, after DNAT)."""
+    proto = proto.lower()
+
+    def whole(reason: str) -> Verdict:
+        return Verdict(False, reason, steps=(Step("Service", reason, False),))
+    if not svc.cluster_ip:
+        return whole(f"Service {svc.key} has no ClusterIP"), []
+    if not (src.kind == "pod" or (src.kind == "ecs" and src.node)):
+        return whole(f"{src.key} is not in the cluster: ClusterIPs are reachable from pods and nodes only"), []
+    index = next((i for i, p in enumerate(svc.ports) if p.port == port and p.protocol.lower() == proto), None)
+    if index is None:
+        return whole(f"Service {svc.key} does not expose {port}/{proto}: dropped"), []
+    ready = svc.ready_endpoints(index)
+    if not ready:
+        return whole(f"Service {svc.key} has no ready endpoint: refused"), []
+    if svc.internal_traffic_policy == "Local":
+        ready = [e for e in ready if e.node == src.node]
+        if not ready:
+            return whole(f"internalTrafficPolicy Local and no endpoint on {src.node}: dropped"), []
+    return None, [(plan.host(e.pod), e.ports[index], reach(plan, src, plan.host(e.pod), e.ports[index], proto))
+                  for e in ready]
+
+
+def _network(plan: Plan, src: HostPlan, dst: HostPlan, port: int, proto: str) -> Verdict:
+    if vpc_of(plan, src) != vpc_of(plan, dst):
+        reason = f"{src.key} and {dst.key} are in different VPCs, which are not peered"
+        return Verdict(False, reason, steps=(Step("VPC", f"{src.key} is in {vpc_of(plan, src)}, {dst.key} in "
+                                                         f"{vpc_of(plan, dst)}: VPCs are isolated, and these "
+                                                         "are not peered", False),))
+    mode = plan.cluster.mode if plan.cluster else ""
+    same_node = bool(src.node) and src.node == dst.node
+    if same_node and (src.kind == "pod" or dst.kind == "pod"):
+        reason = "on the same node: switched by the node bridge, no security group"
+        return Verdict(True, reason, src.ip, (Step("node bridge", f"both on node {src.node}: its bridge switches "
+                                                   "the packet; security groups are not on this path", True),))
+    if src.key == dst.key:
+        return Verdict(True, "to itself", src.ip, (Step("host", "to itself, inside its namespace", True),))
+    # pod to pod and node to pod across nodes, and pod to node
+    cluster_side = lambda h: h.kind == "pod" or (h.kind == "ecs" and bool(h.node))  # noqa: E731
+    if mode == "vxlan" and cluster_side(src) and cluster_side(dst) and (src.kind == "pod" or dst.kind == "pod"):
+        a_node, b_node = plan.node(src.node), plan.node(dst.node)
+        steps = [Step("VXLAN", f"node {a_node.name}'s bridge encapsulates it: VXLAN VNI {plan.cluster.vni} from "
+                               f"{a_node.ip} to node {b_node.name} at {b_node.ip}, UDP {plan.cluster.vxlan_port}; "
+                               "replies come back the same way"),
+                 route_step(plan, plan.cluster.vpc, a_node.ip, b_node.ip)]
+        # replies travel in their own VXLAN packets, from the other node's socket to port 4789
+        for x, y in ((a_node, b_node), (b_node, a_node)):
+            wire = Wire(x.ip, y.ip, "udp", plan.cluster.vxlan_port)
+            v = security_groups(plan, wire, attachment_of(plan, x.ip), attachment_of(plan, y.ip))
+            steps += [Step(s.stage, f"VXLAN {x.name} to {y.name}: {s.text}", s.passes) for s in v.steps]
+            if not v.allowed:
+                return Verdict(False, f"VXLAN from {x.name} to {y.name} blocked: {v.reason}", steps=tuple(steps))
+        steps.append(Step("VXLAN", f"node {b_node.name}'s bridge decapsulates it and delivers it to {dst.key}; "
+                                   "pod security groups do not apply in this mode", True))
+        return Verdict(True, f"VXLAN from {a_node.name} to {b_node.name}", src.ip, tuple(steps))
+    src_ip, seen = src.ip, src.ip
+    steps: list[Step] = []
+    if src.kind == "pod" and mode == "vxlan":
+        node = plan.node(src.node)
+        src_ip = seen = node.ip            # SNAT to the node, as flannel's ip-masq does
+        if dst.key == node.ecs:
+            return Verdict(True, "to its own node", src.ip, (Step("node bridge", f"to its own node {node.name}, "
+                                                                                 "on the node bridge", True),))
+        steps.append(Step("NAT", f"SNAT to node {node.name} ({node.ip}): flannel masquerades pod traffic that "
+                                 "leaves the overlay"))
+    if dst.kind == "pod" and mode == "vxlan":
+        routes = [r for vpc in plan.vpcs if vpc.name == vpc_of(plan, dst) for r in vpc.routes
+                  if r.kind == "custom" and in_cidr(dst.ip, r.destination)]
+        route = max(routes, key=lambda r: ipaddress.IPv4Network(r.destination).prefixlen, default=None)
+        if route is None or route.next_hop != dst.node:
+            reason = (f"{dst.ip} is an overlay address: no VPC route leads to it "
+                      f"(add a custom route to node {dst.node} to make it reachable)")
+            return Verdict(False, reason, steps=(*steps, Step("route", reason, False)))
+    wire = Wire(src_ip, dst.ip, proto, port)
+    steps.append(route_step(plan, vpc_of(plan, dst), src_ip, dst.ip))
+    v = security_groups(plan, wire, attachment_of(plan, src_ip), attachment_of(plan, dst.ip))
+    return Verdict(v.allowed, v.reason, seen if v.allowed else "", (*steps, *v.steps))

@@ -1,0 +1,144 @@
+"""The VPC's part of the evaluator: which attachment holds an address, the security groups (egress
+of the source, ingress of the destination, the winning rule by priority) and the route table.
+Written from the cloud's documented security group semantics, independently of the flows that
+controller/compile.py makes of the same groups."""
+from __future__ import annotations
+
+import ipaddress
+
+from ..plan import Attachment, GroupPlan, HostPlan, Plan, RulePlan, VpcPlan
+from .verdict import Step, Verdict, Wire
+
+
+def in_cidr(ip: str, cidr: str) -> bool:
+    return ipaddress.IPv4Address(ip) in ipaddress.IPv4Network(cidr)
+
+
+def vpc_of(plan: Plan, h: HostPlan) -> str:
+    if h.kind == "pod":
+        return plan.cluster.vpc
+    return plan.vswitch(h.vswitch).vpc
+
+
+def attachment_of(plan: Plan, ip: str) -> Attachment | None:
+    """The most specific attachment holding this address."""
+    best = None
+    for a in plan.attachments:
+        if in_cidr(ip, a.ip) and (best is None or
+                                  ipaddress.IPv4Network(a.ip).prefixlen > ipaddress.IPv4Network(best.ip).prefixlen):
+            best = a
+    return best
+
+
+def _rule_hits(plan: Plan, rule, peer_ip: str, proto: str, port: int) -> bool:
+    if rule.protocol not in ("all", proto):
+        return False
+    if rule.port_min and not (rule.port_min <= port <= rule.port_max):
+        return False
+    if rule.cidr:
+        return in_cidr(peer_ip, rule.cidr)
+    group = next(g for g in plan.groups if g.name == rule.group)
+    return any(in_cidr(peer_ip, m) for m in group.members)
+
+
+def _decide(plan: Plan, groups: list[GroupPlan], direction: str, peer_ip: str, proto: str, port: int):
+    """The winning rule as (priority, accepts, group name, rule, its number in the group, from 1):
+    lowest priority number; at equal priority drop wins. None if no rule hits."""
+    hits = [(r.priority, r.policy != "drop", g.name, r, i) for g in groups for i, r in enumerate(g.rules, 1)
+            if r.direction == direction and _rule_hits(plan, r, peer_ip, proto, port)]
+    return min(hits, key=lambda h: h[:2]) if hits else None
+
+
+def rule_text(group: str, number: int, rule: RulePlan) -> str:
+    return rule.text(group, number)
+
+
+def who(plan: Plan, att: Attachment) -> str:
+    """An attachment's owner in words: a pod CIDR or custom route is named by where it leads."""
+    if not att.owner.startswith("route/"):
+        return att.owner
+    dest = att.owner.removeprefix("route/")
+    route = next((r for v in plan.vpcs for r in v.routes if r.destination == dest and r.next_hop), None)
+    if route is not None and route.kind == "pod":
+        return f"node {route.next_hop}'s pod CIDR {dest}"
+    return f"{dest} behind {route.next_hop}" if route else dest
+
+
+def egress(plan: Plan, wire: Wire, src: Attachment) -> Verdict:
+    """The source's security groups on the way out: the winning egress rule, or the default
+    (outbound allowed)."""
+    groups = {g.name: g for g in plan.groups}
+    flow = f"{wire.proto}/{wire.port}"
+    hit = _decide(plan, [groups[n] for n in src.security_groups], "egress", wire.dst_ip, wire.proto, wire.port)
+    if hit and hit[3].policy == "drop":
+        return Verdict(False, f"egress of {who(plan, src)} dropped by {hit[2]} (priority {hit[0]})",
+                       steps=(Step("security group", f"egress of {who(plan, src)}: {rule_text(hit[2], hit[4], hit[3])} "
+                                                     f"drops {flow} to {wire.dst_ip}", False),))
+    if hit:
+        return Verdict(True, f"egress of {who(plan, src)} accepted by {hit[2]}",
+                       steps=(Step("security group", f"egress of {who(plan, src)}: {rule_text(hit[2], hit[4], hit[3])} "
+                                                     f"accepts {flow} to {wire.dst_ip}", True),))
+    names = ", ".join(src.security_groups) or "no security group"
+    return Verdict(True, f"egress of {who(plan, src)} allowed by default",
+                   steps=(Step("security group", f"egress of {who(plan, src)}: no rule of {names} matches; "
+                                                 "outbound traffic is allowed by default", True),))
+
+
+def security_groups(plan: Plan, wire: Wire, src: Attachment | None, dst: Attachment | None) -> Verdict:
+    groups = {g.name: g for g in plan.groups}
+    steps: list[Step] = []
+    flow = f"{wire.proto}/{wire.port}"
+    if src is not None:
+        out = egress(plan, wire, src)
+        if not out.allowed:
+            return out
+        steps += out.steps
+    if dst is None:
+        return Verdict(False, f"nothing in the VPC holds {wire.dst_ip}",
+                       steps=(*steps, Step("route", f"nothing in the VPC holds {wire.dst_ip}", False)))
+    mine = [groups[n] for n in dst.security_groups]
+    hit = _decide(plan, mine, "ingress", wire.src_ip, wire.proto, wire.port)
+    owner = who(plan, dst)
+    if hit:
+        text = f"ingress of {owner}: {rule_text(hit[2], hit[4], hit[3])}"
+        if hit[3].policy == "drop":
+            return Verdict(False, f"ingress of {owner} dropped by {hit[2]} (priority {hit[0]})",
+                           steps=(*steps, Step("security group", f"{text} drops {flow} from {wire.src_ip}", False)))
+        return Verdict(True, f"ingress of {owner} accepted by {hit[2]} {flow}",
+                       steps=(*steps, Step("security group", f"{text} accepts {flow} from {wire.src_ip}", True)))
+    for g in mine:
+        if any(in_cidr(wire.src_ip, m) for m in g.members):
+            reason = f"{wire.src_ip} and {owner} are both members of {g.name}"
+            return Verdict(True, reason, steps=(*steps, Step(
+                "security group", f"ingress of {owner}: {wire.src_ip} and {owner} are both members of {g.name}, "
+                                  "whose members reach each other", True)))
+    names = ", ".join(dst.security_groups) or "no security group"
+    reason = f"ingress of {owner} denied: no rule of {names} allows {flow} from {wire.src_ip}"
+    return Verdict(False, reason, steps=(*steps, Step("security group", f"ingress of {owner} denied: no rule of {names} "
+                                                      f"allows {flow} from {wire.src_ip} (inbound is denied by "
+                                                      "default)", False)))
+
+
+def route_step(plan: Plan, vpc_name: str, src_ip: str, dst_ip: str) -> Step:
+    """How the VPC carries a packet from src_ip to dst_ip: on one vSwitch at layer 2, or by the
+    vRouter's most specific route (a fact of the chain, not a decision)."""
+    a, b = attachment_of(plan, src_ip), attachment_of(plan, dst_ip)
+    if a is not None and b is not None and a.vswitch == b.vswitch and _prefixlen(b.ip) == 32:
+        return Step("route", f"{src_ip} and {dst_ip} are on vSwitch {a.vswitch}: switched at layer 2, no route")
+    vpc = next(v for v in plan.vpcs if v.name == vpc_name)
+    route = best_route(vpc, dst_ip)
+    if route is None:
+        return Step("route", f"route table of {vpc.name}: no entry for {dst_ip}")
+    where = f"-> {route.next_hop}" if route.next_hop else f"({route.description})" if route.description else ""
+    kind = {"system": "system route", "custom": "custom route", "pod": "pod route (vpc-route mode)",
+            "natgw": "route to NAT gateway"}[route.kind]
+    return Step("route", f"route table of {vpc.name}: {kind} {route.destination} {where}".rstrip())
+
+
+def best_route(vpc: VpcPlan, ip: str):
+    routes = [r for r in vpc.routes if in_cidr(ip, r.destination)]
+    return max(routes, key=lambda r: _prefixlen(r.destination), default=None)
+
+
+def _prefixlen(cidr: str) -> int:
+    return ipaddress.IPv4Network(cidr).prefixlen

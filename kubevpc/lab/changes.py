@@ -1,0 +1,184 @@
+"""What a change to a running scenario does to its manifests, before it is planned again: objects
+parsed and checked as the API server would, applied, scaled or deleted by kind, namespace and
+name, Services keeping their ClusterIP and NodePorts; and, once planned, which pods the new plan
+adds and removes (a running pod never moves or changes shape). Pure: the Lab (kubevpc/lab/lab.py)
+plans the result and carries it out."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from pydantic import ValidationError
+
+from ..errors import KubevpcError
+from ..ingress import Ingress, Secret
+from ..k8s import Deployment, Namespace, NetworkPolicy, Pod, Service, kind_of
+from ..load import Loaded, Manifest, Source, all_kinds, pydantic_problems
+from ..plan import HostPlan, Plan, make_plan
+
+
+def parse_objects(objects, origin: str = "<api>") -> list:
+    """Objects that may change while running, validated as the API server would."""
+    out = []
+    for obj in objects:
+        cls = all_kinds().get(kind_of(obj))
+        if cls not in (Service, NetworkPolicy, Namespace, Ingress, Secret, Pod, Deployment):
+            raise KubevpcError(f"only Services, NetworkPolicies, Namespaces, Ingresses, Secrets, Pods and "
+                               f"Deployments can be applied while the scenario runs, not {'/'.join(kind_of(obj))}")
+        try:
+            parsed = cls.model_validate(obj)
+        except ValidationError as exc:
+            meta = obj.get("metadata")
+            where = f"{kind_of(obj)[1]} {meta.get('name', '?') if isinstance(meta, dict) else '?'}"
+            raise KubevpcError(f"{where} is invalid: " + "; ".join(
+                f"{p.path}: {p.expected}" for p in pydantic_problems(Source(origin, obj, {}), exc))) from None
+        meta = parsed.metadata
+        # problems the planner finds in it name the origin and the object's own paths
+        out.append(Manifest(obj=parsed, file=origin, path=f"{origin}/{cls.__name__}/{meta.namespace}/{meta.name}",
+                            source=Source(origin, obj, {}), prefix=()))
+    return out
+
+
+def applied(manifests, entries: list) -> list:
+    """The manifests with each entry added, or in place of the object of its kind, namespace and name."""
+    manifests = list(manifests)
+    for entry in entries:
+        cls, meta = type(entry.obj), entry.obj.metadata
+        at = find_manifest(manifests, cls, meta.namespace, meta.name)
+        if at is None:
+            manifests.append(entry)
+        else:
+            manifests[at] = entry
+    return manifests
+
+
+def scaled(manifests, deployment: str, replicas: int) -> list:
+    """The manifests with a Deployment's (`deploy/<ns>/<name>`) replicas set."""
+    kind, _, rest = deployment.partition("/")
+    ns, _, name = rest.rpartition("/")
+    if kind not in ("deploy", "deployment", "deployments") or not name:
+        raise KubevpcError(f"cannot scale {deployment!r}; expected deploy/<namespace>/<name> or deploy/<name>")
+    if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 0:
+        raise KubevpcError(f"replicas {replicas!r}: expected a whole number, 0 or more")
+    at = find_manifest(manifests, Deployment, ns or "default", name)
+    if at is None:
+        raise KubevpcError(f"no Deployment {ns or 'default'}/{name} in this scenario")
+    m = manifests[at]
+    obj = m.obj.model_copy(update={"spec": m.obj.spec.model_copy(update={"replicas": replicas})})
+    manifests = list(manifests)
+    manifests[at] = dataclasses.replace(m, obj=obj)
+    return manifests
+
+
+def with_network_policies(manifests, objects, origin: str = "<api>") -> list:
+    """The manifests with these NetworkPolicies in place of all others."""
+    for obj in objects:
+        if kind_of(obj) != ("networking.k8s.io/v1", "NetworkPolicy"):
+            raise KubevpcError(f"expected NetworkPolicies, not {'/'.join(kind_of(obj))}")
+    kept = [m for m in manifests if not isinstance(m.obj, NetworkPolicy)]
+    return kept + parse_objects(objects, origin)
+
+
+DELETABLE = {"svc": Service, "service": Service, "netpol": NetworkPolicy, "networkpolicy": NetworkPolicy,
+             "ing": Ingress, "ingress": Ingress, "pod": Pod, "po": Pod, "deploy": Deployment,
+             "deployment": Deployment}
+
+
+def deleted(manifests, plan: Plan, ref: str) -> list:
+    """The manifests without the object `ref` names (KIND/<ns>/<name>); a pod of a Deployment, or
+    the cluster's own, is refused."""
+    kind, _, rest = ref.partition("/")
+    ns, _, name = rest.rpartition("/")
+    if kind.lower() not in DELETABLE or not name:
+        raise KubevpcError(f"cannot delete {ref!r}; expected svc/, netpol/, ingress/, pod/ or deploy/ "
+                           "followed by <namespace>/<name>")
+    cls = DELETABLE[kind.lower()]
+    at = find_manifest(manifests, cls, ns or "default", name)
+    if at is None and cls is Pod and f"pod/{ns or 'default'}/{name}" in {h.key for h in plan.pods}:
+        owner = next((m.obj.metadata.name for m in manifests if isinstance(m.obj, Deployment)
+                      and m.obj.metadata.namespace == (ns or "default")
+                      and name.rpartition("-")[0] == m.obj.metadata.name), None)
+        if owner:
+            raise KubevpcError(f"pod {ns or 'default'}/{name} belongs to Deployment {owner}, which would "
+                               f"replace it; scale the Deployment (kubevpc scale deploy/{ns or 'default'}/{owner} "
+                               "--replicas N) or delete it")
+        raise KubevpcError(f"pod {ns or 'default'}/{name} is the cluster's own (the DNS); it cannot be deleted")
+    if at is None:
+        raise KubevpcError(f"no {cls.__name__} {ns or 'default'}/{name} in this scenario")
+    return manifests[:at] + manifests[at + 1:]
+
+
+@dataclass(frozen=True)
+class Replanned:
+    """A change planned: the scenario as it now is, its plan, the pods the change adds and removes,
+    and the readiness and labels set while running (those of removed pods forgotten)."""
+
+    loaded: Loaded
+    plan: Plan
+    added: list[HostPlan]
+    removed: list[HostPlan]
+    ready: dict[str, bool]
+    labels: dict
+
+
+def replan(loaded: Loaded, previous: Plan, run: str, manifests, ready: dict[str, bool], labels: dict) -> Replanned:
+    """Plan the changed manifests against the running plan: pods that stay keep their node,
+    address and port, and every Service its ClusterIP and NodePorts, whatever comes or goes before it."""
+    manifests = [dataclasses.replace(m, obj=keep_allocations(m.obj, previous)) if isinstance(m.obj, Service)
+                 else m for m in manifests]
+    loaded = dataclasses.replace(loaded, manifests=tuple(manifests))
+    plan = make_plan(loaded, run, ready, labels, previous=previous)
+    added, removed = pods_changed(previous, plan)
+    gone = {h.key for h in removed}
+    return Replanned(loaded, plan, added, removed, {k: v for k, v in ready.items() if k not in gone},
+                     {k: v for k, v in labels.items() if k not in gone})
+
+
+def find_manifest(manifests, cls, namespace: str, name: str) -> int | None:
+    return next((i for i, m in enumerate(manifests) if isinstance(m.obj, cls)
+                 and (m.obj.metadata.namespace, m.obj.metadata.name) == (namespace, name)), None)
+
+
+def keep_allocations(svc, plan: Plan):
+    """The API server keeps a Service's ClusterIP and NodePorts across updates: so do we."""
+    try:
+        old = plan.service(f"{svc.metadata.namespace}/{svc.metadata.name}")
+    except KeyError:
+        return svc
+    spec = svc.spec.model_dump(exclude_none=True)
+    if svc.spec.clusterIP is None and old.cluster_ip:
+        spec["clusterIP"] = old.cluster_ip
+    kept = {(p.port, p.protocol): p.node_port for p in old.ports if p.node_port}
+    if svc.spec.healthCheckNodePort is None and old.health_check_node_port and \
+            svc.spec.type == "LoadBalancer" and svc.spec.externalTrafficPolicy == "Local":
+        spec["healthCheckNodePort"] = old.health_check_node_port
+    if svc.spec.type in ("NodePort", "LoadBalancer"):
+        for p in spec.get("ports", []):
+            if "nodePort" not in p and (p["port"], p.get("protocol", "TCP")) in kept:
+                p["nodePort"] = kept[(p["port"], p.get("protocol", "TCP"))]
+    return Service.model_validate({"apiVersion": "v1", "kind": "Service",
+                                   "metadata": svc.metadata.model_dump(), "spec": spec})
+
+
+def pods_changed(old: Plan, new: Plan) -> tuple[list[HostPlan], list[HostPlan]]:
+    """The pods a change adds and removes. Everything else must stay as it is: a change that would
+    add or remove SLBs or node uplinks, or move, renumber or reshape a running pod, is refused."""
+    def fixed(p: Plan):
+        return ([h for h in p.hosts if h.kind != "pod"],
+                {b.name: [x for x in b.ports if not (x.kind == "veth" and x.peer.startswith("pod/"))] for b in p.bridges})
+    if fixed(old) != fixed(new):
+        was = {h.key for h in old.hosts if h.kind != "pod"}
+        now = {h.key for h in new.hosts if h.kind != "pod"}
+        what = ", ".join(sorted(now - was)) or ", ".join(f"-{k}" for k in sorted(was - now))
+        raise KubevpcError("this change adds or removes SLBs or node uplinks" + (f" ({what})" if what else "") +
+                           ", which a running scenario cannot do; restart the scenario with the change instead")
+    before = {h.key: h for h in old.pods}
+    after = {h.key: h for h in new.pods}
+    for key in sorted(before.keys() & after.keys()):
+        a, b = before[key], after[key]
+        for field, what in (("node", "node"), ("servers", "ports"), ("app", "program")):
+            if getattr(a, field) != getattr(b, field):
+                raise KubevpcError(f"{key} would change its {what} ({getattr(a, field) or '-'} -> "
+                                   f"{getattr(b, field) or '-'}): a running pod cannot; delete it and create it "
+                                   "again (for a Deployment, scale it to fewer replicas and back)")
+    return ([h for k, h in after.items() if k not in before], [h for k, h in before.items() if k not in after])
