@@ -493,7 +493,7 @@ def cmd_explain(args) -> int:
 
 def cmd_trace(args) -> int:
     from .explain import lines as explain_lines, verdict_word
-    from .ledger import run_dir
+    from .rundir import RunDir
     from .trace import trace
     try:
         port, _, proto = args.port.partition("/")
@@ -506,7 +506,7 @@ def cmd_trace(args) -> int:
     try:
         plan = _run_plan(run)
         try:
-            with open(os.path.join(run_dir(run), "status.json"), encoding="utf-8") as fh:
+            with open(RunDir.of(run).status, encoding="utf-8") as fh:
                 health = json.load(fh).get("slb_health")
         except (OSError, ValueError):
             health = None
@@ -573,10 +573,10 @@ def _live_run(run: str | None) -> str:
 
 
 def _run_plan(run: str):
-    from .ledger import run_dir
     from .plan import Plan
+    from .rundir import RunDir
     try:
-        with open(os.path.join(run_dir(run), "plan.json"), encoding="utf-8") as fh:
+        with open(RunDir.of(run).plan, encoding="utf-8") as fh:
             return Plan.model_validate_json(fh.read())
     except OSError as exc:
         raise KubevpcError(f"cannot read run {run}'s plan: {exc.strerror} (root only)") from None
@@ -621,6 +621,7 @@ def cmd_capture(args) -> int:
 def cmd_flowlog(args) -> int:
     from .flowlog import FLOWLOG_FILE, dump_learned, live_records, read_counters, read_records
     from .ledger import owner_alive, run_dir
+    from .rundir import RunDir
     try:
         run = _live_run(args.run)
         plan = _run_plan(run)
@@ -629,7 +630,7 @@ def cmd_flowlog(args) -> int:
         return EXIT_USAGE
     if args.rules:
         try:
-            with open(os.path.join(run_dir(run), "status.json"), encoding="utf-8") as fh:
+            with open(RunDir.of(run).status, encoding="utf-8") as fh:
                 health = json.load(fh).get("slb_health")
         except (OSError, ValueError):
             health = None

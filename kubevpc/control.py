@@ -39,9 +39,9 @@ from typing import Any, Callable
 
 from .errors import KubevpcError, ScenarioError
 from .ledger import MAX_TAG, RUN_NAME, list_runs, owner_alive, run_dir
+from .rundir import RunDir
 
 PROTOCOL = 1
-SOCKET_NAME = "control.sock"
 MAX_MESSAGE = 4 * 1024 * 1024      # bytes in one request or answer (manifests are small)
 READ_DEADLINE = 5.0                # the server's wait for a whole request
 CONNECT_DEADLINE = 5.0             # the client's wait to connect and send
@@ -123,7 +123,7 @@ class Reply:
 
 
 def socket_path(run: str) -> str:
-    return os.path.join(run_dir(run), SOCKET_NAME)
+    return RunDir.of(run).control_socket
 
 
 # ------------------------------------------------------------------------------------- framing
@@ -313,12 +313,11 @@ def diff(before: dict[str, dict[str, str]], after: dict[str, dict[str, str]]) ->
 def _slb_view(lab, slb) -> dict:
     """An SLB with its backends, each with the status its health checker last wrote and whether
     the controller's current plan has it in rotation (null before the controller read the checker)."""
-    from topologies.build import slb_file
     health = {}
     rotation = lab.status().get("slb_health", {})
     if lab.net is not None:
         try:
-            with open(slb_file(lab.net.state_dir, slb, ".state.json"), encoding="utf-8") as fh:
+            with open(lab.net.rundir.slb_state(slb.service), encoding="utf-8") as fh:
                 health = json.load(fh).get("listeners", {})
         except (OSError, json.JSONDecodeError):
             pass

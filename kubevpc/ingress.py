@@ -63,6 +63,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from kubevpc.k8s import DNS1123_SUBDOMAIN, K8s, ObjectMeta, _port_name_problem
 from kubevpc.ledger import Ledger, cmdline
+from kubevpc.rundir import atomic_write
 from kubevpc.server import file_stamp, iso_time, open_log, write_ready_file
 
 NGINX = "/usr/sbin/nginx"
@@ -911,14 +912,6 @@ class NginxError(Exception):
     """NGINX refused a configuration or could not be started."""
 
 
-def _write_atomic(path: str, data: bytes, mode: int = 0o644) -> None:
-    tmp = f"{path}.tmp.{os.getpid()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-    os.replace(tmp, path)
-
-
 def _children(pid: int) -> set[int]:
     """The pids whose parent is ``pid`` (NGINX's workers, for the master)."""
     kids = set()
@@ -989,17 +982,19 @@ class Controller:
         for path, data in rendered.files.items():
             os.makedirs(os.path.dirname(path), exist_ok=True)
             if not os.path.exists(path):
-                _write_atomic(path, data, 0o600 if path.endswith(".key") else 0o644)
-        _write_atomic(self.candidate, rendered.text.encode())
+                atomic_write(path, data, 0o600 if path.endswith(".key") else 0o644, umask=True)
+        atomic_write(self.conf, rendered.text, 0o644, umask=True, tmp=self.candidate, check=self._test)
+
+    def _test(self, conf: str) -> None:
+        """nginx -t of a configuration file; NginxError with NGINX's complaint."""
         try:
-            res = subprocess.run(self._nginx_cmd(self.candidate, "-t", "-q"), stdin=subprocess.DEVNULL,
+            res = subprocess.run(self._nginx_cmd(conf, "-t", "-q"), stdin=subprocess.DEVNULL,
                                  capture_output=True, text=True, timeout=TEST_DEADLINE)
         except subprocess.TimeoutExpired:
             raise NginxError(f"nginx -t did not finish within {TEST_DEADLINE:g} s") from None
         if res.returncode != 0:
             raise NginxError("; ".join(_nginx_errors(res.stderr) or res.stderr.splitlines()
                                        or [f"nginx -t exited {res.returncode}"]))
-        os.replace(self.candidate, self.conf)
 
     def _prune(self, rendered: Rendered) -> None:
         """Remove certificate files the served configuration no longer names."""
@@ -1149,7 +1144,7 @@ class Controller:
         status = {"generation": self.generation, "seen": self.seen, "ok": self.ok, "error": self.error, "warnings": self.warnings,
                   "nginx_pid": self.nginx.pid if self.nginx else None, "reloads": self.reloads,
                   "time": iso_time(time.time())}
-        _write_atomic(self.status_path, (json.dumps(status, indent=1) + "\n").encode())
+        atomic_write(self.status_path, json.dumps(status, indent=1) + "\n", 0o644, umask=True)
 
     def watch(self) -> int:
         """Follow the state file until asked to stop (0) or until NGINX dies (1)."""

@@ -21,10 +21,11 @@ from dataclasses import dataclass
 from typing import Callable, Iterable
 
 from .errors import DeadlineError, KubevpcError
-from .ledger import Ledger, run_dir, write_private
+from .ledger import Ledger, run_dir
 from .load import load
 from .plan import HostPlan, Plan, make_plan, resolve_endpoint
 from .probe import PortBlocks, Result
+from .rundir import atomic_write
 
 
 def new_run_name() -> str:
@@ -347,15 +348,14 @@ class Lab:
     def ingress_certificate(self, secret: str) -> str:
         """The PEM file of the certificate an Ingress's TLS Secret (`<namespace>/<name>`) holds: the
         declared Secret's, written out, or the self-signed one made for it at set-up."""
-        from topologies.build import ingress_dir
         ns, _, name = secret.rpartition("/")
         key = f"{ns or 'default'}/{name}"
         for h in self.plan.pods:
             if h.app == "ingress":
-                with open(os.path.join(ingress_dir(self.net.state_dir, h), "state.json"), encoding="utf-8") as fh:
+                with open(self.net.rundir.ingress(h.namespace, h.name, "state.json"), encoding="utf-8") as fh:
                     pem = json.load(fh)["secrets"].get(key, {}).get("tls.crt")
                 if pem:
-                    path = os.path.join(self.net.state_dir, "tls", key.replace("/", "_") + ".pem")
+                    path = self.net.rundir.certificate(key)
                     os.makedirs(os.path.dirname(path), exist_ok=True)
                     with open(path, "w", encoding="ascii") as fh:
                         fh.write(pem)
@@ -401,7 +401,7 @@ class Lab:
             pods["pods_started_s"] = time.monotonic() - t0
             t0 = time.monotonic()
         state = self.net.state_dir
-        write_private(os.path.join(state, "plan.json"), plan.model_dump_json(indent=1))
+        atomic_write(self.net.rundir.plan, plan.model_dump_json(indent=1))
         self.loaded, self.plan, self.ready, self.labels = loaded, plan, dict(ready), dict(labels)
         self.net.plan = self.builder.plan = plan
         if plan.dns is not None:
@@ -540,11 +540,11 @@ class Lab:
             raise KubevpcError(f"the {program} of {h.key} is running")
         builder = self.builder
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        ready_dir = os.path.join(self.net.state_dir, "ready")
+        ready_dir = self.net.rundir.ready_dir
         self.stopped.discard(h.key if program == "server" else f"{h.key}#kubevpc.{program}")
         if program == "server":
             builder.start_server(h, ready_dir, root)
-            ready = lambda: os.path.exists(os.path.join(ready_dir, h.netns))  # noqa: E731
+            ready = lambda: os.path.exists(self.net.rundir.ready(h.netns))  # noqa: E731
         else:
             ready = builder.start_node_health(h.node, ready_dir, root)
         wait_for(f"the {program} of {h.key}", ready, timeout)

@@ -30,6 +30,8 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
+from kubevpc.rundir import atomic_write
+
 MAX_READ = 64 * 1024  # cap on bytes read from one client / one datagram
 FIRST_BYTES_WAIT = 1.0  # how long a TCP client gets to speak first
 CONN_DEADLINE = 5.0  # whole life of one TCP connection
@@ -255,10 +257,7 @@ def _is_wildcard(host: str) -> bool:
 
 def write_ready_file(path: str) -> None:
     """Write our pid to ``path`` atomically (tmp file then rename)."""
-    tmp = f"{path}.tmp.{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(f"{os.getpid()}\n")
-    os.replace(tmp, path)
+    atomic_write(path, f"{os.getpid()}\n", 0o666, umask=True)
 
 
 # -- helpers shared by the other emulator daemons (slb, nodehealth, dns) --------

@@ -76,6 +76,7 @@ from typing import Callable, Literal, Sequence, get_args
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from kubevpc.errors import KubevpcError
+from kubevpc.rundir import atomic_write
 from kubevpc.server import file_stamp, open_log, write_ready_file
 
 PREFIX = "service.beta.kubernetes.io/alibaba-cloud-loadbalancer-"
@@ -498,12 +499,6 @@ class _Listener:
     targets: dict[str, _Target]
 
 
-def _write_json_atomic(path: Path, data: object) -> None:
-    tmp = path.with_name(f"{path.name}.tmp.{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, path)
-
-
 class Checker:
     """Probes every backend of every listener in its own thread and keeps the state file.
 
@@ -539,13 +534,13 @@ class Checker:
                 self.write_state()
 
     def write_state(self) -> None:
-        _write_json_atomic(self._state_path, {
+        atomic_write(str(self._state_path), json.dumps({
             "time": round(time.time(), 3),
             "listeners": {
                 name: {key: {"id": t.spec.id, **t.health.state()} for key, t in lst.targets.items()}
                 for name, lst in self._listeners.items()
             },
-        })
+        }, indent=1, sort_keys=True) + "\n", 0o666, umask=True)
 
     # -- configuration --
 

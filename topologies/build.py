@@ -22,8 +22,9 @@ from typing import Callable, Sequence
 
 from kubevpc.errors import BuildError, DeadlineError
 from kubevpc.forkserver import ForkServer
-from kubevpc.ledger import Ledger, controller_socket, ovs_rundir, remove, write_private
+from kubevpc.ledger import Ledger, remove
 from kubevpc.plan import HostPlan, Plan
+from kubevpc.rundir import RunDir, atomic_write, controller_socket, ovs_rundir
 
 from .supervisor import ControllerSupervisor, ending
 
@@ -349,12 +350,16 @@ class Network:
     servers: dict = field(default_factory=dict)         # host key -> Popen, or ForkedProcess
     forkserver: ForkServer | None = None                # forks the pods' and instances' servers
     supervisor: ControllerSupervisor | None = None      # runs the controller, and again when it dies
-    controller_socket: str = ""                         # the controller's Unix socket (kubevpc.ledger.controller_socket)
+    controller_socket: str = ""                         # the controller's Unix socket (kubevpc.rundir.controller_socket)
     timings: dict = field(default_factory=dict)
 
     @property
     def state_dir(self) -> str:
         return self.ledger.dir
+
+    @property
+    def rundir(self) -> RunDir:
+        return RunDir(self.ledger.dir)
 
     @property
     def controller(self) -> subprocess.Popen | None:
@@ -375,7 +380,7 @@ class Network:
         not written yet) programs nothing, whatever it says. "supervisor" says which process runs,
         and every death seen."""
         try:
-            with open(os.path.join(self.state_dir, "status.json"), encoding="utf-8") as fh:
+            with open(self.rundir.status, encoding="utf-8") as fh:
                 status = json.load(fh)
         except (OSError, json.JSONDecodeError):
             status = {}
@@ -431,7 +436,7 @@ class Builder:
     def build(self) -> Network:
         net, plan = self.net, self.plan
         self.ledger.create()
-        write_private(os.path.join(self.ledger.dir, "plan.json"), plan.model_dump_json(indent=1))
+        atomic_write(net.rundir.plan, plan.model_dump_json(indent=1))
         self.say(f"datapath: {net.datapath.note}")
         steps = [("namespaces", self._namespaces), ("links", self._links), ("addresses", self._addresses),
                  ("tunnels", self._tunnels), ("controller", self._controller), ("bridges", self._bridges),
@@ -539,16 +544,16 @@ class Builder:
         def listening() -> bool:
             if net.supervisor.deaths or not net.supervisor.alive():
                 raise BuildError(f"the controller (pid {proc.pid}) {ending(proc.wait())}; see "
-                                 f"{self.ledger.dir}/controller.log")
+                                 f"{net.rundir.controller_log}")
             return unix_listening(net.controller_socket)
         wait_for("controller listening", listening, 20)
 
     def _spawn_controller(self) -> subprocess.Popen:
         """Start one controller process and record it in the ledger (also after a death)."""
-        cmd = [sys.executable, "-m", "controller", "--plan", os.path.join(self.ledger.dir, "plan.json"),
+        cmd = [sys.executable, "-m", "controller", "--plan", self.net.rundir.plan,
                "--state", self.ledger.dir, "--socket", self.net.controller_socket, "--run", self.plan.run]
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        with open(os.path.join(self.ledger.dir, "controller.log"), "ab") as log:
+        with open(self.net.rundir.controller_log, "ab") as log:
             proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=root,
                                     stdin=subprocess.DEVNULL, start_new_session=True)
         self.ledger.record("process", proc.pid, token=self.plan.run)
@@ -611,7 +616,7 @@ class Builder:
 
     # ----------------------------------------------------------------------------------- DNS
     def dns_zone_path(self) -> str:
-        return os.path.join(self.ledger.dir, "dns-zone.json")
+        return self.net.rundir.dns_zone
 
     def write_dns_zone(self) -> None:
         """The records the cluster DNS serves, written atomically; the server reloads on change."""
@@ -631,14 +636,13 @@ class Builder:
             self.write_dns_zone()
             pods = plan.pods
             self.say(f"cluster DNS {plan.dns.ip} ({plan.dns.domain}): resolv.conf for {len(pods)} pods")
-        conf_dir = os.path.join(self.ledger.dir, "resolv")
-        os.makedirs(conf_dir, exist_ok=True)
+        os.makedirs(self.net.rundir.resolv_dir, exist_ok=True)
         if not os.path.isdir("/etc/netns"):
             self.ledger.record("emptydir", "/etc/netns")
             os.makedirs("/etc/netns", exist_ok=True)
         for h in pods:
             text = dns.resolv_conf(h.namespace, plan.dns.ip, plan.dns.domain)
-            path = os.path.join(conf_dir, h.netns)
+            path = self.net.rundir.resolv(h.netns)
             with open(path, "w", encoding="utf-8") as fh:
                 fh.write(text)
             etc = os.path.join("/etc/netns", h.netns)
@@ -658,7 +662,7 @@ class Builder:
         if not plan.slbs:
             return
         self.say(f"starting {len(plan.slbs)} SLB health checkers")
-        ready_dir = os.path.join(self.ledger.dir, "ready")
+        ready_dir = self.net.rundir.ready_dir
         os.makedirs(ready_dir, exist_ok=True)
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         waits = [self.start_node_health(node.name, ready_dir, root) for node in plan.nodes
@@ -667,25 +671,25 @@ class Builder:
         waits = []
         for slb in plan.slbs:
             write_slb_config(self.ledger.dir, slb)
-            name = slb_file(self.ledger.dir, slb, "")
+            rd = self.net.rundir
             waits.append(self._spawn(slb.host, [sys.executable, "-m", "kubevpc.slb", "check",
-                                                "--config", name + ".json", "--state", name + ".state.json",
-                                                "--log", name + ".log"], ready_dir, root))
+                                                "--config", rd.slb_config(slb.service), "--state", rd.slb_state(slb.service),
+                                                "--log", rd.slb_log(slb.service)], ready_dir, root))
         wait_for("SLB health checkers", lambda: all(w() for w in waits), 30)
 
     def start_node_health(self, node: str, ready_dir: str, root: str) -> Callable[[], bool]:
         """kube-proxy's health check server in a node's namespace (policy Local)."""
         n = self.plan.node(node)
-        path = os.path.join(self.ledger.dir, f"nodehealth-{node}")
-        return self._spawn(n.ecs, [sys.executable, "-m", "kubevpc.nodehealth", "--config", path + ".json",
-                                   "--listen", n.ip, "--log", path + ".log"], ready_dir, root)
+        rd = self.net.rundir
+        return self._spawn(n.ecs, [sys.executable, "-m", "kubevpc.nodehealth", "--config", rd.nodehealth(node, ".json"),
+                                   "--listen", n.ip, "--log", rd.nodehealth(node, ".log")], ready_dir, root)
 
     def _spawn(self, key: str, cmd: list[str], ready_dir: str, root: str) -> Callable[[], bool]:
         h = self.plan.host(key)
         ready = os.path.join(ready_dir, f"{h.netns}-{cmd[2].rsplit('.', 1)[-1]}")
         if os.path.exists(ready):
             os.unlink(ready)
-        log = open(os.path.join(self.ledger.dir, "servers.log"), "ab")
+        log = open(self.net.rundir.servers_log, "ab")
         proc = self.net.hosts[key].popen(cmd + ["--ready", ready], stdout=log, stderr=subprocess.STDOUT, cwd=root,
                                          stdin=subprocess.DEVNULL)
         log.close()
@@ -694,7 +698,7 @@ class Builder:
 
         def ready_or_dead() -> bool:
             if proc.poll() is not None:
-                raise BuildError(f"{cmd[2]} in {key} exited with {proc.returncode}; see {self.ledger.dir}/servers.log")
+                raise BuildError(f"{cmd[2]} in {key} exited with {proc.returncode}; see {self.net.rundir.servers_log}")
             return os.path.exists(ready)
         return ready_or_dead
 
@@ -706,12 +710,12 @@ class Builder:
             return
         if full:
             self.say(f"starting servers in {len(hosts)} namespaces")
-        ready_dir = os.path.join(self.ledger.dir, "ready")
+        ready_dir = self.net.rundir.ready_dir
         os.makedirs(ready_dir, exist_ok=True)
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         self.start_servers(hosts, ready_dir, root)
         wait_for("pod and ECS servers listening",
-                 servers_ready(hosts, ready_dir, self.net.servers, f"{self.ledger.dir}/servers.log"),
+                 servers_ready(hosts, ready_dir, self.net.servers, self.net.rundir.servers_log),
                  30 + len(hosts) * 0.02)
 
     def start_server(self, h: HostPlan, ready_dir: str, root: str) -> None:
@@ -721,7 +725,7 @@ class Builder:
         """Start the servers of these hosts, without waiting for them to listen. The cluster DNS
         and the ingress controllers are programs of their own, each started by `mnexec`; the plain
         servers of pods and instances are forked by the run's fork server (kubevpc.forkserver)."""
-        log_path = os.path.join(self.ledger.dir, "servers.log")
+        log_path = self.net.rundir.servers_log
         forked = []
         for h in hosts:
             ready = os.path.join(ready_dir, h.netns)
@@ -736,13 +740,13 @@ class Builder:
                 continue
             if h.app == "dns":
                 cmd = [sys.executable, "-m", "kubevpc.dns", "--zone", self.dns_zone_path(), "--listen", h.ip,
-                       "--port", "53", "--ready", ready, "--log", os.path.join(self.ledger.dir, "dns.log")]
+                       "--port", "53", "--ready", ready, "--log", self.net.rundir.dns_log]
             else:
-                d = ingress_dir(self.ledger.dir, h)
+                d = functools.partial(self.net.rundir.ingress, h.namespace, h.name)
                 write_ingress_state(self.ledger.dir, self.plan, h)
-                cmd = [sys.executable, "-m", "kubevpc.ingress", "run", "--state", os.path.join(d, "state.json"),
-                       "--dir", os.path.join(d, "nginx"), "--run", self.plan.run, "--log", os.path.join(d, "controller.log"),
-                       "--status", os.path.join(d, "status.json"), "--ready", ready]
+                cmd = [sys.executable, "-m", "kubevpc.ingress", "run", "--state", d("state.json"),
+                       "--dir", d("nginx"), "--run", self.plan.run, "--log", d("controller.log"),
+                       "--status", d("status.json"), "--ready", ready]
             log = open(log_path, "ab")
             proc = self.net.hosts[h.key].popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=root,
                                                stdin=subprocess.DEVNULL)
@@ -814,8 +818,7 @@ class Builder:
                         pass
                 entries.append(Entry("process", str(node.pid), token=h.netns))
             entries += [Entry("link", h.veth), Entry("netns", h.netns), Entry("file", os.path.join("/etc/netns", h.netns)),
-                        Entry("file", os.path.join(self.ledger.dir, "resolv", h.netns)),
-                        Entry("file", os.path.join(self.ledger.dir, "ready", h.netns))]
+                        Entry("file", self.net.rundir.resolv(h.netns)), Entry("file", self.net.rundir.ready(h.netns))]
         cmd = ["ovs-vsctl", "--timeout=60"]
         for h in pods:
             cmd += ["--", "--if-exists", "del-port", h.bridge, h.veth]
@@ -857,22 +860,12 @@ def teardown(net: Network, say: Say = lambda s: None) -> dict[str, int]:
     return counts
 
 
-def slb_file(state_dir: str, slb, suffix: str) -> str:
-    """<state>/slb-<namespace>_<name><suffix>: the checker's config (.json), state (.state.json), log."""
-    return os.path.join(state_dir, "slb-" + slb.service.replace("/", "_") + suffix)
-
-
 def write_slb_config(state_dir: str, slb) -> None:
     """The health checker's listeners: it probes each backend at its check port."""
     doc = {"listeners": [{"name": li.name, "check": slb.check,
                           "backends": [{"id": b.id, "ip": b.ip, "port": b.check_port} for b in li.backends]}
                          for li in slb.listeners]}
-    _write_json(slb_file(state_dir, slb, ".json"), doc)
-
-
-def ingress_dir(state_dir: str, h: HostPlan) -> str:
-    """<state>/ingress-<namespace>_<pod>/: an ingress controller's state, NGINX configuration and logs."""
-    return os.path.join(state_dir, f"ingress-{h.namespace}_{h.name}")
+    _write_json(RunDir(state_dir).slb_config(slb.service), doc)
 
 
 def tls_certificate(state_dir: str, secret: str, hosts: list[str]) -> tuple[str, str]:
@@ -881,13 +874,12 @@ def tls_certificate(state_dir: str, secret: str, hosts: list[str]) -> tuple[str,
     import hashlib
 
     from kubevpc.ingress import self_signed
-    base = os.path.join(state_dir, "tls", secret.replace("/", "_") + "-"
-                        + hashlib.sha256(",".join(sorted(hosts)).encode()).hexdigest()[:8])
+    base = RunDir(state_dir).self_signed(secret, hashlib.sha256(",".join(sorted(hosts)).encode()).hexdigest()[:8])
     if not os.path.exists(base + ".crt"):
         os.makedirs(os.path.dirname(base), exist_ok=True)
         cert, key = self_signed(sorted(hosts))
-        write_private(base + ".key", key)
-        write_private(base + ".crt", cert)
+        atomic_write(base + ".key", key)
+        atomic_write(base + ".crt", cert)
     return base + ".crt", base + ".key"
 
 
@@ -922,14 +914,14 @@ def write_ingress_state(state_dir: str, plan: Plan, h: HostPlan) -> int:
            "allow_snippet_annotations": bool(plan.cluster and plan.cluster.allow_snippet_annotations),
            "ingresses": [i.model_dump(mode="json", exclude_none=True) for i in plan.ingresses],
            "services": services, "secrets": secrets}
-    os.makedirs(ingress_dir(state_dir, h), exist_ok=True)
-    _write_json(os.path.join(ingress_dir(state_dir, h), "state.json"), doc)
+    os.makedirs(RunDir(state_dir).ingress(h.namespace, h.name), exist_ok=True)
+    _write_json(RunDir(state_dir).ingress(h.namespace, h.name, "state.json"), doc)
     return generation
 
 
 def ingress_status(state_dir: str, h: HostPlan) -> dict:
     try:
-        with open(os.path.join(ingress_dir(state_dir, h), "status.json"), encoding="utf-8") as fh:
+        with open(RunDir(state_dir).ingress(h.namespace, h.name, "status.json"), encoding="utf-8") as fh:
             return json.load(fh)
     except (OSError, json.JSONDecodeError):
         return {}
@@ -944,9 +936,9 @@ def write_node_health(state_dir: str, plan: Plan, node: str) -> bool:
             ports[str(svc.health_check_node_port)] = {"namespace": svc.namespace, "name": svc.name,
                                                       "local_endpoints": len(local)}
     if ports:
-        _write_json(os.path.join(state_dir, f"nodehealth-{node}.json"), {"ports": ports})
+        _write_json(RunDir(state_dir).nodehealth(node, ".json"), {"ports": ports})
     return bool(ports)
 
 
 def _write_json(path: str, doc: dict) -> None:
-    write_private(path, json.dumps(doc, indent=1))
+    atomic_write(path, json.dumps(doc, indent=1))

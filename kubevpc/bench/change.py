@@ -111,9 +111,9 @@ def keep_logs(lab: Lab) -> str:
     import tempfile
     where = os.path.join(tempfile.gettempdir(), f"kubevpc-bench-{lab.run}")
     os.makedirs(where, exist_ok=True)
-    for name in ("controller.log", "status.json", "plan.json", "servers.log"):
+    for path in (lab.net.rundir.controller_log, lab.net.rundir.status, lab.net.rundir.plan, lab.net.rundir.servers_log):
         try:
-            shutil.copy(os.path.join(lab.net.state_dir, name), where)
+            shutil.copy(path, where)
         except OSError:
             pass
     return where
@@ -133,9 +133,8 @@ def failover_case(lab: Lab):
 
 
 def checker_status(lab: Lab, slb, listener, b) -> str:
-    from topologies.build import slb_file
     try:
-        with open(slb_file(lab.net.state_dir, slb, ".state.json"), encoding="utf-8") as fh:
+        with open(lab.net.rundir.slb_state(slb.service), encoding="utf-8") as fh:
             doc = json.load(fh)
     except (OSError, json.JSONDecodeError):
         return "unknown"

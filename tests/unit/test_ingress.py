@@ -27,7 +27,7 @@ from pydantic import ValidationError
 from kubevpc.ingress import (
     KINDS, NGINX, NOT_FOUND_BODY, Ingress, Secret, render, route, self_signed, tls_pair,
 )
-import kubevpc.ledger
+import kubevpc.rundir
 from kubevpc.ledger import Entry, Ledger
 from tests.unit.procs import DEADLINE, Daemon, run_module, stop_process, wait_for, write_json
 
@@ -635,7 +635,7 @@ def test_nginx_is_recorded_in_the_run_ledger(controller: Controller, tmp_path: P
     state_dir = tmp_path / "state"
     (state_dir / "runs" / "ingresstest").mkdir(parents=True)
     monkeypatch.setenv("KUBEVPC_STATE_DIR", str(state_dir))     # for the child's kubevpc.ledger
-    monkeypatch.setattr(kubevpc.ledger, "STATE_ROOT", str(state_dir))
+    monkeypatch.setattr(kubevpc.rundir, "STATE_ROOT", str(state_dir))
     controller.write(ingress("a", rule("app.example.com", path("/", "web"))))
     controller.start(ledger=True)
     pid = controller.status()["nginx_pid"]
