@@ -294,8 +294,7 @@ class Lab:
         """Objects that may change while running, validated as the API server would."""
         from pydantic import ValidationError
 
-        from .ingress import Ingress, Secret
-        from .k8s import Deployment, Namespace, NetworkPolicy, Pod, Service, kind_of
+        from .k8s import Deployment, Ingress, Namespace, NetworkPolicy, Pod, Secret, Service, kind_of
         from .load import Manifest, Source, all_kinds, pydantic_problems
         out = []
         for obj in objects:
@@ -320,8 +319,7 @@ class Lab:
         """Delete a Service (`svc/<ns>/<name>`), a NetworkPolicy (`netpol/<ns>/<name>`), an Ingress
         (`ingress/<ns>/<name>`), a Pod (`pod/<ns>/<name>`) or a Deployment with its pods
         (`deploy/<ns>/<name>`). A pod of a Deployment is not deleted alone: scale the Deployment."""
-        from .ingress import Ingress
-        from .k8s import Deployment, NetworkPolicy, Pod, Service
+        from .k8s import Deployment, Ingress, NetworkPolicy, Pod, Service
         kinds = {"svc": Service, "service": Service, "netpol": NetworkPolicy, "networkpolicy": NetworkPolicy,
                  "ing": Ingress, "ingress": Ingress, "pod": Pod, "po": Pod, "deploy": Deployment,
                  "deployment": Deployment}

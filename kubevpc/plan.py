@@ -14,8 +14,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from . import ingress, k8s
+from . import k8s
 from .errors import Problem, ScenarioError
+from .k8s import ingress
 from .ledger import MAX_TAG, RUN_NAME
 from .load import Loaded, Source
 from .model import DOCUMENTATION_RANGES

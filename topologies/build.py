@@ -873,7 +873,7 @@ def tls_certificate(state_dir: str, secret: str, hosts: list[str]) -> tuple[str,
     made once per run and set of hosts, kept in <state>/tls/. Returns the PEM paths (cert, key)."""
     import hashlib
 
-    from kubevpc.ingress import self_signed
+    from kubevpc.k8s import self_signed
     base = RunDir(state_dir).self_signed(secret, hashlib.sha256(",".join(sorted(hosts)).encode()).hexdigest()[:8])
     if not os.path.exists(base + ".crt"):
         os.makedirs(os.path.dirname(base), exist_ok=True)
@@ -887,7 +887,7 @@ def write_ingress_state(state_dir: str, plan: Plan, h: HostPlan) -> int:
     """What an ingress controller serves (kubevpc.ingress's state document): the Ingresses, every
     Service's ready endpoints, the TLS Secrets (self-signed where the scenario has none). Returns
     the generation written; the controller reports it back once NGINX runs it."""
-    from kubevpc.ingress import tls_pair
+    from kubevpc.k8s import tls_pair
     services = {svc.key: {"ports": [{"name": p.name, "port": p.port, "protocol": p.protocol,
                                      "endpoints": [f"{e.ip}:{e.ports[i]}" for e in svc.ready_endpoints(i)]}
                                     for i, p in enumerate(svc.ports) if p.protocol in ("TCP", "UDP")]}

@@ -24,9 +24,8 @@ import pytest
 from cryptography import x509
 from pydantic import ValidationError
 
-from kubevpc.ingress import (
-    KINDS, NGINX, NOT_FOUND_BODY, Ingress, Secret, render, route, self_signed, tls_pair,
-)
+from kubevpc.ingress import NGINX, NOT_FOUND_BODY, render, route
+from kubevpc.k8s import KINDS, Ingress, Secret, self_signed, tls_pair
 import kubevpc.rundir
 from kubevpc.ledger import Entry, Ledger
 from tests.unit.procs import DEADLINE, Daemon, run_module, stop_process, wait_for, write_json
@@ -91,7 +90,7 @@ def test_a_valid_ingress_parses() -> None:
         tls=[{"hosts": ["a.example.com"], "secretName": "tls"}], defaultBackend=backend("web", 80)))
     assert ing.key == "default/web" and ing.ingress_class is None
     assert ing.spec.rules[0].http.paths[0].backend.service.port.ref == "http"
-    assert KINDS == {("networking.k8s.io/v1", "Ingress"): Ingress, ("v1", "Secret"): Secret}
+    assert KINDS[("networking.k8s.io/v1", "Ingress")] is Ingress and KINDS[("v1", "Secret")] is Secret
 
 
 @pytest.mark.parametrize("manifest, where, words", [
