@@ -1,9 +1,7 @@
-"""The cluster DNS (the "kube-dns" pod): zone records for Services and Pods, and the server.
+"""The cluster DNS server (the "kube-dns" pod).
 
-``zone()`` turns Services and Pods into a JSON zone document, ``resolv_conf()``
-writes what kubelet gives a ``dnsPolicy: ClusterFirst`` pod, and
-``python -m kubevpc.dns`` serves a zone document over UDP and TCP with
-dnslib's server classes, re-reading the file whenever it changes.
+``python -m kubevpc.dns`` serves a zone document (kubevpc.render.dns.zone() makes it) over UDP
+and TCP with dnslib's server classes, re-reading the file whenever it changes.
 
 The records and answers follow CoreDNS's *kubernetes* plugin, which
 implements the Kubernetes DNS-Based Service Discovery specification:
@@ -49,7 +47,7 @@ import signal
 import sys
 import threading
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Sequence
 
 from dnslib import (
     AAAA,
@@ -69,8 +67,6 @@ from dnslib.server import BaseResolver, DNSHandler, DNSLogger, DNSServer
 
 from kubevpc.server import file_stamp, write_ready_file
 
-DEFAULT_DOMAIN = "cluster.local"
-DEFAULT_TTL = 5  # CoreDNS kubernetes plugin default
 POLL_INTERVAL = 0.2  # seconds between checks of the zone file
 SOA_TIMES = (7200, 1800, 86400)  # refresh, retry, expire, as CoreDNS
 SOA_TTL_CAP = 300
@@ -78,98 +74,6 @@ UDP_MIN = 512  # RFC 1035 limit for clients without EDNS
 EDNS_PAYLOAD = 1232  # the UDP size we advertise (DNS flag day 2020)
 
 log = logging.getLogger("kubevpc.dns")
-
-
-# -- the zone document ---------------------------------------------------------
-
-
-def zone(
-    services: Iterable[Any],
-    pods: Iterable[Any],
-    domain: str = DEFAULT_DOMAIN,
-    ttl: int = DEFAULT_TTL,
-) -> dict:
-    """The JSON zone document for ``services`` and ``pods`` (duck-typed models).
-
-    Records are ``{"name", "type", "value"}`` with fully qualified lower-case
-    names; duplicates are dropped, since a DNS RRset is a set.
-    """
-    origin = _fqdn(domain)
-    rows = [r for svc in services for r in _service_records(svc, origin)]
-    rows += [_pod_record(pod, origin) for pod in pods]
-    records = [{"name": name, "type": rtype, "value": value} for name, rtype, value in rows]
-    unique = {json.dumps(rec, sort_keys=True): rec for rec in records}
-    return {"domain": origin.rstrip("."), "ttl": ttl, "records": list(unique.values())}
-
-
-def _service_records(svc: Any, origin: str) -> Iterator[tuple[str, str, Any]]:
-    name = _fqdn(f"{svc.name}.{svc.namespace}.svc.{origin}")
-    named = [p for p in svc.ports if p.name]
-    if svc.type == "ExternalName":
-        # CoreDNS only makes a CNAME of a host name; an IP address gives nothing.
-        if svc.external_name and not _is_ip(svc.external_name):
-            yield name, "CNAME", _fqdn(svc.external_name)
-        return
-    if not svc.headless:
-        yield name, _addr_type(svc.cluster_ip), svc.cluster_ip
-        for port in named:
-            yield _srv_name(port, name), "SRV", _srv(port.port, 100, name)
-        return
-    ready = [ep for ep in svc.endpoints if ep.ready]
-    for ep in ready:
-        host = _fqdn(f"{ep.hostname or _dashed(ep.ip)}.{name}")
-        yield name, _addr_type(ep.ip), ep.ip
-        yield host, _addr_type(ep.ip), ep.ip
-        for port in named:
-            # CoreDNS splits a weight of 100 among the records of one answer.
-            yield _srv_name(port, name), "SRV", _srv(port.port, max(1, 100 // len(ready)), host)
-
-
-def _pod_record(pod: Any, origin: str) -> tuple[str, str, Any]:
-    return _fqdn(f"{_dashed(pod.ip)}.{pod.namespace}.pod.{origin}"), _addr_type(pod.ip), pod.ip
-
-
-def _srv_name(port: Any, name: str) -> str:
-    return _fqdn(f"_{port.name}._{port.protocol}.{name}")
-
-
-def _srv(port: int, weight: int, target: str) -> dict:
-    return {"priority": 0, "weight": weight, "port": port, "target": target}
-
-
-def _fqdn(name: str) -> str:
-    return name.rstrip(".").lower() + "."
-
-
-def _dashed(ip: str) -> str:
-    """``10.244.1.5`` -> ``10-244-1-5`` (``:`` too for IPv6), as CoreDNS names endpoints."""
-    return ip.replace(".", "-").replace(":", "-")
-
-
-def _addr_type(ip: str) -> str:
-    return "AAAA" if ipaddress.ip_address(ip).version == 6 else "A"
-
-
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
-
-
-def resolv_conf(namespace: str, dns_ip: str, domain: str = DEFAULT_DOMAIN) -> str:
-    """/etc/resolv.conf of a ``dnsPolicy: ClusterFirst`` pod in ``namespace``.
-
-    The node's own search domains, which kubelet would append, are left out:
-    nothing of the real machine's DNS must leak into the emulation.
-    """
-    d = domain.rstrip(".")
-    return (
-        f"search {namespace}.svc.{d} svc.{d} {d}\n"
-        f"nameserver {dns_ip}\n"
-        "options ndots:5\n"
-    )
 
 
 # -- the loaded zone -------------------------------------------------------------
@@ -358,7 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m kubevpc.dns",
         description=(
             "Cluster DNS server (kube-dns / CoreDNS kubernetes plugin answers) "
-            "for a JSON zone document made by kubevpc.dns.zone(). Serves UDP and "
+            "for a JSON zone document made by kubevpc.render.dns.zone(). Serves UDP and "
             "TCP, authoritative for the zone's domain, REFUSED for any other name "
             "(there is no upstream); re-reads the zone file when it changes."
         ),

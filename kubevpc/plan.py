@@ -1345,7 +1345,7 @@ class Planner:
     def _slb(self, svc: ServicePlan, m, cl, nodes: list[NodePlan], hosts: list[HostPlan], vswitches, vsw_index,
              allocate, index: int) -> SlbPlan | None:
         """The SLB of a LoadBalancer Service, configured by its ACK annotations (Alibaba's defaults)."""
-        from .slb import SlbAnnotationError, slb_config
+        from .render.slb import SlbAnnotationError, slb_config
         at = m.prefix + ("metadata", "annotations")
         try:
             cfg = slb_config(svc.annotations)

@@ -620,7 +620,7 @@ class Builder:
 
     def write_dns_zone(self) -> None:
         """The records the cluster DNS serves, written atomically; the server reloads on change."""
-        from kubevpc import dns
+        from kubevpc.render import dns
         plan = self.plan
         _write_json(self.dns_zone_path(), dns.zone(plan.services, plan.pods, plan.dns.domain))
 
@@ -628,7 +628,7 @@ class Builder:
         """Each pod gets its own resolv.conf (ClusterFirst), bind-mounted over /etc/resolv.conf in
         the pod's own mount namespace, and also at /etc/netns/<netns>/resolv.conf, where
         `ip netns exec` looks. The machine's /etc/resolv.conf is never written."""
-        from kubevpc import dns
+        from kubevpc.render import dns
         plan = self.plan
         if plan.dns is None:
             return

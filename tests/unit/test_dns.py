@@ -19,7 +19,8 @@ import dns.rcode
 import dns.rdatatype
 import pytest
 
-from kubevpc.dns import load_zone, resolv_conf, zone
+from kubevpc.dns import load_zone
+from kubevpc.render.dns import resolv_conf, zone
 from tests.unit.procs import EXIT_DEADLINE, run_module, stop_process, wait_for
 
 LO = "127.0.0.1"

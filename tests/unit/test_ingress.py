@@ -24,7 +24,8 @@ import pytest
 from cryptography import x509
 from pydantic import ValidationError
 
-from kubevpc.ingress import NGINX, NOT_FOUND_BODY, render, route
+from kubevpc.ingress import NGINX
+from kubevpc.render.nginx import NOT_FOUND_BODY, render, route
 from kubevpc.k8s import KINDS, Ingress, Secret, self_signed, tls_pair
 import kubevpc.rundir
 from kubevpc.ledger import Entry, Ledger

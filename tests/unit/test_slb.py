@@ -15,10 +15,8 @@ from typing import Iterator
 
 import pytest
 
-from kubevpc.slb import (
-    PREFIX, Backend, CheckSpec, SlbAnnotationError, SlbConfig, Transition, probe, slb_config,
-    transition_line,
-)
+from kubevpc.render.slb import PREFIX, CheckSpec, SlbAnnotationError, SlbConfig, slb_config
+from kubevpc.slb import Backend, Transition, probe, transition_line
 from tests.unit.procs import DEADLINE, REPO, Daemon, child_env, wait_for, write_json
 
 LO = "127.0.0.1"
