@@ -305,7 +305,7 @@ class SlbPlan(Frozen):
     vip: str
     vswitch: str
     scheduler: Literal["rr", "wrr", "wlc"]
-    check: dict                     # kubevpc.slb.CheckSpec as JSON
+    check: dict                     # kubevpc.render.slb.CheckSpec as JSON
     listeners: tuple[SlbListener, ...]
     public_ip: str = ""             # internet-facing: the EIP bound to it at the VPC's edge
 

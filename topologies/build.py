@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 from kubevpc.errors import BuildError, DeadlineError
-from kubevpc.forkserver import ForkServer
+from kubevpc.daemons.forkserver import ForkServer
 from kubevpc.ledger import Ledger, remove
 from kubevpc.plan import HostPlan, Plan
 from kubevpc.rundir import RunDir, atomic_write, controller_socket, ovs_rundir
@@ -672,7 +672,7 @@ class Builder:
         for slb in plan.slbs:
             write_slb_config(self.ledger.dir, slb)
             rd = self.net.rundir
-            waits.append(self._spawn(slb.host, [sys.executable, "-m", "kubevpc.slb", "check",
+            waits.append(self._spawn(slb.host, [sys.executable, "-m", "kubevpc.daemons.slb", "check",
                                                 "--config", rd.slb_config(slb.service), "--state", rd.slb_state(slb.service),
                                                 "--log", rd.slb_log(slb.service)], ready_dir, root))
         wait_for("SLB health checkers", lambda: all(w() for w in waits), 30)
@@ -681,12 +681,14 @@ class Builder:
         """kube-proxy's health check server in a node's namespace (policy Local)."""
         n = self.plan.node(node)
         rd = self.net.rundir
-        return self._spawn(n.ecs, [sys.executable, "-m", "kubevpc.nodehealth", "--config", rd.nodehealth(node, ".json"),
+        return self._spawn(n.ecs, [sys.executable, "-m", "kubevpc.daemons.nodehealth", "--config", rd.nodehealth(node, ".json"),
                                    "--listen", n.ip, "--log", rd.nodehealth(node, ".log")], ready_dir, root)
 
     def _spawn(self, key: str, cmd: list[str], ready_dir: str, root: str) -> Callable[[], bool]:
         h = self.plan.host(key)
-        ready = os.path.join(ready_dir, f"{h.netns}-{cmd[2].rsplit('.', 1)[-1]}")
+        name = cmd[2].rsplit(".", 1)[-1]
+        program = f"kubevpc.{name}"               # how Lab names it (stop_server, start_server)
+        ready = os.path.join(ready_dir, f"{h.netns}-{name}")
         if os.path.exists(ready):
             os.unlink(ready)
         log = open(self.net.rundir.servers_log, "ab")
@@ -694,11 +696,11 @@ class Builder:
                                          stdin=subprocess.DEVNULL)
         log.close()
         self.ledger.record("process", proc.pid, token=self.plan.run)
-        self.net.servers[f"{key}#{cmd[2]}"] = proc
+        self.net.servers[f"{key}#{program}"] = proc
 
         def ready_or_dead() -> bool:
             if proc.poll() is not None:
-                raise BuildError(f"{cmd[2]} in {key} exited with {proc.returncode}; see {self.net.rundir.servers_log}")
+                raise BuildError(f"{program} in {key} exited with {proc.returncode}; see {self.net.rundir.servers_log}")
             return os.path.exists(ready)
         return ready_or_dead
 
@@ -724,7 +726,7 @@ class Builder:
     def start_servers(self, hosts: list[HostPlan], ready_dir: str, root: str) -> None:
         """Start the servers of these hosts, without waiting for them to listen. The cluster DNS
         and the ingress controllers are programs of their own, each started by `mnexec`; the plain
-        servers of pods and instances are forked by the run's fork server (kubevpc.forkserver)."""
+        servers of pods and instances are forked by the run's fork server (kubevpc.daemons.forkserver)."""
         log_path = self.net.rundir.servers_log
         forked = []
         for h in hosts:
@@ -739,12 +741,12 @@ class Builder:
                                "argv": ["--name", h.name, "--run", self.plan.run, *listen, "--ready-file", ready]})
                 continue
             if h.app == "dns":
-                cmd = [sys.executable, "-m", "kubevpc.dns", "--zone", self.dns_zone_path(), "--listen", h.ip,
+                cmd = [sys.executable, "-m", "kubevpc.daemons.dns", "--zone", self.dns_zone_path(), "--listen", h.ip,
                        "--port", "53", "--ready", ready, "--log", self.net.rundir.dns_log]
             else:
                 d = functools.partial(self.net.rundir.ingress, h.namespace, h.name)
                 write_ingress_state(self.ledger.dir, self.plan, h)
-                cmd = [sys.executable, "-m", "kubevpc.ingress", "run", "--state", d("state.json"),
+                cmd = [sys.executable, "-m", "kubevpc.daemons.ingress", "run", "--state", d("state.json"),
                        "--dir", d("nginx"), "--run", self.plan.run, "--log", d("controller.log"),
                        "--status", d("status.json"), "--ready", ready]
             log = open(log_path, "ab")
@@ -884,7 +886,7 @@ def tls_certificate(state_dir: str, secret: str, hosts: list[str]) -> tuple[str,
 
 
 def write_ingress_state(state_dir: str, plan: Plan, h: HostPlan) -> int:
-    """What an ingress controller serves (kubevpc.ingress's state document): the Ingresses, every
+    """What an ingress controller serves (kubevpc.daemons.ingress's state document): the Ingresses, every
     Service's ready endpoints, the TLS Secrets (self-signed where the scenario has none). Returns
     the generation written; the controller reports it back once NGINX runs it."""
     from kubevpc.k8s import tls_pair

@@ -1,5 +1,5 @@
 """The cluster DNS's records: ``zone()`` turns Services and Pods into the JSON zone document the
-DNS server (kubevpc.dns) serves, and ``resolv_conf()`` writes what kubelet gives a
+DNS server (kubevpc.daemons.dns) serves, and ``resolv_conf()`` writes what kubelet gives a
 ``dnsPolicy: ClusterFirst`` pod.
 
 The records follow CoreDNS's *kubernetes* plugin, which implements the Kubernetes DNS-Based

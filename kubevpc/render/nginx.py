@@ -2,7 +2,7 @@
 (:func:`render`), the routing table that nginx.conf implements (:class:`Server`,
 :class:`Location`), and :func:`route`, which answers "which backend serves this host and path"
 from that table by the Kubernetes rules. The state document is :class:`State`; the controller
-process that serves it is kubevpc.ingress's.
+process that serves it is kubevpc.daemons.ingress's.
 
 Routing follows ingress-nginx (kubernetes/ingress-nginx, rootfs/etc/nginx/template/nginx.tmpl):
 

@@ -1,5 +1,5 @@
 """SLB (Alibaba Cloud CLB) listener settings from ACK Service annotations, and the configuration
-of the SLB health checker (kubevpc.slb) they make.
+of the SLB health checker (kubevpc.daemons.slb) they make.
 
 ``slb_config(annotations)`` reads the ``service.beta.kubernetes.io/alibaba-cloud-loadbalancer-*``
 annotations that ACK's cloud-controller-manager (CCM) turns into a CLB listener, applies the

@@ -28,7 +28,7 @@ Configuration (JSON), re-read when the file changes; a bad file leaves the last 
 
     {"ports": {"32000": {"namespace": "default", "name": "web", "local_endpoints": 1}}}
 
-One ThreadingHTTPServer per port. Stdlib only: ``python -m kubevpc.nodehealth`` runs in the
+One ThreadingHTTPServer per port. Stdlib only: ``python -m kubevpc.daemons.nodehealth`` runs in the
 node's network namespace.
 """
 from __future__ import annotations
@@ -46,7 +46,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Sequence
 
 from kubevpc.errors import KubevpcError
-from kubevpc.server import file_stamp, open_log, write_ready_file
+from kubevpc.daemons.server import file_stamp, open_log, write_ready_file
 
 POLL = 0.2  # how often the config file's stamp is compared; bounds the reaction to SIGTERM
 SERVICE_PROXY_HEALTHY = True  # the emulated kube-proxy's /healthz verdict, ANDed into the status
@@ -220,7 +220,7 @@ class NodeHealth:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m kubevpc.nodehealth",
+        prog="python -m kubevpc.daemons.nodehealth",
         description=(
             "kube-proxy's healthCheckNodePort server: on each configured port, answer 200 when "
             "the Service has a local endpoint on this node and 503 otherwise, with kube-proxy's "

@@ -1,4 +1,4 @@
-"""The SLB health checker: ``python -m kubevpc.slb check`` probes the backends of every listener,
+"""The SLB health checker: ``python -m kubevpc.daemons.slb check`` probes the backends of every listener,
 as the CLB nodes do, and keeps a state file saying which backends are in rotation. Its
 configuration, and the listener settings of ACK's annotations, are kubevpc.render.slb's.
 
@@ -37,7 +37,7 @@ from pydantic import ValidationError
 from kubevpc.errors import KubevpcError
 from kubevpc.render.slb import BackendSpec, CheckerConfig, CheckSpec, ListenerSpec
 from kubevpc.rundir import atomic_write
-from kubevpc.server import file_stamp, open_log, write_ready_file
+from kubevpc.daemons.server import file_stamp, open_log, write_ready_file
 
 
 # -- the configuration ------------------------------------------------------------------
@@ -338,7 +338,7 @@ class Checker:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m kubevpc.slb",
+        prog="python -m kubevpc.daemons.slb",
         description="Alibaba Cloud SLB emulation: the backend health checker.",
     )
     sub = p.add_subparsers(dest="command", required=True)

@@ -2,10 +2,10 @@
 serving the nginx.conf of its state document (kubevpc.render.nginx makes it; the Ingress and
 Secret models are kubevpc.k8s's).
 
-``python -m kubevpc.ingress run`` runs in the ingress pod's network namespace. It validates every
+``python -m kubevpc.daemons.ingress run`` runs in the ingress pod's network namespace. It validates every
 configuration with ``nginx -t`` before use, starts NGINX as its child, follows the state file and
 reloads NGINX gracefully on each change, keeping the last good configuration serving when a new
-one is rejected. ``python -m kubevpc.ingress render`` prints the nginx.conf of a state document.
+one is rejected. ``python -m kubevpc.daemons.ingress render`` prints the nginx.conf of a state document.
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from typing import Sequence
 from kubevpc.ledger import Ledger, cmdline
 from kubevpc.render.nginx import Rendered, hostport, render
 from kubevpc.rundir import atomic_write
-from kubevpc.server import file_stamp, iso_time, open_log, write_ready_file
+from kubevpc.daemons.server import file_stamp, iso_time, open_log, write_ready_file
 
 NGINX = "/usr/sbin/nginx"
 WORKER_USERS = ("www-data", "nobody")     # NGINX's workers run as the first that exists (Debian's is www-data)
@@ -343,7 +343,7 @@ def _run_name(text: str) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m kubevpc.ingress",
+        prog="python -m kubevpc.daemons.ingress",
         description="The NGINX ingress controller of the emulated cluster.",
     )
     sub = p.add_subparsers(dest="command", required=True)

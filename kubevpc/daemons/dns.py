@@ -1,6 +1,6 @@
 """The cluster DNS server (the "kube-dns" pod).
 
-``python -m kubevpc.dns`` serves a zone document (kubevpc.render.dns.zone() makes it) over UDP
+``python -m kubevpc.daemons.dns`` serves a zone document (kubevpc.render.dns.zone() makes it) over UDP
 and TCP with dnslib's server classes, re-reading the file whenever it changes.
 
 The records and answers follow CoreDNS's *kubernetes* plugin, which
@@ -65,7 +65,7 @@ from dnslib import (
 )
 from dnslib.server import BaseResolver, DNSHandler, DNSLogger, DNSServer
 
-from kubevpc.server import file_stamp, write_ready_file
+from kubevpc.daemons.server import file_stamp, write_ready_file
 
 POLL_INTERVAL = 0.2  # seconds between checks of the zone file
 SOA_TIMES = (7200, 1800, 86400)  # refresh, retry, expire, as CoreDNS
@@ -259,7 +259,7 @@ def reload_if_changed(
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m kubevpc.dns",
+        prog="python -m kubevpc.daemons.dns",
         description=(
             "Cluster DNS server (kube-dns / CoreDNS kubernetes plugin answers) "
             "for a JSON zone document made by kubevpc.render.dns.zone(). Serves UDP and "

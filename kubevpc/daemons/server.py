@@ -9,7 +9,7 @@ the server side::
 
 ``client`` is the peer address exactly as the server's socket saw it (after
 any NAT), ``server`` the local address the client reached.  Stdlib only: it
-runs inside network namespaces with ``python -m kubevpc.server``.
+runs inside network namespaces with ``python -m kubevpc.daemons.server``.
 """
 
 from __future__ import annotations
@@ -299,7 +299,7 @@ def open_log(name: str, path: str | None) -> logging.Logger:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m kubevpc.server",
+        prog="python -m kubevpc.daemons.server",
         description=(
             "Identity server for emulated pods and ECS instances. Every listener "
             "answers with one JSON object: name, client (peer IP:PORT as seen "
