@@ -22,7 +22,6 @@ has allowed it (docs/design.md, "Probes are new connections").
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import errno
 import json
@@ -32,6 +31,8 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from typing import Any, Sequence
+
+from kubevpc.daemons.harness import parser
 
 PROTOS = ("tcp", "udp", "http")
 OUTCOMES = ("answered", "refused", "timeout", "unreachable", "error")
@@ -360,9 +361,9 @@ def format_line(r: Result) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m kubevpc.probe",
-        description="Probe kubevpc servers concurrently and report each outcome "
+    p = parser(
+        "kubevpc.probe",
+        "Probe kubevpc servers concurrently and report each outcome "
         "(answered, refused, timeout, unreachable, error). Exits 0 whatever "
         "the outcomes; 2 on bad arguments.",
     )

@@ -43,11 +43,10 @@ import ipaddress
 import json
 import logging
 import os
-import signal
 import sys
 import threading
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from dnslib import (
     AAAA,
@@ -65,7 +64,7 @@ from dnslib import (
 )
 from dnslib.server import BaseResolver, DNSHandler, DNSLogger, DNSServer
 
-from kubevpc.daemons.server import file_stamp, write_ready_file
+from kubevpc.daemons.harness import Daemon, Refused, file_stamp
 
 POLL_INTERVAL = 0.2  # seconds between checks of the zone file
 SOA_TIMES = (7200, 1800, 86400)  # refresh, retry, expire, as CoreDNS
@@ -257,78 +256,79 @@ def reload_if_changed(
     return stamp
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m kubevpc.daemons.dns",
-        description=(
-            "Cluster DNS server (kube-dns / CoreDNS kubernetes plugin answers) "
-            "for a JSON zone document made by kubevpc.render.dns.zone(). Serves UDP and "
-            "TCP, authoritative for the zone's domain, REFUSED for any other name "
-            "(there is no upstream); re-reads the zone file when it changes."
-        ),
-    )
-    p.add_argument("--zone", required=True, metavar="FILE", help="JSON zone document")
-    p.add_argument("--listen", required=True, metavar="IP", help="address to serve on")
-    p.add_argument("--port", type=int, default=53, help="UDP and TCP port (default 53)")
-    p.add_argument(
-        "--ready",
-        metavar="FILE",
-        help="once both sockets are bound, write our pid here (atomically)",
-    )
-    p.add_argument("--log", metavar="FILE", help="log here instead of standard error")
-    return p
+class DnsServer(Daemon):
+    """``python -m kubevpc.daemons.dns``: the server's process, one dnslib server for UDP and one
+    for TCP, following the zone file."""
 
+    NAME = "dns"
+    DESCRIPTION = (
+        "Cluster DNS server (kube-dns / CoreDNS kubernetes plugin answers) "
+        "for a JSON zone document made by kubevpc.render.dns.zone(). Serves UDP and "
+        "TCP, authoritative for the zone's domain, REFUSED for any other name "
+        "(there is no upstream); re-reads the zone file when it changes."
+    )
+    LOG = "records"
+    REPORT = "log"
 
-def serve(args: argparse.Namespace) -> int:
-    stamp = file_stamp(args.zone)
-    try:
-        resolver = ZoneResolver(read_zone(args.zone))
-    except (OSError, ValueError) as exc:
-        log.error("cannot load zone %s: %s", args.zone, exc)
-        return 1
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    # One log line per answer: dnslib's reply line already names the question.
-    logger = DNSLogger("-request", prefix=False, logf=log.info)
-    servers: list[DNSServer] = []
-    try:
-        for tcp in (False, True):
-            servers.append(
-                DNSServer(resolver, address=args.listen, port=args.port, tcp=tcp, logger=logger)
-            )
-    except OSError as exc:
-        for srv in servers:
+    def __init__(self, args: argparse.Namespace, log: logging.Logger | None) -> None:
+        super().__init__(args, log)
+        self.stopped = threading.Event()
+        self.servers: list[DNSServer] = []
+
+    @classmethod
+    def arguments(cls, p: argparse.ArgumentParser) -> None:
+        p.add_argument("--zone", required=True, metavar="FILE", help="JSON zone document")
+        p.add_argument("--listen", required=True, metavar="IP", help="address to serve on")
+        p.add_argument("--port", type=int, default=53, help="UDP and TCP port (default 53)")
+        p.add_argument(
+            "--ready",
+            metavar="FILE",
+            help="once both sockets are bound, write our pid here (atomically)",
+        )
+        p.add_argument("--log", metavar="FILE", help="log here instead of standard error")
+
+    def stop(self) -> None:
+        super().stop()
+        self.stopped.set()
+
+    def start(self) -> None:
+        self.stamp = file_stamp(self.args.zone)
+        try:
+            self.resolver = ZoneResolver(read_zone(self.args.zone))
+        except (OSError, ValueError) as exc:
+            raise Refused(1, f"cannot load zone {self.args.zone}: {exc}") from None
+        # One log line per answer: dnslib's reply line already names the question.
+        logger = DNSLogger("-request", prefix=False, logf=log.info)
+        try:
+            for tcp in (False, True):
+                self.servers.append(
+                    DNSServer(self.resolver, address=self.args.listen, port=self.args.port, tcp=tcp, logger=logger)
+                )
+        except OSError as exc:
+            for srv in self.servers:
+                srv.server.server_close()
+            self.servers = []
+            raise Refused(1, f"cannot listen on {self.args.listen} port {self.args.port}: {exc.strerror}") from None
+        for srv in self.servers:
+            # Not start_thread(): its serve_forever polls every 0.5 s, which is
+            # how long each stop() would then take.
+            threading.Thread(
+                target=srv.server.serve_forever, args=(POLL_INTERVAL,), daemon=True
+            ).start()
+
+    def serve(self) -> int:
+        log.info("serving %s on %s port %d (udp, tcp)", self.resolver.zone.origin, self.args.listen, self.args.port)
+        while not self.stopped.wait(POLL_INTERVAL):
+            self.stamp = reload_if_changed(self.resolver, self.args.zone, self.stamp)
+        return 0
+
+    def close(self) -> None:
+        for srv in self.servers:
+            srv.stop()
             srv.server.server_close()
-        log.error("cannot listen on %s port %d: %s", args.listen, args.port, exc.strerror)
-        return 1
-    for srv in servers:
-        # Not start_thread(): its serve_forever polls every 0.5 s, which is
-        # how long each stop() would then take.
-        threading.Thread(
-            target=srv.server.serve_forever, args=(POLL_INTERVAL,), daemon=True
-        ).start()
-    if args.ready:
-        write_ready_file(args.ready)
-    log.info("serving %s on %s port %d (udp, tcp)", resolver.zone.origin, args.listen, args.port)
-    while not stop.wait(POLL_INTERVAL):
-        stamp = reload_if_changed(resolver, args.zone, stamp)
-    for srv in servers:
-        srv.stop()
-        srv.server.server_close()
-    log.info("stopped")
-    return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        filename=args.log,
-        level=logging.INFO,
-        format="%(asctime)s %(name)s %(levelname)s %(message)s",
-    )
-    return serve(args)
-
+main = DnsServer.main
 
 if __name__ == "__main__":
     sys.exit(main())

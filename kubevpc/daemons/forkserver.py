@@ -33,9 +33,9 @@ import subprocess
 import sys
 import time
 import traceback
-from typing import Sequence
 
-from . import server
+from kubevpc.daemons import server
+from kubevpc.daemons.harness import Daemon
 from kubevpc.ledger import Ledger, _alive, _start_time
 
 CLONE_NEWNET = 0x40000000
@@ -135,15 +135,24 @@ def serve(run: str, ledger_path: str) -> int:
             os.write(1, (json.dumps(answer) + "\n").encode())
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m kubevpc.daemons.forkserver",
-                                description="Fork kubevpc servers into network namespaces on request "
-                                            "(JSON lines on standard input; see the module's documentation).")
-    p.add_argument("--run", required=True, help="the run's name: the token its processes carry")
-    p.add_argument("--ledger", required=True, help="the run's ledger, where each child is written")
-    args = p.parse_args(argv)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)      # the builder ends it by closing standard input
-    return serve(args.run, args.ledger)
+class ForkServerDaemon(Daemon):
+    """``python -m kubevpc.daemons.forkserver``: serves requests until its standard input closes."""
+
+    NAME = "forkserver"
+    DESCRIPTION = ("Fork kubevpc servers into network namespaces on request "
+                   "(JSON lines on standard input; see the module's documentation).")
+
+    @classmethod
+    def arguments(cls, p: argparse.ArgumentParser) -> None:
+        p.add_argument("--run", required=True, help="the run's name: the token its processes carry")
+        p.add_argument("--ledger", required=True, help="the run's ledger, where each child is written")
+
+    def run(self) -> int:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)      # the builder ends it by closing standard input
+        return serve(self.args.run, self.args.ledger)
+
+
+main = ForkServerDaemon.main
 
 
 # ------------------------------------------------------------------------------ the caller's side

@@ -23,21 +23,20 @@ import logging
 import os
 import queue
 import re
-import signal
 import socket
 import sys
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Literal
 
 from pydantic import ValidationError
 
+from kubevpc.daemons.harness import Daemon, Refused, file_stamp, subcommands
 from kubevpc.errors import KubevpcError
 from kubevpc.render.slb import BackendSpec, CheckerConfig, CheckSpec, ListenerSpec
 from kubevpc.rundir import atomic_write
-from kubevpc.daemons.server import file_stamp, open_log, write_ready_file
 
 
 # -- the configuration ------------------------------------------------------------------
@@ -336,46 +335,46 @@ class Checker:
         return True
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m kubevpc.daemons.slb",
-        description="Alibaba Cloud SLB emulation: the backend health checker.",
-    )
-    sub = p.add_subparsers(dest="command", required=True)
-    check = sub.add_parser(
-        "check",
-        help="probe the backends of every listener and keep a state file of their health",
-        description=(
+class SlbChecker(Daemon):
+    """``python -m kubevpc.daemons.slb check``: the checker's process around :class:`Checker`."""
+
+    NAME = "slb"
+    DESCRIPTION = "Alibaba Cloud SLB emulation: the backend health checker."
+    LOG = "events"
+    checker: Checker | None = None
+
+    @classmethod
+    def arguments(cls, p: argparse.ArgumentParser) -> None:
+        (check,) = subcommands(p, (
+            "check", "probe the backends of every listener and keep a state file of their health",
             "Probe every backend of every listener in the JSON config (TCP connect, or an HTTP "
             "request whose status must match the listener's http_codes), apply the healthy and "
             "unhealthy thresholds, log each transition and keep the state file current. The "
-            "config is re-read when it changes; SIGTERM or SIGINT stops."
-        ),
-    )
-    check.add_argument("--config", required=True, metavar="FILE", help="listeners and backends (JSON)")
-    check.add_argument("--state", required=True, metavar="FILE", help="health state, rewritten atomically")
-    check.add_argument("--log", metavar="FILE", help="transition log (default: standard error)")
-    check.add_argument("--ready", metavar="FILE", help="once the first state is written, write our pid here")
-    return p
+            "config is re-read when it changes; SIGTERM or SIGINT stops."))
+        check.add_argument("--config", required=True, metavar="FILE", help="listeners and backends (JSON)")
+        check.add_argument("--state", required=True, metavar="FILE", help="health state, rewritten atomically")
+        check.add_argument("--log", metavar="FILE", help="transition log (default: standard error)")
+        check.add_argument("--ready", metavar="FILE", help="once the first state is written, write our pid here")
+
+    def start(self) -> None:
+        try:
+            self.checker = Checker(Path(self.args.config), Path(self.args.state), self.log)
+        except CheckerConfigError as exc:
+            raise Refused(2, str(exc)) from None
+        self.checker.write_state()
+
+    def stop(self) -> None:
+        super().stop()
+        if self.checker is not None:
+            self.checker.stop()
+
+    def serve(self) -> int:
+        assert self.checker is not None
+        self.checker.run()
+        return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    log = open_log("kubevpc.slb", args.log)
-    try:
-        checker = Checker(Path(args.config), Path(args.state), log)
-    except CheckerConfigError as exc:
-        print(f"kubevpc.slb: {exc}", file=sys.stderr)
-        return 2
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: checker.stop())
-    checker.write_state()
-    if args.ready:
-        write_ready_file(args.ready)
-    checker.run()
-    log.info("stopped")
-    return 0
-
+main = SlbChecker.main
 
 if __name__ == "__main__":
     sys.exit(main())
