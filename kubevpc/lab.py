@@ -376,8 +376,11 @@ class Lab:
         change adds, hand the new plan to the controller, the DNS, the node health servers and the
         SLB checkers (they watch their files), then take down the pods it removes. Returns how
         long the flows took to follow."""
-        from topologies.build import ingress_status, wait_for, write_ingress_state, write_node_health, write_slb_config
+        from topologies.build import wait_for
 
+        from .daemons.ingress import ingress_status, write_ingress_state
+        from .daemons.nodehealth import write_node_health
+        from .daemons.slb import write_slb_config
         from .k8s import Service
         if self.net is None:
             raise KubevpcError("the lab is not up")

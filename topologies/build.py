@@ -21,9 +21,14 @@ from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 from kubevpc.errors import BuildError, DeadlineError
+from kubevpc.daemons.dns import dns_command, write_zone
 from kubevpc.daemons.forkserver import ForkServer
+from kubevpc.daemons.ingress import ingress_command, write_ingress_state
+from kubevpc.daemons.nodehealth import NodeHealthServer, nodehealth_command, write_node_health
+from kubevpc.daemons.slb import SlbChecker, checker_command, write_slb_config
 from kubevpc.ledger import Ledger, remove
 from kubevpc.plan import HostPlan, Plan
+from kubevpc.render.dns import resolv_conf
 from kubevpc.rundir import RunDir, atomic_write, controller_socket, ovs_rundir
 
 from .supervisor import ControllerSupervisor, ending
@@ -615,20 +620,14 @@ class Builder:
         self.say(f"{len(names)} bridges connected; {total} flows installed")
 
     # ----------------------------------------------------------------------------------- DNS
-    def dns_zone_path(self) -> str:
-        return self.net.rundir.dns_zone
-
     def write_dns_zone(self) -> None:
         """The records the cluster DNS serves, written atomically; the server reloads on change."""
-        from kubevpc.render import dns
-        plan = self.plan
-        _write_json(self.dns_zone_path(), dns.zone(plan.services, plan.pods, plan.dns.domain))
+        write_zone(self.net.rundir, self.plan)
 
     def _dns(self, pods: tuple[HostPlan, ...] | None = None) -> None:
         """Each pod gets its own resolv.conf (ClusterFirst), bind-mounted over /etc/resolv.conf in
         the pod's own mount namespace, and also at /etc/netns/<netns>/resolv.conf, where
         `ip netns exec` looks. The machine's /etc/resolv.conf is never written."""
-        from kubevpc.render import dns
         plan = self.plan
         if plan.dns is None:
             return
@@ -641,7 +640,7 @@ class Builder:
             self.ledger.record("emptydir", "/etc/netns")
             os.makedirs("/etc/netns", exist_ok=True)
         for h in pods:
-            text = dns.resolv_conf(h.namespace, plan.dns.ip, plan.dns.domain)
+            text = resolv_conf(h.namespace, plan.dns.ip, plan.dns.domain)
             path = self.net.rundir.resolv(h.netns)
             with open(path, "w", encoding="utf-8") as fh:
                 fh.write(text)
@@ -671,22 +670,19 @@ class Builder:
         waits = []
         for slb in plan.slbs:
             write_slb_config(self.ledger.dir, slb)
-            rd = self.net.rundir
-            waits.append(self._spawn(slb.host, [sys.executable, "-m", "kubevpc.daemons.slb", "check",
-                                                "--config", rd.slb_config(slb.service), "--state", rd.slb_state(slb.service),
-                                                "--log", rd.slb_log(slb.service)], ready_dir, root))
+            waits.append(self._spawn(slb.host, SlbChecker.NAME, checker_command(self.net.rundir, slb.service),
+                                     ready_dir, root))
         wait_for("SLB health checkers", lambda: all(w() for w in waits), 30)
 
     def start_node_health(self, node: str, ready_dir: str, root: str) -> Callable[[], bool]:
         """kube-proxy's health check server in a node's namespace (policy Local)."""
         n = self.plan.node(node)
-        rd = self.net.rundir
-        return self._spawn(n.ecs, [sys.executable, "-m", "kubevpc.daemons.nodehealth", "--config", rd.nodehealth(node, ".json"),
-                                   "--listen", n.ip, "--log", rd.nodehealth(node, ".log")], ready_dir, root)
+        return self._spawn(n.ecs, NodeHealthServer.NAME, nodehealth_command(self.net.rundir, node, n.ip), ready_dir, root)
 
-    def _spawn(self, key: str, cmd: list[str], ready_dir: str, root: str) -> Callable[[], bool]:
+    def _spawn(self, key: str, name: str, cmd: list[str], ready_dir: str, root: str) -> Callable[[], bool]:
+        """Start daemon ``name`` (command line ``cmd``, and its ready file) in host ``key``'s namespace;
+        a test for wait_for: has it written its ready file?"""
         h = self.plan.host(key)
-        name = cmd[2].rsplit(".", 1)[-1]
         program = f"kubevpc.{name}"               # how Lab names it (stop_server, start_server)
         ready = os.path.join(ready_dir, f"{h.netns}-{name}")
         if os.path.exists(ready):
@@ -741,14 +737,10 @@ class Builder:
                                "argv": ["--name", h.name, "--run", self.plan.run, *listen, "--ready-file", ready]})
                 continue
             if h.app == "dns":
-                cmd = [sys.executable, "-m", "kubevpc.daemons.dns", "--zone", self.dns_zone_path(), "--listen", h.ip,
-                       "--port", "53", "--ready", ready, "--log", self.net.rundir.dns_log]
+                cmd = dns_command(self.net.rundir, h.ip, ready)
             else:
-                d = functools.partial(self.net.rundir.ingress, h.namespace, h.name)
                 write_ingress_state(self.ledger.dir, self.plan, h)
-                cmd = [sys.executable, "-m", "kubevpc.daemons.ingress", "run", "--state", d("state.json"),
-                       "--dir", d("nginx"), "--run", self.plan.run, "--log", d("controller.log"),
-                       "--status", d("status.json"), "--ready", ready]
+                cmd = ingress_command(self.net.rundir, h, self.plan.run, ready)
             log = open(log_path, "ab")
             proc = self.net.hosts[h.key].popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=root,
                                                stdin=subprocess.DEVNULL)
@@ -860,87 +852,3 @@ def teardown(net: Network, say: Say = lambda s: None) -> dict[str, int]:
         except Exception:
             pass
     return counts
-
-
-def write_slb_config(state_dir: str, slb) -> None:
-    """The health checker's listeners: it probes each backend at its check port."""
-    doc = {"listeners": [{"name": li.name, "check": slb.check,
-                          "backends": [{"id": b.id, "ip": b.ip, "port": b.check_port} for b in li.backends]}
-                         for li in slb.listeners]}
-    _write_json(RunDir(state_dir).slb_config(slb.service), doc)
-
-
-def tls_certificate(state_dir: str, secret: str, hosts: list[str]) -> tuple[str, str]:
-    """A self-signed certificate for an Ingress's TLS Secret that the scenario does not declare:
-    made once per run and set of hosts, kept in <state>/tls/. Returns the PEM paths (cert, key)."""
-    import hashlib
-
-    from kubevpc.k8s import self_signed
-    base = RunDir(state_dir).self_signed(secret, hashlib.sha256(",".join(sorted(hosts)).encode()).hexdigest()[:8])
-    if not os.path.exists(base + ".crt"):
-        os.makedirs(os.path.dirname(base), exist_ok=True)
-        cert, key = self_signed(sorted(hosts))
-        atomic_write(base + ".key", key)
-        atomic_write(base + ".crt", cert)
-    return base + ".crt", base + ".key"
-
-
-def write_ingress_state(state_dir: str, plan: Plan, h: HostPlan) -> int:
-    """What an ingress controller serves (kubevpc.daemons.ingress's state document): the Ingresses, every
-    Service's ready endpoints, the TLS Secrets (self-signed where the scenario has none). Returns
-    the generation written; the controller reports it back once NGINX runs it."""
-    from kubevpc.k8s import tls_pair
-    services = {svc.key: {"ports": [{"name": p.name, "port": p.port, "protocol": p.protocol,
-                                     "endpoints": [f"{e.ip}:{e.ports[i]}" for e in svc.ready_endpoints(i)]}
-                                    for i, p in enumerate(svc.ports) if p.protocol in ("TCP", "UDP")]}
-                for svc in plan.services if not svc.external_name}
-    secrets = {}
-    for sec in plan.secrets:
-        try:
-            cert, key = tls_pair(sec)
-        except ValueError:
-            continue            # not a TLS Secret; the controller warns about an Ingress naming it
-        secrets[f"{sec.metadata.namespace}/{sec.metadata.name}"] = {"tls.crt": cert.decode(), "tls.key": key.decode()}
-    wanted: dict[str, set[str]] = {}
-    for ing in plan.ingresses:
-        for tls in ing.spec.tls:
-            if tls.secretName:
-                wanted.setdefault(f"{ing.metadata.namespace}/{tls.secretName}", set()).update(tls.hosts)
-    for name, hosts in wanted.items():
-        if name not in secrets and hosts:
-            crt, key = tls_certificate(state_dir, name, sorted(hosts))
-            with open(crt, encoding="ascii") as c, open(key, encoding="ascii") as k:
-                secrets[name] = {"tls.crt": c.read(), "tls.key": k.read()}
-    generation = time.time_ns() // 1_000_000
-    doc = {"generation": generation, "listen": [h.ip],
-           "allow_snippet_annotations": bool(plan.cluster and plan.cluster.allow_snippet_annotations),
-           "ingresses": [i.model_dump(mode="json", exclude_none=True) for i in plan.ingresses],
-           "services": services, "secrets": secrets}
-    os.makedirs(RunDir(state_dir).ingress(h.namespace, h.name), exist_ok=True)
-    _write_json(RunDir(state_dir).ingress(h.namespace, h.name, "state.json"), doc)
-    return generation
-
-
-def ingress_status(state_dir: str, h: HostPlan) -> dict:
-    try:
-        with open(RunDir(state_dir).ingress(h.namespace, h.name, "status.json"), encoding="utf-8") as fh:
-            return json.load(fh)
-    except (OSError, json.JSONDecodeError):
-        return {}
-
-
-def write_node_health(state_dir: str, plan: Plan, node: str) -> bool:
-    """kube-proxy's health check ports on a node: local ready endpoints per Service with policy Local."""
-    ports = {}
-    for svc in plan.services:
-        if svc.health_check_node_port:
-            local = {e.pod for i in range(len(svc.ports)) for e in svc.ready_endpoints(i) if e.node == node}
-            ports[str(svc.health_check_node_port)] = {"namespace": svc.namespace, "name": svc.name,
-                                                      "local_endpoints": len(local)}
-    if ports:
-        _write_json(RunDir(state_dir).nodehealth(node, ".json"), {"ports": ports})
-    return bool(ports)
-
-
-def _write_json(path: str, doc: dict) -> None:
-    atomic_write(path, json.dumps(doc, indent=1))

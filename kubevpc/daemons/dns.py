@@ -64,7 +64,9 @@ from dnslib import (
 )
 from dnslib.server import BaseResolver, DNSHandler, DNSLogger, DNSServer
 
-from kubevpc.daemons.harness import Daemon, Refused, file_stamp
+from kubevpc.daemons.harness import ConfigFile, Daemon, Refused, file_stamp
+from kubevpc.render.dns import zone
+from kubevpc.rundir import RunDir
 
 POLL_INTERVAL = 0.2  # seconds between checks of the zone file
 SOA_TIMES = (7200, 1800, 86400)  # refresh, retry, expire, as CoreDNS
@@ -329,6 +331,34 @@ class DnsServer(Daemon):
 
 
 main = DnsServer.main
+
+
+# -- the builder's side ----------------------------------------------------------------
+
+
+class ZoneFile(ConfigFile):
+    """The zone document, dns-zone.json in the run directory."""
+
+    def __init__(self, rundir: RunDir, plan: Any) -> None:
+        super().__init__(rundir.dns_zone)
+        self.plan = plan
+
+    def build(self) -> dict:
+        return zone(self.plan.services, self.plan.pods, self.plan.dns.domain)
+
+    def dry_run(self, doc: object) -> None:
+        load_zone(doc)
+
+
+def write_zone(rundir: RunDir, plan: Any) -> None:
+    """Write the records the cluster DNS serves; a running server reloads them."""
+    ZoneFile(rundir, plan).write()
+
+
+def dns_command(rundir: RunDir, ip: str, ready: str) -> list[str]:
+    """The cluster DNS server, on the DNS pod's address."""
+    return DnsServer.argv("--zone", rundir.dns_zone, "--listen", ip, "--port", "53", "--ready", ready,
+                          "--log", rundir.dns_log)
 
 if __name__ == "__main__":
     sys.exit(main())

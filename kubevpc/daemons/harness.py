@@ -176,6 +176,11 @@ class Daemon:
         return None
 
     @classmethod
+    def argv(cls, *args: str) -> list[str]:
+        """The command line that starts this daemon (the builder's)."""
+        return [sys.executable, "-m", f"kubevpc.daemons.{cls.NAME}", *args]
+
+    @classmethod
     def main(cls, argv: Sequence[str] | None = None) -> int:
         p = parser(f"kubevpc.daemons.{cls.NAME}", cls.DESCRIPTION)
         cls.arguments(p)
@@ -209,9 +214,9 @@ class ConfigFile:
     def render(self, doc: object) -> str:
         return json.dumps(doc, indent=1)
 
-    def write(self) -> object:
-        """Build, check, render and write the file; returns the document."""
-        doc = self.build()
+    def write(self, doc: object = None) -> object:
+        """Build (unless given the document), check, render and write the file; returns the document."""
+        doc = self.build() if doc is None else doc
         self.dry_run(doc)
         atomic_write(self.path, self.render(doc))
         return doc

@@ -10,15 +10,22 @@ one is rejected. ``python -m kubevpc.daemons.ingress render`` prints the nginx.c
 from __future__ import annotations
 
 import argparse
+import functools
+import hashlib
 import json
 import logging
 import os
 import re
 import sys
+import time
+from typing import Any
 
-from kubevpc.daemons.harness import Daemon, Refused, subcommands
+from kubevpc.daemons.harness import ConfigFile, Daemon, Refused, subcommands
 from kubevpc.daemons.nginx import NGINX, Controller, NginxError
-from kubevpc.render.nginx import render
+from kubevpc.k8s import self_signed
+from kubevpc.render.ingress import state_document, tls_secrets, undeclared_tls
+from kubevpc.render.nginx import State, render
+from kubevpc.rundir import RunDir, atomic_write
 
 RUN_TOKEN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -104,6 +111,68 @@ class IngressController(Daemon):
 
 
 main = IngressController.main
+
+
+# -- the builder's side ----------------------------------------------------------------
+
+
+class StateFile(ConfigFile):
+    """An ingress controller's state document, ingress-<namespace>_<pod>/state.json in the run
+    directory; building it makes the self-signed certificates it needs (tls_certificate)."""
+
+    def __init__(self, rundir: RunDir, plan: Any, h: Any) -> None:
+        super().__init__(rundir.ingress(h.namespace, h.name, "state.json"))
+        self.rundir, self.plan, self.h = rundir, plan, h
+
+    def build(self) -> dict:
+        secrets = tls_secrets(self.plan)
+        for name, hosts in undeclared_tls(self.plan, secrets).items():
+            crt, key = tls_certificate(self.rundir, name, hosts)
+            with open(crt, encoding="ascii") as c, open(key, encoding="ascii") as k:
+                secrets[name] = {"tls.crt": c.read(), "tls.key": k.read()}
+        return state_document(self.plan, self.h.ip, secrets, time.time_ns() // 1_000_000)
+
+    def dry_run(self, doc: object) -> None:
+        State.model_validate(doc)
+
+    def write(self, doc: object = None) -> object:
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        return super().write(doc)
+
+
+def tls_certificate(rundir: RunDir, secret: str, hosts: list[str]) -> tuple[str, str]:
+    """A self-signed certificate for an Ingress's TLS Secret that the scenario does not declare:
+    made once per run and set of hosts, kept in <state>/tls/. Returns the PEM paths (cert, key)."""
+    base = rundir.self_signed(secret, hashlib.sha256(",".join(sorted(hosts)).encode()).hexdigest()[:8])
+    if not os.path.exists(base + ".crt"):
+        os.makedirs(os.path.dirname(base), exist_ok=True)
+        cert, key = self_signed(sorted(hosts))
+        atomic_write(base + ".key", key)
+        atomic_write(base + ".crt", cert)
+    return base + ".crt", base + ".key"
+
+
+def write_ingress_state(state_dir: str, plan: Any, h: Any) -> int:
+    """What the ingress controller of pod ``h`` serves (the Ingresses, every Service's ready
+    endpoints, the TLS Secrets, self-signed where the scenario has none). Returns the generation
+    written; the controller reports it back once NGINX runs it."""
+    return StateFile(RunDir(state_dir), plan, h).write()["generation"]
+
+
+def ingress_status(state_dir: str, h: Any) -> dict:
+    """The status the ingress controller of pod ``h`` last wrote ({} before it did)."""
+    try:
+        with open(RunDir(state_dir).ingress(h.namespace, h.name, "status.json"), encoding="utf-8") as fh:
+            return json.load(fh)
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def ingress_command(rundir: RunDir, h: Any, run: str, ready: str) -> list[str]:
+    """The ingress controller of pod ``h``, in run ``run``."""
+    d = functools.partial(rundir.ingress, h.namespace, h.name)
+    return IngressController.argv("run", "--state", d("state.json"), "--dir", d("nginx"), "--run", run,
+                                  "--log", d("controller.log"), "--status", d("status.json"), "--ready", ready)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -42,9 +42,12 @@ import threading
 import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
-from kubevpc.daemons.harness import Daemon, Refused, file_stamp
+from kubevpc.daemons.harness import ConfigFile, Daemon, Refused, file_stamp
 from kubevpc.errors import KubevpcError
+from kubevpc.render.nodehealth import health_ports
+from kubevpc.rundir import RunDir
 
 POLL = 0.2  # how often the config file's stamp is compared; bounds the reaction to SIGTERM
 SERVICE_PROXY_HEALTHY = True  # the emulated kube-proxy's /healthz verdict, ANDed into the status
@@ -273,6 +276,38 @@ class NodeHealthServer(Daemon):
 
 
 main = NodeHealthServer.main
+
+
+# -- the builder's side ----------------------------------------------------------------
+
+
+class PortsFile(ConfigFile):
+    """A node's health check ports, nodehealth-<node>.json in the run directory."""
+
+    def __init__(self, rundir: RunDir, plan: Any, node: str) -> None:
+        super().__init__(rundir.nodehealth(node, ".json"))
+        self.plan, self.node = plan, node
+
+    def build(self) -> dict:
+        return health_ports(self.plan, self.node)
+
+    def dry_run(self, doc: object) -> None:
+        parse_ports(doc)
+
+
+def write_node_health(state_dir: str, plan: Any, node: str) -> bool:
+    """Write a node's health check ports, if it has any (a Service with policy Local): True then."""
+    config = PortsFile(RunDir(state_dir), plan, node)
+    doc = config.build()
+    if doc["ports"]:
+        config.write(doc)
+    return bool(doc["ports"])
+
+
+def nodehealth_command(rundir: RunDir, node: str, ip: str) -> list[str]:
+    """The health check server of a node, listening on its address, without its ready file."""
+    return NodeHealthServer.argv("--config", rundir.nodehealth(node, ".json"), "--listen", ip,
+                                 "--log", rundir.nodehealth(node, ".log"))
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -29,14 +29,14 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import ValidationError
 
-from kubevpc.daemons.harness import Daemon, Refused, file_stamp, subcommands
+from kubevpc.daemons.harness import ConfigFile, Daemon, Refused, file_stamp, subcommands
 from kubevpc.errors import KubevpcError
-from kubevpc.render.slb import BackendSpec, CheckerConfig, CheckSpec, ListenerSpec
-from kubevpc.rundir import atomic_write
+from kubevpc.render.slb import BackendSpec, CheckerConfig, CheckSpec, ListenerSpec, checker_config
+from kubevpc.rundir import RunDir, atomic_write
 
 
 # -- the configuration ------------------------------------------------------------------
@@ -375,6 +375,34 @@ class SlbChecker(Daemon):
 
 
 main = SlbChecker.main
+
+
+# -- the builder's side ----------------------------------------------------------------
+
+
+class CheckerFile(ConfigFile):
+    """The checker's configuration file, slb-<namespace>_<name>.json in the run directory."""
+
+    def __init__(self, rundir: RunDir, slb: Any) -> None:
+        super().__init__(rundir.slb_config(slb.service))
+        self.slb = slb
+
+    def build(self) -> dict:
+        return checker_config(self.slb)
+
+    def dry_run(self, doc: object) -> None:
+        CheckerConfig.model_validate(doc)
+
+
+def write_slb_config(state_dir: str, slb: Any) -> None:
+    """Write the configuration of an SLB's checker (``slb``: the plan's); a running one takes it."""
+    CheckerFile(RunDir(state_dir), slb).write()
+
+
+def checker_command(rundir: RunDir, service: str) -> list[str]:
+    """The checker of a Service's SLB, without its ready file."""
+    return SlbChecker.argv("check", "--config", rundir.slb_config(service), "--state", rundir.slb_state(service),
+                           "--log", rundir.slb_log(service))
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -46,7 +46,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass
-from typing import Callable, Literal, Sequence, get_args
+from typing import Any, Callable, Literal, Sequence, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -308,3 +308,11 @@ class CheckerConfig(_Spec):
         if dups:
             raise ValueError(f"listener {dups[0]!r} is listed twice")
         return self
+
+
+def checker_config(slb: Any) -> dict:
+    """The health checker's configuration for one SLB of the plan: every listener, probing each
+    backend at its check port."""
+    return {"listeners": [{"name": li.name, "check": slb.check,
+                           "backends": [{"id": b.id, "ip": b.ip, "port": b.check_port} for b in li.backends]}
+                          for li in slb.listeners]}
