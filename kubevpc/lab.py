@@ -350,7 +350,7 @@ class Lab:
         key = f"{ns or 'default'}/{name}"
         for h in self.plan.pods:
             if h.app == "ingress":
-                with open(self.net.rundir.ingress(h.namespace, h.name, "state.json"), encoding="utf-8") as fh:
+                with open(self.net.rundir.ingress_state(h.namespace, h.name), encoding="utf-8") as fh:
                     pem = json.load(fh)["secrets"].get(key, {}).get("tls.crt")
                 if pem:
                     path = self.net.rundir.certificate(key)

@@ -133,11 +133,24 @@ class RunDir:
         """``nodehealth-<node><suffix>``: a node's health check server's config (.json) and log (.log)."""
         return os.path.join(self.path, f"nodehealth-{node}{suffix}")
 
-    def ingress(self, namespace: str, pod: str, name: str = "") -> str:
-        """``ingress-<namespace>_<pod>/``: an ingress controller's state.json, status.json,
-        controller.log and NGINX's prefix nginx/; ``name`` is one of them."""
-        d = os.path.join(self.path, f"ingress-{namespace}_{pod}")
-        return os.path.join(d, name) if name else d
+    def ingress(self, namespace: str, pod: str) -> str:
+        """``ingress-<namespace>_<pod>/``: the directory of an ingress controller's files."""
+        return os.path.join(self.path, f"ingress-{namespace}_{pod}")
+
+    def ingress_state(self, namespace: str, pod: str) -> str:
+        """The state document the controller serves (kubevpc.render.ingress)."""
+        return os.path.join(self.ingress(namespace, pod), "state.json")
+
+    def ingress_status(self, namespace: str, pod: str) -> str:
+        """The controller's status: generation served and seen, ok, error, NGINX's pid."""
+        return os.path.join(self.ingress(namespace, pod), "status.json")
+
+    def ingress_log(self, namespace: str, pod: str) -> str:
+        return os.path.join(self.ingress(namespace, pod), "controller.log")
+
+    def ingress_nginx(self, namespace: str, pod: str) -> str:
+        """NGINX's prefix: nginx.conf, nginx.conf.candidate, certs/, error.log, access.log, pid, temp files."""
+        return os.path.join(self.ingress(namespace, pod), "nginx")
 
     def self_signed(self, secret: str, digest: str) -> str:
         """``tls/<namespace>_<name>-<digest>``, + .crt and .key: the certificate made for an

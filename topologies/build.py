@@ -30,7 +30,7 @@ from kubevpc.daemons.ingress import ingress_command, write_ingress_state
 from kubevpc.daemons.nodehealth import NodeHealthServer, nodehealth_command, write_node_health
 from kubevpc.daemons.slb import SlbChecker, checker_command, write_slb_config
 from kubevpc.errors import BuildError, DeadlineError
-from kubevpc.ledger import Ledger, remove
+from kubevpc.ledger import NETNS_ETC, Entry, Ledger, remove
 from kubevpc.plan import HostPlan, Plan
 from kubevpc.render.dns import resolv_conf
 from kubevpc.rundir import RunDir, atomic_write, controller_socket
@@ -380,15 +380,15 @@ class Builder:
             pods = plan.pods
             self.say(f"cluster DNS {plan.dns.ip} ({plan.dns.domain}): resolv.conf for {len(pods)} pods")
         os.makedirs(self.net.rundir.resolv_dir, exist_ok=True)
-        if not os.path.isdir("/etc/netns"):
-            self.ledger.record("emptydir", "/etc/netns")
-            os.makedirs("/etc/netns", exist_ok=True)
+        if not os.path.isdir(NETNS_ETC):
+            self.ledger.record("emptydir", NETNS_ETC)
+            os.makedirs(NETNS_ETC, exist_ok=True)
         for h in pods:
             text = resolv_conf(h.namespace, plan.dns.ip, plan.dns.domain)
             path = self.net.rundir.resolv(h.netns)
             with open(path, "w", encoding="utf-8") as fh:
                 fh.write(text)
-            etc = os.path.join("/etc/netns", h.netns)
+            etc = os.path.join(NETNS_ETC, h.netns)
             self.ledger.record("file", etc)
             os.makedirs(etc, exist_ok=True)
             with open(os.path.join(etc, "resolv.conf"), "w", encoding="utf-8") as fh:
@@ -532,7 +532,6 @@ class Builder:
         their processes, their node bridge port and veth, their namespace and files. Each step
         tolerates what is already gone, so it also clears a half-made pod. (Their ledger entries
         stay; teardown tolerates what is gone.)"""
-        from kubevpc.ledger import Entry
         procs = [(name, proc) for h in pods for name, proc in list(self.net.servers.items())
                  if name == h.key or name.startswith(h.key + "#")]
         for name, proc in procs:
@@ -555,7 +554,7 @@ class Builder:
                     except Exception:
                         pass
                 entries.append(Entry("process", str(node.pid), token=h.netns))
-            entries += [Entry("link", h.veth), Entry("netns", h.netns), Entry("file", os.path.join("/etc/netns", h.netns)),
+            entries += [Entry("link", h.veth), Entry("netns", h.netns), Entry("file", os.path.join(NETNS_ETC, h.netns)),
                         Entry("file", self.net.rundir.resolv(h.netns)), Entry("file", self.net.rundir.ready(h.netns))]
         cmd = ["ovs-vsctl", "--timeout=60"]
         for h in pods:

@@ -10,7 +10,6 @@ one is rejected. ``python -m kubevpc.daemons.ingress render`` prints the nginx.c
 from __future__ import annotations
 
 import argparse
-import functools
 import hashlib
 import json
 import logging
@@ -121,7 +120,7 @@ class StateFile(ConfigFile):
     directory; building it makes the self-signed certificates it needs (tls_certificate)."""
 
     def __init__(self, rundir: RunDir, plan: Any, h: Any) -> None:
-        super().__init__(rundir.ingress(h.namespace, h.name, "state.json"))
+        super().__init__(rundir.ingress_state(h.namespace, h.name))
         self.rundir, self.plan, self.h = rundir, plan, h
 
     def build(self) -> dict:
@@ -162,7 +161,7 @@ def write_ingress_state(state_dir: str, plan: Any, h: Any) -> int:
 def ingress_status(state_dir: str, h: Any) -> dict:
     """The status the ingress controller of pod ``h`` last wrote ({} before it did)."""
     try:
-        with open(RunDir(state_dir).ingress(h.namespace, h.name, "status.json"), encoding="utf-8") as fh:
+        with open(RunDir(state_dir).ingress_status(h.namespace, h.name), encoding="utf-8") as fh:
             return json.load(fh)
     except (OSError, json.JSONDecodeError):
         return {}
@@ -170,9 +169,10 @@ def ingress_status(state_dir: str, h: Any) -> dict:
 
 def ingress_command(rundir: RunDir, h: Any, run: str, ready: str) -> list[str]:
     """The ingress controller of pod ``h``, in run ``run``."""
-    d = functools.partial(rundir.ingress, h.namespace, h.name)
-    return IngressController.argv("run", "--state", d("state.json"), "--dir", d("nginx"), "--run", run,
-                                  "--log", d("controller.log"), "--status", d("status.json"), "--ready", ready)
+    ns, pod = h.namespace, h.name
+    return IngressController.argv("run", "--state", rundir.ingress_state(ns, pod), "--dir", rundir.ingress_nginx(ns, pod),
+                                  "--run", run, "--log", rundir.ingress_log(ns, pod),
+                                  "--status", rundir.ingress_status(ns, pod), "--ready", ready)
 
 if __name__ == "__main__":
     sys.exit(main())
