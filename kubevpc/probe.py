@@ -22,6 +22,7 @@ has allowed it (docs/design.md, "Probes are new connections").
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import errno
 import json
@@ -31,8 +32,6 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from typing import Any, Sequence
-
-from kubevpc.daemons.harness import parser
 
 PROTOS = ("tcp", "udp", "http")
 OUTCOMES = ("answered", "refused", "timeout", "unreachable", "error")
@@ -361,9 +360,9 @@ def format_line(r: Result) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = parser(
-        "kubevpc.probe",
-        "Probe kubevpc servers concurrently and report each outcome "
+    p = argparse.ArgumentParser(
+        prog="python -m kubevpc.probe",
+        description="Probe kubevpc servers concurrently and report each outcome "
         "(answered, refused, timeout, unreachable, error). Exits 0 whatever "
         "the outcomes; 2 on bad arguments.",
     )
