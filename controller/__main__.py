@@ -12,12 +12,12 @@ sockets are handed to it behind UnixStream, which leaves TCP options out. The ap
 """
 from __future__ import annotations
 
-import argparse
-import logging
 import os
 import socket
 import stat
 import sys
+
+from kubevpc.daemons.harness import log_records, parser
 
 
 class UnixStream:
@@ -57,7 +57,7 @@ def remove_stale_socket(path: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m controller", description=__doc__)
+    ap = parser("controller", __doc__)
     ap.add_argument("--plan", required=True, help="the run's plan.json")
     ap.add_argument("--state", required=True, help="the run's state directory (status.json goes there)")
     ap.add_argument("--socket", required=True, help="the Unix socket to listen on (in Open vSwitch's run directory)")
@@ -66,8 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     os.umask(0o077)               # the socket, status.json and the log: root's alone
-    logging.basicConfig(filename=args.log, level=logging.INFO,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    log_records(args.log)
     os.environ["KUBEVPC_PLAN"] = os.path.abspath(args.plan)
     os.environ["KUBEVPC_STATE"] = os.path.abspath(args.state)
     path = os.path.abspath(args.socket)

@@ -41,7 +41,7 @@ from os_ken.lib.packet import ethernet, icmp, ipv4, packet, tcp, udp
 from os_ken.ofproto import ofproto_v1_3
 
 from kubevpc.observe.flowlog import FLOWLOG_FILE, LearnedFlow, Recorder
-from kubevpc.ledger import ovs_rundir
+from kubevpc.rundir import RunDir, atomic_write, ovs_rundir
 from kubevpc.plan import Plan
 
 from . import reconcile
@@ -89,7 +89,7 @@ def hung_up(sock) -> bool:
 def _previous_plan_version(state_dir: str) -> int:
     """The plan version of the controller this one replaces (0 for the first): versions only grow."""
     try:
-        with open(os.path.join(state_dir, "status.json"), encoding="utf-8") as fh:
+        with open(RunDir(state_dir).status, encoding="utf-8") as fh:
             return int(json.load(fh).get("plan_version", 0))
     except (OSError, ValueError, TypeError, AttributeError):
         return 0
@@ -152,7 +152,7 @@ class KubevpcController(app_manager.OSKenApp):
         A checker that has not written yet counts its backends as not yet healthy."""
         health, stamps = {}, []
         for slb in plan.slbs:
-            path = os.path.join(self.state_dir, "slb-" + slb.service.replace("/", "_") + ".state.json")
+            path = RunDir(self.state_dir).slb_state(slb.service)
             try:
                 stamps.append(os.stat(path).st_mtime_ns)
                 with open(path, encoding="utf-8") as fh:
@@ -246,10 +246,7 @@ class KubevpcController(app_manager.OSKenApp):
                 self.loads, self.loads_changed = loads, True
 
     def _write_status(self):
-        tmp = os.path.join(self.state_dir, "status.json.tmp")
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump({**self.status, "time": time.time()}, fh, indent=1, sort_keys=True)
-        os.replace(tmp, os.path.join(self.state_dir, "status.json"))
+        atomic_write(RunDir(self.state_dir).status, json.dumps({**self.status, "time": time.time()}, indent=1, sort_keys=True))
 
     # ----------------------------------------------------------------------------- switches
     @set_ev_cls(ofp_event.EventOFPSwitchFeatures, CONFIG_DISPATCHER)

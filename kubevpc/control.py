@@ -39,15 +39,15 @@ from typing import Any, Callable
 
 from pydantic import ValidationError, validate_call
 
-from topologies.build import bridge_connections, slb_file
+from topologies.build import bridge_connections
 
 from .errors import KubevpcError, Problem, ScenarioError
 from .ledger import MAX_TAG, RUN_NAME, list_runs, owner_alive, run_dir
 from .load import _parse_object, dotted, read_yaml
 from .observe.flowlog import top_drops
+from .rundir import RunDir
 
 PROTOCOL = 1
-SOCKET_NAME = "control.sock"
 MAX_MESSAGE = 4 * 1024 * 1024      # bytes in one request or answer (manifests are small)
 READ_DEADLINE = 5.0                # the server's wait for a whole request
 CONNECT_DEADLINE = 5.0             # the client's wait to connect and send
@@ -127,7 +127,7 @@ class Reply:
 
 
 def socket_path(run: str) -> str:
-    return os.path.join(run_dir(run), SOCKET_NAME)
+    return RunDir.of(run).control_socket
 
 
 # ------------------------------------------------------------------------------------- framing
@@ -319,7 +319,7 @@ def _slb_view(lab, slb) -> dict:
     rotation = lab.status().get("slb_health", {})
     if lab.net is not None:
         try:
-            with open(slb_file(lab.net.state_dir, slb, ".state.json"), encoding="utf-8") as fh:
+            with open(lab.net.rundir.slb_state(slb.service), encoding="utf-8") as fh:
                 health = json.load(fh).get("listeners", {})
         except (OSError, json.JSONDecodeError):
             pass

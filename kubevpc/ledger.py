@@ -17,24 +17,12 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
+from . import rundir
 from .errors import KubevpcError
-
-STATE_ROOT = os.environ.get("KUBEVPC_STATE_DIR", "/var/lib/kubevpc")
+from .rundir import RunDir, controller_socket, private_dir, run_dir, runs_dir
 
 KINDS = ("process", "link", "bridge", "netns", "file", "emptydir")   # emptydir: removed only if empty
 NETNS_ETC = "/etc/netns"            # where `ip netns exec` looks for a namespace's resolv.conf
-
-
-def ovs_rundir() -> str:
-    """Open vSwitch's run directory, as its programs find it: the only place ovs-vswitchd connects
-    to a controller's Unix socket (anywhere else is "a possibility for remote exploit")."""
-    return os.environ.get("OVS_RUNDIR", "/var/run/openvswitch")
-
-
-def controller_socket(run: str) -> str:
-    """A run's OpenFlow controller socket: in Open vSwitch's run directory, mode 0600 (connecting
-    to a Unix socket needs write permission, so only root can)."""
-    return os.path.join(ovs_rundir(), f"kubevpc-{run}.sock")
 
 MAX_TAG = 6                         # a run's name starts every interface name, which must fit in 15 characters
 RUN_NAME = re.compile(rf"^[a-z][a-z0-9]{{0,{MAX_TAG - 1}}}$")
@@ -52,37 +40,6 @@ def check_run_name(run: str) -> str:
     return run
 
 
-def runs_dir() -> str:
-    return os.path.join(STATE_ROOT, "runs")
-
-
-def run_dir(run: str) -> str:
-    return os.path.join(runs_dir(), run)
-
-
-def write_private(path: str, data: str | bytes) -> None:
-    """Replace a file atomically with content only root may read (0600), whatever the umask: the
-    plan and the ingress controllers' state hold TLS private keys."""
-    tmp = f"{path}.tmp.{os.getpid()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    try:
-        os.fchmod(fd, 0o600)          # a leftover temporary file keeps its mode otherwise
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data.encode() if isinstance(data, str) else data)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-    os.replace(tmp, path)
-
-
-def private_dir(path: str) -> str:
-    """Make a directory only root can enter (0700), and every missing parent; an existing one is
-    set to 0700 too. Returns the path."""
-    os.makedirs(path, mode=0o700, exist_ok=True)
-    os.chmod(path, 0o700)
-    return path
-
-
 @dataclass(frozen=True)
 class Entry:
     kind: str           # process | link | bridge | netns | file
@@ -94,15 +51,15 @@ class Ledger:
     def __init__(self, run: str):
         self.run = run
         self.dir = run_dir(run)
-        self.path = os.path.join(self.dir, "ledger.jsonl")
+        self.path = RunDir(self.dir).ledger
 
     def create(self) -> None:
         """The run's directory, root's alone (0700, as is the runs directory above it): it holds
         TLS keys, the controller's and the control channel's sockets, and what the run believes."""
-        os.makedirs(STATE_ROOT, exist_ok=True)
+        os.makedirs(rundir.STATE_ROOT, exist_ok=True)
         private_dir(runs_dir())
         private_dir(self.dir)
-        with open(os.path.join(self.dir, "owner"), "w", encoding="utf-8") as fh:
+        with open(RunDir(self.dir).owner, "w", encoding="utf-8") as fh:
             fh.write(f"{os.getpid()} {_start_time(os.getpid())}\n")
 
     def record(self, kind: str, *names: str | int, token: str = "") -> None:
@@ -164,7 +121,7 @@ def _start_time(pid: int) -> str:
 
 def owner_pid(run: str) -> int | None:
     try:
-        with open(os.path.join(run_dir(run), "owner"), encoding="utf-8") as fh:
+        with open(RunDir.of(run).owner, encoding="utf-8") as fh:
             return int(fh.read().split()[0])
     except (OSError, ValueError, IndexError):
         return None
@@ -173,7 +130,7 @@ def owner_pid(run: str) -> int | None:
 def owner_alive(run: str) -> bool:
     """Is the process that made this run (same pid, same start time) still running?"""
     try:
-        with open(os.path.join(run_dir(run), "owner"), encoding="utf-8") as fh:
+        with open(RunDir.of(run).owner, encoding="utf-8") as fh:
             pid, started = fh.read().split()
         return _start_time(int(pid)) == started
     except (OSError, ValueError):

@@ -216,9 +216,8 @@ KIND_TEXT = re.compile(r"^[A-Za-z0-9]{0,63}( \([a-z0-9./-]{1,63}\))?$")   # what
 
 
 def all_kinds() -> dict:
-    """Every manifest kind a scenario may hold: kubevpc.k8s's and the Ingress controller's."""
-    from . import ingress
-    return {**k8s.KINDS, **ingress.KINDS}
+    """Every manifest kind a scenario may hold."""
+    return k8s.KINDS
 
 
 def _parse_object(src: Source, prefix: tuple, out: list[Manifest], label: str) -> list[Problem]:

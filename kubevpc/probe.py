@@ -3,7 +3,7 @@
 Probes many ``tcp``/``udp``/``http`` targets concurrently, each with its own
 deadline, and classifies every outcome as one of ``answered``, ``refused``,
 ``timeout``, ``unreachable`` or ``error``.  The answer is the JSON object sent
-back by :mod:`kubevpc.server`.  Stdlib only (``python -m kubevpc.probe``).
+back by :mod:`kubevpc.daemons.server`.  Stdlib only (``python -m kubevpc.probe``).
 
 For answered probes ``detail`` is ``local=IP:PORT``, the probe's own socket
 address, so callers can compare it with the ``client`` the server saw (SNAT).

@@ -7,51 +7,41 @@ transaction. Each resource is written
 to the run's ledger before it is created, so a crash leaves nothing `kubevpc clean` cannot find.
 Nothing here touches the root namespace's addresses or routes: root-side veth ends, VXLAN
 devices and bridge ports carry no address.
+
+The builder runs commands with topologies/shell.py, picks the datapath and its offloads with
+topologies/datapath.py, and works inside the namespaces with topologies/netns.py. The daemons it
+starts write their own configuration files and name their own command lines (kubevpc.daemons);
+every file of the run's directory is named by kubevpc.rundir.
 """
 from __future__ import annotations
 
 import functools
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
+from kubevpc.daemons.dns import dns_command, write_zone
+from kubevpc.daemons.forkserver import ForkServer
+from kubevpc.daemons.ingress import ingress_command, write_ingress_state
+from kubevpc.daemons.nodehealth import NodeHealthServer, nodehealth_command, write_node_health
+from kubevpc.daemons.slb import SlbChecker, checker_command, write_slb_config
 from kubevpc.errors import BuildError, DeadlineError
-from kubevpc.forkserver import ForkServer
-from kubevpc.ledger import Ledger, controller_socket, ovs_rundir, remove, write_private
+from kubevpc.ledger import NETNS_ETC, Entry, Ledger, remove
 from kubevpc.plan import HostPlan, Plan
+from kubevpc.render.dns import resolv_conf
+from kubevpc.rundir import RunDir, atomic_write, controller_socket
 
+from .datapath import (OVS_RCVBUF, RCVBUF_ENV, Datapath, detect_datapath, enlarge_ovs_rcvbuf, full_checksums_setting,
+                       offloads_for)
+from .netns import host_addresses, in_each_namespace, no_ipv6
+from .shell import sh, wait_for
 from .supervisor import ControllerSupervisor, ending
 
 Say = Callable[[str], None]
-
-
-LINK_MTU = 9216          # bridge-to-bridge links never limit a packet: the senders' MTUs do
-
-
-def sh(cmd: list[str], stdin: str | None = None, timeout: float = 60, check: bool = True) -> str:
-    try:
-        res = subprocess.run(cmd, input=stdin, text=True, capture_output=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        raise DeadlineError(f"{' '.join(cmd[:4])} ... did not finish within {timeout:.0f} s") from None
-    if check and res.returncode != 0:
-        detail = res.stderr.strip() or res.stdout.strip()
-        raise BuildError(f"{' '.join(cmd[:6])}{' ...' if len(cmd) > 6 else ''} failed: {detail[:2000]}")
-    return res.stdout
-
-
-def wait_for(what: str, test: Callable[[], bool], deadline: float, interval: float = 0.05) -> None:
-    end = time.monotonic() + deadline
-    while time.monotonic() < end:
-        if test():
-            return
-        time.sleep(interval)
-    if not test():
-        raise DeadlineError(f"{what}: not done within {deadline:.0f} s")
 
 
 SERVER_LIVENESS_INTERVAL = 0.5    # s between two looks at the processes of servers not yet listening
@@ -78,246 +68,6 @@ def servers_ready(hosts: Sequence[HostPlan], ready_dir: str, procs: dict, log: s
                     raise BuildError(f"the server of {h.key} exited; see {log}")
         return not pending
     return test
-
-
-@dataclass(frozen=True)
-class Datapath:
-    kind: str                    # "system" (kernel) or "netdev" (userspace)
-    userspace_tso: bool
-    note: str
-
-
-def detect_datapath(prefer: str | None = None) -> Datapath:
-    """The kernel datapath when the openvswitch module is there, the userspace one otherwise."""
-    if subprocess.run(["ovs-vsctl", "--timeout=5", "show"], capture_output=True).returncode != 0:
-        raise BuildError("Open vSwitch is not running (ovs-vsctl show failed); run `make install` or "
-                         "`/usr/share/openvswitch/scripts/ovs-ctl start`")
-    kernel = os.path.exists("/sys/module/openvswitch")
-    if prefer == "netdev" or (prefer is None and not kernel):
-        tso = sh(["ovs-vsctl", "--timeout=5", "get", "Open_vSwitch", ".", "other_config:userspace-tso-enable"],
-                 check=False).strip().strip('"') == "true" and tso_active()
-        note = "userspace datapath " + ("with" if tso else "without") + " userspace TSO"   # offloads: see offloads_for
-        return Datapath("netdev", tso, note)
-    if not kernel:
-        raise BuildError("the kernel datapath was asked for but the openvswitch module is not loaded")
-    return Datapath("system", False, "kernel datapath (openvswitch module)")
-
-
-VSWITCHD_LOG = "/var/log/openvswitch/ovs-vswitchd.log"
-
-
-def tso_active(log: str = VSWITCHD_LOG) -> bool:
-    """Has ovs-vswitchd turned userspace TSO on since it last started? (Once on, it stays on.)
-    (If the log cannot be read, trust the configuration.)"""
-    try:
-        with open(log, encoding="utf-8", errors="replace") as fh:
-            text = fh.read()
-    except OSError:
-        return True
-    # a process's first log line is number 00001 (log rotation reopens the file but keeps counting);
-    # the TSO line comes a few lines later, before the version line
-    start = text.rfind("|00001|vlog|INFO|opened log file")
-    return "Userspace TCP Segmentation Offloading support enabled" in text[max(start, 0):]
-
-
-FULL_CHECKSUMS_ENV = "KUBEVPC_FULL_CHECKSUMS"    # "1": TX checksum offload off everywhere (the slow, safe setting);
-                                                # "0": offloads on even where they are wrong (for measuring only)
-
-
-def full_checksums_setting(environ: dict | None = None) -> bool | None:
-    """KUBEVPC_FULL_CHECKSUMS: True for "1", False for "0", None (kubevpc decides) when unset or empty."""
-    value = (os.environ if environ is None else environ).get(FULL_CHECKSUMS_ENV, "").strip()
-    if value in ("", "0", "1"):
-        return None if value == "" else value == "1"
-    raise BuildError(f"environment variable {FULL_CHECKSUMS_ENV}={value!r}: expected 1 (TX checksum offload off "
-                     "on every namespace NIC), 0 (offloads on even where NAT before VXLAN breaks them; for "
-                     "measuring only) or unset")
-
-
-@dataclass(frozen=True)
-class Offloads:
-    """How namespace NICs and node uplinks are set up for the datapath in use."""
-
-    full_checksums: bool         # TX checksum offload (and so TSO) off on every namespace NIC
-    link_mtu: int                # MTU of both ends of every node uplink
-    note: str                    # why, for the progress line and the perf report
-
-
-def offloads_for(plan: Plan, dp: Datapath, force_full: bool | None = None) -> Offloads:
-    """The fastest setting that keeps TCP and UDP correct on this datapath (docs/performance.md).
-
-    Open vSwitch 3.1's userspace TSO has two traps. (1) A TSO packet it sends into a veth is cut
-    into segments as large as that veth's MTU allows, and a packet no longer than one such
-    segment leaves as a single frame: through a node uplink of MTU 9216 a 5 kB frame reached a
-    pod with MTU 1500 ("Message too long"). Uplinks as large as, and no larger than, every
-    namespace's NIC avoid that, so TSO stays on only when every namespace has the same MTU.
-    (2) Conntrack NAT updates an offloaded packet's pseudo-header checksum as if it were a full
-    one. Nothing computes it on the way to a local receiver, which trusts an offloaded checksum,
-    but the kernel VXLAN device computes it, wrongly: Service traffic to another node fails in
-    vxlan mode unless every sender computes full checksums itself.
-
-    force_full True turns TX checksum offload off everywhere; False leaves offloads on even in
-    vxlan mode and with differing MTUs, where they are wrong (KUBEVPC_FULL_CHECKSUMS=0: for
-    measuring what full checksums cost, docs/performance.md)."""
-    links = any(p.kind == "link" for b in plan.bridges for p in b.ports)
-    mtus = sorted({h.mtu for h in plan.hosts})
-    if dp.kind != "netdev":
-        return Offloads(False, LINK_MTU, "kernel datapath: offloads stay on")
-    if force_full:
-        return Offloads(True, LINK_MTU, f"{FULL_CHECKSUMS_ENV}=1: TX checksum offload off on every namespace NIC")
-    if not dp.userspace_tso:
-        return Offloads(True, LINK_MTU, "no userspace TSO: TX checksum offload off on every namespace NIC, so "
-                                        "TCP checksums are right (slower; see docs/performance.md)")
-    if not links:
-        return Offloads(False, LINK_MTU, "userspace TSO: offloads stay on")
-    if force_full is False:
-        return Offloads(False, mtus[0] if len(mtus) == 1 else LINK_MTU,
-                        f"{FULL_CHECKSUMS_ENV}=0: offloads stay on everywhere (for measuring only: in vxlan mode, "
-                        "Service traffic to another node fails)")
-    if plan.cluster and plan.cluster.mode == "vxlan":
-        return Offloads(True, LINK_MTU, "vxlan mode: TX checksum offload off on every namespace NIC; conntrack NAT "
-                                        "before the kernel VXLAN device needs full checksums (see docs/performance.md)")
-    if len(mtus) > 1:
-        return Offloads(True, LINK_MTU, f"namespace MTUs differ ({', '.join(map(str, mtus))}): TX checksum offload "
-                                        "off on every namespace NIC; TSO through node uplinks needs one MTU")
-    return Offloads(False, mtus[0], f"userspace TSO: offloads stay on; node uplinks get MTU {mtus[0]}, the "
-                                    "namespaces' MTU, so TSO segments fit every NIC (see docs/performance.md)")
-
-
-OVS_RCVBUF = 4 << 20     # bytes asked for each of Open vSwitch's packet sockets on our ports (the kernel doubles it)
-RCVBUF_ENV = "KUBEVPC_OVS_RCVBUF"   # bytes instead of OVS_RCVBUF; 0 leaves the kernel's default (for comparisons)
-SO_RCVBUFFORCE = 33      # <asm-generic/socket.h>; Python's socket module does not name it
-SYS_PIDFD_GETFD = 438    # the same number on every architecture
-
-
-def enlarge_ovs_rcvbuf(ifnames: list[str], size: int = OVS_RCVBUF) -> tuple[int, str]:
-    """Give the packet sockets on which ovs-vswitchd receives from these interfaces a larger buffer.
-
-    The userspace datapath reads each port through an AF_PACKET socket with the kernel's default
-    buffer (net.core.rmem_default, 208 KiB here): three 64 KiB TSO packets. A TCP sender in a
-    namespace outruns ovs-vswitchd's single polling thread, the socket drops the rest, and TCP
-    retransmits: 150,000 retransmissions in 5 s and a third of the throughput (docs/performance.md).
-    Open vSwitch has no setting for it and the sysctl is the whole machine's, so the builder takes
-    a copy of each of those sockets (pidfd_getfd, Linux 5.6) and sets SO_RCVBUFFORCE on it: only
-    sockets bound to our own interfaces change. Returns how many sockets were changed and, when it
-    could not be done, why (never an error: the datapath still works, only slower)."""
-    import ctypes
-    try:
-        with open(os.path.join(ovs_rundir(), "ovs-vswitchd.pid"), encoding="ascii") as fh:
-            pid = int(fh.read().strip())
-        wanted = set()
-        for name in ifnames:
-            with open(f"/sys/class/net/{name}/ifindex", encoding="ascii") as fh:
-                wanted.add(fh.read().strip())
-        inodes = set()
-        with open("/proc/net/packet", encoding="ascii") as fh:
-            next(fh)
-            for line in fh:     # sk RefCnt Type Proto Iface R Rmem User Inode
-                f = line.split()
-                if f[4] in wanted:
-                    inodes.add(f"socket:[{f[8]}]")
-        fds = []
-        for fd in os.listdir(f"/proc/{pid}/fd"):
-            try:
-                if os.readlink(f"/proc/{pid}/fd/{fd}") in inodes:
-                    fds.append(int(fd))
-            except OSError:
-                continue        # closed meanwhile
-        libc = ctypes.CDLL(None, use_errno=True)
-        pidfd = os.pidfd_open(pid)
-    except (OSError, ValueError, StopIteration, AttributeError) as exc:
-        return 0, f"could not find Open vSwitch's packet sockets: {exc}"
-    done = 0
-    try:
-        for fd in fds:
-            copy = libc.syscall(SYS_PIDFD_GETFD, pidfd, fd, 0)
-            if copy < 0:
-                err = ctypes.get_errno()
-                return done, f"pidfd_getfd: {os.strerror(err)}"
-            with socket.socket(fileno=copy) as sock:
-                sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, size)
-            done += 1
-    except OSError as exc:
-        return done, f"SO_RCVBUFFORCE: {exc}"
-    finally:
-        os.close(pidfd)
-    return done, ""
-
-
-SIOCETHTOOL, ETHTOOL_STXCSUM, CLONE_NEWNET = 0x8946, 0x17, 0x40000000
-
-
-def in_each_namespace(jobs: list[tuple[str, str, Callable[[], None]]]) -> None:
-    """Run each (network namespace file, what, work) with the namespace entered, without a process
-    per namespace: `ip -n` and `ip netns exec` copy the mount table, which holds one entry per
-    named namespace, so a call per host made bring-up grow faster than linearly. One short-lived
-    thread enters each namespace in turn (setns affects only the calling thread); sockets it
-    opens there, netlink included, belong to that namespace."""
-    import ctypes
-    import threading
-    errors: list[str] = []
-
-    def work() -> None:
-        libc = ctypes.CDLL(None, use_errno=True)
-        for netns, what, job in jobs:
-            try:
-                fd = os.open(netns, os.O_RDONLY)
-                try:
-                    if libc.setns(fd, CLONE_NEWNET) != 0:
-                        raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
-                finally:
-                    os.close(fd)
-                job()
-            except Exception as exc:      # noqa: BLE001 - reported with the namespace, below
-                errors.append(f"{what}: {exc}")
-    worker = threading.Thread(target=work, name="kubevpc-netns")
-    worker.start()
-    worker.join()
-    if errors:
-        more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
-        raise BuildError("; ".join(errors[:3]) + more)
-
-
-def tx_checksum_off(ifname: str) -> None:
-    """`ethtool -K IF tx off` in the calling thread's namespace (SIOCETHTOOL, ETHTOOL_STXCSUM)."""
-    import ctypes
-    import fcntl
-    import struct
-    value = ctypes.create_string_buffer(struct.pack("II", ETHTOOL_STXCSUM, 0), 8)
-    ifreq = struct.pack("16sP16x", ifname.encode(), ctypes.addressof(value))
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        fcntl.ioctl(sock.fileno(), SIOCETHTOOL, ifreq)
-
-
-def host_addresses(h: HostPlan, routes: list[tuple[str, int]], checksums_off: bool) -> None:
-    """A host's side of its veth, in the calling thread's namespace, over netlink (pyroute2): no
-    IPv6 address (addr_gen_mode none, before the link is up), its MAC, MTU and address, lo up,
-    the default route through its gateway and (dst, mtu) routes through the same gateway."""
-    from pyroute2 import IPRoute
-    with open(f"/proc/sys/net/ipv6/conf/{h.ifname}/addr_gen_mode", "w", encoding="ascii") as fh:
-        fh.write("1\n")
-    with IPRoute() as ipr:
-        ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
-        found = ipr.link_lookup(ifname=h.ifname)
-        if not found:
-            raise BuildError(f"its interface {h.ifname} is missing (was the namespace changed by hand?)")
-        idx = found[0]
-        ipr.link("set", index=idx, address=h.mac, mtu=h.mtu)
-        ipr.addr("add", index=idx, address=h.ip, prefixlen=h.prefixlen)
-        ipr.link("set", index=idx, state="up")
-        ipr.route("add", dst="0.0.0.0/0", gateway=h.gateway, oif=idx)
-        for dst, mtu in routes:
-            ipr.route("add", dst=dst, gateway=h.gateway, oif=idx, metrics={"attrs": [("RTAX_MTU", mtu)]})
-    if checksums_off:
-        tx_checksum_off(h.ifname)
-
-
-def no_ipv6(ifnames: list[str]) -> None:
-    """Root-side interfaces get no IPv6 at all: no link-local address and no fe80::/64 or ff00::/8
-    route appears in the root namespace (the VPC is IPv4 only)."""
-    for ifname in ifnames:
-        with open(f"/proc/sys/net/ipv6/conf/{ifname}/disable_ipv6", "w", encoding="ascii") as fh:
-            fh.write("1")
 
 
 CONTROLLER_BACKOFF_MS = 1000             # Open vSwitch's longest wait between two connection attempts
@@ -349,12 +99,16 @@ class Network:
     servers: dict = field(default_factory=dict)         # host key -> Popen, or ForkedProcess
     forkserver: ForkServer | None = None                # forks the pods' and instances' servers
     supervisor: ControllerSupervisor | None = None      # runs the controller, and again when it dies
-    controller_socket: str = ""                         # the controller's Unix socket (kubevpc.ledger.controller_socket)
+    controller_socket: str = ""                         # the controller's Unix socket (kubevpc.rundir.controller_socket)
     timings: dict = field(default_factory=dict)
 
     @property
     def state_dir(self) -> str:
         return self.ledger.dir
+
+    @property
+    def rundir(self) -> RunDir:
+        return RunDir(self.ledger.dir)
 
     @property
     def controller(self) -> subprocess.Popen | None:
@@ -375,7 +129,7 @@ class Network:
         not written yet) programs nothing, whatever it says. "supervisor" says which process runs,
         and every death seen."""
         try:
-            with open(os.path.join(self.state_dir, "status.json"), encoding="utf-8") as fh:
+            with open(self.rundir.status, encoding="utf-8") as fh:
                 status = json.load(fh)
         except (OSError, json.JSONDecodeError):
             status = {}
@@ -431,7 +185,7 @@ class Builder:
     def build(self) -> Network:
         net, plan = self.net, self.plan
         self.ledger.create()
-        write_private(os.path.join(self.ledger.dir, "plan.json"), plan.model_dump_json(indent=1))
+        atomic_write(net.rundir.plan, plan.model_dump_json(indent=1))
         self.say(f"datapath: {net.datapath.note}")
         steps = [("namespaces", self._namespaces), ("links", self._links), ("addresses", self._addresses),
                  ("tunnels", self._tunnels), ("controller", self._controller), ("bridges", self._bridges),
@@ -539,16 +293,16 @@ class Builder:
         def listening() -> bool:
             if net.supervisor.deaths or not net.supervisor.alive():
                 raise BuildError(f"the controller (pid {proc.pid}) {ending(proc.wait())}; see "
-                                 f"{self.ledger.dir}/controller.log")
+                                 f"{net.rundir.controller_log}")
             return unix_listening(net.controller_socket)
         wait_for("controller listening", listening, 20)
 
     def _spawn_controller(self) -> subprocess.Popen:
         """Start one controller process and record it in the ledger (also after a death)."""
-        cmd = [sys.executable, "-m", "controller", "--plan", os.path.join(self.ledger.dir, "plan.json"),
+        cmd = [sys.executable, "-m", "controller", "--plan", self.net.rundir.plan,
                "--state", self.ledger.dir, "--socket", self.net.controller_socket, "--run", self.plan.run]
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        with open(os.path.join(self.ledger.dir, "controller.log"), "ab") as log:
+        with open(self.net.rundir.controller_log, "ab") as log:
             proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=root,
                                     stdin=subprocess.DEVNULL, start_new_session=True)
         self.ledger.record("process", proc.pid, token=self.plan.run)
@@ -610,20 +364,14 @@ class Builder:
         self.say(f"{len(names)} bridges connected; {total} flows installed")
 
     # ----------------------------------------------------------------------------------- DNS
-    def dns_zone_path(self) -> str:
-        return os.path.join(self.ledger.dir, "dns-zone.json")
-
     def write_dns_zone(self) -> None:
         """The records the cluster DNS serves, written atomically; the server reloads on change."""
-        from kubevpc import dns
-        plan = self.plan
-        _write_json(self.dns_zone_path(), dns.zone(plan.services, plan.pods, plan.dns.domain))
+        write_zone(self.net.rundir, self.plan)
 
     def _dns(self, pods: tuple[HostPlan, ...] | None = None) -> None:
         """Each pod gets its own resolv.conf (ClusterFirst), bind-mounted over /etc/resolv.conf in
         the pod's own mount namespace, and also at /etc/netns/<netns>/resolv.conf, where
         `ip netns exec` looks. The machine's /etc/resolv.conf is never written."""
-        from kubevpc import dns
         plan = self.plan
         if plan.dns is None:
             return
@@ -631,17 +379,16 @@ class Builder:
             self.write_dns_zone()
             pods = plan.pods
             self.say(f"cluster DNS {plan.dns.ip} ({plan.dns.domain}): resolv.conf for {len(pods)} pods")
-        conf_dir = os.path.join(self.ledger.dir, "resolv")
-        os.makedirs(conf_dir, exist_ok=True)
-        if not os.path.isdir("/etc/netns"):
-            self.ledger.record("emptydir", "/etc/netns")
-            os.makedirs("/etc/netns", exist_ok=True)
+        os.makedirs(self.net.rundir.resolv_dir, exist_ok=True)
+        if not os.path.isdir(NETNS_ETC):
+            self.ledger.record("emptydir", NETNS_ETC)
+            os.makedirs(NETNS_ETC, exist_ok=True)
         for h in pods:
-            text = dns.resolv_conf(h.namespace, plan.dns.ip, plan.dns.domain)
-            path = os.path.join(conf_dir, h.netns)
+            text = resolv_conf(h.namespace, plan.dns.ip, plan.dns.domain)
+            path = self.net.rundir.resolv(h.netns)
             with open(path, "w", encoding="utf-8") as fh:
                 fh.write(text)
-            etc = os.path.join("/etc/netns", h.netns)
+            etc = os.path.join(NETNS_ETC, h.netns)
             self.ledger.record("file", etc)
             os.makedirs(etc, exist_ok=True)
             with open(os.path.join(etc, "resolv.conf"), "w", encoding="utf-8") as fh:
@@ -658,7 +405,7 @@ class Builder:
         if not plan.slbs:
             return
         self.say(f"starting {len(plan.slbs)} SLB health checkers")
-        ready_dir = os.path.join(self.ledger.dir, "ready")
+        ready_dir = self.net.rundir.ready_dir
         os.makedirs(ready_dir, exist_ok=True)
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         waits = [self.start_node_health(node.name, ready_dir, root) for node in plan.nodes
@@ -667,34 +414,33 @@ class Builder:
         waits = []
         for slb in plan.slbs:
             write_slb_config(self.ledger.dir, slb)
-            name = slb_file(self.ledger.dir, slb, "")
-            waits.append(self._spawn(slb.host, [sys.executable, "-m", "kubevpc.slb", "check",
-                                                "--config", name + ".json", "--state", name + ".state.json",
-                                                "--log", name + ".log"], ready_dir, root))
+            waits.append(self._spawn(slb.host, SlbChecker.NAME, checker_command(self.net.rundir, slb.service),
+                                     ready_dir, root))
         wait_for("SLB health checkers", lambda: all(w() for w in waits), 30)
 
     def start_node_health(self, node: str, ready_dir: str, root: str) -> Callable[[], bool]:
         """kube-proxy's health check server in a node's namespace (policy Local)."""
         n = self.plan.node(node)
-        path = os.path.join(self.ledger.dir, f"nodehealth-{node}")
-        return self._spawn(n.ecs, [sys.executable, "-m", "kubevpc.nodehealth", "--config", path + ".json",
-                                   "--listen", n.ip, "--log", path + ".log"], ready_dir, root)
+        return self._spawn(n.ecs, NodeHealthServer.NAME, nodehealth_command(self.net.rundir, node, n.ip), ready_dir, root)
 
-    def _spawn(self, key: str, cmd: list[str], ready_dir: str, root: str) -> Callable[[], bool]:
+    def _spawn(self, key: str, name: str, cmd: list[str], ready_dir: str, root: str) -> Callable[[], bool]:
+        """Start daemon ``name`` (command line ``cmd``, and its ready file) in host ``key``'s namespace;
+        a test for wait_for: has it written its ready file?"""
         h = self.plan.host(key)
-        ready = os.path.join(ready_dir, f"{h.netns}-{cmd[2].rsplit('.', 1)[-1]}")
+        program = f"kubevpc.{name}"               # how Lab names it (stop_server, start_server)
+        ready = os.path.join(ready_dir, f"{h.netns}-{name}")
         if os.path.exists(ready):
             os.unlink(ready)
-        log = open(os.path.join(self.ledger.dir, "servers.log"), "ab")
+        log = open(self.net.rundir.servers_log, "ab")
         proc = self.net.hosts[key].popen(cmd + ["--ready", ready], stdout=log, stderr=subprocess.STDOUT, cwd=root,
                                          stdin=subprocess.DEVNULL)
         log.close()
         self.ledger.record("process", proc.pid, token=self.plan.run)
-        self.net.servers[f"{key}#{cmd[2]}"] = proc
+        self.net.servers[f"{key}#{program}"] = proc
 
         def ready_or_dead() -> bool:
             if proc.poll() is not None:
-                raise BuildError(f"{cmd[2]} in {key} exited with {proc.returncode}; see {self.ledger.dir}/servers.log")
+                raise BuildError(f"{program} in {key} exited with {proc.returncode}; see {self.net.rundir.servers_log}")
             return os.path.exists(ready)
         return ready_or_dead
 
@@ -706,12 +452,12 @@ class Builder:
             return
         if full:
             self.say(f"starting servers in {len(hosts)} namespaces")
-        ready_dir = os.path.join(self.ledger.dir, "ready")
+        ready_dir = self.net.rundir.ready_dir
         os.makedirs(ready_dir, exist_ok=True)
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         self.start_servers(hosts, ready_dir, root)
         wait_for("pod and ECS servers listening",
-                 servers_ready(hosts, ready_dir, self.net.servers, f"{self.ledger.dir}/servers.log"),
+                 servers_ready(hosts, ready_dir, self.net.servers, self.net.rundir.servers_log),
                  30 + len(hosts) * 0.02)
 
     def start_server(self, h: HostPlan, ready_dir: str, root: str) -> None:
@@ -720,8 +466,8 @@ class Builder:
     def start_servers(self, hosts: list[HostPlan], ready_dir: str, root: str) -> None:
         """Start the servers of these hosts, without waiting for them to listen. The cluster DNS
         and the ingress controllers are programs of their own, each started by `mnexec`; the plain
-        servers of pods and instances are forked by the run's fork server (kubevpc.forkserver)."""
-        log_path = os.path.join(self.ledger.dir, "servers.log")
+        servers of pods and instances are forked by the run's fork server (kubevpc.daemons.forkserver)."""
+        log_path = self.net.rundir.servers_log
         forked = []
         for h in hosts:
             ready = os.path.join(ready_dir, h.netns)
@@ -735,14 +481,10 @@ class Builder:
                                "argv": ["--name", h.name, "--run", self.plan.run, *listen, "--ready-file", ready]})
                 continue
             if h.app == "dns":
-                cmd = [sys.executable, "-m", "kubevpc.dns", "--zone", self.dns_zone_path(), "--listen", h.ip,
-                       "--port", "53", "--ready", ready, "--log", os.path.join(self.ledger.dir, "dns.log")]
+                cmd = dns_command(self.net.rundir, h.ip, ready)
             else:
-                d = ingress_dir(self.ledger.dir, h)
                 write_ingress_state(self.ledger.dir, self.plan, h)
-                cmd = [sys.executable, "-m", "kubevpc.ingress", "run", "--state", os.path.join(d, "state.json"),
-                       "--dir", os.path.join(d, "nginx"), "--run", self.plan.run, "--log", os.path.join(d, "controller.log"),
-                       "--status", os.path.join(d, "status.json"), "--ready", ready]
+                cmd = ingress_command(self.net.rundir, h, self.plan.run, ready)
             log = open(log_path, "ab")
             proc = self.net.hosts[h.key].popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=root,
                                                stdin=subprocess.DEVNULL)
@@ -790,7 +532,6 @@ class Builder:
         their processes, their node bridge port and veth, their namespace and files. Each step
         tolerates what is already gone, so it also clears a half-made pod. (Their ledger entries
         stay; teardown tolerates what is gone.)"""
-        from kubevpc.ledger import Entry
         procs = [(name, proc) for h in pods for name, proc in list(self.net.servers.items())
                  if name == h.key or name.startswith(h.key + "#")]
         for name, proc in procs:
@@ -813,9 +554,8 @@ class Builder:
                     except Exception:
                         pass
                 entries.append(Entry("process", str(node.pid), token=h.netns))
-            entries += [Entry("link", h.veth), Entry("netns", h.netns), Entry("file", os.path.join("/etc/netns", h.netns)),
-                        Entry("file", os.path.join(self.ledger.dir, "resolv", h.netns)),
-                        Entry("file", os.path.join(self.ledger.dir, "ready", h.netns))]
+            entries += [Entry("link", h.veth), Entry("netns", h.netns), Entry("file", os.path.join(NETNS_ETC, h.netns)),
+                        Entry("file", self.net.rundir.resolv(h.netns)), Entry("file", self.net.rundir.ready(h.netns))]
         cmd = ["ovs-vsctl", "--timeout=60"]
         for h in pods:
             cmd += ["--", "--if-exists", "del-port", h.bridge, h.veth]
@@ -855,98 +595,3 @@ def teardown(net: Network, say: Say = lambda s: None) -> dict[str, int]:
         except Exception:
             pass
     return counts
-
-
-def slb_file(state_dir: str, slb, suffix: str) -> str:
-    """<state>/slb-<namespace>_<name><suffix>: the checker's config (.json), state (.state.json), log."""
-    return os.path.join(state_dir, "slb-" + slb.service.replace("/", "_") + suffix)
-
-
-def write_slb_config(state_dir: str, slb) -> None:
-    """The health checker's listeners: it probes each backend at its check port."""
-    doc = {"listeners": [{"name": li.name, "check": slb.check,
-                          "backends": [{"id": b.id, "ip": b.ip, "port": b.check_port} for b in li.backends]}
-                         for li in slb.listeners]}
-    _write_json(slb_file(state_dir, slb, ".json"), doc)
-
-
-def ingress_dir(state_dir: str, h: HostPlan) -> str:
-    """<state>/ingress-<namespace>_<pod>/: an ingress controller's state, NGINX configuration and logs."""
-    return os.path.join(state_dir, f"ingress-{h.namespace}_{h.name}")
-
-
-def tls_certificate(state_dir: str, secret: str, hosts: list[str]) -> tuple[str, str]:
-    """A self-signed certificate for an Ingress's TLS Secret that the scenario does not declare:
-    made once per run and set of hosts, kept in <state>/tls/. Returns the PEM paths (cert, key)."""
-    import hashlib
-
-    from kubevpc.ingress import self_signed
-    base = os.path.join(state_dir, "tls", secret.replace("/", "_") + "-"
-                        + hashlib.sha256(",".join(sorted(hosts)).encode()).hexdigest()[:8])
-    if not os.path.exists(base + ".crt"):
-        os.makedirs(os.path.dirname(base), exist_ok=True)
-        cert, key = self_signed(sorted(hosts))
-        write_private(base + ".key", key)
-        write_private(base + ".crt", cert)
-    return base + ".crt", base + ".key"
-
-
-def write_ingress_state(state_dir: str, plan: Plan, h: HostPlan) -> int:
-    """What an ingress controller serves (kubevpc.ingress's state document): the Ingresses, every
-    Service's ready endpoints, the TLS Secrets (self-signed where the scenario has none). Returns
-    the generation written; the controller reports it back once NGINX runs it."""
-    from kubevpc.ingress import tls_pair
-    services = {svc.key: {"ports": [{"name": p.name, "port": p.port, "protocol": p.protocol,
-                                     "endpoints": [f"{e.ip}:{e.ports[i]}" for e in svc.ready_endpoints(i)]}
-                                    for i, p in enumerate(svc.ports) if p.protocol in ("TCP", "UDP")]}
-                for svc in plan.services if not svc.external_name}
-    secrets = {}
-    for sec in plan.secrets:
-        try:
-            cert, key = tls_pair(sec)
-        except ValueError:
-            continue            # not a TLS Secret; the controller warns about an Ingress naming it
-        secrets[f"{sec.metadata.namespace}/{sec.metadata.name}"] = {"tls.crt": cert.decode(), "tls.key": key.decode()}
-    wanted: dict[str, set[str]] = {}
-    for ing in plan.ingresses:
-        for tls in ing.spec.tls:
-            if tls.secretName:
-                wanted.setdefault(f"{ing.metadata.namespace}/{tls.secretName}", set()).update(tls.hosts)
-    for name, hosts in wanted.items():
-        if name not in secrets and hosts:
-            crt, key = tls_certificate(state_dir, name, sorted(hosts))
-            with open(crt, encoding="ascii") as c, open(key, encoding="ascii") as k:
-                secrets[name] = {"tls.crt": c.read(), "tls.key": k.read()}
-    generation = time.time_ns() // 1_000_000
-    doc = {"generation": generation, "listen": [h.ip],
-           "allow_snippet_annotations": bool(plan.cluster and plan.cluster.allow_snippet_annotations),
-           "ingresses": [i.model_dump(mode="json", exclude_none=True) for i in plan.ingresses],
-           "services": services, "secrets": secrets}
-    os.makedirs(ingress_dir(state_dir, h), exist_ok=True)
-    _write_json(os.path.join(ingress_dir(state_dir, h), "state.json"), doc)
-    return generation
-
-
-def ingress_status(state_dir: str, h: HostPlan) -> dict:
-    try:
-        with open(os.path.join(ingress_dir(state_dir, h), "status.json"), encoding="utf-8") as fh:
-            return json.load(fh)
-    except (OSError, json.JSONDecodeError):
-        return {}
-
-
-def write_node_health(state_dir: str, plan: Plan, node: str) -> bool:
-    """kube-proxy's health check ports on a node: local ready endpoints per Service with policy Local."""
-    ports = {}
-    for svc in plan.services:
-        if svc.health_check_node_port:
-            local = {e.pod for i in range(len(svc.ports)) for e in svc.ready_endpoints(i) if e.node == node}
-            ports[str(svc.health_check_node_port)] = {"namespace": svc.namespace, "name": svc.name,
-                                                      "local_endpoints": len(local)}
-    if ports:
-        _write_json(os.path.join(state_dir, f"nodehealth-{node}.json"), {"ports": ports})
-    return bool(ports)
-
-
-def _write_json(path: str, doc: dict) -> None:
-    write_private(path, json.dumps(doc, indent=1))

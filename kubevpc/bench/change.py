@@ -46,7 +46,6 @@ from controller.pipeline import VSWITCH
 from kubevpc.control import ControlClient, serve
 from kubevpc.errors import KubevpcError
 from kubevpc.lab import Lab
-from topologies.build import slb_file
 
 SCENARIO = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tests", "e2e", "data",
                                          "services.yaml"))
@@ -114,9 +113,9 @@ def keep_logs(lab: Lab) -> str:
     """Copy the run's controller log, status and plan out of its directory, which teardown removes."""
     where = os.path.join(tempfile.gettempdir(), f"kubevpc-bench-{lab.run}")
     os.makedirs(where, exist_ok=True)
-    for name in ("controller.log", "status.json", "plan.json", "servers.log"):
+    for path in (lab.net.rundir.controller_log, lab.net.rundir.status, lab.net.rundir.plan, lab.net.rundir.servers_log):
         try:
-            shutil.copy(os.path.join(lab.net.state_dir, name), where)
+            shutil.copy(path, where)
         except OSError:
             pass
     return where
@@ -137,7 +136,7 @@ def failover_case(lab: Lab):
 
 def checker_status(lab: Lab, slb, listener, b) -> str:
     try:
-        with open(slb_file(lab.net.state_dir, slb, ".state.json"), encoding="utf-8") as fh:
+        with open(lab.net.rundir.slb_state(slb.service), encoding="utf-8") as fh:
             doc = json.load(fh)
     except (OSError, json.JSONDecodeError):
         return "unknown"

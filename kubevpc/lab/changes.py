@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pydantic import ValidationError
 
 from ..errors import KubevpcError
-from ..ingress import Ingress, Secret
+from ..k8s import Ingress, Secret
 from ..k8s import Deployment, Namespace, NetworkPolicy, Pod, Service, kind_of
 from ..load import Loaded, Manifest, Source, all_kinds, pydantic_problems
 from ..plan import HostPlan, Plan, make_plan

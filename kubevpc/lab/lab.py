@@ -15,19 +15,22 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
-from topologies.build import (Builder, bridge_connections, ingress_dir, ingress_status, teardown, wait_for,
-                              write_ingress_state, write_node_health, write_slb_config)
+from topologies.build import Builder, bridge_connections, teardown, wait_for
 from topologies.supervisor import ending
 
 from ..errors import DeadlineError, KubevpcError
 from ..evaluator.matrix import Cell, Matrix, expected_matrix, select
 from ..k8s import check_labels
-from ..ledger import Ledger, run_dir, write_private
+from ..daemons.ingress import ingress_status, write_ingress_state
+from ..daemons.nodehealth import write_node_health
+from ..daemons.slb import write_slb_config
+from ..ledger import Ledger, run_dir
 from ..load import load
 from ..observe.flowlog import dump_learned, live_records, read_counters, read_records
 from ..observe.trace import Trace, trace
 from ..plan import HostPlan, Plan, make_plan, resolve_endpoint
 from ..probe import PortBlocks, Result
+from ..rundir import atomic_write
 from . import changes
 
 # the checkout (or site-packages) the kubevpc package is in: where `python -m kubevpc.probe` and the
@@ -286,10 +289,10 @@ class Lab:
         key = f"{ns or 'default'}/{name}"
         for h in self.plan.pods:
             if h.app == "ingress":
-                with open(os.path.join(ingress_dir(self.net.state_dir, h), "state.json"), encoding="utf-8") as fh:
+                with open(self.net.rundir.ingress_state(h.namespace, h.name), encoding="utf-8") as fh:
                     pem = json.load(fh)["secrets"].get(key, {}).get("tls.crt")
                 if pem:
-                    path = os.path.join(self.net.state_dir, "tls", key.replace("/", "_") + ".pem")
+                    path = self.net.rundir.certificate(key)
                     os.makedirs(os.path.dirname(path), exist_ok=True)
                     with open(path, "w", encoding="ascii") as fh:
                         fh.write(pem)
@@ -343,7 +346,7 @@ class Lab:
         DNS zone, the node health servers' and the SLB checkers' files."""
         plan = change.plan
         state = self.net.state_dir
-        write_private(os.path.join(state, "plan.json"), plan.model_dump_json(indent=1))
+        atomic_write(self.net.rundir.plan, plan.model_dump_json(indent=1))
         self.loaded, self.plan, self.ready, self.labels = change.loaded, plan, dict(change.ready), dict(change.labels)
         self.net.plan = self.builder.plan = plan
         if plan.dns is not None:
@@ -482,11 +485,11 @@ class Lab:
         if self._process(h.key, program).poll() is None:
             raise KubevpcError(f"the {program} of {h.key} is running")
         builder = self.builder
-        ready_dir = os.path.join(self.net.state_dir, "ready")
+        ready_dir = self.net.rundir.ready_dir
         self.stopped.discard(h.key if program == "server" else f"{h.key}#kubevpc.{program}")
         if program == "server":
             builder.start_server(h, ready_dir, ROOT)
-            ready = lambda: os.path.exists(os.path.join(ready_dir, h.netns))  # noqa: E731
+            ready = lambda: os.path.exists(self.net.rundir.ready(h.netns))  # noqa: E731
         else:
             ready = builder.start_node_health(h.node, ready_dir, ROOT)
         wait_for(f"the {program} of {h.key}", ready, timeout)

@@ -36,6 +36,7 @@ from controller.pipeline import FLOWLOG_OUT
 
 from ..errors import KubevpcError
 from ..plan import Attachment, Plan
+from ..rundir import FLOWLOG_FILE
 
 FLOW = re.compile(r"cookie=(0x[0-9a-f]+).*?table=(\d+), n_packets=(\d+), n_bytes=(\d+)")
 
@@ -98,7 +99,6 @@ def top_drops(counters: list[Counter], n: int = 5) -> list[Counter]:
 
 
 # ------------------------------------------------------------------------------- flow logs
-FLOWLOG_FILE = "flowlog.jsonl"
 FLOWLOG_VERSION = 1
 FLOWLOG_RECORD = FEATURES["flowlog_record"]
 MAX_FLOWLOG_BYTES = 64 << 20            # then flowlog.jsonl becomes flowlog.jsonl.1 (one generation kept)

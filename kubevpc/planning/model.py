@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from .. import ingress, k8s
+from .. import k8s
 
 __all__ = [
     "RESERVED_TAIL", "SNAT_PORTS", "REJECT_PORT", "READY_ANNOTATION", "APP_ANNOTATION", "APPS", "DNS_POD",
@@ -307,7 +307,7 @@ class SlbPlan(Frozen):
     vip: str
     vswitch: str
     scheduler: Literal["rr", "wrr", "wlc"]
-    check: dict                     # kubevpc.slb.CheckSpec as JSON
+    check: dict                     # kubevpc.render.slb.CheckSpec as JSON
     listeners: tuple[SlbListener, ...]
     public_ip: str = ""             # internet-facing: the EIP bound to it at the VPC's edge
 
@@ -383,8 +383,8 @@ class Plan(Frozen):
     network_policies: tuple[k8s.NetworkPolicy, ...] = ()
     namespaces: dict[str, dict[str, str]] = {}
     # Ingresses (manifest order) and TLS Secrets, for the ingress controllers
-    ingresses: tuple[ingress.Ingress, ...] = ()
-    secrets: tuple[ingress.Secret, ...] = ()
+    ingresses: tuple[k8s.Ingress, ...] = ()
+    secrets: tuple[k8s.Secret, ...] = ()
     expect: tuple[dict, ...] = ()
     flow_log_window: int = 0        # seconds of idleness that close a flow log record; 0: flow logs off
 

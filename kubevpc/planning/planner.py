@@ -7,7 +7,7 @@ from a scenario with a problem.
 """
 from __future__ import annotations
 
-from .. import ingress, k8s
+from .. import k8s
 from ..errors import Problem, ScenarioError
 from ..ledger import MAX_TAG, RUN_NAME
 from ..load import Loaded
@@ -60,8 +60,8 @@ def make_plan(loaded: Loaded, run: str, ready: dict[str, bool] | None = None,
                 eips=internet.eips, nat_gateways=internet.nat_gateways,
                 network_policies=tuple(o for o in manifests if isinstance(o, k8s.NetworkPolicy)),
                 namespaces=namespace_labels(ctx),
-                ingresses=tuple(o for o in manifests if isinstance(o, ingress.Ingress)),
-                secrets=tuple(o for o in manifests if isinstance(o, ingress.Secret)),
+                ingresses=tuple(o for o in manifests if isinstance(o, k8s.Ingress)),
+                secrets=tuple(o for o in manifests if isinstance(o, k8s.Secret)),
                 expect=tuple(e.model_dump(by_alias=True) for e in sc.expect),
                 flow_log_window=sc.cloud.flowLogs.window if sc.cloud.flowLogs.enabled else 0)
     _check_expectations(ctx, plan)

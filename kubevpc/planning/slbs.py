@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from ..slb import SlbAnnotationError, slb_config
+from ..render.slb import SlbAnnotationError, slb_config
 from .cloud import Cloud
 from .cluster import Cluster
 from .context import AddressPool, Context

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .. import ingress, k8s
+from .. import k8s
 from .cloud import Cloud
 from .cluster import Cluster
 from .context import Context
@@ -65,11 +65,11 @@ def expand_pods(ctx: Context, node_names: list[str]) -> list[PodSpec]:
         if not node_names:
             ctx.bad(path, obj.kind, f"a {obj.kind} needs a cluster section with nodes", msrc)
             continue
-        if isinstance(obj, ingress.Ingress) and not (ctx.sc.cluster and ctx.sc.cluster.ingress.allowSnippetAnnotations):
-            for key in ingress.snippet_annotations(obj):
+        if isinstance(obj, k8s.Ingress) and not (ctx.sc.cluster and ctx.sc.cluster.ingress.allowSnippetAnnotations):
+            for key in k8s.snippet_annotations(obj):
                 ctx.bad(path + ("metadata", "annotations", key), obj.metadata.annotations[key],
-                        ingress.snippet_refusal(key), msrc)
-        if isinstance(obj, (k8s.Service, k8s.NetworkPolicy, ingress.Ingress, ingress.Secret)):
+                        k8s.snippet_refusal(key), msrc)
+        if isinstance(obj, (k8s.Service, k8s.NetworkPolicy, k8s.Ingress, k8s.Secret)):
             continue
         out += _pods_of(ctx, m, node_names, seen)
     cl = ctx.sc.cluster

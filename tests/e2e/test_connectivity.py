@@ -122,7 +122,7 @@ def test_bulk_tcp_across_vswitches(mode_lab):
 
 
 def test_each_pod_server_is_a_process_of_its_own_in_the_pods_namespace(mode_lab):
-    """The servers of pods and instances are forked from one fork server (kubevpc.forkserver), not
+    """The servers of pods and instances are forked from one fork server (kubevpc.daemons.forkserver), not
     started as fresh interpreters: each is still its own process, named after its pod, in its pod's
     network namespace, and killing one takes down that pod's server alone until it is started again."""
     lab = mode_lab

@@ -11,8 +11,8 @@ import time
 
 import pytest
 
+from kubevpc.daemons.ingress import ingress_status
 from kubevpc.lab import Lab
-from topologies.build import ingress_status
 
 from .conftest import MODES, as_user, lab_in_mode
 from .test_services import wait_health

@@ -6,13 +6,13 @@ import tempfile
 
 import pytest
 
-from kubevpc import ledger
+from kubevpc import rundir
 
 
 @pytest.fixture
 def state(monkeypatch):
     """A state directory of our own (short, so socket paths fit in 107 bytes)."""
     root = tempfile.mkdtemp(prefix="kvc", dir="/tmp")
-    monkeypatch.setattr(ledger, "STATE_ROOT", root)
+    monkeypatch.setattr(rundir, "STATE_ROOT", root)
     yield root
     shutil.rmtree(root, ignore_errors=True)

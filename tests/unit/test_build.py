@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from kubevpc.errors import BuildError
-from topologies.build import in_each_namespace
+from topologies.netns import in_each_namespace
 
 
 def test_work_in_namespaces_reports_every_failure_with_its_host(tmp_path):

@@ -265,7 +265,7 @@ def test_a_stopped_server_removes_its_socket(state, lab):
 
 
 def test_a_socket_path_too_long_for_unix_sockets_is_refused(lab, tmp_path):
-    long = tmp_path / ("d" * 120) / control.SOCKET_NAME
+    long = tmp_path / ("d" * 120) / "control.sock"
     with pytest.raises(control.KubevpcError, match="longer than the 107 bytes a Unix socket allows"):
         ControlServer(lab, str(long)).start()
 

@@ -1,4 +1,4 @@
-"""Unit tests for kubevpc.dns: zone records, resolv.conf, and the real server
+"""Unit tests for the cluster DNS: zone records, resolv.conf (kubevpc.render.dns), and the real server
 on loopback queried with dnspython. No root; every wait has a deadline."""
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ import dns.rcode
 import dns.rdatatype
 import pytest
 
-from kubevpc.dns import load_zone, resolv_conf, zone
+from kubevpc.daemons.dns import load_zone
+from kubevpc.render.dns import resolv_conf, zone
 from tests.unit.procs import EXIT_DEADLINE, run_module, stop_process, wait_for
 
 LO = "127.0.0.1"
@@ -196,7 +197,7 @@ def launch(tmp_path: Path, doc: dict | str, number: int | None = None) -> DnsSer
     zone_file, log_file, ready_file = (tmp_path / n for n in ("zone.json", "dns.log", "dns.ready"))
     zone_file.write_text(doc if isinstance(doc, str) else json.dumps(doc))
     number = number or free_port()
-    proc = run_module("kubevpc.dns", "--zone", str(zone_file), "--listen", LO,
+    proc = run_module("kubevpc.daemons.dns", "--zone", str(zone_file), "--listen", LO,
                       "--port", str(number), "--ready", str(ready_file), "--log", str(log_file))
     return DnsServer(proc, number, zone_file, log_file, ready_file)
 

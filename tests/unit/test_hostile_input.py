@@ -15,7 +15,8 @@ import pydantic
 import pytest
 import yaml
 
-from kubevpc import ingress, k8s, model
+from kubevpc import k8s, model
+from kubevpc.render import nginx
 from kubevpc.errors import ScenarioError
 from kubevpc.load import load
 from kubevpc.plan import make_plan
@@ -230,7 +231,8 @@ def test_replicas_must_be_a_whole_number_and_the_error_names_replicas(tmp_path, 
 
 def model_class_names() -> set[str]:
     names = set()
-    for module in (model, k8s, ingress):
+    for module in (model, k8s.meta, k8s.workloads, k8s.service, k8s.networkpolicy, k8s.podnetworking, k8s.ingress,
+                   nginx):
         for value in vars(module).values():
             if isinstance(value, type) and issubclass(value, pydantic.BaseModel) and value.__module__ == module.__name__:
                 names.add(value.__name__)

@@ -1,8 +1,9 @@
-"""Unit tests for kubevpc.ingress: the Ingress and Secret models, certificates, the routing table
-and nginx.conf, and the controller process with a real NGINX on loopback (no root needed).
+"""Unit tests for the ingress controller: the Ingress and Secret models and certificates (kubevpc.k8s),
+the routing table and nginx.conf (kubevpc.render.nginx), and the controller process
+(kubevpc.daemons.ingress) with a real NGINX on loopback (no root needed).
 
-The NGINX tests start ``python -m kubevpc.ingress run --no-ledger`` on non-privileged ports in
-front of real ``python -m kubevpc.server`` upstreams (and one in-process server that echoes the
+The NGINX tests start ``python -m kubevpc.daemons.ingress run --no-ledger`` on non-privileged ports in
+front of real ``python -m kubevpc.daemons.server`` upstreams (and one in-process server that echoes the
 request it got). Every wait has a deadline.
 """
 from __future__ import annotations
@@ -24,10 +25,10 @@ import pytest
 from cryptography import x509
 from pydantic import ValidationError
 
-from kubevpc.ingress import (
-    KINDS, NGINX, NOT_FOUND_BODY, Ingress, Secret, render, route, self_signed, tls_pair,
-)
-import kubevpc.ledger
+from kubevpc.daemons.ingress import NGINX
+from kubevpc.render.nginx import NOT_FOUND_BODY, render, route
+from kubevpc.k8s import KINDS, Ingress, Secret, self_signed, tls_pair
+import kubevpc.rundir
 from kubevpc.ledger import Entry, Ledger
 from tests.unit.procs import DEADLINE, Daemon, run_module, stop_process, wait_for, write_json
 
@@ -91,7 +92,7 @@ def test_a_valid_ingress_parses() -> None:
         tls=[{"hosts": ["a.example.com"], "secretName": "tls"}], defaultBackend=backend("web", 80)))
     assert ing.key == "default/web" and ing.ingress_class is None
     assert ing.spec.rules[0].http.paths[0].backend.service.port.ref == "http"
-    assert KINDS == {("networking.k8s.io/v1", "Ingress"): Ingress, ("v1", "Secret"): Secret}
+    assert KINDS[("networking.k8s.io/v1", "Ingress")] is Ingress and KINDS[("v1", "Secret")] is Secret
 
 
 @pytest.mark.parametrize("manifest, where, words", [
@@ -404,7 +405,7 @@ class Echo(BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def upstreams(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
-    """Services: web (web-0, web-1), api (api-0), other (other-0) as kubevpc.server processes,
+    """Services: web (web-0, web-1), api (api-0), other (other-0) as kubevpc.daemons.server processes,
     and echo in this process; as the state's "services"."""
     ready = tmp_path_factory.mktemp("ready")
     procs, svcs = [], {}
@@ -415,7 +416,7 @@ def upstreams(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
             eps = []
             for i in range(count):
                 port = free_port()
-                procs.append(run_module("kubevpc.server", "--name", f"{name}-{i}", "--run", "ingresstest",
+                procs.append(run_module("kubevpc.daemons.server", "--name", f"{name}-{i}", "--run", "ingresstest",
                                         "--listen", f"HTTP:{port}", "--bind", LO,
                                         "--ready-file", str(ready / f"{name}-{i}")))
                 eps.append(f"{LO}:{port}")
@@ -432,7 +433,7 @@ def upstreams(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
 
 
 class Controller:
-    """One `python -m kubevpc.ingress run` in a temp dir, and its state file."""
+    """One `python -m kubevpc.daemons.ingress run` in a temp dir, and its state file."""
 
     def __init__(self, tmp: Path, svcs: dict) -> None:
         self.tmp, self.svcs = tmp, svcs
@@ -450,7 +451,7 @@ class Controller:
         return self.generation
 
     def start(self, ledger: bool = False) -> subprocess.Popen:
-        proc = self.daemon.launch("kubevpc.ingress", "run", "--state", str(self.state), "--dir", str(self.dir),
+        proc = self.daemon.launch("kubevpc.daemons.ingress", "run", "--state", str(self.state), "--dir", str(self.dir),
                                   "--run", "ingresstest", "--log", str(self.log), "--ready", str(self.ready),
                                   "--status", str(self.status_file), *([] if ledger else ["--no-ledger"]))
         wait_for("the controller's ready file", self.ready.exists, proc=proc)
@@ -635,7 +636,7 @@ def test_nginx_is_recorded_in_the_run_ledger(controller: Controller, tmp_path: P
     state_dir = tmp_path / "state"
     (state_dir / "runs" / "ingresstest").mkdir(parents=True)
     monkeypatch.setenv("KUBEVPC_STATE_DIR", str(state_dir))     # for the child's kubevpc.ledger
-    monkeypatch.setattr(kubevpc.ledger, "STATE_ROOT", str(state_dir))
+    monkeypatch.setattr(kubevpc.rundir, "STATE_ROOT", str(state_dir))
     controller.write(ingress("a", rule("app.example.com", path("/", "web"))))
     controller.start(ledger=True)
     pid = controller.status()["nginx_pid"]
@@ -645,7 +646,7 @@ def test_nginx_is_recorded_in_the_run_ledger(controller: Controller, tmp_path: P
 
 def test_render_command_prints_the_configuration(tmp_path: Path) -> None:
     (tmp_path / "state.json").write_text(json.dumps(state(ingress("a", rule("a.com", path("/", "gone"))))))
-    proc = run_module("kubevpc.ingress", "render", "--state", str(tmp_path / "state.json"), "--dir", str(tmp_path),
+    proc = run_module("kubevpc.daemons.ingress", "render", "--state", str(tmp_path / "state.json"), "--dir", str(tmp_path),
                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     out, err = proc.communicate(timeout=DEADLINE)
     assert proc.returncode == 0 and "server_name a.com;" in out and f'pid "{tmp_path}/nginx.pid";' in out

@@ -1,4 +1,4 @@
-"""Unit tests for kubevpc.nodehealth, kube-proxy's healthCheckNodePort server (loopback, no root)."""
+"""Unit tests for kubevpc.daemons.nodehealth, kube-proxy's healthCheckNodePort server (loopback, no root)."""
 from __future__ import annotations
 
 import http.client
@@ -9,7 +9,7 @@ from typing import Iterator
 
 import pytest
 
-from kubevpc.nodehealth import HealthPort, NodeHealthConfigError, parse_ports, render
+from kubevpc.daemons.nodehealth import HealthPort, NodeHealthConfigError, parse_ports, render
 from tests.unit.procs import DEADLINE, Daemon, wait_for, write_json
 
 LO = "127.0.0.1"
@@ -87,7 +87,7 @@ class Run(Daemon):
 
     def start(self, config: dict) -> None:
         write_json(self.config, config)
-        proc = self.launch("kubevpc.nodehealth", "--config", str(self.config),
+        proc = self.launch("kubevpc.daemons.nodehealth", "--config", str(self.config),
                            "--listen", LO, "--ready", str(self.ready), "--log", str(self.log))
         wait_for("server ready", lambda: self.ready.exists() or proc.poll() is not None)
 

@@ -15,7 +15,7 @@ from kubevpc.cli import perf as perf_cli
 from kubevpc.errors import KubevpcError
 from kubevpc.load import load
 from kubevpc.plan import make_plan
-from topologies.build import LINK_MTU, Datapath, offloads_for
+from topologies.datapath import LINK_MTU, Datapath, offloads_for
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT = REPO / "scenarios" / "default.yaml"
@@ -346,13 +346,13 @@ def test_offloads_can_be_left_on_for_measuring_even_where_they_are_wrong(tmp_pat
 
 @pytest.mark.parametrize("value, setting", [(None, None), ("", None), ("1", True), ("0", False), (" 1 ", True)])
 def test_full_checksums_setting_reads_the_environment(value, setting):
-    from topologies.build import full_checksums_setting
+    from topologies.datapath import full_checksums_setting
     env = {} if value is None else {"KUBEVPC_FULL_CHECKSUMS": value}
     assert full_checksums_setting(env) is setting
 
 
 def test_full_checksums_setting_refuses_other_values():
     from kubevpc.errors import BuildError
-    from topologies.build import full_checksums_setting
+    from topologies.datapath import full_checksums_setting
     with pytest.raises(BuildError, match=r"KUBEVPC_FULL_CHECKSUMS='yes': expected 1 .*, 0 .* or unset"):
         full_checksums_setting({"KUBEVPC_FULL_CHECKSUMS": "yes"})

@@ -1,4 +1,4 @@
-"""Unit tests for kubevpc.server and kubevpc.probe, on loopback only, no root."""
+"""Unit tests for kubevpc.daemons.server and kubevpc.probe, on loopback only, no root."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ def start_server(
     tmp_path: Path, listens: list[str], name: str = "pod-a", bind: str = LO
 ) -> tuple[subprocess.Popen, Path]:
     ready = tmp_path / f"{name}.ready"
-    cmd = [sys.executable, "-m", "kubevpc.server", "--name", name, "--run", RUN,
+    cmd = [sys.executable, "-m", "kubevpc.daemons.server", "--name", name, "--run", RUN,
            "--bind", bind, "--ready-file", str(ready)]
     for listen in listens:
         cmd += ["--listen", listen]

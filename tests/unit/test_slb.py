@@ -1,4 +1,5 @@
-"""Unit tests for kubevpc.slb: annotations, thresholds, probes and the checker process (loopback, no root)."""
+"""Unit tests for the SLB: annotations (kubevpc.render.slb), thresholds, probes and the checker process
+(kubevpc.daemons.slb) (loopback, no root)."""
 from __future__ import annotations
 
 import json
@@ -15,10 +16,8 @@ from typing import Iterator
 
 import pytest
 
-from kubevpc.slb import (
-    PREFIX, Backend, CheckSpec, SlbAnnotationError, SlbConfig, Transition, probe, slb_config,
-    transition_line,
-)
+from kubevpc.render.slb import PREFIX, CheckSpec, SlbAnnotationError, SlbConfig, slb_config
+from kubevpc.daemons.slb import Backend, Transition, probe, transition_line
 from tests.unit.procs import DEADLINE, REPO, Daemon, child_env, wait_for, write_json
 
 LO = "127.0.0.1"
@@ -302,7 +301,7 @@ class CheckerRun(Daemon):
 
     def start(self, config: dict) -> None:
         write_json(self.config, config)
-        proc = self.launch("kubevpc.slb", "check", "--config", str(self.config),
+        proc = self.launch("kubevpc.daemons.slb", "check", "--config", str(self.config),
                            "--state", str(self.state), "--log", str(self.log), "--ready", str(self.ready))
         wait_for("checker ready", lambda: self.ready.exists() or proc.poll() is not None)
         assert proc.poll() is None, proc.stderr.read()
@@ -397,7 +396,7 @@ def test_checker_refuses_an_invalid_config(tmp_path: Path) -> None:
     write_json(config, {"listeners": [{"name": "x", "check": {"type": "udp"},
                                        "backends": [{"id": "n", "ip": "10.0.0.300", "port": 80}]}]})
     proc = subprocess.run(
-        [sys.executable, "-m", "kubevpc.slb", "check", "--config", str(config),
+        [sys.executable, "-m", "kubevpc.daemons.slb", "check", "--config", str(config),
          "--state", str(tmp_path / "state.json")],
         cwd=REPO, env=child_env(), capture_output=True, text=True, timeout=DEADLINE)
     assert proc.returncode == 2

@@ -28,7 +28,7 @@ Configuration (JSON), re-read when the file changes; a bad file leaves the last 
 
     {"ports": {"32000": {"namespace": "default", "name": "web", "local_endpoints": 1}}}
 
-One ThreadingHTTPServer per port. Stdlib only: ``python -m kubevpc.nodehealth`` runs in the
+One ThreadingHTTPServer per port. Stdlib only: ``python -m kubevpc.daemons.nodehealth`` runs in the
 node's network namespace.
 """
 from __future__ import annotations
@@ -36,17 +36,18 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import signal
 import socketserver
 import sys
 import threading
 import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Sequence
+from typing import Any
 
+from kubevpc.daemons.harness import ConfigFile, Daemon, Refused, file_stamp
 from kubevpc.errors import KubevpcError
-from kubevpc.server import file_stamp, open_log, write_ready_file
+from kubevpc.render.nodehealth import health_ports
+from kubevpc.rundir import RunDir
 
 POLL = 0.2  # how often the config file's stamp is compared; bounds the reaction to SIGTERM
 SERVICE_PROXY_HEALTHY = True  # the emulated kube-proxy's /healthz verdict, ANDed into the status
@@ -218,64 +219,95 @@ class NodeHealth:
         self._log.info("port %d: closed", port)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m kubevpc.nodehealth",
-        description=(
-            "kube-proxy's healthCheckNodePort server: on each configured port, answer 200 when "
-            "the Service has a local endpoint on this node and 503 otherwise, with kube-proxy's "
-            "JSON body. The config file is re-read when it changes; SIGTERM or SIGINT stops."
-        ),
+class NodeHealthServer(Daemon):
+    """``python -m kubevpc.daemons.nodehealth``: the server's process around :class:`NodeHealth`,
+    following its configuration file."""
+
+    NAME = "nodehealth"
+    DESCRIPTION = (
+        "kube-proxy's healthCheckNodePort server: on each configured port, answer 200 when "
+        "the Service has a local endpoint on this node and 503 otherwise, with kube-proxy's "
+        "JSON body. The config file is re-read when it changes; SIGTERM or SIGINT stops."
     )
-    p.add_argument("--config", required=True, metavar="FILE",
-                   help='{"ports": {"PORT": {"namespace": NS, "name": NAME, "local_endpoints": N}}}')
-    p.add_argument("--listen", required=True, metavar="IP", help="address to listen on (the node IP)")
-    p.add_argument("--ready", metavar="FILE", help="once every port listens, write our pid here")
-    p.add_argument("--log", metavar="FILE", help="event log (default: standard error)")
-    return p
+    LOG = "events"
+    health: NodeHealth | None = None
 
+    @classmethod
+    def arguments(cls, p: argparse.ArgumentParser) -> None:
+        p.add_argument("--config", required=True, metavar="FILE",
+                       help='{"ports": {"PORT": {"namespace": NS, "name": NAME, "local_endpoints": N}}}')
+        p.add_argument("--listen", required=True, metavar="IP", help="address to listen on (the node IP)")
+        p.add_argument("--ready", metavar="FILE", help="once every port listens, write our pid here")
+        p.add_argument("--log", metavar="FILE", help="event log (default: standard error)")
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    log = open_log("kubevpc.nodehealth", args.log)
-    stamp = file_stamp(args.config)
-    try:
-        ports = load_ports(args.config)
-    except NodeHealthConfigError as exc:
-        print(f"kubevpc.nodehealth: {exc}", file=sys.stderr)
-        return 2
-    health = NodeHealth(args.listen, log)
-    errors = health.apply(ports)
-    if errors:
-        health.close()
-        for error in errors:
-            print(f"kubevpc.nodehealth: {error}", file=sys.stderr)
-        return 1
-    stopping = False
-
-    def stop(*_: object) -> None:
-        nonlocal stopping
-        stopping = True
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, stop)
-    if args.ready:
-        write_ready_file(args.ready)
-    while not stopping:
-        time.sleep(POLL)
-        if file_stamp(args.config) == stamp:
-            continue
-        stamp = file_stamp(args.config)
+    def start(self) -> None:
+        self.stamp = file_stamp(self.args.config)
         try:
-            ports = load_ports(args.config)
+            ports = load_ports(self.args.config)
         except NodeHealthConfigError as exc:
-            log.error("config not reloaded, keeping the last good one: %s", exc)
-            continue
-        health.apply(ports)
-    health.close()
-    log.info("stopped")
-    return 0
+            raise Refused(2, str(exc)) from None
+        self.health = NodeHealth(self.args.listen, self.log)
+        errors = self.health.apply(ports)
+        if errors:
+            raise Refused(1, *errors)
 
+    def serve(self) -> int:
+        while not self.stopping:
+            time.sleep(POLL)
+            self._reload()
+        return 0
+
+    def _reload(self) -> None:
+        """Take the configuration file if it changed; a bad one leaves the last good one serving."""
+        assert self.health is not None and self.log is not None
+        if file_stamp(self.args.config) == self.stamp:
+            return
+        self.stamp = file_stamp(self.args.config)
+        try:
+            ports = load_ports(self.args.config)
+        except NodeHealthConfigError as exc:
+            self.log.error("config not reloaded, keeping the last good one: %s", exc)
+            return
+        self.health.apply(ports)
+
+    def close(self) -> None:
+        if self.health is not None:
+            self.health.close()
+
+
+main = NodeHealthServer.main
+
+
+# -- the builder's side ----------------------------------------------------------------
+
+
+class PortsFile(ConfigFile):
+    """A node's health check ports, nodehealth-<node>.json in the run directory."""
+
+    def __init__(self, rundir: RunDir, plan: Any, node: str) -> None:
+        super().__init__(rundir.nodehealth(node, ".json"))
+        self.plan, self.node = plan, node
+
+    def build(self) -> dict:
+        return health_ports(self.plan, self.node)
+
+    def dry_run(self, doc: object) -> None:
+        parse_ports(doc)
+
+
+def write_node_health(state_dir: str, plan: Any, node: str) -> bool:
+    """Write a node's health check ports, if it has any (a Service with policy Local): True then."""
+    config = PortsFile(RunDir(state_dir), plan, node)
+    doc = config.build()
+    if doc["ports"]:
+        config.write(doc)
+    return bool(doc["ports"])
+
+
+def nodehealth_command(rundir: RunDir, node: str, ip: str) -> list[str]:
+    """The health check server of a node, listening on its address, without its ready file."""
+    return NodeHealthServer.argv("--config", rundir.nodehealth(node, ".json"), "--listen", ip,
+                                 "--log", rundir.nodehealth(node, ".log"))
 
 if __name__ == "__main__":
     sys.exit(main())

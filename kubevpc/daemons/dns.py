@@ -1,9 +1,7 @@
-"""The cluster DNS (the "kube-dns" pod): zone records for Services and Pods, and the server.
+"""The cluster DNS server (the "kube-dns" pod).
 
-``zone()`` turns Services and Pods into a JSON zone document, ``resolv_conf()``
-writes what kubelet gives a ``dnsPolicy: ClusterFirst`` pod, and
-``python -m kubevpc.dns`` serves a zone document over UDP and TCP with
-dnslib's server classes, re-reading the file whenever it changes.
+``python -m kubevpc.daemons.dns`` serves a zone document (kubevpc.render.dns.zone() makes it) over UDP
+and TCP with dnslib's server classes, re-reading the file whenever it changes.
 
 The records and answers follow CoreDNS's *kubernetes* plugin, which
 implements the Kubernetes DNS-Based Service Discovery specification:
@@ -45,11 +43,10 @@ import ipaddress
 import json
 import logging
 import os
-import signal
 import sys
 import threading
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any
 
 from dnslib import (
     AAAA,
@@ -67,10 +64,10 @@ from dnslib import (
 )
 from dnslib.server import BaseResolver, DNSHandler, DNSLogger, DNSServer
 
-from kubevpc.server import file_stamp, write_ready_file
+from kubevpc.daemons.harness import ConfigFile, Daemon, Refused, file_stamp
+from kubevpc.render.dns import zone
+from kubevpc.rundir import RunDir
 
-DEFAULT_DOMAIN = "cluster.local"
-DEFAULT_TTL = 5  # CoreDNS kubernetes plugin default
 POLL_INTERVAL = 0.2  # seconds between checks of the zone file
 SOA_TIMES = (7200, 1800, 86400)  # refresh, retry, expire, as CoreDNS
 SOA_TTL_CAP = 300
@@ -78,98 +75,6 @@ UDP_MIN = 512  # RFC 1035 limit for clients without EDNS
 EDNS_PAYLOAD = 1232  # the UDP size we advertise (DNS flag day 2020)
 
 log = logging.getLogger("kubevpc.dns")
-
-
-# -- the zone document ---------------------------------------------------------
-
-
-def zone(
-    services: Iterable[Any],
-    pods: Iterable[Any],
-    domain: str = DEFAULT_DOMAIN,
-    ttl: int = DEFAULT_TTL,
-) -> dict:
-    """The JSON zone document for ``services`` and ``pods`` (duck-typed models).
-
-    Records are ``{"name", "type", "value"}`` with fully qualified lower-case
-    names; duplicates are dropped, since a DNS RRset is a set.
-    """
-    origin = _fqdn(domain)
-    rows = [r for svc in services for r in _service_records(svc, origin)]
-    rows += [_pod_record(pod, origin) for pod in pods]
-    records = [{"name": name, "type": rtype, "value": value} for name, rtype, value in rows]
-    unique = {json.dumps(rec, sort_keys=True): rec for rec in records}
-    return {"domain": origin.rstrip("."), "ttl": ttl, "records": list(unique.values())}
-
-
-def _service_records(svc: Any, origin: str) -> Iterator[tuple[str, str, Any]]:
-    name = _fqdn(f"{svc.name}.{svc.namespace}.svc.{origin}")
-    named = [p for p in svc.ports if p.name]
-    if svc.type == "ExternalName":
-        # CoreDNS only makes a CNAME of a host name; an IP address gives nothing.
-        if svc.external_name and not _is_ip(svc.external_name):
-            yield name, "CNAME", _fqdn(svc.external_name)
-        return
-    if not svc.headless:
-        yield name, _addr_type(svc.cluster_ip), svc.cluster_ip
-        for port in named:
-            yield _srv_name(port, name), "SRV", _srv(port.port, 100, name)
-        return
-    ready = [ep for ep in svc.endpoints if ep.ready]
-    for ep in ready:
-        host = _fqdn(f"{ep.hostname or _dashed(ep.ip)}.{name}")
-        yield name, _addr_type(ep.ip), ep.ip
-        yield host, _addr_type(ep.ip), ep.ip
-        for port in named:
-            # CoreDNS splits a weight of 100 among the records of one answer.
-            yield _srv_name(port, name), "SRV", _srv(port.port, max(1, 100 // len(ready)), host)
-
-
-def _pod_record(pod: Any, origin: str) -> tuple[str, str, Any]:
-    return _fqdn(f"{_dashed(pod.ip)}.{pod.namespace}.pod.{origin}"), _addr_type(pod.ip), pod.ip
-
-
-def _srv_name(port: Any, name: str) -> str:
-    return _fqdn(f"_{port.name}._{port.protocol}.{name}")
-
-
-def _srv(port: int, weight: int, target: str) -> dict:
-    return {"priority": 0, "weight": weight, "port": port, "target": target}
-
-
-def _fqdn(name: str) -> str:
-    return name.rstrip(".").lower() + "."
-
-
-def _dashed(ip: str) -> str:
-    """``10.244.1.5`` -> ``10-244-1-5`` (``:`` too for IPv6), as CoreDNS names endpoints."""
-    return ip.replace(".", "-").replace(":", "-")
-
-
-def _addr_type(ip: str) -> str:
-    return "AAAA" if ipaddress.ip_address(ip).version == 6 else "A"
-
-
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
-
-
-def resolv_conf(namespace: str, dns_ip: str, domain: str = DEFAULT_DOMAIN) -> str:
-    """/etc/resolv.conf of a ``dnsPolicy: ClusterFirst`` pod in ``namespace``.
-
-    The node's own search domains, which kubelet would append, are left out:
-    nothing of the real machine's DNS must leak into the emulation.
-    """
-    d = domain.rstrip(".")
-    return (
-        f"search {namespace}.svc.{d} svc.{d} {d}\n"
-        f"nameserver {dns_ip}\n"
-        "options ndots:5\n"
-    )
 
 
 # -- the loaded zone -------------------------------------------------------------
@@ -353,78 +258,107 @@ def reload_if_changed(
     return stamp
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m kubevpc.dns",
-        description=(
-            "Cluster DNS server (kube-dns / CoreDNS kubernetes plugin answers) "
-            "for a JSON zone document made by kubevpc.dns.zone(). Serves UDP and "
-            "TCP, authoritative for the zone's domain, REFUSED for any other name "
-            "(there is no upstream); re-reads the zone file when it changes."
-        ),
-    )
-    p.add_argument("--zone", required=True, metavar="FILE", help="JSON zone document")
-    p.add_argument("--listen", required=True, metavar="IP", help="address to serve on")
-    p.add_argument("--port", type=int, default=53, help="UDP and TCP port (default 53)")
-    p.add_argument(
-        "--ready",
-        metavar="FILE",
-        help="once both sockets are bound, write our pid here (atomically)",
-    )
-    p.add_argument("--log", metavar="FILE", help="log here instead of standard error")
-    return p
+class DnsServer(Daemon):
+    """``python -m kubevpc.daemons.dns``: the server's process, one dnslib server for UDP and one
+    for TCP, following the zone file."""
 
+    NAME = "dns"
+    DESCRIPTION = (
+        "Cluster DNS server (kube-dns / CoreDNS kubernetes plugin answers) "
+        "for a JSON zone document made by kubevpc.render.dns.zone(). Serves UDP and "
+        "TCP, authoritative for the zone's domain, REFUSED for any other name "
+        "(there is no upstream); re-reads the zone file when it changes."
+    )
+    LOG = "records"
+    REPORT = "log"
 
-def serve(args: argparse.Namespace) -> int:
-    stamp = file_stamp(args.zone)
-    try:
-        resolver = ZoneResolver(read_zone(args.zone))
-    except (OSError, ValueError) as exc:
-        log.error("cannot load zone %s: %s", args.zone, exc)
-        return 1
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    # One log line per answer: dnslib's reply line already names the question.
-    logger = DNSLogger("-request", prefix=False, logf=log.info)
-    servers: list[DNSServer] = []
-    try:
-        for tcp in (False, True):
-            servers.append(
-                DNSServer(resolver, address=args.listen, port=args.port, tcp=tcp, logger=logger)
-            )
-    except OSError as exc:
-        for srv in servers:
+    def __init__(self, args: argparse.Namespace, log: logging.Logger | None) -> None:
+        super().__init__(args, log)
+        self.stopped = threading.Event()
+        self.servers: list[DNSServer] = []
+
+    @classmethod
+    def arguments(cls, p: argparse.ArgumentParser) -> None:
+        p.add_argument("--zone", required=True, metavar="FILE", help="JSON zone document")
+        p.add_argument("--listen", required=True, metavar="IP", help="address to serve on")
+        p.add_argument("--port", type=int, default=53, help="UDP and TCP port (default 53)")
+        p.add_argument(
+            "--ready",
+            metavar="FILE",
+            help="once both sockets are bound, write our pid here (atomically)",
+        )
+        p.add_argument("--log", metavar="FILE", help="log here instead of standard error")
+
+    def stop(self) -> None:
+        super().stop()
+        self.stopped.set()
+
+    def start(self) -> None:
+        self.stamp = file_stamp(self.args.zone)
+        try:
+            self.resolver = ZoneResolver(read_zone(self.args.zone))
+        except (OSError, ValueError) as exc:
+            raise Refused(1, f"cannot load zone {self.args.zone}: {exc}") from None
+        # One log line per answer: dnslib's reply line already names the question.
+        logger = DNSLogger("-request", prefix=False, logf=log.info)
+        try:
+            for tcp in (False, True):
+                self.servers.append(
+                    DNSServer(self.resolver, address=self.args.listen, port=self.args.port, tcp=tcp, logger=logger)
+                )
+        except OSError as exc:
+            for srv in self.servers:
+                srv.server.server_close()
+            self.servers = []
+            raise Refused(1, f"cannot listen on {self.args.listen} port {self.args.port}: {exc.strerror}") from None
+        for srv in self.servers:
+            # Not start_thread(): its serve_forever polls every 0.5 s, which is
+            # how long each stop() would then take.
+            threading.Thread(
+                target=srv.server.serve_forever, args=(POLL_INTERVAL,), daemon=True
+            ).start()
+
+    def serve(self) -> int:
+        log.info("serving %s on %s port %d (udp, tcp)", self.resolver.zone.origin, self.args.listen, self.args.port)
+        while not self.stopped.wait(POLL_INTERVAL):
+            self.stamp = reload_if_changed(self.resolver, self.args.zone, self.stamp)
+        return 0
+
+    def close(self) -> None:
+        for srv in self.servers:
+            srv.stop()
             srv.server.server_close()
-        log.error("cannot listen on %s port %d: %s", args.listen, args.port, exc.strerror)
-        return 1
-    for srv in servers:
-        # Not start_thread(): its serve_forever polls every 0.5 s, which is
-        # how long each stop() would then take.
-        threading.Thread(
-            target=srv.server.serve_forever, args=(POLL_INTERVAL,), daemon=True
-        ).start()
-    if args.ready:
-        write_ready_file(args.ready)
-    log.info("serving %s on %s port %d (udp, tcp)", resolver.zone.origin, args.listen, args.port)
-    while not stop.wait(POLL_INTERVAL):
-        stamp = reload_if_changed(resolver, args.zone, stamp)
-    for srv in servers:
-        srv.stop()
-        srv.server.server_close()
-    log.info("stopped")
-    return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        filename=args.log,
-        level=logging.INFO,
-        format="%(asctime)s %(name)s %(levelname)s %(message)s",
-    )
-    return serve(args)
+main = DnsServer.main
 
+
+# -- the builder's side ----------------------------------------------------------------
+
+
+class ZoneFile(ConfigFile):
+    """The zone document, dns-zone.json in the run directory."""
+
+    def __init__(self, rundir: RunDir, plan: Any) -> None:
+        super().__init__(rundir.dns_zone)
+        self.plan = plan
+
+    def build(self) -> dict:
+        return zone(self.plan.services, self.plan.pods, self.plan.dns.domain)
+
+    def dry_run(self, doc: object) -> None:
+        load_zone(doc)
+
+
+def write_zone(rundir: RunDir, plan: Any) -> None:
+    """Write the records the cluster DNS serves; a running server reloads them."""
+    ZoneFile(rundir, plan).write()
+
+
+def dns_command(rundir: RunDir, ip: str, ready: str) -> list[str]:
+    """The cluster DNS server, on the DNS pod's address."""
+    return DnsServer.argv("--zone", rundir.dns_zone, "--listen", ip, "--port", "53", "--ready", ready,
+                          "--log", rundir.dns_log)
 
 if __name__ == "__main__":
     sys.exit(main())

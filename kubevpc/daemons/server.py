@@ -9,7 +9,7 @@ the server side::
 
 ``client`` is the peer address exactly as the server's socket saw it (after
 any NAT), ``server`` the local address the client reached.  Stdlib only: it
-runs inside network namespaces with ``python -m kubevpc.server``.
+runs inside network namespaces with ``python -m kubevpc.daemons.server``.
 """
 
 from __future__ import annotations
@@ -19,16 +19,15 @@ import asyncio
 import errno
 import ipaddress
 import json
-import logging
 import os
 import re
-import signal
 import socket
 import struct
 import sys
-import time
 from dataclasses import dataclass
 from typing import Callable, Sequence
+
+from kubevpc.daemons.harness import STOP_SIGNALS, Daemon, Refused, write_ready
 
 MAX_READ = 64 * 1024  # cap on bytes read from one client / one datagram
 FIRST_BYTES_WAIT = 1.0  # how long a TCP client gets to speak first
@@ -253,86 +252,6 @@ def _is_wildcard(host: str) -> bool:
         return False
 
 
-def write_ready_file(path: str) -> None:
-    """Write our pid to ``path`` atomically (tmp file then rename)."""
-    tmp = f"{path}.tmp.{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(f"{os.getpid()}\n")
-    os.replace(tmp, path)
-
-
-# -- helpers shared by the other emulator daemons (slb, nodehealth, dns) --------
-
-
-def file_stamp(path: str | os.PathLike[str]) -> tuple[int, int, int] | None:
-    """What tells a poller that ``path`` changed (mtime, size, inode, so an
-    atomic replace counts too); None while the file cannot be stat'ed."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return st.st_mtime_ns, st.st_size, st.st_ino
-
-
-def iso_time(t: float) -> str:
-    """``2026-11-21T10:00:00.123Z`` for a Unix time."""
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1000):03d}Z"
-
-
-class IsoFormatter(logging.Formatter):
-    """Formats ``%(asctime)s`` with :func:`iso_time` (UTC, milliseconds)."""
-
-    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
-        return iso_time(record.created)
-
-
-def open_log(name: str, path: str | None) -> logging.Logger:
-    """Logger ``name``: one line per event, ISO UTC timestamp first, to
-    ``path`` or standard error; it does not propagate to the root logger."""
-    log = logging.getLogger(name)
-    handler = logging.FileHandler(path) if path else logging.StreamHandler(sys.stderr)
-    handler.setFormatter(IsoFormatter("%(asctime)s %(message)s"))
-    log.addHandler(handler)
-    log.setLevel(logging.INFO)
-    log.propagate = False
-    return log
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m kubevpc.server",
-        description=(
-            "Identity server for emulated pods and ECS instances. Every listener "
-            "answers with one JSON object: name, client (peer IP:PORT as seen "
-            "here), server (local IP:PORT), proto, port, run. TCP clients get "
-            "the JSON line (or an HTTP/1.1 response if they speak HTTP first); "
-            "UDP datagrams get one JSON datagram back; GET /healthz answers 'ok'."
-        ),
-    )
-    p.add_argument("--name", required=True, help="identity reported in answers")
-    p.add_argument(
-        "--run",
-        required=True,
-        metavar="RUNTAG",
-        help="run tag, reported in answers and used by cleanup to find the process",
-    )
-    p.add_argument(
-        "--listen",
-        required=True,
-        action="append",
-        type=parse_listen,
-        metavar="PROTO:PORT",
-        help="TCP:PORT, UDP:PORT or HTTP:PORT (HTTP is TCP that expects HTTP); repeatable",
-    )
-    p.add_argument("--bind", default="0.0.0.0", help="address to bind (default 0.0.0.0)")
-    p.add_argument(
-        "--ready-file",
-        metavar="PATH",
-        help="once every listener is bound, write our pid here (atomically)",
-    )
-    return p
-
-
 def _check_duplicates(
     listens: Sequence[Listen], error: Callable[[str], None]
 ) -> None:
@@ -344,31 +263,67 @@ def _check_duplicates(
         seen[key] = listen
 
 
-async def serve(args: argparse.Namespace) -> int:
-    server = Server(args.name, args.run, args.bind)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        await server.start(args.listen)
-    except OSError as exc:
+class ServerDaemon(Daemon):
+    """The server's process: one asyncio loop binds the listeners and takes the stop signals."""
+
+    NAME = "server"
+    DESCRIPTION = (
+        "Identity server for emulated pods and ECS instances. Every listener "
+        "answers with one JSON object: name, client (peer IP:PORT as seen "
+        "here), server (local IP:PORT), proto, port, run. TCP clients get "
+        "the JSON line (or an HTTP/1.1 response if they speak HTTP first); "
+        "UDP datagrams get one JSON datagram back; GET /healthz answers 'ok'."
+    )
+
+    @classmethod
+    def arguments(cls, p: argparse.ArgumentParser) -> None:
+        p.add_argument("--name", required=True, help="identity reported in answers")
+        p.add_argument(
+            "--run",
+            required=True,
+            metavar="RUNTAG",
+            help="run tag, reported in answers and used by cleanup to find the process",
+        )
+        p.add_argument(
+            "--listen",
+            required=True,
+            action="append",
+            type=parse_listen,
+            metavar="PROTO:PORT",
+            help="TCP:PORT, UDP:PORT or HTTP:PORT (HTTP is TCP that expects HTTP); repeatable",
+        )
+        p.add_argument("--bind", default="0.0.0.0", help="address to bind (default 0.0.0.0)")
+        p.add_argument(
+            "--ready-file",
+            metavar="PATH",
+            help="once every listener is bound, write our pid here (atomically)",
+        )
+
+    @classmethod
+    def check(cls, args: argparse.Namespace, error: Callable[[str], None]) -> None:
+        _check_duplicates(args.listen, error)
+
+    def run(self) -> int:
+        return asyncio.run(self._serve())
+
+    async def _serve(self) -> int:
+        server = Server(self.args.name, self.args.run, self.args.bind)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in STOP_SIGNALS:
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await server.start(self.args.listen)
+        except OSError as exc:
+            server.close()
+            raise Refused(1, exc.strerror) from None
+        write_ready(self.args.ready_file)
+        await stop.wait()
         server.close()
-        print(f"kubevpc.server: {exc.strerror}", file=sys.stderr)
-        return 1
-    if args.ready_file:
-        write_ready_file(args.ready_file)
-    await stop.wait()
-    server.close()
-    return 0
+        return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    _check_duplicates(args.listen, parser.error)
-    return asyncio.run(serve(args))
-
+main = ServerDaemon.main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,14 +1,14 @@
 """Start the pods' and instances' servers by forking them from one preloaded process.
 
-A new interpreter for each `kubevpc.server` costs about 44 ms of CPU and 12-13 MiB: with 100
-pods, 2.9 s of a 4.8 s bring-up (docs/performance.md). This process imports `kubevpc.server` once,
+A new interpreter for each `kubevpc.daemons.server` costs about 44 ms of CPU and 12-13 MiB: with 100
+pods, 2.9 s of a 4.8 s bring-up (docs/performance.md). This process imports `kubevpc.daemons.server` once,
 freezes its heap for the garbage collector (`gc.freeze`, so that children do not copy it page by
 page), and forks one child per server. Each child enters its pod's network namespace (`setns`),
 becomes a session leader, names itself after the server (`ps -o comm`: `kv:web-0`) and runs
-`kubevpc.server.main`. It stays a process of its own, as a pod's server should: it can be
+`kubevpc.daemons.server.main`. It stays a process of its own, as a pod's server should: it can be
 stopped, killed and started again alone.
 
-    python -m kubevpc.forkserver --run RUN --ledger PATH
+    python -m kubevpc.daemons.forkserver --run RUN --ledger PATH
 
 reads requests on standard input, one JSON object a line:
 
@@ -33,10 +33,10 @@ import subprocess
 import sys
 import time
 import traceback
-from typing import Sequence
 
-from . import server
-from .ledger import Ledger, _alive, _start_time
+from kubevpc.daemons import server
+from kubevpc.daemons.harness import Daemon
+from kubevpc.ledger import Ledger, _alive, _start_time
 
 CLONE_NEWNET = 0x40000000
 PR_SET_NAME = 15
@@ -135,15 +135,24 @@ def serve(run: str, ledger_path: str) -> int:
             os.write(1, (json.dumps(answer) + "\n").encode())
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m kubevpc.forkserver",
-                                description="Fork kubevpc servers into network namespaces on request "
-                                            "(JSON lines on standard input; see the module's documentation).")
-    p.add_argument("--run", required=True, help="the run's name: the token its processes carry")
-    p.add_argument("--ledger", required=True, help="the run's ledger, where each child is written")
-    args = p.parse_args(argv)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)      # the builder ends it by closing standard input
-    return serve(args.run, args.ledger)
+class ForkServerDaemon(Daemon):
+    """``python -m kubevpc.daemons.forkserver``: serves requests until its standard input closes."""
+
+    NAME = "forkserver"
+    DESCRIPTION = ("Fork kubevpc servers into network namespaces on request "
+                   "(JSON lines on standard input; see the module's documentation).")
+
+    @classmethod
+    def arguments(cls, p: argparse.ArgumentParser) -> None:
+        p.add_argument("--run", required=True, help="the run's name: the token its processes carry")
+        p.add_argument("--ledger", required=True, help="the run's ledger, where each child is written")
+
+    def run(self) -> int:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)      # the builder ends it by closing standard input
+        return serve(self.args.run, self.args.ledger)
+
+
+main = ForkServerDaemon.main
 
 
 # ------------------------------------------------------------------------------ the caller's side
@@ -154,7 +163,7 @@ class ForkServer:
         self.run, self.ledger = run, ledger
         with open(log, "ab") as err:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "kubevpc.forkserver", "--run", run, "--ledger", ledger.path],
+                [sys.executable, "-m", "kubevpc.daemons.forkserver", "--run", run, "--ledger", ledger.path],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, cwd=root, start_new_session=True)
         ledger.record("process", self.proc.pid, token=run)
         self._buf = b""

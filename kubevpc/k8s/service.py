@@ -1,0 +1,98 @@
+"""Service (v1), checked as the API server's ValidateService checks it."""
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from .meta import DNS1123_LABEL, DNS1123_SUBDOMAIN, PORT_NAME, K8s, ObjectMeta, check_labels
+
+
+class ServicePort(K8s):
+    name: str | None = None
+    protocol: Literal["TCP", "UDP", "SCTP"] = "TCP"
+    port: int = Field(ge=1, le=65535)
+    targetPort: int | str | None = None        # default: port
+    nodePort: int | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> "ServicePort":
+        if self.name is not None and not DNS1123_LABEL.match(self.name):
+            raise ValueError(f"port name {self.name!r} must be a DNS-1123 label")
+        if isinstance(self.targetPort, int) and not 1 <= self.targetPort <= 65535:
+            raise ValueError(f"targetPort {self.targetPort} must be between 1 and 65535")
+        if isinstance(self.targetPort, str) and (len(self.targetPort) > 15 or not PORT_NAME.match(self.targetPort)
+                                                 or not re.search("[a-z]", self.targetPort)):
+            raise ValueError(f"targetPort {self.targetPort!r} must be a number or a container port name "
+                             "(at most 15 lowercase letters, digits and '-', with a letter)")
+        return self
+
+    @property
+    def target(self) -> int | str:
+        return self.port if self.targetPort is None else self.targetPort
+
+
+class ClientIPConfig(K8s):
+    timeoutSeconds: int = Field(default=10800, ge=1, le=86400)
+
+
+class SessionAffinityConfig(K8s):
+    clientIP: ClientIPConfig = ClientIPConfig()
+
+
+class ServiceSpec(K8s):
+    type: Literal["ClusterIP", "NodePort", "LoadBalancer", "ExternalName"] = "ClusterIP"
+    selector: dict[str, str] | None = None
+    ports: list[ServicePort] = []
+    clusterIP: str | None = None               # "None": headless
+    externalName: str | None = None
+    sessionAffinity: Literal["None", "ClientIP"] = "None"
+    sessionAffinityConfig: SessionAffinityConfig = SessionAffinityConfig()
+    externalTrafficPolicy: Literal["Cluster", "Local"] | None = None
+    internalTrafficPolicy: Literal["Cluster", "Local"] = "Cluster"
+    healthCheckNodePort: int | None = None
+    publishNotReadyAddresses: bool = False
+
+    @model_validator(mode="after")
+    def _check(self) -> "ServiceSpec":
+        """The API server's own checks (pkg/apis/core/validation ValidateService), in its words."""
+        headless = self.clusterIP == "None"
+        if self.type == "ExternalName":
+            if not self.externalName or not DNS1123_SUBDOMAIN.match(self.externalName.rstrip(".").lower()):
+                raise ValueError("spec.externalName is required for type ExternalName and must be a DNS name")
+        elif self.externalName:
+            raise ValueError("spec.externalName is only for type ExternalName")
+        if not self.ports and self.type != "ExternalName" and not headless:
+            raise ValueError("spec.ports: at least one port is required (except for headless and ExternalName)")
+        if len(self.ports) > 1 and any(not p.name for p in self.ports):
+            raise ValueError("spec.ports: every port needs a name when there is more than one")
+        names = [p.name for p in self.ports if p.name]
+        if len(names) != len(set(names)):
+            raise ValueError("spec.ports: port names must be unique")
+        pairs = [(p.port, p.protocol) for p in self.ports]
+        if len(pairs) != len(set(pairs)):
+            raise ValueError("spec.ports: each port and protocol pair may appear once")
+        if self.type in ("ClusterIP", "ExternalName") and any(p.nodePort for p in self.ports):
+            raise ValueError("spec.ports[].nodePort may only be set for type NodePort or LoadBalancer")
+        if headless and self.type != "ClusterIP":
+            raise ValueError('spec.clusterIP "None" (headless) is only allowed for type ClusterIP')
+        if self.externalTrafficPolicy is not None and self.type not in ("NodePort", "LoadBalancer"):
+            raise ValueError("spec.externalTrafficPolicy may only be set for type NodePort or LoadBalancer")
+        if self.healthCheckNodePort is not None and not (self.type == "LoadBalancer"
+                                                         and self.externalTrafficPolicy == "Local"):
+            raise ValueError("spec.healthCheckNodePort is only for type LoadBalancer with externalTrafficPolicy Local")
+        if self.selector:
+            check_labels(self.selector)
+        return self
+
+    @property
+    def headless(self) -> bool:
+        return self.clusterIP == "None"
+
+
+class Service(K8s):
+    apiVersion: Literal["v1"]
+    kind: Literal["Service"]
+    metadata: ObjectMeta
+    spec: ServiceSpec

@@ -1,0 +1,69 @@
+"""Namespace, Pod and Deployment (apps/v1): the objects that make pods."""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from .meta import PORT_NAME, K8s, LabelSelector, ObjectMeta, TemplateMeta
+
+
+class ContainerPort(K8s):
+    containerPort: int = Field(ge=1, le=65535)
+    name: str | None = None
+    protocol: Literal["TCP", "UDP", "SCTP"] = "TCP"
+
+    @model_validator(mode="after")
+    def _check(self) -> "ContainerPort":
+        if self.name is not None and (len(self.name) > 15 or not PORT_NAME.match(self.name)):
+            raise ValueError(f"port name {self.name!r} must be at most 15 lowercase letters, digits and '-'")
+        return self
+
+
+class Container(K8s):
+    name: str
+    image: str | None = None
+    ports: list[ContainerPort] = []
+
+
+class PodSpec(K8s):
+    containers: list[Container] = Field(min_length=1)
+    nodeName: str | None = None
+
+
+class Pod(K8s):
+    apiVersion: Literal["v1"]
+    kind: Literal["Pod"]
+    metadata: ObjectMeta
+    spec: PodSpec
+
+
+class PodTemplate(K8s):
+    metadata: TemplateMeta = TemplateMeta()
+    spec: PodSpec
+
+
+class DeploymentSpec(K8s):
+    replicas: int = Field(default=1, ge=0, le=1000)
+    selector: LabelSelector
+    template: PodTemplate
+
+    @model_validator(mode="after")
+    def _check(self) -> "DeploymentSpec":
+        if not self.selector.matches(self.template.metadata.labels):
+            raise ValueError("spec.selector does not match spec.template.metadata.labels "
+                             "(the API server rejects such a Deployment)")
+        return self
+
+
+class Deployment(K8s):
+    apiVersion: Literal["apps/v1"]
+    kind: Literal["Deployment"]
+    metadata: ObjectMeta
+    spec: DeploymentSpec
+
+
+class Namespace(K8s):
+    apiVersion: Literal["v1"]
+    kind: Literal["Namespace"]
+    metadata: ObjectMeta

@@ -1,0 +1,120 @@
+"""The cluster DNS's records: ``zone()`` turns Services and Pods into the JSON zone document the
+DNS server (kubevpc.daemons.dns) serves, and ``resolv_conf()`` writes what kubelet gives a
+``dnsPolicy: ClusterFirst`` pod.
+
+The records follow CoreDNS's *kubernetes* plugin, which implements the Kubernetes DNS-Based
+Service Discovery specification:
+
+- https://github.com/kubernetes/dns/blob/master/docs/specification.md
+  (schema 1.0.1): A record of a ClusterIP Service; one A per *ready*
+  endpoint for a headless Service, plus ``<hostname>.<svc>...`` per
+  endpoint; ``_<port>._<proto>`` SRV records for named ports only (one per
+  ready endpoint of a headless Service); CNAME for ExternalName;
+  ``<a-b-c-d>.<ns>.pod.<zone>`` A records.
+- https://coredns.io/plugins/kubernetes/: an endpoint's name is its hostname,
+  else its dashed IP (``endpoint_pod_names`` off, the default); TTL 5 s.
+- CoreDNS plugin/backend_lookup.go: SRV weights split 100 among the records
+  of one answer.
+
+Only the Pods given to ``zone()`` have pod records (``pods verified``). Stdlib only.
+"""
+from __future__ import annotations
+
+import ipaddress
+import json
+from typing import Any, Iterable, Iterator
+
+DEFAULT_DOMAIN = "cluster.local"
+DEFAULT_TTL = 5  # CoreDNS kubernetes plugin default
+
+
+# -- the zone document ---------------------------------------------------------
+
+
+def zone(
+    services: Iterable[Any],
+    pods: Iterable[Any],
+    domain: str = DEFAULT_DOMAIN,
+    ttl: int = DEFAULT_TTL,
+) -> dict:
+    """The JSON zone document for ``services`` and ``pods`` (duck-typed models).
+
+    Records are ``{"name", "type", "value"}`` with fully qualified lower-case
+    names; duplicates are dropped, since a DNS RRset is a set.
+    """
+    origin = _fqdn(domain)
+    rows = [r for svc in services for r in _service_records(svc, origin)]
+    rows += [_pod_record(pod, origin) for pod in pods]
+    records = [{"name": name, "type": rtype, "value": value} for name, rtype, value in rows]
+    unique = {json.dumps(rec, sort_keys=True): rec for rec in records}
+    return {"domain": origin.rstrip("."), "ttl": ttl, "records": list(unique.values())}
+
+
+def _service_records(svc: Any, origin: str) -> Iterator[tuple[str, str, Any]]:
+    name = _fqdn(f"{svc.name}.{svc.namespace}.svc.{origin}")
+    named = [p for p in svc.ports if p.name]
+    if svc.type == "ExternalName":
+        # CoreDNS only makes a CNAME of a host name; an IP address gives nothing.
+        if svc.external_name and not _is_ip(svc.external_name):
+            yield name, "CNAME", _fqdn(svc.external_name)
+        return
+    if not svc.headless:
+        yield name, _addr_type(svc.cluster_ip), svc.cluster_ip
+        for port in named:
+            yield _srv_name(port, name), "SRV", _srv(port.port, 100, name)
+        return
+    ready = [ep for ep in svc.endpoints if ep.ready]
+    for ep in ready:
+        host = _fqdn(f"{ep.hostname or _dashed(ep.ip)}.{name}")
+        yield name, _addr_type(ep.ip), ep.ip
+        yield host, _addr_type(ep.ip), ep.ip
+        for port in named:
+            # CoreDNS splits a weight of 100 among the records of one answer.
+            yield _srv_name(port, name), "SRV", _srv(port.port, max(1, 100 // len(ready)), host)
+
+
+def _pod_record(pod: Any, origin: str) -> tuple[str, str, Any]:
+    return _fqdn(f"{_dashed(pod.ip)}.{pod.namespace}.pod.{origin}"), _addr_type(pod.ip), pod.ip
+
+
+def _srv_name(port: Any, name: str) -> str:
+    return _fqdn(f"_{port.name}._{port.protocol}.{name}")
+
+
+def _srv(port: int, weight: int, target: str) -> dict:
+    return {"priority": 0, "weight": weight, "port": port, "target": target}
+
+
+def _fqdn(name: str) -> str:
+    return name.rstrip(".").lower() + "."
+
+
+def _dashed(ip: str) -> str:
+    """``10.244.1.5`` -> ``10-244-1-5`` (``:`` too for IPv6), as CoreDNS names endpoints."""
+    return ip.replace(".", "-").replace(":", "-")
+
+
+def _addr_type(ip: str) -> str:
+    return "AAAA" if ipaddress.ip_address(ip).version == 6 else "A"
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def resolv_conf(namespace: str, dns_ip: str, domain: str = DEFAULT_DOMAIN) -> str:
+    """/etc/resolv.conf of a ``dnsPolicy: ClusterFirst`` pod in ``namespace``.
+
+    The node's own search domains, which kubelet would append, are left out:
+    nothing of the real machine's DNS must leak into the emulation.
+    """
+    d = domain.rstrip(".")
+    return (
+        f"search {namespace}.svc.{d} svc.{d} {d}\n"
+        f"nameserver {dns_ip}\n"
+        "options ndots:5\n"
+    )

@@ -1,0 +1,86 @@
+"""Work inside the hosts' network namespaces from the builder's process, without a process per
+namespace: a thread enters each in turn (in_each_namespace) and sets a host's addresses and
+routes over netlink (host_addresses); root-side interfaces get no IPv6 (no_ipv6)."""
+from __future__ import annotations
+
+import os
+import socket
+from typing import Callable
+
+from kubevpc.errors import BuildError
+from kubevpc.plan import HostPlan
+
+SIOCETHTOOL, ETHTOOL_STXCSUM, CLONE_NEWNET = 0x8946, 0x17, 0x40000000
+
+
+def in_each_namespace(jobs: list[tuple[str, str, Callable[[], None]]]) -> None:
+    """Run each (network namespace file, what, work) with the namespace entered, without a process
+    per namespace: `ip -n` and `ip netns exec` copy the mount table, which holds one entry per
+    named namespace, so a call per host made bring-up grow faster than linearly. One short-lived
+    thread enters each namespace in turn (setns affects only the calling thread); sockets it
+    opens there, netlink included, belong to that namespace."""
+    import ctypes
+    import threading
+    errors: list[str] = []
+
+    def work() -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        for netns, what, job in jobs:
+            try:
+                fd = os.open(netns, os.O_RDONLY)
+                try:
+                    if libc.setns(fd, CLONE_NEWNET) != 0:
+                        raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
+                finally:
+                    os.close(fd)
+                job()
+            except Exception as exc:      # noqa: BLE001 - reported with the namespace, below
+                errors.append(f"{what}: {exc}")
+    worker = threading.Thread(target=work, name="kubevpc-netns")
+    worker.start()
+    worker.join()
+    if errors:
+        more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
+        raise BuildError("; ".join(errors[:3]) + more)
+
+
+def tx_checksum_off(ifname: str) -> None:
+    """`ethtool -K IF tx off` in the calling thread's namespace (SIOCETHTOOL, ETHTOOL_STXCSUM)."""
+    import ctypes
+    import fcntl
+    import struct
+    value = ctypes.create_string_buffer(struct.pack("II", ETHTOOL_STXCSUM, 0), 8)
+    ifreq = struct.pack("16sP16x", ifname.encode(), ctypes.addressof(value))
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        fcntl.ioctl(sock.fileno(), SIOCETHTOOL, ifreq)
+
+
+def host_addresses(h: HostPlan, routes: list[tuple[str, int]], checksums_off: bool) -> None:
+    """A host's side of its veth, in the calling thread's namespace, over netlink (pyroute2): no
+    IPv6 address (addr_gen_mode none, before the link is up), its MAC, MTU and address, lo up,
+    the default route through its gateway and (dst, mtu) routes through the same gateway."""
+    from pyroute2 import IPRoute
+    with open(f"/proc/sys/net/ipv6/conf/{h.ifname}/addr_gen_mode", "w", encoding="ascii") as fh:
+        fh.write("1\n")
+    with IPRoute() as ipr:
+        ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
+        found = ipr.link_lookup(ifname=h.ifname)
+        if not found:
+            raise BuildError(f"its interface {h.ifname} is missing (was the namespace changed by hand?)")
+        idx = found[0]
+        ipr.link("set", index=idx, address=h.mac, mtu=h.mtu)
+        ipr.addr("add", index=idx, address=h.ip, prefixlen=h.prefixlen)
+        ipr.link("set", index=idx, state="up")
+        ipr.route("add", dst="0.0.0.0/0", gateway=h.gateway, oif=idx)
+        for dst, mtu in routes:
+            ipr.route("add", dst=dst, gateway=h.gateway, oif=idx, metrics={"attrs": [("RTAX_MTU", mtu)]})
+    if checksums_off:
+        tx_checksum_off(h.ifname)
+
+
+def no_ipv6(ifnames: list[str]) -> None:
+    """Root-side interfaces get no IPv6 at all: no link-local address and no fe80::/64 or ff00::/8
+    route appears in the root namespace (the VPC is IPv4 only)."""
+    for ifname in ifnames:
+        with open(f"/proc/sys/net/ipv6/conf/{ifname}/disable_ipv6", "w", encoding="ascii") as fh:
+            fh.write("1")
