@@ -42,7 +42,7 @@ from os_ken.ofproto import ofproto_v1_3
 
 from kubevpc.observe.flowlog import FLOWLOG_FILE, LearnedFlow, Recorder
 from kubevpc.rundir import RunDir, atomic_write, ovs_rundir
-from kubevpc.plan import Plan
+from kubevpc.planning import Plan
 
 from . import reconcile
 from .compile import compile_plan

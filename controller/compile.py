@@ -15,7 +15,7 @@ walk of a packet.
 """
 from __future__ import annotations
 
-from kubevpc.plan import BridgePlan, Plan
+from kubevpc.planning import BridgePlan, Plan
 
 from .edge import edge_flows
 from .flowlog import flowlog_flows

@@ -2,7 +2,7 @@
 conntrack so that replies find their way back and nothing unsolicited gets in."""
 from __future__ import annotations
 
-from kubevpc.plan import NAT_PORTS, OFPORT_EDGE_INTERNET, OFPORT_EDGE_VPC, BridgePlan, Plan
+from kubevpc.planning import NAT_PORTS, OFPORT_EDGE_INTERNET, OFPORT_EDGE_VPC, BridgePlan, Plan
 
 from .flows import (CT_EST, CT_INV, CT_NEW, CT_REL, CT_TRK, ETH_IP, IPPROTO, Ct, Flow, Goto, Nat, Output, SetField,
                     ct_state, flow, ipv4_match, prefixlen)

@@ -4,7 +4,7 @@ of an ENI) and flowlog_learn (what a security group's decision learns there). Th
 learned flows back into records."""
 from __future__ import annotations
 
-from kubevpc.plan import Plan
+from kubevpc.planning import Plan
 
 from .flows import ETH_IP, FEATURES, IPPROTO, Flow, Learn, LearnMatch, Resubmit, SetField, flow
 from .pipeline import (FLOWLOG_ACCEPT_AT_DEST, FLOWLOG_ACCEPT_AT_SOURCE, FLOWLOG_IN, FLOWLOG_OUT,

@@ -1,7 +1,7 @@
 """The internet router: the zone's hosts on one subnet, each VPC's public addresses behind its edge."""
 from __future__ import annotations
 
-from kubevpc.plan import BridgePlan, Plan
+from kubevpc.planning import BridgePlan, Plan
 
 from .flows import ETH_ARP, ETH_IP, Flow, Goto, Output, SetField, arp_responder, flow
 from .pipeline import INTERNET

@@ -3,7 +3,7 @@ and the uplink table. Its Services are in controller/services.py, its NetworkPol
 controller/policy.py, its route table in controller/podroute.py."""
 from __future__ import annotations
 
-from kubevpc.plan import SNAT_PORTS, NodePlan, Plan
+from kubevpc.planning import SNAT_PORTS, NodePlan, Plan
 
 from .flows import (CT_DNAT, CT_NEW, CT_SNAT, CT_TRK, ETH_ARP, ETH_IP, IPPROTO, Ct, Flow, Goto, Nat, Output,
                     SetField, arp_responder, ct_state, flow, port_masks)

@@ -3,7 +3,7 @@ the node bridge is its pods' router; in eni the pods are peers of the node on th
 the node bridge switches by MAC."""
 from __future__ import annotations
 
-from kubevpc.plan import SNAT_PORTS, NodePlan, Plan
+from kubevpc.planning import SNAT_PORTS, NodePlan, Plan
 
 from .flows import CT_RPL, ETH_IP, Ct, DecTtl, Flow, Goto, Nat, Output, SetField, ct_state, flow, ipv4_net
 from .pipeline import CTM_SERVICE, NODE, REG_OUT, REG_SRC, SRC_HOST, SRC_POD, SRC_TUNNEL, SRC_UPLINK

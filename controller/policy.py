@@ -46,7 +46,7 @@ from typing import Any
 
 from kubevpc.k8s import (MAX_NETWORK_POLICIES, MAX_RULES_PER_POLICY, NAMESPACE_NAME_LABEL, Direction, LabelSelector,
                          LabelSelectorRequirement, NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort, Rule)
-from kubevpc.plan import HostPlan
+from kubevpc.planning import HostPlan
 
 from .flows import CT_NEW, CT_TRK, ETH_IP, Conjunction, Flow, Goto, ct_state, flow, port_masks
 

@@ -3,7 +3,7 @@ the source's port, sg_ingress at the destination's. With flow logs, what passes 
 what a rule decides is learned (controller/flowlog.py)."""
 from __future__ import annotations
 
-from kubevpc.plan import OFPORT_VROUTER_ON_VSWITCH, BridgePlan, Plan
+from kubevpc.planning import OFPORT_VROUTER_ON_VSWITCH, BridgePlan, Plan
 
 from .flowlog import count, learn
 from .flows import CT_EST, CT_INV, CT_NEW, CT_REL, CT_TRK, ETH_IP, IPPROTO, Ct, Flow, Goto, ct_state, flow, ipv4_net, \

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from kubevpc.plan import REJECT_PORT, SNAT_PORTS, EndpointPlan, NodePlan, Plan, ServicePlan
+from kubevpc.planning import REJECT_PORT, SNAT_PORTS, EndpointPlan, NodePlan, Plan, ServicePlan
 
 from .flows import (CT_DNAT, CT_INV, CT_NEW, CT_RPL, CT_TRK, ETH_IP, FEATURES, IPPROTO, PROTO, Bucket, Ct, Flow, Goto,
                     Group, GroupAction, Learn, LearnLoad, LearnMatch, Move, Nat, Output, Resubmit, SetField, ct_state,

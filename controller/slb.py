@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from kubevpc.plan import BridgePlan, Plan
+from kubevpc.planning import BridgePlan, Plan
 
 from .flows import (CT_EST, CT_NEW, CT_RPL, CT_TRK, ETH_IP, IPPROTO, PROTO, Bucket, Ct, Flow, Goto, Group, GroupAction,
                     Nat, Resubmit, SetField, ct_state, flow, ip_int, stable_ids)

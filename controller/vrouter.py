@@ -2,7 +2,7 @@
 the neighbour table of every address on its vSwitches."""
 from __future__ import annotations
 
-from kubevpc.plan import OFPORT_VROUTER_EDGE, Attachment, BridgePlan, Plan
+from kubevpc.planning import OFPORT_VROUTER_EDGE, Attachment, BridgePlan, Plan
 
 from .flows import ETH_ARP, ETH_IP, DecTtl, Flow, Goto, Output, SetField, arp_responder, flow, ipv4_match, prefixlen
 from .pipeline import VROUTER

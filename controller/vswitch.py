@@ -2,7 +2,7 @@
 are in controller/slb.py, its security groups in controller/secgroup.py."""
 from __future__ import annotations
 
-from kubevpc.plan import OFPORT_VROUTER_ON_VSWITCH, BridgePlan, Plan
+from kubevpc.planning import OFPORT_VROUTER_ON_VSWITCH, BridgePlan, Plan
 
 from .flows import (CT_TRK, ETH_ARP, ETH_IP, Ct, Flow, Goto, Nat, OutputReg, Resubmit, SetField, arp_responder,
                     ct_state, flow, prefixlen)

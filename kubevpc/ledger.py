@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -19,13 +18,12 @@ from typing import Callable, Iterator
 
 from . import rundir
 from .errors import KubevpcError
+from .planning.names import MAX_TAG, RUN_NAME  # noqa: F401 - a run name is checked here too
 from .rundir import RunDir, controller_socket, private_dir, run_dir, runs_dir
 
 KINDS = ("process", "link", "bridge", "netns", "file", "emptydir")   # emptydir: removed only if empty
 NETNS_ETC = "/etc/netns"            # where `ip netns exec` looks for a namespace's resolv.conf
 
-MAX_TAG = 6                         # a run's name starts every interface name, which must fit in 15 characters
-RUN_NAME = re.compile(rf"^[a-z][a-z0-9]{{0,{MAX_TAG - 1}}}$")
 
 
 class NotARun(KubevpcError):

@@ -1,6 +1,6 @@
 """The scenario file's schema: what a user may write, with types and defaults.
 
-Pydantic does the shape checks (unknown keys, types, ranges); `kubevpc.plan` does the checks
+Pydantic does the shape checks (unknown keys, types, ranges); `kubevpc.planning` does the checks
 that need the whole scenario (references, overlaps, pools, quotas). Field names follow the
 cloud consoles and Kubernetes (camelCase) so that a scenario reads like the real thing.
 """

@@ -31,7 +31,7 @@ from kubevpc.daemons.nodehealth import NodeHealthServer, nodehealth_command, wri
 from kubevpc.daemons.slb import SlbChecker, checker_command, write_slb_config
 from kubevpc.errors import BuildError, DeadlineError
 from kubevpc.ledger import NETNS_ETC, Entry, Ledger, remove
-from kubevpc.plan import HostPlan, Plan
+from kubevpc.planning import HostPlan, Plan
 from kubevpc.render.dns import resolv_conf
 from kubevpc.rundir import RunDir, atomic_write, controller_socket
 

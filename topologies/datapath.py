@@ -9,7 +9,7 @@ import subprocess
 from dataclasses import dataclass
 
 from kubevpc.errors import BuildError
-from kubevpc.plan import Plan
+from kubevpc.planning import Plan
 from kubevpc.rundir import ovs_rundir
 
 from .shell import sh

@@ -8,7 +8,7 @@ import socket
 from typing import Callable
 
 from kubevpc.errors import BuildError
-from kubevpc.plan import HostPlan
+from kubevpc.planning import HostPlan
 
 SIOCETHTOOL, ETHTOOL_STXCSUM, CLONE_NEWNET = 0x8946, 0x17, 0x40000000
 

@@ -31,7 +31,7 @@ from kubevpc.bench.bringup import generated_scenario
 from kubevpc.evaluator.netpol import selects
 from kubevpc.lab import Lab
 from kubevpc.load import load
-from kubevpc.plan import make_plan
+from kubevpc.planning import make_plan
 
 NAMESPACES = 10
 APPS = 5

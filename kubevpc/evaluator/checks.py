@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..plan import HostPlan, Plan, resolve_endpoint
+from ..planning import HostPlan, Plan, resolve_endpoint
 from .matrix import expect
 from .reach import reach
 

@@ -15,7 +15,7 @@ import ipaddress
 from dataclasses import asdict, dataclass
 
 from ..errors import KubevpcError
-from ..plan import HostPlan, Plan, ServicePlan, SlbPlan, resolve_endpoint
+from ..planning import HostPlan, Plan, ServicePlan, SlbPlan, resolve_endpoint
 from .northsouth import inbound, to_instance
 from .reach import reach, service_targets, with_policy
 from .verdict import Step, Verdict, Wire

@@ -24,7 +24,7 @@ from typing import Iterable
 from rich.table import Table
 
 from ..errors import KubevpcError
-from ..plan import HostPlan, Plan, ServicePlan, resolve_endpoint
+from ..planning import HostPlan, Plan, ServicePlan, resolve_endpoint
 from .reach import reach, service_targets
 from .verdict import Verdict
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from ..plan import EipPlan, HostPlan, Plan, SlbPlan
+from ..planning import EipPlan, HostPlan, Plan, SlbPlan
 from .verdict import Step, Verdict, Wire
 from .vpc import attachment_of, best_route, egress, in_cidr, route_step, security_groups, vpc_of
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from ..plan import HostPlan, Plan, ServicePlan
+from ..planning import HostPlan, Plan, ServicePlan
 from .netpol import evaluate
 from .northsouth import reach_internet
 from .verdict import Step, Verdict, Wire

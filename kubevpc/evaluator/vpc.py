@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from ..plan import Attachment, GroupPlan, HostPlan, Plan, RulePlan, VpcPlan
+from ..planning import Attachment, GroupPlan, HostPlan, Plan, RulePlan, VpcPlan
 from .verdict import Step, Verdict, Wire
 
 

@@ -14,7 +14,7 @@ from ..errors import KubevpcError
 from ..k8s import Ingress, Secret
 from ..k8s import Deployment, Namespace, NetworkPolicy, Pod, Service, kind_of
 from ..load import Loaded, Manifest, Source, all_kinds, pydantic_problems
-from ..plan import HostPlan, Plan, make_plan
+from ..planning import HostPlan, Plan, make_plan
 
 
 def parse_objects(objects, origin: str = "<api>") -> list:

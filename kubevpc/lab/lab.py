@@ -28,7 +28,7 @@ from ..ledger import Ledger, run_dir
 from ..load import load
 from ..observe.flowlog import dump_learned, live_records, read_counters, read_records
 from ..observe.trace import Trace, trace
-from ..plan import HostPlan, Plan, make_plan, resolve_endpoint
+from ..planning import HostPlan, Plan, make_plan, resolve_endpoint
 from ..probe import PortBlocks, Result
 from ..rundir import atomic_write
 from . import changes

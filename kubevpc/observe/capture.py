@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import BinaryIO, Callable
 
 from ..errors import KubevpcError
-from ..plan import Plan, resolve_endpoint
+from ..planning import Plan, resolve_endpoint
 
 ETH_P_ALL = 0x0003
 SO_ATTACH_FILTER = 26

@@ -35,7 +35,7 @@ from controller.flows import FEATURES, FLOWLOG_TABLES
 from controller.pipeline import FLOWLOG_OUT
 
 from ..errors import KubevpcError
-from ..plan import Attachment, Plan
+from ..planning import Attachment, Plan
 from ..rundir import FLOWLOG_FILE
 
 FLOW = re.compile(r"cookie=(0x[0-9a-f]+).*?table=(\d+), n_packets=(\d+), n_bytes=(\d+)")
@@ -270,7 +270,7 @@ class Recorder:
         end = max(since, now - idle_timeout)        # idle for the window: the last packet was about then
         return record(self.plan, f, f.packets - packets, f.bytes - nbytes, since, end, before is None)
 
-    def write(self, records: list[dict]) -> None:
+    def write(self, records: list[dict]) -> None:  # not an atomic write: appends, and rotates the log
         if not records:
             return
         try:

@@ -18,7 +18,7 @@ import subprocess
 from dataclasses import asdict, dataclass, field
 
 from ..errors import KubevpcError
-from ..plan import Plan
+from ..planning import Plan
 
 FORMATS = ("mermaid", "dot", "drawio", "json", "png", "svg")
 

@@ -35,7 +35,7 @@ from controller.pipeline import PIPELINES
 
 from ..errors import KubevpcError
 from ..evaluator.explain import explain
-from ..plan import HostPlan, Plan, resolve_endpoint
+from ..planning import HostPlan, Plan, resolve_endpoint
 from . import ovstrace
 from .ovstrace import (Hit, Pass, bucket_words, ct_record, ct_state_after, dpif_ports, fields, flow_text, group_action,
                        group_buckets, parse, resume_at, split_actions)

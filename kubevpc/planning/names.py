@@ -6,9 +6,12 @@ IFNAMSIZ; `check` finds the first that does not. docs/design.md ("Names") lists 
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 IFNAMSIZ = 15            # the kernel's limit on interface names (16 with the NUL)
+MAX_TAG = 6              # a run's name starts every interface name, which must fit in IFNAMSIZ
+RUN_NAME = re.compile(rf"^[a-z][a-z0-9]{{0,{MAX_TAG - 1}}}$")
 
 
 @dataclass(frozen=True)

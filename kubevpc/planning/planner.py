@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from .. import k8s
 from ..errors import Problem, ScenarioError
-from ..ledger import MAX_TAG, RUN_NAME
 from ..load import Loaded
 from .bridges import plan_bridges, plan_groups, route_attachments
 from .cloud import plan_addresses, plan_cloud
@@ -18,7 +17,7 @@ from .context import Context, Problems
 from .hosts import Wiring, plan_instances, plan_nodes, plan_pods
 from .internet import plan_internet
 from .model import Plan, resolve_endpoint
-from .names import IFNAMSIZ, too_long
+from .names import IFNAMSIZ, MAX_TAG, RUN_NAME, too_long
 from .services import plan_services
 from .slbs import plan_slbs
 from .workloads import check_policy_limits, expand_pods, namespace_labels, pod_networking

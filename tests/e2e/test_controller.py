@@ -12,7 +12,7 @@ import pytest
 from kubevpc.evaluator.checks import declared_checks, default_checks
 from kubevpc.lab import Lab
 from kubevpc.lab.checks import run_checks
-from kubevpc.plan import Plan
+from kubevpc.planning import Plan
 
 from .conftest import SCENARIO
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from kubevpc.load import load
-from kubevpc.plan import Plan, make_plan
+from kubevpc.planning import Plan, make_plan
 
 REPO = Path(__file__).resolve().parents[2]
 E2E_DATA = REPO / "tests" / "e2e" / "data"

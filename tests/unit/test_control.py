@@ -25,7 +25,7 @@ from kubevpc.control import (WHITELIST, ControlClient, ControlError, ControlServ
                              find_run, handle, read_manifests, read_message, request, socket_path, summary)
 from kubevpc.lab import Lab
 from kubevpc.load import load
-from kubevpc.plan import make_plan
+from kubevpc.planning import make_plan
 
 SERVICES = str(Path(__file__).resolve().parents[1] / "e2e" / "data" / "services.yaml")
 

@@ -20,7 +20,7 @@ from kubevpc.errors import ScenarioError
 from kubevpc.observe.flowlog import (FIELDS, LearnedFlow, Recorder, decode_cookie, eni_at, parse_learned, read_records,
                              record, rule_counters, top_drops)
 from kubevpc.load import load
-from kubevpc.plan import Plan, make_plan
+from kubevpc.planning import Plan, make_plan
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = Path(__file__).parent / "data" / "flowlog"

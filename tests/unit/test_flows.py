@@ -17,7 +17,7 @@ from controller.pipeline import (CTM_MASQ, CTM_SERVICE, FLAG_NAT_COMMITTED, NODE
                                  REG_SRC, SRC_HOST, SRC_POD, SRC_TUNNEL, SRC_UPLINK)
 from controller.services import snat_zone
 from kubevpc.load import load
-from kubevpc.plan import Plan, make_plan
+from kubevpc.planning import Plan, make_plan
 from tests.unit.fakeoftable import FakeOFTable
 
 DATA = Path(__file__).parent / "data"

@@ -19,7 +19,7 @@ from kubevpc.errors import KubevpcError
 from kubevpc.evaluator.matrix import Cell, Matrix, expected_matrix, parse_ports, select
 from kubevpc.observe.graph import FORMATS, Edge, Graph, Node, _id, build, render
 from kubevpc.load import load
-from kubevpc.plan import Plan, make_plan
+from kubevpc.planning import Plan, make_plan
 
 REPO = Path(__file__).resolve().parents[2]
 SCENARIOS = sorted((REPO / "scenarios").glob("*.yaml"))

@@ -12,7 +12,7 @@ from controller.compile import compile_plan
 from controller.flows import CT_NEW, Ct
 from controller.pipeline import EDGE
 from kubevpc.load import load
-from kubevpc.plan import make_plan
+from kubevpc.planning import make_plan
 
 from .problems import check, line_of, the
 from .test_validation import refuse

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from kubevpc.errors import KubevpcError, ScenarioError
 from kubevpc.load import load
-from kubevpc.plan import make_plan
+from kubevpc.planning import make_plan
 
 DEFAULT = os.path.join(os.path.dirname(__file__), "..", "..", "scenarios", "default.yaml")
 EXAMPLES = int(os.environ.get("KUBEVPC_FUZZ_EXAMPLES", "60"))

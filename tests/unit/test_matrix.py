@@ -16,7 +16,7 @@ from kubevpc.evaluator.matrix import BLOCKED, CONNECTS, MIXED, Cell, Matrix, exp
 from kubevpc.evaluator.reach import reach
 from kubevpc.lab.changes import parse_objects
 from kubevpc.load import load
-from kubevpc.plan import make_plan
+from kubevpc.planning import make_plan
 
 from .problems import check, line_of
 

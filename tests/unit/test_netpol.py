@@ -12,13 +12,13 @@ import pytest
 import yaml
 
 from kubevpc.evaluator.netpol import NetworkPolicy, evaluate
-from kubevpc.plan import ServerPort
+from kubevpc.planning import ServerPort
 
 
 # -------------------------------------------------------------------------------------- world
 @dataclass(frozen=True)
 class Ep:
-    """An endpoint as the evaluator sees it (kubevpc.plan.HostPlan has the same fields)."""
+    """An endpoint as the evaluator sees it (kubevpc.planning.HostPlan has the same fields)."""
 
     name: str
     ip: str

@@ -14,7 +14,7 @@ from kubevpc.bench import perf, perf_report, scale
 from kubevpc.cli import perf as perf_cli
 from kubevpc.errors import KubevpcError
 from kubevpc.load import load
-from kubevpc.plan import make_plan
+from kubevpc.planning import make_plan
 from topologies.datapath import LINK_MTU, Datapath, offloads_for
 
 REPO = Path(__file__).resolve().parents[2]

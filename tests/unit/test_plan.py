@@ -1,7 +1,7 @@
 """Address planning: who gets which address, MAC, interface, port and route.
 
 Expected values are written out by hand (or computed from first principles with ipaddress),
-never taken from kubevpc.plan helpers, so a planner regression cannot agree with itself.
+never taken from kubevpc.planning helpers, so a planner regression cannot agree with itself.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import yaml
 
 from kubevpc.errors import ScenarioError
 from kubevpc.load import load
-from kubevpc.plan import Plan, make_plan, resolve_endpoint
+from kubevpc.planning import Plan, make_plan, resolve_endpoint
 
 DATA = Path(__file__).parent / "data"
 REPO = Path(__file__).resolve().parents[2]

@@ -15,7 +15,7 @@ from controller.flows import CT_NEW, CT_TRK, ETH_IP, Conjunction, Flow, Goto
 from controller.policy import (L4, PRIO_ISOLATED, PRIO_PASS, SHARED, PolicyTables, policy_flow_counts,
                                policy_flows)
 from kubevpc.evaluator.netpol import evaluate
-from kubevpc.plan import ServerPort
+from kubevpc.planning import ServerPort
 from tests.unit.fakeoftable import FakeOFTable
 from tests.unit.test_netpol import ALL, NAMESPACES, Ep, policy
 

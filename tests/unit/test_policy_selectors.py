@@ -11,7 +11,7 @@ from controller.policy import PolicyTables, peer_selects, policy_flows, policy_s
 from controller.services import serving
 from kubevpc.k8s import LabelSelector, LabelSelectorRequirement, NetworkPolicyPeer
 from kubevpc.evaluator.netpol import _peer_matches, evaluate, selects
-from kubevpc.plan import EndpointPlan, ServicePlan
+from kubevpc.planning import EndpointPlan, ServicePlan
 from tests.unit.fakeoftable import FakeOFTable
 from tests.unit.test_netpol import NODES, Ep, policy
 

@@ -12,7 +12,7 @@ import yaml
 from kubevpc.evaluator.reach import reach
 from kubevpc.evaluator.verdict import Verdict
 from kubevpc.load import load
-from kubevpc.plan import Plan, make_plan, resolve_endpoint
+from kubevpc.planning import Plan, make_plan, resolve_endpoint
 
 DATA = Path(__file__).parent / "data"
 REPO = Path(__file__).resolve().parents[2]

@@ -12,7 +12,7 @@ import yaml
 from kubevpc.errors import KubevpcError, ScenarioError
 from kubevpc.lab.changes import pods_changed
 from kubevpc.load import load
-from kubevpc.plan import Plan, make_plan
+from kubevpc.planning import Plan, make_plan
 
 SERVICES = Path(__file__).resolve().parents[1] / "e2e" / "data" / "services.yaml"
 RUN = "kvrt"

@@ -23,7 +23,7 @@ from controller.pipeline import NODE
 from controller.services import Entry, entries
 from kubevpc.errors import Problem, ScenarioError
 from kubevpc.load import load
-from kubevpc.plan import Plan, make_plan
+from kubevpc.planning import Plan, make_plan
 
 from .fakeoftable import FakeOFTable
 from .problems import check, line_of, the

@@ -16,7 +16,7 @@ import yaml
 
 from kubevpc.errors import Problem, ScenarioError
 from kubevpc.load import load
-from kubevpc.plan import make_plan
+from kubevpc.planning import make_plan
 
 from .problems import check, line_of, the
 

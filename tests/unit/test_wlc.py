@@ -10,7 +10,7 @@ import yaml
 from controller.compile import compile_plan
 from controller.slb import WLC_SCALE, active_connections, wlc_weight
 from kubevpc.load import load
-from kubevpc.plan import make_plan
+from kubevpc.planning import make_plan
 
 SERVICES = Path(__file__).resolve().parents[1] / "e2e" / "data" / "services.yaml"
 SCHEDULER = "service.beta.kubernetes.io/alibaba-cloud-loadbalancer-scheduler"
