@@ -2,7 +2,7 @@
 
 Each starts with the run's name, so runs never collide and `kubevpc clean` can tell what a run made.
 Interface names (bridges, veth ends, patch and link ports, VXLAN devices) must fit the kernel's
-IFNAMSIZ; `check` finds the first that does not. docs/design.md ("Names") lists them with examples.
+IFNAMSIZ; `check` finds the first that does not. docs/design.md ("Names") lists them.
 """
 from __future__ import annotations
 
