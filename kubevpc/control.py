@@ -43,7 +43,7 @@ from topologies.build import bridge_connections
 
 from .errors import KubevpcError, Problem, ScenarioError
 from .ledger import MAX_TAG, RUN_NAME, list_runs, owner_alive, run_dir
-from .load import _parse_object, dotted, read_yaml
+from .scenario.load import _parse_object, dotted, read_yaml
 from .observe.flowlog import top_drops
 from .rundir import RunDir
 

@@ -30,7 +30,7 @@ from controller.policy import _peer_networks, _port_matches, policy_flow_counts 
 from kubevpc.bench.bringup import generated_scenario
 from kubevpc.evaluator.netpol import selects
 from kubevpc.lab import Lab
-from kubevpc.load import load
+from kubevpc.scenario.load import load
 from kubevpc.planning import make_plan
 
 NAMESPACES = 10

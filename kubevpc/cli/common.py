@@ -12,7 +12,7 @@ from rich.console import Console
 
 from ..errors import KubevpcError
 from ..ledger import check_run_name, list_runs, owner_alive, run_dir
-from ..load import load
+from ..scenario.load import load
 from ..planning import Plan, make_plan
 
 EXIT_OK, EXIT_CHECKS, EXIT_USAGE, EXIT_RUNTIME, EXIT_INTERRUPTED = 0, 1, 2, 3, 130

@@ -13,7 +13,7 @@ import yaml
 from ..bench.perf import MODES, Settings, perf_scenario, preflight
 from ..bench.perf_measure import run
 from ..bench.perf_report import chart, failures, summary_lines, table
-from ..load import load
+from ..scenario.load import load
 from .common import EXIT_CHECKS, EXIT_OK, EXIT_USAGE, console, out, say
 
 

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from ..errors import KubevpcError
 from ..k8s import Ingress, Secret
 from ..k8s import Deployment, Namespace, NetworkPolicy, Pod, Service, kind_of
-from ..load import Loaded, Manifest, Source, all_kinds, pydantic_problems
+from ..scenario.load import Loaded, Manifest, Source, all_kinds, pydantic_problems
 from ..planning import HostPlan, Plan, make_plan
 
 

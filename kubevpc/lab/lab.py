@@ -25,7 +25,7 @@ from ..daemons.ingress import ingress_status, write_ingress_state
 from ..daemons.nodehealth import write_node_health
 from ..daemons.slb import write_slb_config
 from ..ledger import Ledger, run_dir
-from ..load import load
+from ..scenario.load import load
 from ..observe.flowlog import dump_learned, live_records, read_counters, read_records
 from ..observe.trace import Trace, trace
 from ..planning import HostPlan, Plan, make_plan, resolve_endpoint

@@ -1,7 +1,7 @@
 """Planning: a validated scenario becomes a Plan, the complete description of what to build.
 
     from kubevpc.planning import make_plan
-    plan = make_plan(kubevpc.load.load("scenario.yaml"), "kv")
+    plan = make_plan(kubevpc.scenario.load.load("scenario.yaml"), "kv")
 
 `model` holds the Plan and its parts, `names` every name a run gives, `planner` the sequence of
 stages (cloud, addresses, cluster, workloads, hosts, services, SLBs, internet, routes, bridges),

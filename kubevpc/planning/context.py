@@ -7,7 +7,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from ..errors import Problem, ScenarioError
-from ..load import Loaded, Source
+from ..scenario.load import Loaded, Source
 from .model import OFPORT_FIRST_ATTACHMENT, HostPlan, OvsPort, VSwitchPlan, usable
 from .names import Names
 

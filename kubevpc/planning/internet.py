@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 
-from ..model import DOCUMENTATION_RANGES
+from ..scenario.model import DOCUMENTATION_RANGES
 from .cloud import Cloud
 from .cluster import Cluster
 from .context import Context

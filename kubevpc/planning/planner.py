@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from .. import k8s
 from ..errors import Problem, ScenarioError
-from ..load import Loaded
+from ..scenario.load import Loaded
 from .bridges import plan_bridges, plan_groups, route_attachments
 from .cloud import plan_addresses, plan_cloud
 from .cluster import plan_cluster

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 
 from .. import k8s
-from ..load import Source
+from ..scenario.load import Source
 from .context import Context
 from .model import SNAT_PORTS, DnsPlan, EndpointPlan, HostPlan, ServicePlan, ServicePortPlan
 

@@ -24,7 +24,7 @@ import pytest
 
 from kubevpc.control import ControlClient, socket_path
 from kubevpc.ledger import run_dir
-from kubevpc.load import load
+from kubevpc.scenario.load import load
 from kubevpc.planning import make_plan, resolve_endpoint
 
 from .conftest import assert_root_unchanged, root_state

@@ -38,7 +38,7 @@ def _cli(argv: list[str]) -> str:
 def _changes(path: Path, mode: str) -> str:
     """Plans of a running scenario after changes: the first pod not ready, its labels changed, and
     a replan against the previous plan (the path Lab._update takes)."""
-    from kubevpc.load import load
+    from kubevpc.scenario.load import load
     from kubevpc.planning import make_plan
     from controller.compile import compile_plan
     loaded = load(str(path), mode=mode)

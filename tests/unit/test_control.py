@@ -24,7 +24,7 @@ from kubevpc.cli.common import say
 from kubevpc.control import (WHITELIST, ControlClient, ControlError, ControlServer, ProtocolError, diff, encode,
                              find_run, handle, read_manifests, read_message, request, socket_path, summary)
 from kubevpc.lab import Lab
-from kubevpc.load import load
+from kubevpc.scenario.load import load
 from kubevpc.planning import make_plan
 
 SERVICES = str(Path(__file__).resolve().parents[1] / "e2e" / "data" / "services.yaml")

@@ -12,7 +12,7 @@ from os_ken.lib.packet import ethernet, icmp, ipv4, packet, tcp
 
 import controller.app as app_module
 from controller.compile import compile_plan
-from kubevpc.load import load
+from kubevpc.scenario.load import load
 from kubevpc.planning import make_plan
 from tests.unit.osken_fake import OFP, PARSER, FakeDatapath, FakeSwitch, connect, disconnect, event, one_pass, pump
 from tests.unit.plans import DEFAULT, SERVICES

@@ -19,7 +19,7 @@ from controller.pipeline import (FLOWLOG_ACCEPT_AT_DEST, FLOWLOG_ACCEPT_AT_SOURC
 from kubevpc.errors import ScenarioError
 from kubevpc.observe.flowlog import (FIELDS, LearnedFlow, Recorder, decode_cookie, eni_at, parse_learned, read_records,
                              record, rule_counters, top_drops)
-from kubevpc.load import load
+from kubevpc.scenario.load import load
 from kubevpc.planning import Plan, make_plan
 
 REPO = Path(__file__).resolve().parents[2]

@@ -16,7 +16,7 @@ from controller.flows import (CT_DNAT, CT_NEW, CT_RPL, CT_SNAT, CT_TRK, ETH_ARP,
 from controller.pipeline import (CTM_MASQ, CTM_SERVICE, FLAG_NAT_COMMITTED, NODE, PIPELINES, REG_FLAGS, REG_OUT,
                                  REG_SRC, SRC_HOST, SRC_POD, SRC_TUNNEL, SRC_UPLINK)
 from controller.services import snat_zone
-from kubevpc.load import load
+from kubevpc.scenario.load import load
 from kubevpc.planning import Plan, make_plan
 from tests.unit.fakeoftable import FakeOFTable
 

@@ -18,7 +18,7 @@ from kubevpc.observe import graph as graph_mod
 from kubevpc.errors import KubevpcError
 from kubevpc.evaluator.matrix import Cell, Matrix, expected_matrix, parse_ports, select
 from kubevpc.observe.graph import FORMATS, Edge, Graph, Node, _id, build, render
-from kubevpc.load import load
+from kubevpc.scenario.load import load
 from kubevpc.planning import Plan, make_plan
 
 REPO = Path(__file__).resolve().parents[2]

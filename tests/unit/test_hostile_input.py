@@ -18,9 +18,9 @@ import yaml
 from kubevpc import k8s, model
 from kubevpc.render import nginx
 from kubevpc.errors import ScenarioError
-from kubevpc.load import load
+from kubevpc.scenario.load import load
 from kubevpc.planning import make_plan
-from kubevpc.yamlfile import DEFAULT_MAX_BYTES, MAX_BYTES_ENV, Limits
+from kubevpc.scenario.yamlfile import DEFAULT_MAX_BYTES, MAX_BYTES_ENV, Limits
 
 from .problems import the
 

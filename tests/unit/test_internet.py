@@ -11,7 +11,7 @@ import yaml
 from controller.compile import compile_plan
 from controller.flows import CT_NEW, Ct
 from controller.pipeline import EDGE
-from kubevpc.load import load
+from kubevpc.scenario.load import load
 from kubevpc.planning import make_plan
 
 from .problems import check, line_of, the

@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kubevpc.errors import KubevpcError, ScenarioError
-from kubevpc.load import load
+from kubevpc.scenario.load import load
 from kubevpc.planning import make_plan
 
 DEFAULT = os.path.join(os.path.dirname(__file__), "..", "..", "scenarios", "default.yaml")

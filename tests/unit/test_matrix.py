@@ -15,7 +15,7 @@ from kubevpc.errors import KubevpcError, ScenarioError
 from kubevpc.evaluator.matrix import BLOCKED, CONNECTS, MIXED, Cell, Matrix, expected_matrix, parse_ports, select
 from kubevpc.evaluator.reach import reach
 from kubevpc.lab.changes import parse_objects
-from kubevpc.load import load
+from kubevpc.scenario.load import load
 from kubevpc.planning import make_plan
 
 from .problems import check, line_of

@@ -13,7 +13,7 @@ import yaml
 from kubevpc.bench import perf, perf_report, scale
 from kubevpc.cli import perf as perf_cli
 from kubevpc.errors import KubevpcError
-from kubevpc.load import load
+from kubevpc.scenario.load import load
 from kubevpc.planning import make_plan
 from topologies.datapath import LINK_MTU, Datapath, offloads_for
 

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from kubevpc.errors import ScenarioError
-from kubevpc.load import load
+from kubevpc.scenario.load import load
 from kubevpc.planning import Plan, make_plan, resolve_endpoint
 
 DATA = Path(__file__).parent / "data"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from kubevpc.errors import ScenarioError
-from kubevpc.load import load
+from kubevpc.scenario.load import load
 from kubevpc.planning import IFNAMSIZ, Names, make_plan
 from kubevpc.planning.context import AddressPool, Context, Problems, VSwitchPorts
 from kubevpc.planning.model import OFPORT_FIRST_ATTACHMENT, HostPlan, VSwitchPlan

@@ -11,7 +11,7 @@ import yaml
 
 from kubevpc.evaluator.reach import reach
 from kubevpc.evaluator.verdict import Verdict
-from kubevpc.load import load
+from kubevpc.scenario.load import load
 from kubevpc.planning import Plan, make_plan, resolve_endpoint
 
 DATA = Path(__file__).parent / "data"

@@ -11,7 +11,7 @@ import yaml
 
 from kubevpc.errors import KubevpcError, ScenarioError
 from kubevpc.lab.changes import pods_changed
-from kubevpc.load import load
+from kubevpc.scenario.load import load
 from kubevpc.planning import Plan, make_plan
 
 SERVICES = Path(__file__).resolve().parents[1] / "e2e" / "data" / "services.yaml"

@@ -22,7 +22,7 @@ from controller.flows import Bucket, Ct, Flow, FlowSet, Goto, GroupAction, Learn
 from controller.pipeline import NODE
 from controller.services import Entry, entries
 from kubevpc.errors import Problem, ScenarioError
-from kubevpc.load import load
+from kubevpc.scenario.load import load
 from kubevpc.planning import Plan, make_plan
 
 from .fakeoftable import FakeOFTable

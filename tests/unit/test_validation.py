@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from kubevpc.errors import Problem, ScenarioError
-from kubevpc.load import load
+from kubevpc.scenario.load import load
 from kubevpc.planning import make_plan
 
 from .problems import check, line_of, the

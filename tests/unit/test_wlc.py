@@ -9,7 +9,7 @@ import yaml
 
 from controller.compile import compile_plan
 from controller.slb import WLC_SCALE, active_connections, wlc_weight
-from kubevpc.load import load
+from kubevpc.scenario.load import load
 from kubevpc.planning import make_plan
 
 SERVICES = Path(__file__).resolve().parents[1] / "e2e" / "data" / "services.yaml"

@@ -23,7 +23,7 @@ from typing import Any, Mapping
 
 import yaml
 
-from .errors import Problem, ScenarioError
+from ..errors import Problem, ScenarioError
 
 MAX_BYTES_ENV = "KUBEVPC_MAX_YAML_BYTES"
 DEFAULT_MAX_BYTES = 4 << 20        # a 1,000-pod scenario is about 200 kB; the API server takes 3 MiB a request

@@ -1,0 +1,295 @@
+"""The scenario file's schema: what a user may write, with types and defaults.
+
+Pydantic does the shape checks (unknown keys, types, ranges); `kubevpc.planning` does the checks
+that need the whole scenario (references, overlaps, pools, quotas). Field names follow the
+cloud consoles and Kubernetes (camelCase) so that a scenario reads like the real thing.
+"""
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+
+NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+MAX_NAME = 40
+
+
+class Strict(BaseModel):
+    """Every scenario object rejects keys it does not know, and values of another type: `true` is
+    not 1, 3.0 is not 3, and "no" is not false."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, strict=True)
+
+
+def _name(value: Any) -> Any:
+    if isinstance(value, str) and not NAME_RE.match(value):
+        raise ValueError("expected a lowercase name of letters, digits and '-' (RFC 1123 label)")
+    if isinstance(value, str) and len(value) > MAX_NAME:
+        raise ValueError(f"expected at most {MAX_NAME} characters")
+    return value
+
+
+def _network(value: Any) -> Any:
+    if isinstance(value, ipaddress.IPv4Network):    # a default, or a model built in code
+        return value
+    if not isinstance(value, str):                  # 12345 would be 0.0.48.57/32, true 0.0.0.1/32
+        raise ValueError("expected an IPv4 CIDR as a string, like 10.0.0.0/16")
+    try:
+        return ipaddress.IPv4Network(value, strict=True)
+    except ValueError as exc:
+        raise ValueError(f"expected an IPv4 CIDR with no host bits set, like 10.0.0.0/16 ({exc})") from None
+
+
+def _address(value: Any) -> Any:
+    if isinstance(value, ipaddress.IPv4Address):
+        return value
+    if not isinstance(value, str):
+        raise ValueError("expected an IPv4 address as a string, like 10.0.1.10")
+    try:
+        return ipaddress.IPv4Address(value)
+    except ValueError:
+        raise ValueError("expected an IPv4 address like 10.0.1.10") from None
+
+
+Name = Annotated[str, BeforeValidator(_name)]
+Cidr = Annotated[ipaddress.IPv4Network, BeforeValidator(_network)]
+Address = Annotated[ipaddress.IPv4Address, BeforeValidator(_address)]
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+class PortRange(Strict):
+    first: int
+    last: int
+
+    @classmethod
+    def parse(cls, value: Any) -> "PortRange | None":
+        """Accept 80, "80", "8000-8080" or Alibaba's "8000/8080"; -1/-1 or "all" means any port."""
+        if value is None or value in ("all", "-1/-1", "1/65535", "1-65535"):
+            return None
+        if isinstance(value, int):
+            first = last = value
+        else:
+            parts = re.split(r"[-/]", str(value).strip())
+            if len(parts) not in (1, 2) or not all(p.isdigit() for p in parts):
+                raise ValueError("expected a port (80) or a range (8000-8080)")
+            first, last = int(parts[0]), int(parts[-1])
+        if not (1 <= first <= last <= 65535):
+            raise ValueError("expected ports between 1 and 65535, first <= last")
+        return cls(first=first, last=last)
+
+
+# ---------------------------------------------------------------------------------------- cloud
+class VSwitch(Strict):
+    name: Name
+    zone: str = "zone-a"
+    cidr: Cidr
+
+
+class RouteEntry(Strict):
+    """A custom route table entry; the next hop is an ECS instance or a NAT gateway, by name."""
+
+    destination: Cidr
+    nextHop: Name
+    description: str = ""
+
+
+class RouteTable(Strict):
+    quota: int = Field(default=50, ge=1, le=1000)
+    routes: list[RouteEntry] = []
+
+
+class VPC(Strict):
+    name: Name
+    cidr: Cidr
+    vswitches: list[VSwitch] = Field(min_length=1)
+    routeTable: RouteTable = RouteTable()
+
+
+class SecurityGroupRule(Strict):
+    direction: Literal["ingress", "egress"]
+    protocol: Literal["tcp", "udp", "icmp", "all"] = "all"
+    ports: Any = None          # parsed by `port_range`; None means every port
+    cidr: Cidr | None = None   # the peer: source for ingress, destination for egress
+    group: Name | None = None  # or a peer security group
+    policy: Literal["accept", "drop"] = "accept"
+    priority: int = Field(default=1, ge=1, le=100)
+    description: str = ""
+
+    @field_validator("ports")
+    @classmethod
+    def _ports(cls, value: Any) -> Any:
+        PortRange.parse(value)
+        return value
+
+    @property
+    def port_range(self) -> PortRange | None:
+        return PortRange.parse(self.ports)
+
+
+class SecurityGroup(Strict):
+    name: Name
+    vpc: Name
+    rules: list[SecurityGroupRule] = []
+    description: str = ""
+
+
+class ServerPort(Strict):
+    port: Port
+    protocol: Literal["TCP", "UDP"] = "TCP"
+
+
+def _server_port(value: Any) -> Any:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return {"port": value}
+    if isinstance(value, str) and "/" in value:          # "53/UDP"
+        port, proto = value.split("/", 1)
+        if port.isdigit():
+            return {"port": int(port), "protocol": proto.upper()}
+    if not isinstance(value, (dict, ServerPort)):
+        raise ValueError('expected a port: a number (80), "53/UDP", or {port: 53, protocol: UDP}')
+    return value
+
+
+class Instance(Strict):
+    """An ECS instance. Nodes of the cluster are ECS instances named in cluster.nodes."""
+
+    name: Name
+    vswitch: Name
+    ip: Address | None = None
+    securityGroups: list[Name] = []
+    ports: list[Annotated[ServerPort, BeforeValidator(_server_port)]] = []
+    description: str = ""
+
+
+# ------------------------------------------------------------------------------------- internet
+DOCUMENTATION_RANGES = ("198.18.0.0/15", "192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24")
+
+
+class InternetHost(Strict):
+    """A machine on the emulated internet: a namespace behind the internet router."""
+
+    name: Name
+    ip: Address | None = None
+    ports: list[Annotated[ServerPort, BeforeValidator(_server_port)]] = [ServerPort(port=80)]
+    description: str = ""
+
+
+class Internet(Strict):
+    """The emulated internet zone. Both ranges must be reserved for benchmarking (RFC 2544) or
+    documentation (RFC 5737), so no emulated address is ever a real one."""
+
+    cidr: Cidr = ipaddress.IPv4Network("198.18.0.0/24")         # the zone's own hosts
+    publicCIDR: Cidr = ipaddress.IPv4Network("198.19.0.0/24")   # what the cloud gives out: EIPs
+    hosts: list[InternetHost] = []
+
+
+class Eip(Strict):
+    """An elastic IP address, bound to at most one of: an ECS instance, a NAT gateway."""
+
+    name: Name
+    ip: Address | None = None     # default: the lowest free address of internet.publicCIDR
+    instance: Name | None = None
+    natGateway: Name | None = None
+    description: str = ""
+
+
+class SnatEntry(Strict):
+    """Who a NAT gateway translates: exactly one of a vSwitch, an instance or a CIDR of its VPC."""
+
+    vswitch: Name | None = None
+    instance: Name | None = None
+    cidr: Cidr | None = None
+    eip: Name | None = None       # one of the gateway's EIPs; default: its first
+
+
+class NatGateway(Strict):
+    name: Name
+    vpc: Name
+    snat: list[SnatEntry] = []
+    description: str = ""
+
+
+class FlowLogOptions(Strict):
+    """Flow logs of every ENI, kept by the vSwitches (kubevpc.observe.flowlog)."""
+
+    enabled: bool = True
+    window: int = Field(default=10, ge=1, le=600)     # seconds a connection is idle before its record is closed
+
+
+class Cloud(Strict):
+    vpcs: list[VPC] = Field(min_length=1)
+    flowLogs: FlowLogOptions = FlowLogOptions()
+    securityGroups: list[SecurityGroup] = []
+    instances: list[Instance] = []
+    internet: Internet | None = None
+    natGateways: list[NatGateway] = []
+    eips: list[Eip] = []
+
+
+# -------------------------------------------------------------------------------------- cluster
+class VxlanOptions(Strict):
+    vni: int = Field(default=1, ge=1, le=16777215)
+    port: Port = 4789
+
+
+class EniOptions(Strict):
+    """Terway-style addressing: pods take addresses from these vSwitches (default: the node's)."""
+
+    vswitches: list[Name] = []
+    securityGroups: list[Name] | None = None   # default: the node's security groups
+
+
+class DnsOptions(Strict):
+    """The cluster DNS (kube-dns Service in kube-system, one pod on the first node)."""
+
+    enabled: bool = True
+    clusterDomain: str = Field(default="cluster.local", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    ip: Address | None = None        # default: the 10th address of the service CIDR, as kubeadm and ACK use
+
+
+class IngressOptions(Strict):
+    """The NGINX ingress controllers' settings, as ingress-nginx's ConfigMap has them."""
+
+    allowSnippetAnnotations: bool = False     # allow-snippet-annotations: refused by default since ingress-nginx 1.9
+
+
+class Cluster(Strict):
+    name: Name = "cluster"
+    mode: Literal["vxlan", "vpc-route", "eni"] = "vxlan"
+    nodes: list[Name] = Field(min_length=1)
+    podCIDR: Cidr = ipaddress.IPv4Network("10.244.0.0/16")
+    nodeCIDRMaskSize: int = Field(default=24, ge=16, le=28)
+    serviceCIDR: Cidr = ipaddress.IPv4Network("172.21.0.0/20")
+    underlayMTU: int = Field(default=1500, ge=1280, le=9000)
+    vxlan: VxlanOptions = VxlanOptions()
+    eni: EniOptions = EniOptions()
+    nodePortRange: str = Field(default="30000-32767", pattern=r"^\d{1,5}-\d{1,5}$")
+    dns: DnsOptions = DnsOptions()
+    ingress: IngressOptions = IngressOptions()
+
+
+# --------------------------------------------------------------------------------------- expect
+class Expectation(Strict):
+    """A connectivity assertion: from an endpoint to an endpoint and port, allowed or denied."""
+
+    source: str = Field(alias="from")
+    to: str
+    port: Port
+    protocol: Literal["TCP", "UDP"] = "TCP"
+    result: Literal["allow", "deny"]
+    modes: list[Literal["vxlan", "vpc-route", "eni"]] = []   # only in these modes (default: all)
+
+
+class ManifestFile(Strict):
+    file: str
+
+
+class Scenario(Strict):
+    name: Name = "scenario"
+    description: str = ""
+    cloud: Cloud
+    cluster: Cluster | None = None
+    manifests: list[Union[ManifestFile, dict[str, Any]]] = []
+    expect: list[Expectation] = []
