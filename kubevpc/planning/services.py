@@ -118,14 +118,16 @@ class NodePorts:
         self.next_port = first
 
     def claim(self, k: int, at: tuple, value: int, port: int, proto: str, src) -> None:
-        """Only TCP and UDP of one Service port may share a NodePort, as upstream allows."""
+        """Only TCP and UDP of one Service port may share a NodePort, as upstream allows. The
+        problems say what the API server says (pkg/registry/core/service/portallocator), which users
+        and tools grep for."""
         used = self.used
         if not self.first <= value <= self.last:
-            self.ctx.bad(at, value, f"expected a NodePort in the range {self.first}-{self.last} "
-                         "(cluster.nodePortRange)", src)
+            self.ctx.bad(at, value, "provided port is not in the valid range. The range of valid ports is "
+                         f"{self.first}-{self.last} (cluster.nodePortRange)", src)
         elif value in used and not (used[value][:2] == (k, port) and port and proto not in used[value][2]):
             other = self.items[used[value][0]][0].metadata
-            self.ctx.bad(at, value, f"NodePort already allocated to Service {other.namespace}/{other.name}", src)
+            self.ctx.bad(at, value, f"provided port is already allocated (to Service {other.namespace}/{other.name})", src)
         else:
             used.setdefault(value, (k, port, set()))[2].add(proto)
 

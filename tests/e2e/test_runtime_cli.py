@@ -309,7 +309,7 @@ def test_bad_requests_get_clear_errors_and_change_nothing(live, tmp_path):
                      "  selector: {app: web}\n  ports: [{port: 80, nodePort: 30080}]\n")
     res = kubevpc("apply", live.name, "-f", str(taken))
     assert res.returncode == 2 and "apply: the change was rejected (1 problem(s)); nothing changed" in res.stderr
-    assert "30080: NodePort already allocated to Service default/web-np" in res.stderr
+    assert "30080: provided port is already allocated (to Service default/web-np)" in res.stderr
     moved = tmp_path / "moved.yaml"
     moved.write_text("apiVersion: v1\nkind: Pod\nmetadata: {name: client-1, labels: {app: client}}\n"
                      "spec: {nodeName: node-1, containers: [{name: c, ports: [{containerPort: 7001}]}]}\n")

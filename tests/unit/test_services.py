@@ -203,7 +203,7 @@ def test_nodeport_outside_the_default_range(tmp_path, value):
     data["manifests"].append(nodeport("svc-a", value))
     problems, f, text = refuse(tmp_path, data)
     check(only(problems, "manifests[1].spec.ports[0].nodePort"), f, value, line_of(text, f"nodePort: {value}"),
-          "expected a NodePort in the range 30000-32767", "cluster.nodePortRange")
+          "provided port is not in the valid range. The range of valid ports is 30000-32767", "cluster.nodePortRange")
 
 
 def test_nodeport_outside_a_custom_range(tmp_path):
@@ -212,7 +212,8 @@ def test_nodeport_outside_a_custom_range(tmp_path):
     data["manifests"].append(nodeport("svc-a", 30080))
     problems, f, text = refuse(tmp_path, data)
     check(only(problems, "manifests[1].spec.ports[0].nodePort"), f, 30080, line_of(text, "nodePort: 30080"),
-          "range 20000-20099", "cluster.nodePortRange")
+          "provided port is not in the valid range. The range of valid ports is 20000-20099",
+          "cluster.nodePortRange")
 
 
 def test_custom_range_accepts_its_own_ports_and_allocates_from_its_start(tmp_path):
@@ -232,7 +233,7 @@ def test_nodeport_taken_by_another_service(tmp_path, other_protocol):
     data["manifests"] += [nodeport("svc-a", 30080), second]
     problems, f, text = refuse(tmp_path, data)
     check(only(problems, "manifests[2].spec.ports[0].nodePort"), f, 30080,
-          line_of(text, "nodePort: 30080", after="name: svc-b"), "already allocated to Service default/svc-a")
+          line_of(text, "nodePort: 30080", after="name: svc-b"), "provided port is already allocated (to Service default/svc-a)")
 
 
 def test_nodeport_twice_in_one_service_for_the_same_protocol(tmp_path):
@@ -240,7 +241,7 @@ def test_nodeport_twice_in_one_service_for_the_same_protocol(tmp_path):
     data["manifests"].append(nodeport("svc-a", 30080, 30080))
     problems, f, text = refuse(tmp_path, data)
     check(only(problems, "manifests[1].spec.ports[1].nodePort"), f, 30080,
-          line_of(text, "nodePort: 30080", after="port: 81"), "already allocated to Service default/svc-a")
+          line_of(text, "nodePort: 30080", after="port: 81"), "provided port is already allocated (to Service default/svc-a)")
 
 
 def test_same_nodeport_for_tcp_and_udp_of_one_service_is_allowed(tmp_path):
@@ -386,8 +387,9 @@ def test_health_check_node_ports_count_against_the_range(tmp_path):
           line_of(text, "type: NodePort", after="name: svc-b"), "no free NodePort left in 30000-30001")
 
 
-@pytest.mark.parametrize("value, words", [(29000, ["range 30000-32767"]),
-                                          (30080, ["already allocated to Service default/svc-a"])])
+@pytest.mark.parametrize("value, words", [(29000, ["provided port is not in the valid range. The range of valid "
+                                                    "ports is 30000-32767"]),
+                                          (30080, ["provided port is already allocated (to Service default/svc-a)"])])
 def test_declared_health_check_node_port_is_checked_like_a_nodeport(tmp_path, value, words):
     data = base()
     data["manifests"] += [nodeport("svc-a", 30080),
