@@ -13,7 +13,7 @@ from .context import AddressPool, Context, VSwitchPorts
 from .model import (OFPORT_NODE_HOST, OFPORT_NODE_POD0, OFPORT_NODE_TUNNEL0, OFPORT_NODE_UPLINK0,
                     OFPORT_NODE_UPLINK_PATCH0, OFPORT_VSWITCH_UPLINK_PATCH0, Attachment, HostPlan, NodePlan,
                     OvsPort, ServerPort, Tunnel, Uplink, mac_for)
-from .workloads import PodNetworkingChoice, PodSpec, pod_key, relabel
+from .workloads import PodNetworkingChoice, PodSpec, relabel
 
 
 @dataclass
@@ -61,7 +61,7 @@ def plan_nodes(ctx: Context, cloud: Cloud, cluster: Cluster, ips: dict[str, str]
         ip = ips[n]
         uplink_vsws = [vsw.name]
         if cluster.mode == "eni":
-            chosen = [networking.get(pod_key(p.pod), (None, None))[1] for p in pods if p.pod["node"] == n]
+            chosen = [networking.get(p.key, (None, None))[1] for p in pods if p.node == n]
             for v in [cluster.eni_vswitch(cloud, vsw)] + [v for v in chosen if v]:
                 if v not in uplink_vsws:
                     uplink_vsws.append(v)
@@ -131,9 +131,9 @@ def plan_pods(ctx: Context, cloud: Cloud, cluster: Cluster, nodes: list[NodePlan
     held = _Held(ctx)
     by_name = {n.name: n for n in nodes}
     for spec in pods:
-        pod = spec.pod
-        node = by_name[pod["node"]]
-        key = pod_key(pod)
+        pod = spec
+        node = by_name[pod.node]
+        key = pod.key
         old = ctx.previous.get(key)
         if old is not None and old.bridge == node.bridge:
             ofport, veth = old.ofport, old.veth
@@ -148,23 +148,23 @@ def plan_pods(ctx: Context, cloud: Cloud, cluster: Cluster, nodes: list[NodePlan
             continue
         ip, prefixlen, gateway, gateway_mac, vname, sgs = address
         wiring.hosts.append(HostPlan(
-            key=key, kind="pod", name=pod["name"], namespace=pod["namespace"],
-            netns=ctx.names.pod_netns(pod["namespace"], pod["name"]), veth=veth,
+            key=key, kind="pod", name=pod.name, namespace=pod.namespace,
+            netns=ctx.names.pod_netns(pod.namespace, pod.name), veth=veth,
             bridge=node.bridge, ofport=ofport, ip=ip, prefixlen=prefixlen, mac=mac_for(ip),
-            gateway=gateway, gateway_mac=gateway_mac, mtu=cluster.pod_mtu, servers=pod["servers"],
-            labels=relabel(pod["labels"], ctx.labels.get(key, {})), node=node.name, vswitch=vname,
-            security_groups=sgs, ready=ctx.ready.get(key, pod["ready"]), app=pod.get("app", "server")))
+            gateway=gateway, gateway_mac=gateway_mac, mtu=cluster.pod_mtu, servers=pod.servers,
+            labels=relabel(pod.labels, ctx.labels.get(key, {})), node=node.name, vswitch=vname,
+            security_groups=sgs, ready=ctx.ready.get(key, pod.ready), app=pod.app))
     ctx.problems.checkpoint()
 
 
 def _eni_address(ctx: Context, cloud: Cloud, cluster: Cluster, node: NodePlan, spec: PodSpec,
                  choice: PodNetworkingChoice | None, pool: AddressPool, wiring: Wiring):
     """An eni pod holds an address of a vSwitch, behind its node's uplink to that vSwitch."""
-    pod, key = spec.pod, pod_key(spec.pod)
+    key = spec.key
     pn_sgs, pn_vsw = choice or (None, None)
     vname = pn_vsw or cluster.eni_vswitch(cloud, cloud.vswitch(node.vswitch))
     vsw = cloud.vswitch(vname)
-    ip = pool.allocate(vname, spec.path, f"pod {pod['namespace']}/{pod['name']}", spec.source, key)
+    ip = pool.allocate(vname, spec.path, f"pod {spec.namespace}/{spec.name}", spec.source, key)
     if ip is None:
         return None
     sgs = pn_sgs if pn_sgs is not None else cluster.eni_security_groups(cluster.instances[node.name])
@@ -185,7 +185,7 @@ def _pod_cidr_address(ctx: Context, cluster: Cluster, node: NodePlan, spec: PodS
         while idx < net.num_addresses - 1 and str(net[idx]) in held.ips[node.bridge]:
             idx += 1
         if idx >= net.num_addresses - 1:
-            ctx.bad(spec.path, f"{spec.pod['namespace']}/{spec.pod['name']}",
+            ctx.bad(spec.path, f"{spec.namespace}/{spec.name}",
                     f"node {node.name}'s pod CIDR {net} is exhausted ({net.num_addresses - 3} pods); "
                     "expected a smaller cluster.nodeCIDRMaskSize or fewer pods on the node", spec.source)
             return None

@@ -3,7 +3,7 @@ expanded into pods placed on nodes (deterministically), the cluster DNS pod adde
 PodNetworking resolved for each pod it selects."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .. import k8s
 from .cloud import Cloud
@@ -16,13 +16,20 @@ from .model import APP_ANNOTATION, APPS, DNS_POD, READY_ANNOTATION, ServerPort
 class PodSpec:
     """One pod to place: what the manifests say of it, and where they say it."""
 
-    pod: dict                       # namespace, name, node, labels, servers, ready, annotations, app
+    namespace: str
+    name: str
+    node: str
+    labels: dict[str, str]
+    servers: tuple[ServerPort, ...]
+    ready: bool
+    app: str                        # server, ingress, or dns (the cluster DNS pod kubevpc adds)
     path: tuple
     source: object                  # the manifest's Source (None: made by kubevpc)
+    annotations: dict[str, str] = field(default_factory=dict)
 
-
-def pod_key(pod: dict) -> str:
-    return f"pod/{pod['namespace']}/{pod['name']}"
+    @property
+    def key(self) -> str:
+        return f"pod/{self.namespace}/{self.name}"
 
 
 def relabel(labels: dict[str, str], changes: dict[str, str | None]) -> dict[str, str]:
@@ -77,11 +84,10 @@ def expand_pods(ctx: Context, node_names: list[str]) -> list[PodSpec]:
         if ("Pod", "kube-system", DNS_POD) in seen:
             ctx.bad(("cluster", "dns", "enabled"), True, f"pod kube-system/{DNS_POD} is the cluster DNS; "
                     "expected no pod of that name, or cluster.dns.enabled: false")
-        out.append(PodSpec({"namespace": "kube-system", "name": DNS_POD, "node": node_names[0],
-                            "labels": {"k8s-app": "kube-dns"}, "ready": True, "app": "dns",
-                            "servers": (ServerPort(port=53, protocol="UDP", name="dns"),
-                                        ServerPort(port=53, protocol="TCP", name="dns-tcp"))},
-                           ("cluster", "dns"), None))
+        out.append(PodSpec(namespace="kube-system", name=DNS_POD, node=node_names[0], labels={"k8s-app": "kube-dns"},
+                           servers=(ServerPort(port=53, protocol="UDP", name="dns"),
+                                    ServerPort(port=53, protocol="TCP", name="dns-tcp")),
+                           ready=True, app="dns", path=("cluster", "dns"), source=None))
     return out
 
 
@@ -114,11 +120,11 @@ def _pods_of(ctx: Context, m, node_names: list[str], seen: dict) -> list[PodSpec
         if pkey in seen and isinstance(obj, k8s.Deployment):
             ctx.bad(path + ("metadata", "name"), name, "a pod of this Deployment has the name of another pod", msrc)
         seen[pkey] = m.path
-        out.append(PodSpec({"namespace": obj.metadata.namespace, "name": name, "node": node,
-                            "labels": dict(labels) | {"pod-template-hash": "kubevpc"}
-                            if isinstance(obj, k8s.Deployment) else dict(labels),
-                            "servers": tuple(ports), "ready": ready != "false",
-                            "annotations": dict(annotations), "app": APPS.get(app, "server")}, path, msrc))
+        out.append(PodSpec(namespace=obj.metadata.namespace, name=name, node=node,
+                           labels=dict(labels) | {"pod-template-hash": "kubevpc"}
+                           if isinstance(obj, k8s.Deployment) else dict(labels),
+                           servers=tuple(ports), ready=ready != "false", app=APPS.get(app, "server"),
+                           path=path, source=msrc, annotations=dict(annotations)))
     return out
 
 
@@ -141,17 +147,17 @@ def check_policy_limits(ctx: Context) -> None:
     if len(found) > k8s.MAX_NETWORK_POLICIES:
         ctx.bad(found[k8s.MAX_NETWORK_POLICIES].prefix, len(found),
                 f"at most {k8s.MAX_NETWORK_POLICIES} NetworkPolicies", found[k8s.MAX_NETWORK_POLICIES].source)
-    for direction, field in (("Ingress", "ingress"), ("Egress", "egress")):
+    for direction, key in (("Ingress", "ingress"), ("Egress", "egress")):
         total = 0
         for m in found:
             rules = m.obj.spec.rules(direction)
             total += len(rules)
             if len(rules) > k8s.MAX_RULES_PER_POLICY:
-                ctx.bad(m.prefix + ("spec", field), len(rules),
-                        f"at most {k8s.MAX_RULES_PER_POLICY} {field} rules in one NetworkPolicy", m.source)
+                ctx.bad(m.prefix + ("spec", key), len(rules),
+                        f"at most {k8s.MAX_RULES_PER_POLICY} {key} rules in one NetworkPolicy", m.source)
             if total > k8s.MAX_RULES_PER_DIRECTION:
-                ctx.bad(m.prefix + ("spec", field), total, f"at most {k8s.MAX_RULES_PER_DIRECTION} "
-                        f"{field} rules in all NetworkPolicies together (two flow priorities each)", m.source)
+                ctx.bad(m.prefix + ("spec", key), total, f"at most {k8s.MAX_RULES_PER_DIRECTION} "
+                        f"{key} rules in all NetworkPolicies together (two flow priorities each)", m.source)
                 break
 
 
@@ -180,29 +186,29 @@ def pod_networking(ctx: Context, cluster: Cluster, cloud: Cloud, pods: list[PodS
     namespaces = namespace_labels(ctx)
     out = {}
     for spec in pods:
-        pod, path, src = spec.pod, spec.path, spec.source
-        if pod.get("app") == "dns":
+        pod, path, src = spec, spec.path, spec.source
+        if pod.app == "dns":
             continue
-        wanted = pod["annotations"].get(k8s.POD_NETWORKING_ANNOTATION)
+        wanted = pod.annotations.get(k8s.POD_NETWORKING_ANNOTATION)
         if wanted is not None and wanted not in by_name:
             ctx.bad(path + ("metadata", "annotations", k8s.POD_NETWORKING_ANNOTATION), wanted,
                     f"no such PodNetworking; expected one of {sorted(by_name)}", src)
             continue
-        ns_labels = {**namespaces.get(pod["namespace"], {}), k8s.NAMESPACE_NAME_LABEL: pod["namespace"]}
+        ns_labels = {**namespaces.get(pod.namespace, {}), k8s.NAMESPACE_NAME_LABEL: pod.namespace}
         pn = by_name[wanted] if wanted else next(
-            (m.obj for m in found if m.obj.selects(pod["labels"], ns_labels)), None)
+            (m.obj for m in found if m.obj.selects(pod.labels, ns_labels)), None)
         if pn is None:
             continue
         vsw = None
         if pn.spec.vSwitchOptions:
-            zone = cloud.vswitch(cluster.instances[pod["node"]].vswitch).zone
+            zone = cloud.vswitch(cluster.instances[pod.node].vswitch).zone
             vsw = next((v for v in pn.spec.vSwitchOptions if cloud.vswitch(v).zone == zone), None)
             if vsw is None:
-                ctx.bad(path, f"{pod['namespace']}/{pod['name']}",
-                        f"PodNetworking {pn.metadata.name} has no vSwitch in zone {zone} of node {pod['node']}; "
+                ctx.bad(path, f"{pod.namespace}/{pod.name}",
+                        f"PodNetworking {pn.metadata.name} has no vSwitch in zone {zone} of node {pod.node}; "
                         f"expected one of its vSwitchOptions there", src)
                 continue
-        out[pod_key(pod)] = (tuple(pn.spec.securityGroupIDs) or None, vsw)
+        out[pod.key] = (tuple(pn.spec.securityGroupIDs) or None, vsw)
     return out
 
 
