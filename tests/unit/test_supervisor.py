@@ -218,12 +218,15 @@ def test_plan_versions_go_on_after_a_restart(tmp_path):
 
 def test_the_supervisor_is_signal_safe():
     """SIGTERM to a run ends it: the supervisor's thread does not keep the process alive."""
-    code = ("import sys, time; sys.path.insert(0, %r)\n"
+    # the pid is printed inside the try, so the signal cannot land before the finally is armed (it
+    # did under load); SIGINT raises even when the test runner was started with it ignored
+    code = ("import signal, sys, time; sys.path.insert(0, %r)\n"
+            "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
             "from topologies.supervisor import ControllerSupervisor\n"
             "import subprocess\n"
             "s = ControllerSupervisor(lambda: subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(30)']))\n"
-            "p = s.start(); print(p.pid, flush=True)\n"
-            "try:\n    time.sleep(30)\nfinally:\n    s.stop()\n") % REPO
+            "p = s.start()\n"
+            "try:\n    print(p.pid, flush=True)\n    time.sleep(30)\nfinally:\n    s.stop()\n") % REPO
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     child = int(proc.stdout.readline())
     proc.send_signal(signal.SIGINT)
