@@ -40,7 +40,7 @@ from os_ken.lib import hub
 from os_ken.lib.packet import ethernet, icmp, ipv4, packet, tcp, udp
 from os_ken.ofproto import ofproto_v1_3
 
-from kubevpc.observe.flowlog import FLOWLOG_FILE, LearnedFlow, Recorder
+from kubevpc.observe.flowlog import LearnedFlow, Recorder
 from kubevpc.rundir import RunDir, atomic_write, ovs_rundir
 from kubevpc.planning import Plan
 
@@ -204,7 +204,7 @@ class KubevpcController(app_manager.OSKenApp):
         """The new plan version: what every bridge should hold now."""
         self.plan, self.plan_mtime = plan, mtime
         if self.flowlog is None:
-            self.flowlog = Recorder(plan, os.path.join(self.state_dir, FLOWLOG_FILE))
+            self.flowlog = Recorder(plan, RunDir(self.state_dir).flowlog)
         self.flowlog.plan = plan
         self.by_dpid = {b.dpid: b.name for b in plan.bridges}
         self.status["plan_version"] += 1

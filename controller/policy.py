@@ -27,7 +27,7 @@ priorities rule out both, and since every rule only allows, which rule allows is
 
 Which pods a policy and a peer select is decided here, by the compiler's own label selector
 matching (section "selectors"), written from the specification like the evaluator's
-(kubevpc.netpol) but sharing no code with it: the flows are tested against the evaluator, so a
+(kubevpc.evaluator.netpol) but sharing no code with it: the flows are tested against the evaluator, so a
 selector bug the two shared would agree with itself.
 
 Identifiers, stable while the policy list is unchanged (the caller passes policies in manifest

@@ -59,7 +59,7 @@ def snat_zone(zone: int) -> int:
 def serving(svc: ServicePlan, index: int) -> list[EndpointPlan]:
     """The endpoints that take connections on port `index`: ready (or published while not ready,
     which the planner folds into `ready`) and with the target port resolved on their pod. The
-    compiler's own reading, not the evaluator's (kubevpc.reach), which the flows are tested against."""
+    compiler's own reading, not the evaluator's (kubevpc.evaluator.reach), which the flows are tested against."""
     return [e for e in svc.endpoints if e.ready and e.ports[index] != 0]
 
 

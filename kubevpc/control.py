@@ -39,7 +39,7 @@ from typing import Any, Callable
 
 from pydantic import ValidationError, validate_call
 
-from topologies.build import bridge_connections
+from topologies.shell import bridge_connections
 
 from .errors import KubevpcError, Problem, ScenarioError
 from .ledger import MAX_TAG, RUN_NAME, list_runs, owner_alive, run_dir

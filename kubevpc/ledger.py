@@ -18,7 +18,7 @@ from typing import Callable, Iterator
 
 from . import rundir
 from .errors import KubevpcError
-from .planning.names import MAX_TAG, RUN_NAME  # noqa: F401 - a run name is checked here too
+from .runname import MAX_TAG, RUN_NAME  # noqa: F401 - a run name is checked here too
 from .rundir import RunDir, controller_socket, private_dir, run_dir, runs_dir
 
 KINDS = ("process", "link", "bridge", "netns", "file", "emptydir")   # emptydir: removed only if empty

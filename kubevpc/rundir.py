@@ -45,11 +45,11 @@ def atomic_write(path: str, data: str | bytes, mode: int = 0o600, *, umask: bool
     it by raising, and the file then stays there, for inspection, and ``path`` is left as it was.
     A write that fails removes its temporary file."""
     tmp = tmp or f"{path}.tmp.{os.getpid()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+    fh = os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode), "wb")
     try:
-        if not umask:
-            os.fchmod(fd, mode)       # a leftover temporary file keeps its mode otherwise
-        with os.fdopen(fd, "wb") as fh:
+        with fh:
+            if not umask:
+                os.fchmod(fh.fileno(), mode)       # a leftover temporary file keeps its mode otherwise
             fh.write(data.encode() if isinstance(data, str) else data)
     except BaseException:
         os.unlink(tmp)

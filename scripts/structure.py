@@ -32,7 +32,7 @@ NOT_ATOMIC = "# not an atomic write"     # marks a function whose os.replace rot
 # The layers, lowest first: a module may import from its own layer and those below, never above.
 # Each entry is a module or a package (every module under it). docs/design.md draws them.
 LAYERS = (
-    ("scenario model", ("kubevpc.errors", "kubevpc.scenario", "kubevpc.k8s", "kubevpc.load", "kubevpc.model")),
+    ("scenario model", ("kubevpc.errors", "kubevpc.runname", "kubevpc.scenario", "kubevpc.k8s", "kubevpc.load", "kubevpc.model")),
     # renderers read plan objects without importing the Plan's types; the planner reads an SLB's
     # ACK annotations with render.slb, whose check settings the Plan carries
     ("renderers", ("kubevpc.render",)),

@@ -1,9 +1,10 @@
 """Commands the builder runs, and waits with a deadline: what fails says what and why."""
 from __future__ import annotations
 
+import json
 import subprocess
 import time
-from typing import Callable
+from typing import Callable, Sequence
 
 from kubevpc.errors import BuildError, DeadlineError
 
@@ -27,3 +28,19 @@ def wait_for(what: str, test: Callable[[], bool], deadline: float, interval: flo
         time.sleep(interval)
     if not test():
         raise DeadlineError(f"{what}: not done within {deadline:.0f} s")
+
+
+def bridge_connections(names: Sequence[str]) -> dict[str, bool]:
+    """Each bridge's connection to its controller as Open vSwitch reports it (is_connected), for
+    these bridges; a bridge without a controller, or gone, is False. Empty when Open vSwitch does
+    not answer. ovs-vswitchd writes is_connected every few seconds (5 s at most), so this view
+    lags behind the controller's own (status.json), which changes on each connect and disconnect."""
+    try:
+        out = sh(["ovs-vsctl", "--timeout=5", "-f", "json", "--", "--columns=name,controller", "list", "Bridge",
+                  "--", "--columns=_uuid,is_connected", "list", "Controller"], timeout=10)
+        bridges, controllers = (json.loads(line)["data"] for line in out.splitlines() if line.strip())
+    except (BuildError, DeadlineError, ValueError, KeyError):
+        return {}
+    connected = {uuid[1]: bool(is_connected) for uuid, is_connected in controllers}
+    by_bridge = {name: ctl[1] if ctl and ctl[0] == "uuid" else None for name, ctl in bridges}
+    return {name: connected.get(by_bridge.get(name), False) for name in names}

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 
 from rich.console import Console
 
 from ..errors import KubevpcError
-from ..ledger import check_run_name, list_runs, owner_alive, run_dir
+from ..ledger import check_run_name, list_runs, owner_alive
+from ..rundir import RunDir
 from ..scenario.load import load
 from ..planning import Plan, make_plan
 
@@ -64,7 +64,7 @@ def live_run(run: str | None) -> str:
 
 def run_plan(run: str) -> Plan:
     try:
-        with open(os.path.join(run_dir(run), "plan.json"), encoding="utf-8") as fh:
+        with open(RunDir.of(run).plan, encoding="utf-8") as fh:
             return Plan.model_validate_json(fh.read())
     except OSError as exc:
         raise KubevpcError(f"cannot read run {run}'s plan: {exc.strerror} (root only)") from None
@@ -73,7 +73,7 @@ def run_plan(run: str) -> Plan:
 def slb_health(run: str) -> dict | None:
     """The SLB health the run's controller last wrote to its status (None when it cannot be read)."""
     try:
-        with open(os.path.join(run_dir(run), "status.json"), encoding="utf-8") as fh:
+        with open(RunDir.of(run).status, encoding="utf-8") as fh:
             return json.load(fh).get("slb_health")
     except (OSError, ValueError):
         return None

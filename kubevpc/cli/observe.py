@@ -19,8 +19,9 @@ from ..evaluator.explain import lines as explain_lines, verdict_word
 from ..evaluator.matrix import Cell, Matrix, parse_ports, tables
 from ..ledger import Ledger, NotARun, check_run_name, clean_run, leftovers, list_runs, owner_alive, owner_pid, run_dir
 from ..observe.capture import TARGETS_HELP, capture, devices
-from ..observe.flowlog import FLOWLOG_FILE, dump_learned, live_records, read_counters, read_records
+from ..observe.flowlog import dump_learned, live_records, read_counters, read_records
 from ..observe.trace import trace
+from ..rundir import RunDir
 from .channel import control_client, control_command, control_options, control_parser
 from .common import (EXIT_CHECKS, EXIT_OK, EXIT_RUNTIME, EXIT_USAGE, console, live_run, out, run_plan, say,
                      slb_health)
@@ -248,7 +249,7 @@ def cmd_flowlog(args) -> int:
                       markup=False)
     if not args.follow:
         return EXIT_OK
-    return _follow(run, os.path.join(state, FLOWLOG_FILE), keep, args.output)
+    return _follow(run, RunDir(state).flowlog, keep, args.output)
 
 
 def _rule_counters(run: str, plan, output: str) -> int:

@@ -34,7 +34,7 @@ class NamedPort(Protocol):
 
 
 class Endpoint(Protocol):
-    """What the evaluator and the compiler need of a host; kubevpc.planning.HostPlan is one.
+    """What the evaluator needs of a host; kubevpc.planning.HostPlan is one.
     Anything that is not a pod (an ECS instance, an outside address) has namespace ""."""
 
     ip: str

@@ -36,7 +36,7 @@ from controller.pipeline import FLOWLOG_OUT
 
 from ..errors import KubevpcError
 from ..planning import Attachment, Plan
-from ..rundir import FLOWLOG_FILE
+from ..rundir import RunDir
 
 FLOW = re.compile(r"cookie=(0x[0-9a-f]+).*?table=(\d+), n_packets=(\d+), n_bytes=(\d+)")
 
@@ -287,8 +287,9 @@ class Recorder:
 def read_records(state_dir: str) -> list[dict]:
     """The run's flow log records, oldest first (the previous generation too)."""
     out = []
-    for name in (FLOWLOG_FILE + ".1", FLOWLOG_FILE):
-        out += list(_lines(os.path.join(state_dir, name)))
+    path = RunDir(state_dir).flowlog
+    for name in (path + ".1", path):
+        out += list(_lines(name))
     return out
 
 

@@ -2,16 +2,15 @@
 
 Each starts with the run's name, so runs never collide and `kubevpc clean` can tell what a run made.
 Interface names (bridges, veth ends, patch and link ports, VXLAN devices) must fit the kernel's
-IFNAMSIZ; `check` finds the first that does not. docs/design.md ("Names") lists them.
+IFNAMSIZ; `too_long` finds the first that does not. docs/design.md ("Names") lists them.
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
+from ..runname import MAX_TAG, RUN_NAME  # noqa: F401 - the run name's rule, with the names it starts
+
 IFNAMSIZ = 15            # the kernel's limit on interface names (16 with the NUL)
-MAX_TAG = 6              # a run's name starts every interface name, which must fit in IFNAMSIZ
-RUN_NAME = re.compile(rf"^[a-z][a-z0-9]{{0,{MAX_TAG - 1}}}$")
 
 
 @dataclass(frozen=True)

@@ -15,10 +15,13 @@ from .model import (ADDRESS_TYPE, VSWITCH_ID, Attachment, HostPlan, NodePlan, Ov
 
 
 def service_manifest(ctx: Context, key: str):
-    """The manifest of Service `<namespace>/<name>`."""
+    """The manifest of Service `<namespace>/<name>` (KeyError naming it when there is none)."""
     ns, name = key.split("/", 1)
-    return next(m for m in ctx.loaded.manifests if getattr(m.obj, "kind", "") == "Service"
-                and m.obj.metadata.namespace == ns and m.obj.metadata.name == name)
+    found = next((m for m in ctx.loaded.manifests if getattr(m.obj, "kind", "") == "Service"
+                  and m.obj.metadata.namespace == ns and m.obj.metadata.name == name), None)
+    if found is None:
+        raise KeyError(f"no manifest of Service {key}")
+    return found
 
 
 def plan_slbs(ctx: Context, cloud: Cloud, cluster: Cluster, nodes: list[NodePlan], services, pool: AddressPool,

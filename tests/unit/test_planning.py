@@ -90,6 +90,9 @@ def test_problems_collects_and_a_checkpoint_raises_them_all():
     assert [p.path for p in err.value.problems] == ["a[2]", "b"]
 
 
-def test_the_deprecated_module_still_gives_the_plan():
-    from kubevpc import plan as old
+def test_the_deprecated_modules_still_give_the_plan_the_loader_and_the_schema():
+    from kubevpc import load as old_load, model as old_model, plan as old
+    from kubevpc.scenario import load as new_load, model as new_model
     assert old.make_plan is make_plan and old.Plan is plan_of(DEFAULT, "eni").__class__
+    assert old_load.load is new_load.load and old_load.Loaded is new_load.Loaded
+    assert old_model.Scenario is new_model.Scenario

@@ -1,4 +1,4 @@
-"""The NetworkPolicy flow compiler (controller/policy.py) against the evaluator (kubevpc.netpol).
+"""The NetworkPolicy flow compiler (controller/policy.py) against the evaluator (kubevpc.evaluator.netpol).
 
 The flow-table simulator (tests/unit/fakeoftable.py) runs every packet of the x/y/z world
 through the compiled policy tables of the nodes it crosses, and must agree with the evaluator

@@ -1,4 +1,4 @@
-"""The compiler's selector matching (controller/policy.py) against the evaluator's (kubevpc.netpol
+"""The compiler's selector matching (controller/policy.py) against the evaluator's (kubevpc.evaluator.netpol
 and the Kubernetes models it uses), on many generated selectors, pods and namespaces. The two are
 written separately on purpose; here they must agree, one function at a time and as whole policies
 whose compiled flows the simulator (tests/unit/fakeoftable.py) runs packets through."""

@@ -43,15 +43,24 @@ def test_the_module_map_names_every_module_once():
 
 
 def test_the_measures_can_fail(tmp_path, monkeypatch):
-    """A cycle, an upward import and a long function in a fake package are found."""
+    """Every measure finds what it counts in a fake package: cycles, upward imports, a long function, a
+    big module, atomic writers, local imports and the one of them that hides a cycle."""
     pkg = tmp_path / "kubevpc"
     (pkg / "planning").mkdir(parents=True)
     (pkg / "__init__.py").write_text("")
     (pkg / "planning" / "__init__.py").write_text("from kubevpc import lab\n")
     (pkg / "lab.py").write_text("from kubevpc import planning\n\n\ndef f():\n" + "    x = 1\n" * 61)
+    (pkg / "cli.py").write_text("import os\n\nfrom kubevpc import errors\n\n\ndef g():\n    from kubevpc import lab\n    os.replace('a', 'b')\n"
+                                "\n\ndef h():\n    os.replace('a', 'b')\n" + "\n" * 600)
+    (pkg / "errors.py").write_text("def e():\n    from kubevpc import cli\n")
     monkeypatch.setattr(structure, "REPO", tmp_path)
     monkeypatch.setattr(structure, "PACKAGES", ("kubevpc",))
     m = structure.measure()
-    assert m["cycles"] == [["kubevpc.lab", "kubevpc.planning"]]
-    assert m["upward"] == [("kubevpc.planning", "kubevpc.lab")]
+    assert sorted(m["cycles"]) == [["kubevpc.cli", "kubevpc.errors"], ["kubevpc.lab", "kubevpc.planning"]]
+    assert ("kubevpc.planning", "kubevpc.lab") in m["upward"] and ("kubevpc.errors", "kubevpc.cli") in m["upward"]
     assert [n for _, n in m["long_functions"]] == [62]
+    assert [x for x, _ in m["big_modules"]] == ["kubevpc/cli.py"]
+    assert [w.split()[-1] for w in m["atomic_writers"]] == ["g", "h"]
+    assert {(a, b) for a, b, _ in m["local_project_imports"]} == {("kubevpc.cli", "kubevpc.lab"),
+                                                                  ("kubevpc.errors", "kubevpc.cli")}
+    assert [(a, b) for a, b, _ in m["cycle_breaking_imports"]] == [("kubevpc.errors", "kubevpc.cli")]
