@@ -38,7 +38,7 @@ from kubevpc.rundir import RunDir, atomic_write, controller_socket
 from .datapath import (OVS_RCVBUF, RCVBUF_ENV, Datapath, detect_datapath, enlarge_ovs_rcvbuf, full_checksums_setting,
                        offloads_for)
 from .netns import host_addresses, in_each_namespace, no_ipv6
-from .shell import bridge_connections, sh, wait_for  # noqa: F401 - bridge_connections: kubevpc.lab and tests take it from here
+from .shell import bridge_connections, sh, wait_for  # noqa: F401 - bridge_connections: tests take it from here
 from .supervisor import ControllerSupervisor, ending
 
 Say = Callable[[str], None]

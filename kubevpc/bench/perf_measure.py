@@ -13,7 +13,8 @@ import sys
 import time
 from dataclasses import asdict
 
-from topologies.build import detect_datapath, enlarge_ovs_rcvbuf, no_ipv6
+from topologies.datapath import detect_datapath, enlarge_ovs_rcvbuf
+from topologies.netns import no_ipv6
 
 from ..lab import Lab
 from ..ledger import Ledger, clean_run, run_dir

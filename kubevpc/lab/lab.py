@@ -15,7 +15,8 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
-from topologies.build import Builder, bridge_connections, teardown, wait_for
+from topologies.build import Builder, teardown
+from topologies.shell import bridge_connections, wait_for
 from topologies.supervisor import ending
 
 from ..errors import DeadlineError, KubevpcError

@@ -15,7 +15,8 @@ import pydantic
 import pytest
 import yaml
 
-from kubevpc import k8s, model
+from kubevpc import k8s
+from kubevpc.scenario import model
 from kubevpc.render import nginx
 from kubevpc.errors import ScenarioError
 from kubevpc.scenario.load import load

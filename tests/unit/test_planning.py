@@ -91,8 +91,17 @@ def test_problems_collects_and_a_checkpoint_raises_them_all():
 
 
 def test_the_deprecated_modules_still_give_the_plan_the_loader_and_the_schema():
-    from kubevpc import load as old_load, model as old_model, plan as old
+    import importlib
+    import warnings
+
+    with warnings.catch_warnings():             # the first import warns too; the reloads below show it
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from kubevpc import load as old_load, model as old_model, plan as old
     from kubevpc.scenario import load as new_load, model as new_model
+    for module, new in ((old, "kubevpc.planning"), (old_load, "kubevpc.scenario.load"),
+                        (old_model, "kubevpc.scenario.model")):
+        with pytest.warns(DeprecationWarning, match=f"{module.__name__} is deprecated: import {new}"):
+            importlib.reload(module)
     assert old.make_plan is make_plan and old.Plan is plan_of(DEFAULT, "eni").__class__
     assert old_load.load is new_load.load and old_load.Loaded is new_load.Loaded
     assert old_model.Scenario is new_model.Scenario
