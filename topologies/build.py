@@ -31,7 +31,7 @@ from kubevpc.daemons.nodehealth import NodeHealthServer, nodehealth_command, wri
 from kubevpc.daemons.slb import SlbChecker, checker_command, write_slb_config
 from kubevpc.errors import BuildError
 from kubevpc.ledger import NETNS_ETC, Entry, Ledger, remove
-from kubevpc.planning import HostPlan, Plan
+from kubevpc.planning import TERMINAL_PHASES, HostPlan, Plan
 from kubevpc.render.dns import resolv_conf
 from kubevpc.rundir import RunDir, atomic_write, controller_socket
 
@@ -431,7 +431,8 @@ class Builder:
     # ------------------------------------------------------------------------------- servers
     def _servers(self, hosts: tuple[HostPlan, ...] | None = None) -> None:
         full = hosts is None
-        hosts = [h for h in (self.plan.hosts if full else hosts) if h.servers]
+        # a pod in a terminal phase (Succeeded, Failed: evicted) has stopped: nothing listens in it
+        hosts = [h for h in (self.plan.hosts if full else hosts) if h.servers and h.phase not in TERMINAL_PHASES]
         if not hosts:
             return
         if full:

@@ -26,7 +26,7 @@ from .networkpolicy import (MAX_NETWORK_POLICIES, MAX_RULES_PER_DIRECTION, MAX_R
 from .podnetworking import (POD_NETWORKING_ANNOTATION, PodNetworking, PodNetworkingSelector,
                             PodNetworkingSpec)
 from .service import ClientIPConfig, Service, ServicePort, ServiceSpec, SessionAffinityConfig
-from .workloads import Container, ContainerPort, Deployment, DeploymentSpec, Namespace, Pod, PodSpec, PodTemplate
+from .workloads import Container, ContainerPort, Deployment, DeploymentSpec, Namespace, Pod, PodSpec, PodStatus, PodTemplate
 
 __all__ = [
     "ANNOTATION_PREFIX", "CLASS_ANNOTATION", "DNS1123_LABEL", "DNS1123_SUBDOMAIN", "KINDS", "LABEL_VALUE",
@@ -36,7 +36,7 @@ __all__ = [
     "IngressRule", "IngressServiceBackend", "IngressSpec", "IngressTLS", "K8s", "LabelSelector",
     "LabelSelectorRequirement", "Namespace", "NetworkPolicy", "NetworkPolicyEgressRule", "NetworkPolicyIngressRule",
     "NetworkPolicyPeer", "NetworkPolicyPort", "NetworkPolicySpec", "ObjectMeta", "Pod", "PodNetworking",
-    "PodNetworkingSelector", "PodNetworkingSpec", "PodSpec", "PodTemplate", "PortProtocol", "Rule", "Secret",
+    "PodNetworkingSelector", "PodNetworkingSpec", "PodSpec", "PodStatus", "PodTemplate", "PortProtocol", "Rule", "Secret",
     "Service", "ServiceBackendPort", "ServicePort", "ServiceSpec", "SessionAffinityConfig", "TemplateMeta",
     "check_labels", "check_tls_pair", "kind_of", "self_signed", "snippet_annotations", "snippet_refusal", "tls_pair",
 ]

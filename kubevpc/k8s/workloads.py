@@ -29,6 +29,14 @@ class Container(K8s):
 class PodSpec(K8s):
     containers: list[Container] = Field(min_length=1)
     nodeName: str | None = None
+    terminationGracePeriodSeconds: int = Field(default=30, ge=0, le=86400)   # kubevpc's bound: a day
+
+
+class PodStatus(K8s):
+    """What the kubelet reports; kubevpc reads the phase: Succeeded and Failed (an evicted pod)
+    pods have stopped for good."""
+    phase: Literal["Pending", "Running", "Succeeded", "Failed", "Unknown"] = "Running"
+    reason: str | None = None       # e.g. Evicted
 
 
 class Pod(K8s):
@@ -36,6 +44,7 @@ class Pod(K8s):
     kind: Literal["Pod"]
     metadata: ObjectMeta
     spec: PodSpec
+    status: PodStatus = PodStatus()
 
 
 class PodTemplate(K8s):

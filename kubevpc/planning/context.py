@@ -44,7 +44,8 @@ class Problems:
 @dataclass
 class Context:
     """The inputs of a planning run. Changes made while the scenario runs, by pod key, override the
-    manifests: `ready`, the pod's readiness; `labels`, labels set (a value) or removed (None).
+    manifests: `ready`, the pod's readiness; `labels`, labels set (a value) or removed (None);
+    `terminating` and `deleted`, pods deleted with and without a grace period.
     `previous`: the running scenario's hosts by key; those that stay keep their node, address,
     interface and port, and what they hold is not handed to newcomers."""
 
@@ -54,6 +55,10 @@ class Context:
     previous: dict[str, HostPlan] = field(default_factory=dict)
     ready: dict[str, bool] = field(default_factory=dict)
     labels: dict[str, dict[str, str | None]] = field(default_factory=dict)
+    # pods deleted while running: `terminating` ones stay (from `previous`) through their grace
+    # period; `deleted` ones go now, and a Deployment replaces them under new names
+    terminating: frozenset[str] = frozenset()
+    deleted: frozenset[str] = frozenset()
 
     @property
     def sc(self):

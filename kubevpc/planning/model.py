@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict
 from .. import k8s
 
 __all__ = [
-    "RESERVED_TAIL", "SNAT_PORTS", "REJECT_PORT", "READY_ANNOTATION", "APP_ANNOTATION", "APPS", "DNS_POD",
+    "RESERVED_TAIL", "SNAT_PORTS", "TERMINAL_PHASES", "REJECT_PORT", "READY_ANNOTATION", "APP_ANNOTATION", "APPS", "DNS_POD",
     "ANNOTATION", "ADDRESS_TYPE", "VSWITCH_ID", "RFC1918", "OFPORT_VROUTER_ON_VSWITCH",
     "OFPORT_FIRST_ATTACHMENT", "OFPORT_NODE_HOST", "OFPORT_NODE_UPLINK0", "OFPORT_NODE_UPLINK_PATCH0",
     "OFPORT_NODE_TUNNEL0", "OFPORT_VSWITCH_UPLINK_PATCH0", "OFPORT_NODE_POD0", "OFPORT_VROUTER_EDGE",
@@ -28,6 +28,7 @@ RESERVED_TAIL = 3        # Alibaba reserves the first and the last three address
 SNAT_PORTS = (61000, 65535)
 REJECT_PORT = 1          # nothing listens here on a node: Services without endpoints are DNATed to it to be refused
 READY_ANNOTATION = "kubevpc.io/ready"
+TERMINAL_PHASES = ("Succeeded", "Failed")   # a pod in these has stopped for good
 APP_ANNOTATION = "kubevpc.io/app"     # "ingress-nginx": the pod runs the NGINX ingress controller
 APPS = {"server": "server", "ingress-nginx": "ingress"}
 DNS_POD = "kube-dns-0"
@@ -111,6 +112,10 @@ class HostPlan(Frozen):
     vswitch: str = ""               # ECS, eni pods: the vSwitch whose address it holds
     security_groups: tuple[str, ...] = ()
     ready: bool = True              # pods: counted as a Service endpoint only when ready
+    phase: Literal["Pending", "Running", "Succeeded", "Failed", "Unknown"] = "Running"   # pods: status.phase;
+                                    # Succeeded and Failed (terminal): no server runs, never an endpoint
+    terminating: bool = False       # pods: deleted, running out their grace period (still serving)
+    grace_period: int = 30          # pods: spec.terminationGracePeriodSeconds
     app: Literal["server", "dns", "slb", "ingress"] = "server"   # the pod server, the cluster DNS, an SLB's
                                     # checker, the NGINX ingress controller
 
@@ -253,7 +258,10 @@ class EndpointPlan(Frozen):
     name: str
     ip: str
     node: str
-    ready: bool
+    ready: bool                     # the EndpointSlice's ready condition: the pod is ready and not
+                                    # terminating, or the Service publishes not-ready addresses
+    serving: bool = True            # the pod is ready, terminating or not (KEP-1669)
+    terminating: bool = False       # the pod is being deleted
     hostname: str = ""
     ports: tuple[int, ...]          # per Service port, in order; 0: the pod has no such named port
 
@@ -274,14 +282,30 @@ class ServicePlan(Frozen):
     internal_traffic_policy: Literal["Cluster", "Local"] = "Cluster"
     health_check_node_port: int = 0
     annotations: dict[str, str] = {}
+    proxied: bool = True            # False: labelled service.kubernetes.io/service-proxy-name or
+                                    # service.kubernetes.io/headless, so kube-proxy leaves it alone
+    external_ips: tuple[str, ...] = ()   # spec.externalIPs
 
     @property
     def key(self) -> str:
         return f"{self.namespace}/{self.name}"
 
     def ready_endpoints(self, index: int) -> list[EndpointPlan]:
-        """Endpoints that serve port `index`: ready, and with the target port resolved."""
+        """Endpoints that are ready for port `index` (the target port resolved on their pod)."""
         return [e for e in self.endpoints if e.ready and e.ports[index]]
+
+    def cluster_endpoints(self, index: int) -> list[EndpointPlan]:
+        """What kube-proxy balances port `index` over with a Cluster traffic policy: the ready
+        endpoints, or, when there is none, those serving while terminating (KEP-1669;
+        pkg/proxy/topology.go CategorizeEndpoints)."""
+        ready = self.ready_endpoints(index)
+        return ready or [e for e in self.endpoints if e.serving and e.terminating and e.ports[index]]
+
+    def local_endpoints(self, index: int, node: str) -> list[EndpointPlan]:
+        """With a Local traffic policy, on `node`: its ready endpoints, or, when it has none, its
+        endpoints serving while terminating."""
+        here = [e for e in self.endpoints if e.node == node and e.ports[index]]
+        return [e for e in here if e.ready] or [e for e in here if e.serving and e.terminating]
 
 
 class SlbBackend(Frozen):

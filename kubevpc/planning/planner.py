@@ -7,6 +7,8 @@ from a scenario with a problem.
 """
 from __future__ import annotations
 
+from typing import Iterable
+
 from .. import k8s
 from ..errors import Problem, ScenarioError
 from ..scenario.load import Loaded
@@ -24,14 +26,19 @@ from .workloads import check_policy_limits, expand_pods, namespace_labels, pod_n
 
 
 def make_plan(loaded: Loaded, run: str, ready: dict[str, bool] | None = None,
-              labels: dict[str, dict[str, str | None]] | None = None, previous: Plan | None = None) -> Plan:
+              labels: dict[str, dict[str, str | None]] | None = None, previous: Plan | None = None,
+              terminating: Iterable[str] = (), deleted: Iterable[str] = ()) -> Plan:
     """Changes made while the scenario runs, by pod key, override the manifests: `ready`, the
     pod's readiness; `labels`, labels set (a value) or removed (None), as `kubectl label` does.
     `previous`, the running scenario's plan: its pods stay on their nodes with their addresses,
-    interfaces and ports, and new pods get none of those (kubevpc.lab.Lab._update)."""
+    interfaces and ports, and new pods get none of those (kubevpc.lab.Lab._update).
+    `terminating`: pods of `previous` deleted with a grace period, kept as they are (terminating
+    endpoints) whatever the manifests say; `deleted`: pods of Deployments deleted now, which the
+    Deployment replaces under new names."""
     ctx = Context(loaded=loaded, run=run, problems=Problems(loaded.source),
                   previous={h.key: h for h in previous.hosts} if previous is not None else {},
-                  ready=dict(ready or {}), labels={k: dict(v) for k, v in (labels or {}).items()})
+                  ready=dict(ready or {}), labels={k: dict(v) for k, v in (labels or {}).items()},
+                  terminating=frozenset(terminating), deleted=frozenset(deleted))
     _check_run_name(ctx)
     cloud = plan_cloud(ctx)                                 # VPCs, vSwitches, security groups
     ips, pool = plan_addresses(ctx, cloud)                  # ECS addresses; the vSwitch address pool

@@ -7,7 +7,11 @@ import ipaddress
 from .. import k8s
 from ..scenario.load import Source
 from .context import Context
-from .model import SNAT_PORTS, DnsPlan, EndpointPlan, HostPlan, ServicePlan, ServicePortPlan
+from .model import SNAT_PORTS, TERMINAL_PHASES, DnsPlan, EndpointPlan, HostPlan, ServicePlan, ServicePortPlan
+
+# kube-proxy watches only Services without these labels (pkg/proxy/apis: LabelServiceProxyName and
+# IsHeadlessService's label), whatever their values
+PROXY_OFF_LABELS = frozenset({"service.kubernetes.io/service-proxy-name", "service.kubernetes.io/headless"})
 
 Item = tuple[k8s.Service, tuple, Source | None]     # a Service, its path and its source
 
@@ -42,7 +46,8 @@ def plan_services(ctx: Context, cl, hosts: list[HostPlan]) -> tuple[tuple[Servic
             affinity_timeout=spec.sessionAffinityConfig.clientIP.timeoutSeconds,
             external_traffic_policy=spec.externalTrafficPolicy or "Cluster",
             internal_traffic_policy=spec.internalTrafficPolicy,
-            health_check_node_port=health_ports.get(k, 0), annotations=dict(svc.metadata.annotations)))
+            health_check_node_port=health_ports.get(k, 0), annotations=dict(svc.metadata.annotations),
+            proxied=not PROXY_OFF_LABELS & svc.metadata.labels.keys()))
     dns = None
     if cl.dns.enabled:
         dns = DnsPlan(domain=cl.dns.clusterDomain, ip=dns_ip, pods=tuple(h.key for h in pods if h.app == "dns"))
@@ -169,7 +174,10 @@ class NodePorts:
 
 
 def _endpoints(svc: k8s.Service, pods: list[HostPlan]) -> list[EndpointPlan]:
-    """Pods of the Service's namespace that match its selector, target ports resolved per pod."""
+    """Pods of the Service's namespace that match its selector, target ports resolved per pod, with
+    the conditions the EndpointSlice controller gives them (pkg/controller/endpointslice podToEndpoint):
+    a pod in a terminal phase is never one; a terminating pod is not ready (unless the Service
+    publishes not-ready addresses) but serving while its readiness holds."""
     spec = svc.spec
     endpoints = []
     if not spec.selector or spec.type == "ExternalName":
@@ -177,12 +185,16 @@ def _endpoints(svc: k8s.Service, pods: list[HostPlan]) -> list[EndpointPlan]:
     for pod in pods:
         if pod.namespace != svc.metadata.namespace or any(pod.labels.get(a) != b for a, b in spec.selector.items()):
             continue
+        if pod.phase in TERMINAL_PHASES:
+            continue
         resolved = []
         for p in spec.ports:
             t = p.target
             if isinstance(t, str):
                 t = next((sp.port for sp in pod.servers if sp.name == t and sp.protocol == p.protocol), 0)
             resolved.append(t)
-        endpoints.append(EndpointPlan(pod=pod.key, name=pod.name, ip=pod.ip, node=pod.node,
-                                      ready=pod.ready or spec.publishNotReadyAddresses, ports=tuple(resolved)))
+        endpoints.append(EndpointPlan(
+            pod=pod.key, name=pod.name, ip=pod.ip, node=pod.node,
+            ready=(pod.ready and not pod.terminating) or spec.publishNotReadyAddresses,
+            serving=pod.ready, terminating=pod.terminating, ports=tuple(resolved)))
     return endpoints

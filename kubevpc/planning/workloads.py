@@ -3,13 +3,14 @@ expanded into pods placed on nodes (deterministically), the cluster DNS pod adde
 PodNetworking resolved for each pod it selects."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from .. import k8s
 from .cloud import Cloud
 from .cluster import Cluster
 from .context import Context
-from .model import APP_ANNOTATION, APPS, DNS_POD, READY_ANNOTATION, ServerPort
+from .model import APP_ANNOTATION, APPS, DNS_POD, READY_ANNOTATION, HostPlan, ServerPort
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,9 @@ class PodSpec:
     path: tuple
     source: object                  # the manifest's Source (None: made by kubevpc)
     annotations: dict[str, str] = field(default_factory=dict)
+    phase: str = "Running"          # status.phase
+    grace_period: int = 30          # spec.terminationGracePeriodSeconds
+    terminating: HostPlan | None = None   # deleted and running out its grace period: as it runs
 
     @property
     def key(self) -> str:
@@ -79,6 +83,7 @@ def expand_pods(ctx: Context, node_names: list[str]) -> list[PodSpec]:
         if isinstance(obj, (k8s.Service, k8s.NetworkPolicy, k8s.Ingress, k8s.Secret)):
             continue
         out += _pods_of(ctx, m, node_names, seen)
+    out += _terminating(ctx, out)
     cl = ctx.sc.cluster
     if cl is not None and cl.dns.enabled and node_names:
         if ("Pod", "kube-system", DNS_POD) in seen:
@@ -91,16 +96,59 @@ def expand_pods(ctx: Context, node_names: list[str]) -> list[PodSpec]:
     return out
 
 
+def _terminating(ctx: Context, made: list[PodSpec]) -> list[PodSpec]:
+    """Pods deleted with a grace period, kept as the running plan has them until it ends. A
+    manifest may not make a pod of the same name meanwhile, as the API server refuses to."""
+    names = {p.key: p for p in made}
+    out = []
+    for key in sorted(ctx.terminating):
+        h = ctx.previous.get(key)
+        if h is None:
+            continue
+        if key in names:
+            p = names[key]
+            ctx.bad(p.path + ("metadata", "name"), p.name, f"pod {p.namespace}/{p.name} is still terminating (deleted "
+                    "with a grace period); expected another name, or the same once it is gone", p.source)
+            continue
+        out.append(PodSpec(namespace=h.namespace, name=h.name, node=h.node, labels=dict(h.labels),
+                           servers=h.servers, ready=h.ready, app=h.app, path=("<terminating>", key), source=None,
+                           phase=h.phase, grace_period=h.grace_period, terminating=h))
+    return out
+
+
+def _replica_names(ctx: Context, obj: k8s.Deployment, pod_manifests: set[tuple[str, str]]) -> list[str]:
+    """A Deployment's pods, `<name>-<index>`: those running stay (scaling down removes the highest
+    indexes), and new ones take indexes above every one of its pods running, terminating or just
+    deleted, so a replaced pod comes back under a new name, as the ReplicaSet controller's do."""
+    ns, name, replicas = obj.metadata.namespace, obj.metadata.name, obj.spec.replicas
+    pattern = re.compile(re.escape(name) + r"-(0|[1-9][0-9]{0,8})")
+    ours = {}
+    for h in ctx.previous.values():
+        m = pattern.fullmatch(h.name)
+        if h.kind == "pod" and h.namespace == ns and m and (ns, h.name) not in pod_manifests:
+            ours[h.key] = int(m.group(1))
+    running = sorted(i for k, i in ours.items() if not (ctx.previous[k].terminating or k in ctx.terminating
+                                                         or k in ctx.deleted))[:replicas]
+    top = max(ours.values(), default=-1)
+    while len(running) < replicas:
+        top += 1
+        running.append(top)
+    return [f"{name}-{i}" for i in running]
+
+
 def _pods_of(ctx: Context, m, node_names: list[str], seen: dict) -> list[PodSpec]:
     """The pods of one Pod or Deployment manifest."""
     obj, path, msrc = m.obj, m.prefix, m.source
+    phase = "Running"
     if isinstance(obj, k8s.Pod):
         spec, labels, annotations = obj.spec, obj.metadata.labels, obj.metadata.annotations
-        names, meta = [obj.metadata.name], ("metadata",)
+        names, meta, phase = [obj.metadata.name], ("metadata",), obj.status.phase
     else:
         spec, labels = obj.spec.template.spec, obj.spec.template.metadata.labels
         annotations = obj.spec.template.metadata.annotations
-        names, meta = [f"{obj.metadata.name}-{r}" for r in range(obj.spec.replicas)], ("spec", "template", "metadata")
+        pod_manifests = {(x.obj.metadata.namespace, x.obj.metadata.name) for x in ctx.loaded.manifests
+                         if isinstance(x.obj, k8s.Pod)}
+        names, meta = _replica_names(ctx, obj, pod_manifests), ("spec", "template", "metadata")
     ready = annotations.get(READY_ANNOTATION, "true")
     if ready not in ("true", "false"):
         ctx.bad(path + meta + ("annotations", READY_ANNOTATION), ready, 'expected "true" or "false"', msrc)
@@ -113,8 +161,9 @@ def _pods_of(ctx: Context, m, node_names: list[str], seen: dict) -> list[PodSpec
         ctx.bad(path + at, spec.nodeName, f"no such node; expected one of {node_names}", msrc)
         return []
     out = []
-    for r, name in enumerate(names):
+    for name in names:
         before = ctx.previous.get(f"pod/{obj.metadata.namespace}/{name}")
+        r = int(name.rpartition("-")[2]) if isinstance(obj, k8s.Deployment) else 0
         node = spec.nodeName or (before.node if before else node_names[r % len(node_names)])
         pkey = ("Pod", obj.metadata.namespace, name)
         if pkey in seen and isinstance(obj, k8s.Deployment):
@@ -124,7 +173,8 @@ def _pods_of(ctx: Context, m, node_names: list[str], seen: dict) -> list[PodSpec
                            labels=dict(labels) | {"pod-template-hash": "kubevpc"}
                            if isinstance(obj, k8s.Deployment) else dict(labels),
                            servers=tuple(ports), ready=ready != "false", app=APPS.get(app, "server"),
-                           path=path, source=msrc, annotations=dict(annotations)))
+                           path=path, source=msrc, annotations=dict(annotations), phase=phase,
+                           grace_period=spec.terminationGracePeriodSeconds))
     return out
 
 
@@ -169,8 +219,10 @@ def pod_networking(ctx: Context, cluster: Cluster, cloud: Cloud, pods: list[PodS
     the first in manifest order whose selectors match), its security groups (None: the
     default) and the vSwitch it takes its address from (None: the default)."""
     found = [m for m in ctx.loaded.manifests if isinstance(m.obj, k8s.PodNetworking)]
+    kept = {p.key: (p.terminating.security_groups, p.terminating.vswitch) for p in pods
+            if p.terminating is not None and p.terminating.vswitch}     # eni pods keep what they have
     if not found or not cluster.spec:
-        return {}
+        return kept
     if cluster.mode != "eni":
         for m in found:
             ctx.bad(m.prefix + ("kind",), "PodNetworking", f"PodNetworking (Terway) applies in eni mode only; "
@@ -184,10 +236,10 @@ def pod_networking(ctx: Context, cluster: Cluster, cloud: Cloud, pods: list[PodS
         return {}
     by_name = {m.obj.metadata.name: m.obj for m in found}
     namespaces = namespace_labels(ctx)
-    out = {}
+    out = dict(kept)
     for spec in pods:
         pod, path, src = spec, spec.path, spec.source
-        if pod.app == "dns":
+        if pod.app == "dns" or pod.key in kept:
             continue
         wanted = pod.annotations.get(k8s.POD_NETWORKING_ANNOTATION)
         if wanted is not None and wanted not in by_name:
