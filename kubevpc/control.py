@@ -73,6 +73,7 @@ def describe(lab) -> dict:
             "controller": lab.status(), "controller_problem": lab.net.describe_controller() if lab.net else "",
             "connected": bridge_connections([b.name for b in plan.bridges]) if lab.net else {},
             "servers": lab.servers(),
+            "terminating": lab.terminating.left() if hasattr(lab, "terminating") else {},
             "drops": _top_drops(lab),
             "services": [{"key": s.key, **s.model_dump(mode="json")} for s in plan.services],
             "slbs": [_slb_view(lab, slb) for slb in plan.slbs]}
@@ -343,7 +344,8 @@ class ControlServer:
                  read_deadline: float = READ_DEADLINE, lock_deadline: float = LOCK_DEADLINE):
         self.lab, self.path, self.say = lab, path, say
         self.read_deadline, self.lock_deadline = read_deadline, lock_deadline
-        self.lock = threading.Lock()
+        # the Lab's own lock when it has one: its grace period timer changes the run too
+        self.lock = getattr(lab, "lock", None) or threading.Lock()
         self._slots = threading.BoundedSemaphore(MAX_CLIENTS)
         self._stopping = threading.Event()
         self._sock: socket.socket | None = None

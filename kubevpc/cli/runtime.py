@@ -41,20 +41,32 @@ def add_delete(sub) -> None:
                        "Delete an object from a running scenario. A Service's ClusterIP and NodePorts stop being served "
                        "(the other Services keep theirs); a NetworkPolicy's rules stop applying; an Ingress's hosts and "
                        "paths leave the ingress controllers' NGINX configuration; a Pod (or every pod of a Deployment) "
-                       "leaves the Services' endpoints, then its namespace, veth and processes are removed. A pod of a "
-                       "Deployment is not deleted alone: scale the Deployment.")
+                       "terminates gracefully, as kubectl deletes it: for its grace period it keeps running and serving, "
+                       "and is an endpoint that is serving and terminating but not ready (kube-proxy uses it only when "
+                       "a Service has no ready one); then it leaves the Services' endpoints, and its namespace, veth "
+                       "and processes are removed. The command returns at once; `kubevpc status` shows the pods still "
+                       "terminating. A pod of a Deployment is replaced by a new pod with a new name and address, as "
+                       "the ReplicaSet controller does.")
     p.add_argument("object", metavar="OBJECT", help="KIND/<namespace>/<name> or KIND/<name> (namespace default), "
                    "KIND one of svc, netpol, ingress, pod, deploy")
+    p.add_argument("--grace-period", type=int, default=None, metavar="SECONDS",
+                   help="seconds a deleted pod keeps running, terminating (default: the pod's "
+                        "terminationGracePeriodSeconds, 30 unless set); 0 removes it at once. Deleting a terminating "
+                        "pod again with a shorter one shortens what is left")
     control_options(p)
 
 
 def add_scale(sub) -> None:
     p = control_parser(sub, "scale", "set the number of replicas of a Deployment in a running scenario, as kubectl scale",
-                       "Set a Deployment's replicas. Its pods are named <deployment>-<index>: scaling up starts the next "
-                       "indexes (placed round-robin over the nodes by index, each with a new address), scaling down removes "
-                       "the highest ones. Services, DNS, SLB backends and NetworkPolicy follow.")
+                       "Set a Deployment's replicas. Its pods are named <deployment>-<index>: scaling up starts "
+                       "indexes above the highest (placed round-robin over the nodes by index, each with a new address), scaling down removes "
+                       "the highest ones, which terminate gracefully, as `kubevpc delete` says. Services, DNS, SLB "
+                       "backends and NetworkPolicy follow.")
     p.add_argument("deployment", metavar="DEPLOYMENT", help="deploy/<namespace>/<name> or deploy/<name>")
     p.add_argument("--replicas", type=int, required=True, metavar="N", help="the number of pods wanted (0 or more)")
+    p.add_argument("--grace-period", type=int, default=None, metavar="SECONDS",
+                   help="seconds the pods removed keep running, terminating (default: their own "
+                        "terminationGracePeriodSeconds); 0 removes them at once")
     control_options(p)
 
 
@@ -92,6 +104,8 @@ def _changed(client, headline: str, reply, as_json: bool) -> int:
     for line in reply.changes:
         out.print(f"  {line}", markup=False)
     times = reply.result if isinstance(reply.result, dict) else {}
+    for key, left in (times.get("terminating") or {}).items():
+        out.print(f"  {key} terminating: removed in {left:.0f} s (its grace period)", markup=False)
     if "flows_updated_s" in times:
         if not reply.changes:
             out.print("  no Service changed")
@@ -133,8 +147,11 @@ def cmd_delete(args) -> int:
     if kind not in DELETERS or not name:
         raise ControlError(f"cannot delete {args.object!r}: expected " +
                            " or ".join(f"{k}/<namespace>/<name>, {k}/<name>" for k in DELETERS), "usage")
+    if args.grace_period is not None and args.grace_period < 0:
+        raise ControlError(f"--grace-period {args.grace_period}: expected 0 or more seconds", "usage")
     client = control_client(args)
-    reply = client.request(DELETERS[kind], args.object)
+    grace = {"grace_period": args.grace_period} if args.grace_period is not None else {}
+    reply = client.request(DELETERS[kind], args.object, **grace)
     return _changed(client, f"{args.object} deleted", reply, args.json)
 
 
@@ -142,8 +159,11 @@ def cmd_delete(args) -> int:
 def cmd_scale(args) -> int:
     if args.replicas < 0:
         raise ControlError(f"--replicas {args.replicas}: expected 0 or more", "usage")
+    if args.grace_period is not None and args.grace_period < 0:
+        raise ControlError(f"--grace-period {args.grace_period}: expected 0 or more seconds", "usage")
     client = control_client(args)
-    reply = client.request("scale", args.deployment, args.replicas)
+    grace = {"grace_period": args.grace_period} if args.grace_period is not None else {}
+    reply = client.request("scale", args.deployment, args.replicas, **grace)
     return _changed(client, f"{args.deployment} scaled to {args.replicas}", reply, args.json)
 
 

@@ -14,7 +14,7 @@ from ..errors import KubevpcError
 from ..k8s import Ingress, Secret
 from ..k8s import Deployment, Namespace, NetworkPolicy, Pod, Service, kind_of
 from ..scenario.load import Loaded, Manifest, Source, all_kinds, pydantic_problems
-from ..planning import HostPlan, Plan, make_plan
+from ..planning import TERMINAL_PHASES, HostPlan, Plan, make_plan
 
 
 def parse_objects(objects, origin: str = "<api>") -> list:
@@ -84,9 +84,10 @@ DELETABLE = {"svc": Service, "service": Service, "netpol": NetworkPolicy, "netwo
              "deployment": Deployment}
 
 
-def deleted(manifests, plan: Plan, ref: str) -> list:
-    """The manifests without the object `ref` names (KIND/<ns>/<name>); a pod of a Deployment, or
-    the cluster's own, is refused."""
+def deleted(manifests, plan: Plan, ref: str) -> tuple[list, frozenset[str]]:
+    """The manifests without the object `ref` names (KIND/<ns>/<name>), and the pods deleted on
+    their own: a pod of a Deployment stays in its manifest, and the Deployment replaces it under
+    a new name, as the ReplicaSet controller does. The cluster's own pod (the DNS) is refused."""
     kind, _, rest = ref.partition("/")
     ns, _, name = rest.rpartition("/")
     if kind.lower() not in DELETABLE or not name:
@@ -94,18 +95,14 @@ def deleted(manifests, plan: Plan, ref: str) -> list:
                            "followed by <namespace>/<name>")
     cls = DELETABLE[kind.lower()]
     at = find_manifest(manifests, cls, ns or "default", name)
-    if at is None and cls is Pod and f"pod/{ns or 'default'}/{name}" in {h.key for h in plan.pods}:
-        owner = next((m.obj.metadata.name for m in manifests if isinstance(m.obj, Deployment)
-                      and m.obj.metadata.namespace == (ns or "default")
-                      and name.rpartition("-")[0] == m.obj.metadata.name), None)
-        if owner:
-            raise KubevpcError(f"pod {ns or 'default'}/{name} belongs to Deployment {owner}, which would "
-                               f"replace it; scale the Deployment (kubevpc scale deploy/{ns or 'default'}/{owner} "
-                               "--replicas N) or delete it")
-        raise KubevpcError(f"pod {ns or 'default'}/{name} is the cluster's own (the DNS); it cannot be deleted")
+    key = f"pod/{ns or 'default'}/{name}"
+    if at is None and cls is Pod and key in {h.key for h in plan.pods}:
+        if plan.host(key).app == "dns":
+            raise KubevpcError(f"pod {ns or 'default'}/{name} is the cluster's own (the DNS); it cannot be deleted")
+        return list(manifests), frozenset({key})
     if at is None:
         raise KubevpcError(f"no {cls.__name__} {ns or 'default'}/{name} in this scenario")
-    return manifests[:at] + manifests[at + 1:]
+    return manifests[:at] + manifests[at + 1:], frozenset()
 
 
 @dataclass(frozen=True)
@@ -121,13 +118,15 @@ class Replanned:
     labels: dict
 
 
-def replan(loaded: Loaded, previous: Plan, run: str, manifests, ready: dict[str, bool], labels: dict) -> Replanned:
+def replan(loaded: Loaded, previous: Plan, run: str, manifests, ready: dict[str, bool], labels: dict,
+           terminating: frozenset[str] = frozenset(), deleted: frozenset[str] = frozenset()) -> Replanned:
     """Plan the changed manifests against the running plan: pods that stay keep their node,
-    address and port, and every Service its ClusterIP and NodePorts, whatever comes or goes before it."""
+    address and port, and every Service its ClusterIP and NodePorts, whatever comes or goes before
+    it; `terminating` pods stay as they are, `deleted` ones go (kubevpc.planning.make_plan)."""
     manifests = [dataclasses.replace(m, obj=keep_allocations(m.obj, previous)) if isinstance(m.obj, Service)
                  else m for m in manifests]
     loaded = dataclasses.replace(loaded, manifests=tuple(manifests))
-    plan = make_plan(loaded, run, ready, labels, previous=previous)
+    plan = make_plan(loaded, run, ready, labels, previous=previous, terminating=terminating, deleted=deleted)
     added, removed = pods_changed(previous, plan)
     gone = {h.key for h in removed}
     return Replanned(loaded, plan, added, removed, {k: v for k, v in ready.items() if k not in gone},
@@ -180,5 +179,8 @@ def pods_changed(old: Plan, new: Plan) -> tuple[list[HostPlan], list[HostPlan]]:
             if getattr(a, field) != getattr(b, field):
                 raise KubevpcError(f"{key} would change its {what} ({getattr(a, field) or '-'} -> "
                                    f"{getattr(b, field) or '-'}): a running pod cannot; delete it and create it "
-                                   "again (for a Deployment, scale it to fewer replicas and back)")
+                                   "again (a Deployment replaces a pod deleted)")
+        if a.phase in TERMINAL_PHASES and b.phase != a.phase:
+            raise KubevpcError(f"{key} is in phase {a.phase}, which is final: its containers do not run again "
+                               f"(not {b.phase}); delete it and create it again")
     return ([h for k, h in after.items() if k not in before], [h for k, h in before.items() if k not in after])

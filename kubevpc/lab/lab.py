@@ -17,7 +17,6 @@ from typing import Callable, Iterable
 
 from topologies.build import Builder, teardown
 from topologies.shell import bridge_connections, wait_for
-from topologies.supervisor import ending
 
 from ..errors import DeadlineError, KubevpcError
 from ..evaluator.matrix import Cell, Matrix, expected_matrix, select
@@ -29,14 +28,13 @@ from ..ledger import Ledger, run_dir
 from ..scenario.load import load
 from ..observe.flowlog import dump_learned, live_records, read_counters, read_records
 from ..observe.trace import Trace, trace
-from ..planning import HostPlan, Plan, make_plan, resolve_endpoint
+from ..planning import TERMINAL_PHASES, HostPlan, Plan, make_plan, resolve_endpoint
 from ..probe import PortBlocks, Result
 from ..rundir import atomic_write
 from . import changes
+from .grace import Terminations, check_grace_period
+from .servers import ROOT, Servers, stop_process
 
-# the checkout (or site-packages) the kubevpc package is in: where `python -m kubevpc.probe` and the
-# servers are started from inside the namespaces
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def new_run_name() -> str:
@@ -54,7 +52,7 @@ class Probe:
     key: str = ""
 
 
-class Lab:
+class Lab(Servers):
     def __init__(self, scenario: str, mode: str | None = None, run: str | None = None,
                  datapath: str | None = None, say: Callable[[str], None] = lambda s: None,
                  allow_dirs: Iterable[str] = ()):
@@ -74,6 +72,8 @@ class Lab:
         self.source_ports = PortBlocks()          # probes never reuse a recent source port
         self.stopped: set[str] = set()            # servers stopped on purpose (stop_server), by name
         self._deaths_told = 0                      # controller deaths a change has reported already
+        self.terminating = Terminations(self._expire_in_background)   # pods deleted, in their grace period
+        self.lock = threading.RLock()             # changes, from callers and from the grace period timer
 
     # ------------------------------------------------------------------------------ lifecycle
     def up(self) -> "Lab":
@@ -91,6 +91,7 @@ class Lab:
         return self
 
     def down(self) -> dict[str, int]:
+        self.terminating.cancel()
         if self.net is None:
             return {}
         t0 = time.monotonic()
@@ -267,21 +268,51 @@ class Lab:
         `origin` names where the objects came from in error messages (the CLI passes file names)."""
         return self._update(changes.applied(self.loaded.manifests, changes.parse_objects(objects, origin)), self.ready)
 
-    def scale(self, deployment: str, replicas: int) -> dict:
+    def scale(self, deployment: str, replicas: int, grace_period: int | None = None) -> dict:
         """Set a Deployment's replicas (`deploy/<ns>/<name>`), as `kubectl scale` does. Pods are
-        named `<deployment>-<index>`: scaling up adds the next indexes, scaling down removes the
-        highest ones."""
-        return self._update(changes.scaled(self.loaded.manifests, deployment, replicas), self.ready)
+        named `<deployment>-<index>`: scaling up adds indexes above the highest, scaling down removes
+        the highest ones, which terminate gracefully (see delete)."""
+        return self._update(changes.scaled(self.loaded.manifests, deployment, replicas), self.ready,
+                            grace_period=grace_period)
 
     def set_network_policies(self, *objects: dict, origin: str = "<api>") -> dict:
         """Make these the scenario's NetworkPolicies, all others removed, in one change."""
         return self._update(changes.with_network_policies(self.loaded.manifests, objects, origin), self.ready)
 
-    def delete(self, ref: str) -> dict:
+    def delete(self, ref: str, grace_period: int | None = None) -> dict:
         """Delete a Service (`svc/<ns>/<name>`), a NetworkPolicy (`netpol/<ns>/<name>`), an Ingress
         (`ingress/<ns>/<name>`), a Pod (`pod/<ns>/<name>`) or a Deployment with its pods
-        (`deploy/<ns>/<name>`). A pod of a Deployment is not deleted alone: scale the Deployment."""
-        return self._update(changes.deleted(self.loaded.manifests, self.plan, ref), self.ready)
+        (`deploy/<ns>/<name>`). A pod of a Deployment is replaced by a new one with a new name and
+        address, as the ReplicaSet controller does.
+
+        Pods terminate gracefully, as kubectl's `--grace-period`: for `grace_period` seconds (None:
+        the pod's terminationGracePeriodSeconds, 30 by default) a pod keeps running and serving,
+        and is an endpoint that is serving and terminating but not ready; then it is removed. 0
+        removes it at once. Deleting a terminating pod again may shorten its grace period."""
+        _check_grace(grace_period)
+        with self.lock:
+            key = self._terminating_key(ref)
+            if key:
+                return self._shorten(key, grace_period)
+            manifests, pods = changes.deleted(self.loaded.manifests, self.plan, ref)
+            return self._update(manifests, self.ready, deleted=pods, grace_period=grace_period)
+
+    def _terminating_key(self, ref: str) -> str:
+        """The key of the terminating pod `ref` names, or ""."""
+        if not ref.startswith(("pod/", "po/")):
+            return ""
+        kind, _, rest = ref.partition("/")
+        ns, _, name = rest.rpartition("/")
+        key = f"pod/{ns or 'default'}/{name}"
+        return key if key in self.terminating else ""
+
+    def _shorten(self, key: str, grace_period: int | None) -> dict:
+        """A terminating pod deleted again: a shorter grace period replaces the rest of its own."""
+        left = self.terminating.shorten(key, grace_period)
+        if left > 0:
+            self.say(f"{key} is terminating; {left:.0f} s of its grace period left")
+            return {"terminating": {key: round(left, 3)}}
+        return self._expire()
 
     def ingress_certificate(self, secret: str) -> str:
         """The PEM file of the certificate an Ingress's TLS Secret (`<namespace>/<name>`) holds: the
@@ -311,16 +342,37 @@ class Lab:
         return key
 
     def _update(self, manifests: list, ready: dict[str, bool], labels: dict | None = None,
-                deadline: float = 10) -> dict:
+                deadline: float = 10, deleted: frozenset[str] = frozenset(), grace_period: int | None = None) -> dict:
         """Plan again (pods that stay keep their node, address and port), bring up the pods the
         change adds, hand the new plan to the controller, the DNS, the node health servers and the
-        SLB checkers (they watch their files), then take down the pods it removes. Returns how
-        long the flows took to follow."""
+        SLB checkers (they watch their files), then take down the pods it removes. Pods removed
+        with a grace period (their own, or `grace_period`) stay, terminating, until it ends.
+        Returns how long the flows took to follow."""
+        with self.lock:
+            return self._change(manifests, ready, labels, deadline, deleted, grace_period)
+
+    def _replan(self, manifests: list, ready: dict[str, bool], labels: dict | None, deleted: frozenset[str],
+                grace_period: int | None) -> tuple[changes.Replanned, dict[str, float]]:
+        """The change planned; pods it removes that have a grace period are planned again as
+        terminating, with the time each one's grace period ends."""
+        labels = self.labels if labels is None else labels
+        change = changes.replan(self.loaded, self.plan, self.run, manifests, ready, labels,
+                                self.terminating.keys(), deleted)
+        now = time.monotonic()
+        graceful = {h.key: now + (h.grace_period if grace_period is None else grace_period)
+                    for h in change.removed if not h.terminating and h.key not in self.terminating}
+        graceful = {k: t for k, t in graceful.items() if t > now}
+        if graceful:
+            change = changes.replan(self.loaded, self.plan, self.run, manifests, ready, labels,
+                                    self.terminating.keys() | frozenset(graceful), deleted)
+        return change, graceful
+
+    def _change(self, manifests: list, ready: dict[str, bool], labels: dict | None, deadline: float,
+                deleted: frozenset[str], grace_period: int | None) -> dict:
         if self.net is None:
             raise KubevpcError("the lab is not up")
         t0 = time.monotonic()
-        change = changes.replan(self.loaded, self.plan, self.run, manifests, ready,
-                                self.labels if labels is None else labels)
+        change, graceful = self._replan(manifests, ready, labels, deleted, grace_period)
         version = self.status().get("plan_version", 0)
         pods: dict[str, float] = {}
         if change.added:        # the pods listen before any Service sends to them; flows are timed from then
@@ -329,8 +381,13 @@ class Lab:
             pods["pods_started_s"] = time.monotonic() - t0
             t0 = time.monotonic()
         self._hand_over(change)
+        self.terminating.start(graceful)
+        self.terminating.forget(h.key for h in change.removed)
+        if graceful:
+            self.say(f"{len(graceful)} pod(s) terminating: {', '.join(sorted(graceful))}")
         self._wait_programmed(version, deadline)
         took = time.monotonic() - t0
+        self._stop_finished(change)
         if change.removed:         # nothing is sent to them any more
             self.say(f"removing {len(change.removed)} pod(s): {', '.join(h.key for h in change.removed)}")
             t1 = time.monotonic()
@@ -340,7 +397,37 @@ class Lab:
         self._wait_datapath(deadline)
         cached = time.monotonic() - t0
         self.say(f"change programmed in {took * 1000:.0f} ms, in the datapath's cache in {cached * 1000:.0f} ms")
-        return {"flows_updated_s": took, "datapath_s": cached, **pods, **self._controller_note()}
+        term = {k: v for k, v in self.terminating.left().items() if k in graceful}
+        return {"flows_updated_s": took, "datapath_s": cached, **pods, **({"terminating": term} if term else {}),
+                **self._controller_note()}
+
+    def _stop_finished(self, change: changes.Replanned) -> None:
+        """The servers of pods that reached a terminal phase (Succeeded, Failed) stop, as their
+        containers have."""
+        for h in change.plan.pods:
+            name = h.key
+            if h.phase in TERMINAL_PHASES and name in self.net.servers and name not in self.stopped:
+                self.say(f"{h.key} is {h.phase}: its server stops")
+                self.stopped.add(name)
+                stop_process(self.net.servers[name])
+
+    def _expire_in_background(self) -> None:
+        try:
+            self._expire()
+        except Exception as exc:        # noqa: BLE001 - a timer thread has no caller to tell: say it, try again
+            self.say(f"removing the pods whose grace period ended failed: {exc}; trying again in 5 s")
+            with self.lock:
+                self.terminating.retry(5)
+
+    def _expire(self) -> dict:
+        """Remove the pods whose grace period has ended."""
+        with self.lock:
+            due = self.terminating.due() if self.net is not None else set()
+            if not due:
+                self.terminating.schedule()
+                return {}
+            self.say(f"grace period over: {', '.join(sorted(due))}")
+            return self._change(self.loaded.manifests, self.ready, None, 10, frozenset(), None)
 
     def _hand_over(self, change: changes.Replanned) -> None:
         """The new plan becomes the Lab's, and the run's: plan.json (the controller watches it), the
@@ -431,80 +518,15 @@ class Lab:
             why.append(f"(earlier: {self.net.describe_controller()})")
         return "; ".join(w for w in why if w) or "no cause found; see controller.log in the run's directory"
 
-    def servers(self) -> list[dict]:
-        """Every server the run started (pods', instances', the DNS, ingress controllers, SLB health
-        checkers, node health servers): its endpoint, program, pid and state, which is running,
-        stopped (by stop_server) or dead (with how it ended, when known)."""
-        out = []
-        for name, proc in sorted((self.net.servers if self.net else {}).items()):
-            key, _, program = name.partition("#")
-            code = proc.poll()
-            state = "running" if code is None else "stopped" if name in self.stopped else "dead"
-            out.append({"endpoint": key, "program": program.rpartition(".")[2] or "server", "pid": proc.pid,
-                        "state": state, "how": "" if code is None or code == -1 else ending(code)})
-        return out
-
-    def server_down(self, endpoint: str) -> str:
-        """Why an endpoint's own server does not answer ("" when it runs): stopped or dead."""
-        for s in self.servers():
-            if s["endpoint"] == endpoint and s["program"] == "server" and s["state"] != "running":
-                how = f", {s['how']}" if s["how"] else ""
-                return (f"the server of {endpoint} was stopped (kubevpc stop-server)" if s["state"] == "stopped"
-                        else f"the server of {endpoint} is not running (pid {s['pid']}{how})")
-        return ""
-
-    def down_reason(self, dest: str) -> str:
-        """Why a destination cannot answer on its own account ("" when its servers run): the server
-        of an endpoint (pod/..., ecs/..., node/...), or of the endpoints of a Service (svc/...)."""
-        if not self.net:
-            return ""
-        if dest.startswith("svc/"):
-            keys = sorted({e.pod for e in self.service(dest).endpoints})
-        else:
-            try:
-                keys = [self.host(dest).key]
-            except KubevpcError:
-                return ""
-        return "; ".join(r for r in (self.server_down(k) for k in keys) if r)
-
-    def stop_server(self, endpoint: str, program: str = "server") -> None:
-        """Stop what runs in an endpoint: its pod/ECS server, or (program="nodehealth") a node's
-        kube-proxy health check server. Connections to it are then refused; health checks fail."""
-        key = self.host(endpoint).key
-        proc = self._process(key, program)
-        self.stopped.add(key if program == "server" else f"{key}#kubevpc.{program}")
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
-
-    def start_server(self, endpoint: str, program: str = "server", timeout: float = 30) -> None:
-        """Start it again (after stop_server), and wait until it listens."""
-        h = self.host(endpoint)
-        if self._process(h.key, program).poll() is None:
-            raise KubevpcError(f"the {program} of {h.key} is running")
-        builder = self.builder
-        ready_dir = self.net.rundir.ready_dir
-        self.stopped.discard(h.key if program == "server" else f"{h.key}#kubevpc.{program}")
-        if program == "server":
-            builder.start_server(h, ready_dir, ROOT)
-            ready = lambda: os.path.exists(self.net.rundir.ready(h.netns))  # noqa: E731
-        else:
-            ready = builder.start_node_health(h.node, ready_dir, ROOT)
-        wait_for(f"the {program} of {h.key}", ready, timeout)
-
-    def _process(self, key: str, program: str) -> subprocess.Popen:
-        if self.net is None:
-            raise KubevpcError("the lab is not up")
-        name = key if program == "server" else f"{key}#kubevpc.{program}"
-        if name not in self.net.servers:
-            raise KubevpcError(f"nothing called {program} runs in {key}")
-        return self.net.servers[name]
-
     def status(self) -> dict:
         return self.net.controller_status() if self.net else {}
+
+
+def _check_grace(value) -> None:
+    try:
+        check_grace_period(value)
+    except ValueError as exc:
+        raise KubevpcError(str(exc)) from None
 
 
 def _main_thread() -> bool:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 import os
 import subprocess
+import time
 
 import pytest
 
@@ -95,7 +96,7 @@ def test_scaling_up_starts_pods_that_serve_and_join_services_dns_and_slbs(lab):
 
 def test_scaling_down_removes_pods_and_what_they_held(lab):
     gone = [lab.plan.host(f"pod/default/web-{i}") for i in (1, 2, 3)]
-    took = lab.scale("deploy/default/web", 1)
+    took = lab.scale("deploy/default/web", 1, grace_period=0)
     assert "pods_removed_s" in took and "pods_started_s" not in took
     assert [h.key for h in lab.plan.pods if h.key.startswith("pod/default/web-")] == ["pod/default/web-0"]
     netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split()
@@ -123,12 +124,12 @@ def test_a_pod_applied_joins_its_service_and_leaves_it_when_deleted(lab):
     assert set(counts) == {"web-0", "extra"}, counts      # twin: "other" is not selected, never answers
     assert lab.connect("pod/client-3", "pod/other", 8080).outcome == "answered"
     extra = lab.plan.host("pod/default/extra")
-    lab.delete("pod/default/extra")
+    lab.delete("pod/default/extra", grace_period=0)
     assert pod_interfaces(lab, "pod/default/other") == {"netns": True, "veth": True, "port": True}
     assert extra.netns not in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert spread(lab, "pod/client-3", "svc/web", 20) == {"web-0": 20}
     assert lab.connect("pod/client-3", extra.ip, 8080, timeout=1).outcome != "answered"
-    lab.delete("pod/default/other")
+    lab.delete("pod/default/other", grace_period=0)
 
 
 def test_network_policy_covers_pods_added_later(lab):
@@ -150,7 +151,7 @@ def test_network_policy_covers_pods_added_later(lab):
         assert lab.connect("pod/intruder", "pod/client-3", 7000).outcome == "answered"
     finally:
         lab.delete("netpol/default/web-from-clients")
-        lab.delete("pod/default/intruder")
+        lab.delete("pod/default/intruder", grace_period=0)
 
 
 def test_changes_a_running_pod_cannot_take_are_refused_before_anything_is_built(lab):
@@ -163,8 +164,10 @@ def test_changes_a_running_pod_cannot_take_are_refused_before_anything_is_built(
     client["spec"]["containers"][0]["ports"][0]["containerPort"] = 7000
     with pytest.raises(KubevpcError, match="would change its node"):
         lab.apply(client)
-    with pytest.raises(KubevpcError, match="belongs to Deployment web, which would replace it; scale the Deployment"):
-        lab.delete("pod/default/web-0")
+    with pytest.raises(KubevpcError, match="the cluster's own"):
+        lab.delete("pod/kube-system/kube-dns-0")
+    with pytest.raises(KubevpcError, match="grace period -1: expected a whole number"):
+        lab.delete("pod/default/web-0", grace_period=-1)
     with pytest.raises(KubevpcError, match="no Deployment default/nosuch"):
         lab.scale("deploy/default/nosuch", 3)
     with pytest.raises(KubevpcError, match="replicas -1: expected a whole number"):
@@ -175,6 +178,92 @@ def test_changes_a_running_pod_cannot_take_are_refused_before_anything_is_built(
     assert lab.plan is plan
     assert subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout == netns
     assert set(spread(lab, "pod/client-1", "svc/web", 20)) == {"web-0", "web-1"}
+
+
+def web_pods(lab: Lab) -> list[str]:
+    return sorted(h.name for h in lab.plan.pods if h.name.startswith("web-"))
+
+
+def wait_gone(lab: Lab, key: str, deadline: float) -> float:
+    """Seconds until the Lab has removed `key` (its grace period over)."""
+    t0 = time.monotonic()
+    while any(h.key == key for h in lab.plan.pods):
+        assert time.monotonic() - t0 < deadline, f"{key} still there after {deadline} s"
+        time.sleep(0.05)
+    with lab.lock:              # the change that removes it has finished
+        return time.monotonic() - t0
+
+
+def test_a_deleted_pod_serves_through_its_grace_period_then_goes(lab):
+    lab.apply({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "slow", "labels": {"app": "web"}},
+               "spec": {"nodeName": "node-2", "terminationGracePeriodSeconds": 4, "containers": [
+                   {"name": "c", "ports": [{"name": "http", "containerPort": 8080},
+                                           {"name": "echo", "containerPort": 5353, "protocol": "UDP"}]}]}})
+    assert "slow" in spread(lab, "pod/client-3", "svc/web", 40), "a ready pod of the Service"
+    slow = lab.plan.host("pod/default/slow")
+    t0 = time.monotonic()
+    took = lab.delete("pod/default/slow")                  # its own grace period: 4 s
+    assert 3 < took["terminating"]["pod/default/slow"] <= 4, took
+    assert lab.plan.host("pod/default/slow").terminating
+    e = next(e for e in lab.service("web").endpoints if e.name == "slow")
+    assert (e.ready, e.serving, e.terminating) == (False, True, True)
+    # it keeps running and answers on its own address ...
+    r = lab.connect("pod/client-1", slow.ip, 8080)
+    assert r.outcome == "answered" and name(r) == "slow", r.detail
+    # ... but the Service has ready endpoints, so kube-proxy sends it nothing new; DNS drops it
+    assert set(spread(lab, "pod/client-3", "svc/web", 40)) == {"web-0", "web-1"}
+    got = resolve(lab, "pod/client-1", [("web-headless", "A")])["web-headless/A"]
+    assert slow.ip not in got and got == sorted(lab.address(f"pod/web-{i}") for i in range(2))
+    # the grace period over, it is removed, with everything it held
+    wait_gone(lab, "pod/default/slow", 15)
+    assert 3.5 < time.monotonic() - t0 < 12, time.monotonic() - t0
+    assert pod_interfaces(lab, "pod/default/web-0")["netns"]
+    assert slow.netns not in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert lab.connect("pod/client-1", slow.ip, 8080, timeout=1).outcome != "answered"
+    assert lab.status()["errors"] == []
+
+
+def test_a_deployment_replaces_a_deleted_pod_under_a_new_name_and_address(lab):
+    assert web_pods(lab) == ["web-0", "web-1"]
+    old = lab.plan.host("pod/default/web-1")
+    took = lab.delete("pod/default/web-1", grace_period=0)
+    assert "pods_started_s" in took and "pods_removed_s" in took, took
+    assert web_pods(lab) == ["web-0", "web-2"], "the ReplicaSet makes a new pod; the deleted one is gone"
+    new = lab.plan.host("pod/default/web-2")
+    assert new.ip != old.ip and new.ip not in {h.ip for h in lab.plan.hosts if h.key != new.key}
+    r = lab.connect("pod/client-1", "pod/web-2", 8080)
+    assert r.outcome == "answered" and name(r) == "web-2", r.detail
+    assert set(spread(lab, "pod/client-1", "svc/web", 40)) == {"web-0", "web-2"}
+    assert lab.connect("pod/client-1", old.ip, 8080, timeout=1).outcome != "answered"
+    # scaling up afterwards takes the next index, never the deleted pod's name
+    lab.scale("deploy/default/web", 3)
+    assert web_pods(lab) == ["web-0", "web-2", "web-3"]
+    lab.scale("deploy/default/web", 2, grace_period=0)
+    assert web_pods(lab) == ["web-0", "web-2"]
+
+
+def test_an_evicted_pod_stops_and_its_service_refuses_at_once(lab):
+    def pod(phase: str) -> dict:
+        return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "evictee", "labels": {"app": "lonely"}},
+                "spec": {"nodeName": "node-1", "containers": [{"name": "c", "ports": [{"containerPort": 8080}]}]},
+                "status": {"phase": phase, **({"reason": "Evicted"} if phase == "Failed" else {})}}
+    lab.apply(pod("Running"), {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "lonely"},
+                               "spec": {"selector": {"app": "lonely"}, "publishNotReadyAddresses": True,
+                                        "ports": [{"port": 80, "targetPort": 8080}]}})
+    try:
+        assert lab.connect("pod/client-3", "svc/lonely", 80).outcome == "answered", "twin: running, it serves"
+        took = lab.apply(pod("Failed"))
+        assert took["datapath_s"] < 3, took
+        assert lab.service("lonely").endpoints == (), "never an endpoint, even with publishNotReadyAddresses"
+        r = lab.connect("pod/client-3", "svc/lonely", 80)
+        assert r.outcome == "refused" and r.elapsed_ms < 500, (r.outcome, r.elapsed_ms)
+        assert lab.connect("pod/client-3", "pod/evictee", 8080, timeout=1).outcome != "answered"
+        assert "phase Failed" in lab.down_reason("pod/default/evictee")
+        with pytest.raises(KubevpcError, match="phase Failed, which is final"):
+            lab.apply(pod("Running"))
+    finally:
+        lab.delete("svc/default/lonely")
+        lab.delete("pod/default/evictee", grace_period=0)
 
 
 def test_zero_packet_ins_after_all_the_changes(lab):

@@ -276,14 +276,24 @@ def test_scaling_and_pods_through_the_cli(live, tmp_path):
         assert res.returncode == 0 and "pod/default/solo: created on node-2" in res.stdout, res.stdout + res.stderr
         solo = re.search(r"pod/default/solo: created on node-2, (\S+)", res.stdout).group(1)
         assert names(live.probe("pod/client-3", solo, 9000)) == {"solo": 1}
-        res = kubevpc("delete", live.name, "pod/default/solo")
+        res = kubevpc("delete", live.name, "pod/default/solo", "--grace-period", "0")
         assert res.returncode == 0 and "pod/default/solo: deleted" in res.stdout, res.stdout + res.stderr
         assert outcomes(live.probe("pod/client-3", solo, 9000, timeout=1)) != {"answered"}
-        res = kubevpc("delete", live.name, "pod/default/web-1")
-        assert res.returncode == 3 and "belongs to Deployment web" in res.stderr, res.stderr
+        # a pod of a Deployment is replaced, under a new name; with its grace period the old one
+        # stays, terminating, and the command says until when
+        res = kubevpc("delete", live.name, "pod/default/web-2", "--grace-period", "3")
+        assert res.returncode == 0, res.stderr
+        assert re.search(r"pod/default/web-3: created on node-\d, \S+", res.stdout), res.stdout
+        assert re.search(r"pod/default/web-2 terminating: removed in [23] s", res.stdout), res.stdout
+        assert set(names(live.probe("pod/client-1", "svc/web", 80, count=40))) == {"web-0", "web-1", "web-3"}
+        assert names(live.probe("pod/client-1", web2, 8080)) == {"web-2": 1}, "terminating, it still serves"
+        res = kubevpc("delete", live.name, "pod/default/web-2", "--grace-period", "0")
+        assert res.returncode == 0 and "pod/default/web-2: deleted" in res.stdout, res.stdout + res.stderr
+        res = kubevpc("delete", live.name, "pod/default/web-2", "--grace-period", "-1")
+        assert res.returncode == 2 and "--grace-period -1: expected 0 or more seconds" in res.stderr, res.stderr
     finally:
-        res = kubevpc("scale", live.name, "deploy/default/web", "--replicas", "2")
-    assert res.returncode == 0 and "pod/default/web-2: deleted" in res.stdout, res.stdout + res.stderr
+        res = kubevpc("scale", live.name, "deploy/default/web", "--replicas", "2", "--grace-period", "0")
+    assert res.returncode == 0 and "pod/default/web-3: deleted" in res.stdout, res.stdout + res.stderr
     # twin: web-2's address answers no more, the Service has its two pods again
     assert outcomes(live.probe("pod/client-1", web2, 8080, timeout=1)) != {"answered"}
     assert set(names(live.probe("pod/client-1", "svc/web", 80, count=20))) == {"web-0", "web-1"}
