@@ -382,21 +382,24 @@ class Builder:
                 raise BuildError(f"could not give {h.key} its resolv.conf: {out.strip()}")
 
     # ----------------------------------------------------------------------------------- SLB
-    def _slb(self) -> None:
-        """One health checker per SLB, in the SLB's own namespace (its probes come from the VIP),
-        and kube-proxy's health check server on every node when a Service has policy Local."""
+    def _slb(self, hosts: tuple[str, ...] | None = None) -> None:
+        """One health checker per SLB (of `hosts`, the SLB namespaces added to a running network),
+        in the SLB's own namespace (its probes come from the VIP), and kube-proxy's health check
+        server on every node when a Service has policy Local and the node has none yet."""
         plan = self.plan
-        if not plan.slbs:
-            return
-        self.say(f"starting {len(plan.slbs)} SLB health checkers")
+        slbs = [s for s in plan.slbs if hosts is None or s.host in hosts]
         ready_dir = self.net.rundir.ready_dir
         os.makedirs(ready_dir, exist_ok=True)
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         waits = [self.start_node_health(node.name, ready_dir, root) for node in plan.nodes
-                 if write_node_health(self.ledger.dir, plan, node.name)]
+                 if write_node_health(self.ledger.dir, plan, node.name)
+                 and f"{node.ecs}#kubevpc.{NodeHealthServer.NAME}" not in self.net.servers]
         wait_for("node health check servers", lambda: all(w() for w in waits), 30)
+        if not slbs:
+            return
+        self.say(f"starting {len(slbs)} SLB health checkers")
         waits = []
-        for slb in plan.slbs:
+        for slb in slbs:
             write_slb_config(self.ledger.dir, slb)
             waits.append(self._spawn(slb.host, SlbChecker.NAME, checker_command(self.net.rundir, slb.service),
                                      ready_dir, root))
@@ -485,11 +488,13 @@ class Builder:
 
     # ------------------------------------------------------------------ pods coming and going
     def add_pods(self, plan: Plan, pods: list[HostPlan]) -> None:
-        """Bring up pods of a changed plan in the running network, as the kubelet and the CNI
-        plugin would: namespace, veth on the node bridge at the planned port, addresses and
-        routes, resolv.conf, then the pod's server, waited for. The caller then hands the plan to
-        the controller, so a pod joins Services only once it listens. On failure, what was made
-        for them is removed again and the builder keeps its plan."""
+        """Bring up pods (and SLB namespaces) of a changed plan in the running network, as the
+        kubelet and the CNI plugin (and the cloud controller manager) would: namespace, veth on the
+        node (vSwitch) bridge at the planned port, addresses and routes, resolv.conf, then the
+        pod's server or the SLB's health checker, and kube-proxy's health check server on nodes
+        that need one now, waited for. The caller then hands the plan to the controller, so a pod
+        joins Services only once it listens. On failure, what was made for them is removed again
+        and the builder keeps its plan."""
         old = self.plan
         self.plan = plan
         try:
@@ -502,8 +507,9 @@ class Builder:
                         f"ofport_request={h.ofport}"]
             sh(cmd, timeout=90)
             self._buffers([h.veth for h in pods])
-            self._dns(tuple(pods))
+            self._dns(tuple(h for h in pods if h.kind == "pod"))
             self._servers(tuple(pods))
+            self._slb(tuple(h.key for h in pods if h.kind == "slb"))
         except BaseException as exc:
             try:
                 self.remove_pods(pods)

@@ -37,6 +37,7 @@ import argparse
 import json
 import logging
 import socketserver
+import os
 import sys
 import threading
 import time
@@ -296,10 +297,12 @@ class PortsFile(ConfigFile):
 
 
 def write_node_health(state_dir: str, plan: Any, node: str) -> bool:
-    """Write a node's health check ports, if it has any (a Service with policy Local): True then."""
+    """Write a node's health check ports, if it has any (a Service with policy Local): True then.
+    A node whose server runs already (its file exists) gets its file written even without any,
+    so the ports of a Service deleted while running close."""
     config = PortsFile(RunDir(state_dir), plan, node)
     doc = config.build()
-    if doc["ports"]:
+    if doc["ports"] or os.path.exists(config.path):
         config.write(doc)
     return bool(doc["ports"])
 

@@ -160,21 +160,31 @@ def keep_allocations(svc, plan: Plan):
 
 
 def pods_changed(old: Plan, new: Plan) -> tuple[list[HostPlan], list[HostPlan]]:
-    """The pods a change adds and removes. Everything else must stay as it is: a change that would
-    add or remove SLBs or node uplinks, or move, renumber or reshape a running pod, is refused."""
+    """The pods and SLB namespaces a change adds and removes. Everything else must stay as it is:
+    a change that would add or remove node uplinks or other hosts, renumber a running SLB, or
+    move, renumber or reshape a running pod, is refused."""
+    def comes_and_goes(h: HostPlan) -> bool:
+        return h.kind in ("pod", "slb")
+
     def fixed(p: Plan):
-        return ([h for h in p.hosts if h.kind != "pod"],
-                {b.name: [x for x in b.ports if not (x.kind == "veth" and x.peer.startswith("pod/"))] for b in p.bridges})
+        ours = {h.veth for h in p.hosts if comes_and_goes(h)}
+        return ([h for h in p.hosts if not comes_and_goes(h)],
+                {b.name: [x for x in b.ports if not (x.kind == "veth" and x.name in ours)] for b in p.bridges})
     if fixed(old) != fixed(new):
-        was = {h.key for h in old.hosts if h.kind != "pod"}
-        now = {h.key for h in new.hosts if h.kind != "pod"}
+        was = {h.key for h in old.hosts if not comes_and_goes(h)}
+        now = {h.key for h in new.hosts if not comes_and_goes(h)}
         what = ", ".join(sorted(now - was)) or ", ".join(f"-{k}" for k in sorted(was - now))
-        raise KubevpcError("this change adds or removes SLBs or node uplinks" + (f" ({what})" if what else "") +
+        raise KubevpcError("this change adds or removes node uplinks" + (f" ({what})" if what else "") +
                            ", which a running scenario cannot do; restart the scenario with the change instead")
-    before = {h.key: h for h in old.pods}
-    after = {h.key: h for h in new.pods}
+    before = {h.key: h for h in old.hosts if comes_and_goes(h)}
+    after = {h.key: h for h in new.hosts if comes_and_goes(h)}
     for key in sorted(before.keys() & after.keys()):
         a, b = before[key], after[key]
+        if a.kind == "slb":
+            if a != b:
+                raise KubevpcError(f"{key} would change its address or port ({a.vswitch} {a.ip} -> {b.vswitch} "
+                                   f"{b.ip}): a running SLB cannot; delete the Service and create it again")
+            continue
         for field, what in (("node", "node"), ("servers", "ports"), ("app", "program")):
             if getattr(a, field) != getattr(b, field):
                 raise KubevpcError(f"{key} would change its {what} ({getattr(a, field) or '-'} -> "

@@ -360,7 +360,7 @@ class Lab(Servers):
                                 self.terminating.keys(), deleted)
         now = time.monotonic()
         graceful = {h.key: now + (h.grace_period if grace_period is None else grace_period)
-                    for h in change.removed if not h.terminating and h.key not in self.terminating}
+                    for h in change.removed if h.kind == "pod" and not h.terminating and h.key not in self.terminating}
         graceful = {k: t for k, t in graceful.items() if t > now}
         if graceful:
             change = changes.replan(self.loaded, self.plan, self.run, manifests, ready, labels,
@@ -376,7 +376,7 @@ class Lab(Servers):
         version = self.status().get("plan_version", 0)
         pods: dict[str, float] = {}
         if change.added:        # the pods listen before any Service sends to them; flows are timed from then
-            self.say(f"starting {len(change.added)} pod(s): {', '.join(h.key for h in change.added)}")
+            self.say(f"starting {', '.join(h.key for h in change.added)}")
             self.builder.add_pods(change.plan, change.added)
             pods["pods_started_s"] = time.monotonic() - t0
             t0 = time.monotonic()
@@ -389,7 +389,7 @@ class Lab(Servers):
         took = time.monotonic() - t0
         self._stop_finished(change)
         if change.removed:         # nothing is sent to them any more
-            self.say(f"removing {len(change.removed)} pod(s): {', '.join(h.key for h in change.removed)}")
+            self.say(f"removing {', '.join(h.key for h in change.removed)}")
             t1 = time.monotonic()
             self.builder.remove_pods(change.removed)
             pods["pods_removed_s"] = time.monotonic() - t1

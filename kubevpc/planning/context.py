@@ -59,6 +59,7 @@ class Context:
     # period; `deleted` ones go now, and a Deployment replaces them under new names
     terminating: frozenset[str] = frozenset()
     deleted: frozenset[str] = frozenset()
+    previous_public: dict[str, str] = field(default_factory=dict)   # internet SLBs' EIPs, by Service
 
     @property
     def sc(self):

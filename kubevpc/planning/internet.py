@@ -48,10 +48,11 @@ def plan_internet(ctx: Context, cloud: Cloud, cluster: Cluster, ips: dict[str, s
     vpc_of_ecs = {n: cloud.vswitch(e.vswitch).vpc for n, e in cluster.instances.items()}
     eips = _eips(ctx, natgws, public, ips, vpc_of_ecs)
     out.slbs = []
+    public.taken |= set(ctx.previous_public.values())     # a running SLB keeps its EIP; none is handed on
     for slb in slbs:
         if slb.service in internet_slbs:
             m = service_manifest(ctx, slb.service)
-            ip = public.take(m.prefix, slb.service, m.source)
+            ip = ctx.previous_public.get(slb.service) or public.take(m.prefix, slb.service, m.source)
             if ip is None:
                 continue
             eips.append(EipPlan(name=f"slb-{slb.service.replace('/', '-')}", ip=ip, vpc=cloud.vswitch(slb.vswitch).vpc,

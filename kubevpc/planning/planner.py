@@ -38,7 +38,8 @@ def make_plan(loaded: Loaded, run: str, ready: dict[str, bool] | None = None,
     ctx = Context(loaded=loaded, run=run, problems=Problems(loaded.source),
                   previous={h.key: h for h in previous.hosts} if previous is not None else {},
                   ready=dict(ready or {}), labels={k: dict(v) for k, v in (labels or {}).items()},
-                  terminating=frozenset(terminating), deleted=frozenset(deleted))
+                  terminating=frozenset(terminating), deleted=frozenset(deleted),
+                  previous_public={s.service: s.public_ip for s in previous.slbs if s.public_ip} if previous else {})
     _check_run_name(ctx)
     cloud = plan_cloud(ctx)                                 # VPCs, vSwitches, security groups
     ips, pool = plan_addresses(ctx, cloud)                  # ECS addresses; the vSwitch address pool

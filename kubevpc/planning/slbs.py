@@ -29,6 +29,7 @@ def plan_slbs(ctx: Context, cloud: Cloud, cluster: Cluster, nodes: list[NodePlan
     """The SLBs, and the Services whose SLB is internet-facing (their EIPs come with the internet)."""
     slbs: list[SlbPlan] = []
     internet: set[str] = set()
+    held = _HeldSlbs(ctx)
     for svc in services:
         if svc.type != "LoadBalancer":
             continue
@@ -36,8 +37,8 @@ def plan_slbs(ctx: Context, cloud: Cloud, cluster: Cluster, nodes: list[NodePlan
         if slb is None:
             continue
         vsw = cloud.vswitch(slb.vswitch)
-        ofport = wiring.ports.take(vsw.name)
-        key, veth = slb.host, ctx.names.slb_veth(len(slbs))
+        key = slb.host
+        ofport, veth = held.port(ctx, key, vsw.name, wiring)
         wiring.hosts.append(HostPlan(
             key=key, kind="slb", name=svc.name, namespace=svc.namespace,
             netns=ctx.names.slb_netns(svc.namespace, svc.name), veth=veth, bridge=vsw.bridge, ofport=ofport,
@@ -49,6 +50,30 @@ def plan_slbs(ctx: Context, cloud: Cloud, cluster: Cluster, nodes: list[NodePlan
         slbs.append(slb)
     ctx.problems.checkpoint()
     return slbs, internet
+
+
+class _HeldSlbs:
+    """What the running scenario's SLBs hold: an SLB that stays keeps its vSwitch port and veth; a
+    new one takes the next port and veth name that no running SLB holds (planned from scratch,
+    they are numbered in order)."""
+
+    def __init__(self, ctx: Context):
+        self.old = {h.key: h for h in ctx.previous.values() if h.kind == "slb"}
+        self.ofports = {(h.vswitch, h.ofport) for h in self.old.values()}
+        self.veths = {h.veth for h in self.old.values()}
+        self.seq = 0
+
+    def port(self, ctx: Context, key: str, vswitch: str, wiring: Wiring) -> tuple[int, str]:
+        old = self.old.get(key)
+        if old is not None and old.vswitch == vswitch:
+            return old.ofport, old.veth
+        ofport = wiring.ports.take(vswitch)
+        while (vswitch, ofport) in self.ofports:
+            ofport = wiring.ports.take(vswitch)
+        while ctx.names.slb_veth(self.seq) in self.veths:
+            self.seq += 1
+        self.seq += 1
+        return ofport, ctx.names.slb_veth(self.seq - 1)
 
 
 def _slb(ctx: Context, svc: ServicePlan, m, cloud: Cloud, cluster: Cluster, nodes: list[NodePlan],

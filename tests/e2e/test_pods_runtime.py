@@ -44,9 +44,10 @@ def lab(request):
     assert leftovers(built.run) == [], "pods added while running must go at teardown too"
 
 
-def pod_interfaces(lab: Lab, key: str) -> dict:
-    """Where a pod lives on the machine: its namespace, its veth, its port on the node bridge."""
-    h = lab.plan.host(key)
+def pod_interfaces(lab: Lab, key) -> dict:
+    """Where a pod (or an SLB: key or HostPlan) lives on the machine: its namespace, its veth, its
+    port on the node (vSwitch) bridge."""
+    h = lab.plan.host(key) if isinstance(key, str) else key
     netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     ports = subprocess.run(["ovs-vsctl", "list-ports", h.bridge], capture_output=True, text=True).stdout.split()
     return {"netns": h.netns in netns.split(), "veth": os.path.exists(f"/sys/class/net/{h.veth}"),
@@ -264,6 +265,36 @@ def test_an_evicted_pod_stops_and_its_service_refuses_at_once(lab):
     finally:
         lab.delete("svc/default/lonely")
         lab.delete("pod/default/evictee", grace_period=0)
+
+
+def test_a_loadbalancer_service_applied_while_running_gets_an_slb_and_loses_it_when_deleted(lab):
+    annotations = {f"service.beta.kubernetes.io/alibaba-cloud-loadbalancer-{k}": v for k, v in (
+        ("address-type", "intranet"), ("health-check-interval", "1"), ("health-check-connect-timeout", "1"),
+        ("healthy-threshold", "2"), ("unhealthy-threshold", "2"))}
+    lb = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "late-lb", "annotations": annotations},
+          "spec": {"type": "LoadBalancer", "selector": {"app": "web"}, "ports": [{"port": 8000, "targetPort": 8080}]}}
+    others = {h.key: h for h in lab.plan.hosts if h.kind == "slb"}
+    t0 = time.monotonic()
+    lab.apply(lb)
+    host = lab.plan.host("slb/default/late-lb")
+    assert pod_interfaces(lab, host.key) == {"netns": True, "veth": True, "port": True}
+    assert all(lab.plan.host(k) == h for k, h in others.items()), "the running SLBs keep what they hold"
+    slb = next(s for s in lab.plan.slbs if s.service == "default/late-lb")
+    ids = [b.id for b in slb.listeners[0].backends]
+    wait_health(lab, "default/late-lb", {backend_key(lab, "default/late-lb", i): "healthy" for i in ids}, 20)
+    results = lab.probe([Probe("ecs/ecs-client", host.ip, 8000)] * 20)
+    took = time.monotonic() - t0
+    assert {r.outcome for r in results} == {"answered"} and {name(r) for r in results} <= {"web-0", "web-2"}, \
+        [r.detail for r in results if not r.ok]
+    assert took < 15, f"{took:.1f} s from apply to a serving SLB"
+    assert lab.connect("ecs/ecs-client", host.ip, 8001, timeout=1).outcome != "answered", "twin: no such listener"
+    lab.delete("svc/default/late-lb")
+    assert "slb/default/late-lb" not in {h.key for h in lab.plan.hosts}
+    assert pod_interfaces(lab, host) == {"netns": False, "veth": False, "port": False}
+    assert not any(k.startswith(host.key) for k in lab.net.servers), "its health checker stopped"
+    assert lab.connect("ecs/ecs-client", host.ip, 8000, timeout=1).outcome != "answered"
+    for k, h in others.items():         # the other SLBs still serve
+        assert lab.connect("ecs/ecs-client", h.ip, 80).outcome == "answered", k
 
 
 def test_zero_packet_ins_after_all_the_changes(lab):

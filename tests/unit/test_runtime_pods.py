@@ -111,14 +111,59 @@ def test_what_a_running_pod_cannot_change_is_refused_with_its_name(tmp_path):
         pods_changed(running, moved)
 
 
-def test_a_new_slb_cannot_come_while_running(tmp_path):
-    running = make_plan(scenario(tmp_path, "vxlan", 2), RUN)
-    lb = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "late-lb", "annotations": {
-        "service.beta.kubernetes.io/alibaba-cloud-loadbalancer-address-type": "intranet"}},
-        "spec": {"type": "LoadBalancer", "selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": 8080}]}}
-    plan = make_plan(scenario(tmp_path, "vxlan", 2, [lb]), RUN, previous=running)
-    with pytest.raises(KubevpcError, match=r"adds or removes SLBs or node uplinks \(slb/default/late-lb\)"):
-        pods_changed(running, plan)
+LATE_LB = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "late-lb", "annotations": {
+    "service.beta.kubernetes.io/alibaba-cloud-loadbalancer-address-type": "intranet"}},
+    "spec": {"type": "LoadBalancer", "selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": 8080}]}}
+
+
+@pytest.mark.parametrize("mode", ["vxlan", "eni"])
+def test_an_slb_comes_and_goes_while_running_and_the_others_keep_what_they_hold(tmp_path, mode):
+    running = make_plan(scenario(tmp_path, mode, 2), RUN)
+    plan = make_plan(scenario(tmp_path, mode, 2, [LATE_LB], name="b.yaml"), RUN, previous=running)
+    added, removed = pods_changed(running, plan)
+    assert [h.key for h in added] == ["slb/default/late-lb"] and removed == []
+    late = plan.host("slb/default/late-lb")
+    held = [h for h in running.hosts if h.kind == "slb"]
+    assert late.ofport not in {h.ofport for h in held if h.bridge == late.bridge}
+    assert late.veth not in {h.veth for h in held} and late.ip not in {h.ip for h in running.hosts}
+    for h in running.hosts:
+        assert plan.host(h.key) == h, h.key
+    # the first SLB goes: the others keep their port, veth and VIP; the newcomer does not renumber
+    data = yaml.safe_load((tmp_path / "b.yaml").read_text())
+    data["manifests"] = [m for m in data["manifests"] if m["metadata"]["name"] != "web-lb"]
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    after = make_plan(load(str(tmp_path / "c.yaml")), RUN, previous=plan)
+    added, removed = pods_changed(plan, after)
+    assert added == [] and [h.key for h in removed] == ["slb/default/web-lb"]
+    for key in ("slb/default/web-lb-local", "slb/default/late-lb"):
+        assert after.host(key) == plan.host(key), key
+    assert [s.service for s in after.slbs] == ["default/web-lb-local", "default/late-lb"]
+    # twin: planned from scratch, late-lb would take web-lb's place, which a running SLB cannot
+    fresh = make_plan(load(str(tmp_path / "c.yaml")), RUN)
+    assert fresh.host("slb/default/late-lb") != plan.host("slb/default/late-lb")
+    with pytest.raises(KubevpcError, match=r"slb/default/late-lb would change its address or port"):
+        pods_changed(plan, fresh)
+
+
+def test_an_internet_slb_keeps_its_eip_when_another_goes(tmp_path):
+    from .plans import INTERNET
+    data = yaml.safe_load(INTERNET.read_text())
+    lbs = [m for m in data["manifests"] if m["kind"] == "Service" and m["spec"].get("type") == "LoadBalancer"]
+    internet = [m for m in lbs if m["metadata"].get("annotations", {}).get(
+        "service.beta.kubernetes.io/alibaba-cloud-loadbalancer-address-type", "internet") == "internet"]
+    assert internet, "the internet scenario has an internet-facing SLB"
+    (tmp_path / "a.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    running = make_plan(load(str(tmp_path / "a.yaml")), RUN)
+    extra = copy.deepcopy(internet[0])
+    extra["metadata"]["name"] = "first-lb"
+    data["manifests"].insert(0, extra)                    # before the others: from scratch it takes their EIP
+    (tmp_path / "b.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    plan = make_plan(load(str(tmp_path / "b.yaml")), RUN, previous=running)
+    old = {s.service: s.public_ip for s in running.slbs}
+    new = {s.service: s.public_ip for s in plan.slbs}
+    assert all(new[k] == v for k, v in old.items()) and new["default/first-lb"] not in old.values()
+    fresh = make_plan(load(str(tmp_path / "b.yaml")), RUN)
+    assert {s.service: s.public_ip for s in fresh.slbs} != new, "twin: from scratch the EIPs move"
 
 
 def test_too_many_replicas_is_an_error_naming_file_path_and_node(tmp_path):
