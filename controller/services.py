@@ -41,8 +41,8 @@ class Entry:
     ip: str
     port: int
     protocol: str                   # TCP or UDP
-    endpoints: tuple[EndpointPlan, ...]   # eligible on this node
-    refuse: bool                    # no ready endpoint anywhere: refused at once
+    endpoints: tuple[EndpointPlan, ...]   # eligible on this node (ready ones, else serving terminating ones)
+    refuse: bool                    # no ready or serving terminating endpoint anywhere: refused at once
     masquerade: bool                # SNAT to the node (externalTrafficPolicy Cluster on a NodePort)
     why_empty: str = ""             # when there are endpoints but none eligible here
 
@@ -50,47 +50,69 @@ class Entry:
     def name(self) -> str:
         return f"{self.service.key}:{self.port}/{self.protocol} ({self.kind})"
 
+    @property
+    def fallback(self) -> str:
+        """For notes: whether the endpoints are terminating ones, none being ready."""
+        return "" if any(ep.ready for ep in self.endpoints) else " (terminating pods still serving: none is ready)"
+
 
 def snat_zone(zone: int) -> int:
     """The conntrack zone for SNAT to the node, distinct from the bridge's DNAT zone."""
     return (zone + 32767) % 65535 + 1
 
 
-def serving(svc: ServicePlan, index: int) -> list[EndpointPlan]:
-    """The endpoints that take connections on port `index`: ready (or published while not ready,
-    which the planner folds into `ready`) and with the target port resolved on their pod. The
-    compiler's own reading, not the evaluator's (kubevpc.evaluator.reach), which the flows are tested against."""
-    return [e for e in svc.endpoints if e.ready and e.ports[index] != 0]
+def serving(svc: ServicePlan, index: int, node: str | None = None) -> list[EndpointPlan]:
+    """The endpoints kube-proxy sends connections to port `index` to, as pkg/proxy/topology.go
+    CategorizeEndpoints picks them (KEP-1669): of those with the target port resolved on their pod
+    (and on `node` only, for a Local traffic policy), the ready ones (or published while not ready,
+    which the planner folds into `ready`); when there is none, those still serving while their pod
+    terminates. A terminating pod that fails its readiness is never one. The compiler's own
+    reading, not the evaluator's (kubevpc.evaluator.reach with ServicePlan.cluster_endpoints and
+    local_endpoints), which the flows are tested against."""
+    usable = [e for e in svc.endpoints if e.ports[index] != 0 and (node is None or e.node == node)]
+    return [e for e in usable if e.ready] or [e for e in usable if e.serving and e.terminating]
 
 
 def entries(plan: Plan, node: NodePlan) -> list[Entry]:
-    """What this node balances, with the endpoints kube-proxy would use on it."""
+    """What this node balances, with the endpoints kube-proxy would use on it. kube-proxy leaves a
+    Service labelled to switch it off (`proxied` false) alone: it has no entry (see unprogrammed)."""
     raw = []
     vip = {slb.service: slb.vip for slb in plan.slbs}
     for svc in plan.services:
-        if svc.type == "ExternalName" or svc.headless or not svc.cluster_ip:
+        if svc.type == "ExternalName" or svc.headless or not svc.cluster_ip or not svc.proxied:
             continue
         for i, p in enumerate(svc.ports):
             if p.protocol not in PROTO:
                 continue            # SCTP: accepted in manifests, this kernel cannot carry it
-            ready = serving(svc, i)
-            local = [e for e in ready if e.node == node.name]
+            anywhere = serving(svc, i)          # empty: refused, whatever the policy
+            local = serving(svc, i, node.name)
             itp_local = svc.internal_traffic_policy == "Local"
-            raw.append((svc, i, "cluster-ip", svc.cluster_ip, p.port, p.protocol, ready,
-                        local if itp_local else ready, False,
+            raw.append((svc, i, "cluster-ip", svc.cluster_ip, p.port, p.protocol, anywhere,
+                        local if itp_local else anywhere, False,
                         "internalTrafficPolicy Local and no endpoint on this node" if itp_local else ""))
             if svc.type == "LoadBalancer" and vip.get(svc.key):
                 # kube-proxy short-circuits the LoadBalancer address for clients in the cluster
-                raw.append((svc, i, "lb-ip", vip[svc.key], p.port, p.protocol, ready, ready, False, ""))
+                raw.append((svc, i, "lb-ip", vip[svc.key], p.port, p.protocol, anywhere, anywhere, False, ""))
             if p.node_port:
                 etp_local = svc.external_traffic_policy == "Local"
-                raw.append((svc, i, "node-port", node.ip, p.node_port, p.protocol, ready,
-                            local if etp_local else ready, not etp_local,
+                raw.append((svc, i, "node-port", node.ip, p.node_port, p.protocol, anywhere,
+                            local if etp_local else anywhere, not etp_local,
                             "externalTrafficPolicy Local and no endpoint on this node" if etp_local else ""))
     ids = stable_ids([f"{r[0].key}|{r[2]}|{r[4]}|{r[5]}" for r in raw])
     return [Entry(id=ids[f"{svc.key}|{kind}|{port}|{proto}"], service=svc, index=i, kind=kind, ip=ip, port=port,
-                  protocol=proto, endpoints=tuple(eligible), refuse=not ready, masquerade=masq, why_empty=why)
-            for svc, i, kind, ip, port, proto, ready, eligible, masq, why in raw]
+                  protocol=proto, endpoints=tuple(eligible), refuse=not anywhere, masquerade=masq, why_empty=why)
+            for svc, i, kind, ip, port, proto, anywhere, eligible, masq, why in raw]
+
+
+def unprogrammed(plan: Plan) -> list[tuple[int, ServicePlan]]:
+    """Services with a ClusterIP that kube-proxy leaves alone (labelled service.kubernetes.io/
+    service-proxy-name or service.kubernetes.io/headless), with a stable id each. Nothing answers
+    for their ClusterIP: on a real node a connection to it follows the default route into the VPC,
+    which has no route for the service CIDR, and times out; the node bridge drops it at once, to
+    the same effect, rather than send it into the emulated VPC."""
+    found = [s for s in plan.services if not s.proxied and s.cluster_ip]
+    ids = stable_ids([f"{s.key}|unprogrammed" for s in found])
+    return [(ids[f"{s.key}|unprogrammed"], s) for s in found]
 
 
 def service_flows(plan: Plan, node: NodePlan, zone: int) -> tuple[list[Flow], list[Group]]:
@@ -133,13 +155,16 @@ def service_flows(plan: Plan, node: NodePlan, zone: int) -> tuple[list[Flow], li
         f, g = _entry_flows(e, node, zone)
         flows += f
         groups += g
+    flows += [flow(t_svc, 100, {**ip, "ct_state": new, "ipv4_dst": svc.cluster_ip}, [], "service", i,
+                   f"{svc.key}: labelled {svc.proxy_off_label()}, so kube-proxy does not program its ClusterIP: "
+                   "dropped (nothing answers for it)") for i, svc in unprogrammed(plan)]
     flows += [flow(t_afflb, 0, None, [], "affinity", note="not reached for Services without affinity"),
               flow(t_ep, 0, None, [], "service", note="no such endpoint (a group changed under a packet): dropped")]
     return flows, groups
 
 
 def _entry_flows(e: Entry, node: NodePlan, zone: int) -> tuple[list[Flow], list[Group]]:
-    """One entry: refused (no ready endpoint anywhere), dropped (none eligible here), or balanced
+    """One entry: refused (no usable endpoint anywhere), dropped (none eligible here), or balanced
     by its select group (with session affinity when the Service asks), then DNAT to the endpoint."""
     t_svc, t_aff, t_afflb, t_policy, t_ep = (NODE.table(n) for n in (
         "service", "affinity", "affinity_lb", "egress_policy", "endpoint"))
@@ -150,12 +175,13 @@ def _entry_flows(e: Entry, node: NodePlan, zone: int) -> tuple[list[Flow], list[
         # the node itself would see its own address as the source of the refused packet (a
         # martian): the controller refuses on its behalf, with a TCP reset or ICMP unreachable
         return [flow(t_svc, 210, {**m, REG_SRC: SRC_HOST}, [Output("controller")], "reject", e.id,
-                     f"{e.name}: no ready endpoint, the node itself asks: refused by the controller"),
+                     f"{e.name}: no ready endpoint (nor one serving while terminating), the node itself asks: "
+                     "refused by the controller"),
                 flow(t_svc, 200, m, [SetField(REG_FLAGS, FLAG_NAT_COMMITTED),
                                      Ct(zone, commit=True, table=NODE.table("commit"), mark=CTM_SERVICE,
                                         nat=Nat("dst", node.ip, REJECT_PORT, REJECT_PORT))], "service", e.id,
-                     f"{e.name}: no ready endpoint: DNAT to the node's closed port {REJECT_PORT}, which "
-                     "answers TCP reset or ICMP port unreachable")], []
+                     f"{e.name}: no ready endpoint (nor one serving while terminating): DNAT to the node's closed "
+                     f"port {REJECT_PORT}, which answers TCP reset or ICMP port unreachable")], []
     if not e.endpoints:
         return [flow(t_svc, 200, m, [], "service", e.id, f"{e.name}: {e.why_empty}: dropped")], []
     group = Group(e.id, tuple(Bucket((SetField(REG_EP_IP, ip_int(ep.ip)), SetField(REG_EP_PORT, ep.ports[e.index]),
@@ -174,7 +200,7 @@ def _entry_flows(e: Entry, node: NodePlan, zone: int) -> tuple[list[Flow], list[
                       f"{e.name}: nothing remembered: the group picks one")]
     else:
         flows = [flow(t_svc, 200, m, [SetField(REG_SVC, e.id), GroupAction(e.id)], "service", e.id,
-                      f"{e.name}: one of {len(e.endpoints)} endpoints, per connection")]
+                      f"{e.name}: one of {len(e.endpoints)} endpoints, per connection{e.fallback}")]
     return flows + _endpoint_flows(e, zone), [group]
 
 

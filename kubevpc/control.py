@@ -285,10 +285,12 @@ def summary(plan) -> dict[str, dict[str, str]]:
                "clusterIP": svc.cluster_ip or "None",
                "ports": ports,
                "selector": ",".join(f"{k}={v}" for k, v in sorted(svc.selector.items())),
-               "endpoints": ", ".join(e.name + ("" if e.ready else " (not ready)") for e in svc.endpoints),
+               "endpoints": ", ".join(e.name + (f" ({e.condition})" if e.condition else "") for e in svc.endpoints),
                "sessionAffinity": f"ClientIP ({svc.affinity_timeout} s)" if svc.session_affinity else "None",
                "externalTrafficPolicy": svc.external_traffic_policy,
                "internalTrafficPolicy": svc.internal_traffic_policy}
+        if not svc.proxied:
+            row["kube-proxy"] = f"off (labelled {svc.proxy_off_label()})"
         if svc.key in slbs:
             row["SLB backends"] = "; ".join(f"{li.port}/{li.protocol}: " + ", ".join(b.id for b in li.backends)
                                             for li in slbs[svc.key].listeners)

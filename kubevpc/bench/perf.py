@@ -217,9 +217,10 @@ def _free_port(host, start: int = IPERF_PORT) -> int:
 def _iperf_service(plan, client):
     """The first Service iperf3 can be measured through: one ready endpoint (iperf3's control and
     data connections must reach the same server), not the client, and a TCP port whose numeric
-    target port the pod's own server does not hold. Returns (service, port index) or (None, why)."""
+    target port the pod's own server does not hold; kube-proxy must program it (a Service labelled
+    to switch kube-proxy off answers at no ClusterIP). Returns (service, port index) or (None, why)."""
     for svc in plan.services:
-        if not svc.cluster_ip:
+        if not svc.cluster_ip or not svc.proxied:
             continue
         for i, p in enumerate(svc.ports):
             eps = svc.ready_endpoints(i)

@@ -21,6 +21,7 @@ from ..ledger import Ledger, NotARun, check_run_name, clean_run, leftovers, list
 from ..observe.capture import TARGETS_HELP, capture, devices
 from ..observe.flowlog import dump_learned, live_records, read_counters, read_records
 from ..observe.trace import trace
+from ..planning import PROXY_OFF_LABELS
 from ..rundir import RunDir
 from .channel import control_client, control_command, control_options, control_parser
 from .common import (EXIT_CHECKS, EXIT_OK, EXIT_RUNTIME, EXIT_USAGE, console, live_run, out, run_plan, say,
@@ -404,9 +405,12 @@ def cmd_status(args) -> int:
     for s in d["services"]:
         ports = ", ".join(f"{p['port']}/{p['protocol']}→{p['target_port']}"
                           + (f" :{p['node_port']}" if p["node_port"] else "") for p in s["ports"])
-        eps = lambda ready: ", ".join(f"{e['name']} {e['ip']}"  # noqa: E731
-                                      for e in s["endpoints"] if e["ready"] is ready)
+        eps = lambda ready: ", ".join(  # noqa: E731
+            f"{e['name']} {e['ip']}" + (" (terminating)" if e.get("terminating") else "")
+            for e in s["endpoints"] if e["ready"] is ready)
         policies = [f"affinity ClientIP {s['affinity_timeout']} s"] if s["session_affinity"] else []
+        policies += [] if s.get("proxied", True) else [
+            "kube-proxy off: labelled " + ", ".join(k for k in PROXY_OFF_LABELS if k in s.get("labels", {}))]
         policies += [f"{k} Local" for k in ("external", "internal") if s[f"{k}_traffic_policy"] == "Local"]
         t.add_row(s["key"], s["type"] + (" headless" if s["headless"] else ""), s["cluster_ip"] or "-", ports or "-",
                   eps(True) or "-", eps(False) or "-", "; ".join(policies) or "-")

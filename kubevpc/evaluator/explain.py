@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from ..errors import KubevpcError
 from ..planning import HostPlan, Plan, ServicePlan, SlbPlan, resolve_endpoint
 from .northsouth import inbound, to_instance
-from .reach import reach, service_targets, with_policy
+from .reach import fallback_note, no_endpoint_reason, reach, service_targets, with_policy
 from .verdict import Step, Verdict, Wire
 from .vpc import attachment_of, egress, route_step, security_groups, vpc_of
 
@@ -178,11 +178,15 @@ def _service(plan: Plan, src: HostPlan, svc: ServicePlan, dest: str, port: int, 
     node = src.node or src.name
     local = " (internalTrafficPolicy Local: endpoints on this node only)" if svc.internal_traffic_policy == "Local" else ""
     affinity = f"; sessionAffinity ClientIP keeps a client on one ({svc.affinity_timeout} s)" if svc.session_affinity else ""
+    index = next(i for i, p in enumerate(svc.ports) if p.port == port and p.protocol.lower() == proto)
+    keys = {h.key for h, _, _ in targets}
+    fallback = fallback_note([e for e in svc.endpoints if e.pod in keys and e.ports[index]])
     head += (Step("Service", f"Service {svc.key} {svc.cluster_ip}:{port}/{proto}: kube-proxy on node {node} DNATs each "
-                             f"new connection to one of {len(targets)} ready endpoint(s){local}{affinity}"),)
+                             f"new connection to one of {len(targets)} {'terminating' if fallback else 'ready'} "
+                             f"endpoint(s){fallback}{local}{affinity}"),)
     branches = []
     for h, target, v in targets:
-        first = Step("Service", f"DNAT {svc.cluster_ip}:{port} to {h.key} {h.ip}:{target}")
+        first = Step("Service", f"DNAT {svc.cluster_ip}:{port} to {h.key} {h.ip}:{target}{_dying(h)}")
         e = _final(src, f"{h.key}:{target}", target, proto, (first,), v, h)
         branches.append(Branch(f"{h.key} {h.ip}:{target}", e))
     return _merge(src, dest, port, proto, head, branches)
@@ -225,11 +229,9 @@ def _slb(plan: Plan, src: HostPlan, client_ip: str, slb: SlbPlan, dest: str, por
     index = next(i for i, p in enumerate(svc.ports) if p.port == port and p.protocol.lower() == proto)
     rotation, out = [], []
     for b in listener.backends:
-        local = [e for e in svc.ready_endpoints(index) if e.node == b.id]
-        if not b.id.startswith("pod/") and svc.external_traffic_policy == "Local" and not local:
-            out.append(Step("SLB", f"backend {b.id} is out of rotation: its health check (healthCheckNodePort "
-                                   f"{svc.health_check_node_port}) answers 503, as {b.id} has no local endpoint of "
-                                   f"{svc.key} (externalTrafficPolicy Local)"))
+        why = _out_of_rotation(svc, index, b)
+        if why:
+            out.append(Step("SLB", f"backend {b.id} is out of rotation: {why}"))
         else:
             rotation.append(b)
     if not rotation:
@@ -249,6 +251,28 @@ def _slb(plan: Plan, src: HostPlan, client_ip: str, slb: SlbPlan, dest: str, por
                           via_slb=True)
         branches.append(Branch(f"{b.id} {b.ip}:{b.port}", e))
     return _merge(src, dest, port, proto, head, branches, "backend")
+
+
+def _out_of_rotation(svc: ServicePlan, index: int, b) -> str:
+    """Why an SLB's health check takes a backend out of rotation ("" when it passes). A pod backend
+    (eni mode) is checked on the pod itself. A node is checked on its NodePort, which kube-proxy
+    does not program for a Service labelled to switch it off: refused; with externalTrafficPolicy
+    Local, on the healthCheckNodePort, which answers 503 unless the node has a local endpoint that
+    is ready: one serving while its pod terminates does not count (pkg/proxy/healthcheck, fed by
+    LocalReadyEndpoints), so the SLB drains a node whose pods are all being deleted."""
+    if b.id.startswith("pod/"):
+        return ""
+    if not svc.proxied:
+        return (f"its health check on port {b.check_port} is refused: Service {svc.key} is labelled "
+                f"{svc.proxy_off_label()}, so kube-proxy programs neither its NodePort nor its health check port")
+    if svc.external_traffic_policy == "Local" and not [e for e in svc.ready_endpoints(index) if e.node == b.id]:
+        return (f"its health check (healthCheckNodePort {svc.health_check_node_port}) answers 503, as {b.id} has no "
+                f"local endpoint of {svc.key} that is ready (externalTrafficPolicy Local)")
+    return ""
+
+
+def _dying(h: HostPlan) -> str:
+    return " (terminating, still serving)" if h.terminating else ""
 
 
 def _leg(plan: Plan, src: HostPlan, client_ip: str, dst: HostPlan, port: int, proto: str,
@@ -278,22 +302,21 @@ def _nodeport(plan: Plan, src: HostPlan, client_ip: str, node_host: HostPlan, sv
     if not v.allowed:
         return Explanation(src.key, dest, port, proto, False, v.reason, "", head)
     node = node_host.node
-    ready = svc.ready_endpoints(index)
     local = svc.external_traffic_policy == "Local"
-    if local:
-        ready = [e for e in ready if e.node == node]
-    if not ready:
-        reason = (f"externalTrafficPolicy Local and no endpoint on {node}: dropped" if local else
-                  f"Service {svc.key} has no ready endpoint: refused")
+    ready = svc.local_endpoints(index, node) if local else svc.cluster_endpoints(index)
+    reason = _nodeport_closed(svc, index, node_host, ready)
+    if reason:
         return Explanation(src.key, dest, port, proto, False, reason, "", head + (Step("Service", reason, False),))
     how = (f"keeps the client's address {client_ip} (externalTrafficPolicy Local: endpoints on {node} only)" if local
            else f"masquerades it to {node_host.ip} (externalTrafficPolicy Cluster)")
+    fallback = fallback_note(ready)
     head += (Step("Service", f"NodePort {p.node_port}/{proto} of Service {svc.key}: kube-proxy on {node} DNATs each "
-                             f"connection to one of {len(ready)} ready endpoint(s) and {how}"),)
+                             f"connection to one of {len(ready)} {'terminating' if fallback else 'ready'} "
+                             f"endpoint(s){fallback} and {how}"),)
     branches = []
     for e in ready:
         pod, target = plan.host(e.pod), e.ports[index]
-        first = Step("Service", f"DNAT to {pod.key} {pod.ip}:{target}")
+        first = Step("Service", f"DNAT to {pod.key} {pod.ip}:{target}{_dying(pod)}")
         if local:
             v = Verdict(True, "on the same node: switched by the node bridge", client_ip,
                         (Step("node bridge", f"node {node}'s bridge delivers it to {pod.key}", True),))
@@ -303,6 +326,21 @@ def _nodeport(plan: Plan, src: HostPlan, client_ip: str, node_host: HostPlan, sv
                         reach(plan, node_host, pod, target, proto), pod)
         branches.append(Branch(f"{pod.key} {pod.ip}:{target}", ex))
     return _merge(src, dest, port, proto, head, branches)
+
+
+def _nodeport_closed(svc: ServicePlan, index: int, node_host: HostPlan, chosen: list) -> str:
+    """Why kube-proxy on a node takes no connection at a NodePort ("" when it balances them over
+    `chosen`): the Service is not kube-proxy's (nothing listens there: the node refuses it), it has
+    no usable endpoint (refused), or none on this node under externalTrafficPolicy Local (dropped)."""
+    port = svc.ports[index].node_port
+    if not svc.proxied:
+        return (f"Service {svc.key} is labelled {svc.proxy_off_label()}: kube-proxy does not program its NodePort "
+                f"{port}, and nothing listens on {node_host.key} {port}: the node refuses it")
+    if not svc.cluster_endpoints(index):
+        return no_endpoint_reason(svc, index)
+    if not chosen:
+        return f"externalTrafficPolicy Local and no endpoint on {node_host.node}: dropped"
+    return ""
 
 
 def _host(plan: Plan, ref: str) -> HostPlan:

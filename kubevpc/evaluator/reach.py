@@ -52,8 +52,10 @@ def _policy_view(h: HostPlan) -> HostPlan:
 def service_targets(plan: Plan, src: HostPlan, svc: ServicePlan, port: int, proto: str = "tcp"
                     ) -> tuple[Verdict | None, list[tuple[HostPlan, int, Verdict]]]:
     """A connection from src to a Service's ClusterIP and port: either a verdict for the whole
-    Service (not reachable, refused) or, per endpoint src may land on, the endpoint, its target
-    port and whether the connection to it succeeds (network and NetworkPolicy, after DNAT)."""
+    Service (not programmed, not reachable, refused, dropped) or, per endpoint src may land on, the
+    endpoint, its target port and whether the connection to it succeeds (network and
+    NetworkPolicy, after DNAT). The endpoints are kube-proxy's: the ready ones, else those serving
+    while terminating (ServicePlan.cluster_endpoints and local_endpoints)."""
     proto = proto.lower()
 
     def whole(reason: str) -> Verdict:
@@ -62,18 +64,41 @@ def service_targets(plan: Plan, src: HostPlan, svc: ServicePlan, port: int, prot
         return whole(f"Service {svc.key} has no ClusterIP"), []
     if not (src.kind == "pod" or (src.kind == "ecs" and src.node)):
         return whole(f"{src.key} is not in the cluster: ClusterIPs are reachable from pods and nodes only"), []
+    if not svc.proxied:
+        return whole(unprogrammed_reason(svc)), []
     index = next((i for i, p in enumerate(svc.ports) if p.port == port and p.protocol.lower() == proto), None)
     if index is None:
         return whole(f"Service {svc.key} does not expose {port}/{proto}: dropped"), []
-    ready = svc.ready_endpoints(index)
-    if not ready:
-        return whole(f"Service {svc.key} has no ready endpoint: refused"), []
+    targets = svc.cluster_endpoints(index)
+    if not targets:
+        return whole(no_endpoint_reason(svc, index)), []
     if svc.internal_traffic_policy == "Local":
-        ready = [e for e in ready if e.node == src.node]
-        if not ready:
+        targets = svc.local_endpoints(index, src.node)
+        if not targets:
             return whole(f"internalTrafficPolicy Local and no endpoint on {src.node}: dropped"), []
     return None, [(plan.host(e.pod), e.ports[index], reach(plan, src, plan.host(e.pod), e.ports[index], proto))
-                  for e in ready]
+                  for e in targets]
+
+
+def unprogrammed_reason(svc: ServicePlan) -> str:
+    """Why a connection to the ClusterIP of a Service kube-proxy leaves alone goes nowhere."""
+    return (f"Service {svc.key} is labelled {svc.proxy_off_label()}: kube-proxy does not program it, and "
+            "nothing else answers for its ClusterIP: dropped at the node, the connection times out")
+
+
+def no_endpoint_reason(svc: ServicePlan, index: int) -> str:
+    """Why kube-proxy refuses connections to port `index` of a Service: no endpoint is ready, and
+    none is serving while its pod terminates (a terminating pod that fails readiness is not)."""
+    dying = [e.name for e in svc.endpoints if e.terminating and e.ports[index]]
+    extra = f" (terminating {', '.join(dying)}: not serving either)" if dying else ""
+    return f"Service {svc.key} has no ready endpoint{extra}: refused"
+
+
+def fallback_note(endpoints) -> str:
+    """For a reason: whether kube-proxy fell back to endpoints of pods being deleted (KEP-1669)."""
+    if not endpoints or any(e.ready for e in endpoints):
+        return ""
+    return " (none is ready: kube-proxy falls back to endpoints still serving while their pods terminate)"
 
 
 def _network(plan: Plan, src: HostPlan, dst: HostPlan, port: int, proto: str) -> Verdict:

@@ -122,9 +122,11 @@ def _services(g: Graph, plan: Plan) -> None:
             label = f"Service {s.key}\nheadless"
         else:
             label = f"Service {s.key}\n{s.type} {s.cluster_ip or s.external_name}"
+        if not s.proxied:
+            label += "\nkube-proxy off"
         g.add(Node(_id("svc/" + s.key), "service", label))
         for e in s.endpoints:
-            g.link(Edge(_id("svc/" + s.key), _id(e.pod), "endpoint", "" if e.ready else "not ready"))
+            g.link(Edge(_id("svc/" + s.key), _id(e.pod), "endpoint", e.condition))
 
 
 def _slbs(g: Graph, plan: Plan) -> None:

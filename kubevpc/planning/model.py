@@ -14,7 +14,8 @@ from pydantic import BaseModel, ConfigDict
 from .. import k8s
 
 __all__ = [
-    "RESERVED_TAIL", "SNAT_PORTS", "TERMINAL_PHASES", "REJECT_PORT", "READY_ANNOTATION", "APP_ANNOTATION", "APPS", "DNS_POD",
+    "RESERVED_TAIL", "SNAT_PORTS", "TERMINAL_PHASES", "PROXY_OFF_LABELS", "REJECT_PORT", "READY_ANNOTATION",
+    "APP_ANNOTATION", "APPS", "DNS_POD",
     "ANNOTATION", "ADDRESS_TYPE", "VSWITCH_ID", "RFC1918", "OFPORT_VROUTER_ON_VSWITCH",
     "OFPORT_FIRST_ATTACHMENT", "OFPORT_NODE_HOST", "OFPORT_NODE_UPLINK0", "OFPORT_NODE_UPLINK_PATCH0",
     "OFPORT_NODE_TUNNEL0", "OFPORT_VSWITCH_UPLINK_PATCH0", "OFPORT_NODE_POD0", "OFPORT_VROUTER_EDGE",
@@ -29,6 +30,9 @@ SNAT_PORTS = (61000, 65535)
 REJECT_PORT = 1          # nothing listens here on a node: Services without endpoints are DNATed to it to be refused
 READY_ANNOTATION = "kubevpc.io/ready"
 TERMINAL_PHASES = ("Succeeded", "Failed")   # a pod in these has stopped for good
+# kube-proxy watches only Services without these labels, whatever their values (cmd/kube-proxy/app/
+# server.go: DoesNotExist requirements on pkg/proxy/apis LabelServiceProxyName and v1.IsHeadlessService)
+PROXY_OFF_LABELS = ("service.kubernetes.io/service-proxy-name", "service.kubernetes.io/headless")
 APP_ANNOTATION = "kubevpc.io/app"     # "ingress-nginx": the pod runs the NGINX ingress controller
 APPS = {"server": "server", "ingress-nginx": "ingress"}
 DNS_POD = "kube-dns-0"
@@ -265,6 +269,15 @@ class EndpointPlan(Frozen):
     hostname: str = ""
     ports: tuple[int, ...]          # per Service port, in order; 0: the pod has no such named port
 
+    @property
+    def condition(self) -> str:
+        """Its conditions in words, for status and graphs: "" when ready; "terminating" for a pod
+        being deleted that still serves, "terminating, not ready" for one that does not; else
+        "not ready"."""
+        if self.terminating:
+            return "terminating" if self.serving else "terminating, not ready"
+        return "" if self.ready else "not ready"
+
 
 class ServicePlan(Frozen):
     name: str
@@ -282,6 +295,7 @@ class ServicePlan(Frozen):
     internal_traffic_policy: Literal["Cluster", "Local"] = "Cluster"
     health_check_node_port: int = 0
     annotations: dict[str, str] = {}
+    labels: dict[str, str] = {}     # metadata.labels
     proxied: bool = True            # False: labelled service.kubernetes.io/service-proxy-name or
                                     # service.kubernetes.io/headless, so kube-proxy leaves it alone
     external_ips: tuple[str, ...] = ()   # spec.externalIPs
@@ -289,6 +303,16 @@ class ServicePlan(Frozen):
     @property
     def key(self) -> str:
         return f"{self.namespace}/{self.name}"
+
+    def proxy_off_label(self) -> str:
+        """Why kube-proxy leaves this Service alone: the label that says so, as `key=value` (the key
+        alone when its value is empty); "" when kube-proxy programs it."""
+        if self.proxied:
+            return ""
+        key = next((k for k in PROXY_OFF_LABELS if k in self.labels), "")
+        if not key:
+            return "to switch kube-proxy off"
+        return f"{key}={self.labels[key]}" if self.labels[key] else key
 
     def ready_endpoints(self, index: int) -> list[EndpointPlan]:
         """Endpoints that are ready for port `index` (the target port resolved on their pod)."""

@@ -7,11 +7,8 @@ import ipaddress
 from .. import k8s
 from ..scenario.load import Source
 from .context import Context
-from .model import SNAT_PORTS, TERMINAL_PHASES, DnsPlan, EndpointPlan, HostPlan, ServicePlan, ServicePortPlan
-
-# kube-proxy watches only Services without these labels (pkg/proxy/apis: LabelServiceProxyName and
-# IsHeadlessService's label), whatever their values
-PROXY_OFF_LABELS = frozenset({"service.kubernetes.io/service-proxy-name", "service.kubernetes.io/headless"})
+from .model import (PROXY_OFF_LABELS, SNAT_PORTS, TERMINAL_PHASES, DnsPlan, EndpointPlan, HostPlan, ServicePlan,
+                    ServicePortPlan)
 
 Item = tuple[k8s.Service, tuple, Source | None]     # a Service, its path and its source
 
@@ -47,7 +44,7 @@ def plan_services(ctx: Context, cl, hosts: list[HostPlan]) -> tuple[tuple[Servic
             external_traffic_policy=spec.externalTrafficPolicy or "Cluster",
             internal_traffic_policy=spec.internalTrafficPolicy,
             health_check_node_port=health_ports.get(k, 0), annotations=dict(svc.metadata.annotations),
-            proxied=not PROXY_OFF_LABELS & svc.metadata.labels.keys()))
+            labels=dict(svc.metadata.labels), proxied=not set(PROXY_OFF_LABELS) & svc.metadata.labels.keys()))
     dns = None
     if cl.dns.enabled:
         dns = DnsPlan(domain=cl.dns.clusterDomain, ip=dns_ip, pods=tuple(h.key for h in pods if h.app == "dns"))

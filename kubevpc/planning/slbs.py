@@ -116,6 +116,11 @@ def _slb(ctx: Context, svc: ServicePlan, m, cloud: Cloud, cluster: Cluster, node
 
 
 def _backends(cluster: Cluster, svc: ServicePlan, i: int, cfg, nodes: list[NodePlan], local: bool) -> list[SlbBackend]:
+    """Pods (eni mode) or nodes. Only ready endpoints count, never those serving while their pod
+    terminates: the cloud controller manager gives the SLB the ready endpoints, and kube-proxy's
+    fallback to terminating ones is its own, on the nodes. A Service labelled to switch kube-proxy
+    off still gets its SLB (the cloud controller does not care): in eni mode its backends are the
+    pods and it works; otherwise they are NodePorts nothing programs, and every health check fails."""
     p, ready = svc.ports[i], svc.ready_endpoints(i)
     if cluster.mode == "eni":      # Terway: the SLB sends to the pods themselves
         return [SlbBackend(id=e.pod, ip=e.ip, port=e.ports[i], check_port=cfg.connect_port or e.ports[i], weight=1)

@@ -1,6 +1,10 @@
 """The ingress controllers' state document, from the plan: the Ingresses, every Service's ready
 endpoints and the TLS Secrets (kubevpc.render.nginx.State is its schema; kubevpc.render.nginx
-makes nginx.conf of it)."""
+makes nginx.conf of it). Ready endpoints only, as ingress-nginx takes them from EndpointSlices
+(internal/ingress/controller/endpointslices.go skips those not ready):
+a pod being deleted leaves its upstreams at once, even if it still serves (kube-proxy's fallback
+to terminating endpoints is not ingress-nginx's), and a Service labelled to switch kube-proxy off
+is served all the same, since NGINX sends to the pods, not to the ClusterIP."""
 from __future__ import annotations
 
 from typing import Any

@@ -183,6 +183,18 @@ def test_a_scenario_without_a_measurable_service_says_why(tmp_path):
     assert "denied" in paths["ecs-pod"].skip and "5201" in paths["ecs-pod"].skip
 
 
+def test_a_service_kube_proxy_does_not_program_is_not_measured(tmp_path):
+    data = perf.perf_scenario()
+    [svc] = [m for m in data["manifests"] if m["kind"] == "Service"]
+    svc["metadata"]["labels"] = {"service.kubernetes.io/service-proxy-name": "other-proxy"}
+    paths = {p.key: p for p in perf.choose_paths(plan_of(tmp_path, data, "vpc-route"))}
+    for key in ("pod-clusterip", "pod-nodeport", "client-slb"):
+        assert "no Service with exactly one ready endpoint" in paths[key].skip
+    del svc["metadata"]["labels"]
+    paths = {p.key: p for p in perf.choose_paths(plan_of(tmp_path, data, "vpc-route"))}
+    assert not paths["pod-clusterip"].skip
+
+
 def test_iperf_port_avoids_the_pods_declared_ports(tmp_path):
     data = perf.perf_scenario()
     data["manifests"][1]["spec"]["containers"][0]["ports"].append({"containerPort": 5201})

@@ -98,14 +98,21 @@ def test_policy_types_agree(types, ingress, egress):
     assert policy_types(p) == p.spec.types
 
 
-@given(st.lists(st.tuples(st.booleans(), st.integers(min_value=0, max_value=2)), max_size=6))
+@given(st.lists(st.tuples(st.booleans(), st.booleans(), st.booleans(), st.integers(min_value=0, max_value=2),
+                          st.sampled_from(["n1", "n2"])), max_size=6))
 def test_serving_endpoints_agree(eps):
+    """The compiler's reading of kube-proxy's endpoint choice (controller.services.serving) and the
+    evaluator's (ServicePlan.cluster_endpoints, local_endpoints), written apart, agree: ready ones,
+    else those serving while terminating, cluster-wide and per node."""
     svc = ServicePlan(name="s", namespace="x", type="ClusterIP", cluster_ip="172.21.0.11", selector={},
                       ports=(), endpoints=tuple(EndpointPlan(pod=f"pod/x/p{i}", name=f"p{i}", ip=f"10.0.0.{i + 1}",
-                                                             node="n1", ready=ready, ports=(port, 80))
-                                                for i, (ready, port) in enumerate(eps)))
+                                                             node=node, ready=ready, serving=serving,
+                                                             terminating=terminating, ports=(port, 80))
+                                                for i, (ready, serving, terminating, port, node) in enumerate(eps)))
     for index in (0, 1):
-        assert serving(svc, index) == svc.ready_endpoints(index)
+        assert serving(svc, index) == svc.cluster_endpoints(index)
+        for node in ("n1", "n2"):
+            assert serving(svc, index, node) == svc.local_endpoints(index, node)
 
 
 # ------------------------------------------------------------------------------ whole policies
