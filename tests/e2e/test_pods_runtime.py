@@ -20,7 +20,7 @@ from kubevpc.lab import Lab, Probe
 from kubevpc.ledger import existing_bridges
 
 from .conftest import MODES, lab_in_mode
-from .test_services import backend_key, name, resolve, wait_health
+from .test_services import backend_key, client_ip, name, resolve, wait_health
 
 SCENARIO = os.path.join(os.path.dirname(__file__), "data", "services.yaml")
 
@@ -295,6 +295,79 @@ def test_a_loadbalancer_service_applied_while_running_gets_an_slb_and_loses_it_w
     assert lab.connect("ecs/ecs-client", host.ip, 8000, timeout=1).outcome != "answered"
     for k, h in others.items():         # the other SLBs still serve
         assert lab.connect("ecs/ecs-client", h.ip, 80).outcome == "answered", k
+
+
+def svc(name: str, app: str, spec: dict | None = None, labels: dict | None = None, **meta) -> dict:
+    return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "labels": labels or {}, **meta},
+            "spec": {"selector": {"app": app}, "ports": [{"port": 80, "targetPort": 8080}], **(spec or {})}}
+
+
+def test_a_service_left_with_terminating_endpoints_falls_back_to_them(lab):
+    """KEP-1669: no ready endpoint, so kube-proxy uses those serving while terminating; the
+    health check node port says 503 while the node port still serves; DNS keeps the pod only
+    with publishNotReadyAddresses."""
+    intranet = {"service.beta.kubernetes.io/alibaba-cloud-loadbalancer-address-type": "intranet"}
+    lab.apply({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "last", "labels": {"app": "last"}},
+               "spec": {"nodeName": "node-1", "terminationGracePeriodSeconds": 12,
+                        "containers": [{"name": "c", "ports": [{"containerPort": 8080}]}]}},
+              svc("last", "last"), svc("last-itp", "last", {"internalTrafficPolicy": "Local"}),
+              svc("last-lb", "last", {"type": "LoadBalancer", "externalTrafficPolicy": "Local"},
+                  annotations=intranet),
+              svc("last-dns", "last", {"clusterIP": "None"}),
+              svc("last-pub", "last", {"clusterIP": "None", "publishNotReadyAddresses": True}))
+    node1 = lab.address("node/node-1")
+    lb = lab.service("last-lb")
+    node_port, health = lb.ports[0].node_port, lb.health_check_node_port
+
+    def observe() -> dict:
+        r = lab.probe([Probe("pod/client-1", "svc/last", 80), Probe("pod/client-1", "svc/last-itp", 80),
+                       Probe("pod/client-3", "svc/last-itp", 80), Probe("ecs/ecs-client", node1, node_port),
+                       Probe("ecs/ecs-client", node1, health, "http")], timeout=1)
+        fqdn = [(f"{n}.default.svc.cluster.local.", "A") for n in ("last-dns", "last-pub")]
+        dns = resolve(lab, "pod/client-3", fqdn)
+        return {"cluster": r[0].outcome, "itp": r[1].outcome, "itp elsewhere": r[2].outcome,
+                "node port": r[3].outcome, "client seen": client_ip(r[3]), "health": (r[4].answer or {}).get("status"),
+                "dns": dns[f"{fqdn[0][0]}/A"], "dns published": dns[f"{fqdn[1][0]}/A"]}
+    ip = lab.address("pod/last")
+    client = lab.address("ecs/ecs-client")
+    both = {"cluster": "answered", "itp": "answered", "itp elsewhere": "timeout", "node port": "answered",
+            "client seen": client, "dns": [ip], "dns published": [ip]}
+    try:
+        assert observe() == {**both, "health": 200}, "twin: ready, it serves and its node is healthy"
+        took = lab.delete("pod/default/last")
+        assert took["terminating"]["pod/default/last"] > 9, took
+        assert observe() == {**both, "health": 503, "dns": "NXDOMAIN"}, "a headless Service without records"
+        lab.set_ready("pod/default/last", False)   # twin: not ready, not serving: nothing is left anywhere
+        got = observe()
+        assert (got["cluster"], got["itp"], got["node port"], got["health"]) == ("refused", "refused", "refused", 503), got
+        lab.set_ready("pod/default/last", True)
+        assert observe()["cluster"] == "answered"
+        wait_gone(lab, "pod/default/last", 20)
+        assert lab.connect("pod/client-1", "svc/last", 80, timeout=1).outcome == "refused", "gone: nothing left"
+    finally:
+        for name in ("last", "last-itp", "last-lb", "last-dns", "last-pub"):
+            lab.delete(f"svc/default/{name}")
+        if any(h.key == "pod/default/last" for h in lab.plan.pods):
+            lab.delete("pod/default/last", grace_period=0)
+
+
+def test_labels_that_switch_kube_proxy_off_take_a_service_down_and_back(lab):
+    off = {"service.kubernetes.io/service-proxy-name": "other-proxy"}
+    lab.apply(svc("quiet", "web", labels=off))
+    try:
+        cip = lab.service("quiet").cluster_ip
+        r = lab.connect("pod/client-1", "svc/quiet", 80, timeout=1)
+        assert r.outcome == "timeout", "not programmed: nothing answers, nothing refuses"
+        assert resolve(lab, "pod/client-1", [("quiet", "A")])["quiet/A"] == [cip], "DNS still answers"
+        took = lab.apply(svc("quiet", "web"))             # the label removed: kube-proxy takes it
+        assert took["datapath_s"] < 3, took
+        assert lab.connect("pod/client-1", "svc/quiet", 80).outcome == "answered"
+        took = lab.apply(svc("quiet", "web", labels={"service.kubernetes.io/headless": ""}))
+        assert took["datapath_s"] < 3, took
+        assert lab.connect("pod/client-1", "svc/quiet", 80, timeout=1).outcome == "timeout"
+        assert lab.service("quiet").cluster_ip == cip
+    finally:
+        lab.delete("svc/default/quiet")
 
 
 def test_zero_packet_ins_after_all_the_changes(lab):
