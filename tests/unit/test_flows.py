@@ -546,8 +546,8 @@ def test_a_service_connection_to_an_endpoint_on_the_balancing_node_is_delivered_
     net = Network(plan)
     web0, web1 = plan.host("pod/default/web-0"), plan.host("pod/default/web-1")
     node1, cluster_ip = plan.node("node-1"), plan.service("default/web").cluster_ip
-    for src, dst, port in ((plan.host("pod/default/client-1"), cluster_ip, 80), (plan.host("ecs/node-1"), cluster_ip, 80),
-                           (plan.host("ecs/ecs-client"), node1.ip, 30080)):
+    for src, dst, port in ((plan.host("pod/default/client-1"), cluster_ip, 80),
+                           (plan.host("ecs/node-1"), cluster_ip, 80), (plan.host("ecs/ecs-client"), node1.ip, 30080)):
         ends = net.send(src, dst, port)
         assert sorted((e.kind, e.host, e.packet["ipv4_dst"]) for e in ends) == [
             ("delivered", web0.key, web0.ip), ("delivered", web1.key, web1.ip)], [str(e) for e in ends]
