@@ -51,7 +51,7 @@ FLAG_AFFINITY_HIT = 0x1   # session affinity found a remembered endpoint
 FLAG_NAT_COMMITTED = 0x2  # the connection was committed with its Service DNAT
 # ct_mark bits on node bridges (stored with the connection, seen on every later packet)
 CTM_SERVICE = 0x1         # DNATed to a Service endpoint
-CTM_MASQ = 0x2            # also SNATed to the node (NodePort with policy Cluster, hairpin)
+CTM_MASQ = 0x2            # also SNATed to the node (NodePort or external IP with policy Cluster, hairpin)
 
 VROUTER = Pipeline("vrouter", (
     Table(0, "classify", "ARP to the ARP responder, IPv4 to routing, everything else dropped", (10, 20)),
@@ -98,7 +98,8 @@ NODE = Pipeline("node", (
           "connections SNATed to the node get their real destination back", (20,)),
     Table(20, "conntrack", "conntrack with NAT in the node's zone: packets of Service connections get "
           "their DNAT (forward) or its reverse (replies)", (21,)),
-    Table(21, "service", "new connections to a ClusterIP or NodePort: session affinity, then the "
+    Table(21, "service", "new connections to a ClusterIP, NodePort, SLB VIP or external IP (for some "
+          "clients only, by reg0, where the traffic policy tells them apart): session affinity, then the "
           "Service's select group (one bucket per endpoint, which loads its address and port into reg2 "
           "and reg3); no endpoints: DNAT to a closed port of the node, which refuses; other new connections "
           "to destination; later packets of masqueraded connections (new or established) to masquerade, "
@@ -115,8 +116,8 @@ NODE = Pipeline("node", (
           "source as it arrived (before masquerade)", (27,)),
     Table(27, "endpoint", "Service connections: commit with DNAT to the chosen endpoint and mark it; learn "
           "the choice for affinity; masquerade when the Service entry or hairpin needs it. Others: on", (28, 29)),
-    Table(28, "masquerade", "SNAT to the node's address in the SNAT zone (NodePort with "
-          "externalTrafficPolicy Cluster, hairpin)", (29,)),
+    Table(28, "masquerade", "SNAT to the node's address in the SNAT zone (NodePorts and external IPs "
+          "with externalTrafficPolicy Cluster, the node itself to an external IP, hairpin)", (29,)),
     Table(29, "commit", "commit new connections that no Service committed, so replies are known as "
           "replies (+rpl) wherever they go; not those conntrack DNATed (committed already)", (30,)),
     Table(30, "route", "the node's routing: local pods, the node itself, other nodes' pod CIDRs "

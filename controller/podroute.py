@@ -143,14 +143,16 @@ def eni_route_flows(plan: Plan, node: NodePlan) -> list[Flow]:
                      rewrite + [Output("in_port")], "service", note=f"{p.key}: Service traffic back to where it came from"),
                 flow(t_route, 205, {**_IP, **_SERVICE, "ipv4_dst": p.ip}, rewrite + [Output(p.ofport)], "service",
                      note=f"{p.key}: Service traffic to it")]
-    out += [flow(t_route, 205, {**_IP, **_SERVICE, "in_port": u.ofport},
+    # below the deliveries: a Service connection DNATed to a local pod or the node stays here,
+    # whichever port it came from (two matching flows of one priority would leave it to chance)
+    out += [flow(t_route, 204, {**_IP, **_SERVICE, "in_port": u.ofport},
                  [SetField("eth_src", node.mac), SetField("eth_dst", gw_of[u.vswitch]), Output("in_port")], "service",
                  note=f"Service traffic from {u.vswitch} back to it, through the vRouter") for u in node.uplinks]
     uplink_of = {p.key: next(u for u in node.uplinks if u.vswitch == p.vswitch) for p in pods}
-    out += [flow(t_route, 205, {**_IP, **_SERVICE, "in_port": p.ofport},
+    out += [flow(t_route, 204, {**_IP, **_SERVICE, "in_port": p.ofport},
                  [SetField("eth_dst", gw_of[uplink_of[p.key].vswitch]), *_to_uplink(uplink_of[p.key])], "service",
                  note=f"{p.key}: Service traffic to the VPC, out of its ENI through the vRouter") for p in pods]
-    out.append(flow(t_route, 205, {**_IP, **_SERVICE, "in_port": host.ofport},
+    out.append(flow(t_route, 204, {**_IP, **_SERVICE, "in_port": host.ofport},
                     [SetField("eth_dst", gw_of[node.uplinks[0].vswitch]), *_to_uplink(node.uplinks[0])], "service",
                     note="the node's Service traffic to the VPC, through the vRouter"))
     out += [flow(t_route, 200, {**_IP, "eth_dst": p.mac}, [Output(p.ofport)], "pod", note=f"{p.key}: local")

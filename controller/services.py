@@ -1,15 +1,16 @@
 """Services as OpenFlow on the node bridges: kube-proxy's semantics without iptables.
 
 Each node bridge balances the connections its own clients open (pods, the node itself, and
-clients arriving from the VPC or a tunnel at one of its NodePorts), as kube-proxy does on each
-node. A new connection to a Service address meets, in order:
+clients arriving from the VPC or a tunnel at one of its NodePorts or at an external IP a route
+sends it), as kube-proxy does on each node. A new connection to a Service address meets, in order:
 
-  service (21)     which Service entry (ClusterIP port, NodePort) it is for
+  service (21)     which Service entry (ClusterIP port, NodePort, SLB VIP, external IP) it is for
   affinity (22)    sessionAffinity ClientIP: the endpoint this client got last time (learned flows)
   affinity_lb (23) use it, or let the entry's select group pick an endpoint (into reg2, reg3)
   policy (25, 26)  NetworkPolicy egress and ingress, on the chosen endpoint (controller/policy.py)
   endpoint (27)    commit the connection with DNAT to the endpoint and mark it (ct_mark)
-  masquerade (28)  SNAT to the node where kube-proxy masquerades (NodePort with policy Cluster, hairpin)
+  masquerade (28)  SNAT to the node where kube-proxy masquerades (NodePort or external IP with policy
+                   Cluster, the node itself to an external IP, hairpin)
 
 Nothing is committed before NetworkPolicy has allowed the connection, so a denied connection
 leaves no conntrack entry that its next packet could pass as established.
@@ -27,28 +28,33 @@ from .flows import (CT_DNAT, CT_INV, CT_NEW, CT_RPL, CT_TRK, ETH_IP, FEATURES, I
                     Group, GroupAction, Learn, LearnLoad, LearnMatch, Move, Nat, Output, Resubmit, SetField, ct_state,
                     flow, ip_int, stable_ids)
 from .pipeline import (CTM_MASQ, CTM_SERVICE, FLAG_AFFINITY_HIT, FLAG_NAT_COMMITTED, NODE, REG_EP_IP, REG_EP_PORT,
-                       REG_FLAGS, REG_SRC, REG_SVC, SRC_HOST)
+                       REG_FLAGS, REG_SRC, REG_SVC, SRC_HOST, SRC_POD, SRC_TUNNEL, SRC_UPLINK)
 
 
 @dataclass(frozen=True)
 class Entry:
-    """One address and port a node balances: a Service port on its ClusterIP, or on a NodePort."""
+    """One address and port a node balances: a Service port on its ClusterIP, a NodePort, an SLB's
+    VIP or an external IP; for some clients only, when `sources` says which."""
 
     id: int                         # stable: the select group's id and the flows' object id
     service: ServicePlan
     index: int                      # which port of the Service
-    kind: str                       # "cluster-ip" or "node-port"
+    kind: str                       # "cluster-ip", "node-port", "lb-ip" or "external-ip"
     ip: str
     port: int
     protocol: str                   # TCP or UDP
     endpoints: tuple[EndpointPlan, ...]   # eligible on this node (ready ones, else serving terminating ones)
     refuse: bool                    # no ready or serving terminating endpoint anywhere: refused at once
-    masquerade: bool                # SNAT to the node (externalTrafficPolicy Cluster on a NodePort)
+    masquerade: bool                # SNAT to the node (externalTrafficPolicy Cluster on a NodePort, ...)
     why_empty: str = ""             # when there are endpoints but none eligible here
+    sources: tuple[int, ...] = ()   # the clients it takes, by reg0 (SRC_*); () every one
+    clients: str = ""               # who those are, for its name
 
     @property
     def name(self) -> str:
-        return f"{self.service.key}:{self.port}/{self.protocol} ({self.kind})"
+        at = f" {self.ip}" if self.kind == "external-ip" else ""
+        who = f", from {self.clients}" if self.clients else ""
+        return f"{self.service.key}{at}:{self.port}/{self.protocol} ({self.kind}{who})"
 
     @property
     def fallback(self) -> str:
@@ -76,7 +82,7 @@ def serving(svc: ServicePlan, index: int, node: str | None = None) -> list[Endpo
 def entries(plan: Plan, node: NodePlan) -> list[Entry]:
     """What this node balances, with the endpoints kube-proxy would use on it. kube-proxy leaves a
     Service labelled to switch it off (`proxied` false) alone: it has no entry (see unprogrammed)."""
-    raw = []
+    raw: list[tuple[str, dict]] = []        # (what the id is made from, the entry's fields)
     vip = {slb.service: slb.vip for slb in plan.slbs}
     for svc in plan.services:
         if svc.type == "ExternalName" or svc.headless or not svc.cluster_ip or not svc.proxied:
@@ -86,22 +92,23 @@ def entries(plan: Plan, node: NodePlan) -> list[Entry]:
                 continue            # SCTP: accepted in manifests, this kernel cannot carry it
             anywhere = serving(svc, i)          # empty: refused, whatever the policy
             local = serving(svc, i, node.name)
+            port = (svc, i, p.protocol, anywhere)
             itp_local = svc.internal_traffic_policy == "Local"
-            raw.append((svc, i, "cluster-ip", svc.cluster_ip, p.port, p.protocol, anywhere,
-                        local if itp_local else anywhere, False,
-                        "internalTrafficPolicy Local and no endpoint on this node" if itp_local else ""))
+            raw.append(_raw(port, "cluster-ip", svc.cluster_ip, p.port, local if itp_local else anywhere, False,
+                            "internalTrafficPolicy Local and no endpoint on this node" if itp_local else ""))
             if svc.type == "LoadBalancer" and vip.get(svc.key):
                 # kube-proxy short-circuits the LoadBalancer address for clients in the cluster
-                raw.append((svc, i, "lb-ip", vip[svc.key], p.port, p.protocol, anywhere, anywhere, False, ""))
+                raw.append(_raw(port, "lb-ip", vip[svc.key], p.port, anywhere, False))
             if p.node_port:
                 etp_local = svc.external_traffic_policy == "Local"
-                raw.append((svc, i, "node-port", node.ip, p.node_port, p.protocol, anywhere,
-                            local if etp_local else anywhere, not etp_local,
-                            "externalTrafficPolicy Local and no endpoint on this node" if etp_local else ""))
-    ids = stable_ids([f"{r[0].key}|{r[2]}|{r[4]}|{r[5]}" for r in raw])
-    return [Entry(id=ids[f"{svc.key}|{kind}|{port}|{proto}"], service=svc, index=i, kind=kind, ip=ip, port=port,
-                  protocol=proto, endpoints=tuple(eligible), refuse=not anywhere, masquerade=masq, why_empty=why)
-            for svc, i, kind, ip, port, proto, anywhere, eligible, masq, why in raw]
+                raw.append(_raw(port, "node-port", node.ip, p.node_port, local if etp_local else anywhere, not etp_local,
+                                "externalTrafficPolicy Local and no endpoint on this node" if etp_local else ""))
+            raw += [_raw(port, "external-ip", ip, p.port, eligible, masq, why,
+                         f"|{ip}" + (f"|{clients}" if clients else ""), sources=sources, clients=clients)
+                    for ip in svc.external_ips
+                    for clients, sources, eligible, masq, why in _external_ip_clients(svc, anywhere, local)]
+    ids = stable_ids([key for key, _ in raw])
+    return [Entry(id=ids[key], **fields) for key, fields in raw]
 
 
 def unprogrammed(plan: Plan) -> list[tuple[int, ServicePlan]]:
@@ -113,6 +120,33 @@ def unprogrammed(plan: Plan) -> list[tuple[int, ServicePlan]]:
     found = [s for s in plan.services if not s.proxied and s.cluster_ip]
     ids = stable_ids([f"{s.key}|unprogrammed" for s in found])
     return [(ids[f"{s.key}|unprogrammed"], s) for s in found]
+
+
+def _raw(port: tuple, kind: str, ip: str, number: int, eligible: list, masq: bool, why: str = "", tail: str = "",
+         **more) -> tuple[str, dict]:
+    """An entry before its id: what the id is made from (`<namespace>/<name>|<kind>|<port>|<protocol>`,
+    and `tail` for an external IP's), and its fields. `port`: (Service, port index, protocol, the
+    endpoints usable anywhere: none means refused)."""
+    svc, index, protocol, anywhere = port
+    return f"{svc.key}|{kind}|{number}|{protocol}{tail}", dict(
+        service=svc, index=index, kind=kind, ip=ip, port=number, protocol=protocol, endpoints=tuple(eligible),
+        refuse=not anywhere, masquerade=masq, why_empty=why, **more)
+
+
+def _external_ip_clients(svc: ServicePlan, anywhere: list, local: list) -> list[tuple]:
+    """How kube-proxy treats a connection to an external IP, by client (pkg/proxy/iptables
+    proxier.go, the external traffic chain): with externalTrafficPolicy Cluster, or no usable
+    endpoint at all, the same for every client: masqueraded, any endpoint (or refused). With
+    Local: the node's pods are short-circuited like the ClusterIP (any endpoint, their address
+    kept); the node itself is masqueraded, any endpoint; and what arrives from outside the node
+    (the uplink, a tunnel) goes to this node's endpoints only, its client's address kept, or is
+    dropped. `anywhere` and `local` are kube-proxy's choices, terminating endpoints as fallback.
+    As (clients, sources, eligible endpoints, masquerade, why none is eligible)."""
+    if svc.external_traffic_policy != "Local" or not anywhere:
+        return [("", (), anywhere, True, "")]
+    return [("pods", (SRC_POD,), anywhere, False, ""), ("the node", (SRC_HOST,), anywhere, True, ""),
+            ("outside the node", (SRC_UPLINK, SRC_TUNNEL), local, False,
+             "externalTrafficPolicy Local and no endpoint on this node")]
 
 
 def service_flows(plan: Plan, node: NodePlan, zone: int) -> tuple[list[Flow], list[Group]]:
@@ -148,10 +182,12 @@ def service_flows(plan: Plan, node: NodePlan, zone: int) -> tuple[list[Flow], li
     groups: list[Group] = []
     seen_vips: set[str] = set()
     for e in entries(plan, node):
-        if e.kind in ("cluster-ip", "lb-ip") and e.ip not in seen_vips:
+        if e.kind in ("cluster-ip", "lb-ip", "external-ip") and e.ip not in seen_vips:
             seen_vips.add(e.ip)
+            # an external IP's too: kube-proxy leaves such a packet to the node's routing, which
+            # sends it back the way it came; nothing answers it either way
             flows.append(flow(t_svc, 100, {**ip, "ct_state": new, "ipv4_dst": e.ip}, [], "service", e.id,
-                              f"{e.service.key}: a port the Service does not expose: dropped"))
+                              f"{e.service.key}: a port the Service does not expose at {e.ip}: dropped"))
         f, g = _entry_flows(e, node, zone)
         flows += f
         groups += g
@@ -165,13 +201,15 @@ def service_flows(plan: Plan, node: NodePlan, zone: int) -> tuple[list[Flow], li
 
 def _entry_flows(e: Entry, node: NodePlan, zone: int) -> tuple[list[Flow], list[Group]]:
     """One entry: refused (no usable endpoint anywhere), dropped (none eligible here), or balanced
-    by its select group (with session affinity when the Service asks), then DNAT to the endpoint."""
-    t_svc, t_aff, t_afflb, t_policy, t_ep = (NODE.table(n) for n in (
-        "service", "affinity", "affinity_lb", "egress_policy", "endpoint"))
+    by its select group (with session affinity when the Service asks), then DNAT to the endpoint.
+    An entry for some clients only matches their reg0 in table 21, one flow each."""
+    t_svc, t_aff, t_afflb, t_policy = (NODE.table(n) for n in ("service", "affinity", "affinity_lb", "egress_policy"))
     proto = PROTO[e.protocol]
     m = {"eth_type": ETH_IP, "ct_state": ct_state(CT_TRK | CT_NEW), "ip_proto": IPPROTO[proto], "ipv4_dst": e.ip,
          f"{proto}_dst": e.port}
+    ms = [{**m, REG_SRC: s} for s in e.sources] or [m]
     if e.refuse:
+        assert not e.sources, f"{e.name}: a refusal is for every client"
         # the node itself would see its own address as the source of the refused packet (a
         # martian): the controller refuses on its behalf, with a TCP reset or ICMP unreachable
         return [flow(t_svc, 210, {**m, REG_SRC: SRC_HOST}, [Output("controller")], "reject", e.id,
@@ -183,24 +221,24 @@ def _entry_flows(e: Entry, node: NodePlan, zone: int) -> tuple[list[Flow], list[
                      f"{e.name}: no ready endpoint (nor one serving while terminating): DNAT to the node's closed "
                      f"port {REJECT_PORT}, which answers TCP reset or ICMP port unreachable")], []
     if not e.endpoints:
-        return [flow(t_svc, 200, m, [], "service", e.id, f"{e.name}: {e.why_empty}: dropped")], []
+        return [flow(t_svc, 200, x, [], "service", e.id, f"{e.name}: {e.why_empty}: dropped") for x in ms], []
     group = Group(e.id, tuple(Bucket((SetField(REG_EP_IP, ip_int(ep.ip)), SetField(REG_EP_PORT, ep.ports[e.index]),
                                       Resubmit(t_policy))) for ep in e.endpoints), note=e.name)
     if e.service.session_affinity:
-        flows = [flow(t_svc, 200, m, [SetField(REG_SVC, e.id), Resubmit(t_aff), Goto(t_afflb)], "service", e.id,
-                      f"{e.name}: sessionAffinity ClientIP: look for the endpoint used last time"),
-                 flow(t_afflb, 100, {REG_SVC: e.id, REG_FLAGS: (FLAG_AFFINITY_HIT, FLAG_AFFINITY_HIT)},
-                      [Goto(t_policy)], "affinity", e.id, f"{e.name}: the remembered endpoint"),
-                 flow(t_afflb, 60, {REG_SVC: e.id, "eth_type": ETH_IP, "ip_proto": IPPROTO[proto],
-                                    f"{proto}_src": 0}, [GroupAction(e.id)], "affinity", e.id,
-                      f"{e.name}: never matches (no source port 0), but makes the datapath cache every new "
-                      "connection apart, so each one reaches the learn action at once, not at the next "
-                      "statistics push"),
-                 flow(t_afflb, 50, {REG_SVC: e.id}, [GroupAction(e.id)], "affinity", e.id,
-                      f"{e.name}: nothing remembered: the group picks one")]
+        flows = [flow(t_svc, 200, x, [SetField(REG_SVC, e.id), Resubmit(t_aff), Goto(t_afflb)], "service", e.id,
+                      f"{e.name}: sessionAffinity ClientIP: look for the endpoint used last time") for x in ms]
+        flows += [flow(t_afflb, 100, {REG_SVC: e.id, REG_FLAGS: (FLAG_AFFINITY_HIT, FLAG_AFFINITY_HIT)},
+                       [Goto(t_policy)], "affinity", e.id, f"{e.name}: the remembered endpoint"),
+                  flow(t_afflb, 60, {REG_SVC: e.id, "eth_type": ETH_IP, "ip_proto": IPPROTO[proto],
+                                     f"{proto}_src": 0}, [GroupAction(e.id)], "affinity", e.id,
+                       f"{e.name}: never matches (no source port 0), but makes the datapath cache every new "
+                       "connection apart, so each one reaches the learn action at once, not at the next "
+                       "statistics push"),
+                  flow(t_afflb, 50, {REG_SVC: e.id}, [GroupAction(e.id)], "affinity", e.id,
+                       f"{e.name}: nothing remembered: the group picks one")]
     else:
-        flows = [flow(t_svc, 200, m, [SetField(REG_SVC, e.id), GroupAction(e.id)], "service", e.id,
-                      f"{e.name}: one of {len(e.endpoints)} endpoints, per connection{e.fallback}")]
+        flows = [flow(t_svc, 200, x, [SetField(REG_SVC, e.id), GroupAction(e.id)], "service", e.id,
+                      f"{e.name}: one of {len(e.endpoints)} endpoints, per connection{e.fallback}") for x in ms]
     return flows + _endpoint_flows(e, zone), [group]
 
 

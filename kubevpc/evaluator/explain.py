@@ -5,7 +5,8 @@ evaluators (reach.py and vpc.py for the VPC and the cluster, northsouth.py for t
 netpol.py for NetworkPolicy), which are written independently of the flow compiler. A
 destination may be an endpoint (pod/, ecs/, node/, inet/), a Service's ClusterIP (svc/), an
 intranet SLB (slb/<namespace>/<name>), an EIP (eip/<name>, or a public address), a node's
-NodePort (node/<name> and the NodePort), or an address any of these hold. Where a connection
+NodePort (node/<name> and the NodePort), a Service's external IP (its address), or an address
+any of these hold. Where a connection
 may land on several endpoints (a Service, an SLB), each is a branch with its own chain, and the
 verdict is "depends" when they disagree.
 """
@@ -16,6 +17,7 @@ from dataclasses import asdict, dataclass
 
 from ..errors import KubevpcError
 from ..planning import HostPlan, Plan, ServicePlan, SlbPlan, resolve_endpoint
+from .externalip import external_ip_targets, services_at
 from .northsouth import inbound, to_instance
 from .reach import fallback_note, no_endpoint_reason, reach, service_targets, with_policy
 from .verdict import Step, Verdict, Wire
@@ -59,6 +61,8 @@ def explain(plan: Plan, source: str, dest: str, port: int, proto: str = "tcp") -
         return _service(plan, src, target, dest, port, proto, head)
     if kind == "public":
         return _public(plan, src, target, dest, port, proto, head)
+    if kind == "external-ip":
+        return _external_ip(plan, src, target, dest, port, proto, head)
     if kind == "slb":
         return _slb(plan, src, src.ip, target, dest, port, proto, head + (
             Step("SLB", f"intranet SLB {target.service} at {target.vip} (vSwitch {target.vswitch})"),))
@@ -85,7 +89,7 @@ def source_step(plan: Plan, h: HostPlan) -> Step:
 
 def classify(plan: Plan, dest: str, port: int, proto: str):
     """What kind of destination `dest` is: ("host", HostPlan), ("svc", ServicePlan), ("slb", SlbPlan),
-    ("public", address), or ("nodeport", (node host, Service, port index))."""
+    ("public", address), ("external-ip", address) or ("nodeport", (node host, Service, port index))."""
     if dest.startswith("svc/"):
         try:
             return "svc", plan.service(dest.removeprefix("svc/"))
@@ -120,10 +124,12 @@ def _by_address(plan: Plan, ip: str, port: int, proto: str):
         return "svc", svc
     if any(e.ip == ip for e in plan.eips) or any(s.public_ip == ip for s in plan.slbs):
         return "public", ip
+    if services_at(plan, ip):
+        return "external-ip", ip
     h = next((h for h in plan.hosts if h.ip == ip), None)
     if h is None:
-        raise KubevpcError(f"nothing in this scenario holds {ip}: expected an endpoint's, a ClusterIP, an EIP or an "
-                           "SLB's address")
+        raise KubevpcError(f"nothing in this scenario holds {ip}: expected an endpoint's, a ClusterIP, an EIP, an "
+                           "SLB's address or a Service's external IP")
     if h.kind == "slb":
         return "slb", next(s for s in plan.slbs if s.host == h.key)
     return classify(plan, h.key, port, proto)
@@ -189,6 +195,20 @@ def _service(plan: Plan, src: HostPlan, svc: ServicePlan, dest: str, port: int, 
         first = Step("Service", f"DNAT {svc.cluster_ip}:{port} to {h.key} {h.ip}:{target}{_dying(h)}")
         e = _final(src, f"{h.key}:{target}", target, proto, (first,), v, h)
         branches.append(Branch(f"{h.key} {h.ip}:{target}", e))
+    return _merge(src, dest, port, proto, head, branches)
+
+
+def _external_ip(plan: Plan, src: HostPlan, ip: str, dest: str, port: int, proto: str,
+                 head: tuple[Step, ...]) -> Explanation:
+    steps, whole, targets = external_ip_targets(plan, src, ip, port, proto)
+    head += tuple(steps)
+    if whole is not None:
+        return Explanation(src.key, dest, port, proto, False, whole.reason, "", head + whole.steps)
+    branches = []
+    for h, target, v in targets:
+        first = Step("Service", f"DNAT {ip}:{port} to {h.key} {h.ip}:{target}")
+        branches.append(Branch(f"{h.key} {h.ip}:{target}", _final(src, f"{h.key}:{target}", target, proto, (first,),
+                                                                 v, h)))
     return _merge(src, dest, port, proto, head, branches)
 
 

@@ -139,3 +139,13 @@ def evaluate(policies: Iterable[NetworkPolicy], namespaces: Mapping[str, Mapping
                                                             for x in verdicts))
     return Verdict(True, "; ".join(v.reason for v in verdicts),
                    steps=tuple(Step("NetworkPolicy", v.reason, True) for v in verdicts))
+
+
+def egress_of(policies: Iterable[NetworkPolicy], namespaces: Mapping[str, Mapping[str, str]],
+              src: Endpoint, dst: Endpoint, port: int, protocol: str) -> Verdict:
+    """The egress of the source pod alone, on dst:port/protocol: for a connection masqueraded on
+    the way (a Service's), whose ingress at dst is judged on the address it arrives with."""
+    if not is_pod(src):
+        return Verdict(True, "the source is not a pod: no egress policy")
+    v = _direction("Egress", list(policies), namespaces, src, dst, port, protocol.upper())
+    return Verdict(v.allowed, v.reason, steps=(Step("NetworkPolicy", v.reason, v.allowed),))

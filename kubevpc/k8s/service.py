@@ -1,6 +1,7 @@
 """Service (v1), checked as the API server's ValidateService checks it."""
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import Literal
 
@@ -53,6 +54,12 @@ class ServiceSpec(K8s):
     internalTrafficPolicy: Literal["Cluster", "Local"] = "Cluster"
     healthCheckNodePort: int | None = None
     publishNotReadyAddresses: bool = False
+    externalIPs: list[str] = []                # kube-proxy balances these like the ClusterIP
+
+    @property
+    def externally_accessible(self) -> bool:
+        """pkg/api/service ExternallyAccessible: where externalTrafficPolicy means something."""
+        return self.type in ("NodePort", "LoadBalancer") or (self.type == "ClusterIP" and bool(self.externalIPs))
 
     @model_validator(mode="after")
     def _check(self) -> "ServiceSpec":
@@ -77,18 +84,44 @@ class ServiceSpec(K8s):
             raise ValueError("spec.ports[].nodePort may only be set for type NodePort or LoadBalancer")
         if headless and self.type != "ClusterIP":
             raise ValueError('spec.clusterIP "None" (headless) is only allowed for type ClusterIP')
-        if self.externalTrafficPolicy is not None and self.type not in ("NodePort", "LoadBalancer"):
-            raise ValueError("spec.externalTrafficPolicy may only be set for type NodePort or LoadBalancer")
+        if self.externalTrafficPolicy is not None and not self.externally_accessible:
+            raise ValueError("spec.externalTrafficPolicy may only be set for externally-accessible services "
+                             "(type NodePort or LoadBalancer, or ClusterIP with externalIPs)")
         if self.healthCheckNodePort is not None and not (self.type == "LoadBalancer"
                                                          and self.externalTrafficPolicy == "Local"):
             raise ValueError("spec.healthCheckNodePort is only for type LoadBalancer with externalTrafficPolicy Local")
         if self.selector:
             check_labels(self.selector)
+        for i, ip in enumerate(self.externalIPs):
+            check_external_ip(i, ip)
         return self
 
     @property
     def headless(self) -> bool:
         return self.clusterIP == "None"
+
+
+LINK_LOCAL_MULTICAST = ipaddress.IPv4Network("224.0.0.0/24")     # Go's net.IP.IsLinkLocalMulticast
+
+
+def check_external_ip(i: int, ip: str) -> None:
+    """spec.externalIPs[i] as ValidateService checks it (validation.IsValidIP, then
+    ValidateNonSpecialIP, pkg/apis/core/validation), in the API server's words; an IPv6 address,
+    which the API server takes, kubevpc refuses: it emulates IPv4 only."""
+    at = f'spec.externalIPs[{i}]: Invalid value: "{ip}"'
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        raise ValueError(f"{at}: must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)") from None
+    if addr.version != 4:
+        raise ValueError(f"{at}: kubevpc emulates IPv4 only; expected an IPv4 address")
+    for bad, words in ((addr.is_unspecified, f"may not be unspecified ({ip})"),
+                       (addr.is_loopback, "may not be in the loopback range (127.0.0.0/8, ::1/128)"),
+                       (addr.is_link_local, "may not be in the link-local range (169.254.0.0/16, fe80::/10)"),
+                       (addr in LINK_LOCAL_MULTICAST,
+                        "may not be in the link-local multicast range (224.0.0.0/24, ff02::/10)")):
+        if bad:
+            raise ValueError(f"{at}: {words}")
 
 
 class Service(K8s):

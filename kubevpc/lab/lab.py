@@ -216,8 +216,9 @@ class Lab(Servers):
                                f"{', '.join(s.key for s in self.plan.services) or 'none'}") from None
 
     def _dest_ip(self, dest: str) -> str:
-        """An address, an endpoint (pod/..., ecs/..., node/..., inet/..., slb/...), an EIP (eip/<name>; an
-        internet-facing SLB's is slb-<namespace>-<name>) or a Service's ClusterIP (svc/...)."""
+        """An address (a Service's external IP is one), an endpoint (pod/..., ecs/..., node/..., inet/...,
+        slb/...), an EIP (eip/<name>; an internet-facing SLB's is slb-<namespace>-<name>) or a Service's
+        ClusterIP (svc/...)."""
         if dest.count(".") == 3 and dest.replace(".", "").isdigit():
             return dest
         if dest.startswith("eip/"):

@@ -29,6 +29,7 @@ def plan_services(ctx: Context, cl, hosts: list[HostPlan]) -> tuple[tuple[Servic
     dns_ip = _add_dns_service(ctx, cl, pool, items) if cl.dns.enabled else ""
     cluster_ips = _cluster_ips(ctx, net, pool, items, dns_ip)
     node_ports, health_ports = NodePorts(ctx, first, last, items).allocate()
+    external_ips = _external_ips(ctx, cl, items)
     pods = [h for h in hosts if h.kind == "pod"]
     plans = []
     for k, (svc, prefix, src) in enumerate(items):
@@ -44,7 +45,8 @@ def plan_services(ctx: Context, cl, hosts: list[HostPlan]) -> tuple[tuple[Servic
             external_traffic_policy=spec.externalTrafficPolicy or "Cluster",
             internal_traffic_policy=spec.internalTrafficPolicy,
             health_check_node_port=health_ports.get(k, 0), annotations=dict(svc.metadata.annotations),
-            labels=dict(svc.metadata.labels), proxied=not set(PROXY_OFF_LABELS) & svc.metadata.labels.keys()))
+            labels=dict(svc.metadata.labels), proxied=not set(PROXY_OFF_LABELS) & svc.metadata.labels.keys(),
+            external_ips=external_ips.get(k, ())))
     dns = None
     if cl.dns.enabled:
         dns = DnsPlan(domain=cl.dns.clusterDomain, ip=dns_ip, pods=tuple(h.key for h in pods if h.app == "dns"))
@@ -106,6 +108,53 @@ def _cluster_ips(ctx: Context, net, pool: list, items: list[Item], dns_ip: str) 
         cluster_ips[k] = str(pool[cursor])
         taken[cluster_ips[k]] = k
     return cluster_ips
+
+
+def _reserved(ctx: Context, cl) -> list[tuple[ipaddress.IPv4Network, str]]:
+    """Ranges whose addresses the scenario holds or hands out: no external IP may be in one."""
+    out = [(ipaddress.IPv4Network(v.cidr), f"vSwitch {v.name} ({v.cidr}), whose addresses go to instances, "
+            "nodes, eni pods and SLB VIPs") for vpc in ctx.sc.cloud.vpcs for v in vpc.vswitches]
+    out.append((cl.serviceCIDR, f"serviceCIDR {cl.serviceCIDR}, the ClusterIPs'"))
+    if cl.mode != "eni":
+        out.append((cl.podCIDR, f"podCIDR {cl.podCIDR}, the pods'"))
+    inet = ctx.sc.cloud.internet
+    if inet is not None:
+        out += [(inet.cidr, f"the internet zone {inet.cidr}"), (inet.publicCIDR, f"publicCIDR {inet.publicCIDR}, "
+                                                                                   "the EIPs'")]
+    return out
+
+
+def _external_ips(ctx: Context, cl, items: list[Item]) -> dict[int, tuple[str, ...]]:
+    """spec.externalIPs by item, in order without repeats; none for headless and ExternalName
+    Services, which the API server warns it ignores them for. The API server takes any other
+    address, and kube-proxy then takes the connections to it from the cluster (CVE-2020-8554):
+    kubevpc refuses an address that something in the scenario holds or may be handed, and an
+    address, port and protocol that two Services claim, which kube-proxy would balance for either."""
+    reserved = _reserved(ctx, cl)
+    claimed: dict[tuple[str, int, str], str] = {}
+    out: dict[int, tuple[str, ...]] = {}
+    for k, (svc, prefix, src) in enumerate(items):
+        if svc.spec.type == "ExternalName" or svc.spec.headless:
+            continue
+        kept: list[str] = []
+        for i, ip in enumerate(svc.spec.externalIPs):
+            at, addr = prefix + ("spec", "externalIPs", i), ipaddress.IPv4Address(ip)
+            inside = next((what for net, what in reserved if addr in net), None)
+            if inside is not None:
+                ctx.bad(at, ip, f"is inside {inside}; kubevpc refuses an external IP that the scenario holds or "
+                        "may give out (kube-proxy would take its connections); expected an address outside "
+                        "every vSwitch, serviceCIDR, podCIDR and the internet zone, routed to a node by a custom "
+                        "route", src)
+                continue
+            for p in svc.spec.ports:
+                other = claimed.setdefault((ip, p.port, p.protocol), svc.metadata.namespace + "/" + svc.metadata.name)
+                if other != f"{svc.metadata.namespace}/{svc.metadata.name}":
+                    ctx.bad(at, ip, f"{ip}:{p.port}/{p.protocol} is already an external IP port of Service {other}; "
+                            "expected another address", src)
+            if ip not in kept:
+                kept.append(ip)
+        out[k] = tuple(kept)
+    return out
 
 
 class NodePorts:

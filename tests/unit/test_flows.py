@@ -19,6 +19,7 @@ from controller.services import snat_zone
 from kubevpc.scenario.load import load
 from kubevpc.planning import Plan, make_plan
 from tests.unit.fakeoftable import FakeOFTable
+from tests.unit.netsim import Network
 
 DATA = Path(__file__).parent / "data"
 REPO = Path(__file__).resolve().parents[2]
@@ -532,3 +533,27 @@ def test_a_vswitch_takes_a_nodes_patch_port_as_its_uplink(mode):
             assert w.path[0] == f and w.packet["in_port"] == u.vswitch_ofport
             assert [(g.table, g.priority, targets(g)) for g in w.path[1:]] == [(0, 100, [20]), (20, 100, [25])]
             assert not any(u.vswitch_patch_ofport in outputs(g) for g in vsw), "a vSwitch never sends by the patch port"
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_service_connection_to_an_endpoint_on_the_balancing_node_is_delivered_there(mode):
+    """A pod, the node itself, or a client in the VPC at a NodePort: DNATed to an endpoint on the
+    node that balances it, the first packet goes straight to that pod, in every mode. In eni mode
+    the flows that send Service traffic on to the vRouter by the port it came from rank below the
+    deliveries by address (the two matched at one priority, which leaves the choice to OVS); the
+    endpoint on another node is the twin, reached by the other path."""
+    plan = make_plan(load(str(REPO / "tests" / "e2e" / "data" / "services.yaml"), mode=mode), "kv")
+    net = Network(plan)
+    web0, web1 = plan.host("pod/default/web-0"), plan.host("pod/default/web-1")
+    node1, cluster_ip = plan.node("node-1"), plan.service("default/web").cluster_ip
+    for src, dst, port in ((plan.host("pod/default/client-1"), cluster_ip, 80),
+                           (plan.host("ecs/node-1"), cluster_ip, 80), (plan.host("ecs/ecs-client"), node1.ip, 30080)):
+        ends = net.send(src, dst, port)
+        assert sorted((e.kind, e.host, e.packet["ipv4_dst"]) for e in ends) == [
+            ("delivered", web0.key, web0.ip), ("delivered", web1.key, web1.ip)], [str(e) for e in ends]
+        local = next(e for e in ends if e.host == web0.key)
+        assert {bridge for bridge, _ in local.path} >= {node1.bridge}
+        assert all(bridge == node1.bridge for bridge, _ in local.path[local.path.index(
+            next(x for x in local.path if x[0] == node1.bridge)):]), "left node-1 on the way to its own pod"
+        far = next(e for e in ends if e.host == web1.key)
+        assert far.path[-1][0] == plan.node("node-2").bridge

@@ -323,7 +323,7 @@ def test_kube_dns_name_is_free_without_dns_and_in_another_namespace(tmp_path):
     ({"ports": [{"name": "a", "port": 80}, {"name": "b", "port": 80}]}, "spec", ["each port and protocol pair"]),
     ({"ports": [{"port": 80, "nodePort": 30080}]}, "spec", ["nodePort may only be set for type NodePort or LoadBalancer"]),
     ({"externalTrafficPolicy": "Local", "ports": [{"port": 80}]}, "spec",
-     ["externalTrafficPolicy may only be set for type NodePort or LoadBalancer"]),
+     ["externalTrafficPolicy may only be set for externally-accessible services"]),
     ({"type": "NodePort", "clusterIP": "None", "ports": [{"port": 80}]}, "spec",
      ['clusterIP "None" (headless) is only allowed for type ClusterIP']),
     ({"type": "ExternalName"}, "spec", ["spec.externalName is required for type ExternalName"]),
