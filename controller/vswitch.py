@@ -5,7 +5,7 @@ from __future__ import annotations
 from kubevpc.planning import OFPORT_VROUTER_ON_VSWITCH, BridgePlan, Plan
 
 from .flows import (CT_TRK, ETH_ARP, ETH_IP, Ct, Flow, Goto, Nat, OutputReg, Resubmit, SetField, arp_responder,
-                    ct_state, flow, prefixlen)
+                    ct_state, flow)
 from .pipeline import REG_OUT, VSWITCH
 
 
@@ -34,8 +34,10 @@ def switching_flows(plan: Plan, bridge: BridgePlan) -> list[Flow]:
                 out.append(flow(0, 110, {**icmp11, "in_port": up.vswitch_ofport, "ipv4_src": node.gateway},
                                 [Goto(t_l2)], note=f"ICMP time exceeded from node {node.name}'s pod gateway: not tracked"))
     out.append(arp_responder(t_arp, vsw.gateway, vsw.gateway_mac, note=f"{vsw.name} gateway (the vRouter)"))
+    # hosts only: a route's destination (even a /32, such as an external IP routed to a node) is
+    # reached through the gateway, never by ARP on the vSwitch
     out += [arp_responder(t_arp, a.ip, a.mac, note=f"{a.owner}") for a in _attachments(plan, vsw.name)
-            if prefixlen(a.ip) == 32]
+            if "/" not in a.ip]
     out += [flow(t_arp, 0, None, [], "arp", note="the cloud answers every ARP itself; nothing is flooded"),
             flow(t_ct, 100, {"eth_type": ETH_IP}, [Ct(bridge.zone, table=VSWITCH.table("slb"), nat=Nat())],
                  note="track connections for the stateful security groups and the SLBs")]
