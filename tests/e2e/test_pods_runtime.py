@@ -370,6 +370,45 @@ def test_labels_that_switch_kube_proxy_off_take_a_service_down_and_back(lab):
         lab.delete("svc/default/quiet")
 
 
+def test_a_service_changes_type_and_ports_while_running(lab):
+    def dual(ports: list[dict], **spec) -> dict:
+        return svc("dual", "web", {"ports": ports, **spec})
+    tcp = {"name": "tcp", "port": 80, "targetPort": 8080}
+    udp = {"name": "udp", "port": 80, "protocol": "UDP", "targetPort": 5353}
+
+    def outcomes() -> tuple[str, str]:
+        r = lab.probe([Probe("pod/client-1", "svc/dual", 80), Probe("pod/client-1", "svc/dual", 80, "udp")], timeout=1)
+        return r[0].outcome, r[1].outcome
+    lab.apply(dual([tcp, udp]))
+    try:
+        assert outcomes() == ("answered", "answered")
+        cip = lab.service("dual").cluster_ip
+        took = lab.apply(dual([udp]))                     # TCP/80 dropped, UDP/80 stays
+        assert took["flows_updated_s"] < 1, took
+        assert outcomes() == ("timeout", "answered")
+        took = lab.apply(dual([tcp]))                     # and the reverse
+        assert took["flows_updated_s"] < 1, took
+        assert outcomes() == ("answered", "timeout")
+        assert lab.service("dual").cluster_ip == cip, "the ClusterIP stays across changes"
+        # ClusterIP -> NodePort: every node answers at the node port; and back: none does
+        node = lab.address("node/node-2")
+        took = lab.apply(dual([tcp], type="NodePort"))
+        assert took["flows_updated_s"] < 1, took
+        port = lab.service("dual").ports[0].node_port
+        assert lab.connect("ecs/ecs-client", node, port).outcome == "answered"
+        lab.apply(dual([tcp]))
+        assert lab.service("dual").ports[0].node_port == 0
+        assert lab.connect("ecs/ecs-client", node, port, timeout=1).outcome != "answered"
+        assert outcomes()[0] == "answered"
+        # deleted, the ClusterIP goes quiet; created again under the same name, it serves again
+        lab.delete("svc/default/dual")
+        assert lab.connect("pod/client-1", cip, 80, timeout=1).outcome == "timeout"
+        lab.apply(dual([tcp]))
+        assert outcomes()[0] == "answered"
+    finally:
+        lab.delete("svc/default/dual")
+
+
 def test_zero_packet_ins_after_all_the_changes(lab):
     st = lab.status()
     assert st["errors"] == []
