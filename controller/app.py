@@ -55,6 +55,9 @@ REJECT, FLOWLOG_RECORD = FEATURES["reject"], FEATURES["flowlog_record"]
 
 LOG = logging.getLogger("kubevpc.controller")
 WLC_REFRESH_S = 1.0      # how often the wlc listeners' connections are counted
+# seconds between looks at plan.json and the SLB checkers' state files (a stat each): a backend
+# that turns healthy is in its listener's group within this, plus the compile and the flow mods
+WATCH_INTERVAL = 0.05
 SO_PEERCRED_SIZE = struct.calcsize("3i")
 
 
@@ -220,7 +223,7 @@ class KubevpcController(app_manager.OSKenApp):
 
     def _watch_plan(self):
         while True:
-            hub.sleep(0.2)
+            hub.sleep(WATCH_INTERVAL)
             if self._load_plan():
                 for name, link in list(self.links.items()):
                     if link.dp is not None:
