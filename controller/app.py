@@ -56,8 +56,10 @@ REJECT, FLOWLOG_RECORD = FEATURES["reject"], FEATURES["flowlog_record"]
 LOG = logging.getLogger("kubevpc.controller")
 WLC_REFRESH_S = 1.0      # how often the wlc listeners' connections are counted
 # seconds between looks at plan.json and the SLB checkers' state files (a stat each): a backend
-# that turns healthy is in its listener's group within this, plus the compile and the flow mods
-WATCH_INTERVAL = 0.05
+# that turns healthy is in its listener's group within this, plus the compile and the flow mods.
+# 0.05 was tried and made the controller stall under back-to-back plan versions (docs/performance.md,
+# "The SLB's window after a backend turns healthy")
+WATCH_INTERVAL = 0.2
 SO_PEERCRED_SIZE = struct.calcsize("3i")
 
 

@@ -302,7 +302,7 @@ def test_slb_failover_and_recovery(lab):
     try:
         took = wait_health(lab, service, {key: "unhealthy"}, 10)
         assert took < 2 * 1 + 1 + 1.5, f"failover took {took:.1f} s"
-        time.sleep(0.5)                     # the controller reprograms the groups (it looks every 0.05 s)
+        time.sleep(0.5)                     # the controller reprograms the groups (it polls every 0.2 s)
         results = lab.probe([Probe("ecs/ecs-client", f"slb/{service}", 80)] * 20)
         assert [name(r) for r in results] == [survivor] * 20, "the failed backend is out of rotation"
     finally:
