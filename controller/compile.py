@@ -91,4 +91,4 @@ def policy_endpoints(plan: Plan) -> list:
 def node_policy_flows(plan: Plan, node: str) -> list:
     """Both policy tables of a node's bridge: its pods' egress and ingress."""
     return policy_flows(plan.network_policies, plan.namespaces, policy_endpoints(plan),
-                        [p for p in plan.pods if p.node == node], POLICY_TABLES)
+                        [p for p in plan.own_pods if p.node == node], POLICY_TABLES)

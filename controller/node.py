@@ -13,7 +13,8 @@ from .services import snat_zone
 
 
 def local_pods(plan: Plan, node: NodePlan) -> list:
-    return [h for h in plan.pods if h.node == node.name]
+    """The node's pods with a port on its bridge (a host-network pod's packets are the node's)."""
+    return [h for h in plan.own_pods if h.node == node.name]
 
 
 def classify_flows(plan: Plan, node: NodePlan) -> list[Flow]:

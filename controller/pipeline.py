@@ -95,7 +95,8 @@ NODE = Pipeline("node", (
     Table(10, "arp", "answer ARP for the pods' gateway and local pods; pass the node's own ARP to "
           "and from the vSwitch"),
     Table(15, "unsnat", "packets to the node's address go through the SNAT zone first: replies of "
-          "connections SNATed to the node get their real destination back", (20,)),
+          "connections SNATed to the node get their real destination back (and the node's replies to a "
+          "Service address it was SNATed to, from a host-network pod on it)", (20,)),
     Table(20, "conntrack", "conntrack with NAT in the node's zone: packets of Service connections get "
           "their DNAT (forward) or its reverse (replies)", (21,)),
     Table(21, "service", "new connections to a ClusterIP, NodePort, SLB VIP or external IP (for some "
@@ -117,7 +118,8 @@ NODE = Pipeline("node", (
     Table(27, "endpoint", "Service connections: commit with DNAT to the chosen endpoint and mark it; learn "
           "the choice for affinity; masquerade when the Service entry or hairpin needs it. Others: on", (28, 29)),
     Table(28, "masquerade", "SNAT to the node's address in the SNAT zone (NodePorts and external IPs "
-          "with externalTrafficPolicy Cluster, the node itself to an external IP, hairpin)", (29,)),
+          "with externalTrafficPolicy Cluster, the node itself to an external IP, hairpin); the node to a "
+          "host-network pod on itself: SNAT to the Service address", (29,)),
     Table(29, "commit", "commit new connections that no Service committed, so replies are known as "
           "replies (+rpl) wherever they go; not those conntrack DNATed (committed already)", (30,)),
     Table(30, "route", "the node's routing: local pods, the node itself, other nodes' pod CIDRs "

@@ -47,7 +47,7 @@ def _local_routes(plan: Plan, node: NodePlan) -> list[Flow]:
     t_route = NODE.table("route")
     vsw, host = plan.vswitch(node.vswitch), plan.host(node.ecs)
     out = []
-    for p in (h for h in plan.pods if h.node == node.name):
+    for p in (h for h in plan.own_pods if h.node == node.name):
         out += [flow(t_route, 300, {**_IP, "ipv4_dst": p.ip, "eth_dst": p.mac, REG_SRC: SRC_POD}, [Output(p.ofport)],
                      "pod", note=f"{p.key}: from a pod on the same node, switched"),
                 flow(t_route, 295, {**_IP, "ipv4_dst": p.ip, "in_port": p.ofport},
@@ -58,6 +58,12 @@ def _local_routes(plan: Plan, node: NodePlan) -> list[Flow]:
     # to the node itself
     to_host = [SetField("eth_src", vsw.gateway_mac), SetField("eth_dst", host.mac)]
     via_router = [SetField("eth_src", node.mac), SetField("eth_dst", vsw.gateway_mac)]
+    if any(p.host_network and p.node == node.name for p in plan.pods):
+        # the node's own connection DNATed to a host-network pod on it, SNATed to the Service
+        # address (controller/services.py self_masquerade_flows), and its reply: back where it came from
+        out.append(flow(t_route, 275, {**_IP, "ipv4_dst": node.ip, "in_port": host.ofport},
+                        to_host + [Output("in_port")], "host",
+                        note="to the node from itself: a Service connection to a host-network pod on it"))
     return out + [
         flow(t_route, 280, {**_IP, "ipv4_dst": node.ip, REG_SRC: SRC_UPLINK}, [Output(host.ofport)], "host",
              note="to the node from its vSwitch"),
@@ -132,7 +138,7 @@ def _snat_routes(plan: Plan, node: NodePlan, neighbours: list) -> list[Flow]:
 def eni_route_flows(plan: Plan, node: NodePlan) -> list[Flow]:
     """eni: pods are peers of the node on their vSwitch; the node bridge switches by MAC."""
     t_route = NODE.table("route")
-    pods, host = [h for h in plan.pods if h.node == node.name], plan.host(node.ecs)
+    pods, host = [h for h in plan.own_pods if h.node == node.name], plan.host(node.ecs)
     # Service connections were DNATed (or their replies un-DNATed) after the sender chose the
     # destination MAC: route them by address
     gw_of = {v.name: v.gateway_mac for v in plan.vswitches}

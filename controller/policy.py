@@ -88,7 +88,10 @@ def _requirement_holds(req: LabelSelectorRequirement, labels: Mapping[str, str])
 
 
 def _is_pod(e: HostPlan) -> bool:
-    return e.namespace != ""
+    """A pod as NetworkPolicy sees one: a pod with a network of its own. A host-network pod is its
+    node's traffic: no podSelector selects it, as a target or as a peer (an ipBlock holding the
+    node's address matches it, as any address)."""
+    return e.namespace != "" and not getattr(e, "host_network", False)
 
 
 def _namespace_labels(namespaces: Mapping[str, Mapping[str, str]], name: str) -> dict[str, str]:
@@ -176,7 +179,7 @@ def policy_flows(policies: Iterable[NetworkPolicy], namespaces: Mapping[str, Map
     if len(policies) > _MAX_POLICIES:
         raise ValueError(f"{len(policies)} NetworkPolicies; at most {_MAX_POLICIES} fit in a conj_id")
     nodes = {p.node for p in local}
-    node_ips = sorted({e.ip for e in endpoints if not _is_pod(e) and e.node and e.node in nodes})
+    node_ips = sorted({e.ip for e in endpoints if not e.namespace and e.node and e.node in nodes})
     out: list[Flow] = []
     for side, table, nxt in zip(_sides(tables), (tables.egress, tables.ingress),
                                 (tables.egress_next, tables.ingress_next)):

@@ -12,6 +12,12 @@ sends it), as kube-proxy does on each node. A new connection to a Service addres
   masquerade (28)  SNAT to the node where kube-proxy masquerades (NodePort or external IP with policy
                    Cluster, the node itself to an external IP, hairpin)
 
+An endpoint may be at a node's own address (a pod with hostNetwork). On its own node it is never
+masqueraded: kube-proxy's masquerade is in nat POSTROUTING, which what the node takes itself never
+crosses. The node's own connection to it comes back into the node, which would drop a packet from
+its own address: table 28 SNATs it to the Service address instead, and table 15 undoes that on the
+reply (self_masquerade_flows).
+
 Nothing is committed before NetworkPolicy has allowed the connection, so a denied connection
 leaves no conntrack entry that its next packet could pass as established.
 
@@ -26,7 +32,7 @@ from kubevpc.planning import REJECT_PORT, SNAT_PORTS, EndpointPlan, NodePlan, Pl
 
 from .flows import (CT_DNAT, CT_INV, CT_NEW, CT_RPL, CT_TRK, ETH_IP, FEATURES, IPPROTO, PROTO, Bucket, Ct, Flow, Goto,
                     Group, GroupAction, Learn, LearnLoad, LearnMatch, Move, Nat, Output, Resubmit, SetField, ct_state,
-                    flow, ip_int, stable_ids)
+                    flow, ip_int, port_masks, stable_ids)
 from .pipeline import (CTM_MASQ, CTM_SERVICE, FLAG_AFFINITY_HIT, FLAG_NAT_COMMITTED, NODE, REG_EP_IP, REG_EP_PORT,
                        REG_FLAGS, REG_SRC, REG_SVC, SRC_HOST, SRC_POD, SRC_TUNNEL, SRC_UPLINK)
 
@@ -150,7 +156,8 @@ def _external_ip_clients(svc: ServicePlan, anywhere: list, local: list) -> list[
 
 
 def service_flows(plan: Plan, node: NodePlan, zone: int) -> tuple[list[Flow], list[Group]]:
-    """Tables 21-24, 27 and 28 of a node bridge, and one select group per balanced entry."""
+    """Tables 21-24, 27 and 28 of a node bridge (and 15, for a host-network endpoint on the node),
+    and one select group per balanced entry."""
     t_svc, t_aff, t_afflb, t_dst, t_policy, t_ep, t_masq, t_next = (NODE.table(n) for n in (
         "service", "affinity", "affinity_lb", "destination", "egress_policy", "endpoint", "masquerade", "commit"))
     ip = {"eth_type": ETH_IP}
@@ -181,7 +188,8 @@ def service_flows(plan: Plan, node: NodePlan, zone: int) -> tuple[list[Flow], li
                       note="other IPv4 (ICMP): the destination address"))
     groups: list[Group] = []
     seen_vips: set[str] = set()
-    for e in entries(plan, node):
+    balanced = entries(plan, node)
+    for e in balanced:
         if e.kind in ("cluster-ip", "lb-ip", "external-ip") and e.ip not in seen_vips:
             seen_vips.add(e.ip)
             # an external IP's too: kube-proxy leaves such a packet to the node's routing, which
@@ -194,6 +202,7 @@ def service_flows(plan: Plan, node: NodePlan, zone: int) -> tuple[list[Flow], li
     flows += [flow(t_svc, 100, {**ip, "ct_state": new, "ipv4_dst": svc.cluster_ip}, [], "service", i,
                    f"{svc.key}: labelled {svc.proxy_off_label()}, so kube-proxy does not program its ClusterIP: "
                    "dropped (nothing answers for it)") for i, svc in unprogrammed(plan)]
+    flows += self_masquerade_flows(balanced, node, zone)
     flows += [flow(t_afflb, 0, None, [], "affinity", note="not reached for Services without affinity"),
               flow(t_ep, 0, None, [], "service", note="no such endpoint (a group changed under a packet): dropped")]
     return flows, groups
@@ -239,18 +248,25 @@ def _entry_flows(e: Entry, node: NodePlan, zone: int) -> tuple[list[Flow], list[
     else:
         flows = [flow(t_svc, 200, x, [SetField(REG_SVC, e.id), GroupAction(e.id)], "service", e.id,
                       f"{e.name}: one of {len(e.endpoints)} endpoints, per connection{e.fallback}") for x in ms]
-    return flows + _endpoint_flows(e, zone), [group]
+    return flows + _endpoint_flows(e, node, zone), [group]
 
 
-def _endpoint_flows(e: Entry, zone: int) -> list[Flow]:
+def _endpoint_flows(e: Entry, node: NodePlan, zone: int) -> list[Flow]:
     """Table 27: commit with DNAT to the chosen endpoint and mark it, learning the choice for
-    affinity; hairpin (the endpoint is the client) and masqueraded entries on to masquerade."""
+    affinity; hairpin (the endpoint is the client) and masqueraded entries on to masquerade. An
+    endpoint at this node's own address (a host-network pod here) takes the connection as the
+    node would: never masqueraded, since kube-proxy's masquerade (nat POSTROUTING) never sees
+    what the node delivers to itself; the node's own connection to it goes on to masquerade all
+    the same, for its SNAT to the Service address (self_masquerade_flows)."""
     t_ep, t_masq, t_next = NODE.table("endpoint"), NODE.table("masquerade"), NODE.table("commit")
     proto = PROTO[e.protocol]
     learn = [_learn(e, proto)] if e.service.session_affinity else []
     out = []
     for ep in e.endpoints:
         port = ep.ports[e.index]
+        if ep.ip == node.ip:
+            out += _to_this_node(e, ep, learn, zone)
+            continue
         em = {"eth_type": ETH_IP, "ip_proto": IPPROTO[proto], REG_SVC: e.id, REG_EP_IP: ip_int(ep.ip),
               REG_EP_PORT: port}
 
@@ -275,3 +291,53 @@ def _learn(e: Entry, proto: str) -> Learn:
                      LearnMatch("ipv4_src", 32), LearnMatch("ipv4_dst", 32), LearnMatch(f"{proto}_dst", 16),
                      LearnLoad(REG_EP_IP, 32, src=REG_EP_IP), LearnLoad(REG_EP_PORT, 32, src=REG_EP_PORT),
                      LearnLoad(REG_FLAGS, 32, value=FLAG_AFFINITY_HIT)))
+
+
+# ------------------------------------------------------------- endpoints at the node's own address
+def _to_this_node(e: Entry, ep: EndpointPlan, learn: list, zone: int) -> list[Flow]:
+    """Table 27 for a host-network endpoint on this node: DNAT to the node's address, delivered to
+    its namespace unmasqueraded; the node's own connection (its address as the source) marked for
+    table 28, which SNATs it to the Service address (not for a NodePort: the node's kernel takes
+    a connection to its own address itself, and it never reaches the bridge)."""
+    t_ep, t_masq, t_next = NODE.table("endpoint"), NODE.table("masquerade"), NODE.table("commit")
+    port = ep.ports[e.index]
+    em = {"eth_type": ETH_IP, "ip_proto": IPPROTO[PROTO[e.protocol]], REG_SVC: e.id, REG_EP_IP: ip_int(ep.ip),
+          REG_EP_PORT: port}
+
+    def dnat(masq: bool) -> list:
+        return [SetField(REG_FLAGS, FLAG_NAT_COMMITTED)] + learn + [
+            Ct(zone, commit=True, table=t_masq if masq else t_next, mark=CTM_SERVICE | (CTM_MASQ if masq else 0),
+               nat=Nat("dst", ep.ip, port, port))]
+    out = [flow(t_ep, 100, em, dnat(False), "service", e.id,
+                f"{e.name}: DNAT to {ep.pod} {ep.ip}:{port}, host network on this node: delivered here, not masqueraded")]
+    if e.kind != "node-port":
+        out.append(flow(t_ep, 110, {**em, "ipv4_src": ep.ip}, dnat(True), "service", e.id,
+                        f"{e.name}: the node itself reaches {ep.pod} on its own address: on to table 28, for its "
+                        f"SNAT to {e.ip}"))
+    return out
+
+
+def self_masquerade_flows(balanced: list[Entry], node: NodePlan, zone: int) -> list[Flow]:
+    """The node's own connections to a Service whose endpoint is a host-network pod on the node
+    (tables 15 and 28). Their packet comes back into the node's namespace, which would drop it as a
+    martian were it from the node's own address, and would answer it through its loopback, past
+    the bridge that must undo the DNAT. So table 28 SNATs it to the Service address the node
+    asked for (the pod sees that address as its client, where upstream it sees the node's), and
+    table 15 sends the replies to that address, from the node, to the SNAT zone to be undone."""
+    t_unsnat, t_ct, t_masq, t_next = (NODE.table(n) for n in ("unsnat", "conntrack", "masquerade", "commit"))
+    here = [e for e in balanced if e.kind != "node-port" and any(ep.ip == node.ip for ep in e.endpoints)]
+    out = [flow(t_masq, 110, {"eth_type": ETH_IP, REG_SVC: e.id, "ipv4_src": node.ip, "ipv4_dst": node.ip},
+                [Ct(snat_zone(zone), commit=True, table=t_next, mark=CTM_SERVICE | CTM_MASQ,
+                    nat=Nat("src", e.ip, *SNAT_PORTS))], "service", e.id,
+                f"{e.name}: the node to a host-network pod on itself: SNAT to {e.ip}, so the packet is no martian "
+                "and the reply comes back through the bridge") for e in here]
+    unsnat = [Ct(snat_zone(zone), table=t_ct, nat=Nat())]
+    for ip in dict.fromkeys(e.ip for e in here):
+        m = {"eth_type": ETH_IP, REG_SRC: SRC_HOST, "ipv4_dst": ip}
+        out.append(flow(t_unsnat, 100, {**m, "ip_proto": IPPROTO["icmp"]}, unsnat, "snat",
+                        note=f"ICMP from the node to {ip}: maybe for its connection SNATed to that Service address"))
+        out += [flow(t_unsnat, 100, {**m, "ip_proto": IPPROTO[proto], f"{proto}_dst": block}, unsnat, "snat",
+                     note=f"from the node to {ip} at a SNAT port: maybe the reply of a host-network pod to the node")
+                for proto in dict.fromkeys(PROTO[e.protocol] for e in here if e.ip == ip)
+                for block in port_masks(*SNAT_PORTS)]
+    return out

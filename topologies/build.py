@@ -39,12 +39,18 @@ from .datapath import (OVS_RCVBUF, RCVBUF_ENV, Datapath, detect_datapath, enlarg
                        offloads_for)
 from .netns import host_addresses, in_each_namespace, no_ipv6
 from .shell import bridge_connections, sh, wait_for  # noqa: F401 - bridge_connections: tests take it from here
-from .supervisor import ControllerSupervisor, ending
+from .supervisor import ControllerSupervisor, ending, unix_listening
 
 Say = Callable[[str], None]
 
 
 SERVER_LIVENESS_INTERVAL = 0.5    # s between two looks at the processes of servers not yet listening
+
+
+def own(hosts) -> list[HostPlan]:
+    """The hosts with a namespace and an interface of their own: all but host-network pods, which
+    run in their node's (their server is started there; nothing else is made for them)."""
+    return [h for h in hosts if not h.host_network]
 
 
 def servers_ready(hosts: Sequence[HostPlan], ready_dir: str, procs: dict, log: str) -> Callable[[], bool]:
@@ -54,7 +60,7 @@ def servers_ready(hosts: Sequence[HostPlan], ready_dir: str, procs: dict, log: s
     once it is ready. Whether a server not yet ready has exited (its process, two reads of /proc)
     is looked at every SERVER_LIVENESS_INTERVAL only: looking at 1,000 processes every 50 ms took
     a good part of a core from the servers starting beside it (docs/performance.md, Scale)."""
-    pending = {h.netns: h for h in hosts}
+    pending = {h.ready_name: h for h in hosts}
     last = [float("-inf")]
 
     def test() -> bool:
@@ -71,21 +77,6 @@ def servers_ready(hosts: Sequence[HostPlan], ready_dir: str, procs: dict, log: s
 
 
 CONTROLLER_BACKOFF_MS = 1000             # Open vSwitch's longest wait between two connection attempts
-
-
-def unix_listening(path: str) -> bool:
-    """Is a socket listening at this path? (/proc/net/unix, without connecting to it: a connection
-    would be one more datapath for os-ken to greet.)"""
-    try:
-        with open("/proc/net/unix", encoding="utf-8", errors="replace") as fh:
-            next(fh)
-            for line in fh:        # Num RefCount Protocol Flags Type St Inode Path
-                f = line.split(None, 7)
-                if len(f) == 8 and f[7].rstrip("\n") == path and int(f[3], 16) & 0x10000:   # __SO_ACCEPTCON
-                    return True
-    except (OSError, ValueError, StopIteration):
-        pass
-    return False
 
 
 @dataclass
@@ -121,7 +112,9 @@ class Network:
         return f"unix:{self.controller_socket}"
 
     def host_pid(self, key: str) -> int:
-        return self.hosts[key].pid
+        """The pid of the shell in host `key`'s namespace: a host-network pod's is its node's."""
+        home = key if key in self.hosts else self.plan.network_host(self.plan.host(key)).key
+        return self.hosts[home].pid
 
     def controller_status(self) -> dict:
         """status.json as the controller last wrote it, corrected by what the run knows besides:
@@ -183,11 +176,16 @@ class Builder:
 
     # ---------------------------------------------------------------------------- namespaces
     def _namespaces(self, hosts: tuple[HostPlan, ...] | None = None) -> None:
+        """A namespace for every host with one of its own (not host-network pods), of the plan or `hosts`."""
         from mininet.node import Host
-        if hosts is None:
-            hosts = self.plan.hosts
+        if hosts is not None:
+            hosts = own(hosts)
+            if not hosts:
+                return
+        else:
+            hosts = own(self.plan.hosts)
             extra = f", {len(self.plan.internet_hosts)} on the internet" if self.plan.internet_hosts else ""
-            self.say(f"creating {len(hosts)} namespaces ({len(self.plan.instances)} ECS, {len(self.plan.pods)} "
+            self.say(f"creating {len(hosts)} namespaces ({len(self.plan.instances)} ECS, {len(self.plan.own_pods)} "
                      f"pods{extra})")
         self.ledger.record("netns", *[h.netns for h in hosts])
         for h in hosts:
@@ -203,7 +201,9 @@ class Builder:
         # with the network; pods added later come with their own veth only
         pairs = [(p.name, p.peer) for b in self.plan.bridges if b.role in ("node", "vrouter")
                  for p in b.ports if p.kind == "link"] if hosts is None else []
-        hosts = self.plan.hosts if hosts is None else hosts
+        hosts = own(self.plan.hosts if hosts is None else hosts)
+        if not hosts and not pairs:
+            return
         ends = [n for pair in pairs for n in pair]
         mtu = self.offloads.link_mtu
         self.ledger.record("link", *[h.veth for h in hosts], *ends)
@@ -217,7 +217,9 @@ class Builder:
     def _addresses(self, hosts: tuple[HostPlan, ...] | None = None) -> None:
         cl = self.plan.cluster
         full = hosts is None
-        hosts = self.plan.hosts if hosts is None else hosts
+        hosts = own(self.plan.hosts if hosts is None else hosts)
+        if not hosts:
+            return
         off = self.offloads.full_checksums
         jobs = []
         for h in hosts:
@@ -361,7 +363,7 @@ class Builder:
             return
         if pods is None:
             self.write_dns_zone()
-            pods = plan.pods
+            pods = plan.own_pods            # a host-network pod has its node's resolv.conf
             self.say(f"cluster DNS {plan.dns.ip} ({plan.dns.domain}): resolv.conf for {len(pods)} pods")
         os.makedirs(self.net.rundir.resolv_dir, exist_ok=True)
         if not os.path.isdir(NETNS_ETC):
@@ -458,15 +460,18 @@ class Builder:
         log_path = self.net.rundir.servers_log
         forked = []
         for h in hosts:
-            ready = os.path.join(ready_dir, h.netns)
+            ready = os.path.join(ready_dir, h.ready_name)
             if os.path.exists(ready):
                 os.unlink(ready)
             if h.app not in ("dns", "ingress"):
                 listen = []
                 for s in h.servers:
                     listen += ["--listen", f"{'HTTP' if s.name.startswith('http') else s.protocol}:{s.port}"]
-                forked.append({"netns": f"/proc/{self.net.hosts[h.key].pid}/ns/net", "name": h.name, "log": log_path,
-                               "argv": ["--name", h.name, "--run", self.plan.run, *listen, "--ready-file", ready]})
+                # a host-network pod's server runs in its node's namespace, on the node's address
+                bind = ["--bind", h.ip] if h.host_network else []
+                pid = self.net.hosts[self.plan.network_host(h).key].pid
+                forked.append({"netns": f"/proc/{pid}/ns/net", "name": h.name, "log": log_path,
+                               "argv": ["--name", h.name, "--run", self.plan.run, *listen, *bind, "--ready-file", ready]})
                 continue
             if h.app == "dns":
                 cmd = dns_command(self.net.rundir, h.ip, ready)
@@ -501,13 +506,15 @@ class Builder:
             self._namespaces(tuple(pods))
             self._links(tuple(pods))
             self._addresses(tuple(pods))
+            wired = own(pods)           # a host-network pod has nothing but its server
             cmd = ["ovs-vsctl", "--timeout=60"]
-            for h in pods:
+            for h in wired:
                 cmd += ["--", "add-port", h.bridge, h.veth, "--", "set", "interface", h.veth,
                         f"ofport_request={h.ofport}"]
-            sh(cmd, timeout=90)
-            self._buffers([h.veth for h in pods])
-            self._dns(tuple(h for h in pods if h.kind == "pod"))
+            if wired:
+                sh(cmd, timeout=90)
+                self._buffers([h.veth for h in wired])
+            self._dns(tuple(h for h in wired if h.kind == "pod"))
             self._servers(tuple(pods))
             self._slb(tuple(h.key for h in pods if h.kind == "slb"))
         except BaseException as exc:
@@ -535,8 +542,8 @@ class Builder:
                 proc.kill()
                 proc.wait(timeout=deadline)
             del self.net.servers[name]
-        entries = []
-        for h in pods:
+        entries = [Entry("file", self.net.rundir.ready(h.ready_name)) for h in pods if h.host_network]
+        for h in own(pods):
             node = self.net.hosts.pop(h.key, None)
             if node is not None:          # Mininet's shell in the namespace, as the ledger has it
                 for fd in (node.stdin, node.stdout):
@@ -548,9 +555,10 @@ class Builder:
             entries += [Entry("link", h.veth), Entry("netns", h.netns), Entry("file", os.path.join(NETNS_ETC, h.netns)),
                         Entry("file", self.net.rundir.resolv(h.netns)), Entry("file", self.net.rundir.ready(h.netns))]
         cmd = ["ovs-vsctl", "--timeout=60"]
-        for h in pods:
+        for h in own(pods):
             cmd += ["--", "--if-exists", "del-port", h.bridge, h.veth]
-        sh(cmd, timeout=90)
+        if len(cmd) > 2:
+            sh(cmd, timeout=90)
         remove(entries)
 
 

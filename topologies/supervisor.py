@@ -118,3 +118,18 @@ class ControllerSupervisor:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=deadline)
+
+
+def unix_listening(path: str) -> bool:
+    """Is a socket listening at this path? (/proc/net/unix, without connecting to it: a connection
+    would be one more datapath for os-ken to greet.)"""
+    try:
+        with open("/proc/net/unix", encoding="utf-8", errors="replace") as fh:
+            next(fh)
+            for line in fh:        # Num RefCount Protocol Flags Type St Inode Path
+                f = line.split(None, 7)
+                if len(f) == 8 and f[7].rstrip("\n") == path and int(f[3], 16) & 0x10000:   # __SO_ACCEPTCON
+                    return True
+    except (OSError, ValueError, StopIteration):
+        pass
+    return False

@@ -236,7 +236,7 @@ def _iperf_service(plan, client):
 
 def choose_paths(plan) -> list[PerfPath]:
     """One path of each kind from the plan (pure), in PATH_KINDS order; absent ones carry the reason."""
-    pods = [p for p in plan.pods if p.app == "server"]
+    pods = [p for p in plan.own_pods if p.app == "server"]      # pod paths: not host-network pods
     nodes = {n.name: n for n in plan.nodes}
     client = _pick(lambda a: any(b.node == a.node and b.key != a.key for b in pods), pods) or (pods[0] if pods else None)
     svc, index = _iperf_service(plan, client) if client else (None, "the scenario has no pods")

@@ -197,10 +197,11 @@ class MininetHosts:
         names, hosts = {}, []
         self.addresses.clear()
         for h in self.lab.plan.hosts:
-            node = self.lab.net.hosts.get(h.key)
+            node = self.lab.net.hosts.get(self.lab.plan.network_host(h).key)    # host network: the node's
             if node is None:
                 continue
-            hosts.append(node)
+            if node not in hosts:
+                hosts.append(node)
             for alias in {h.key, h.netns, h.name} | ({f"{h.namespace}/{h.name}"} if h.namespace else set()):
                 names.setdefault(alias, node)
                 self.addresses.setdefault(alias, h.ip)

@@ -105,7 +105,8 @@ def cmd_plan(args) -> int:
     for col in ("endpoint", "address", "gateway", "MAC", "on", "node", "security groups"):
         t.add_column(col)
     for h in plan.hosts:
-        t.add_row(h.key, f"{h.ip}/{h.prefixlen}", h.gateway, h.mac, h.vswitch or "-", h.node or "-",
+        t.add_row(h.key, f"{h.ip}/{h.prefixlen}", h.gateway, h.mac, h.vswitch or ("host network" if h.host_network
+                                                                              else "-"), h.node or "-",
                   ",".join(h.security_groups) or "-")
     out.print(t)
     rt = Table(title="route tables")

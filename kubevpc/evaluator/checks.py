@@ -46,7 +46,8 @@ def _check(plan: Plan, title: str, src: HostPlan, dst: HostPlan, proto: str = "T
 def default_checks(plan: Plan) -> list[Check]:
     """One check per kind of path the foundation promises, where the scenario has one."""
     out: list[Check | None] = []
-    workloads = [p for p in plan.pods if p.app == "server"]     # not the cluster DNS: it has its own tests
+    # not the cluster DNS (it has its own tests), nor host-network pods (their paths are their nodes')
+    workloads = [p for p in plan.own_pods if p.app == "server"]
     pods = [p for p in workloads if p.servers]
     all_pods = workloads
     nodes = {n.name: n for n in plan.nodes}

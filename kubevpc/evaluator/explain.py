@@ -72,12 +72,14 @@ def explain(plan: Plan, source: str, dest: str, port: int, proto: str = "tcp") -
     dst: HostPlan = target
     v = reach(plan, src, dst, port, proto) if src.key != dst.key else Verdict(True, "to itself", src.ip, (
         Step("host", "to itself, inside its namespace", True),))
-    return _final(src, dest, port, proto, head, v, dst)
+    return _final(plan, src, dest, port, proto, head, v, dst)
 
 
 # ------------------------------------------------------------------------------------ the parts
 def source_step(plan: Plan, h: HostPlan) -> Step:
     where = [f"on node {h.node}"] if h.kind == "pod" and h.node else []
+    if h.host_network:
+        where = [f"hostNetwork: in node {h.node}'s namespace, its connections are the node's"]
     if h.vswitch:
         where.append(f"vSwitch {h.vswitch}")
     if h.kind == "internet":
@@ -111,7 +113,8 @@ def classify(plan: Plan, dest: str, port: int, proto: str):
     h = _host(plan, dest)
     if h.kind == "slb":
         return "slb", next(s for s in plan.slbs if s.host == h.key)
-    if h.kind == "ecs" and h.node and not any(s.port == port and s.protocol.lower() == proto for s in h.servers):
+    if h.kind == "ecs" and h.node and not any(s.port == port and s.protocol.lower() == proto
+                                              for s in plan.servers_at(h)):
         np = _nodeport_of(plan, port, proto)
         if np is not None:
             return "nodeport", (h, *np)
@@ -143,11 +146,11 @@ def _nodeport_of(plan: Plan, port: int, proto: str) -> tuple[ServicePlan, int] |
     return None
 
 
-def _final(src: HostPlan, dest: str, port: int, proto: str, head: tuple[Step, ...], v: Verdict,
+def _final(plan: Plan, src: HostPlan, dest: str, port: int, proto: str, head: tuple[Step, ...], v: Verdict,
            dst: HostPlan | None = None) -> Explanation:
     steps = head + v.steps
     if v.allowed and dst is not None:
-        if not any(s.port == port and s.protocol.lower() == proto for s in dst.servers) and dst.kind != "slb":
+        if not any(s.port == port and s.protocol.lower() == proto for s in plan.servers_at(dst)) and dst.kind != "slb":
             v = Verdict(False, f"the network lets it through, but nothing listens on {dst.key} {port}/{proto}: "
                                "refused", steps=v.steps)
             steps += (Step("destination", f"nothing listens on {dst.key} {port}/{proto}: the host refuses it", False),)
@@ -193,7 +196,7 @@ def _service(plan: Plan, src: HostPlan, svc: ServicePlan, dest: str, port: int, 
     branches = []
     for h, target, v in targets:
         first = Step("Service", f"DNAT {svc.cluster_ip}:{port} to {h.key} {h.ip}:{target}{_dying(h)}")
-        e = _final(src, f"{h.key}:{target}", target, proto, (first,), v, h)
+        e = _final(plan, src, f"{h.key}:{target}", target, proto, (first,), v, h)
         branches.append(Branch(f"{h.key} {h.ip}:{target}", e))
     return _merge(src, dest, port, proto, head, branches)
 
@@ -207,7 +210,7 @@ def _external_ip(plan: Plan, src: HostPlan, ip: str, dest: str, port: int, proto
     branches = []
     for h, target, v in targets:
         first = Step("Service", f"DNAT {ip}:{port} to {h.key} {h.ip}:{target}")
-        branches.append(Branch(f"{h.key} {h.ip}:{target}", _final(src, f"{h.key}:{target}", target, proto, (first,),
+        branches.append(Branch(f"{h.key} {h.ip}:{target}", _final(plan, src, f"{h.key}:{target}", target, proto, (first,),
                                                                  v, h)))
     return _merge(src, dest, port, proto, head, branches)
 
@@ -225,7 +228,7 @@ def _public(plan: Plan, src: HostPlan, ip: str, dest: str, port: int, proto: str
     if isinstance(target, SlbPlan):
         return _slb(plan, src, src.ip, target, dest, port, proto, head, from_edge=True)
     v = to_instance(plan, src, target, port, proto)
-    return _final(src, dest, port, proto, head, v, target)
+    return _final(plan, src, dest, port, proto, head, v, target)
 
 
 def _slb(plan: Plan, src: HostPlan, client_ip: str, slb: SlbPlan, dest: str, port: int, proto: str,
@@ -302,7 +305,7 @@ def _leg(plan: Plan, src: HostPlan, client_ip: str, dst: HostPlan, port: int, pr
     steps = (route_step(plan, vpc_of(plan, dst), client_ip, dst.ip),)
     v = security_groups(plan, Wire(client_ip, dst.ip, proto, port), None, attachment_of(plan, dst.ip))
     v = Verdict(v.allowed, v.reason, client_ip if v.allowed else "", steps + v.steps)
-    return _final(src, f"{dst.key}:{port}", port, proto, head, with_policy(plan, v, src, dst, port, proto), dst)
+    return _final(plan, src, f"{dst.key}:{port}", port, proto, head, with_policy(plan, v, src, dst, port, proto), dst)
 
 
 def _nodeport(plan: Plan, src: HostPlan, client_ip: str, node_host: HostPlan, svc: ServicePlan, index: int,
@@ -340,9 +343,14 @@ def _nodeport(plan: Plan, src: HostPlan, client_ip: str, node_host: HostPlan, sv
         if local:
             v = Verdict(True, "on the same node: switched by the node bridge", client_ip,
                         (Step("node bridge", f"node {node}'s bridge delivers it to {pod.key}", True),))
-            ex = _final(src, f"{pod.key}:{target}", target, proto, (first,), with_policy(plan, v, src, pod, target, proto), pod)
+            ex = _final(plan, src, f"{pod.key}:{target}", target, proto, (first,), with_policy(plan, v, src, pod, target, proto), pod)
+        elif pod.host_network and pod.node == node:
+            v = Verdict(True, f"delivered to node {node} itself: not masqueraded", client_ip, (Step(
+                "node bridge", f"{pod.key} has hostNetwork on {node}: the bridge delivers it to the node, and "
+                "kube-proxy's masquerade (nat POSTROUTING) never sees what a node takes itself", True),))
+            ex = _final(plan, src, f"{pod.key}:{target}", target, proto, (first,), v, pod)
         else:
-            ex = _final(src, f"{pod.key}:{target}", target, proto, (first,),
+            ex = _final(plan, src, f"{pod.key}:{target}", target, proto, (first,),
                         reach(plan, node_host, pod, target, proto), pod)
         branches.append(Branch(f"{pod.key} {pod.ip}:{target}", ex))
     return _merge(src, dest, port, proto, head, branches)

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from ..planning import HostPlan, Plan, ServicePlan
 from .netpol import egress_of
-from .reach import reach, with_policy
+from .reach import reach, self_service_verdict, with_policy
 from .verdict import Step, Verdict, Wire
 from .vpc import attachment_of, best_route, security_groups, vpc_of
 
@@ -46,6 +46,7 @@ def external_ip_targets(plan: Plan, src: HostPlan, ip: str, port: int, proto: st
     balances it, and either a verdict for the whole connection (unreachable, dropped, refused)
     or, per endpoint it may land on, the endpoint, its target port and the connection to it."""
     proto = proto.lower()
+    src = plan.network_host(src)            # a host-network pod's connections are its node's
     steps, balancer, whole = _to_a_node(plan, src, ip, port, proto)
     if whole is not None:
         return steps, whole, []
@@ -80,7 +81,7 @@ def external_ip_targets(plan: Plan, src: HostPlan, ip: str, port: int, proto: st
                                  f"{'ready' if any(e.ready for e in ready) else 'terminating (still serving)'} "
                                  f"endpoint(s) and {how}"))
     return steps, None, [(plan.host(e.pod), e.ports[index],
-                          _leg(plan, src, balancer, plan.host(e.pod), e.ports[index], proto, masq)) for e in ready]
+                          _leg(plan, src, balancer, plan.host(e.pod), e.ports[index], proto, masq, ip)) for e in ready]
 
 
 def _stop(reason: str, stage: str = "Service") -> Verdict:
@@ -120,9 +121,18 @@ def _to_a_node(plan: Plan, src: HostPlan, ip: str, port: int, proto: str
     return steps, plan.host(nodes[route.next_hop].ecs), None
 
 
-def _leg(plan: Plan, src: HostPlan, balancer: HostPlan, pod: HostPlan, port: int, proto: str, masq: bool) -> Verdict:
-    """From the balancing node to the endpoint chosen, with NetworkPolicy as the flows judge it."""
+def _leg(plan: Plan, src: HostPlan, balancer: HostPlan, pod: HostPlan, port: int, proto: str, masq: bool,
+         ip: str) -> Verdict:
+    """From the balancing node to the endpoint chosen, with NetworkPolicy as the flows judge it. A
+    host-network endpoint on the balancing node takes it as the node would: unmasqueraded (the
+    masquerade is in nat POSTROUTING, which what a node takes itself never crosses), and from the
+    node itself SNATed to the external IP (kubevpc.evaluator.reach.self_service_verdict)."""
     seen = balancer.ip if masq else src.ip
+    if pod.host_network and pod.node == balancer.node:
+        if src.key == balancer.key:
+            return self_service_verdict(plan, pod, ip)
+        return Verdict(True, f"delivered to node {pod.node} itself: not masqueraded", src.ip, (Step(
+            "node bridge", f"{pod.key} has hostNetwork on {pod.node}: the bridge delivers it to the node", True),))
     if pod.key == src.key:
         v = Verdict(True, "hairpin: back to itself, masqueraded", balancer.ip, (Step(
             "node bridge", f"{pod.key} reaches itself: masqueraded to {balancer.ip} so the reply comes back", True),))

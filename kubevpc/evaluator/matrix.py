@@ -196,7 +196,7 @@ def expect(plan: Plan, source: str, dest: str, port: int, protocol: str) -> tupl
         whole, targets = service_targets(plan, src, svc, port, protocol)
         if whole is not None:
             return whole.allowed, whole.reason
-        verdicts = [_serving(h, target, protocol) or v for h, target, v in targets]
+        verdicts = [_serving(plan, h, target, protocol) or v for h, target, v in targets]
         allowed = {v.allowed for v in verdicts}
         if len(allowed) == 2:
             good = [h.key for (h, _, _), v in zip(targets, verdicts) if v.allowed]
@@ -209,13 +209,14 @@ def expect(plan: Plan, source: str, dest: str, port: int, protocol: str) -> tupl
         v = Verdict(True, "to itself")
     else:
         v = reach(plan, src, dst, port, protocol)
-    v = _serving(dst, port, protocol) or v
+    v = _serving(plan, dst, port, protocol) or v
     return v.allowed, v.reason
 
 
-def _serving(h: HostPlan, port: int, protocol: str) -> Verdict | None:
-    """A refusal when nothing listens there (whatever the network allows), else None."""
-    if any(s.port == port and s.protocol.lower() == protocol for s in h.servers):
+def _serving(plan: Plan, h: HostPlan, port: int, protocol: str) -> Verdict | None:
+    """A refusal when nothing listens there (whatever the network allows), else None. In a node's
+    namespace the node's servers and its host-network pods' listen at one address."""
+    if any(s.port == port and s.protocol.lower() == protocol for s in plan.servers_at(h)):
         return None
     return Verdict(False, f"nothing listens on {h.key} {port}/{protocol}")
 

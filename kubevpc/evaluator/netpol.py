@@ -46,7 +46,10 @@ class Endpoint(Protocol):
 
 
 def is_pod(ep: Endpoint) -> bool:
-    return bool(ep.namespace)
+    """A pod for NetworkPolicy: one with a network of its own. A pod with hostNetwork is its node's
+    traffic, which no podSelector selects (as target or as peer), as upstream has it; its address,
+    the node's, is matched by an ipBlock like any other."""
+    return bool(ep.namespace) and not getattr(ep, "host_network", False)
 
 
 def namespace_labels(namespaces: Mapping[str, Mapping[str, str]], name: str) -> dict[str, str]:

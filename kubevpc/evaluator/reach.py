@@ -25,7 +25,9 @@ from .vpc import attachment_of, in_cidr, route_step, security_groups, vpc_of
 def reach(plan: Plan, src: HostPlan, dst: HostPlan, port: int, proto: str = "tcp") -> Verdict:
     """Should a connection from src to dst:port/proto succeed, and with which client address?
     The network first (VPCs, routes, security groups), then NetworkPolicy where pods are involved.
-    Hosts of the emulated internet go to kubevpc.evaluator.northsouth."""
+    Hosts of the emulated internet go to kubevpc.evaluator.northsouth. A host-network pod is its
+    node here, at either end (whether something listens is the caller's to judge)."""
+    src, dst = plan.network_host(src), plan.network_host(dst)
     if src.kind == "internet" or dst.kind == "internet":
         return with_policy(plan, reach_internet(plan, src, dst, port, proto.lower()), src, dst, port, proto)
     v = _network(plan, src, dst, port, proto.lower())
@@ -33,7 +35,9 @@ def reach(plan: Plan, src: HostPlan, dst: HostPlan, port: int, proto: str = "tcp
 
 
 def with_policy(plan: Plan, v: Verdict, src: HostPlan, dst: HostPlan, port: int, proto: str) -> Verdict:
-    """A network verdict with NetworkPolicy's on top, where pods are involved."""
+    """A network verdict with NetworkPolicy's on top, where pods are involved (a host-network pod
+    is its node's traffic)."""
+    src, dst = plan.network_host(src), plan.network_host(dst)
     if not v.allowed or not plan.network_policies:
         return v
     p = evaluate(plan.network_policies, plan.namespaces, _policy_view(src), _policy_view(dst), port, proto)
@@ -76,8 +80,27 @@ def service_targets(plan: Plan, src: HostPlan, svc: ServicePlan, port: int, prot
         targets = svc.local_endpoints(index, src.node)
         if not targets:
             return whole(f"internalTrafficPolicy Local and no endpoint on {src.node}: dropped"), []
-    return None, [(plan.host(e.pod), e.ports[index], reach(plan, src, plan.host(e.pod), e.ports[index], proto))
-                  for e in targets]
+    return None, [(plan.host(e.pod), e.ports[index], _to_endpoint(plan, src, svc.cluster_ip, plan.host(e.pod),
+                                                                 e.ports[index], proto)) for e in targets]
+
+
+def _to_endpoint(plan: Plan, src: HostPlan, address: str, dst: HostPlan, port: int, proto: str) -> Verdict:
+    """From a client to the endpoint its node's kube-proxy chose, at the Service `address`."""
+    if dst.host_network and plan.network_host(src).key == plan.network_host(dst).key:
+        return self_service_verdict(plan, dst, address)
+    return reach(plan, src, dst, port, proto)
+
+
+def self_service_verdict(plan: Plan, dst: HostPlan, address: str) -> Verdict:
+    """A node (or a host-network pod on it) through a Service to a host-network pod on that node.
+    Upstream the node's kernel delivers it to itself, from the node's address; in kubevpc the node
+    bridge DNATs it and sends it back into the node, which would drop a packet from its own address
+    as a martian and answer it through its loopback: so the bridge SNATs it to the Service address
+    the node asked for, which the pod sees as its client (controller/services.py)."""
+    reason = f"the node {dst.node} to {dst.key}, a host-network pod on itself: SNATed to the Service address {address}"
+    return Verdict(True, reason, address, (Step("node bridge", f"node {dst.node}'s bridge sends it back into the "
+                                                f"node, SNATed to {address} (kubevpc: a packet from the node's own "
+                                                "address would be a martian there)", True),))
 
 
 def unprogrammed_reason(svc: ServicePlan) -> str:

@@ -29,6 +29,7 @@ class Container(K8s):
 class PodSpec(K8s):
     containers: list[Container] = Field(min_length=1)
     nodeName: str | None = None
+    hostNetwork: bool = False       # the pod runs in its node's network namespace, with the node's address
     terminationGracePeriodSeconds: int = Field(default=30, ge=0, le=86400)   # kubevpc's bound: a day
 
 

@@ -185,7 +185,7 @@ def pods_changed(old: Plan, new: Plan) -> tuple[list[HostPlan], list[HostPlan]]:
                 raise KubevpcError(f"{key} would change its address or port ({a.vswitch} {a.ip} -> {b.vswitch} "
                                    f"{b.ip}): a running SLB cannot; delete the Service and create it again")
             continue
-        for field, what in (("node", "node"), ("servers", "ports"), ("app", "program")):
+        for field, what in (("node", "node"), ("servers", "ports"), ("app", "program"), ("host_network", "hostNetwork")):
             if getattr(a, field) != getattr(b, field):
                 raise KubevpcError(f"{key} would change its {what} ({getattr(a, field) or '-'} -> "
                                    f"{getattr(b, field) or '-'}): a running pod cannot; delete it and create it "

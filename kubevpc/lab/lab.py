@@ -139,11 +139,13 @@ class Lab(Servers):
         return self.probe([Probe(source, dest, port, proto)], timeout)[0]
 
     def probe(self, probes: Iterable[Probe], timeout: float = 2.0) -> list[Result]:
-        """Run probes, every source namespace in parallel, every target of a source concurrently."""
+        """Run probes, every source namespace in parallel, every target of a source concurrently. A
+        host-network pod's probes run in its node's namespace, with the node's own (one process a
+        namespace: their source ports must not collide)."""
         probes = list(probes)
         by_source: dict[str, list[int]] = {}
         for i, p in enumerate(probes):
-            by_source.setdefault(self.host(p.source).key, []).append(i)
+            by_source.setdefault(self.plan.network_host(self.host(p.source)).key, []).append(i)
         procs = {}
         if not probes:
             return []

@@ -88,7 +88,7 @@ class Servers:
         self.stopped.discard(h.key if program == "server" else f"{h.key}#kubevpc.{program}")
         if program == "server":
             builder.start_server(h, ready_dir, ROOT)
-            ready = lambda: os.path.exists(self.net.rundir.ready(h.netns))  # noqa: E731
+            ready = lambda: os.path.exists(self.net.rundir.ready(h.ready_name))  # noqa: E731
         else:
             ready = builder.start_node_health(h.node, ready_dir, ROOT)
         wait_for(f"the {program} of {h.key}", ready, timeout)

@@ -53,6 +53,9 @@ def devices(plan: Plan, target: str) -> list[Device]:
         except KeyError:
             raise KubevpcError(f"no endpoint {target!r} in this run (`kubevpc plan` lists them; expected "
                                "pod/<namespace>/<name>, ecs/<name>, node/<name> or inet/<name>)") from None
+        if h.host_network:              # no interface of its own: its node's port carries its packets
+            return [Device(plan.network_host(h).veth, f"{h.key} ({h.ip}), hostNetwork: its node {h.node}'s own port, "
+                                                      "shared with the node")]
         return [Device(h.veth, f"{h.key} ({h.ip}), at its bridge port")]
     if kind == "internet" and not rest:
         hosts = plan.internet_hosts

@@ -111,7 +111,8 @@ def _instances(g: Graph, plan: Plan) -> None:
 def _pods(g: Graph, plan: Plan) -> None:
     for h in plan.pods:
         node = plan.node(h.node)
-        g.add(Node(_id(h.key), "pod", f"pod {h.namespace}/{h.name}\n{h.ip}", _id(node.ecs)))
+        where = "\nhostNetwork" if h.host_network else ""       # its node's address and namespace
+        g.add(Node(_id(h.key), "pod", f"pod {h.namespace}/{h.name}\n{h.ip}{where}", _id(node.ecs)))
         if h.vswitch and plan.cluster and plan.cluster.mode == "eni":
             g.link(Edge(_id(h.key), _id("vsw/" + h.vswitch), "attached", "ENI"))
 

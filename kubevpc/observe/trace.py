@@ -108,7 +108,7 @@ class Tracer:
         self.ofctl = ofctl or ovstrace.ofctl
         self.ports = dpif_ports(self.appctl)
         self.by_name = {p.name: (b, p) for b in plan.bridges for p in b.ports}
-        self.hosts_by_veth = {h.veth: h for h in plan.hosts}
+        self.hosts_by_veth = {h.veth: h for h in plan.hosts if h.veth}     # host-network pods have none
         self.notes: dict[tuple[str, int], tuple[str, str]] = {}      # (bridge, cookie) -> (feature, note)
         if flows is None:
             flows = compile_plan(plan)
@@ -123,13 +123,14 @@ class Tracer:
         proto = proto.lower()
         if proto not in ("tcp", "udp"):
             raise KubevpcError(f"protocol {proto!r}: expected tcp or udp")
-        src = _host(self.plan, source)
+        asked = _host(self.plan, source)
+        src = self.plan.network_host(asked)        # a host-network pod sends from its node's namespace
         dst_ip = _destination_ip(self.plan, dest)
         packet = {"in_port": str(src.ofport), proto: "", "dl_src": src.mac, "dl_dst": self._next_hop_mac(src, dst_ip),
                   "nw_src": src.ip, "nw_dst": dst_ip, "nw_ttl": "64", "tp_src": "40000", "tp_dst": str(port)}
         if proto == "tcp":
             packet["tcp_flags"] = "syn"
-        t = Trace(src.key, dest, port, proto, [], "unfinished", "")
+        t = Trace(asked.key, dest, port, proto, [], "unfinished", "")
         self._segment(t, src.bridge, packet, history=[], tunnel=None)
         return t
 

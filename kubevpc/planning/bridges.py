@@ -41,7 +41,7 @@ def plan_bridges(ctx: Context, cloud: Cloud, cluster: Cluster, nodes: list[NodeP
         ports += [OvsPort(name=u.patch, ofport=u.patch_ofport, kind="patch", peer=u.patch_peer) for u in node.uplinks]
         ports += [OvsPort(name=t.ifname, ofport=t.ofport, kind="vxlan") for t in node.tunnels[:1]]
         ports += [OvsPort(name=h.veth, ofport=h.ofport, kind="veth", peer=h.key)
-                  for h in hosts if h.kind == "pod" and h.node == node.name]
+                  for h in hosts if h.kind == "pod" and h.node == node.name and not h.host_network]
         bridges.append(BridgePlan(name=node.bridge, role="node", owner=node.name, dpid=0, zone=0, ports=tuple(ports)))
     vpc_index = {v.name: i for i, v in enumerate(ctx.sc.cloud.vpcs)}
     for e in internet.edges:

@@ -61,7 +61,7 @@ def plan_nodes(ctx: Context, cloud: Cloud, cluster: Cluster, ips: dict[str, str]
         ip = ips[n]
         uplink_vsws = [vsw.name]
         if cluster.mode == "eni":
-            chosen = [networking.get(p.key, (None, None))[1] for p in pods if p.node == n]
+            chosen = [networking.get(p.key, (None, None))[1] for p in pods if p.node == n and not p.host_network]
             for v in [cluster.eni_vswitch(cloud, vsw)] + [v for v in chosen if v]:
                 if v not in uplink_vsws:
                     uplink_vsws.append(v)
@@ -106,7 +106,7 @@ class _Held:
         self.veths: set[str] = set()
         self.seq = 0
         for h in ctx.previous.values():
-            if h.kind == "pod":
+            if h.kind == "pod" and not h.host_network:
                 self.ips[h.bridge].add(h.ip)
                 self.ofports[h.bridge].add(h.ofport)
                 self.veths.add(h.veth)
@@ -134,8 +134,11 @@ def plan_pods(ctx: Context, cloud: Cloud, cluster: Cluster, nodes: list[NodePlan
         pod = spec
         node = by_name[pod.node]
         key = pod.key
+        if pod.host_network:
+            wiring.hosts.append(_host_network_pod(ctx, spec, node, wiring))
+            continue
         old = ctx.previous.get(key)
-        if old is not None and old.bridge == node.bridge:
+        if old is not None and old.bridge == node.bridge and not old.host_network:
             ofport, veth = old.ofport, old.veth
         else:
             old = None
@@ -156,6 +159,20 @@ def plan_pods(ctx: Context, cloud: Cloud, cluster: Cluster, nodes: list[NodePlan
             security_groups=sgs, ready=ctx.ready.get(key, pod.ready), app=pod.app, phase=pod.phase,
             terminating=pod.terminating is not None, grace_period=pod.grace_period))
     ctx.problems.checkpoint()
+
+
+def _host_network_pod(ctx: Context, pod: PodSpec, node: NodePlan, wiring: Wiring) -> HostPlan:
+    """A pod with hostNetwork: its node's namespace, address, MAC and routes, and nothing of its
+    own to wire: no veth (""), no bridge port (0), no pod CIDR or vSwitch address, no attachment;
+    `bridge` names the bridge of its node, where its packets are the node's."""
+    home = next(h for h in wiring.hosts if h.key == node.ecs)
+    return HostPlan(
+        key=pod.key, kind="pod", name=pod.name, namespace=pod.namespace, netns=home.netns, veth="",
+        bridge=node.bridge, ofport=0, ip=home.ip, prefixlen=home.prefixlen, mac=home.mac, gateway=home.gateway,
+        gateway_mac=home.gateway_mac, mtu=home.mtu, servers=pod.servers,
+        labels=relabel(pod.labels, ctx.labels.get(pod.key, {})), node=node.name, ready=ctx.ready.get(pod.key, pod.ready),
+        app=pod.app, phase=pod.phase, terminating=pod.terminating is not None, grace_period=pod.grace_period,
+        host_network=True)
 
 
 def _eni_address(ctx: Context, cloud: Cloud, cluster: Cluster, node: NodePlan, spec: PodSpec,

@@ -122,6 +122,15 @@ class HostPlan(Frozen):
     grace_period: int = 30          # pods: spec.terminationGracePeriodSeconds
     app: Literal["server", "dns", "slb", "ingress"] = "server"   # the pod server, the cluster DNS, an SLB's
                                     # checker, the NGINX ingress controller
+    host_network: bool = False      # pods: spec.hostNetwork. It runs in its node's namespace (netns, ip, mac,
+                                    # gateway are the node's) and has no interface of its own (veth "",
+                                    # ofport 0, bridge the node's bridge, no attachment or vSwitch address)
+
+    @property
+    def ready_name(self) -> str:
+        """The name of its server's ready file: its namespace's, or for a host-network pod, which
+        shares its node's namespace, that name with the pod's after it."""
+        return f"{self.netns}-pod-{self.namespace}_{self.name}" if self.host_network else self.netns
 
 
 class VSwitchPlan(Frozen):
@@ -459,6 +468,26 @@ class Plan(Frozen):
     @property
     def pods(self) -> tuple[HostPlan, ...]:
         return tuple(h for h in self.hosts if h.kind == "pod")
+
+    @property
+    def own_pods(self) -> tuple[HostPlan, ...]:
+        """The pods with a network namespace, an interface and an address of their own: every pod
+        but those with hostNetwork, which run in their node's. Whatever is made or wired per pod
+        (namespaces, veths, bridge ports, flows matching a pod's port or address) is for these."""
+        return tuple(h for h in self.hosts if h.kind == "pod" and not h.host_network)
+
+    def network_host(self, h: HostPlan) -> HostPlan:
+        """The host whose network namespace `h` runs in: its node's instance for a host-network
+        pod (whose connections are the node's), `h` itself for anything else."""
+        return self.host(self.node(h.node).ecs) if h.host_network else h
+
+    def servers_at(self, h: HostPlan) -> tuple[ServerPort, ...]:
+        """What listens at h's address: in a node's namespace, the node's own servers and those of
+        its host-network pods, which share it; elsewhere, h's own."""
+        if not (h.host_network or (h.kind == "ecs" and h.node)):
+            return h.servers
+        home = self.network_host(h)
+        return home.servers + tuple(s for p in self.pods if p.host_network and p.node == home.node for s in p.servers)
 
     @property
     def instances(self) -> tuple[HostPlan, ...]:

@@ -91,7 +91,7 @@ class Names:
 
 def interface_names(plan) -> list[str]:
     """Every interface name a plan makes: the ones IFNAMSIZ limits."""
-    names = [h.veth for h in plan.hosts] + [b.name for b in plan.bridges]
+    names = [h.veth for h in plan.hosts if h.veth] + [b.name for b in plan.bridges]   # host-network pods: none
     names += [t.ifname for n in plan.nodes for t in n.tunnels[:1]]
     names += [p.name for b in plan.bridges for p in b.ports if p.kind in ("patch", "link")]
     return names

@@ -16,6 +16,7 @@ from .bridges import plan_bridges, plan_groups, route_attachments
 from .cloud import plan_addresses, plan_cloud
 from .cluster import plan_cluster
 from .context import Context, Problems
+from .hostnet import check_host_ports
 from .hosts import Wiring, plan_instances, plan_nodes, plan_pods
 from .internet import plan_internet
 from .model import Plan, resolve_endpoint
@@ -53,6 +54,7 @@ def make_plan(loaded: Loaded, run: str, ready: dict[str, bool] | None = None,
     nodes = plan_nodes(ctx, cloud, cluster, ips, pods, networking, wiring)
     plan_pods(ctx, cloud, cluster, nodes, pods, networking, pool, wiring)
     services, dns = plan_services(ctx, cluster.spec, wiring.hosts) if cluster.spec else ((), None)
+    check_host_ports(ctx, cluster, pods, wiring.hosts, services)     # hostNetwork pods' ports on their nodes
     ctx.problems.checkpoint()
     slbs, internet_slbs = plan_slbs(ctx, cloud, cluster, nodes, services, pool, wiring)
     internet = plan_internet(ctx, cloud, cluster, ips, slbs, internet_slbs, wiring.hosts)

@@ -30,6 +30,8 @@ class PodSpec:
     phase: str = "Running"          # status.phase
     grace_period: int = 30          # spec.terminationGracePeriodSeconds
     terminating: HostPlan | None = None   # deleted and running out its grace period: as it runs
+    host_network: bool = False      # spec.hostNetwork: in its node's namespace, with the node's address
+    port_paths: tuple[tuple, ...] = ()    # where each of `servers` is declared (its containerPort)
 
     @property
     def key(self) -> str:
@@ -112,7 +114,7 @@ def _terminating(ctx: Context, made: list[PodSpec]) -> list[PodSpec]:
             continue
         out.append(PodSpec(namespace=h.namespace, name=h.name, node=h.node, labels=dict(h.labels),
                            servers=h.servers, ready=h.ready, app=h.app, path=("<terminating>", key), source=None,
-                           phase=h.phase, grace_period=h.grace_period, terminating=h))
+                           phase=h.phase, grace_period=h.grace_period, terminating=h, host_network=h.host_network))
     return out
 
 
@@ -155,11 +157,14 @@ def _pods_of(ctx: Context, m, node_names: list[str], seen: dict) -> list[PodSpec
     app = annotations.get(APP_ANNOTATION, "server")
     if app not in APPS:
         ctx.bad(path + meta + ("annotations", APP_ANNOTATION), app, f"expected one of {', '.join(APPS)}", msrc)
-    ports = _server_ports(ctx, spec, path, msrc)
+    at = ("spec",) if isinstance(obj, k8s.Pod) else ("spec", "template", "spec")
+    ports, port_paths = _server_ports(ctx, spec, path, msrc, path + at)
     if spec.nodeName is not None and spec.nodeName not in node_names:
-        at = ("spec", "nodeName") if isinstance(obj, k8s.Pod) else ("spec", "template", "spec", "nodeName")
-        ctx.bad(path + at, spec.nodeName, f"no such node; expected one of {node_names}", msrc)
+        ctx.bad(path + at + ("nodeName",), spec.nodeName, f"no such node; expected one of {node_names}", msrc)
         return []
+    if spec.hostNetwork and app != "server":
+        ctx.bad(path + at + ("hostNetwork",), True, f"kubevpc runs the {app} pod (annotation {APP_ANNOTATION}) in a "
+                "network namespace of its own; expected hostNetwork false, or no such annotation", msrc)
     out = []
     for name in names:
         before = ctx.previous.get(f"pod/{obj.metadata.namespace}/{name}")
@@ -174,21 +179,24 @@ def _pods_of(ctx: Context, m, node_names: list[str], seen: dict) -> list[PodSpec
                            if isinstance(obj, k8s.Deployment) else dict(labels),
                            servers=tuple(ports), ready=ready != "false", app=APPS.get(app, "server"),
                            path=path, source=msrc, annotations=dict(annotations), phase=phase,
-                           grace_period=spec.terminationGracePeriodSeconds))
+                           grace_period=spec.terminationGracePeriodSeconds, host_network=spec.hostNetwork,
+                           port_paths=tuple(port_paths)))
     return out
 
 
-def _server_ports(ctx: Context, spec, path: tuple, msrc) -> list[ServerPort]:
-    ports, port_names = [], set()
-    for c in spec.containers:
-        for p in c.ports:
+def _server_ports(ctx: Context, spec, path: tuple, msrc, at: tuple) -> tuple[list[ServerPort], list[tuple]]:
+    """The pod's container ports as its server's, and the path of each (`at`: the pod spec's)."""
+    ports, paths, port_names = [], [], set()
+    for i, c in enumerate(spec.containers):
+        for j, p in enumerate(c.ports):
             if p.name and p.name in port_names:
                 ctx.bad(path, p.name, "duplicate container port name in the pod", msrc)
             port_names.add(p.name)
             if p.protocol == "SCTP":
                 continue        # accepted by the model; this kernel cannot carry SCTP
             ports.append(ServerPort(port=p.containerPort, protocol=p.protocol, name=p.name or ""))
-    return ports
+            paths.append(at + ("containers", i, "ports", j, "containerPort"))
+    return ports, paths
 
 
 def check_policy_limits(ctx: Context) -> None:
@@ -239,7 +247,7 @@ def pod_networking(ctx: Context, cluster: Cluster, cloud: Cloud, pods: list[PodS
     out = dict(kept)
     for spec in pods:
         pod, path, src = spec, spec.path, spec.source
-        if pod.app == "dns" or pod.key in kept:
+        if pod.app == "dns" or pod.key in kept or pod.host_network:     # a host-network pod has no ENI
             continue
         wanted = pod.annotations.get(k8s.POD_NETWORKING_ANNOTATION)
         if wanted is not None and wanted not in by_name:

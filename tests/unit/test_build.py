@@ -30,7 +30,7 @@ class _Proc:
 
 def _hosts(n):
     from types import SimpleNamespace
-    return [SimpleNamespace(key=f"pod/default/web-{i}", netns=f"kv1-p{i}") for i in range(n)]
+    return [SimpleNamespace(key=f"pod/default/web-{i}", netns=f"kv1-p{i}", ready_name=f"kv1-p{i}") for i in range(n)]
 
 
 def test_servers_ready_follows_the_ready_files_and_forgets_hosts_once_ready(tmp_path, monkeypatch):

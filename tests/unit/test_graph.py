@@ -103,7 +103,7 @@ def check_entities(plan: Plan, g: Graph) -> None:
                 assert [e.label for e in edges(g, h.key, "vsw/" + u.vswitch, "attached")] == ["ENI"]
     for h in plan.pods:
         n = node(g, h.key, "pod")
-        assert n.label == f"pod {h.namespace}/{h.name}\n{h.ip}"
+        assert n.label == f"pod {h.namespace}/{h.name}\n{h.ip}" + ("\nhostNetwork" if h.host_network else "")
         assert n.parent == _id(plan.node(h.node).ecs), f"{h.key} is not drawn on its node {h.node}"
         eni = edges(g, h.key, "vsw/" + h.vswitch, "attached") if h.vswitch else []
         assert bool(eni) == (plan.cluster.mode == "eni" and bool(h.vswitch))
