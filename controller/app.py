@@ -29,7 +29,6 @@ import select
 import socket
 import struct
 import subprocess
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -128,9 +127,6 @@ class Link:
     barrier_xid: int | None = None                          # the latest barrier
     flowlog_xid: int | None = None                          # the latest flow-log window's stats request
     flowlog_live: list = field(default_factory=list)        # flow-log flows collected from its reply
-    outbox: Any = None                                      # messages for `dp`, in order (KubevpcController._post)
-    outbox_dp: Any = None                                   # the datapath its sender sends to
-    outbox_lock: Any = field(default_factory=threading.Lock)   # the watcher and the handlers both post
 
 
 class KubevpcController(app_manager.OSKenApp):
@@ -141,7 +137,7 @@ class KubevpcController(app_manager.OSKenApp):
         self.plan_path = os.environ["KUBEVPC_PLAN"]
         self.state_dir = os.environ["KUBEVPC_STATE"]
         self.plan: Plan | None = None
-        self.plan_mtime = 0.0
+        self.plan_mtime = 0                 # st_mtime_ns of the plan.json loaded
         self.desired: dict[str, Desired] = {}     # bridge name -> what it should hold at the current plan version
         self.by_dpid: dict[int, str] = {}         # dpid -> bridge name
         self.links: dict[str, Link] = {}          # bridge name -> its connection and reconcile state
@@ -175,7 +171,7 @@ class KubevpcController(app_manager.OSKenApp):
 
     def _load_plan(self) -> bool:
         try:
-            mtime = os.stat(self.plan_path).st_mtime
+            mtime = os.stat(self.plan_path).st_mtime_ns
             if mtime == self.plan_mtime:
                 if self.plan is None or not self.plan.slbs:
                     return False
@@ -212,6 +208,9 @@ class KubevpcController(app_manager.OSKenApp):
     def _take_plan(self, plan: Plan, mtime: float, compiled: dict) -> None:
         """The new plan version: what every bridge should hold now."""
         self.plan, self.plan_mtime = plan, mtime
+        # which plan.json this version compiles: a version raised by SLB health alone recompiles
+        # the plan already loaded, and a caller waiting for its own plan must not take it for that
+        self.status["plan_file"] = mtime
         if self.flowlog is None:
             self.flowlog = Recorder(plan, RunDir(self.state_dir).flowlog)
         self.flowlog.plan = plan
@@ -340,56 +339,25 @@ class KubevpcController(app_manager.OSKenApp):
             self._write_status()
 
     def _send(self, link: Link, dp, msg) -> None:
-        """One of the reconcile's messages as os-ken's, handed to the link's sender; requests'
-        xids are taken now and kept, to recognise their replies."""
+        """One of the reconcile's messages as os-ken's; requests' xids are kept to recognise replies."""
         if isinstance(msg, AddFlow):
-            out = [flow_mod(dp, msg.flow)]
+            dp.send_msg(flow_mod(dp, msg.flow))
         elif isinstance(msg, DeleteFlow):
-            out = [delete_cookie(dp, msg.cookie)]
+            dp.send_msg(delete_cookie(dp, msg.cookie))
         elif isinstance(msg, GroupMod):
-            out = [group_mod(dp, msg.group, msg.command)]
+            dp.send_msg(group_mod(dp, msg.group, msg.command))
         elif isinstance(msg, Barrier):
             barrier = dp.ofproto_parser.OFPBarrierRequest(dp)
             dp.set_xid(barrier)
             link.barrier_xid = barrier.xid
-            out = [barrier]
+            dp.send_msg(barrier)
         elif isinstance(msg, ReadBack):
-            out = self._read_back(link, dp)
+            self._read_back(link, dp)
         else:
             raise TypeError(f"no translation for {msg!r}")
-        self._post(link, dp, out)
 
-    def _post(self, link: Link, dp, msgs: list) -> None:
-        """Queue messages for the link's own sender (started with the first, and again for a new
-        connection), which sends them in order. A handler never waits on the switch: handlers run
-        in os-ken's receive loop, and os-ken's send queue holds 16 messages. A handler that waited
-        for room there stopped the loop that reads the switch's replies, while Open vSwitch, with
-        100 replies unread, stopped reading our messages: both waited for good, and the
-        controller stalled after a change (docs/performance.md)."""
-        with link.outbox_lock:
-            if link.outbox_dp is not dp:
-                if link.outbox is not None:
-                    link.outbox.put(None)           # the old connection's sender ends
-                link.outbox, link.outbox_dp = hub.Queue(), dp
-                hub.spawn(self._sender, link.outbox, dp)
-            for msg in msgs:
-                link.outbox.put(msg)
-
-    def _send_now(self, link: Link, dp, msgs: list) -> None:
-        """What the sender does with messages, at once (tests that drive the app without a hub)."""
-        for msg in msgs:
-            dp.send_msg(msg)
-
-    @staticmethod
-    def _sender(queue, dp) -> None:
-        """Send a link's messages in order until told to end (None) or the connection goes."""
-        while True:
-            msg = queue.get()
-            if msg is None or not dp.send_msg(msg):
-                return
-
-    def _read_back(self, link: Link, dp) -> list:
-        """Requests for the switch's groups, then its flows (replies come in this order)."""
+    def _read_back(self, link: Link, dp) -> None:
+        """Ask for the switch's groups, then its flows: replies come in this order."""
         link.cookies, link.groups = set(), set()
         parser = dp.ofproto_parser
         groups = parser.OFPGroupDescStatsRequest(dp, 0)
@@ -398,7 +366,8 @@ class KubevpcController(app_manager.OSKenApp):
         for msg in (groups, flows):
             dp.set_xid(msg)
         link.dump_xids = (groups.xid, flows.xid)
-        return [groups, flows]
+        dp.send_msg(groups)
+        dp.send_msg(flows)
 
     @set_ev_cls(ofp_event.EventOFPGroupDescStatsReply, MAIN_DISPATCHER)
     @_logged

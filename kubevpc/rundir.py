@@ -10,6 +10,7 @@ the network namespaces.
 from __future__ import annotations
 
 import os
+import threading
 
 STATE_ROOT = os.environ.get("KUBEVPC_STATE_DIR", "/var/lib/kubevpc")
 FLOWLOG_FILE = "flowlog.jsonl"      # in the run directory; the previous generation is flowlog.jsonl.1
@@ -41,10 +42,11 @@ def atomic_write(path: str, data: str | bytes, mode: int = 0o600, *, umask: bool
     a part. The file gets ``mode`` whatever the umask (0600: the plan and the ingress controllers'
     state hold TLS private keys), or with ``umask`` the mode less the umask, as open() makes it.
 
-    ``tmp`` names the file written first (default ``<path>.tmp.<pid>``); ``check(tmp)`` may refuse
+    ``tmp`` names the file written first (default ``<path>.tmp.<pid>.<thread>``: two threads of
+    one process may write the same file, as the controller's do with its status); ``check(tmp)`` may refuse
     it by raising, and the file then stays there, for inspection, and ``path`` is left as it was.
     A write that fails removes its temporary file."""
-    tmp = tmp or f"{path}.tmp.{os.getpid()}"
+    tmp = tmp or f"{path}.tmp.{os.getpid()}.{threading.get_ident()}"
     fh = os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode), "wb")
     try:
         with fh:

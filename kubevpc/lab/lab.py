@@ -72,6 +72,7 @@ class Lab(Servers):
         self.source_ports = PortBlocks()          # probes never reuse a recent source port
         self.stopped: set[str] = set()            # servers stopped on purpose (stop_server), by name
         self._deaths_told = 0                      # controller deaths a change has reported already
+        self._plan_file = 0                       # st_mtime_ns of the plan.json last handed over
         self.terminating = Terminations(self._expire_in_background)   # pods deleted, in their grace period
         self.lock = threading.RLock()             # changes, from callers and from the grace period timer
 
@@ -438,6 +439,7 @@ class Lab(Servers):
         plan = change.plan
         state = self.net.state_dir
         atomic_write(self.net.rundir.plan, plan.model_dump_json(indent=1))
+        self._plan_file = os.stat(self.net.rundir.plan).st_mtime_ns      # the controller reports it once loaded
         self.loaded, self.plan, self.ready, self.labels = change.loaded, plan, dict(change.ready), dict(change.labels)
         self.net.plan = self.builder.plan = plan
         if plan.dns is not None:
@@ -451,6 +453,8 @@ class Lab(Servers):
         """Until the controller has programmed every bridge at a plan newer than `version`."""
         def programmed() -> bool:
             st = self.status()
+            if st.get("plan_file", self._plan_file) != self._plan_file:
+                return False        # still the plan before (a version raised by SLB health alone)
             return st.get("plan_version", 0) > version and all(
                 b.get("programmed") and b.get("plan_version", 0) == st["plan_version"] for b in st["bridges"].values())
         try:

@@ -5,7 +5,6 @@ The pure reconcile behind it has its own tests (tests/unit/test_reconcile.py).""
 from __future__ import annotations
 
 import json
-import types
 import os
 
 import pytest
@@ -76,8 +75,6 @@ class Run:
 @pytest.fixture
 def run(tmp_path, monkeypatch):
     monkeypatch.setattr(app_module.hub, "spawn", lambda *a, **k: None)
-    # no hub runs the links' senders here: what they would send is sent at once
-    monkeypatch.setattr(app_module.KubevpcController, "_post", app_module.KubevpcController._send_now)
     monkeypatch.setattr(app_module, "vswitchd_pid", os.getpid)
     monkeypatch.setenv("KUBEVPC_PLAN", str(tmp_path / "plan.json"))
     monkeypatch.setenv("KUBEVPC_STATE", str(tmp_path))
@@ -350,29 +347,3 @@ def test_an_openflow_error_is_reported(run):
     dp = r.connect(r.app_plan.bridges[0].name)
     r.app._error(event(dp, type=1, code=2, data=b"\x01\x02"))
     assert r.status_file()["errors"] == [f"{r.app_plan.bridges[0].name}: OpenFlow error type=1 code=2 on 0102"]
-
-
-def test_a_handler_never_waits_for_the_switch_and_the_sender_keeps_order():
-    """_post queues; the link's sender sends in order, and may wait for the switch itself. A
-    datapath whose send blocks (os-ken's full send queue) does not hold up the caller."""
-    from os_ken.lib import hub
-    gate, sent = hub.Event(), []
-
-    class SlowDatapath:
-        def send_msg(self, msg):
-            gate.wait()                 # as os-ken's send waits for room in its queue
-            sent.append(msg)
-            return True
-    app = types.SimpleNamespace(_sender=app_module.KubevpcController._sender)
-    link, dp = app_module.Link(state=None), SlowDatapath()
-    app_module.KubevpcController._post(app, link, dp, ["a", "b"])
-    app_module.KubevpcController._post(app, link, dp, ["c"])
-    assert sent == [], "the caller came back before anything could be sent"
-    gate.set()
-    hub.sleep(0.01)
-    assert sent == ["a", "b", "c"]
-    other = SlowDatapath()          # a new connection: a new sender, the old one ends
-    app_module.KubevpcController._post(app, link, other, ["d"])
-    hub.sleep(0.01)
-    assert sent == ["a", "b", "c", "d"] and link.outbox_dp is other
-    link.outbox.put(None)           # its sender ends (os-ken's native hub: a thread)
