@@ -1,6 +1,7 @@
 """Work inside the hosts' network namespaces from the builder's process, without a process per
 namespace: a thread enters each in turn (in_each_namespace) and sets a host's addresses and
-routes over netlink (host_addresses); root-side interfaces get no IPv6 (no_ipv6)."""
+routes over netlink (host_addresses), and shapes a pod's traffic to its bandwidth limits (shape,
+shape_ingress); root-side interfaces get no IPv6 (no_ipv6)."""
 from __future__ import annotations
 
 import os
@@ -10,7 +11,8 @@ from typing import Callable
 from kubevpc.errors import BuildError
 from kubevpc.planning import HostPlan
 
-SIOCETHTOOL, ETHTOOL_STXCSUM, CLONE_NEWNET = 0x8946, 0x17, 0x40000000
+SIOCETHTOOL, ETHTOOL_STXCSUM, CLONE_NEWNET, ETH_P_ALL = 0x8946, 0x17, 0x40000000, 3
+IFB_NAME = "ifb0"           # a shaped pod's ingress shaper, in its namespace
 
 
 def in_each_namespace(jobs: list[tuple[str, str, Callable[[], None]]]) -> None:
@@ -74,8 +76,37 @@ def host_addresses(h: HostPlan, routes: list[tuple[str, int]], checksums_off: bo
         ipr.route("add", dst="0.0.0.0/0", gateway=h.gateway, oif=idx)
         for dst, mtu in routes:
             ipr.route("add", dst=dst, gateway=h.gateway, oif=idx, metrics={"attrs": [("RTAX_MTU", mtu)]})
+        if h.egress_bandwidth:
+            shape(ipr, idx, h.egress_bandwidth)
+        if h.ingress_bandwidth:
+            shape_ingress(ipr, idx, h.ingress_bandwidth)
     if checksums_off:
         tx_checksum_off(h.ifname)
+
+
+def shape(ipr, index: int, bits: int) -> None:
+    """A token bucket filter as the root qdisc of interface `index`: what leaves it is held to
+    `bits` per second. The bucket holds 10 ms at that rate, and at least a 64 KiB segment (GSO)
+    and a frame; packets wait at most 25 ms, as in the CNI bandwidth plugin (latencyInMillis)."""
+    burst = max(bits // 800, 65536 + 1514)
+    ipr.tc("add", "tbf", index=index, handle="1:", rate=f"{bits}bit", burst=burst, latency="25ms")
+
+
+def shape_ingress(ipr, index: int, bits: int) -> None:
+    """What reaches a pod through interface `index`, held to `bits` per second: its tc ingress hook
+    redirects every packet to an IFB device of the pod's (IFB_NAME), whose token bucket filter
+    passes them back to the pod's stack. The CNI bandwidth plugin shapes at the root side of the
+    veth instead; here Open vSwitch owns the qdisc of its ports and replaces one it did not make
+    whenever the bridge is reconfigured, and on the userspace datapath it reads a port through a
+    packet socket, which sees a packet before the tc ingress hook does. So both limits sit on the
+    pod's side, whichever datapath runs."""
+    ipr.link("add", ifname=IFB_NAME, kind="ifb")
+    ifb = ipr.link_lookup(ifname=IFB_NAME)[0]
+    ipr.link("set", index=ifb, state="up")
+    shape(ipr, ifb, bits)
+    ipr.tc("add", "ingress", index=index, handle="ffff:")
+    ipr.tc("add-filter", "u32", index=index, parent="ffff:", protocol=ETH_P_ALL, prio=1, keys=["0x0/0x0+0"],
+           target=0x10000, action={"kind": "mirred", "direction": "egress", "action": "redirect", "ifindex": ifb})
 
 
 def no_ipv6(ifnames: list[str]) -> None:

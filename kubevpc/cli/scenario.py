@@ -15,11 +15,31 @@ from controller.policy import SHARED, policy_flow_counts
 from ..control import ControlClient, ControlError
 from ..errors import KubevpcError, ScenarioError
 from ..evaluator.explain import explain, lines, verdict_word
-from ..evaluator.matrix import Cell, Matrix, expected_matrix, parse_ports, render as render_matrix, select, tables
+from ..evaluator.matrix import (
+    Cell,
+    Matrix,
+    expected_matrix,
+    parse_ports,
+    select,
+    tables,
+)
+from ..evaluator.matrix import render as render_matrix
+from ..k8s.bandwidth import describe_bits
 from ..ledger import RUN_NAME
 from ..observe.graph import build, render
-from .common import (EXIT_CHECKS, EXIT_OK, EXIT_USAGE, MODES, console, live_run, out, run_plan, say, scenario_args,
-                     scenario_plan)
+from .common import (
+    EXIT_CHECKS,
+    EXIT_OK,
+    EXIT_USAGE,
+    MODES,
+    console,
+    live_run,
+    out,
+    run_plan,
+    say,
+    scenario_args,
+    scenario_plan,
+)
 
 
 def add_validate(sub) -> None:
@@ -109,6 +129,15 @@ def cmd_plan(args) -> int:
                                                                               else "-"), h.node or "-",
                   ",".join(h.security_groups) or "-")
     out.print(t)
+    shaped = [h for h in plan.pods if h.ingress_bandwidth or h.egress_bandwidth]
+    if shaped:
+        bt = Table(title="pod bandwidth limits (kubernetes.io/ingress-bandwidth, egress-bandwidth)")
+        for col in ("pod", "ingress", "egress"):
+            bt.add_column(col)
+        for h in shaped:
+            bt.add_row(h.key, describe_bits(h.ingress_bandwidth) if h.ingress_bandwidth else "-",
+                       describe_bits(h.egress_bandwidth) if h.egress_bandwidth else "-")
+        out.print(bt)
     rt = Table(title="route tables")
     for col in ("VPC", "destination", "kind", "next hop"):
         rt.add_column(col)

@@ -135,6 +135,11 @@ class Lab(Servers):
         return subprocess.run(["mnexec", "-a", str(self._pid(endpoint)), *cmd], capture_output=True, text=True,
                               timeout=timeout, stdin=subprocess.DEVNULL)
 
+    def popen(self, endpoint: str, cmd: list[str], **kwargs) -> subprocess.Popen:
+        """Start a command inside an endpoint's network namespace and return at once; the caller
+        owns the process and stops it (an iperf3 server, a capture)."""
+        return subprocess.Popen(["mnexec", "-a", str(self._pid(endpoint)), *cmd], stdin=subprocess.DEVNULL, **kwargs)
+
     # ------------------------------------------------------------------------------- probing
     def connect(self, source: str, dest: str, port: int, proto: str = "tcp", timeout: float = 2.0) -> Result:
         return self.probe([Probe(source, dest, port, proto)], timeout)[0]

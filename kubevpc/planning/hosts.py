@@ -157,7 +157,8 @@ def plan_pods(ctx: Context, cloud: Cloud, cluster: Cluster, nodes: list[NodePlan
             gateway=gateway, gateway_mac=gateway_mac, mtu=cluster.pod_mtu, servers=pod.servers,
             labels=relabel(pod.labels, ctx.labels.get(key, {})), node=node.name, vswitch=vname,
             security_groups=sgs, ready=ctx.ready.get(key, pod.ready), app=pod.app, phase=pod.phase,
-            terminating=pod.terminating is not None, grace_period=pod.grace_period))
+            terminating=pod.terminating is not None, grace_period=pod.grace_period,
+            ingress_bandwidth=pod.bandwidth[0], egress_bandwidth=pod.bandwidth[1]))
     ctx.problems.checkpoint()
 
 

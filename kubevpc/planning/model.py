@@ -125,6 +125,8 @@ class HostPlan(Frozen):
     host_network: bool = False      # pods: spec.hostNetwork. It runs in its node's namespace (netns, ip, mac,
                                     # gateway are the node's) and has no interface of its own (veth "",
                                     # ofport 0, bridge the node's bridge, no attachment or vSwitch address)
+    ingress_bandwidth: int = 0      # pods: bit/s reaching it (kubernetes.io/ingress-bandwidth); 0: unlimited
+    egress_bandwidth: int = 0       # pods: bit/s it sends (kubernetes.io/egress-bandwidth); 0: unlimited
 
     @property
     def ready_name(self) -> str:

@@ -10,6 +10,7 @@ from .. import k8s
 from .cloud import Cloud
 from .cluster import Cluster
 from .context import Context
+from .qos import pod_bandwidth
 from .model import APP_ANNOTATION, APPS, DNS_POD, READY_ANNOTATION, HostPlan, ServerPort
 
 
@@ -32,6 +33,7 @@ class PodSpec:
     terminating: HostPlan | None = None   # deleted and running out its grace period: as it runs
     host_network: bool = False      # spec.hostNetwork: in its node's namespace, with the node's address
     port_paths: tuple[tuple, ...] = ()    # where each of `servers` is declared (its containerPort)
+    bandwidth: tuple[int, int] = (0, 0)   # ingress, egress limits in bit/s (0: none), from its annotations
 
     @property
     def key(self) -> str:
@@ -158,6 +160,7 @@ def _pods_of(ctx: Context, m, node_names: list[str], seen: dict) -> list[PodSpec
     if app not in APPS:
         ctx.bad(path + meta + ("annotations", APP_ANNOTATION), app, f"expected one of {', '.join(APPS)}", msrc)
     at = ("spec",) if isinstance(obj, k8s.Pod) else ("spec", "template", "spec")
+    bandwidth = pod_bandwidth(ctx, annotations, path + meta, msrc, spec.hostNetwork)
     ports, port_paths = _server_ports(ctx, spec, path, msrc, path + at)
     if spec.nodeName is not None and spec.nodeName not in node_names:
         ctx.bad(path + at + ("nodeName",), spec.nodeName, f"no such node; expected one of {node_names}", msrc)
@@ -180,7 +183,7 @@ def _pods_of(ctx: Context, m, node_names: list[str], seen: dict) -> list[PodSpec
                            servers=tuple(ports), ready=ready != "false", app=APPS.get(app, "server"),
                            path=path, source=msrc, annotations=dict(annotations), phase=phase,
                            grace_period=spec.terminationGracePeriodSeconds, host_network=spec.hostNetwork,
-                           port_paths=tuple(port_paths)))
+                           port_paths=tuple(port_paths), bandwidth=bandwidth))
     return out
 
 
