@@ -32,6 +32,7 @@ class PodSpec:
     terminating: HostPlan | None = None   # deleted and running out its grace period: as it runs
     host_network: bool = False      # spec.hostNetwork: in its node's namespace, with the node's address
     port_paths: tuple[tuple, ...] = ()    # where each of `servers` is declared (its containerPort)
+    meta_path: tuple = ("metadata",)      # where its metadata is declared, under `path` (a Deployment's template)
 
     @property
     def key(self) -> str:
@@ -180,7 +181,7 @@ def _pods_of(ctx: Context, m, node_names: list[str], seen: dict) -> list[PodSpec
                            servers=tuple(ports), ready=ready != "false", app=APPS.get(app, "server"),
                            path=path, source=msrc, annotations=dict(annotations), phase=phase,
                            grace_period=spec.terminationGracePeriodSeconds, host_network=spec.hostNetwork,
-                           port_paths=tuple(port_paths)))
+                           port_paths=tuple(port_paths), meta_path=meta))
     return out
 
 
