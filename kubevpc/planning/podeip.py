@@ -59,33 +59,45 @@ def _claims(ctx: Context, cluster: Cluster, pods: list[PodSpec], eips: list[EipP
     by_name = {e.name: e for e in eips}
     free = sorted(n for n, e in by_name.items() if not e.bound)
     out: dict[str, list[Claim]] = {}
+    refused: set[tuple] = set()         # a Deployment's replicas share its annotations: one problem, not one each
     for pod in pods:
         at = pod.path + pod.meta_path + ("annotations",)
-        for key in AUTO_EIP_ANNOTATIONS:
-            if pod.annotations.get(key, "false").lower() == "true":
-                ctx.bad(at + (key,), pod.annotations[key], "kubevpc does not allocate EIPs: declare one in cloud.eips, "
-                        f"bound to nothing, and name it with {POD_EIP_ANNOTATIONS[0]}", pod.source)
-        named = {k: pod.annotations[k] for k in POD_EIP_ANNOTATIONS if k in pod.annotations}
-        if not named:
+        if at in refused:
             continue
-        key, name = next(iter(named.items()))
-        if len(set(named.values())) > 1:
-            ctx.bad(at + (POD_EIP_ANNOTATIONS[1],), named[POD_EIP_ANNOTATIONS[1]],
-                    f"{key} names {name}: expected the same EIP in both annotations, or one of them", pod.source)
-        elif cluster.mode != "eni":
-            ctx.bad(at + (key,), name, "an EIP bound to a pod: " + mode_refusal(cluster.mode), pod.source)
-        elif pod.host_network:
-            ctx.bad(at + (key,), name, "a pod with hostNetwork has its node's address, no ENI of its own to bind "
-                    "an EIP to; expected the EIP bound to its node's instance (cloud.eips[].instance)", pod.source)
-        elif name not in by_name:
-            ctx.bad(at + (key,), name, f"no such EIP; expected one of cloud.eips bound to nothing: {free}", pod.source)
-        elif by_name[name].bound:
-            e = by_name[name]
-            ctx.bad(at + (key,), name, f"EIP {name} is bound to {e.bound} {e.target}; expected an EIP bound to "
-                    f"nothing, which Terway associates with the pod: {free}", pod.source)
-        else:
-            out.setdefault(name, []).append((pod, key))
+        before = len(ctx.problems.items)
+        _claim(ctx, cluster, pod, at, by_name, free, out)
+        if len(ctx.problems.items) > before:
+            refused.add(at)
     return out
+
+
+def _claim(ctx: Context, cluster: Cluster, pod: PodSpec, at: tuple, by_name: dict[str, EipPlan], free: list[str],
+           out: dict[str, list[Claim]]) -> None:
+    """The pod's claim on an EIP, checked, added to `out`."""
+    for key in AUTO_EIP_ANNOTATIONS:
+        if pod.annotations.get(key, "false").lower() == "true":
+            ctx.bad(at + (key,), pod.annotations[key], "kubevpc does not allocate EIPs: declare one in cloud.eips, "
+                    f"bound to nothing, and name it with {POD_EIP_ANNOTATIONS[0]}", pod.source)
+    named = {k: pod.annotations[k] for k in POD_EIP_ANNOTATIONS if k in pod.annotations}
+    if not named:
+        return
+    key, name = next(iter(named.items()))
+    if len(set(named.values())) > 1:
+        ctx.bad(at + (POD_EIP_ANNOTATIONS[1],), named[POD_EIP_ANNOTATIONS[1]],
+                f"{key} names {name}: expected the same EIP in both annotations, or one of them", pod.source)
+    elif cluster.mode != "eni":
+        ctx.bad(at + (key,), name, "an EIP bound to a pod: " + mode_refusal(cluster.mode), pod.source)
+    elif pod.host_network:
+        ctx.bad(at + (key,), name, "a pod with hostNetwork has its node's address, no ENI of its own to bind an EIP "
+                "to; expected the EIP bound to its node's instance (cloud.eips[].instance)", pod.source)
+    elif name not in by_name:
+        ctx.bad(at + (key,), name, f"no such EIP; expected one of cloud.eips bound to nothing: {free}", pod.source)
+    elif by_name[name].bound:
+        e = by_name[name]
+        ctx.bad(at + (key,), name, f"EIP {name} is bound to {e.bound} {e.target}; expected an EIP bound to nothing, "
+                f"which Terway associates with the pod: {free}", pod.source)
+    else:
+        out.setdefault(name, []).append((pod, key))
 
 
 def _holder(ctx: Context, name: str, claims: list[Claim], pods: dict[str, HostPlan]) -> HostPlan | None:

@@ -409,3 +409,13 @@ def test_network_policy_applies_to_a_pod_behind_its_eip_and_a_dnat_entry(tmp_pat
         assert e.allowed is False and e.reason.startswith("NetworkPolicy"), e.reason
         assert landed(plan, net, "inet/client", ip, 8080, "tcp") == {}
     assert explain(plan, "inet/client", DNAT, 80).allowed is True       # an instance: no NetworkPolicy
+
+
+def test_a_deployment_naming_an_eip_outside_eni_mode_is_refused_once_not_once_a_replica(tmp_path):
+    d = data()
+    template = copy.deepcopy(manifest(d, "voip"))
+    d["manifests"][1] = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "voip"},
+                         "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "voip"}}, "template": template}}
+    problems, f, text = refuse(tmp_path, d, "vxlan")
+    check(the(problems, f"manifests[1].spec.template.metadata.annotations.{POD_EIP_KEY}"), f, "eip-pod",
+          line_of(text, POD_EIP_KEY), "in vxlan mode a pod has no address of the VPC")
