@@ -1,5 +1,6 @@
-"""A VPC's edge to the internet: EIPs (1:1 NAT, both ways) and NAT gateways (SNAT), with
-conntrack so that replies find their way back and nothing unsolicited gets in."""
+"""A VPC's edge to the internet: EIPs (1:1 NAT, both ways, for instances and eni pods) and NAT
+gateways (SNAT entries out, DNAT entries in), with conntrack so that replies find their way back
+and nothing unsolicited gets in."""
 from __future__ import annotations
 
 from kubevpc.planning import NAT_PORTS, OFPORT_EDGE_INTERNET, OFPORT_EDGE_VPC, BridgePlan, Plan
@@ -31,9 +32,9 @@ def edge_flows(plan: Plan, bridge: BridgePlan) -> list[Flow]:
            flow(t_nat, 200, {**_FROM_INTERNET, "ct_state": ct_state(CT_TRK | CT_REL, CT_NEW)}, [Goto(t_vpc)], "edge",
                 note="related (ICMP errors), from the internet: in")]
     out += _eip_flows(plan, vpc.name, zone, t_nat, t_inet, t_vpc)
-    out += _nat_gateway_flows(plan, vpc, zone, t_nat, t_inet)
+    out += _nat_gateway_flows(plan, vpc, zone, t_nat, t_inet, t_vpc)
     out.append(flow(t_nat, 0, None, [], "edge", note="new and not translated here (no EIP, no SNAT entry and "
-                    "route, not a listener): dropped"))
+                    "route, no DNAT entry, not a listener): dropped"))
     publics = sorted({e.ip for e in plan.eips if e.vpc == vpc.name} |
                      {i for g in plan.nat_gateways if g.vpc == vpc.name for i in g.public_ips})
     out += [flow(t_inet, 100, {**_IP, "ipv4_src": a}, [SetField("eth_src", edge.mac),
@@ -47,12 +48,12 @@ def edge_flows(plan: Plan, bridge: BridgePlan) -> list[Flow]:
 
 
 def _eip_flows(plan: Plan, vpc: str, zone: int, t_nat: int, t_inet: int, t_vpc: int) -> list[Flow]:
-    """An instance's EIP both ways; an internet-facing SLB's listeners inward."""
+    """An instance's or a pod's EIP both ways; an internet-facing SLB's listeners inward."""
     out = []
     for obj, e in enumerate(plan.eips, start=1):
         if e.vpc != vpc:
             continue
-        if e.bound == "instance":
+        if e.one_to_one:            # an instance's, or an eni pod's
             out += [flow(t_nat, 150, {**_FROM_VPC, "ct_state": _NEW, "ipv4_src": e.private_ip},
                          [Ct(zone, commit=True, table=t_inet, nat=Nat("src", e.ip))], "eip", obj,
                          f"EIP {e.name}: {e.target} ({e.private_ip}) goes out as {e.ip}"),
@@ -70,13 +71,14 @@ def _eip_flows(plan: Plan, vpc: str, zone: int, t_nat: int, t_inet: int, t_vpc: 
     return out
 
 
-def _nat_gateway_flows(plan: Plan, vpc, zone: int, t_nat: int, t_inet: int) -> list[Flow]:
-    """A NAT gateway's SNAT entries, for the destinations a route sends to it."""
+def _nat_gateway_flows(plan: Plan, vpc, zone: int, t_nat: int, t_inet: int, t_vpc: int) -> list[Flow]:
+    """A NAT gateway's SNAT entries, for the destinations a route sends to it, and its DNAT entries."""
     routes = [r for r in vpc.routes if r.kind == "natgw"]
     out = []
     for obj, g in enumerate(plan.nat_gateways, start=1):
         if g.vpc != vpc.name:
             continue
+        out += _dnat_flows(g, obj, zone, t_nat, t_inet, t_vpc)
         for r in (r for r in routes if r.next_hop == g.name):
             out += [flow(t_nat, 100 + prefixlen(entry.source),
                          {**_FROM_VPC, "ct_state": _NEW, **ipv4_match("ipv4_src", entry.source),
@@ -84,4 +86,31 @@ def _nat_gateway_flows(plan: Plan, vpc, zone: int, t_nat: int, t_inet: int) -> l
                          [Ct(zone, commit=True, table=t_inet, nat=Nat("src", entry.public_ip, *NAT_PORTS))],
                          "natgw", obj, f"NAT gateway {g.name}: {entry.what} to {r.destination} as {entry.public_ip}")
                     for entry in g.snat]
+    return out
+
+
+def _dnat_flows(g, obj: int, zone: int, t_nat: int, t_inet: int, t_vpc: int) -> list[Flow]:
+    """DNAT entries (Alibaba's ForwardEntry): a new connection from the internet to the EIP and
+    port is committed with the DNAT, so its replies are undone by table 0's ct(nat) and leave as
+    the EIP. An IP mapping (protocol any) takes every protocol and port, and its target leaves as
+    the EIP too, before any SNAT entry (Alibaba: SNAT entries do not apply to an instance
+    configured with DNAT IP mapping). An entry whose pod is gone has no flows."""
+    out = []
+    for d in g.dnat:
+        if not d.internal_ip:
+            continue
+        note = f"NAT gateway {g.name}: {d.what} to {d.target or d.internal_ip}"
+        if d.protocol == "any":
+            out += [flow(t_nat, 150, {**_FROM_INTERNET, "ct_state": _NEW, "ipv4_dst": d.public_ip},
+                         [Ct(zone, commit=True, table=t_vpc, nat=Nat("dst", d.internal_ip))], "natgw", obj,
+                         f"{note} ({d.internal_ip})"),
+                    flow(t_nat, 150, {**_FROM_VPC, "ct_state": _NEW, "ipv4_src": d.internal_ip},
+                         [Ct(zone, commit=True, table=t_inet, nat=Nat("src", d.public_ip))], "natgw", obj,
+                         f"NAT gateway {g.name}: {d.what}: {d.target or d.internal_ip} goes out as {d.public_ip}")]
+            continue
+        out.append(flow(t_nat, 150, {**_FROM_INTERNET, "ct_state": _NEW, "ipv4_dst": d.public_ip,
+                                     "ip_proto": IPPROTO[d.protocol], f"{d.protocol}_dst": d.external_port},
+                        [Ct(zone, commit=True, table=t_vpc, nat=Nat("dst", d.internal_ip, d.internal_port,
+                                                                   d.internal_port))], "natgw", obj,
+                        f"{note} ({d.internal_ip}:{d.internal_port})"))
     return out

@@ -13,12 +13,12 @@ verdict is "depends" when they disagree.
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from ..errors import KubevpcError
 from ..planning import HostPlan, Plan, ServicePlan, SlbPlan, resolve_endpoint
 from .externalip import external_ip_targets, services_at
-from .northsouth import inbound, to_instance
+from .northsouth import inbound, to_host
 from .reach import fallback_note, no_endpoint_reason, reach, service_targets, with_policy
 from .verdict import Step, Verdict, Wire
 from .vpc import attachment_of, egress, route_step, security_groups, vpc_of
@@ -227,8 +227,9 @@ def _public(plan: Plan, src: HostPlan, ip: str, dest: str, port: int, proto: str
         return Explanation(src.key, dest, port, proto, False, whole.reason, "", head + whole.steps[len(steps):])
     if isinstance(target, SlbPlan):
         return _slb(plan, src, src.ip, target, dest, port, proto, head, from_edge=True)
-    v = to_instance(plan, src, target, port, proto)
-    return _final(plan, src, dest, port, proto, head, v, target)
+    host, to_port = target.host, target.port
+    v = with_policy(plan, to_host(plan, src, host, to_port, proto), src, host, to_port, proto)
+    return replace(_final(plan, src, dest, to_port, proto, head, v, host), port=port)
 
 
 def _slb(plan: Plan, src: HostPlan, client_ip: str, slb: SlbPlan, dest: str, port: int, proto: str,

@@ -35,7 +35,7 @@ class Node:
 class Edge:
     src: str
     dst: str
-    kind: str        # attached, link, route, endpoint, backend, bound, snat, edge, reach
+    kind: str        # attached, link, route, endpoint, backend, bound, snat, dnat, edge, reach
     label: str = ""
 
 
@@ -144,12 +144,17 @@ def _slbs(g: Graph, plan: Plan) -> None:
 
 
 def _nat(g: Graph, plan: Plan) -> None:
-    """NAT gateways with their SNAT entries, and the EIPs not bound to a gateway."""
+    """NAT gateways with their SNAT entries and DNAT entries (to their targets while those exist),
+    and the EIPs not bound to a gateway."""
     for gw in plan.nat_gateways:
         nid = _id("natgw/" + gw.name)
         g.add(Node(nid, "natgw", f"NAT gateway {gw.name}\n{', '.join(gw.public_ips)}", _id("vpc/" + gw.vpc)))
         for entry in gw.snat:
             g.link(Edge(nid, _id("vrouter/" + gw.vpc), "snat", f"SNAT {entry.what}"))
+        for d in gw.dnat:
+            if d.target and d.internal_ip:
+                to = "" if d.protocol == "any" else f" → :{d.internal_port}"
+                g.link(Edge(nid, _id(d.target), "dnat", f"DNAT {d.what.removeprefix('DNAT entry ')}{to}"))
     for e in plan.eips:
         if e.bound == "natgw":
             continue                         # listed on its gateway
@@ -157,6 +162,8 @@ def _nat(g: Graph, plan: Plan) -> None:
         g.add(Node(eid, "eip", f"EIP {e.name}\n{e.ip}"))
         if e.bound == "instance":
             g.link(Edge(eid, _id(f"ecs/{e.target}"), "bound", "1:1 NAT"))
+        elif e.bound == "pod":
+            g.link(Edge(eid, _id(e.target), "bound", "1:1 NAT"))
         elif e.bound == "slb":
             g.link(Edge(eid, _id(f"slb/{e.target}"), "bound"))
 

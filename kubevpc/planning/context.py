@@ -60,6 +60,12 @@ class Context:
     terminating: frozenset[str] = frozenset()
     deleted: frozenset[str] = frozenset()
     previous_public: dict[str, str] = field(default_factory=dict)   # internet SLBs' EIPs, by Service
+    previous_pod_eips: dict[str, str] = field(default_factory=dict)  # EIPs bound to pods: EIP name -> pod key
+
+    @property
+    def running(self) -> bool:
+        """Planning a change to a running scenario (there is a previous plan), not its first plan."""
+        return bool(self.previous)
 
     @property
     def sc(self):

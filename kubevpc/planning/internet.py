@@ -1,5 +1,6 @@
-"""Stage "internet": the emulated internet zone and its hosts, one edge per VPC, EIPs, NAT
-gateways with their SNAT entries, and the public addresses of internet-facing SLBs."""
+"""Stage "internet": the emulated internet zone and its hosts, one edge per VPC, EIPs (bound to
+instances, NAT gateways, or pods: kubevpc.planning.podeip), NAT gateways with their SNAT entries
+and DNAT entries (kubevpc.planning.dnat), and the public addresses of internet-facing SLBs."""
 from __future__ import annotations
 
 import ipaddress
@@ -9,9 +10,12 @@ from ..scenario.model import DOCUMENTATION_RANGES
 from .cloud import Cloud
 from .cluster import Cluster
 from .context import Context
+from .dnat import plan_dnat
 from .model import (OFPORT_INTERNET_HOST0, EdgePlan, EipPlan, HostPlan, InternetPlan, NatGatewayPlan, ServerPort,
                     SlbPlan, SnatPlan, mac_for)
+from .podeip import bind_pod_eips
 from .slbs import service_manifest
+from .workloads import PodSpec
 
 
 @dataclass
@@ -25,8 +29,8 @@ class Internet:
 
 
 def plan_internet(ctx: Context, cloud: Cloud, cluster: Cluster, ips: dict[str, str], slbs: list[SlbPlan],
-                  internet_slbs: set[str], hosts: list[HostPlan]) -> Internet:
-    """Appends the zone's hosts to `hosts`."""
+                  internet_slbs: set[str], hosts: list[HostPlan], pods: list[PodSpec]) -> Internet:
+    """Appends the zone's hosts to `hosts`. `pods`: for the EIPs their annotations bind them to."""
     spec = ctx.sc.cloud
     inet = spec.internet
     for what, items in (("natGateways", spec.natGateways), ("eips", spec.eips)):
@@ -46,7 +50,7 @@ def plan_internet(ctx: Context, cloud: Cloud, cluster: Cluster, ips: dict[str, s
     if ctx.problems:
         return out
     vpc_of_ecs = {n: cloud.vswitch(e.vswitch).vpc for n, e in cluster.instances.items()}
-    eips = _eips(ctx, natgws, public, ips, vpc_of_ecs)
+    eips = bind_pod_eips(ctx, cluster, pods, hosts, _eips(ctx, natgws, public, ips, vpc_of_ecs))
     out.slbs = []
     public.taken |= set(ctx.previous_public.values())     # a running SLB keeps its EIP; none is handed on
     for slb in slbs:
@@ -60,7 +64,7 @@ def plan_internet(ctx: Context, cloud: Cloud, cluster: Cluster, ips: dict[str, s
             slb = slb.model_copy(update={"public_ip": ip})
         out.slbs.append(slb)
     out.eips = tuple(eips)
-    out.nat_gateways = tuple(_nat_gateways(ctx, cloud, eips, ips, vpc_of_ecs))
+    out.nat_gateways = tuple(_nat_gateways(ctx, cloud, cluster, eips, ips, vpc_of_ecs, hosts))
     out.edges = tuple(EdgePlan(vpc=v.name, bridge=ctx.names.edge(i), mac=mac_for(str(inet.publicCIDR[-2 - i])),
                                internet_port=1 + i) for i, v in enumerate(spec.vpcs))
     return out
@@ -196,8 +200,8 @@ def _eips(ctx: Context, natgws: dict, public: Public, ips: dict[str, str], vpc_o
     return eips
 
 
-def _nat_gateways(ctx: Context, cloud: Cloud, eips: list[EipPlan], ips: dict[str, str],
-                  vpc_of_ecs: dict[str, str]) -> list[NatGatewayPlan]:
+def _nat_gateways(ctx: Context, cloud: Cloud, cluster: Cluster, eips: list[EipPlan], ips: dict[str, str],
+                  vpc_of_ecs: dict[str, str], hosts: list[HostPlan]) -> list[NatGatewayPlan]:
     out = []
     for i, g in enumerate(ctx.sc.cloud.natGateways):
         path = ("cloud", "natGateways", i)
@@ -212,7 +216,8 @@ def _nat_gateways(ctx: Context, cloud: Cloud, eips: list[EipPlan], ips: dict[str
             if snat is not None:
                 entries.append(snat)
         entries.sort(key=lambda e: -ipaddress.IPv4Network(e.source).prefixlen)
-        out.append(NatGatewayPlan(name=g.name, vpc=g.vpc, public_ips=tuple(mine.values()), snat=tuple(entries)))
+        out.append(NatGatewayPlan(name=g.name, vpc=g.vpc, public_ips=tuple(mine.values()), snat=tuple(entries),
+                                  dnat=plan_dnat(ctx, cloud, cluster, g, path, mine, hosts, eips)))
     return out
 
 

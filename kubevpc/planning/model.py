@@ -23,7 +23,7 @@ __all__ = [
     "ServerPort", "OvsPort", "BridgePlan", "HostPlan", "VSwitchPlan", "Route", "VpcPlan", "Tunnel", "Uplink",
     "NodePlan", "Attachment", "RulePlan", "GroupPlan", "ClusterPlan", "ServicePortPlan", "EndpointPlan",
     "ServicePlan", "SlbBackend", "SlbListener", "SlbPlan", "InternetPlan", "EdgePlan", "EipPlan", "SnatPlan",
-    "NatGatewayPlan", "DnsPlan", "Plan", "resolve_endpoint", "usable"]
+    "DnatPlan", "NatGatewayPlan", "DnsPlan", "Plan", "resolve_endpoint", "usable"]
 
 RESERVED_TAIL = 3        # Alibaba reserves the first and the last three addresses of a vSwitch
 SNAT_PORTS = (61000, 65535)
@@ -394,9 +394,14 @@ class EipPlan(Frozen):
     name: str
     ip: str
     vpc: str = ""                   # "" when unbound
-    bound: Literal["instance", "natgw", "slb", ""] = ""
-    target: str = ""                # the instance, NAT gateway or Service (<ns>/<name>) it is bound to
-    private_ip: str = ""            # instance: its address; slb: the SLB's VIP
+    bound: Literal["instance", "natgw", "slb", "pod", ""] = ""
+    target: str = ""                # the instance, NAT gateway, Service (<ns>/<name>) or pod (its key) it is bound to
+    private_ip: str = ""            # instance, pod: its address; slb: the SLB's VIP
+
+    @property
+    def one_to_one(self) -> bool:
+        """Bound to one host's address (an instance, or an eni pod): 1:1 NAT both ways."""
+        return self.bound in ("instance", "pod")
 
 
 class SnatPlan(Frozen):
@@ -405,11 +410,33 @@ class SnatPlan(Frozen):
     what: str                       # "vSwitch vsw-h", "instance ecs-db", "CIDR 192.168.1.0/28"
 
 
+class DnatPlan(Frozen):
+    """A DNAT entry (Alibaba's ForwardEntry): new connections from the internet to
+    public_ip:external_port over `protocol` go to internal_ip:internal_port; "any" is IP mapping
+    (every protocol and port, and the target leaves as public_ip)."""
+
+    name: str
+    eip: str                        # the EIP's name
+    public_ip: str
+    protocol: Literal["tcp", "udp", "any"]
+    external_port: int = 0          # 0 with protocol "any"
+    target: str = ""                # the host key named (ecs/..., pod/...); "" when nothing holds internal_ip now
+    internal_ip: str = ""           # "" when the pod it names is gone (deleted while running): no flows
+    internal_port: int = 0          # 0 with protocol "any"
+
+    @property
+    def what(self) -> str:
+        """The entry in words: "DNAT entry web 198.19.0.2:80/tcp"."""
+        port = "" if self.protocol == "any" else f":{self.external_port}/{self.protocol}"
+        return f"DNAT entry {self.name} {self.public_ip}{port}" + (" (IP mapping)" if self.protocol == "any" else "")
+
+
 class NatGatewayPlan(Frozen):
     name: str
     vpc: str
     public_ips: tuple[str, ...]     # its EIPs, in scenario order
     snat: tuple[SnatPlan, ...]      # most specific source first
+    dnat: tuple[DnatPlan, ...] = () # in scenario order
 
 
 class DnsPlan(Frozen):

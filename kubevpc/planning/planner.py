@@ -40,7 +40,8 @@ def make_plan(loaded: Loaded, run: str, ready: dict[str, bool] | None = None,
                   previous={h.key: h for h in previous.hosts} if previous is not None else {},
                   ready=dict(ready or {}), labels={k: dict(v) for k, v in (labels or {}).items()},
                   terminating=frozenset(terminating), deleted=frozenset(deleted),
-                  previous_public={s.service: s.public_ip for s in previous.slbs if s.public_ip} if previous else {})
+                  previous_public={s.service: s.public_ip for s in previous.slbs if s.public_ip} if previous else {},
+                  previous_pod_eips={e.name: e.target for e in previous.eips if e.bound == "pod"} if previous else {})
     _check_run_name(ctx)
     cloud = plan_cloud(ctx)                                 # VPCs, vSwitches, security groups
     ips, pool = plan_addresses(ctx, cloud)                  # ECS addresses; the vSwitch address pool
@@ -57,7 +58,7 @@ def make_plan(loaded: Loaded, run: str, ready: dict[str, bool] | None = None,
     check_host_ports(ctx, cluster, pods, wiring.hosts, services)     # hostNetwork pods' ports on their nodes
     ctx.problems.checkpoint()
     slbs, internet_slbs = plan_slbs(ctx, cloud, cluster, nodes, services, pool, wiring)
-    internet = plan_internet(ctx, cloud, cluster, ips, slbs, internet_slbs, wiring.hosts)
+    internet = plan_internet(ctx, cloud, cluster, ips, slbs, internet_slbs, wiring.hosts, pods)
     ctx.problems.checkpoint()
     bridges = plan_bridges(ctx, cloud, cluster, nodes, internet, wiring)     # with the route tables
     attachments = wiring.attachments + route_attachments(bridges.vpcs, wiring.attachments)

@@ -34,6 +34,7 @@ class PodSpec:
     host_network: bool = False      # spec.hostNetwork: in its node's namespace, with the node's address
     port_paths: tuple[tuple, ...] = ()    # where each of `servers` is declared (its containerPort)
     bandwidth: tuple[int, int] = (0, 0)   # ingress, egress limits in bit/s (0: none), from its annotations
+    meta_path: tuple = ("metadata",)      # where its metadata is declared, under `path` (a Deployment's template)
 
     @property
     def key(self) -> str:
@@ -183,7 +184,7 @@ def _pods_of(ctx: Context, m, node_names: list[str], seen: dict) -> list[PodSpec
                            servers=tuple(ports), ready=ready != "false", app=APPS.get(app, "server"),
                            path=path, source=msrc, annotations=dict(annotations), phase=phase,
                            grace_period=spec.terminationGracePeriodSeconds, host_network=spec.hostNetwork,
-                           port_paths=tuple(port_paths), bandwidth=bandwidth))
+                           port_paths=tuple(port_paths), bandwidth=bandwidth, meta_path=meta))
     return out
 
 

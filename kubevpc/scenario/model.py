@@ -186,7 +186,9 @@ class Internet(Strict):
 
 
 class Eip(Strict):
-    """An elastic IP address, bound to at most one of: an ECS instance, a NAT gateway."""
+    """An elastic IP address, bound to at most one of: an ECS instance, a NAT gateway. One bound to
+    neither may be bound to a pod (eni mode) by the pod's Terway annotation
+    `k8s.aliyun.com/pod-eip-instanceid: <this name>` (kubevpc.planning.podeip)."""
 
     name: Name
     ip: Address | None = None     # default: the lowest free address of internet.publicCIDR
@@ -204,10 +206,45 @@ class SnatEntry(Strict):
     eip: Name | None = None       # one of the gateway's EIPs; default: its first
 
 
+def _lower(value: Any) -> Any:
+    """Alibaba's API spells these TCP, UDP, Any; the scenario takes either case."""
+    return value.lower() if isinstance(value, str) else value
+
+
+def _dnat_port(value: Any) -> Any:
+    """A DNAT entry's port: a number, or any (Any) for IP mapping."""
+    if isinstance(value, str) and value.lower() == "any":
+        return "any"
+    if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 65535:
+        return value
+    raise ValueError("expected a port, 1 to 65535 (a number), or any with ipProtocol any")
+
+
+class DnatEntry(Strict):
+    """A DNAT entry of a NAT gateway, as Alibaba's ForwardEntry (CreateForwardEntry): a new
+    connection from the internet to ExternalIp:ExternalPort over IpProtocol is forwarded to
+    InternalIp:InternalPort, and its replies go back the same way. `ipProtocol: any` is IP mapping:
+    every protocol and port of the EIP, and the target leaves to the internet as that EIP. The
+    target is exactly one of an ECS instance, a pod (eni mode only: `<namespace>/<name>` or
+    `<name>` in default) or an address (InternalIp) that one of them holds."""
+
+    name: Name | None = None       # ForwardEntryName; default dnat-<index in the gateway's list>
+    eip: Name                      # ExternalIp: one of the gateway's EIPs, by name
+    ipProtocol: Annotated[Literal["tcp", "udp", "any"], BeforeValidator(_lower)]
+    externalPort: Annotated[Any, BeforeValidator(_dnat_port)] = None
+    internalPort: Annotated[Any, BeforeValidator(_dnat_port)] = None     # default: externalPort
+    instance: Name | None = None
+    pod: str | None = None
+    internalIp: Address | None = None
+    portBreak: bool = False        # PortBreak: ports above 1024 on an EIP that SNAT entries use too
+    description: str = ""
+
+
 class NatGateway(Strict):
     name: Name
     vpc: Name
     snat: list[SnatEntry] = []
+    dnat: list[DnatEntry] = []
     description: str = ""
 
 

@@ -129,10 +129,14 @@ class Network:
         if a.mark is not None:
             st["ct_mark"] = a.mark
         if a.nat is not None and a.nat.kind == "dst":
-            st["ipv4_dst"], st[L4_DST[st["ip_proto"]]] = a.nat.ip, a.nat.port_min
+            st["ipv4_dst"] = a.nat.ip
+            if a.nat.port_min:              # nat(dst=IP) alone keeps the port (an EIP, an IP mapping)
+                st[L4_DST[st["ip_proto"]]] = a.nat.port_min
             st["ct_state"] |= CT_DNAT if a.table is not None else 0
         elif a.nat is not None and a.nat.kind == "src":
-            st["ipv4_src"], st[L4_SRC[st["ip_proto"]]] = a.nat.ip, a.nat.port_min
+            st["ipv4_src"] = a.nat.ip
+            if a.nat.port_min:
+                st[L4_SRC[st["ip_proto"]]] = a.nat.port_min
             st["ct_state"] |= CT_SNAT if a.table is not None else 0
 
     def _output(self, bridge: str, port, st: dict, path: list) -> list[End]:

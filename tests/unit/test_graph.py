@@ -129,6 +129,10 @@ def check_entities(plan: Plan, g: Graph) -> None:
         assert n.parent == _id("vpc/" + gw.vpc) and all(ip in n.label for ip in gw.public_ips)
         labels = [e.label for e in edges(g, "natgw/" + gw.name, "vrouter/" + gw.vpc, "snat")]
         assert sorted(labels) == sorted(f"SNAT {x.what}" for x in gw.snat)
+        for d in gw.dnat:
+            assert "DNAT " + d.what.removeprefix("DNAT entry ") + ("" if d.protocol == "any" else f" → :{d.internal_port}") in [
+                e.label for e in edges(g, "natgw/" + gw.name, d.target, "dnat")]
+        assert len([e for e in g.edges if e.kind == "dnat" and e.src == _id("natgw/" + gw.name)]) == len(gw.dnat)
     for e in plan.eips:
         if e.bound == "natgw":                       # drawn as an address of its gateway
             assert _id("eip/" + e.name) not in by_id(g)
@@ -140,6 +144,8 @@ def check_entities(plan: Plan, g: Graph) -> None:
             assert edges(g, "eip/" + e.name, "ecs/" + e.target, "bound")
         elif e.bound == "slb":
             assert edges(g, "eip/" + e.name, "slb/" + e.target, "bound")
+        elif e.bound == "pod":
+            assert edges(g, "eip/" + e.name, e.target, "bound")
     if plan.internet is None:
         assert not [n for n in g.nodes if n.kind in ("internet", "inet")]
     else:
@@ -404,7 +410,7 @@ def test_the_matrix_overlay_draws_an_edge_per_connecting_cell(path, mode, betwee
     assert any(c.expected is False for c in m.cells), "a matrix with no refused cell tests nothing"
     assert reach(g) == want
     assert {e.kind for e in g.edges if e.kind != "reach"} <= {"attached", "link", "route", "endpoint", "backend",
-                                                              "bound", "snat", "edge"}
+                                                              "bound", "snat", "dnat", "edge"}
     mermaid = render(g, "mermaid")
     assert sum(1 for line in mermaid.splitlines() if " ==>|" in line) == len(want)
     dot = render(g, "dot")
