@@ -72,7 +72,9 @@ def _eip_flows(plan: Plan, vpc: str, zone: int, t_nat: int, t_inet: int, t_vpc: 
 
 def _nat_gateway_flows(plan: Plan, vpc, zone: int, t_nat: int, t_inet: int) -> list[Flow]:
     """A NAT gateway's SNAT entries, for the destinations a route sends to it."""
-    routes = [r for r in vpc.routes if r.kind == "natgw"]
+    # the NAT gateway routes of every route table of the VPC (a destination once per gateway)
+    tables = (vpc.routes, *(t.routes for t in vpc.route_tables))
+    routes = list({(r.next_hop, r.destination): r for table in tables for r in table if r.kind == "natgw"}.values())
     out = []
     for obj, g in enumerate(plan.nat_gateways, start=1):
         if g.vpc != vpc.name:
