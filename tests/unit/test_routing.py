@@ -279,3 +279,28 @@ def test_a_route_through_a_peering_stays_inside_the_peer_vpc_of_a_peering_of_its
           line_of(text, "172.0.0.0/8"), "outside vpc-b (172.16.0.0/16)", "not transitive")
     check(the(problems, "cloud.vpcs[2].routeTable.routes[0].nextHop"), f, "pcx-ab",
           line_of(text, "nextHop: pcx-ab", after="name: vpc-c"), "between vpc-a and vpc-b", "of VPC vpc-c")
+
+
+# ============================================================================ to the internet
+@pytest.mark.parametrize("mode", MODES)
+def test_a_nat_gateway_route_in_a_custom_table_takes_only_that_tables_vswitches_out(tmp_path, mode):
+    """tests/e2e/data/internet.yaml with its route to the NAT gateway moved from the system table to
+    a custom table of vsw-a: vsw-a's sources (nodes, their pods) go out through the NAT gateway; an
+    instance of vsw-b with an SNAT entry of its own does not (the edge translates only the sources
+    of the tables that route to it); an EIP goes out whatever the table."""
+    d = yaml.safe_load((E2E_DATA / "internet.yaml").read_text())
+    v = d["cloud"]["vpcs"][0]
+    v["routeTables"] = [{"name": "rt-out", "vswitches": ["vsw-a"], "routes": v["routeTable"]["routes"]}]
+    v["routeTable"] = {"routes": []}
+    plan = make_plan(load(str(write(tmp_path, d)), mode=mode), "kv")
+    net, server = Network(plan), plan.host("inet/server")
+    got = {}
+    for src in ("ecs/node-1", "pod/default/client", "ecs/ecs-private", "ecs/bastion"):
+        h = plan.network_host(resolve_endpoint(plan, src))
+        v = reach(plan, h, server, 80)
+        ends = net.send(h, server.ip, 80)
+        flows = [e.packet["ipv4_src"] for e in ends if e.kind == "delivered" and e.host == server.key]
+        assert bool(flows) == v.allowed and (not flows or flows[0] == v.seen_source), (src, v.reason, *map(str, ends))
+        got[src] = v.allowed
+    assert got == {"ecs/node-1": True, "pod/default/client": True, "ecs/ecs-private": False, "ecs/bastion": True}
+    assert "rt-out" in " ".join(s.text for s in reach(plan, plan.host("ecs/node-1"), server, 80).steps)
