@@ -304,3 +304,15 @@ def test_a_nat_gateway_route_in_a_custom_table_takes_only_that_tables_vswitches_
         got[src] = v.allowed
     assert got == {"ecs/node-1": True, "pod/default/client": True, "ecs/ecs-private": False, "ecs/bastion": True}
     assert "rt-out" in " ".join(s.text for s in reach(plan, plan.host("ecs/node-1"), server, 80).steps)
+
+
+def test_kubevpc_plan_lists_every_route_table_and_peering(capsys, monkeypatch):
+    from kubevpc.cli import main
+    monkeypatch.setenv("COLUMNS", "200")
+    assert main(["plan", str(ROUTING), "--mode", "vpc-route"]) == 0
+    out = capsys.readouterr().out
+    rows = [" ".join(line.replace("│", " ").split()) for line in out.splitlines()]
+    assert "vpc-a rt-app (vsw-app, vsw-app2) 172.16.0.0/16 peering pcx-ab" in rows
+    assert "vpc-a rt-nodes (vsw-n2) 10.244.0.0/24 pod node-1" in rows
+    assert "vpc-b system 192.168.3.0/24 peering pcx-ab" in rows
+    assert any(r.startswith("pcx-ab vpc-a <-> vpc-b") for r in rows)
