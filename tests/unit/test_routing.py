@@ -316,3 +316,14 @@ def test_kubevpc_plan_lists_every_route_table_and_peering(capsys, monkeypatch):
     assert "vpc-a rt-nodes (vsw-n2) 10.244.0.0/24 pod node-1" in rows
     assert "vpc-b system 192.168.3.0/24 peering pcx-ab" in rows
     assert any(r.startswith("pcx-ab vpc-a <-> vpc-b") for r in rows)
+
+
+@pytest.mark.parametrize("mode, key", [("vxlan", "podCIDR"), ("vpc-route", "podCIDR"), ("eni", "serviceCIDR")])
+def test_a_peered_vpc_may_not_overlap_the_clusters_pod_or_service_cidr(tmp_path, mode, key):
+    d = scenario()
+    d["cluster"]["podCIDR"] = "172.16.0.0/16" if key == "podCIDR" else "10.244.0.0/16"
+    d["cluster"]["serviceCIDR"] = "172.16.128.0/20" if key == "serviceCIDR" else "172.21.0.0/20"
+    problems, f, text = refuse(tmp_path, d, mode=mode)
+    value = d["cluster"][key]
+    check(the(problems, f"cluster.{key}"), f, value, line_of(text, f"{key}: {value}"),
+          "overlaps vpc-b (172.16.0.0/16)", "peering connection pcx-ab")
