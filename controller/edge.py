@@ -3,6 +3,8 @@ gateways (SNAT entries out, DNAT entries in), with conntrack so that replies fin
 and nothing unsolicited gets in."""
 from __future__ import annotations
 
+import ipaddress
+
 from kubevpc.planning import NAT_PORTS, OFPORT_EDGE_INTERNET, OFPORT_EDGE_VPC, BridgePlan, Plan
 
 from .flows import (CT_EST, CT_INV, CT_NEW, CT_REL, CT_TRK, ETH_IP, IPPROTO, Ct, Flow, Goto, Nat, Output, SetField,
@@ -72,8 +74,12 @@ def _eip_flows(plan: Plan, vpc: str, zone: int, t_nat: int, t_inet: int, t_vpc: 
 
 
 def _nat_gateway_flows(plan: Plan, vpc, zone: int, t_nat: int, t_inet: int, t_vpc: int) -> list[Flow]:
-    """A NAT gateway's SNAT entries, for the destinations a route sends to it, and its DNAT entries."""
-    routes = [r for r in vpc.routes if r.kind == "natgw"]
+    """A NAT gateway's SNAT entries, for the destinations a route sends to it, and its DNAT entries.
+    With custom route tables, an SNAT entry translates only sources on the vSwitches whose table
+    holds the route (what comes through the vRouter's fallback to the edge is not the NAT gateway's)."""
+    # the NAT gateway routes of every route table of the VPC (a destination once per gateway)
+    tables = (vpc.routes, *(t.routes for t in vpc.route_tables))
+    routes = list({(r.next_hop, r.destination): r for table in tables for r in table if r.kind == "natgw"}.values())
     out = []
     for obj, g in enumerate(plan.nat_gateways, start=1):
         if g.vpc != vpc.name:
@@ -81,11 +87,31 @@ def _nat_gateway_flows(plan: Plan, vpc, zone: int, t_nat: int, t_inet: int, t_vp
         out += _dnat_flows(g, obj, zone, t_nat, t_inet, t_vpc)
         for r in (r for r in routes if r.next_hop == g.name):
             out += [flow(t_nat, 100 + prefixlen(entry.source),
-                         {**_FROM_VPC, "ct_state": _NEW, **ipv4_match("ipv4_src", entry.source),
+                         {**_FROM_VPC, "ct_state": _NEW, **ipv4_match("ipv4_src", source),
                           **ipv4_match("ipv4_dst", r.destination)},
                          [Ct(zone, commit=True, table=t_inet, nat=Nat("src", entry.public_ip, *NAT_PORTS))],
                          "natgw", obj, f"NAT gateway {g.name}: {entry.what} to {r.destination} as {entry.public_ip}")
-                    for entry in g.snat]
+                    for entry in g.snat for source in _sources(plan, vpc, r, entry.source)]
+    return out
+
+
+def _sources(plan: Plan, vpc, route, source: str) -> list[str]:
+    """What an SNAT entry's source covers for a NAT gateway route: all of it in a VPC with one
+    route table; with custom tables, its part on each vSwitch whose table holds the route."""
+    if not vpc.route_tables:
+        return [source]
+    key = (route.next_hop, route.destination)
+    custom = {v for t in vpc.route_tables for v in t.vswitches}
+    where = [v for v in plan.vswitches if v.vpc == vpc.name and v.name not in custom] \
+        if any((r.next_hop, r.destination) == key for r in vpc.routes) else []
+    where += [plan.vswitch(v) for t in vpc.route_tables if any((r.next_hop, r.destination) == key for r in t.routes)
+              for v in t.vswitches]
+    net = ipaddress.IPv4Network(source)
+    out = []
+    for v in where:
+        cidr = ipaddress.IPv4Network(v.cidr)
+        if net.overlaps(cidr):
+            out.append(str(net if net.subnet_of(cidr) else cidr))
     return out
 
 

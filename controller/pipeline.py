@@ -37,6 +37,7 @@ class Pipeline:
 
 # Registers, declared once (registers survive conntrack recirculation, not patch ports).
 REG_SRC = "reg0"        # node bridge: where the packet came from (SRC_*)
+REG_ROUTE_TABLE = "reg0"    # vRouter: the custom route table of the vSwitch the packet came from (its number, 1, 2, ...)
 REG_OUT = "reg1"        # vSwitch: the output port chosen by l2; node bridge: the uplink chosen by route
 REG_EP_IP = "reg2"      # the Service endpoint or SLB backend chosen (address) ...
 REG_EP_PORT = "reg3"    # ... and its port
@@ -54,11 +55,16 @@ CTM_SERVICE = 0x1         # DNATed to a Service endpoint
 CTM_MASQ = 0x2            # also SNATed to the node (NodePort or external IP with policy Cluster, hairpin)
 
 VROUTER = Pipeline("vrouter", (
-    Table(0, "classify", "ARP to the ARP responder, IPv4 to routing, everything else dropped", (10, 20)),
+    Table(0, "classify", "ARP to the ARP responder, IPv4 to routing, everything else dropped; IPv4 from a "
+          "vSwitch associated with a custom route table: the table's number into reg0, to route_custom; from a "
+          "peering connection: only addresses of this VPC, to the system table", (10, 20, 21)),
     Table(10, "arp", "answer ARP for each vSwitch's gateway address on that vSwitch's port"),
-    Table(20, "route", "longest-prefix match over the route table: system routes (one per vSwitch "
+    Table(20, "route", "the system route table, longest-prefix match: system routes (one per vSwitch "
           "CIDR) go on to the neighbour table; custom and pod routes rewrite MACs and output; NAT gateway "
-          "routes and, below every route, addresses outside the VPC go to the edge", (30,)),
+          "routes and, below every route, addresses outside the VPC go to the edge; peering routes to the "
+          "peering connection's patch port. Packets from the edge and from peerings route here", (30,)),
+    Table(21, "route_custom", "the custom route tables, each matched on its number in reg0, as route does "
+          "the system table (the system routes of every vSwitch are in each)", (30,)),
     Table(30, "neighbor", "one flow per known address on a vSwitch: decrement TTL, rewrite MACs, "
           "output to that vSwitch"),
 ))

@@ -139,12 +139,21 @@ def cmd_plan(args) -> int:
                        describe_bits(h.egress_bandwidth) if h.egress_bandwidth else "-")
         out.print(bt)
     rt = Table(title="route tables")
-    for col in ("VPC", "destination", "kind", "next hop"):
+    for col in ("VPC", "table", "destination", "kind", "next hop"):
         rt.add_column(col)
     for v in plan.vpcs:
-        for r in v.routes:
-            rt.add_row(v.name, r.destination, r.kind, r.next_hop or "local")
+        for name, routes in (("system", v.routes), *((f"{t.name} ({', '.join(t.vswitches)})", t.routes)
+                                                     for t in v.route_tables)):
+            for r in routes:
+                rt.add_row(v.name, name, r.destination, r.kind, r.next_hop or "local")
     out.print(rt)
+    if plan.peerings:
+        pt = Table(title="peering connections")
+        for col in ("name", "VPCs", "vRouter ports"):
+            pt.add_column(col)
+        for p in plan.peerings:
+            pt.add_row(p.name, " <-> ".join(p.vpcs), f"{p.ports[0]}, {p.ports[1]} (ofport {p.ofport})")
+        out.print(pt)
     return EXIT_OK
 
 

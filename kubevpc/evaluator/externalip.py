@@ -30,7 +30,7 @@ from ..planning import HostPlan, Plan, ServicePlan
 from .netpol import egress_of
 from .reach import reach, self_service_verdict, with_policy
 from .verdict import Step, Verdict, Wire
-from .vpc import attachment_of, best_route, security_groups, vpc_of
+from .vpc import attachment_of, best_route, security_groups, table_label, table_routes, vpc_of
 
 Target = tuple[HostPlan, int, Verdict]      # an endpoint, its target port, the connection to it
 
@@ -105,14 +105,17 @@ def _to_a_node(plan: Plan, src: HostPlan, ip: str, port: int, proto: str
     if src.kind != "ecs":
         return [], None, _stop(f"{src.key} opens no connections of its own", "source")
     vpc_name = vpc_of(plan, src)
-    route = best_route(next(v for v in plan.vpcs if v.name == vpc_name), ip)
+    vpc = next(v for v in plan.vpcs if v.name == vpc_name)
+    table, routes = table_routes(plan, vpc, src.ip)      # the route table of the client's vSwitch
+    label = table_label(vpc, table)
+    route = best_route(vpc, ip, routes)
     nodes = {n.name: n for n in plan.nodes}
     if vpc_name != plan.cluster.vpc or route is None or route.kind != "custom" or route.next_hop not in nodes:
         to = (f"sends it to {route.next_hop or route.description}, which is not a node of the cluster" if route
               else "has no entry for it")
-        return [], None, _stop(f"route table of {vpc_name} {to}: {ip} is unreachable (add a custom route with a "
+        return [], None, _stop(f"{label} {to}: {ip} is unreachable (add a custom route with a "
                                "node as next hop)", "route")
-    steps = [Step("route", f"route table of {vpc_name}: route {route.destination} sends {ip} to node "
+    steps = [Step("route", f"{label}: route {route.destination} sends {ip} to node "
                            f"{route.next_hop}", True)]
     sg = security_groups(plan, Wire(src.ip, ip, proto, port), attachment_of(plan, src.ip), attachment_of(plan, ip))
     steps += sg.steps

@@ -24,7 +24,8 @@ from dataclasses import dataclass
 
 from ..planning import DnatPlan, EipPlan, HostPlan, NatGatewayPlan, Plan, SlbPlan
 from .verdict import Step, Verdict, Wire
-from .vpc import attachment_of, best_route, egress, in_cidr, route_step, security_groups, vpc_of
+from .vpc import (attachment_of, best_route, egress, in_cidr, route_step, security_groups, table_label,
+                  table_routes, vpc_of)
 
 
 def reach_internet(plan: Plan, src: HostPlan, dst: HostPlan, port: int, proto: str) -> Verdict:
@@ -61,23 +62,25 @@ def outbound(plan: Plan, src: HostPlan, dst: HostPlan, port: int, proto: str) ->
         steps += out.steps
         if not out.allowed:
             return Verdict(False, out.reason, steps=tuple(steps))
-    route = best_route(vpc, dst.ip)
+    table, routes = table_routes(plan, vpc, ip)        # the route table of the vSwitch it leaves from
+    label = table_label(vpc, table)
+    route = best_route(vpc, dst.ip, routes)
     if route is not None and route.kind != "natgw":
-        reason = f"route {route.destination} of {vpc_name} sends it to {route.next_hop or route.description}, " \
-                 "which does not forward to the internet"
+        reason = f"route {route.destination} of {label if table else vpc_name} sends it to " \
+                 f"{route.next_hop or route.description}, which does not forward to the internet"
         return Verdict(False, reason, steps=(*steps, Step("route", reason, False)))
     if edge is None:
         reason = f"VPC {vpc_name} has no edge to the internet"
         return Verdict(False, reason, steps=(*steps, Step("route", reason, False)))
-    steps.append(Step("route", f"route table of {vpc_name}: route {route.destination} to NAT gateway "
+    steps.append(Step("route", f"{label}: route {route.destination} to NAT gateway "
                                f"{route.next_hop}: to the edge" if route else
-                               f"route table of {vpc_name}: no entry for {dst.ip}: outside the VPC, to the edge"))
+                               f"{label}: no entry for {dst.ip}: outside the VPC, to the edge"))
     one_to_one = public_of(plan, vpc_name, ip)
     if one_to_one is not None:
         public, text = one_to_one
         steps.append(Step("NAT", text, True))
     else:
-        entry = snat_entry(plan, vpc_name, ip, dst.ip)
+        entry = snat_entry(plan, vpc_name, ip, dst.ip, routes)
         if entry is None:
             reason = (f"no EIP is bound to {ip}, and no SNAT entry of a NAT gateway with a route to {dst.ip} covers "
                       "it: the edge drops it")
@@ -108,10 +111,13 @@ def public_of(plan: Plan, vpc: str, ip: str) -> tuple[str, str] | None:
     return None
 
 
-def snat_entry(plan: Plan, vpc: str, src_ip: str, dst_ip: str):
+def snat_entry(plan: Plan, vpc: str, src_ip: str, dst_ip: str, table=None):
     """(gateway name, SnatPlan) for the most specific SNAT entry that covers src_ip, of a gateway
-    that a route of the VPC sends dst_ip to; None when there is none."""
-    routes = [r for v in plan.vpcs if v.name == vpc for r in v.routes if r.kind == "natgw" and in_cidr(dst_ip, r.destination)]
+    that a route of the VPC (of `table`, the routes of src_ip's route table; by default the system
+    table) sends dst_ip to; None when there is none."""
+    if table is None:
+        table = next(v.routes for v in plan.vpcs if v.name == vpc)
+    routes = [r for r in table if r.kind == "natgw" and in_cidr(dst_ip, r.destination)]
     best = None
     for g in plan.nat_gateways:
         if g.vpc != vpc or not any(r.next_hop == g.name for r in routes):

@@ -13,13 +13,12 @@ for a connection to a Service's ClusterIP, the endpoints it may land on.
 """
 from __future__ import annotations
 
-import ipaddress
-
 from ..planning import HostPlan, Plan, ServicePlan
 from .netpol import evaluate
 from .northsouth import reach_internet
+from .peering import across_peering
 from .verdict import Step, Verdict, Wire
-from .vpc import attachment_of, in_cidr, route_step, security_groups, vpc_of
+from .vpc import attachment_of, best_route, route_step, security_groups, table_label, table_routes, vpc_of
 
 
 def reach(plan: Plan, src: HostPlan, dst: HostPlan, port: int, proto: str = "tcp") -> Verdict:
@@ -126,6 +125,9 @@ def fallback_note(endpoints) -> str:
 
 def _network(plan: Plan, src: HostPlan, dst: HostPlan, port: int, proto: str) -> Verdict:
     if vpc_of(plan, src) != vpc_of(plan, dst):
+        peering = plan.peering(vpc_of(plan, src), vpc_of(plan, dst))
+        if peering is not None:
+            return across_peering(plan, peering, src, dst, port, proto)
         reason = f"{src.key} and {dst.key} are in different VPCs, which are not peered"
         return Verdict(False, reason, steps=(Step("VPC", f"{src.key} is in {vpc_of(plan, src)}, {dst.key} in "
                                                          f"{vpc_of(plan, dst)}: VPCs are isolated, and these "
@@ -156,6 +158,13 @@ def _network(plan: Plan, src: HostPlan, dst: HostPlan, port: int, proto: str) ->
         steps.append(Step("VXLAN", f"node {b_node.name}'s bridge decapsulates it and delivers it to {dst.key}; "
                                    "pod security groups do not apply in this mode", True))
         return Verdict(True, f"VXLAN from {a_node.name} to {b_node.name}", src.ip, tuple(steps))
+    return _through_the_vpc(plan, src, dst, port, proto, mode)
+
+
+def _through_the_vpc(plan: Plan, src: HostPlan, dst: HostPlan, port: int, proto: str, mode: str) -> Verdict:
+    """Across the VPC's vRouter (or one vSwitch): the source's address as it leaves its node, the
+    route there and the way back (by the route tables of the two ends' vSwitches), the security
+    groups."""
     src_ip, seen = src.ip, src.ip
     steps: list[Step] = []
     if src.kind == "pod" and mode == "vxlan":
@@ -166,15 +175,41 @@ def _network(plan: Plan, src: HostPlan, dst: HostPlan, port: int, proto: str) ->
                                                                                  "on the node bridge", True),))
         steps.append(Step("NAT", f"SNAT to node {node.name} ({node.ip}): flannel masquerades pod traffic that "
                                  "leaves the overlay"))
+    vpc = next(v for v in plan.vpcs if v.name == vpc_of(plan, dst))
     if dst.kind == "pod" and mode == "vxlan":
-        routes = [r for vpc in plan.vpcs if vpc.name == vpc_of(plan, dst) for r in vpc.routes
-                  if r.kind == "custom" and in_cidr(dst.ip, r.destination)]
-        route = max(routes, key=lambda r: ipaddress.IPv4Network(r.destination).prefixlen, default=None)
+        name, routes = table_routes(plan, vpc, src_ip)
+        route = best_route(vpc, dst.ip, tuple(r for r in routes if r.kind == "custom"))
         if route is None or route.next_hop != dst.node:
             reason = (f"{dst.ip} is an overlay address: no VPC route leads to it "
                       f"(add a custom route to node {dst.node} to make it reachable)")
+            reason = f"{table_label(vpc, name)}: {reason}" if name else reason
             return Verdict(False, reason, steps=(*steps, Step("route", reason, False)))
     wire = Wire(src_ip, dst.ip, proto, port)
-    steps.append(route_step(plan, vpc_of(plan, dst), src_ip, dst.ip))
+    there = route_step(plan, vpc.name, src_ip, dst.ip, pod_node(plan, dst))
+    steps.append(there)
+    if there.passes is False:
+        return Verdict(False, there.text, steps=tuple(steps))
     v = security_groups(plan, wire, attachment_of(plan, src_ip), attachment_of(plan, dst.ip))
-    return Verdict(v.allowed, v.reason, seen if v.allowed else "", (*steps, *v.steps))
+    steps += v.steps
+    back = way_back(plan, vpc, dst.ip, src_ip, pod_node(plan, src) if src_ip == src.ip else "") if v.allowed else None
+    if back is not None:
+        steps.append(back)
+        if back.passes is False:
+            return Verdict(False, back.text, steps=tuple(steps))
+    return Verdict(v.allowed, v.reason, seen if v.allowed else "", tuple(steps))
+
+
+def pod_node(plan: Plan, h: HostPlan) -> str:
+    """The node whose pod CIDR holds h's address (a pod in vxlan and vpc-route modes), else ""."""
+    mode = plan.cluster.mode if plan.cluster else ""
+    return h.node if h.kind == "pod" and not h.host_network and mode in ("vxlan", "vpc-route") else ""
+
+
+def way_back(plan: Plan, vpc, from_ip: str, to_ip: str, to_node: str) -> Step | None:
+    """The replies' route, from the destination back to the address it saw: a step when it fails,
+    or when a custom route table decides it (a VPC with one route table always routes replies
+    between its vSwitches and to its pods' CIDRs)."""
+    step = route_step(plan, vpc.name, from_ip, to_ip, to_node)
+    if step.passes is False or table_routes(plan, vpc, from_ip)[0]:
+        return Step("route", f"replies: {step.text}", step.passes)
+    return None

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from ..planning import Attachment, GroupPlan, HostPlan, Plan, RulePlan, VpcPlan
+from ..planning import Attachment, GroupPlan, HostPlan, Plan, Route, RulePlan, VpcPlan
 from .verdict import Step, Verdict, Wire
 
 
@@ -119,24 +119,51 @@ def security_groups(plan: Plan, wire: Wire, src: Attachment | None, dst: Attachm
                                                       "default)", False)))
 
 
-def route_step(plan: Plan, vpc_name: str, src_ip: str, dst_ip: str) -> Step:
+def route_step(plan: Plan, vpc_name: str, src_ip: str, dst_ip: str, dst_node: str = "") -> Step:
     """How the VPC carries a packet from src_ip to dst_ip: on one vSwitch at layer 2, or by the
-    vRouter's most specific route (a fact of the chain, not a decision)."""
+    most specific route of the route table of the vSwitch src_ip is on (a custom table associated
+    with it, else the system table). A route that delivers is a fact of the chain (passes None);
+    one that takes the packet elsewhere, or none, stops it (passes False). `dst_node`: the node
+    whose pod CIDR holds dst_ip (a pod's address in vxlan and vpc-route modes), which a route must
+    lead to."""
     a, b = attachment_of(plan, src_ip), attachment_of(plan, dst_ip)
     if a is not None and b is not None and a.vswitch == b.vswitch and _prefixlen(b.ip) == 32:
         return Step("route", f"{src_ip} and {dst_ip} are on vSwitch {a.vswitch}: switched at layer 2, no route")
     vpc = next(v for v in plan.vpcs if v.name == vpc_name)
-    route = best_route(vpc, dst_ip)
+    name, routes = table_routes(plan, vpc, src_ip)
+    label = table_label(vpc, name)
+    route = best_route(vpc, dst_ip, routes)
     if route is None:
-        return Step("route", f"route table of {vpc.name}: no entry for {dst_ip}")
+        if name or dst_node:     # the system table of a VPC with one table: as it always said
+            return Step("route", f"{label}: no entry for {dst_ip}: dropped", False)
+        return Step("route", f"{label}: no entry for {dst_ip}")
     where = f"-> {route.next_hop}" if route.next_hop else f"({route.description})" if route.description else ""
     kind = {"system": "system route", "custom": "custom route", "pod": "pod route (vpc-route mode)",
-            "natgw": "route to NAT gateway"}[route.kind]
-    return Step("route", f"route table of {vpc.name}: {kind} {route.destination} {where}".rstrip())
+            "natgw": "route to NAT gateway", "peering": "route to peering connection"}[route.kind]
+    text = f"{label}: {kind} {route.destination} {where}".rstrip()
+    if (dst_node and route.next_hop != dst_node) or route.kind in ("natgw", "peering"):
+        return Step("route", f"{text}, not to {dst_ip}" + (f" on node {dst_node}" if dst_node else "")
+                    + ": it does not get there", False)
+    return Step("route", text)
 
 
-def best_route(vpc: VpcPlan, ip: str):
-    routes = [r for r in vpc.routes if in_cidr(ip, r.destination)]
+def table_routes(plan: Plan, vpc: VpcPlan, src_ip: str) -> tuple[str, tuple[Route, ...]]:
+    """The route table `vpc`'s vRouter routes a packet from src_ip by: the custom table of the
+    vSwitch src_ip is on (its name and routes), else the system table ("" and its routes), as for
+    packets from another VPC's peering or from the edge."""
+    att = attachment_of(plan, src_ip)
+    table = vpc.table_of(att.vswitch) if att is not None else None
+    return (table.name, table.routes) if table is not None else ("", vpc.routes)
+
+
+def table_label(vpc: VpcPlan, name: str) -> str:
+    """A route table in words: `route table rt-app`, or `route table of vpc-prod` for the system table."""
+    return f"route table {name}" if name else f"route table of {vpc.name}"
+
+
+def best_route(vpc: VpcPlan, ip: str, routes: tuple[Route, ...] | None = None):
+    """The most specific route for `ip` in `routes` (by default the VPC's system table)."""
+    routes = [r for r in (vpc.routes if routes is None else routes) if in_cidr(ip, r.destination)]
     return max(routes, key=lambda r: _prefixlen(r.destination), default=None)
 
 

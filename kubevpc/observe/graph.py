@@ -35,7 +35,7 @@ class Node:
 class Edge:
     src: str
     dst: str
-    kind: str        # attached, link, route, endpoint, backend, bound, snat, dnat, edge, reach
+    kind: str        # attached, link, route, peering, endpoint, backend, bound, snat, dnat, edge, reach
     label: str = ""
 
 
@@ -86,6 +86,15 @@ def _vpcs(g: Graph, plan: Plan) -> None:
                                                    if r.kind == "system" else r.next_hop or r.kind) for r in vpc.routes)
         g.add(Node(_id("routes/" + vpc.name), "routes", f"route table ({entries} of {vpc.quota} entries)\n{text}", vid))
         g.link(Edge(_id("routes/" + vpc.name), _id("vrouter/" + vpc.name), "route"))
+        for t in vpc.route_tables:       # custom tables: their own entries (the system routes are in each)
+            rid = _id(f"routes/{vpc.name}/{t.name}")
+            own = [r for r in t.routes if r.kind != "system"]
+            text = "\n".join(f"{r.destination} → {r.next_hop}" for r in own)
+            g.add(Node(rid, "routes", f"route table {t.name} ({len(own)} of {t.quota} entries)\n{text}".rstrip(), vid))
+            g.link(Edge(rid, _id("vrouter/" + vpc.name), "route"),
+                   *(Edge(_id("vsw/" + v), rid, "route", "associated") for v in t.vswitches))
+    for p in plan.peerings:
+        g.link(Edge(_id("vrouter/" + p.vpcs[0]), _id("vrouter/" + p.vpcs[1]), "peering", f"peering {p.name}"))
     for v in plan.vswitches:
         sid = _id("vsw/" + v.name)
         g.add(Node(sid, "vswitch", f"vSwitch {v.name}\n{v.zone} {v.cidr}", _id("vpc/" + v.vpc)))
@@ -243,7 +252,8 @@ def mermaid(g: Graph) -> str:
             out.append(f'{indent}{n.id}["{label}"]')
     for n in kids.get("", []):
         emit(n, "  ")
-    arrows = {"endpoint": "-.->", "backend": "-->", "reach": "==>", "route": "---", "link": "---", "attached": "---"}
+    arrows = {"endpoint": "-.->", "backend": "-->", "reach": "==>", "route": "---", "link": "---", "attached": "---",
+              "peering": "<-->"}
     for e in g.edges:
         arrow = arrows.get(e.kind, "-->")
         out.append(f"  {e.src} {arrow}{'|' + e.label.replace('|', '/') + '|' if e.label else ''} {e.dst}")
@@ -275,7 +285,7 @@ def dot(g: Graph) -> str:
     for n in kids.get("", []):
         emit(n, "  ")
     styles = {"endpoint": "style=dashed", "reach": "color=forestgreen, penwidth=2", "route": "arrowhead=none",
-              "link": "arrowhead=none", "attached": "arrowhead=none"}
+              "link": "arrowhead=none", "attached": "arrowhead=none", "peering": "dir=both, color=steelblue"}
     for e in g.edges:
         attrs = [styles[e.kind]] if e.kind in styles else []
         if e.label:

@@ -11,7 +11,8 @@ from .context import Context
 from .hosts import Wiring
 from .internet import Internet
 from .model import (OFPORT_EDGE_INTERNET, OFPORT_EDGE_VPC, OFPORT_NODE_HOST, OFPORT_VROUTER_EDGE,
-                    OFPORT_VROUTER_ON_VSWITCH, Attachment, BridgePlan, GroupPlan, NodePlan, OvsPort, RulePlan, VpcPlan)
+                    OFPORT_VROUTER_ON_VSWITCH, Attachment, BridgePlan, GroupPlan, NodePlan, OvsPort, PeeringPlan,
+                    RulePlan, VpcPlan)
 from .routes import plan_routes
 
 DPID_BASE = 0x6B76_0000_0000_0000       # "kv": datapath ids of a run's bridges count up from here
@@ -24,8 +25,8 @@ class Bridges:
 
 
 def plan_bridges(ctx: Context, cloud: Cloud, cluster: Cluster, nodes: list[NodePlan], internet: Internet,
-                 wiring: Wiring) -> Bridges:
-    bridges, vpcs = _vrouters(ctx, cloud, cluster, nodes, internet)
+                 wiring: Wiring, peerings: list[PeeringPlan]) -> Bridges:
+    bridges, vpcs = _vrouters(ctx, cloud, cluster, nodes, internet, peerings)
     names = ctx.names
     for v in cloud.vswitches:
         idx = cloud.index[v.name]
@@ -61,9 +62,10 @@ def plan_bridges(ctx: Context, cloud: Cloud, cluster: Cluster, nodes: list[NodeP
     return Bridges(bridges=numbered, vpcs=tuple(vpcs))
 
 
-def _vrouters(ctx: Context, cloud: Cloud, cluster: Cluster, nodes: list[NodePlan], internet: Internet
-              ) -> tuple[list[BridgePlan], list[VpcPlan]]:
-    """One vRouter per VPC: a patch to each of its vSwitches, a link to its edge; and its routes."""
+def _vrouters(ctx: Context, cloud: Cloud, cluster: Cluster, nodes: list[NodePlan], internet: Internet,
+              peerings: list[PeeringPlan]) -> tuple[list[BridgePlan], list[VpcPlan]]:
+    """One vRouter per VPC: a patch to each of its vSwitches, a link to its edge, a patch to the
+    other vRouter of each of its peering connections; and its route tables."""
     bridges, vpcs, names = [], [], ctx.names
     for i, vpc in enumerate(ctx.sc.cloud.vpcs):
         ports = [OvsPort(name=names.vrouter_to_vswitch(cloud.index[v.name]), ofport=v.vrouter_port, kind="patch",
@@ -72,20 +74,27 @@ def _vrouters(ctx: Context, cloud: Cloud, cluster: Cluster, nodes: list[NodePlan
         if any(e.vpc == vpc.name for e in internet.edges):
             ports.append(OvsPort(name=names.vrouter_to_edge(i), ofport=OFPORT_VROUTER_EDGE, kind="link",
                                  peer=names.edge_to_vrouter(i)))
+        for p in peerings:
+            if vpc.name in p.vpcs:
+                side = p.vpcs.index(vpc.name)
+                ports.append(OvsPort(name=p.ports[side], ofport=p.ofport, kind="patch", peer=p.ports[1 - side]))
         bridges.append(BridgePlan(name=names.vrouter(i), role="vrouter", owner=vpc.name, dpid=0, zone=0,
                                   ports=tuple(ports)))
-        vpcs.append(VpcPlan(name=vpc.name, cidr=str(vpc.cidr), bridge=names.vrouter(i),
-                            routes=plan_routes(ctx, i, vpc, cloud, cluster, nodes, internet.natgw_vpc),
-                            quota=vpc.routeTable.quota))
+        routes, tables = plan_routes(ctx, i, vpc, cloud, cluster, nodes, internet.natgw_vpc, peerings)
+        vpcs.append(VpcPlan(name=vpc.name, cidr=str(vpc.cidr), bridge=names.vrouter(i), routes=routes,
+                            quota=vpc.routeTable.quota, route_tables=tables))
     return bridges, vpcs
 
 
 def route_attachments(vpcs: tuple[VpcPlan, ...], attachments: list[Attachment]) -> list[Attachment]:
     """A route's destination sits behind its next hop's port: that instance's security groups apply
-    to it (for vpc-route mode: pod traffic leaves and enters through the ECS's ENI)."""
+    to it (for vpc-route mode: pod traffic leaves and enters through the ECS's ENI). A destination
+    routed to the same instance by several route tables is one attachment."""
     att_of = {a.owner: a for a in attachments}
-    return [att_of[f"ecs/{r.next_hop}"].model_copy(update={"ip": r.destination, "owner": f"route/{r.destination}"})
-            for vpc in vpcs for r in vpc.routes if r.kind in ("custom", "pod")]
+    routes = [r for vpc in vpcs for table in (vpc.routes, *(t.routes for t in vpc.route_tables)) for r in table
+              if r.kind in ("custom", "pod")]
+    unique = list(dict.fromkeys((r.destination, r.next_hop) for r in routes))
+    return [att_of[f"ecs/{hop}"].model_copy(update={"ip": dest, "owner": f"route/{dest}"}) for dest, hop in unique]
 
 
 def plan_groups(ctx: Context, attachments: list[Attachment]) -> tuple[GroupPlan, ...]:

@@ -68,6 +68,7 @@ def plan_cluster(ctx: Context, cloud: Cloud) -> Cluster:
         ctx.bad(("cluster", "serviceCIDR"), str(cl.serviceCIDR), f"overlaps the VPC CIDR {vpc_net}")
     if cl.mode != "eni":
         _check_pod_cidr(ctx, cl, vpc_net)
+    _check_peers(ctx, cl, cloud, out.vpc)
     _check_eni(ctx, cl, cloud, out.vpc)
     out.pod_mtu = cl.underlayMTU - 50 if cl.mode == "vxlan" else cl.underlayMTU
     ctx.problems.checkpoint()
@@ -90,6 +91,20 @@ def _check_pod_cidr(ctx: Context, cl, vpc_net) -> None:
         ctx.bad(("cluster", "podCIDR"), str(cl.podCIDR),
                 f"holds only {2 ** (cl.nodeCIDRMaskSize - cl.podCIDR.prefixlen)} node CIDRs of "
                 f"/{cl.nodeCIDRMaskSize}, the cluster has {len(cl.nodes)} nodes")
+
+
+def _check_peers(ctx: Context, cl, cloud: Cloud, vpc: str) -> None:
+    """A VPC peered with the cluster's may not overlap its Service CIDR, nor its pod CIDR outside
+    eni mode: the nodes would take the peer's addresses for Services or pods and never route them
+    to the peering (as for the cluster's own VPC)."""
+    for k, p in enumerate(ctx.sc.cloud.peerings):
+        if vpc not in p.vpcs or len(set(p.vpcs)) != 2 or not all(v in cloud.vpcs for v in p.vpcs):
+            continue
+        peer = cloud.vpcs[next(v for v in p.vpcs if v != vpc)]
+        for key, net in (("serviceCIDR", cl.serviceCIDR), ("podCIDR", cl.podCIDR if cl.mode != "eni" else None)):
+            if net is not None and net.overlaps(peer.cidr):
+                ctx.bad(("cluster", key), str(net), f"overlaps {peer.name} ({peer.cidr}), which peering connection "
+                        f"{p.name} joins to the cluster's VPC; expected a {key} outside every peered VPC")
 
 
 def _check_eni(ctx: Context, cl, cloud: Cloud, vpc: str) -> None:

@@ -19,11 +19,11 @@ __all__ = [
     "ANNOTATION", "ADDRESS_TYPE", "VSWITCH_ID", "RFC1918", "OFPORT_VROUTER_ON_VSWITCH",
     "OFPORT_FIRST_ATTACHMENT", "OFPORT_NODE_HOST", "OFPORT_NODE_UPLINK0", "OFPORT_NODE_UPLINK_PATCH0",
     "OFPORT_NODE_TUNNEL0", "OFPORT_VSWITCH_UPLINK_PATCH0", "OFPORT_NODE_POD0", "OFPORT_VROUTER_EDGE",
-    "OFPORT_EDGE_VPC", "OFPORT_EDGE_INTERNET", "OFPORT_INTERNET_HOST0", "NAT_PORTS", "Frozen", "mac_for",
-    "ServerPort", "OvsPort", "BridgePlan", "HostPlan", "VSwitchPlan", "Route", "VpcPlan", "Tunnel", "Uplink",
-    "NodePlan", "Attachment", "RulePlan", "GroupPlan", "ClusterPlan", "ServicePortPlan", "EndpointPlan",
-    "ServicePlan", "SlbBackend", "SlbListener", "SlbPlan", "InternetPlan", "EdgePlan", "EipPlan", "SnatPlan",
-    "DnatPlan", "NatGatewayPlan", "DnsPlan", "Plan", "resolve_endpoint", "usable"]
+    "OFPORT_EDGE_VPC", "OFPORT_EDGE_INTERNET", "OFPORT_VROUTER_PEER0", "OFPORT_INTERNET_HOST0", "NAT_PORTS",
+    "Frozen", "mac_for", "ServerPort", "OvsPort", "BridgePlan", "HostPlan", "VSwitchPlan", "Route", "RouteTablePlan",
+    "VpcPlan", "PeeringPlan", "Tunnel", "Uplink", "NodePlan", "Attachment", "RulePlan", "GroupPlan", "ClusterPlan",
+    "ServicePortPlan", "EndpointPlan", "ServicePlan", "SlbBackend", "SlbListener", "SlbPlan", "InternetPlan",
+    "EdgePlan", "EipPlan", "SnatPlan", "DnatPlan", "NatGatewayPlan", "DnsPlan", "Plan", "resolve_endpoint", "usable"]
 
 RESERVED_TAIL = 3        # Alibaba reserves the first and the last three addresses of a vSwitch
 SNAT_PORTS = (61000, 65535)
@@ -50,6 +50,7 @@ OFPORT_NODE_TUNNEL0 = 100
 OFPORT_VSWITCH_UPLINK_PATCH0 = 20000   # + the uplink's port on the vSwitch: its patch port there
 OFPORT_NODE_POD0 = 1000
 OFPORT_VROUTER_EDGE = 100        # the vRouter's link to its VPC's edge
+OFPORT_VROUTER_PEER0 = 200       # + the peering's index in cloud.peerings: its patch port on both vRouters
 OFPORT_EDGE_VPC = 1              # the edge's link to the vRouter ...
 OFPORT_EDGE_INTERNET = 2         # ... and its patch to the internet router
 OFPORT_INTERNET_HOST0 = 10       # internet router: hosts from here; edges from 1
@@ -148,17 +149,47 @@ class VSwitchPlan(Frozen):
 
 class Route(Frozen):
     destination: str
-    kind: Literal["system", "custom", "pod", "natgw"]
-    next_hop: str = ""              # ECS instance name for custom and pod routes, NAT gateway name for natgw
+    kind: Literal["system", "custom", "pod", "natgw", "peering"]
+    next_hop: str = ""              # ECS instance name for custom and pod routes, NAT gateway name for natgw,
+                                    # the peering connection's name for peering
     description: str = ""
+
+
+class RouteTablePlan(Frozen):
+    """A custom route table: the vSwitches associated with it route by its entries, which hold the
+    system route of every vSwitch of the VPC as well (Alibaba: system routes are in every table)."""
+
+    name: str
+    vswitches: tuple[str, ...]
+    routes: tuple[Route, ...]
+    quota: int
+    number: int                     # 1, 2, ... in scenario order: the vRouter's REG_ROUTE_TABLE value for it
 
 
 class VpcPlan(Frozen):
     name: str
     cidr: str
     bridge: str
-    routes: tuple[Route, ...]
+    routes: tuple[Route, ...]       # the system route table
     quota: int
+    route_tables: tuple[RouteTablePlan, ...] = ()    # custom route tables, in scenario order
+
+    def table_of(self, vswitch: str) -> RouteTablePlan | None:
+        """The custom route table `vswitch` is associated with; None: the system table (or a
+        vSwitch of another VPC, whose packets come in through a peering)."""
+        return next((t for t in self.route_tables if vswitch in t.vswitches), None)
+
+
+class PeeringPlan(Frozen):
+    """A VPC peering connection: a patch port pair between the two VPCs' vRouters, both at `ofport`."""
+
+    name: str
+    vpcs: tuple[str, str]
+    ports: tuple[str, str]          # its patch port on each VPC's vRouter, in the order of `vpcs`
+    ofport: int
+
+    def other(self, vpc: str) -> str:
+        return self.vpcs[1] if vpc == self.vpcs[0] else self.vpcs[0]
 
 
 class Tunnel(Frozen):
@@ -464,6 +495,7 @@ class Plan(Frozen):
     edges: tuple[EdgePlan, ...] = ()
     eips: tuple[EipPlan, ...] = ()
     nat_gateways: tuple[NatGatewayPlan, ...] = ()
+    peerings: tuple[PeeringPlan, ...] = ()
     # NetworkPolicies in manifest order (the compiler's identifiers follow it), and every
     # namespace's labels (kubernetes.io/metadata.name is added where they are used)
     network_policies: tuple[k8s.NetworkPolicy, ...] = ()
@@ -528,6 +560,10 @@ class Plan(Frozen):
 
     def edge(self, vpc: str) -> EdgePlan | None:
         return next((e for e in self.edges if e.vpc == vpc), None)
+
+    def peering(self, a: str, b: str) -> PeeringPlan | None:
+        """The peering connection between VPCs a and b, if they are peered."""
+        return next((p for p in self.peerings if set(p.vpcs) == {a, b}), None)
 
 
 def _find(items, attr: str, value: str):

@@ -53,6 +53,11 @@ class Names:
     def internet_to_edge(self, vpc: int) -> str:
         return f"{self.run}ie{vpc}"
 
+    # a VPC peering connection (number `k` in cloud.peerings): a patch pair between the two vRouters
+    def peering(self, k: int) -> tuple[str, str]:
+        """Its port on the first VPC's vRouter, and on the second's."""
+        return f"{self.run}pc{k}a", f"{self.run}pc{k}b"
+
     # a node's uplink number `u` to a vSwitch: a link (veth pair) and a patch pair beside it
     def uplink(self, node: int, u: int) -> tuple[str, str, str, str]:
         """The node's link end, the vSwitch's link end, the node's patch, the vSwitch's patch."""

@@ -21,6 +21,7 @@ from .hosts import Wiring, plan_instances, plan_nodes, plan_pods
 from .internet import plan_internet
 from .model import Plan, resolve_endpoint
 from .names import IFNAMSIZ, MAX_TAG, RUN_NAME, too_long
+from .routes import check_route_tables, plan_peerings
 from .services import plan_services
 from .slbs import plan_slbs
 from .workloads import check_policy_limits, expand_pods, namespace_labels, pod_networking
@@ -44,6 +45,8 @@ def make_plan(loaded: Loaded, run: str, ready: dict[str, bool] | None = None,
                   previous_pod_eips={e.name: e.target for e in previous.eips if e.bound == "pod"} if previous else {})
     _check_run_name(ctx)
     cloud = plan_cloud(ctx)                                 # VPCs, vSwitches, security groups
+    check_route_tables(ctx, cloud)                          # custom route tables and their vSwitches
+    peerings = plan_peerings(ctx, cloud)                    # VPC peering connections
     ips, pool = plan_addresses(ctx, cloud)                  # ECS addresses; the vSwitch address pool
     cluster = plan_cluster(ctx, cloud)
     pods = expand_pods(ctx, cluster.nodes)                  # Kubernetes objects -> pods on nodes
@@ -60,14 +63,14 @@ def make_plan(loaded: Loaded, run: str, ready: dict[str, bool] | None = None,
     slbs, internet_slbs = plan_slbs(ctx, cloud, cluster, nodes, services, pool, wiring)
     internet = plan_internet(ctx, cloud, cluster, ips, slbs, internet_slbs, wiring.hosts, pods)
     ctx.problems.checkpoint()
-    bridges = plan_bridges(ctx, cloud, cluster, nodes, internet, wiring)     # with the route tables
+    bridges = plan_bridges(ctx, cloud, cluster, nodes, internet, wiring, peerings)   # with the route tables
     attachments = wiring.attachments + route_attachments(bridges.vpcs, wiring.attachments)
     sc, manifests = ctx.sc, [m.obj for m in loaded.manifests]
     plan = Plan(run=run, scenario=sc.name, file=loaded.file, cluster=cluster.plan(), vpcs=bridges.vpcs,
                 vswitches=tuple(cloud.vswitches), bridges=bridges.bridges, hosts=tuple(wiring.hosts),
                 nodes=tuple(nodes), attachments=tuple(attachments), groups=plan_groups(ctx, attachments),
                 services=services, slbs=tuple(internet.slbs), dns=dns, internet=internet.plan, edges=internet.edges,
-                eips=internet.eips, nat_gateways=internet.nat_gateways,
+                eips=internet.eips, nat_gateways=internet.nat_gateways, peerings=tuple(peerings),
                 network_policies=tuple(o for o in manifests if isinstance(o, k8s.NetworkPolicy)),
                 namespaces=namespace_labels(ctx),
                 ingresses=tuple(o for o in manifests if isinstance(o, k8s.Ingress)),

@@ -88,7 +88,8 @@ class VSwitch(Strict):
 
 
 class RouteEntry(Strict):
-    """A custom route table entry; the next hop is an ECS instance or a NAT gateway, by name."""
+    """A custom route table entry; the next hop is an ECS instance, a NAT gateway or a VPC peering
+    connection, by name."""
 
     destination: Cidr
     nextHop: Name
@@ -96,8 +97,21 @@ class RouteEntry(Strict):
 
 
 class RouteTable(Strict):
+    """The VPC's system route table: every vSwitch not associated with a custom table uses it."""
+
     quota: int = Field(default=50, ge=1, le=1000)
     routes: list[RouteEntry] = []
+
+
+class CustomRouteTable(Strict):
+    """A custom route table (Alibaba VPC): its own entries and quota, used by the vSwitches
+    associated with it (a vSwitch with at most one); the system routes of every vSwitch are in it too."""
+
+    name: Name
+    vswitches: list[Name] = []
+    quota: int = Field(default=50, ge=1, le=1000)
+    routes: list[RouteEntry] = []
+    description: str = ""
 
 
 class VPC(Strict):
@@ -105,6 +119,7 @@ class VPC(Strict):
     cidr: Cidr
     vswitches: list[VSwitch] = Field(min_length=1)
     routeTable: RouteTable = RouteTable()
+    routeTables: list[CustomRouteTable] = []
 
 
 class SecurityGroupRule(Strict):
@@ -255,8 +270,18 @@ class FlowLogOptions(Strict):
     window: int = Field(default=10, ge=1, le=600)     # seconds a connection is idle before its record is closed
 
 
+class Peering(Strict):
+    """A VPC peering connection between two VPCs: it carries what routes on both sides send to it
+    (route entries whose nextHop is its name)."""
+
+    name: Name
+    vpcs: list[Name] = Field(min_length=2, max_length=2)
+    description: str = ""
+
+
 class Cloud(Strict):
     vpcs: list[VPC] = Field(min_length=1)
+    peerings: list[Peering] = []
     flowLogs: FlowLogOptions = FlowLogOptions()
     securityGroups: list[SecurityGroup] = []
     instances: list[Instance] = []

@@ -5,7 +5,7 @@ hold the flows to the evaluator end to end.
 What it follows, as Open vSwitch would for a new connection's first packet:
 - flows by table (fakeoftable's lookup), set_field, move, goto_table, resubmit, output;
 - select groups: every bucket, each a branch of its own (the datapath's hash picks one);
-- conntrack, for a first packet: a lookup shows +trk+new; a commit with NAT rewrites the
+- conntrack, for a first packet: a lookup shows +trk+new (for a reply, +trk+est+rpl); a commit with NAT rewrites the
   addresses and ports and shows +dnat or +snat, and stores its ct_mark; ct without a table does
   not recirculate, and the packet is then untracked;
 - ports by the plan's bridges: a veth delivers to its namespace; a patch port or a link (veth
@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from controller.compile import compile_plan
-from controller.flows import (CT_DNAT, CT_NEW, CT_SNAT, CT_TRK, Ct, DecTtl, Goto, GroupAction, Learn, Move, Output,
+from controller.flows import (CT_DNAT, CT_EST, CT_NEW, CT_RPL, CT_SNAT, CT_TRK, Ct, DecTtl, Goto, GroupAction, Learn, Move, Output,
                               OutputReg, Resubmit, SetField)
 from kubevpc.planning import HostPlan, Plan
 
@@ -52,6 +52,7 @@ class Network:
 
     def __init__(self, plan: Plan):
         self.plan = plan
+        self.reply = False                  # the walk under way follows a reply (send(reply=True))
         self.tables = {name: FakeOFTable.of(fs) for name, fs in compile_plan(plan).items()}
         self.ports: dict[tuple[str, int], object] = {}
         by_name = {p.name: (b.name, p.ofport) for b in plan.bridges for p in b.ports}
@@ -64,12 +65,16 @@ class Network:
                 else:
                     self.ports[(b.name, p.ofport)] = "vxlan"
 
-    def send(self, src: HostPlan, dst_ip: str, port: int, proto: str = "tcp") -> list[End]:
+    def send(self, src: HostPlan, dst_ip: str, port: int, proto: str = "tcp", sport: int = 40000,
+             reply: bool = False) -> list[End]:
         """The first packet from `src` to dst_ip:port, sent to its gateway (every destination this
-        helper is used for is off-link)."""
+        helper is used for is off-link). `reply`: a reply of an established connection instead
+        (conntrack shows +trk+est+rpl wherever it is looked up, and translates nothing): where the
+        route tables take it."""
         number = {"tcp": 6, "udp": 17}[proto]
         packet = {"eth_type": 0x0800, "eth_src": src.mac, "eth_dst": src.gateway_mac, "ipv4_src": src.ip,
-                  "ipv4_dst": dst_ip, "ip_proto": number, L4_SRC[number]: 40000, L4_DST[number]: port}
+                  "ipv4_dst": dst_ip, "ip_proto": number, L4_SRC[number]: sport, L4_DST[number]: port}
+        self.reply = reply
         return self._enter(src.bridge, src.ofport, packet, [], hops=0)
 
     # -------------------------------------------------------------------------------- the walk
@@ -119,11 +124,14 @@ class Network:
                 assert isinstance(a, (DecTtl, Learn)), f"not simulated: {a}"
         return ends, bool(ends)
 
-    @staticmethod
-    def _conntrack(a: Ct, st: dict) -> None:
-        """A new connection's first packet: tracked and new; a commit's NAT and mark applied."""
+    def _conntrack(self, a: Ct, st: dict) -> None:
+        """A new connection's first packet: tracked and new; a commit's NAT and mark applied. A
+        reply (`send(reply=True)`): tracked, established, a reply; nothing translated."""
         if a.table is None:
             st["ct_state"] = 0              # no recirculation: the packet is not tracked after it
+        elif self.reply:
+            st["ct_state"] = CT_TRK | CT_EST | CT_RPL
+            return
         else:
             st["ct_state"] = CT_TRK | CT_NEW
         if a.mark is not None:

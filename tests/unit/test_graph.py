@@ -88,6 +88,15 @@ def check_entities(plan: Plan, g: Graph) -> None:
             hop = f"system ({r.description.removeprefix('vSwitch ')})" if r.kind == "system" else r.next_hop or r.kind
             assert f"{r.destination} → {hop}" in table.label.splitlines()
         assert edges(g, "routes/" + vpc.name, "vrouter/" + vpc.name, "route")
+        for t in vpc.route_tables:       # a custom table: its own entries, and the vSwitches associated with it
+            own = [r for r in t.routes if r.kind != "system"]
+            custom = node(g, f"routes/{vpc.name}/{t.name}", "routes")
+            assert custom.parent == n.id and f"route table {t.name} ({len(own)} of {t.quota} entries)" in custom.label
+            assert all(f"{r.destination} → {r.next_hop}" in custom.label.splitlines() for r in own)
+            assert all(edges(g, "vsw/" + v, f"routes/{vpc.name}/{t.name}", "route") for v in t.vswitches)
+    for p in plan.peerings:
+        assert [e.label for e in edges(g, "vrouter/" + p.vpcs[0], "vrouter/" + p.vpcs[1], "peering")] == \
+            [f"peering {p.name}"]
     for v in plan.vswitches:
         n = node(g, "vsw/" + v.name, "vswitch")
         assert n.label == f"vSwitch {v.name}\n{v.zone} {v.cidr}" and n.parent == _id("vpc/" + v.vpc)
@@ -197,7 +206,7 @@ def test_every_format_renders_every_entity(path, mode):
         assert sum(1 for x in lines if x.strip() == decl) == 1, decl
     assert sum(1 for x in lines if x.strip().startswith("subgraph ")) == len(kids)
     assert sum(1 for x in lines if x.strip() == "end") == len(kids)
-    arrows = [x for x in lines if re.match(r"^  n_\S+ (---|-\.->|-->|==>)", x)]
+    arrows = [x for x in lines if re.match(r"^  n_\S+ (---|-\.->|-->|==>|<-->)", x)]
     assert len(arrows) == len(g.edges)
     for e, line in zip(g.edges, arrows):
         assert line.startswith(f"  {e.src} ") and line.endswith(f" {e.dst}")
