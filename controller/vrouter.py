@@ -6,6 +6,7 @@ from kubevpc.planning import OFPORT_VROUTER_EDGE, Attachment, BridgePlan, Plan
 
 from .flows import ETH_ARP, ETH_IP, DecTtl, Flow, Goto, Output, SetField, arp_responder, flow, ipv4_match, prefixlen
 from .pipeline import VROUTER
+from .resolver import resolver_flows
 
 
 def vrouter_flows(plan: Plan, bridge: BridgePlan) -> list[Flow]:
@@ -27,7 +28,7 @@ def vrouter_flows(plan: Plan, bridge: BridgePlan) -> list[Flow]:
                      note=f"{a.owner} on {v.name}, back out the port the packet came from"),
                 flow(t_neigh, 100, m, rewrite + [Output(v.vrouter_port)], "route", note=f"{a.owner} on {v.name}")]
     out.append(flow(t_neigh, 0, None, [], "route", note="unknown address in a vSwitch CIDR: dropped"))
-    return out
+    return out + resolver_flows(plan, bridge)
 
 
 def _route_flows(plan: Plan, vpc, vsws, t_route: int, t_neigh: int) -> list[Flow]:

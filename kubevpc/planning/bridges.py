@@ -11,7 +11,8 @@ from .context import Context
 from .hosts import Wiring
 from .internet import Internet
 from .model import (OFPORT_EDGE_INTERNET, OFPORT_EDGE_VPC, OFPORT_NODE_HOST, OFPORT_VROUTER_EDGE,
-                    OFPORT_VROUTER_ON_VSWITCH, Attachment, BridgePlan, GroupPlan, NodePlan, OvsPort, RulePlan, VpcPlan)
+                    OFPORT_VROUTER_ON_VSWITCH, Attachment, BridgePlan, GroupPlan, HostPlan, NodePlan, OvsPort, RulePlan,
+                    VpcPlan)
 from .routes import plan_routes
 
 DPID_BASE = 0x6B76_0000_0000_0000       # "kv": datapath ids of a run's bridges count up from here
@@ -25,7 +26,7 @@ class Bridges:
 
 def plan_bridges(ctx: Context, cloud: Cloud, cluster: Cluster, nodes: list[NodePlan], internet: Internet,
                  wiring: Wiring) -> Bridges:
-    bridges, vpcs = _vrouters(ctx, cloud, cluster, nodes, internet)
+    bridges, vpcs = _vrouters(ctx, cloud, cluster, nodes, internet, wiring.hosts)
     names = ctx.names
     for v in cloud.vswitches:
         idx = cloud.index[v.name]
@@ -61,9 +62,10 @@ def plan_bridges(ctx: Context, cloud: Cloud, cluster: Cluster, nodes: list[NodeP
     return Bridges(bridges=numbered, vpcs=tuple(vpcs))
 
 
-def _vrouters(ctx: Context, cloud: Cloud, cluster: Cluster, nodes: list[NodePlan], internet: Internet
-              ) -> tuple[list[BridgePlan], list[VpcPlan]]:
-    """One vRouter per VPC: a patch to each of its vSwitches, a link to its edge; and its routes."""
+def _vrouters(ctx: Context, cloud: Cloud, cluster: Cluster, nodes: list[NodePlan], internet: Internet,
+              hosts: list[HostPlan]) -> tuple[list[BridgePlan], list[VpcPlan]]:
+    """One vRouter per VPC: a patch to each of its vSwitches, a link to its edge, a veth to its DNS
+    resolver; and its routes."""
     bridges, vpcs, names = [], [], ctx.names
     for i, vpc in enumerate(ctx.sc.cloud.vpcs):
         ports = [OvsPort(name=names.vrouter_to_vswitch(cloud.index[v.name]), ofport=v.vrouter_port, kind="patch",
@@ -72,6 +74,8 @@ def _vrouters(ctx: Context, cloud: Cloud, cluster: Cluster, nodes: list[NodePlan
         if any(e.vpc == vpc.name for e in internet.edges):
             ports.append(OvsPort(name=names.vrouter_to_edge(i), ofport=OFPORT_VROUTER_EDGE, kind="link",
                                  peer=names.edge_to_vrouter(i)))
+        ports += [OvsPort(name=h.veth, ofport=h.ofport, kind="veth", peer=h.key)
+                  for h in hosts if h.kind == "resolver" and h.name == vpc.name]
         bridges.append(BridgePlan(name=names.vrouter(i), role="vrouter", owner=vpc.name, dpid=0, zone=0,
                                   ports=tuple(ports)))
         vpcs.append(VpcPlan(name=vpc.name, cidr=str(vpc.cidr), bridge=names.vrouter(i),

@@ -19,7 +19,8 @@ __all__ = [
     "ANNOTATION", "ADDRESS_TYPE", "VSWITCH_ID", "RFC1918", "OFPORT_VROUTER_ON_VSWITCH",
     "OFPORT_FIRST_ATTACHMENT", "OFPORT_NODE_HOST", "OFPORT_NODE_UPLINK0", "OFPORT_NODE_UPLINK_PATCH0",
     "OFPORT_NODE_TUNNEL0", "OFPORT_VSWITCH_UPLINK_PATCH0", "OFPORT_NODE_POD0", "OFPORT_VROUTER_EDGE",
-    "OFPORT_EDGE_VPC", "OFPORT_EDGE_INTERNET", "OFPORT_INTERNET_HOST0", "NAT_PORTS", "Frozen", "mac_for",
+    "OFPORT_EDGE_VPC", "OFPORT_EDGE_INTERNET", "OFPORT_INTERNET_HOST0", "OFPORT_VROUTER_RESOLVER", "VPC_DNS",
+    "VPC_DNS_NET", "VPC_DNS_GATEWAY", "NAT_PORTS", "Frozen", "mac_for",
     "ServerPort", "OvsPort", "BridgePlan", "HostPlan", "VSwitchPlan", "Route", "VpcPlan", "Tunnel", "Uplink",
     "NodePlan", "Attachment", "RulePlan", "GroupPlan", "ClusterPlan", "ServicePortPlan", "EndpointPlan",
     "ServicePlan", "SlbBackend", "SlbListener", "SlbPlan", "InternetPlan", "EdgePlan", "EipPlan", "SnatPlan",
@@ -53,7 +54,16 @@ OFPORT_VROUTER_EDGE = 100        # the vRouter's link to its VPC's edge
 OFPORT_EDGE_VPC = 1              # the edge's link to the vRouter ...
 OFPORT_EDGE_INTERNET = 2         # ... and its patch to the internet router
 OFPORT_INTERNET_HOST0 = 10       # internet router: hosts from here; edges from 1
+OFPORT_VROUTER_RESOLVER = 99    # the vRouter's port to its VPC's DNS resolver, below the edge's
 NAT_PORTS = (1024, 65535)        # source ports a NAT gateway or EIP translation may choose
+# The VPC's own DNS servers, the same two addresses in every VPC, reachable from any address in it
+# without NAT or EIP (Alibaba Cloud, "DHCP options sets": "The IP addresses of the Alibaba Cloud DNS
+# servers, which are 100.100.2.136 and 100.100.2.138, are used by default"; 100.64.0.0/10 is reserved
+# for Alibaba Cloud's services). kubevpc puts them in a namespace on the vRouter, on a /24 of their
+# own whose first address is the vRouter's.
+VPC_DNS = ("100.100.2.136", "100.100.2.138")
+VPC_DNS_NET = "100.100.2.0/24"
+VPC_DNS_GATEWAY = "100.100.2.1"
 
 
 class Frozen(BaseModel):
@@ -95,8 +105,9 @@ class HostPlan(Frozen):
     """A network namespace with one NIC: an ECS instance or a pod."""
 
     key: str                        # ecs/<name> or pod/<namespace>/<name>
-    kind: Literal["ecs", "pod", "slb", "internet"]   # slb: an SLB instance's namespace, holding its VIP
-                                    # (health checks); internet: a host of the emulated internet
+    kind: Literal["ecs", "pod", "slb", "internet", "resolver"]   # slb: an SLB instance's namespace, holding its
+                                    # VIP (health checks); internet: a host of the emulated internet;
+                                    # resolver: a VPC's DNS servers (VPC_DNS), on its vRouter
     name: str                       # ECS name, or pod name
     namespace: str = ""             # Kubernetes namespace (pods)
     netns: str                      # the ip-netns name we give it
@@ -120,8 +131,8 @@ class HostPlan(Frozen):
                                     # Succeeded and Failed (terminal): no server runs, never an endpoint
     terminating: bool = False       # pods: deleted, running out their grace period (still serving)
     grace_period: int = 30          # pods: spec.terminationGracePeriodSeconds
-    app: Literal["server", "dns", "slb", "ingress"] = "server"   # the pod server, the cluster DNS, an SLB's
-                                    # checker, the NGINX ingress controller
+    app: Literal["server", "dns", "slb", "ingress", "resolver"] = "server"   # the pod server, the cluster DNS,
+                                    # an SLB's checker, the NGINX ingress controller, the VPC's DNS resolver
     host_network: bool = False      # pods: spec.hostNetwork. It runs in its node's namespace (netns, ip, mac,
                                     # gateway are the node's) and has no interface of its own (veth "",
                                     # ofport 0, bridge the node's bridge, no attachment or vSwitch address)
@@ -377,6 +388,8 @@ class InternetPlan(Frozen):
     gateway: str                    # the router's address in `cidr`
     gateway_mac: str
     bridge: str
+    domain: str = "example.com"     # the hosts' names are <name>.<domain> at the VPCs' resolvers
+    resolvers: tuple[str, ...] = VPC_DNS   # the addresses of every VPC's DNS resolver
 
 
 class EdgePlan(Frozen):
@@ -499,6 +512,15 @@ class Plan(Frozen):
 
     def edge(self, vpc: str) -> EdgePlan | None:
         return next((e for e in self.edges if e.vpc == vpc), None)
+
+    @property
+    def resolvers(self) -> tuple[HostPlan, ...]:
+        """The VPCs' DNS resolvers (with `cloud.internet`: one per VPC, on its vRouter)."""
+        return tuple(h for h in self.hosts if h.kind == "resolver")
+
+    def resolver(self, vpc: str) -> HostPlan | None:
+        """VPC `vpc`'s DNS resolver, or None when it has none."""
+        return next((h for h in self.resolvers if h.name == vpc), None)
 
 
 def _find(items, attr: str, value: str):
