@@ -54,9 +54,12 @@ CTM_SERVICE = 0x1         # DNATed to a Service endpoint
 CTM_MASQ = 0x2            # also SNATed to the node (NodePort or external IP with policy Cluster, hairpin)
 
 VROUTER = Pipeline("vrouter", (
-    Table(0, "classify", "ARP to the ARP responder, IPv4 to routing, everything else dropped", (10, 20)),
-    Table(10, "arp", "answer ARP for each vSwitch's gateway address on that vSwitch's port"),
-    Table(20, "route", "longest-prefix match over the route table: system routes (one per vSwitch "
+    Table(0, "classify", "ARP to the ARP responder, IPv4 to routing, everything else dropped; from the "
+          "VPC's DNS resolver only ARP and DNS answers", (10, 20)),
+    Table(10, "arp", "answer ARP for each vSwitch's gateway address on that vSwitch's port (and the "
+          "vRouter's address on the resolver's port)"),
+    Table(20, "route", "DNS to the VPC's resolver above every route (anything else to it dropped); then "
+          "longest-prefix match over the route table: system routes (one per vSwitch "
           "CIDR) go on to the neighbour table; custom and pod routes rewrite MACs and output; NAT gateway "
           "routes and, below every route, addresses outside the VPC go to the edge", (30,)),
     Table(30, "neighbor", "one flow per known address on a vSwitch: decrement TTL, rewrite MACs, "

@@ -127,7 +127,7 @@ def _check_domain(ctx: Context, cluster: Cluster, domain: str) -> None:
     cluster's ranges leave the VPC's DNS addresses alone."""
     path = ("cloud", "internet", "domain")
     if not any(domain == r or domain.endswith("." + r) for r in RESERVED_DOMAINS):
-        ctx.bad(path, domain, "expected a domain reserved for documentation or testing (RFC 2606, RFC 6761: "
+        ctx.bad(path, domain, "expected a domain reserved for documentation or testing (RFC 2606, 6761, 8375: "
                 + ", ".join(RESERVED_DOMAINS) + ", or a subdomain of one), so that no emulated name is a real one")
     cl = cluster.spec
     if cl is None:
