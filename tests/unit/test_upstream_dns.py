@@ -324,3 +324,36 @@ def test_each_resolv_conf_is_recorded_written_and_mounted(tmp_path, monkeypatch)
     shells[ecs.key] = Shell("mount: permission denied")
     with pytest.raises(Exception, match="could not give ecs/ecs-client its resolv.conf"):
         builder_dns.give_resolv_confs(rundir, ledger, shells, [(ecs, "x")])
+
+
+POLICY = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+          "metadata": {"name": "client-dns-only", "namespace": "default"},
+          "spec": {"podSelector": {"matchLabels": {"app": "client"}}, "policyTypes": ["Egress"],
+                   "egress": [{"to": [{"ipBlock": {"cidr": "100.100.2.136/32"}}],
+                               "ports": [{"protocol": "UDP", "port": 53}]}]}}
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_pods_networkpolicy_egress_applies_to_the_resolver_as_the_evaluator_says(tmp_path, mode):
+    d = data()
+    d["manifests"].append(POLICY)
+    p = plan_from(tmp_path, d, mode)
+    net, pod, r = Network(p), p.host("pod/default/client"), p.host("resolver/vpc")
+    for ip, port, proto, want in ((VPC_DNS[0], 53, "udp", True), (VPC_DNS[0], 53, "tcp", False),
+                                  (VPC_DNS[1], 53, "udp", False)):
+        got = delivered(net, pod, ip, port, proto) == {"resolver/vpc"}
+        v = reach(p, pod, r if ip == VPC_DNS[0] else r.model_copy(update={"ip": ip}), port, proto)
+        assert got == v.allowed == want, (ip, port, proto, v.reason)
+
+
+def test_explain_takes_either_address_of_the_resolver(tmp_path):
+    from kubevpc.evaluator.explain import explain
+    d = data()
+    d["manifests"].append(POLICY)
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(d, sort_keys=False))
+    p = make_plan(load(str(path)), "kv")
+    assert explain(p, "pod/default/client", VPC_DNS[0], 53, "udp").allowed
+    second = explain(p, "pod/default/client", VPC_DNS[1], 53, "udp")
+    assert not second.allowed and "NetworkPolicy" in second.reason
+    assert explain(p, "ecs/ecs-client", VPC_DNS[1], 53, "tcp").allowed
