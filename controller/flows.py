@@ -220,7 +220,8 @@ FEATURES = {"base": 1, "arp": 2, "l2": 3, "route": 4, "secgroup": 5, "tunnel": 6
             "pod": 8, "host": 9, "spoof": 10, "service": 11, "affinity": 12, "netpol": 13, "learned": 14, "reject": 15, "slb": 16,
             "eip": 17, "natgw": 18, "edge": 19, "internet": 20, "uplink": 21,
             "flowlog": 22,          # the vSwitches' flow log tables
-            "flowlog_record": 23}   # flows the vSwitches learn for the flow log: they belong to the switch
+            "flowlog_record": 23,   # flows the vSwitches learn for the flow log: they belong to the switch
+            "resolver": 24}         # a vRouter's way to and from its VPC's DNS resolver
 
 
 FLOWLOG_TABLES = (70, 71)          # the vSwitch's flowlog and flowlog_learn (controller/pipeline.py)

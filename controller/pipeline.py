@@ -57,14 +57,18 @@ CTM_MASQ = 0x2            # also SNATed to the node (NodePort or external IP wit
 VROUTER = Pipeline("vrouter", (
     Table(0, "classify", "ARP to the ARP responder, IPv4 to routing, everything else dropped; IPv4 from a "
           "vSwitch associated with a custom route table: the table's number into reg0, to route_custom; from a "
-          "peering connection: only addresses of this VPC, to the system table", (10, 20, 21)),
-    Table(10, "arp", "answer ARP for each vSwitch's gateway address on that vSwitch's port"),
-    Table(20, "route", "the system route table, longest-prefix match: system routes (one per vSwitch "
+          "peering connection: only addresses of this VPC, to the system table; from the VPC's DNS resolver "
+          "only ARP and DNS answers", (10, 20, 21)),
+    Table(10, "arp", "answer ARP for each vSwitch's gateway address on that vSwitch's port (and the "
+          "vRouter's address on the resolver's port)"),
+    Table(20, "route", "DNS to the VPC's resolver above every route (anything else to it dropped); then "
+          "the system route table, longest-prefix match: system routes (one per vSwitch "
           "CIDR) go on to the neighbour table; custom and pod routes rewrite MACs and output; NAT gateway "
           "routes and, below every route, addresses outside the VPC go to the edge; peering routes to the "
           "peering connection's patch port. Packets from the edge and from peerings route here", (30,)),
-    Table(21, "route_custom", "the custom route tables, each matched on its number in reg0, as route does "
-          "the system table (the system routes of every vSwitch are in each)", (30,)),
+    Table(21, "route_custom", "DNS to the VPC's resolver above every route, as in route; then the custom "
+          "route tables, each matched on its number in reg0, as route does the system table (the system routes "
+          "of every vSwitch are in each)", (30,)),
     Table(30, "neighbor", "one flow per known address on a vSwitch: decrement TTL, rewrite MACs, "
           "output to that vSwitch"),
 ))

@@ -14,6 +14,7 @@ from kubevpc.planning import OFPORT_VROUTER_EDGE, Attachment, BridgePlan, Plan, 
 
 from .flows import ETH_ARP, ETH_IP, DecTtl, Flow, Goto, Output, SetField, arp_responder, flow, ipv4_match, prefixlen
 from .pipeline import REG_ROUTE_TABLE, VROUTER
+from .resolver import resolver_flows
 
 T_ROUTE, T_CUSTOM, T_NEIGH = VROUTER.table("route"), VROUTER.table("route_custom"), VROUTER.table("neighbor")
 
@@ -42,7 +43,7 @@ def vrouter_flows(plan: Plan, bridge: BridgePlan) -> list[Flow]:
                      note=f"{a.owner} on {v.name}, back out the port the packet came from"),
                 flow(T_NEIGH, 100, m, rewrite + [Output(v.vrouter_port)], "route", note=f"{a.owner} on {v.name}")]
     out.append(flow(T_NEIGH, 0, None, [], "route", note="unknown address in a vSwitch CIDR: dropped"))
-    return out
+    return out + resolver_flows(plan, bridge)
 
 
 def _classify_tables(plan: Plan, vpc: VpcPlan) -> list[Flow]:

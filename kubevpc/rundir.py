@@ -108,11 +108,17 @@ class RunDir:
     dns_zone = _file("dns-zone.json")
     dns_log = _file("dns.log")
     resolv_dir = _file("resolv")
+    # the VPCs' DNS resolvers (with cloud.internet)
+    resolver_zone = _file("resolver-zone.json", doc="The emulated internet's names, which every VPC's resolver serves.")
     tls_dir = _file("tls")
 
     def ready(self, netns: str, daemon: str = "") -> str:
         """The ready file of a namespace's server, or of a daemon in it (``<netns>-<daemon>``)."""
         return os.path.join(self.ready_dir, f"{netns}-{daemon}" if daemon else netns)
+
+    def resolver_log(self, vpc: str) -> str:
+        """``resolver-<vpc>.log``: what VPC `vpc`'s DNS resolver answered."""
+        return os.path.join(self.path, f"resolver-{_flat(vpc)}.log")
 
     def resolv(self, netns: str) -> str:
         """A pod's resolv.conf, bind-mounted over its /etc/resolv.conf."""

@@ -40,7 +40,7 @@ LAYERS = (
     ("compilers and evaluator", ("controller.flows", "controller.pipeline", "controller.compile", "controller.reconcile",
                                  "controller.ofmsg", "controller.vrouter", "controller.vswitch", "controller.slb",
                                  "controller.secgroup", "controller.flowlog", "controller.edge", "controller.internet",
-                                 "controller.node", "controller.podroute", "controller.services", "controller.policy",
+                                 "controller.node", "controller.podroute", "controller.services", "controller.policy", "controller.resolver",
                                  "kubevpc.evaluator")),
     ("the machine: namespaces, Open vSwitch, processes, sockets, files",
      ("kubevpc.rundir", "kubevpc.ledger", "kubevpc.probe", "kubevpc.daemons", "kubevpc.observe", "topologies",

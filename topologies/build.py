@@ -24,17 +24,16 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
-from kubevpc.daemons.dns import dns_command, write_zone
+from kubevpc.daemons.dns import write_zone
 from kubevpc.daemons.forkserver import ForkServer
-from kubevpc.daemons.ingress import ingress_command, write_ingress_state
 from kubevpc.daemons.nodehealth import NodeHealthServer, nodehealth_command, write_node_health
 from kubevpc.daemons.slb import SlbChecker, checker_command, write_slb_config
 from kubevpc.errors import BuildError
 from kubevpc.ledger import NETNS_ETC, Entry, Ledger, remove
 from kubevpc.planning import TERMINAL_PHASES, HostPlan, Plan
-from kubevpc.render.dns import resolv_conf
 from kubevpc.rundir import RunDir, atomic_write, controller_socket
 
+from .dns import DAEMONS, daemon_command, give_resolv_confs, resolv_confs, resolver_addresses, write_zones
 from .datapath import (OVS_RCVBUF, RCVBUF_ENV, Datapath, detect_datapath, enlarge_ovs_rcvbuf, full_checksums_setting,
                        offloads_for)
 from .netns import host_addresses, in_each_namespace, no_ipv6
@@ -355,33 +354,18 @@ class Builder:
         write_zone(self.net.rundir, self.plan)
 
     def _dns(self, pods: tuple[HostPlan, ...] | None = None) -> None:
-        """Each pod gets its own resolv.conf (ClusterFirst), bind-mounted over /etc/resolv.conf in
-        the pod's own mount namespace, and also at /etc/netns/<netns>/resolv.conf, where
-        `ip netns exec` looks. The machine's /etc/resolv.conf is never written."""
+        """The zones, the resolvers' second address, and a resolv.conf for each pod (of `pods`, or
+        every pod and, in a VPC with a resolver, every ECS instance): topologies/dns.py."""
         plan = self.plan
-        if plan.dns is None:
-            return
         if pods is None:
-            self.write_dns_zone()
-            pods = plan.own_pods            # a host-network pod has its node's resolv.conf
-            self.say(f"cluster DNS {plan.dns.ip} ({plan.dns.domain}): resolv.conf for {len(pods)} pods")
-        os.makedirs(self.net.rundir.resolv_dir, exist_ok=True)
-        if not os.path.isdir(NETNS_ETC):
-            self.ledger.record("emptydir", NETNS_ETC)
-            os.makedirs(NETNS_ETC, exist_ok=True)
-        for h in pods:
-            text = resolv_conf(h.namespace, plan.dns.ip, plan.dns.domain)
-            path = self.net.rundir.resolv(h.netns)
-            with open(path, "w", encoding="utf-8") as fh:
-                fh.write(text)
-            etc = os.path.join(NETNS_ETC, h.netns)
-            self.ledger.record("file", etc)
-            os.makedirs(etc, exist_ok=True)
-            with open(os.path.join(etc, "resolv.conf"), "w", encoding="utf-8") as fh:
-                fh.write(text)
-            out = self.net.hosts[h.key].cmd(f"mount --bind {path} /etc/resolv.conf && echo mounted")
-            if "mounted" not in out:
-                raise BuildError(f"could not give {h.key} its resolv.conf: {out.strip()}")
+            write_zones(plan, self.net.rundir)
+            resolver_addresses(plan, {h.key: self.net.hosts[h.key].pid for h in plan.resolvers})
+            if plan.dns:
+                self.say(f"cluster DNS {plan.dns.ip} ({plan.dns.domain}): resolv.conf for {len(plan.own_pods)} pods")
+            if plan.resolvers:
+                self.say(f"VPC DNS {', '.join(plan.internet.resolvers)} in {len(plan.resolvers)} VPCs, answering "
+                         f"{plan.internet.domain}")
+        give_resolv_confs(self.net.rundir, self.ledger, self.net.hosts, resolv_confs(plan, pods))
 
     # ----------------------------------------------------------------------------------- SLB
     def _slb(self, hosts: tuple[str, ...] | None = None) -> None:
@@ -454,8 +438,9 @@ class Builder:
         self.start_servers([h], ready_dir, root)
 
     def start_servers(self, hosts: list[HostPlan], ready_dir: str, root: str) -> None:
-        """Start the servers of these hosts, without waiting for them to listen. The cluster DNS
-        and the ingress controllers are programs of their own, each started by `mnexec`; the plain
+        """Start the servers of these hosts, without waiting for them to listen. The cluster DNS, the
+        VPCs' resolvers and the ingress controllers are programs of their own, each started by
+        `mnexec` (topologies/dns.py names their command lines); the plain
         servers of pods and instances are forked by the run's fork server (kubevpc.daemons.forkserver)."""
         log_path = self.net.rundir.servers_log
         forked = []
@@ -463,7 +448,7 @@ class Builder:
             ready = os.path.join(ready_dir, h.ready_name)
             if os.path.exists(ready):
                 os.unlink(ready)
-            if h.app not in ("dns", "ingress"):
+            if h.app not in DAEMONS:
                 listen = []
                 for s in h.servers:
                     listen += ["--listen", f"{'HTTP' if s.name.startswith('http') else s.protocol}:{s.port}"]
@@ -473,11 +458,7 @@ class Builder:
                 forked.append({"netns": f"/proc/{pid}/ns/net", "name": h.name, "log": log_path,
                                "argv": ["--name", h.name, "--run", self.plan.run, *listen, *bind, "--ready-file", ready]})
                 continue
-            if h.app == "dns":
-                cmd = dns_command(self.net.rundir, h.ip, ready)
-            else:
-                write_ingress_state(self.ledger.dir, self.plan, h)
-                cmd = ingress_command(self.net.rundir, h, self.plan.run, ready)
+            cmd = daemon_command(self.plan, self.net.rundir, h, ready)
             log = open(log_path, "ab")
             proc = self.net.hosts[h.key].popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=root,
                                                stdin=subprocess.DEVNULL)
@@ -488,7 +469,7 @@ class Builder:
             if self.net.forkserver is None:
                 self.net.forkserver = ForkServer(self.plan.run, self.ledger, root, log_path)
             procs = self.net.forkserver.spawn(forked, timeout=30 + len(forked) * 0.02)
-            for h, proc in zip([h for h in hosts if h.app not in ("dns", "ingress")], procs):
+            for h, proc in zip([h for h in hosts if h.app not in DAEMONS], procs):
                 self.net.servers[h.key] = proc
 
     # ------------------------------------------------------------------ pods coming and going

@@ -115,3 +115,12 @@ def no_ipv6(ifnames: list[str]) -> None:
     for ifname in ifnames:
         with open(f"/proc/sys/net/ipv6/conf/{ifname}/disable_ipv6", "w", encoding="ascii") as fh:
             fh.write("1")
+
+
+def add_addresses(ifname: str, ips, prefixlen: int) -> None:
+    """More addresses on an interface of the calling thread's namespace (a VPC resolver's second)."""
+    from pyroute2 import IPRoute
+    with IPRoute() as ipr:
+        idx = ipr.link_lookup(ifname=ifname)[0]
+        for ip in ips:
+            ipr.addr("add", index=idx, address=ip, prefixlen=prefixlen)

@@ -26,11 +26,23 @@ implements the Kubernetes DNS-Based Service Discovery specification:
   the A records of SRV targets go in the additional section.
 - plugin/kubernetes/handler.go: answers are authoritative.
 
-Where this server departs from CoreDNS: names outside the cluster domain
-are REFUSED (the emulator must never query the machine's real resolvers,
-so there is no ``forward``), a CNAME is returned for a query of any type
-(RFC 1034 3.6.2; CoreDNS only does so for A, AAAA and TXT), and only the
-Pods given to ``zone()`` have pod records (``pods verified``).
+Names outside the cluster domain go to the upstream resolvers given with
+``--upstream``, the VPC's DNS (100.100.2.136 and .138), as ACK's Corefile has
+``forward . /etc/resolv.conf { prefer_udp }``: over UDP whatever the client
+used, again over TCP when the answer is truncated, one upstream after the
+other within a deadline, SERVFAIL when none answers. Without an upstream they
+are REFUSED: the emulator never queries the machine's real resolvers, and
+never reads its /etc/resolv.conf.
+
+Where this server departs from CoreDNS besides: a CNAME is returned for a
+query of any type (RFC 1034 3.6.2; CoreDNS only does so for A, AAAA and TXT),
+only the Pods given to ``zone()`` have pod records (``pods verified``), and
+nothing is cached.
+
+With ``--resolver`` the same server is a VPC's DNS resolver instead: it
+answers the emulated internet's zone (kubevpc.render.dns.internet_zone) and
+NXDOMAIN for every other name, since the emulated internet has no other
+names; it sets RA (recursion available), as a recursive resolver does.
 
 Stdlib and dnslib only: it runs inside the DNS pod's network namespace.
 """
@@ -43,8 +55,11 @@ import ipaddress
 import json
 import logging
 import os
+import socket
+import struct
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,6 +73,7 @@ from dnslib import (
     SOA,
     SRV,
     A,
+    DNSError,
     DNSHeader,
     DNSLabel,
     DNSRecord,
@@ -65,7 +81,7 @@ from dnslib import (
 from dnslib.server import BaseResolver, DNSHandler, DNSLogger, DNSServer
 
 from kubevpc.daemons.harness import ConfigFile, Daemon, Refused, file_stamp
-from kubevpc.render.dns import zone
+from kubevpc.render.dns import internet_zone, zone
 from kubevpc.rundir import RunDir
 
 POLL_INTERVAL = 0.2  # seconds between checks of the zone file
@@ -73,6 +89,8 @@ SOA_TIMES = (7200, 1800, 86400)  # refresh, retry, expire, as CoreDNS
 SOA_TTL_CAP = 300
 UDP_MIN = 512  # RFC 1035 limit for clients without EDNS
 EDNS_PAYLOAD = 1232  # the UDP size we advertise (DNS flag day 2020)
+UPSTREAM_TIMEOUT = 2.0  # seconds a forwarded query may take, every upstream and retry included
+MAX_TCP_ANSWER = 65535
 
 log = logging.getLogger("kubevpc.dns")
 
@@ -226,15 +244,106 @@ def fit_udp(request: DNSRecord, reply: DNSRecord) -> DNSRecord:
     return DNSRecord(header, questions=list(reply.questions), ar=opts)
 
 
+def outside(zone: Zone, request: DNSRecord) -> bool:
+    """Is ``request`` a standard query of one name outside the zone (which
+    ``answer`` refuses)?"""
+    return (request.header.opcode == 0 and len(request.questions) == 1
+            and not _under(_key(request.q.qname), zone.origin))
+
+
+def nxdomain(request: DNSRecord) -> DNSRecord:
+    """A resolver's NXDOMAIN for a name nothing on the emulated internet holds."""
+    reply = DNSRecord(DNSHeader(id=request.header.id, qr=1, rd=request.header.rd, ra=1, rcode=RCODE.NXDOMAIN),
+                      questions=list(request.questions))
+    if any(rr.rtype == QTYPE.OPT for rr in request.ar):
+        reply.add_ar(EDNS0(udp_len=EDNS_PAYLOAD))
+    return reply
+
+
+def servfail(request: DNSRecord) -> DNSRecord:
+    """What CoreDNS's forward answers when no upstream did."""
+    return DNSRecord(DNSHeader(id=request.header.id, qr=1, rd=request.header.rd, ra=1, rcode=RCODE.SERVFAIL),
+                     questions=list(request.questions))
+
+
+def parse_upstream(text: str) -> tuple[str, int]:
+    """``IP`` or ``IP:PORT`` (port 53 by default)."""
+    host, _, number = text.partition(":")
+    return str(ipaddress.IPv4Address(host)), int(number) if number else 53
+
+
+def _ask(data: bytes, upstream: tuple[str, int], tcp: bool, timeout: float) -> bytes:
+    """One query to one upstream: over a connected UDP socket (so only the
+    upstream's datagrams are read), or over TCP with its length prefix."""
+    kind = socket.SOCK_STREAM if tcp else socket.SOCK_DGRAM
+    with socket.socket(socket.AF_INET, kind) as sock:
+        sock.settimeout(timeout)
+        sock.connect(upstream)
+        if not tcp:
+            sock.send(data)
+            return sock.recv(MAX_TCP_ANSWER)
+        sock.sendall(struct.pack("!H", len(data)) + data)
+        head = _read(sock, 2)
+        return _read(sock, struct.unpack("!H", head)[0])
+
+
+def _read(sock: socket.socket, n: int) -> bytes:
+    buf = b""
+    while len(buf) < n:
+        chunk = sock.recv(n - len(buf))
+        if not chunk:
+            raise ConnectionError("the upstream closed the connection mid-answer")
+        buf += chunk
+    return buf
+
+
+def forward(request: DNSRecord, upstreams: list[tuple[str, int]], timeout: float = UPSTREAM_TIMEOUT) -> DNSRecord:
+    """``request`` asked of the upstreams, as CoreDNS's forward with
+    prefer_udp: UDP first, TCP again for a truncated answer, the next upstream
+    when one fails, all within ``timeout`` seconds; SERVFAIL when none answers.
+    An answer must carry the request's id and question."""
+    end = time.monotonic() + timeout
+    data = request.pack()
+    for upstream in upstreams:
+        for tcp in (False, True):
+            left = end - time.monotonic()
+            if left <= 0:
+                log.warning("forward %s: no answer within %gs", request.q.qname, timeout)
+                return servfail(request)
+            try:
+                reply = DNSRecord.parse(_ask(data, upstream, tcp, left))
+            except (OSError, ValueError, struct.error, DNSError) as exc:
+                log.warning("forward %s to %s:%d (%s): %s", request.q.qname, *upstream, "tcp" if tcp else "udp", exc)
+                break
+            if reply.header.id != request.header.id or reply.questions != request.questions:
+                log.warning("forward %s to %s:%d: an answer to another question, ignored", request.q.qname, *upstream)
+                break
+            if not reply.header.tc:
+                return reply
+    return servfail(request)
+
+
 class ZoneResolver(BaseResolver):
     """dnslib resolver answering from ``self.zone``; the main thread swaps in
-    a new Zone on reload (one attribute store, atomic for the handler threads)."""
+    a new Zone on reload (one attribute store, atomic for the handler threads).
+    A name outside the zone is forwarded to ``upstreams`` (the cluster DNS),
+    NXDOMAIN (``resolver``: a VPC's DNS), or else REFUSED."""
 
-    def __init__(self, zone: Zone) -> None:
+    def __init__(self, zone: Zone, upstreams: list[tuple[str, int]] | None = None, resolver: bool = False,
+                 timeout: float = UPSTREAM_TIMEOUT) -> None:
         self.zone = zone
+        self.upstreams = list(upstreams or [])
+        self.resolver = resolver
+        self.timeout = timeout
 
     def resolve(self, request: DNSRecord, handler: DNSHandler) -> DNSRecord:
-        reply = answer(self.zone, request)
+        if outside(self.zone, request) and self.resolver:
+            reply = nxdomain(request)
+        elif outside(self.zone, request) and self.upstreams:
+            reply = forward(request, self.upstreams, self.timeout)
+        else:
+            reply = answer(self.zone, request)
+            reply.header.ra = int(self.resolver)
         return fit_udp(request, reply) if handler.protocol == "udp" else reply
 
 
@@ -260,14 +369,16 @@ def reload_if_changed(
 
 class DnsServer(Daemon):
     """``python -m kubevpc.daemons.dns``: the server's process, one dnslib server for UDP and one
-    for TCP, following the zone file."""
+    for TCP on each address, following the zone file."""
 
     NAME = "dns"
     DESCRIPTION = (
         "Cluster DNS server (kube-dns / CoreDNS kubernetes plugin answers) "
         "for a JSON zone document made by kubevpc.render.dns.zone(). Serves UDP and "
-        "TCP, authoritative for the zone's domain, REFUSED for any other name "
-        "(there is no upstream); re-reads the zone file when it changes."
+        "TCP, authoritative for the zone's domain; any other name is forwarded to the "
+        "--upstream resolvers (CoreDNS's forward with prefer_udp), or REFUSED without one. "
+        "With --resolver, a VPC's DNS resolver: the zone of the emulated internet, "
+        "NXDOMAIN for any other name. Re-reads the zone file when it changes."
     )
     LOG = "records"
     REPORT = "log"
@@ -280,14 +391,32 @@ class DnsServer(Daemon):
     @classmethod
     def arguments(cls, p: argparse.ArgumentParser) -> None:
         p.add_argument("--zone", required=True, metavar="FILE", help="JSON zone document")
-        p.add_argument("--listen", required=True, metavar="IP", help="address to serve on")
+        p.add_argument("--listen", required=True, action="append", metavar="IP",
+                       help="address to serve on (again for more)")
         p.add_argument("--port", type=int, default=53, help="UDP and TCP port (default 53)")
+        p.add_argument("--upstream", action="append", default=[], metavar="IP[:PORT]",
+                       help="forward names outside the zone here, in this order (again for more)")
+        p.add_argument("--upstream-timeout", type=float, default=UPSTREAM_TIMEOUT, metavar="SECONDS",
+                       help=f"deadline of a forwarded query (default {UPSTREAM_TIMEOUT:g})")
+        p.add_argument("--resolver", action="store_true",
+                       help="a VPC's DNS resolver: NXDOMAIN for names outside the zone, RA set")
         p.add_argument(
             "--ready",
             metavar="FILE",
-            help="once both sockets are bound, write our pid here (atomically)",
+            help="once every socket is bound, write our pid here (atomically)",
         )
         p.add_argument("--log", metavar="FILE", help="log here instead of standard error")
+
+    @classmethod
+    def check(cls, args: argparse.Namespace, error) -> None:
+        try:
+            args.upstreams = [parse_upstream(u) for u in args.upstream]
+        except ValueError as exc:
+            error(f"--upstream: expected IP or IP:PORT ({exc})")
+        if args.resolver and args.upstreams:
+            error("--resolver answers from its zone alone: expected no --upstream")
+        if not 0 < args.upstream_timeout <= 30:
+            error("--upstream-timeout: expected seconds between 0 and 30")
 
     def stop(self) -> None:
         super().stop()
@@ -296,21 +425,23 @@ class DnsServer(Daemon):
     def start(self) -> None:
         self.stamp = file_stamp(self.args.zone)
         try:
-            self.resolver = ZoneResolver(read_zone(self.args.zone))
+            self.resolver = ZoneResolver(read_zone(self.args.zone), getattr(self.args, "upstreams", []),
+                                         self.args.resolver, self.args.upstream_timeout)
         except (OSError, ValueError) as exc:
             raise Refused(1, f"cannot load zone {self.args.zone}: {exc}") from None
         # One log line per answer: dnslib's reply line already names the question.
         logger = DNSLogger("-request", prefix=False, logf=log.info)
         try:
-            for tcp in (False, True):
-                self.servers.append(
-                    DNSServer(self.resolver, address=self.args.listen, port=self.args.port, tcp=tcp, logger=logger)
-                )
+            for address in self.args.listen:
+                for tcp in (False, True):
+                    self.servers.append(
+                        DNSServer(self.resolver, address=address, port=self.args.port, tcp=tcp, logger=logger)
+                    )
         except OSError as exc:
             for srv in self.servers:
                 srv.server.server_close()
             self.servers = []
-            raise Refused(1, f"cannot listen on {self.args.listen} port {self.args.port}: {exc.strerror}") from None
+            raise Refused(1, f"cannot listen on {address} port {self.args.port}: {exc.strerror}") from None
         for srv in self.servers:
             # Not start_thread(): its serve_forever polls every 0.5 s, which is
             # how long each stop() would then take.
@@ -319,7 +450,10 @@ class DnsServer(Daemon):
             ).start()
 
     def serve(self) -> int:
-        log.info("serving %s on %s port %d (udp, tcp)", self.resolver.zone.origin, self.args.listen, self.args.port)
+        where = "resolver" if self.resolver.resolver else \
+            f"upstream {', '.join('%s:%d' % u for u in self.resolver.upstreams) or 'none'}"
+        log.info("serving %s on %s port %d (udp, tcp; %s)", self.resolver.zone.origin, ", ".join(self.args.listen),
+                 self.args.port, where)
         while not self.stopped.wait(POLL_INTERVAL):
             self.stamp = reload_if_changed(self.resolver, self.args.zone, self.stamp)
         return 0
@@ -350,15 +484,48 @@ class ZoneFile(ConfigFile):
         load_zone(doc)
 
 
+class ResolverZoneFile(ZoneFile):
+    """The emulated internet's names, resolver-zone.json in the run directory: what every VPC's
+    DNS resolver answers."""
+
+    def __init__(self, rundir: RunDir, plan: Any) -> None:
+        ConfigFile.__init__(self, rundir.resolver_zone)
+        self.plan = plan
+
+    def build(self) -> dict:
+        return internet_zone(self.plan.internet_hosts, self.plan.internet.domain)
+
+
 def write_zone(rundir: RunDir, plan: Any) -> None:
     """Write the records the cluster DNS serves; a running server reloads them."""
     ZoneFile(rundir, plan).write()
 
 
-def dns_command(rundir: RunDir, ip: str, ready: str) -> list[str]:
-    """The cluster DNS server, on the DNS pod's address."""
-    return DnsServer.argv("--zone", rundir.dns_zone, "--listen", ip, "--port", "53", "--ready", ready,
+def write_resolver_zone(rundir: RunDir, plan: Any) -> None:
+    """Write the records the VPCs' resolvers serve."""
+    ResolverZoneFile(rundir, plan).write()
+
+
+def upstreams(plan: Any) -> list[str]:
+    """Where the cluster DNS forwards: the resolver of the cluster's VPC, at both its addresses
+    (what an ACK node's /etc/resolv.conf lists); none without one."""
+    if plan.cluster is None or plan.resolver(plan.cluster.vpc) is None:
+        return []
+    return list(plan.internet.resolvers)
+
+
+def dns_command(rundir: RunDir, ip: str, ready: str, upstream: list[str] | tuple[str, ...] = ()) -> list[str]:
+    """The cluster DNS server, on the DNS pod's address, forwarding to `upstream`."""
+    extra = [a for u in upstream for a in ("--upstream", u)]
+    return DnsServer.argv("--zone", rundir.dns_zone, "--listen", ip, "--port", "53", *extra, "--ready", ready,
                           "--log", rundir.dns_log)
+
+
+def resolver_command(rundir: RunDir, h: Any, addresses: list[str] | tuple[str, ...], ready: str) -> list[str]:
+    """A VPC's DNS resolver (host `h`), on each of its addresses."""
+    listen = [a for ip in addresses for a in ("--listen", ip)]
+    return DnsServer.argv("--zone", rundir.resolver_zone, *listen, "--port", "53", "--resolver", "--ready", ready,
+                          "--log", rundir.resolver_log(h.name))
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -130,6 +130,9 @@ def _by_address(plan: Plan, ip: str, port: int, proto: str):
     if services_at(plan, ip):
         return "external-ip", ip
     h = next((h for h in plan.hosts if h.ip == ip), None)
+    if plan.internet and ip in plan.internet.resolvers and plan.resolvers:
+        # every VPC's resolver holds it (reach() takes the source's own), at this address
+        return "host", plan.resolvers[0].model_copy(update={"ip": ip})
     if h is None:
         raise KubevpcError(f"nothing in this scenario holds {ip}: expected an endpoint's, a ClusterIP, an EIP, an "
                            "SLB's address or a Service's external IP")

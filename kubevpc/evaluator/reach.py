@@ -17,6 +17,7 @@ from ..planning import HostPlan, Plan, ServicePlan
 from .netpol import evaluate
 from .northsouth import reach_internet
 from .peering import across_peering
+from .resolver import reach_resolver
 from .verdict import Step, Verdict, Wire
 from .vpc import attachment_of, best_route, route_step, security_groups, table_label, table_routes, vpc_of
 
@@ -24,9 +25,12 @@ from .vpc import attachment_of, best_route, route_step, security_groups, table_l
 def reach(plan: Plan, src: HostPlan, dst: HostPlan, port: int, proto: str = "tcp") -> Verdict:
     """Should a connection from src to dst:port/proto succeed, and with which client address?
     The network first (VPCs, routes, security groups), then NetworkPolicy where pods are involved.
-    Hosts of the emulated internet go to kubevpc.evaluator.northsouth. A host-network pod is its
-    node here, at either end (whether something listens is the caller's to judge)."""
+    Hosts of the emulated internet go to kubevpc.evaluator.northsouth, a VPC's DNS resolver to
+    kubevpc.evaluator.resolver. A host-network pod is its node here, at either end (whether
+    something listens is the caller's to judge)."""
     src, dst = plan.network_host(src), plan.network_host(dst)
+    if src.kind == "resolver" or dst.kind == "resolver":
+        return with_policy(plan, reach_resolver(plan, src, dst, port, proto.lower()), src, dst, port, proto)
     if src.kind == "internet" or dst.kind == "internet":
         return with_policy(plan, reach_internet(plan, src, dst, port, proto.lower()), src, dst, port, proto)
     v = _network(plan, src, dst, port, proto.lower())

@@ -318,7 +318,7 @@ class Tracer:
 
 # the flows whose notes are decisions in the user's words (but for the routine ones)
 DECISIONS = ("secgroup", "netpol", "route", "eip", "natgw", "slb", "snat", "reject", "spoof", "tunnel", "edge",
-             "service", "uplink", "pod", "host")
+             "service", "uplink", "pod", "host", "resolver")
 ROUTINE = ("everything else", "not for an SLB listener", "not isolated for", "established connections pass",
            ": dimension ", "a new connection not for a Service", "not a Service connection", "on to the policy tables",
            "where the policy tables read them", "established, related, replies", "conntrack with NAT")

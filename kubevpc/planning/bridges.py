@@ -11,8 +11,8 @@ from .context import Context
 from .hosts import Wiring
 from .internet import Internet
 from .model import (OFPORT_EDGE_INTERNET, OFPORT_EDGE_VPC, OFPORT_NODE_HOST, OFPORT_VROUTER_EDGE,
-                    OFPORT_VROUTER_ON_VSWITCH, Attachment, BridgePlan, GroupPlan, NodePlan, OvsPort, PeeringPlan,
-                    RulePlan, VpcPlan)
+                    OFPORT_VROUTER_ON_VSWITCH, Attachment, BridgePlan, GroupPlan, HostPlan, NodePlan, OvsPort,
+                    PeeringPlan, RulePlan, VpcPlan)
 from .routes import plan_routes
 
 DPID_BASE = 0x6B76_0000_0000_0000       # "kv": datapath ids of a run's bridges count up from here
@@ -26,7 +26,7 @@ class Bridges:
 
 def plan_bridges(ctx: Context, cloud: Cloud, cluster: Cluster, nodes: list[NodePlan], internet: Internet,
                  wiring: Wiring, peerings: list[PeeringPlan]) -> Bridges:
-    bridges, vpcs = _vrouters(ctx, cloud, cluster, nodes, internet, peerings)
+    bridges, vpcs = _vrouters(ctx, cloud, cluster, nodes, internet, peerings, wiring.hosts)
     names = ctx.names
     for v in cloud.vswitches:
         idx = cloud.index[v.name]
@@ -63,9 +63,9 @@ def plan_bridges(ctx: Context, cloud: Cloud, cluster: Cluster, nodes: list[NodeP
 
 
 def _vrouters(ctx: Context, cloud: Cloud, cluster: Cluster, nodes: list[NodePlan], internet: Internet,
-              peerings: list[PeeringPlan]) -> tuple[list[BridgePlan], list[VpcPlan]]:
-    """One vRouter per VPC: a patch to each of its vSwitches, a link to its edge, a patch to the
-    other vRouter of each of its peering connections; and its route tables."""
+              peerings: list[PeeringPlan], hosts: list[HostPlan]) -> tuple[list[BridgePlan], list[VpcPlan]]:
+    """One vRouter per VPC: a patch to each of its vSwitches, a link to its edge, a veth to its DNS
+    resolver, a patch to the other vRouter of each of its peering connections; and its route tables."""
     bridges, vpcs, names = [], [], ctx.names
     for i, vpc in enumerate(ctx.sc.cloud.vpcs):
         ports = [OvsPort(name=names.vrouter_to_vswitch(cloud.index[v.name]), ofport=v.vrouter_port, kind="patch",
@@ -78,6 +78,8 @@ def _vrouters(ctx: Context, cloud: Cloud, cluster: Cluster, nodes: list[NodePlan
             if vpc.name in p.vpcs:
                 side = p.vpcs.index(vpc.name)
                 ports.append(OvsPort(name=p.ports[side], ofport=p.ofport, kind="patch", peer=p.ports[1 - side]))
+        ports += [OvsPort(name=h.veth, ofport=h.ofport, kind="veth", peer=h.key)
+                  for h in hosts if h.kind == "resolver" and h.name == vpc.name]
         bridges.append(BridgePlan(name=names.vrouter(i), role="vrouter", owner=vpc.name, dpid=0, zone=0,
                                   ports=tuple(ports)))
         routes, tables = plan_routes(ctx, i, vpc, cloud, cluster, nodes, internet.natgw_vpc, peerings)

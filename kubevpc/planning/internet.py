@@ -1,18 +1,19 @@
 """Stage "internet": the emulated internet zone and its hosts, one edge per VPC, EIPs (bound to
 instances, NAT gateways, or pods: kubevpc.planning.podeip), NAT gateways with their SNAT entries
-and DNAT entries (kubevpc.planning.dnat), and the public addresses of internet-facing SLBs."""
+and DNAT entries (kubevpc.planning.dnat), the public addresses of internet-facing SLBs, and each
+VPC's DNS resolver (which answers the zone's names)."""
 from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
 
-from ..scenario.model import DOCUMENTATION_RANGES
+from ..scenario.model import DOCUMENTATION_RANGES, RESERVED_DOMAINS
 from .cloud import Cloud
 from .cluster import Cluster
 from .context import Context
 from .dnat import plan_dnat
-from .model import (OFPORT_INTERNET_HOST0, EdgePlan, EipPlan, HostPlan, InternetPlan, NatGatewayPlan, ServerPort,
-                    SlbPlan, SnatPlan, mac_for)
+from .model import (OFPORT_INTERNET_HOST0, OFPORT_VROUTER_RESOLVER, VPC_DNS, VPC_DNS_GATEWAY, VPC_DNS_NET, EdgePlan,
+                    EipPlan, HostPlan, InternetPlan, NatGatewayPlan, ServerPort, SlbPlan, SnatPlan, mac_for)
 from .podeip import bind_pod_eips
 from .slbs import service_manifest
 from .workloads import PodSpec
@@ -40,9 +41,11 @@ def plan_internet(ctx: Context, cloud: Cloud, cluster: Cluster, ips: dict[str, s
     if inet is None:
         return Internet(slbs=slbs)
     _check_zone(ctx, cluster, inet)
+    _check_domain(ctx, cluster, inet.domain)
     if ctx.problems:
         return Internet(slbs=slbs)
     zone = _zone(ctx, inet, hosts)
+    hosts += _resolvers(ctx)
     natgws = _check_nat_gateways(ctx, cluster)
     out = Internet(plan=zone, slbs=slbs, natgw_vpc={n: g.vpc for n, g in natgws.items()})
     public = Public(ctx, inet)
@@ -119,7 +122,46 @@ def _zone(ctx: Context, inet, hosts: list[HostPlan]) -> InternetPlan:
             prefixlen=inet.cidr.prefixlen, mac=mac_for(ip), gateway=gateway, gateway_mac=mac_for(gateway),
             mtu=1500, servers=tuple(ServerPort(port=p.port, protocol=p.protocol) for p in h.ports)))
     return InternetPlan(cidr=str(inet.cidr), public_cidr=str(inet.publicCIDR), gateway=gateway,
-                        gateway_mac=mac_for(gateway), bridge=bridge)
+                        gateway_mac=mac_for(gateway), bridge=bridge, domain=inet.domain)
+
+
+def _check_domain(ctx: Context, cluster: Cluster, domain: str) -> None:
+    """The zone's domain is reserved (so no emulated name is a real one) and outside the cluster
+    domain (whose names the cluster DNS answers itself, never asking the VPC's resolver); the
+    cluster's ranges leave the VPC's DNS addresses alone."""
+    path = ("cloud", "internet", "domain")
+    if not any(domain == r or domain.endswith("." + r) for r in RESERVED_DOMAINS):
+        ctx.bad(path, domain, "expected a domain reserved for documentation or testing (RFC 2606, 6761, 8375: "
+                + ", ".join(RESERVED_DOMAINS) + ", or a subdomain of one), so that no emulated name is a real one")
+    cl = cluster.spec
+    if cl is None:
+        return
+    cd = cl.dns.clusterDomain
+    if cl.dns.enabled and (domain == cd or domain.endswith("." + cd)):
+        ctx.bad(path, domain, f"is inside the cluster domain {cd}, which the cluster DNS answers itself without "
+                "asking the VPC's resolver; expected a domain outside it")
+    dns = ipaddress.IPv4Network(VPC_DNS_NET)
+    ranges = [("serviceCIDR", cl.serviceCIDR)] + ([("podCIDR", cl.podCIDR)] if cl.mode != "eni" else [])
+    for key, net in ranges:
+        if net.overlaps(dns):
+            ctx.bad(("cluster", key), str(net), f"overlaps {VPC_DNS_NET}, where the VPC's DNS servers "
+                    f"{' and '.join(VPC_DNS)} are (Alibaba Cloud reserves 100.64.0.0/10 for its services); "
+                    "expected a range outside it")
+
+
+def _resolvers(ctx: Context) -> list[HostPlan]:
+    """Each VPC's DNS resolver: a namespace on its vRouter holding VPC_DNS (the first on the
+    interface the plan names, the second beside it), serving DNS on both (ACK's nodes have both
+    in /etc/resolv.conf, and CoreDNS forwards there)."""
+    out = []
+    for i, vpc in enumerate(ctx.sc.cloud.vpcs):
+        out.append(HostPlan(
+            key=f"resolver/{vpc.name}", kind="resolver", name=vpc.name, netns=ctx.names.resolver_netns(vpc.name),
+            veth=ctx.names.resolver_veth(i), bridge=ctx.names.vrouter(i), ofport=OFPORT_VROUTER_RESOLVER,
+            ip=VPC_DNS[0], prefixlen=ipaddress.IPv4Network(VPC_DNS_NET).prefixlen, mac=mac_for(VPC_DNS[0]),
+            gateway=VPC_DNS_GATEWAY, gateway_mac=mac_for(VPC_DNS_GATEWAY), mtu=1500, app="resolver",
+            servers=(ServerPort(port=53, protocol="UDP", name="dns"), ServerPort(port=53, protocol="TCP", name="dns-tcp"))))
+    return out
 
 
 def _check_nat_gateways(ctx: Context, cluster: Cluster) -> dict:

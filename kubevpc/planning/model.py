@@ -12,6 +12,11 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 
 from .. import k8s
+from .ports import (
+    OFPORT_VROUTER_ON_VSWITCH, OFPORT_FIRST_ATTACHMENT, OFPORT_NODE_HOST, OFPORT_NODE_UPLINK0,
+    OFPORT_NODE_UPLINK_PATCH0, OFPORT_NODE_TUNNEL0, OFPORT_VSWITCH_UPLINK_PATCH0, OFPORT_NODE_POD0, OFPORT_VROUTER_EDGE, OFPORT_VROUTER_PEER0,
+    OFPORT_EDGE_VPC, OFPORT_EDGE_INTERNET, OFPORT_INTERNET_HOST0, OFPORT_VROUTER_RESOLVER, NAT_PORTS,
+    VPC_DNS, VPC_DNS_NET, VPC_DNS_GATEWAY)
 
 __all__ = [
     "RESERVED_TAIL", "SNAT_PORTS", "TERMINAL_PHASES", "PROXY_OFF_LABELS", "REJECT_PORT", "READY_ANNOTATION",
@@ -19,7 +24,8 @@ __all__ = [
     "ANNOTATION", "ADDRESS_TYPE", "VSWITCH_ID", "RFC1918", "OFPORT_VROUTER_ON_VSWITCH",
     "OFPORT_FIRST_ATTACHMENT", "OFPORT_NODE_HOST", "OFPORT_NODE_UPLINK0", "OFPORT_NODE_UPLINK_PATCH0",
     "OFPORT_NODE_TUNNEL0", "OFPORT_VSWITCH_UPLINK_PATCH0", "OFPORT_NODE_POD0", "OFPORT_VROUTER_EDGE",
-    "OFPORT_EDGE_VPC", "OFPORT_EDGE_INTERNET", "OFPORT_VROUTER_PEER0", "OFPORT_INTERNET_HOST0", "NAT_PORTS",
+    "OFPORT_EDGE_VPC", "OFPORT_EDGE_INTERNET", "OFPORT_VROUTER_PEER0", "OFPORT_INTERNET_HOST0",
+    "OFPORT_VROUTER_RESOLVER", "VPC_DNS", "VPC_DNS_NET", "VPC_DNS_GATEWAY", "NAT_PORTS",
     "Frozen", "mac_for", "ServerPort", "OvsPort", "BridgePlan", "HostPlan", "VSwitchPlan", "Route", "RouteTablePlan",
     "VpcPlan", "PeeringPlan", "Tunnel", "Uplink", "NodePlan", "Attachment", "RulePlan", "GroupPlan", "ClusterPlan",
     "ServicePortPlan", "EndpointPlan", "ServicePlan", "SlbBackend", "SlbListener", "SlbPlan", "InternetPlan",
@@ -40,21 +46,6 @@ ANNOTATION = "service.beta.kubernetes.io/alibaba-cloud-loadbalancer-"
 ADDRESS_TYPE, VSWITCH_ID = ANNOTATION + "address-type", ANNOTATION + "vswitch-id"
 RFC1918 = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")   # above the kernel's default ephemeral range (32768-60999)
 
-# Fixed OpenFlow port numbers, so flows can be compiled from the plan alone.
-OFPORT_VROUTER_ON_VSWITCH = 1
-OFPORT_FIRST_ATTACHMENT = 10
-OFPORT_NODE_HOST = 1
-OFPORT_NODE_UPLINK0 = 2
-OFPORT_NODE_UPLINK_PATCH0 = 50   # the patch port beside each uplink
-OFPORT_NODE_TUNNEL0 = 100
-OFPORT_VSWITCH_UPLINK_PATCH0 = 20000   # + the uplink's port on the vSwitch: its patch port there
-OFPORT_NODE_POD0 = 1000
-OFPORT_VROUTER_EDGE = 100        # the vRouter's link to its VPC's edge
-OFPORT_VROUTER_PEER0 = 200       # + the peering's index in cloud.peerings: its patch port on both vRouters
-OFPORT_EDGE_VPC = 1              # the edge's link to the vRouter ...
-OFPORT_EDGE_INTERNET = 2         # ... and its patch to the internet router
-OFPORT_INTERNET_HOST0 = 10       # internet router: hosts from here; edges from 1
-NAT_PORTS = (1024, 65535)        # source ports a NAT gateway or EIP translation may choose
 
 
 class Frozen(BaseModel):
@@ -96,8 +87,9 @@ class HostPlan(Frozen):
     """A network namespace with one NIC: an ECS instance or a pod."""
 
     key: str                        # ecs/<name> or pod/<namespace>/<name>
-    kind: Literal["ecs", "pod", "slb", "internet"]   # slb: an SLB instance's namespace, holding its VIP
-                                    # (health checks); internet: a host of the emulated internet
+    kind: Literal["ecs", "pod", "slb", "internet", "resolver"]   # slb: an SLB instance's namespace, holding its
+                                    # VIP (health checks); internet: a host of the emulated internet;
+                                    # resolver: a VPC's DNS servers (VPC_DNS), on its vRouter
     name: str                       # ECS name, or pod name
     namespace: str = ""             # Kubernetes namespace (pods)
     netns: str                      # the ip-netns name we give it
@@ -121,8 +113,8 @@ class HostPlan(Frozen):
                                     # Succeeded and Failed (terminal): no server runs, never an endpoint
     terminating: bool = False       # pods: deleted, running out their grace period (still serving)
     grace_period: int = 30          # pods: spec.terminationGracePeriodSeconds
-    app: Literal["server", "dns", "slb", "ingress"] = "server"   # the pod server, the cluster DNS, an SLB's
-                                    # checker, the NGINX ingress controller
+    app: Literal["server", "dns", "slb", "ingress", "resolver"] = "server"   # the pod server, the cluster DNS,
+                                    # an SLB's checker, the NGINX ingress controller, the VPC's DNS resolver
     host_network: bool = False      # pods: spec.hostNetwork. It runs in its node's namespace (netns, ip, mac,
                                     # gateway are the node's) and has no interface of its own (veth "",
                                     # ofport 0, bridge the node's bridge, no attachment or vSwitch address)
@@ -410,6 +402,8 @@ class InternetPlan(Frozen):
     gateway: str                    # the router's address in `cidr`
     gateway_mac: str
     bridge: str
+    domain: str = "example.com"     # the hosts' names are <name>.<domain> at the VPCs' resolvers
+    resolvers: tuple[str, ...] = VPC_DNS   # the addresses of every VPC's DNS resolver
 
 
 class EdgePlan(Frozen):
@@ -564,6 +558,15 @@ class Plan(Frozen):
     def peering(self, a: str, b: str) -> PeeringPlan | None:
         """The peering connection between VPCs a and b, if they are peered."""
         return next((p for p in self.peerings if set(p.vpcs) == {a, b}), None)
+
+    @property
+    def resolvers(self) -> tuple[HostPlan, ...]:
+        """The VPCs' DNS resolvers (with `cloud.internet`: one per VPC, on its vRouter)."""
+        return tuple(h for h in self.hosts if h.kind == "resolver")
+
+    def resolver(self, vpc: str) -> HostPlan | None:
+        """VPC `vpc`'s DNS resolver, or None when it has none."""
+        return next((h for h in self.resolvers if h.name == vpc), None)
 
 
 def _find(items, attr: str, value: str):

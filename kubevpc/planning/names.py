@@ -93,6 +93,13 @@ class Names:
     def internet_netns(self, name: str) -> str:
         return f"{self.run}-inet-{name}"
 
+    def resolver_veth(self, vpc: int) -> str:
+        """The vRouter's port to VPC `vpc`'s DNS resolver."""
+        return f"{self.run}d{vpc}"
+
+    def resolver_netns(self, vpc: str) -> str:
+        return f"{self.run}-dns-{vpc}"
+
 
 def interface_names(plan) -> list[str]:
     """Every interface name a plan makes: the ones IFNAMSIZ limits."""

@@ -109,5 +109,5 @@ def _check_expectations(ctx: Context, plan: Plan) -> None:
                     resolve_endpoint(plan, ref)
             except KeyError:
                 ctx.bad(("expect", i, field), ref, "no such endpoint; expected pod/<namespace>/<name>, "
-                        "ecs/<name> or node/<name>" + (", or svc/<namespace>/<name>" if field == "to" else "")
-                        + " of this scenario")
+                        "ecs/<name>, node/<name>" + (", svc/<namespace>/<name>" if field == "to" else "")
+                        + " or resolver/<vpc> (a VPC's DNS, with cloud.internet) of this scenario")

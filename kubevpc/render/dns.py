@@ -1,6 +1,8 @@
 """The cluster DNS's records: ``zone()`` turns Services and Pods into the JSON zone document the
 DNS server (kubevpc.daemons.dns) serves, and ``resolv_conf()`` writes what kubelet gives a
-``dnsPolicy: ClusterFirst`` pod.
+``dnsPolicy: ClusterFirst`` pod. A VPC's DNS resolver serves ``internet_zone()``, the emulated
+internet's names, and ECS instances get ``vpc_resolv_conf()``, an Alibaba Cloud instance's
+/etc/resolv.conf.
 
 The records follow CoreDNS's *kubernetes* plugin, which implements the Kubernetes DNS-Based
 Service Discovery specification:
@@ -26,6 +28,7 @@ from typing import Any, Iterable, Iterator
 
 DEFAULT_DOMAIN = "cluster.local"
 DEFAULT_TTL = 5  # CoreDNS kubernetes plugin default
+INTERNET_TTL = 60  # the emulated internet's records
 
 
 # -- the zone document ---------------------------------------------------------
@@ -104,6 +107,22 @@ def _is_ip(text: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def internet_zone(hosts: Iterable[Any], domain: str, ttl: int = INTERNET_TTL) -> dict:
+    """The zone document of the emulated internet: ``<host>.<domain>`` is an A record of each
+    host's address (duck-typed: ``name`` and ``ip``)."""
+    origin = _fqdn(domain)
+    records = [{"name": _fqdn(f"{h.name}.{origin}"), "type": _addr_type(h.ip), "value": h.ip} for h in hosts]
+    return {"domain": origin.rstrip("."), "ttl": ttl, "records": records}
+
+
+def vpc_resolv_conf(nameservers: Iterable[str]) -> str:
+    """/etc/resolv.conf of an ECS instance: the VPC's DNS servers, with the options Alibaba Cloud's
+    images set (``options timeout:2 attempts:3 rotate single-request-reopen``), and no search
+    domain (none is set unless a DHCP options set gives one)."""
+    return "options timeout:2 attempts:3 rotate single-request-reopen\n" + "".join(
+        f"nameserver {ip}\n" for ip in nameservers)
 
 
 def resolv_conf(namespace: str, dns_ip: str, domain: str = DEFAULT_DOMAIN) -> str:

@@ -180,6 +180,9 @@ class Instance(Strict):
 
 # ------------------------------------------------------------------------------------- internet
 DOCUMENTATION_RANGES = ("198.18.0.0/15", "192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24")
+# names reserved for documentation and testing (RFC 2606, RFC 6761, RFC 8375): an emulated name is never a real one
+RESERVED_DOMAINS = ("example", "example.com", "example.net", "example.org", "test", "invalid", "home.arpa")
+DOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 
 
 class InternetHost(Strict):
@@ -198,6 +201,8 @@ class Internet(Strict):
     cidr: Cidr = ipaddress.IPv4Network("198.18.0.0/24")         # the zone's own hosts
     publicCIDR: Cidr = ipaddress.IPv4Network("198.19.0.0/24")   # what the cloud gives out: EIPs
     hosts: list[InternetHost] = []
+    # the zone's DNS domain: the VPC's resolver answers <host>.<domain> with each host's address
+    domain: str = Field(default="example.com", max_length=190, pattern=DOMAIN_PATTERN)
 
 
 class Eip(Strict):
@@ -307,7 +312,7 @@ class DnsOptions(Strict):
     """The cluster DNS (kube-dns Service in kube-system, one pod on the first node)."""
 
     enabled: bool = True
-    clusterDomain: str = Field(default="cluster.local", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    clusterDomain: str = Field(default="cluster.local", pattern=DOMAIN_PATTERN)
     ip: Address | None = None        # default: the 10th address of the service CIDR, as kubeadm and ACK use
 
 
