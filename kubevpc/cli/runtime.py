@@ -37,7 +37,8 @@ def add_apply(sub) -> None:
 
 
 def add_delete(sub) -> None:
-    p = control_parser(sub, "delete", "delete a Service, a NetworkPolicy, an Ingress, a Pod or a Deployment from a running scenario",
+    p = control_parser(sub, "delete", "delete a Service, a NetworkPolicy, an Ingress, a Pod, a Deployment or a StatefulSet "
+                       "from a running scenario",
                        "Delete an object from a running scenario. A Service's ClusterIP and NodePorts stop being served "
                        "(the other Services keep theirs); a NetworkPolicy's rules stop applying; an Ingress's hosts and "
                        "paths leave the ingress controllers' NGINX configuration; a Pod (or every pod of a Deployment) "
@@ -46,9 +47,10 @@ def add_delete(sub) -> None:
                        "a Service has no ready one); then it leaves the Services' endpoints, and its namespace, veth "
                        "and processes are removed. The command returns at once; `kubevpc status` shows the pods still "
                        "terminating. A pod of a Deployment is replaced by a new pod with a new name and address, as "
-                       "the ReplicaSet controller does.")
+                       "the ReplicaSet controller does; a pod of a StatefulSet is created again under its own name "
+                       "once it is gone.")
     p.add_argument("object", metavar="OBJECT", help="KIND/<namespace>/<name> or KIND/<name> (namespace default), "
-                   "KIND one of svc, netpol, ingress, pod, deploy")
+                   "KIND one of svc, netpol, ingress, pod, deploy, sts")
     p.add_argument("--grace-period", type=int, default=None, metavar="SECONDS",
                    help="seconds a deleted pod keeps running, terminating (default: the pod's "
                         "terminationGracePeriodSeconds, 30 unless set); 0 removes it at once. Deleting a terminating "
@@ -57,12 +59,15 @@ def add_delete(sub) -> None:
 
 
 def add_scale(sub) -> None:
-    p = control_parser(sub, "scale", "set the number of replicas of a Deployment in a running scenario, as kubectl scale",
-                       "Set a Deployment's replicas. Its pods are named <deployment>-<index>: scaling up starts "
-                       "indexes above the highest (placed round-robin over the nodes by index, each with a new address), scaling down removes "
+    p = control_parser(sub, "scale", "set the number of replicas of a Deployment or a StatefulSet in a running scenario, "
+                       "as kubectl scale",
+                       "Set a Deployment's or a StatefulSet's replicas. A Deployment's pods are named <deployment>-<index>: "
+                       "scaling up starts indexes above the highest (placed round-robin over the nodes by index, each "
+                       "with a new address); a StatefulSet's are <name>-0 .. <name>-(replicas-1). Scaling down removes "
                        "the highest ones, which terminate gracefully, as `kubevpc delete` says. Services, DNS, SLB "
                        "backends and NetworkPolicy follow.")
-    p.add_argument("deployment", metavar="DEPLOYMENT", help="deploy/<namespace>/<name> or deploy/<name>")
+    p.add_argument("deployment", metavar="WORKLOAD", help="deploy/<namespace>/<name>, deploy/<name>, "
+                   "sts/<namespace>/<name> or sts/<name>")
     p.add_argument("--replicas", type=int, required=True, metavar="N", help="the number of pods wanted (0 or more)")
     p.add_argument("--grace-period", type=int, default=None, metavar="SECONDS",
                    help="seconds the pods removed keep running, terminating (default: their own "

@@ -5,7 +5,7 @@ Manifests are what users run in production, so fields we do not emulate (images,
 probes, ...) are accepted and ignored; the fields we do use are checked as the API server would.
 
     meta            strict decoding (K8s), ObjectMeta, labels, label selectors, name checks
-    workloads       Namespace, Pod, Deployment
+    workloads       Namespace, Pod, Deployment, StatefulSet
     service         Service
     networkpolicy   NetworkPolicy, and how many of them the flows can hold (MAX_*)
     podnetworking   Terway's PodNetworking
@@ -26,7 +26,8 @@ from .networkpolicy import (MAX_NETWORK_POLICIES, MAX_RULES_PER_DIRECTION, MAX_R
 from .podnetworking import (POD_NETWORKING_ANNOTATION, PodNetworking, PodNetworkingSelector,
                             PodNetworkingSpec)
 from .service import ClientIPConfig, Service, ServicePort, ServiceSpec, SessionAffinityConfig
-from .workloads import Container, ContainerPort, Deployment, DeploymentSpec, Namespace, Pod, PodSpec, PodStatus, PodTemplate
+from .workloads import (Container, ContainerPort, Deployment, DeploymentSpec, Namespace, Pod, PodSpec, PodStatus,
+                        PodTemplate, StatefulSet, StatefulSetSpec)
 
 __all__ = [
     "ANNOTATION_PREFIX", "CLASS_ANNOTATION", "DNS1123_LABEL", "DNS1123_SUBDOMAIN", "KINDS", "LABEL_VALUE",
@@ -37,7 +38,8 @@ __all__ = [
     "LabelSelectorRequirement", "Namespace", "NetworkPolicy", "NetworkPolicyEgressRule", "NetworkPolicyIngressRule",
     "NetworkPolicyPeer", "NetworkPolicyPort", "NetworkPolicySpec", "ObjectMeta", "Pod", "PodNetworking",
     "PodNetworkingSelector", "PodNetworkingSpec", "PodSpec", "PodStatus", "PodTemplate", "PortProtocol", "Rule", "Secret",
-    "Service", "ServiceBackendPort", "ServicePort", "ServiceSpec", "SessionAffinityConfig", "TemplateMeta",
+    "Service", "ServiceBackendPort", "ServicePort", "ServiceSpec", "SessionAffinityConfig", "StatefulSet",
+    "StatefulSetSpec", "TemplateMeta",
     "check_labels", "check_tls_pair", "kind_of", "self_signed", "snippet_annotations", "snippet_refusal", "tls_pair",
 ]
 
@@ -45,6 +47,7 @@ KINDS: dict[tuple[str, str], type[K8s]] = {
     ("v1", "Namespace"): Namespace,
     ("v1", "Pod"): Pod,
     ("apps/v1", "Deployment"): Deployment,
+    ("apps/v1", "StatefulSet"): StatefulSet,
     ("v1", "Service"): Service,
     ("networking.k8s.io/v1", "NetworkPolicy"): NetworkPolicy,
     ("network.alibabacloud.com/v1beta1", "PodNetworking"): PodNetworking,

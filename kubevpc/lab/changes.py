@@ -12,9 +12,12 @@ from pydantic import ValidationError
 
 from ..errors import KubevpcError
 from ..k8s import Ingress, Secret
-from ..k8s import Deployment, Namespace, NetworkPolicy, Pod, Service, kind_of
+from ..k8s import Deployment, Namespace, NetworkPolicy, Pod, Service, StatefulSet, kind_of
 from ..scenario.load import Loaded, Manifest, Source, all_kinds, pydantic_problems
 from ..planning import TERMINAL_PHASES, HostPlan, Plan, make_plan
+
+
+RUNTIME_KINDS = (Service, NetworkPolicy, Namespace, Ingress, Secret, Pod, Deployment, StatefulSet)
 
 
 def parse_objects(objects, origin: str = "<api>") -> list:
@@ -22,9 +25,9 @@ def parse_objects(objects, origin: str = "<api>") -> list:
     out = []
     for obj in objects:
         cls = all_kinds().get(kind_of(obj))
-        if cls not in (Service, NetworkPolicy, Namespace, Ingress, Secret, Pod, Deployment):
-            raise KubevpcError(f"only Services, NetworkPolicies, Namespaces, Ingresses, Secrets, Pods and "
-                               f"Deployments can be applied while the scenario runs, not {'/'.join(kind_of(obj))}")
+        if cls not in RUNTIME_KINDS:
+            raise KubevpcError(f"only Services, NetworkPolicies, Namespaces, Ingresses, Secrets, Pods, Deployments "
+                               f"and StatefulSets can be applied while the scenario runs, not {'/'.join(kind_of(obj))}")
         try:
             parsed = cls.model_validate(obj)
         except ValidationError as exc:
@@ -52,17 +55,24 @@ def applied(manifests, entries: list) -> list:
     return manifests
 
 
-def scaled(manifests, deployment: str, replicas: int) -> list:
-    """The manifests with a Deployment's (`deploy/<ns>/<name>`) replicas set."""
-    kind, _, rest = deployment.partition("/")
+SCALABLE = {"deploy": Deployment, "deployment": Deployment, "deployments": Deployment,
+            "sts": StatefulSet, "statefulset": StatefulSet, "statefulsets": StatefulSet}
+
+
+def scaled(manifests, workload: str, replicas: int) -> list:
+    """The manifests with a Deployment's (`deploy/<ns>/<name>`) or a StatefulSet's
+    (`sts/<ns>/<name>`) replicas set."""
+    kind, _, rest = workload.partition("/")
     ns, _, name = rest.rpartition("/")
-    if kind not in ("deploy", "deployment", "deployments") or not name:
-        raise KubevpcError(f"cannot scale {deployment!r}; expected deploy/<namespace>/<name> or deploy/<name>")
+    if kind not in SCALABLE or not name:
+        raise KubevpcError(f"cannot scale {workload!r}; expected deploy/<namespace>/<name>, deploy/<name>, "
+                           "sts/<namespace>/<name> or sts/<name>")
     if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 0:
         raise KubevpcError(f"replicas {replicas!r}: expected a whole number, 0 or more")
-    at = find_manifest(manifests, Deployment, ns or "default", name)
+    cls = SCALABLE[kind]
+    at = find_manifest(manifests, cls, ns or "default", name)
     if at is None:
-        raise KubevpcError(f"no Deployment {ns or 'default'}/{name} in this scenario")
+        raise KubevpcError(f"no {cls.__name__} {ns or 'default'}/{name} in this scenario")
     m = manifests[at]
     obj = m.obj.model_copy(update={"spec": m.obj.spec.model_copy(update={"replicas": replicas})})
     manifests = list(manifests)
@@ -81,17 +91,18 @@ def with_network_policies(manifests, objects, origin: str = "<api>") -> list:
 
 DELETABLE = {"svc": Service, "service": Service, "netpol": NetworkPolicy, "networkpolicy": NetworkPolicy,
              "ing": Ingress, "ingress": Ingress, "pod": Pod, "po": Pod, "deploy": Deployment,
-             "deployment": Deployment}
+             "deployment": Deployment, "sts": StatefulSet, "statefulset": StatefulSet}
 
 
 def deleted(manifests, plan: Plan, ref: str) -> tuple[list, frozenset[str]]:
     """The manifests without the object `ref` names (KIND/<ns>/<name>), and the pods deleted on
     their own: a pod of a Deployment stays in its manifest, and the Deployment replaces it under
-    a new name, as the ReplicaSet controller does. The cluster's own pod (the DNS) is refused."""
+    a new name, as the ReplicaSet controller does; a StatefulSet's is created again under its own
+    name once it is gone (`recreated`). The cluster's own pod (the DNS) is refused."""
     kind, _, rest = ref.partition("/")
     ns, _, name = rest.rpartition("/")
     if kind.lower() not in DELETABLE or not name:
-        raise KubevpcError(f"cannot delete {ref!r}; expected svc/, netpol/, ingress/, pod/ or deploy/ "
+        raise KubevpcError(f"cannot delete {ref!r}; expected svc/, netpol/, ingress/, pod/, deploy/ or sts/ "
                            "followed by <namespace>/<name>")
     cls = DELETABLE[kind.lower()]
     at = find_manifest(manifests, cls, ns or "default", name)
@@ -131,6 +142,14 @@ def replan(loaded: Loaded, previous: Plan, run: str, manifests, ready: dict[str,
     gone = {h.key for h in removed}
     return Replanned(loaded, plan, added, removed, {k: v for k, v in ready.items() if k not in gone},
                      {k: v for k, v in labels.items() if k not in gone})
+
+
+def recreated(manifests, removed) -> list[str]:
+    """The pods of `removed` (hosts) that a StatefulSet of the manifests wants back under the same
+    name: the StatefulSet controller creates each again once the old one is gone."""
+    wanted = {f"pod/{m.obj.metadata.namespace}/{m.obj.metadata.name}-{i}" for m in manifests
+              if isinstance(m.obj, StatefulSet) for i in range(m.obj.spec.replicas)}
+    return sorted(h.key for h in removed if h.kind == "pod" and h.key in wanted)
 
 
 def find_manifest(manifests, cls, namespace: str, name: str) -> int | None:

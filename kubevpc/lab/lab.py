@@ -273,9 +273,10 @@ class Lab(Servers):
         return self._update(changes.applied(self.loaded.manifests, changes.parse_objects(objects, origin)), self.ready)
 
     def scale(self, deployment: str, replicas: int, grace_period: int | None = None) -> dict:
-        """Set a Deployment's replicas (`deploy/<ns>/<name>`), as `kubectl scale` does. Pods are
-        named `<deployment>-<index>`: scaling up adds indexes above the highest, scaling down removes
-        the highest ones, which terminate gracefully (see delete)."""
+        """Set a Deployment's (`deploy/<ns>/<name>`) or a StatefulSet's (`sts/<ns>/<name>`) replicas,
+        as `kubectl scale` does. A Deployment's pods are named `<deployment>-<index>`: scaling up adds
+        indexes above the highest; a StatefulSet's are `<name>-0` .. `<name>-(replicas-1)`. Scaling
+        down removes the highest ones, which terminate gracefully (see delete)."""
         return self._update(changes.scaled(self.loaded.manifests, deployment, replicas), self.ready,
                             grace_period=grace_period)
 
@@ -286,8 +287,10 @@ class Lab(Servers):
     def delete(self, ref: str, grace_period: int | None = None) -> dict:
         """Delete a Service (`svc/<ns>/<name>`), a NetworkPolicy (`netpol/<ns>/<name>`), an Ingress
         (`ingress/<ns>/<name>`), a Pod (`pod/<ns>/<name>`) or a Deployment with its pods
-        (`deploy/<ns>/<name>`). A pod of a Deployment is replaced by a new one with a new name and
-        address, as the ReplicaSet controller does.
+        (`deploy/<ns>/<name>`) or a StatefulSet with its pods (`sts/<ns>/<name>`). A pod of a
+        Deployment is replaced by a new one with a new name and address, as the ReplicaSet
+        controller does; a pod of a StatefulSet is created again under its own name once it is gone
+        (with its address too, in eni mode, under a Fixed PodNetworking).
 
         Pods terminate gracefully, as kubectl's `--grace-period`: for `grace_period` seconds (None:
         the pod's terminationGracePeriodSeconds, 30 by default) a pod keeps running and serving,
@@ -402,8 +405,13 @@ class Lab(Servers):
         cached = time.monotonic() - t0
         self.say(f"change programmed in {took * 1000:.0f} ms, in the datapath's cache in {cached * 1000:.0f} ms")
         term = {k: v for k, v in self.terminating.left().items() if k in graceful}
-        return {"flows_updated_s": took, "datapath_s": cached, **pods, **({"terminating": term} if term else {}),
-                **self._controller_note()}
+        out = {"flows_updated_s": took, "datapath_s": cached, **pods, **({"terminating": term} if term else {}),
+               **self._controller_note()}
+        again = changes.recreated(self.loaded.manifests, change.removed)
+        if again:           # the StatefulSet controller: the same names, once the old pods are gone
+            self.say(f"re-creating {', '.join(again)}")
+            out["recreated"] = self._change(self.loaded.manifests, self.ready, None, deadline, frozenset(), None)
+        return out
 
     def _stop_finished(self, change: changes.Replanned) -> None:
         """The servers of pods that reached a terminal phase (Succeeded, Failed) stop, as their

@@ -157,7 +157,8 @@ def plan_pods(ctx: Context, cloud: Cloud, cluster: Cluster, nodes: list[NodePlan
             gateway=gateway, gateway_mac=gateway_mac, mtu=cluster.pod_mtu, servers=pod.servers,
             labels=relabel(pod.labels, ctx.labels.get(key, {})), node=node.name, vswitch=vname,
             security_groups=sgs, ready=ctx.ready.get(key, pod.ready), app=pod.app, phase=pod.phase,
-            terminating=pod.terminating is not None, grace_period=pod.grace_period))
+            terminating=pod.terminating is not None, grace_period=pod.grace_period, hostname=pod.hostname,
+            subdomain=pod.subdomain))
     ctx.problems.checkpoint()
 
 
@@ -172,7 +173,7 @@ def _host_network_pod(ctx: Context, pod: PodSpec, node: NodePlan, wiring: Wiring
         gateway_mac=home.gateway_mac, mtu=home.mtu, servers=pod.servers,
         labels=relabel(pod.labels, ctx.labels.get(pod.key, {})), node=node.name, ready=ctx.ready.get(pod.key, pod.ready),
         app=pod.app, phase=pod.phase, terminating=pod.terminating is not None, grace_period=pod.grace_period,
-        host_network=True)
+        host_network=True, hostname=pod.hostname, subdomain=pod.subdomain)
 
 
 def _eni_address(ctx: Context, cloud: Cloud, cluster: Cluster, node: NodePlan, spec: PodSpec,

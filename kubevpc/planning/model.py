@@ -125,6 +125,8 @@ class HostPlan(Frozen):
     host_network: bool = False      # pods: spec.hostNetwork. It runs in its node's namespace (netns, ip, mac,
                                     # gateway are the node's) and has no interface of its own (veth "",
                                     # ofport 0, bridge the node's bridge, no attachment or vSwitch address)
+    hostname: str = ""              # pods: spec.hostname and spec.subdomain (a StatefulSet's pod: its name and
+    subdomain: str = ""             # serviceName), so a headless Service of that name has <hostname>.<svc> records
 
     @property
     def ready_name(self) -> str:

@@ -223,7 +223,8 @@ def _endpoints(svc: k8s.Service, pods: list[HostPlan]) -> list[EndpointPlan]:
     """Pods of the Service's namespace that match its selector, target ports resolved per pod, with
     the conditions the EndpointSlice controller gives them (pkg/controller/endpointslice podToEndpoint):
     a pod in a terminal phase is never one; a terminating pod is not ready (unless the Service
-    publishes not-ready addresses) but serving while its readiness holds."""
+    publishes not-ready addresses) but serving while its readiness holds. A pod whose subdomain
+    names the Service (a StatefulSet's pod and its serviceName) carries its hostname."""
     spec = svc.spec
     endpoints = []
     if not spec.selector or spec.type == "ExternalName":
@@ -242,5 +243,6 @@ def _endpoints(svc: k8s.Service, pods: list[HostPlan]) -> list[EndpointPlan]:
         endpoints.append(EndpointPlan(
             pod=pod.key, name=pod.name, ip=pod.ip, node=pod.node,
             ready=(pod.ready and not pod.terminating) or spec.publishNotReadyAddresses,
-            serving=pod.ready, terminating=pod.terminating, ports=tuple(resolved)))
+            serving=pod.ready, terminating=pod.terminating, ports=tuple(resolved),
+            hostname=pod.hostname if pod.hostname and pod.subdomain == svc.metadata.name else ""))
     return endpoints

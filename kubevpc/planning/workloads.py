@@ -1,6 +1,6 @@
-"""Stage "workloads": the Kubernetes objects of the manifests checked, Pods and Deployments
-expanded into pods placed on nodes (deterministically), the cluster DNS pod added, and Terway's
-PodNetworking resolved for each pod it selects."""
+"""Stage "workloads": the Kubernetes objects of the manifests checked, Pods, Deployments and
+StatefulSets expanded into pods placed on nodes (deterministically), the cluster DNS pod added, and
+Terway's PodNetworking resolved for each pod it selects."""
 from __future__ import annotations
 
 import re
@@ -32,6 +32,9 @@ class PodSpec:
     terminating: HostPlan | None = None   # deleted and running out its grace period: as it runs
     host_network: bool = False      # spec.hostNetwork: in its node's namespace, with the node's address
     port_paths: tuple[tuple, ...] = ()    # where each of `servers` is declared (its containerPort)
+    owner: str = ""                 # the kind of workload that made it: Deployment, StatefulSet ("": a Pod)
+    hostname: str = ""              # spec.hostname and spec.subdomain: a StatefulSet's pod is
+    subdomain: str = ""             # <pod>.<serviceName> (its DNS name under that headless Service)
 
     @property
     def key(self) -> str:
@@ -114,7 +117,8 @@ def _terminating(ctx: Context, made: list[PodSpec]) -> list[PodSpec]:
             continue
         out.append(PodSpec(namespace=h.namespace, name=h.name, node=h.node, labels=dict(h.labels),
                            servers=h.servers, ready=h.ready, app=h.app, path=("<terminating>", key), source=None,
-                           phase=h.phase, grace_period=h.grace_period, terminating=h, host_network=h.host_network))
+                           phase=h.phase, grace_period=h.grace_period, terminating=h, host_network=h.host_network,
+                           hostname=h.hostname, subdomain=h.subdomain))
     return out
 
 
@@ -139,7 +143,7 @@ def _replica_names(ctx: Context, obj: k8s.Deployment, pod_manifests: set[tuple[s
 
 
 def _pods_of(ctx: Context, m, node_names: list[str], seen: dict) -> list[PodSpec]:
-    """The pods of one Pod or Deployment manifest."""
+    """The pods of one Pod, Deployment or StatefulSet manifest."""
     obj, path, msrc = m.obj, m.prefix, m.source
     phase = "Running"
     if isinstance(obj, k8s.Pod):
@@ -150,7 +154,9 @@ def _pods_of(ctx: Context, m, node_names: list[str], seen: dict) -> list[PodSpec
         annotations = obj.spec.template.metadata.annotations
         pod_manifests = {(x.obj.metadata.namespace, x.obj.metadata.name) for x in ctx.loaded.manifests
                          if isinstance(x.obj, k8s.Pod)}
-        names, meta = _replica_names(ctx, obj, pod_manifests), ("spec", "template", "metadata")
+        names = _ordinal_names(ctx, obj) if isinstance(obj, k8s.StatefulSet) else \
+            _replica_names(ctx, obj, pod_manifests)
+        meta = ("spec", "template", "metadata")
     ready = annotations.get(READY_ANNOTATION, "true")
     if ready not in ("true", "false"):
         ctx.bad(path + meta + ("annotations", READY_ANNOTATION), ready, 'expected "true" or "false"', msrc)
@@ -168,20 +174,53 @@ def _pods_of(ctx: Context, m, node_names: list[str], seen: dict) -> list[PodSpec
     out = []
     for name in names:
         before = ctx.previous.get(f"pod/{obj.metadata.namespace}/{name}")
-        r = int(name.rpartition("-")[2]) if isinstance(obj, k8s.Deployment) else 0
+        r = 0 if isinstance(obj, k8s.Pod) else int(name.rpartition("-")[2])
         node = spec.nodeName or (before.node if before else node_names[r % len(node_names)])
         pkey = ("Pod", obj.metadata.namespace, name)
-        if pkey in seen and isinstance(obj, k8s.Deployment):
-            ctx.bad(path + ("metadata", "name"), name, "a pod of this Deployment has the name of another pod", msrc)
+        if pkey in seen and not isinstance(obj, k8s.Pod):
+            ctx.bad(path + ("metadata", "name"), name, f"a pod of this {obj.kind} has the name of another pod", msrc)
         seen[pkey] = m.path
         out.append(PodSpec(namespace=obj.metadata.namespace, name=name, node=node,
-                           labels=dict(labels) | {"pod-template-hash": "kubevpc"}
-                           if isinstance(obj, k8s.Deployment) else dict(labels),
-                           servers=tuple(ports), ready=ready != "false", app=APPS.get(app, "server"),
-                           path=path, source=msrc, annotations=dict(annotations), phase=phase,
-                           grace_period=spec.terminationGracePeriodSeconds, host_network=spec.hostNetwork,
-                           port_paths=tuple(port_paths)))
+                           labels=_pod_labels(obj, labels, name, r), servers=tuple(ports), ready=ready != "false",
+                           app=APPS.get(app, "server"), path=path, source=msrc, annotations=dict(annotations),
+                           phase=phase, grace_period=spec.terminationGracePeriodSeconds, host_network=spec.hostNetwork,
+                           port_paths=tuple(port_paths), owner="" if isinstance(obj, k8s.Pod) else obj.kind,
+                           **_stable_name(obj, name)))
     return out
+
+
+def _ordinal_names(ctx: Context, obj: k8s.StatefulSet) -> list[str]:
+    """A StatefulSet's pods, `<name>-0` .. `<name>-(replicas-1)`. One whose previous incarnation is
+    terminating, or is deleted by this change, is left out: the StatefulSet controller creates it
+    again under the same name only once the old one is gone (the Lab does so in a change of its
+    own, kubevpc.lab.changes.recreated)."""
+    ns, name = obj.metadata.namespace, obj.metadata.name
+    out = []
+    for i in range(obj.spec.replicas):
+        key = f"pod/{ns}/{name}-{i}"
+        before = ctx.previous.get(key)
+        if key in ctx.terminating or (before is not None and (before.terminating or key in ctx.deleted)):
+            continue
+        out.append(f"{name}-{i}")
+    return out
+
+
+def _pod_labels(obj, labels: dict[str, str], name: str, r: int) -> dict[str, str]:
+    """A pod's labels: its template's, and what its controller adds (the ReplicaSet's
+    pod-template-hash; the StatefulSet's revision hash, pod name and index)."""
+    if isinstance(obj, k8s.Deployment):
+        return dict(labels) | {"pod-template-hash": "kubevpc"}
+    if isinstance(obj, k8s.StatefulSet):
+        return dict(labels) | {"controller-revision-hash": f"{obj.metadata.name}-kubevpc",
+                               "statefulset.kubernetes.io/pod-name": name, "apps.kubernetes.io/pod-index": str(r)}
+    return dict(labels)
+
+
+def _stable_name(obj, name: str) -> dict[str, str]:
+    """A StatefulSet's pod has its own name as hostname and the governing Service as subdomain."""
+    if isinstance(obj, k8s.StatefulSet) and obj.spec.serviceName:
+        return {"hostname": name, "subdomain": obj.spec.serviceName}
+    return {}
 
 
 def _server_ports(ctx: Context, spec, path: tuple, msrc, at: tuple) -> tuple[list[ServerPort], list[tuple]]:
