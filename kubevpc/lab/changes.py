@@ -130,14 +130,16 @@ class Replanned:
 
 
 def replan(loaded: Loaded, previous: Plan, run: str, manifests, ready: dict[str, bool], labels: dict,
-           terminating: frozenset[str] = frozenset(), deleted: frozenset[str] = frozenset()) -> Replanned:
+           terminating: frozenset[str] = frozenset(), deleted: frozenset[str] = frozenset(),
+           now: float = 0.0) -> Replanned:
     """Plan the changed manifests against the running plan: pods that stay keep their node,
     address and port, and every Service its ClusterIP and NodePorts, whatever comes or goes before
-    it; `terminating` pods stay as they are, `deleted` ones go (kubevpc.planning.make_plan)."""
+    it; `terminating` pods stay as they are, `deleted` ones go; `now` (wall-clock) releases the
+    fixed addresses whose TTL has passed (kubevpc.planning.make_plan)."""
     manifests = [dataclasses.replace(m, obj=keep_allocations(m.obj, previous)) if isinstance(m.obj, Service)
                  else m for m in manifests]
     loaded = dataclasses.replace(loaded, manifests=tuple(manifests))
-    plan = make_plan(loaded, run, ready, labels, previous=previous, terminating=terminating, deleted=deleted)
+    plan = make_plan(loaded, run, ready, labels, previous=previous, terminating=terminating, deleted=deleted, now=now)
     added, removed = pods_changed(previous, plan)
     gone = {h.key for h in removed}
     return Replanned(loaded, plan, added, removed, {k: v for k, v in ready.items() if k not in gone},

@@ -363,15 +363,16 @@ class Lab(Servers):
         """The change planned; pods it removes that have a grace period are planned again as
         terminating, with the time each one's grace period ends."""
         labels = self.labels if labels is None else labels
+        wall = time.time()          # a fixed address's release TTL counts in wall-clock time (plan.json keeps it)
         change = changes.replan(self.loaded, self.plan, self.run, manifests, ready, labels,
-                                self.terminating.keys(), deleted)
+                                self.terminating.keys(), deleted, wall)
         now = time.monotonic()
         graceful = {h.key: now + (h.grace_period if grace_period is None else grace_period)
                     for h in change.removed if h.kind == "pod" and not h.terminating and h.key not in self.terminating}
         graceful = {k: t for k, t in graceful.items() if t > now}
         if graceful:
             change = changes.replan(self.loaded, self.plan, self.run, manifests, ready, labels,
-                                    self.terminating.keys() | frozenset(graceful), deleted)
+                                    self.terminating.keys() | frozenset(graceful), deleted, wall)
         return change, graceful
 
     def _change(self, manifests: list, ready: dict[str, bool], labels: dict | None, deadline: float,

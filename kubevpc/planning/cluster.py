@@ -26,18 +26,6 @@ class Cluster:
     def index(self, node: str) -> int:
         return self.nodes.index(node)
 
-    def eni_security_groups(self, node_ecs) -> tuple[str, ...]:
-        """Groups of an eni pod no PodNetworking configures: the cluster's, else its node's."""
-        cl = self.spec
-        return tuple(cl.eni.securityGroups) if cl.eni.securityGroups is not None else tuple(node_ecs.securityGroups)
-
-    def eni_vswitch(self, cloud: Cloud, node_vsw) -> str:
-        """Pods of a node take addresses from the first eni vSwitch in the node's zone, else the node's."""
-        for v in self.spec.eni.vswitches:
-            if v in cloud.index and cloud.vswitch(v).zone == node_vsw.zone:
-                return v
-        return node_vsw.name
-
     def plan(self) -> ClusterPlan | None:
         cl = self.spec
         if not cl:

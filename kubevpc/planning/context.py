@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from ..errors import Problem, ScenarioError
 from ..scenario.load import Loaded, Source
-from .model import OFPORT_FIRST_ATTACHMENT, HostPlan, OvsPort, VSwitchPlan, usable
+from .model import OFPORT_FIRST_ATTACHMENT, FixedIP, HostPlan, OvsPort, VSwitchPlan, usable
 from .names import Names
 
 
@@ -60,6 +60,8 @@ class Context:
     terminating: frozenset[str] = frozenset()
     deleted: frozenset[str] = frozenset()
     previous_public: dict[str, str] = field(default_factory=dict)   # internet SLBs' EIPs, by Service
+    fixed: dict[str, FixedIP] = field(default_factory=dict)    # eni: fixed addresses still held, by pod key
+    now: float = 0.0                # wall-clock time of the change (a fixed address's release TTL counts by it)
 
     @property
     def sc(self):
@@ -85,10 +87,14 @@ class AddressPool:
         self.taken: dict[str, set[str]] = defaultdict(set)
 
     def hold_previous(self) -> None:
-        """What the running scenario's pods and SLBs hold stays theirs."""
+        """What the running scenario's pods and SLBs hold stays theirs, and so do the fixed addresses
+        of StatefulSet pods that are gone for now."""
         for h in self.ctx.previous.values():
             if h.kind in ("pod", "slb") and h.vswitch in self.pools:
                 self.taken[h.vswitch].add(h.ip)
+        for f in self.ctx.fixed.values():
+            if f.vswitch in self.pools:
+                self.taken[f.vswitch].add(f.ip)
 
     def allocate(self, vswitch: str, path: tuple, what: str, src: Source | None = None, key: str = "") -> str | None:
         """The next free address of `vswitch` for `what` (the host `key` keeps its old one), or None
@@ -106,6 +112,25 @@ class AddressPool:
         ip = str(pool[cursor[vswitch]])
         taken.add(ip)
         return ip
+
+    def free(self, vswitch: str) -> int:
+        """How many addresses of `vswitch` are still free."""
+        return len(self.pools[vswitch]) - len(self.taken[vswitch])
+
+    def allocate_from(self, vswitches: tuple[str, ...], policy: str, path: tuple, what: str, src: Source | None,
+                      hint: str) -> tuple[str, str] | None:
+        """A free address for `what` from `vswitches`: the first in order with one ("first"), or the
+        one with the most free ("most", ties in order), as (vSwitch, address); None with a problem
+        naming every vSwitch and its CIDR when all are full (`hint`: what else would help)."""
+        order = sorted(vswitches, key=lambda v: -self.free(v)) if policy == "most" else list(vswitches)
+        for v in order:
+            if self.free(v) > 0:
+                return v, self.allocate(v, path, what, src)
+        full = ", ".join(f"{v} ({self.cidrs[v]})" for v in vswitches)
+        self.ctx.bad(path, vswitches[0] if len(vswitches) == 1 else list(vswitches),
+                     f"vSwitch{'es' if len(vswitches) > 1 else ''} {full} ha{'ve' if len(vswitches) > 1 else 's'} "
+                     f"no free address left for {what}; expected a larger vSwitch CIDR, or {hint}", src)
+        return None
 
 
 class VSwitchPorts:

@@ -23,7 +23,7 @@ __all__ = [
     "ServerPort", "OvsPort", "BridgePlan", "HostPlan", "VSwitchPlan", "Route", "VpcPlan", "Tunnel", "Uplink",
     "NodePlan", "Attachment", "RulePlan", "GroupPlan", "ClusterPlan", "ServicePortPlan", "EndpointPlan",
     "ServicePlan", "SlbBackend", "SlbListener", "SlbPlan", "InternetPlan", "EdgePlan", "EipPlan", "SnatPlan",
-    "NatGatewayPlan", "DnsPlan", "Plan", "resolve_endpoint", "usable"]
+    "NatGatewayPlan", "DnsPlan", "FixedIP", "Plan", "resolve_endpoint", "usable"]
 
 RESERVED_TAIL = 3        # Alibaba reserves the first and the last three addresses of a vSwitch
 SNAT_PORTS = (61000, 65535)
@@ -418,6 +418,25 @@ class DnsPlan(Frozen):
     pods: tuple[str, ...]           # host keys of the DNS pods
 
 
+class FixedIP(Frozen):
+    """The address a Fixed PodNetworking keeps for a StatefulSet's pod across its re-creation (eni
+    mode; Terway's PodENI): the pod's while it runs; once it is gone (`gone_since`, a wall-clock
+    time the Lab gave the planner), nobody else's until `release_after` seconds later (TTL) or for
+    the rest of the run (Never)."""
+
+    pod: str                        # the pod's key
+    vswitch: str
+    ip: str
+    node: str                       # where it ran
+    pod_networking: str
+    release_strategy: Literal["TTL", "Never"]
+    release_after: float = 0        # seconds (TTL)
+    gone_since: float = 0           # 0 while the pod exists
+
+    def expired(self, now: float) -> bool:
+        return bool(self.gone_since) and self.release_strategy == "TTL" and now >= self.gone_since + self.release_after
+
+
 class Plan(Frozen):
     run: str                        # the run's name: a prefix of everything we create
     scenario: str
@@ -446,6 +465,7 @@ class Plan(Frozen):
     secrets: tuple[k8s.Secret, ...] = ()
     expect: tuple[dict, ...] = ()
     flow_log_window: int = 0        # seconds of idleness that close a flow log record; 0: flow logs off
+    fixed_ips: tuple[FixedIP, ...] = ()   # eni: addresses kept for StatefulSet pods (Fixed PodNetworking)
 
     def host(self, key: str) -> HostPlan:
         return _find(self.hosts, "key", key)

@@ -85,7 +85,7 @@ def expand_pods(ctx: Context, node_names: list[str]) -> list[PodSpec]:
             for key in k8s.snippet_annotations(obj):
                 ctx.bad(path + ("metadata", "annotations", key), obj.metadata.annotations[key],
                         k8s.snippet_refusal(key), msrc)
-        if isinstance(obj, (k8s.Service, k8s.NetworkPolicy, k8s.Ingress, k8s.Secret)):
+        if isinstance(obj, (k8s.Service, k8s.NetworkPolicy, k8s.Ingress, k8s.Secret, k8s.ConfigMap)):
             continue
         out += _pods_of(ctx, m, node_names, seen)
     out += _terminating(ctx, out)
@@ -258,18 +258,26 @@ def check_policy_limits(ctx: Context) -> None:
                 break
 
 
-PodNetworkingChoice = tuple[tuple[str, ...] | None, str | None]
+@dataclass(frozen=True)
+class PodNetworkingChoice:
+    """What the PodNetworking that selects a pod says of it: its security groups (None: the
+    default), the vSwitches of its node's zone it takes an address from, in order, and how one is
+    chosen ("first" with a free address, or "most" free), and how its address is held."""
+
+    name: str
+    security_groups: tuple[str, ...] | None = None
+    vswitches: tuple[str, ...] | None = None
+    policy: str = "first"
+    allocation: k8s.AllocationType = k8s.AllocationType()
 
 
 def pod_networking(ctx: Context, cluster: Cluster, cloud: Cloud, pods: list[PodSpec]) -> dict[str, PodNetworkingChoice]:
     """Terway's PodNetworking: for each pod it selects (by the pod's annotation naming it, else
-    the first in manifest order whose selectors match), its security groups (None: the
-    default) and the vSwitch it takes its address from (None: the default)."""
+    the first in manifest order whose selectors match), what it says of the pod. A terminating pod
+    keeps what it has (kubevpc/planning/eni.py)."""
     found = [m for m in ctx.loaded.manifests if isinstance(m.obj, k8s.PodNetworking)]
-    kept = {p.key: (p.terminating.security_groups, p.terminating.vswitch) for p in pods
-            if p.terminating is not None and p.terminating.vswitch}     # eni pods keep what they have
     if not found or not cluster.spec:
-        return kept
+        return {}
     if cluster.mode != "eni":
         for m in found:
             ctx.bad(m.prefix + ("kind",), "PodNetworking", f"PodNetworking (Terway) applies in eni mode only; "
@@ -283,32 +291,40 @@ def pod_networking(ctx: Context, cluster: Cluster, cloud: Cloud, pods: list[PodS
         return {}
     by_name = {m.obj.metadata.name: m.obj for m in found}
     namespaces = namespace_labels(ctx)
-    out = dict(kept)
-    for spec in pods:
-        pod, path, src = spec, spec.path, spec.source
-        if pod.app == "dns" or pod.key in kept or pod.host_network:     # a host-network pod has no ENI
+    out = {}
+    for pod in pods:
+        if pod.app == "dns" or pod.terminating is not None or pod.host_network:   # a host-network pod has no ENI
             continue
         wanted = pod.annotations.get(k8s.POD_NETWORKING_ANNOTATION)
         if wanted is not None and wanted not in by_name:
-            ctx.bad(path + ("metadata", "annotations", k8s.POD_NETWORKING_ANNOTATION), wanted,
-                    f"no such PodNetworking; expected one of {sorted(by_name)}", src)
+            ctx.bad(pod.path + ("metadata", "annotations", k8s.POD_NETWORKING_ANNOTATION), wanted,
+                    f"no such PodNetworking; expected one of {sorted(by_name)}", pod.source)
             continue
         ns_labels = {**namespaces.get(pod.namespace, {}), k8s.NAMESPACE_NAME_LABEL: pod.namespace}
         pn = by_name[wanted] if wanted else next(
             (m.obj for m in found if m.obj.selects(pod.labels, ns_labels)), None)
-        if pn is None:
-            continue
-        vsw = None
-        if pn.spec.vSwitchOptions:
-            zone = cloud.vswitch(cluster.instances[pod.node].vswitch).zone
-            vsw = next((v for v in pn.spec.vSwitchOptions if cloud.vswitch(v).zone == zone), None)
-            if vsw is None:
-                ctx.bad(path, f"{pod.namespace}/{pod.name}",
-                        f"PodNetworking {pn.metadata.name} has no vSwitch in zone {zone} of node {pod.node}; "
-                        f"expected one of its vSwitchOptions there", src)
-                continue
-        out[pod.key] = (tuple(pn.spec.securityGroupIDs) or None, vsw)
+        if pn is not None:
+            choice = _choice(ctx, cluster, cloud, pod, pn)
+            if choice is not None:
+                out[pod.key] = choice
     return out
+
+
+def _choice(ctx: Context, cluster: Cluster, cloud: Cloud, pod: PodSpec, pn: k8s.PodNetworking
+            ) -> PodNetworkingChoice | None:
+    """What `pn` gives `pod`: its vSwitchOptions of the node's zone (a problem when there is none)."""
+    vsws = None
+    if pn.spec.vSwitchOptions:
+        zone = cloud.vswitch(cluster.instances[pod.node].vswitch).zone
+        vsws = tuple(v for v in pn.spec.vSwitchOptions if cloud.vswitch(v).zone == zone)
+        if not vsws:
+            ctx.bad(pod.path, f"{pod.namespace}/{pod.name}",
+                    f"PodNetworking {pn.metadata.name} has no vSwitch in zone {zone} of node {pod.node}; "
+                    f"expected one of its vSwitchOptions there", pod.source)
+            return None
+    policy = "most" if pn.spec.vSwitchSelectOptions.vSwitchSelectionPolicy == "most" else "first"
+    return PodNetworkingChoice(name=pn.metadata.name, security_groups=tuple(pn.spec.securityGroupIDs) or None,
+                               vswitches=vsws, policy=policy, allocation=pn.spec.allocationType)
 
 
 def _check_pod_networking(ctx: Context, cluster: Cluster, cloud: Cloud, m) -> None:
