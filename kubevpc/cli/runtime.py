@@ -23,13 +23,15 @@ def add_ready(sub) -> None:
 
 
 def add_apply(sub) -> None:
-    p = control_parser(sub, "apply", "create or replace Services, NetworkPolicies, Namespaces, Ingresses, Secrets, Pods and "
-                       "Deployments in a running scenario",
+    p = control_parser(sub, "apply", "create or replace Services, NetworkPolicies, Namespaces, Ingresses, Secrets, Pods, "
+                       "Deployments, StatefulSets and ConfigMaps in a running scenario",
                        "Create or replace the objects of YAML files (one or more documents each) in a running scenario, "
                        "as `kubectl apply -f` does. A Service keeps its ClusterIP and NodePorts unless the file sets them. "
                        "New pods (a new Pod or Deployment, more replicas) are started and join Services once their server "
                        "listens; pods that go are removed once no flow sends to them. A running pod keeps its node, address "
-                       "and ports: changing those is refused. The files are checked as the scenario loader checks "
+                       "and ports: changing those is refused. Terway's ConfigMaps (eni-config, a node's own) apply to "
+                       "new pods; a pod vSwitch new to a node attaches an uplink (an ENI) to it. The files are checked "
+                       "as the scenario loader checks "
                        "manifests before the run is asked anything.")
     p.add_argument("-f", "--filename", action="append", required=True, metavar="FILE",
                    help="a manifest file; may be given several times")

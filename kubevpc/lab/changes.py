@@ -12,12 +12,12 @@ from pydantic import ValidationError
 
 from ..errors import KubevpcError
 from ..k8s import Ingress, Secret
-from ..k8s import Deployment, Namespace, NetworkPolicy, Pod, Service, StatefulSet, kind_of
+from ..k8s import ConfigMap, Deployment, Namespace, NetworkPolicy, Pod, Service, StatefulSet, kind_of
 from ..scenario.load import Loaded, Manifest, Source, all_kinds, pydantic_problems
-from ..planning import TERMINAL_PHASES, HostPlan, Plan, make_plan
+from ..planning import TERMINAL_PHASES, HostPlan, Plan, Uplink, make_plan
 
 
-RUNTIME_KINDS = (Service, NetworkPolicy, Namespace, Ingress, Secret, Pod, Deployment, StatefulSet)
+RUNTIME_KINDS = (Service, NetworkPolicy, Namespace, Ingress, Secret, Pod, Deployment, StatefulSet, ConfigMap)
 
 
 def parse_objects(objects, origin: str = "<api>") -> list:
@@ -26,8 +26,9 @@ def parse_objects(objects, origin: str = "<api>") -> list:
     for obj in objects:
         cls = all_kinds().get(kind_of(obj))
         if cls not in RUNTIME_KINDS:
-            raise KubevpcError(f"only Services, NetworkPolicies, Namespaces, Ingresses, Secrets, Pods, Deployments "
-                               f"and StatefulSets can be applied while the scenario runs, not {'/'.join(kind_of(obj))}")
+            raise KubevpcError(f"only Services, NetworkPolicies, Namespaces, Ingresses, Secrets, Pods, Deployments, "
+                               f"StatefulSets and ConfigMaps can be applied while the scenario runs, not "
+                               f"{'/'.join(kind_of(obj))}")
         try:
             parsed = cls.model_validate(obj)
         except ValidationError as exc:
@@ -119,7 +120,8 @@ def deleted(manifests, plan: Plan, ref: str) -> tuple[list, frozenset[str]]:
 @dataclass(frozen=True)
 class Replanned:
     """A change planned: the scenario as it now is, its plan, the pods the change adds and removes,
-    and the readiness and labels set while running (those of removed pods forgotten)."""
+    the readiness and labels set while running (those of removed pods forgotten), and the node
+    uplinks (ENIs) it attaches, by node."""
 
     loaded: Loaded
     plan: Plan
@@ -127,6 +129,7 @@ class Replanned:
     removed: list[HostPlan]
     ready: dict[str, bool]
     labels: dict
+    uplinks: list[tuple[str, Uplink]] = dataclasses.field(default_factory=list)
 
 
 def replan(loaded: Loaded, previous: Plan, run: str, manifests, ready: dict[str, bool], labels: dict,
@@ -143,7 +146,7 @@ def replan(loaded: Loaded, previous: Plan, run: str, manifests, ready: dict[str,
     added, removed = pods_changed(previous, plan)
     gone = {h.key for h in removed}
     return Replanned(loaded, plan, added, removed, {k: v for k, v in ready.items() if k not in gone},
-                     {k: v for k, v in labels.items() if k not in gone})
+                     {k: v for k, v in labels.items() if k not in gone}, uplinks_added(previous, plan))
 
 
 def recreated(manifests, removed) -> list[str]:
@@ -180,17 +183,35 @@ def keep_allocations(svc, plan: Plan):
                                    "metadata": svc.metadata.model_dump(), "spec": spec})
 
 
+def uplinks_added(old: Plan, new: Plan) -> list[tuple[str, Uplink]]:
+    """The uplinks (ENIs) a change attaches to running nodes: in eni mode, a node whose pods take
+    addresses from a pod vSwitch it has no uplink to gets one. A node keeps every uplink it has, in
+    order; one that would lose or renumber one is refused."""
+    out = []
+    for a, b in zip(old.nodes, new.nodes):
+        if b.uplinks[:len(a.uplinks)] != a.uplinks:
+            raise KubevpcError(f"node {a.name}'s uplinks would change ({', '.join(u.vswitch for u in a.uplinks)} -> "
+                               f"{', '.join(u.vswitch for u in b.uplinks)}), which a running scenario cannot do; "
+                               "restart the scenario with the change instead")
+        out += [(b.name, u) for u in b.uplinks[len(a.uplinks):]]
+    return out
+
+
 def pods_changed(old: Plan, new: Plan) -> tuple[list[HostPlan], list[HostPlan]]:
-    """The pods and SLB namespaces a change adds and removes. Everything else must stay as it is:
-    a change that would add or remove node uplinks or other hosts, renumber a running SLB, or
-    move, renumber or reshape a running pod, is refused."""
+    """The pods and SLB namespaces a change adds and removes. Everything else must stay as it is,
+    but for uplinks attached to running nodes (`uplinks_added`): a change that would add or remove
+    other hosts, detach an uplink, renumber a running SLB, or move, renumber or reshape a running
+    pod, is refused."""
     def comes_and_goes(h: HostPlan) -> bool:
         return h.kind in ("pod", "slb")
+
+    attached = {name for _, u in uplinks_added(old, new) for name in (u.port, u.peer, u.patch, u.patch_peer)}
 
     def fixed(p: Plan):
         ours = {h.veth for h in p.hosts if comes_and_goes(h)}
         return ([h for h in p.hosts if not comes_and_goes(h)],
-                {b.name: [x for x in b.ports if not (x.kind == "veth" and x.name in ours)] for b in p.bridges})
+                {b.name: [x for x in b.ports if not (x.kind == "veth" and x.name in ours) and x.name not in attached]
+                 for b in p.bridges})
     if fixed(old) != fixed(new):
         was = {h.key for h in old.hosts if not comes_and_goes(h)}
         now = {h.key for h in new.hosts if not comes_and_goes(h)}

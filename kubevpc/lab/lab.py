@@ -17,6 +17,7 @@ from typing import Callable, Iterable
 
 from topologies.build import Builder, teardown
 from topologies.shell import bridge_connections, wait_for
+from topologies.uplinks import add_uplinks
 
 from ..errors import DeadlineError, KubevpcError
 from ..evaluator.matrix import Cell, Matrix, expected_matrix, select
@@ -264,7 +265,9 @@ class Lab(Servers):
 
     def apply(self, *objects: dict, origin: str = "<api>") -> dict:
         """Create or replace objects by kind, namespace and name, as `kubectl apply` would:
-        Services, NetworkPolicies, Namespaces, Ingresses, Secrets, Pods and Deployments. A Service
+        Services, NetworkPolicies, Namespaces, Ingresses, Secrets, Pods, Deployments, StatefulSets
+        and ConfigMaps (Terway's eni-config and a node's own: new pods follow them; a pod vSwitch new
+        to a node attaches an uplink, an ENI, to it; running pods keep their addresses). A Service
         keeps its ClusterIP and NodePorts when the new object does not set them. New pods (a new
         Pod, a new Deployment, more replicas) are started and join Services once they listen;
         pods that go (fewer replicas) are removed after the flows stop sending to them. A running
@@ -383,6 +386,9 @@ class Lab(Servers):
         change, graceful = self._replan(manifests, ready, labels, deleted, grace_period)
         version = self.status().get("plan_version", 0)
         pods: dict[str, float] = {}
+        if change.uplinks:      # ENIs attached: a node's pods take addresses from a vSwitch new to it
+            self.say(f"attaching {', '.join(f'{n} to {u.vswitch}' for n, u in change.uplinks)}")
+            add_uplinks(self.builder, change.plan, change.uplinks)
         if change.added:        # the pods listen before any Service sends to them; flows are timed from then
             self.say(f"starting {', '.join(h.key for h in change.added)}")
             self.builder.add_pods(change.plan, change.added)

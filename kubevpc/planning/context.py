@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from ..errors import Problem, ScenarioError
 from ..scenario.load import Loaded, Source
-from .model import OFPORT_FIRST_ATTACHMENT, FixedIP, HostPlan, OvsPort, VSwitchPlan, usable
+from .model import OFPORT_FIRST_ATTACHMENT, FixedIP, HostPlan, NodePlan, OvsPort, Plan, VSwitchPlan, usable
 from .names import Names
 
 
@@ -61,6 +61,7 @@ class Context:
     deleted: frozenset[str] = frozenset()
     previous_public: dict[str, str] = field(default_factory=dict)   # internet SLBs' EIPs, by Service
     fixed: dict[str, FixedIP] = field(default_factory=dict)    # eni: fixed addresses still held, by pod key
+    previous_nodes: dict[str, NodePlan] = field(default_factory=dict)   # the running scenario's node bridges
     now: float = 0.0                # wall-clock time of the change (a fixed address's release TTL counts by it)
 
     @property
@@ -134,15 +135,29 @@ class AddressPool:
 
 
 class VSwitchPorts:
-    """The ports of each vSwitch bridge beyond its vRouter patch, numbered in the order they come."""
+    """The ports of each vSwitch bridge beyond its vRouter patch, numbered in the order they come.
+    Planned against a running scenario (`previous`), a port of the same name keeps its number, and a
+    new one takes the lowest number above the first that no port of the running scenario holds."""
 
-    def __init__(self):
+    def __init__(self, previous: Plan | None = None):
         self.ports: dict[str, list[OvsPort]] = defaultdict(list)
         self.next: dict[str, int] = defaultdict(lambda: OFPORT_FIRST_ATTACHMENT)
+        self.kept: dict[tuple[str, str], int] = {}
+        self.held: dict[str, set[int]] = defaultdict(set)
+        for b in previous.bridges if previous is not None else ():
+            if b.role == "vswitch":
+                for p in b.ports:
+                    self.kept[(b.owner, p.name)] = p.ofport
+                    self.held[b.owner].add(p.ofport)
 
-    def take(self, vswitch: str) -> int:
+    def take(self, vswitch: str, name: str = "") -> int:
+        """The number of port `name` on `vswitch`: its own if it runs already, else the next free."""
+        if (vswitch, name) in self.kept:
+            return self.kept[(vswitch, name)]
         ofport = self.next[vswitch]
-        self.next[vswitch] += 1
+        while ofport in self.held[vswitch]:
+            ofport += 1
+        self.next[vswitch] = ofport + 1
         return ofport
 
     def add(self, vswitch: str, *ports: OvsPort) -> None:

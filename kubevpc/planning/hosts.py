@@ -1,6 +1,7 @@
 """Stages "instances", "nodes" and "pods": the namespaces of ECS instances, the node bridges with
 their uplinks and tunnels, and each pod's address and port on its node (a pod of the running
-scenario keeps its own; a new one takes the lowest free, never one a running pod holds)."""
+scenario keeps its own; a new one takes the lowest free, never one a running pod holds). A node of
+the running scenario keeps its uplinks, and may gain one (an ENI attached) on a new pod vSwitch."""
 from __future__ import annotations
 
 import ipaddress
@@ -38,7 +39,7 @@ def plan_instances(ctx: Context, cloud: Cloud, cluster: Cluster, ips: dict[str, 
         if is_node:
             bridge, ofport = ctx.names.node(cluster.index(ecs.name)), OFPORT_NODE_HOST
         else:
-            bridge, ofport = vsw.bridge, wiring.ports.take(vsw.name)
+            bridge, ofport = vsw.bridge, wiring.ports.take(vsw.name, veth)
             wiring.ports.add(vsw.name, OvsPort(name=veth, ofport=ofport, kind="veth", peer=key))
             wiring.attachments.append(Attachment(vswitch=vsw.name, ofport=ofport, port=veth, mac=mac_for(ip), ip=ip,
                                                  owner=key, security_groups=tuple(ecs.securityGroups)))
@@ -62,7 +63,8 @@ def plan_nodes(ctx: Context, cloud: Cloud, cluster: Cluster, ips: dict[str, str]
         ecs = cluster.instances[n]
         vsw = cloud.vswitch(ecs.vswitch)
         ip = ips[n]
-        uplink_vsws = [vsw.name]
+        before = ctx.previous_nodes.get(n)      # a running node keeps every uplink (ENI) it has, in order
+        uplink_vsws = [u.vswitch for u in before.uplinks] if before else [vsw.name]
         if cluster.mode == "eni":
             for v in _pod_vswitches(n, pods, eni, configs[n]):
                 if v not in uplink_vsws:
@@ -97,8 +99,8 @@ def _pod_vswitches(node: str, pods: list[PodSpec], eni: Eni, conf: NodeEni) -> l
 
 
 def _uplink(ctx: Context, wiring: Wiring, k: int, u: int, vname: str) -> Uplink:
-    vofport = wiring.ports.take(vname)
     port, peer, patch, patch_peer = ctx.names.uplink(k, u)
+    vofport = wiring.ports.take(vname, peer)
     up = Uplink(vswitch=vname, port=port, peer=peer, ofport=OFPORT_NODE_UPLINK0 + u, vswitch_ofport=vofport,
                 patch=patch, patch_peer=patch_peer, patch_ofport=OFPORT_NODE_UPLINK_PATCH0 + u,
                 vswitch_patch_ofport=OFPORT_VSWITCH_UPLINK_PATCH0 + vofport)

@@ -15,7 +15,7 @@ from ..scenario.load import Loaded
 from .bridges import plan_bridges, plan_groups, route_attachments
 from .cloud import plan_addresses, plan_cloud
 from .cluster import plan_cluster
-from .context import Context, Problems
+from .context import Context, Problems, VSwitchPorts
 from .eni import plan_eni
 from .eniconfig import plan_eni_config
 from .hostnet import check_host_ports
@@ -45,7 +45,8 @@ def make_plan(loaded: Loaded, run: str, ready: dict[str, bool] | None = None,
                   ready=dict(ready or {}), labels={k: dict(v) for k, v in (labels or {}).items()},
                   terminating=frozenset(terminating), deleted=frozenset(deleted),
                   previous_public={s.service: s.public_ip for s in previous.slbs if s.public_ip} if previous else {},
-                  fixed={f.pod: f for f in previous.fixed_ips if not f.expired(now)} if previous else {}, now=now)
+                  fixed={f.pod: f for f in previous.fixed_ips if not f.expired(now)} if previous else {}, now=now,
+                  previous_nodes={n.name: n for n in previous.nodes} if previous else {})
     _check_run_name(ctx)
     cloud = plan_cloud(ctx)                                 # VPCs, vSwitches, security groups
     ips, pool = plan_addresses(ctx, cloud)                  # ECS addresses; the vSwitch address pool
@@ -57,7 +58,7 @@ def make_plan(loaded: Loaded, run: str, ready: dict[str, bool] | None = None,
     ctx.problems.checkpoint()
     eni = plan_eni(ctx, cloud, cluster, pods, networking, configs, pool)     # eni pods' vSwitches and addresses
     ctx.problems.checkpoint()
-    wiring = Wiring()
+    wiring = Wiring(ports=VSwitchPorts(previous))
     plan_instances(ctx, cloud, cluster, ips, wiring)
     nodes = plan_nodes(ctx, cloud, cluster, ips, pods, eni, configs, wiring)
     plan_pods(ctx, cloud, cluster, nodes, pods, eni, wiring)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kubevpc.errors import ScenarioError
+from kubevpc.errors import KubevpcError, ScenarioError
 from kubevpc.lab import changes
 from kubevpc.planning import make_plan
 from kubevpc.scenario.load import load
@@ -313,3 +313,83 @@ def test_a_release_after_that_is_not_a_duration_is_refused(tmp_path):
     check(the(problems, "manifests[2].spec.allocationType"), path,
           {"type": "Fixed", "releaseStrategy": "TTL", "releaseAfter": "ten minutes"},
           line_of(text, "allocationType"), "is not a duration", "Go duration like 5m0s")
+
+
+# ===================================================================== expansion while running
+POOL2 = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "eni-config-pool", "namespace": "kube-system"},
+         "data": {"eni_conf": json.dumps({"vswitches": {"zone-b": ["vsw-pool", "vsw-pool-2"]},
+                                          "security_group": "sg-pool"})}}
+
+
+def test_a_pod_vswitch_added_while_running_takes_new_pods_once_the_old_is_full(tmp_path):
+    ld, plan = running(tmp_path)
+    now = start(ld, plan)
+    # vsw-pool is full: a fifth pool pod is refused, naming it, and nothing changes
+    with pytest.raises(ScenarioError, match=r"vSwitch vsw-pool \(192.168.30.0/29\) has no free address left for "
+                                            r"pod default/pool-4"):
+        step(now, changes.scaled(ld.manifests, "deploy/pool", 5))
+    # the node's ConfigMap gains vsw-pool-2: the running pods stay where they are, nothing is added
+    [cm] = changes.parse_objects([POOL2])
+    added = step(now, changes.applied(ld.manifests, [cm]))
+    assert added.added == added.removed == added.uplinks == []
+    assert added.plan.hosts == plan.hosts
+    # now the fifth takes an address of vsw-pool-2, and node-3 gets an ENI (uplink) there
+    grown = step(added, changes.scaled(added.loaded.manifests, "deploy/pool", 5))
+    [pod] = grown.added
+    assert (pod.key, pod.vswitch, pod.ip, pod.security_groups) == ("pod/default/pool-4", "vsw-pool-2", "192.168.31.1",
+                                                                   ("sg-pool",))
+    [(node, uplink)] = grown.uplinks
+    assert node == "node-3" and (uplink.vswitch, uplink.ofport, uplink.vswitch_ofport) == ("vsw-pool-2", 4, 10)
+    assert grown.plan.node("node-3").uplinks[:3] == plan.node("node-3").uplinks + (uplink,)
+    [att] = [a for a in grown.plan.attachments if a.owner == "pod/default/pool-4"]
+    assert (att.vswitch, att.ofport, att.port) == ("vsw-pool-2", 10, uplink.peer)
+    # the uplink stays when its last pod goes (an ENI is not detached), and the next change keeps it
+    shrunk = step(grown, changes.scaled(grown.loaded.manifests, "deploy/pool", 4))
+    assert shrunk.uplinks == [] and shrunk.plan.node("node-3").uplinks == grown.plan.node("node-3").uplinks
+
+
+def test_a_new_vswitch_port_takes_a_number_no_running_port_holds():
+    from kubevpc.planning.context import VSwitchPorts
+    plan = make_plan(load(str(DATA)), RUN)
+    ports = VSwitchPorts(plan)
+    held = {p.name: p.ofport for p in plan.bridge(plan.vswitch("vsw-a").bridge).ports}
+    assert sorted(n for n in held.values() if n < 1000) == [1, 10, 11, 12, 13]
+    assert ports.take("vsw-a", "kvtwe3") == held["kvtwe3"], "a running port keeps its number"
+    assert ports.take("vsw-a", "kvtwnew") == 14 and ports.take("vsw-a", "kvtwnew2") == 15
+    assert VSwitchPorts().take("vsw-a", "kvtwnew") == 10, "without a running plan: in order"
+
+
+def test_a_change_that_would_detach_or_renumber_an_uplink_is_refused(tmp_path):
+    ld, plan = running(tmp_path)
+    node = plan.node("node-3")
+    fewer = plan.model_copy(update={"nodes": tuple(n.model_copy(update={"uplinks": n.uplinks[:1]}) if n.name == "node-3"
+                                                   else n for n in plan.nodes)})
+    with pytest.raises(KubevpcError, match="node node-3's uplinks would change \\(vsw-b, vsw-pool -> vsw-b\\)"):
+        changes.uplinks_added(plan, fewer)
+    assert node.uplinks[1].vswitch == "vsw-pool"
+
+
+def test_attaching_an_uplink_makes_the_veth_pair_and_both_ports_at_their_numbers(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+    import topologies.uplinks as uplinks
+    ld, plan = running(tmp_path)
+    [cm] = changes.parse_objects([POOL2])
+    added = step(start(ld, plan), changes.applied(ld.manifests, [cm]))
+    grown = step(added, changes.scaled(added.loaded.manifests, "deploy/pool", 5))
+    commands, recorded, buffered = [], [], []
+    monkeypatch.setattr(uplinks, "sh", lambda cmd, stdin=None, timeout=60: commands.append((cmd, stdin)) or "")
+    monkeypatch.setattr(uplinks, "no_ipv6", lambda names: None)
+    builder = SimpleNamespace(offloads=SimpleNamespace(link_mtu=9216), _buffers=buffered.extend,
+                              ledger=SimpleNamespace(record=lambda kind, *names: recorded.append((kind, names))))
+    uplinks.add_uplinks(builder, grown.plan, grown.uplinks)
+    [(node, u)] = grown.uplinks
+    assert recorded == [("link", (u.port, u.peer))], "in the ledger before it exists"
+    assert commands[0][1] == f"link add {u.port} mtu 9216 type veth peer name {u.peer} mtu 9216\n"
+    vsctl = " ".join(commands[-1][0])
+    n3, v2 = grown.plan.node("node-3").bridge, grown.plan.vswitch("vsw-pool-2").bridge
+    assert f"add-port {n3} {u.port} -- set interface {u.port} ofport_request=4" in vsctl
+    assert f"add-port {v2} {u.peer} -- set interface {u.peer} ofport_request=10" in vsctl
+    assert f"add-port {n3} {u.patch} -- set interface {u.patch} ofport_request=52 type=patch " \
+           f"options:peer={u.patch_peer}" in vsctl
+    assert f"add-port {v2} {u.patch_peer} -- set interface {u.patch_peer} ofport_request=20010 type=patch" in vsctl
+    assert buffered == [u.port, u.peer]
