@@ -256,6 +256,12 @@ class ClusterPlan(Frozen):
     pod_mtu: int
     underlay_mtu: int
     allow_snippet_annotations: bool = False    # cluster.ingress.allowSnippetAnnotations
+    additional_pod_cidrs: tuple[str, ...] = ()  # vpc-route: pod CIDR blocks beyond pod_cidr (cluster.additionalPodCIDRs)
+
+    @property
+    def pod_cidrs(self) -> tuple[str, ...]:
+        """Every pod CIDR block, pod_cidr first (vxlan and vpc-route)."""
+        return (self.pod_cidr, *self.additional_pod_cidrs)
 
 
 class ServicePortPlan(Frozen):

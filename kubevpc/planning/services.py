@@ -117,6 +117,7 @@ def _reserved(ctx: Context, cl) -> list[tuple[ipaddress.IPv4Network, str]]:
     out.append((cl.serviceCIDR, f"serviceCIDR {cl.serviceCIDR}, the ClusterIPs'"))
     if cl.mode != "eni":
         out.append((cl.podCIDR, f"podCIDR {cl.podCIDR}, the pods'"))
+        out += [(c, f"additionalPodCIDRs block {c}, the pods'") for c in cl.additionalPodCIDRs]
     inet = ctx.sc.cloud.internet
     if inet is not None:
         out += [(inet.cidr, f"the internet zone {inet.cidr}"), (inet.publicCIDR, f"publicCIDR {inet.publicCIDR}, "
