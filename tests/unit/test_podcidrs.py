@@ -104,3 +104,11 @@ def test_other_modes_refuse_more_blocks_with_the_clouds_reason(tmp_path, mode, w
     problems, path, text = refused(tmp_path, base(), mode=mode)
     check(the(problems, "cluster.additionalPodCIDRs"), path, ["10.250.0.0/24"], line_of(text, "additionalPodCIDRs:"),
           "vpc-route mode only", *words)
+
+
+def test_a_block_smaller_than_a_node_cidr_is_refused(tmp_path):
+    data = base()
+    data["cluster"]["additionalPodCIDRs"] = ["10.250.0.0/25"]
+    problems, path, text = refused(tmp_path, data)
+    check(the(problems, "cluster.nodeCIDRMaskSize"), path, 24, line_of(text, "nodeCIDRMaskSize"),
+          "at least as long as cluster.additionalPodCIDRs[0]'s /25")
