@@ -106,7 +106,7 @@ def _vpc_routes(plan: Plan, node: NodePlan, neighbours: list) -> list[Flow]:
     out += [flow(t_route, 105, {**_IP, REG_SRC: SRC_POD, "ipv4_dst": ipv4_net(dst)},
                  [DecTtl()] + via_router + _to_uplink(uplink), "route",
                  note=f"pods to {what} ({dst}): routed out of the ECS's ENI, not SNATed")
-            for dst, what in ((vpc_cidr, "the VPC"), (plan.cluster.pod_cidr, "other nodes' pods"))]
+            for dst, what in ((vpc_cidr, "the VPC"), *((c, "other nodes' pods") for c in plan.cluster.pod_cidrs))]
     return out
 
 

@@ -101,7 +101,7 @@ WHITELIST: tuple[str, ...] = LAB_METHODS + tuple(VIEWS)
 
 # `kubevpc delete KIND/...`: the whitelisted method that deletes each kind
 DELETERS: dict[str, str] = {"svc": "delete", "netpol": "delete", "ingress": "delete", "pod": "delete",
-                             "deploy": "delete"}
+                             "deploy": "delete", "sts": "delete"}
 
 
 

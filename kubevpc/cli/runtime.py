@@ -23,13 +23,15 @@ def add_ready(sub) -> None:
 
 
 def add_apply(sub) -> None:
-    p = control_parser(sub, "apply", "create or replace Services, NetworkPolicies, Namespaces, Ingresses, Secrets, Pods and "
-                       "Deployments in a running scenario",
+    p = control_parser(sub, "apply", "create or replace Services, NetworkPolicies, Namespaces, Ingresses, Secrets, Pods, "
+                       "Deployments, StatefulSets and ConfigMaps in a running scenario",
                        "Create or replace the objects of YAML files (one or more documents each) in a running scenario, "
                        "as `kubectl apply -f` does. A Service keeps its ClusterIP and NodePorts unless the file sets them. "
                        "New pods (a new Pod or Deployment, more replicas) are started and join Services once their server "
                        "listens; pods that go are removed once no flow sends to them. A running pod keeps its node, address "
-                       "and ports: changing those is refused. The files are checked as the scenario loader checks "
+                       "and ports: changing those is refused. Terway's ConfigMaps (eni-config, a node's own) apply to "
+                       "new pods; a pod vSwitch new to a node attaches an uplink (an ENI) to it. The files are checked "
+                       "as the scenario loader checks "
                        "manifests before the run is asked anything.")
     p.add_argument("-f", "--filename", action="append", required=True, metavar="FILE",
                    help="a manifest file; may be given several times")
@@ -37,7 +39,8 @@ def add_apply(sub) -> None:
 
 
 def add_delete(sub) -> None:
-    p = control_parser(sub, "delete", "delete a Service, a NetworkPolicy, an Ingress, a Pod or a Deployment from a running scenario",
+    p = control_parser(sub, "delete", "delete a Service, a NetworkPolicy, an Ingress, a Pod, a Deployment or a StatefulSet "
+                       "from a running scenario",
                        "Delete an object from a running scenario. A Service's ClusterIP and NodePorts stop being served "
                        "(the other Services keep theirs); a NetworkPolicy's rules stop applying; an Ingress's hosts and "
                        "paths leave the ingress controllers' NGINX configuration; a Pod (or every pod of a Deployment) "
@@ -46,9 +49,10 @@ def add_delete(sub) -> None:
                        "a Service has no ready one); then it leaves the Services' endpoints, and its namespace, veth "
                        "and processes are removed. The command returns at once; `kubevpc status` shows the pods still "
                        "terminating. A pod of a Deployment is replaced by a new pod with a new name and address, as "
-                       "the ReplicaSet controller does.")
+                       "the ReplicaSet controller does; a pod of a StatefulSet is created again under its own name "
+                       "once it is gone.")
     p.add_argument("object", metavar="OBJECT", help="KIND/<namespace>/<name> or KIND/<name> (namespace default), "
-                   "KIND one of svc, netpol, ingress, pod, deploy")
+                   "KIND one of svc, netpol, ingress, pod, deploy, sts")
     p.add_argument("--grace-period", type=int, default=None, metavar="SECONDS",
                    help="seconds a deleted pod keeps running, terminating (default: the pod's "
                         "terminationGracePeriodSeconds, 30 unless set); 0 removes it at once. Deleting a terminating "
@@ -57,12 +61,15 @@ def add_delete(sub) -> None:
 
 
 def add_scale(sub) -> None:
-    p = control_parser(sub, "scale", "set the number of replicas of a Deployment in a running scenario, as kubectl scale",
-                       "Set a Deployment's replicas. Its pods are named <deployment>-<index>: scaling up starts "
-                       "indexes above the highest (placed round-robin over the nodes by index, each with a new address), scaling down removes "
+    p = control_parser(sub, "scale", "set the number of replicas of a Deployment or a StatefulSet in a running scenario, "
+                       "as kubectl scale",
+                       "Set a Deployment's or a StatefulSet's replicas. A Deployment's pods are named <deployment>-<index>: "
+                       "scaling up starts indexes above the highest (placed round-robin over the nodes by index, each "
+                       "with a new address); a StatefulSet's are <name>-0 .. <name>-(replicas-1). Scaling down removes "
                        "the highest ones, which terminate gracefully, as `kubevpc delete` says. Services, DNS, SLB "
                        "backends and NetworkPolicy follow.")
-    p.add_argument("deployment", metavar="DEPLOYMENT", help="deploy/<namespace>/<name> or deploy/<name>")
+    p.add_argument("deployment", metavar="WORKLOAD", help="deploy/<namespace>/<name>, deploy/<name>, "
+                   "sts/<namespace>/<name> or sts/<name>")
     p.add_argument("--replicas", type=int, required=True, metavar="N", help="the number of pods wanted (0 or more)")
     p.add_argument("--grace-period", type=int, default=None, metavar="SECONDS",
                    help="seconds the pods removed keep running, terminating (default: their own "

@@ -1,6 +1,7 @@
 """Terway's PodNetworking (network.alibabacloud.com/v1beta1)."""
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 from pydantic import Field, model_validator
@@ -17,10 +18,49 @@ class PodNetworkingSelector(K8s):
     namespaceSelector: LabelSelector | None = None
 
 
+_DURATION = re.compile(r"^(?:(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h))+$")
+_UNIT = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600}
+
+
+def duration_seconds(text: str) -> float:
+    """A Go duration (time.ParseDuration, as Terway reads releaseAfter: "5m0s", "1h", "90s") in
+    seconds; ValueError when it is not one, or is negative."""
+    if text in ("0",):
+        return 0.0
+    if not _DURATION.match(text):
+        raise ValueError(f"releaseAfter {text!r} is not a duration; expected a Go duration like 5m0s, 10m or 1h")
+    return sum(float(n) * _UNIT[u] for n, u in re.findall(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)", text))
+
+
+class AllocationType(K8s):
+    """How a selected pod's address is held (Terway's AllocationType): Elastic, released when the
+    pod goes; Fixed, kept for a StatefulSet's pod across its re-creation, released `releaseAfter`
+    after the pod went (releaseStrategy TTL) or never (Never)."""
+
+    type: Literal["Elastic", "Fixed"] = "Elastic"
+    releaseStrategy: Literal["TTL", "Never"] = "TTL"
+    releaseAfter: str = "10m"
+
+    @model_validator(mode="after")
+    def _check(self) -> "AllocationType":
+        duration_seconds(self.releaseAfter)
+        return self
+
+    @property
+    def release_after(self) -> float:
+        return duration_seconds(self.releaseAfter)
+
+
+class VSwitchSelectOptions(K8s):
+    vSwitchSelectionPolicy: Literal["ordered", "random", "most"] = "ordered"
+
+
 class PodNetworkingSpec(K8s):
     selector: PodNetworkingSelector = PodNetworkingSelector()
     securityGroupIDs: list[str] = Field(default=[], max_length=10)
     vSwitchOptions: list[str] = []
+    allocationType: AllocationType = AllocationType()
+    vSwitchSelectOptions: VSwitchSelectOptions = VSwitchSelectOptions()
 
     @model_validator(mode="after")
     def _check(self) -> "PodNetworkingSpec":
@@ -35,8 +75,8 @@ class PodNetworkingSpec(K8s):
 
 class PodNetworking(K8s):
     """Terway's PodNetworking (network.alibabacloud.com/v1beta1, cluster-scoped): the pods it
-    selects, in eni mode, get their own security groups and take addresses from its vSwitches.
-    Fields of the CRD that kubevpc does not emulate (allocationType, eniOptions) are ignored."""
+    selects, in eni mode, get their own security groups and take addresses from its vSwitches,
+    held as its allocationType says. eniOptions, which kubevpc does not emulate, is ignored."""
 
     apiVersion: Literal["network.alibabacloud.com/v1beta1"]
     kind: Literal["PodNetworking"]

@@ -1,11 +1,11 @@
-"""Namespace, Pod and Deployment (apps/v1): the objects that make pods."""
+"""Namespace, Pod, Deployment and StatefulSet (apps/v1): the objects that make pods."""
 from __future__ import annotations
 
 from typing import Literal
 
 from pydantic import Field, model_validator
 
-from .meta import PORT_NAME, K8s, LabelSelector, ObjectMeta, TemplateMeta
+from .meta import DNS1123_LABEL, PORT_NAME, K8s, LabelSelector, ObjectMeta, TemplateMeta
 
 
 class ContainerPort(K8s):
@@ -71,6 +71,37 @@ class Deployment(K8s):
     kind: Literal["Deployment"]
     metadata: ObjectMeta
     spec: DeploymentSpec
+
+
+class StatefulSetSpec(K8s):
+    """What kubevpc uses of a StatefulSet: replicas, selector, template, and serviceName, the
+    governing (headless) Service that gives each pod its DNS name `<pod>.<serviceName>`. Its pods
+    are `<name>-0` .. `<name>-(replicas-1)`; fields it does not emulate (podManagementPolicy,
+    updateStrategy, volumeClaimTemplates, ...) are accepted and ignored."""
+
+    replicas: int = Field(default=1, ge=0, le=1000)
+    selector: LabelSelector
+    template: PodTemplate
+    serviceName: str = ""
+
+    @model_validator(mode="after")
+    def _check(self) -> "StatefulSetSpec":
+        if not self.selector.matches(self.template.metadata.labels):
+            raise ValueError("spec.selector does not match spec.template.metadata.labels "
+                             "(the API server rejects such a StatefulSet)")
+        if self.serviceName and (len(self.serviceName) > 63 or not DNS1123_LABEL.match(self.serviceName)):
+            raise ValueError(f"spec.serviceName {self.serviceName!r} is not a DNS-1123 label (it names a Service)")
+        return self
+
+
+class StatefulSet(K8s):
+    """apps/v1 StatefulSet: pods with stable names (and, under a Fixed PodNetworking in eni mode,
+    stable addresses). A pod deleted is created again under the same name once it is gone."""
+
+    apiVersion: Literal["apps/v1"]
+    kind: Literal["StatefulSet"]
+    metadata: ObjectMeta
+    spec: StatefulSetSpec
 
 
 class Namespace(K8s):

@@ -12,9 +12,12 @@ from pydantic import ValidationError
 
 from ..errors import KubevpcError
 from ..k8s import Ingress, Secret
-from ..k8s import Deployment, Namespace, NetworkPolicy, Pod, Service, kind_of
+from ..k8s import ConfigMap, Deployment, Namespace, NetworkPolicy, Pod, Service, StatefulSet, kind_of
 from ..scenario.load import Loaded, Manifest, Source, all_kinds, pydantic_problems
-from ..planning import TERMINAL_PHASES, HostPlan, Plan, make_plan
+from ..planning import TERMINAL_PHASES, HostPlan, Plan, Uplink, make_plan
+
+
+RUNTIME_KINDS = (Service, NetworkPolicy, Namespace, Ingress, Secret, Pod, Deployment, StatefulSet, ConfigMap)
 
 
 def parse_objects(objects, origin: str = "<api>") -> list:
@@ -22,9 +25,10 @@ def parse_objects(objects, origin: str = "<api>") -> list:
     out = []
     for obj in objects:
         cls = all_kinds().get(kind_of(obj))
-        if cls not in (Service, NetworkPolicy, Namespace, Ingress, Secret, Pod, Deployment):
-            raise KubevpcError(f"only Services, NetworkPolicies, Namespaces, Ingresses, Secrets, Pods and "
-                               f"Deployments can be applied while the scenario runs, not {'/'.join(kind_of(obj))}")
+        if cls not in RUNTIME_KINDS:
+            raise KubevpcError(f"only Services, NetworkPolicies, Namespaces, Ingresses, Secrets, Pods, Deployments, "
+                               f"StatefulSets and ConfigMaps can be applied while the scenario runs, not "
+                               f"{'/'.join(kind_of(obj))}")
         try:
             parsed = cls.model_validate(obj)
         except ValidationError as exc:
@@ -52,17 +56,24 @@ def applied(manifests, entries: list) -> list:
     return manifests
 
 
-def scaled(manifests, deployment: str, replicas: int) -> list:
-    """The manifests with a Deployment's (`deploy/<ns>/<name>`) replicas set."""
-    kind, _, rest = deployment.partition("/")
+SCALABLE = {"deploy": Deployment, "deployment": Deployment, "deployments": Deployment,
+            "sts": StatefulSet, "statefulset": StatefulSet, "statefulsets": StatefulSet}
+
+
+def scaled(manifests, workload: str, replicas: int) -> list:
+    """The manifests with a Deployment's (`deploy/<ns>/<name>`) or a StatefulSet's
+    (`sts/<ns>/<name>`) replicas set."""
+    kind, _, rest = workload.partition("/")
     ns, _, name = rest.rpartition("/")
-    if kind not in ("deploy", "deployment", "deployments") or not name:
-        raise KubevpcError(f"cannot scale {deployment!r}; expected deploy/<namespace>/<name> or deploy/<name>")
+    if kind not in SCALABLE or not name:
+        raise KubevpcError(f"cannot scale {workload!r}; expected deploy/<namespace>/<name>, deploy/<name>, "
+                           "sts/<namespace>/<name> or sts/<name>")
     if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 0:
         raise KubevpcError(f"replicas {replicas!r}: expected a whole number, 0 or more")
-    at = find_manifest(manifests, Deployment, ns or "default", name)
+    cls = SCALABLE[kind]
+    at = find_manifest(manifests, cls, ns or "default", name)
     if at is None:
-        raise KubevpcError(f"no Deployment {ns or 'default'}/{name} in this scenario")
+        raise KubevpcError(f"no {cls.__name__} {ns or 'default'}/{name} in this scenario")
     m = manifests[at]
     obj = m.obj.model_copy(update={"spec": m.obj.spec.model_copy(update={"replicas": replicas})})
     manifests = list(manifests)
@@ -81,17 +92,18 @@ def with_network_policies(manifests, objects, origin: str = "<api>") -> list:
 
 DELETABLE = {"svc": Service, "service": Service, "netpol": NetworkPolicy, "networkpolicy": NetworkPolicy,
              "ing": Ingress, "ingress": Ingress, "pod": Pod, "po": Pod, "deploy": Deployment,
-             "deployment": Deployment}
+             "deployment": Deployment, "sts": StatefulSet, "statefulset": StatefulSet}
 
 
 def deleted(manifests, plan: Plan, ref: str) -> tuple[list, frozenset[str]]:
     """The manifests without the object `ref` names (KIND/<ns>/<name>), and the pods deleted on
     their own: a pod of a Deployment stays in its manifest, and the Deployment replaces it under
-    a new name, as the ReplicaSet controller does. The cluster's own pod (the DNS) is refused."""
+    a new name, as the ReplicaSet controller does; a StatefulSet's is created again under its own
+    name once it is gone (`recreated`). The cluster's own pod (the DNS) is refused."""
     kind, _, rest = ref.partition("/")
     ns, _, name = rest.rpartition("/")
     if kind.lower() not in DELETABLE or not name:
-        raise KubevpcError(f"cannot delete {ref!r}; expected svc/, netpol/, ingress/, pod/ or deploy/ "
+        raise KubevpcError(f"cannot delete {ref!r}; expected svc/, netpol/, ingress/, pod/, deploy/ or sts/ "
                            "followed by <namespace>/<name>")
     cls = DELETABLE[kind.lower()]
     at = find_manifest(manifests, cls, ns or "default", name)
@@ -108,7 +120,8 @@ def deleted(manifests, plan: Plan, ref: str) -> tuple[list, frozenset[str]]:
 @dataclass(frozen=True)
 class Replanned:
     """A change planned: the scenario as it now is, its plan, the pods the change adds and removes,
-    and the readiness and labels set while running (those of removed pods forgotten)."""
+    the readiness and labels set while running (those of removed pods forgotten), and the node
+    uplinks (ENIs) it attaches, by node."""
 
     loaded: Loaded
     plan: Plan
@@ -116,21 +129,32 @@ class Replanned:
     removed: list[HostPlan]
     ready: dict[str, bool]
     labels: dict
+    uplinks: list[tuple[str, Uplink]] = dataclasses.field(default_factory=list)
 
 
 def replan(loaded: Loaded, previous: Plan, run: str, manifests, ready: dict[str, bool], labels: dict,
-           terminating: frozenset[str] = frozenset(), deleted: frozenset[str] = frozenset()) -> Replanned:
+           terminating: frozenset[str] = frozenset(), deleted: frozenset[str] = frozenset(),
+           now: float = 0.0) -> Replanned:
     """Plan the changed manifests against the running plan: pods that stay keep their node,
     address and port, and every Service its ClusterIP and NodePorts, whatever comes or goes before
-    it; `terminating` pods stay as they are, `deleted` ones go (kubevpc.planning.make_plan)."""
+    it; `terminating` pods stay as they are, `deleted` ones go; `now` (wall-clock) releases the
+    fixed addresses whose TTL has passed (kubevpc.planning.make_plan)."""
     manifests = [dataclasses.replace(m, obj=keep_allocations(m.obj, previous)) if isinstance(m.obj, Service)
                  else m for m in manifests]
     loaded = dataclasses.replace(loaded, manifests=tuple(manifests))
-    plan = make_plan(loaded, run, ready, labels, previous=previous, terminating=terminating, deleted=deleted)
+    plan = make_plan(loaded, run, ready, labels, previous=previous, terminating=terminating, deleted=deleted, now=now)
     added, removed = pods_changed(previous, plan)
     gone = {h.key for h in removed}
     return Replanned(loaded, plan, added, removed, {k: v for k, v in ready.items() if k not in gone},
-                     {k: v for k, v in labels.items() if k not in gone})
+                     {k: v for k, v in labels.items() if k not in gone}, uplinks_added(previous, plan))
+
+
+def recreated(manifests, removed) -> list[str]:
+    """The pods of `removed` (hosts) that a StatefulSet of the manifests wants back under the same
+    name: the StatefulSet controller creates each again once the old one is gone."""
+    wanted = {f"pod/{m.obj.metadata.namespace}/{m.obj.metadata.name}-{i}" for m in manifests
+              if isinstance(m.obj, StatefulSet) for i in range(m.obj.spec.replicas)}
+    return sorted(h.key for h in removed if h.kind == "pod" and h.key in wanted)
 
 
 def find_manifest(manifests, cls, namespace: str, name: str) -> int | None:
@@ -159,17 +183,35 @@ def keep_allocations(svc, plan: Plan):
                                    "metadata": svc.metadata.model_dump(), "spec": spec})
 
 
+def uplinks_added(old: Plan, new: Plan) -> list[tuple[str, Uplink]]:
+    """The uplinks (ENIs) a change attaches to running nodes: in eni mode, a node whose pods take
+    addresses from a pod vSwitch it has no uplink to gets one. A node keeps every uplink it has, in
+    order; one that would lose or renumber one is refused."""
+    out = []
+    for a, b in zip(old.nodes, new.nodes):
+        if b.uplinks[:len(a.uplinks)] != a.uplinks:
+            raise KubevpcError(f"node {a.name}'s uplinks would change ({', '.join(u.vswitch for u in a.uplinks)} -> "
+                               f"{', '.join(u.vswitch for u in b.uplinks)}), which a running scenario cannot do; "
+                               "restart the scenario with the change instead")
+        out += [(b.name, u) for u in b.uplinks[len(a.uplinks):]]
+    return out
+
+
 def pods_changed(old: Plan, new: Plan) -> tuple[list[HostPlan], list[HostPlan]]:
-    """The pods and SLB namespaces a change adds and removes. Everything else must stay as it is:
-    a change that would add or remove node uplinks or other hosts, renumber a running SLB, or
-    move, renumber or reshape a running pod, is refused."""
+    """The pods and SLB namespaces a change adds and removes. Everything else must stay as it is,
+    but for uplinks attached to running nodes (`uplinks_added`): a change that would add or remove
+    other hosts, detach an uplink, renumber a running SLB, or move, renumber or reshape a running
+    pod, is refused."""
     def comes_and_goes(h: HostPlan) -> bool:
         return h.kind in ("pod", "slb")
+
+    attached = {name for _, u in uplinks_added(old, new) for name in (u.port, u.peer, u.patch, u.patch_peer)}
 
     def fixed(p: Plan):
         ours = {h.veth for h in p.hosts if comes_and_goes(h)}
         return ([h for h in p.hosts if not comes_and_goes(h)],
-                {b.name: [x for x in b.ports if not (x.kind == "veth" and x.name in ours)] for b in p.bridges})
+                {b.name: [x for x in b.ports if not (x.kind == "veth" and x.name in ours) and x.name not in attached]
+                 for b in p.bridges})
     if fixed(old) != fixed(new):
         was = {h.key for h in old.hosts if not comes_and_goes(h)}
         now = {h.key for h in new.hosts if not comes_and_goes(h)}

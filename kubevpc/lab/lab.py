@@ -17,6 +17,7 @@ from typing import Callable, Iterable
 
 from topologies.build import Builder, teardown
 from topologies.shell import bridge_connections, wait_for
+from topologies.uplinks import add_uplinks
 
 from ..errors import DeadlineError, KubevpcError
 from ..evaluator.matrix import Cell, Matrix, expected_matrix, select
@@ -269,7 +270,9 @@ class Lab(Servers):
 
     def apply(self, *objects: dict, origin: str = "<api>") -> dict:
         """Create or replace objects by kind, namespace and name, as `kubectl apply` would:
-        Services, NetworkPolicies, Namespaces, Ingresses, Secrets, Pods and Deployments. A Service
+        Services, NetworkPolicies, Namespaces, Ingresses, Secrets, Pods, Deployments, StatefulSets
+        and ConfigMaps (Terway's eni-config and a node's own: new pods follow them; a pod vSwitch new
+        to a node attaches an uplink, an ENI, to it; running pods keep their addresses). A Service
         keeps its ClusterIP and NodePorts when the new object does not set them. New pods (a new
         Pod, a new Deployment, more replicas) are started and join Services once they listen;
         pods that go (fewer replicas) are removed after the flows stop sending to them. A running
@@ -278,9 +281,10 @@ class Lab(Servers):
         return self._update(changes.applied(self.loaded.manifests, changes.parse_objects(objects, origin)), self.ready)
 
     def scale(self, deployment: str, replicas: int, grace_period: int | None = None) -> dict:
-        """Set a Deployment's replicas (`deploy/<ns>/<name>`), as `kubectl scale` does. Pods are
-        named `<deployment>-<index>`: scaling up adds indexes above the highest, scaling down removes
-        the highest ones, which terminate gracefully (see delete)."""
+        """Set a Deployment's (`deploy/<ns>/<name>`) or a StatefulSet's (`sts/<ns>/<name>`) replicas,
+        as `kubectl scale` does. A Deployment's pods are named `<deployment>-<index>`: scaling up adds
+        indexes above the highest; a StatefulSet's are `<name>-0` .. `<name>-(replicas-1)`. Scaling
+        down removes the highest ones, which terminate gracefully (see delete)."""
         return self._update(changes.scaled(self.loaded.manifests, deployment, replicas), self.ready,
                             grace_period=grace_period)
 
@@ -291,8 +295,10 @@ class Lab(Servers):
     def delete(self, ref: str, grace_period: int | None = None) -> dict:
         """Delete a Service (`svc/<ns>/<name>`), a NetworkPolicy (`netpol/<ns>/<name>`), an Ingress
         (`ingress/<ns>/<name>`), a Pod (`pod/<ns>/<name>`) or a Deployment with its pods
-        (`deploy/<ns>/<name>`). A pod of a Deployment is replaced by a new one with a new name and
-        address, as the ReplicaSet controller does.
+        (`deploy/<ns>/<name>`) or a StatefulSet with its pods (`sts/<ns>/<name>`). A pod of a
+        Deployment is replaced by a new one with a new name and address, as the ReplicaSet
+        controller does; a pod of a StatefulSet is created again under its own name once it is gone
+        (with its address too, in eni mode, under a Fixed PodNetworking).
 
         Pods terminate gracefully, as kubectl's `--grace-period`: for `grace_period` seconds (None:
         the pod's terminationGracePeriodSeconds, 30 by default) a pod keeps running and serving,
@@ -365,15 +371,16 @@ class Lab(Servers):
         """The change planned; pods it removes that have a grace period are planned again as
         terminating, with the time each one's grace period ends."""
         labels = self.labels if labels is None else labels
+        wall = time.time()          # a fixed address's release TTL counts in wall-clock time (plan.json keeps it)
         change = changes.replan(self.loaded, self.plan, self.run, manifests, ready, labels,
-                                self.terminating.keys(), deleted)
+                                self.terminating.keys(), deleted, wall)
         now = time.monotonic()
         graceful = {h.key: now + (h.grace_period if grace_period is None else grace_period)
                     for h in change.removed if h.kind == "pod" and not h.terminating and h.key not in self.terminating}
         graceful = {k: t for k, t in graceful.items() if t > now}
         if graceful:
             change = changes.replan(self.loaded, self.plan, self.run, manifests, ready, labels,
-                                    self.terminating.keys() | frozenset(graceful), deleted)
+                                    self.terminating.keys() | frozenset(graceful), deleted, wall)
         return change, graceful
 
     def _change(self, manifests: list, ready: dict[str, bool], labels: dict | None, deadline: float,
@@ -384,6 +391,9 @@ class Lab(Servers):
         change, graceful = self._replan(manifests, ready, labels, deleted, grace_period)
         version = self.status().get("plan_version", 0)
         pods: dict[str, float] = {}
+        if change.uplinks:      # ENIs attached: a node's pods take addresses from a vSwitch new to it
+            self.say(f"attaching {', '.join(f'{n} to {u.vswitch}' for n, u in change.uplinks)}")
+            add_uplinks(self.builder, change.plan, change.uplinks)
         if change.added:        # the pods listen before any Service sends to them; flows are timed from then
             self.say(f"starting {', '.join(h.key for h in change.added)}")
             self.builder.add_pods(change.plan, change.added)
@@ -407,8 +417,13 @@ class Lab(Servers):
         cached = time.monotonic() - t0
         self.say(f"change programmed in {took * 1000:.0f} ms, in the datapath's cache in {cached * 1000:.0f} ms")
         term = {k: v for k, v in self.terminating.left().items() if k in graceful}
-        return {"flows_updated_s": took, "datapath_s": cached, **pods, **({"terminating": term} if term else {}),
-                **self._controller_note()}
+        out = {"flows_updated_s": took, "datapath_s": cached, **pods, **({"terminating": term} if term else {}),
+               **self._controller_note()}
+        again = changes.recreated(self.loaded.manifests, change.removed)
+        if again:           # the StatefulSet controller: the same names, once the old pods are gone
+            self.say(f"re-creating {', '.join(again)}")
+            out["recreated"] = self._change(self.loaded.manifests, self.ready, None, deadline, frozenset(), None)
+        return out
 
     def _stop_finished(self, change: changes.Replanned) -> None:
         """The servers of pods that reached a terminal phase (Succeeded, Failed) stop, as their

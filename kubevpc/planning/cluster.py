@@ -3,9 +3,11 @@ CIDRs, and the ClusterPlan."""
 from __future__ import annotations
 
 import ipaddress
+import itertools
 from dataclasses import dataclass, field
 
 from .cloud import Cloud
+from ..scenario.load import dotted
 from .context import Context
 from .model import ClusterPlan
 
@@ -26,18 +28,6 @@ class Cluster:
     def index(self, node: str) -> int:
         return self.nodes.index(node)
 
-    def eni_security_groups(self, node_ecs) -> tuple[str, ...]:
-        """Groups of an eni pod no PodNetworking configures: the cluster's, else its node's."""
-        cl = self.spec
-        return tuple(cl.eni.securityGroups) if cl.eni.securityGroups is not None else tuple(node_ecs.securityGroups)
-
-    def eni_vswitch(self, cloud: Cloud, node_vsw) -> str:
-        """Pods of a node take addresses from the first eni vSwitch in the node's zone, else the node's."""
-        for v in self.spec.eni.vswitches:
-            if v in cloud.index and cloud.vswitch(v).zone == node_vsw.zone:
-                return v
-        return node_vsw.name
-
     def plan(self) -> ClusterPlan | None:
         cl = self.spec
         if not cl:
@@ -45,7 +35,8 @@ class Cluster:
         return ClusterPlan(name=cl.name, mode=cl.mode, vpc=self.vpc, pod_cidr=str(cl.podCIDR),
                            service_cidr=str(cl.serviceCIDR), vni=cl.vxlan.vni, vxlan_port=cl.vxlan.port,
                            pod_mtu=self.pod_mtu, underlay_mtu=cl.underlayMTU,
-                           allow_snippet_annotations=cl.ingress.allowSnippetAnnotations)
+                           allow_snippet_annotations=cl.ingress.allowSnippetAnnotations,
+                           additional_pod_cidrs=tuple(str(c) for c in cl.additionalPodCIDRs))
 
 
 def plan_cluster(ctx: Context, cloud: Cloud) -> Cluster:
@@ -68,29 +59,60 @@ def plan_cluster(ctx: Context, cloud: Cloud) -> Cluster:
         ctx.bad(("cluster", "serviceCIDR"), str(cl.serviceCIDR), f"overlaps the VPC CIDR {vpc_net}")
     if cl.mode != "eni":
         _check_pod_cidr(ctx, cl, vpc_net)
+    elif cl.additionalPodCIDRs:
+        ctx.bad(("cluster", "additionalPodCIDRs"), [str(c) for c in cl.additionalPodCIDRs], MORE_BLOCKS["eni"])
     _check_peers(ctx, cl, cloud, out.vpc)
     _check_eni(ctx, cl, cloud, out.vpc)
     out.pod_mtu = cl.underlayMTU - 50 if cl.mode == "vxlan" else cl.underlayMTU
     ctx.problems.checkpoint()
     if cl.mode != "eni":
-        subnets = cl.podCIDR.subnets(new_prefix=cl.nodeCIDRMaskSize)
-        out.pod_cidrs = {n: next(subnets) for n in out.nodes}
+        blocks = itertools.chain.from_iterable(c.subnets(new_prefix=cl.nodeCIDRMaskSize) for c in pod_cidrs(cl))
+        out.pod_cidrs = {n: next(blocks) for n in out.nodes}
     return out
 
 
+def pod_cidrs(cl) -> list:
+    """The cluster's pod CIDR blocks, in the order nodes take their CIDRs from them."""
+    return [cl.podCIDR, *cl.additionalPodCIDRs]
+
+
 def _check_pod_cidr(ctx: Context, cl, vpc_net) -> None:
-    if vpc_net is not None and cl.podCIDR.overlaps(vpc_net):
-        ctx.bad(("cluster", "podCIDR"), str(cl.podCIDR),
-                f"overlaps the VPC CIDR {vpc_net}; expected a pod CIDR outside the VPC")
-    if cl.podCIDR.overlaps(cl.serviceCIDR):
-        ctx.bad(("cluster", "podCIDR"), str(cl.podCIDR), f"overlaps serviceCIDR {cl.serviceCIDR}")
-    if cl.nodeCIDRMaskSize < cl.podCIDR.prefixlen:
-        ctx.bad(("cluster", "nodeCIDRMaskSize"), cl.nodeCIDRMaskSize,
-                f"expected a mask at least as long as the pod CIDR's /{cl.podCIDR.prefixlen}")
-    elif 2 ** (cl.nodeCIDRMaskSize - cl.podCIDR.prefixlen) < len(cl.nodes):
-        ctx.bad(("cluster", "podCIDR"), str(cl.podCIDR),
-                f"holds only {2 ** (cl.nodeCIDRMaskSize - cl.podCIDR.prefixlen)} node CIDRs of "
-                f"/{cl.nodeCIDRMaskSize}, the cluster has {len(cl.nodes)} nodes")
+    """Each pod CIDR block outside the VPC, serviceCIDR and each other, cut into node CIDRs of
+    nodeCIDRMaskSize; together they hold one node CIDR per node (in vpc-route mode, more blocks
+    can be added: CCE's VPC network, ACK's Flannel "add pod CIDR block")."""
+    blocks = list(zip([("cluster", "podCIDR")] + [("cluster", "additionalPodCIDRs", i)
+                                                   for i in range(len(cl.additionalPodCIDRs))], pod_cidrs(cl)))
+    if cl.additionalPodCIDRs and cl.mode != "vpc-route":
+        ctx.bad(("cluster", "additionalPodCIDRs"), [str(c) for c in cl.additionalPodCIDRs], MORE_BLOCKS[cl.mode])
+    for k, (path, net) in enumerate(blocks):
+        if vpc_net is not None and net.overlaps(vpc_net):
+            ctx.bad(path, str(net), f"overlaps the VPC CIDR {vpc_net}; expected a pod CIDR outside the VPC")
+        if net.overlaps(cl.serviceCIDR):
+            ctx.bad(path, str(net), f"overlaps serviceCIDR {cl.serviceCIDR}")
+        for other_path, other in blocks[:k]:
+            if net.overlaps(other):
+                ctx.bad(path, str(net), f"overlaps {dotted(other_path)} {other}; expected disjoint pod CIDR blocks")
+        if cl.nodeCIDRMaskSize < net.prefixlen:
+            ctx.bad(("cluster", "nodeCIDRMaskSize"), cl.nodeCIDRMaskSize,
+                    f"expected a mask at least as long as {dotted(path)}'s /{net.prefixlen}")
+    if ctx.problems:
+        return
+    room = sum(2 ** (cl.nodeCIDRMaskSize - net.prefixlen) for _, net in blocks)
+    if room < len(cl.nodes):
+        what = " and ".join(f"{dotted(p)} {net}" for p, net in blocks)
+        ctx.bad(("cluster", "additionalPodCIDRs" if cl.additionalPodCIDRs else "podCIDR"),
+                [str(net) for _, net in blocks] if cl.additionalPodCIDRs else str(cl.podCIDR),
+                f"{what} hold{'' if cl.additionalPodCIDRs else 's'} only {room} node CIDRs of /{cl.nodeCIDRMaskSize}, "
+                f"the cluster has {len(cl.nodes)} nodes" + ("; expected a larger block, or another in "
+                                                            "cluster.additionalPodCIDRs" if cl.mode == "vpc-route" else ""))
+
+
+MORE_BLOCKS = {
+    "vxlan": "more pod CIDR blocks for vpc-route mode only (CCE adds container CIDR blocks to VPC network clusters; a "
+             "container tunnel network keeps the one it was created with); expected none, or cluster.mode vpc-route",
+    "eni": "more pod CIDR blocks for vpc-route mode only: Terway takes pod addresses from vSwitches; expected none, "
+           "and another pod vSwitch in eni-config's vswitches (or cluster.eni.vswitches) instead",
+}
 
 
 def _check_peers(ctx: Context, cl, cloud: Cloud, vpc: str) -> None:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from ..errors import Problem, ScenarioError
 from ..scenario.load import Loaded, Source
-from .model import OFPORT_FIRST_ATTACHMENT, HostPlan, OvsPort, VSwitchPlan, usable
+from .model import OFPORT_FIRST_ATTACHMENT, FixedIP, HostPlan, NodePlan, OvsPort, Plan, VSwitchPlan, usable
 from .names import Names
 
 
@@ -61,6 +61,9 @@ class Context:
     deleted: frozenset[str] = frozenset()
     previous_public: dict[str, str] = field(default_factory=dict)   # internet SLBs' EIPs, by Service
     previous_pod_eips: dict[str, str] = field(default_factory=dict)  # EIPs bound to pods: EIP name -> pod key
+    fixed: dict[str, FixedIP] = field(default_factory=dict)    # eni: fixed addresses still held, by pod key
+    previous_nodes: dict[str, NodePlan] = field(default_factory=dict)   # the running scenario's node bridges
+    now: float = 0.0                # wall-clock time of the change (a fixed address's release TTL counts by it)
 
     @property
     def running(self) -> bool:
@@ -91,10 +94,14 @@ class AddressPool:
         self.taken: dict[str, set[str]] = defaultdict(set)
 
     def hold_previous(self) -> None:
-        """What the running scenario's pods and SLBs hold stays theirs."""
+        """What the running scenario's pods and SLBs hold stays theirs, and so do the fixed addresses
+        of StatefulSet pods that are gone for now."""
         for h in self.ctx.previous.values():
             if h.kind in ("pod", "slb") and h.vswitch in self.pools:
                 self.taken[h.vswitch].add(h.ip)
+        for f in self.ctx.fixed.values():
+            if f.vswitch in self.pools:
+                self.taken[f.vswitch].add(f.ip)
 
     def allocate(self, vswitch: str, path: tuple, what: str, src: Source | None = None, key: str = "") -> str | None:
         """The next free address of `vswitch` for `what` (the host `key` keeps its old one), or None
@@ -113,17 +120,50 @@ class AddressPool:
         taken.add(ip)
         return ip
 
+    def free(self, vswitch: str) -> int:
+        """How many addresses of `vswitch` are still free."""
+        return len(self.pools[vswitch]) - len(self.taken[vswitch])
+
+    def allocate_from(self, vswitches: tuple[str, ...], policy: str, path: tuple, what: str, src: Source | None,
+                      hint: str) -> tuple[str, str] | None:
+        """A free address for `what` from `vswitches`: the first in order with one ("first"), or the
+        one with the most free ("most", ties in order), as (vSwitch, address); None with a problem
+        naming every vSwitch and its CIDR when all are full (`hint`: what else would help)."""
+        order = sorted(vswitches, key=lambda v: -self.free(v)) if policy == "most" else list(vswitches)
+        for v in order:
+            if self.free(v) > 0:
+                return v, self.allocate(v, path, what, src)
+        full = ", ".join(f"{v} ({self.cidrs[v]})" for v in vswitches)
+        self.ctx.bad(path, vswitches[0] if len(vswitches) == 1 else list(vswitches),
+                     f"vSwitch{'es' if len(vswitches) > 1 else ''} {full} ha{'ve' if len(vswitches) > 1 else 's'} "
+                     f"no free address left for {what}; expected a larger vSwitch CIDR, or {hint}", src)
+        return None
+
 
 class VSwitchPorts:
-    """The ports of each vSwitch bridge beyond its vRouter patch, numbered in the order they come."""
+    """The ports of each vSwitch bridge beyond its vRouter patch, numbered in the order they come.
+    Planned against a running scenario (`previous`), a port of the same name keeps its number, and a
+    new one takes the lowest number above the first that no port of the running scenario holds."""
 
-    def __init__(self):
+    def __init__(self, previous: Plan | None = None):
         self.ports: dict[str, list[OvsPort]] = defaultdict(list)
         self.next: dict[str, int] = defaultdict(lambda: OFPORT_FIRST_ATTACHMENT)
+        self.kept: dict[tuple[str, str], int] = {}
+        self.held: dict[str, set[int]] = defaultdict(set)
+        for b in previous.bridges if previous is not None else ():
+            if b.role == "vswitch":
+                for p in b.ports:
+                    self.kept[(b.owner, p.name)] = p.ofport
+                    self.held[b.owner].add(p.ofport)
 
-    def take(self, vswitch: str) -> int:
+    def take(self, vswitch: str, name: str = "") -> int:
+        """The number of port `name` on `vswitch`: its own if it runs already, else the next free."""
+        if (vswitch, name) in self.kept:
+            return self.kept[(vswitch, name)]
         ofport = self.next[vswitch]
-        self.next[vswitch] += 1
+        while ofport in self.held[vswitch]:
+            ofport += 1
+        self.next[vswitch] = ofport + 1
         return ofport
 
     def add(self, vswitch: str, *ports: OvsPort) -> None:

@@ -1,6 +1,7 @@
 """Stages "instances", "nodes" and "pods": the namespaces of ECS instances, the node bridges with
 their uplinks and tunnels, and each pod's address and port on its node (a pod of the running
-scenario keeps its own; a new one takes the lowest free, never one a running pod holds)."""
+scenario keeps its own; a new one takes the lowest free, never one a running pod holds). A node of
+the running scenario keeps its uplinks, and may gain one (an ENI attached) on a new pod vSwitch."""
 from __future__ import annotations
 
 import ipaddress
@@ -9,11 +10,13 @@ from dataclasses import dataclass, field
 
 from .cloud import Cloud
 from .cluster import Cluster
-from .context import AddressPool, Context, VSwitchPorts
+from .context import Context, VSwitchPorts
+from .eni import Eni, EniAddress
+from .eniconfig import NodeEni
 from .model import (OFPORT_NODE_HOST, OFPORT_NODE_POD0, OFPORT_NODE_TUNNEL0, OFPORT_NODE_UPLINK0,
                     OFPORT_NODE_UPLINK_PATCH0, OFPORT_VSWITCH_UPLINK_PATCH0, Attachment, HostPlan, NodePlan,
                     OvsPort, ServerPort, Tunnel, Uplink, mac_for)
-from .workloads import PodNetworkingChoice, PodSpec, relabel
+from .workloads import PodSpec, relabel
 
 
 @dataclass
@@ -36,7 +39,7 @@ def plan_instances(ctx: Context, cloud: Cloud, cluster: Cluster, ips: dict[str, 
         if is_node:
             bridge, ofport = ctx.names.node(cluster.index(ecs.name)), OFPORT_NODE_HOST
         else:
-            bridge, ofport = vsw.bridge, wiring.ports.take(vsw.name)
+            bridge, ofport = vsw.bridge, wiring.ports.take(vsw.name, veth)
             wiring.ports.add(vsw.name, OvsPort(name=veth, ofport=ofport, kind="veth", peer=key))
             wiring.attachments.append(Attachment(vswitch=vsw.name, ofport=ofport, port=veth, mac=mac_for(ip), ip=ip,
                                                  owner=key, security_groups=tuple(ecs.securityGroups)))
@@ -50,19 +53,20 @@ def plan_instances(ctx: Context, cloud: Cloud, cluster: Cluster, ips: dict[str, 
             security_groups=tuple(ecs.securityGroups)))
 
 
-def plan_nodes(ctx: Context, cloud: Cloud, cluster: Cluster, ips: dict[str, str], pods: list[PodSpec],
-               networking: dict[str, PodNetworkingChoice], wiring: Wiring) -> list[NodePlan]:
-    """Node bridges: one uplink to the node's vSwitch, and in eni mode one to each vSwitch its pods
-    take addresses from; in vxlan mode one tunnel entry per peer node."""
+def plan_nodes(ctx: Context, cloud: Cloud, cluster: Cluster, ips: dict[str, str], pods: list[PodSpec], eni: Eni,
+               configs: dict[str, NodeEni], wiring: Wiring) -> list[NodePlan]:
+    """Node bridges: one uplink to the node's vSwitch, and in eni mode one (an ENI) to its first pod
+    vSwitch and to each other vSwitch its pods take addresses from; in vxlan mode one tunnel entry
+    per peer node."""
     nodes = []
     for k, n in enumerate(cluster.nodes):
         ecs = cluster.instances[n]
         vsw = cloud.vswitch(ecs.vswitch)
         ip = ips[n]
-        uplink_vsws = [vsw.name]
+        before = ctx.previous_nodes.get(n)      # a running node keeps every uplink (ENI) it has, in order
+        uplink_vsws = [u.vswitch for u in before.uplinks] if before else [vsw.name]
         if cluster.mode == "eni":
-            chosen = [networking.get(p.key, (None, None))[1] for p in pods if p.node == n and not p.host_network]
-            for v in [cluster.eni_vswitch(cloud, vsw)] + [v for v in chosen if v]:
+            for v in _pod_vswitches(n, pods, eni, configs[n]):
                 if v not in uplink_vsws:
                     uplink_vsws.append(v)
         uplinks = [_uplink(ctx, wiring, k, u, vname) for u, vname in enumerate(uplink_vsws)]
@@ -86,9 +90,17 @@ def plan_nodes(ctx: Context, cloud: Cloud, cluster: Cluster, ips: dict[str, str]
     return nodes
 
 
+def _pod_vswitches(node: str, pods: list[PodSpec], eni: Eni, conf: NodeEni) -> list[str]:
+    """The vSwitches a node's eni pods need an ENI on: its first pod vSwitch, those its pods hold
+    addresses of (in pod order), and those of the fixed addresses kept for pods that ran there."""
+    return [conf.vswitches[0]] + [eni.addresses[p.key].vswitch for p in pods
+                                  if p.node == node and p.key in eni.addresses] + \
+        [f.vswitch for f in eni.fixed if f.node == node and f.gone_since]
+
+
 def _uplink(ctx: Context, wiring: Wiring, k: int, u: int, vname: str) -> Uplink:
-    vofport = wiring.ports.take(vname)
     port, peer, patch, patch_peer = ctx.names.uplink(k, u)
+    vofport = wiring.ports.take(vname, peer)
     up = Uplink(vswitch=vname, port=port, peer=peer, ofport=OFPORT_NODE_UPLINK0 + u, vswitch_ofport=vofport,
                 patch=patch, patch_peer=patch_peer, patch_ofport=OFPORT_NODE_UPLINK_PATCH0 + u,
                 vswitch_patch_ofport=OFPORT_VSWITCH_UPLINK_PATCH0 + vofport)
@@ -126,8 +138,8 @@ class _Held:
         return name
 
 
-def plan_pods(ctx: Context, cloud: Cloud, cluster: Cluster, nodes: list[NodePlan], pods: list[PodSpec],
-              networking: dict[str, PodNetworkingChoice], pool: AddressPool, wiring: Wiring) -> None:
+def plan_pods(ctx: Context, cloud: Cloud, cluster: Cluster, nodes: list[NodePlan], pods: list[PodSpec], eni: Eni,
+              wiring: Wiring) -> None:
     held = _Held(ctx)
     by_name = {n.name: n for n in nodes}
     for spec in pods:
@@ -144,7 +156,7 @@ def plan_pods(ctx: Context, cloud: Cloud, cluster: Cluster, nodes: list[NodePlan
             old = None
             ofport, veth = held.ofport(node.bridge), held.veth(ctx)
         if cluster.mode == "eni":
-            address = _eni_address(ctx, cloud, cluster, node, spec, networking.get(key), pool, wiring)
+            address = _eni_address(cloud, node, spec, eni.addresses[key], wiring)
         else:
             address = _pod_cidr_address(ctx, cluster, node, spec, old, held)
         if address is None:
@@ -157,8 +169,8 @@ def plan_pods(ctx: Context, cloud: Cloud, cluster: Cluster, nodes: list[NodePlan
             gateway=gateway, gateway_mac=gateway_mac, mtu=cluster.pod_mtu, servers=pod.servers,
             labels=relabel(pod.labels, ctx.labels.get(key, {})), node=node.name, vswitch=vname,
             security_groups=sgs, ready=ctx.ready.get(key, pod.ready), app=pod.app, phase=pod.phase,
-            terminating=pod.terminating is not None, grace_period=pod.grace_period,
-            ingress_bandwidth=pod.bandwidth[0], egress_bandwidth=pod.bandwidth[1]))
+            terminating=pod.terminating is not None, grace_period=pod.grace_period, hostname=pod.hostname,
+            subdomain=pod.subdomain, ingress_bandwidth=pod.bandwidth[0], egress_bandwidth=pod.bandwidth[1]))
     ctx.problems.checkpoint()
 
 
@@ -173,24 +185,19 @@ def _host_network_pod(ctx: Context, pod: PodSpec, node: NodePlan, wiring: Wiring
         gateway_mac=home.gateway_mac, mtu=home.mtu, servers=pod.servers,
         labels=relabel(pod.labels, ctx.labels.get(pod.key, {})), node=node.name, ready=ctx.ready.get(pod.key, pod.ready),
         app=pod.app, phase=pod.phase, terminating=pod.terminating is not None, grace_period=pod.grace_period,
-        host_network=True)
+        host_network=True, hostname=pod.hostname, subdomain=pod.subdomain)
 
 
-def _eni_address(ctx: Context, cloud: Cloud, cluster: Cluster, node: NodePlan, spec: PodSpec,
-                 choice: PodNetworkingChoice | None, pool: AddressPool, wiring: Wiring):
-    """An eni pod holds an address of a vSwitch, behind its node's uplink to that vSwitch."""
-    key = spec.key
-    pn_sgs, pn_vsw = choice or (None, None)
-    vname = pn_vsw or cluster.eni_vswitch(cloud, cloud.vswitch(node.vswitch))
-    vsw = cloud.vswitch(vname)
-    ip = pool.allocate(vname, spec.path, f"pod {spec.namespace}/{spec.name}", spec.source, key)
-    if ip is None:
-        return None
-    sgs = pn_sgs if pn_sgs is not None else cluster.eni_security_groups(cluster.instances[node.name])
-    uplink = next(u for u in node.uplinks if u.vswitch == vname)
-    wiring.attachments.append(Attachment(vswitch=vname, ofport=uplink.vswitch_ofport, port=uplink.peer,
-                                         mac=mac_for(ip), ip=ip, owner=key, security_groups=sgs))
-    return ip, ipaddress.IPv4Network(vsw.cidr).prefixlen, vsw.gateway, vsw.gateway_mac, vname, sgs
+def _eni_address(cloud: Cloud, node: NodePlan, spec: PodSpec, address: EniAddress, wiring: Wiring):
+    """An eni pod holds an address of a vSwitch (kubevpc/planning/eni.py), behind its node's uplink
+    to that vSwitch, where the vSwitch applies its security groups."""
+    vsw = cloud.vswitch(address.vswitch)
+    uplink = next(u for u in node.uplinks if u.vswitch == vsw.name)
+    wiring.attachments.append(Attachment(vswitch=vsw.name, ofport=uplink.vswitch_ofport, port=uplink.peer,
+                                         mac=mac_for(address.ip), ip=address.ip, owner=spec.key,
+                                         security_groups=address.security_groups))
+    return (address.ip, ipaddress.IPv4Network(vsw.cidr).prefixlen, vsw.gateway, vsw.gateway_mac, vsw.name,
+            address.security_groups)
 
 
 def _pod_cidr_address(ctx: Context, cluster: Cluster, node: NodePlan, spec: PodSpec, old: HostPlan | None,

@@ -80,7 +80,7 @@ def _check_zone(ctx: Context, cluster: Cluster, inet) -> None:
     if cl:
         private += [("cluster.serviceCIDR", cl.serviceCIDR)]
         if cl.mode != "eni":
-            private += [("cluster.podCIDR", cl.podCIDR)]
+            private += [("cluster.podCIDR", cl.podCIDR)] + [("cluster.additionalPodCIDRs", c) for c in cl.additionalPodCIDRs]
     for field_, net in (("cidr", inet.cidr), ("publicCIDR", inet.publicCIDR)):
         if not any(net.subnet_of(r) for r in reserved):
             ctx.bad(("cloud", "internet", field_), str(net), "expected a subnet of a range reserved for "

@@ -9,9 +9,10 @@ from __future__ import annotations
 import ipaddress
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
 
 from .. import k8s
+from .base import Frozen, mac_for
+from .edgeplan import DnatPlan, EdgePlan, EipPlan, InternetPlan, NatGatewayPlan, SnatPlan
 from .ports import (
     OFPORT_VROUTER_ON_VSWITCH, OFPORT_FIRST_ATTACHMENT, OFPORT_NODE_HOST, OFPORT_NODE_UPLINK0,
     OFPORT_NODE_UPLINK_PATCH0, OFPORT_NODE_TUNNEL0, OFPORT_VSWITCH_UPLINK_PATCH0, OFPORT_NODE_POD0, OFPORT_VROUTER_EDGE, OFPORT_VROUTER_PEER0,
@@ -29,7 +30,8 @@ __all__ = [
     "Frozen", "mac_for", "ServerPort", "OvsPort", "BridgePlan", "HostPlan", "VSwitchPlan", "Route", "RouteTablePlan",
     "VpcPlan", "PeeringPlan", "Tunnel", "Uplink", "NodePlan", "Attachment", "RulePlan", "GroupPlan", "ClusterPlan",
     "ServicePortPlan", "EndpointPlan", "ServicePlan", "SlbBackend", "SlbListener", "SlbPlan", "InternetPlan",
-    "EdgePlan", "EipPlan", "SnatPlan", "DnatPlan", "NatGatewayPlan", "DnsPlan", "Plan", "resolve_endpoint", "usable"]
+    "EdgePlan", "EipPlan", "SnatPlan", "DnatPlan", "NatGatewayPlan", "DnsPlan", "FixedIP", "Plan", "resolve_endpoint",
+    "usable"]
 
 RESERVED_TAIL = 3        # Alibaba reserves the first and the last three addresses of a vSwitch
 SNAT_PORTS = (61000, 65535)
@@ -46,15 +48,6 @@ ANNOTATION = "service.beta.kubernetes.io/alibaba-cloud-loadbalancer-"
 ADDRESS_TYPE, VSWITCH_ID = ANNOTATION + "address-type", ANNOTATION + "vswitch-id"
 RFC1918 = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")   # above the kernel's default ephemeral range (32768-60999)
 
-
-
-class Frozen(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-def mac_for(ip: str) -> str:
-    """0a:58 followed by the IPv4 address, as Kubernetes CNIs do: readable in any dump."""
-    return "0a:58:" + ":".join(f"{b:02x}" for b in ipaddress.IPv4Address(ip).packed)
 
 
 class ServerPort(Frozen):
@@ -120,6 +113,8 @@ class HostPlan(Frozen):
                                     # ofport 0, bridge the node's bridge, no attachment or vSwitch address)
     ingress_bandwidth: int = 0      # pods: bit/s reaching it (kubernetes.io/ingress-bandwidth); 0: unlimited
     egress_bandwidth: int = 0       # pods: bit/s it sends (kubernetes.io/egress-bandwidth); 0: unlimited
+    hostname: str = ""              # pods: spec.hostname and spec.subdomain (a StatefulSet's pod: its name and
+    subdomain: str = ""             # serviceName), so a headless Service of that name has <hostname>.<svc> records
 
     @property
     def ready_name(self) -> str:
@@ -279,6 +274,12 @@ class ClusterPlan(Frozen):
     pod_mtu: int
     underlay_mtu: int
     allow_snippet_annotations: bool = False    # cluster.ingress.allowSnippetAnnotations
+    additional_pod_cidrs: tuple[str, ...] = ()  # vpc-route: pod CIDR blocks beyond pod_cidr (cluster.additionalPodCIDRs)
+
+    @property
+    def pod_cidrs(self) -> tuple[str, ...]:
+        """Every pod CIDR block, pod_cidr first (vxlan and vpc-route)."""
+        return (self.pod_cidr, *self.additional_pod_cidrs)
 
 
 class ServicePortPlan(Frozen):
@@ -394,80 +395,29 @@ class SlbPlan(Frozen):
     public_ip: str = ""             # internet-facing: the EIP bound to it at the VPC's edge
 
 
-class InternetPlan(Frozen):
-    """The emulated internet: a router bridge with the zone's hosts, and one edge per VPC."""
-
-    cidr: str                       # the hosts' subnet
-    public_cidr: str                # EIPs, NAT gateway addresses, internet SLBs
-    gateway: str                    # the router's address in `cidr`
-    gateway_mac: str
-    bridge: str
-    domain: str = "example.com"     # the hosts' names are <name>.<domain> at the VPCs' resolvers
-    resolvers: tuple[str, ...] = VPC_DNS   # the addresses of every VPC's DNS resolver
-
-
-class EdgePlan(Frozen):
-    """Where a VPC meets the internet: EIPs (1:1 NAT) and NAT gateways (SNAT), stateful."""
-
-    vpc: str
-    bridge: str
-    mac: str                        # the edge's MAC on both of its sides
-    internet_port: int              # ofport of this edge's patch on the internet router
-
-
-class EipPlan(Frozen):
-    name: str
-    ip: str
-    vpc: str = ""                   # "" when unbound
-    bound: Literal["instance", "natgw", "slb", "pod", ""] = ""
-    target: str = ""                # the instance, NAT gateway, Service (<ns>/<name>) or pod (its key) it is bound to
-    private_ip: str = ""            # instance, pod: its address; slb: the SLB's VIP
-
-    @property
-    def one_to_one(self) -> bool:
-        """Bound to one host's address (an instance, or an eni pod): 1:1 NAT both ways."""
-        return self.bound in ("instance", "pod")
-
-
-class SnatPlan(Frozen):
-    source: str                     # a CIDR (a /32 for an instance)
-    public_ip: str
-    what: str                       # "vSwitch vsw-h", "instance ecs-db", "CIDR 192.168.1.0/28"
-
-
-class DnatPlan(Frozen):
-    """A DNAT entry (Alibaba's ForwardEntry): new connections from the internet to
-    public_ip:external_port over `protocol` go to internal_ip:internal_port; "any" is IP mapping
-    (every protocol and port, and the target leaves as public_ip)."""
-
-    name: str
-    eip: str                        # the EIP's name
-    public_ip: str
-    protocol: Literal["tcp", "udp", "any"]
-    external_port: int = 0          # 0 with protocol "any"
-    target: str = ""                # the host key named (ecs/..., pod/...); "" when nothing holds internal_ip now
-    internal_ip: str = ""           # "" when the pod it names is gone (deleted while running): no flows
-    internal_port: int = 0          # 0 with protocol "any"
-
-    @property
-    def what(self) -> str:
-        """The entry in words: "DNAT entry web 198.19.0.2:80/tcp"."""
-        port = "" if self.protocol == "any" else f":{self.external_port}/{self.protocol}"
-        return f"DNAT entry {self.name} {self.public_ip}{port}" + (" (IP mapping)" if self.protocol == "any" else "")
-
-
-class NatGatewayPlan(Frozen):
-    name: str
-    vpc: str
-    public_ips: tuple[str, ...]     # its EIPs, in scenario order
-    snat: tuple[SnatPlan, ...]      # most specific source first
-    dnat: tuple[DnatPlan, ...] = () # in scenario order
-
-
 class DnsPlan(Frozen):
     domain: str
     ip: str                         # the kube-dns Service's ClusterIP
     pods: tuple[str, ...]           # host keys of the DNS pods
+
+
+class FixedIP(Frozen):
+    """The address a Fixed PodNetworking keeps for a StatefulSet's pod across its re-creation (eni
+    mode; Terway's PodENI): the pod's while it runs; once it is gone (`gone_since`, a wall-clock
+    time the Lab gave the planner), nobody else's until `release_after` seconds later (TTL) or for
+    the rest of the run (Never)."""
+
+    pod: str                        # the pod's key
+    vswitch: str
+    ip: str
+    node: str                       # where it ran
+    pod_networking: str
+    release_strategy: Literal["TTL", "Never"]
+    release_after: float = 0        # seconds (TTL)
+    gone_since: float = 0           # 0 while the pod exists
+
+    def expired(self, now: float) -> bool:
+        return bool(self.gone_since) and self.release_strategy == "TTL" and now >= self.gone_since + self.release_after
 
 
 class Plan(Frozen):
@@ -499,6 +449,7 @@ class Plan(Frozen):
     secrets: tuple[k8s.Secret, ...] = ()
     expect: tuple[dict, ...] = ()
     flow_log_window: int = 0        # seconds of idleness that close a flow log record; 0: flow logs off
+    fixed_ips: tuple[FixedIP, ...] = ()   # eni: addresses kept for StatefulSet pods (Fixed PodNetworking)
 
     def host(self, key: str) -> HostPlan:
         return _find(self.hosts, "key", key)

@@ -15,7 +15,9 @@ from ..scenario.load import Loaded
 from .bridges import plan_bridges, plan_groups, route_attachments
 from .cloud import plan_addresses, plan_cloud
 from .cluster import plan_cluster
-from .context import Context, Problems
+from .context import Context, Problems, VSwitchPorts
+from .eni import plan_eni
+from .eniconfig import plan_eni_config
 from .hostnet import check_host_ports
 from .hosts import Wiring, plan_instances, plan_nodes, plan_pods
 from .internet import plan_internet
@@ -29,20 +31,17 @@ from .workloads import check_policy_limits, expand_pods, namespace_labels, pod_n
 
 def make_plan(loaded: Loaded, run: str, ready: dict[str, bool] | None = None,
               labels: dict[str, dict[str, str | None]] | None = None, previous: Plan | None = None,
-              terminating: Iterable[str] = (), deleted: Iterable[str] = ()) -> Plan:
+              terminating: Iterable[str] = (), deleted: Iterable[str] = (), now: float = 0.0) -> Plan:
     """Changes made while the scenario runs, by pod key, override the manifests: `ready`, the
     pod's readiness; `labels`, labels set (a value) or removed (None), as `kubectl label` does.
     `previous`, the running scenario's plan: its pods stay on their nodes with their addresses,
     interfaces and ports, and new pods get none of those (kubevpc.lab.Lab._update).
     `terminating`: pods of `previous` deleted with a grace period, kept as they are (terminating
     endpoints) whatever the manifests say; `deleted`: pods of Deployments deleted now, which the
-    Deployment replaces under new names."""
-    ctx = Context(loaded=loaded, run=run, problems=Problems(loaded.source),
-                  previous={h.key: h for h in previous.hosts} if previous is not None else {},
-                  ready=dict(ready or {}), labels={k: dict(v) for k, v in (labels or {}).items()},
-                  terminating=frozenset(terminating), deleted=frozenset(deleted),
-                  previous_public={s.service: s.public_ip for s in previous.slbs if s.public_ip} if previous else {},
-                  previous_pod_eips={e.name: e.target for e in previous.eips if e.bound == "pod"} if previous else {})
+    Deployment replaces under new names (a StatefulSet, under the same names, in the change after);
+    `now`: the wall-clock time of the change, by which the fixed addresses of StatefulSet pods that
+    are gone are released (kubevpc/planning/eni.py)."""
+    ctx = _context(loaded, run, ready, labels, previous, terminating, deleted, now)
     _check_run_name(ctx)
     cloud = plan_cloud(ctx)                                 # VPCs, vSwitches, security groups
     check_route_tables(ctx, cloud)                          # custom route tables and their vSwitches
@@ -51,12 +50,15 @@ def make_plan(loaded: Loaded, run: str, ready: dict[str, bool] | None = None,
     cluster = plan_cluster(ctx, cloud)
     pods = expand_pods(ctx, cluster.nodes)                  # Kubernetes objects -> pods on nodes
     check_policy_limits(ctx)
+    configs = plan_eni_config(ctx, cloud, cluster)          # Terway's eni-config, node by node
     networking = pod_networking(ctx, cluster, cloud, pods)
     ctx.problems.checkpoint()
-    wiring = Wiring()
+    eni = plan_eni(ctx, cloud, cluster, pods, networking, configs, pool)     # eni pods' vSwitches and addresses
+    ctx.problems.checkpoint()
+    wiring = Wiring(ports=VSwitchPorts(previous))
     plan_instances(ctx, cloud, cluster, ips, wiring)
-    nodes = plan_nodes(ctx, cloud, cluster, ips, pods, networking, wiring)
-    plan_pods(ctx, cloud, cluster, nodes, pods, networking, pool, wiring)
+    nodes = plan_nodes(ctx, cloud, cluster, ips, pods, eni, configs, wiring)
+    plan_pods(ctx, cloud, cluster, nodes, pods, eni, wiring)
     services, dns = plan_services(ctx, cluster.spec, wiring.hosts) if cluster.spec else ((), None)
     check_host_ports(ctx, cluster, pods, wiring.hosts, services)     # hostNetwork pods' ports on their nodes
     ctx.problems.checkpoint()
@@ -76,11 +78,24 @@ def make_plan(loaded: Loaded, run: str, ready: dict[str, bool] | None = None,
                 ingresses=tuple(o for o in manifests if isinstance(o, k8s.Ingress)),
                 secrets=tuple(o for o in manifests if isinstance(o, k8s.Secret)),
                 expect=tuple(e.model_dump(by_alias=True) for e in sc.expect),
-                flow_log_window=sc.cloud.flowLogs.window if sc.cloud.flowLogs.enabled else 0)
+                flow_log_window=sc.cloud.flowLogs.window if sc.cloud.flowLogs.enabled else 0, fixed_ips=eni.fixed)
     _check_expectations(ctx, plan)
     _check_names(ctx, plan)
     ctx.problems.checkpoint()
     return plan
+
+
+def _context(loaded: Loaded, run: str, ready, labels, previous: Plan | None, terminating, deleted,
+             now: float) -> Context:
+    """What the stages share, with what they keep of the running scenario's plan `previous`."""
+    return Context(loaded=loaded, run=run, problems=Problems(loaded.source),
+                  previous={h.key: h for h in previous.hosts} if previous is not None else {},
+                  ready=dict(ready or {}), labels={k: dict(v) for k, v in (labels or {}).items()},
+                  terminating=frozenset(terminating), deleted=frozenset(deleted),
+                  previous_public={s.service: s.public_ip for s in previous.slbs if s.public_ip} if previous else {},
+                  previous_pod_eips={e.name: e.target for e in previous.eips if e.bound == "pod"} if previous else {},
+                  fixed={f.pod: f for f in previous.fixed_ips if not f.expired(now)} if previous else {}, now=now,
+                  previous_nodes={n.name: n for n in previous.nodes} if previous else {})
 
 
 def _check_run_name(ctx: Context) -> None:

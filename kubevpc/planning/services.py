@@ -117,6 +117,7 @@ def _reserved(ctx: Context, cl) -> list[tuple[ipaddress.IPv4Network, str]]:
     out.append((cl.serviceCIDR, f"serviceCIDR {cl.serviceCIDR}, the ClusterIPs'"))
     if cl.mode != "eni":
         out.append((cl.podCIDR, f"podCIDR {cl.podCIDR}, the pods'"))
+        out += [(c, f"additionalPodCIDRs block {c}, the pods'") for c in cl.additionalPodCIDRs]
     inet = ctx.sc.cloud.internet
     if inet is not None:
         out += [(inet.cidr, f"the internet zone {inet.cidr}"), (inet.publicCIDR, f"publicCIDR {inet.publicCIDR}, "
@@ -223,7 +224,8 @@ def _endpoints(svc: k8s.Service, pods: list[HostPlan]) -> list[EndpointPlan]:
     """Pods of the Service's namespace that match its selector, target ports resolved per pod, with
     the conditions the EndpointSlice controller gives them (pkg/controller/endpointslice podToEndpoint):
     a pod in a terminal phase is never one; a terminating pod is not ready (unless the Service
-    publishes not-ready addresses) but serving while its readiness holds."""
+    publishes not-ready addresses) but serving while its readiness holds. A pod whose subdomain
+    names the Service (a StatefulSet's pod and its serviceName) carries its hostname."""
     spec = svc.spec
     endpoints = []
     if not spec.selector or spec.type == "ExternalName":
@@ -242,5 +244,6 @@ def _endpoints(svc: k8s.Service, pods: list[HostPlan]) -> list[EndpointPlan]:
         endpoints.append(EndpointPlan(
             pod=pod.key, name=pod.name, ip=pod.ip, node=pod.node,
             ready=(pod.ready and not pod.terminating) or spec.publishNotReadyAddresses,
-            serving=pod.ready, terminating=pod.terminating, ports=tuple(resolved)))
+            serving=pod.ready, terminating=pod.terminating, ports=tuple(resolved),
+            hostname=pod.hostname if pod.hostname and pod.subdomain == svc.metadata.name else ""))
     return endpoints

@@ -67,13 +67,14 @@ class _HeldSlbs:
         old = self.old.get(key)
         if old is not None and old.vswitch == vswitch:
             return old.ofport, old.veth
-        ofport = wiring.ports.take(vswitch)
-        while (vswitch, ofport) in self.ofports:
-            ofport = wiring.ports.take(vswitch)
         while ctx.names.slb_veth(self.seq) in self.veths:
             self.seq += 1
         self.seq += 1
-        return ofport, ctx.names.slb_veth(self.seq - 1)
+        veth = ctx.names.slb_veth(self.seq - 1)
+        ofport = wiring.ports.take(vswitch, veth)
+        while (vswitch, ofport) in self.ofports:
+            ofport = wiring.ports.take(vswitch, veth)
+        return ofport, veth
 
 
 def _slb(ctx: Context, svc: ServicePlan, m, cloud: Cloud, cluster: Cluster, nodes: list[NodePlan],

@@ -1,6 +1,6 @@
-"""Stage "workloads": the Kubernetes objects of the manifests checked, Pods and Deployments
-expanded into pods placed on nodes (deterministically), the cluster DNS pod added, and Terway's
-PodNetworking resolved for each pod it selects."""
+"""Stage "workloads": the Kubernetes objects of the manifests checked, Pods, Deployments and
+StatefulSets expanded into pods placed on nodes (deterministically), the cluster DNS pod added, and
+Terway's PodNetworking resolved for each pod it selects."""
 from __future__ import annotations
 
 import re
@@ -35,6 +35,9 @@ class PodSpec:
     port_paths: tuple[tuple, ...] = ()    # where each of `servers` is declared (its containerPort)
     bandwidth: tuple[int, int] = (0, 0)   # ingress, egress limits in bit/s (0: none), from its annotations
     meta_path: tuple = ("metadata",)      # where its metadata is declared, under `path` (a Deployment's template)
+    owner: str = ""                 # the kind of workload that made it: Deployment, StatefulSet ("": a Pod)
+    hostname: str = ""              # spec.hostname and spec.subdomain: a StatefulSet's pod is
+    subdomain: str = ""             # <pod>.<serviceName> (its DNS name under that headless Service)
 
     @property
     def key(self) -> str:
@@ -85,7 +88,7 @@ def expand_pods(ctx: Context, node_names: list[str]) -> list[PodSpec]:
             for key in k8s.snippet_annotations(obj):
                 ctx.bad(path + ("metadata", "annotations", key), obj.metadata.annotations[key],
                         k8s.snippet_refusal(key), msrc)
-        if isinstance(obj, (k8s.Service, k8s.NetworkPolicy, k8s.Ingress, k8s.Secret)):
+        if isinstance(obj, (k8s.Service, k8s.NetworkPolicy, k8s.Ingress, k8s.Secret, k8s.ConfigMap)):
             continue
         out += _pods_of(ctx, m, node_names, seen)
     out += _terminating(ctx, out)
@@ -117,7 +120,8 @@ def _terminating(ctx: Context, made: list[PodSpec]) -> list[PodSpec]:
             continue
         out.append(PodSpec(namespace=h.namespace, name=h.name, node=h.node, labels=dict(h.labels),
                            servers=h.servers, ready=h.ready, app=h.app, path=("<terminating>", key), source=None,
-                           phase=h.phase, grace_period=h.grace_period, terminating=h, host_network=h.host_network))
+                           phase=h.phase, grace_period=h.grace_period, terminating=h, host_network=h.host_network,
+                           hostname=h.hostname, subdomain=h.subdomain))
     return out
 
 
@@ -142,7 +146,7 @@ def _replica_names(ctx: Context, obj: k8s.Deployment, pod_manifests: set[tuple[s
 
 
 def _pods_of(ctx: Context, m, node_names: list[str], seen: dict) -> list[PodSpec]:
-    """The pods of one Pod or Deployment manifest."""
+    """The pods of one Pod, Deployment or StatefulSet manifest."""
     obj, path, msrc = m.obj, m.prefix, m.source
     phase = "Running"
     if isinstance(obj, k8s.Pod):
@@ -153,7 +157,9 @@ def _pods_of(ctx: Context, m, node_names: list[str], seen: dict) -> list[PodSpec
         annotations = obj.spec.template.metadata.annotations
         pod_manifests = {(x.obj.metadata.namespace, x.obj.metadata.name) for x in ctx.loaded.manifests
                          if isinstance(x.obj, k8s.Pod)}
-        names, meta = _replica_names(ctx, obj, pod_manifests), ("spec", "template", "metadata")
+        names = _ordinal_names(ctx, obj) if isinstance(obj, k8s.StatefulSet) else \
+            _replica_names(ctx, obj, pod_manifests)
+        meta = ("spec", "template", "metadata")
     ready = annotations.get(READY_ANNOTATION, "true")
     if ready not in ("true", "false"):
         ctx.bad(path + meta + ("annotations", READY_ANNOTATION), ready, 'expected "true" or "false"', msrc)
@@ -172,20 +178,53 @@ def _pods_of(ctx: Context, m, node_names: list[str], seen: dict) -> list[PodSpec
     out = []
     for name in names:
         before = ctx.previous.get(f"pod/{obj.metadata.namespace}/{name}")
-        r = int(name.rpartition("-")[2]) if isinstance(obj, k8s.Deployment) else 0
+        r = 0 if isinstance(obj, k8s.Pod) else int(name.rpartition("-")[2])
         node = spec.nodeName or (before.node if before else node_names[r % len(node_names)])
         pkey = ("Pod", obj.metadata.namespace, name)
-        if pkey in seen and isinstance(obj, k8s.Deployment):
-            ctx.bad(path + ("metadata", "name"), name, "a pod of this Deployment has the name of another pod", msrc)
+        if pkey in seen and not isinstance(obj, k8s.Pod):
+            ctx.bad(path + ("metadata", "name"), name, f"a pod of this {obj.kind} has the name of another pod", msrc)
         seen[pkey] = m.path
         out.append(PodSpec(namespace=obj.metadata.namespace, name=name, node=node,
-                           labels=dict(labels) | {"pod-template-hash": "kubevpc"}
-                           if isinstance(obj, k8s.Deployment) else dict(labels),
-                           servers=tuple(ports), ready=ready != "false", app=APPS.get(app, "server"),
-                           path=path, source=msrc, annotations=dict(annotations), phase=phase,
-                           grace_period=spec.terminationGracePeriodSeconds, host_network=spec.hostNetwork,
-                           port_paths=tuple(port_paths), bandwidth=bandwidth, meta_path=meta))
+                           labels=_pod_labels(obj, labels, name, r), servers=tuple(ports), ready=ready != "false",
+                           app=APPS.get(app, "server"), path=path, source=msrc, annotations=dict(annotations),
+                           phase=phase, grace_period=spec.terminationGracePeriodSeconds, host_network=spec.hostNetwork,
+                           port_paths=tuple(port_paths), owner="" if isinstance(obj, k8s.Pod) else obj.kind,
+                           bandwidth=bandwidth, meta_path=meta, **_stable_name(obj, name)))
     return out
+
+
+def _ordinal_names(ctx: Context, obj: k8s.StatefulSet) -> list[str]:
+    """A StatefulSet's pods, `<name>-0` .. `<name>-(replicas-1)`. One whose previous incarnation is
+    terminating, or is deleted by this change, is left out: the StatefulSet controller creates it
+    again under the same name only once the old one is gone (the Lab does so in a change of its
+    own, kubevpc.lab.changes.recreated)."""
+    ns, name = obj.metadata.namespace, obj.metadata.name
+    out = []
+    for i in range(obj.spec.replicas):
+        key = f"pod/{ns}/{name}-{i}"
+        before = ctx.previous.get(key)
+        if key in ctx.terminating or (before is not None and (before.terminating or key in ctx.deleted)):
+            continue
+        out.append(f"{name}-{i}")
+    return out
+
+
+def _pod_labels(obj, labels: dict[str, str], name: str, r: int) -> dict[str, str]:
+    """A pod's labels: its template's, and what its controller adds (the ReplicaSet's
+    pod-template-hash; the StatefulSet's revision hash, pod name and index)."""
+    if isinstance(obj, k8s.Deployment):
+        return dict(labels) | {"pod-template-hash": "kubevpc"}
+    if isinstance(obj, k8s.StatefulSet):
+        return dict(labels) | {"controller-revision-hash": f"{obj.metadata.name}-kubevpc",
+                               "statefulset.kubernetes.io/pod-name": name, "apps.kubernetes.io/pod-index": str(r)}
+    return dict(labels)
+
+
+def _stable_name(obj, name: str) -> dict[str, str]:
+    """A StatefulSet's pod has its own name as hostname and the governing Service as subdomain."""
+    if isinstance(obj, k8s.StatefulSet) and obj.spec.serviceName:
+        return {"hostname": name, "subdomain": obj.spec.serviceName}
+    return {}
 
 
 def _server_ports(ctx: Context, spec, path: tuple, msrc, at: tuple) -> tuple[list[ServerPort], list[tuple]]:
@@ -223,18 +262,26 @@ def check_policy_limits(ctx: Context) -> None:
                 break
 
 
-PodNetworkingChoice = tuple[tuple[str, ...] | None, str | None]
+@dataclass(frozen=True)
+class PodNetworkingChoice:
+    """What the PodNetworking that selects a pod says of it: its security groups (None: the
+    default), the vSwitches of its node's zone it takes an address from, in order, and how one is
+    chosen ("first" with a free address, or "most" free), and how its address is held."""
+
+    name: str
+    security_groups: tuple[str, ...] | None = None
+    vswitches: tuple[str, ...] | None = None
+    policy: str = "first"
+    allocation: k8s.AllocationType = k8s.AllocationType()
 
 
 def pod_networking(ctx: Context, cluster: Cluster, cloud: Cloud, pods: list[PodSpec]) -> dict[str, PodNetworkingChoice]:
     """Terway's PodNetworking: for each pod it selects (by the pod's annotation naming it, else
-    the first in manifest order whose selectors match), its security groups (None: the
-    default) and the vSwitch it takes its address from (None: the default)."""
+    the first in manifest order whose selectors match), what it says of the pod. A terminating pod
+    keeps what it has (kubevpc/planning/eni.py)."""
     found = [m for m in ctx.loaded.manifests if isinstance(m.obj, k8s.PodNetworking)]
-    kept = {p.key: (p.terminating.security_groups, p.terminating.vswitch) for p in pods
-            if p.terminating is not None and p.terminating.vswitch}     # eni pods keep what they have
     if not found or not cluster.spec:
-        return kept
+        return {}
     if cluster.mode != "eni":
         for m in found:
             ctx.bad(m.prefix + ("kind",), "PodNetworking", f"PodNetworking (Terway) applies in eni mode only; "
@@ -248,32 +295,40 @@ def pod_networking(ctx: Context, cluster: Cluster, cloud: Cloud, pods: list[PodS
         return {}
     by_name = {m.obj.metadata.name: m.obj for m in found}
     namespaces = namespace_labels(ctx)
-    out = dict(kept)
-    for spec in pods:
-        pod, path, src = spec, spec.path, spec.source
-        if pod.app == "dns" or pod.key in kept or pod.host_network:     # a host-network pod has no ENI
+    out = {}
+    for pod in pods:
+        if pod.app == "dns" or pod.terminating is not None or pod.host_network:   # a host-network pod has no ENI
             continue
         wanted = pod.annotations.get(k8s.POD_NETWORKING_ANNOTATION)
         if wanted is not None and wanted not in by_name:
-            ctx.bad(path + ("metadata", "annotations", k8s.POD_NETWORKING_ANNOTATION), wanted,
-                    f"no such PodNetworking; expected one of {sorted(by_name)}", src)
+            ctx.bad(pod.path + ("metadata", "annotations", k8s.POD_NETWORKING_ANNOTATION), wanted,
+                    f"no such PodNetworking; expected one of {sorted(by_name)}", pod.source)
             continue
         ns_labels = {**namespaces.get(pod.namespace, {}), k8s.NAMESPACE_NAME_LABEL: pod.namespace}
         pn = by_name[wanted] if wanted else next(
             (m.obj for m in found if m.obj.selects(pod.labels, ns_labels)), None)
-        if pn is None:
-            continue
-        vsw = None
-        if pn.spec.vSwitchOptions:
-            zone = cloud.vswitch(cluster.instances[pod.node].vswitch).zone
-            vsw = next((v for v in pn.spec.vSwitchOptions if cloud.vswitch(v).zone == zone), None)
-            if vsw is None:
-                ctx.bad(path, f"{pod.namespace}/{pod.name}",
-                        f"PodNetworking {pn.metadata.name} has no vSwitch in zone {zone} of node {pod.node}; "
-                        f"expected one of its vSwitchOptions there", src)
-                continue
-        out[pod.key] = (tuple(pn.spec.securityGroupIDs) or None, vsw)
+        if pn is not None:
+            choice = _choice(ctx, cluster, cloud, pod, pn)
+            if choice is not None:
+                out[pod.key] = choice
     return out
+
+
+def _choice(ctx: Context, cluster: Cluster, cloud: Cloud, pod: PodSpec, pn: k8s.PodNetworking
+            ) -> PodNetworkingChoice | None:
+    """What `pn` gives `pod`: its vSwitchOptions of the node's zone (a problem when there is none)."""
+    vsws = None
+    if pn.spec.vSwitchOptions:
+        zone = cloud.vswitch(cluster.instances[pod.node].vswitch).zone
+        vsws = tuple(v for v in pn.spec.vSwitchOptions if cloud.vswitch(v).zone == zone)
+        if not vsws:
+            ctx.bad(pod.path, f"{pod.namespace}/{pod.name}",
+                    f"PodNetworking {pn.metadata.name} has no vSwitch in zone {zone} of node {pod.node}; "
+                    f"expected one of its vSwitchOptions there", pod.source)
+            return None
+    policy = "most" if pn.spec.vSwitchSelectOptions.vSwitchSelectionPolicy == "most" else "first"
+    return PodNetworkingChoice(name=pn.metadata.name, security_groups=tuple(pn.spec.securityGroupIDs) or None,
+                               vswitches=vsws, policy=policy, allocation=pn.spec.allocationType)
 
 
 def _check_pod_networking(ctx: Context, cluster: Cluster, cloud: Cloud, m) -> None:

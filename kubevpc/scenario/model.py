@@ -302,7 +302,8 @@ class VxlanOptions(Strict):
 
 
 class EniOptions(Strict):
-    """Terway-style addressing: pods take addresses from these vSwitches (default: the node's)."""
+    """Terway-style addressing: pods take addresses from these vSwitches, those of the node's zone
+    in order (default: the node's own). The eni-config ConfigMap, when there is one, says it instead."""
 
     vswitches: list[Name] = []
     securityGroups: list[Name] | None = None   # default: the node's security groups
@@ -326,7 +327,9 @@ class Cluster(Strict):
     name: Name = "cluster"
     mode: Literal["vxlan", "vpc-route", "eni"] = "vxlan"
     nodes: list[Name] = Field(min_length=1)
+    nodeLabels: dict[Name, dict[str, str]] = {}   # labels of nodes (Terway's terway-config selects a node's own config)
     podCIDR: Cidr = ipaddress.IPv4Network("10.244.0.0/16")
+    additionalPodCIDRs: list[Cidr] = []        # vpc-route: more blocks, for nodes beyond podCIDR's capacity
     nodeCIDRMaskSize: int = Field(default=24, ge=16, le=28)
     serviceCIDR: Cidr = ipaddress.IPv4Network("172.21.0.0/20")
     underlayMTU: int = Field(default=1500, ge=1280, le=9000)

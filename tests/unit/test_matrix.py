@@ -210,9 +210,11 @@ def test_each_node_gets_the_policy_flows_of_its_own_pods(tmp_path, mode):
 
 
 def test_lab_checks_objects_before_touching_anything():
-    with pytest.raises(KubevpcError, match="only Services, NetworkPolicies, Namespaces, Ingresses, Secrets, Pods "
-                       "and Deployments can be applied while the scenario runs, not apps/v1/StatefulSet"):
-        parse_objects([{"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "p"}}])
+    with pytest.raises(KubevpcError, match="only Services, NetworkPolicies, Namespaces, Ingresses, Secrets, Pods, "
+                       "Deployments, StatefulSets and ConfigMaps can be applied while the scenario runs, not "
+                       "network.alibabacloud.com/v1beta1/PodNetworking"):
+        parse_objects([{"apiVersion": "network.alibabacloud.com/v1beta1", "kind": "PodNetworking",
+                        "metadata": {"name": "p"}}])
     with pytest.raises(KubevpcError, match="Pod p is invalid: spec: required key is missing"):
         parse_objects([{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}}])
     with pytest.raises(KubevpcError, match=r"NetworkPolicy p is invalid: spec.ingress\[0\].ports\[0\]"):

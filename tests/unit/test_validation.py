@@ -413,9 +413,9 @@ def test_six_letter_run_name_is_accepted(tmp_path):
 # ------------------------------------------------------------------------------------ manifests
 def test_unsupported_kubernetes_kind(tmp_path):
     data = base()
-    data["manifests"].append({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "s"}})
+    data["manifests"].append({"apiVersion": "v1", "kind": "Endpoints", "metadata": {"name": "s"}})
     problems, f, text = refuse(tmp_path, data)
-    check(the(problems, "manifests[1].kind"), f, "ConfigMap (v1)", line_of(text, "kind: ConfigMap"),
+    check(the(problems, "manifests[1].kind"), f, "Endpoints (v1)", line_of(text, "kind: Endpoints"),
           "unsupported", "Deployment (apps/v1)", "Namespace (v1)", "Pod (v1)", "Service (v1)")
 
 
