@@ -41,6 +41,7 @@ LAYERS = (
                                  "controller.ofmsg", "controller.vrouter", "controller.vswitch", "controller.slb",
                                  "controller.secgroup", "controller.flowlog", "controller.edge", "controller.internet",
                                  "controller.node", "controller.podroute", "controller.services", "controller.policy",
+                                 "controller.ipv6",
                                  "kubevpc.evaluator")),
     ("the machine: namespaces, Open vSwitch, processes, sockets, files",
      ("kubevpc.rundir", "kubevpc.ledger", "kubevpc.probe", "kubevpc.daemons", "kubevpc.observe", "topologies",

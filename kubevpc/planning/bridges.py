@@ -11,7 +11,7 @@ from .context import Context
 from .hosts import Wiring
 from .internet import Internet
 from .model import (OFPORT_EDGE_INTERNET, OFPORT_EDGE_VPC, OFPORT_NODE_HOST, OFPORT_VROUTER_EDGE,
-                    OFPORT_VROUTER_ON_VSWITCH, Attachment, BridgePlan, GroupPlan, NodePlan, OvsPort, RulePlan, VpcPlan)
+                    OFPORT_VROUTER_ON_VSWITCH, Attachment, BridgePlan, GroupPlan, NodePlan, OvsPort, Route, RulePlan, VpcPlan)
 from .routes import plan_routes
 
 DPID_BASE = 0x6B76_0000_0000_0000       # "kv": datapath ids of a run's bridges count up from here
@@ -76,7 +76,9 @@ def _vrouters(ctx: Context, cloud: Cloud, cluster: Cluster, nodes: list[NodePlan
                                   ports=tuple(ports)))
         vpcs.append(VpcPlan(name=vpc.name, cidr=str(vpc.cidr), bridge=names.vrouter(i),
                             routes=plan_routes(ctx, i, vpc, cloud, cluster, nodes, internet.natgw_vpc),
-                            quota=vpc.routeTable.quota))
+                            quota=vpc.routeTable.quota, ipv6_cidr=str(vpc.ipv6Cidr) if vpc.ipv6Cidr else "",
+                            routes6=tuple(Route(destination=v.ipv6_cidr, kind="system", description=f"vSwitch {v.name}")
+                                          for v in cloud.vswitches if v.vpc == vpc.name and v.ipv6_cidr)))
     return bridges, vpcs
 
 
@@ -84,7 +86,8 @@ def route_attachments(vpcs: tuple[VpcPlan, ...], attachments: list[Attachment]) 
     """A route's destination sits behind its next hop's port: that instance's security groups apply
     to it (for vpc-route mode: pod traffic leaves and enters through the ECS's ENI)."""
     att_of = {a.owner: a for a in attachments}
-    return [att_of[f"ecs/{r.next_hop}"].model_copy(update={"ip": r.destination, "owner": f"route/{r.destination}"})
+    return [att_of[f"ecs/{r.next_hop}"].model_copy(update={"ip": r.destination, "owner": f"route/{r.destination}",
+                                                           "ipv6": ""})
             for vpc in vpcs for r in vpc.routes if r.kind in ("custom", "pod")]
 
 
@@ -92,10 +95,13 @@ def plan_groups(ctx: Context, attachments: list[Attachment]) -> tuple[GroupPlan,
     groups = []
     for sg in ctx.sc.cloud.securityGroups:
         members = [a.ip for a in attachments if sg.name in a.security_groups]
+        members6 = [a.ipv6 for a in attachments if sg.name in a.security_groups and a.ipv6]
         rules = tuple(RulePlan(direction=r.direction, protocol=r.protocol,
                                port_min=r.port_range.first if r.port_range else 0,
                                port_max=r.port_range.last if r.port_range else 0,
                                cidr=str(r.cidr) if r.cidr else "", group=r.group or "",
+                               ipv6_cidr=str(r.ipv6Cidr) if r.ipv6Cidr else "",
                                policy=r.policy, priority=r.priority, description=r.description) for r in sg.rules)
-        groups.append(GroupPlan(name=sg.name, vpc=sg.vpc, rules=rules, members=tuple(sorted(set(members)))))
+        groups.append(GroupPlan(name=sg.name, vpc=sg.vpc, rules=rules, members=tuple(sorted(set(members))),
+                                members6=tuple(sorted(set(members6)))))
     return tuple(groups)

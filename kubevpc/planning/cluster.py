@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from .cloud import Cloud
 from .context import Context
+from .ipv6 import check_dual_stack
 from .model import ClusterPlan
 
 
@@ -45,7 +46,7 @@ class Cluster:
         return ClusterPlan(name=cl.name, mode=cl.mode, vpc=self.vpc, pod_cidr=str(cl.podCIDR),
                            service_cidr=str(cl.serviceCIDR), vni=cl.vxlan.vni, vxlan_port=cl.vxlan.port,
                            pod_mtu=self.pod_mtu, underlay_mtu=cl.underlayMTU,
-                           allow_snippet_annotations=cl.ingress.allowSnippetAnnotations)
+                           allow_snippet_annotations=cl.ingress.allowSnippetAnnotations, dual_stack=cl.dualStack)
 
 
 def plan_cluster(ctx: Context, cloud: Cloud) -> Cluster:
@@ -69,6 +70,7 @@ def plan_cluster(ctx: Context, cloud: Cloud) -> Cluster:
     if cl.mode != "eni":
         _check_pod_cidr(ctx, cl, vpc_net)
     _check_eni(ctx, cl, cloud, out.vpc)
+    check_dual_stack(ctx, cl, cloud.vpcs.get(out.vpc))
     out.pod_mtu = cl.underlayMTU - 50 if cl.mode == "vxlan" else cl.underlayMTU
     ctx.problems.checkpoint()
     if cl.mode != "eni":

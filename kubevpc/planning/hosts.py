@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from .cloud import Cloud
 from .cluster import Cluster
 from .context import AddressPool, Context, VSwitchPorts
+from .ipv6 import PodIPv6
 from .model import (OFPORT_NODE_HOST, OFPORT_NODE_POD0, OFPORT_NODE_TUNNEL0, OFPORT_NODE_UPLINK0,
                     OFPORT_NODE_UPLINK_PATCH0, OFPORT_VSWITCH_UPLINK_PATCH0, Attachment, HostPlan, NodePlan,
                     OvsPort, ServerPort, Tunnel, Uplink, mac_for)
@@ -30,6 +31,7 @@ def plan_instances(ctx: Context, cloud: Cloud, cluster: Cluster, ips: dict[str, 
     for i, ecs in enumerate(ctx.sc.cloud.instances):
         vsw = cloud.vswitch(ecs.vswitch)
         ip = ips[ecs.name]
+        ip6 = cloud.ipv6s.get(ecs.name, "")
         is_node = ecs.name in cluster.nodes
         veth = ctx.names.ecs_veth(i)
         key = f"ecs/{ecs.name}"
@@ -39,7 +41,7 @@ def plan_instances(ctx: Context, cloud: Cloud, cluster: Cluster, ips: dict[str, 
             bridge, ofport = vsw.bridge, wiring.ports.take(vsw.name)
             wiring.ports.add(vsw.name, OvsPort(name=veth, ofport=ofport, kind="veth", peer=key))
             wiring.attachments.append(Attachment(vswitch=vsw.name, ofport=ofport, port=veth, mac=mac_for(ip), ip=ip,
-                                                 owner=key, security_groups=tuple(ecs.securityGroups)))
+                                                 owner=key, security_groups=tuple(ecs.securityGroups), ipv6=ip6))
         wiring.hosts.append(HostPlan(
             key=key, kind="ecs", name=ecs.name, netns=ctx.names.ecs_netns(ecs.name), veth=veth,
             bridge=bridge, ofport=ofport, ip=ip, prefixlen=ipaddress.IPv4Network(vsw.cidr).prefixlen,
@@ -47,7 +49,7 @@ def plan_instances(ctx: Context, cloud: Cloud, cluster: Cluster, ips: dict[str, 
             mtu=cl.underlayMTU if (cl and is_node) else 1500,
             servers=tuple(ServerPort(port=p.port, protocol=p.protocol) for p in ecs.ports),
             node=ecs.name if is_node else "", vswitch=vsw.name,
-            security_groups=tuple(ecs.securityGroups)))
+            security_groups=tuple(ecs.securityGroups), ipv6=ip6, gateway6=vsw.gateway6 if ip6 else ""))
 
 
 def plan_nodes(ctx: Context, cloud: Cloud, cluster: Cluster, ips: dict[str, str], pods: list[PodSpec],
@@ -69,7 +71,7 @@ def plan_nodes(ctx: Context, cloud: Cloud, cluster: Cluster, ips: dict[str, str]
         # what sits behind the node's (first) uplink on its vSwitch
         wiring.attachments.append(Attachment(vswitch=vsw.name, ofport=uplinks[0].vswitch_ofport,
                                              port=uplinks[0].peer, mac=mac_for(ip), ip=ip, owner=f"ecs/{n}",
-                                             security_groups=tuple(ecs.securityGroups)))
+                                             security_groups=tuple(ecs.securityGroups), ipv6=cloud.ipv6s.get(n, "")))
         pod_cidr = cluster.pod_cidrs.get(n)
         gw = str(pod_cidr[1]) if pod_cidr else ""
         tunnels = []
@@ -130,6 +132,7 @@ def plan_pods(ctx: Context, cloud: Cloud, cluster: Cluster, nodes: list[NodePlan
               networking: dict[str, PodNetworkingChoice], pool: AddressPool, wiring: Wiring) -> None:
     held = _Held(ctx)
     by_name = {n.name: n for n in nodes}
+    v6 = PodIPv6(ctx, bool(cluster.spec and cluster.spec.dualStack), cloud.ipv6s)
     for spec in pods:
         pod = spec
         node = by_name[pod.node]
@@ -144,12 +147,12 @@ def plan_pods(ctx: Context, cloud: Cloud, cluster: Cluster, nodes: list[NodePlan
             old = None
             ofport, veth = held.ofport(node.bridge), held.veth(ctx)
         if cluster.mode == "eni":
-            address = _eni_address(ctx, cloud, cluster, node, spec, networking.get(key), pool, wiring)
+            address = _eni_address(ctx, cloud, cluster, node, spec, networking.get(key), pool, wiring, v6)
         else:
             address = _pod_cidr_address(ctx, cluster, node, spec, old, held)
         if address is None:
             continue
-        ip, prefixlen, gateway, gateway_mac, vname, sgs = address
+        ip, prefixlen, gateway, gateway_mac, vname, sgs, ip6 = address
         wiring.hosts.append(HostPlan(
             key=key, kind="pod", name=pod.name, namespace=pod.namespace,
             netns=ctx.names.pod_netns(pod.namespace, pod.name), veth=veth,
@@ -158,7 +161,8 @@ def plan_pods(ctx: Context, cloud: Cloud, cluster: Cluster, nodes: list[NodePlan
             labels=relabel(pod.labels, ctx.labels.get(key, {})), node=node.name, vswitch=vname,
             security_groups=sgs, ready=ctx.ready.get(key, pod.ready), app=pod.app, phase=pod.phase,
             terminating=pod.terminating is not None, grace_period=pod.grace_period,
-            ingress_bandwidth=pod.bandwidth[0], egress_bandwidth=pod.bandwidth[1]))
+            ingress_bandwidth=pod.bandwidth[0], egress_bandwidth=pod.bandwidth[1],
+            ipv6=ip6, gateway6=cloud.vswitch(vname).gateway6 if ip6 else ""))
     ctx.problems.checkpoint()
 
 
@@ -177,20 +181,21 @@ def _host_network_pod(ctx: Context, pod: PodSpec, node: NodePlan, wiring: Wiring
 
 
 def _eni_address(ctx: Context, cloud: Cloud, cluster: Cluster, node: NodePlan, spec: PodSpec,
-                 choice: PodNetworkingChoice | None, pool: AddressPool, wiring: Wiring):
+                 choice: PodNetworkingChoice | None, pool: AddressPool, wiring: Wiring, v6: PodIPv6):
     """An eni pod holds an address of a vSwitch, behind its node's uplink to that vSwitch."""
     key = spec.key
     pn_sgs, pn_vsw = choice or (None, None)
     vname = pn_vsw or cluster.eni_vswitch(cloud, cloud.vswitch(node.vswitch))
     vsw = cloud.vswitch(vname)
     ip = pool.allocate(vname, spec.path, f"pod {spec.namespace}/{spec.name}", spec.source, key)
-    if ip is None:
+    ip6 = v6.address(vsw, ip, spec) if ip is not None else None
+    if ip is None or ip6 is None:
         return None
     sgs = pn_sgs if pn_sgs is not None else cluster.eni_security_groups(cluster.instances[node.name])
     uplink = next(u for u in node.uplinks if u.vswitch == vname)
     wiring.attachments.append(Attachment(vswitch=vname, ofport=uplink.vswitch_ofport, port=uplink.peer,
-                                         mac=mac_for(ip), ip=ip, owner=key, security_groups=sgs))
-    return ip, ipaddress.IPv4Network(vsw.cidr).prefixlen, vsw.gateway, vsw.gateway_mac, vname, sgs
+                                         mac=mac_for(ip), ip=ip, owner=key, security_groups=sgs, ipv6=ip6))
+    return ip, ipaddress.IPv4Network(vsw.cidr).prefixlen, vsw.gateway, vsw.gateway_mac, vname, sgs, ip6
 
 
 def _pod_cidr_address(ctx: Context, cluster: Cluster, node: NodePlan, spec: PodSpec, old: HostPlan | None,
@@ -210,4 +215,4 @@ def _pod_cidr_address(ctx: Context, cluster: Cluster, node: NodePlan, spec: PodS
             return None
         ip = str(net[idx])
         held.ips[node.bridge].add(ip)
-    return ip, net.prefixlen, node.gateway, node.gateway_mac, "", ()
+    return ip, net.prefixlen, node.gateway, node.gateway_mac, "", (), ""

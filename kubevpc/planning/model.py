@@ -21,7 +21,7 @@ __all__ = [
     "OFPORT_NODE_TUNNEL0", "OFPORT_VSWITCH_UPLINK_PATCH0", "OFPORT_NODE_POD0", "OFPORT_VROUTER_EDGE",
     "OFPORT_EDGE_VPC", "OFPORT_EDGE_INTERNET", "OFPORT_INTERNET_HOST0", "NAT_PORTS", "Frozen", "mac_for",
     "ServerPort", "OvsPort", "BridgePlan", "HostPlan", "VSwitchPlan", "Route", "VpcPlan", "Tunnel", "Uplink",
-    "NodePlan", "Attachment", "RulePlan", "GroupPlan", "ClusterPlan", "ServicePortPlan", "EndpointPlan",
+    "NodePlan", "Attachment", "mirror6", "RulePlan", "GroupPlan", "ClusterPlan", "ServicePortPlan", "EndpointPlan",
     "ServicePlan", "SlbBackend", "SlbListener", "SlbPlan", "InternetPlan", "EdgePlan", "EipPlan", "SnatPlan",
     "DnatPlan", "NatGatewayPlan", "DnsPlan", "Plan", "resolve_endpoint", "usable"]
 
@@ -127,6 +127,8 @@ class HostPlan(Frozen):
                                     # ofport 0, bridge the node's bridge, no attachment or vSwitch address)
     ingress_bandwidth: int = 0      # pods: bit/s reaching it (kubernetes.io/ingress-bandwidth); 0: unlimited
     egress_bandwidth: int = 0       # pods: bit/s it sends (kubernetes.io/egress-bandwidth); 0: unlimited
+    ipv6: str = ""                  # dual stack: its IPv6 address in its vSwitch's /64 ("": IPv4 only)
+    gateway6: str = ""              # ... and the vSwitch gateway's IPv6 address (the same MAC as in IPv4)
 
     @property
     def ready_name(self) -> str:
@@ -144,6 +146,8 @@ class VSwitchPlan(Frozen):
     gateway_mac: str
     bridge: str
     vrouter_port: int               # ofport of this vSwitch on the vRouter
+    ipv6_cidr: str = ""             # its IPv6 /64 ("": IPv4 only)
+    gateway6: str = ""              # the gateway's IPv6 address: the v4 gateway's host number in the /64
 
 
 class Route(Frozen):
@@ -159,6 +163,8 @@ class VpcPlan(Frozen):
     bridge: str
     routes: tuple[Route, ...]
     quota: int
+    ipv6_cidr: str = ""             # its IPv6 /56 ("": IPv4 only)
+    routes6: tuple[Route, ...] = () # the IPv6 route table: a system route per vSwitch /64
 
 
 class Tunnel(Frozen):
@@ -214,6 +220,7 @@ class Attachment(Frozen):
     ip: str                         # an address or a CIDR behind this port
     owner: str                      # host key (or node/<name> for a pod CIDR)
     security_groups: tuple[str, ...]
+    ipv6: str = ""                  # dual stack: the IPv6 address behind this port too
 
 
 class RulePlan(Frozen):
@@ -222,6 +229,7 @@ class RulePlan(Frozen):
     port_min: int = 0               # 0: every port
     port_max: int = 0
     cidr: str = ""
+    ipv6_cidr: str = ""             # an IPv6 peer instead (Ipv6SourceCidrIp / Ipv6DestCidrIp)
     group: str = ""
     policy: Literal["accept", "drop"]
     priority: int
@@ -234,7 +242,8 @@ class RulePlan(Frozen):
             f"/{self.port_min}-{self.port_max}" if self.port_min else ""
         way = "from" if self.direction == "ingress" else "to"
         note = f': "{self.description}"' if self.description else ""
-        return (f"{group} rule {number} ({self.policy} {self.protocol}{ports} {way} {self.cidr or self.group}, "
+        peer = self.cidr or self.ipv6_cidr or self.group
+        return (f"{group} rule {number} ({self.policy} {self.protocol}{ports} {way} {peer}, "
                 f"priority {self.priority}{note})")
 
 
@@ -243,6 +252,7 @@ class GroupPlan(Frozen):
     vpc: str
     rules: tuple[RulePlan, ...]
     members: tuple[str, ...]        # addresses/CIDRs whose traffic counts as from a member
+    members6: tuple[str, ...] = ()  # ... and their IPv6 addresses (dual stack)
 
 
 class ClusterPlan(Frozen):
@@ -256,6 +266,7 @@ class ClusterPlan(Frozen):
     pod_mtu: int
     underlay_mtu: int
     allow_snippet_annotations: bool = False    # cluster.ingress.allowSnippetAnnotations
+    dual_stack: bool = False        # cluster.dualStack: eni pods get an IPv6 address too
 
 
 class ServicePortPlan(Frozen):
@@ -546,6 +557,13 @@ def resolve_endpoint(plan: Plan, ref: str) -> HostPlan:
     if parts[0] == "node" and len(parts) == 2:
         parts = ["ecs", parts[1]]
     return plan.host("/".join(parts))
+
+
+def mirror6(ipv6_cidr: str, v4_cidr: str, ip: str) -> str:
+    """The IPv6 address of `ip`'s host number (its offset in v4_cidr) in the /64 ipv6_cidr: 10.0.1.10
+    in 10.0.1.0/24 is 2001:db8:0:101::a in 2001:db8:0:101::/64, readable beside its IPv4 twin."""
+    host = int(ipaddress.IPv4Address(ip)) - int(ipaddress.IPv4Network(v4_cidr).network_address)
+    return str(ipaddress.IPv6Network(ipv6_cidr).network_address + host)
 
 
 def usable(net: ipaddress.IPv4Network) -> list[ipaddress.IPv4Address]:
