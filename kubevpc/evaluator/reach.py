@@ -16,18 +16,22 @@ from __future__ import annotations
 import ipaddress
 
 from ..planning import HostPlan, Plan, ServicePlan
+from .dualstack import reach6
 from .netpol import evaluate
 from .northsouth import reach_internet
 from .verdict import Step, Verdict, Wire
 from .vpc import attachment_of, in_cidr, route_step, security_groups, vpc_of
 
 
-def reach(plan: Plan, src: HostPlan, dst: HostPlan, port: int, proto: str = "tcp") -> Verdict:
+def reach(plan: Plan, src: HostPlan, dst: HostPlan, port: int, proto: str = "tcp", family: int = 4) -> Verdict:
     """Should a connection from src to dst:port/proto succeed, and with which client address?
     The network first (VPCs, routes, security groups), then NetworkPolicy where pods are involved.
     Hosts of the emulated internet go to kubevpc.evaluator.northsouth. A host-network pod is its
-    node here, at either end (whether something listens is the caller's to judge)."""
+    node here, at either end (whether something listens is the caller's to judge). `family` 6:
+    to dst's IPv6 address (kubevpc.evaluator.dualstack)."""
     src, dst = plan.network_host(src), plan.network_host(dst)
+    if family == 6:
+        return reach6(plan, src, dst, port, proto.lower())
     if src.kind == "internet" or dst.kind == "internet":
         return with_policy(plan, reach_internet(plan, src, dst, port, proto.lower()), src, dst, port, proto)
     v = _network(plan, src, dst, port, proto.lower())
