@@ -47,11 +47,12 @@ from kubevpc.planning import Plan
 from . import reconcile
 from .compile import compile_plan
 from .flows import FEATURES
+from .ndp import advertisement
 from .ofmsg import delete_cookie, flow_mod, group_mod
 from .reconcile import AddFlow, Barrier, BridgeState, DeleteFlow, Desired, GroupMod, Outcome, ReadBack
 from .slb import active_connections
 
-REJECT, FLOWLOG_RECORD = FEATURES["reject"], FEATURES["flowlog_record"]
+REJECT, FLOWLOG_RECORD, ND = FEATURES["reject"], FEATURES["flowlog_record"], FEATURES["nd"]
 
 LOG = logging.getLogger("kubevpc.controller")
 WLC_REFRESH_S = 1.0      # how often the wlc listeners' connections are counted
@@ -483,9 +484,20 @@ class KubevpcController(app_manager.OSKenApp):
         elif msg.cookie >> 56 == REJECT:
             st["refused"] = st.get("refused", 0) + 1
             self._refuse(dp, msg)
+        elif msg.cookie >> 56 == ND and self.plan.bridge(name).role == "vswitch":
+            st["nd"] = st.get("nd", 0) + 1
+            self._reply(dp, msg, advertisement(self.plan, self.plan.bridge(name).owner, msg.data))
         else:
             st["packet_in"] += 1
         self._write_status()
+
+    def _reply(self, dp, msg, data: bytes | None) -> None:
+        """Send `data` (if any) back out of the port `msg` came in."""
+        if data is None:
+            return
+        parser, ofp = dp.ofproto_parser, dp.ofproto
+        dp.send_msg(parser.OFPPacketOut(dp, buffer_id=ofp.OFP_NO_BUFFER, in_port=ofp.OFPP_CONTROLLER,
+                                        actions=[parser.OFPActionOutput(msg.match["in_port"])], data=data))
 
     def _refuse(self, dp, msg):
         """A node connecting to a Service without endpoints: answer as the Service address would,

@@ -5,13 +5,13 @@ module says which features make up each bridge role, in which order. The order i
 `FlowSet.flows`, in which the controller sends what is missing. docs/design.md explains the
 walk of a packet.
 
-    vRouter    vrouter.py
-    vSwitch    vswitch.py (classify, ARP, conntrack), slb.py, vswitch.py (l2, output), secgroup.py,
+    vRouter    vrouter.py, ipv6.py (dual stack)
+    vSwitch    vswitch.py (classify, ARP, conntrack), ipv6.py (dual stack), slb.py, vswitch.py (l2, output), secgroup.py,
                flowlog.py (with flow logs), secgroup.py (anti-spoofing)
     edge       edge.py
     internet   internet.py
     node       node.py (classify, ARP, unSNAT and conntrack), services.py, policy.py, node.py (commit),
-               podroute.py, node.py (uplink)
+               podroute.py, ipv6.py (dual stack), node.py (uplink)
 """
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from .edge import edge_flows
 from .flowlog import flowlog_flows
 from .flows import Flow, FlowSet, Group
 from .internet import internet_flows
+from .ipv6 import node6_flows, vrouter6_flows, vswitch6_flows
 from .node import arp_flows, classify_flows, commit_flows, conntrack_flows, uplink_flows
 from .pipeline import NODE, REG_EP_IP, REG_EP_PORT
 from .podroute import route_flows
@@ -40,7 +41,7 @@ def compile_plan(plan: Plan, health: dict | None = None, loads: dict | None = No
     for bridge in plan.bridges:
         groups: list[Group] = []
         if bridge.role == "vrouter":
-            flows = vrouter_flows(plan, bridge)
+            flows = vrouter_flows(plan, bridge) + vrouter6_flows(plan, bridge)
         elif bridge.role == "vswitch":
             flows, groups = vswitch_bridge(plan, bridge, health, loads)
         elif bridge.role == "edge":
@@ -62,8 +63,8 @@ def vswitch_bridge(plan: Plan, bridge: BridgePlan, health: dict | None = None,
     """A vSwitch: switching, its SLB listeners, security groups (and flow logs)."""
     slb, groups = slb_flows(plan, bridge, health, loads)
     flowlog = flowlog_flows(plan) if plan.flow_log_window > 0 else []
-    return [*switching_flows(plan, bridge), *slb, *l2_flows(plan, bridge), *security_group_flows(plan, bridge),
-            *flowlog, *anti_spoofing_flows(plan, bridge)], groups
+    return [*switching_flows(plan, bridge), *vswitch6_flows(plan, bridge), *slb, *l2_flows(plan, bridge),
+            *security_group_flows(plan, bridge), *flowlog, *anti_spoofing_flows(plan, bridge)], groups
 
 
 def node_bridge(plan: Plan, bridge: BridgePlan) -> tuple[list[Flow], list[Group]]:
@@ -72,7 +73,7 @@ def node_bridge(plan: Plan, bridge: BridgePlan) -> tuple[list[Flow], list[Group]
     services, groups = service_flows(plan, node, bridge.zone)
     return [*classify_flows(plan, node), *arp_flows(plan, node), *conntrack_flows(node, bridge.zone), *services,
             *node_policy_flows(plan, node.name), *commit_flows(bridge.zone), *route_flows(plan, node),
-            *uplink_flows(node)], groups
+            *node6_flows(plan, node), *uplink_flows(node)], groups
 
 
 # ------------------------------------------------------------------------ NetworkPolicy on nodes

@@ -20,8 +20,10 @@ from typing import Any, Union
 CT_NEW, CT_EST, CT_REL, CT_RPL, CT_INV, CT_TRK = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20
 CT_SNAT, CT_DNAT = 0x40, 0x80          # the ct action that tracked the packet also NATed it
 
-ETH_ARP, ETH_IP = 0x0806, 0x0800
+ETH_ARP, ETH_IP, ETH_IPV6 = 0x0806, 0x0800, 0x86DD
 IPPROTO = {"icmp": 1, "tcp": 6, "udp": 17}
+IPPROTO_ICMPV6 = 58
+ND_NS, ND_NA = 135, 136                # ICMPv6 neighbour solicitation and advertisement
 PROTO = {"TCP": "tcp", "UDP": "udp"}   # a Service's or listener's protocol: the prefix of its port fields
 
 
@@ -221,7 +223,8 @@ FEATURES = {"base": 1, "arp": 2, "l2": 3, "route": 4, "secgroup": 5, "tunnel": 6
             "eip": 17, "natgw": 18, "edge": 19, "internet": 20, "uplink": 21,
             "flowlog": 22,          # the vSwitches' flow log tables
             "flowlog_record": 23,   # flows the vSwitches learn for the flow log: they belong to the switch
-            "resolver": 24}         # a vRouter's way to and from its VPC's DNS resolver
+            "resolver": 24,         # a vRouter's way to and from its VPC's DNS resolver
+            "nd": 25}               # IPv6 neighbour discovery (dual stack)
 
 
 FLOWLOG_TABLES = (70, 71)          # the vSwitch's flowlog and flowlog_learn (controller/pipeline.py)
@@ -280,7 +283,7 @@ def _field_ofctl(name: str, value: Any) -> str:
         val, mask = value
         return "ct_state=" + "".join(("+" if val & bit else "-") + text for bit, text in _CT_NAMES if mask & bit)
     if name == "eth_type":
-        return {ETH_ARP: "arp", ETH_IP: "ip"}.get(value, f"dl_type={value:#06x}")
+        return {ETH_ARP: "arp", ETH_IP: "ip", ETH_IPV6: "ipv6"}.get(value, f"dl_type={value:#06x}")
     if isinstance(value, tuple):
         return f"{name}={value[0]:#x}/{value[1]:#x}" if isinstance(value[0], int) else f"{name}={value[0]}/{value[1]}"
     return f"{name}={value}"
@@ -293,6 +296,36 @@ def ipv4_net(cidr: str) -> str | tuple[str, str]:
     return str(net.network_address) if net.prefixlen == 32 else (str(net.network_address), str(net.netmask))
 
 
+def ipv6_net(cidr: str) -> str | tuple[str, str]:
+    """ipv6 match value: a plain address for /128, else address/mask."""
+    net = ipaddress.IPv6Network(cidr)
+    return str(net.network_address) if net.prefixlen == 128 else (str(net.network_address), str(net.netmask))
+
+
+@dataclass(frozen=True)
+class Family:
+    """What a flow matches for one IP family: its ethertype, address fields, ICMP protocol number and
+    how a CIDR is written; V4 and V6 below."""
+
+    version: int
+    eth_type: int
+    src: str
+    dst: str
+    icmp: int
+    everything: str
+
+    def net(self, cidr: str) -> str | tuple[str, str]:
+        return ipv4_net(cidr) if self.version == 4 else ipv6_net(cidr)
+
+    def proto(self, name: str) -> int:
+        """A rule's protocol: icmp is ICMPv6 in IPv6."""
+        return self.icmp if name == "icmp" else IPPROTO[name]
+
+
+V4 = Family(4, ETH_IP, "ipv4_src", "ipv4_dst", 1, "0.0.0.0/0")
+V6 = Family(6, ETH_IPV6, "ipv6_src", "ipv6_dst", IPPROTO_ICMPV6, "::/0")
+
+
 def ipv4_match(field: str, cidr: str) -> dict:
     """A match on `field` for `cidr`; none for 0.0.0.0/0, which OpenFlow writes as no match."""
     return {} if prefixlen(cidr) == 0 else {field: ipv4_net(cidr)}
@@ -300,6 +333,10 @@ def ipv4_match(field: str, cidr: str) -> dict:
 
 def prefixlen(cidr: str) -> int:
     return ipaddress.IPv4Network(cidr).prefixlen
+
+
+def prefixlen6(cidr: str) -> int:
+    return ipaddress.IPv6Network(cidr).prefixlen
 
 
 def ip_int(ip: str) -> int:

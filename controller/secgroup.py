@@ -6,7 +6,7 @@ from __future__ import annotations
 from kubevpc.planning import OFPORT_VROUTER_ON_VSWITCH, BridgePlan, Plan
 
 from .flowlog import count, learn
-from .flows import CT_EST, CT_INV, CT_NEW, CT_REL, CT_TRK, ETH_IP, IPPROTO, Ct, Flow, Goto, ct_state, flow, ipv4_net, \
+from .flows import CT_EST, CT_INV, CT_NEW, CT_REL, CT_TRK, V4, V6, Ct, Family, Flow, Goto, ct_state, flow, \
     port_masks
 from .pipeline import (FLOWLOG_ACCEPT_AT_DEST, FLOWLOG_ACCEPT_AT_SOURCE, FLOWLOG_IN, FLOWLOG_OUT,
                        FLOWLOG_REJECT_AT_DEST, FLOWLOG_REJECT_AT_SOURCE, REG_OUT, VSWITCH)
@@ -22,19 +22,19 @@ class _AllRule:
     port_min = port_max = 0
 
 
-def _rule_matches(rule, peer_field: str, peers: list[str]) -> list[dict]:
+def _rule_matches(rule, peer_field: str, peers: list[str], fam: Family = V4) -> list[dict]:
     """The match dicts of one security group rule, for each peer address and port block."""
-    base: dict = {"eth_type": ETH_IP}
+    base: dict = {"eth_type": fam.eth_type}
     if rule.protocol != "all":
-        base["ip_proto"] = IPPROTO[rule.protocol]
+        base["ip_proto"] = fam.proto(rule.protocol)
     port_field = f"{rule.protocol}_dst" if rule.protocol in ("tcp", "udp") else ""
     blocks = port_masks(rule.port_min, rule.port_max) if rule.port_min else [None]
     out = []
     for peer in peers:
         for block in blocks:
             m = dict(base)
-            if peer != "0.0.0.0/0":
-                m[peer_field] = ipv4_net(peer)
+            if peer != fam.everything:
+                m[peer_field] = fam.net(peer)
             if block is not None:
                 m[port_field] = block if block[1] != 0xFFFF else block[0]
             out.append(m)
@@ -50,25 +50,14 @@ def security_group_flows(plan: Plan, bridge: BridgePlan) -> list[Flow]:
     """Established, related and invalid traffic, the vRouter's side, and every attachment's groups."""
     vsw = plan.vswitch(bridge.owner)
     groups = {g.name: g for g in plan.groups}
-    est = ct_state(CT_TRK | CT_EST, CT_NEW | CT_INV)
-    rel = ct_state(CT_TRK | CT_REL, CT_NEW | CT_INV)
-    inv = ct_state(CT_TRK | CT_INV)
     logs = plan.flow_log_window > 0
     # flow logs: every packet that passes is counted at its side of the ENI; what a rule decides is learned
     count_out, count_in = (count(FLOWLOG_OUT), count(FLOWLOG_IN)) if logs else ([], [])
+    # IPv6 (dual stack) is held to the same groups; flow logs record IPv4 only
+    families = [(V4, count_out, count_in)] + ([(V6, [], [])] if vsw.ipv6_cidr else [])
     out = []
-    for table, nxt, counted in ((T_EGRESS, T_L2, count_out), (T_INGRESS, T_OUTPUT, count_in)):
-        out += [flow(table, 3000, {"eth_type": ETH_IP, "ct_state": inv}, [], "secgroup", note="invalid: dropped"),
-                flow(table, 2900, {"eth_type": ETH_IP, "ct_state": est}, [*counted, Goto(nxt)], "secgroup",
-                     note="established connections pass"),
-                flow(table, 2900, {"eth_type": ETH_IP, "ct_state": rel}, [*counted, Goto(nxt)], "secgroup",
-                     note="related packets (ICMP errors) pass")]
-    # traffic from the vRouter was checked by the vSwitch it came from
-    out += [flow(T_EGRESS, 2000, {"eth_type": ETH_IP, "ct_state": _NEW, "in_port": OFPORT_VROUTER_ON_VSWITCH},
-                 [Goto(T_L2)], "secgroup", note="from the vRouter: egress was checked at the source"),
-            flow(T_INGRESS, 2000, {"eth_type": ETH_IP, "ct_state": _NEW, REG_OUT: OFPORT_VROUTER_ON_VSWITCH},
-                 [Ct(bridge.zone, commit=True), Goto(T_OUTPUT)], "secgroup",
-                 note="to the vRouter: ingress is checked at the destination; commit here")]
+    for fam, c_out, c_in in families:
+        out += _state_flows(fam, bridge.zone, c_out, c_in)
     # learn, then count: a retry of a new connection is counted (its first packet is not: the learned flow
     # is installed after it)
     verdicts: tuple[list, list, list, list] = ([], [], [], [])
@@ -77,15 +66,52 @@ def security_group_flows(plan: Plan, bridge: BridgePlan) -> list[Flow]:
                     learn(FLOWLOG_ACCEPT_AT_DEST) + count_in, learn(FLOWLOG_REJECT_AT_DEST) + count_in)
     for obj, a in enumerate((a for a in plan.attachments if a.vswitch == vsw.name), start=1):
         out += _attachment_flows(a, obj, groups, bridge.zone, verdicts)
+        if a.ipv6:
+            out += _attachment_flows(a, obj, groups, bridge.zone, ([], [], [], []), V6)
     return out
 
 
-def _attachment_flows(a, obj: int, groups: dict, zone: int, verdicts: tuple[list, list, list, list]) -> list[Flow]:
-    """One attachment's defaults (outbound allowed, inbound denied), its groups' members and rules.
-    `verdicts`: the actions of (egress accept, egress reject, ingress accept, ingress reject)."""
+def _state_flows(fam: Family, zone: int, count_out: list, count_in: list) -> list[Flow]:
+    """Invalid dropped, established and related passed (counted for the flow log), and new
+    connections from or to the vRouter, of one family."""
+    ip = {"eth_type": fam.eth_type}
+    est = ct_state(CT_TRK | CT_EST, CT_NEW | CT_INV)
+    rel = ct_state(CT_TRK | CT_REL, CT_NEW | CT_INV)
+    inv = ct_state(CT_TRK | CT_INV)
+    out = []
+    for table, nxt, counted in ((T_EGRESS, T_L2, count_out), (T_INGRESS, T_OUTPUT, count_in)):
+        out += [flow(table, 3000, {**ip, "ct_state": inv}, [], "secgroup", note="invalid: dropped"),
+                flow(table, 2900, {**ip, "ct_state": est}, [*counted, Goto(nxt)], "secgroup",
+                     note="established connections pass"),
+                flow(table, 2900, {**ip, "ct_state": rel}, [*counted, Goto(nxt)], "secgroup",
+                     note="related packets (ICMP errors) pass")]
+    # traffic from the vRouter was checked by the vSwitch it came from
+    return out + [
+        flow(T_EGRESS, 2000, {**ip, "ct_state": _NEW, "in_port": OFPORT_VROUTER_ON_VSWITCH},
+             [Goto(T_L2)], "secgroup", note="from the vRouter: egress was checked at the source"),
+        flow(T_INGRESS, 2000, {**ip, "ct_state": _NEW, REG_OUT: OFPORT_VROUTER_ON_VSWITCH},
+             [Ct(zone, commit=True), Goto(T_OUTPUT)], "secgroup",
+             note="to the vRouter: ingress is checked at the destination; commit here")]
+
+
+def _peers(rule, groups: dict, fam: Family) -> list[str]:
+    """Who a rule names in `fam`: its CIDR of that family, or its peer group's members' addresses
+    of that family (a rule with a CIDR of the other family names nobody here)."""
+    if rule.group:
+        g = groups[rule.group]
+        return list(g.members) if fam is V4 else list(g.members6)
+    cidr = rule.cidr if fam is V4 else rule.ipv6_cidr
+    return [cidr] if cidr else []
+
+
+def _attachment_flows(a, obj: int, groups: dict, zone: int, verdicts: tuple[list, list, list, list],
+                      fam: Family = V4) -> list[Flow]:
+    """One attachment's defaults (outbound allowed, inbound denied), its groups' members and rules,
+    in one family. `verdicts`: the actions of (egress accept, egress reject, ingress accept, ingress reject)."""
     out_ok, out_no, in_ok, in_no = verdicts
-    src = {"eth_type": ETH_IP, "ct_state": _NEW, "in_port": a.ofport, "ipv4_src": ipv4_net(a.ip)}
-    dst = {"eth_type": ETH_IP, "ct_state": _NEW, REG_OUT: a.ofport, "ipv4_dst": ipv4_net(a.ip)}
+    addr = fam.net(a.ip if fam is V4 else a.ipv6)
+    src = {"eth_type": fam.eth_type, "ct_state": _NEW, "in_port": a.ofport, fam.src: addr}
+    dst = {"eth_type": fam.eth_type, "ct_state": _NEW, REG_OUT: a.ofport, fam.dst: addr}
     out = [flow(T_EGRESS, 10, src, [*out_ok, Goto(T_L2)], "secgroup", obj,
                 f"{a.owner}: outbound allowed unless a rule drops it (the default)"),
            flow(T_INGRESS, 10, {k: v for k, v in dst.items()}, in_no, "secgroup", obj,
@@ -95,19 +121,19 @@ def _attachment_flows(a, obj: int, groups: dict, zone: int, verdicts: tuple[list
         g = groups[gname]
         out += [flow(T_INGRESS, _of_priority(100, "accept") - 100, {**dst, **m}, accept_in, "secgroup", obj,
                      f"{a.owner}: members of {g.name} reach each other")
-                for m in _rule_matches(_AllRule, "ipv4_src", list(g.members))]
+                for m in _rule_matches(_AllRule, fam.src, list(g.members if fam is V4 else g.members6), fam)]
         for number, rule in enumerate(g.rules, start=1):
-            peers = [rule.cidr] if rule.cidr else list(groups[rule.group].members)
+            peers = _peers(rule, groups, fam)
             note = f"{rule.direction} of {a.owner}: {rule.text(g.name, number)}"
             priority = _of_priority(rule.priority, rule.policy)
             if rule.direction == "egress":
                 actions = [*out_ok, Goto(T_L2)] if rule.policy == "accept" else out_no
                 out += [flow(T_EGRESS, priority, {**src, **m}, actions, "secgroup", obj, note)
-                        for m in _rule_matches(rule, "ipv4_dst", peers)]
+                        for m in _rule_matches(rule, fam.dst, peers, fam)]
             else:
                 actions = accept_in if rule.policy == "accept" else in_no
                 out += [flow(T_INGRESS, priority, {**dst, **m}, actions, "secgroup", obj, note)
-                        for m in _rule_matches(rule, "ipv4_src", peers)]
+                        for m in _rule_matches(rule, fam.src, peers, fam)]
     return out
 
 
@@ -116,9 +142,11 @@ def anti_spoofing_flows(plan: Plan, bridge: BridgePlan) -> list[Flow]:
     and anything else to a port is not for an address behind it."""
     vsw = plan.vswitch(bridge.owner)
     atts = [a for a in plan.attachments if a.vswitch == vsw.name]
-    out = [flow(T_EGRESS, 5, {"eth_type": ETH_IP, "ct_state": _NEW, "in_port": a.ofport}, [], "spoof",
-                note=f"port {a.ofport}: source address not behind this port (spoofed): dropped")
-           for a in {a.ofport: a for a in atts}.values()]
-    out.append(flow(T_INGRESS, 5, {"eth_type": ETH_IP, "ct_state": _NEW}, [], "secgroup",
-                    note="destination address not behind the chosen port: dropped"))
+    out = []
+    for fam in [V4] + ([V6] if vsw.ipv6_cidr else []):
+        out += [flow(T_EGRESS, 5, {"eth_type": fam.eth_type, "ct_state": _NEW, "in_port": a.ofport}, [], "spoof",
+                     note=f"port {a.ofport}: source address not behind this port (spoofed): dropped")
+                for a in {a.ofport: a for a in atts}.values()]
+        out.append(flow(T_INGRESS, 5, {"eth_type": fam.eth_type, "ct_state": _NEW}, [], "secgroup",
+                        note="destination address not behind the chosen port: dropped"))
     return out

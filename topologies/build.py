@@ -453,7 +453,7 @@ class Builder:
                 for s in h.servers:
                     listen += ["--listen", f"{'HTTP' if s.name.startswith('http') else s.protocol}:{s.port}"]
                 # a host-network pod's server runs in its node's namespace, on the node's address
-                bind = ["--bind", h.ip] if h.host_network else []
+                bind = ["--bind", h.ip] if h.host_network else ["--bind6", h.ipv6] if h.ipv6 else []
                 pid = self.net.hosts[self.plan.network_host(h).key].pid
                 forked.append({"netns": f"/proc/{pid}/ns/net", "name": h.name, "log": log_path,
                                "argv": ["--name", h.name, "--run", self.plan.run, *listen, *bind, "--ready-file", ready]})

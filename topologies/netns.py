@@ -12,6 +12,7 @@ from kubevpc.errors import BuildError
 from kubevpc.planning import HostPlan
 
 SIOCETHTOOL, ETHTOOL_STXCSUM, CLONE_NEWNET, ETH_P_ALL = 0x8946, 0x17, 0x40000000, 3
+IFA_F_NODAD = 0x02          # an IPv6 address without duplicate address detection
 IFB_NAME = "ifb0"           # a shaped pod's ingress shaper, in its namespace
 
 
@@ -74,6 +75,8 @@ def host_addresses(h: HostPlan, routes: list[tuple[str, int]], checksums_off: bo
         ipr.addr("add", index=idx, address=h.ip, prefixlen=h.prefixlen)
         ipr.link("set", index=idx, state="up")
         ipr.route("add", dst="0.0.0.0/0", gateway=h.gateway, oif=idx)
+        if h.ipv6:
+            ipv6_address(ipr, idx, h)
         for dst, mtu in routes:
             ipr.route("add", dst=dst, gateway=h.gateway, oif=idx, metrics={"attrs": [("RTAX_MTU", mtu)]})
         if h.egress_bandwidth:
@@ -82,6 +85,18 @@ def host_addresses(h: HostPlan, routes: list[tuple[str, int]], checksums_off: bo
             shape_ingress(ipr, idx, h.ingress_bandwidth)
     if checksums_off:
         tx_checksum_off(h.ifname)
+
+
+def ipv6_address(ipr, index: int, h: HostPlan) -> None:
+    """Dual stack: the host's IPv6 address in its vSwitch's /64, usable at once (nodad: no duplicate
+    address detection, which the vSwitch would not answer anyway), and the default IPv6 route
+    through the vSwitch gateway's IPv6 address. Still no link-local address (addr_gen_mode none):
+    the gateway is a global address on the link, and neighbour discovery uses the host's global
+    address as its source. Only the host's namespace is touched; the root namespace keeps no IPv6."""
+    with open(f"/proc/sys/net/ipv6/conf/{h.ifname}/disable_ipv6", "w", encoding="ascii") as fh:
+        fh.write("0\n")
+    ipr.addr("add", index=index, address=h.ipv6, prefixlen=64, flags=IFA_F_NODAD)
+    ipr.route("add", dst="::/0", gateway=h.gateway6, oif=index, family=socket.AF_INET6)
 
 
 def shape(ipr, index: int, bits: int) -> None:

@@ -73,8 +73,11 @@ def add_explain(sub) -> None:
     p.add_argument("source", nargs="?", metavar="SRC", help="pod/<ns>/<name>, ecs/<name>, node/<name> or inet/<name>")
     p.add_argument("dest", nargs="?", metavar="DST",
                    help="an endpoint as SRC, svc/<ns>/<name> (ClusterIP), slb/<ns>/<name> (intranet SLB), "
-                        "eip/<name>, node/<name> with a NodePort, or an address any of these hold")
+                        "eip/<name>, node/<name> with a NodePort, or an address any of these hold (IPv6 too, "
+                        "in a dual-stack scenario)")
     p.add_argument("port", nargs="?", metavar="PORT[/PROTO]", help="e.g. 5432 or 53/udp (default protocol tcp)")
+    p.add_argument("-6", dest="family", action="store_const", const=6, default=4,
+                   help="to DST's IPv6 address (dual stack; an IPv6 literal DST implies it)")
     p.add_argument("-o", "--output", choices=("text", "json", "table", "csv", "md", "dot"), default=None,
                    help="text (default) or json for one connection; table (default), json, csv, md or dot "
                         "for --matrix")
@@ -204,7 +207,7 @@ def cmd_explain(args) -> int:
         port, _, proto = args.port.partition("/")
         if not port.isdigit() or not 1 <= int(port) <= 65535 or proto.lower() not in ("", "tcp", "udp"):
             raise KubevpcError(f"{args.port!r}: expected a port from 1 to 65535, optionally /tcp or /udp")
-        e = explain(plan, args.source, args.dest, int(port), proto.lower() or "tcp")
+        e = explain(plan, args.source, args.dest, int(port), proto.lower() or "tcp", args.family)
     except KubevpcError as exc:
         console.print(f"[red]error:[/red] {escape(str(exc))}")
         return EXIT_USAGE

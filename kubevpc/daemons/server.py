@@ -76,10 +76,11 @@ def fmt_addr(addr: tuple) -> str:
 class Server:
     """All listeners of one server process, sharing one identity."""
 
-    def __init__(self, name: str, run: str, bind: str) -> None:
+    def __init__(self, name: str, run: str, bind: str, bind6: str = "") -> None:
         self.name = name
         self.run = run
         self.bind = bind
+        self.bind6 = bind6          # dual stack: every listener also on this IPv6 address
         self._stream_servers: list[asyncio.AbstractServer] = []
         self._udp_socks: list[socket.socket] = []
 
@@ -96,23 +97,25 @@ class Server:
     # -- setup / teardown ---------------------------------------------------
 
     async def start(self, listens: Sequence[Listen]) -> None:
-        """Bind every listener; raise OSError naming the listener on failure."""
-        for listen in listens:
-            try:
-                if listen.proto == "UDP":
-                    self._start_udp(listen.port)
-                else:  # TCP and HTTP listeners are the same thing
-                    srv = await asyncio.start_server(
-                        self._handle_stream, self.bind, listen.port, limit=MAX_READ
-                    )
-                    self._stream_servers.append(srv)
-            except OSError as exc:
-                reason = os.strerror(exc.errno) if exc.errno else str(exc)
-                raise OSError(
-                    exc.errno,
-                    f"cannot listen on {listen} (port {listen.port}, "
-                    f"bind {self.bind}): {reason}",
-                ) from exc
+        """Bind every listener (at the IPv4 bind, and at bind6 when given); raise OSError naming
+        the listener on failure."""
+        for bind in [self.bind] + ([self.bind6] if self.bind6 else []):
+            for listen in listens:
+                try:
+                    if listen.proto == "UDP":
+                        self._start_udp(listen.port, bind)
+                    else:  # TCP and HTTP listeners are the same thing
+                        srv = await asyncio.start_server(
+                            self._handle_stream, bind, listen.port, limit=MAX_READ
+                        )
+                        self._stream_servers.append(srv)
+                except OSError as exc:
+                    reason = os.strerror(exc.errno) if exc.errno else str(exc)
+                    raise OSError(
+                        exc.errno,
+                        f"cannot listen on {listen} (port {listen.port}, "
+                        f"bind {bind}): {reason}",
+                    ) from exc
 
     def close(self) -> None:
         """Stop listening; asyncio.run() then cancels connections in progress."""
@@ -179,19 +182,19 @@ class Server:
 
     # -- UDP ------------------------------------------------------------------
 
-    def _start_udp(self, port: int) -> None:
+    def _start_udp(self, port: int, bind: str) -> None:
         # A plain socket with loop.add_reader instead of a datagram endpoint:
         # with IP_PKTINFO we learn the destination address of each datagram
         # (for "server" when bound to 0.0.0.0) and reply *from* that address,
         # so the client's connected socket accepts the reply on multi-IP hosts.
-        family = socket.AF_INET6 if ":" in self.bind else socket.AF_INET
+        family = socket.AF_INET6 if ":" in bind else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_DGRAM)
         try:
             sock.setblocking(False)
-            pktinfo = family == socket.AF_INET and _is_wildcard(self.bind)
+            pktinfo = family == socket.AF_INET and _is_wildcard(bind)
             if pktinfo:
                 sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
-            sock.bind((self.bind, port))
+            sock.bind((bind, port))
         except OSError:
             sock.close()
             raise
@@ -293,6 +296,7 @@ class ServerDaemon(Daemon):
             help="TCP:PORT, UDP:PORT or HTTP:PORT (HTTP is TCP that expects HTTP); repeatable",
         )
         p.add_argument("--bind", default="0.0.0.0", help="address to bind (default 0.0.0.0)")
+        p.add_argument("--bind6", default="", help="dual stack: also listen at this IPv6 address")
         p.add_argument(
             "--ready-file",
             metavar="PATH",
@@ -307,7 +311,7 @@ class ServerDaemon(Daemon):
         return asyncio.run(self._serve())
 
     async def _serve(self) -> int:
-        server = Server(self.args.name, self.args.run, self.args.bind)
+        server = Server(self.args.name, self.args.run, self.args.bind, self.args.bind6)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in STOP_SIGNALS:

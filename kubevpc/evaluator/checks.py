@@ -21,6 +21,7 @@ class Check:
     reason: str             # the evaluator's reason
     seen_source: str = ""   # the client address the server should see
     declared: bool = False  # from the scenario's expect list
+    family: int = 4         # 6: to the destination's IPv6 address (dual stack)
 
 
 def _first_port(h: HostPlan, proto: str = "TCP"):
@@ -28,19 +29,19 @@ def _first_port(h: HostPlan, proto: str = "TCP"):
 
 
 def _check(plan: Plan, title: str, src: HostPlan, dst: HostPlan, proto: str = "TCP", port: int | None = None,
-           declared: bool = False, expect: bool | None = None) -> Check | None:
+           declared: bool = False, expect: bool | None = None, family: int = 4) -> Check | None:
     if port is None:
         server = _first_port(dst, proto)
         if server is None:
             return None
         port = server.port
-    v = reach(plan, src, dst, port, proto.lower())
+    v = reach(plan, src, dst, port, proto.lower(), family)
     if expect is not None and expect != v.allowed:
         reason = f"declared {'allow' if expect else 'deny'}; the evaluator says: {v.reason}"
     else:
         reason = v.reason
     return Check(title, src.key, dst.key, port, proto.lower(), v.allowed if expect is None else expect, reason,
-                 v.seen_source if (expect is None or expect == v.allowed) else "", declared)
+                 v.seen_source if (expect is None or expect == v.allowed) else "", declared, family)
 
 
 def default_checks(plan: Plan) -> list[Check]:
@@ -83,6 +84,9 @@ def default_checks(plan: Plan) -> list[Check]:
                 same_vpc = plan.vswitch(src.vswitch).vpc == plan.vswitch(dst.vswitch).vpc
                 out.append(_check(plan, "ECS to ECS across vSwitches" if same_vpc else "ECS to another VPC",
                                   src, dst, dst.servers[0].protocol, dst.servers[0].port))
+    if plan.cluster and plan.cluster.dual_stack:       # the same paths in IPv6, where both ends have it
+        out += [_check(plan, c.title + " (IPv6)", plan.host(c.source), plan.host(c.dest), c.proto.upper(), c.port,
+                       family=6) for c in list(out) if c and plan.host(c.source).ipv6 and plan.host(c.dest).ipv6]
     return [c for c in out if c is not None]
 
 
@@ -96,8 +100,9 @@ def declared_checks(plan: Plan) -> list[Check]:
             out.append(_service_check(plan, e))
             continue
         src, dst = resolve_endpoint(plan, e["from"]), resolve_endpoint(plan, e["to"])
-        out.append(_check(plan, f"expect: {e['from']} -> {e['to']}", src, dst, e["protocol"], e["port"],
-                          declared=True, expect=e["result"] == "allow"))
+        family = e.get("family", 4)
+        out.append(_check(plan, f"expect: {e['from']} -> {e['to']}" + (" (IPv6)" if family == 6 else ""), src, dst,
+                          e["protocol"], e["port"], declared=True, expect=e["result"] == "allow", family=family))
     return out
 
 

@@ -49,13 +49,16 @@ class Branch:
     explanation: Explanation
 
 
-def explain(plan: Plan, source: str, dest: str, port: int, proto: str = "tcp") -> Explanation:
-    """Explain a connection from `source` (an endpoint reference) to `dest` port/proto."""
+def explain(plan: Plan, source: str, dest: str, port: int, proto: str = "tcp", family: int = 4) -> Explanation:
+    """Explain a connection from `source` (an endpoint reference) to `dest` port/proto. An IPv6
+    destination (a literal, or an endpoint with family 6) is explained by kubevpc.evaluator.dualstack."""
     proto = proto.lower()
     if proto not in ("tcp", "udp"):
         raise KubevpcError(f"protocol {proto!r}: expected tcp or udp")
     src = _host(plan, source)
     head = (source_step(plan, src),)
+    if family == 6 or ":" in dest:
+        return _ipv6(plan, src, dest, port, proto, head)
     kind, target = classify(plan, dest, port, proto)
     if kind == "svc":
         return _service(plan, src, target, dest, port, proto, head)
@@ -73,6 +76,22 @@ def explain(plan: Plan, source: str, dest: str, port: int, proto: str = "tcp") -
     v = reach(plan, src, dst, port, proto) if src.key != dst.key else Verdict(True, "to itself", src.ip, (
         Step("host", "to itself, inside its namespace", True),))
     return _final(plan, src, dest, port, proto, head, v, dst)
+
+
+def _ipv6(plan: Plan, src: HostPlan, dest: str, port: int, proto: str, head: tuple[Step, ...]) -> Explanation:
+    """A connection to an endpoint's IPv6 address (dual stack)."""
+    dst = next((h for h in plan.hosts if h.ipv6 and h.ipv6 == dest), None) if ":" in dest else _host(plan, dest)
+    if dst is None:
+        raise KubevpcError(f"nothing in this scenario holds {dest}: expected an instance's or a pod's IPv6 address")
+    v = reach(plan, src, dst, port, proto, family=6)
+    steps = head + v.steps
+    if v.allowed and not any(s.port == port and s.protocol.lower() == proto for s in plan.servers_at(dst)):
+        v = Verdict(False, f"the network lets it through, but nothing listens on {dst.key} {port}/{proto}: refused")
+        steps += (Step("destination", f"nothing listens on {dst.key} {port}/{proto}: the host refuses it", False),)
+    elif v.allowed:
+        steps += (Step("destination", f"{dst.key} [{dst.ipv6}]:{port}/{proto} answers", True),
+                  Step("client address", f"the server sees {v.seen_source}"))
+    return Explanation(src.key, dest, port, proto, v.allowed, v.reason, v.seen_source if v.allowed else "", steps)
 
 
 # ------------------------------------------------------------------------------------ the parts

@@ -14,6 +14,7 @@ for a connection to a Service's ClusterIP, the endpoints it may land on.
 from __future__ import annotations
 
 from ..planning import HostPlan, Plan, ServicePlan
+from .dualstack import reach6
 from .netpol import evaluate
 from .northsouth import reach_internet
 from .peering import across_peering
@@ -22,13 +23,16 @@ from .verdict import Step, Verdict, Wire
 from .vpc import attachment_of, best_route, route_step, security_groups, table_label, table_routes, vpc_of
 
 
-def reach(plan: Plan, src: HostPlan, dst: HostPlan, port: int, proto: str = "tcp") -> Verdict:
+def reach(plan: Plan, src: HostPlan, dst: HostPlan, port: int, proto: str = "tcp", family: int = 4) -> Verdict:
     """Should a connection from src to dst:port/proto succeed, and with which client address?
     The network first (VPCs, routes, security groups), then NetworkPolicy where pods are involved.
     Hosts of the emulated internet go to kubevpc.evaluator.northsouth, a VPC's DNS resolver to
     kubevpc.evaluator.resolver. A host-network pod is its node here, at either end (whether
-    something listens is the caller's to judge)."""
+    something listens is the caller's to judge). `family` 6: to dst's IPv6 address
+    (kubevpc.evaluator.dualstack)."""
     src, dst = plan.network_host(src), plan.network_host(dst)
+    if family == 6:
+        return reach6(plan, src, dst, port, proto.lower())
     if src.kind == "resolver" or dst.kind == "resolver":
         return with_policy(plan, reach_resolver(plan, src, dst, port, proto.lower()), src, dst, port, proto)
     if src.kind == "internet" or dst.kind == "internet":

@@ -11,7 +11,9 @@ from .verdict import Step, Verdict, Wire
 
 
 def in_cidr(ip: str, cidr: str) -> bool:
-    return ipaddress.IPv4Address(ip) in ipaddress.IPv4Network(cidr)
+    """Is `ip` in `cidr`? An address of one family is in no CIDR of the other."""
+    addr, net = ipaddress.ip_address(ip), ipaddress.ip_network(cidr)
+    return addr.version == net.version and addr in net
 
 
 def vpc_of(plan: Plan, h: HostPlan) -> str:
@@ -21,7 +23,9 @@ def vpc_of(plan: Plan, h: HostPlan) -> str:
 
 
 def attachment_of(plan: Plan, ip: str) -> Attachment | None:
-    """The most specific attachment holding this address."""
+    """The most specific attachment holding this address (an IPv6 one: the attachment with it)."""
+    if ipaddress.ip_address(ip).version == 6:
+        return next((a for a in plan.attachments if a.ipv6 == ip), None)
     best = None
     for a in plan.attachments:
         if in_cidr(ip, a.ip) and (best is None or
@@ -35,10 +39,10 @@ def _rule_hits(plan: Plan, rule, peer_ip: str, proto: str, port: int) -> bool:
         return False
     if rule.port_min and not (rule.port_min <= port <= rule.port_max):
         return False
-    if rule.cidr:
-        return in_cidr(peer_ip, rule.cidr)
+    if rule.cidr or rule.ipv6_cidr:
+        return in_cidr(peer_ip, rule.cidr or rule.ipv6_cidr)
     group = next(g for g in plan.groups if g.name == rule.group)
-    return any(in_cidr(peer_ip, m) for m in group.members)
+    return any(in_cidr(peer_ip, m) for m in group.members + group.members6)
 
 
 def _decide(plan: Plan, groups: list[GroupPlan], direction: str, peer_ip: str, proto: str, port: int):
@@ -107,7 +111,7 @@ def security_groups(plan: Plan, wire: Wire, src: Attachment | None, dst: Attachm
         return Verdict(True, f"ingress of {owner} accepted by {hit[2]} {flow}",
                        steps=(*steps, Step("security group", f"{text} accepts {flow} from {wire.src_ip}", True)))
     for g in mine:
-        if any(in_cidr(wire.src_ip, m) for m in g.members):
+        if any(in_cidr(wire.src_ip, m) for m in g.members + g.members6):
             reason = f"{wire.src_ip} and {owner} are both members of {g.name}"
             return Verdict(True, reason, steps=(*steps, Step(
                 "security group", f"ingress of {owner}: {wire.src_ip} and {owner} are both members of {g.name}, "
@@ -127,7 +131,7 @@ def route_step(plan: Plan, vpc_name: str, src_ip: str, dst_ip: str, dst_node: st
     whose pod CIDR holds dst_ip (a pod's address in vxlan and vpc-route modes), which a route must
     lead to."""
     a, b = attachment_of(plan, src_ip), attachment_of(plan, dst_ip)
-    if a is not None and b is not None and a.vswitch == b.vswitch and _prefixlen(b.ip) == 32:
+    if a is not None and b is not None and a.vswitch == b.vswitch and (":" in dst_ip or _prefixlen(b.ip) == 32):
         return Step("route", f"{src_ip} and {dst_ip} are on vSwitch {a.vswitch}: switched at layer 2, no route")
     vpc = next(v for v in plan.vpcs if v.name == vpc_name)
     name, routes = table_routes(plan, vpc, src_ip)
@@ -162,10 +166,13 @@ def table_label(vpc: VpcPlan, name: str) -> str:
 
 
 def best_route(vpc: VpcPlan, ip: str, routes: tuple[Route, ...] | None = None):
-    """The most specific route for `ip` in `routes` (by default the VPC's system table)."""
-    routes = [r for r in (vpc.routes if routes is None else routes) if in_cidr(ip, r.destination)]
+    """The most specific route for `ip` in `routes` (by default the VPC's system table). An IPv6
+    address is routed by the IPv6 system routes, whatever table its source's vSwitch has (custom
+    routes are IPv4 only)."""
+    table = vpc.routes6 if ":" in ip else vpc.routes if routes is None else routes
+    routes = [r for r in table if in_cidr(ip, r.destination)]
     return max(routes, key=lambda r: _prefixlen(r.destination), default=None)
 
 
 def _prefixlen(cidr: str) -> int:
-    return ipaddress.IPv4Network(cidr).prefixlen
+    return ipaddress.ip_network(cidr).prefixlen

@@ -36,11 +36,12 @@ class Outcome:
 
 
 def run_checks(lab: Lab, checks: list[Check], timeout: float = 1.5) -> list[Outcome]:
-    probes = [Probe(c.source, c.dest, c.port, c.proto) for c in checks]
+    probes = [Probe(c.source, c.dest, c.port, c.proto, family=c.family) for c in checks]
     results = lab.probe(probes, timeout=timeout)
     out = []
     for c, r in zip(checks, results):
         client = (r.answer or {}).get("client", "")
         note = lab.down_reason(c.dest) if not r.ok else ""
-        out.append(Outcome(c, r.outcome, r.ok, client.rsplit(":", 1)[0] if client else "", r.elapsed_ms, note))
+        seen = client.rsplit(":", 1)[0].strip("[]") if client else ""
+        out.append(Outcome(c, r.outcome, r.ok, seen, r.elapsed_ms, note))
     return out

@@ -51,6 +51,7 @@ class Probe:
     port: int
     proto: str = "tcp"         # tcp | udp | http
     key: str = ""
+    family: int = 4            # 6: to the destination endpoint's IPv6 address (dual stack)
 
 
 class Lab(Servers):
@@ -123,8 +124,13 @@ class Lab(Servers):
             raise KubevpcError(f"no endpoint {endpoint!r}; expected pod/<namespace>/<name>, ecs/<name>, "
                                f"node/<name> or inet/<name>; this scenario has {', '.join(h.key for h in self.plan.hosts)}") from None
 
-    def address(self, endpoint: str) -> str:
-        return self.host(endpoint).ip
+    def address(self, endpoint: str, family: int = 4) -> str:
+        """An endpoint's IPv4 address, or with family 6 its IPv6 address (dual stack)."""
+        h = self.host(endpoint)
+        if family == 6 and not h.ipv6:
+            raise KubevpcError(f"{h.key} has no IPv6 address (a dual-stack cluster's pods and instances on a "
+                               "vSwitch with an ipv6Cidr have one)")
+        return h.ipv6 if family == 6 else h.ip
 
     def _pid(self, endpoint: str) -> int:
         if self.net is None:
@@ -142,8 +148,9 @@ class Lab(Servers):
         return subprocess.Popen(["mnexec", "-a", str(self._pid(endpoint)), *cmd], stdin=subprocess.DEVNULL, **kwargs)
 
     # ------------------------------------------------------------------------------- probing
-    def connect(self, source: str, dest: str, port: int, proto: str = "tcp", timeout: float = 2.0) -> Result:
-        return self.probe([Probe(source, dest, port, proto)], timeout)[0]
+    def connect(self, source: str, dest: str, port: int, proto: str = "tcp", timeout: float = 2.0,
+                family: int = 4) -> Result:
+        return self.probe([Probe(source, dest, port, proto, family=family)], timeout)[0]
 
     def probe(self, probes: Iterable[Probe], timeout: float = 2.0) -> list[Result]:
         """Run probes, every source namespace in parallel, every target of a source concurrently. A
@@ -158,7 +165,8 @@ class Lab(Servers):
             return []
         ports = ["--source-ports", "%d:%d" % self.source_ports.take(max(map(len, by_source.values())))]
         for src, idxs in by_source.items():
-            targets = [f"{i}={probes[i].proto}:{self._dest_ip(probes[i].dest)}:{probes[i].port}" for i in idxs]
+            targets = [f"{i}={probes[i].proto}:{_bracket(self._dest_ip(probes[i].dest, probes[i].family))}:{probes[i].port}"
+                       for i in idxs]
             procs[src] = subprocess.Popen(
                 ["mnexec", "-a", str(self._pid(src)), sys.executable, "-m", "kubevpc.probe", "--json",
                  "--timeout", str(timeout), *ports, *targets], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -224,12 +232,14 @@ class Lab(Servers):
             raise KubevpcError(f"no Service {name!r}; this scenario has "
                                f"{', '.join(s.key for s in self.plan.services) or 'none'}") from None
 
-    def _dest_ip(self, dest: str) -> str:
+    def _dest_ip(self, dest: str, family: int = 4) -> str:
         """An address (a Service's external IP is one), an endpoint (pod/..., ecs/..., node/..., inet/...,
         slb/...), an EIP (eip/<name>; an internet-facing SLB's is slb-<namespace>-<name>) or a Service's
-        ClusterIP (svc/...)."""
-        if dest.count(".") == 3 and dest.replace(".", "").isdigit():
+        ClusterIP (svc/...). An IPv6 literal, or an endpoint with family 6: its IPv6 address."""
+        if dest.count(".") == 3 and dest.replace(".", "").isdigit() or ":" in dest:
             return dest
+        if family == 6:
+            return self.address(dest, 6)
         if dest.startswith("eip/"):
             eip = next((e for e in self.plan.eips if e.name == dest[4:]), None)
             if eip is None:
@@ -547,6 +557,11 @@ class Lab(Servers):
 
     def status(self) -> dict:
         return self.net.controller_status() if self.net else {}
+
+
+def _bracket(ip: str) -> str:
+    """An address as kubevpc.probe takes it: IPv6 in brackets."""
+    return f"[{ip}]" if ":" in ip else ip
 
 
 def _check_grace(value) -> None:

@@ -12,7 +12,7 @@ from .hosts import Wiring
 from .internet import Internet
 from .model import (OFPORT_EDGE_INTERNET, OFPORT_EDGE_VPC, OFPORT_NODE_HOST, OFPORT_VROUTER_EDGE,
                     OFPORT_VROUTER_ON_VSWITCH, Attachment, BridgePlan, GroupPlan, HostPlan, NodePlan, OvsPort,
-                    PeeringPlan, RulePlan, VpcPlan)
+                    PeeringPlan, Route, RulePlan, VpcPlan)
 from .routes import plan_routes
 
 DPID_BASE = 0x6B76_0000_0000_0000       # "kv": datapath ids of a run's bridges count up from here
@@ -84,7 +84,10 @@ def _vrouters(ctx: Context, cloud: Cloud, cluster: Cluster, nodes: list[NodePlan
                                   ports=tuple(ports)))
         routes, tables = plan_routes(ctx, i, vpc, cloud, cluster, nodes, internet.natgw_vpc, peerings)
         vpcs.append(VpcPlan(name=vpc.name, cidr=str(vpc.cidr), bridge=names.vrouter(i), routes=routes,
-                            quota=vpc.routeTable.quota, route_tables=tables))
+                            quota=vpc.routeTable.quota, route_tables=tables,
+                            ipv6_cidr=str(vpc.ipv6Cidr) if vpc.ipv6Cidr else "",
+                            routes6=tuple(Route(destination=v.ipv6_cidr, kind="system", description=f"vSwitch {v.name}")
+                                          for v in cloud.vswitches if v.vpc == vpc.name and v.ipv6_cidr)))
     return bridges, vpcs
 
 
@@ -96,17 +99,21 @@ def route_attachments(vpcs: tuple[VpcPlan, ...], attachments: list[Attachment]) 
     routes = [r for vpc in vpcs for table in (vpc.routes, *(t.routes for t in vpc.route_tables)) for r in table
               if r.kind in ("custom", "pod")]
     unique = list(dict.fromkeys((r.destination, r.next_hop) for r in routes))
-    return [att_of[f"ecs/{hop}"].model_copy(update={"ip": dest, "owner": f"route/{dest}"}) for dest, hop in unique]
+    return [att_of[f"ecs/{hop}"].model_copy(update={"ip": dest, "owner": f"route/{dest}", "ipv6": ""})
+            for dest, hop in unique]
 
 
 def plan_groups(ctx: Context, attachments: list[Attachment]) -> tuple[GroupPlan, ...]:
     groups = []
     for sg in ctx.sc.cloud.securityGroups:
         members = [a.ip for a in attachments if sg.name in a.security_groups]
+        members6 = [a.ipv6 for a in attachments if sg.name in a.security_groups and a.ipv6]
         rules = tuple(RulePlan(direction=r.direction, protocol=r.protocol,
                                port_min=r.port_range.first if r.port_range else 0,
                                port_max=r.port_range.last if r.port_range else 0,
                                cidr=str(r.cidr) if r.cidr else "", group=r.group or "",
+                               ipv6_cidr=str(r.ipv6Cidr) if r.ipv6Cidr else "",
                                policy=r.policy, priority=r.priority, description=r.description) for r in sg.rules)
-        groups.append(GroupPlan(name=sg.name, vpc=sg.vpc, rules=rules, members=tuple(sorted(set(members)))))
+        groups.append(GroupPlan(name=sg.name, vpc=sg.vpc, rules=rules, members=tuple(sorted(set(members))),
+                                members6=tuple(sorted(set(members6)))))
     return tuple(groups)

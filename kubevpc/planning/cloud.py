@@ -7,6 +7,7 @@ import zlib
 from dataclasses import dataclass
 
 from .context import AddressPool, Context
+from .ipv6 import check_vpcs6, instance_ipv6s, vswitch6
 from .model import RESERVED_TAIL, RFC1918, VSwitchPlan, mac_for, usable
 
 
@@ -17,6 +18,7 @@ class Cloud:
     index: dict[str, int]           # vSwitch name -> position in `vswitches`
     groups: dict                    # security group name -> the scenario's group
     zone_base: int                  # conntrack zones of this run start after it
+    ipv6s: dict = None              # instance name -> its IPv6 address (dual stack), by plan_addresses
 
     def vswitch(self, name: str) -> VSwitchPlan:
         return self.vswitches[self.index[name]]
@@ -28,6 +30,7 @@ def plan_cloud(ctx: Context) -> Cloud:
     ctx.problems.unique([("cloud", "vpcs", i, "name") for i in range(len(sc.cloud.vpcs))],
                         [v.name for v in sc.cloud.vpcs], "VPC")
     _check_vpcs(ctx)
+    check_vpcs6(ctx)
     ctx.problems.checkpoint()
     vswitches: list[VSwitchPlan] = []
     index: dict[str, int] = {}
@@ -36,10 +39,10 @@ def plan_cloud(ctx: Context) -> Cloud:
             idx = len(vswitches)
             index[vsw.name] = idx
             gw = str(list(vsw.cidr)[-RESERVED_TAIL])
-            vswitches.append(VSwitchPlan(
+            vswitches.append(vswitch6(vsw, VSwitchPlan(
                 name=vsw.name, vpc=vpc.name, zone=vsw.zone, cidr=str(vsw.cidr), gateway=gw,
                 gateway_mac=mac_for(gw), bridge=ctx.names.vswitch(idx),
-                vrouter_port=sum(1 for v in vswitches if v.vpc == vpc.name) + 1))
+                vrouter_port=sum(1 for v in vswitches if v.vpc == vpc.name) + 1)))
     cloud = Cloud(vpcs=vpcs, vswitches=vswitches, index=index, groups=_security_groups(ctx, vpcs),
                   zone_base=zlib.crc32(ctx.run.encode()) % 50000 + 1)
     return cloud
@@ -80,9 +83,10 @@ def _security_groups(ctx: Context, vpcs: dict) -> dict:
     for i, sg in enumerate(ctx.sc.cloud.securityGroups):
         for j, rule in enumerate(sg.rules):
             path = ("cloud", "securityGroups", i, "rules", j)
-            if (rule.cidr is None) == (rule.group is None):
-                ctx.bad(path, rule.model_dump(exclude_defaults=True),
-                        "expected exactly one peer: cidr (an IPv4 CIDR) or group (a security group name)")
+            if [rule.cidr, rule.ipv6Cidr, rule.group].count(None) != 2:
+                ctx.bad(path, rule.model_dump(exclude_defaults=True, mode="json"),
+                        "expected exactly one peer: cidr (an IPv4 CIDR), ipv6Cidr (an IPv6 CIDR, Alibaba's "
+                        "Ipv6SourceCidrIp or Ipv6DestCidrIp) or group (a security group name)")
             if rule.group is not None:
                 peer = groups.get(rule.group)
                 if peer is None:
@@ -126,6 +130,7 @@ def plan_addresses(ctx: Context, cloud: Cloud) -> tuple[dict[str, str], AddressP
             ip = pool.allocate(ecs.vswitch, ("cloud", "instances", i, "vswitch"), f"instance {ecs.name}")
             if ip:
                 ips[ecs.name] = ip
+    cloud.ipv6s = instance_ipv6s(ctx, {v.name: v for v in cloud.vswitches}, ips)
     ctx.problems.checkpoint()
     return ips, pool
 

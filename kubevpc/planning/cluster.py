@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from .cloud import Cloud
 from ..scenario.load import dotted
 from .context import Context
+from .ipv6 import check_dual_stack
 from .model import ClusterPlan
 
 
@@ -36,7 +37,7 @@ class Cluster:
                            service_cidr=str(cl.serviceCIDR), vni=cl.vxlan.vni, vxlan_port=cl.vxlan.port,
                            pod_mtu=self.pod_mtu, underlay_mtu=cl.underlayMTU,
                            allow_snippet_annotations=cl.ingress.allowSnippetAnnotations,
-                           additional_pod_cidrs=tuple(str(c) for c in cl.additionalPodCIDRs))
+                           additional_pod_cidrs=tuple(str(c) for c in cl.additionalPodCIDRs), dual_stack=cl.dualStack)
 
 
 def plan_cluster(ctx: Context, cloud: Cloud) -> Cluster:
@@ -63,6 +64,7 @@ def plan_cluster(ctx: Context, cloud: Cloud) -> Cluster:
         ctx.bad(("cluster", "additionalPodCIDRs"), [str(c) for c in cl.additionalPodCIDRs], MORE_BLOCKS["eni"])
     _check_peers(ctx, cl, cloud, out.vpc)
     _check_eni(ctx, cl, cloud, out.vpc)
+    check_dual_stack(ctx, cl, cloud.vpcs.get(out.vpc))
     out.pod_mtu = cl.underlayMTU - 50 if cl.mode == "vxlan" else cl.underlayMTU
     ctx.problems.checkpoint()
     if cl.mode != "eni":

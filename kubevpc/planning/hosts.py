@@ -13,6 +13,7 @@ from .cluster import Cluster
 from .context import Context, VSwitchPorts
 from .eni import Eni, EniAddress
 from .eniconfig import NodeEni
+from .ipv6 import PodIPv6
 from .model import (OFPORT_NODE_HOST, OFPORT_NODE_POD0, OFPORT_NODE_TUNNEL0, OFPORT_NODE_UPLINK0,
                     OFPORT_NODE_UPLINK_PATCH0, OFPORT_VSWITCH_UPLINK_PATCH0, Attachment, HostPlan, NodePlan,
                     OvsPort, ServerPort, Tunnel, Uplink, mac_for)
@@ -33,6 +34,7 @@ def plan_instances(ctx: Context, cloud: Cloud, cluster: Cluster, ips: dict[str, 
     for i, ecs in enumerate(ctx.sc.cloud.instances):
         vsw = cloud.vswitch(ecs.vswitch)
         ip = ips[ecs.name]
+        ip6 = cloud.ipv6s.get(ecs.name, "")
         is_node = ecs.name in cluster.nodes
         veth = ctx.names.ecs_veth(i)
         key = f"ecs/{ecs.name}"
@@ -42,7 +44,7 @@ def plan_instances(ctx: Context, cloud: Cloud, cluster: Cluster, ips: dict[str, 
             bridge, ofport = vsw.bridge, wiring.ports.take(vsw.name, veth)
             wiring.ports.add(vsw.name, OvsPort(name=veth, ofport=ofport, kind="veth", peer=key))
             wiring.attachments.append(Attachment(vswitch=vsw.name, ofport=ofport, port=veth, mac=mac_for(ip), ip=ip,
-                                                 owner=key, security_groups=tuple(ecs.securityGroups)))
+                                                 owner=key, security_groups=tuple(ecs.securityGroups), ipv6=ip6))
         wiring.hosts.append(HostPlan(
             key=key, kind="ecs", name=ecs.name, netns=ctx.names.ecs_netns(ecs.name), veth=veth,
             bridge=bridge, ofport=ofport, ip=ip, prefixlen=ipaddress.IPv4Network(vsw.cidr).prefixlen,
@@ -50,7 +52,7 @@ def plan_instances(ctx: Context, cloud: Cloud, cluster: Cluster, ips: dict[str, 
             mtu=cl.underlayMTU if (cl and is_node) else 1500,
             servers=tuple(ServerPort(port=p.port, protocol=p.protocol) for p in ecs.ports),
             node=ecs.name if is_node else "", vswitch=vsw.name,
-            security_groups=tuple(ecs.securityGroups)))
+            security_groups=tuple(ecs.securityGroups), ipv6=ip6, gateway6=vsw.gateway6 if ip6 else ""))
 
 
 def plan_nodes(ctx: Context, cloud: Cloud, cluster: Cluster, ips: dict[str, str], pods: list[PodSpec], eni: Eni,
@@ -73,7 +75,7 @@ def plan_nodes(ctx: Context, cloud: Cloud, cluster: Cluster, ips: dict[str, str]
         # what sits behind the node's (first) uplink on its vSwitch
         wiring.attachments.append(Attachment(vswitch=vsw.name, ofport=uplinks[0].vswitch_ofport,
                                              port=uplinks[0].peer, mac=mac_for(ip), ip=ip, owner=f"ecs/{n}",
-                                             security_groups=tuple(ecs.securityGroups)))
+                                             security_groups=tuple(ecs.securityGroups), ipv6=cloud.ipv6s.get(n, "")))
         pod_cidr = cluster.pod_cidrs.get(n)
         gw = str(pod_cidr[1]) if pod_cidr else ""
         tunnels = []
@@ -142,6 +144,7 @@ def plan_pods(ctx: Context, cloud: Cloud, cluster: Cluster, nodes: list[NodePlan
               wiring: Wiring) -> None:
     held = _Held(ctx)
     by_name = {n.name: n for n in nodes}
+    v6 = PodIPv6(ctx, bool(cluster.spec and cluster.spec.dualStack), cloud.ipv6s)
     for spec in pods:
         pod = spec
         node = by_name[pod.node]
@@ -156,12 +159,12 @@ def plan_pods(ctx: Context, cloud: Cloud, cluster: Cluster, nodes: list[NodePlan
             old = None
             ofport, veth = held.ofport(node.bridge), held.veth(ctx)
         if cluster.mode == "eni":
-            address = _eni_address(cloud, node, spec, eni.addresses[key], wiring)
+            address = _eni_address(cloud, node, spec, eni.addresses[key], wiring, v6)
         else:
             address = _pod_cidr_address(ctx, cluster, node, spec, old, held)
         if address is None:
             continue
-        ip, prefixlen, gateway, gateway_mac, vname, sgs = address
+        ip, prefixlen, gateway, gateway_mac, vname, sgs, ip6 = address
         wiring.hosts.append(HostPlan(
             key=key, kind="pod", name=pod.name, namespace=pod.namespace,
             netns=ctx.names.pod_netns(pod.namespace, pod.name), veth=veth,
@@ -170,7 +173,8 @@ def plan_pods(ctx: Context, cloud: Cloud, cluster: Cluster, nodes: list[NodePlan
             labels=relabel(pod.labels, ctx.labels.get(key, {})), node=node.name, vswitch=vname,
             security_groups=sgs, ready=ctx.ready.get(key, pod.ready), app=pod.app, phase=pod.phase,
             terminating=pod.terminating is not None, grace_period=pod.grace_period, hostname=pod.hostname,
-            subdomain=pod.subdomain, ingress_bandwidth=pod.bandwidth[0], egress_bandwidth=pod.bandwidth[1]))
+            subdomain=pod.subdomain, ingress_bandwidth=pod.bandwidth[0], egress_bandwidth=pod.bandwidth[1],
+            ipv6=ip6, gateway6=cloud.vswitch(vname).gateway6 if ip6 else ""))
     ctx.problems.checkpoint()
 
 
@@ -188,16 +192,20 @@ def _host_network_pod(ctx: Context, pod: PodSpec, node: NodePlan, wiring: Wiring
         host_network=True, hostname=pod.hostname, subdomain=pod.subdomain)
 
 
-def _eni_address(cloud: Cloud, node: NodePlan, spec: PodSpec, address: EniAddress, wiring: Wiring):
-    """An eni pod holds an address of a vSwitch (kubevpc/planning/eni.py), behind its node's uplink
-    to that vSwitch, where the vSwitch applies its security groups."""
+def _eni_address(cloud: Cloud, node: NodePlan, spec: PodSpec, address: EniAddress, wiring: Wiring, v6: PodIPv6):
+    """An eni pod holds an address of a vSwitch (kubevpc/planning/eni.py), and in a dual-stack
+    cluster its IPv6 twin, behind its node's uplink to that vSwitch, where the vSwitch applies its
+    security groups."""
     vsw = cloud.vswitch(address.vswitch)
+    ip6 = v6.address(vsw, address.ip, spec)
+    if ip6 is None:
+        return None
     uplink = next(u for u in node.uplinks if u.vswitch == vsw.name)
     wiring.attachments.append(Attachment(vswitch=vsw.name, ofport=uplink.vswitch_ofport, port=uplink.peer,
                                          mac=mac_for(address.ip), ip=address.ip, owner=spec.key,
-                                         security_groups=address.security_groups))
+                                         security_groups=address.security_groups, ipv6=ip6))
     return (address.ip, ipaddress.IPv4Network(vsw.cidr).prefixlen, vsw.gateway, vsw.gateway_mac, vsw.name,
-            address.security_groups)
+            address.security_groups, ip6)
 
 
 def _pod_cidr_address(ctx: Context, cluster: Cluster, node: NodePlan, spec: PodSpec, old: HostPlan | None,
@@ -217,4 +225,4 @@ def _pod_cidr_address(ctx: Context, cluster: Cluster, node: NodePlan, spec: PodS
             return None
         ip = str(net[idx])
         held.ips[node.bridge].add(ip)
-    return ip, net.prefixlen, node.gateway, node.gateway_mac, "", ()
+    return ip, net.prefixlen, node.gateway, node.gateway_mac, "", (), ""

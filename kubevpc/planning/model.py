@@ -28,10 +28,10 @@ __all__ = [
     "OFPORT_EDGE_VPC", "OFPORT_EDGE_INTERNET", "OFPORT_VROUTER_PEER0", "OFPORT_INTERNET_HOST0",
     "OFPORT_VROUTER_RESOLVER", "VPC_DNS", "VPC_DNS_NET", "VPC_DNS_GATEWAY", "NAT_PORTS",
     "Frozen", "mac_for", "ServerPort", "OvsPort", "BridgePlan", "HostPlan", "VSwitchPlan", "Route", "RouteTablePlan",
-    "VpcPlan", "PeeringPlan", "Tunnel", "Uplink", "NodePlan", "Attachment", "RulePlan", "GroupPlan", "ClusterPlan",
-    "ServicePortPlan", "EndpointPlan", "ServicePlan", "SlbBackend", "SlbListener", "SlbPlan", "InternetPlan",
-    "EdgePlan", "EipPlan", "SnatPlan", "DnatPlan", "NatGatewayPlan", "DnsPlan", "FixedIP", "Plan", "resolve_endpoint",
-    "usable"]
+    "VpcPlan", "PeeringPlan", "Tunnel", "Uplink", "NodePlan", "Attachment", "mirror6", "RulePlan", "GroupPlan",
+    "ClusterPlan", "ServicePortPlan", "EndpointPlan", "ServicePlan", "SlbBackend", "SlbListener", "SlbPlan",
+    "InternetPlan", "EdgePlan", "EipPlan", "SnatPlan", "DnatPlan", "NatGatewayPlan", "DnsPlan", "FixedIP", "Plan",
+    "resolve_endpoint", "usable"]
 
 RESERVED_TAIL = 3        # Alibaba reserves the first and the last three addresses of a vSwitch
 SNAT_PORTS = (61000, 65535)
@@ -115,6 +115,8 @@ class HostPlan(Frozen):
     egress_bandwidth: int = 0       # pods: bit/s it sends (kubernetes.io/egress-bandwidth); 0: unlimited
     hostname: str = ""              # pods: spec.hostname and spec.subdomain (a StatefulSet's pod: its name and
     subdomain: str = ""             # serviceName), so a headless Service of that name has <hostname>.<svc> records
+    ipv6: str = ""                  # dual stack: its IPv6 address in its vSwitch's /64 ("": IPv4 only)
+    gateway6: str = ""              # ... and the vSwitch gateway's IPv6 address (the same MAC as in IPv4)
 
     @property
     def ready_name(self) -> str:
@@ -132,6 +134,8 @@ class VSwitchPlan(Frozen):
     gateway_mac: str
     bridge: str
     vrouter_port: int               # ofport of this vSwitch on the vRouter
+    ipv6_cidr: str = ""             # its IPv6 /64 ("": IPv4 only)
+    gateway6: str = ""              # the gateway's IPv6 address: the v4 gateway's host number in the /64
 
 
 class Route(Frozen):
@@ -160,6 +164,8 @@ class VpcPlan(Frozen):
     routes: tuple[Route, ...]       # the system route table
     quota: int
     route_tables: tuple[RouteTablePlan, ...] = ()    # custom route tables, in scenario order
+    ipv6_cidr: str = ""             # its IPv6 /56 ("": IPv4 only)
+    routes6: tuple[Route, ...] = () # the IPv6 route table: a system route per vSwitch /64
 
     def table_of(self, vswitch: str) -> RouteTablePlan | None:
         """The custom route table `vswitch` is associated with; None: the system table (or a
@@ -232,6 +238,7 @@ class Attachment(Frozen):
     ip: str                         # an address or a CIDR behind this port
     owner: str                      # host key (or node/<name> for a pod CIDR)
     security_groups: tuple[str, ...]
+    ipv6: str = ""                  # dual stack: the IPv6 address behind this port too
 
 
 class RulePlan(Frozen):
@@ -240,6 +247,7 @@ class RulePlan(Frozen):
     port_min: int = 0               # 0: every port
     port_max: int = 0
     cidr: str = ""
+    ipv6_cidr: str = ""             # an IPv6 peer instead (Ipv6SourceCidrIp / Ipv6DestCidrIp)
     group: str = ""
     policy: Literal["accept", "drop"]
     priority: int
@@ -252,7 +260,8 @@ class RulePlan(Frozen):
             f"/{self.port_min}-{self.port_max}" if self.port_min else ""
         way = "from" if self.direction == "ingress" else "to"
         note = f': "{self.description}"' if self.description else ""
-        return (f"{group} rule {number} ({self.policy} {self.protocol}{ports} {way} {self.cidr or self.group}, "
+        peer = self.cidr or self.ipv6_cidr or self.group
+        return (f"{group} rule {number} ({self.policy} {self.protocol}{ports} {way} {peer}, "
                 f"priority {self.priority}{note})")
 
 
@@ -261,6 +270,7 @@ class GroupPlan(Frozen):
     vpc: str
     rules: tuple[RulePlan, ...]
     members: tuple[str, ...]        # addresses/CIDRs whose traffic counts as from a member
+    members6: tuple[str, ...] = ()  # ... and their IPv6 addresses (dual stack)
 
 
 class ClusterPlan(Frozen):
@@ -275,6 +285,7 @@ class ClusterPlan(Frozen):
     underlay_mtu: int
     allow_snippet_annotations: bool = False    # cluster.ingress.allowSnippetAnnotations
     additional_pod_cidrs: tuple[str, ...] = ()  # vpc-route: pod CIDR blocks beyond pod_cidr (cluster.additionalPodCIDRs)
+    dual_stack: bool = False        # cluster.dualStack: eni pods get an IPv6 address too
 
     @property
     def pod_cidrs(self) -> tuple[str, ...]:
@@ -536,6 +547,13 @@ def resolve_endpoint(plan: Plan, ref: str) -> HostPlan:
     if parts[0] == "node" and len(parts) == 2:
         parts = ["ecs", parts[1]]
     return plan.host("/".join(parts))
+
+
+def mirror6(ipv6_cidr: str, v4_cidr: str, ip: str) -> str:
+    """The IPv6 address of `ip`'s host number (its offset in v4_cidr) in the /64 ipv6_cidr: 10.0.1.10
+    in 10.0.1.0/24 is 2001:db8:0:101::a in 2001:db8:0:101::/64, readable beside its IPv4 twin."""
+    host = int(ipaddress.IPv4Address(ip)) - int(ipaddress.IPv4Network(v4_cidr).network_address)
+    return str(ipaddress.IPv6Network(ipv6_cidr).network_address + host)
 
 
 def usable(net: ipaddress.IPv4Network) -> list[ipaddress.IPv4Address]:

@@ -77,7 +77,8 @@ def make_plan(loaded: Loaded, run: str, ready: dict[str, bool] | None = None,
                 namespaces=namespace_labels(ctx),
                 ingresses=tuple(o for o in manifests if isinstance(o, k8s.Ingress)),
                 secrets=tuple(o for o in manifests if isinstance(o, k8s.Secret)),
-                expect=tuple(e.model_dump(by_alias=True) for e in sc.expect),
+                expect=tuple(e.model_dump(by_alias=True, exclude={"family"} if e.family == 4 else None)
+                             for e in sc.expect),
                 flow_log_window=sc.cloud.flowLogs.window if sc.cloud.flowLogs.enabled else 0, fixed_ips=eni.fixed)
     _check_expectations(ctx, plan)
     _check_names(ctx, plan)

@@ -53,9 +53,41 @@ def _address(value: Any) -> Any:
         raise ValueError("expected an IPv4 address like 10.0.1.10") from None
 
 
+# Emulated IPv6 addresses are never real ones: documentation (RFC 3849) or unique local (RFC 4193)
+IPV6_RANGES = (ipaddress.IPv6Network("2001:db8::/32"), ipaddress.IPv6Network("fd00::/8"))
+_IPV6_RANGES_TEXT = "2001:db8::/32 (documentation, RFC 3849) or fd00::/8 (unique local, RFC 4193)"
+
+
+def _network6(value: Any) -> Any:
+    """An IPv6 CIDR inside IPV6_RANGES, so that no emulated address is ever a real one."""
+    if not isinstance(value, (str, ipaddress.IPv6Network)):
+        raise ValueError("expected an IPv6 CIDR as a string, like 2001:db8:0:100::/56")
+    try:
+        net = ipaddress.IPv6Network(value, strict=True)
+    except ValueError as exc:
+        raise ValueError(f"expected an IPv6 CIDR with no host bits set, like 2001:db8:0:100::/56 ({exc})") from None
+    if not any(net.subnet_of(r) for r in IPV6_RANGES):
+        raise ValueError(f"expected a CIDR inside {_IPV6_RANGES_TEXT}: emulated addresses must never be real ones")
+    return net
+
+
+def _address6(value: Any) -> Any:
+    if not isinstance(value, (str, ipaddress.IPv6Address)):
+        raise ValueError("expected an IPv6 address as a string, like 2001:db8:0:101::10")
+    try:
+        addr = ipaddress.IPv6Address(value)
+    except ValueError:
+        raise ValueError("expected an IPv6 address like 2001:db8:0:101::10") from None
+    if not any(addr in r for r in IPV6_RANGES):
+        raise ValueError(f"expected an address inside {_IPV6_RANGES_TEXT}: emulated addresses must never be real ones")
+    return addr
+
+
 Name = Annotated[str, BeforeValidator(_name)]
 Cidr = Annotated[ipaddress.IPv4Network, BeforeValidator(_network)]
 Address = Annotated[ipaddress.IPv4Address, BeforeValidator(_address)]
+Cidr6 = Annotated[ipaddress.IPv6Network, BeforeValidator(_network6)]
+Address6 = Annotated[ipaddress.IPv6Address, BeforeValidator(_address6)]
 Port = Annotated[int, Field(ge=1, le=65535)]
 
 
@@ -85,6 +117,7 @@ class VSwitch(Strict):
     name: Name
     zone: str = "zone-a"
     cidr: Cidr
+    ipv6Cidr: Cidr6 | None = None  # a /64 of its VPC's ipv6Cidr (Alibaba: the vSwitch's IPv6 CIDR block)
 
 
 class RouteEntry(Strict):
@@ -117,6 +150,7 @@ class CustomRouteTable(Strict):
 class VPC(Strict):
     name: Name
     cidr: Cidr
+    ipv6Cidr: Cidr6 | None = None  # the VPC's IPv6 /56 (Alibaba gives one when IPv6 is enabled)
     vswitches: list[VSwitch] = Field(min_length=1)
     routeTable: RouteTable = RouteTable()
     routeTables: list[CustomRouteTable] = []
@@ -127,7 +161,8 @@ class SecurityGroupRule(Strict):
     protocol: Literal["tcp", "udp", "icmp", "all"] = "all"
     ports: Any = None          # parsed by `port_range`; None means every port
     cidr: Cidr | None = None   # the peer: source for ingress, destination for egress
-    group: Name | None = None  # or a peer security group
+    ipv6Cidr: Cidr6 | None = None   # or an IPv6 peer (Alibaba: Ipv6SourceCidrIp / Ipv6DestCidrIp)
+    group: Name | None = None  # or a peer security group (its members, in both families)
     policy: Literal["accept", "drop"] = "accept"
     priority: int = Field(default=1, ge=1, le=100)
     description: str = ""
@@ -173,6 +208,7 @@ class Instance(Strict):
     name: Name
     vswitch: Name
     ip: Address | None = None
+    ipv6: Address6 | None = None   # on a vSwitch with an ipv6Cidr; default: its v4 host number in the /64
     securityGroups: list[Name] = []
     ports: list[Annotated[ServerPort, BeforeValidator(_server_port)]] = []
     description: str = ""
@@ -338,6 +374,7 @@ class Cluster(Strict):
     nodePortRange: str = Field(default="30000-32767", pattern=r"^\d{1,5}-\d{1,5}$")
     dns: DnsOptions = DnsOptions()
     ingress: IngressOptions = IngressOptions()
+    dualStack: bool = False   # ACK's "IPv6 dual-stack": Terway (eni) only, in a VPC with IPv6
 
 
 # --------------------------------------------------------------------------------------- expect
@@ -350,6 +387,7 @@ class Expectation(Strict):
     protocol: Literal["TCP", "UDP"] = "TCP"
     result: Literal["allow", "deny"]
     modes: list[Literal["vxlan", "vpc-route", "eni"]] = []   # only in these modes (default: all)
+    family: Literal[4, 6] = 4      # 6: to the destination's IPv6 address (dual stack)
 
 
 class ManifestFile(Strict):

@@ -38,6 +38,7 @@ from controller.flows import Conjunction, Flow, FlowSet, Goto, Group, Move, Resu
 from controller.reconcile import AddFlow, DeleteFlow, GroupMod
 
 IPV4_FIELDS = ("ipv4_src", "ipv4_dst", "arp_spa", "arp_tpa")
+IPV6_FIELDS = ("ipv6_src", "ipv6_dst", "ipv6_nd_target")
 
 
 def _field_matches(name: str, want, packet: dict) -> bool:
@@ -47,6 +48,11 @@ def _field_matches(name: str, want, packet: dict) -> bool:
     if name in IPV4_FIELDS:
         net = ipaddress.IPv4Network(want if isinstance(want, str) else f"{want[0]}/{want[1]}")  # strict: canonical
         return ipaddress.IPv4Address(have) in net
+    if name in IPV6_FIELDS:
+        # address/mask as OpenFlow has it; ipaddress takes an IPv6 mask as a prefix length only
+        net6 = ipaddress.IPv6Network(want if isinstance(want, str) else
+                                     (want[0], bin(int(ipaddress.IPv6Address(want[1]))).count("1")))  # strict
+        return ipaddress.IPv6Address(have) in net6
     if isinstance(want, tuple):
         value, mask = want
         assert value & ~mask == 0, f"{name}={want}: value has bits outside its mask"

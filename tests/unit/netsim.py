@@ -66,15 +66,29 @@ class Network:
                     self.ports[(b.name, p.ofport)] = "vxlan"
 
     def send(self, src: HostPlan, dst_ip: str, port: int, proto: str = "tcp", sport: int = 40000,
-             reply: bool = False) -> list[End]:
+             reply: bool = False, eth_dst: str = "") -> list[End]:
         """The first packet from `src` to dst_ip:port, sent to its gateway (every destination this
-        helper is used for is off-link). `reply`: a reply of an established connection instead
-        (conntrack shows +trk+est+rpl wherever it is looked up, and translates nothing): where the
-        route tables take it."""
+        helper is used for is off-link), or to `eth_dst` (a neighbour on the link). An IPv6
+        dst_ip is sent from src's IPv6 address. `reply`: a reply of an established connection
+        instead (conntrack shows +trk+est+rpl wherever it is looked up, and translates nothing):
+        where the route tables take it."""
         number = {"tcp": 6, "udp": 17}[proto]
-        packet = {"eth_type": 0x0800, "eth_src": src.mac, "eth_dst": src.gateway_mac, "ipv4_src": src.ip,
-                  "ipv4_dst": dst_ip, "ip_proto": number, L4_SRC[number]: sport, L4_DST[number]: port}
+        if ":" in dst_ip:
+            ip = {"eth_type": 0x86DD, "ipv6_src": src.ipv6, "ipv6_dst": dst_ip}
+        else:
+            ip = {"eth_type": 0x0800, "ipv4_src": src.ip, "ipv4_dst": dst_ip}
+        packet = {**ip, "eth_src": src.mac, "eth_dst": eth_dst or src.gateway_mac, "ip_proto": number,
+                  L4_SRC[number]: sport, L4_DST[number]: port}
         self.reply = reply
+        return self._enter(src.bridge, src.ofport, packet, [], hops=0)
+
+    def solicit(self, src: HostPlan, target: str) -> list[End]:
+        """An IPv6 neighbour solicitation from `src` for `target`, to its solicited-node multicast
+        address (RFC 4861)."""
+        self.reply = False
+        packet = {"eth_type": 0x86DD, "eth_src": src.mac, "eth_dst": "33:33:ff:00:00:01", "ipv6_src": src.ipv6,
+                  "ipv6_dst": "ff02::1:ff00:1", "ip_proto": 58, "icmpv6_type": 135, "icmpv6_code": 0,
+                  "ipv6_nd_target": target}
         return self._enter(src.bridge, src.ofport, packet, [], hops=0)
 
     # -------------------------------------------------------------------------------- the walk
