@@ -1,4 +1,4 @@
-"""Custom route tables and a VPC peering connection, with tests/e2e/data/routing.yaml (its header
+"""Custom route tables and a VPC peering connection, with scenarios/route-tables.yaml (its header
 draws the three route tables of vpc-a and the one-sided routes of vpc-b). Routing in the VPC is the
 same in every pod network mode, except that vpc-route mode writes the pods' CIDR routes into the
 route tables of the nodes' vSwitches: so vpc-route, and vxlan beside it. Every allowed path has its
@@ -18,7 +18,7 @@ from kubevpc.lab.checks import run_checks
 from .conftest import lab_in_mode
 from .test_services import client_ip
 
-SCENARIO = os.path.join(os.path.dirname(__file__), "data", "routing.yaml")
+SCENARIO = os.path.join(os.path.dirname(__file__), "..", "..", "scenarios", "route-tables.yaml")
 
 
 @pytest.fixture(scope="module", params=("vpc-route", "vxlan"))

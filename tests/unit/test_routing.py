@@ -1,4 +1,4 @@
-"""Custom route tables and VPC peering connections (tests/e2e/data/routing.yaml and
+"""Custom route tables and VPC peering connections (scenarios/route-tables.yaml and
 scenarios/peering.yaml): planning and its refusals, the vRouter's flows walked with
 tests/unit/netsim.py (the first packet there, and a reply back) against the evaluator, and the
 table the evaluator names."""
@@ -18,7 +18,7 @@ from .plans import E2E_DATA, MODES, REPO, plan_of
 from .problems import check, line_of, the
 from .test_validation import refuse, write
 
-ROUTING = E2E_DATA / "routing.yaml"
+ROUTING = REPO / "scenarios" / "route-tables.yaml"
 PEERING = REPO / "scenarios" / "peering.yaml"
 
 
