@@ -10,7 +10,8 @@ The conversation with one switch, by cookie (controller/flows.py) and group id:
     plan_changed        read it back
     groups_reported     add the wanted groups it lacks, modify those whose text changed since they
                         were last sent on this connection; remember those no longer wanted
-    flows_reported      after a barrier for the current plan, if it holds every wanted flow and
+    flows_reported      if the plan changed since its groups were reported: read it back again.
+                        After a barrier for the current plan, if it holds every wanted flow and
                         group and nothing stale: programmed. Otherwise (at most MAX_ROUNDS times
                         for one plan version, then an error): delete stale flows, add missing ones,
                         delete stale groups, send a barrier
@@ -93,6 +94,7 @@ class BridgeState:
     verifying: int | None = None      # the plan version the read-back under way (after its barrier) confirms
     rounds: int = 0                   # reconcile rounds for plan version `rounds_version` ...
     rounds_version: int = 0           # ... (a new version starts at none)
+    groups_version: int | None = None  # the plan version the groups of the read-back under way were sent for
 
     def rounds_for(self, version: int) -> int:
         return self.rounds if self.rounds_version == version else 0
@@ -143,14 +145,19 @@ def groups_reported(state: BridgeState, desired: Desired, present: Set[int]) -> 
         send.append(GroupMod("modify" if gid in present else "add", group))
         sent[gid] = text
     new = replace(state, sent_groups=sent, present_groups=frozenset(present),
-                  stale_groups=frozenset(present - set(desired.groups)))
+                  stale_groups=frozenset(present - set(desired.groups)), groups_version=desired.version)
     return Outcome(new, tuple(send), {"groups_changed": len(send)})
 
 
 def flows_reported(state: BridgeState, desired: Desired, present: Set[int], now: float) -> Outcome:
-    """The switch's flows by cookie (a read-back's second half)."""
+    """The switch's flows by cookie (a read-back's second half). When the plan changed since the
+    first half, its groups were sent for the plan before: the flows of this one may use a group
+    not sent yet (the switch refuses them, OFPBAC_BAD_OUT_GROUP) and a group it still uses may be
+    taken for stale. So the switch is read back again, for this plan, groups first."""
     version = state.verifying
     state = replace(state, verifying=None)
+    if state.groups_version != desired.version:
+        return Outcome(state, (ReadBack(),), {"read_again": 1})
     if version is not None and version == desired.version:
         if holds(state, desired, present):
             return Outcome(state, programmed_at=now)

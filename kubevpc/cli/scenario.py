@@ -124,40 +124,84 @@ def cmd_plan(args) -> int:
     if args.json:
         print(plan.model_dump_json(indent=1))
         return EXIT_OK
-    t = Table(title=f"address plan of {args.file} ({plan.cluster.mode if plan.cluster else 'no cluster'})")
-    for col in ("endpoint", "address", "gateway", "MAC", "on", "node", "security groups"):
-        t.add_column(col)
-    for h in plan.hosts:
-        t.add_row(h.key, f"{h.ip}/{h.prefixlen}", h.gateway, h.mac, h.vswitch or ("host network" if h.host_network
-                                                                              else "-"), h.node or "-",
-                  ",".join(h.security_groups) or "-")
-    out.print(t)
-    shaped = [h for h in plan.pods if h.ingress_bandwidth or h.egress_bandwidth]
-    if shaped:
-        bt = Table(title="pod bandwidth limits (kubernetes.io/ingress-bandwidth, egress-bandwidth)")
-        for col in ("pod", "ingress", "egress"):
-            bt.add_column(col)
-        for h in shaped:
-            bt.add_row(h.key, describe_bits(h.ingress_bandwidth) if h.ingress_bandwidth else "-",
-                       describe_bits(h.egress_bandwidth) if h.egress_bandwidth else "-")
-        out.print(bt)
-    rt = Table(title="route tables")
-    for col in ("VPC", "table", "destination", "kind", "next hop"):
-        rt.add_column(col)
-    for v in plan.vpcs:
-        for name, routes in (("system", v.routes), *((f"{t.name} ({', '.join(t.vswitches)})", t.routes)
-                                                     for t in v.route_tables)):
-            for r in routes:
-                rt.add_row(v.name, name, r.destination, r.kind, r.next_hop or "local")
-    out.print(rt)
-    if plan.peerings:
-        pt = Table(title="peering connections")
-        for col in ("name", "VPCs", "vRouter ports"):
-            pt.add_column(col)
-        for p in plan.peerings:
-            pt.add_row(p.name, " <-> ".join(p.vpcs), f"{p.ports[0]}, {p.ports[1]} (ofport {p.ofport})")
-        out.print(pt)
+    for table in (_address_table(args.file, plan), _bandwidth_table(plan), _route_table(plan), _peering_table(plan),
+                  _eip_table(plan), _nat_table(plan)):
+        if table is not None:
+            out.print(table)
     return EXIT_OK
+
+
+def _table(title: str, *cols: str) -> Table:
+    t = Table(title=title)
+    for col in cols:
+        t.add_column(col)
+    return t
+
+
+def _address_table(file: str, plan) -> Table:
+    """Every host's address, gateway, MAC, vSwitch, node and groups (and IPv6 address when any has one)."""
+    dual = any(h.ipv6 for h in plan.hosts)
+    t = _table(f"address plan of {file} ({plan.cluster.mode if plan.cluster else 'no cluster'})", "endpoint",
+               "address", *(("IPv6",) if dual else ()), "gateway", "MAC", "on", "node", "security groups")
+    for h in plan.hosts:
+        t.add_row(h.key, f"{h.ip}/{h.prefixlen}", *((h.ipv6 or "-",) if dual else ()), h.gateway, h.mac,
+                  h.vswitch or ("host network" if h.host_network else "-"), h.node or "-",
+                  ",".join(h.security_groups) or "-")
+    return t
+
+
+def _bandwidth_table(plan) -> Table | None:
+    shaped = [h for h in plan.pods if h.ingress_bandwidth or h.egress_bandwidth]
+    if not shaped:
+        return None
+    t = _table("pod bandwidth limits (kubernetes.io/ingress-bandwidth, egress-bandwidth)", "pod", "ingress", "egress")
+    for h in shaped:
+        t.add_row(h.key, describe_bits(h.ingress_bandwidth) if h.ingress_bandwidth else "-",
+                  describe_bits(h.egress_bandwidth) if h.egress_bandwidth else "-")
+    return t
+
+
+def _route_table(plan) -> Table:
+    t = _table("route tables", "VPC", "table", "destination", "kind", "next hop")
+    for v in plan.vpcs:
+        for name, routes in (("system", v.routes + v.routes6),
+                             *((f"{rt.name} ({', '.join(rt.vswitches)})", rt.routes) for rt in v.route_tables)):
+            for r in routes:
+                t.add_row(v.name, name, r.destination, r.kind, r.next_hop or "local")
+    return t
+
+
+def _peering_table(plan) -> Table | None:
+    if not plan.peerings:
+        return None
+    t = _table("peering connections", "name", "VPCs", "vRouter ports")
+    for p in plan.peerings:
+        t.add_row(p.name, " <-> ".join(p.vpcs), f"{p.ports[0]}, {p.ports[1]} (ofport {p.ofport})")
+    return t
+
+
+def _eip_table(plan) -> Table | None:
+    if not plan.eips:
+        return None
+    t = _table("EIPs", "name", "address", "bound to", "private address")
+    for e in plan.eips:
+        t.add_row(e.name, e.ip, f"{e.bound} {e.target}" if e.bound else "nothing", e.private_ip or "-")
+    return t
+
+
+def _nat_table(plan) -> Table | None:
+    """Each NAT gateway's SNAT and DNAT entries."""
+    if not plan.nat_gateways:
+        return None
+    t = _table("NAT gateways", "gateway", "entry", "translates", "to")
+    for g in plan.nat_gateways:
+        for e in g.snat:
+            t.add_row(g.name, "SNAT", f"{e.what} ({e.source})", e.public_ip)
+        for d in g.dnat:
+            port = "" if d.protocol == "any" else f":{d.internal_port}"
+            t.add_row(g.name, f"DNAT {d.name}", d.what.removeprefix(f"DNAT entry {d.name} "),
+                      f"{d.target or 'nothing now'} ({d.internal_ip}{port})" if d.internal_ip else "nothing now")
+    return t
 
 
 def cmd_flows(args) -> int:

@@ -26,7 +26,7 @@ FORMATS = ("mermaid", "dot", "drawio", "json", "png", "svg")
 @dataclass(frozen=True)
 class Node:
     id: str
-    kind: str        # vpc, vrouter, routes, vswitch, ecs, node, pod, service, slb, natgw, eip, internet, inet
+    kind: str        # vpc, vrouter, routes, vswitch, resolver, ecs, node, pod, service, slb, natgw, eip, internet, inet
     label: str
     parent: str = ""
 
@@ -95,6 +95,10 @@ def _vpcs(g: Graph, plan: Plan) -> None:
                    *(Edge(_id("vsw/" + v), rid, "route", "associated") for v in t.vswitches))
     for p in plan.peerings:
         g.link(Edge(_id("vrouter/" + p.vpcs[0]), _id("vrouter/" + p.vpcs[1]), "peering", f"peering {p.name}"))
+    for h in plan.resolvers:             # each VPC's DNS, on its vRouter
+        rid = _id(h.key)
+        g.add(Node(rid, "resolver", f"VPC DNS\n{', '.join(plan.internet.resolvers)}", _id("vpc/" + h.name)))
+        g.link(Edge(_id("vrouter/" + h.name), rid, "link", "DNS only"))
     for v in plan.vswitches:
         sid = _id("vsw/" + v.name)
         g.add(Node(sid, "vswitch", f"vSwitch {v.name}\n{v.zone} {v.cidr}", _id("vpc/" + v.vpc)))
@@ -204,7 +208,7 @@ def _ref(ref: str) -> str:
 
 # --------------------------------------------------------------------------------------- render
 SHAPES = {"vrouter": "hexagon", "routes": "note", "vswitch": "box3d", "ecs": "box", "node": "box", "pod": "ellipse",
-          "service": "component", "slb": "invtrapezium", "natgw": "octagon", "eip": "cds", "internet": "box",
+          "service": "component", "slb": "invtrapezium", "natgw": "octagon", "eip": "cds", "resolver": "cylinder", "internet": "box",
           "inet": "ellipse"}
 GROUPS = ("vpc", "node", "internet")      # kinds that hold other nodes
 

@@ -419,3 +419,13 @@ def test_a_deployment_naming_an_eip_outside_eni_mode_is_refused_once_not_once_a_
     problems, f, text = refuse(tmp_path, d, "vxlan")
     check(the(problems, f"manifests[1].spec.template.metadata.annotations.{POD_EIP_KEY}"), f, "eip-pod",
           line_of(text, POD_EIP_KEY), "in vxlan mode a pod has no address of the VPC")
+
+
+def test_kubevpc_plan_lists_eips_and_nat_entries(capsys):
+    """`kubevpc plan` (text) shows each EIP's binding and each NAT gateway's SNAT and DNAT entries."""
+    from kubevpc.cli import main
+    assert main(["plan", str(Path(__file__).resolve().parents[2] / "scenarios" / "dnat-eip.yaml"), "--mode", "eni"]) == 0
+    text = capsys.readouterr().out
+    assert "eip-rtc" in text and "pod pod/default/rtc-0" in text
+    assert "DNAT web" in text and "198.19.0.1:80/tcp" in text and "ecs/ecs-web (192.168.1.3:8080)" in text
+    assert "vSwitch vsw-pods (192.168.8.0/22)" in text

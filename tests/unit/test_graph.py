@@ -165,6 +165,12 @@ def check_entities(plan: Plan, g: Graph) -> None:
             assert inet.parent == n.id and h.name in inet.label and h.ip in inet.label
         for vpc in plan.vpcs:
             assert bool(edges(g, "vrouter/" + vpc.name, "internet", "edge")) == (plan.edge(vpc.name) is not None)
+    # each VPC's DNS resolver, inside its VPC, on its vRouter
+    assert len([n for n in g.nodes if n.kind == "resolver"]) == len(plan.resolvers)
+    for h in plan.resolvers:
+        r = node(g, h.key, "resolver")
+        assert r.parent == _id("vpc/" + h.name) and all(ip in r.label for ip in plan.internet.resolvers)
+        assert edges(g, "vrouter/" + h.name, h.key, "link")
     # nothing else, and nothing twice
     ids = [n.id for n in g.nodes]
     assert len(ids) == len(set(ids)), f"duplicate node ids: {sorted({i for i in ids if ids.count(i) > 1})}"

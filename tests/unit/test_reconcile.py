@@ -186,9 +186,13 @@ def test_a_barrier_counts_only_for_the_version_it_was_sent_for():
     assert rc.barrier_replied(state, v2) == Outcome(state)           # v1's barrier, after v2 came: nothing
     out = rc.barrier_replied(state, v1)
     assert out.send == (ReadBack(),) and (out.state.barrier, out.state.verifying) == (None, 1)
-    # a read-back verifying v1 that reports after v2 came is no verdict: it reconciles for v2
-    late = rc.flows_reported(out.state, v2, set(v1.flows), NOW)
-    assert late.programmed_at is None and late.send[-1] == Barrier() and late.state.barrier == 2
+    # a read-back verifying v1 whose flows report after v2 came is no verdict: its groups were
+    # v1's, so the switch is read back again for v2, which then reconciles
+    back = rc.groups_reported(out.state, v1, set())
+    late = rc.flows_reported(back.state, v2, set(v1.flows), NOW)
+    assert late.programmed_at is None and late.send == (ReadBack(),) and late.state.verifying is None
+    again = rc.flows_reported(rc.groups_reported(late.state, v2, set()).state, v2, set(v1.flows), NOW)
+    assert again.programmed_at is None and again.send[-1] == Barrier() and again.state.barrier == 2
 
 
 def test_a_disconnect_forgets_the_barrier_and_the_verification():
@@ -201,7 +205,7 @@ def test_a_disconnect_forgets_the_barrier_and_the_verification():
 
 def test_the_time_is_the_callers():
     want = desired(1, [])
-    state = BridgeState("br", verifying=1)
+    state = BridgeState("br", verifying=1, groups_version=1)
     assert rc.flows_reported(state, want, set(), 12.5).programmed_at == 12.5
     assert rc.flows_reported(state, want, {LEARNED.cookie}, 99.0).programmed_at == 99.0
 
@@ -220,3 +224,24 @@ def test_a_node_bridge_of_the_default_scenario():
     hit = sw.table.lookup(0, {"in_port": pod.ofport, "eth_src": pod.mac, "eth_type": ETH_IP, "ipv4_src": pod.ip})
     assert hit is not None and Goto(15) in hit.actions
     assert {a.group_id for f in fs.flows for a in f.actions if isinstance(a, GroupAction)} == set(sw.table.groups)
+
+
+def test_a_plan_that_changes_between_the_groups_and_the_flows_of_a_read_back_reads_again():
+    """The switch's groups are reported for v1; before its flows are, the plan becomes v2, whose new
+    flow outputs to a new group. Reconciling then would add that flow before its group exists (the
+    switch refuses it: OFPBAC_BAD_OUT_GROUP). The read-back starts over instead, for v2."""
+    base = flows(3)
+    v1 = desired(1, base, [group(1, 80)])
+    sw = Switch()
+    state = sw.play(BridgeState("br"), rc.connected(BridgeState("br")), v1)
+    programmed(sw, v1)
+    v2 = desired(2, base + flows(1, base=50), [group(1, 80), group(9, 90)])
+    out = rc.groups_reported(state, v1, set(sw.table.groups))          # the first half, for v1
+    assert out.send == ()
+    out = rc.flows_reported(out.state, v2, sw.table.cookies, NOW)      # the second half, after the change
+    assert out.send == (ReadBack(),) and out.counts == {"read_again": 1}
+    sw.sent, sw.outcomes = [], []
+    state = sw.play(out.state, out, v2)
+    kinds = sw.kinds()
+    assert kinds.index("group-add") < kinds.index("add"), kinds      # the group before the flow that uses it
+    programmed(sw, v2)
