@@ -37,7 +37,7 @@ from os_ken.base import app_manager
 from os_ken.controller import ofp_event
 from os_ken.controller.handler import CONFIG_DISPATCHER, DEAD_DISPATCHER, MAIN_DISPATCHER, set_ev_cls
 from os_ken.lib import hub
-from os_ken.lib.packet import ethernet, icmp, ipv4, packet, tcp, udp
+from os_ken.lib.packet import ethernet, icmp, ipv4, packet
 from os_ken.ofproto import ofproto_v1_3
 
 from kubevpc.observe.flowlog import LearnedFlow, Recorder
@@ -48,6 +48,7 @@ from . import reconcile
 from .compile import compile_plan
 from .flows import FEATURES
 from .ndp import advertisement
+from .refuse import refusal
 from .ofmsg import delete_cookie, flow_mod, group_mod
 from .reconcile import AddFlow, Barrier, BridgeState, DeleteFlow, Desired, GroupMod, Outcome, ReadBack
 from .slb import active_connections
@@ -501,26 +502,8 @@ class KubevpcController(app_manager.OSKenApp):
 
     def _refuse(self, dp, msg):
         """A node connecting to a Service without endpoints: answer as the Service address would,
-        TCP reset for TCP, ICMP port unreachable for UDP, back out of the port it came in."""
-        pkt = packet.Packet(msg.data)
-        eth, ip = pkt.get_protocol(ethernet.ethernet), pkt.get_protocol(ipv4.ipv4)
-        seg, dgram = pkt.get_protocol(tcp.tcp), pkt.get_protocol(udp.udp)
-        if eth is None or ip is None or (seg is None and dgram is None):
-            return
-        reply = packet.Packet()
-        reply.add_protocol(ethernet.ethernet(dst=eth.src, src=eth.dst, ethertype=0x0800))
-        if seg is not None:
-            reply.add_protocol(ipv4.ipv4(dst=ip.src, src=ip.dst, proto=6, ttl=64))
-            reply.add_protocol(tcp.tcp(src_port=seg.dst_port, dst_port=seg.src_port, seq=0,
-                                       ack=(seg.seq + 1) & 0xFFFFFFFF, bits=tcp.TCP_RST | tcp.TCP_ACK))
-        else:
-            original = msg.data[14:14 + ip.header_length * 4 + 8]
-            reply.add_protocol(ipv4.ipv4(dst=ip.src, src=ip.dst, proto=1, ttl=64))
-            reply.add_protocol(icmp.icmp(type_=3, code=3, data=icmp.dest_unreach(data=original)))
-        reply.serialize()
-        parser, ofp = dp.ofproto_parser, dp.ofproto
-        dp.send_msg(parser.OFPPacketOut(dp, buffer_id=ofp.OFP_NO_BUFFER, in_port=ofp.OFPP_CONTROLLER,
-                                        actions=[parser.OFPActionOutput(msg.match["in_port"])], data=reply.data))
+        TCP reset or ICMP (ICMPv6) port unreachable, back out of the port it came in (refuse.py)."""
+        self._reply(dp, msg, refusal(msg.data))
 
     def _time_exceeded(self, dp, name: str, msg):
         """Answer an expired packet with ICMP time exceeded from this hop's address."""

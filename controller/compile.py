@@ -11,7 +11,7 @@ walk of a packet.
     edge       edge.py
     internet   internet.py
     node       node.py (classify, ARP, unSNAT and conntrack), services.py, policy.py, node.py (commit),
-               podroute.py, ipv6.py (dual stack), node.py (uplink)
+               podroute.py, ipv6.py and node6.py (dual stack), node.py (uplink)
 """
 from __future__ import annotations
 
@@ -22,8 +22,9 @@ from .flowlog import flowlog_flows
 from .flows import Flow, FlowSet, Group
 from .internet import internet_flows
 from .ipv6 import node6_flows, vrouter6_flows, vswitch6_flows
+from .node6 import dual_stack, node6_pipeline_flows
 from .node import arp_flows, classify_flows, commit_flows, conntrack_flows, uplink_flows
-from .pipeline import NODE, REG_EP_IP, REG_EP_PORT
+from .pipeline import NODE, REG_EP_IP, REG_EP_IP6, REG_EP_PORT
 from .podroute import route_flows
 from .policy import PolicyTables, policy_flows
 from .secgroup import anti_spoofing_flows, security_group_flows
@@ -73,13 +74,13 @@ def node_bridge(plan: Plan, bridge: BridgePlan) -> tuple[list[Flow], list[Group]
     services, groups = service_flows(plan, node, bridge.zone)
     return [*classify_flows(plan, node), *arp_flows(plan, node), *conntrack_flows(node, bridge.zone), *services,
             *node_policy_flows(plan, node.name), *commit_flows(bridge.zone), *route_flows(plan, node),
-            *node6_flows(plan, node), *uplink_flows(node)], groups
+            *node6_flows(plan, node), *node6_pipeline_flows(plan, node, bridge.zone), *uplink_flows(node)], groups
 
 
 # ------------------------------------------------------------------------ NetworkPolicy on nodes
 POLICY_TABLES = PolicyTables(egress=NODE.table("egress_policy"), egress_next=NODE.table("ingress_policy"),
                              ingress=NODE.table("ingress_policy"), ingress_next=NODE.table("endpoint"),
-                             dst_ip=REG_EP_IP, dst_port=REG_EP_PORT)
+                             dst_ip=REG_EP_IP, dst_port=REG_EP_PORT, dst_ip6=REG_EP_IP6)
 
 
 def policy_endpoints(plan: Plan) -> list:
@@ -90,6 +91,8 @@ def policy_endpoints(plan: Plan) -> list:
 
 
 def node_policy_flows(plan: Plan, node: str) -> list:
-    """Both policy tables of a node's bridge: its pods' egress and ingress."""
-    return policy_flows(plan.network_policies, plan.namespaces, policy_endpoints(plan),
-                        [p for p in plan.own_pods if p.node == node], POLICY_TABLES)
+    """Both policy tables of a node's bridge: its pods' egress and ingress (and their IPv6 twins in
+    a dual-stack cluster)."""
+    args = (plan.network_policies, plan.namespaces, policy_endpoints(plan), [p for p in plan.own_pods if p.node == node],
+            POLICY_TABLES)
+    return policy_flows(*args) + (policy_flows(*args, family=6) if dual_stack(plan) else [])

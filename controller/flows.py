@@ -93,7 +93,8 @@ class Nat:
         if not self.kind:
             return "nat"
         ports = f":{self.port_min}-{self.port_max}" if self.port_min else ""
-        return f"nat({self.kind}={self.ip}{ports})"
+        ip = f"[{self.ip}]" if ":" in self.ip else self.ip      # ovs-actions(7): an IPv6 address in brackets
+        return f"nat({self.kind}={ip}{ports})"
 
 
 @dataclass(frozen=True)
@@ -342,6 +343,11 @@ def prefixlen6(cidr: str) -> int:
 def ip_int(ip: str) -> int:
     """An address as a register holds it."""
     return int(ipaddress.IPv4Address(ip))
+
+
+def addr_int(ip: str) -> int:
+    """An IPv4 or IPv6 address as a register (reg2, or the 128-bit xxreg2) holds it."""
+    return int(ipaddress.ip_address(ip))
 
 
 def stable_ids(keys: list[str]) -> dict[str, int]:

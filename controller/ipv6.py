@@ -17,7 +17,6 @@ from kubevpc.planning import BridgePlan, NodePlan, Plan
 
 from .flows import (ETH_IPV6, IPPROTO_ICMPV6, ND_NS, V6, Ct, DecTtl, Flow, Goto, Nat, Output, SetField, flow,
                     prefixlen6)
-from .policy import policy_selects
 from .pipeline import NODE, REG_OUT, REG_SRC, SRC_HOST, SRC_POD, SRC_UPLINK, VROUTER, VSWITCH
 
 _IP6 = {"eth_type": ETH_IPV6}
@@ -80,43 +79,45 @@ def vrouter6_flows(plan: Plan, bridge: BridgePlan) -> list[Flow]:
 
 
 # --------------------------------------------------------------------------------- node bridge
+_ND_ALL = (130, 131, 132, 133, 134, 135, 136, 137, 143)      # neighbour discovery and MLD (RFC 4861, 3810)
+
+
 def node6_flows(plan: Plan, node: NodePlan) -> list[Flow]:
-    """eni with dual stack: a pod sends IPv6 only from its own MAC and address, out of its ENI's
-    uplink; IPv6 from an uplink or the node goes to the pod or node whose MAC it is addressed to.
-    NetworkPolicy is not enforced on IPv6 yet: a pod that any policy selects gets no IPv6 at all
-    (fails closed; kubevpc.evaluator.reach says the same)."""
+    """eni with dual stack: a pod sends IPv6 only from its own MAC and address; its IPv6 takes the
+    node bridge's pipeline as IPv4 does (unSNAT, conntrack, Services, NetworkPolicy, commit: the
+    shared flows in controller/node6.py), then leaves out of its ENI's uplink; IPv6 from an uplink
+    or the node goes to the pod or node whose MAC it is addressed to. Neighbour discovery skips
+    conntrack (the kernel's conntrack does not track it either) and goes straight to the route
+    table."""
     if not (plan.cluster and plan.cluster.dual_stack and plan.cluster.mode == "eni"):
         return []
-    t_route, t_up = NODE.table("route"), NODE.table("uplink")
+    t_unsnat, t_route, t_up = NODE.table("unsnat"), NODE.table("route"), NODE.table("uplink")
     host = plan.host(node.ecs)
     pods = [p for p in plan.own_pods if p.node == node.name and p.ipv6]
-    fenced = {p.key for p in pods if isolated(plan, p)}
     out = []
     for p in pods:
         up = next(u for u in node.uplinks if u.vswitch == p.vswitch)
-        if p.key in fenced:
-            out.append(flow(0, 200, {"in_port": p.ofport, **_IP6}, [], "pod",
-                            note=f"{p.key}: selected by a NetworkPolicy, which kubevpc enforces on IPv4 only: "
-                                 "no IPv6 (fails closed)"))
-            continue
-        out += [flow(0, 200, {"in_port": p.ofport, "eth_src": p.mac, **_IP6, V6.src: p.ipv6},
-                     [SetField(REG_SRC, SRC_POD), Goto(t_route)], "pod", note=f"{p.key}: IPv6"),
+        mine = {"in_port": p.ofport, "eth_src": p.mac, **_IP6, V6.src: p.ipv6}
+        out += [flow(0, 210, {**mine, "ip_proto": IPPROTO_ICMPV6, "icmpv6_type": t},
+                     [SetField(REG_SRC, SRC_POD), Goto(t_route)], "nd", note=f"{p.key}: ICMPv6 type {t} (neighbour "
+                                                                            "discovery, MLD): not tracked")
+                for t in _ND_ALL]
+        out += [flow(0, 200, mine, [SetField(REG_SRC, SRC_POD), Goto(t_unsnat)], "pod", note=f"{p.key}: IPv6"),
                 flow(t_route, 200, {**_IP6, "eth_dst": p.mac}, [Output(p.ofport)], "pod", note=f"{p.key}: local (IPv6)"),
                 flow(t_route, 100, {**_IP6, REG_SRC: SRC_POD, "in_port": p.ofport},
                      [SetField(REG_OUT, up.ofport), Goto(t_up)], "route",
                      note=f"{p.key}: IPv6 out of its ENI on {up.vswitch}")]
-    out += [flow(0, 100, {"in_port": port, **_IP6}, [SetField(REG_SRC, src), Goto(t_route)], "host", note=f"IPv6 from {what}")
-            for port, src, what in [(host.ofport, SRC_HOST, "the node itself")] +
-            [(u.ofport, SRC_UPLINK, f"uplink to {u.vswitch}") for u in node.uplinks]]
+    sources = [(host.ofport, SRC_HOST, "the node itself")] + \
+        [(u.ofport, SRC_UPLINK, f"uplink to {u.vswitch}") for u in node.uplinks]
+    for port, src, what in sources:
+        out += [flow(0, 110, {"in_port": port, **_IP6, "ip_proto": IPPROTO_ICMPV6, "icmpv6_type": t},
+                     [SetField(REG_SRC, src), Goto(t_route)], "nd",
+                     note=f"ICMPv6 type {t} from {what} (neighbour discovery, MLD): not tracked") for t in _ND_ALL]
+        out.append(flow(0, 100, {"in_port": port, **_IP6}, [SetField(REG_SRC, src), Goto(t_unsnat)], "host",
+                        note=f"IPv6 from {what}"))
     if host.ipv6:
         out.append(flow(t_route, 200, {**_IP6, "eth_dst": host.mac}, [Output(host.ofport)], "host",
                         note="the node itself (IPv6)"))
     out.append(flow(t_route, 100, {**_IP6, REG_SRC: SRC_HOST}, [SetField(REG_OUT, node.uplinks[0].ofport), Goto(t_up)],
                     "host", note="the node's own IPv6 to its vSwitch"))
     return out
-
-
-def isolated(plan: Plan, pod) -> bool:
-    """Does any NetworkPolicy select this pod (in either direction)?"""
-    return any(policy_selects(pol, pod) for pol in plan.network_policies)
-

@@ -36,7 +36,8 @@ def _action(dp, action):
             flags = {"": 0, "src": NX_NAT_F_SRC, "dst": NX_NAT_F_DST}[nat.kind]
             kwargs = {}
             if nat.ip:
-                kwargs.update(range_ipv4_min=nat.ip, range_ipv4_max=nat.ip)
+                v = "ipv6" if ":" in nat.ip else "ipv4"
+                kwargs.update({f"range_{v}_min": nat.ip, f"range_{v}_max": nat.ip})
             if nat.port_min:
                 kwargs.update(range_proto_min=nat.port_min, range_proto_max=nat.port_max)
             nested.append(parser.NXActionNAT(flags, **kwargs))

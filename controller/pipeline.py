@@ -41,6 +41,7 @@ REG_ROUTE_TABLE = "reg0"    # vRouter: the custom route table of the vSwitch the
 REG_OUT = "reg1"        # vSwitch: the output port chosen by l2; node bridge: the uplink chosen by route
 REG_EP_IP = "reg2"      # the Service endpoint or SLB backend chosen (address) ...
 REG_EP_PORT = "reg3"    # ... and its port
+REG_EP_IP6 = "xxreg2"   # ... its IPv6 address (dual stack): the 128 bits of reg8-reg11
 REG_FLAGS = "reg4"      # node bridge: FLAG_* bits
 REG_SVC = "reg5"        # the Service entry (node bridge) or SLB listener (vSwitch) being balanced
 REG_FLOWLOG_SIDE = "reg6"   # vSwitch: which side of an ENI a packet is counted at (FLOWLOG_OUT, FLOWLOG_IN)

@@ -32,8 +32,8 @@ selector bug the two shared would agree with itself.
 
 Identifiers, stable while the policy list is unchanged (the caller passes policies in manifest
 order): policy i (0-based) is cookie object i + 1 (object 0: the shared flows above);
-conj_id = (i + 1) << 16 | direction << 15 | rule << 1 | part, direction 0 ingress, 1 egress,
-part 0 numeric ports, 1 named ports; priority = 59999 - 2 * (rules of this direction in the
+conj_id = (i + 1) << 16 | direction << 15 | family << 14 | rule << 1 | part, direction 0 ingress,
+1 egress, family 0 IPv4, 1 IPv6, part 0 numeric ports, 1 named ports; priority = 59999 - 2 * (rules of this direction in the
 policies before it, plus the rule's index) - part.
 """
 from __future__ import annotations
@@ -48,7 +48,7 @@ from kubevpc.k8s import (MAX_NETWORK_POLICIES, MAX_RULES_PER_POLICY, NAMESPACE_N
                          LabelSelectorRequirement, NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort, Rule)
 from kubevpc.planning import HostPlan
 
-from .flows import CT_NEW, CT_TRK, ETH_IP, Conjunction, Flow, Goto, ct_state, flow, port_masks
+from .flows import CT_NEW, CT_TRK, ETH_IP, ETH_IPV6, Conjunction, Flow, Goto, ct_state, flow, port_masks
 
 PRIO_EXEMPT = 60000
 PRIO_RULES_TOP = 59999
@@ -59,6 +59,7 @@ SHARED = "(shared)"          # policy_flow_counts: exemptions, isolation and pas
 
 L4 = {"TCP": (6, "tcp_dst"), "UDP": (17, "udp_dst"), "SCTP": (132, "sctp_dst")}
 _NEW = {"eth_type": ETH_IP, "ct_state": ct_state(CT_TRK | CT_NEW)}
+_NEW6 = {"eth_type": ETH_IPV6, "ct_state": ct_state(CT_TRK | CT_NEW)}
 _MAX_POLICIES = MAX_NETWORK_POLICIES
 _MAX_RULES = MAX_RULES_PER_POLICY
 
@@ -142,6 +143,7 @@ class PolicyTables:
     ingress_next: int
     dst_ip: str = "ipv4_dst"
     dst_port: str = ""              # "": the protocol's own field (tcp_dst, udp_dst, sctp_dst)
+    dst_ip6: str = "ipv6_dst"       # where the IPv6 destination is read (dual stack)
 
 
 @dataclass(frozen=True)
@@ -154,34 +156,45 @@ class _Side:
     peer_field: str
     dst_field: str                  # the destination address (pod_field in ingress, peer_field in egress)
     port_field: str                 # the destination port: "" for the protocol's own field
+    family: int = 4                 # 6: the IPv6 twins (dual stack)
+
+    @property
+    def new(self) -> Match:
+        """What every flow of the side matches: a new connection of its family."""
+        return _NEW6 if self.family == 6 else _NEW
 
 
-def _sides(tables: PolicyTables) -> tuple[_Side, _Side]:
+def _sides(tables: PolicyTables, family: int = 4) -> tuple[_Side, _Side]:
     """Egress, then ingress."""
-    return (_Side("Egress", 1, "ipv4_src", tables.dst_ip, tables.dst_ip, tables.dst_port),
-            _Side("Ingress", 0, tables.dst_ip, "ipv4_src", tables.dst_ip, tables.dst_port))
+    src, dst = ("ipv6_src", tables.dst_ip6) if family == 6 else ("ipv4_src", tables.dst_ip)
+    return (_Side("Egress", 1, src, dst, dst, tables.dst_port, family),
+            _Side("Ingress", 0, dst, src, dst, tables.dst_port, family))
 
 
 def _conj_id(obj: int, side: _Side, rule: int, part: int) -> int:
-    return obj << 16 | side.bit << 15 | rule << 1 | part
+    return obj << 16 | side.bit << 15 | (side.family == 6) << 14 | rule << 1 | part
 
 
 def policy_flows(policies: Iterable[NetworkPolicy], namespaces: Mapping[str, Mapping[str, str]],
                  all_endpoints: Iterable[HostPlan], local_pods: Iterable[HostPlan],
-                 tables: PolicyTables) -> list[Flow]:
+                 tables: PolicyTables, family: int = 4) -> list[Flow]:
     """The flows of both policy tables of the bridge that holds `local_pods` (all on one node).
 
     `all_endpoints` are every pod of the cluster (peers are selected among them, and egress named
     ports resolve on them) and the nodes' own instances (for the node exemption); anything else
     is reached by ipBlock only and need not be listed. Policies keep the caller's order, which
-    fixes cookie objects, conj_ids and priorities (see the module docstring)."""
+    fixes cookie objects, conj_ids and priorities (see the module docstring). `family` 6: the IPv6
+    twins, over the hosts' IPv6 addresses (those without one take no part): pod and namespace
+    selectors select peers' IPv6 addresses, an ipBlock matches the family of its cidr only."""
     policies, endpoints, local = list(policies), list(all_endpoints), list(local_pods)
+    if family == 6:
+        endpoints, local = _as_ipv6(endpoints), _as_ipv6(local)
     if len(policies) > _MAX_POLICIES:
         raise ValueError(f"{len(policies)} NetworkPolicies; at most {_MAX_POLICIES} fit in a conj_id")
     nodes = {p.node for p in local}
     node_ips = sorted({e.ip for e in endpoints if not e.namespace and e.node and e.node in nodes})
     out: list[Flow] = []
-    for side, table, nxt in zip(_sides(tables), (tables.egress, tables.ingress),
+    for side, table, nxt in zip(_sides(tables, family), (tables.egress, tables.ingress),
                                 (tables.egress_next, tables.ingress_next)):
         out += _isolation(side, table, nxt, policies, local, node_ips)
         seq = 0
@@ -203,6 +216,11 @@ def policy_flows(policies: Iterable[NetworkPolicy], namespaces: Mapping[str, Map
     return out
 
 
+def _as_ipv6(hosts: list[HostPlan]) -> list[HostPlan]:
+    """The hosts with an IPv6 address, each as if that were its address."""
+    return [h.model_copy(update={"ip": h.ipv6}) for h in hosts if getattr(h, "ipv6", "")]
+
+
 def policy_flow_counts(policies: Iterable[NetworkPolicy], flows: Iterable[Flow]) -> dict[str, int]:
     """How many of `flows` (from policy_flows) each policy costs, and the shared ones (SHARED)."""
     by_obj = Counter(f.obj for f in flows if f.feature == "netpol")
@@ -219,17 +237,18 @@ def _isolation(side: _Side, table: int, nxt: int, policies: list[NetworkPolicy],
     isolated = [p for p in local if by[p.ip]]
     out = []
     for p in isolated:
-        out += [flow(table, PRIO_EXEMPT, {**_NEW, "ipv4_src": p.ip, side.dst_field: _addr(side.dst_field, p.ip)},
+        src = "ipv6_src" if side.family == 6 else "ipv4_src"
+        out += [flow(table, PRIO_EXEMPT, {**side.new, src: p.ip, side.dst_field: _addr(side.dst_field, p.ip)},
                      [Goto(nxt)], "netpol",
                      note=f"{p.namespace}/{p.name} to itself: a pod cannot block access to itself"),
-                flow(table, PRIO_ISOLATED, {**_NEW, side.pod_field: _addr(side.pod_field, p.ip)}, [], "netpol",
+                flow(table, PRIO_ISOLATED, {**side.new, side.pod_field: _addr(side.pod_field, p.ip)}, [], "netpol",
                      note=f"{p.namespace}/{p.name} is isolated for {what} by NetworkPolicy {', '.join(by[p.ip])}: "
                           "what no rule allows is dropped")]
     if isolated:
-        out += [flow(table, PRIO_EXEMPT, {**_NEW, side.peer_field: _addr(side.peer_field, ip)}, [Goto(nxt)], "netpol",
+        out += [flow(table, PRIO_EXEMPT, {**side.new, side.peer_field: _addr(side.peer_field, ip)}, [Goto(nxt)], "netpol",
                      note=f"{ip} is this node: traffic between a pod and its node is always allowed")
                 for ip in node_ips]
-    out.append(flow(table, PRIO_PASS, _NEW, [Goto(nxt)], "netpol",
+    out.append(flow(table, PRIO_PASS, side.new, [Goto(nxt)], "netpol",
                     note=f"not isolated for {what}, or not a pod of this node: passes"))
     return out
 
@@ -241,7 +260,7 @@ def _rule_flows(side: _Side, table: int, nxt: int, priority: int, obj: int, r: i
     ns = policy.metadata.namespace
     name = f"{policy.key} {side.direction.lower()} rule {r}"
     pods: Clause = [{side.pod_field: _addr(side.pod_field, p.ip)} for p in selected]
-    nets = _peer_networks(rule.peers, ns, endpoints, namespaces) if rule.peers else None
+    nets = _peer_networks(rule.peers, ns, endpoints, namespaces, side.family) if rule.peers else None
     peers: Clause = None if nets is None or _everything(nets) else [_net_match(side.peer_field, n) for n in nets]
     numeric = [p for p in rule.ports if not isinstance(p.port, str)]
     named = [p for p in rule.ports if isinstance(p.port, str)]
@@ -249,7 +268,7 @@ def _rule_flows(side: _Side, table: int, nxt: int, priority: int, obj: int, r: i
     ports: Clause = _unique([m for p in numeric for m in _port_matches(p.protocol, p.port, p.endPort,
                                                                        side.port_field)]) \
         if rule.ports else None
-    out = _conjunction(table, nxt, priority, _conj_id(obj, side, r, 0), [pods, peers, ports], obj, name)
+    out = _conjunction(table, nxt, priority, _conj_id(obj, side, r, 0), [pods, peers, ports], obj, name, side.new)
     if named:
         if side.direction == "Ingress":
             pairs = _pairs(side.pod_field, side.port_field, selected, named)
@@ -258,21 +277,21 @@ def _rule_flows(side: _Side, table: int, nxt: int, priority: int, obj: int, r: i
             targets = [e for e in endpoints if _is_pod(e) and (nets is None or _inside(e.ip, nets))]
             clauses = [pods, _pairs(side.peer_field, side.port_field, targets, named)]
         out += _conjunction(table, nxt, priority - 1, _conj_id(obj, side, r, 1), clauses, obj,
-                            f"{name}, named ports")
+                            f"{name}, named ports", side.new)
     return out
 
 
 def _conjunction(table: int, nxt: int, priority: int, cid: int, clauses: Sequence[Clause], obj: int,
-                 name: str) -> list[Flow]:
+                 name: str, new: Match = _NEW) -> list[Flow]:
     """One flow per value of each dimension, and the conj_id flow that allows."""
     present = [c for c in clauses if c is not None]
     if any(not c for c in present):
         return []                       # a dimension nothing fits: the rule allows nothing here
     if len(present) == 1:
-        return [flow(table, priority, {**_NEW, **m}, [Goto(nxt)], "netpol", obj, f"{name}: allowed")
+        return [flow(table, priority, {**new, **m}, [Goto(nxt)], "netpol", obj, f"{name}: allowed")
                 for m in present[0]]
     n = len(present)
-    out = [flow(table, priority, {**_NEW, **m}, [Conjunction(cid, k, n)], "netpol", obj,
+    out = [flow(table, priority, {**new, **m}, [Conjunction(cid, k, n)], "netpol", obj,
                 f"{name}: dimension {k} of {n}")
            for k, clause in enumerate(present, start=1) for m in clause]
     out.append(flow(table, priority, {"conj_id": cid}, [Goto(nxt)], "netpol", obj,
@@ -282,23 +301,25 @@ def _conjunction(table: int, nxt: int, priority: int, cid: int, clauses: Sequenc
 
 # ---------------------------------------------------------------------------------------- peers
 def _peer_networks(peers: list[NetworkPolicyPeer], ns: str, endpoints: list[HostPlan],
-                   namespaces: Mapping[str, Mapping[str, str]]) -> list[ipaddress.IPv4Network]:
-    """The fewest IPv4 CIDRs that hold exactly the rule's peers: selected pods' addresses and
-    ipBlocks with their excepts cut out. Cutting them out here, rather than dropping excepted
-    addresses with a higher priority flow, keeps one rule's except from overruling other rules."""
-    nets: list[ipaddress.IPv4Network] = []
+                   namespaces: Mapping[str, Mapping[str, str]], family: int = 4) -> list:
+    """The fewest CIDRs of `family` that hold exactly the rule's peers: selected pods' addresses and
+    ipBlocks of that family with their excepts cut out (an ipBlock matches its own family only, as
+    upstream). Cutting them out here, rather than dropping excepted addresses with a higher
+    priority flow, keeps one rule's except from overruling other rules."""
+    nets: list = []
     for peer in peers:
         if peer.ipBlock is not None:
-            nets += _block(peer.ipBlock.network, peer.ipBlock.excepted)
+            nets += _block(peer.ipBlock.network, peer.ipBlock.excepted, family)
             continue
-        nets += [ipaddress.IPv4Network(e.ip) for e in endpoints if peer_selects(peer, ns, e, namespaces)]
+        nets += [ipaddress.ip_network(e.ip) for e in endpoints if peer_selects(peer, ns, e, namespaces)]
     return list(ipaddress.collapse_addresses(nets))
 
 
 def _block(cidr: ipaddress.IPv4Network | ipaddress.IPv6Network,
-           excepted: list[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> list[ipaddress.IPv4Network]:
-    if cidr.version != 4:
-        return []                       # this network carries IPv4 only
+           excepted: list[ipaddress.IPv4Network | ipaddress.IPv6Network], family: int = 4) -> list:
+    if cidr.version != family:
+        return []                       # an ipBlock matches its own family only
+    excepted = [ex for ex in excepted if ex.version == family]
     nets = [cidr]
     for ex in excepted:
         nets = [part for n in nets if not n.subnet_of(ex)
@@ -310,20 +331,24 @@ def _everything(nets: list[ipaddress.IPv4Network]) -> bool:
     return any(n.prefixlen == 0 for n in nets)
 
 
-def _inside(ip: str, nets: list[ipaddress.IPv4Network]) -> bool:
-    addr = ipaddress.IPv4Address(ip)
+def _inside(ip: str, nets: list) -> bool:
+    addr = ipaddress.ip_address(ip)
     return any(addr in n for n in nets)
 
 
 def _addr(field: str, ip: str) -> str | int:
-    """An address as a match value: dotted for IPv4 fields, an integer for registers."""
-    return int(ipaddress.IPv4Address(ip)) if field.startswith("reg") else ip
+    """An address as a match value: as written for address fields, an integer for registers."""
+    return int(ipaddress.ip_address(ip)) if _is_reg(field) else ip
 
 
-def _net_match(field: str, net: ipaddress.IPv4Network) -> Match:
-    if net.prefixlen == 32:
+def _is_reg(field: str) -> bool:
+    return field.startswith(("reg", "xxreg"))
+
+
+def _net_match(field: str, net) -> Match:
+    if net.prefixlen == net.max_prefixlen:
         return {field: _addr(field, str(net.network_address))}
-    if field.startswith("reg"):
+    if _is_reg(field):
         return {field: (int(net.network_address), int(net.netmask))}
     return {field: (str(net.network_address), str(net.netmask))}
 

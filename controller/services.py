@@ -30,11 +30,11 @@ from dataclasses import dataclass
 
 from kubevpc.planning import REJECT_PORT, SNAT_PORTS, EndpointPlan, NodePlan, Plan, ServicePlan
 
-from .flows import (CT_DNAT, CT_INV, CT_NEW, CT_RPL, CT_TRK, ETH_IP, FEATURES, IPPROTO, PROTO, Bucket, Ct, Flow, Goto,
-                    Group, GroupAction, Learn, LearnLoad, LearnMatch, Move, Nat, Output, Resubmit, SetField, ct_state,
-                    flow, ip_int, port_masks, stable_ids)
-from .pipeline import (CTM_MASQ, CTM_SERVICE, FLAG_AFFINITY_HIT, FLAG_NAT_COMMITTED, NODE, REG_EP_IP, REG_EP_PORT,
-                       REG_FLAGS, REG_SRC, REG_SVC, SRC_HOST, SRC_POD, SRC_TUNNEL, SRC_UPLINK)
+from .flows import (CT_DNAT, CT_INV, CT_NEW, CT_RPL, CT_TRK, ETH_IP, FEATURES, IPPROTO, PROTO, V4, V6, Bucket, Ct,
+                    Family, Flow, Goto, Group, GroupAction, Learn, LearnLoad, LearnMatch, Move, Nat, Output, Resubmit,
+                    SetField, addr_int, ct_state, flow, ip_int, port_masks, stable_ids)
+from .pipeline import (CTM_MASQ, CTM_SERVICE, FLAG_AFFINITY_HIT, FLAG_NAT_COMMITTED, NODE, REG_EP_IP, REG_EP_IP6,
+                       REG_EP_PORT, REG_FLAGS, REG_SRC, REG_SVC, SRC_HOST, SRC_POD, SRC_TUNNEL, SRC_UPLINK)
 
 
 @dataclass(frozen=True)
@@ -55,10 +55,24 @@ class Entry:
     why_empty: str = ""             # when there are endpoints but none eligible here
     sources: tuple[int, ...] = ()   # the clients it takes, by reg0 (SRC_*); () every one
     clients: str = ""               # who those are, for its name
+    family: int = 4                 # 6: an IPv6 entry (dual stack), over the endpoints' IPv6 addresses
+    node_ip: str = ""               # the node's address in that family (where a refusal is DNATed)
+
+    @property
+    def fam(self) -> Family:
+        return V6 if self.family == 6 else V4
+
+    @property
+    def reg(self) -> str:
+        """The register the chosen endpoint's address is loaded into."""
+        return REG_EP_IP6 if self.family == 6 else REG_EP_IP
+
+    def address(self, ep: EndpointPlan) -> str:
+        return ep.address(self.family)
 
     @property
     def name(self) -> str:
-        at = f" {self.ip}" if self.kind == "external-ip" else ""
+        at = f" {self.ip}" if self.kind == "external-ip" or self.family == 6 else ""
         who = f", from {self.clients}" if self.clients else ""
         return f"{self.service.key}{at}:{self.port}/{self.protocol} ({self.kind}{who})"
 
@@ -73,48 +87,69 @@ def snat_zone(zone: int) -> int:
     return (zone + 32767) % 65535 + 1
 
 
-def serving(svc: ServicePlan, index: int, node: str | None = None) -> list[EndpointPlan]:
+def serving(svc: ServicePlan, index: int, node: str | None = None, family: int = 4) -> list[EndpointPlan]:
     """The endpoints kube-proxy sends connections to port `index` to, as pkg/proxy/topology.go
     CategorizeEndpoints picks them (KEP-1669): of those with the target port resolved on their pod
     (and on `node` only, for a Local traffic policy), the ready ones (or published while not ready,
     which the planner folds into `ready`); when there is none, those still serving while their pod
     terminates. A terminating pod that fails its readiness is never one. The compiler's own
     reading, not the evaluator's (kubevpc.evaluator.reach with ServicePlan.cluster_endpoints and
-    local_endpoints), which the flows are tested against."""
-    usable = [e for e in svc.endpoints if e.ports[index] != 0 and (node is None or e.node == node)]
+    local_endpoints), which the flows are tested against. In `family` 6, endpoints with an IPv6
+    address only (kube-proxy's IPv6 proxier reads the IPv6 EndpointSlice)."""
+    usable = [e for e in svc.endpoints if e.ports[index] != 0 and (node is None or e.node == node)
+              and e.address(family)]
     return [e for e in usable if e.ready] or [e for e in usable if e.serving and e.terminating]
 
 
 def entries(plan: Plan, node: NodePlan) -> list[Entry]:
     """What this node balances, with the endpoints kube-proxy would use on it. kube-proxy leaves a
-    Service labelled to switch it off (`proxied` false) alone: it has no entry (see unprogrammed)."""
+    Service labelled to switch it off (`proxied` false) alone: it has no entry (see unprogrammed).
+    A dual-stack Service has entries in each of its families (kube-proxy runs one proxier per
+    family), the IPv6 ones at its IPv6 ClusterIP and the node's IPv6 address, over the endpoints'
+    IPv6 addresses; SLB VIPs and external IPs are IPv4 only."""
     raw: list[tuple[str, dict]] = []        # (what the id is made from, the entry's fields)
     vip = {slb.service: slb.vip for slb in plan.slbs}
+    node6 = plan.host(node.ecs).ipv6
     for svc in plan.services:
         if svc.type == "ExternalName" or svc.headless or not svc.cluster_ip or not svc.proxied:
             continue
-        for i, p in enumerate(svc.ports):
-            if p.protocol not in PROTO:
-                continue            # SCTP: accepted in manifests, this kernel cannot carry it
-            anywhere = serving(svc, i)          # empty: refused, whatever the policy
-            local = serving(svc, i, node.name)
-            port = (svc, i, p.protocol, anywhere)
-            itp_local = svc.internal_traffic_policy == "Local"
-            raw.append(_raw(port, "cluster-ip", svc.cluster_ip, p.port, local if itp_local else anywhere, False,
-                            "internalTrafficPolicy Local and no endpoint on this node" if itp_local else ""))
-            if svc.type == "LoadBalancer" and vip.get(svc.key):
-                # kube-proxy short-circuits the LoadBalancer address for clients in the cluster
-                raw.append(_raw(port, "lb-ip", vip[svc.key], p.port, anywhere, False))
-            if p.node_port:
-                etp_local = svc.external_traffic_policy == "Local"
-                raw.append(_raw(port, "node-port", node.ip, p.node_port, local if etp_local else anywhere, not etp_local,
-                                "externalTrafficPolicy Local and no endpoint on this node" if etp_local else ""))
+        if svc.has_family(4) and svc.cluster_ip_of(4):
+            raw += _entries_of(svc, node, node.ip, vip.get(svc.key, ""), 4)
+        if svc.has_family(6) and svc.cluster_ip_of(6) and node6:
+            raw += _entries_of(svc, node, node6, "", 6)
+    ids = stable_ids([key for key, _ in raw])
+    return [Entry(id=ids[key], **fields) for key, fields in raw]
+
+
+def _entries_of(svc: ServicePlan, node: NodePlan, node_ip: str, vip: str, family: int) -> list[tuple[str, dict]]:
+    """A Service's entries in one family: its ClusterIP's ports, its SLB VIP's (IPv4), its
+    NodePorts at the node's address of the family, its external IPs (IPv4)."""
+    raw = []
+    six = "|v6" if family == 6 else ""          # IPv4 entries keep the ids they always had
+    for i, p in enumerate(svc.ports):
+        if p.protocol not in PROTO:
+            continue            # SCTP: accepted in manifests, this kernel cannot carry it
+        anywhere = serving(svc, i, family=family)          # empty: refused, whatever the policy
+        local = serving(svc, i, node.name, family)
+        port = (svc, i, p.protocol, anywhere, family)
+        itp_local = svc.internal_traffic_policy == "Local"
+        raw.append(_raw(port, "cluster-ip", svc.cluster_ip_of(family), p.port, local if itp_local else anywhere, False,
+                        "internalTrafficPolicy Local and no endpoint on this node" if itp_local else "", six))
+        if svc.type == "LoadBalancer" and vip:
+            # kube-proxy short-circuits the LoadBalancer address for clients in the cluster
+            raw.append(_raw(port, "lb-ip", vip, p.port, anywhere, False))
+        if p.node_port:
+            etp_local = svc.external_traffic_policy == "Local"
+            raw.append(_raw(port, "node-port", node_ip, p.node_port, local if etp_local else anywhere, not etp_local,
+                            "externalTrafficPolicy Local and no endpoint on this node" if etp_local else "", six))
+        if family == 4:
             raw += [_raw(port, "external-ip", ip, p.port, eligible, masq, why,
                          f"|{ip}" + (f"|{clients}" if clients else ""), sources=sources, clients=clients)
                     for ip in svc.external_ips
                     for clients, sources, eligible, masq, why in _external_ip_clients(svc, anywhere, local)]
-    ids = stable_ids([key for key, _ in raw])
-    return [Entry(id=ids[key], **fields) for key, fields in raw]
+    for _, fields in raw:
+        fields["node_ip"] = node_ip
+    return raw
 
 
 def unprogrammed(plan: Plan) -> list[tuple[int, ServicePlan]]:
@@ -133,10 +168,10 @@ def _raw(port: tuple, kind: str, ip: str, number: int, eligible: list, masq: boo
     """An entry before its id: what the id is made from (`<namespace>/<name>|<kind>|<port>|<protocol>`,
     and `tail` for an external IP's), and its fields. `port`: (Service, port index, protocol, the
     endpoints usable anywhere: none means refused)."""
-    svc, index, protocol, anywhere = port
+    svc, index, protocol, anywhere, family = port
     return f"{svc.key}|{kind}|{number}|{protocol}{tail}", dict(
         service=svc, index=index, kind=kind, ip=ip, port=number, protocol=protocol, endpoints=tuple(eligible),
-        refuse=not anywhere, masquerade=masq, why_empty=why, **more)
+        refuse=not anywhere, masquerade=masq, why_empty=why, family=family, **more)
 
 
 def _external_ip_clients(svc: ServicePlan, anywhere: list, local: list) -> list[tuple]:
@@ -194,7 +229,8 @@ def service_flows(plan: Plan, node: NodePlan, zone: int) -> tuple[list[Flow], li
             seen_vips.add(e.ip)
             # an external IP's too: kube-proxy leaves such a packet to the node's routing, which
             # sends it back the way it came; nothing answers it either way
-            flows.append(flow(t_svc, 100, {**ip, "ct_state": new, "ipv4_dst": e.ip}, [], "service", e.id,
+            flows.append(flow(t_svc, 100, {"eth_type": e.fam.eth_type, "ct_state": new, e.fam.dst: e.ip}, [],
+                              "service", e.id,
                               f"{e.service.key}: a port the Service does not expose at {e.ip}: dropped"))
         f, g = _entry_flows(e, node, zone)
         flows += f
@@ -214,7 +250,7 @@ def _entry_flows(e: Entry, node: NodePlan, zone: int) -> tuple[list[Flow], list[
     An entry for some clients only matches their reg0 in table 21, one flow each."""
     t_svc, t_aff, t_afflb, t_policy = (NODE.table(n) for n in ("service", "affinity", "affinity_lb", "egress_policy"))
     proto = PROTO[e.protocol]
-    m = {"eth_type": ETH_IP, "ct_state": ct_state(CT_TRK | CT_NEW), "ip_proto": IPPROTO[proto], "ipv4_dst": e.ip,
+    m = {"eth_type": e.fam.eth_type, "ct_state": ct_state(CT_TRK | CT_NEW), "ip_proto": IPPROTO[proto], e.fam.dst: e.ip,
          f"{proto}_dst": e.port}
     ms = [{**m, REG_SRC: s} for s in e.sources] or [m]
     if e.refuse:
@@ -226,19 +262,20 @@ def _entry_flows(e: Entry, node: NodePlan, zone: int) -> tuple[list[Flow], list[
                      "refused by the controller"),
                 flow(t_svc, 200, m, [SetField(REG_FLAGS, FLAG_NAT_COMMITTED),
                                      Ct(zone, commit=True, table=NODE.table("commit"), mark=CTM_SERVICE,
-                                        nat=Nat("dst", node.ip, REJECT_PORT, REJECT_PORT))], "service", e.id,
+                                        nat=Nat("dst", e.node_ip or node.ip, REJECT_PORT, REJECT_PORT))], "service",
+                     e.id,
                      f"{e.name}: no ready endpoint (nor one serving while terminating): DNAT to the node's closed "
                      f"port {REJECT_PORT}, which answers TCP reset or ICMP port unreachable")], []
     if not e.endpoints:
         return [flow(t_svc, 200, x, [], "service", e.id, f"{e.name}: {e.why_empty}: dropped") for x in ms], []
-    group = Group(e.id, tuple(Bucket((SetField(REG_EP_IP, ip_int(ep.ip)), SetField(REG_EP_PORT, ep.ports[e.index]),
+    group = Group(e.id, tuple(Bucket((SetField(e.reg, addr_int(e.address(ep))), SetField(REG_EP_PORT, ep.ports[e.index]),
                                       Resubmit(t_policy))) for ep in e.endpoints), note=e.name)
     if e.service.session_affinity:
         flows = [flow(t_svc, 200, x, [SetField(REG_SVC, e.id), Resubmit(t_aff), Goto(t_afflb)], "service", e.id,
                       f"{e.name}: sessionAffinity ClientIP: look for the endpoint used last time") for x in ms]
         flows += [flow(t_afflb, 100, {REG_SVC: e.id, REG_FLAGS: (FLAG_AFFINITY_HIT, FLAG_AFFINITY_HIT)},
                        [Goto(t_policy)], "affinity", e.id, f"{e.name}: the remembered endpoint"),
-                  flow(t_afflb, 60, {REG_SVC: e.id, "eth_type": ETH_IP, "ip_proto": IPPROTO[proto],
+                  flow(t_afflb, 60, {REG_SVC: e.id, "eth_type": e.fam.eth_type, "ip_proto": IPPROTO[proto],
                                      f"{proto}_src": 0}, [GroupAction(e.id)], "affinity", e.id,
                        f"{e.name}: never matches (no source port 0), but makes the datapath cache every new "
                        "connection apart, so each one reaches the learn action at once, not at the next "
@@ -263,33 +300,39 @@ def _endpoint_flows(e: Entry, node: NodePlan, zone: int) -> list[Flow]:
     learn = [_learn(e, proto)] if e.service.session_affinity else []
     out = []
     for ep in e.endpoints:
-        port = ep.ports[e.index]
-        if ep.ip == node.ip:
+        port, addr = ep.ports[e.index], e.address(ep)
+        if e.family == 4 and ep.ip == node.ip:
             out += _to_this_node(e, ep, learn, zone)
             continue
-        em = {"eth_type": ETH_IP, "ip_proto": IPPROTO[proto], REG_SVC: e.id, REG_EP_IP: ip_int(ep.ip),
+        em = {"eth_type": e.fam.eth_type, "ip_proto": IPPROTO[proto], REG_SVC: e.id, e.reg: addr_int(addr),
               REG_EP_PORT: port}
 
         def dnat(masq: bool) -> list:
             mark = CTM_SERVICE | (CTM_MASQ if masq else 0)
             return [SetField(REG_FLAGS, FLAG_NAT_COMMITTED)] + learn + [
-                Ct(zone, commit=True, table=t_masq if masq else t_next, mark=mark, nat=Nat("dst", ep.ip, port, port))]
+                Ct(zone, commit=True, table=t_masq if masq else t_next, mark=mark, nat=Nat("dst", addr, port, port))]
 
-        out += [flow(t_ep, 110, {**em, "ipv4_src": ep.ip}, dnat(True), "service", e.id,
+        out += [flow(t_ep, 110, {**em, e.fam.src: addr}, dnat(True), "service", e.id,
                      f"{e.name}: hairpin: {ep.pod} reaches itself; masqueraded so the reply comes back here"),
                 flow(t_ep, 100, em, dnat(e.masquerade), "service", e.id,
-                     f"{e.name}: DNAT to {ep.pod} {ep.ip}:{port}" + (", masquerade" if e.masquerade else ""))]
+                     f"{e.name}: DNAT to {ep.pod} {_at(addr)}:{port}" + (", masquerade" if e.masquerade else ""))]
     return out
+
+
+def _at(addr: str) -> str:
+    """An address and port as written: [IPv6]:port."""
+    return f"[{addr}]" if ":" in addr else addr
 
 
 def _learn(e: Entry, proto: str) -> Learn:
     """Remember client -> endpoint for timeoutSeconds; each new connection learns again, so the
     timeout runs from the client's last new connection, as kube-proxy's `recent` match does."""
+    bits = 128 if e.family == 6 else 32
     return Learn(table=NODE.table("affinity"), priority=100, hard_timeout=e.service.affinity_timeout,
                  cookie=(FEATURES["learned"] << 56) | (e.id << 32), specs=(
-                     LearnMatch("eth_type", 16, value=ETH_IP), LearnMatch("ip_proto", 8, value=IPPROTO[proto]),
-                     LearnMatch("ipv4_src", 32), LearnMatch("ipv4_dst", 32), LearnMatch(f"{proto}_dst", 16),
-                     LearnLoad(REG_EP_IP, 32, src=REG_EP_IP), LearnLoad(REG_EP_PORT, 32, src=REG_EP_PORT),
+                     LearnMatch("eth_type", 16, value=e.fam.eth_type), LearnMatch("ip_proto", 8, value=IPPROTO[proto]),
+                     LearnMatch(e.fam.src, bits), LearnMatch(e.fam.dst, bits), LearnMatch(f"{proto}_dst", 16),
+                     LearnLoad(e.reg, bits, src=e.reg), LearnLoad(REG_EP_PORT, 32, src=REG_EP_PORT),
                      LearnLoad(REG_FLAGS, 32, value=FLAG_AFFINITY_HIT)))
 
 
@@ -325,7 +368,7 @@ def self_masquerade_flows(balanced: list[Entry], node: NodePlan, zone: int) -> l
     asked for (the pod sees that address as its client, where upstream it sees the node's), and
     table 15 sends the replies to that address, from the node, to the SNAT zone to be undone."""
     t_unsnat, t_ct, t_masq, t_next = (NODE.table(n) for n in ("unsnat", "conntrack", "masquerade", "commit"))
-    here = [e for e in balanced if e.kind != "node-port" and any(ep.ip == node.ip for ep in e.endpoints)]
+    here = [e for e in balanced if e.family == 4 and e.kind != "node-port" and any(ep.ip == node.ip for ep in e.endpoints)]
     out = [flow(t_masq, 110, {"eth_type": ETH_IP, REG_SVC: e.id, "ipv4_src": node.ip, "ipv4_dst": node.ip},
                 [Ct(snat_zone(zone), commit=True, table=t_next, mark=CTM_SERVICE | CTM_MASQ,
                     nat=Nat("src", e.ip, *SNAT_PORTS))], "service", e.id,

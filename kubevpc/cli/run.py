@@ -45,6 +45,8 @@ def add_check(sub) -> None:
     m.add_argument("--ports", default="80", metavar="LIST",
                    help="e.g. 80,81/udp: a bare port means TCP and UDP (default: 80)")
     m.add_argument("--timeout", type=float, default=1.0, metavar="S", help="per probe (default: 1 s)")
+    m.add_argument("--family", type=int, choices=(4, 6), default=4,
+                   help="6: the IPv6 matrix of a dual-stack scenario (IPv6 addresses, Services' IPv6 ClusterIPs)")
 
 
 def _report(outcomes, lab, as_json: bool) -> bool:
@@ -131,7 +133,7 @@ def cmd_check(args) -> int:
     try:
         lab = _build(args)
         say(f"probing {n} cells in parallel")
-        m = lab.matrix(sources, ports, dests, timeout=args.timeout)
+        m = lab.matrix(sources, ports, dests, timeout=args.timeout, family=args.family)
         if args.json:
             print(json.dumps({"run": lab.run, **m.as_dict()}, indent=1))
         else:

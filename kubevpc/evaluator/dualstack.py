@@ -2,12 +2,13 @@
 VPC (both ends in one VPC, each with an IPv6 address), the route table (a system route per
 vSwitch /64), the security groups (ipv6Cidr rules, and members of a group in both families), and
 the node bridge for pods on one node. What kubevpc does not carry in IPv6 is said, not guessed:
-the emulated internet is IPv4 only, and NetworkPolicy is enforced on IPv4 only, so a pod any
-policy selects gets no IPv6 at all (fails closed; controller/ipv6.py drops it the same way)."""
+the emulated internet is IPv4 only. NetworkPolicy holds in IPv6 by the same rules as in IPv4
+(kubevpc.evaluator.netpol, over the hosts' IPv6 addresses): selectors select pods whatever the
+family, an ipBlock matches addresses of its own family only."""
 from __future__ import annotations
 
 from ..planning import HostPlan, Plan
-from .netpol import selects
+from .netpol import evaluate
 from .verdict import Step, Verdict, Wire
 from .vpc import attachment_of, route_step, security_groups, vpc_of
 
@@ -26,10 +27,30 @@ def reach6(plan: Plan, src: HostPlan, dst: HostPlan, port: int, proto: str) -> V
                 "its vSwitch has no ipv6Cidr)"))
     if vpc_of(plan, src) != vpc_of(plan, dst):
         return no(f"{src.key} and {dst.key} are in different VPCs, which are not peered", "VPC")
-    fenced = next((h for h in (src, dst) if h.kind == "pod" and any(selects(p, h) for p in plan.network_policies)), None)
-    if fenced is not None:
-        return no(f"{fenced.key} is selected by a NetworkPolicy, which kubevpc enforces on IPv4 only: it gets no "
-                  "IPv6 at all (fails closed)", "NetworkPolicy")
+    return with_policy6(plan, _network6(plan, src, dst, port, proto), src, dst, port, proto)
+
+
+def with_policy6(plan: Plan, v: Verdict, src: HostPlan, dst: HostPlan, port: int, proto: str) -> Verdict:
+    """An IPv6 network verdict with NetworkPolicy's on top, where a pod is involved."""
+    src, dst = plan.network_host(src), plan.network_host(dst)
+    if not v.allowed or not plan.network_policies or not (src.kind == "pod" or dst.kind == "pod"):
+        return v
+    p = policy6(plan, src, dst, port, proto)
+    if not p.allowed:
+        return Verdict(False, f"NetworkPolicy: {p.reason}", steps=v.steps + p.steps)
+    return Verdict(True, f"{v.reason}; {p.reason}", v.seen_source, v.steps + p.steps)
+
+
+def policy6(plan: Plan, src: HostPlan, dst: HostPlan, port: int, proto: str) -> Verdict:
+    """NetworkPolicy on an IPv6 connection: the evaluator's rules over the hosts' IPv6 addresses
+    (anything but a pod is only an address to NetworkPolicy)."""
+    def view(h: HostPlan) -> HostPlan:
+        return h.model_copy(update={"ip": h.ipv6, **({} if h.kind == "pod" else {"namespace": ""})})
+    return evaluate(plan.network_policies, plan.namespaces, view(src), view(dst), port, proto)
+
+
+def _network6(plan: Plan, src: HostPlan, dst: HostPlan, port: int, proto: str) -> Verdict:
+    """The network's part of an IPv6 connection between two hosts of one VPC with IPv6 addresses."""
     if src.key == dst.key:
         return Verdict(True, "to itself", src.ipv6, (Step("host", "to itself, inside its namespace", True),))
     if src.node and src.node == dst.node and (src.kind == "pod" or dst.kind == "pod"):

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, replace
 
 from ..errors import KubevpcError
 from ..planning import HostPlan, Plan, ServicePlan, SlbPlan, resolve_endpoint
+from .dualstack import with_policy6
 from .externalip import external_ip_targets, services_at
 from .northsouth import inbound, to_host
 from .reach import fallback_note, no_endpoint_reason, reach, service_targets, with_policy
@@ -79,10 +80,20 @@ def explain(plan: Plan, source: str, dest: str, port: int, proto: str = "tcp", f
 
 
 def _ipv6(plan: Plan, src: HostPlan, dest: str, port: int, proto: str, head: tuple[Step, ...]) -> Explanation:
-    """A connection to an endpoint's IPv6 address (dual stack)."""
+    """A connection to an IPv6 address (dual stack): an endpoint's, a Service's IPv6 ClusterIP, or
+    a NodePort at a node's IPv6 address."""
+    svc = next((s for s in plan.services if s.cluster_ip_of(6) == dest), None) if ":" in dest else None
+    if svc is not None or dest.startswith("svc/"):
+        return _service(plan, src, svc or classify(plan, dest, port, proto)[1], dest, port, proto, head, 6)
     dst = next((h for h in plan.hosts if h.ipv6 and h.ipv6 == dest), None) if ":" in dest else _host(plan, dest)
     if dst is None:
-        raise KubevpcError(f"nothing in this scenario holds {dest}: expected an instance's or a pod's IPv6 address")
+        raise KubevpcError(f"nothing in this scenario holds {dest}: expected an instance's or a pod's IPv6 address, "
+                           "or a Service's IPv6 ClusterIP")
+    if dst.kind == "ecs" and dst.node and not any(s.port == port and s.protocol.lower() == proto
+                                                  for s in plan.servers_at(dst)):
+        np = _nodeport_of(plan, port, proto)
+        if np is not None:
+            return _nodeport(plan, src, src.ipv6, dst, *np, dest, port, proto, head, family=6)
     v = reach(plan, src, dst, port, proto, family=6)
     steps = head + v.steps
     if v.allowed and not any(s.port == port and s.protocol.lower() == proto for s in plan.servers_at(dst)):
@@ -168,8 +179,17 @@ def _nodeport_of(plan: Plan, port: int, proto: str) -> tuple[ServicePlan, int] |
     return None
 
 
+def _addr(h: HostPlan, family: int) -> str:
+    return h.ipv6 if family == 6 else h.ip
+
+
+def _at(ip: str) -> str:
+    """An address before a port: [IPv6]."""
+    return f"[{ip}]" if ":" in ip else ip
+
+
 def _final(plan: Plan, src: HostPlan, dest: str, port: int, proto: str, head: tuple[Step, ...], v: Verdict,
-           dst: HostPlan | None = None) -> Explanation:
+           dst: HostPlan | None = None, family: int = 4) -> Explanation:
     steps = head + v.steps
     if v.allowed and dst is not None:
         if not any(s.port == port and s.protocol.lower() == proto for s in plan.servers_at(dst)) and dst.kind != "slb":
@@ -177,10 +197,11 @@ def _final(plan: Plan, src: HostPlan, dest: str, port: int, proto: str, head: tu
                                "refused", steps=v.steps)
             steps += (Step("destination", f"nothing listens on {dst.key} {port}/{proto}: the host refuses it", False),)
         else:
-            steps += (Step("destination", f"{dst.key} {dst.ip}:{port}/{proto} answers", True),)
+            steps += (Step("destination", f"{dst.key} {_at(_addr(dst, family))}:{port}/{proto} answers", True),)
     if v.allowed:
+        own = _addr(src, family)
         steps += (Step("client address", f"the server sees {v.seen_source}" +
-                       ("" if v.seen_source == src.ip else f", not {src.key}'s own {src.ip}")),)
+                       ("" if v.seen_source == own else f", not {src.key}'s own {own}")),)
     return Explanation(src.key, dest, port, proto, v.allowed, v.reason, v.seen_source if v.allowed else "", steps)
 
 
@@ -202,8 +223,8 @@ def _merge(src: HostPlan, dest: str, port: int, proto: str, head: tuple[Step, ..
 
 
 def _service(plan: Plan, src: HostPlan, svc: ServicePlan, dest: str, port: int, proto: str,
-             head: tuple[Step, ...]) -> Explanation:
-    whole, targets = service_targets(plan, src, svc, port, proto)
+             head: tuple[Step, ...], family: int = 4) -> Explanation:
+    whole, targets = service_targets(plan, src, svc, port, proto, family)
     if whole is not None:
         return Explanation(src.key, dest, port, proto, False, whole.reason, "", head + whole.steps)
     node = src.node or src.name
@@ -212,14 +233,15 @@ def _service(plan: Plan, src: HostPlan, svc: ServicePlan, dest: str, port: int, 
     index = next(i for i, p in enumerate(svc.ports) if p.port == port and p.protocol.lower() == proto)
     keys = {h.key for h, _, _ in targets}
     fallback = fallback_note([e for e in svc.endpoints if e.pod in keys and e.ports[index]])
-    head += (Step("Service", f"Service {svc.key} {svc.cluster_ip}:{port}/{proto}: kube-proxy on node {node} DNATs each "
+    vip = svc.cluster_ip_of(family)
+    head += (Step("Service", f"Service {svc.key} {_at(vip)}:{port}/{proto}: kube-proxy on node {node} DNATs each "
                              f"new connection to one of {len(targets)} {'terminating' if fallback else 'ready'} "
                              f"endpoint(s){fallback}{local}{affinity}"),)
     branches = []
     for h, target, v in targets:
-        first = Step("Service", f"DNAT {svc.cluster_ip}:{port} to {h.key} {h.ip}:{target}{_dying(h)}")
-        e = _final(plan, src, f"{h.key}:{target}", target, proto, (first,), v, h)
-        branches.append(Branch(f"{h.key} {h.ip}:{target}", e))
+        first = Step("Service", f"DNAT {_at(vip)}:{port} to {h.key} {_at(_addr(h, family))}:{target}{_dying(h)}")
+        e = _final(plan, src, f"{h.key}:{target}", target, proto, (first,), v, h, family)
+        branches.append(Branch(f"{h.key} {_at(_addr(h, family))}:{target}", e))
     return _merge(src, dest, port, proto, head, branches)
 
 
@@ -332,29 +354,38 @@ def _leg(plan: Plan, src: HostPlan, client_ip: str, dst: HostPlan, port: int, pr
 
 
 def _nodeport(plan: Plan, src: HostPlan, client_ip: str, node_host: HostPlan, svc: ServicePlan, index: int,
-              dest: str, port: int, proto: str, head: tuple[Step, ...], via_slb: bool = False) -> Explanation:
+              dest: str, port: int, proto: str, head: tuple[Step, ...], via_slb: bool = False,
+              family: int = 4) -> Explanation:
     """A connection to a node's NodePort, from the client address `client_ip`: the node's
     security groups, then kube-proxy's DNAT by externalTrafficPolicy. `via_slb`: an SLB sends it
-    (the client's own egress was met on the way to the SLB)."""
+    (the client's own egress was met on the way to the SLB). `family` 6: at the node's IPv6
+    address, to the endpoints' (dual stack)."""
     p = svc.ports[index]
+    node_ip = _addr(node_host, family)
+    if family == 6 and not (svc.has_family(6) and node_ip and client_ip):
+        reason = (f"Service {svc.key} has no IPv6 (ipFamilies {', '.join(svc.ip_families)}): nothing listens on "
+                  f"{node_host.key} [{node_ip}]:{port}: the node refuses it") if node_ip and client_ip else \
+            f"{src.key if not client_ip else node_host.key} has no IPv6 address"
+        return Explanation(src.key, dest, port, proto, False, reason, "", head + (Step("Service", reason, False),))
     if src.kind != "internet" and node_host.key != src.key:
-        steps = (route_step(plan, vpc_of(plan, node_host), client_ip, node_host.ip),)
-        src_att = attachment_of(plan, client_ip) if client_ip == src.ip and not via_slb else None
-        v = security_groups(plan, Wire(client_ip, node_host.ip, proto, port), src_att, attachment_of(plan, node_host.ip))
+        steps = (route_step(plan, vpc_of(plan, node_host), client_ip, node_ip),)
+        src_att = attachment_of(plan, client_ip) if client_ip == _addr(src, family) and not via_slb else None
+        v = security_groups(plan, Wire(client_ip, node_ip, proto, port), src_att, attachment_of(plan, node_ip))
     else:
         steps = ()
-        v = security_groups(plan, Wire(client_ip, node_host.ip, proto, port), None, attachment_of(plan, node_host.ip))
+        v = security_groups(plan, Wire(client_ip, node_ip, proto, port), None, attachment_of(plan, node_ip))
     head += steps + v.steps
     if not v.allowed:
         return Explanation(src.key, dest, port, proto, False, v.reason, "", head)
     node = node_host.node
     local = svc.external_traffic_policy == "Local"
-    ready = svc.local_endpoints(index, node) if local else svc.cluster_endpoints(index)
-    reason = _nodeport_closed(svc, index, node_host, ready)
+    ready = [e for e in (svc.local_endpoints(index, node) if local else svc.cluster_endpoints(index))
+             if e.address(family)]
+    reason = _nodeport_closed(svc, index, node_host, ready, family)
     if reason:
         return Explanation(src.key, dest, port, proto, False, reason, "", head + (Step("Service", reason, False),))
     how = (f"keeps the client's address {client_ip} (externalTrafficPolicy Local: endpoints on {node} only)" if local
-           else f"masquerades it to {node_host.ip} (externalTrafficPolicy Cluster)")
+           else f"masquerades it to {node_ip} (externalTrafficPolicy Cluster)")
     fallback = fallback_note(ready)
     head += (Step("Service", f"NodePort {p.node_port}/{proto} of Service {svc.key}: kube-proxy on {node} DNATs each "
                              f"connection to one of {len(ready)} {'terminating' if fallback else 'ready'} "
@@ -362,11 +393,13 @@ def _nodeport(plan: Plan, src: HostPlan, client_ip: str, node_host: HostPlan, sv
     branches = []
     for e in ready:
         pod, target = plan.host(e.pod), e.ports[index]
-        first = Step("Service", f"DNAT to {pod.key} {pod.ip}:{target}{_dying(pod)}")
+        first = Step("Service", f"DNAT to {pod.key} {_at(_addr(pod, family))}:{target}{_dying(pod)}")
         if local:
             v = Verdict(True, "on the same node: switched by the node bridge", client_ip,
                         (Step("node bridge", f"node {node}'s bridge delivers it to {pod.key}", True),))
-            ex = _final(plan, src, f"{pod.key}:{target}", target, proto, (first,), with_policy(plan, v, src, pod, target, proto), pod)
+            v = with_policy6(plan, v, src, pod, target, proto) if family == 6 else \
+                with_policy(plan, v, src, pod, target, proto)
+            ex = _final(plan, src, f"{pod.key}:{target}", target, proto, (first,), v, pod, family)
         elif pod.host_network and pod.node == node:
             v = Verdict(True, f"delivered to node {node} itself: not masqueraded", client_ip, (Step(
                 "node bridge", f"{pod.key} has hostNetwork on {node}: the bridge delivers it to the node, and "
@@ -374,12 +407,12 @@ def _nodeport(plan: Plan, src: HostPlan, client_ip: str, node_host: HostPlan, sv
             ex = _final(plan, src, f"{pod.key}:{target}", target, proto, (first,), v, pod)
         else:
             ex = _final(plan, src, f"{pod.key}:{target}", target, proto, (first,),
-                        reach(plan, node_host, pod, target, proto), pod)
-        branches.append(Branch(f"{pod.key} {pod.ip}:{target}", ex))
+                        reach(plan, node_host, pod, target, proto, family), pod, family)
+        branches.append(Branch(f"{pod.key} {_at(_addr(pod, family))}:{target}", ex))
     return _merge(src, dest, port, proto, head, branches)
 
 
-def _nodeport_closed(svc: ServicePlan, index: int, node_host: HostPlan, chosen: list) -> str:
+def _nodeport_closed(svc: ServicePlan, index: int, node_host: HostPlan, chosen: list, family: int = 4) -> str:
     """Why kube-proxy on a node takes no connection at a NodePort ("" when it balances them over
     `chosen`): the Service is not kube-proxy's (nothing listens there: the node refuses it), it has
     no usable endpoint (refused), or none on this node under externalTrafficPolicy Local (dropped)."""
@@ -387,8 +420,8 @@ def _nodeport_closed(svc: ServicePlan, index: int, node_host: HostPlan, chosen: 
     if not svc.proxied:
         return (f"Service {svc.key} is labelled {svc.proxy_off_label()}: kube-proxy does not program its NodePort "
                 f"{port}, and nothing listens on {node_host.key} {port}: the node refuses it")
-    if not svc.cluster_endpoints(index):
-        return no_endpoint_reason(svc, index)
+    if not [e for e in svc.cluster_endpoints(index) if e.address(family)]:
+        return no_endpoint_reason(svc, index, family)
     if not chosen:
         return f"externalTrafficPolicy Local and no endpoint on {node_host.node}: dropped"
     return ""

@@ -43,6 +43,7 @@ class Cell:
     observed: bool | None = None
     outcome: str = ""       # the probe's: answered, refused, timeout, ...
     elapsed_ms: float = 0.0
+    family: int = 4         # 6: to the destination's IPv6 address (or a Service's IPv6 ClusterIP)
 
     @property
     def differs(self) -> bool:
@@ -188,12 +189,13 @@ def parse_ports(specs: Iterable[str]) -> list[tuple[int, str]]:
 
 
 # ----------------------------------------------------------------------------------- expectations
-def expect(plan: Plan, source: str, dest: str, port: int, protocol: str) -> tuple[bool | None, str]:
-    """The evaluator's verdict for one cell; None when a Service's endpoints disagree."""
+def expect(plan: Plan, source: str, dest: str, port: int, protocol: str, family: int = 4) -> tuple[bool | None, str]:
+    """The evaluator's verdict for one cell; None when a Service's endpoints disagree. `family` 6:
+    to the destination's IPv6 address, or a Service's IPv6 ClusterIP (dual stack)."""
     src = resolve_endpoint(plan, source)
     if dest.startswith("svc/"):
         svc: ServicePlan = plan.service(dest.removeprefix("svc/"))
-        whole, targets = service_targets(plan, src, svc, port, protocol)
+        whole, targets = service_targets(plan, src, svc, port, protocol, family)
         if whole is not None:
             return whole.allowed, whole.reason
         verdicts = [_serving(plan, h, target, protocol) or v for h, target, v in targets]
@@ -208,7 +210,7 @@ def expect(plan: Plan, source: str, dest: str, port: int, protocol: str) -> tupl
     if src.key == dst.key:
         v = Verdict(True, "to itself")
     else:
-        v = reach(plan, src, dst, port, protocol)
+        v = reach(plan, src, dst, port, protocol, family)
     v = _serving(plan, dst, port, protocol) or v
     return v.allowed, v.reason
 
@@ -221,13 +223,16 @@ def _serving(plan: Plan, h: HostPlan, port: int, protocol: str) -> Verdict | Non
     return Verdict(False, f"nothing listens on {h.key} {port}/{protocol}")
 
 
-def expected_matrix(plan: Plan, sources: list[str], dests: list[str], ports: list[tuple[int, str]]) -> Matrix:
+def expected_matrix(plan: Plan, sources: list[str], dests: list[str], ports: list[tuple[int, str]],
+                    family: int = 4) -> Matrix:
+    """Every cell's expectation; `family` 6: the IPv6 matrix of a dual-stack scenario (one family per
+    matrix: ask for each)."""
     cells = []
     for port, protocol in ports:
         for s in sources:
             for d in dests:
-                allowed, reason = expect(plan, s, d, port, protocol)
-                cells.append(Cell(s, d, port, protocol, allowed, reason))
+                allowed, reason = expect(plan, s, d, port, protocol, family)
+                cells.append(Cell(s, d, port, protocol, allowed, reason, family=family))
     return Matrix(sources, dests, ports, cells, plan.cluster.mode if plan.cluster else "")
 
 

@@ -60,19 +60,24 @@ def _policy_view(h: HostPlan) -> HostPlan:
     return h if h.kind == "pod" else h.model_copy(update={"namespace": ""})
 
 
-def service_targets(plan: Plan, src: HostPlan, svc: ServicePlan, port: int, proto: str = "tcp"
+def service_targets(plan: Plan, src: HostPlan, svc: ServicePlan, port: int, proto: str = "tcp", family: int = 4
                     ) -> tuple[Verdict | None, list[tuple[HostPlan, int, Verdict]]]:
     """A connection from src to a Service's ClusterIP and port: either a verdict for the whole
     Service (not programmed, not reachable, refused, dropped) or, per endpoint src may land on, the
     endpoint, its target port and whether the connection to it succeeds (network and
     NetworkPolicy, after DNAT). The endpoints are kube-proxy's: the ready ones, else those serving
-    while terminating (ServicePlan.cluster_endpoints and local_endpoints)."""
+    while terminating (ServicePlan.cluster_endpoints and local_endpoints). `family` 6: to its IPv6
+    ClusterIP, over the endpoints' IPv6 addresses (kube-proxy's IPv6 proxier, dual stack)."""
     proto = proto.lower()
 
     def whole(reason: str) -> Verdict:
         return Verdict(False, reason, steps=(Step("Service", reason, False),))
-    if not svc.cluster_ip:
-        return whole(f"Service {svc.key} has no ClusterIP"), []
+    address = svc.cluster_ip_of(family)
+    if not address:
+        return whole(f"Service {svc.key} has no {'IPv6 ' if family == 6 else ''}ClusterIP" + (
+            f" (ipFamilies {', '.join(svc.ip_families) or 'none'})" if svc.cluster_ip else "")), []
+    if family == 6 and not src.ipv6:
+        return whole(f"{src.key} has no IPv6 address"), []
     if not (src.kind == "pod" or (src.kind == "ecs" and src.node)):
         return whole(f"{src.key} is not in the cluster: ClusterIPs are reachable from pods and nodes only"), []
     if not svc.proxied:
@@ -80,22 +85,23 @@ def service_targets(plan: Plan, src: HostPlan, svc: ServicePlan, port: int, prot
     index = next((i for i, p in enumerate(svc.ports) if p.port == port and p.protocol.lower() == proto), None)
     if index is None:
         return whole(f"Service {svc.key} does not expose {port}/{proto}: dropped"), []
-    targets = svc.cluster_endpoints(index)
+    targets = [e for e in svc.cluster_endpoints(index) if e.address(family)]
     if not targets:
-        return whole(no_endpoint_reason(svc, index)), []
+        return whole(no_endpoint_reason(svc, index, family)), []
     if svc.internal_traffic_policy == "Local":
-        targets = svc.local_endpoints(index, src.node)
+        targets = [e for e in svc.local_endpoints(index, src.node) if e.address(family)]
         if not targets:
             return whole(f"internalTrafficPolicy Local and no endpoint on {src.node}: dropped"), []
-    return None, [(plan.host(e.pod), e.ports[index], _to_endpoint(plan, src, svc.cluster_ip, plan.host(e.pod),
-                                                                 e.ports[index], proto)) for e in targets]
+    return None, [(plan.host(e.pod), e.ports[index], _to_endpoint(plan, src, address, plan.host(e.pod),
+                                                                 e.ports[index], proto, family)) for e in targets]
 
 
-def _to_endpoint(plan: Plan, src: HostPlan, address: str, dst: HostPlan, port: int, proto: str) -> Verdict:
+def _to_endpoint(plan: Plan, src: HostPlan, address: str, dst: HostPlan, port: int, proto: str,
+                 family: int = 4) -> Verdict:
     """From a client to the endpoint its node's kube-proxy chose, at the Service `address`."""
     if dst.host_network and plan.network_host(src).key == plan.network_host(dst).key:
         return self_service_verdict(plan, dst, address)
-    return reach(plan, src, dst, port, proto)
+    return reach(plan, src, dst, port, proto, family)
 
 
 def self_service_verdict(plan: Plan, dst: HostPlan, address: str) -> Verdict:
@@ -116,9 +122,12 @@ def unprogrammed_reason(svc: ServicePlan) -> str:
             "nothing else answers for its ClusterIP: dropped at the node, the connection times out")
 
 
-def no_endpoint_reason(svc: ServicePlan, index: int) -> str:
+def no_endpoint_reason(svc: ServicePlan, index: int, family: int = 4) -> str:
     """Why kube-proxy refuses connections to port `index` of a Service: no endpoint is ready, and
-    none is serving while its pod terminates (a terminating pod that fails readiness is not)."""
+    none is serving while its pod terminates (a terminating pod that fails readiness is not); in
+    IPv6, none has an IPv6 address (host-network pods have none as endpoints)."""
+    if family == 6 and svc.cluster_endpoints(index):
+        return f"Service {svc.key} has no ready endpoint with an IPv6 address: refused"
     dying = [e.name for e in svc.endpoints if e.terminating and e.ports[index]]
     extra = f" (terminating {', '.join(dying)}: not serving either)" if dying else ""
     return f"Service {svc.key} has no ready endpoint{extra}: refused"

@@ -155,5 +155,5 @@ class NetworkPolicy(K8s, Keyed):
 # What kubevpc's flows can hold (controller/policy.py: conj_id and priority layout); the planner
 # refuses a scenario beyond them, so the controller never meets one
 MAX_NETWORK_POLICIES = 0xFFFF                 # conj_id: 16 bits of policy
-MAX_RULES_PER_POLICY = 1 << 14                # ... 14 bits of rule, per direction
+MAX_RULES_PER_POLICY = 1 << 13                # ... 13 bits of rule, per direction (and one of family)
 MAX_RULES_PER_DIRECTION = (59999 - 200) // 2  # two priorities per rule between 59999 and 200

@@ -55,11 +55,23 @@ class ServiceSpec(K8s):
     healthCheckNodePort: int | None = None
     publishNotReadyAddresses: bool = False
     externalIPs: list[str] = []                # kube-proxy balances these like the ClusterIP
+    clusterIPs: list[str] = []                 # dual stack (KEP-563): one per family, the first is clusterIP
+    ipFamilies: list[str] = []                 # IPv4, IPv6: the families, primary first ([] : the cluster's default)
+    ipFamilyPolicy: str | None = None          # SingleStack (default), PreferDualStack, RequireDualStack
 
     @property
     def externally_accessible(self) -> bool:
         """pkg/api/service ExternallyAccessible: where externalTrafficPolicy means something."""
         return self.type in ("NodePort", "LoadBalancer") or (self.type == "ClusterIP" and bool(self.externalIPs))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _normalize(cls, data):
+        """clusterIP is clusterIPs[0] when only clusterIPs is given, as the API server's strategy
+        makes it (pkg/registry/core/service/strategy.go, normalizeClusterIPs)."""
+        if isinstance(data, dict) and data.get("clusterIPs") and not data.get("clusterIP"):
+            data = {**data, "clusterIP": data["clusterIPs"][0]}
+        return data
 
     @model_validator(mode="after")
     def _check(self) -> "ServiceSpec":
@@ -94,11 +106,75 @@ class ServiceSpec(K8s):
             check_labels(self.selector)
         for i, ip in enumerate(self.externalIPs):
             check_external_ip(i, ip)
+        check_families(self)
         return self
 
     @property
     def headless(self) -> bool:
         return self.clusterIP == "None"
+
+
+IP_FAMILIES = ("IPv4", "IPv6")
+IP_FAMILY_POLICIES = ("PreferDualStack", "RequireDualStack", "SingleStack")
+
+
+def _quoted(values: list[str]) -> str:
+    """A list as the API server prints one in an error: []string{"a", "b"}."""
+    return "[]string{" + ", ".join(f'"{v}"' for v in values) + "}"
+
+
+def check_families(spec: "ServiceSpec") -> None:
+    """clusterIPs, ipFamilies and ipFamilyPolicy as ValidateService checks them (pkg/apis/core/
+    validation ValidateService and ValidateServiceClusterIPsRelatedFields), in its words. What
+    depends on the cluster (a family it lacks, RequireDualStack on a single-stack cluster) and the
+    policy against the families (pkg/registry/core/service/storage/alloc.go) are the planner's
+    (kubevpc.planning.services). As the API server's strategy does, clusterIP is clusterIPs[0]
+    when only clusterIPs is given (normalizeClusterIPs)."""
+    if spec.type == "ExternalName":
+        for name, value in (("clusterIPs", spec.clusterIPs), ("ipFamilies", spec.ipFamilies),
+                            ("ipFamilyPolicy", spec.ipFamilyPolicy)):
+            if value:
+                raise ValueError(f"spec.{name}: Forbidden: may not be set for ExternalName services")
+        return
+    if spec.clusterIP and spec.clusterIPs and spec.clusterIPs[0] != spec.clusterIP:
+        raise ValueError(f"spec.clusterIPs: Invalid value: {_quoted(spec.clusterIPs)}: first value must match "
+                         "`clusterIP`")
+    for i, family in enumerate(spec.ipFamilies):
+        if family not in IP_FAMILIES:
+            raise ValueError(f'spec.ipFamilies[{i}]: Unsupported value: "{family}": supported values: "IPv4", "IPv6"')
+        if family in spec.ipFamilies[:i]:
+            raise ValueError(f'spec.ipFamilies[{i}]: Duplicate value: "{family}"')
+    if spec.ipFamilyPolicy is not None and spec.ipFamilyPolicy not in IP_FAMILY_POLICIES:
+        raise ValueError(f'spec.ipFamilyPolicy: Unsupported value: "{spec.ipFamilyPolicy}": supported values: '
+                         '"PreferDualStack", "RequireDualStack", "SingleStack"')
+    _check_cluster_ips(spec)
+
+
+def _check_cluster_ips(spec: "ServiceSpec") -> None:
+    ips = spec.clusterIPs
+    if not ips:
+        return
+    if ips[0] == "None":
+        if len(ips) > 1:
+            raise ValueError(f"spec.clusterIPs: Invalid value: {_quoted(ips)}: 'None' must be the first and only value")
+        return
+    versions = []
+    for i, ip in enumerate(ips):
+        try:
+            versions.append(ipaddress.ip_address(ip).version)
+        except ValueError:
+            raise ValueError(f'spec.clusterIPs[{i}]: Invalid value: "{ip}": must be a valid IP address, '
+                             "(e.g. 10.9.8.7 or 2001:db8::ffff)") from None
+    if len(ips) > 2:
+        raise ValueError(f"spec.clusterIPs: Invalid value: {_quoted(ips)}: may only hold up to 2 values")
+    if len(ips) == 2 and versions[0] == versions[1]:
+        raise ValueError(f"spec.clusterIPs: Invalid value: {_quoted(ips)}: may specify no more than one IP for "
+                         "each IP family")
+    for i, (ip, version) in enumerate(zip(ips, versions)):
+        if i < len(spec.ipFamilies) and spec.ipFamilies[i] != f"IPv{version}":
+            want = spec.ipFamilies[i]
+            raise ValueError(f'spec.clusterIPs[{i}]: Invalid value: "{ip}": expected an {want} value as indicated '
+                             f"by `ipFamilies[{i}]`")
 
 
 LINK_LOCAL_MULTICAST = ipaddress.IPv4Network("224.0.0.0/24")     # Go's net.IP.IsLinkLocalMulticast

@@ -185,21 +185,23 @@ class Lab(Servers):
         return results  # type: ignore[return-value]
 
     def matrix(self, sources: Iterable[str] = ("pods",), ports: Iterable[tuple[int, str]] = ((80, "tcp"),),
-               dests: Iterable[str] | None = None, timeout: float = 1.0) -> Matrix:
+               dests: Iterable[str] | None = None, timeout: float = 1.0, family: int = 4) -> Matrix:
         """The reachability matrix (kubevpc.evaluator.matrix): expected next to observed, for every pair of
         the chosen endpoints (groups pods, ecs, nodes, services; references; patterns) and ports,
         probed in parallel. A cell to oneself is probed too (a pod reaches itself whatever the
-        policies)."""
+        policies). `family` 6: the IPv6 matrix of a dual-stack scenario (endpoints' IPv6 addresses,
+        Services' IPv6 ClusterIPs)."""
         src_refs = select(self.plan, sources)
         dst_refs = select(self.plan, dests) if dests is not None else src_refs
-        m = expected_matrix(self.plan, src_refs, dst_refs, list(ports))
+        m = expected_matrix(self.plan, src_refs, dst_refs, list(ports), family)
         t0 = time.monotonic()
-        results = self.probe([Probe(c.source, c.dest, c.port, c.protocol) for c in m.cells], timeout=timeout)
+        results = self.probe([Probe(c.source, c.dest, c.port, c.protocol, family=family) for c in m.cells],
+                             timeout=timeout)
         m.probe_s = time.monotonic() - t0
         down = {d: self.down_reason(d) for d in dst_refs}      # a refusal from a server that does not run says so
         m.cells = [Cell(c.source, c.dest, c.port, c.protocol, c.expected,
                         f"{c.reason}; but {down[c.dest]}" if down[c.dest] and not r.ok else c.reason,
-                        r.ok, r.outcome, r.elapsed_ms) for c, r in zip(m.cells, results)]
+                        r.ok, r.outcome, r.elapsed_ms, family) for c, r in zip(m.cells, results)]
         return m
 
     def trace(self, source: str, dest: str, port: int, proto: str = "tcp") -> Trace:
@@ -238,6 +240,12 @@ class Lab(Servers):
         ClusterIP (svc/...). An IPv6 literal, or an endpoint with family 6: its IPv6 address."""
         if dest.count(".") == 3 and dest.replace(".", "").isdigit() or ":" in dest:
             return dest
+        if family == 6 and dest.startswith("svc/"):
+            svc = self.service(dest)
+            if not svc.cluster_ip_of(6):
+                raise KubevpcError(f"Service {svc.key} has no IPv6 ClusterIP (ipFamilies "
+                                   f"{', '.join(svc.ip_families) or 'none'})")
+            return svc.cluster_ip_of(6)
         if family == 6:
             return self.address(dest, 6)
         if dest.startswith("eip/"):

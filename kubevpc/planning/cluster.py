@@ -37,7 +37,8 @@ class Cluster:
                            service_cidr=str(cl.serviceCIDR), vni=cl.vxlan.vni, vxlan_port=cl.vxlan.port,
                            pod_mtu=self.pod_mtu, underlay_mtu=cl.underlayMTU,
                            allow_snippet_annotations=cl.ingress.allowSnippetAnnotations,
-                           additional_pod_cidrs=tuple(str(c) for c in cl.additionalPodCIDRs), dual_stack=cl.dualStack)
+                           additional_pod_cidrs=tuple(str(c) for c in cl.additionalPodCIDRs), dual_stack=cl.dualStack,
+                           service_cidr6=str(cl.serviceCIDRv6) if cl.dualStack and cl.serviceCIDRv6 else "")
 
 
 def plan_cluster(ctx: Context, cloud: Cloud) -> Cluster:

@@ -90,8 +90,31 @@ def _declared_ok(ctx: Context, path: tuple, ecs, vsw: VSwitchPlan) -> bool:
     return True
 
 
+SERVICE_PREFIXES = (108, 120)    # kube-apiserver: an IPv6 service range is a /108 or smaller
+
+
+def check_service_cidr6(ctx: Context, cl, vpc) -> None:
+    """cluster.serviceCIDRv6, ACK's "IPv6 Service CIDR": only in a dual-stack cluster; a /108 to
+    /120 (kube-apiserver refuses an IPv6 service range larger than a /108; a /120 leaves 254
+    ClusterIPs), not overlapping the VPC's IPv6 block. Inside 2001:db8::/32 or fd00::/8, as every
+    emulated IPv6 address (the schema checks that)."""
+    net, path = cl.serviceCIDRv6, ("cluster", "serviceCIDRv6")
+    if net is None:
+        return
+    if not cl.dualStack:
+        ctx.bad(path, str(net), "an IPv6 Service CIDR is chosen for an IPv4/IPv6 dual-stack cluster only; expected "
+                "cluster.dualStack: true, or no serviceCIDRv6")
+    elif not SERVICE_PREFIXES[0] <= net.prefixlen <= SERVICE_PREFIXES[1]:
+        ctx.bad(path, str(net), f"expected a /{SERVICE_PREFIXES[0]} to /{SERVICE_PREFIXES[1]}: kube-apiserver refuses "
+                f"an IPv6 service range larger than a /{SERVICE_PREFIXES[0]}, and a /{SERVICE_PREFIXES[1]} leaves 254 "
+                "ClusterIPs")
+    elif vpc is not None and vpc.ipv6Cidr is not None and net.overlaps(vpc.ipv6Cidr):
+        ctx.bad(path, str(net), f"overlaps the VPC's ipv6Cidr {vpc.ipv6Cidr}; expected a block of its own")
+
+
 def check_dual_stack(ctx: Context, cl, vpc) -> None:
     """cluster.dualStack: ACK offers IPv6 dual-stack with Terway only, in a VPC with IPv6."""
+    check_service_cidr6(ctx, cl, vpc)
     if not cl.dualStack:
         return
     if cl.mode != "eni":

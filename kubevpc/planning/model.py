@@ -286,6 +286,7 @@ class ClusterPlan(Frozen):
     allow_snippet_annotations: bool = False    # cluster.ingress.allowSnippetAnnotations
     additional_pod_cidrs: tuple[str, ...] = ()  # vpc-route: pod CIDR blocks beyond pod_cidr (cluster.additionalPodCIDRs)
     dual_stack: bool = False        # cluster.dualStack: eni pods get an IPv6 address too
+    service_cidr6: str = ""         # cluster.serviceCIDRv6: Services may have an IPv6 ClusterIP ("": IPv4 only)
 
     @property
     def pod_cidrs(self) -> tuple[str, ...]:
@@ -314,6 +315,11 @@ class EndpointPlan(Frozen):
     terminating: bool = False       # the pod is being deleted
     hostname: str = ""
     ports: tuple[int, ...]          # per Service port, in order; 0: the pod has no such named port
+    ipv6: str = ""                  # dual stack: its pod's IPv6 address ("": none, or a host-network pod)
+
+    def address(self, family: int) -> str:
+        """Its address in `family` (4 or 6); "" when it has none there."""
+        return self.ipv6 if family == 6 else self.ip
 
     @property
     def condition(self) -> str:
@@ -345,10 +351,22 @@ class ServicePlan(Frozen):
     proxied: bool = True            # False: labelled service.kubernetes.io/service-proxy-name or
                                     # service.kubernetes.io/headless, so kube-proxy leaves it alone
     external_ips: tuple[str, ...] = ()   # spec.externalIPs
+    cluster_ips: tuple[str, ...] = ()    # spec.clusterIPs: one per family, primary first (cluster_ip)
+    ip_families: tuple[str, ...] = ()    # spec.ipFamilies as the API server completes them
+    ip_family_policy: str = ""           # spec.ipFamilyPolicy as defaulted ("" for ExternalName)
 
     @property
     def key(self) -> str:
         return f"{self.namespace}/{self.name}"
+
+    def cluster_ip_of(self, family: int) -> str:
+        """Its ClusterIP in `family` (4 or 6); "" when it has none there."""
+        ips = self.cluster_ips or ((self.cluster_ip,) if self.cluster_ip else ())
+        return next((ip for ip in ips if (":" in ip) == (family == 6)), "")
+
+    def has_family(self, family: int) -> bool:
+        """Is it a Service of `family` (a headless one too: its endpoints' addresses of the family)?"""
+        return f"IPv{family}" in (self.ip_families or ("IPv4",))
 
     def proxy_off_label(self) -> str:
         """Why kube-proxy leaves this Service alone: the label that says so, as `key=value` (the key

@@ -7,6 +7,7 @@ import ipaddress
 from .. import k8s
 from ..scenario.load import Source
 from .context import Context
+from .services6 import cluster_ips6_of, service_families
 from .model import (PROXY_OFF_LABELS, SNAT_PORTS, TERMINAL_PHASES, DnsPlan, EndpointPlan, HostPlan, ServicePlan,
                     ServicePortPlan)
 
@@ -27,7 +28,9 @@ def plan_services(ctx: Context, cl, hosts: list[HostPlan]) -> tuple[tuple[Servic
                 "10th address (or set cluster.dns.ip, or cluster.dns.enabled: false)")
         return (), None
     dns_ip = _add_dns_service(ctx, cl, pool, items) if cl.dns.enabled else ""
-    cluster_ips = _cluster_ips(ctx, net, pool, items, dns_ip)
+    families = [service_families(ctx, cl, svc, prefix, src) for svc, prefix, src in items]
+    cluster_ips = _cluster_ips(ctx, net, pool, items, dns_ip, [f for f, _ in families])
+    cluster_ips6 = cluster_ips6_of(ctx, cl, items, families)
     node_ports, health_ports = NodePorts(ctx, first, last, items).allocate()
     external_ips = _external_ips(ctx, cl, items)
     pods = [h for h in hosts if h.kind == "pod"]
@@ -46,7 +49,11 @@ def plan_services(ctx: Context, cl, hosts: list[HostPlan]) -> tuple[tuple[Servic
             internal_traffic_policy=spec.internalTrafficPolicy,
             health_check_node_port=health_ports.get(k, 0), annotations=dict(svc.metadata.annotations),
             labels=dict(svc.metadata.labels), proxied=not set(PROXY_OFF_LABELS) & svc.metadata.labels.keys(),
-            external_ips=external_ips.get(k, ())))
+            external_ips=external_ips.get(k, ()), ip_families=families[k][0], ip_family_policy=families[k][1],
+            cluster_ips=tuple(ip for ip in ((cluster_ips.get(k, "") if f == "IPv4" else cluster_ips6.get(k, ""))
+                                            for f in families[k][0]) if ip)))
+        if plans[-1].cluster_ips:
+            plans[-1] = plans[-1].model_copy(update={"cluster_ip": plans[-1].cluster_ips[0]})
     dns = None
     if cl.dns.enabled:
         dns = DnsPlan(domain=cl.dns.clusterDomain, ip=dns_ip, pods=tuple(h.key for h in pods if h.app == "dns"))
@@ -71,16 +78,19 @@ def _add_dns_service(ctx: Context, cl, pool: list, items: list[Item]) -> str:
     return dns_ip
 
 
-def _cluster_ips(ctx: Context, net, pool: list, items: list[Item], dns_ip: str) -> dict[int, str]:
-    """ClusterIPs by item: the declared ones first, then the rest in order from the 11th address."""
+def _cluster_ips(ctx: Context, net, pool: list, items: list[Item], dns_ip: str,
+                 families: list[tuple[str, ...]]) -> dict[int, str]:
+    """IPv4 ClusterIPs by item (of the Services with IPv4 among their families): the declared ones
+    first, then the rest in order from the 11th address."""
     cluster_ips: dict[int, str] = {}
     taken: dict[str, int] = {}
     if dns_ip:                  # the cluster DNS Service (the last item) was checked with cluster.dns.ip
         taken[dns_ip] = len(items) - 1
         cluster_ips[len(items) - 1] = dns_ip
     for k, (svc, prefix, src) in enumerate(items):
-        want = svc.spec.clusterIP
-        if svc.spec.type == "ExternalName" or svc.spec.headless or not want or k in cluster_ips:
+        want = next((ip for ip in svc.spec.clusterIPs or [svc.spec.clusterIP or ""] if ":" not in ip), "")
+        if svc.spec.type == "ExternalName" or svc.spec.headless or not want or k in cluster_ips or \
+                "IPv4" not in families[k]:
             continue
         try:
             addr = ipaddress.IPv4Address(want)
@@ -97,7 +107,8 @@ def _cluster_ips(ctx: Context, net, pool: list, items: list[Item], dns_ip: str) 
             taken[want], cluster_ips[k] = k, want
     cursor = 10
     for k, (svc, prefix, src) in enumerate(items):
-        if svc.spec.type == "ExternalName" or svc.spec.headless or k in cluster_ips:
+        if svc.spec.type == "ExternalName" or svc.spec.headless or k in cluster_ips or \
+                "IPv4" not in families[k]:
             continue
         while cursor < len(pool) and (str(pool[cursor]) in taken or str(pool[cursor]) == dns_ip):
             cursor += 1
@@ -245,5 +256,6 @@ def _endpoints(svc: k8s.Service, pods: list[HostPlan]) -> list[EndpointPlan]:
             pod=pod.key, name=pod.name, ip=pod.ip, node=pod.node,
             ready=(pod.ready and not pod.terminating) or spec.publishNotReadyAddresses,
             serving=pod.ready, terminating=pod.terminating, ports=tuple(resolved),
-            hostname=pod.hostname if pod.hostname and pod.subdomain == svc.metadata.name else ""))
+            hostname=pod.hostname if pod.hostname and pod.subdomain == svc.metadata.name else "",
+            ipv6="" if pod.host_network else pod.ipv6))
     return endpoints

@@ -48,6 +48,7 @@ def zone(
     origin = _fqdn(domain)
     rows = [r for svc in services for r in _service_records(svc, origin)]
     rows += [_pod_record(pod, origin) for pod in pods]
+    rows += [_pod_record(pod, origin, pod.ipv6) for pod in pods if getattr(pod, "ipv6", "")]
     records = [{"name": name, "type": rtype, "value": value} for name, rtype, value in rows]
     unique = {json.dumps(rec, sort_keys=True): rec for rec in records}
     return {"domain": origin.rstrip("."), "ttl": ttl, "records": list(unique.values())}
@@ -62,22 +63,34 @@ def _service_records(svc: Any, origin: str) -> Iterator[tuple[str, str, Any]]:
             yield name, "CNAME", _fqdn(svc.external_name)
         return
     if not svc.headless:
-        yield name, _addr_type(svc.cluster_ip), svc.cluster_ip
+        # a dual-stack Service: an A and an AAAA record; a single-stack one has no record of the
+        # other type, so a query for it is NODATA (NOERROR, no answer), as CoreDNS answers
+        for ip in getattr(svc, "cluster_ips", ()) or (svc.cluster_ip,):
+            yield name, _addr_type(ip), ip
         for port in named:
             yield _srv_name(port, name), "SRV", _srv(port.port, 100, name)
         return
     ready = [ep for ep in svc.endpoints if ep.ready]
+    families = getattr(svc, "ip_families", ()) or ("IPv4",)
     for ep in ready:
-        host = _fqdn(f"{ep.hostname or _dashed(ep.ip)}.{name}")
-        yield name, _addr_type(ep.ip), ep.ip
-        yield host, _addr_type(ep.ip), ep.ip
+        addresses = [a for a, f in ((ep.ip, "IPv4"), (getattr(ep, "ipv6", ""), "IPv6")) if a and f in families]
+        host = _fqdn(f"{ep.hostname}.{name}") if ep.hostname else ""
+        for ip in addresses:
+            # an endpoint without a hostname is named after each of its addresses (CoreDNS: one
+            # endpoint per address, in the EndpointSlice of its family)
+            yield name, _addr_type(ip), ip
+            yield host or _fqdn(f"{_dashed(ip)}.{name}"), _addr_type(ip), ip
+        host = host or _fqdn(f"{_dashed(addresses[0] if addresses else ep.ip)}.{name}")
         for port in named:
             # CoreDNS splits a weight of 100 among the records of one answer.
             yield _srv_name(port, name), "SRV", _srv(port.port, max(1, 100 // len(ready)), host)
 
 
-def _pod_record(pod: Any, origin: str) -> tuple[str, str, Any]:
-    return _fqdn(f"{_dashed(pod.ip)}.{pod.namespace}.pod.{origin}"), _addr_type(pod.ip), pod.ip
+def _pod_record(pod: Any, origin: str, ip: str = "") -> tuple[str, str, Any]:
+    """``<a-b-c-d>.<ns>.pod.<zone>``: an A record; for a pod's IPv6 address (``ip``), its dashed
+    form and an AAAA record."""
+    ip = ip or pod.ip
+    return _fqdn(f"{_dashed(ip)}.{pod.namespace}.pod.{origin}"), _addr_type(ip), ip
 
 
 def _srv_name(port: Any, name: str) -> str:

@@ -375,6 +375,7 @@ class Cluster(Strict):
     dns: DnsOptions = DnsOptions()
     ingress: IngressOptions = IngressOptions()
     dualStack: bool = False   # ACK's "IPv6 dual-stack": Terway (eni) only, in a VPC with IPv6
+    serviceCIDRv6: Cidr6 | None = None   # ACK's "IPv6 Service CIDR" (dual stack): Services' IPv6 ClusterIPs
 
 
 # --------------------------------------------------------------------------------------- expect

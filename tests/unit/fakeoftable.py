@@ -113,7 +113,9 @@ class Walk:
 def _value(packet: dict, name: str):
     """A field as a register holds it: addresses as integers."""
     v = packet[name]
-    return int(ipaddress.IPv4Address(v)) if isinstance(v, str) and name in IPV4_FIELDS else v
+    if isinstance(v, str) and name in IPV4_FIELDS + IPV6_FIELDS:
+        return int(ipaddress.ip_address(v))
+    return v
 
 
 class FakeOFTable:

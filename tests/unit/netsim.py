@@ -27,7 +27,7 @@ from kubevpc.planning import HostPlan, Plan
 
 from .fakeoftable import FakeOFTable, _value
 
-STATE = ("ct_state", "ct_mark", "conj_id", "in_port") + tuple(f"reg{i}" for i in range(8))
+STATE = ("ct_state", "ct_mark", "conj_id", "in_port", "xxreg2") + tuple(f"reg{i}" for i in range(8))
 L4_DST = {6: "tcp_dst", 17: "udp_dst"}
 L4_SRC = {6: "tcp_src", 17: "udp_src"}
 
@@ -44,7 +44,8 @@ class End:
 
     def __str__(self) -> str:
         last = f"{self.path[-1][0]}: {self.path[-1][1].to_ofctl()}" if self.path else "-"
-        return f"{self.kind} {self.host} {self.packet.get('ipv4_src')}->{self.packet.get('ipv4_dst')} (last: {last})"
+        v = 6 if "ipv6_src" in self.packet else 4
+        return f"{self.kind} {self.host} {self.packet.get(f'ipv{v}_src')}->{self.packet.get(f'ipv{v}_dst')} (last: {last})"
 
 
 class Network:
@@ -95,7 +96,8 @@ class Network:
     def _enter(self, bridge: str, in_port: int, packet: dict, path: list, hops: int) -> list[End]:
         assert hops < 16, "the packet loops between bridges"
         st = {k: v for k, v in packet.items() if k not in STATE}
-        st.update({"in_port": in_port, "ct_state": 0, "ct_mark": 0, "conj_id": 0}, **{f"reg{i}": 0 for i in range(8)})
+        st.update({"in_port": in_port, "ct_state": 0, "ct_mark": 0, "conj_id": 0, "xxreg2": 0},
+                  **{f"reg{i}": 0 for i in range(8)})
         st["_hops"] = hops
         return self._table(bridge, 0, st, path, top=True)
 
@@ -150,13 +152,14 @@ class Network:
             st["ct_state"] = CT_TRK | CT_NEW
         if a.mark is not None:
             st["ct_mark"] = a.mark
+        six = st.get("eth_type") == 0x86DD
         if a.nat is not None and a.nat.kind == "dst":
-            st["ipv4_dst"] = a.nat.ip
+            st["ipv6_dst" if six else "ipv4_dst"] = a.nat.ip
             if a.nat.port_min:              # nat(dst=IP) alone keeps the port (an EIP, an IP mapping)
                 st[L4_DST[st["ip_proto"]]] = a.nat.port_min
             st["ct_state"] |= CT_DNAT if a.table is not None else 0
         elif a.nat is not None and a.nat.kind == "src":
-            st["ipv4_src"] = a.nat.ip
+            st["ipv6_src" if six else "ipv4_src"] = a.nat.ip
             if a.nat.port_min:
                 st[L4_SRC[st["ip_proto"]]] = a.nat.port_min
             st["ct_state"] |= CT_SNAT if a.table is not None else 0
