@@ -1,6 +1,7 @@
 """The VPC's DNS resolver as the cluster DNS's upstream, end to end (tests/e2e/data/upstream-dns.yaml;
-its header says what each object shows). One mode: what DNS does is the same in every mode, and
-the unit tests (tests/unit/test_upstream_dns.py) hold the flows of all three to the evaluator.
+its header says what each object shows), in vxlan mode, where the cluster DNS's queries leave as its
+node, and in eni mode, where they leave from the DNS pod's own VPC address; the unit tests
+(tests/unit/test_upstream_dns.py) hold the flows of all three modes to the evaluator.
 
 A pod resolves a name of the emulated internet through its search path and the cluster DNS, which
 forwards it to the VPC's resolver at 100.100.2.136 and .138, and reaches that host by name through
@@ -30,7 +31,7 @@ SCENARIO = os.path.join(os.path.dirname(__file__), "data", "upstream-dns.yaml")
 VPC_DNS = ("100.100.2.136", "100.100.2.138")
 
 
-@pytest.fixture(scope="module", params=["vxlan"])
+@pytest.fixture(scope="module", params=["vxlan", "eni"])
 def lab(request):
     runs = lab_in_mode(SCENARIO, request.param)
     yield next(runs)
