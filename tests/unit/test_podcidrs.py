@@ -20,6 +20,7 @@ from kubevpc.scenario.load import load
 
 from .netsim import Network
 from .problems import check, line_of, the
+from .test_services import write
 
 DATA = Path(__file__).resolve().parents[2] / "scenarios" / "podcidrs.yaml"
 RUN = "kvpc"
@@ -27,12 +28,6 @@ RUN = "kvpc"
 
 def base() -> dict:
     return yaml.safe_load(DATA.read_text())
-
-
-def write(tmp_path: Path, data: dict) -> Path:
-    path = tmp_path / "s.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path
 
 
 def refused(tmp_path: Path, data: dict, mode: str | None = None):

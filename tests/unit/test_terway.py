@@ -17,6 +17,7 @@ from kubevpc.planning import make_plan
 from kubevpc.scenario.load import load
 
 from .problems import check, line_of, the
+from .test_services import write
 
 DATA = Path(__file__).resolve().parents[1] / "e2e" / "data" / "terway.yaml"
 RUN = "kvtw"
@@ -24,12 +25,6 @@ RUN = "kvtw"
 
 def base() -> dict:
     return yaml.safe_load(DATA.read_text())
-
-
-def write(tmp_path: Path, data: dict) -> Path:
-    path = tmp_path / "s.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path
 
 
 def plan_of(tmp_path: Path, data: dict, mode: str | None = None):
