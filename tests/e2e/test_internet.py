@@ -13,6 +13,7 @@ import time
 
 import pytest
 
+from kubevpc.evaluator.explain import explain
 from kubevpc.lab import Lab, Probe
 
 from .conftest import MODES, lab_in_mode
@@ -131,6 +132,19 @@ def test_nothing_unsolicited_gets_in(lab):
               Probe("inet/client", str(ipaddress.IPv4Network(lab.plan.internet.public_cidr)[99]), 80)]
     for r in lab.probe(probes, timeout=1.0):
         assert r.outcome == "timeout", r
+
+
+def test_a_dnat_entry_forwards_a_port_of_the_nat_gateway_to_an_instance(lab):
+    """DNAT entry private-web: the NAT gateway's EIP, port 81, is ecs-private's port 80, with the
+    client's address kept, in every mode; the evaluator says the same. The twins, the gateway's
+    ports without an entry, time out in test_nothing_unsolicited_gets_in."""
+    got = lab.connect("inet/client", nat_ip(lab), 81)
+    assert got.outcome == "answered" and got.answer["name"] == "ecs-private", got.detail
+    assert got.answer["client"].rsplit(":", 1)[0] == lab.address("inet/client")
+    v = explain(lab.plan, "inet/client", "eip/eip-ngw", 81)
+    assert v.allowed and v.seen_source == lab.address("inet/client"), v
+    assert "DNAT entry private-web" in " ".join(step.text for step in v.steps), v
+    assert lab.connect("inet/client", nat_ip(lab), 82, timeout=1).outcome == "timeout"
 
 
 def test_the_nat_gateway_keeps_the_pods_address_in_eni_mode(lab):
