@@ -147,7 +147,8 @@ def test_edge_maps_the_eip_both_ways_and_snats_only_its_entries():
                          "192.168.2.2": "198.19.0.1",              # instance SNAT entry
                          ("192.168.1.0", "255.255.255.0"): "198.19.0.1"}   # vSwitch SNAT entry
     dst = {dict(m).get("ipv4_dst"): ip for m, ip in nat_actions(flows, "dst").items()}
-    assert dst == {"198.19.0.10": "192.168.2.1", "198.19.0.2": p.slbs[0].vip}
+    assert dst == {"198.19.0.10": "192.168.2.1", "198.19.0.2": p.slbs[0].vip,
+                   "198.19.0.1": "192.168.2.2"}                # DNAT entry private-web: port 81 to ecs-private
 
 
 def test_nothing_new_from_the_internet_passes_the_edge_untranslated():
