@@ -91,7 +91,9 @@ def test_a_deployment_replaces_a_deleted_pod_under_a_new_name_and_address(lab):
     assert web_pods(lab) == ["web-0", "web-2", "web-3"]
     # scaling down honours the pod's grace period (30 s): web-3 terminates, still answering
     took = lab.scale("deploy/default/web", 2)
-    assert 29 < took["terminating"]["pod/default/web-3"] <= 30, took
+    # what is left of its 30 s once the change returns: 30 less the change's own time (flows, then
+    # the datapath's cache, which alone can take a second and more)
+    assert 25 < took["terminating"]["pod/default/web-3"] <= 30, took
     web3 = lab.plan.host("pod/default/web-3")
     assert web3.terminating
     assert lab.connect("pod/client-1", web3.ip, 8080).outcome == "answered"
