@@ -51,17 +51,27 @@ def leaving_address(plan: Plan, src: HostPlan) -> tuple[str, list[Step]]:
     return src.ip, []
 
 
-def outbound(plan: Plan, src: HostPlan, dst: HostPlan, port: int, proto: str) -> Verdict:
-    vpc_name = vpc_of(plan, src)
-    vpc = next(v for v in plan.vpcs if v.name == vpc_name)
-    edge = plan.edge(vpc_name)
+def leaving(plan: Plan, src: HostPlan, dst: HostPlan, port: int, proto: str
+            ) -> tuple[str, list[Step], Verdict | None]:
+    """The address `src`'s packet to `dst` leaves its node with, the steps so far, and the refusal
+    of the source's egress security groups (None when they let it out)."""
     ip, steps = leaving_address(plan, src)
     att = attachment_of(plan, ip)
     if att is not None:
         out = egress(plan, Wire(ip, dst.ip, proto, port), att)
         steps += out.steps
         if not out.allowed:
-            return Verdict(False, out.reason, steps=tuple(steps))
+            return ip, steps, Verdict(False, out.reason, steps=tuple(steps))
+    return ip, steps, None
+
+
+def outbound(plan: Plan, src: HostPlan, dst: HostPlan, port: int, proto: str) -> Verdict:
+    vpc_name = vpc_of(plan, src)
+    vpc = next(v for v in plan.vpcs if v.name == vpc_name)
+    edge = plan.edge(vpc_name)
+    ip, steps, refused = leaving(plan, src, dst, port, proto)
+    if refused is not None:
+        return refused
     table, routes = table_routes(plan, vpc, ip)        # the route table of the vSwitch it leaves from
     label = table_label(vpc, table)
     route = best_route(vpc, dst.ip, routes)

@@ -8,9 +8,9 @@ packet leaving an ENI; NetworkPolicy egress of a pod applies on top (kubevpc.eva
 from __future__ import annotations
 
 from ..planning import HostPlan, Plan
-from .northsouth import leaving_address
-from .verdict import Step, Verdict, Wire
-from .vpc import attachment_of, egress, vpc_of
+from .northsouth import leaving
+from .verdict import Step, Verdict
+from .vpc import vpc_of
 
 DNS_PORT = 53
 
@@ -31,14 +31,10 @@ def reach_resolver(plan: Plan, src: HostPlan, dst: HostPlan, port: int, proto: s
         return Verdict(False, reason, steps=(Step("resolver", reason, False),))
     if own.key != dst.key:
         steps.append(Step("resolver", f"{dst.ip} is every VPC's DNS address: from {vpc} it is {own.key}"))
-    ip, more = leaving_address(plan, src)
+    ip, more, refused = leaving(plan, src, dst, port, proto)
+    if refused is not None:
+        return Verdict(False, refused.reason, steps=(*steps, *refused.steps))
     steps += more
-    att = attachment_of(plan, ip)
-    if att is not None:
-        out = egress(plan, Wire(ip, dst.ip, proto, port), att)
-        steps += out.steps
-        if not out.allowed:
-            return Verdict(False, out.reason, steps=tuple(steps))
     if port != DNS_PORT or proto not in ("udp", "tcp"):
         reason = (f"the VPC's DNS at {dst.ip} answers DNS only (53/udp and 53/tcp): the vRouter drops {port}/{proto} "
                   "to it, and the connection times out")
