@@ -19,6 +19,7 @@ from kubevpc.planning import Plan, make_plan, resolve_endpoint
 from kubevpc.scenario.load import load
 
 from .netsim import Network
+from .plans import plan_of
 from .problems import check, line_of, the
 from .test_validation import refuse
 
@@ -40,13 +41,8 @@ def instance(d: dict, name: str) -> dict:
     return next(i for i in d["cloud"]["instances"] if i["name"] == name)
 
 
-_plan: list[Plan] = []
-
-
 def plan() -> Plan:
-    if not _plan:
-        _plan.append(make_plan(load(str(SCENARIO)), RUN))
-    return _plan[0]
+    return plan_of(SCENARIO, "eni", RUN)
 
 
 def host(ref: str):

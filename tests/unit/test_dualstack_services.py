@@ -28,6 +28,7 @@ from kubevpc.render.dns import zone
 from kubevpc.scenario.load import load
 
 from .netsim import Network
+from .plans import plan_of
 from .problems import check, line_of, the
 from .test_dns_forward import ask, servers  # noqa: F401  (a fixture)
 from .test_validation import refuse
@@ -45,13 +46,8 @@ def data() -> dict:
     return copy.deepcopy(yaml.safe_load(SCENARIO.read_text()))
 
 
-_plan: list[Plan] = []
-
-
 def plan() -> Plan:
-    if not _plan:
-        _plan.append(make_plan(load(str(SCENARIO)), RUN))
-    return _plan[0]
+    return plan_of(SCENARIO, "eni", RUN)
 
 
 def host(ref: str):
