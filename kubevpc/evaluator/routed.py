@@ -7,10 +7,12 @@ pod's own pod vSwitch (Terway pods hold addresses of their vSwitch, so that vSwi
 routes them, as it routes an instance there), not their node's. The next hop's security groups
 apply (what a route sends to an instance sits behind its ENI).
 
-The network's part ends at the next hop's ENI: the instance does not hold the address, and
-kubevpc's instances do not forward, so nothing answers and the connection times out. The chain
-says so in a `destination` step that does not pass (as for a host where nothing listens), so a
-trace that delivers the packet to the next hop agrees with it."""
+The network's part ends at the next hop's ENI: the instance does not hold the address, and a
+scenario has no network behind an instance, so nothing answers and the connection times out (an
+instance namespace that forwards, as the machine's own ip_forward may make it, hands the packet
+back to its vSwitch's table, which routes it no further). The chain says so in a `destination`
+step that does not pass (as for a host where nothing listens), so a trace that delivers the
+packet to the next hop agrees with it."""
 from __future__ import annotations
 
 import ipaddress
@@ -61,7 +63,7 @@ def reach_routed(plan: Plan, src: HostPlan, ip: str, port: int, proto: str) -> V
     reason = (f"{label} sends it to {route.next_hop} (custom route {route.destination}), which receives it on its "
               f"ENI but does not hold {ip}: nothing answers")
     return Verdict(False, reason, steps=(*v.steps, Step(
-        "destination", f"{route.next_hop} does not hold {ip}, and kubevpc's ECS instances do not forward: "
+        "destination", f"{route.next_hop} does not hold {ip}, and the scenario has no network behind it: "
                        "nothing answers, the connection times out", False)))
 
 

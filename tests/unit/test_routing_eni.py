@@ -12,6 +12,7 @@ from kubevpc.errors import KubevpcError
 from kubevpc.evaluator.checks import declared_checks, default_checks
 from kubevpc.evaluator.explain import explain
 from kubevpc.evaluator.reach import reach
+from kubevpc.observe.trace import Trace, compare
 from kubevpc.planning import Plan, make_plan, resolve_endpoint
 from kubevpc.scenario.load import load
 
@@ -167,3 +168,19 @@ def test_explain_still_refuses_an_address_nothing_holds_or_routes():
         explain(plan, "pod/web-0", "10.98.0.1", 80)
     e = explain(plan, "ecs/ecs-b", BEHIND, 80)
     assert e.allowed is False and e.reason.startswith("10.99.0.5 is behind a custom route of vpc-a, which only vpc-a's")
+
+
+def test_a_trace_that_ends_at_the_next_hop_agrees_with_the_evaluator():
+    """`kubevpc trace` beside explain: delivered to ecs-gw is what the chain says for web-0 (the
+    network gets it there; nothing answers), dropped is what it says for web-1 and for port 81."""
+    plan = plan_of(SCENARIO, "eni")
+
+    def leaf(outcome: str) -> Trace:
+        return Trace("pod/web-0", BEHIND, 80, "tcp", [], outcome, outcome, delivered_to="ecs/ecs-gw"
+                     if outcome == "delivered" else "", delivered_at=f"{BEHIND}:80", seen_source="192.168.11.1")
+    for src, port, outcome in (("pod/web-0", 80, "delivered"), ("pod/web-1", 80, "dropped"),
+                               ("pod/web-0", 81, "dropped")):
+        e = explain(plan, src, BEHIND, port)
+        assert compare(leaf(outcome), e) == "", (src, port)
+        other = "dropped" if outcome == "delivered" else "delivered"
+        assert compare(leaf(other), e) != "", (src, port, other)
