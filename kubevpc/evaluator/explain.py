@@ -5,8 +5,8 @@ evaluators (reach.py and vpc.py for the VPC and the cluster, northsouth.py for t
 netpol.py for NetworkPolicy), which are written independently of the flow compiler. A
 destination may be an endpoint (pod/, ecs/, node/, inet/), a Service's ClusterIP (svc/), an
 intranet SLB (slb/<namespace>/<name>), an EIP (eip/<name>, or a public address), a node's
-NodePort (node/<name> and the NodePort), a Service's external IP (its address), or an address
-any of these hold. Where a connection
+NodePort (node/<name> and the NodePort), a Service's external IP (its address), an address a
+custom route sends to an ECS instance (kubevpc.evaluator.routed), or an address any of these hold. Where a connection
 may land on several endpoints (a Service, an SLB), each is a branch with its own chain, and the
 verdict is "depends" when they disagree.
 """
@@ -20,6 +20,7 @@ from ..planning import HostPlan, Plan, ServicePlan, SlbPlan, resolve_endpoint
 from .dualstack import with_policy6
 from .externalip import external_ip_targets, services_at
 from .northsouth import inbound, to_host
+from .routed import reach_routed, routed_vpc
 from .reach import fallback_note, no_endpoint_reason, reach, service_targets, with_policy
 from .verdict import Step, Verdict, Wire
 from .vpc import attachment_of, egress, route_step, security_groups, vpc_of
@@ -70,6 +71,9 @@ def explain(plan: Plan, source: str, dest: str, port: int, proto: str = "tcp", f
     if kind == "slb":
         return _slb(plan, src, src.ip, target, dest, port, proto, head + (
             Step("SLB", f"intranet SLB {target.service} at {target.vip} (vSwitch {target.vswitch})"),))
+    if kind == "routed":
+        v = reach_routed(plan, src, target, port, proto)
+        return Explanation(src.key, dest, port, proto, False, v.reason, "", head + v.steps)
     if kind == "nodeport":
         node_host, svc, index = target
         return _nodeport(plan, src, src.ip, node_host, svc, index, dest, port, proto, head)
@@ -121,7 +125,8 @@ def source_step(plan: Plan, h: HostPlan) -> Step:
 
 def classify(plan: Plan, dest: str, port: int, proto: str):
     """What kind of destination `dest` is: ("host", HostPlan), ("svc", ServicePlan), ("slb", SlbPlan),
-    ("public", address), ("external-ip", address) or ("nodeport", (node host, Service, port index))."""
+    ("public", address), ("external-ip", address), ("routed", address: behind a custom route to an
+    instance) or ("nodeport", (node host, Service, port index))."""
     if dest.startswith("svc/"):
         try:
             return "svc", plan.service(dest.removeprefix("svc/"))
@@ -163,9 +168,12 @@ def _by_address(plan: Plan, ip: str, port: int, proto: str):
     if plan.internet and ip in plan.internet.resolvers and plan.resolvers:
         # every VPC's resolver holds it (reach() takes the source's own), at this address
         return "host", plan.resolvers[0].model_copy(update={"ip": ip})
+    if h is None and routed_vpc(plan, ip) is not None:
+        return "routed", ip
     if h is None:
         raise KubevpcError(f"nothing in this scenario holds {ip}: expected an endpoint's, a ClusterIP, an EIP, an "
-                           "SLB's address or a Service's external IP")
+                           "SLB's address, a Service's external IP or an address a custom route sends to an ECS "
+                           "instance")
     if h.kind == "slb":
         return "slb", next(s for s in plan.slbs if s.host == h.key)
     return classify(plan, h.key, port, proto)

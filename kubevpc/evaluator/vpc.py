@@ -58,11 +58,14 @@ def rule_text(group: str, number: int, rule: RulePlan) -> str:
 
 
 def who(plan: Plan, att: Attachment) -> str:
-    """An attachment's owner in words: a pod CIDR or custom route is named by where it leads."""
+    """An attachment's owner in words: a pod CIDR or custom route is named by where it leads (the
+    route of any table, system or custom, to the instance whose port holds the attachment)."""
     if not att.owner.startswith("route/"):
         return att.owner
     dest = att.owner.removeprefix("route/")
-    route = next((r for v in plan.vpcs for r in v.routes if r.destination == dest and r.next_hop), None)
+    macs = {h.name: h.mac for h in plan.instances}
+    route = next((r for v in plan.vpcs for t in (v.routes, *(rt.routes for rt in v.route_tables)) for r in t
+                  if r.destination == dest and macs.get(r.next_hop) == att.mac), None)
     if route is not None and route.kind == "pod":
         return f"node {route.next_hop}'s pod CIDR {dest}"
     return f"{dest} behind {route.next_hop}" if route else dest
