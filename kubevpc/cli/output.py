@@ -37,8 +37,8 @@ def add_output(p: argparse.ArgumentParser, *extra: str, json_alias: bool = False
 def resolve_json_alias(args: argparse.Namespace) -> str | None:
     """`--json` becomes `-o json`, with a one-line note on stderr. Returns an error message when
     it contradicts the -o given, else None."""
-    if not getattr(args, "json", False):
-        return None
+    if not getattr(args, "json", False) or not hasattr(args, "output"):
+        return None                      # (perf's --json is its own option, not an alias)
     if getattr(args, "output", None) not in (None, "table", "text", "json"):
         return f"--json and -o {args.output} ask for two formats: give one (-o {args.output} or -o json)"
     sys.stderr.write(DEPRECATED_JSON)

@@ -93,6 +93,12 @@ def test_json_is_a_deprecated_alias_of_o_json(argv, capsys):
     assert "--json and -o yaml ask for two formats" in output.resolve_json_alias(clash)
 
 
+def test_perf_keeps_its_own_json(capsys):
+    args = cli.parser().parse_args(["perf", "--json"])
+    assert output.resolve_json_alias(args) is None and args.json and not hasattr(args, "output")
+    assert capsys.readouterr().err == ""
+
+
 def test_json_alias_prints_the_same_plan_with_one_note(capsys):
     code, old, err = run_main(capsys, "plan", str(DEFAULT), "--json")
     assert code == 0 and err == output.DEPRECATED_JSON and err.count("\n") == 1
