@@ -2,18 +2,27 @@
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import time
 from typing import Callable, Sequence
 
 from kubevpc.errors import BuildError, DeadlineError
 
+LOG = logging.getLogger("kubevpc.shell")      # `kubevpc -v` prints its debug records: every command run
+
 
 def sh(cmd: list[str], stdin: str | None = None, timeout: float = 60, check: bool = True) -> str:
+    t0 = time.monotonic()
     try:
         res = subprocess.run(cmd, input=stdin, text=True, capture_output=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         raise DeadlineError(f"{' '.join(cmd[:4])} ... did not finish within {timeout:.0f} s") from None
+    if LOG.isEnabledFor(logging.DEBUG):
+        text = " ".join(cmd)
+        LOG.debug("$ %s%s: exit %d in %.0f ms", text if len(text) <= 400 else text[:400] + " ...",
+                  f" (stdin: {len(stdin.splitlines())} lines)" if stdin else "", res.returncode,
+                  (time.monotonic() - t0) * 1000)
     if check and res.returncode != 0:
         detail = res.stderr.strip() or res.stdout.strip()
         raise BuildError(f"{' '.join(cmd[:6])}{' ...' if len(cmd) > 6 else ''} failed: {detail[:2000]}")

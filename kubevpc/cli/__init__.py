@@ -7,7 +7,8 @@ One module per group of commands: scenario.py (validate, plan, flows, explain, g
 file, nothing built), run.py (run, check: build it), runtime.py (ready, apply, delete, scale, label,
 stop-server, start-server: change a running scenario through its control channel), observe.py
 (trace, capture, flowlog, status, matrix, list, clean: look at runs), perf.py (the benchmark).
-common.py holds what they share; channel.py what the commands that talk to a run share.
+common.py holds what they share; channel.py what the commands that talk to a run share; output.py
+`-o table|json|yaml` and --version; junit.py the JUnit reports; verbose.py `-v`.
 """
 from __future__ import annotations
 
@@ -16,8 +17,9 @@ import signal
 import sys
 
 from ..errors import KubevpcError, ScenarioError
-from . import observe, perf, run, runtime, scenario
+from . import observe, perf, run, runtime, scenario, verbose
 from .common import EXIT_CHECKS, EXIT_INTERRUPTED, EXIT_OK, EXIT_RUNTIME, EXIT_USAGE, console
+from .output import VersionAction, resolve_json_alias
 
 # every command: (the function that adds its parser, the function that runs it)
 COMMANDS = {**scenario.COMMANDS, **run.COMMANDS, **runtime.COMMANDS, **observe.COMMANDS, **perf.COMMANDS}
@@ -32,10 +34,15 @@ __all__ = ["COMMANDS", "EXIT_CHECKS", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_RUNTI
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="kubevpc", description="Emulate the container networking of managed "
                                  "Kubernetes in a cloud VPC with namespaces, Open vSwitch and os-ken.")
+    ap.add_argument("--version", action=VersionAction, help="print the versions of kubevpc, os-ken, Open vSwitch "
+                    "and Python, and exit")
+    verbose.add_verbose(ap, top=True)
     sub = ap.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
     for name in ORDER:
         add, _ = COMMANDS[name]
         add(sub)
+    for p in sub.choices.values():
+        verbose.add_verbose(p)
     return ap
 
 
@@ -43,6 +50,11 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)      # `kubevpc flows FILE | head` ends quietly
     args = parser().parse_args(argv)
     _, command = COMMANDS[args.cmd]
+    clash = resolve_json_alias(args)
+    if clash:
+        console.print(f"[red]error:[/red] {clash}", markup=True)
+        return EXIT_USAGE
+    verbose.setup(args.verbose)
     try:
         return command(args)
     except ScenarioError as exc:
@@ -56,3 +68,5 @@ def main(argv: list[str] | None = None) -> int:
     except KubevpcError as exc:
         console.print(f"[red]error:[/red] {exc}", markup=True)
         return EXIT_RUNTIME
+    finally:
+        verbose.stop_all()

@@ -11,6 +11,8 @@ from rich.markup import escape
 
 from ..control import ControlClient, ControlError
 from .common import EXIT_RUNTIME, EXIT_USAGE, console
+from .output import add_output
+from .verbose import debug
 
 CONTROL_EPILOG = ("RUN is the run's name (see `kubevpc list`). It may be left out when exactly one live run "
                   "serves a control channel, as `kubevpc run FILE --keep` or `--cli` does once its checks are "
@@ -27,7 +29,7 @@ def control_parser(sub, name: str, summary: str, description: str) -> argparse.A
 
 
 def control_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--json", action="store_true", help="print the run's answer as JSON on stdout")
+    add_output(p, json_alias=True, help="table (default: the human output), json or yaml: the run's answer")
     p.add_argument("--timeout", type=float, default=150.0, metavar="S",
                    help="seconds to wait for the run's answer (default 150)")
 
@@ -47,4 +49,6 @@ def control_command(fn):
 
 
 def control_client(args) -> ControlClient:
-    return ControlClient(args.run, timeout=args.timeout)
+    client = ControlClient(args.run, timeout=args.timeout)
+    debug("run %s: its control channel, answers awaited %.0f s at most", client.run, args.timeout)
+    return client

@@ -14,6 +14,8 @@ from ..ledger import check_run_name, list_runs, owner_alive
 from ..rundir import RunDir
 from ..scenario.load import load
 from ..planning import Plan, make_plan
+from .output import add_output
+from .verbose import debug
 
 EXIT_OK, EXIT_CHECKS, EXIT_USAGE, EXIT_RUNTIME, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 MODES = ("vxlan", "vpc-route", "eni")
@@ -41,12 +43,18 @@ def build_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--name", help="the run's name, a prefix of everything created (1-6 of [a-z0-9]; default random)")
     p.add_argument("--datapath", choices=("netdev", "system"),
                    help="Open vSwitch datapath (default: kernel if the openvswitch module is loaded, else userspace)")
-    p.add_argument("--json", action="store_true", help="print the results as JSON on stdout")
+    add_output(p, json_alias=True)
 
 
 def scenario_plan(file: str, mode: str | None, allow_dirs) -> Plan:
     """The plan of a scenario file, nothing built (run names as long as a run's)."""
-    return make_plan(load(file, mode, allow_dirs), PLACEHOLDER_RUN)
+    t0 = time.monotonic()
+    loaded = load(file, mode, allow_dirs)
+    t1 = time.monotonic()
+    plan = make_plan(loaded, PLACEHOLDER_RUN)
+    debug("%s: read and checked in %.0f ms, planned in %.0f ms (%d hosts, %d bridges)", file, (t1 - t0) * 1000,
+          (time.monotonic() - t1) * 1000, len(plan.hosts), len(plan.bridges))
+    return plan
 
 
 def live_run(run: str | None) -> str:

@@ -26,6 +26,9 @@ from ..rundir import RunDir
 from .channel import control_client, control_command, control_options, control_parser
 from .common import (EXIT_CHECKS, EXIT_OK, EXIT_RUNTIME, EXIT_USAGE, console, live_run, out, run_plan, say,
                      slb_health)
+from .junit import check_path, matrix_suite
+from .junit import write as write_junit
+from .output import add_output, emit
 
 
 def add_trace(sub) -> None:
@@ -45,7 +48,8 @@ def add_trace(sub) -> None:
     p.add_argument("source", metavar="SRC", help="pod/<ns>/<name>, ecs/<name>, node/<name> or inet/<name>")
     p.add_argument("dest", metavar="DST", help="an endpoint, svc/<ns>/<name>, slb/<ns>/<name>, eip/<name> or an address")
     p.add_argument("port", metavar="PORT[/PROTO]", help="e.g. 5432 or 53/udp (default protocol tcp)")
-    p.add_argument("-o", "--output", choices=("text", "json"), default="text", help="text (default) or json")
+    p.add_argument("-o", "--output", choices=("text", "table", "json", "yaml"), default="text",
+                   help="text (default; table is the same), json or yaml")
     p.add_argument("--brief", action="store_true", help="leave out the tables and flows of each hop")
 
 
@@ -105,7 +109,8 @@ def add_clean(sub) -> None:
 
 
 def add_list(sub) -> None:
-    sub.add_parser("list", help="list runs known on this machine")
+    p = sub.add_parser("list", help="list runs known on this machine")
+    add_output(p, help="table (default), json or yaml: each run's name, state, owner pid and resources")
 
 
 def add_matrix(sub) -> None:
@@ -117,6 +122,8 @@ def add_matrix(sub) -> None:
     p.add_argument("--to", metavar="LIST", help="destinations, the same way (default: as --between)")
     p.add_argument("--ports", default="80", metavar="LIST", help="e.g. 80,81/udp (default: 80, TCP and UDP)")
     p.add_argument("--probe-timeout", type=float, default=1.0, metavar="S", help="per probe (default: 1 s)")
+    p.add_argument("--junit", metavar="FILE", help="also write a JUnit XML report to FILE: a test case per cell, "
+                   "the evaluator's reason as a failure's message")
     control_options(p)
 
 
@@ -143,8 +150,8 @@ def cmd_trace(args) -> int:
     except KubevpcError as exc:
         console.print(f"[red]error:[/red] {escape(str(exc))}")
         return EXIT_USAGE
-    if args.output == "json":
-        print(json.dumps({"run": run, "mode": plan.cluster.mode if plan.cluster else None, **t.as_dict()}, indent=1))
+    if args.output in ("json", "yaml"):
+        emit({"run": run, "mode": plan.cluster.mode if plan.cluster else None, **t.as_dict()}, args.output)
     else:
         for line in trace_lines(t, run, plan, brief=args.brief):
             out.print(line, markup=False, soft_wrap=True)
@@ -363,6 +370,11 @@ def cmd_clean(args) -> int:
 
 def cmd_list(args) -> int:
     runs = list_runs()
+    if args.output != "table":
+        emit({"runs": [{"name": run, "state": "running" if owner_alive(run) else "leftover",
+                        "owner_pid": owner_pid(run), "resources": len(Ledger(run).entries())} for run in runs]},
+             args.output)
+        return EXIT_OK
     if not runs:
         out.print("no runs")
     for run in runs:
@@ -376,12 +388,21 @@ def cmd_matrix(args) -> int:
         ports = parse_ports([args.ports])
     except KubevpcError as exc:
         raise ControlError(str(exc), "usage") from None
+    if args.junit:
+        try:
+            check_path(args.junit)
+        except KubevpcError as exc:
+            raise ControlError(str(exc), "usage") from None
     client = control_client(args)
+    started = time.time()
     reply = client.request("matrix", args.between.split(","), [list(p) for p in ports],
                            args.to.split(",") if args.to else None, args.probe_timeout)
     doc = reply.result
-    if args.json:
-        print(json.dumps({"run": client.run, **doc}, indent=1))
+    if args.junit:
+        write_junit(args.junit, [matrix_suite(doc, f"run {client.run}", started, {"run": client.run})])
+        say(f"JUnit report: {args.junit}")
+    if args.output != "table":
+        emit({"run": client.run, **doc}, args.output)
     else:
         cells = [Cell(**{k: v for k, v in c.items() if k != "differs"}) for c in doc["cells"]]
         m = Matrix(doc["sources"], doc["destinations"], [(p["port"], p["protocol"]) for p in doc["ports"]], cells,
@@ -394,8 +415,8 @@ def cmd_matrix(args) -> int:
 @control_command
 def cmd_status(args) -> int:
     d = control_client(args).call("describe")
-    if args.json:
-        print(json.dumps(d, indent=1))
+    if args.output != "table":
+        emit(d, args.output)
         return EXIT_OK
     for line in status_lines(d):
         out.print(line, markup=False)

@@ -3,7 +3,7 @@ open the Mininet CLI, tear down) and check (build, check or probe the reachabili
 down)."""
 from __future__ import annotations
 
-import json
+import os
 import signal
 import time
 
@@ -15,8 +15,12 @@ from ..evaluator.checks import declared_checks, default_checks
 from ..evaluator.matrix import parse_ports, select, tables
 from ..lab import Lab
 from ..lab.checks import run_checks
+from . import verbose
 from .common import (EXIT_CHECKS, EXIT_OK, EXIT_USAGE, build_args, console, out, say, scenario_args,
                      scenario_plan)
+from .junit import check_path, check_suite, error_suite, matrix_suite
+from .junit import write as write_junit
+from .output import emit
 
 
 def add_run(sub) -> None:
@@ -35,6 +39,8 @@ def add_check(sub) -> None:
                        "results, tear down")
     scenario_args(p)
     build_args(p)
+    p.add_argument("--junit", metavar="FILE", help="also write a JUnit XML report to FILE: a test case per check "
+                   "(or matrix cell), the evaluator's reason as a failure's message, for CI systems")
     m = p.add_argument_group("reachability matrix (instead of the default checks)")
     m.add_argument("--matrix", action="store_true", help="expected (from the scenario) and observed reachability "
                    "between every pair of endpoints and ports, probed in parallel; exit 1 on any difference")
@@ -49,15 +55,15 @@ def add_check(sub) -> None:
                    help="6: the IPv6 matrix of a dual-stack scenario (IPv6 addresses, Services' IPv6 ClusterIPs)")
 
 
-def _report(outcomes, lab, as_json: bool) -> bool:
+def _report(outcomes, lab, fmt: str) -> bool:
     ok = all(o.passed for o in outcomes)
     status = lab.status()
     packet_in = sum(b.get("packet_in", 0) for b in status.get("bridges", {}).values())
-    if as_json:
-        print(json.dumps({"run": lab.run, "mode": lab.plan.cluster.mode if lab.plan.cluster else None,
-                          "datapath": lab.net.datapath.kind, "passed": ok, "packet_in": packet_in,
-                          "timings": {k: round(v, 3) for k, v in lab.net.timings.items()},
-                          "checks": [o.as_dict() for o in outcomes]}, indent=1))
+    if fmt != "table":
+        emit({"run": lab.run, "mode": lab.plan.cluster.mode if lab.plan.cluster else None,
+              "datapath": lab.net.datapath.kind, "passed": ok, "packet_in": packet_in,
+              "timings": {k: round(v, 3) for k, v in lab.net.timings.items()},
+              "checks": [o.as_dict() for o in outcomes]}, fmt)
         return ok
     t = Table(title=f"checks of {lab.file} — mode {lab.plan.cluster.mode if lab.plan.cluster else '-'}, "
                     f"run {lab.run}, {lab.net.datapath.kind} datapath")
@@ -82,24 +88,31 @@ def _build(args):
     lab = Lab(args.file, mode=args.mode, run=args.name, datapath=args.datapath, say=say,
               allow_dirs=args.allow_dirs)
     say(f"run {lab.run}: building {args.file} in mode {lab.plan.cluster.mode if lab.plan.cluster else '-'}")
+    verbose.follow_controller(lab.run)
     # SIGTERM ends the run like Ctrl-C, so teardown happens
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     lab.up()
     return lab
 
 
-def _checks(lab, as_json: bool) -> bool:
+def _checks(lab, fmt: str, junit_file: str | None = None) -> bool:
     checks = default_checks(lab.plan) + declared_checks(lab.plan)
     say(f"probing {len(checks)} paths in parallel")
+    started, t0 = time.time(), time.monotonic()
     outcomes = run_checks(lab, checks)
-    return _report(outcomes, lab, as_json)
+    if junit_file:
+        mode = lab.plan.cluster.mode if lab.plan.cluster else ""
+        write_junit(junit_file, [check_suite(outcomes, lab.file, mode, time.monotonic() - t0, started,
+                                             {"run": lab.run, "datapath": lab.net.datapath.kind})])
+        say(f"JUnit report: {junit_file}")
+    return _report(outcomes, lab, fmt)
 
 
 def cmd_run(args) -> int:
     lab = control = None
     try:
         lab = _build(args)
-        ok = True if args.no_checks else _checks(lab, args.json)
+        ok = True if args.no_checks else _checks(lab, args.output, getattr(args, "junit", None))
         if args.cli or args.keep:
             control = serve_control(lab)
         if args.cli:
@@ -119,6 +132,24 @@ def cmd_run(args) -> int:
 
 def cmd_check(args) -> int:
     args.cli = args.keep = args.no_checks = False
+    if not args.junit:
+        return _check(args)
+    try:
+        check_path(args.junit)
+    except KubevpcError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        return EXIT_USAGE
+    started, t0 = time.time(), time.monotonic()
+    try:
+        return _check(args)
+    except KubevpcError as exc:      # CI reads the report: a build that failed is a case in error
+        if not os.path.exists(args.junit) or os.path.getmtime(args.junit) < started:
+            write_junit(args.junit, [error_suite("matrix" if args.matrix else "check", args.file, args.mode or "",
+                                                 str(exc), time.monotonic() - t0, started)])
+        raise
+
+
+def _check(args) -> int:
     if not args.matrix:
         return cmd_run(args)
     plan = scenario_plan(args.file, args.mode, args.allow_dirs)      # bad choices fail before building
@@ -133,9 +164,14 @@ def cmd_check(args) -> int:
     try:
         lab = _build(args)
         say(f"probing {n} cells in parallel")
+        started = time.time()
         m = lab.matrix(sources, ports, dests, timeout=args.timeout, family=args.family)
-        if args.json:
-            print(json.dumps({"run": lab.run, **m.as_dict()}, indent=1))
+        if args.junit:
+            write_junit(args.junit, [matrix_suite(m.as_dict(), lab.file, started,
+                                                  {"run": lab.run, "datapath": lab.net.datapath.kind})])
+            say(f"JUnit report: {args.junit}")
+        if args.output != "table":
+            emit({"run": lab.run, **m.as_dict()}, args.output)
         else:
             for item in tables(m):
                 out.print(item)

@@ -3,13 +3,13 @@ scale, label, stop-server and start-server. Each prints what changed and how lon
 to follow."""
 from __future__ import annotations
 
-import json
 import sys
 
 from ..control import DELETERS, ControlError, read_manifests
 from ..errors import ScenarioError
 from .channel import control_client, control_command, control_options, control_parser
 from .common import EXIT_OK, EXIT_USAGE, console, out
+from .output import emit
 
 
 def add_ready(sub) -> None:
@@ -102,10 +102,10 @@ def add_label(sub) -> None:
     control_options(p)
 
 
-def _changed(client, headline: str, reply, as_json: bool) -> int:
-    if as_json:
-        print(json.dumps({"run": client.run, "result": reply.result, "changes": list(reply.changes),
-                          "took_s": round(reply.took_s, 4)}, indent=1))
+def _changed(client, headline: str, reply, fmt: str) -> int:
+    if fmt != "table":
+        emit({"run": client.run, "result": reply.result, "changes": list(reply.changes),
+              "took_s": round(reply.took_s, 4)}, fmt)
         return EXIT_OK
     out.print(f"{headline} (run {client.run})", markup=False)
     for line in reply.changes:
@@ -131,7 +131,7 @@ def cmd_ready(args) -> int:
     ready = args.state == "true"
     client = control_client(args)
     reply = client.request("set_ready", args.pod, ready)
-    return _changed(client, f"{args.pod} marked {'ready' if ready else 'not ready'}", reply, args.json)
+    return _changed(client, f"{args.pod} marked {'ready' if ready else 'not ready'}", reply, args.output)
 
 
 @control_command
@@ -145,7 +145,7 @@ def cmd_apply(args) -> int:
         return EXIT_USAGE
     client = control_client(args)
     reply = client.request("apply", *objects, origin=", ".join(args.filename))
-    return _changed(client, f"applied {len(objects)} object(s) from {', '.join(args.filename)}", reply, args.json)
+    return _changed(client, f"applied {len(objects)} object(s) from {', '.join(args.filename)}", reply, args.output)
 
 
 @control_command
@@ -159,7 +159,7 @@ def cmd_delete(args) -> int:
     client = control_client(args)
     grace = {"grace_period": args.grace_period} if args.grace_period is not None else {}
     reply = client.request(DELETERS[kind], args.object, **grace)
-    return _changed(client, f"{args.object} deleted", reply, args.json)
+    return _changed(client, f"{args.object} deleted", reply, args.output)
 
 
 @control_command
@@ -171,7 +171,7 @@ def cmd_scale(args) -> int:
     client = control_client(args)
     grace = {"grace_period": args.grace_period} if args.grace_period is not None else {}
     reply = client.request("scale", args.deployment, args.replicas, **grace)
-    return _changed(client, f"{args.deployment} scaled to {args.replicas}", reply, args.json)
+    return _changed(client, f"{args.deployment} scaled to {args.replicas}", reply, args.output)
 
 
 def label_changes(items: list[str], error) -> dict[str, str | None]:
@@ -190,21 +190,21 @@ def cmd_label(args) -> int:
         args.labels, args.target, args.run = [args.target, *args.labels], args.run, None
     client = control_client(args)
     reply = client.request("label", args.target, label_changes(args.labels, ControlError))
-    return _changed(client, f"{args.target} labelled {' '.join(args.labels)}", reply, args.json)
+    return _changed(client, f"{args.target} labelled {' '.join(args.labels)}", reply, args.output)
 
 
 @control_command
 def cmd_stop_server(args) -> int:
     client = control_client(args)
     reply = client.request("stop_server", args.endpoint, program=args.program)
-    return _changed(client, f"the {args.program} of {args.endpoint} stopped", reply, args.json)
+    return _changed(client, f"the {args.program} of {args.endpoint} stopped", reply, args.output)
 
 
 @control_command
 def cmd_start_server(args) -> int:
     client = control_client(args)
     reply = client.request("start_server", args.endpoint, program=args.program)
-    return _changed(client, f"the {args.program} of {args.endpoint} started and listening", reply, args.json)
+    return _changed(client, f"the {args.program} of {args.endpoint} started and listening", reply, args.output)
 
 
 COMMANDS = {"ready": (add_ready, cmd_ready), "apply": (add_apply, cmd_apply), "delete": (add_delete, cmd_delete),

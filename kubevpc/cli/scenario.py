@@ -2,7 +2,6 @@
 also draws a live run's plan)."""
 from __future__ import annotations
 
-import json
 import os
 import sys
 
@@ -40,23 +39,28 @@ from .common import (
     scenario_args,
     scenario_plan,
 )
+from .output import add_output, emit
 
 
 def add_validate(sub) -> None:
     p = sub.add_parser("validate", help="check a scenario without building anything")
     scenario_args(p)
+    add_output(p, help="table (default: one line), json or yaml: ok, the counts, and each problem (file, line, "
+               "path, value, expected)")
 
 
 def add_plan(sub) -> None:
     p = sub.add_parser("plan", help="print the address plan of a scenario without building it")
     scenario_args(p)
-    p.add_argument("--json", action="store_true", help="the whole plan as JSON")
+    add_output(p, json_alias=True, help="table (default), json or yaml: the whole plan")
 
 
 def add_flows(sub) -> None:
     p = sub.add_parser("flows", help="print the flows the controller would install, in ovs-ofctl syntax")
     scenario_args(p)
     p.add_argument("--bridge", help="only this bridge (role or name suffix, e.g. vs0, n1, vr0)")
+    add_output(p, help="table (default: ovs-ofctl syntax), json or yaml: per bridge, its flows (table, priority, "
+               "cookie, match, actions, feature, note) and groups")
 
 
 def add_explain(sub) -> None:
@@ -78,9 +82,9 @@ def add_explain(sub) -> None:
     p.add_argument("port", nargs="?", metavar="PORT[/PROTO]", help="e.g. 5432 or 53/udp (default protocol tcp)")
     p.add_argument("-6", dest="family", action="store_const", const=6, default=4,
                    help="to DST's IPv6 address (dual stack; an IPv6 literal DST implies it)")
-    p.add_argument("-o", "--output", choices=("text", "json", "table", "csv", "md", "dot"), default=None,
-                   help="text (default) or json for one connection; table (default), json, csv, md or dot "
-                        "for --matrix")
+    p.add_argument("-o", "--output", choices=("table", "text", "json", "yaml", "csv", "md", "dot"), default=None,
+                   help="table (default; text is the same), json or yaml for one connection; "
+                   "table (default), json, yaml, csv, md or dot for --matrix")
     m = p.add_argument_group("static reachability matrix (instead of one connection)")
     m.add_argument("--matrix", action="store_true", help="every pair of the chosen endpoints and ports, as the "
                    "evaluator expects them")
@@ -112,17 +116,40 @@ def add_graph(sub) -> None:
 
 
 def cmd_validate(args) -> int:
-    plan = scenario_plan(args.file, args.mode, args.allow_dirs)
+    try:
+        plan = scenario_plan(args.file, args.mode, args.allow_dirs)
+    except ScenarioError as exc:
+        if args.output != "table":      # the document on stdout; the problems on stderr too, as always
+            emit(validation(args.file, None, exc.problems), args.output)
+        raise
+    if args.output != "table":
+        emit(validation(args.file, plan, []), args.output)
+        return EXIT_OK
     mode = plan.cluster.mode if plan.cluster else "no cluster"
     out.print(f"{args.file}: valid ({len(plan.vpcs)} VPC, {len(plan.vswitches)} vSwitches, "
               f"{len(plan.instances)} ECS, {len(plan.nodes)} nodes, {len(plan.pods)} pods, mode {mode})")
     return EXIT_OK
 
 
+def validation(file: str, plan, problems: list) -> dict:
+    """`kubevpc validate -o json|yaml`: ok, the mode, what the scenario holds, and every problem
+    with where it is (file, line, dotted path), the value and what was expected."""
+    return {"file": file, "ok": plan is not None,
+            "mode": (plan.cluster.mode if plan.cluster else None) if plan is not None else None,
+            "counts": None if plan is None else {
+                "vpcs": len(plan.vpcs), "vswitches": len(plan.vswitches), "instances": len(plan.instances),
+                "nodes": len(plan.nodes), "pods": len(plan.pods), "services": len(plan.services)},
+            "problems": [{"file": p.file, "line": p.line, "path": p.path, "value": p.value, "expected": p.expected}
+                         for p in problems]}
+
+
 def cmd_plan(args) -> int:
     plan = scenario_plan(args.file, args.mode, args.allow_dirs)
-    if args.json:
-        print(plan.model_dump_json(indent=1))
+    if args.output == "json":
+        print(plan.model_dump_json(indent=1))       # byte for byte what --json always printed
+        return EXIT_OK
+    if args.output == "yaml":
+        emit(plan.model_dump(mode="json"), "yaml")
         return EXIT_OK
     for table in (_address_table(args.file, plan), _bandwidth_table(plan), _route_table(plan), _peering_table(plan),
                   _eip_table(plan), _nat_table(plan)):
@@ -207,6 +234,9 @@ def _nat_table(plan) -> Table | None:
 def cmd_flows(args) -> int:
     plan = scenario_plan(args.file, args.mode, args.allow_dirs)
     compiled = compile_plan(plan)
+    if args.output != "table":
+        emit(flows_document(args.file, plan, compiled, args.bridge), args.output)
+        return EXIT_OK
     if plan.network_policies:
         counts = policy_flow_counts(plan.network_policies, [f for fs in compiled.values() for f in fs.flows
                                                             if not args.bridge or fs.bridge.endswith(args.bridge)])
@@ -225,6 +255,29 @@ def cmd_flows(args) -> int:
     return EXIT_OK
 
 
+def flows_document(file: str, plan, compiled: dict, only: str | None) -> dict:
+    """`kubevpc flows -o json|yaml`: per bridge, its flows as records in the order `flows` prints
+    them (cookie, match and actions in ovs-ofctl syntax) and its select groups."""
+    bridges = []
+    for name, fs in compiled.items():
+        if only and not name.endswith(only):
+            continue
+        b = plan.bridge(name)
+        flows = sorted(fs.flows, key=lambda f: (f.table, -f.priority, f.key_text()))
+        bridges.append({"name": name, "role": b.role, "owner": b.owner, "flows": [
+            {"table": f.table, "priority": f.priority, "cookie": f"{f.cookie:#x}", "match": f.match_ofctl(),
+             "actions": f.actions_ofctl(), "feature": f.feature, "note": f.note} for f in flows],
+            "groups": [{"group_id": g.group_id, "type": "select", "note": g.note, "buckets": [
+                {"weight": bk.weight, "actions": ",".join(a.ofctl() for a in bk.actions)} for bk in g.buckets]}
+                for _, g in sorted(fs.groups.items())]})
+    doc = {"file": file, "mode": plan.cluster.mode if plan.cluster else None, "bridges": bridges}
+    if plan.network_policies:
+        counts = policy_flow_counts(plan.network_policies, [f for fs in compiled.values() for f in fs.flows
+                                                            if not only or fs.bridge.endswith(only)])
+        doc["networkpolicy_flows"] = {("shared" if k == SHARED else k): n for k, n in counts.items()}
+    return doc
+
+
 def cmd_explain(args) -> int:
     plan = scenario_plan(args.file, args.mode, args.allow_dirs)
     mode = plan.cluster.mode if plan.cluster else "no cluster"
@@ -233,21 +286,23 @@ def cmd_explain(args) -> int:
             if args.source or args.dest or args.port:
                 raise KubevpcError("--matrix takes no SRC, DST or PORT: choose endpoints with --between and --to")
             if args.output == "text":
-                raise KubevpcError("-o text is for one connection; --matrix prints table, json, csv, md or dot")
+                raise KubevpcError("-o text is for one connection; --matrix prints table, json, yaml, csv, md or dot")
             sources = select(plan, args.between.split(","))
             dests = select(plan, args.to.split(",")) if args.to else sources
             m = expected_matrix(plan, sources, dests, parse_ports([args.ports]))
             if (args.output or "table") == "table":
                 for item in tables(m):
                     out.print(item)
+            elif args.output == "yaml":
+                emit(m.as_dict(), "yaml")
             else:
                 sys.stdout.write(render_matrix(m, args.output))
             return EXIT_OK
         if not (args.source and args.dest and args.port):
             raise KubevpcError("expected SRC DST PORT[/PROTO] (for example pod/default/web-0 ecs/ecs-db 5432/tcp), "
                                "or --matrix")
-        if args.output not in (None, "text", "json"):
-            raise KubevpcError(f"-o {args.output} is for --matrix; one connection prints text or json")
+        if args.output not in (None, "table", "text", "json", "yaml"):
+            raise KubevpcError(f"-o {args.output} is for --matrix; one connection prints table (text), json or yaml")
         port, _, proto = args.port.partition("/")
         if not port.isdigit() or not 1 <= int(port) <= 65535 or proto.lower() not in ("", "tcp", "udp"):
             raise KubevpcError(f"{args.port!r}: expected a port from 1 to 65535, optionally /tcp or /udp")
@@ -255,8 +310,8 @@ def cmd_explain(args) -> int:
     except KubevpcError as exc:
         console.print(f"[red]error:[/red] {escape(str(exc))}")
         return EXIT_USAGE
-    if args.output == "json":
-        print(json.dumps({"file": args.file, "mode": mode, **e.as_dict()}, indent=1))
+    if args.output in ("json", "yaml"):
+        emit({"file": args.file, "mode": mode, **e.as_dict()}, args.output)
     else:
         out.print(f"{e.source} → {e.dest} {e.port}/{e.proto} in {args.file} (mode {mode}): "
                   f"{verdict_word(e.allowed).upper()}: {e.reason}", markup=False, soft_wrap=True)

@@ -1,4 +1,4 @@
-"""Golden outputs of `kubevpc plan --json` and `kubevpc flows` for every scenario file under
+"""Golden outputs of `kubevpc plan -o json` and `kubevpc flows` for every scenario file under
 scenarios/ and tests/, in every mode, plus plans of changes made while a scenario runs (readiness,
 labels, a previous plan). A refactor must leave every one byte-identical (tests/unit/test_golden.py).
 
@@ -63,7 +63,7 @@ def outputs() -> dict[str, str]:
         rel = path.relative_to(REPO)
         stem = str(rel.with_suffix("")).replace("/", "__")
         for mode in MODES:
-            result[f"{stem}.{mode}.plan"] = _cli(["plan", "--json", str(rel), "--mode", mode])
+            result[f"{stem}.{mode}.plan"] = _cli(["plan", "-o", "json", str(rel), "--mode", mode])
             result[f"{stem}.{mode}.flows"] = _cli(["flows", str(rel), "--mode", mode])
             if "# exit 0" in result[f"{stem}.{mode}.plan"] and path.parent.name in ("scenarios", "data"):
                 try:
