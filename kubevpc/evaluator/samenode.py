@@ -9,9 +9,10 @@ of its node therefore leaves through its ENI, and the other pod's replies come b
 the packets cross the vSwitch, where both pods' security groups apply, as between nodes. A pod on a
 shared ENI (Default) or a trunk member ENI (Trunk) is reached through the node, whose rule `to <pod
 IP> lookup main` delivers traffic between pods of the node there (plugin/datapath/
-policy_router_linux.go); ACK says of trunk ENIs that pod security group rules do not apply to
-traffic between pods on the same node, or between a node and its pods ("Configure a static IP
-address, a separate vSwitch, and a separate security group for each pod", Limitations). A
+policy_router_linux.go); ACK lists among the limitations of trunk ENIs that "Pod security group
+rules do not apply to traffic between pods on the same node", nor to traffic between a node and
+its pods ("Configure a static IP address, a separate vSwitch, and a separate security group for
+each pod"). A
 Service's connection is kube-proxy's on the node whatever the ENIs (an exclusive ENI's pod reaches
 the Service network through its veth).
 """
