@@ -18,6 +18,7 @@ from kubevpc.planning import BridgePlan, NodePlan, Plan
 from .flows import (ETH_IPV6, IPPROTO_ICMPV6, ND_NS, V6, Ct, DecTtl, Flow, Goto, Nat, Output, SetField, flow,
                     prefixlen6)
 from .pipeline import NODE, REG_OUT, REG_SRC, SRC_HOST, SRC_POD, SRC_UPLINK, VROUTER, VSWITCH
+from .podroute import exclusive_eni_flows
 
 _IP6 = {"eth_type": ETH_IPV6}
 _ICMP6 = {**_IP6, "ip_proto": IPPROTO_ICMPV6}
@@ -115,6 +116,7 @@ def node6_flows(plan: Plan, node: NodePlan) -> list[Flow]:
                      note=f"ICMPv6 type {t} from {what} (neighbour discovery, MLD): not tracked") for t in _ND_ALL]
         out.append(flow(0, 100, {"in_port": port, **_IP6}, [SetField(REG_SRC, src), Goto(t_unsnat)], "host",
                         note=f"IPv6 from {what}"))
+    out += exclusive_eni_flows(plan, node, V6)
     if host.ipv6:
         out.append(flow(t_route, 200, {**_IP6, "eth_dst": host.mac}, [Output(host.ofport)], "host",
                         note="the node itself (IPv6)"))

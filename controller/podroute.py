@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from kubevpc.planning import SNAT_PORTS, NodePlan, Plan
 
-from .flows import CT_RPL, ETH_IP, Ct, DecTtl, Flow, Goto, Nat, Output, SetField, ct_state, flow, ipv4_net
+from .flows import CT_RPL, ETH_IP, V4, Ct, DecTtl, Family, Flow, Goto, Nat, Output, SetField, ct_state, flow, \
+    ipv4_net
 from .pipeline import CTM_SERVICE, NODE, REG_OUT, REG_SRC, SRC_HOST, SRC_POD, SRC_TUNNEL, SRC_UPLINK
 from .services import snat_zone
 
@@ -161,6 +162,7 @@ def eni_route_flows(plan: Plan, node: NodePlan) -> list[Flow]:
     out.append(flow(t_route, 204, {**_IP, **_SERVICE, "in_port": host.ofport},
                     [SetField("eth_dst", gw_of[node.uplinks[0].vswitch]), *_to_uplink(node.uplinks[0])], "service",
                     note="the node's Service traffic to the VPC, through the vRouter"))
+    out += exclusive_eni_flows(plan, node)
     out += [flow(t_route, 200, {**_IP, "eth_dst": p.mac}, [Output(p.ofport)], "pod", note=f"{p.key}: local")
             for p in pods + [host]]
     out += [flow(t_route, 100, {**_IP, REG_SRC: SRC_POD, "in_port": p.ofport}, _to_uplink(uplink_of[p.key]), "route",
@@ -168,4 +170,32 @@ def eni_route_flows(plan: Plan, node: NodePlan) -> list[Flow]:
     out += [flow(t_route, 100, {**_IP, REG_SRC: SRC_HOST}, _to_uplink(node.uplinks[0]), "host",
                  note="the node's own traffic to its vSwitch"),
             flow(t_route, 0, None, [], "route", note="nothing else: dropped")]
+    return out
+
+
+def exclusive_eni_flows(plan: Plan, node: NodePlan, fam: Family = V4) -> list[Flow]:
+    """eni: a pod on an exclusive ENI (PodNetworking eniType ENI) holds that ENI in its own
+    namespace, with its default route through the vSwitch gateway (Terway's ExclusiveENI datapath;
+    only the node and Services go through its veth1). So its packets to another pod of its node,
+    and that pod's to it (whose own ENI routes them out to the VPC), leave through the uplink to
+    their vSwitch, meet both pods' security groups there and come back down the same uplink (the
+    vSwitch's hairpin, controller/vswitch.py). Below the Service flows (204-210): a Service's
+    connection stays on the node, as kube-proxy's does. Pods of different vSwitches send to their
+    gateway, so their packets go through the vRouter as they do already. Nothing for a node
+    without such a pod, so the flows of other scenarios do not change."""
+    t_route = NODE.table("route")
+    pods = [p for p in plan.own_pods if p.node == node.name and (fam is V4 or p.ipv6)]
+    if not any(p.exclusive_eni for p in pods):
+        return []
+    uplink_of = {p.key: next(u for u in node.uplinks if u.vswitch == p.vswitch) for p in pods}
+    out = []
+    for a in pods:
+        for b in pods:
+            if a.key == b.key or a.vswitch != b.vswitch or not (a.exclusive_eni or b.exclusive_eni):
+                continue
+            which = a.key if a.exclusive_eni else b.key
+            out.append(flow(t_route, 202, {"eth_type": fam.eth_type, "in_port": a.ofport, "eth_dst": b.mac},
+                            _to_uplink(uplink_of[a.key]), "route",
+                            note=f"{a.key} to {b.key}: {which} has an exclusive ENI, so out to {a.vswitch}, "
+                                 "its security groups, and back"))
     return out

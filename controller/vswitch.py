@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from kubevpc.planning import OFPORT_VROUTER_ON_VSWITCH, BridgePlan, Plan
 
-from .flows import (CT_TRK, ETH_ARP, ETH_IP, Ct, Flow, Goto, Nat, OutputReg, Resubmit, SetField, arp_responder,
-                    ct_state, flow)
+from .flows import (CT_TRK, ETH_ARP, ETH_IP, Ct, Flow, Goto, Nat, Output, OutputReg, Resubmit, SetField,
+                    arp_responder, ct_state, flow)
 from .pipeline import REG_OUT, VSWITCH
 
 
@@ -57,7 +57,20 @@ def l2_flows(plan: Plan, bridge: BridgePlan) -> list[Flow]:
                  note=f"{a.owner} behind port {a.ofport}") for mac, a in seen_macs.items()]
     out += [flow(t_l2, 0, None, [], "l2", note="unknown MAC: dropped"),
             flow(t_out, 0, None, [OutputReg(1)], "l2", note="output to the port chosen in l2")]
-    return out
+    return out + _hairpin_flows(plan, vsw.name)
+
+
+def _hairpin_flows(plan: Plan, vswitch: str) -> list[Flow]:
+    """Back down the uplink a packet came up: between a pod on an exclusive ENI (PodNetworking
+    eniType ENI) and another pod of its node, two ENIs of one ECS instance, which kubevpc puts
+    behind one uplink. Open vSwitch drops an output to the port a packet came in by, unless it is
+    IN_PORT. Only on uplinks of nodes with such a pod on this vSwitch, so the flows of other
+    scenarios do not change."""
+    nodes = {p.node for p in plan.own_pods if p.exclusive_eni and p.vswitch == vswitch}
+    ports = sorted({u.vswitch_ofport for n in plan.nodes if n.name in nodes for u in n.uplinks if u.vswitch == vswitch})
+    return [flow(VSWITCH.table("output"), 10, {"in_port": port, REG_OUT: port}, [Output("in_port")], "l2",
+                 note=f"from node uplink {port} to an ENI behind it (an exclusive ENI's pod on its node): "
+                      "back out IN_PORT") for port in ports]
 
 
 def _attachments(plan: Plan, vswitch: str) -> list:

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 from ..planning import HostPlan, Plan
 from .netpol import evaluate
+from .samenode import on_one_node, switched, through, through_the_vswitch
 from .verdict import Step, Verdict, Wire
 from .vpc import attachment_of, route_step, security_groups, vpc_of
 
 
-def reach6(plan: Plan, src: HostPlan, dst: HostPlan, port: int, proto: str) -> Verdict:
+def reach6(plan: Plan, src: HostPlan, dst: HostPlan, port: int, proto: str, service: bool = False) -> Verdict:
     """Should an IPv6 connection from src to dst's IPv6 address, port/proto, succeed? src and dst
-    are network hosts (a host-network pod is its node)."""
+    are network hosts (a host-network pod is its node). `service`: a Service's connection DNATed
+    to dst (kubevpc.evaluator.samenode)."""
     def no(reason: str, stage: str = "IPv6") -> Verdict:
         return Verdict(False, reason, steps=(Step(stage, reason, False),))
     if src.kind == "internet" or dst.kind == "internet":
@@ -27,7 +29,7 @@ def reach6(plan: Plan, src: HostPlan, dst: HostPlan, port: int, proto: str) -> V
                 "its vSwitch has no ipv6Cidr)"))
     if vpc_of(plan, src) != vpc_of(plan, dst):
         return no(f"{src.key} and {dst.key} are in different VPCs, which are not peered", "VPC")
-    return with_policy6(plan, _network6(plan, src, dst, port, proto), src, dst, port, proto)
+    return with_policy6(plan, _network6(plan, src, dst, port, proto, service), src, dst, port, proto)
 
 
 def with_policy6(plan: Plan, v: Verdict, src: HostPlan, dst: HostPlan, port: int, proto: str) -> Verdict:
@@ -49,14 +51,18 @@ def policy6(plan: Plan, src: HostPlan, dst: HostPlan, port: int, proto: str) -> 
     return evaluate(plan.network_policies, plan.namespaces, view(src), view(dst), port, proto)
 
 
-def _network6(plan: Plan, src: HostPlan, dst: HostPlan, port: int, proto: str) -> Verdict:
+def _network6(plan: Plan, src: HostPlan, dst: HostPlan, port: int, proto: str, service: bool = False) -> Verdict:
     """The network's part of an IPv6 connection between two hosts of one VPC with IPv6 addresses."""
     if src.key == dst.key:
         return Verdict(True, "to itself", src.ipv6, (Step("host", "to itself, inside its namespace", True),))
-    if src.node and src.node == dst.node and (src.kind == "pod" or dst.kind == "pod"):
-        return Verdict(True, "on the same node: switched by the node bridge, no security group", src.ipv6, (
-            Step("node bridge", f"both on node {src.node}: its bridge switches the IPv6 packet; security groups "
-                                "are not on this path", True),))
+    if on_one_node(src, dst) and not through_the_vswitch(src, dst, service):
+        return switched(src, dst, src.ipv6, 6)
+    v = _vpc6(plan, src, dst, port, proto)
+    return through(v, src, dst) if on_one_node(src, dst) else v
+
+
+def _vpc6(plan: Plan, src: HostPlan, dst: HostPlan, port: int, proto: str) -> Verdict:
+    """Through the VPC: the route to dst's /64 and the security groups of both ends."""
     wire = Wire(src.ipv6, dst.ipv6, proto, port)
     v = security_groups(plan, wire, attachment_of(plan, src.ipv6), attachment_of(plan, dst.ipv6))
     steps = (route_step(plan, vpc_of(plan, dst), src.ipv6, dst.ipv6), *v.steps)

@@ -19,25 +19,28 @@ from .netpol import evaluate
 from .northsouth import reach_internet
 from .peering import across_peering
 from .resolver import reach_resolver
+from .samenode import on_one_node, switched, through, through_the_vswitch
 from .verdict import Step, Verdict, Wire
 from .vpc import attachment_of, best_route, route_step, security_groups, table_label, table_routes, vpc_of
 
 
-def reach(plan: Plan, src: HostPlan, dst: HostPlan, port: int, proto: str = "tcp", family: int = 4) -> Verdict:
+def reach(plan: Plan, src: HostPlan, dst: HostPlan, port: int, proto: str = "tcp", family: int = 4,
+          service: bool = False) -> Verdict:
     """Should a connection from src to dst:port/proto succeed, and with which client address?
     The network first (VPCs, routes, security groups), then NetworkPolicy where pods are involved.
     Hosts of the emulated internet go to kubevpc.evaluator.northsouth, a VPC's DNS resolver to
     kubevpc.evaluator.resolver. A host-network pod is its node here, at either end (whether
     something listens is the caller's to judge). `family` 6: to dst's IPv6 address
-    (kubevpc.evaluator.dualstack)."""
+    (kubevpc.evaluator.dualstack). `service`: the connection of a Service the node's kube-proxy
+    DNATed to dst, which stays on the node when dst is on it (kubevpc.evaluator.samenode)."""
     src, dst = plan.network_host(src), plan.network_host(dst)
     if family == 6:
-        return reach6(plan, src, dst, port, proto.lower())
+        return reach6(plan, src, dst, port, proto.lower(), service)
     if src.kind == "resolver" or dst.kind == "resolver":
         return with_policy(plan, reach_resolver(plan, src, dst, port, proto.lower()), src, dst, port, proto)
     if src.kind == "internet" or dst.kind == "internet":
         return with_policy(plan, reach_internet(plan, src, dst, port, proto.lower()), src, dst, port, proto)
-    v = _network(plan, src, dst, port, proto.lower())
+    v = _network(plan, src, dst, port, proto.lower(), service)
     return with_policy(plan, v, src, dst, port, proto)
 
 
@@ -101,7 +104,7 @@ def _to_endpoint(plan: Plan, src: HostPlan, address: str, dst: HostPlan, port: i
     """From a client to the endpoint its node's kube-proxy chose, at the Service `address`."""
     if dst.host_network and plan.network_host(src).key == plan.network_host(dst).key:
         return self_service_verdict(plan, dst, address)
-    return reach(plan, src, dst, port, proto, family)
+    return reach(plan, src, dst, port, proto, family, service=True)
 
 
 def self_service_verdict(plan: Plan, dst: HostPlan, address: str) -> Verdict:
@@ -140,7 +143,7 @@ def fallback_note(endpoints) -> str:
     return " (none is ready: kube-proxy falls back to endpoints still serving while their pods terminate)"
 
 
-def _network(plan: Plan, src: HostPlan, dst: HostPlan, port: int, proto: str) -> Verdict:
+def _network(plan: Plan, src: HostPlan, dst: HostPlan, port: int, proto: str, service: bool = False) -> Verdict:
     if vpc_of(plan, src) != vpc_of(plan, dst):
         peering = plan.peering(vpc_of(plan, src), vpc_of(plan, dst))
         if peering is not None:
@@ -150,11 +153,10 @@ def _network(plan: Plan, src: HostPlan, dst: HostPlan, port: int, proto: str) ->
                                                          f"{vpc_of(plan, dst)}: VPCs are isolated, and these "
                                                          "are not peered", False),))
     mode = plan.cluster.mode if plan.cluster else ""
-    same_node = bool(src.node) and src.node == dst.node
-    if same_node and (src.kind == "pod" or dst.kind == "pod"):
-        reason = "on the same node: switched by the node bridge, no security group"
-        return Verdict(True, reason, src.ip, (Step("node bridge", f"both on node {src.node}: its bridge switches "
-                                                   "the packet; security groups are not on this path", True),))
+    if on_one_node(src, dst):
+        if through_the_vswitch(src, dst, service):
+            return through(_through_the_vpc(plan, src, dst, port, proto, mode), src, dst)
+        return switched(src, dst, src.ip)
     if src.key == dst.key:
         return Verdict(True, "to itself", src.ip, (Step("host", "to itself, inside its namespace", True),))
     # pod to pod and node to pod across nodes, and pod to node

@@ -26,7 +26,7 @@ from .meta import (DNS1123_LABEL, DNS1123_SUBDOMAIN, LABEL_VALUE, NAMESPACE_NAME
 from .networkpolicy import (MAX_NETWORK_POLICIES, MAX_RULES_PER_DIRECTION, MAX_RULES_PER_POLICY, Direction, IPBlock,
                             NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyPeer,
                             NetworkPolicyPort, NetworkPolicySpec, PortProtocol, Rule)
-from .podnetworking import (POD_NETWORKING_ANNOTATION, AllocationType, PodNetworking, PodNetworkingSelector,
+from .podnetworking import (POD_NETWORKING_ANNOTATION, AllocationType, ENIOptions, PodNetworking, PodNetworkingSelector,
                             PodNetworkingSpec, VSwitchSelectOptions, duration_seconds)
 from .service import ClientIPConfig, Service, ServicePort, ServiceSpec, SessionAffinityConfig
 from .workloads import (Container, ContainerPort, Deployment, DeploymentSpec, Namespace, Pod, PodSpec, PodStatus,
@@ -34,7 +34,7 @@ from .workloads import (Container, ContainerPort, Deployment, DeploymentSpec, Na
 
 __all__ = [
     "ENI_CONFIG", "ENI_CONF_KEY", "NODE_CONFIG_LABEL", "TERWAY_NAMESPACE", "ConfigMap", "EniConf", "eni_conf_document",
-    "merge_patch", "AllocationType", "VSwitchSelectOptions", "duration_seconds", "ANNOTATION_PREFIX", "CLASS_ANNOTATION", "DNS1123_LABEL", "DNS1123_SUBDOMAIN", "KINDS", "LABEL_VALUE",
+    "merge_patch", "AllocationType", "ENIOptions", "VSwitchSelectOptions", "duration_seconds", "ANNOTATION_PREFIX", "CLASS_ANNOTATION", "DNS1123_LABEL", "DNS1123_SUBDOMAIN", "KINDS", "LABEL_VALUE",
     "MAX_NETWORK_POLICIES", "MAX_RULES_PER_DIRECTION", "MAX_RULES_PER_POLICY", "NAMESPACE_NAME_LABEL",
     "POD_NETWORKING_ANNOTATION", "PORT_NAME", "ClientIPConfig", "Container", "ContainerPort", "Deployment",
     "DeploymentSpec", "Direction", "HTTPIngressPath", "HTTPIngressRuleValue", "IPBlock", "Ingress", "IngressBackend",

@@ -55,8 +55,20 @@ class VSwitchSelectOptions(K8s):
     vSwitchSelectionPolicy: Literal["ordered", "random", "most"] = "ordered"
 
 
+class ENIOptions(K8s):
+    """How a selected pod's ENI is attached (Terway's ENIOptions, pkg/apis/network.alibabacloud.com/
+    v1beta1: eniType, an enum of Default, ENI and Trunk, default Default). kubevpc's Default is
+    the cluster's configuration, a shared ENI; ENI is an exclusive (secondary) ENI moved into the
+    pod's namespace, so its packets leave through it even to a pod of its own node (Terway's
+    ExclusiveENI datapath); Trunk a member ENI of the node's trunk ENI, whose same-node traffic the
+    node routes itself (Terway's policy-route datapath), as Default's."""
+
+    eniType: Literal["Default", "ENI", "Trunk"] = "Default"
+
+
 class PodNetworkingSpec(K8s):
     selector: PodNetworkingSelector = PodNetworkingSelector()
+    eniOptions: ENIOptions = ENIOptions()
     securityGroupIDs: list[str] = Field(default=[], max_length=10)
     vSwitchOptions: list[str] = []
     allocationType: AllocationType = AllocationType()
@@ -76,7 +88,7 @@ class PodNetworkingSpec(K8s):
 class PodNetworking(K8s):
     """Terway's PodNetworking (network.alibabacloud.com/v1beta1, cluster-scoped): the pods it
     selects, in eni mode, get their own security groups and take addresses from its vSwitches,
-    held as its allocationType says. eniOptions, which kubevpc does not emulate, is ignored."""
+    held as its allocationType says, on the kind of ENI its eniOptions name."""
 
     apiVersion: Literal["network.alibabacloud.com/v1beta1"]
     kind: Literal["PodNetworking"]

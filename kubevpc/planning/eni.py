@@ -30,6 +30,7 @@ class EniAddress:
     vswitch: str
     ip: str
     security_groups: tuple[str, ...]
+    eni_type: str = "Default"               # the PodNetworking's eniOptions.eniType
 
 
 @dataclass
@@ -67,16 +68,18 @@ def plan_eni(ctx: Context, cloud: Cloud, cluster: Cluster, pods: list[PodSpec],
 
 def _address(ctx: Context, cloud: Cloud, cluster: Cluster, pod: PodSpec, choice: PodNetworkingChoice | None,
              conf: NodeEni, pool: AddressPool) -> EniAddress | None:
-    """The pod's vSwitch, address and groups (None, with a problem, when none is free)."""
+    """The pod's vSwitch, address, groups and kind of ENI (None, with a problem, when no address is
+    free). A running pod keeps the ENI it was given: Terway attaches it when the pod is created."""
     if pod.terminating is not None:          # as it runs, until it is gone
         h = pod.terminating
-        return EniAddress(h.vswitch, h.ip, h.security_groups)
+        return EniAddress(h.vswitch, h.ip, h.security_groups, h.eni_type)
     ecs = cluster.instances[pod.node]
     groups = choice.security_groups if choice is not None and choice.security_groups is not None else \
         conf.security_groups if conf.security_groups is not None else tuple(ecs.securityGroups)
+    eni_type = choice.eni_type if choice is not None else "Default"
     old = ctx.previous.get(pod.key)
     if old is not None and old.vswitch and not old.host_network and old.node == pod.node:
-        return EniAddress(old.vswitch, old.ip, groups)       # it runs: what it holds stays
+        return EniAddress(old.vswitch, old.ip, groups, old.eni_type)     # it runs: what it holds stays
     held = ctx.fixed.get(pod.key)
     if held is not None and choice is not None and choice.allocation.type == "Fixed" and pod.owner == "StatefulSet":
         zone = cloud.vswitch(ecs.vswitch).zone
@@ -86,7 +89,7 @@ def _address(ctx: Context, cloud: Cloud, cluster: Cluster, pod: PodSpec, choice:
                     f"{zone}; expected a node of zone {cloud.vswitch(held.vswitch).zone} (Terway keeps a pod with a "
                     "fixed IP in its address's zone)", pod.source)
             return None
-        return EniAddress(held.vswitch, held.ip, groups)
+        return EniAddress(held.vswitch, held.ip, groups, eni_type)
     if choice is not None and choice.vswitches is not None:
         vsws, policy, hint = choice.vswitches, choice.policy, f"another vSwitch in PodNetworking {choice.name}'s " \
             f"vSwitchOptions for zone {cloud.vswitch(ecs.vswitch).zone}"
@@ -94,4 +97,4 @@ def _address(ctx: Context, cloud: Cloud, cluster: Cluster, pod: PodSpec, choice:
         vsws, policy, hint = conf.vswitches, conf.policy, f"another pod vSwitch for zone " \
             f"{cloud.vswitch(ecs.vswitch).zone} (from {conf.source})"
     got = pool.allocate_from(vsws, policy, pod.path, f"pod {pod.namespace}/{pod.name}", pod.source, hint)
-    return EniAddress(got[0], got[1], groups) if got else None
+    return EniAddress(got[0], got[1], groups, eni_type) if got else None

@@ -165,6 +165,7 @@ def plan_pods(ctx: Context, cloud: Cloud, cluster: Cluster, nodes: list[NodePlan
         if address is None:
             continue
         ip, prefixlen, gateway, gateway_mac, vname, sgs, ip6 = address
+        eni_type = eni.addresses[key].eni_type if cluster.mode == "eni" else "Default"
         wiring.hosts.append(HostPlan(
             key=key, kind="pod", name=pod.name, namespace=pod.namespace,
             netns=ctx.names.pod_netns(pod.namespace, pod.name), veth=veth,
@@ -174,7 +175,7 @@ def plan_pods(ctx: Context, cloud: Cloud, cluster: Cluster, nodes: list[NodePlan
             security_groups=sgs, ready=ctx.ready.get(key, pod.ready), app=pod.app, phase=pod.phase,
             terminating=pod.terminating is not None, grace_period=pod.grace_period, hostname=pod.hostname,
             subdomain=pod.subdomain, ingress_bandwidth=pod.bandwidth[0], egress_bandwidth=pod.bandwidth[1],
-            ipv6=ip6, gateway6=cloud.vswitch(vname).gateway6 if ip6 else ""))
+            ipv6=ip6, gateway6=cloud.vswitch(vname).gateway6 if ip6 else "", eni_type=eni_type))
     ctx.problems.checkpoint()
 
 

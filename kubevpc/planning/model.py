@@ -117,6 +117,14 @@ class HostPlan(Frozen):
     subdomain: str = ""             # serviceName), so a headless Service of that name has <hostname>.<svc> records
     ipv6: str = ""                  # dual stack: its IPv6 address in its vSwitch's /64 ("": IPv4 only)
     gateway6: str = ""              # ... and the vSwitch gateway's IPv6 address (the same MAC as in IPv4)
+    eni_type: Literal["Default", "ENI", "Trunk"] = "Default"   # eni pods: the eniType of the PodNetworking that
+                                    # selects it. ENI (exclusive): its packets to a pod of its node leave
+                                    # through the vSwitch; Default (shared) and Trunk: the node switches them
+
+    @property
+    def exclusive_eni(self) -> bool:
+        """An eni pod on an exclusive ENI (PodNetworking eniType ENI)."""
+        return self.eni_type == "ENI"
 
     @property
     def ready_name(self) -> str:

@@ -266,13 +266,15 @@ def check_policy_limits(ctx: Context) -> None:
 class PodNetworkingChoice:
     """What the PodNetworking that selects a pod says of it: its security groups (None: the
     default), the vSwitches of its node's zone it takes an address from, in order, and how one is
-    chosen ("first" with a free address, or "most" free), and how its address is held."""
+    chosen ("first" with a free address, or "most" free), how its address is held, and the kind
+    of ENI it is on (eniOptions.eniType)."""
 
     name: str
     security_groups: tuple[str, ...] | None = None
     vswitches: tuple[str, ...] | None = None
     policy: str = "first"
     allocation: k8s.AllocationType = k8s.AllocationType()
+    eni_type: str = "Default"
 
 
 def pod_networking(ctx: Context, cluster: Cluster, cloud: Cloud, pods: list[PodSpec]) -> dict[str, PodNetworkingChoice]:
@@ -328,7 +330,8 @@ def _choice(ctx: Context, cluster: Cluster, cloud: Cloud, pod: PodSpec, pn: k8s.
             return None
     policy = "most" if pn.spec.vSwitchSelectOptions.vSwitchSelectionPolicy == "most" else "first"
     return PodNetworkingChoice(name=pn.metadata.name, security_groups=tuple(pn.spec.securityGroupIDs) or None,
-                               vswitches=vsws, policy=policy, allocation=pn.spec.allocationType)
+                               vswitches=vsws, policy=policy, allocation=pn.spec.allocationType,
+                               eni_type=pn.spec.eniOptions.eniType)
 
 
 def _check_pod_networking(ctx: Context, cluster: Cluster, cloud: Cloud, m) -> None:

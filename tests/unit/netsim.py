@@ -3,7 +3,8 @@ network-wide walk on top of the flow-table simulator (tests/unit/fakeoftable.py)
 hold the flows to the evaluator end to end.
 
 What it follows, as Open vSwitch would for a new connection's first packet:
-- flows by table (fakeoftable's lookup), set_field, move, goto_table, resubmit, output;
+- flows by table (fakeoftable's lookup), set_field, move, goto_table, resubmit, output (to the
+  port a packet came in by only as IN_PORT: an output to that port by number is dropped);
 - select groups: every bucket, each a branch of its own (the datapath's hash picks one);
 - conntrack, for a first packet: a lookup shows +trk+new (for a reply, +trk+est+rpl); a commit with NAT rewrites the
   addresses and ports and shows +dnat or +snat, and stores its ct_mark; ct without a table does
@@ -169,6 +170,8 @@ class Network:
             return [End("controller", packet=dict(st), path=list(path))]
         if port == "in_port":
             port = st["in_port"]
+        elif port == st["in_port"]:
+            return []                       # Open vSwitch drops an output to the port it came in by, but IN_PORT
         peer = self.ports[(bridge, port)]
         packet = {k: v for k, v in st.items() if k not in STATE and not k.startswith("_")}
         if isinstance(peer, str) and peer != "vxlan":

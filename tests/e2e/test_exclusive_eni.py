@@ -1,0 +1,81 @@
+"""Terway's eniOptions.eniType end to end, eni mode only (PodNetworking is Terway's), with
+scenarios/exclusive-eni.yaml: three client/server pairs on node-1 with the same security groups
+(sg-app admits 80 from the VPC, nothing on 81). The pair on exclusive ENIs (eniType ENI) leaves the
+node through the vSwitch, which drops 81; the shared (Default) and trunk (Trunk) pairs are switched
+on the node, where no security group applies, and 81 connects. The evaluator agrees on every probe,
+and `kubevpc trace` shows the way each packet went."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from kubevpc.evaluator.checks import declared_checks, default_checks
+from kubevpc.evaluator.explain import explain
+from kubevpc.lab import Probe
+from kubevpc.lab.checks import run_checks
+
+from .conftest import lab_in_mode
+from .test_services import client_ip
+
+SCENARIO = os.path.join(os.path.dirname(__file__), "..", "..", "scenarios", "exclusive-eni.yaml")
+
+
+@pytest.fixture(scope="module")
+def lab():
+    yield from lab_in_mode(SCENARIO, "eni")
+
+
+def pod(name: str) -> str:
+    return f"pod/default/{name}"
+
+
+def test_the_scenarios_checks_pass_and_the_evaluator_agrees(lab):
+    declared = declared_checks(lab.plan)
+    assert not [c.reason for c in declared if c.reason.startswith("declared ")], "the evaluator agrees with expect:"
+    failed = [(o.check.source, o.check.dest, o.check.port, o.outcome, o.client, o.why)
+              for o in run_checks(lab, default_checks(lab.plan) + declared, timeout=1.0) if not o.passed]
+    assert not failed, failed
+
+
+def test_security_groups_apply_between_exclusive_enis_of_one_node_only(lab):
+    probes = [Probe(pod("eni-client"), pod("eni-server"), 80), Probe(pod("eni-client"), pod("eni-server"), 81),
+              Probe(pod("shared-client"), pod("shared-server"), 81), Probe(pod("trunk-client"), pod("trunk-server"), 81),
+              Probe(pod("shared-client"), pod("eni-server"), 81), Probe(pod("eni-client"), pod("shared-server"), 81),
+              Probe(pod("remote-client"), pod("shared-server"), 81), Probe("node/node-1", pod("eni-server"), 81)]
+    got = lab.probe(probes, timeout=1.0)
+    outcomes = [r.outcome for r in got]
+    assert outcomes == ["answered", "timeout",            # exclusive pair: sg-app at the vSwitch, 80 and not 81
+                        "answered", "answered",           # shared and trunk pairs: on the node, no security group
+                        "timeout", "timeout",             # one exclusive ENI is enough, either way
+                        "timeout", "answered"], [r.detail for r in got]   # sg-app between nodes; the node itself
+    assert client_ip(got[0]) == lab.address(pod("eni-client")), "the server sees the pod's own address"
+    for p, r in zip(probes, got):
+        e = explain(lab.plan, p.source, p.dest, p.port, p.proto)
+        assert e.allowed == (r.outcome == "answered"), (p, e.reason, r.detail)
+
+
+def test_a_services_connection_stays_on_the_node(lab):
+    svc = lab.service("eni-server")
+    r = lab.connect(pod("eni-client"), svc.cluster_ip, 81)
+    assert r.outcome == "answered" and r.answer["name"] == "eni-server", r.detail
+    direct = lab.connect(pod("eni-client"), pod("eni-server"), 81, timeout=1.0)
+    assert direct.outcome == "timeout", "twin: the same port, straight to the pod, meets sg-app at the vSwitch"
+
+
+def test_trace_shows_the_exclusive_pair_through_the_vswitch_and_the_shared_pair_on_the_node(lab):
+    vswitch = lab.plan.vswitch("vsw-a").bridge
+    ok = lab.trace(pod("eni-client"), pod("eni-server"), 80)
+    assert ok.outcome == "delivered" and not ok.disagreement, ok.reason
+    assert vswitch in {b for h in ok.hops for b in [h.bridge, *h.bridges]}
+    closed = lab.trace(pod("eni-client"), pod("eni-server"), 81)
+    assert closed.outcome == "dropped" and "sg_ingress" in closed.reason and not closed.disagreement, closed.reason
+    shared = lab.trace(pod("shared-client"), pod("shared-server"), 81)
+    assert shared.outcome == "delivered" and not shared.disagreement, shared.reason
+    assert vswitch not in {b for h in shared.hops for b in [h.bridge, *h.bridges]}
+
+
+def test_no_packet_ins(lab):
+    st = lab.status()
+    assert st["errors"] == []
+    assert {b: s["packet_in"] for b, s in st["bridges"].items() if s["packet_in"]} == {}
