@@ -1,3 +1,4 @@
+# PYTHON_ARGCOMPLETE_OK (argcomplete: this command answers shell completion, kubevpc/cli/complete.py)
 """The `kubevpc` command line. Library code raises; only this package exits.
 
 Exit codes: 0 ok, 1 a check failed, 2 bad usage or invalid scenario, 3 build or runtime error,
@@ -7,7 +8,7 @@ One module per group of commands: scenario.py (validate, plan, flows, explain, g
 file, nothing built), run.py (run, check: build it), runtime.py (ready, apply, delete, scale, label,
 stop-server, start-server: change a running scenario through its control channel), observe.py
 (trace, capture, flowlog, status, matrix, list, clean: look at runs), perf.py (the benchmark), schema.py
-(the scenario's JSON Schema).
+(the scenario's JSON Schema). complete.py answers shell completion (argcomplete).
 common.py holds what they share; channel.py what the commands that talk to a run share.
 """
 from __future__ import annotations
@@ -17,7 +18,7 @@ import signal
 import sys
 
 from ..errors import KubevpcError, ScenarioError
-from . import observe, perf, run, runtime, scenario, schema
+from . import complete, observe, perf, run, runtime, scenario, schema
 from .common import EXIT_CHECKS, EXIT_INTERRUPTED, EXIT_OK, EXIT_RUNTIME, EXIT_USAGE, console
 
 # every command: (the function that adds its parser, the function that runs it)
@@ -43,7 +44,10 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)      # `kubevpc flows FILE | head` ends quietly
-    args = parser().parse_args(argv)
+    ap = parser()
+    if argv is None:            # the command line: a shell asking for completions is answered here
+        complete.autocomplete(ap)
+    args = ap.parse_args(argv)
     _, command = COMMANDS[args.cmd]
     try:
         return command(args)
