@@ -1,3 +1,4 @@
+# PYTHON_ARGCOMPLETE_OK (argcomplete: this command answers shell completion, kubevpc/cli/complete.py)
 """The `kubevpc` command line. Library code raises; only this package exits.
 
 Exit codes: 0 ok, 1 a check failed, 2 bad usage or invalid scenario, 3 build or runtime error,
@@ -6,7 +7,8 @@ Exit codes: 0 ok, 1 a check failed, 2 bad usage or invalid scenario, 3 build or 
 One module per group of commands: scenario.py (validate, plan, flows, explain, graph: a scenario
 file, nothing built), run.py (run, check: build it), runtime.py (ready, apply, delete, scale, label,
 stop-server, start-server: change a running scenario through its control channel), observe.py
-(trace, capture, flowlog, status, matrix, list, clean: look at runs), perf.py (the benchmark).
+(trace, capture, flowlog, status, matrix, list, clean: look at runs), perf.py (the benchmark), schema.py
+(the scenario's JSON Schema). complete.py answers shell completion (argcomplete).
 common.py holds what they share; channel.py what the commands that talk to a run share; output.py
 `-o table|json|yaml` and --version; junit.py the JUnit reports; verbose.py `-v`.
 """
@@ -17,16 +19,17 @@ import signal
 import sys
 
 from ..errors import KubevpcError, ScenarioError
-from . import observe, perf, run, runtime, scenario, verbose
+from . import complete, observe, perf, run, runtime, scenario, schema, verbose
 from .common import EXIT_CHECKS, EXIT_INTERRUPTED, EXIT_OK, EXIT_RUNTIME, EXIT_USAGE, console
 from .output import VersionAction, resolve_json_alias
 
 # every command: (the function that adds its parser, the function that runs it)
-COMMANDS = {**scenario.COMMANDS, **run.COMMANDS, **runtime.COMMANDS, **observe.COMMANDS, **perf.COMMANDS}
+COMMANDS = {**scenario.COMMANDS, **run.COMMANDS, **runtime.COMMANDS, **observe.COMMANDS, **perf.COMMANDS,
+            **schema.COMMANDS}
 # the order `kubevpc --help` lists them in
 ORDER = ("validate", "plan", "flows", "run", "check", "explain", "trace", "capture", "flowlog", "graph", "clean",
          "list", "perf", "ready", "apply", "delete", "scale", "stop-server", "start-server", "label", "matrix",
-         "status")
+         "status", "schema")
 
 __all__ = ["COMMANDS", "EXIT_CHECKS", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_RUNTIME", "EXIT_USAGE", "main", "parser"]
 
@@ -48,7 +51,10 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)      # `kubevpc flows FILE | head` ends quietly
-    args = parser().parse_args(argv)
+    ap = parser()
+    if argv is None:            # the command line: a shell asking for completions is answered here
+        complete.autocomplete(ap)
+    args = ap.parse_args(argv)
     _, command = COMMANDS[args.cmd]
     clash = resolve_json_alias(args)
     if clash:

@@ -1,3 +1,4 @@
+# PYTHON_ARGCOMPLETE_OK
 """`python -m kubevpc.cli`: the `kubevpc` command."""
 import sys
 

@@ -12,11 +12,12 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from .. import k8s
 from . import yamlfile
 from ..errors import Problem, ScenarioError
+from .keys import unknown_key
 from .model import ManifestFile, Scenario
 
 
@@ -98,9 +99,11 @@ def referenced_file(scenario: str, name: str, allow_dirs: Sequence[str] = ()) ->
     return path
 
 
-def pydantic_problems(src: Source, exc: ValidationError, prefix: tuple = ()) -> list[Problem]:
+def pydantic_problems(src: Source, exc: ValidationError, prefix: tuple = (),
+                      model: type[BaseModel] | None = None) -> list[Problem]:
     """pydantic's errors as Problems in the words of the scenario: the keys the user wrote (not
-    pydantic's union branches and validators) and what was expected (never a class of ours)."""
+    pydantic's union branches and validators) and what was expected (never a class of ours). With
+    the `model` validated, an unknown key's problem lists the keys valid there (kubevpc.scenario.keys)."""
     data = src.data
     for part in prefix:
         data = data[part]
@@ -109,7 +112,7 @@ def pydantic_problems(src: Source, exc: ValidationError, prefix: tuple = ()) -> 
         loc = _written(data, err["loc"], err["type"] == "missing")
         value = err.get("input")
         if err["type"] == "extra_forbidden":
-            expected = "unknown key; expected one of the documented keys (see docs/scenario.md)"
+            expected = unknown_key(model, err["loc"])
             value = loc[-1] if loc else value
         elif err["type"] == "missing":
             expected = "required key is missing"
@@ -188,7 +191,7 @@ def load(path: str, mode: str | None = None, allow_dirs: Sequence[str] = ()) -> 
     try:
         scenario = Scenario.model_validate(data)
     except ValidationError as exc:
-        raise ScenarioError(pydantic_problems(src, exc)) from None
+        raise ScenarioError(pydantic_problems(src, exc, model=Scenario)) from None
 
     manifests: list[Manifest] = []
     problems: list[Problem] = []
@@ -239,6 +242,6 @@ def _parse_object(src: Source, prefix: tuple, out: list[Manifest], label: str) -
     try:
         parsed = cls.model_validate(obj)
     except ValidationError as exc:
-        return pydantic_problems(src, exc, prefix)
+        return pydantic_problems(src, exc, prefix, cls)
     out.append(Manifest(parsed, src.file, dotted(prefix) or label, src, prefix))
     return []

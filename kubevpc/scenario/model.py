@@ -10,7 +10,7 @@ import ipaddress
 import re
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, field_validator
 
 NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 MAX_NAME = 40
@@ -83,7 +83,12 @@ def _address6(value: Any) -> Any:
     return addr
 
 
-Name = Annotated[str, BeforeValidator(_name)]
+# What the JSON Schema (kubevpc.scenario.schema) says a value may be where a validator takes more
+# than the type it returns: editors check as the loader does, neither stricter nor looser
+NAME_SCHEMA = {"type": "string", "pattern": NAME_RE.pattern, "maxLength": MAX_NAME,
+               "description": "a lowercase name of letters, digits and '-' (RFC 1123 label)"}
+PORT_SCHEMA = {"type": "integer", "minimum": 1, "maximum": 65535}
+Name = Annotated[str, BeforeValidator(_name), WithJsonSchema(NAME_SCHEMA)]
 Cidr = Annotated[ipaddress.IPv4Network, BeforeValidator(_network)]
 Address = Annotated[ipaddress.IPv4Address, BeforeValidator(_address)]
 Cidr6 = Annotated[ipaddress.IPv6Network, BeforeValidator(_network6)]
@@ -156,10 +161,14 @@ class VPC(Strict):
     routeTables: list[CustomRouteTable] = []
 
 
+PORTS_SCHEMA = {"anyOf": [PORT_SCHEMA, {"type": "string", "pattern": r"^\s*(all|-1/-1|[0-9]+([-/][0-9]+)?)\s*$"},
+                         {"type": "null"}]}
+
+
 class SecurityGroupRule(Strict):
     direction: Literal["ingress", "egress"]
     protocol: Literal["tcp", "udp", "icmp", "all"] = "all"
-    ports: Any = None          # parsed by `port_range`; None means every port
+    ports: Annotated[Any, WithJsonSchema(PORTS_SCHEMA)] = None   # 80, 8000-8080 or 8000/8080; all, -1/-1 or none: every port
     cidr: Cidr | None = None   # the peer: source for ingress, destination for egress
     ipv6Cidr: Cidr6 | None = None   # or an IPv6 peer (Alibaba: Ipv6SourceCidrIp / Ipv6DestCidrIp)
     group: Name | None = None  # or a peer security group (its members, in both families)
@@ -202,6 +211,12 @@ def _server_port(value: Any) -> Any:
     return value
 
 
+# what _server_port takes: a port, "53/UDP", or the mapping
+ServerPortText = Annotated[str, Field(pattern="^[0-9]+/([tT][cC][pP]|[uU][dD][pP])$")]
+ServerPortIn = Annotated[ServerPort, BeforeValidator(_server_port, json_schema_input_type=Union[Port, ServerPortText,
+                                                                                              ServerPort])]
+
+
 class Instance(Strict):
     """An ECS instance. Nodes of the cluster are ECS instances named in cluster.nodes."""
 
@@ -210,7 +225,7 @@ class Instance(Strict):
     ip: Address | None = None
     ipv6: Address6 | None = None   # on a vSwitch with an ipv6Cidr; default: its v4 host number in the /64
     securityGroups: list[Name] = []
-    ports: list[Annotated[ServerPort, BeforeValidator(_server_port)]] = []
+    ports: list[ServerPortIn] = []
     description: str = ""
 
 
@@ -226,7 +241,7 @@ class InternetHost(Strict):
 
     name: Name
     ip: Address | None = None
-    ports: list[Annotated[ServerPort, BeforeValidator(_server_port)]] = [ServerPort(port=80)]
+    ports: list[ServerPortIn] = [ServerPort(port=80)]
     description: str = ""
 
 
@@ -276,6 +291,13 @@ def _dnat_port(value: Any) -> Any:
     raise ValueError("expected a port, 1 to 65535 (a number), or any with ipProtocol any")
 
 
+# tcp, udp or any in any case; a DNAT port: a number, or any
+DNAT_PROTOCOL_SCHEMA = {"anyOf": [{"enum": ["tcp", "udp", "any"]},
+                                  {"type": "string", "pattern": "^([tT][cC][pP]|[uU][dD][pP]|[aA][nN][yY])$"}]}
+DNAT_PORT_SCHEMA = {"anyOf": [PORT_SCHEMA, {"type": "string", "pattern": "^[aA][nN][yY]$"}]}
+DnatPort = Annotated[Any, BeforeValidator(_dnat_port), WithJsonSchema(DNAT_PORT_SCHEMA)]
+
+
 class DnatEntry(Strict):
     """A DNAT entry of a NAT gateway, as Alibaba's ForwardEntry (CreateForwardEntry): a new
     connection from the internet to ExternalIp:ExternalPort over IpProtocol is forwarded to
@@ -286,9 +308,9 @@ class DnatEntry(Strict):
 
     name: Name | None = None       # ForwardEntryName; default dnat-<index in the gateway's list>
     eip: Name                      # ExternalIp: one of the gateway's EIPs, by name
-    ipProtocol: Annotated[Literal["tcp", "udp", "any"], BeforeValidator(_lower)]
-    externalPort: Annotated[Any, BeforeValidator(_dnat_port)] = None
-    internalPort: Annotated[Any, BeforeValidator(_dnat_port)] = None     # default: externalPort
+    ipProtocol: Annotated[Literal["tcp", "udp", "any"], BeforeValidator(_lower), WithJsonSchema(DNAT_PROTOCOL_SCHEMA)]
+    externalPort: DnatPort = None
+    internalPort: DnatPort = None    # default: externalPort
     instance: Name | None = None
     pod: str | None = None
     internalIp: Address | None = None
