@@ -62,7 +62,7 @@ def test_a_partial_command_completes_to_the_commands(monkeypatch):
 
 
 def test_every_command_is_offered(monkeypatch):
-    assert completions("kubevpc ", monkeypatch) == sorted(cli.ORDER + ("-h", "--help"))
+    assert completions("kubevpc ", monkeypatch) == sorted(cli.ORDER + ("-h", "--help", "-v", "--verbose", "--version"))
 
 
 def test_options_and_their_choices(monkeypatch):
