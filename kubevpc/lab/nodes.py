@@ -1,10 +1,12 @@
 """Nodes added to a running scenario, as scaling out a node pool does (ACK: "Scale out a node pool";
 CCE: "Adding a node"): a new ECS instance of the cluster's VPC joins cluster.nodes, and everything
 else is planned as for a node declared in the scenario. In vxlan and vpc-route mode it takes the
-next free node CIDR, from podCIDR and then from cluster.additionalPodCIDRs in order (ACK's Flannel:
-a pod CIDR block added to a cluster serves the nodes that join afterwards; a node's pod CIDR is
-fixed when it joins); in vpc-route mode its route enters the VPC's route tables, within their
-quota; in vxlan mode the other nodes gain it as a VXLAN peer; in eni mode it gets its uplinks as
+next free node CIDR, from podCIDR and then from cluster.additionalPodCIDRs in order (ACK's Flannel
+divides the pod CIDR block into per-node subnets and the cloud controller manager keeps one route
+entry per node, https://www.alibabacloud.com/help/en/ack/ack-managed-and-ack-dedicated/user-guide/
+work-with-flannel; a block added to a cluster serves the nodes that join afterwards, since a node's
+pod CIDR is fixed when it joins); in vpc-route mode its route enters the VPC's route tables, within
+their quota; in vxlan mode the other nodes gain it as a VXLAN peer; in eni mode it gets its uplinks as
 Terway's configuration gives them. Running nodes, pods and addresses do not change, and running
 pods stay on their nodes: only pods created later may be placed on it.
 
