@@ -3,7 +3,7 @@
 `kubevpc run FILE --keep` (or `--cli`) owns the Lab that built the network. After its checks it
 serves a Unix socket, `<run dir>/control.sock` (mode 0600, recorded in the run's ledger, removed
 at teardown and by `kubevpc clean`). Other processes call a whitelist of Lab methods on it: the
-`kubevpc ready|apply|delete|scale|label|matrix|stop-server|start-server|status` subcommands, or
+`kubevpc ready|apply|delete|scale|label|add-node|matrix|stop-server|start-server|status` subcommands, or
 `ControlClient`.
 
 Protocol: one request per connection, one JSON object on one line each way (JSON never holds a
@@ -60,7 +60,7 @@ SUN_PATH_MAX = 107                 # bytes in a Unix socket path, without the tr
 # checked against each method's signature and annotations (strictly: "false" is not a bool).
 # To serve another Lab method, add its name here: nothing else in this module needs to change.
 LAB_METHODS: tuple[str, ...] = ("set_ready", "apply", "delete", "delete_service", "label", "set_network_policies", "scale",
-                                "stop_server", "start_server", "status")
+                                "add_node", "stop_server", "start_server", "status")
 
 
 def describe(lab) -> dict:
@@ -297,6 +297,9 @@ def summary(plan) -> dict[str, dict[str, str]]:
         out[svc.key] = row
     for h in plan.pods:          # pods come and go (they never move): created and deleted lines
         out[h.key] = {"type": "pod", "node": h.node, "ip": h.ip}
+    for n in plan.nodes:         # nodes join (kubevpc add-node)
+        out[f"node/{n.name}"] = {"type": "node", "node": n.vswitch, "ip": n.ip + (f", pod CIDR {n.pod_cidr}"
+                                                                                  if n.pod_cidr else "")}
     return out
 
 
@@ -305,7 +308,7 @@ def diff(before: dict[str, dict[str, str]], after: dict[str, dict[str, str]]) ->
     for key in sorted(set(before) | set(after)):
         if key not in after:
             lines.append(f"{key}: deleted")
-        elif key not in before and after[key]["type"] == "pod":
+        elif key not in before and after[key]["type"] in ("pod", "node"):
             lines.append(f"{key}: created on {after[key]['node']}, {after[key]['ip']}")
         elif key not in before:
             lines.append(f"{key}: created, {after[key]['type']} {after[key]['clusterIP']}, ports {after[key]['ports']}")

@@ -30,7 +30,7 @@ from kubevpc.daemons.nodehealth import NodeHealthServer, nodehealth_command, wri
 from kubevpc.daemons.slb import SlbChecker, checker_command, write_slb_config
 from kubevpc.errors import BuildError
 from kubevpc.ledger import NETNS_ETC, Entry, Ledger, remove
-from kubevpc.planning import TERMINAL_PHASES, HostPlan, Plan
+from kubevpc.planning import TERMINAL_PHASES, BridgePlan, HostPlan, NodePlan, OvsPort, Plan
 from kubevpc.rundir import RunDir, atomic_write, controller_socket
 
 from .dns import DAEMONS, daemon_command, give_resolv_confs, resolv_confs, resolver_addresses, write_zones
@@ -149,6 +149,33 @@ class Network:
         return ""
 
 
+def bridge_command(b: BridgePlan, datapath: str, run: str) -> list[str]:
+    """ovs-vsctl's arguments that make bridge `b` on `datapath` (netdev or system), in secure fail
+    mode (no flows, no forwarding until the controller programs it), labelled with the run."""
+    return ["--", "add-br", b.name, "--", "set", "bridge", b.name, f"datapath_type={datapath}",
+            "fail_mode=secure", "protocols=OpenFlow13", f"other-config:datapath-id={b.dpid:016x}",
+            "other-config:disable-in-band=true", f"external_ids:kubevpc-run={run}",
+            f"external_ids:kubevpc-role={b.role}", f"external_ids:kubevpc-owner={b.owner}"]
+
+
+def controller_command(bridge: str, net: Network) -> list[str]:
+    """ovs-vsctl's arguments that connect a bridge to the run's controller."""
+    # after a controller restart, reconnect within a second (Open vSwitch's default: 8 s)
+    return ["--", "set-controller", bridge, net.controller_target,
+            "--", "set", "controller", bridge, f"max_backoff={CONTROLLER_BACKOFF_MS}"]
+
+
+def ports_command(bridge: str, ports: Sequence[OvsPort], may_exist: bool = False) -> list[str]:
+    """ovs-vsctl's arguments that add these ports to a bridge at their planned numbers."""
+    cmd = []
+    for p in ports:
+        cmd += ["--", *(["--may-exist"] if may_exist else []), "add-port", bridge, p.name, "--", "set", "interface",
+                p.name, f"ofport_request={p.ofport}"]
+        if p.kind == "patch":
+            cmd += ["type=patch", f"options:peer={p.peer}"]
+    return cmd
+
+
 class Builder:
     def __init__(self, plan: Plan, ledger: Ledger, say: Say = lambda s: None, datapath: str | None = None):
         self.plan = plan
@@ -233,12 +260,13 @@ class Builder:
         except BuildError as exc:
             raise BuildError(f"could not give the hosts their addresses: {exc}") from None
 
-    def _tunnels(self) -> None:
+    def _tunnels(self, nodes: Sequence[NodePlan] | None = None) -> None:
         """VXLAN devices are created in the node's namespace, so their outer packets carry the
         node's address and cross the emulated vSwitch and vRouter, then moved to the root
-        namespace to become ports of the node bridge."""
+        namespace to become ports of the node bridge. Those of every node, or of `nodes` (added
+        to a running network: topologies/nodes.py)."""
         cl = self.plan.cluster
-        nodes = [n for n in self.plan.nodes if n.tunnels]
+        nodes = [n for n in (self.plan.nodes if nodes is None else nodes) if n.tunnels]
         if not nodes:
             return
         self.say(f"creating {len(nodes)} VXLAN devices (VNI {cl.vni}, UDP {cl.vxlan_port})")
@@ -294,23 +322,13 @@ class Builder:
         return proc
 
     def _bridges(self) -> None:
-        plan, dp = self.plan, self.net.datapath
+        plan = self.plan
         self.say(f"creating {len(plan.bridges)} Open vSwitch bridges in one transaction")
         self.ledger.record("bridge", *[b.name for b in plan.bridges])
         cmd = ["ovs-vsctl", "--timeout=60"]
         for b in plan.bridges:
-            cmd += ["--", "add-br", b.name, "--", "set", "bridge", b.name, f"datapath_type={dp.kind}",
-                    "fail_mode=secure", "protocols=OpenFlow13", f"other-config:datapath-id={b.dpid:016x}",
-                    "other-config:disable-in-band=true", f"external_ids:kubevpc-run={plan.run}",
-                    f"external_ids:kubevpc-role={b.role}", f"external_ids:kubevpc-owner={b.owner}",
-                    "--", "set-controller", b.name, self.net.controller_target,
-                    # after a controller restart, reconnect within a second (Open vSwitch's default: 8 s)
-                    "--", "set", "controller", b.name, f"max_backoff={CONTROLLER_BACKOFF_MS}"]
-            for p in b.ports:
-                cmd += ["--", "add-port", b.name, p.name, "--", "set", "interface", p.name,
-                        f"ofport_request={p.ofport}"]
-                if p.kind == "patch":
-                    cmd += ["type=patch", f"options:peer={p.peer}"]
+            cmd += bridge_command(b, self.net.datapath.kind, plan.run) + controller_command(b.name, self.net)
+            cmd += ports_command(b.name, b.ports)
         sh(cmd, timeout=120)
 
     def _buffers(self, names: list[str] | None = None) -> None:

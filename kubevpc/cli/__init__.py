@@ -6,7 +6,7 @@ Exit codes: 0 ok, 1 a check failed, 2 bad usage or invalid scenario, 3 build or 
 
 One module per group of commands: scenario.py (validate, plan, flows, explain, graph: a scenario
 file, nothing built), run.py (run, check: build it), runtime.py (ready, apply, delete, scale, label,
-stop-server, start-server: change a running scenario through its control channel), observe.py
+add-node, stop-server, start-server: change a running scenario through its control channel), observe.py
 (trace, capture, flowlog, status, matrix, list, clean: look at runs), perf.py (the benchmark), schema.py
 (the scenario's JSON Schema). complete.py answers shell completion (argcomplete).
 common.py holds what they share; channel.py what the commands that talk to a run share; output.py
@@ -28,8 +28,8 @@ COMMANDS = {**scenario.COMMANDS, **run.COMMANDS, **runtime.COMMANDS, **observe.C
             **schema.COMMANDS}
 # the order `kubevpc --help` lists them in
 ORDER = ("validate", "plan", "flows", "run", "check", "explain", "trace", "capture", "flowlog", "graph", "clean",
-         "list", "perf", "ready", "apply", "delete", "scale", "stop-server", "start-server", "label", "matrix",
-         "status", "schema")
+         "list", "perf", "ready", "apply", "delete", "scale", "stop-server", "start-server", "label", "add-node",
+         "matrix", "status", "schema")
 
 __all__ = ["COMMANDS", "EXIT_CHECKS", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_RUNTIME", "EXIT_USAGE", "main", "parser"]
 

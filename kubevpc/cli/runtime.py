@@ -1,5 +1,5 @@
 """The commands that change a running scenario through its control channel: ready, apply, delete,
-scale, label, stop-server and start-server. Each prints what changed and how long the flows took
+scale, label, add-node, stop-server and start-server. Each prints what changed and how long the flows took
 to follow."""
 from __future__ import annotations
 
@@ -102,6 +102,29 @@ def add_label(sub) -> None:
     control_options(p)
 
 
+def add_add_node(sub) -> None:
+    p = control_parser(sub, "add-node", "add a node to a running scenario's cluster, as scaling out a node pool does",
+                       "Add a node to the running cluster: a new ECS instance of the cluster's VPC on a vSwitch of it, "
+                       "at --ip or the lowest free address, in the security groups given (default: the first "
+                       "node's). It is planned as a node declared in the scenario: in vxlan and vpc-route mode it takes "
+                       "the next free node CIDR, from podCIDR and then from cluster.additionalPodCIDRs in order (a "
+                       "node's pod CIDR is fixed when it joins), and in vpc-route mode its route enters the VPC's route "
+                       "table (within its quota); in vxlan mode the other nodes gain it as a VXLAN peer; in eni mode it "
+                       "gets its uplinks as Terway's configuration says. Running pods stay on their nodes; pods "
+                       "created afterwards (more replicas) may be placed on it. Refused, with nothing changed, when no "
+                       "block has a free node CIDR (the error names each block), the vSwitch is full, or the name, "
+                       "vSwitch or a group is wrong. Nodes cannot be removed while running.")
+    p.add_argument("name", metavar="NAME", help="the new node's (ECS instance's) name")
+    p.add_argument("--run", dest="run_option", metavar="RUN", default=None, help="the run, as the RUN argument")
+    p.add_argument("--vswitch", required=True, metavar="VSW", help="its vSwitch, in the cluster's VPC")
+    p.add_argument("--ip", default=None, metavar="IP", help="its primary address (default: the lowest free one)")
+    p.add_argument("--security-group", dest="security_groups", action="append", default=None, metavar="SG",
+                   help="a security group of the VPC; may be given several times (default: the first node's)")
+    p.add_argument("--label", dest="labels", action="append", default=[], metavar="KEY=VALUE",
+                   help="a node label (Terway reads terway-config from one); may be given several times")
+    control_options(p)
+
+
 def _changed(client, headline: str, reply, fmt: str) -> int:
     if fmt != "table":
         emit({"run": client.run, "result": reply.result, "changes": list(reply.changes),
@@ -194,6 +217,23 @@ def cmd_label(args) -> int:
 
 
 @control_command
+def cmd_add_node(args) -> int:
+    if args.run_option is not None:
+        if args.run is not None and args.run != args.run_option:
+            raise ControlError(f"the run is named twice ({args.run} and --run {args.run_option}); expected one", "usage")
+        args.run = args.run_option
+    labels = label_changes(args.labels, ControlError)
+    bad = [k for k, v in labels.items() if v is None]
+    if bad:
+        raise ControlError(f"--label {bad[0]}-: expected KEY=VALUE (a new node has no label to remove)", "usage")
+    client = control_client(args)
+    options = {k: v for k, v in (("security_groups", args.security_groups), ("ip", args.ip),
+                                 ("labels", labels or None)) if v is not None}
+    reply = client.request("add_node", args.name, args.vswitch, **options)
+    return _changed(client, f"node {args.name} added on {args.vswitch}", reply, args.output)
+
+
+@control_command
 def cmd_stop_server(args) -> int:
     client = control_client(args)
     reply = client.request("stop_server", args.endpoint, program=args.program)
@@ -210,4 +250,4 @@ def cmd_start_server(args) -> int:
 COMMANDS = {"ready": (add_ready, cmd_ready), "apply": (add_apply, cmd_apply), "delete": (add_delete, cmd_delete),
             "scale": (add_scale, cmd_scale), "stop-server": (server_parser("stop-server", "stop"), cmd_stop_server),
             "start-server": (server_parser("start-server", "start"), cmd_start_server),
-            "label": (add_label, cmd_label)}
+            "label": (add_label, cmd_label), "add-node": (add_add_node, cmd_add_node)}

@@ -6,6 +6,7 @@ plans the result and carries it out."""
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 from dataclasses import dataclass
 
 from pydantic import ValidationError
@@ -14,7 +15,7 @@ from ..errors import KubevpcError
 from ..k8s import Ingress, Secret
 from ..k8s import ConfigMap, Deployment, Namespace, NetworkPolicy, Pod, Service, StatefulSet, kind_of
 from ..scenario.load import Loaded, Manifest, Source, all_kinds, pydantic_problems
-from ..planning import TERMINAL_PHASES, HostPlan, Plan, Uplink, make_plan
+from ..planning import TERMINAL_PHASES, HostPlan, NodePlan, Plan, Uplink, make_plan
 
 
 RUNTIME_KINDS = (Service, NetworkPolicy, Namespace, Ingress, Secret, Pod, Deployment, StatefulSet, ConfigMap)
@@ -130,6 +131,7 @@ class Replanned:
     ready: dict[str, bool]
     labels: dict
     uplinks: list[tuple[str, Uplink]] = dataclasses.field(default_factory=list)
+    nodes: list[NodePlan] = dataclasses.field(default_factory=list)     # nodes added (kubevpc/lab/nodes.py)
 
 
 def replan(loaded: Loaded, previous: Plan, run: str, manifests, ready: dict[str, bool], labels: dict,
@@ -145,8 +147,10 @@ def replan(loaded: Loaded, previous: Plan, run: str, manifests, ready: dict[str,
     plan = make_plan(loaded, run, ready, labels, previous=previous, terminating=terminating, deleted=deleted, now=now)
     added, removed = pods_changed(previous, plan)
     gone = {h.key for h in removed}
-    return Replanned(loaded, plan, added, removed, {k: v for k, v in ready.items() if k not in gone},
-                     {k: v for k, v in labels.items() if k not in gone}, uplinks_added(previous, plan))
+    nodes = nodes_added(previous, plan)
+    return Replanned(pinned(loaded, {n.name: n.ip for n in nodes}), plan, added, removed,
+                     {k: v for k, v in ready.items() if k not in gone}, {k: v for k, v in labels.items() if k not in gone},
+                     uplinks_added(previous, plan), nodes)
 
 
 def recreated(manifests, removed) -> list[str]:
@@ -183,6 +187,32 @@ def keep_allocations(svc, plan: Plan):
                                    "metadata": svc.metadata.model_dump(), "spec": spec})
 
 
+def pinned(loaded: Loaded, ips: dict[str, str]) -> Loaded:
+    """The scenario with these instances' addresses (by name) written in: an ECS instance keeps the
+    primary address it was given when it was created, whatever is freed below it later."""
+    if not ips:
+        return loaded
+    sc = loaded.scenario
+    instances = [e.model_copy(update={"ip": ipaddress.IPv4Address(ips[e.name])}) if e.name in ips else e
+                 for e in sc.cloud.instances]
+    return dataclasses.replace(loaded, scenario=sc.model_copy(
+        update={"cloud": sc.cloud.model_copy(update={"instances": instances})}))
+
+
+def nodes_added(old: Plan, new: Plan) -> list[NodePlan]:
+    """The nodes a change adds (kubevpc/lab/nodes.py). A running node keeps its name, address,
+    bridge and pod CIDR: a change that would alter one is refused."""
+    for a, b in zip(old.nodes, new.nodes):
+        if (a.name, a.ip, a.bridge, a.pod_cidr) != (b.name, b.ip, b.bridge, b.pod_cidr):
+            raise KubevpcError(f"node {a.name} would change ({a.name} {a.ip} {a.pod_cidr or '-'} -> {b.name} {b.ip} "
+                               f"{b.pod_cidr or '-'}), which a running scenario cannot do; restart the scenario "
+                               "with the change instead")
+    if len(new.nodes) < len(old.nodes):
+        raise KubevpcError(f"node {old.nodes[len(new.nodes)].name} would be removed, which a running scenario "
+                           "cannot do; restart the scenario with the change instead")
+    return list(new.nodes[len(old.nodes):])
+
+
 def uplinks_added(old: Plan, new: Plan) -> list[tuple[str, Uplink]]:
     """The uplinks (ENIs) a change attaches to running nodes: in eni mode, a node whose pods take
     addresses from a pod vSwitch it has no uplink to gets one. A node keeps every uplink it has, in
@@ -199,19 +229,24 @@ def uplinks_added(old: Plan, new: Plan) -> list[tuple[str, Uplink]]:
 
 def pods_changed(old: Plan, new: Plan) -> tuple[list[HostPlan], list[HostPlan]]:
     """The pods and SLB namespaces a change adds and removes. Everything else must stay as it is,
-    but for uplinks attached to running nodes (`uplinks_added`): a change that would add or remove
+    but for uplinks attached to running nodes (`uplinks_added`) and nodes added (`nodes_added`,
+    with their instances, bridges and uplinks; other bridges keep their numbers): a change that would add or remove
     other hosts, detach an uplink, renumber a running SLB, or move, renumber or reshape a running
     pod, is refused."""
     def comes_and_goes(h: HostPlan) -> bool:
         return h.kind in ("pod", "slb")
 
-    attached = {name for _, u in uplinks_added(old, new) for name in (u.port, u.peer, u.patch, u.patch_peer)}
+    joined = nodes_added(old, new)          # nodes added: their instance, bridge and uplinks are new
+    attached = {name for _, u in uplinks_added(old, new) + [(n.name, u) for n in joined for u in n.uplinks]
+                for name in (u.port, u.peer, u.patch, u.patch_peer)}
+    instances, bridges = {n.ecs for n in joined}, {n.bridge for n in joined}
 
     def fixed(p: Plan):
         ours = {h.veth for h in p.hosts if comes_and_goes(h)}
-        return ([h for h in p.hosts if not comes_and_goes(h)],
+        return ([h for h in p.hosts if not comes_and_goes(h) and h.key not in instances],
                 {b.name: [x for x in b.ports if not (x.kind == "veth" and x.name in ours) and x.name not in attached]
-                 for b in p.bridges})
+                 for b in p.bridges if b.name not in bridges}, {b.name: (b.dpid, b.zone) for b in p.bridges
+                                                                if b.name not in bridges})
     if fixed(old) != fixed(new):
         was = {h.key for h in old.hosts if not comes_and_goes(h)}
         now = {h.key for h in new.hosts if not comes_and_goes(h)}

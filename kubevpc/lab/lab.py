@@ -34,6 +34,7 @@ from ..probe import PortBlocks, Result
 from ..rundir import atomic_write
 from . import changes
 from .grace import Terminations, check_grace_period
+from .nodes import Nodes
 from .servers import ROOT, Servers, stop_process
 
 
@@ -54,7 +55,7 @@ class Probe:
     family: int = 4            # 6: to the destination endpoint's IPv6 address (dual stack)
 
 
-class Lab(Servers):
+class Lab(Servers, Nodes):
     def __init__(self, scenario: str, mode: str | None = None, run: str | None = None,
                  datapath: str | None = None, say: Callable[[str], None] = lambda s: None,
                  allow_dirs: Iterable[str] = ()):
@@ -385,39 +386,42 @@ class Lab(Servers):
             return self._change(manifests, ready, labels, deadline, deleted, grace_period)
 
     def _replan(self, manifests: list, ready: dict[str, bool], labels: dict | None, deleted: frozenset[str],
-                grace_period: int | None) -> tuple[changes.Replanned, dict[str, float]]:
-        """The change planned; pods it removes that have a grace period are planned again as
-        terminating, with the time each one's grace period ends."""
+                grace_period: int | None, loaded=None) -> tuple[changes.Replanned, dict[str, float]]:
+        """The change planned (of the scenario `loaded`: with a node added); pods it removes that
+        have a grace period are planned again as terminating, with the time each one's grace period ends."""
         labels = self.labels if labels is None else labels
+        loaded = loaded or self.loaded
         wall = time.time()          # a fixed address's release TTL counts in wall-clock time (plan.json keeps it)
-        change = changes.replan(self.loaded, self.plan, self.run, manifests, ready, labels,
+        change = changes.replan(loaded, self.plan, self.run, manifests, ready, labels,
                                 self.terminating.keys(), deleted, wall)
         now = time.monotonic()
         graceful = {h.key: now + (h.grace_period if grace_period is None else grace_period)
                     for h in change.removed if h.kind == "pod" and not h.terminating and h.key not in self.terminating}
         graceful = {k: t for k, t in graceful.items() if t > now}
         if graceful:
-            change = changes.replan(self.loaded, self.plan, self.run, manifests, ready, labels,
+            change = changes.replan(loaded, self.plan, self.run, manifests, ready, labels,
                                     self.terminating.keys() | frozenset(graceful), deleted, wall)
         return change, graceful
 
     def _change(self, manifests: list, ready: dict[str, bool], labels: dict | None, deadline: float,
-                deleted: frozenset[str], grace_period: int | None) -> dict:
+                deleted: frozenset[str], grace_period: int | None, loaded=None) -> dict:
         if self.net is None:
             raise KubevpcError("the lab is not up")
         t0 = time.monotonic()
-        change, graceful = self._replan(manifests, ready, labels, deleted, grace_period)
+        change, graceful = self._replan(manifests, ready, labels, deleted, grace_period, loaded)
         version = self.status().get("plan_version", 0)
         pods: dict[str, float] = {}
         if change.uplinks:      # ENIs attached: a node's pods take addresses from a vSwitch new to it
             self.say(f"attaching {', '.join(f'{n} to {u.vswitch}' for n, u in change.uplinks)}")
             add_uplinks(self.builder, change.plan, change.uplinks)
+        self._build_nodes(change)       # nodes added (kubevpc/lab/nodes.py), not yet connected
         if change.added:        # the pods listen before any Service sends to them; flows are timed from then
             self.say(f"starting {', '.join(h.key for h in change.added)}")
             self.builder.add_pods(change.plan, change.added)
             pods["pods_started_s"] = time.monotonic() - t0
             t0 = time.monotonic()
         self._hand_over(change)
+        self._connect_nodes(change, deadline)
         self.terminating.start(graceful)
         self.terminating.forget(h.key for h in change.removed)
         if graceful:

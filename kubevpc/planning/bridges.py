@@ -57,9 +57,28 @@ def plan_bridges(ctx: Context, cloud: Cloud, cluster: Cluster, nodes: list[NodeP
         ports += [OvsPort(name=h.veth, ofport=h.ofport, kind="veth", peer=h.key) for h in hosts if h.kind == "internet"]
         bridges.append(BridgePlan(name=internet.plan.bridge, role="internet", owner="internet", dpid=0, zone=0,
                                   ports=tuple(ports)))
+    numbers = _numbers([b.name for b in bridges], ctx.previous_bridges)
     numbered = tuple(b.model_copy(update={"dpid": DPID_BASE + i + 1, "zone": (cloud.zone_base + i) % 65535 + 1})
-                     for i, b in enumerate(bridges))
+                     for i, b in zip(numbers, bridges))
     return Bridges(bridges=numbered, vpcs=tuple(vpcs))
+
+
+def _numbers(names: list[str], previous: dict[str, int]) -> list[int]:
+    """Each bridge's number (its datapath id and conntrack zone count from it): its position, or,
+    planned against a running scenario (`previous`: dpids by bridge name), the number it runs with;
+    a bridge new to it (a node added while running) takes the next number above all of those, so
+    that no running bridge is renumbered (its flows hold its zone)."""
+    if not previous:
+        return list(range(len(names)))
+    held = {name: dpid - DPID_BASE - 1 for name, dpid in previous.items()}
+    top = max(held.values(), default=-1)
+    out = []
+    for name in names:
+        if name not in held:
+            top += 1
+            held[name] = top
+        out.append(held[name])
+    return out
 
 
 def _vrouters(ctx: Context, cloud: Cloud, cluster: Cluster, nodes: list[NodePlan], internet: Internet,

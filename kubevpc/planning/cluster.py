@@ -103,11 +103,14 @@ def _check_pod_cidr(ctx: Context, cl, vpc_net) -> None:
     room = sum(2 ** (cl.nodeCIDRMaskSize - net.prefixlen) for _, net in blocks)
     if room < len(cl.nodes):
         what = " and ".join(f"{dotted(p)} {net}" for p, net in blocks)
+        refused = cl.nodes[room:]        # nodes take node CIDRs in order: the last ones get none
         ctx.bad(("cluster", "additionalPodCIDRs" if cl.additionalPodCIDRs else "podCIDR"),
                 [str(net) for _, net in blocks] if cl.additionalPodCIDRs else str(cl.podCIDR),
                 f"{what} hold{'' if cl.additionalPodCIDRs else 's'} only {room} node CIDRs of /{cl.nodeCIDRMaskSize}, "
-                f"the cluster has {len(cl.nodes)} nodes" + ("; expected a larger block, or another in "
-                                                            "cluster.additionalPodCIDRs" if cl.mode == "vpc-route" else ""))
+                f"the cluster has {len(cl.nodes)} nodes: {', '.join(refused)} get{'s' if len(refused) == 1 else ''} "
+                "no node CIDR" + ("; expected a larger block, or another in cluster.additionalPodCIDRs"
+                                  if cl.mode == "vpc-route" else "; expected a larger podCIDR or a longer "
+                                  "cluster.nodeCIDRMaskSize"))
 
 
 MORE_BLOCKS = {

@@ -63,6 +63,7 @@ class Context:
     previous_pod_eips: dict[str, str] = field(default_factory=dict)  # EIPs bound to pods: EIP name -> pod key
     fixed: dict[str, FixedIP] = field(default_factory=dict)    # eni: fixed addresses still held, by pod key
     previous_nodes: dict[str, NodePlan] = field(default_factory=dict)   # the running scenario's node bridges
+    previous_bridges: dict[str, int] = field(default_factory=dict)      # the running scenario's bridges' dpids
     now: float = 0.0                # wall-clock time of the change (a fixed address's release TTL counts by it)
 
     @property

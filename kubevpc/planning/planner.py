@@ -96,7 +96,8 @@ def _context(loaded: Loaded, run: str, ready, labels, previous: Plan | None, ter
                   previous_public={s.service: s.public_ip for s in previous.slbs if s.public_ip} if previous else {},
                   previous_pod_eips={e.name: e.target for e in previous.eips if e.bound == "pod"} if previous else {},
                   fixed={f.pod: f for f in previous.fixed_ips if not f.expired(now)} if previous else {}, now=now,
-                  previous_nodes={n.name: n for n in previous.nodes} if previous else {})
+                  previous_nodes={n.name: n for n in previous.nodes} if previous else {},
+                  previous_bridges={b.name: b.dpid for b in previous.bridges} if previous else {})
 
 
 def _check_run_name(ctx: Context) -> None:

@@ -110,7 +110,7 @@ def test_results_that_are_models_or_tuples_become_json(lab):
 # ------------------------------------------------------------------------------- whitelist
 def test_the_whitelist_names_public_lab_methods_and_views():
     assert WHITELIST == ("set_ready", "apply", "delete", "delete_service", "label", "set_network_policies", "scale",
-                         "stop_server", "start_server", "status", "describe", "matrix")
+                         "add_node", "stop_server", "start_server", "status", "describe", "matrix")
     for name in control.LAB_METHODS:
         assert not name.startswith("_") and callable(getattr(Lab, name)), name
     assert set(control.DELETERS.values()) <= set(WHITELIST)
@@ -121,7 +121,8 @@ def test_methods_outside_the_whitelist_are_refused(lab, method):
     answer = handle(lab, request(method))
     assert answer["ok"] is False and answer["kind"] == "usage"
     assert answer["error"] == (f"unknown method {method!r}; this run serves set_ready, apply, delete, delete_service, "
-                               "label, set_network_policies, scale, stop_server, start_server, status, describe, matrix")
+                               "label, set_network_policies, scale, add_node, stop_server, start_server, status, describe, "
+                               "matrix")
 
 
 def test_a_whitelisted_view_answers(lab):
@@ -357,7 +358,7 @@ def test_bad_subcommand_arguments_exit_2(argv, capsys):
 
 
 def test_every_subcommand_has_help(capsys):
-    for name in ("ready", "apply", "delete", "stop-server", "start-server", "status"):
+    for name in ("ready", "apply", "delete", "stop-server", "start-server", "add-node", "status"):
         with pytest.raises(SystemExit):
             cli.parser().parse_args([name, "--help"])
         text = capsys.readouterr().out

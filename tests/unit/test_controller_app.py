@@ -12,6 +12,8 @@ from os_ken.lib.packet import ethernet, icmp, ipv4, packet, tcp
 
 import controller.app as app_module
 from controller.compile import compile_plan
+from kubevpc.lab import changes
+from kubevpc.lab.nodes import with_node
 from kubevpc.scenario.load import load
 from kubevpc.planning import make_plan
 from tests.unit.osken_fake import OFP, PARSER, FakeDatapath, FakeSwitch, connect, disconnect, event, one_pass, pump
@@ -244,6 +246,29 @@ def test_connections_that_may_not_program_a_bridge_are_refused(run, monkeypatch)
     assert not new.closed and r.bridge(name)["programmed"]
     disconnect(r.app, live)
     assert r.bridge(name)["connected"] is True
+
+
+def test_a_node_bridge_added_while_running_is_programmed_once_the_plan_names_it(run):
+    """A node added while running (kubevpc/lab/nodes.py): its bridge, connecting before the
+    controller has the plan that names it, is refused as none of the run's (so topologies/nodes.py
+    connects it only once status.json shows that plan); connecting after, it gets its flows."""
+    loaded = load(str(DEFAULT), mode="vxlan")
+    first = make_plan(loaded, "kvt")
+    r = run(first)
+    r.connect_all()
+    change = changes.replan(with_node(loaded, first, "node-4", "vsw-i"), first, "kvt", list(loaded.manifests), {}, {})
+    name = change.nodes[0].bridge
+    r.switches[name] = FakeSwitch()
+    early = FakeDatapath(change.plan.bridge(name).dpid, r.switches[name])
+    connect(r.app, early)
+    assert early.closed and early.sent == []
+    assert r.status_file()["refused"][-1]["why"] == f"datapath {early.id:#x} is none of this run's bridges"
+    r.change(change.plan)
+    assert r.status_file()["plan_file"] == os.stat(r.plan_path).st_mtime_ns
+    assert not r.bridge(name)["programmed"] and all(r.bridge(b.name)["programmed"] for b in first.bridges)
+    r.connect(name)
+    assert r.bridge(name)["programmed"] and r.bridge(name)["plan_version"] == 2
+    assert set(r.switches[name].flows) == {f.cookie for f in compile_plan(change.plan)[name].flows}
 
 
 # ----------------------------------------------------------------------------- replaced requests
