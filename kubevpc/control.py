@@ -41,9 +41,10 @@ from pydantic import ValidationError, validate_call
 
 from topologies.shell import bridge_connections
 
-from .errors import KubevpcError, Problem, ScenarioError
+from .errors import KubevpcError, ScenarioError
 from .ledger import MAX_TAG, RUN_NAME, list_runs, owner_alive, run_dir
-from .scenario.load import _parse_object, dotted, read_yaml
+from .scenario.load import dotted
+from .scenario.manifests import read_manifests as scenario_manifests
 from .observe.flowlog import top_drops
 from .rundir import RunDir
 
@@ -484,27 +485,10 @@ def serve(lab, say: Callable[[str], None] = lambda s: None) -> ControlServer | N
 
 # -------------------------------------------------------------------------------------- client
 def read_manifests(paths: list[str]) -> list[dict]:
-    """The Kubernetes objects of YAML files (one or more documents each), checked as the scenario
-    loader checks manifests: a problem names the file, the line, the path and what was expected.
-    Raises ScenarioError with every problem found; the run is asked nothing then."""
-    objects: list[dict] = []
-    problems: list[Problem] = []
-    for path in paths:
-        try:
-            docs = read_yaml(path)
-        except ScenarioError as exc:
-            problems += exc.problems
-            continue
-        if not docs:
-            problems.append(Problem(path, "", None, "expected one or more Kubernetes objects (YAML documents)"))
-        for j, src in enumerate(docs):
-            parsed: list = []
-            problems += _parse_object(src, (), parsed, f"[{j}]")
-            if parsed:
-                objects.append(src.data)
-    if problems:
-        raise ScenarioError(problems)
-    return objects
+    """The Kubernetes objects of manifest files, directories or `-` (kubevpc.scenario.manifests),
+    checked as the scenario loader checks manifests; kinds that do not touch the network are left
+    out. Raises ScenarioError with every problem found; the run is asked nothing then."""
+    return scenario_manifests(paths).objects
 
 
 def find_run(run: str | None = None) -> str:

@@ -45,8 +45,12 @@ def build_args(p: argparse.ArgumentParser) -> None:
 
 
 def scenario_plan(file: str, mode: str | None, allow_dirs) -> Plan:
-    """The plan of a scenario file, nothing built (run names as long as a run's)."""
-    return make_plan(load(file, mode, allow_dirs), PLACEHOLDER_RUN)
+    """The plan of a scenario file, nothing built (run names as long as a run's). The objects it
+    skips (kinds that do not touch the network) are told on stderr, one line each."""
+    loaded = load(file, mode, allow_dirs)
+    for w in loaded.warnings:
+        sys.stderr.write(f"warning: {w}\n")
+    return make_plan(loaded, PLACEHOLDER_RUN)
 
 
 def live_run(run: str | None) -> str:

@@ -319,9 +319,13 @@ def test_manifest_files_are_checked_as_the_scenario_loader_checks_them(tmp_path)
     text = [str(p) for p in err.value.problems]
     assert text[0] == f"{bad}:6: spec.ports[0].port: 70000: Input should be less than or equal to 65535"
     assert text[1].startswith(f"{bad}:8: kind: 'Gadget': unsupported object; expected one of ")
-    assert text[2] == f"{empty}: <top>: None: expected one or more Kubernetes objects (YAML documents)"
-    assert text[3] == f"{tmp_path}/missing.yaml: <top>: '{tmp_path}/missing.yaml': cannot read the file: " \
+    assert text[2] == f"{tmp_path}/missing.yaml: <top>: '{tmp_path}/missing.yaml': cannot read the file: " \
                       "No such file or directory"
+    # an empty file is no problem beside others (as kubectl); no object at all is
+    with pytest.raises(control.ScenarioError) as err:
+        read_manifests([str(empty)])
+    assert [str(p) for p in err.value.problems] == [f"{empty}: <top>: None: no objects; expected one or more "
+                                                    "Kubernetes objects (YAML documents)"]
 
 
 # ------------------------------------------------------------------------------- subcommands
