@@ -4,7 +4,8 @@
 serves a Unix socket, `<run dir>/control.sock` (mode 0600, recorded in the run's ledger, removed
 at teardown and by `kubevpc clean`). Other processes call a whitelist of Lab methods on it: the
 `kubevpc ready|apply|delete|scale|label|matrix|stop-server|start-server|status` subcommands, or
-`ControlClient`.
+`ControlClient`. `dry_run` plans an apply or a delete and answers what it would change, changing
+nothing (`kubevpc apply|delete --dry-run`).
 
 Protocol: one request per connection, one JSON object on one line each way (JSON never holds a
 raw newline). The client sends
@@ -61,7 +62,7 @@ SUN_PATH_MAX = 107                 # bytes in a Unix socket path, without the tr
 # checked against each method's signature and annotations (strictly: "false" is not a bool).
 # To serve another Lab method, add its name here: nothing else in this module needs to change.
 LAB_METHODS: tuple[str, ...] = ("set_ready", "apply", "delete", "delete_service", "label", "set_network_policies", "scale",
-                                "stop_server", "start_server", "status")
+                                "stop_server", "start_server", "status", "dry_run")
 
 
 def describe(lab) -> dict:
@@ -102,7 +103,7 @@ WHITELIST: tuple[str, ...] = LAB_METHODS + tuple(VIEWS)
 
 # `kubevpc delete KIND/...`: the whitelisted method that deletes each kind
 DELETERS: dict[str, str] = {"svc": "delete", "netpol": "delete", "ingress": "delete", "pod": "delete",
-                             "deploy": "delete", "sts": "delete"}
+                             "deploy": "delete", "sts": "delete", "ds": "delete"}
 
 
 

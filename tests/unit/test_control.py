@@ -110,7 +110,7 @@ def test_results_that_are_models_or_tuples_become_json(lab):
 # ------------------------------------------------------------------------------- whitelist
 def test_the_whitelist_names_public_lab_methods_and_views():
     assert WHITELIST == ("set_ready", "apply", "delete", "delete_service", "label", "set_network_policies", "scale",
-                         "stop_server", "start_server", "status", "describe", "matrix")
+                         "stop_server", "start_server", "status", "dry_run", "describe", "matrix")
     for name in control.LAB_METHODS:
         assert not name.startswith("_") and callable(getattr(Lab, name)), name
     assert set(control.DELETERS.values()) <= set(WHITELIST)
@@ -121,7 +121,8 @@ def test_methods_outside_the_whitelist_are_refused(lab, method):
     answer = handle(lab, request(method))
     assert answer["ok"] is False and answer["kind"] == "usage"
     assert answer["error"] == (f"unknown method {method!r}; this run serves set_ready, apply, delete, delete_service, "
-                               "label, set_network_policies, scale, stop_server, start_server, status, describe, matrix")
+                               "label, set_network_policies, scale, stop_server, start_server, status, dry_run, "
+                               "describe, matrix")
 
 
 def test_a_whitelisted_view_answers(lab):
@@ -351,7 +352,6 @@ def test_subcommand_arguments(argv, want):
     ["ready", "kvab"],                                  # no pod
     ["apply", "kvab"],                                  # no -f
     ["stop-server", "pod/web-0", "--program", "dns"],   # server or nodehealth only
-    ["delete"],
 ])
 def test_bad_subcommand_arguments_exit_2(argv, capsys):
     with pytest.raises(SystemExit) as exc:
