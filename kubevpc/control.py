@@ -4,7 +4,8 @@
 serves a Unix socket, `<run dir>/control.sock` (mode 0600, recorded in the run's ledger, removed
 at teardown and by `kubevpc clean`). Other processes call a whitelist of Lab methods on it: the
 `kubevpc ready|apply|delete|scale|label|add-node|matrix|stop-server|start-server|status` subcommands, or
-`ControlClient`.
+`ControlClient`. `dry_run` plans an apply or a delete and answers what it would change, changing
+nothing (`kubevpc apply|delete --dry-run`).
 
 Protocol: one request per connection, one JSON object on one line each way (JSON never holds a
 raw newline). The client sends
@@ -41,9 +42,10 @@ from pydantic import ValidationError, validate_call
 
 from topologies.shell import bridge_connections
 
-from .errors import KubevpcError, Problem, ScenarioError
+from .errors import KubevpcError, ScenarioError
 from .ledger import MAX_TAG, RUN_NAME, list_runs, owner_alive, run_dir
-from .scenario.load import _parse_object, dotted, read_yaml
+from .scenario.load import dotted
+from .scenario.manifests import read_manifests as scenario_manifests
 from .observe.flowlog import top_drops
 from .rundir import RunDir
 
@@ -60,7 +62,7 @@ SUN_PATH_MAX = 107                 # bytes in a Unix socket path, without the tr
 # checked against each method's signature and annotations (strictly: "false" is not a bool).
 # To serve another Lab method, add its name here: nothing else in this module needs to change.
 LAB_METHODS: tuple[str, ...] = ("set_ready", "apply", "delete", "delete_service", "label", "set_network_policies", "scale",
-                                "add_node", "stop_server", "start_server", "status")
+                                "add_node", "stop_server", "start_server", "status", "dry_run")
 
 
 def describe(lab) -> dict:
@@ -101,7 +103,7 @@ WHITELIST: tuple[str, ...] = LAB_METHODS + tuple(VIEWS)
 
 # `kubevpc delete KIND/...`: the whitelisted method that deletes each kind
 DELETERS: dict[str, str] = {"svc": "delete", "netpol": "delete", "ingress": "delete", "pod": "delete",
-                             "deploy": "delete", "sts": "delete"}
+                             "deploy": "delete", "sts": "delete", "ds": "delete"}
 
 
 
@@ -487,27 +489,10 @@ def serve(lab, say: Callable[[str], None] = lambda s: None) -> ControlServer | N
 
 # -------------------------------------------------------------------------------------- client
 def read_manifests(paths: list[str]) -> list[dict]:
-    """The Kubernetes objects of YAML files (one or more documents each), checked as the scenario
-    loader checks manifests: a problem names the file, the line, the path and what was expected.
-    Raises ScenarioError with every problem found; the run is asked nothing then."""
-    objects: list[dict] = []
-    problems: list[Problem] = []
-    for path in paths:
-        try:
-            docs = read_yaml(path)
-        except ScenarioError as exc:
-            problems += exc.problems
-            continue
-        if not docs:
-            problems.append(Problem(path, "", None, "expected one or more Kubernetes objects (YAML documents)"))
-        for j, src in enumerate(docs):
-            parsed: list = []
-            problems += _parse_object(src, (), parsed, f"[{j}]")
-            if parsed:
-                objects.append(src.data)
-    if problems:
-        raise ScenarioError(problems)
-    return objects
+    """The Kubernetes objects of manifest files, directories or `-` (kubevpc.scenario.manifests),
+    checked as the scenario loader checks manifests; kinds that do not touch the network are left
+    out. Raises ScenarioError with every problem found; the run is asked nothing then."""
+    return scenario_manifests(paths).objects
 
 
 def find_run(run: str | None = None) -> str:

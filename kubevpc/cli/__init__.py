@@ -5,8 +5,9 @@ Exit codes: 0 ok, 1 a check failed, 2 bad usage or invalid scenario, 3 build or 
 130 interrupted.
 
 One module per group of commands: scenario.py (validate, plan, flows, explain, graph: a scenario
-file, nothing built), run.py (run, check: build it), runtime.py (ready, apply, delete, scale, label,
-add-node, stop-server, start-server: change a running scenario through its control channel), observe.py
+file, nothing built), run.py (run, check: build it), runtime.py (ready, scale, label, add-node,
+stop-server, start-server: change a running scenario through its control channel), apply.py (apply,
+delete: the same, from manifests as kubectl reads them), observe.py
 (trace, capture, flowlog, status, matrix, list, clean: look at runs), perf.py (the benchmark), schema.py
 (the scenario's JSON Schema). complete.py answers shell completion (argcomplete).
 common.py holds what they share; channel.py what the commands that talk to a run share; output.py
@@ -19,13 +20,13 @@ import signal
 import sys
 
 from ..errors import KubevpcError, ScenarioError
-from . import complete, observe, perf, run, runtime, scenario, schema, verbose
+from . import apply, complete, observe, perf, run, runtime, scenario, schema, verbose
 from .common import EXIT_CHECKS, EXIT_INTERRUPTED, EXIT_OK, EXIT_RUNTIME, EXIT_USAGE, console
 from .output import VersionAction, resolve_json_alias
 
 # every command: (the function that adds its parser, the function that runs it)
-COMMANDS = {**scenario.COMMANDS, **run.COMMANDS, **runtime.COMMANDS, **observe.COMMANDS, **perf.COMMANDS,
-            **schema.COMMANDS}
+COMMANDS = {**scenario.COMMANDS, **run.COMMANDS, **runtime.COMMANDS, **apply.COMMANDS, **observe.COMMANDS,
+            **perf.COMMANDS, **schema.COMMANDS}
 # the order `kubevpc --help` lists them in
 ORDER = ("validate", "plan", "flows", "run", "check", "explain", "trace", "capture", "flowlog", "graph", "clean",
          "list", "perf", "ready", "apply", "delete", "scale", "stop-server", "start-server", "label", "add-node",

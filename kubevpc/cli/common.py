@@ -47,9 +47,12 @@ def build_args(p: argparse.ArgumentParser) -> None:
 
 
 def scenario_plan(file: str, mode: str | None, allow_dirs) -> Plan:
-    """The plan of a scenario file, nothing built (run names as long as a run's)."""
+    """The plan of a scenario file, nothing built (run names as long as a run's). The objects it
+    skips (kinds that do not touch the network) are told on stderr, one line each."""
     t0 = time.monotonic()
     loaded = load(file, mode, allow_dirs)
+    for w in loaded.warnings:
+        sys.stderr.write(f"warning: {w}\n")
     t1 = time.monotonic()
     plan = make_plan(loaded, PLACEHOLDER_RUN)
     debug("%s: read and checked in %.0f ms, planned in %.0f ms (%d hosts, %d bridges)", file, (t1 - t0) * 1000,

@@ -1,14 +1,12 @@
-"""The commands that change a running scenario through its control channel: ready, apply, delete,
-scale, label, add-node, stop-server and start-server. Each prints what changed and how long the flows took
-to follow."""
+"""The commands that change a running scenario through its control channel: ready, scale, label,
+add-node, stop-server and start-server (apply and delete, which read manifests, are in apply.py).
+Each prints what changed and how long the flows took to follow."""
 from __future__ import annotations
 
-import sys
 
-from ..control import DELETERS, ControlError, read_manifests
-from ..errors import ScenarioError
+from ..control import ControlError
 from .channel import control_client, control_command, control_options, control_parser
-from .common import EXIT_OK, EXIT_USAGE, console, out
+from .common import EXIT_OK, out
 from .output import emit
 
 
@@ -19,44 +17,6 @@ def add_ready(sub) -> None:
                        "Prints what changed and how long the controller took to program it.")
     p.add_argument("pod", metavar="POD", help="pod/<namespace>/<name> or pod/<name> (namespace default)")
     p.add_argument("state", metavar="true|false", choices=("true", "false"), help="ready (true) or not ready (false)")
-    control_options(p)
-
-
-def add_apply(sub) -> None:
-    p = control_parser(sub, "apply", "create or replace Services, NetworkPolicies, Namespaces, Ingresses, Secrets, Pods, "
-                       "Deployments, StatefulSets and ConfigMaps in a running scenario",
-                       "Create or replace the objects of YAML files (one or more documents each) in a running scenario, "
-                       "as `kubectl apply -f` does. A Service keeps its ClusterIP and NodePorts unless the file sets them. "
-                       "New pods (a new Pod or Deployment, more replicas) are started and join Services once their server "
-                       "listens; pods that go are removed once no flow sends to them. A running pod keeps its node, address "
-                       "and ports: changing those is refused. Terway's ConfigMaps (eni-config, a node's own) apply to "
-                       "new pods; a pod vSwitch new to a node attaches an uplink (an ENI) to it. The files are checked "
-                       "as the scenario loader checks "
-                       "manifests before the run is asked anything.")
-    p.add_argument("-f", "--filename", action="append", required=True, metavar="FILE",
-                   help="a manifest file; may be given several times")
-    control_options(p)
-
-
-def add_delete(sub) -> None:
-    p = control_parser(sub, "delete", "delete a Service, a NetworkPolicy, an Ingress, a Pod, a Deployment or a StatefulSet "
-                       "from a running scenario",
-                       "Delete an object from a running scenario. A Service's ClusterIP and NodePorts stop being served "
-                       "(the other Services keep theirs); a NetworkPolicy's rules stop applying; an Ingress's hosts and "
-                       "paths leave the ingress controllers' NGINX configuration; a Pod (or every pod of a Deployment) "
-                       "terminates gracefully, as kubectl deletes it: for its grace period it keeps running and serving, "
-                       "and is an endpoint that is serving and terminating but not ready (kube-proxy uses it only when "
-                       "a Service has no ready one); then it leaves the Services' endpoints, and its namespace, veth "
-                       "and processes are removed. The command returns at once; `kubevpc status` shows the pods still "
-                       "terminating. A pod of a Deployment is replaced by a new pod with a new name and address, as "
-                       "the ReplicaSet controller does; a pod of a StatefulSet is created again under its own name "
-                       "once it is gone.")
-    p.add_argument("object", metavar="OBJECT", help="KIND/<namespace>/<name> or KIND/<name> (namespace default), "
-                   "KIND one of svc, netpol, ingress, pod, deploy, sts")
-    p.add_argument("--grace-period", type=int, default=None, metavar="SECONDS",
-                   help="seconds a deleted pod keeps running, terminating (default: the pod's "
-                        "terminationGracePeriodSeconds, 30 unless set); 0 removes it at once. Deleting a terminating "
-                        "pod again with a shorter one shortens what is left")
     control_options(p)
 
 
@@ -158,34 +118,6 @@ def cmd_ready(args) -> int:
 
 
 @control_command
-def cmd_apply(args) -> int:
-    try:
-        objects = read_manifests(args.filename)
-    except ScenarioError as exc:
-        console.print(f"[red]invalid manifest[/red] ({len(exc.problems)} problem(s)); nothing was applied:")
-        for p in exc.problems:
-            sys.stderr.write(f"  {p}\n")
-        return EXIT_USAGE
-    client = control_client(args)
-    reply = client.request("apply", *objects, origin=", ".join(args.filename))
-    return _changed(client, f"applied {len(objects)} object(s) from {', '.join(args.filename)}", reply, args.output)
-
-
-@control_command
-def cmd_delete(args) -> int:
-    kind, _, name = args.object.partition("/")
-    if kind not in DELETERS or not name:
-        raise ControlError(f"cannot delete {args.object!r}: expected " +
-                           " or ".join(f"{k}/<namespace>/<name>, {k}/<name>" for k in DELETERS), "usage")
-    if args.grace_period is not None and args.grace_period < 0:
-        raise ControlError(f"--grace-period {args.grace_period}: expected 0 or more seconds", "usage")
-    client = control_client(args)
-    grace = {"grace_period": args.grace_period} if args.grace_period is not None else {}
-    reply = client.request(DELETERS[kind], args.object, **grace)
-    return _changed(client, f"{args.object} deleted", reply, args.output)
-
-
-@control_command
 def cmd_scale(args) -> int:
     if args.replicas < 0:
         raise ControlError(f"--replicas {args.replicas}: expected 0 or more", "usage")
@@ -247,7 +179,7 @@ def cmd_start_server(args) -> int:
     return _changed(client, f"the {args.program} of {args.endpoint} started and listening", reply, args.output)
 
 
-COMMANDS = {"ready": (add_ready, cmd_ready), "apply": (add_apply, cmd_apply), "delete": (add_delete, cmd_delete),
+COMMANDS = {"ready": (add_ready, cmd_ready),
             "scale": (add_scale, cmd_scale), "stop-server": (server_parser("stop-server", "stop"), cmd_stop_server),
             "start-server": (server_parser("start-server", "start"), cmd_start_server),
             "label": (add_label, cmd_label), "add-node": (add_add_node, cmd_add_node)}

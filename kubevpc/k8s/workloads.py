@@ -1,4 +1,4 @@
-"""Namespace, Pod, Deployment and StatefulSet (apps/v1): the objects that make pods."""
+"""Namespace, Pod, Deployment, StatefulSet and DaemonSet (apps/v1): the objects that make pods."""
 from __future__ import annotations
 
 from typing import Literal
@@ -31,6 +31,7 @@ class PodSpec(K8s):
     nodeName: str | None = None
     hostNetwork: bool = False       # the pod runs in its node's network namespace, with the node's address
     terminationGracePeriodSeconds: int = Field(default=30, ge=0, le=86400)   # kubevpc's bound: a day
+    nodeSelector: dict[str, str] = {}   # read for a DaemonSet's pods (the nodes they run on); a Pod's is not
 
 
 class PodStatus(K8s):
@@ -102,6 +103,35 @@ class StatefulSet(K8s):
     kind: Literal["StatefulSet"]
     metadata: ObjectMeta
     spec: StatefulSetSpec
+
+
+class DaemonSetSpec(K8s):
+    """What kubevpc uses of a DaemonSet: selector and template (its nodeSelector says which nodes
+    run a pod). Fields it does not emulate (updateStrategy, minReadySeconds, tolerations, ...) are
+    accepted and ignored."""
+
+    selector: LabelSelector
+    template: PodTemplate
+
+    @model_validator(mode="after")
+    def _check(self) -> "DaemonSetSpec":
+        if not self.selector.matches(self.template.metadata.labels):
+            raise ValueError("spec.selector does not match spec.template.metadata.labels "
+                             "(the API server rejects such a DaemonSet)")
+        if self.template.spec.nodeName is not None:
+            raise ValueError("spec.template.spec.nodeName is set; a DaemonSet runs one pod on each node its "
+                             "nodeSelector matches (expected a nodeSelector instead)")
+        return self
+
+
+class DaemonSet(K8s):
+    """apps/v1 DaemonSet: one pod on every node of the cluster whose labels its template's
+    nodeSelector matches, named `<name>-<node>` (kubevpc.planning.workloads)."""
+
+    apiVersion: Literal["apps/v1"]
+    kind: Literal["DaemonSet"]
+    metadata: ObjectMeta
+    spec: DaemonSetSpec
 
 
 class Namespace(K8s):

@@ -8,40 +8,69 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 from dataclasses import dataclass
+from typing import Callable
 
 from pydantic import ValidationError
 
 from ..errors import KubevpcError
 from ..k8s import Ingress, Secret
-from ..k8s import ConfigMap, Deployment, Namespace, NetworkPolicy, Pod, Service, StatefulSet, kind_of
-from ..scenario.load import Loaded, Manifest, Source, all_kinds, pydantic_problems
+from ..k8s import (ConfigMap, DaemonSet, Deployment, Namespace, NetworkPolicy, Pod, Service, StatefulSet, kind_of,
+                   refusal, skip_reason)
+from ..scenario.load import LIST, Loaded, Manifest, Source, all_kinds, pydantic_problems
 from ..planning import TERMINAL_PHASES, HostPlan, NodePlan, Plan, Uplink, make_plan
 
 
-RUNTIME_KINDS = (Service, NetworkPolicy, Namespace, Ingress, Secret, Pod, Deployment, StatefulSet, ConfigMap)
+RUNTIME_KINDS = (Service, NetworkPolicy, Namespace, Ingress, Secret, Pod, Deployment, StatefulSet, DaemonSet, ConfigMap)
 
 
-def parse_objects(objects, origin: str = "<api>") -> list:
-    """Objects that may change while running, validated as the API server would."""
+def parse_objects(objects, origin: str = "<api>", warn: Callable[[str], None] = lambda s: None) -> list:
+    """Objects that may change while running, validated as the API server would; a `kind: List`
+    stands for its items. Objects of kinds that do not touch the network are skipped, each told to
+    `warn` (kubevpc.k8s.skipped)."""
     out = []
-    for obj in objects:
+    for obj in _flattened(objects):
+        skipped = skip_reason(obj)
+        if skipped is not None:
+            warn(f"{origin}: {kind_of(obj)[1]}/{_name(obj)}: {skipped}")
+            continue
         cls = all_kinds().get(kind_of(obj))
         if cls not in RUNTIME_KINDS:
-            raise KubevpcError(f"only Services, NetworkPolicies, Namespaces, Ingresses, Secrets, Pods, Deployments, "
-                               f"StatefulSets and ConfigMaps can be applied while the scenario runs, not "
+            why = refusal(obj)
+            raise KubevpcError(f"{'/'.join(kind_of(obj))} is not emulated: {why}" if why else
+                               "only Services, NetworkPolicies, Namespaces, Ingresses, Secrets, Pods, Deployments, "
+                               "StatefulSets, DaemonSets and ConfigMaps can be applied while the scenario runs, not "
                                f"{'/'.join(kind_of(obj))}")
         try:
             parsed = cls.model_validate(obj)
         except ValidationError as exc:
-            meta = obj.get("metadata")
-            where = f"{kind_of(obj)[1]} {meta.get('name', '?') if isinstance(meta, dict) else '?'}"
-            raise KubevpcError(f"{where} is invalid: " + "; ".join(
+            raise KubevpcError(f"{kind_of(obj)[1]} {_name(obj)} is invalid: " + "; ".join(
                 f"{p.path}: {p.expected}" for p in pydantic_problems(Source(origin, obj, {}), exc))) from None
         meta = parsed.metadata
         # problems the planner finds in it name the origin and the object's own paths
         out.append(Manifest(obj=parsed, file=origin, path=f"{origin}/{cls.__name__}/{meta.namespace}/{meta.name}",
                             source=Source(origin, obj, {}), prefix=()))
     return out
+
+
+def _flattened(objects) -> list:
+    """The objects, each `kind: List` (kubectl's) replaced by its items."""
+    out = []
+    for obj in objects:
+        if isinstance(obj, dict) and kind_of(obj) == LIST:
+            items = obj.get("items")
+            if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+                raise KubevpcError("a List's items must be a list of Kubernetes objects (mappings)")
+            out += items
+        elif isinstance(obj, dict):
+            out.append(obj)
+        else:
+            raise KubevpcError(f"expected Kubernetes objects (mappings), not a {type(obj).__name__}")
+    return out
+
+
+def _name(obj: dict) -> str:
+    meta = obj.get("metadata")
+    return str(meta.get("name", "?"))[:253] if isinstance(meta, dict) else "?"
 
 
 def applied(manifests, entries: list) -> list:
@@ -93,7 +122,8 @@ def with_network_policies(manifests, objects, origin: str = "<api>") -> list:
 
 DELETABLE = {"svc": Service, "service": Service, "netpol": NetworkPolicy, "networkpolicy": NetworkPolicy,
              "ing": Ingress, "ingress": Ingress, "pod": Pod, "po": Pod, "deploy": Deployment,
-             "deployment": Deployment, "sts": StatefulSet, "statefulset": StatefulSet}
+             "deployment": Deployment, "sts": StatefulSet, "statefulset": StatefulSet, "ds": DaemonSet,
+             "daemonset": DaemonSet}
 
 
 def deleted(manifests, plan: Plan, ref: str) -> tuple[list, frozenset[str]]:
@@ -104,7 +134,7 @@ def deleted(manifests, plan: Plan, ref: str) -> tuple[list, frozenset[str]]:
     kind, _, rest = ref.partition("/")
     ns, _, name = rest.rpartition("/")
     if kind.lower() not in DELETABLE or not name:
-        raise KubevpcError(f"cannot delete {ref!r}; expected svc/, netpol/, ingress/, pod/, deploy/ or sts/ "
+        raise KubevpcError(f"cannot delete {ref!r}; expected svc/, netpol/, ingress/, pod/, deploy/, sts/ or ds/ "
                            "followed by <namespace>/<name>")
     cls = DELETABLE[kind.lower()]
     at = find_manifest(manifests, cls, ns or "default", name)
@@ -154,11 +184,14 @@ def replan(loaded: Loaded, previous: Plan, run: str, manifests, ready: dict[str,
 
 
 def recreated(manifests, removed) -> list[str]:
-    """The pods of `removed` (hosts) that a StatefulSet of the manifests wants back under the same
-    name: the StatefulSet controller creates each again once the old one is gone."""
+    """The pods of `removed` (hosts) that a StatefulSet or a DaemonSet of the manifests wants back
+    under the same name: their controllers create each again once the old one is gone (a
+    DaemonSet's pod is `<name>-<node>`; the plan decides whether its node still matches)."""
     wanted = {f"pod/{m.obj.metadata.namespace}/{m.obj.metadata.name}-{i}" for m in manifests
               if isinstance(m.obj, StatefulSet) for i in range(m.obj.spec.replicas)}
-    return sorted(h.key for h in removed if h.kind == "pod" and h.key in wanted)
+    daemons = {(m.obj.metadata.namespace, m.obj.metadata.name) for m in manifests if isinstance(m.obj, DaemonSet)}
+    return sorted(h.key for h in removed if h.kind == "pod" and (
+        h.key in wanted or (h.name.endswith(f"-{h.node}") and (h.namespace, h.name[:-len(h.node) - 1]) in daemons)))
 
 
 def find_manifest(manifests, cls, namespace: str, name: str) -> int | None:

@@ -32,7 +32,7 @@ from ..observe.trace import Trace, trace
 from ..planning import TERMINAL_PHASES, HostPlan, Plan, make_plan, resolve_endpoint
 from ..probe import PortBlocks, Result
 from ..rundir import atomic_write
-from . import changes
+from . import changes, dryrun
 from .grace import Terminations, check_grace_period
 from .nodes import Nodes
 from .servers import ROOT, Servers, stop_process
@@ -67,6 +67,8 @@ class Lab(Servers, Nodes):
         self.datapath = datapath
         self.say = say
         self.loaded = load(scenario, mode, tuple(allow_dirs))
+        for w in self.loaded.warnings:            # objects skipped: kinds that do not touch the network
+            say(f"warning: {w}")
         self.plan: Plan = make_plan(self.loaded, self.run)
         self.ready: dict[str, bool] = {}      # readiness set while running, by pod key
         self.labels: dict[str, dict[str, str | None]] = {}   # labels set (None: removed) while running
@@ -289,15 +291,17 @@ class Lab(Servers, Nodes):
 
     def apply(self, *objects: dict, origin: str = "<api>") -> dict:
         """Create or replace objects by kind, namespace and name, as `kubectl apply` would:
-        Services, NetworkPolicies, Namespaces, Ingresses, Secrets, Pods, Deployments, StatefulSets
-        and ConfigMaps (Terway's eni-config and a node's own: new pods follow them; a pod vSwitch new
-        to a node attaches an uplink, an ENI, to it; running pods keep their addresses). A Service
+        Services, NetworkPolicies, Namespaces, Ingresses, Secrets, Pods, Deployments, StatefulSets,
+        DaemonSets and ConfigMaps (Terway's eni-config and a node's own: new pods follow them; a pod
+        vSwitch new to a node attaches an uplink, an ENI, to it; running pods keep their addresses);
+        kinds that do not touch the network are skipped, each told to `say`. A Service
         keeps its ClusterIP and NodePorts when the new object does not set them. New pods (a new
         Pod, a new Deployment, more replicas) are started and join Services once they listen;
         pods that go (fewer replicas) are removed after the flows stop sending to them. A running
         pod keeps its node, address and ports: a change to those is refused.
         `origin` names where the objects came from in error messages (the CLI passes file names)."""
-        return self._update(changes.applied(self.loaded.manifests, changes.parse_objects(objects, origin)), self.ready)
+        return self._update(changes.applied(self.loaded.manifests, changes.parse_objects(objects, origin, self.say)),
+                            self.ready)
 
     def scale(self, deployment: str, replicas: int, grace_period: int | None = None) -> dict:
         """Set a Deployment's (`deploy/<ns>/<name>`) or a StatefulSet's (`sts/<ns>/<name>`) replicas,
@@ -307,6 +311,14 @@ class Lab(Servers, Nodes):
         return self._update(changes.scaled(self.loaded.manifests, deployment, replicas), self.ready,
                             grace_period=grace_period)
 
+    def dry_run(self, objects: list[dict], deletes: list[str] | None = None, origin: str = "<api>",
+                grace_period: int | None = None) -> dict:
+        """What apply(*objects), then delete() of each of `deletes`, would change: planned against the
+        running plan, not carried out (kubevpc/lab/dryrun.py; `kubevpc apply|delete --dry-run`)."""
+        _check_grace(grace_period)
+        with self.lock:
+            return dryrun.plan_change(self, objects, deletes or [], origin, grace_period)
+
     def set_network_policies(self, *objects: dict, origin: str = "<api>") -> dict:
         """Make these the scenario's NetworkPolicies, all others removed, in one change."""
         return self._update(changes.with_network_policies(self.loaded.manifests, objects, origin), self.ready)
@@ -314,10 +326,10 @@ class Lab(Servers, Nodes):
     def delete(self, ref: str, grace_period: int | None = None) -> dict:
         """Delete a Service (`svc/<ns>/<name>`), a NetworkPolicy (`netpol/<ns>/<name>`), an Ingress
         (`ingress/<ns>/<name>`), a Pod (`pod/<ns>/<name>`) or a Deployment with its pods
-        (`deploy/<ns>/<name>`) or a StatefulSet with its pods (`sts/<ns>/<name>`). A pod of a
+        (`deploy/<ns>/<name>`), a StatefulSet or a DaemonSet with its pods (`sts/`, `ds/`). A pod of a
         Deployment is replaced by a new one with a new name and address, as the ReplicaSet
-        controller does; a pod of a StatefulSet is created again under its own name once it is gone
-        (with its address too, in eni mode, under a Fixed PodNetworking).
+        controller does; a pod of a StatefulSet or a DaemonSet is created again under its own name
+        once it is gone (with its address too, in eni mode, under a StatefulSet's Fixed PodNetworking).
 
         Pods terminate gracefully, as kubectl's `--grace-period`: for `grace_period` seconds (None:
         the pod's terminationGracePeriodSeconds, 30 by default) a pod keeps running and serving,

@@ -1,6 +1,6 @@
-"""Stage "workloads": the Kubernetes objects of the manifests checked, Pods, Deployments and
-StatefulSets expanded into pods placed on nodes (deterministically), the cluster DNS pod added, and
-Terway's PodNetworking resolved for each pod it selects."""
+"""Stage "workloads": the Kubernetes objects of the manifests checked, Pods, Deployments,
+StatefulSets and DaemonSets expanded into pods placed on nodes (deterministically), the cluster
+DNS pod added, and Terway's PodNetworking resolved for each pod it selects."""
 from __future__ import annotations
 
 import re
@@ -35,7 +35,7 @@ class PodSpec:
     port_paths: tuple[tuple, ...] = ()    # where each of `servers` is declared (its containerPort)
     bandwidth: tuple[int, int] = (0, 0)   # ingress, egress limits in bit/s (0: none), from its annotations
     meta_path: tuple = ("metadata",)      # where its metadata is declared, under `path` (a Deployment's template)
-    owner: str = ""                 # the kind of workload that made it: Deployment, StatefulSet ("": a Pod)
+    owner: str = ""                 # the kind of workload that made it: Deployment, StatefulSet, DaemonSet ("": a Pod)
     hostname: str = ""              # spec.hostname and spec.subdomain: a StatefulSet's pod is
     subdomain: str = ""             # <pod>.<serviceName> (its DNS name under that headless Service)
 
@@ -146,19 +146,15 @@ def _replica_names(ctx: Context, obj: k8s.Deployment, pod_manifests: set[tuple[s
 
 
 def _pods_of(ctx: Context, m, node_names: list[str], seen: dict) -> list[PodSpec]:
-    """The pods of one Pod, Deployment or StatefulSet manifest."""
+    """The pods of one Pod, Deployment, StatefulSet or DaemonSet manifest."""
     obj, path, msrc = m.obj, m.prefix, m.source
     phase = "Running"
     if isinstance(obj, k8s.Pod):
         spec, labels, annotations = obj.spec, obj.metadata.labels, obj.metadata.annotations
-        names, meta, phase = [obj.metadata.name], ("metadata",), obj.status.phase
+        meta, phase = ("metadata",), obj.status.phase
     else:
         spec, labels = obj.spec.template.spec, obj.spec.template.metadata.labels
         annotations = obj.spec.template.metadata.annotations
-        pod_manifests = {(x.obj.metadata.namespace, x.obj.metadata.name) for x in ctx.loaded.manifests
-                         if isinstance(x.obj, k8s.Pod)}
-        names = _ordinal_names(ctx, obj) if isinstance(obj, k8s.StatefulSet) else \
-            _replica_names(ctx, obj, pod_manifests)
         meta = ("spec", "template", "metadata")
     ready = annotations.get(READY_ANNOTATION, "true")
     if ready not in ("true", "false"):
@@ -176,10 +172,10 @@ def _pods_of(ctx: Context, m, node_names: list[str], seen: dict) -> list[PodSpec
         ctx.bad(path + at + ("hostNetwork",), True, f"kubevpc runs the {app} pod (annotation {APP_ANNOTATION}) in a "
                 "network namespace of its own; expected hostNetwork false, or no such annotation", msrc)
     out = []
-    for name in names:
+    for name, placed in _placed(ctx, obj, node_names):
         before = ctx.previous.get(f"pod/{obj.metadata.namespace}/{name}")
-        r = 0 if isinstance(obj, k8s.Pod) else int(name.rpartition("-")[2])
-        node = spec.nodeName or (before.node if before else node_names[r % len(node_names)])
+        r = 0 if isinstance(obj, (k8s.Pod, k8s.DaemonSet)) else int(name.rpartition("-")[2])
+        node = placed or spec.nodeName or (before.node if before else node_names[r % len(node_names)])
         pkey = ("Pod", obj.metadata.namespace, name)
         if pkey in seen and not isinstance(obj, k8s.Pod):
             ctx.bad(path + ("metadata", "name"), name, f"a pod of this {obj.kind} has the name of another pod", msrc)
@@ -190,6 +186,49 @@ def _pods_of(ctx: Context, m, node_names: list[str], seen: dict) -> list[PodSpec
                            phase=phase, grace_period=spec.terminationGracePeriodSeconds, host_network=spec.hostNetwork,
                            port_paths=tuple(port_paths), owner="" if isinstance(obj, k8s.Pod) else obj.kind,
                            bandwidth=bandwidth, meta_path=meta, **_stable_name(obj, name)))
+    return out
+
+
+def _placed(ctx: Context, obj, node_names: list[str]) -> list[tuple[str, str | None]]:
+    """The pods of a Pod, Deployment, StatefulSet or DaemonSet: each one's name, and its node when
+    the workload decides it (a DaemonSet's; None: by nodeName, or round-robin by index)."""
+    if isinstance(obj, k8s.Pod):
+        return [(obj.metadata.name, None)]
+    if isinstance(obj, k8s.DaemonSet):
+        return _daemon_pods(ctx, obj, node_names)
+    if isinstance(obj, k8s.StatefulSet):
+        return [(name, None) for name in _ordinal_names(ctx, obj)]
+    pod_manifests = {(x.obj.metadata.namespace, x.obj.metadata.name) for x in ctx.loaded.manifests
+                     if isinstance(x.obj, k8s.Pod)}
+    return [(name, None) for name in _replica_names(ctx, obj, pod_manifests)]
+
+
+def node_labels(ctx: Context, node: str) -> dict[str, str]:
+    """A node's labels: the well-known ones the kubelet sets (hostname, os, arch) and the
+    scenario's cluster.nodeLabels."""
+    declared = ctx.sc.cluster.nodeLabels.get(node, {}) if ctx.sc.cluster else {}
+    return {"kubernetes.io/hostname": node, "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64", **declared}
+
+
+def _daemon_pods(ctx: Context, obj: k8s.DaemonSet, node_names: list[str]) -> list[tuple[str, str | None]]:
+    """A DaemonSet's pods: one on each node whose labels its template's nodeSelector matches, named
+    `<name>-<node>` (the DaemonSet controller names them `<name>-<random>`; kubevpc's names are
+    stable, so tests and `kubevpc explain` can name them). A node whose pod is terminating, or is
+    deleted by this change, gets its new one only once the old is gone, as the DaemonSet controller
+    does (pkg/controller/daemon: podsShouldBeOnNode creates a pod only on a node that has none);
+    the Lab does so in a change of its own (kubevpc.lab.changes.recreated)."""
+    selector = obj.spec.template.spec.nodeSelector
+    ns, name = obj.metadata.namespace, obj.metadata.name
+    out: list[tuple[str, str | None]] = []
+    for node in node_names:
+        labels = node_labels(ctx, node)
+        if any(labels.get(k) != v for k, v in selector.items()):
+            continue
+        key = f"pod/{ns}/{name}-{node}"
+        before = ctx.previous.get(key)
+        if key in ctx.terminating or (before is not None and (before.terminating or key in ctx.deleted)):
+            continue
+        out.append((f"{name}-{node}", node))
     return out
 
 
@@ -211,12 +250,16 @@ def _ordinal_names(ctx: Context, obj: k8s.StatefulSet) -> list[str]:
 
 def _pod_labels(obj, labels: dict[str, str], name: str, r: int) -> dict[str, str]:
     """A pod's labels: its template's, and what its controller adds (the ReplicaSet's
-    pod-template-hash; the StatefulSet's revision hash, pod name and index)."""
+    pod-template-hash; the StatefulSet's revision hash, pod name and index; the DaemonSet's revision
+    hash and template generation)."""
     if isinstance(obj, k8s.Deployment):
         return dict(labels) | {"pod-template-hash": "kubevpc"}
     if isinstance(obj, k8s.StatefulSet):
         return dict(labels) | {"controller-revision-hash": f"{obj.metadata.name}-kubevpc",
                                "statefulset.kubernetes.io/pod-name": name, "apps.kubernetes.io/pod-index": str(r)}
+    if isinstance(obj, k8s.DaemonSet):
+        return dict(labels) | {"controller-revision-hash": f"{obj.metadata.name}-kubevpc",
+                               "pod-template-generation": "1"}
     return dict(labels)
 
 

@@ -170,6 +170,7 @@ class Loaded:
     scenario: Scenario
     manifests: tuple[Manifest, ...]
     source: Source
+    warnings: tuple[Problem, ...] = ()     # objects skipped (kinds that do not touch the network), one each
 
 
 def load(path: str, mode: str | None = None, allow_dirs: Sequence[str] = ()) -> Loaded:
@@ -195,6 +196,7 @@ def load(path: str, mode: str | None = None, allow_dirs: Sequence[str] = ()) -> 
 
     manifests: list[Manifest] = []
     problems: list[Problem] = []
+    warnings: list[Problem] = []
     for i, item in enumerate(scenario.manifests):
         if isinstance(item, ManifestFile):
             try:
@@ -207,16 +209,20 @@ def load(path: str, mode: str | None = None, allow_dirs: Sequence[str] = ()) -> 
             except ScenarioError as exc:
                 problems += exc.problems
                 continue
+            skipped: list[Problem] = []
             for j, doc in enumerate(docs):
-                problems += _parse_object(doc, (), manifests, f"[{j}]")
+                problems += parse_document(doc, (), manifests, f"[{j}]", skipped)
+            shown = os.path.normpath(os.path.join(os.path.dirname(path), item.file))   # as the scenario names it
+            warnings += [dataclasses.replace(w, file=shown) for w in skipped]
         else:
-            problems += _parse_object(src, ("manifests", i), manifests, "")
+            problems += parse_document(src, ("manifests", i), manifests, "", warnings)
     if problems:
         raise ScenarioError(problems)
-    return Loaded(path, scenario, tuple(manifests), src)
+    return Loaded(path, scenario, tuple(manifests), src, tuple(warnings))
 
 
 KIND_TEXT = re.compile(r"^[A-Za-z0-9]{0,63}( \([a-z0-9./-]{1,63}\))?$")   # what an apiVersion and kind look like
+LIST = ("v1", "List")                # kubectl's list of objects: `kind: List` with `items`
 
 
 def all_kinds() -> dict:
@@ -224,7 +230,39 @@ def all_kinds() -> dict:
     return k8s.KINDS
 
 
-def _parse_object(src: Source, prefix: tuple, out: list[Manifest], label: str) -> list[Problem]:
+def parse_document(src: Source, prefix: tuple, out: list[Manifest], label: str,
+                   warnings: list[Problem] | None = None) -> list[Problem]:
+    """One YAML document, or a scenario's inline manifest: a Kubernetes object, or a `kind: List`
+    whose items are (as kubectl reads them). Objects parsed go to `out`; objects of kinds that do
+    not touch the network are skipped, with one warning each in `warnings`. Returns the problems."""
+    obj = src.data
+    for part in prefix:
+        obj = obj[part]
+    if not (isinstance(obj, dict) and k8s.kind_of(obj) == LIST):
+        return _parse_object(src, prefix, out, label, warnings)
+    items = obj.get("items")
+    if not isinstance(items, list):
+        shown = items if src.echo else f"<a {type(items).__name__}, not shown>"
+        return [src.problem(prefix + ("items",), shown, "expected a list of Kubernetes objects (a List's items)")]
+    problems = []
+    for k, item in enumerate(items):
+        if isinstance(item, dict) and k8s.kind_of(item) == LIST:
+            problems.append(src.problem(prefix + ("items", k, "kind"), "List", "a List inside a List; expected "
+                                        "Kubernetes objects as a List's items"))
+            continue
+        problems += _parse_object(src, prefix + ("items", k), out, label, warnings)
+    return problems
+
+
+def _where(prefix: tuple, label: str) -> str:
+    """Where an object is, for messages: its path in the scenario, or its document in a file
+    ("[2]", "[0].items[3]")."""
+    path = dotted(prefix)
+    return f"{label}.{path}" if label and path else (path or label)
+
+
+def _parse_object(src: Source, prefix: tuple, out: list[Manifest], label: str,
+                  warnings: list[Problem] | None = None) -> list[Problem]:
     obj = src.data
     for part in prefix:
         obj = obj[part]
@@ -232,16 +270,34 @@ def _parse_object(src: Source, prefix: tuple, out: list[Manifest], label: str) -
         shown = obj if src.echo else f"<a {type(obj).__name__}, not shown>"
         return [src.problem(prefix, shown, "expected a Kubernetes object (a mapping)")]
     api, kind = k8s.kind_of(obj)
+    shown = f"{kind} ({api})" if api else kind
+    if not src.echo and not KIND_TEXT.match(shown):
+        shown = "<not shown>"
+    refused = k8s.refusal(obj)
+    if refused is not None:
+        return [src.problem(prefix + ("kind",), shown, f"not emulated: {refused}")]
+    skipped = k8s.skip_reason(obj)
+    if skipped is not None:
+        if warnings is not None:
+            line = src.problem(prefix, None, "").line
+            warnings.append(Problem(src.file, _where(prefix, label), f"{kind}/{_name(obj)}", skipped, line))
+        return []
     cls = all_kinds().get((api, kind))
     if cls is None:
         kinds = ", ".join(f"{k} ({a})" for a, k in sorted(all_kinds()))
-        shown = f"{kind} ({api})" if api else kind
-        if not src.echo and not KIND_TEXT.match(shown):
-            shown = "<not shown>"
-        return [src.problem(prefix + ("kind",), shown, f"unsupported object; expected one of {kinds}")]
+        return [src.problem(prefix + ("kind",), shown, f"unsupported object; expected one of {kinds}, or a kind "
+                            "that does not touch the network (skipped with a warning: docs/scenario.md)")]
     try:
         parsed = cls.model_validate(obj)
     except ValidationError as exc:
         return pydantic_problems(src, exc, prefix, cls)
-    out.append(Manifest(parsed, src.file, dotted(prefix) or label, src, prefix))
+    out.append(Manifest(parsed, src.file, _where(prefix, label), src, prefix))
     return []
+
+
+def _name(obj: dict) -> str:
+    """An object's metadata.name as a warning shows it: only a valid name is quoted."""
+    meta = obj.get("metadata")
+    name = meta.get("name") if isinstance(meta, dict) else None
+    ok = isinstance(name, str) and len(name) <= 253 and k8s.DNS1123_SUBDOMAIN.match(name)
+    return name if ok else "<no valid name>"

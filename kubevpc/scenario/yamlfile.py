@@ -4,7 +4,8 @@ Every limit here gives a ScenarioError that names the file, the place and what w
 once, instead of a hang, a traceback or gigabytes of memory:
 
 - only regular files are read (a FIFO would block forever, /dev/zero never ends), opened without
-  blocking, and at most `max_bytes` of them (KUBEVPC_MAX_YAML_BYTES raises it);
+  blocking, and at most `max_bytes` of them (KUBEVPC_MAX_YAML_BYTES raises it); standard input
+  (`apply -f -`) is read until it ends, but never beyond `max_bytes` either;
 - the text must be UTF-8; the error names the byte offset of the first byte that is not;
 - nesting is at most `max_depth` levels deep (100,000 brackets were a RecursionError), counted
   through aliases too;
@@ -19,7 +20,7 @@ from __future__ import annotations
 import os
 import stat
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, BinaryIO, Mapping
 
 import yaml
 
@@ -81,7 +82,31 @@ def read_text(path: str, limits: Limits | None = None) -> str:
         raise _problem(path, path, f"cannot read the file: {exc.strerror}") from None
     finally:
         os.close(fd)
-    data = b"".join(chunks)
+    return _decoded(path, b"".join(chunks))
+
+
+def read_stream(name: str, stream: BinaryIO, limits: Limits | None = None) -> str:
+    """The UTF-8 text of a binary stream (standard input, for `kubevpc apply -f -`), read until it
+    ends but never more than limits.max_bytes bytes: /dev/zero behind it fails at once, as a file
+    too large does. `name` is what problems call it."""
+    limits = limits or Limits.from_env()
+    chunks, size = [], 0
+    try:
+        while size <= limits.max_bytes:
+            chunk = stream.read(min(1 << 20, limits.max_bytes + 1 - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    except OSError as exc:
+        raise _problem(name, name, f"cannot read it: {exc.strerror}") from None
+    if size > limits.max_bytes:
+        raise _problem(name, f"over {limits.max_bytes} bytes", f"more than the {limits.max_bytes} bytes a YAML "
+                       f"file may have; set {MAX_BYTES_ENV} to a larger number of bytes to allow it")
+    return _decoded(name, b"".join(chunks))
+
+
+def _decoded(path: str, data: bytes) -> str:
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:

@@ -110,7 +110,7 @@ def test_results_that_are_models_or_tuples_become_json(lab):
 # ------------------------------------------------------------------------------- whitelist
 def test_the_whitelist_names_public_lab_methods_and_views():
     assert WHITELIST == ("set_ready", "apply", "delete", "delete_service", "label", "set_network_policies", "scale",
-                         "add_node", "stop_server", "start_server", "status", "describe", "matrix")
+                         "add_node", "stop_server", "start_server", "status", "dry_run", "describe", "matrix")
     for name in control.LAB_METHODS:
         assert not name.startswith("_") and callable(getattr(Lab, name)), name
     assert set(control.DELETERS.values()) <= set(WHITELIST)
@@ -121,8 +121,8 @@ def test_methods_outside_the_whitelist_are_refused(lab, method):
     answer = handle(lab, request(method))
     assert answer["ok"] is False and answer["kind"] == "usage"
     assert answer["error"] == (f"unknown method {method!r}; this run serves set_ready, apply, delete, delete_service, "
-                               "label, set_network_policies, scale, add_node, stop_server, start_server, status, describe, "
-                               "matrix")
+                               "label, set_network_policies, scale, add_node, stop_server, start_server, status, dry_run, "
+                               "describe, matrix")
 
 
 def test_a_whitelisted_view_answers(lab):
@@ -320,9 +320,13 @@ def test_manifest_files_are_checked_as_the_scenario_loader_checks_them(tmp_path)
     text = [str(p) for p in err.value.problems]
     assert text[0] == f"{bad}:6: spec.ports[0].port: 70000: Input should be less than or equal to 65535"
     assert text[1].startswith(f"{bad}:8: kind: 'Gadget': unsupported object; expected one of ")
-    assert text[2] == f"{empty}: <top>: None: expected one or more Kubernetes objects (YAML documents)"
-    assert text[3] == f"{tmp_path}/missing.yaml: <top>: '{tmp_path}/missing.yaml': cannot read the file: " \
+    assert text[2] == f"{tmp_path}/missing.yaml: <top>: '{tmp_path}/missing.yaml': cannot read the file: " \
                       "No such file or directory"
+    # an empty file is no problem beside others (as kubectl); no object at all is
+    with pytest.raises(control.ScenarioError) as err:
+        read_manifests([str(empty)])
+    assert [str(p) for p in err.value.problems] == [f"{empty}: <top>: None: no objects; expected one or more "
+                                                    "Kubernetes objects (YAML documents)"]
 
 
 # ------------------------------------------------------------------------------- subcommands
@@ -348,7 +352,6 @@ def test_subcommand_arguments(argv, want):
     ["ready", "kvab"],                                  # no pod
     ["apply", "kvab"],                                  # no -f
     ["stop-server", "pod/web-0", "--program", "dns"],   # server or nodehealth only
-    ["delete"],
 ])
 def test_bad_subcommand_arguments_exit_2(argv, capsys):
     with pytest.raises(SystemExit) as exc:

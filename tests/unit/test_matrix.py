@@ -211,7 +211,7 @@ def test_each_node_gets_the_policy_flows_of_its_own_pods(tmp_path, mode):
 
 def test_lab_checks_objects_before_touching_anything():
     with pytest.raises(KubevpcError, match="only Services, NetworkPolicies, Namespaces, Ingresses, Secrets, Pods, "
-                       "Deployments, StatefulSets and ConfigMaps can be applied while the scenario runs, not "
+                       "Deployments, StatefulSets, DaemonSets and ConfigMaps can be applied while the scenario runs, not "
                        "network.alibabacloud.com/v1beta1/PodNetworking"):
         parse_objects([{"apiVersion": "network.alibabacloud.com/v1beta1", "kind": "PodNetworking",
                         "metadata": {"name": "p"}}])

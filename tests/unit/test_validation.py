@@ -413,10 +413,15 @@ def test_six_letter_run_name_is_accepted(tmp_path):
 # ------------------------------------------------------------------------------------ manifests
 def test_unsupported_kubernetes_kind(tmp_path):
     data = base()
-    data["manifests"].append({"apiVersion": "v1", "kind": "Endpoints", "metadata": {"name": "s"}})
+    data["manifests"].append({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "s"}})
+    problems, f, text = refuse(tmp_path, data)
+    check(the(problems, "manifests[1].kind"), f, "Widget (example.com/v1)", line_of(text, "kind: Widget"),
+          "unsupported", "Deployment (apps/v1)", "Namespace (v1)", "Pod (v1)", "Service (v1)")
+    # a kind that would change the network, and is not emulated, is refused with the reason
+    data["manifests"][1] = {"apiVersion": "v1", "kind": "Endpoints", "metadata": {"name": "s"}}
     problems, f, text = refuse(tmp_path, data)
     check(the(problems, "manifests[1].kind"), f, "Endpoints (v1)", line_of(text, "kind: Endpoints"),
-          "unsupported", "Deployment (apps/v1)", "Namespace (v1)", "Pod (v1)", "Service (v1)")
+          "not emulated", "only from its selector")
 
 
 def test_deployment_selector_not_matching_its_template(tmp_path):
