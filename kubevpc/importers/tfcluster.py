@@ -18,6 +18,7 @@ from .tfplan import Resource
 CLUSTER = ("alicloud_cs_managed_kubernetes", "alicloud_cs_kubernetes")
 POOL = ("alicloud_cs_kubernetes_node_pool",)
 MAX_POOL_NODES = 100       # nodes made of one pool (or of a cluster's worker_number), at most
+MAX_NODES = 500            # nodes made of every pool together, at most
 # ACK's basic security group for a cluster ("Configure and manage cluster security groups"): ICMP from
 # anywhere; everything between its members and, with Flannel, from the pod CIDR
 ACK_ICMP_RULE = {"direction": "ingress", "protocol": "icmp", "cidr": "0.0.0.0/0", "description": "ICMP (ACK's default)"}
@@ -145,10 +146,11 @@ def _pool_size(b: Build, pool: Resource) -> int:
         size = low if isinstance(low, int) and not isinstance(low, bool) else 0
         if size:
             b.invent(pool.address, f"{size} nodes: no desired_size; the auto scaling group's min_size")
-    if size > MAX_POOL_NODES:
-        b.skipped.append((pool.address, f"desired_size {size} is mapped to {MAX_POOL_NODES} nodes, the most kubevpc "
-                          "makes of one pool"))
-        size = MAX_POOL_NODES
+    room = min(MAX_POOL_NODES, MAX_NODES - len(b.nodes))
+    if size > room:
+        b.skipped.append((pool.address, f"desired_size {size} is mapped to {room} nodes: kubevpc makes at most "
+                          f"{MAX_POOL_NODES} of one pool, {MAX_NODES} in all"))
+        size = room
     return max(size, 0)
 
 
@@ -215,7 +217,7 @@ def _workers(b: Build, res: Resource, spec: dict, groups: list[str]) -> None:
     if spec["nodes"] and vpc != _node_vpc(b, spec):
         return
     worker_groups = groups or [_ack_group(b, spec, vpc)]
-    for i in range(min(count, MAX_POOL_NODES)):
+    for i in range(max(min(count, MAX_POOL_NODES, MAX_NODES - len(b.nodes)), 0)):
         name = b.unique(f"{spec['name'][:30]}-worker-{i + 1}", HOP)
         b.cloud["instances"].append({"name": name, "vswitch": b.name_of(vsws[i % len(vsws)]),
                                      "securityGroups": worker_groups, ORIGIN: res.address})

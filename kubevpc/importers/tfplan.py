@@ -33,12 +33,13 @@ DEFAULT_MAX_BYTES = 64 << 20     # a plan of a few thousand resources is a few M
 MAX_MODULE_DEPTH = 32            # modules inside modules
 MAX_HOPS = 16                    # var.X and module.M.OUT followed from module to module
 MAX_PROBLEMS = 20
+MAX_RESOURCES = 5000             # a lab, not a region: more is refused (import a part of the configuration)
 EXPECTED_DOC = "expected the JSON of `terraform show -json` (a plan file's or a state's)"
 # what an argument may name a resource by, besides its ID (a route table, an EIP's address, ...)
 MATCHED_ATTRIBUTES = ("id", "route_table_id", "ip_address", "snat_table_ids", "forward_table_ids", "private_ip")
 _MODULE_STEP = r'module\.([A-Za-z0-9_-]+)(\[(?:\d+|"[^"\\]*")\])?'
 _MODULE_ADDRESS = re.compile(rf"^{_MODULE_STEP}(\.{_MODULE_STEP})*$")
-_REFERENCE = re.compile(r'^([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)(?:\[(\d+|"[^"\\]*")\])?(?:\..*)?$')
+_REFERENCE = re.compile(r'^([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)(?:\[(\d{1,9}|"[^"\\]*")\])?(?:\..*)?$')
 _IGNORED_REFS = ("count.", "each.", "path.", "terraform.", "self.")
 
 
@@ -165,6 +166,15 @@ class Document:
         self._module(root, (), (), where, 0)
         if self.problems:
             raise ScenarioError(self.problems[:MAX_PROBLEMS])
+        if len(self.resources) > MAX_RESOURCES:
+            raise ScenarioError([Problem(path, "", f"{len(self.resources)} managed resources", f"at most {MAX_RESOURCES}: "
+                                         "kubevpc emulates a lab on one machine, not a region; import a part of the "
+                                         "configuration (a module of its own, or a plan made with -target)")])
+        self._children: dict[tuple, dict[str, set]] = {}     # module instance -> call name -> its instances
+        for steps in {r.module for r in self.resources}:
+            for k in range(len(steps)):
+                call = re.match(_MODULE_STEP, steps[k]).group(1)
+                self._children.setdefault(steps[:k], {}).setdefault(call, set()).add(steps[:k + 1])
         self._instances: dict[tuple, list[Resource]] = {}
         self._by_value: dict[str, list[Resource]] = {}
         for r in self.resources:
@@ -224,8 +234,8 @@ class Document:
         kinds = {k: item.get(k) for k in ("address", "type", "name")}
         bad = [k for k, v in kinds.items() if not isinstance(v, str) or not v]
         if bad or not isinstance(item.get("values", {}), dict):
-            self._problem(where, _shape(item), f"expected a resource whose {', '.join(bad) or 'values'} "
-                          f"{'are strings' if bad else 'is an object'}")
+            self._problem(where, _shape(item), "expected a resource: address, type and name strings, values an "
+                          f"object ({', '.join(bad) or 'values'}: not so)")
             return
         if item.get("mode", "managed") != "managed":
             return                  # a data source: read, never created
@@ -304,7 +314,7 @@ class Document:
         m = _REFERENCE.match(base)
         instances = self._instances.get((steps, m.group(1), m.group(2)), []) if m else []
         if m and m.group(3) is not None:
-            index = json.loads(m.group(3))
+            index = int(m.group(3)) if m.group(3).isdigit() else m.group(3)[1:-1]
             instances = [r for r in instances if r.index == index]
         elif len(instances) > 1:
             instances = [r for r in instances if hint is not None and r.index == hint]
@@ -317,12 +327,11 @@ class Document:
         expr = outputs.get(output, {}).get("expression") if isinstance(outputs, dict) and \
             isinstance(outputs.get(output), dict) else None
         refs = expr.get("references") if isinstance(expr, dict) else None
-        children = {r.module for r in self.resources if r.module[:len(steps)] == steps and len(r.module) > len(steps)
-                    and re.match(_MODULE_STEP, r.module[len(steps)]).group(1) == name}
-        instances = {c[:len(steps) + 1] for c in children}
+        instances = self._children.get(steps, {}).get(name, set())
         if not isinstance(refs, list) or len(instances) != 1:
             return [], [f"module.{rest}"]
-        return self._follow([r for r in refs if isinstance(r, str)], instances.pop(), calls + (name,), hint, hops + 1)
+        return self._follow([r for r in refs if isinstance(r, str)], next(iter(instances)), calls + (name,), hint,
+                            hops + 1)
 
 
 def _bases(refs: list[str]) -> list[str]:

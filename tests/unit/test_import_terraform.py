@@ -364,8 +364,8 @@ def test_node_counts_other_pools_and_clusters(tmp_path):
     nodes = imp.data["cluster"]["nodes"]
     assert len(nodes) == 100 + 1 + 2 and nodes[100:] == ["auto-pool-1", "ack-prod-worker-1", "ack-prod-worker-2"]
     why = skipped(imp)
-    assert why["alicloud_cs_kubernetes_node_pool.big"] == ("desired_size 1000 is mapped to 100 nodes, the most kubevpc "
-                                                            "makes of one pool")
+    assert why["alicloud_cs_kubernetes_node_pool.big"] == ("desired_size 1000 is mapped to 100 nodes: kubevpc makes at "
+                                                            "most 100 of one pool, 500 in all")
     assert why["alicloud_cs_managed_kubernetes.other"] == ("a scenario has one cluster: alicloud_cs_managed_kubernetes.ack "
                                                            "is the one imported")
     assert why["alicloud_cs_kubernetes_node_pool.elsewhere"] == ("cluster_id names alicloud_cs_managed_kubernetes.other, "

@@ -11,13 +11,17 @@ import os
 import pytest
 
 from kubevpc.cli import main
+from kubevpc.evaluator.explain import explain
 from kubevpc.errors import ScenarioError
 from kubevpc.importers.terraform import import_terraform
 from kubevpc.planning import make_plan
 from kubevpc.scenario.load import load
 
-from .tfdocs import NET, VPC, group, imported, instance, module_config, module_values, plan, r, ref, skipped, state
+from tests.e2e import test_terraform as e2e
+
 from .golden import REPO
+from .netsim import Network
+from .tfdocs import NET, VPC, group, imported, instance, module_config, module_values, plan, r, ref, skipped, state
 
 EXAMPLE = REPO / "scenarios" / "terraform"
 
@@ -55,8 +59,8 @@ def test_not_a_terraform_document(tmp_path):
         ": planned_values: 'a JSON list': expected the JSON")
     doc = plan(*NET)
     doc["planned_values"]["root_module"]["resources"][1] = {"address": "x", "type": 3, "name": "a"}
-    assert refusal(tmp_path, doc).startswith(": planned_values.root_module.resources[1]: 'a JSON dict': expected a "
-                                             "resource whose type are strings")
+    assert refusal(tmp_path, doc) == (": planned_values.root_module.resources[1]: 'a JSON dict': expected a "
+                                      "resource: address, type and name strings, values an object (type: not so)")
     doc = plan(*NET)
     doc["planned_values"]["root_module"]["child_modules"] = [{"address": "module.a\nb", "resources": []}]
     assert "expected a child module with an address such as module.net" in refusal(tmp_path, doc)
@@ -90,6 +94,23 @@ def test_too_large_and_not_a_regular_file(tmp_path):
         import_terraform(str(fifo))
     with pytest.raises(ScenarioError, match="cannot read the file: No such file or directory"):
         import_terraform(str(tmp_path / "missing.json"))
+
+
+def test_too_many_resources(tmp_path):
+    many = [r("alicloud_ecs_key_pair", "k", {}, index=i) for i in range(5001)]
+    assert refusal(tmp_path, plan(*NET, *many)).startswith(": <top>: '5004 managed resources': at most 5000: kubevpc "
+                                                           "emulates a lab on one machine, not a region")
+
+
+def test_hostile_references_name_nothing(tmp_path):
+    refs = ["alicloud_vswitch.a[" + "9" * 5000 + "].id", 'alicloud_vswitch.a["x\ny"].id', "module." * 2000,
+            "var." + "x" * 10_000, "alicloud_vswitch"]
+    vm = r("alicloud_instance", "vm", {"instance_name": "vm"}, vswitch_id={"references": refs},
+           security_groups={"references": "not a list"})
+    doc = plan(*NET, vm)
+    doc["configuration"]["root_module"]["module_calls"] = {"m": "not a call", "n": {"module": []}}
+    imp = imported(tmp_path, doc)
+    assert skipped(imp)["alicloud_instance.vm"].startswith("vswitch_id names alicloud_vswitch.a[999")
 
 
 def test_no_vpc_to_import(tmp_path):
@@ -198,6 +219,24 @@ def test_the_example_plan_is_what_terraform_show_json_prints():
     assert refs and all(".".join(ref.split(".")[:2]) in config for ref in refs)
     tf = (EXAMPLE / "main.tf").read_text()
     assert all(f'resource "{c["type"]}" "{c["name"]}"' in tf for c in config.values())
+
+
+def test_the_e2e_scenario_flows_and_evaluator_allow_the_probes_and_drop_their_twins(tmp_path):
+    """tests/e2e/test_terraform.py's scenario (the example imported, a workload added): the evaluator
+    and the compiled flows (tests/unit/netsim.py) agree on each allowed probe and on each twin."""
+    plan_ = make_plan(load(str(e2e.scenario(tmp_path))), "kvt")
+    assert plan_.cluster.mode == "eni"
+    net = Network(plan_)
+    client = next(h for h in plan_.hosts if h.key == e2e.CLIENT)
+    for probe, want in [(p, True) for p in e2e.ALLOWED] + [(p, False) for p in e2e.DENIED]:
+        verdict = explain(plan_, probe.source, probe.dest, probe.port, probe.proto)
+        assert bool(verdict.allowed) is want, f"{probe}: {verdict.reason}"
+        ip = plan_.service(probe.dest.removeprefix("svc/")).cluster_ip if probe.dest.startswith("svc/") else \
+            next(h.ip for h in plan_.hosts if h.key == probe.dest)
+        delivered = {e.host for e in net.send(client, ip, probe.port) if e.kind == "delivered"}
+        assert bool(delivered) is want, f"{probe}: the flows delivered to {delivered}"
+        if probe.dest == "ecs/web" and want:
+            assert delivered == {"ecs/web"} and verdict.seen_source == client.ip
 
 
 # ---------------------------------------------------------------------------------- command line
