@@ -15,7 +15,7 @@ def add_import(sub) -> None:
     p = sub.add_parser("import", help="write a scenario from a cloud description (a Terraform plan or state)",
                        description="Write a scenario's cloud: and cluster: sections from a description of real cloud "
                        "resources. Exit codes: 0 written; 2 the input is not what was expected, or gives no valid "
-                       "scenario.")
+                       "scenario; 3 the output cannot be written.")
     kinds = p.add_subparsers(dest="source", required=True, metavar="SOURCE")
     t = kinds.add_parser("terraform", help="the JSON of `terraform show -json` of an Alibaba Cloud configuration",
                          description="Read the JSON that `terraform show -json PLANFILE` (a plan) or `terraform show "

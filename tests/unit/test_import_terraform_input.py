@@ -66,6 +66,23 @@ def test_not_a_terraform_document(tmp_path):
     assert "expected a child module with an address such as module.net" in refusal(tmp_path, doc)
 
 
+def test_modules_out_of_shape(tmp_path):
+    doc = plan(*NET)
+    root = doc["planned_values"]["root_module"]
+    root["child_modules"] = [{"address": "module.a.module.b", "resources": []}]
+    assert refusal(tmp_path, doc) == (": planned_values.root_module.child_modules[0].address: 'module.a.module.b': "
+                                      "expected a module directly inside the root module")
+    root["child_modules"] = [{"address": "module.a", "resources": {}}]
+    assert refusal(tmp_path, doc) == (": planned_values.root_module.child_modules[0].resources: 'a JSON dict': "
+                                      "expected a list")
+    chain: dict = {"resources": []}
+    for level in range(40, 0, -1):
+        chain = {"address": ".".join(f"module.m{i}" for i in range(level)), "resources": [],
+                 "child_modules": [chain] if level < 40 else []}
+    root["child_modules"] = [chain]
+    assert "'level 33': modules nested at most 32 deep" in refusal(tmp_path, doc)
+
+
 @pytest.mark.parametrize("version", ["2.0", "0.0", "1", 1.2, None, "1.2.3"])
 def test_wrong_format_version(tmp_path, version):
     doc = {**plan(*NET), "format_version": version}
