@@ -37,6 +37,8 @@ LAYERS = (
     # ACK annotations with render.slb, whose check settings the Plan carries
     ("renderers", ("kubevpc.render",)),
     ("planning", ("kubevpc.planning", "kubevpc.plan")),
+    # importers write scenarios from other tools' descriptions and validate them with the planner
+    ("importers", ("kubevpc.importers",)),
     ("compilers and evaluator", ("controller.flows", "controller.pipeline", "controller.compile", "controller.reconcile",
                                  "controller.ofmsg", "controller.vrouter", "controller.vswitch", "controller.slb",
                                  "controller.secgroup", "controller.flowlog", "controller.edge", "controller.internet",

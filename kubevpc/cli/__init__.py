@@ -9,7 +9,8 @@ file, nothing built), run.py (run, check: build it), runtime.py (ready, scale, l
 stop-server, start-server: change a running scenario through its control channel), apply.py (apply,
 delete: the same, from manifests as kubectl reads them), observe.py
 (trace, capture, flowlog, status, matrix, list, clean: look at runs), perf.py (the benchmark), schema.py
-(the scenario's JSON Schema). complete.py answers shell completion (argcomplete).
+(the scenario's JSON Schema),
+importcmd.py (import: a scenario from a cloud description). complete.py answers shell completion (argcomplete).
 common.py holds what they share; channel.py what the commands that talk to a run share; output.py
 `-o table|json|yaml` and --version; junit.py the JUnit reports; verbose.py `-v`.
 """
@@ -20,17 +21,17 @@ import signal
 import sys
 
 from ..errors import KubevpcError, ScenarioError
-from . import apply, complete, observe, perf, run, runtime, scenario, schema, verbose
+from . import apply, complete, importcmd, observe, perf, run, runtime, scenario, schema, verbose
 from .common import EXIT_CHECKS, EXIT_INTERRUPTED, EXIT_OK, EXIT_RUNTIME, EXIT_USAGE, console
 from .output import VersionAction, resolve_json_alias
 
 # every command: (the function that adds its parser, the function that runs it)
 COMMANDS = {**scenario.COMMANDS, **run.COMMANDS, **runtime.COMMANDS, **apply.COMMANDS, **observe.COMMANDS,
-            **perf.COMMANDS, **schema.COMMANDS}
+            **perf.COMMANDS, **schema.COMMANDS, **importcmd.COMMANDS}
 # the order `kubevpc --help` lists them in
 ORDER = ("validate", "plan", "flows", "run", "check", "explain", "trace", "capture", "flowlog", "graph", "clean",
          "list", "perf", "ready", "apply", "delete", "scale", "stop-server", "start-server", "label", "add-node",
-         "matrix", "status", "schema")
+         "matrix", "status", "schema", "import")
 
 __all__ = ["COMMANDS", "EXIT_CHECKS", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_RUNTIME", "EXIT_USAGE", "main", "parser"]
 

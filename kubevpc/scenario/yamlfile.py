@@ -54,8 +54,10 @@ def _problem(path: str, value: object, expected: str, line: int | None = None) -
     return ScenarioError([Problem(path, "", value, expected, line)])
 
 
-def read_text(path: str, limits: Limits | None = None) -> str:
-    """The UTF-8 text of a regular file of at most limits.max_bytes bytes."""
+def read_text(path: str, limits: Limits | None = None, what: str = "a YAML file", env: str = MAX_BYTES_ENV) -> str:
+    """The UTF-8 text of a regular file of at most limits.max_bytes bytes; `what` the file is and
+    the environment variable `env` that raises the limit name it in the error (a Terraform plan's
+    JSON is read here too)."""
     limits = limits or Limits.from_env()
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
@@ -65,7 +67,7 @@ def read_text(path: str, limits: Limits | None = None) -> str:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise _problem(path, _kind(st.st_mode), "expected a regular file")
-        too_big = (f"more than the {limits.max_bytes} bytes a YAML file may have; set {MAX_BYTES_ENV} "
+        too_big = (f"more than the {limits.max_bytes} bytes {what} may have; set {env} "
                    "to a larger number of bytes to allow it")
         if st.st_size > limits.max_bytes:
             raise _problem(path, f"{st.st_size} bytes", too_big)

@@ -1,6 +1,7 @@
 """Golden outputs of `kubevpc plan -o json` and `kubevpc flows` for every scenario file under
-scenarios/ and tests/, in every mode, plus plans of changes made while a scenario runs (readiness,
-labels, a previous plan). A refactor must leave every one byte-identical (tests/unit/test_golden.py).
+scenarios/ (subdirectories too) and tests/, in every mode, plus plans of changes made while a
+scenario runs (readiness, labels, a previous plan). A refactor must leave every one byte-identical
+(tests/unit/test_golden.py).
 
 Regenerate only for a change that is meant to change behaviour, and say so in the commit:
 
@@ -21,7 +22,7 @@ MODES = ("vxlan", "vpc-route", "eni")
 
 
 def scenario_files() -> list[Path]:
-    files = sorted((REPO / "scenarios").glob("*.yaml"))
+    files = sorted((REPO / "scenarios").rglob("*.yaml"))      # scenarios/terraform/imported.yaml too
     files += sorted(p for p in (REPO / "tests").rglob("*.yaml") if "golden" not in p.parts)
     return files
 
