@@ -6,7 +6,9 @@ Exit codes: 0 ok, 1 a check failed, 2 bad usage or invalid scenario, 3 build or 
 One module per group of commands: scenario.py (validate, plan, flows, explain, graph: a scenario
 file, nothing built), run.py (run, check: build it), runtime.py (ready, apply, delete, scale, label,
 stop-server, start-server: change a running scenario through its control channel), observe.py
-(trace, capture, flowlog, status, matrix, list, clean: look at runs), perf.py (the benchmark).
+(trace, capture, flowlog, status, matrix, list, clean: look at runs), perf.py (the benchmark),
+lifecycle.py (up, down: a run left running under a supervisor, supervise.py) and endpoints.py
+(inspect, exec: a running scenario's endpoints).
 common.py holds what they share; channel.py what the commands that talk to a run share.
 """
 from __future__ import annotations
@@ -16,15 +18,17 @@ import signal
 import sys
 
 from ..errors import KubevpcError, ScenarioError
-from . import observe, perf, run, runtime, scenario
+from . import endpoints, lifecycle, observe, perf, run, runtime, scenario
 from .common import EXIT_CHECKS, EXIT_INTERRUPTED, EXIT_OK, EXIT_RUNTIME, EXIT_USAGE, console
 
 # every command: (the function that adds its parser, the function that runs it)
 COMMANDS = {**scenario.COMMANDS, **run.COMMANDS, **runtime.COMMANDS, **observe.COMMANDS, **perf.COMMANDS}
+COMMANDS |= {**lifecycle.COMMANDS, **endpoints.COMMANDS}
 # the order `kubevpc --help` lists them in
 ORDER = ("validate", "plan", "flows", "run", "check", "explain", "trace", "capture", "flowlog", "graph", "clean",
          "list", "perf", "ready", "apply", "delete", "scale", "stop-server", "start-server", "label", "matrix",
          "status")
+ORDER += ("up", "down", "inspect", "exec")     # the lab lifecycle: containerlab's deploy, destroy, inspect, exec
 
 __all__ = ["COMMANDS", "EXIT_CHECKS", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_RUNTIME", "EXIT_USAGE", "main", "parser"]
 
