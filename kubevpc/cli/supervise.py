@@ -175,7 +175,7 @@ def supervise(args, say: Callable[[str], None], notify: Notifier, make_lab=None,
     ready = False
     try:
         lab = (make_lab or Lab)(args.file, mode=args.mode, run=args.run, datapath=args.datapath, say=say,
-                       allow_dirs=args.allow_dirs)
+                                allow_dirs=args.allow_dirs)
         say(f"run {lab.run}: building {lab.file} in mode {lab.plan.cluster.mode if lab.plan.cluster else '-'}")
         lab.up()
         control = serve(lab, say)

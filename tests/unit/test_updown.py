@@ -190,7 +190,8 @@ def test_up_returns_ready_and_down_removes_everything(fake, capsys):
     assert os.path.exists(RunDir.of("kvup").control_socket), "it serves the control channel"
     log = Path(RunDir.of("kvup").supervisor_log)
     assert wait_for(lambda: "run kvup is up" in log.read_text()), "it says it is up in its log, after `up` returned"
-    assert "creating 0 namespaces" in log.read_text(), "with what it said before its directory existed"
+    assert "run kvup: building" in log.read_text(), "with what it said before its directory existed"
+    assert "creating 0 namespaces" in log.read_text()
     assert children_named("kvup"), "the fake Lab's process runs"
     assert "kvup: running" in (cli.main(["list"]), capsys.readouterr().out)[1]
 
