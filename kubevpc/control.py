@@ -1,8 +1,9 @@
 """The control channel of a running scenario: change it from another process.
 
-`kubevpc run FILE --keep` (or `--cli`) owns the Lab that built the network. After its checks it
-serves a Unix socket, `<run dir>/control.sock` (mode 0600, recorded in the run's ledger, removed
-at teardown and by `kubevpc clean`). Other processes call a whitelist of Lab methods on it: the
+`kubevpc run FILE --keep` (or `--cli`, or the supervisor of `kubevpc up`) owns the Lab that built
+the network. After its checks (for `up`: once the network is ready) it serves a Unix socket,
+`<run dir>/control.sock` (mode 0600, recorded in the run's ledger, removed at teardown and by
+`kubevpc clean`). Other processes call a whitelist of Lab methods on it: the
 `kubevpc ready|apply|delete|scale|label|add-node|matrix|stop-server|start-server|status` subcommands, or
 `ControlClient`. `dry_run` plans an apply or a delete and answers what it would change, changing
 nothing (`kubevpc apply|delete --dry-run`).
@@ -508,7 +509,8 @@ def find_run(run: str | None = None) -> str:
                                f"(`kubevpc clean {run}` removes it)", "unavailable")
         if not os.path.exists(socket_path(run)):
             raise ControlError(f"run {run} does not serve a control channel: only `kubevpc run FILE --keep` or "
-                               "`--cli` serves one, once its checks are done", "unavailable")
+                               "`--cli` serves one, once its checks are done, and `kubevpc up` once the network is "
+                               "ready", "unavailable")
         return run
     live = [r for r in list_runs() if owner_alive(r)]
     serving = [r for r in live if os.path.exists(socket_path(r))]
@@ -518,8 +520,8 @@ def find_run(run: str | None = None) -> str:
         raise ControlError(f"{len(serving)} runs serve a control channel ({', '.join(serving)}): name one", "usage")
     if live:
         raise ControlError(f"no live run serves a control channel (live: {', '.join(live)}); start one with "
-                           "`kubevpc run FILE --keep` or `--cli`", "unavailable")
-    raise ControlError("no run is live; start one with `kubevpc run FILE --keep`", "unavailable")
+                           "`kubevpc run FILE --keep` or `--cli`, or `kubevpc up FILE`", "unavailable")
+    raise ControlError("no run is live; start one with `kubevpc run FILE --keep` or `kubevpc up FILE`", "unavailable")
 
 
 class ControlClient:

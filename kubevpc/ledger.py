@@ -125,6 +125,27 @@ def owner_pid(run: str) -> int | None:
         return None
 
 
+def owner_of(run: str) -> tuple[int, str] | None:
+    """The pid and start time the run's owner file holds (None when it cannot be read)."""
+    try:
+        with open(RunDir.of(run).owner, encoding="utf-8") as fh:
+            pid, started = fh.read().split()
+        return int(pid), started
+    except (OSError, ValueError):
+        return None
+
+
+def same_process(pid: int, started: str) -> bool:
+    """Is `pid` still the process that started at `started` (clock ticks since boot), and not a
+    zombie? A pid the kernel gave to another process since is not."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+        return fields[0] != "Z" and fields[19] == started
+    except (OSError, IndexError):
+        return False
+
+
 def owner_alive(run: str) -> bool:
     """Is the process that made this run (same pid, same start time) still running?"""
     try:

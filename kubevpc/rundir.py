@@ -101,6 +101,8 @@ class RunDir:
     controller_log = _file("controller.log")
     flowlog = _file(FLOWLOG_FILE, doc="The flow log records (JSON lines); the previous generation is flowlog.jsonl.1.")
     control_socket = _file("control.sock", doc="The control channel of `kubevpc ready|apply|...` (kubevpc.control).")
+    supervisor_log = _file("supervisor.log", doc="What the supervisor of a run `kubevpc up` started said: the "
+                                                 "bring-up, control calls, the teardown (kubevpc.cli.supervise).")
     # the servers, the fork server and the daemons: their output and their ready files
     servers_log = _file("servers.log", doc="Standard output and error of every server and daemon.")
     ready_dir = _file("ready")

@@ -11,6 +11,8 @@ delete: the same, from manifests as kubectl reads them), observe.py
 (trace, capture, flowlog, status, matrix, list, clean: look at runs), perf.py (the benchmark), schema.py
 (the scenario's JSON Schema),
 importcmd.py (import: a scenario from a cloud description). complete.py answers shell completion (argcomplete).
+lifecycle.py (up, down: a run left running under a supervisor, supervise.py) and endpoints.py
+(inspect, exec: a running scenario's endpoints).
 common.py holds what they share; channel.py what the commands that talk to a run share; output.py
 `-o table|json|yaml` and --version; junit.py the JUnit reports; verbose.py `-v`.
 """
@@ -21,17 +23,20 @@ import signal
 import sys
 
 from ..errors import KubevpcError, ScenarioError
-from . import apply, complete, importcmd, observe, perf, run, runtime, scenario, schema, verbose
+from . import (apply, complete, endpoints, importcmd, lifecycle, observe, perf, run, runtime, scenario, schema,
+               verbose)
 from .common import EXIT_CHECKS, EXIT_INTERRUPTED, EXIT_OK, EXIT_RUNTIME, EXIT_USAGE, console
 from .output import VersionAction, resolve_json_alias
 
 # every command: (the function that adds its parser, the function that runs it)
 COMMANDS = {**scenario.COMMANDS, **run.COMMANDS, **runtime.COMMANDS, **apply.COMMANDS, **observe.COMMANDS,
             **perf.COMMANDS, **schema.COMMANDS, **importcmd.COMMANDS}
+COMMANDS |= {**lifecycle.COMMANDS, **endpoints.COMMANDS}
 # the order `kubevpc --help` lists them in
 ORDER = ("validate", "plan", "flows", "run", "check", "explain", "trace", "capture", "flowlog", "graph", "clean",
          "list", "perf", "ready", "apply", "delete", "scale", "stop-server", "start-server", "label", "add-node",
          "matrix", "status", "schema", "import")
+ORDER += ("up", "down", "inspect", "exec")     # the lab lifecycle: containerlab's deploy, destroy, inspect, exec
 
 __all__ = ["COMMANDS", "EXIT_CHECKS", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_RUNTIME", "EXIT_USAGE", "main", "parser"]
 

@@ -16,7 +16,7 @@ from .verbose import debug
 
 CONTROL_EPILOG = ("RUN is the run's name (see `kubevpc list`). It may be left out when exactly one live run "
                   "serves a control channel, as `kubevpc run FILE --keep` or `--cli` does once its checks are "
-                  "done. Exit codes: 0 done; 2 bad usage: bad arguments, an invalid manifest, or a change the "
+                  "done, and `kubevpc up FILE` once the network is ready. Exit codes: 0 done; 2 bad usage: bad arguments, an invalid manifest, or a change the "
                   "planner rejects (nothing changed); 3 no such run, a run that does not serve, or a request the "
                   "run could not carry out (an unknown pod or Service, a change not programmed in time).")
 
