@@ -147,11 +147,13 @@ def same_process(pid: int, started: str) -> bool:
 
 
 def owner_alive(run: str) -> bool:
-    """Is the process that made this run (same pid, same start time) still running?"""
+    """Is the process that made this run (same pid, same start time) still running? A zombie is
+    not: a supervisor killed -9 whose parent does not reap it (the machine's pid 1 need not) has
+    left its run behind all the same."""
     try:
         with open(RunDir.of(run).owner, encoding="utf-8") as fh:
             pid, started = fh.read().split()
-        return _start_time(int(pid)) == started
+        return same_process(int(pid), started)
     except (OSError, ValueError):
         return False
 
