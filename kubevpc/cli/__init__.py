@@ -32,11 +32,12 @@ from .output import VersionAction, resolve_json_alias
 COMMANDS = {**scenario.COMMANDS, **run.COMMANDS, **runtime.COMMANDS, **apply.COMMANDS, **observe.COMMANDS,
             **perf.COMMANDS, **schema.COMMANDS, **importcmd.COMMANDS}
 COMMANDS |= {**lifecycle.COMMANDS, **endpoints.COMMANDS}
-# the order `kubevpc --help` lists them in
-ORDER = ("validate", "plan", "flows", "run", "check", "explain", "trace", "capture", "flowlog", "graph", "clean",
-         "list", "perf", "ready", "apply", "delete", "scale", "stop-server", "start-server", "label", "add-node",
-         "matrix", "status", "schema", "import")
-ORDER += ("up", "down", "inspect", "exec")     # the lab lifecycle: containerlab's deploy, destroy, inspect, exec
+# the order `kubevpc --help` lists them in: a scenario file, building it, a lab's lifecycle
+# (containerlab's deploy, destroy, inspect, exec), changing and looking at a running one, the rest
+ORDER = ("validate", "plan", "flows", "explain", "graph", "schema", "import",
+         "run", "check", "up", "down", "inspect", "exec",
+         "status", "list", "clean", "ready", "apply", "delete", "scale", "label", "add-node", "stop-server",
+         "start-server", "matrix", "trace", "capture", "flowlog", "perf")
 
 __all__ = ["COMMANDS", "EXIT_CHECKS", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_RUNTIME", "EXIT_USAGE", "main", "parser"]
 
