@@ -12,7 +12,7 @@ import yaml
 
 from ..bench.perf import MODES, Settings, perf_scenario, preflight
 from ..bench.perf_measure import run
-from ..bench.perf_report import chart, failures, summary_lines, table
+from ..bench.perf_report import chart, failures, summary_lines, table, verdict_table
 from ..scenario.load import load
 from .common import EXIT_CHECKS, EXIT_OK, EXIT_USAGE, console, out, say
 
@@ -119,6 +119,7 @@ def cmd_perf(args) -> int:
         out.print(table(report))
         for line in summary_lines(report):
             out.print(line)
+        out.print(verdict_table(report))
     say(f"results in {args.out}/: perf.json" + ("" if args.no_chart else ", perf.png"))
     bad = failures(report)
     for line in bad:
