@@ -4,14 +4,18 @@ Written from the cloud's documented security group semantics, independently of t
 controller/compile.py makes of the same groups."""
 from __future__ import annotations
 
+import functools
 import ipaddress
 
 from ..planning import Attachment, GroupPlan, HostPlan, Plan, Route, RulePlan, VpcPlan
 from .verdict import Step, Verdict, Wire
 
 
+@functools.lru_cache(maxsize=1 << 15)
 def in_cidr(ip: str, cidr: str) -> bool:
-    """Is `ip` in `cidr`? An address of one family is in no CIDR of the other."""
+    """Is `ip` in `cidr`? An address of one family is in no CIDR of the other. Remembered: a
+    matrix asks the same few thousand questions again and again (a bad address raises, and
+    raises again: errors are not remembered)."""
     addr, net = ipaddress.ip_address(ip), ipaddress.ip_network(cidr)
     return addr.version == net.version and addr in net
 
