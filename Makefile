@@ -17,12 +17,14 @@ CLI      ?=
 KEEP     ?=
 # arguments of `kubevpc perf`, e.g. PERF=--quick or PERF="scenarios/default.yaml --modes eni"
 PERF     ?=
+# arguments of bench-matrix, e.g. MATRIX="--pods 50 --mininet-hosts 30" (python -m kubevpc.bench.matrix --help)
+MATRIX   ?=
 
 RUN_FLAGS := $(if $(strip $(MODE)),--mode $(strip $(MODE))) \
              $(if $(filter 1,$(CLI)),--cli) \
              $(if $(filter 1,$(KEEP)),--keep)
 
-.PHONY: help install venv scenario test unit e2e validate check clean distclean bench-up bench-change perf bench-scale bench-netpol matrix
+.PHONY: help install venv scenario test unit e2e validate check clean distclean bench-up bench-change perf bench-scale bench-netpol bench-matrix matrix
 
 help: ## list the targets
 	@echo "usage: make TARGET [SCENARIO=scenarios/default.yaml] [MODE=...] [CLI=1] [KEEP=1]"
@@ -72,7 +74,7 @@ distclean: ## clean, then remove .venv and the /usr/local/bin/kubevpc link to it
 bench-up: install ## bring up the benchmark topology (python -m kubevpc.bench.bringup)
 	$(PY) -m kubevpc.bench.bringup
 
-bench-change: install ## change-to-flows times and SLB failover (python -m kubevpc.bench.change)
+bench-change: install ## change-to-flows and datapath-follows times, SLB failover; verdicts on issue 21's targets
 	$(PY) -m kubevpc.bench.change
 
 perf: install ## iperf3, ping and connect times of every path and mode, raw veth reference (PERF=--quick)
@@ -83,3 +85,6 @@ bench-scale: install ## bring-up, teardown, memory, flows for 10-500 pods vs pla
 
 bench-netpol: venv ## NetworkPolicy compile time and flows for 10-1000 policies (as root: LIVE=1 times changes)
 	$(PY) -m kubevpc.bench.netpol $(if $(filter 1,$(LIVE)),--live)
+
+bench-matrix: install ## reachability matrix of 100 x 100 pods vs plain Mininet's pingall (MATRIX=args)
+	$(strip $(PY) -m kubevpc.bench.matrix $(MATRIX))
