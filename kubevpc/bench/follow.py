@@ -34,6 +34,8 @@ DEADLINE_S = 5.0            # after the change: not followed by then is a failur
 LEAD_S = 3.0                # at most this long before the change, to see the old behaviour
 MIN_OLD = 3                 # probes that behaved the old way before the change, at least
 MARGIN_S = 0.1              # a probe has reported this long after its deadline (a busy machine)
+MAX_PORTS = 1200           # source ports a stream may take from the Lab's blocks: a longer one probes less
+                            # often, so that the blocks come round again only after conntrack forgot them
 OLD, NEW = "old", "new"
 
 Classify = Callable[[dict], "str | None"]
@@ -95,11 +97,12 @@ class Follower:
     def __init__(self, lab, source: str, ip: str, port: int, proto: str = "tcp", deadline: float = DEADLINE_S,
                  interval: float = INTERVAL_S, timeout: float = PROBE_TIMEOUT_S):
         self.lab, self.source, self.target = lab, source, f"{proto}:{ip}:{port}"
-        self.deadline, self.interval, self.timeout = deadline, interval, timeout
+        self.duration = LEAD_S + deadline + SETTLE_S + timeout + 2       # it is stopped long before, mostly
+        self.deadline, self.interval, self.timeout = deadline, max(interval, self.duration / MAX_PORTS), timeout
         self.samples: list[dict] = []
 
     def _start(self) -> subprocess.Popen:
-        duration = LEAD_S + self.deadline + SETTLE_S + self.timeout + 2
+        duration = self.duration
         first, last = self.lab.source_ports.take(math.ceil(duration / self.interval))
         proc = self.lab.popen(self.source, [
             sys.executable, "-m", "kubevpc.bench.follow_probe", "--interval", str(self.interval),
@@ -128,7 +131,7 @@ class Follower:
             while not saw_old(self.samples, time.monotonic(), classify, self._horizon()):
                 if time.monotonic() > end or proc.poll() is not None:
                     raise KubevpcError(f"probes {self.source} -> {self.target}: the behaviour the change should "
-                                       f"move was not seen before it ({_outcomes(self.samples)})")
+                                       f"move was not seen before it ({_outcomes(self.samples)}){_died(proc)}")
                 time.sleep(0.02)
             t0 = time.monotonic()
             result = change()
@@ -153,3 +156,10 @@ def _outcomes(samples: list[dict]) -> str:
     for s in samples:
         counts[s.get("outcome", "?")] = counts.get(s.get("outcome", "?"), 0) + 1
     return ", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "no probe reported"
+
+
+def _died(proc: subprocess.Popen) -> str:
+    """What a probe stream that ended before its time said (its last lines), or nothing."""
+    if proc.poll() is None:
+        return ""
+    return f"; the probe stream exited {proc.returncode}: {proc.stderr.read()[-400:].strip()}"

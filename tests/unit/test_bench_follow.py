@@ -143,3 +143,10 @@ def test_the_probe_stream_needs_no_more_than_the_standard_library():
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
     assert NEW != OLD
+
+
+def test_a_long_stream_probes_less_often_to_stay_within_its_ports():
+    short = Follower(FakeLab(), "pod/a", "10.0.0.1", 80, deadline=5)
+    assert short.interval == follow.INTERVAL_S and short.duration / short.interval <= follow.MAX_PORTS * 1.1
+    long = Follower(FakeLab(), "pod/a", "10.0.0.1", 80, deadline=30)
+    assert long.interval > follow.INTERVAL_S and long.duration / long.interval == pytest.approx(follow.MAX_PORTS)
