@@ -34,7 +34,7 @@ DEADLINE_S = 5.0            # after the change: not followed by then is a failur
 LEAD_S = 3.0                # at most this long before the change, to see the old behaviour
 MIN_OLD = 3                 # probes that behaved the old way before the change, at least
 MARGIN_S = 0.1              # a probe has reported this long after its deadline (a busy machine)
-MAX_PORTS = 1200           # source ports a stream may take from the Lab's blocks: a longer one probes less
+MAX_PORTS = 1200            # source ports a stream may take from the Lab's blocks: a longer one probes less
                             # often, so that the blocks come round again only after conntrack forgot them
 OLD, NEW = "old", "new"
 
