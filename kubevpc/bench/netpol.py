@@ -260,7 +260,8 @@ def verdicts(live: list[dict], pods: int) -> list[Verdict]:
             why = (f"{r['unfollowed']} change(s) not followed" if r["unfollowed"] else
                    "" if r["probed"] else f"the {n} policies deny no pod-to-pod connection on port {PROBE_PORT}")
         shown = f"{ms(value)} (max {ms(r[field.replace('_s', '_max_s')])}, {pods} pods)" if value is not None else "-"
-        out.append(judge(f"{n:,} policies applied live -> {what}, median <= {ms(limit)}", value, limit, AT_MOST,
+        bound = f"{limit:g} s" if limit >= 1 else ms(limit)
+        out.append(judge(f"{n:,} policies applied live -> {what}, median <= {bound}", value, limit, AT_MOST,
                          shown, why_not=why))
     return out
 
