@@ -15,17 +15,24 @@ SCENARIO ?= scenarios/default.yaml
 MODE     ?=
 CLI      ?=
 KEEP     ?=
+# Open vSwitch datapath of `make scenario`: system (kernel) or netdev (userspace); empty: kubevpc chooses
+DATAPATH ?=
+# `make vm` / `make vm-test`: ACCEL=kvm|tcg (default: KVM when a test boot works), VM_STEPS=e2e-services,perf
+ACCEL    ?=
+VM_STEPS ?=
 # arguments of `kubevpc perf`, e.g. PERF=--quick or PERF="scenarios/default.yaml --modes eni"
 PERF     ?=
 
 RUN_FLAGS := $(if $(strip $(MODE)),--mode $(strip $(MODE))) \
              $(if $(filter 1,$(CLI)),--cli) \
-             $(if $(filter 1,$(KEEP)),--keep)
+             $(if $(filter 1,$(KEEP)),--keep) \
+             $(if $(strip $(DATAPATH)),--datapath $(strip $(DATAPATH)))
+VM_FLAGS  := $(if $(strip $(ACCEL)),--accel $(strip $(ACCEL)))
 
-.PHONY: help install venv scenario test unit e2e validate check clean distclean bench-up bench-change perf bench-scale bench-netpol matrix
+.PHONY: help install venv scenario test unit e2e validate check clean distclean bench-up bench-change perf bench-scale bench-netpol matrix vm vm-test vm-clean
 
 help: ## list the targets
-	@echo "usage: make TARGET [SCENARIO=scenarios/default.yaml] [MODE=...] [CLI=1] [KEEP=1]"
+	@echo "usage: make TARGET [SCENARIO=scenarios/default.yaml] [MODE=...] [CLI=1] [KEEP=1] [DATAPATH=system|netdev]"
 	@echo
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-z0-9-]*:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
@@ -35,7 +42,7 @@ install: ## install everything (root): apt packages, Open vSwitch, .venv, /usr/l
 venv: ## make only the Python virtual environment .venv (no root needed)
 	@bash scripts/install.sh --python-only
 
-scenario: install ## run SCENARIO (MODE=... --mode, CLI=1 --cli, KEEP=1 --keep)
+scenario: install ## run SCENARIO (MODE=... --mode, CLI=1 --cli, KEEP=1 --keep, DATAPATH=... --datapath)
 	$(strip $(KUBEVPC) run $(SCENARIO) $(RUN_FLAGS))
 
 test: install ## unit tests, then end-to-end tests (both run; fails if either fails)
@@ -83,3 +90,12 @@ bench-scale: install ## bring-up, teardown, memory, flows for 10-500 pods vs pla
 
 bench-netpol: venv ## NetworkPolicy compile time and flows for 10-1000 policies (as root: LIVE=1 times changes)
 	$(PY) -m kubevpc.bench.netpol $(if $(filter 1,$(LIVE)),--live)
+
+vm: venv ## (root) build the VM image: Debian 12, kernel datapath, scripts/install.sh; cached (ACCEL=kvm|tcg)
+	$(strip $(PY) -m kubevpc.vm build $(VM_FLAGS))
+
+vm-test: vm ## (root) boot the VM; on the kernel datapath: make scenario x3, an e2e subset, perf (VM_STEPS=...)
+	$(strip $(PY) -m kubevpc.vm test $(VM_FLAGS) $(if $(strip $(VM_STEPS)),--steps $(strip $(VM_STEPS))))
+
+vm-clean: venv ## (root) remove what crashed VM sessions left (qemu, build directories, unfinished images)
+	$(PY) -m kubevpc.vm clean
