@@ -144,7 +144,8 @@ if ! share {JOB_TAG} {JOB_DIR} rw || [ ! -f {JOB_DIR}/job.sh ]; then
     systemctl --no-block poweroff
     exit 1
 fi
-echo "kubevpc-vm-job: $(uname -r), $(nproc) CPUs, $(($(awk '/MemTotal/ {{print $2}}' /proc/meminfo) / 1024)) MiB" >/dev/ttyS0
+read -r _ kb _ < /proc/meminfo                     # MemTotal, in kB
+echo "kubevpc-vm-job: $(uname -r), $(nproc) CPUs, $((kb / 1024)) MiB" >/dev/ttyS0
 bash {JOB_DIR}/job.sh 2>&1 | tee {JOB_DIR}/job.log >/dev/ttyS0
 echo "${{PIPESTATUS[0]}}" > {JOB_DIR}/rc
 sync
@@ -228,5 +229,5 @@ echo "=== first boot: bash scripts/install.sh"
 bash scripts/install.sh
 bash scripts/install.sh --check
 test -d /sys/module/openvswitch || {{ echo "the openvswitch kernel module is not loaded"; exit 1; }}
-echo "=== first boot: openvswitch module $(modinfo -F version openvswitch 2>/dev/null || uname -r); $(ovs-vsctl --version | head -n 1)"
+echo "=== first boot: $(modinfo -F filename openvswitch) loaded; $(ovs-vsctl --version | head -n 1)"
 """

@@ -14,9 +14,9 @@ and security groups are in `make scenario` itself: every mode's default checks a
 
 Time under TCG, an estimate made before any run (the machine had no free cores to measure one):
 software emulation costs the guest about 10-20x a native run in CPU work, while the tests' own
-waits (health checks, timeouts) keep their length. Per step, TCG_MIN below; in all about 43 min
-with the boot (under KVM about 10 min, and perf then measures two modes for the vxlan-to-vpc-route
-ratio). Timing bounds in the tests (failover within 4.5 s, a change programmed within 1-2 s, a
+waits (health checks, timeouts) keep their length. Per step, `tcg_min` below; in all about 44 min
+with the boot (`python -m kubevpc.vm test --list`). Under KVM about 16 min, 6 of them perf, which
+then measures vpc-route and vxlan (3 runs of 3 s) for their ratio. Timing bounds in the tests (failover within 4.5 s, a change programmed within 1-2 s, a
 NetworkPolicy matrix probed within 10 s) are the host's: under TCG a failure of such a bound says
 the guest is slow, not that the kernel datapath is wrong. Read a KVM run for those.
 """
