@@ -183,6 +183,9 @@ def main(argv: list[str] | None = None) -> int:
     except (KubevpcError, ValueError) as exc:
         say(f"vm: error: {exc}")
         return EXIT_USAGE
+    except OSError as exc:
+        say(f"vm: error: {exc}")
+        return EXIT_FAIL
     except KeyboardInterrupt:
         say("vm: interrupted; the session's processes and files are removed")
         return EXIT_INTERRUPTED

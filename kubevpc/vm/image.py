@@ -214,7 +214,7 @@ def first_boot(s: Session, opts: BuildOptions, disk: str, kernel: str, initrd: s
     rc = read_rc(jobdir)
     if rc != 0:
         raise StepFailed(f"the first boot's provisioning failed (job exit {rc}, qemu exit {res.returncode}); "
-                         f"see {cfg.serial}", res.stderr)
+                         f"see {s.kept(cfg.serial)}", res.stderr)
     s.say(f"vm: first boot done in {res.seconds / 60:.1f} min")
     return accel
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import subprocess
 import time
 from typing import Callable
@@ -24,6 +25,7 @@ from ..ledger import Ledger, clean_run, list_runs, owner_alive
 from ..rundir import atomic_write, run_dir
 
 MARKER = "vm.json"                  # in the run directory: this run is a VM session
+LOG_DIR = "/var/log/kubevpc/vm"     # where a failed session's logs are kept
 Say = Callable[[str], None]
 
 
@@ -43,10 +45,31 @@ class Session:
         atomic_write(self.path(MARKER), json.dumps({"purpose": self.purpose, "started": time.time()}) + "\n")
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, kind, *exc) -> None:
+        if kind is not None and kind is not KeyboardInterrupt:
+            self.keep_logs()
         counts = clean_run(self.run)
         if counts.get("process"):
             self.say(f"vm: stopped {counts['process']} process(es) of session {self.run}")
+
+    def keep_logs(self) -> None:
+        """After a failure, the session's logs (commands' output, the guest's console) are copied
+        to LOG_DIR/<run>/ before its directory goes."""
+        logs = [f for f in sorted(os.listdir(self.dir)) if f.endswith((".log", ".serial"))]
+        job = self.path("job", "job.log")
+        if not logs and not os.path.isfile(job):
+            return
+        dest = os.path.join(LOG_DIR, self.run)
+        os.makedirs(dest, exist_ok=True)
+        for f in logs:
+            shutil.copyfile(self.path(f), os.path.join(dest, f))
+        if os.path.isfile(job):
+            shutil.copyfile(job, os.path.join(dest, "job.log"))
+        self.say(f"vm: session {self.run} failed; its logs are kept in {dest}/")
+
+    def kept(self, log: str) -> str:
+        """Where a log of this session will be once a failure has kept it."""
+        return os.path.join(LOG_DIR, self.run, os.path.basename(log))
 
     def path(self, *parts: str) -> str:
         return os.path.join(self.dir, *parts)
@@ -75,9 +98,9 @@ class Session:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-                raise StepFailed(f"{what}: no end after {timeout:.0f} s (stopped); see {log}", tail(log)) from None
+                raise StepFailed(f"{what}: no end after {timeout:.0f} s (stopped); see {self.kept(log)}", tail(log)) from None
         if rc != 0:
-            raise StepFailed(f"{what}: exit {rc}; see {log}", tail(log))
+            raise StepFailed(f"{what}: exit {rc}; see {self.kept(log)}", tail(log))
         self.say(f"vm: {what}: done in {time.monotonic() - t0:.0f} s")
 
 

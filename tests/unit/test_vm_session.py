@@ -136,3 +136,18 @@ def test_a_job_boot_collects_its_results_before_the_session_goes(state, tmp_path
     assert (tmp_path / "out" / "steps.tsv").exists() and (tmp_path / "out" / "serial.log").exists()
     assert not (tmp_path / "out" / "job.sh").exists()
     assert [r for r in ledger.list_runs() if session.is_vm_session(r)] == []
+
+
+def test_a_failed_session_keeps_its_logs(state, tmp_path, monkeypatch):
+    monkeypatch.setattr(session, "LOG_DIR", str(tmp_path / "logs"))
+    said = []
+    with pytest.raises(StepFailed) as exc:
+        with Session("build", said.append) as s:
+            os.makedirs(s.path("job"))
+            open(s.path("job", "job.log"), "w").write("guest output\n")
+            s.run_step("chroot", [sys.executable, "-c", "print('E: broken'); raise SystemExit(1)", s.run], 30,
+                       s.path("chroot.log"))
+    kept = tmp_path / "logs" / s.run
+    assert str(kept / "chroot.log") in str(exc.value)
+    assert "E: broken" in (kept / "chroot.log").read_text() and (kept / "job.log").read_text() == "guest output\n"
+    assert any(str(kept) in line for line in said) and not os.path.exists(s.dir)
