@@ -15,6 +15,11 @@ SCENARIO ?= scenarios/default.yaml
 MODE     ?=
 CLI      ?=
 KEEP     ?=
+# Open vSwitch datapath of `make scenario`: system (kernel) or netdev (userspace); empty: kubevpc chooses
+DATAPATH ?=
+# `make vm` / `make vm-test`: ACCEL=kvm|tcg (default: KVM when a test boot works), VM_STEPS=e2e-services,perf
+ACCEL    ?=
+VM_STEPS ?=
 # arguments of `kubevpc perf`, e.g. PERF=--quick or PERF="scenarios/default.yaml --modes eni"
 PERF     ?=
 # arguments of bench-matrix, e.g. MATRIX="--pods 50 --mininet-hosts 30" (python -m kubevpc.bench.matrix --help)
@@ -22,12 +27,14 @@ MATRIX   ?=
 
 RUN_FLAGS := $(if $(strip $(MODE)),--mode $(strip $(MODE))) \
              $(if $(filter 1,$(CLI)),--cli) \
-             $(if $(filter 1,$(KEEP)),--keep)
+             $(if $(filter 1,$(KEEP)),--keep) \
+             $(if $(strip $(DATAPATH)),--datapath $(strip $(DATAPATH)))
+VM_FLAGS  := $(if $(strip $(ACCEL)),--accel $(strip $(ACCEL)))
 
-.PHONY: help install venv scenario test unit e2e validate check clean distclean bench-up bench-change perf bench-scale bench-netpol bench-matrix matrix
+.PHONY: help install venv scenario test unit e2e validate check clean distclean bench-up bench-change perf bench-scale bench-netpol bench-matrix matrix vm vm-test vm-clean
 
 help: ## list the targets
-	@echo "usage: make TARGET [SCENARIO=scenarios/default.yaml] [MODE=...] [CLI=1] [KEEP=1]"
+	@echo "usage: make TARGET [SCENARIO=scenarios/default.yaml] [MODE=...] [CLI=1] [KEEP=1] [DATAPATH=system|netdev]"
 	@echo
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-z0-9-]*:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
@@ -37,7 +44,7 @@ install: ## install everything (root): apt packages, Open vSwitch, .venv, /usr/l
 venv: ## make only the Python virtual environment .venv (no root needed)
 	@bash scripts/install.sh --python-only
 
-scenario: install ## run SCENARIO (MODE=... --mode, CLI=1 --cli, KEEP=1 --keep)
+scenario: install ## run SCENARIO (MODE=... --mode, CLI=1 --cli, KEEP=1 --keep, DATAPATH=... --datapath)
 	$(strip $(KUBEVPC) run $(SCENARIO) $(RUN_FLAGS))
 
 test: install ## unit tests, then end-to-end tests (both run; fails if either fails)
@@ -88,3 +95,12 @@ bench-netpol: venv ## NetworkPolicy compile time and flows for 10-1000 policies 
 
 bench-matrix: install ## reachability matrix of 100 x 100 pods vs plain Mininet's pingall (MATRIX=args)
 	$(strip $(PY) -m kubevpc.bench.matrix $(MATRIX))
+
+vm: venv ## (root) build the VM image: Debian 12, kernel datapath, scripts/install.sh; cached (ACCEL=kvm|tcg)
+	$(strip $(PY) -m kubevpc.vm build $(VM_FLAGS))
+
+vm-test: vm ## (root) boot the VM; on the kernel datapath: make scenario x3, an e2e subset, perf (VM_STEPS=...)
+	$(strip $(PY) -m kubevpc.vm test $(VM_FLAGS) $(if $(strip $(VM_STEPS)),--steps $(strip $(VM_STEPS))))
+
+vm-clean: venv ## (root) remove what crashed VM sessions left (qemu, build directories, unfinished images)
+	$(PY) -m kubevpc.vm clean

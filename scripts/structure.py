@@ -49,7 +49,7 @@ LAYERS = (
      ("kubevpc.rundir", "kubevpc.ledger", "kubevpc.probe", "kubevpc.daemons", "kubevpc.observe", "topologies",
       "controller.app", "controller.__main__", "controller", "kubevpc.control")),
     ("Lab API", ("kubevpc.lab", "kubevpc.testing", "kubevpc.pytest_plugin")),
-    ("CLI and benchmarks", ("kubevpc.cli", "kubevpc.bench", "kubevpc")),
+    ("CLI and benchmarks", ("kubevpc.cli", "kubevpc.bench", "kubevpc.vm", "kubevpc")),
 )
 
 
