@@ -147,6 +147,28 @@ def fill_root(root: str, guest_sources: str, repo: str | None = None) -> None:
     if os.path.lexists(resolv):
         os.unlink(resolv)
     shutil.copyfile("/etc/resolv.conf", resolv)        # the chroot resolves names as the machine does
+    copy_local_cas(root)
+
+
+LOCAL_CAS = "/usr/local/share/ca-certificates"
+
+
+def copy_local_cas(root: str, source: str = LOCAL_CAS) -> list[str]:
+    """The certificate authorities this machine adds to Debian's (a company's, or a proxy's that
+    inspects TLS: without them the guest's pip cannot reach PyPI where the machine's can), copied
+    to the same place in the guest, where the provisioning's update-ca-certificates takes them."""
+    copied = []
+    if not os.path.isdir(source):
+        return copied
+    dest = os.path.join(root, source.lstrip("/"))
+    os.makedirs(dest, exist_ok=True)
+    for dirpath, _, files in os.walk(source):
+        for name in sorted(f for f in files if f.endswith(".crt")):
+            rel = os.path.relpath(os.path.join(dirpath, name), source)
+            os.makedirs(os.path.dirname(os.path.join(dest, rel)), exist_ok=True)
+            shutil.copyfile(os.path.join(dirpath, name), os.path.join(dest, rel))
+            copied.append(rel)
+    return copied
 
 
 def finish_root(root: str) -> None:

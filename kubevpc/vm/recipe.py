@@ -101,6 +101,8 @@ echo "chroot: apt-get update"
 apt-get -q -o DPkg::Lock::Timeout=300 update
 echo "chroot: apt-get install {q}"
 apt-get install -y -q --no-install-recommends -o Dpkg::Options::=--force-confold {q}
+update-ca-certificates          # the machine's own CAs (copied to /usr/local/share/ca-certificates) trusted too
+printf '[global]\ncert = /etc/ssl/certs/ca-certificates.crt\n' > /etc/pip.conf   # a venv's pip: the system's CAs
 systemctl enable systemd-networkd.service kubevpc-vm-job.service
 systemctl disable nginx.service 2>/dev/null || true
 echo "chroot: bash {GUEST_CHECKOUT}/scripts/install.sh --python-only"

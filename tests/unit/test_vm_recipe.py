@@ -260,3 +260,21 @@ def test_the_newest_kernel_and_its_initramfs(tmp_path):
         image.boot_files(str(tmp_path))
     (boot / "initrd.img-6.1.0-30-amd64").write_text("")
     assert image.boot_files(str(tmp_path)) == (str(boot / "vmlinuz-6.1.0-30-amd64"), str(boot / "initrd.img-6.1.0-30-amd64"))
+
+
+def test_the_machines_own_certificate_authorities_go_into_the_guest(tmp_path):
+    cas = tmp_path / "cas"
+    (cas / "corp").mkdir(parents=True)
+    (cas / "proxy.crt").write_text("A")
+    (cas / "corp" / "root.crt").write_text("B")
+    (cas / "README").write_text("not a certificate")
+    root = tmp_path / "root"
+    assert image.copy_local_cas(str(root), str(cas)) == ["corp/root.crt", "proxy.crt"]
+    dest = root / str(cas).lstrip("/")
+    assert (dest / "proxy.crt").read_text() == "A" and (dest / "corp" / "root.crt").read_text() == "B"
+    assert not (dest / "README").exists()
+    assert image.copy_local_cas(str(root), str(tmp_path / "none")) == []       # a machine that adds none
+    script = recipe.provision_script(["ca-certificates"])
+    # the CAs are taken before anything reaches PyPI, and a venv's pip (which has its own bundle) uses them
+    assert script.index("update-ca-certificates") < script.index("install.sh --python-only")
+    assert "cert = /etc/ssl/certs/ca-certificates.crt" in script
