@@ -269,7 +269,7 @@ def test_the_machines_own_certificate_authorities_go_into_the_guest(tmp_path):
     (cas / "corp" / "root.crt").write_text("B")
     (cas / "README").write_text("not a certificate")
     root = tmp_path / "root"
-    assert image.copy_local_cas(str(root), str(cas)) == ["corp/root.crt", "proxy.crt"]
+    assert sorted(image.copy_local_cas(str(root), str(cas))) == ["corp/root.crt", "proxy.crt"]
     dest = root / str(cas).lstrip("/")
     assert (dest / "proxy.crt").read_text() == "A" and (dest / "corp" / "root.crt").read_text() == "B"
     assert not (dest / "README").exists()
