@@ -105,8 +105,9 @@ def test_flow_stats_parsed_lean_carry_what_os_ken_parses(monkeypatch):
     flows = [f for fs in compile_plan(plan_of(DEFAULT, "vxlan")).values() for f in fs.flows][::7]
     data = flow_stats_reply(flows)
     dp = FakeDatapath(1, FakeSwitch())
+    monkeypatch.setattr(PARSER.OFPFlowStatsReply, "cls_stats_body_cls", PARSER.OFPFlowStats)     # os-ken's own
     full = ofproto_parser.msg(dp, *ofproto_parser.header(data), data)
-    monkeypatch.setattr(PARSER.OFPFlowStatsReply, "cls_stats_body_cls", PARSER.OFPFlowStatsReply.cls_stats_body_cls)
+    assert all(isinstance(e, PARSER.OFPFlowStats) for e in full.body)
     ofmsg.lean_flow_stats()
     lean = ofproto_parser.msg(dp, *ofproto_parser.header(data), data)
     assert all(isinstance(e, ofmsg.FlowStatsEntry) for e in lean.body) and len(lean.body) == len(flows)
