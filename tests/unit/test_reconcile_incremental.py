@@ -12,9 +12,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from controller import reconcile as rc
+from controller.compile import compile_plan
 from controller.flows import ETH_IP, Bucket, Group, GroupAction, Output, SetField, flow
 from controller.reconcile import AddFlow, Barrier, BridgeState, Desired, GroupMod, ReadBack
+from kubevpc.lab import changes
+from kubevpc.planning import make_plan
+from kubevpc.scenario.load import load
 from tests.unit.fakeoftable import FakeOFTable
+from tests.unit.plans import E2E_DATA, MODES
 from tests.unit.test_reconcile import NOW, Switch, desired, flows, group, programmed
 
 
@@ -195,3 +200,30 @@ def test_any_interleaving_of_changes_and_replies_ends_with_a_fresh_compile(first
     assert wire.table.cookies == set(want.flows)
     assert wire.table.groups == dict(want.groups)
     assert state.held == frozenset(want.flows) and state.held_groups == frozenset(want.groups)
+
+
+# ------------------------------------------------------------------------------ a real change
+DENY_WEB = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",          # as tests/e2e/test_change.py
+            "metadata": {"name": "web-deny", "namespace": "default"},
+            "spec": {"podSelector": {"matchLabels": {"app": "web"}}, "policyTypes": ["Ingress"]}}
+
+
+def test_a_policy_applied_and_removed_on_every_bridge_of_the_e2e_scenario():
+    """tests/e2e/data/change.yaml, as tests/e2e/test_change.py changes it: each change sent at once
+    leaves every bridge holding a fresh compile of the plan it makes, in every mode."""
+    for mode in MODES:
+        loaded = load(str(E2E_DATA / "change.yaml"), mode=mode)
+        plans = [make_plan(loaded, "kvc")]
+        for policies in ([DENY_WEB], []):
+            manifests = changes.with_network_policies(loaded.manifests, policies, "<api>")
+            plans.append(changes.replan(loaded, plans[-1], "kvc", manifests, {}, {}).plan)
+        compiled = [compile_plan(p) for p in plans]
+        assert compiled[0] != compiled[1]
+        for name in compiled[0]:
+            sw, state = settled(Desired.of(1, compiled[0][name]))
+            for version, c in enumerate(compiled[1:], start=2):
+                want = Desired.of(version, c[name])
+                state = sw.play(state, rc.plan_changed(state, want), want)
+                programmed(sw, want)
+                assert ReadBack() not in sw.sent[:1], "no read-back before the change"
+                sw.sent, sw.outcomes = [], []
