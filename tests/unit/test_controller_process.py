@@ -41,6 +41,7 @@ def controller(tmp_path, monkeypatch):
     short = tmp_path.joinpath("r")        # a short path: a socket's must fit in 107 bytes
     short.mkdir()
     monkeypatch.setenv("OVS_RUNDIR", str(short))
+    monkeypatch.setenv("KUBEVPC_PURGE", "0")             # never the shared Open vSwitch's cache from a unit test
     (short / "ovs-vswitchd.pid").write_text(str(os.getpid()))     # the switches are this process
     procs, switches = [], {}
 
