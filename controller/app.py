@@ -3,10 +3,13 @@ pure reconcile (controller/reconcile.py).
 
 It reads the run's plan, compiles the flows of every bridge, and on each switch connection
 reconciles the switch's flow table with them by cookie (flows whose cookie is not wanted are
-deleted, wanted ones that are missing are added; unchanged flows are not touched). It watches the
-plan file and reconciles again when it changes. What to send, and when a bridge is programmed, is
-decided by controller/reconcile.py; this module translates os-ken's events into its arguments and
-its messages into os-ken's, and keeps per bridge only what that translation needs (`Link`).
+deleted, wanted ones that are missing are added; unchanged flows are not touched). It is told when
+the plan file changes and sends each bridge its difference (controller/planwatch.py). What to
+send, and when a bridge is programmed, is decided by controller/reconcile.py; this module
+translates os-ken's events into its arguments and its messages into os-ken's (the flow and group
+mods of one step in one write, inside one OpenFlow bundle: controller/ofmsg.py's Batch), and
+keeps per bridge only what that translation needs (`Link`). One lock keeps the handlers and the
+plan watcher from reconciling a bridge at the same time.
 Packet-ins are counted per bridge: in steady state there are none, except TTL expiries, which it
 answers with ICMP time exceeded so that traceroute shows the hops.
 
@@ -28,7 +31,7 @@ import os
 import select
 import socket
 import struct
-import subprocess
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,23 +48,19 @@ from kubevpc.rundir import RunDir, atomic_write, ovs_rundir
 from kubevpc.planning import Plan
 
 from . import reconcile
-from .compile import compile_plan
 from .flows import FEATURES
 from .ndp import advertisement
 from .refuse import refusal
-from .ofmsg import delete_cookie, flow_mod, group_mod
+from .ofmsg import Batch, delete_cookie_bytes, flow_mod_bytes, group_mod, lean_flow_stats
+from .planwatch import PlanWatch
+from .purge import Purge
 from .reconcile import AddFlow, Barrier, BridgeState, DeleteFlow, Desired, GroupMod, Outcome, ReadBack
-from .slb import active_connections
+from .settings import settings
+from .watch import DirWatch
 
 REJECT, FLOWLOG_RECORD, ND = FEATURES["reject"], FEATURES["flowlog_record"], FEATURES["nd"]
 
 LOG = logging.getLogger("kubevpc.controller")
-WLC_REFRESH_S = 1.0      # how often the wlc listeners' connections are counted
-# seconds between looks at plan.json and the SLB checkers' state files (a stat each): a backend
-# that turns healthy is in its listener's group within this, plus the compile and the flow mods.
-# 0.05 was tried and made the controller stall under back-to-back plan versions (docs/performance.md,
-# "The SLB's window after a backend turns healthy")
-WATCH_INTERVAL = 0.2
 SO_PEERCRED_SIZE = struct.calcsize("3i")
 
 
@@ -103,15 +102,17 @@ def _previous_plan_version(state_dir: str) -> int:
 
 
 def _logged(handler):
-    """os-ken drops a handler's exception silently: log it and put it in status.json."""
+    """os-ken drops a handler's exception silently: log it and put it in status.json. A handler
+    runs holding the application's lock (the plan watcher sends to the bridges too)."""
     @functools.wraps(handler)
     def wrapper(self, ev):
-        try:
-            return handler(self, ev)
-        except Exception as exc:
-            LOG.exception("%s failed", handler.__name__)
-            self.status["errors"].append(f"{handler.__name__}: {type(exc).__name__}: {exc}")
-            self._write_status()
+        with self.lock:
+            try:
+                return handler(self, ev)
+            except Exception as exc:
+                LOG.exception("%s failed", handler.__name__)
+                self.status["errors"].append(f"{handler.__name__}: {type(exc).__name__}: {exc}")
+                self._write_status()
     return wrapper
 
 
@@ -129,9 +130,10 @@ class Link:
     barrier_xid: int | None = None                          # the latest barrier
     flowlog_xid: int | None = None                          # the latest flow-log window's stats request
     flowlog_live: list = field(default_factory=list)        # flow-log flows collected from its reply
+    bundle_id: int = 0                                      # the latest bundle opened on this connection
 
 
-class KubevpcController(app_manager.OSKenApp):
+class KubevpcController(PlanWatch, app_manager.OSKenApp):
     OFP_VERSIONS = [ofproto_v1_3.OFP_VERSION]
 
     def __init__(self, *args, **kwargs):
@@ -148,112 +150,30 @@ class KubevpcController(app_manager.OSKenApp):
         self.health, self.health_stamps = {}, ()
         self.loads, self.loads_changed = {}, False    # wlc: established connections per backend
         self.flowlog: Recorder | None = None
-        self._load_plan()
+        # every handler and the plan watcher take it: one thread at a time reconciles
+        self.lock = threading.RLock()
+        self.settings = self._settings()
+        self.purge = Purge(self.settings["purge"])
+        self.stopped = threading.Event()
+        self.watch = DirWatch({os.path.dirname(self.plan_path), self.state_dir})
+        self.status["notified"] = self.watch.notified
+        lean_flow_stats()
+        self._reload()
         hub.spawn(self._watch_plan)
         hub.spawn(self._watch_loads)
         hub.spawn(self._watch_flowlog)
 
-    # -------------------------------------------------------------------------------- plan
-    def _health(self, plan: Plan) -> tuple[dict, tuple]:
-        """The SLB health checkers' view: {listener: {"ip:port": healthy}}, and the files' stamps.
-        A checker that has not written yet counts its backends as not yet healthy."""
-        health, stamps = {}, []
-        for slb in plan.slbs:
-            path = RunDir(self.state_dir).slb_state(slb.service)
-            try:
-                stamps.append(os.stat(path).st_mtime_ns)
-                with open(path, encoding="utf-8") as fh:
-                    doc = json.load(fh)
-            except (OSError, json.JSONDecodeError):
-                stamps.append(0)
-                continue
-            for name, backends in doc.get("listeners", {}).items():
-                health[name] = {key: bool(b.get("healthy")) for key, b in backends.items()}
-        return health, tuple(stamps)
-
-    def _load_plan(self) -> bool:
+    def _settings(self) -> dict:
+        """KUBEVPC_BUNDLE and KUBEVPC_PURGE (controller/settings.py); the builder refuses bad
+        values before it starts the controller, so a bad one here is an error and the defaults."""
         try:
-            mtime = os.stat(self.plan_path).st_mtime_ns
-            if mtime == self.plan_mtime:
-                if self.plan is None or not self.plan.slbs:
-                    return False
-                health, stamps = self._health(self.plan)
-                if stamps == self.health_stamps and not self.loads_changed:
-                    return False
-                if health == self.health and not self.loads_changed:
-                    # a checker rewrites its file after every probe; only a change of health
-                    # is a new plan (else the bridges would be re-dumped every second)
-                    self.health_stamps = stamps
-                    return False
-                plan = self.plan
-            else:
-                with open(self.plan_path, encoding="utf-8") as fh:
-                    plan = Plan.model_validate_json(fh.read())
-                health, stamps = self._health(plan)
-            if health != self.health:
-                LOG.info("SLB health: %s", json.dumps(health, sort_keys=True))
-            self.health, self.health_stamps = health, stamps
-            self.status["slb_health"] = health      # as this plan version puts the backends in rotation
-            self.loads_changed = False
-            loads = self.loads
-            compiled = compile_plan(plan, health, loads)
-            if loads:           # in status.json (written below), from the thread that writes it
-                self.status["wlc_connections"] = loads
-        except Exception as exc:      # a bad plan keeps the last good one running
-            LOG.error("plan %s not loaded: %s", self.plan_path, exc)
-            self.status["errors"].append(f"plan not loaded: {exc}")
-            self._write_status()
-            return False
-        self._take_plan(plan, mtime, compiled)
-        return True
-
-    def _take_plan(self, plan: Plan, mtime: float, compiled: dict) -> None:
-        """The new plan version: what every bridge should hold now."""
-        self.plan, self.plan_mtime = plan, mtime
-        # which plan.json this version compiles: a version raised by SLB health alone recompiles
-        # the plan already loaded, and a caller waiting for its own plan must not take it for that
-        self.status["plan_file"] = mtime
-        if self.flowlog is None:
-            self.flowlog = Recorder(plan, RunDir(self.state_dir).flowlog)
-        self.flowlog.plan = plan
-        self.by_dpid = {b.dpid: b.name for b in plan.bridges}
-        self.status["plan_version"] += 1
-        version = self.status["plan_version"]
-        self.desired = {name: Desired.of(version, fs) for name, fs in compiled.items()}
-        for name, desired in self.desired.items():
-            st = self.status["bridges"].setdefault(name, {"connected": False, "programmed": False,
-                                                          "packet_in": 0, "ttl_expired": 0})
-            st.update(flows=len(desired.flows), groups=len(desired.groups), programmed=False)
-        LOG.info("plan v%d loaded: %d bridges, %d flows", version, len(self.desired),
-                 sum(len(d.flows) for d in self.desired.values()))
-        self._write_status()
-
-    def _watch_plan(self):
-        while True:
-            hub.sleep(WATCH_INTERVAL)
-            if self._load_plan():
-                for name, link in list(self.links.items()):
-                    if link.dp is not None:
-                        self._apply(name, link, link.dp, reconcile.plan_changed(link.state))
-
-    def _watch_loads(self):
-        """wlc: count the listeners' established connections in the datapath's conntrack table;
-        when a count changes, the next plan check recompiles (the groups' weights follow)."""
-        while True:
-            hub.sleep(WLC_REFRESH_S)
-            plan = self.plan
-            if plan is None or not any(s.scheduler == "wlc" for s in plan.slbs):
-                continue
-            try:
-                dump = subprocess.run(["ovs-appctl", "--timeout=5", "dpctl/dump-conntrack"], capture_output=True,
-                                      text=True, timeout=10, stdin=subprocess.DEVNULL, check=True).stdout
-            except (OSError, subprocess.SubprocessError) as exc:
-                LOG.warning("wlc: could not read the conntrack table: %s", exc)
-                continue
-            loads = active_connections(plan, dump)
-            if loads != self.loads:
-                LOG.info("wlc connections: %s", json.dumps(loads, sort_keys=True))
-                self.loads, self.loads_changed = loads, True
+            out = settings()
+        except ValueError as exc:
+            LOG.error("%s", exc)
+            self.status["errors"].append(str(exc))
+            out = settings({})
+        self.status["settings"] = out
+        return out
 
     def _write_status(self):
         atomic_write(RunDir(self.state_dir).status, json.dumps({**self.status, "time": time.time()}, indent=1, sort_keys=True))
@@ -319,6 +239,8 @@ class KubevpcController(app_manager.OSKenApp):
         self.status["bridges"][name].update(connected=False, programmed=False)
         LOG.warning("bridge %s (%#x) disconnected", name, dp.id)
         self._write_status()
+        self.purge.confirmed(name)          # not waited for: it gets every flow again when it connects
+        self._purge_if_due()
 
     # ---------------------------------------------------------------------------- reconcile
     def _desired(self, name: str) -> Desired:
@@ -331,8 +253,7 @@ class KubevpcController(app_manager.OSKenApp):
         st = self.status["bridges"][name]
         for key, n in out.counts.items():
             st[key] = st.get(key, 0) + n
-        for msg in out.send:
-            self._send(link, dp, msg)
+        self._send_all(link, dp, out.send)
         if out.programmed_at is not None:
             st.update(programmed=True, programmed_at=out.programmed_at, plan_version=self._desired(name).version)
         if out.error:
@@ -340,15 +261,32 @@ class KubevpcController(app_manager.OSKenApp):
         if out.programmed_at is not None or out.error:
             self._write_status()
 
+    def _send_all(self, link: Link, dp, msgs) -> None:
+        """The reconcile's messages in order: each run of flow and group mods as one Batch (one
+        write; one atomic bundle with KUBEVPC_BUNDLE=1), then the barrier or read-back after it."""
+        mods: list = []
+        for msg in (*msgs, None):
+            if isinstance(msg, (AddFlow, DeleteFlow, GroupMod)):
+                mods.append(msg)
+                continue
+            if mods:
+                self._send_mods(link, dp, mods)
+                mods = []
+            if msg is not None:
+                self._send(link, dp, msg)
+
+    def _send_mods(self, link: Link, dp, mods: list) -> None:
+        parts = [flow_mod_bytes(m.flow) if isinstance(m, AddFlow) else delete_cookie_bytes(m.cookie)
+                 if isinstance(m, DeleteFlow) else group_mod(dp, m.group, m.command) for m in mods]
+        bundle = None
+        if self.settings["bundle"]:
+            link.bundle_id = bundle = link.bundle_id % 0xFFFFFFFF + 1
+        dp.send_msg(Batch(dp, parts, bundle))
+        self.purge.changed()
+
     def _send(self, link: Link, dp, msg) -> None:
-        """One of the reconcile's messages as os-ken's; requests' xids are kept to recognise replies."""
-        if isinstance(msg, AddFlow):
-            dp.send_msg(flow_mod(dp, msg.flow))
-        elif isinstance(msg, DeleteFlow):
-            dp.send_msg(delete_cookie(dp, msg.cookie))
-        elif isinstance(msg, GroupMod):
-            dp.send_msg(group_mod(dp, msg.group, msg.command))
-        elif isinstance(msg, Barrier):
+        """A barrier or a read-back; their xids are kept to recognise the replies."""
+        if isinstance(msg, Barrier):
             barrier = dp.ofproto_parser.OFPBarrierRequest(dp)
             dp.set_xid(barrier)
             link.barrier_xid = barrier.xid
@@ -409,7 +347,11 @@ class KubevpcController(app_manager.OSKenApp):
         link = self.links.get(name)
         if link is None or ev.msg.xid != link.barrier_xid:
             return
+        current = link.state.barrier is not None and link.state.barrier == self._desired(name).version
         self._apply(name, link, ev.msg.datapath, reconcile.barrier_replied(link.state, self._desired(name)))
+        if current:
+            self.purge.confirmed(name)
+            self._purge_if_due()
 
     @set_ev_cls(ofp_event.EventOFPErrorMsg, MAIN_DISPATCHER)
     @_logged
@@ -430,17 +372,22 @@ class KubevpcController(app_manager.OSKenApp):
             hub.sleep(window or 1.0)
             if not window or self.plan is not plan:
                 continue
-            for name, link in list(self.links.items()):
-                dp = link.dp
-                if dp is None or plan.bridge(name).role != "vswitch":
-                    continue
-                parser, ofp = dp.ofproto_parser, dp.ofproto
-                req = parser.OFPFlowStatsRequest(dp, 0, 70, ofp.OFPP_ANY, ofp.OFPG_ANY, FLOWLOG_RECORD << 56,
-                                                 0xFF << 56, parser.OFPMatch())
-                dp.set_xid(req)
-                link.flowlog_xid = req.xid
-                link.flowlog_live = []
-                dp.send_msg(req)
+            with self.lock:
+                self._ask_flowlog(plan)
+
+    def _ask_flowlog(self, plan: Plan) -> None:
+        """Ask each connected vSwitch for its live flow-log flows."""
+        for name, link in list(self.links.items()):
+            dp = link.dp
+            if dp is None or plan.bridge(name).role != "vswitch":
+                continue
+            parser, ofp = dp.ofproto_parser, dp.ofproto
+            req = parser.OFPFlowStatsRequest(dp, 0, 70, ofp.OFPP_ANY, ofp.OFPG_ANY, FLOWLOG_RECORD << 56,
+                                             0xFF << 56, parser.OFPMatch())
+            dp.set_xid(req)
+            link.flowlog_xid = req.xid
+            link.flowlog_live = []
+            dp.send_msg(req)
 
     def _flowlog_window(self, dp, link: Link, msg):
         now = time.time()

@@ -10,6 +10,7 @@ ipv4_dst, ct_state, reg0, ...). Values are ints, strings ("10.0.0.0/24", "0a:58:
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
 import zlib
@@ -241,10 +242,11 @@ class Flow:
     obj: int = 0                     # object id within the feature (24 bits)
     note: str = ""                   # why this flow exists, for dumps and docs
 
-    @property
+    @functools.cached_property
     def cookie(self) -> int:
         """[8 bits feature][24 bits object][32 bits content hash]: dump, replace or delete by
-        feature and object, and tell a changed flow from an unchanged one without comparing."""
+        feature and object, and tell a changed flow from an unchanged one without comparing.
+        Worked out once per flow (the reconcile asks for it again and again)."""
         digest = hashlib.blake2b(self.key_text().encode(), digest_size=4).digest()
         return (FEATURES[self.feature] << 56) | ((self.obj & 0xFFFFFF) << 32) | int.from_bytes(digest, "big")
 
@@ -279,7 +281,9 @@ _CT_NAMES = [(CT_NEW, "new"), (CT_EST, "est"), (CT_REL, "rel"), (CT_RPL, "rpl"),
              (CT_TRK, "trk"), (CT_SNAT, "snat"), (CT_DNAT, "dnat")]
 
 
+@functools.lru_cache(maxsize=1 << 16, typed=True)
 def _field_ofctl(name: str, value: Any) -> str:
+    """One match field as ovs-ofctl writes it (remembered: the same fields recur in many flows)."""
     if name == "ct_state":
         val, mask = value
         return "ct_state=" + "".join(("+" if val & bit else "-") + text for bit, text in _CT_NAMES if mask & bit)

@@ -38,6 +38,7 @@ policies before it, plus the rule's index) - part.
 """
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -177,7 +178,7 @@ def _conj_id(obj: int, side: _Side, rule: int, part: int) -> int:
 
 def policy_flows(policies: Iterable[NetworkPolicy], namespaces: Mapping[str, Mapping[str, str]],
                  all_endpoints: Iterable[HostPlan], local_pods: Iterable[HostPlan],
-                 tables: PolicyTables, family: int = 4) -> list[Flow]:
+                 tables: PolicyTables, family: int = 4, memo: dict | None = None) -> list[Flow]:
     """The flows of both policy tables of the bridge that holds `local_pods` (all on one node).
 
     `all_endpoints` are every pod of the cluster (peers are selected among them, and egress named
@@ -185,34 +186,43 @@ def policy_flows(policies: Iterable[NetworkPolicy], namespaces: Mapping[str, Map
     is reached by ipBlock only and need not be listed. Policies keep the caller's order, which
     fixes cookie objects, conj_ids and priorities (see the module docstring). `family` 6: the IPv6
     twins, over the hosts' IPv6 addresses (those without one take no part): pod and namespace
-    selectors select peers' IPv6 addresses, an ipBlock matches the family of its cidr only."""
+    selectors select peers' IPv6 addresses, an ipBlock matches the family of its cidr only.
+
+    `memo`: what does not depend on the node (each rule's peers), shared by the calls for every
+    node of one plan, which pass the same policies, namespaces and endpoints; it spares
+    selecting a rule's peers once per node (the bulk of the work for many policies)."""
     policies, endpoints, local = list(policies), list(all_endpoints), list(local_pods)
+    memo = {} if memo is None else memo
     if family == 6:
-        endpoints, local = _as_ipv6(endpoints), _as_ipv6(local)
+        endpoints = memo[("ipv6 endpoints",)] if ("ipv6 endpoints",) in memo else \
+            memo.setdefault(("ipv6 endpoints",), _as_ipv6(endpoints))
+        local = _as_ipv6(local)
     if len(policies) > _MAX_POLICIES:
         raise ValueError(f"{len(policies)} NetworkPolicies; at most {_MAX_POLICIES} fit in a conj_id")
     nodes = {p.node for p in local}
     node_ips = sorted({e.ip for e in endpoints if not e.namespace and e.node and e.node in nodes})
+    types = [policy_types(policy) for policy in policies]
     out: list[Flow] = []
     for side, table, nxt in zip(_sides(tables, family), (tables.egress, tables.ingress),
                                 (tables.egress_next, tables.ingress_next)):
-        out += _isolation(side, table, nxt, policies, local, node_ips)
+        selected = [[p for p in local if policy_selects(policy, p)] if side.direction in types[i] else []
+                    for i, policy in enumerate(policies)]
+        out += _isolation(side, table, nxt, policies, local, node_ips, selected)
         seq = 0
         for index, policy in enumerate(policies):
             rules = policy.spec.rules(side.direction)
             if len(rules) > _MAX_RULES:
                 raise ValueError(f"{policy.key}: {len(rules)} {side.direction.lower()} rules; at most {_MAX_RULES}")
-            applies = side.direction in policy_types(policy)
-            selected = [p for p in local if policy_selects(policy, p)] if applies else []
             for r, rule in enumerate(rules):
                 priority = PRIO_RULES_TOP - 2 * seq
                 if priority - 1 < PRIO_RULES_FLOOR:
                     raise ValueError(f"too many {side.direction.lower()} rules for the priorities "
                                      f"{PRIO_RULES_FLOOR}..{PRIO_RULES_TOP}")
                 seq += 1
-                if selected:
-                    out += _rule_flows(side, table, nxt, priority, index + 1, r, policy, rule, selected,
-                                       endpoints, namespaces)
+                if selected[index]:
+                    peers = _RulePeers(memo, (side, index, r), rule, policy.metadata.namespace, endpoints,
+                                       namespaces, side)
+                    out += _rule_flows(side, table, nxt, priority, index + 1, r, policy, rule, selected[index], peers)
     return out
 
 
@@ -229,11 +239,12 @@ def policy_flow_counts(policies: Iterable[NetworkPolicy], flows: Iterable[Flow])
 
 # ------------------------------------------------------------------------------------ isolation
 def _isolation(side: _Side, table: int, nxt: int, policies: list[NetworkPolicy], local: list[HostPlan],
-               node_ips: list[str]) -> list[Flow]:
-    """Drop for isolated pods, with the specification's exemptions above it; pass below."""
+               node_ips: list[str], selected: list[list[HostPlan]]) -> list[Flow]:
+    """Drop for isolated pods, with the specification's exemptions above it; pass below.
+    `selected[i]`: the local pods policy i isolates in this direction."""
     what = side.direction.lower()
-    by = {p.ip: [pol.key for pol in policies if side.direction in policy_types(pol) and policy_selects(pol, p)]
-          for p in local}
+    chosen = [{id(p) for p in pods} for pods in selected]
+    by = {p.ip: [pol.key for pol, ids in zip(policies, chosen) if id(p) in ids] for p in local}
     isolated = [p for p in local if by[p.ip]]
     out = []
     for p in isolated:
@@ -254,28 +265,61 @@ def _isolation(side: _Side, table: int, nxt: int, policies: list[NetworkPolicy],
 
 
 # ---------------------------------------------------------------------------------------- rules
+class _RulePeers:
+    """A rule's peers as its flows match them: the same on every node, so they are worked out once
+    per plan and kept in the memo policy_flows was given, under (side, policy index, rule index)."""
+
+    def __init__(self, memo: dict, key: tuple, rule: Rule, ns: str, endpoints: list[HostPlan],
+                 namespaces: Mapping[str, Mapping[str, str]], side: _Side):
+        self.memo, self.key, self.rule, self.ns = memo, key, rule, ns
+        self.endpoints, self.namespaces, self.side = endpoints, namespaces, side
+
+    def _kept(self, what: str, make):
+        key = (*self.key, what)
+        if key not in self.memo:
+            self.memo[key] = make()
+        return self.memo[key]
+
+    @property
+    def nets(self) -> list | None:
+        """The fewest CIDRs holding the peers; None for a rule without `from`/`to` (every peer)."""
+        return self._kept("nets", lambda: _peer_networks(self.rule.peers, self.ns, self.endpoints, self.namespaces,
+                                                          self.side.family) if self.rule.peers else None)
+
+    @property
+    def clause(self) -> Clause:
+        """The peer dimension: None when it leaves the peer open."""
+        def make() -> Clause:
+            nets = self.nets
+            return None if nets is None or _everything(nets) else [_net_match(self.side.peer_field, n) for n in nets]
+        return self._kept("clause", make)
+
+    def named_pairs(self, named: list[NetworkPolicyPort]) -> list[Match]:
+        """Egress to named ports: (peer pod, port) pairs, each pod's container port of that name."""
+        def make() -> list[Match]:
+            nets = self.nets
+            targets = [e for e in self.endpoints if _is_pod(e) and (nets is None or _inside(e.ip, nets))]
+            return _pairs(self.side.peer_field, self.side.port_field, targets, named)
+        return self._kept("pairs", make)
+
+
 def _rule_flows(side: _Side, table: int, nxt: int, priority: int, obj: int, r: int, policy: NetworkPolicy,
-                rule: Rule, selected: list[HostPlan], endpoints: list[HostPlan],
-                namespaces: Mapping[str, Mapping[str, str]]) -> list[Flow]:
-    ns = policy.metadata.namespace
+                rule: Rule, selected: list[HostPlan], peers: _RulePeers) -> list[Flow]:
     name = f"{policy.key} {side.direction.lower()} rule {r}"
     pods: Clause = [{side.pod_field: _addr(side.pod_field, p.ip)} for p in selected]
-    nets = _peer_networks(rule.peers, ns, endpoints, namespaces, side.family) if rule.peers else None
-    peers: Clause = None if nets is None or _everything(nets) else [_net_match(side.peer_field, n) for n in nets]
     numeric = [p for p in rule.ports if not isinstance(p.port, str)]
     named = [p for p in rule.ports if isinstance(p.port, str)]
     # only named ports: an empty port dimension, and the numeric conjunction yields no flow
     ports: Clause = _unique([m for p in numeric for m in _port_matches(p.protocol, p.port, p.endPort,
                                                                        side.port_field)]) \
         if rule.ports else None
-    out = _conjunction(table, nxt, priority, _conj_id(obj, side, r, 0), [pods, peers, ports], obj, name, side.new)
+    out = _conjunction(table, nxt, priority, _conj_id(obj, side, r, 0), [pods, peers.clause, ports], obj, name,
+                       side.new)
     if named:
         if side.direction == "Ingress":
-            pairs = _pairs(side.pod_field, side.port_field, selected, named)
-            clauses = [pairs, peers]
+            clauses = [_pairs(side.pod_field, side.port_field, selected, named), peers.clause]
         else:
-            targets = [e for e in endpoints if _is_pod(e) and (nets is None or _inside(e.ip, nets))]
-            clauses = [pods, _pairs(side.peer_field, side.port_field, targets, named)]
+            clauses = [pods, peers.named_pairs(named)]
         out += _conjunction(table, nxt, priority - 1, _conj_id(obj, side, r, 1), clauses, obj,
                             f"{name}, named ports", side.new)
     return out
@@ -311,8 +355,28 @@ def _peer_networks(peers: list[NetworkPolicyPeer], ns: str, endpoints: list[Host
         if peer.ipBlock is not None:
             nets += _block(peer.ipBlock.network, peer.ipBlock.excepted, family)
             continue
-        nets += [ipaddress.ip_network(e.ip) for e in endpoints if peer_selects(peer, ns, e, namespaces)]
+        nets += [_host_network(e.ip) for e in _selected_peers(peer, ns, endpoints, namespaces)]
     return list(ipaddress.collapse_addresses(nets))
+
+
+def _selected_peers(peer: NetworkPolicyPeer, ns: str, endpoints: list[HostPlan],
+                    namespaces: Mapping[str, Mapping[str, str]]) -> list[HostPlan]:
+    """The endpoints peer_selects selects, deciding the namespaceSelector once per namespace."""
+    by_namespace: dict[str, bool] = {}
+
+    def in_namespace(name: str) -> bool:
+        if name not in by_namespace:
+            by_namespace[name] = name == ns if peer.namespaceSelector is None else \
+                selector_matches(peer.namespaceSelector, _namespace_labels(namespaces, name))
+        return by_namespace[name]
+    return [e for e in endpoints if _is_pod(e) and in_namespace(e.namespace)
+            and (peer.podSelector is None or selector_matches(peer.podSelector, e.labels))]
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _host_network(ip: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    """An address as the one-address network collapse_addresses takes (made once per address)."""
+    return ipaddress.ip_network(ip)
 
 
 def _block(cidr: ipaddress.IPv4Network | ipaddress.IPv6Network,
@@ -332,7 +396,7 @@ def _everything(nets: list[ipaddress.IPv4Network]) -> bool:
 
 
 def _inside(ip: str, nets: list) -> bool:
-    addr = ipaddress.ip_address(ip)
+    addr = _host_network(ip).network_address
     return any(addr in n for n in nets)
 
 

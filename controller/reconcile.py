@@ -7,7 +7,10 @@ calls a function that returns messages).
 The conversation with one switch, by cookie (controller/flows.py) and group id:
 
     connected           read the switch back: its groups, then its flows (ReadBack)
-    plan_changed        read it back
+    plan_changed        once a round has been sent on this connection, the switch holds what that
+                        round left (or the dump after its barrier says otherwise, and another
+                        round follows): send the difference at once, groups and flows, and a
+                        barrier, without reading it back first. Before that: read it back
     groups_reported     add the wanted groups it lacks, modify those whose text changed since they
                         were last sent on this connection; remember those no longer wanted
     flows_reported      if the plan changed since its groups were reported: read it back again.
@@ -19,6 +22,10 @@ The conversation with one switch, by cookie (controller/flows.py) and group id:
     disconnected        forget the barrier and the read-back to verify
 
 Flows the switch learns (session affinity, flow-log records) are its own: never stale.
+
+A bridge is programmed only once the dump after the last barrier shows every wanted flow and
+nothing stale, whichever way the difference was sent: the shortcut of plan_changed saves the
+read-back before a change (a round trip and a dump of every flow), never the one after it.
 """
 from __future__ import annotations
 
@@ -95,6 +102,9 @@ class BridgeState:
     rounds: int = 0                   # reconcile rounds for plan version `rounds_version` ...
     rounds_version: int = 0           # ... (a new version starts at none)
     groups_version: int | None = None  # the plan version the groups of the read-back under way were sent for
+    held: frozenset[int] | None = None    # flow cookies the switch holds once it has taken the last round
+                                          # sent on this connection (None: no round sent, or one that failed)
+    held_groups: frozenset[int] = frozenset()   # group ids the switch holds once it has taken what was sent
 
     def rounds_for(self, version: int) -> int:
         return self.rounds if self.rounds_version == version else 0
@@ -115,15 +125,23 @@ class Outcome:
 # --------------------------------------------------------------------------------------- events
 def connected(state: BridgeState) -> Outcome:
     """A new connection: every group is sent again once, rounds start over; read the switch back."""
-    return Outcome(replace(state, sent_groups={}, rounds=0), (ReadBack(),))
+    return Outcome(replace(state, sent_groups={}, rounds=0, held=None, held_groups=frozenset()), (ReadBack(),))
 
 
-def plan_changed(state: BridgeState) -> Outcome:
-    return Outcome(state, (ReadBack(),))
+def plan_changed(state: BridgeState, desired: Desired | None = None) -> Outcome:
+    """A new plan version. When the switch's table is known (`held`: a round was sent on this
+    connection), the difference goes at once: groups added or modified, stale flows deleted,
+    missing ones added, stale groups deleted, a barrier; a read-back under way is dropped (the
+    caller ignores its replies). Otherwise, and without `desired`: read the switch back first."""
+    if state.held is None or desired is None:
+        return Outcome(state, (ReadBack(),))
+    groups = groups_reported(replace(state, verifying=None), desired, state.held_groups)
+    out = reconcile(groups.state, desired, state.held)
+    return Outcome(out.state, groups.send + out.send, {**groups.counts, **out.counts, "incremental": 1})
 
 
 def disconnected(state: BridgeState) -> BridgeState:
-    return replace(state, barrier=None, verifying=None)
+    return replace(state, barrier=None, verifying=None, held=None, held_groups=frozenset())
 
 
 def barrier_replied(state: BridgeState, desired: Desired) -> Outcome:
@@ -145,7 +163,8 @@ def groups_reported(state: BridgeState, desired: Desired, present: Set[int]) -> 
         send.append(GroupMod("modify" if gid in present else "add", group))
         sent[gid] = text
     new = replace(state, sent_groups=sent, present_groups=frozenset(present),
-                  stale_groups=frozenset(present - set(desired.groups)), groups_version=desired.version)
+                  stale_groups=frozenset(present - set(desired.groups)), groups_version=desired.version,
+                  held_groups=frozenset(present) | frozenset(desired.groups))
     return Outcome(new, tuple(send), {"groups_changed": len(send)})
 
 
@@ -162,7 +181,7 @@ def flows_reported(state: BridgeState, desired: Desired, present: Set[int], now:
         if holds(state, desired, present):
             return Outcome(state, programmed_at=now)
         if state.rounds_for(version) >= MAX_ROUNDS:
-            return Outcome(state, error=f"{state.name}: the flow table still differs from plan v{version} after "
+            return Outcome(replace(state, held=None), error=f"{state.name}: the flow table still differs from plan v{version} after "
                                         f"{MAX_ROUNDS} rounds; see controller.log")
         LOG.warning("bridge %s: the dump after the barrier differs from plan v%d; reconciling again", state.name,
                     version)
@@ -187,7 +206,8 @@ def reconcile(state: BridgeState, desired: Desired, present: Set[int]) -> Outcom
     send.append(Barrier())
     new = replace(state, sent_groups={g: t for g, t in state.sent_groups.items() if g not in state.stale_groups},
                   stale_groups=frozenset(), barrier=desired.version, rounds=state.rounds_for(desired.version) + 1,
-                  rounds_version=desired.version)
+                  rounds_version=desired.version, held=frozenset(desired.flows),
+                  held_groups=state.held_groups - state.stale_groups)
     LOG.info("bridge %s: %d flows wanted, %d added, %d stale deleted", state.name, len(desired.flows), len(missing),
              len(stale))
     return Outcome(new, tuple(send), {"added": len(missing), "deleted": len(stale)})

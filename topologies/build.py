@@ -38,7 +38,7 @@ from .datapath import (OVS_RCVBUF, RCVBUF_ENV, Datapath, detect_datapath, enlarg
                        offloads_for)
 from .netns import host_addresses, in_each_namespace, no_ipv6
 from .shell import bridge_connections, sh, wait_for  # noqa: F401 - bridge_connections: tests take it from here
-from .supervisor import ControllerSupervisor, ending, unix_listening
+from .supervisor import ControllerSupervisor, check_controller_settings, ending, unix_listening
 
 Say = Callable[[str], None]
 
@@ -181,6 +181,7 @@ class Builder:
         self.plan = plan
         self.ledger = ledger
         self.say = say
+        check_controller_settings()
         self.net = Network(plan, ledger, detect_datapath(datapath))
         self.offloads = offloads_for(plan, self.net.datapath, full_checksums_setting())
         self.rcvbuf: dict = {}            # what _buffers did to Open vSwitch's receive buffers

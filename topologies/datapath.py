@@ -7,12 +7,13 @@ import os
 import socket
 import subprocess
 from dataclasses import dataclass
+from typing import Callable
 
-from kubevpc.errors import BuildError
+from kubevpc.errors import BuildError, DeadlineError
 from kubevpc.planning import Plan
 from kubevpc.rundir import ovs_rundir
 
-from .shell import sh
+from .shell import sh, wait_for
 
 LINK_MTU = 9216          # bridge-to-bridge links never limit a packet: the senders' MTUs do
 
@@ -179,3 +180,28 @@ def enlarge_ovs_rcvbuf(ifnames: list[str], size: int = OVS_RCVBUF) -> tuple[int,
     finally:
         os.close(pidfd)
     return done, ""
+
+
+def wait_datapath(status: Callable[[], dict], deadline: float) -> str:
+    """Until Open vSwitch's datapath flow cache follows the plan version the controller has just
+    programmed; returns how it came to ("purged" or "revalidated").
+
+    With KUBEVPC_PURGE=1 the controller empties the cache once every bridge has taken a change,
+    and says so in status.json ("datapath": the plan version it follows): that is waited for.
+    Otherwise, or if the purge failed, the revalidators bring it up to date: a whole cycle that
+    started after the change is waited for (the first `revalidator/wait` may end a cycle already
+    under way)."""
+    st = status()
+    version = st.get("plan_version", 0)
+    if st.get("settings", {}).get("purge"):
+        try:
+            wait_for("the controller to empty the datapath's flow cache",
+                     lambda: status().get("datapath", {}).get("version", 0) >= version, deadline, interval=0.005)
+            if not status().get("datapath", {}).get("error"):
+                return "purged"
+        except DeadlineError:
+            pass
+    for _ in range(2):
+        subprocess.run(["ovs-appctl", f"--timeout={max(int(deadline), 1)}", "revalidator/wait"], check=True,
+                       capture_output=True, stdin=subprocess.DEVNULL)
+    return "revalidated"

@@ -19,9 +19,21 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Callable
 
+from controller.settings import settings
+from kubevpc.errors import BuildError
+
 POLL = 0.2                # seconds between two looks at the controller process
 MAX_DEATHS = 5            # deaths within WINDOW before the supervisor gives up
 WINDOW = 60.0
+
+
+def check_controller_settings(environ: dict | None = None) -> dict[str, bool]:
+    """KUBEVPC_BUNDLE and KUBEVPC_PURGE, which the controller inherits (controller/settings.py):
+    a bad value is refused before anything is built, not by a controller that cannot say so."""
+    try:
+        return settings(environ)
+    except ValueError as exc:
+        raise BuildError(str(exc)) from None
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from controller.compile import compile_plan, node_policy_flows, policy_endpoints
+from controller.compile import compile_plan, node_policy_flows, paused_gc, policy_endpoints
 from controller.policy import _peer_networks, _port_matches, policy_flow_counts  # noqa: PLC2701 (the compiler's own parts)
 from kubevpc.bench.bringup import generated_scenario
 from kubevpc.bench.follow import Follower, connects
@@ -162,7 +162,9 @@ def compile_case(pods: int, n: int, repeat: int) -> dict:
         compiled = compile_plan(plan)
         times.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
-        flows = [f for node in plan.nodes for f in node_policy_flows(plan, node.name)]
+        memo: dict = {}                 # as compile_plan does: peers worked out once for every node
+        with paused_gc():
+            flows = [f for node in plan.nodes for f in node_policy_flows(plan, node.name, memo)]
         policy_times.append(time.perf_counter() - t0)
     counts = policy_flow_counts(plan.network_policies, flows)
     per_policy = [v for k, v in counts.items() if k != "(shared)"]

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterable
 
 from topologies.build import Builder, teardown
+from topologies.datapath import wait_datapath
 from topologies.shell import bridge_connections, wait_for
 from topologies.uplinks import add_uplinks
 
@@ -447,7 +448,7 @@ class Lab(Servers, Nodes):
             self.builder.remove_pods(change.removed)
             pods["pods_removed_s"] = time.monotonic() - t1
         self._reload_ingress(deadline)
-        self._wait_datapath(deadline)
+        wait_datapath(self.status, deadline)
         cached = time.monotonic() - t0
         self.say(f"change programmed in {took * 1000:.0f} ms, in the datapath's cache in {cached * 1000:.0f} ms")
         term = {k: v for k, v in self.terminating.left().items() if k in graceful}
@@ -531,14 +532,6 @@ class Lab(Servers, Nodes):
                 st = ingress_status(state, plan.host(key))
                 if not st.get("ok", True):
                     self.say(f"{key}: NGINX kept its last good configuration: {st.get('error')}")
-
-    @staticmethod
-    def _wait_datapath(deadline: float) -> None:
-        """The datapath's flow cache follows once the revalidators have been through it: a whole
-        cycle that started after the change (the first wait may end a cycle already under way)."""
-        for _ in range(2):
-            subprocess.run(["ovs-appctl", f"--timeout={int(deadline)}", "revalidator/wait"], check=True,
-                           capture_output=True, stdin=subprocess.DEVNULL)
 
     def _controller_note(self) -> dict:
         """A controller that died since the last change was told (during this one, or just before it,

@@ -2,20 +2,26 @@
 
 The datapath is what the application uses of os-ken's `Datapath`: its id, ofproto module and
 parser, xids from the same counter, and `send_msg`, which serializes every message as os-ken
-would (a message os-ken cannot encode fails here). The switch takes the messages in the order
-they were sent, as a switch reads them from its connection: it applies flow and group mods,
-and answers each request, in parts, to the application's handler, as os-ken's event loop would.
-No socket to ovs-vswitchd and no eventlet loop are involved.
+would (a message os-ken cannot encode fails here). A Batch (controller/ofmsg.py) is recorded as
+the messages it carries: its flow mods parsed back from its bytes by os-ken, its group mods as
+they were given, and, in a bundle, the bundle's open and commit around them. The switch takes
+the messages in the order they were sent, as a switch reads them from its connection: it
+applies flow and group mods (those of a bundle all at once at its commit, or none of them if it
+refuses one, as Open vSwitch's atomic bundles do), and answers each request, in parts, to the
+application's handler, as os-ken's event loop would. No socket to ovs-vswitchd and no eventlet
+loop are involved.
 """
 from __future__ import annotations
 
 import socket
 from types import SimpleNamespace
 
+from os_ken.ofproto import ofproto_parser
 from os_ken.ofproto import ofproto_v1_3 as OFP
 from os_ken.ofproto import ofproto_v1_3_parser as PARSER
 
 import controller.app as app_module
+from controller.ofmsg import BUNDLE_FLAGS, Batch
 
 ALL = 0xFFFFFFFFFFFFFFFF
 
@@ -32,6 +38,7 @@ class FakeDatapath:
         self.socket, self.peer_end = socket.socketpair()
         self.sent: list = []
         self.taken = 0                  # how many of `sent` the switch has read
+        self.writes = 0                 # send_msg calls: a Batch is one write
 
     def set_xid(self, msg) -> int:
         self.xid = (self.xid + 1) & OFP.MAX_XID
@@ -42,7 +49,26 @@ class FakeDatapath:
         if msg.xid is None:
             self.set_xid(msg)
         msg.serialize()
-        self.sent.append(msg)
+        self.writes += 1
+        if isinstance(msg, Batch):
+            self.sent.extend(self.unbatched(msg))
+        else:
+            self.sent.append(msg)
+
+    def unbatched(self, batch: Batch) -> list:
+        """The messages a Batch carries, as the switch reads them."""
+        inner = []
+        for part in batch.parts:
+            if isinstance(part, bytes):
+                version, kind, length, xid = ofproto_parser.header(part)
+                assert length == len(part)
+                part = ofproto_parser.msg(self, version, kind, length, batch.xid, part)
+            inner.append(part)
+        if batch.bundle_id is None:
+            return inner
+        ctrl = [PARSER.ONFBundleCtrlMsg(self, batch.bundle_id, kind, BUNDLE_FLAGS, [])
+                for kind in (OFP.ONF_BCT_OPEN_REQUEST, OFP.ONF_BCT_COMMIT_REQUEST)]
+        return [ctrl[0], *inner, ctrl[1]]
 
     def close(self) -> None:
         self.closed, self.is_active = True, False
@@ -64,6 +90,33 @@ class FakeSwitch:
         self.stats: dict[int, tuple[int, int]] = {}  # cookie -> (packets, bytes) for flow-stats replies
         self.hold_barriers = False                  # keep barrier requests unanswered (in `held`)
         self.held: list[int] = []                   # xids of the barriers held
+        self.bundle: list | None = None             # the mods of the bundle open, until its commit
+        self.bundles: list[int] = []                # each bundle committed: how many mods it held
+        self.refused_bundles = 0                    # bundles not applied: they held a mod the switch refuses
+
+    def bundle_ctrl(self, msg) -> None:
+        """Open a bundle, or commit it: every mod at once, or none if one is refused."""
+        assert msg.flags == BUNDLE_FLAGS
+        if msg.type == OFP.ONF_BCT_OPEN_REQUEST:
+            assert self.bundle is None, "a bundle opened inside another"
+            self.bundle = []
+            return
+        assert msg.type == OFP.ONF_BCT_COMMIT_REQUEST and self.bundle is not None
+        mods, self.bundle = self.bundle, None
+        if any(isinstance(m, PARSER.OFPFlowMod) and m.command == OFP.OFPFC_ADD and m.cookie in self.refuse
+               for m in mods):
+            self.refused_bundles += 1
+            return
+        self.bundles.append(len(mods))
+        for m in mods:
+            self.apply(m)
+
+    def take(self, msg) -> None:
+        """A flow or group mod read from the connection: into the open bundle, or applied."""
+        if self.bundle is not None:
+            self.bundle.append(msg)
+        else:
+            self.apply(msg)
 
     def apply(self, msg) -> None:
         """A flow or group mod, as Open vSwitch applies it."""
@@ -111,7 +164,9 @@ def pump(app, dp: FakeDatapath, limit: int = 100000) -> None:
         msg = dp.sent[dp.taken]
         dp.taken += 1
         if isinstance(msg, (PARSER.OFPFlowMod, PARSER.OFPGroupMod)):
-            switch.apply(msg)
+            switch.take(msg)
+        elif isinstance(msg, PARSER.ONFBundleCtrlMsg):
+            switch.bundle_ctrl(msg)
         elif isinstance(msg, PARSER.OFPGroupDescStatsRequest):
             body = [SimpleNamespace(group_id=g) for g in sorted(switch.groups)]
             _reply(app, app._group_desc, dp, msg.xid, body, switch.part)

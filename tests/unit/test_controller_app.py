@@ -16,7 +16,7 @@ from kubevpc.lab import changes
 from kubevpc.lab.nodes import with_node
 from kubevpc.scenario.load import load
 from kubevpc.planning import make_plan
-from tests.unit.osken_fake import OFP, PARSER, FakeDatapath, FakeSwitch, connect, disconnect, event, one_pass, pump
+from tests.unit.osken_fake import OFP, PARSER, FakeDatapath, FakeSwitch, connect, disconnect, event, pump
 from tests.unit.plans import DEFAULT, SERVICES
 
 LEARNED, FLOWLOG_RECORD, STALE = 14 << 56 | 7 << 32, 23 << 56 | 5 << 32, 8 << 56 | 5 << 32 | 0x1234
@@ -59,7 +59,7 @@ class Run:
     def change(self, plan) -> None:
         """A new plan.json, seen by one pass of the plan watcher; the switches answer."""
         self.write(plan)
-        one_pass(self.app._watch_plan)
+        self.app._reload()
         for dp in self.dps.values():
             pump(self.app, dp)
 
@@ -74,13 +74,28 @@ class Run:
         return json.loads((self.dir / "status.json").read_text())
 
 
-@pytest.fixture
-def run(tmp_path, monkeypatch):
+def runs(tmp_path, monkeypatch):
+    """Controllers on plan files in tmp_path (os-ken's threads not started), closed after the test."""
     monkeypatch.setattr(app_module.hub, "spawn", lambda *a, **k: None)
     monkeypatch.setattr(app_module, "vswitchd_pid", os.getpid)
     monkeypatch.setenv("KUBEVPC_PLAN", str(tmp_path / "plan.json"))
     monkeypatch.setenv("KUBEVPC_STATE", str(tmp_path))
-    return lambda plan: Run(tmp_path, plan)
+    for name in ("KUBEVPC_BUNDLE", "KUBEVPC_PURGE"):
+        monkeypatch.delenv(name, raising=False)
+    made: list[Run] = []
+
+    def make(plan) -> Run:
+        made.append(Run(tmp_path, plan))
+        return made[-1]
+    yield make
+    for r in made:
+        r.app.stopped.set()
+        r.app.watch.close()
+
+
+@pytest.fixture
+def run(tmp_path, monkeypatch):
+    yield from runs(tmp_path, monkeypatch)
 
 
 def kinds(dp: FakeDatapath, since: int = 0) -> list[str]:
@@ -88,7 +103,9 @@ def kinds(dp: FakeDatapath, since: int = 0) -> list[str]:
              PARSER.OFPBarrierRequest: "barrier", PARSER.OFPPacketOut: "packet-out"}
     out = []
     for m in dp.sent[since:]:
-        if isinstance(m, PARSER.OFPFlowMod):
+        if isinstance(m, PARSER.ONFBundleCtrlMsg):
+            out.append({OFP.ONF_BCT_OPEN_REQUEST: "{", OFP.ONF_BCT_COMMIT_REQUEST: "}"}[m.type])
+        elif isinstance(m, PARSER.OFPFlowMod):
             out.append("add" if m.command == OFP.OFPFC_ADD else "delete")
         elif isinstance(m, PARSER.OFPGroupMod):
             out.append({OFP.OFPGC_ADD: "group-add", OFP.OFPGC_MODIFY: "group-modify",
@@ -113,8 +130,10 @@ def test_a_connected_bridge_is_programmed_after_a_barrier_and_a_read_back(run):
         fs = compiled[name]
         assert set(r.switches[name].flows) == {f.cookie for f in fs.flows}, name
         assert set(r.switches[name].groups) == set(fs.groups)
-        assert squeeze(kinds(dp)) == ["async", "groups?", "flows?"] + (["group-add"] if fs.groups else []) + [
-            "add", "barrier", "groups?", "flows?"]
+        # every run of mods in one bundle: the groups (before the flows that use them), then the flows
+        assert squeeze(kinds(dp)) == ["async", "groups?", "flows?"] + (["{", "group-add", "}"] if fs.groups else []) + [
+            "{", "add", "}", "barrier", "groups?", "flows?"]
+        assert r.switches[name].bundles == ([len(fs.groups)] if fs.groups else []) + [len(fs.flows)]
         # the flows go in the compiled order
         assert [m.cookie for m in dp.sent if isinstance(m, PARSER.OFPFlowMod)] == [f.cookie for f in fs.flows]
         st = r.bridge(name)
@@ -161,7 +180,7 @@ def test_a_plan_change_sends_only_the_difference(run):
     assert changed == len(first.nodes)
     # the same file again (no new mtime, no health to read): nothing is loaded or sent
     sent = {name: len(dp.sent) for name, dp in r.dps.items()}
-    one_pass(r.app._watch_plan)
+    r.app._reload()
     assert {name: len(dp.sent) for name, dp in r.dps.items()} == sent and r.app.status["plan_version"] == 2
 
 
@@ -170,7 +189,7 @@ def test_a_plan_that_does_not_load_keeps_the_last_good_one(run):
     r.connect_all()
     r.plan_path.write_text("{")
     os.utime(r.plan_path, (99, 99))
-    one_pass(r.app._watch_plan)
+    r.app._reload()
     assert r.app.status["plan_version"] == 1 and r.app.plan is not None
     assert r.status_file()["errors"][0].startswith("plan not loaded: ")
 
@@ -188,8 +207,8 @@ def test_stale_flows_and_groups_go_and_the_switchs_own_flows_stay(run):
     deletes = [m for m in dp.sent if isinstance(m, PARSER.OFPFlowMod) and m.command == OFP.OFPFC_DELETE]
     assert [(m.cookie, m.cookie_mask, m.table_id) for m in deletes] == [(STALE, 0xFFFFFFFFFFFFFFFF, OFP.OFPTT_ALL)]
     # stale flows go before the missing ones come; stale groups after the flows, before the barrier
-    assert squeeze(kinds(dp)) == ["async", "groups?", "flows?", "group-add", "delete", "add", "group-delete",
-                                  "barrier", "groups?", "flows?"]
+    assert squeeze(kinds(dp)) == ["async", "groups?", "flows?", "{", "group-add", "}", "{", "delete", "add",
+                                  "group-delete", "}", "barrier", "groups?", "flows?"]
     assert r.bridge(node)["programmed"] and r.bridge(node)["deleted"] == 1
 
 
@@ -200,7 +219,8 @@ def test_a_reconnect_sends_groups_again_and_no_flow_it_holds(run):
     disconnect(r.app, first)
     assert r.bridge(node)["connected"] is False and r.bridge(node)["programmed"] is False
     again = r.connect(node)
-    assert squeeze(kinds(again)) == ["async", "groups?", "flows?", "group-modify", "barrier", "groups?", "flows?"]
+    assert squeeze(kinds(again)) == ["async", "groups?", "flows?", "{", "group-modify", "}", "barrier", "groups?",
+                                     "flows?"]
     assert r.bridge(node)["programmed"] and r.bridge(node)["added"] == len(r.switches[node].flows)
 
 
@@ -278,7 +298,7 @@ def test_replies_to_a_replaced_read_back_are_ignored(run):
     name = first.nodes[0].bridge
     dp = r.connect(name, settle=False)          # the first read-back asked, not answered yet
     r.write(plan_of(DEFAULT, ready={DNS_POD: False}, previous=first))
-    one_pass(r.app._watch_plan)                 # a newer read-back asked
+    r.app._reload()                 # a newer read-back asked
     pump(r.app, dp)
     assert kinds(dp).count("barrier") == 1      # only the newer dump was reconciled
     assert r.bridge(name)["programmed"] and r.bridge(name)["plan_version"] == 2
@@ -294,7 +314,7 @@ def test_a_barrier_for_an_older_plan_does_not_program_the_newer_one(run):
     dp = r.connect(name)
     (old,) = sw.held
     r.write(plan_of(DEFAULT, ready={DNS_POD: False}, previous=first))
-    one_pass(r.app._watch_plan)
+    r.app._reload()
     sw.hold_barriers = False
     r.app._barrier(event(dp, xid=old))          # the reply to v1's barrier, after v2 came
     assert r.bridge(name)["programmed"] is False
@@ -317,17 +337,17 @@ def test_slb_health_puts_backends_in_and_out_of_their_groups(run):
     plan = plan_of(SERVICES)
     r = run(plan)
     _health(r, lambda li, b: True)
-    one_pass(r.app._watch_plan)
+    r.app._reload()
     assert r.app.status["plan_version"] == 2
     r.connect_all()
     listener = plan.slbs[0].listeners[0]
     sent = {name: len(dp.sent) for name, dp in r.dps.items()}
     _health(r, lambda li, b: True)              # rewritten, same health: nothing
-    one_pass(r.app._watch_plan)
+    r.app._reload()
     assert r.app.status["plan_version"] == 2 and {n: len(dp.sent) for n, dp in r.dps.items()} == sent
     down = listener.backends[0]
     _health(r, lambda li, b: not (li.name == listener.name and b.ip == down.ip))
-    one_pass(r.app._watch_plan)
+    r.app._reload()
     for dp in r.dps.values():
         pump(r.app, dp)
     assert r.app.status["plan_version"] == 3
