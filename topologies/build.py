@@ -26,6 +26,7 @@ from typing import Callable, Sequence
 
 from kubevpc.daemons.dns import write_zone
 from kubevpc.daemons.forkserver import ForkServer
+from kubevpc.daemons.nodeserver import PodServer
 from kubevpc.daemons.nodehealth import NodeHealthServer, nodehealth_command, write_node_health
 from kubevpc.daemons.slb import SlbChecker, checker_command, write_slb_config
 from kubevpc.errors import BuildError
@@ -33,10 +34,11 @@ from kubevpc.ledger import NETNS_ETC, Entry, Ledger, remove
 from kubevpc.planning import TERMINAL_PHASES, BridgePlan, HostPlan, NodePlan, OvsPort, Plan
 from kubevpc.rundir import RunDir, atomic_write, controller_socket
 
-from .dns import DAEMONS, daemon_command, give_resolv_confs, resolv_confs, resolver_addresses, write_zones
+from .dns import give_resolv_confs, resolv_confs, resolver_addresses, write_zones
 from .datapath import (OVS_RCVBUF, RCVBUF_ENV, Datapath, detect_datapath, enlarge_ovs_rcvbuf, full_checksums_setting,
                        offloads_for)
 from .netns import host_addresses, in_each_namespace, no_ipv6
+from .servers import start_servers
 from .shell import bridge_connections, sh, wait_for  # noqa: F401 - bridge_connections: tests take it from here
 from .supervisor import ControllerSupervisor, ending, unix_listening
 
@@ -87,7 +89,8 @@ class Network:
     datapath: Datapath
     hosts: dict = field(default_factory=dict)           # host key -> mininet Host
     servers: dict = field(default_factory=dict)         # host key -> Popen, or ForkedProcess
-    forkserver: ForkServer | None = None                # forks the pods' and instances' servers
+    forkserver: ForkServer | None = None                # forks the servers of instances (of pods too, in pod mode)
+    nodeservers: dict = field(default_factory=dict)     # node -> NodeServerProcess: its pods' servers (node mode)
     supervisor: ControllerSupervisor | None = None      # runs the controller, and again when it dies
     controller_socket: str = ""                         # the controller's Unix socket (kubevpc.rundir.controller_socket)
     timings: dict = field(default_factory=dict)
@@ -456,39 +459,9 @@ class Builder:
         self.start_servers([h], ready_dir, root)
 
     def start_servers(self, hosts: list[HostPlan], ready_dir: str, root: str) -> None:
-        """Start the servers of these hosts, without waiting for them to listen. The cluster DNS, the
-        VPCs' resolvers and the ingress controllers are programs of their own, each started by
-        `mnexec` (topologies/dns.py names their command lines); the plain
-        servers of pods and instances are forked by the run's fork server (kubevpc.daemons.forkserver)."""
-        log_path = self.net.rundir.servers_log
-        forked = []
-        for h in hosts:
-            ready = os.path.join(ready_dir, h.ready_name)
-            if os.path.exists(ready):
-                os.unlink(ready)
-            if h.app not in DAEMONS:
-                listen = []
-                for s in h.servers:
-                    listen += ["--listen", f"{'HTTP' if s.name.startswith('http') else s.protocol}:{s.port}"]
-                # a host-network pod's server runs in its node's namespace, on the node's address
-                bind = ["--bind", h.ip] if h.host_network else ["--bind6", h.ipv6] if h.ipv6 else []
-                pid = self.net.hosts[self.plan.network_host(h).key].pid
-                forked.append({"netns": f"/proc/{pid}/ns/net", "name": h.name, "log": log_path,
-                               "argv": ["--name", h.name, "--run", self.plan.run, *listen, *bind, "--ready-file", ready]})
-                continue
-            cmd = daemon_command(self.plan, self.net.rundir, h, ready)
-            log = open(log_path, "ab")
-            proc = self.net.hosts[h.key].popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=root,
-                                               stdin=subprocess.DEVNULL)
-            log.close()
-            self.ledger.record("process", proc.pid, token=self.plan.run)
-            self.net.servers[h.key] = proc
-        if forked:
-            if self.net.forkserver is None:
-                self.net.forkserver = ForkServer(self.plan.run, self.ledger, root, log_path)
-            procs = self.net.forkserver.spawn(forked, timeout=30 + len(forked) * 0.02)
-            for h, proc in zip([h for h in hosts if h.app not in DAEMONS], procs):
-                self.net.servers[h.key] = proc
+        """Start the servers of these hosts, without waiting for them to listen (topologies/servers.py:
+        the programs of their own, and the plain servers in their node's server or forked)."""
+        start_servers(self, hosts, ready_dir, root)
 
     # ------------------------------------------------------------------ pods coming and going
     def add_pods(self, plan: Plan, pods: list[HostPlan]) -> None:
@@ -572,10 +545,14 @@ def teardown(net: Network, say: Say = lambda s: None) -> dict[str, int]:
     if net.supervisor is not None:        # no restarts from here on
         net.supervisor.stop()
     for proc in list(net.servers.values()):
+        if isinstance(proc, PodServer):   # it ends with its node server, stopped below
+            continue
         try:
             proc.terminate()
         except ProcessLookupError:
             pass
+    for server in net.nodeservers.values():
+        server.stop()
     if net.forkserver is not None:
         try:
             net.forkserver.close()

@@ -21,6 +21,7 @@ from kubevpc.render.dns import vpc_resolv_conf
 
 from .build import bridge_command, controller_command, ports_command
 from .dns import give_resolv_confs
+from .servers import stop_node_servers
 from .shell import sh, wait_for
 from .uplinks import add_uplinks
 
@@ -110,6 +111,7 @@ def remove_nodes(builder, nodes: list[NodePlan]) -> None:
     namespace and files. Each step tolerates what is already gone."""
     plan, net = builder.plan, builder.net
     keys = {n.ecs for n in nodes}
+    stop_node_servers(net, [n.name for n in nodes])     # the server of the node's own ports, if it declares any
     for name in [s for s in net.servers if s.partition("#")[0] in keys]:
         proc = net.servers.pop(name)
         proc.terminate()

@@ -344,7 +344,7 @@ class FakeBuilder:
             ("record", kind, *names)))
         self.offloads = SimpleNamespace(link_mtu=9216)
         self.net = SimpleNamespace(datapath=SimpleNamespace(kind="netdev"), controller_target="unix:/run/kv.sock",
-                                   rundir=RunDir(str(tmp_path)), hosts={}, servers={})
+                                   rundir=RunDir(str(tmp_path)), hosts={}, servers={}, nodeservers={})
         for step in ("_namespaces", "_links", "_addresses", "_servers"):
             setattr(self, step, lambda hosts, step=step: log.append((step, *(h.key for h in hosts))))
 
