@@ -30,7 +30,7 @@ from kubevpc.daemons.nodeserver import PodServer
 from kubevpc.daemons.nodehealth import NodeHealthServer, nodehealth_command, write_node_health
 from kubevpc.daemons.slb import SlbChecker, checker_command, write_slb_config
 from kubevpc.errors import BuildError
-from kubevpc.ledger import NETNS_ETC, Entry, Ledger, remove
+from kubevpc.ledger import NETNS_ETC, NETNS_LINK, Entry, Ledger, remove
 from kubevpc.planning import TERMINAL_PHASES, BridgePlan, HostPlan, NodePlan, OvsPort, Plan
 from kubevpc.rundir import RunDir, atomic_write, controller_socket
 
@@ -39,7 +39,7 @@ from .datapath import (OVS_RCVBUF, RCVBUF_ENV, Datapath, detect_datapath, enlarg
                        offloads_for)
 from .netns import host_addresses, in_each_namespace, no_ipv6
 from .servers import start_servers
-from .shell import bridge_connections, sh, wait_for  # noqa: F401 - bridge_connections: tests take it from here
+from .shell import bridge_connections, sh, vsctl_order, wait_for  # noqa: F401 - bridge_connections: tests take it from here
 from .supervisor import ControllerSupervisor, ending, unix_listening
 
 Say = Callable[[str], None]
@@ -235,7 +235,10 @@ class Builder:
             return
         ends = [n for pair in pairs for n in pair]
         mtu = self.offloads.link_mtu
-        self.ledger.record("link", *[h.veth for h in hosts], *ends)
+        if hosts:           # their namespaces take them away at teardown (kubevpc.ledger.NETNS_LINK)
+            self.ledger.record("link", *[h.veth for h in hosts], token=NETNS_LINK)
+        if ends:
+            self.ledger.record("link", *ends)
         sh(["ip", "-batch", "-"], "".join(
             f"link add {h.veth} mtu {h.mtu} type veth peer name {h.ifname} netns {self.net.hosts[h.key].pid}\n"
             for h in hosts) + "".join(f"link add {a} mtu {mtu} type veth peer name {b} mtu {mtu}\n"
@@ -328,11 +331,11 @@ class Builder:
         plan = self.plan
         self.say(f"creating {len(plan.bridges)} Open vSwitch bridges in one transaction")
         self.ledger.record("bridge", *[b.name for b in plan.bridges])
-        cmd = ["ovs-vsctl", "--timeout=60"]
+        cmd = []
         for b in plan.bridges:
             cmd += bridge_command(b, self.net.datapath.kind, plan.run) + controller_command(b.name, self.net)
             cmd += ports_command(b.name, b.ports)
-        sh(cmd, timeout=120)
+        sh(["ovs-vsctl", "--timeout=60", *vsctl_order(cmd)], timeout=120)
 
     def _buffers(self, names: list[str] | None = None) -> None:
         """Larger receive buffers for Open vSwitch's packet sockets on our ports (userspace datapath):
@@ -479,12 +482,12 @@ class Builder:
             self._links(tuple(pods))
             self._addresses(tuple(pods))
             wired = own(pods)           # a host-network pod has nothing but its server
-            cmd = ["ovs-vsctl", "--timeout=60"]
+            cmd = []
             for h in wired:
                 cmd += ["--", "add-port", h.bridge, h.veth, "--", "set", "interface", h.veth,
                         f"ofport_request={h.ofport}"]
             if wired:
-                sh(cmd, timeout=90)
+                sh(["ovs-vsctl", "--timeout=60", *vsctl_order(cmd)], timeout=90)
                 self._buffers([h.veth for h in wired])
             self._dns(tuple(h for h in wired if h.kind == "pod"))
             self._servers(tuple(pods))
@@ -535,7 +538,9 @@ class Builder:
 
 
 def teardown(net: Network, say: Say = lambda s: None) -> dict[str, int]:
-    """Remove everything the ledger lists; close Mininet's handles on the hosts first."""
+    """Remove everything the ledger lists (kubevpc.ledger.remove: every process stopped under one
+    deadline, the bridges in one transaction, the namespaces, which take the hosts' veths with
+    them, in one batch); close Mininet's handles on the hosts first, so that their shells end."""
     for node in net.hosts.values():
         for fd in (node.stdin, node.stdout):
             try:
