@@ -331,9 +331,16 @@ class PodServer:
         return self.returncode  # type: ignore[return-value]
 
     def send_signal(self, sig: int) -> None:
+        """SIGTERM, SIGINT: close the pod's sockets. SIGKILL too, unless they were asked to close
+        already and are not closed yet: the node server does not answer, and is killed (with the
+        servers of all its pods, as a hung process is killed with its threads)."""
         if sig not in (signal.SIGTERM, signal.SIGINT, signal.SIGKILL):
             raise ValueError(f"a pod's server in a node server takes SIGTERM, SIGINT or SIGKILL, not {sig}")
-        if self.poll() is None:
+        if self.poll() is not None:
+            return
+        if sig == signal.SIGKILL and self.node.state(self.key, self.number) == "closing":
+            self.node.proc.kill()
+        else:
             self.node.close_pod(self.key, self.number)
 
     def terminate(self) -> None:

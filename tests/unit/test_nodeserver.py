@@ -209,3 +209,18 @@ def test_a_namespace_is_entered_only_when_it_is_another(tmp_path, monkeypatch):
                 pass
     finally:
         os.close(home)
+
+
+def test_kill_after_an_unanswered_close_kills_the_node_server(tmp_path, node):
+    """As SIGKILL after a SIGTERM a process did not heed: a node server that does not answer a close
+    (stopped here) is killed, with every pod it served."""
+    reqs = [pod(tmp_path, n, [f"TCP:{free_port(socket.SOCK_STREAM)}"]) for n in ("web-0", "web-1")]
+    first, other = node.open(reqs)
+    ready(first, reqs[0]["ready"])
+    ready(other, reqs[1]["ready"])
+    os.kill(node.pid, signal.SIGSTOP)
+    first.terminate()
+    with pytest.raises(subprocess.TimeoutExpired):
+        first.wait(timeout=0.3)
+    first.kill()
+    assert first.wait(timeout=5) == -1 and other.wait(timeout=5) == -1 and not node.alive()
