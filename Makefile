@@ -17,6 +17,8 @@ CLI      ?=
 KEEP     ?=
 # arguments of `kubevpc perf`, e.g. PERF=--quick or PERF="scenarios/default.yaml --modes eni"
 PERF     ?=
+# arguments of bench-scale, e.g. SCALE="--upto 3000" or SCALE="--sizes 100,1000 --repeat 3"
+SCALE    ?=
 
 RUN_FLAGS := $(if $(strip $(MODE)),--mode $(strip $(MODE))) \
              $(if $(filter 1,$(CLI)),--cli) \
@@ -78,8 +80,8 @@ bench-change: install ## change-to-flows times and SLB failover (python -m kubev
 perf: install ## iperf3, ping and connect times of every path and mode, raw veth reference (PERF=--quick)
 	$(strip $(KUBEVPC) perf $(PERF))
 
-bench-scale: install ## bring-up, teardown, memory, flows for 10-500 pods vs plain Mininet
-	$(PY) -m kubevpc.bench.scale
+bench-scale: install ## bring-up, teardown, memory, flows for 10-500 pods vs plain Mininet (SCALE="--upto 3000")
+	$(strip $(PY) -m kubevpc.bench.scale $(SCALE))
 
 bench-netpol: venv ## NetworkPolicy compile time and flows for 10-1000 policies (as root: LIVE=1 times changes)
 	$(PY) -m kubevpc.bench.netpol $(if $(filter 1,$(LIVE)),--live)
