@@ -109,6 +109,8 @@ def node_server(builder, node: str, root: str) -> NodeServerProcess:
     current = net.nodeservers.get(node)
     if current is not None and current.alive():
         return current
+    if current is not None:               # dead: its pipes go with it
+        current.stop()
     cmd = NodeServerDaemon.argv("--run", plan.run, "--node", node)
     with open(net.rundir.servers_log, "ab") as log:
         proc = net.hosts[plan.node(node).ecs].popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,

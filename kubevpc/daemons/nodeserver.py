@@ -258,16 +258,21 @@ class NodeServerProcess:
 
     def wait_answer(self, timeout: float) -> None:
         """Until an answer (or the end of the output) is there to read, or `timeout` s."""
+        if self.proc.stdout.closed:      # stopped: only its end is waited for
+            time.sleep(max(0.0, min(timeout, 0.05)))
+            return
         poller = select.poll()          # not select(): a builder of 500 pods holds descriptors past 1024
         poller.register(self.proc.stdout.fileno(), select.POLLIN)
         poller.poll(max(0.0, timeout) * 1000)
 
     def stop(self) -> None:
-        """Stop it, without waiting: its input closes and it is asked to end."""
-        try:
-            self.proc.stdin.close()
-        except OSError:
-            pass
+        """Stop it, without waiting: its input closes and it is asked to end. Its answers are read
+        no more (a pod's server in it has ended)."""
+        for pipe in (self.proc.stdin, self.proc.stdout):
+            try:
+                pipe.close()
+            except OSError:
+                pass
         try:
             self.proc.terminate()
         except ProcessLookupError:
@@ -281,6 +286,8 @@ class NodeServerProcess:
             pass                            # it is gone: state() says so
 
     def _read(self) -> None:
+        if self.proc.stdout.closed:
+            return
         fd = self.proc.stdout.fileno()
         try:
             while chunk := os.read(fd, 1 << 16):

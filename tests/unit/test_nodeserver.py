@@ -35,8 +35,7 @@ def node(tmp_path: Path):
     server = NodeServerProcess(proc, "node-1")
     server.log = log
     yield server
-    if proc.poll() is None:
-        server.stop()
+    server.stop()
     proc.wait(timeout=5)
 
 
@@ -166,6 +165,17 @@ def test_the_node_server_ends_when_its_input_closes_or_on_sigterm(tmp_path, node
     ready(h, str(tmp_path / "web-0.ready"))
     node.proc.stdin.close()
     assert node.proc.wait(timeout=5) == 0 and h.poll() == -1
+    (again,) = node.open([pod(tmp_path, "web-1", ["TCP:1"])])     # to a process that is gone: ended at once
+    assert again.poll() == -1
+
+
+def test_a_stopped_node_servers_pods_end_without_their_answers_being_read(tmp_path, node):
+    """Teardown stops the node servers (their pipes closed), then waits for every pod's server."""
+    (h,) = node.open([pod(tmp_path, "web-0", [f"TCP:{free_port(socket.SOCK_STREAM)}"])])
+    ready(h, str(tmp_path / "web-0.ready"))
+    node.stop()
+    assert h.wait(timeout=5) == -1 and node.proc.wait(timeout=5) == 0
+    node.stop()                                                  # twice is no error
     with open(node.log, "ab") as err:
         proc = subprocess.Popen(NodeServerDaemon.argv("--run", RUN, "--node", "node-2"), stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE, stderr=err, cwd=REPO, env=_env())
