@@ -547,9 +547,7 @@ def teardown(net: Network, say: Say = lambda s: None) -> dict[str, int]:
                 fd.close()
             except Exception:
                 pass
-    if net.supervisor is not None:        # no restarts from here on
-        net.supervisor.stop()
-    for proc in list(net.servers.values()):
+    for proc in list(net.servers.values()):   # first, so that they end while the controller does
         if isinstance(proc, PodServer):   # it ends with its node server, stopped below
             continue
         try:
@@ -558,6 +556,8 @@ def teardown(net: Network, say: Say = lambda s: None) -> dict[str, int]:
             pass
     for server in net.nodeservers.values():
         server.stop()
+    if net.supervisor is not None:        # no restarts from here on
+        net.supervisor.stop()
     if net.forkserver is not None:
         try:
             net.forkserver.close()
