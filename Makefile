@@ -24,6 +24,8 @@ VM_STEPS ?=
 PERF     ?=
 # arguments of bench-matrix, e.g. MATRIX="--pods 50 --mininet-hosts 30" (python -m kubevpc.bench.matrix --help)
 MATRIX   ?=
+# arguments of bench-scale, e.g. SCALE="--upto 3000" or SCALE="--sizes 100,1000 --repeat 3"
+SCALE    ?=
 
 RUN_FLAGS := $(if $(strip $(MODE)),--mode $(strip $(MODE))) \
              $(if $(filter 1,$(CLI)),--cli) \
@@ -87,8 +89,8 @@ bench-change: install ## change-to-flows and datapath-follows times, SLB failove
 perf: install ## iperf3, ping and connect times of every path and mode, raw veth reference (PERF=--quick)
 	$(strip $(KUBEVPC) perf $(PERF))
 
-bench-scale: install ## bring-up, teardown, memory, flows for 10-500 pods vs plain Mininet
-	$(PY) -m kubevpc.bench.scale
+bench-scale: install ## bring-up, teardown, memory, flows for 10-500 pods vs plain Mininet (SCALE="--upto 3000")
+	$(strip $(PY) -m kubevpc.bench.scale $(SCALE))
 
 bench-netpol: venv ## NetworkPolicy compile time and flows for 10-1000 policies (as root: LIVE=1 times changes)
 	$(PY) -m kubevpc.bench.netpol $(if $(filter 1,$(LIVE)),--live)

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import shutil
 import signal
+import socket
 import subprocess
 import time
 from dataclasses import dataclass
@@ -23,6 +25,9 @@ from .rundir import RunDir, controller_socket, private_dir, run_dir, runs_dir
 
 KINDS = ("process", "link", "bridge", "netns", "file", "emptydir")   # emptydir: removed only if empty
 NETNS_ETC = "/etc/netns"            # where `ip netns exec` looks for a namespace's resolv.conf
+NETNS_LINK = "netns"                # a link's token: the root-side end of a veth whose other end is in one
+                                    # of the run's namespaces, which takes it away when it is deleted
+LINKS_GONE_WAIT, LINK_GONE_WAIT = 2.0, 0.002   # s, and s a link: how long those are waited for
 
 
 
@@ -177,26 +182,77 @@ def cmdline(pid: int) -> bytes:
 
 
 def stop_processes(entries: list[Entry], deadline: float = 5.0) -> list[str]:
-    """SIGTERM, then SIGKILL after the deadline; only pids whose command line carries the token."""
-    pids = []
+    """SIGTERM, then SIGKILL after the deadline; only pids whose command line carries the token.
+    Every process is signalled first, then all are waited for at once, under one deadline; the pids
+    still running at the deadline, killed, are returned. A process is held by a pidfd, opened
+    before its command line is read, so the process signalled is the one whose command line was
+    read, and its end wakes the wait (no look at each process every few milliseconds)."""
+    held: list[tuple[int, int | None]] = []
     for e in entries:
         pid = int(e.name)
-        if e.token and e.token.encode() in cmdline(pid):
-            try:
-                os.kill(pid, signal.SIGTERM)
-                pids.append(pid)
-            except ProcessLookupError:
-                pass
+        fd = _pidfd(pid)
+        if e.token and e.token.encode() in cmdline(pid) and _signal(pid, fd, signal.SIGTERM):
+            held.append((pid, fd))
+        elif fd is not None:
+            os.close(fd)
+    try:
+        left = _wait_ended(held, deadline)
+        for pid, fd in left:
+            _signal(pid, fd, signal.SIGKILL)
+        return [str(pid) for pid, _ in left]
+    finally:
+        for _, fd in held:
+            if fd is not None:
+                os.close(fd)
+
+
+def _pidfd(pid: int) -> int | None:
+    """A pidfd for the process (None where the kernel or the descriptor limit says no: then it is
+    looked at by its pid)."""
+    try:
+        return os.pidfd_open(pid)
+    except (OSError, AttributeError):
+        return None
+
+
+def _signal(pid: int, fd: int | None, sig: int) -> bool:
+    try:
+        if fd is not None:
+            signal.pidfd_send_signal(fd, sig)
+        else:
+            os.kill(pid, sig)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+def _wait_ended(held: list[tuple[int, int | None]], deadline: float) -> list[tuple[int, int | None]]:
+    """Wait until these processes have ended or the deadline has passed; those still running.
+    A pidfd is readable once its process has ended (one poll waits for all of them); a process
+    without one is looked at every 20 ms."""
     end = time.monotonic() + deadline
-    while pids and time.monotonic() < end:
-        pids = [p for p in pids if _alive(p)]
-        time.sleep(0.02)
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    return [str(p) for p in pids]
+    poller, polled, others = select.poll(), {}, []
+    for pid, fd in held:
+        if fd is None:
+            others.append((pid, fd))
+        else:
+            poller.register(fd, select.POLLIN)
+            polled[fd] = (pid, fd)
+    others = [(pid, fd) for pid, fd in others if _alive(pid)]
+    while (polled or others) and (left := end - time.monotonic()) > 0:
+        for fd, _ in poller.poll((min(left, 0.02) if others else left) * 1000):
+            poller.unregister(fd)
+            _reap(polled.pop(fd)[0])
+        others = [(pid, fd) for pid, fd in others if _alive(pid)]
+    return list(polled.values()) + others
+
+
+def _reap(pid: int) -> None:
+    """Collect the exit status of our own child (a namespace's shell), so that it is no zombie."""
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
 
 
 def _alive(pid: int) -> bool:
@@ -220,8 +276,8 @@ def _run(cmd: list[str], stdin: str | None = None) -> subprocess.CompletedProces
 
 
 def existing_links() -> set[str]:
-    out = _run(["ip", "-o", "link", "show"]).stdout
-    return {line.split(":")[1].strip().split("@")[0] for line in out.splitlines() if ":" in line}
+    """The names of the interfaces of our network namespace (netlink, no process)."""
+    return {name for _, name in socket.if_nameindex()}
 
 
 def existing_netns() -> set[str]:
@@ -231,6 +287,37 @@ def existing_netns() -> set[str]:
 def existing_bridges() -> set[str]:
     res = _run(["ovs-vsctl", "--timeout=10", "list-br"])
     return set(res.stdout.split()) if res.returncode == 0 else set()
+
+
+def remove_namespaces_and_links(netns: list[Entry], links: list[Entry]) -> tuple[int, int]:
+    """Delete the namespaces, then the links; the numbers of each there were.
+
+    Deleting a veth is a kernel transaction of its own, with a wait for every CPU (an RCU barrier),
+    so a thousand `link del` take seconds, however they are batched into one `ip`. A namespace
+    without a process, deleted, takes its devices with it, the other end of each veth pair
+    included, all at once. So the namespaces go first, in one `ip -batch`; the links recorded with
+    the token NETNS_LINK (the root-side ends of the hosts' veths) are then waited for, up to a
+    deadline; and every link of the ledger still there (node uplinks, whose two ends are in the root
+    namespace; VXLAN devices; one whose namespace something outside the run still holds) is
+    deleted, in one `ip -batch`."""
+    namespaces = sorted({e.name for e in netns} & existing_netns())
+    wanted = {e.name for e in links}
+    there = wanted & existing_links() if wanted else set()
+    if namespaces:
+        _run(["ip", "-force", "-batch", "-"], "".join(f"netns del {ns}\n" for ns in namespaces))
+    dying = {e.name for e in links if e.token == NETNS_LINK} & there if namespaces else set()
+    _delete_links(sorted(there - dying))
+    if dying:
+        end = time.monotonic() + LINKS_GONE_WAIT + LINK_GONE_WAIT * len(dying)
+        while (dying := dying & existing_links()) and time.monotonic() < end:
+            time.sleep(0.05)
+        _delete_links(sorted(dying))
+    return len(there), len(namespaces)
+
+
+def _delete_links(names: list[str]) -> None:
+    if names:
+        _run(["ip", "-force", "-batch", "-"], "".join(f"link del dev {name}\n" for name in names))
 
 
 def remove(entries: list[Entry], say: Callable[[str], None] = lambda s: None) -> dict[str, int]:
@@ -249,14 +336,7 @@ def remove(entries: list[Entry], say: Callable[[str], None] = lambda s: None) ->
         if res.returncode != 0:
             say(f"ovs-vsctl del-br failed: {res.stderr.strip()}")
         counts["bridge"] = len(bridges)
-    links = sorted({e.name for e in by["link"]} & existing_links())
-    if links:
-        _run(["ip", "-force", "-batch", "-"], "".join(f"link del dev {name}\n" for name in links))
-        counts["link"] = len(links)
-    namespaces = sorted({e.name for e in by["netns"]} & existing_netns())
-    if namespaces:
-        _run(["ip", "-force", "-batch", "-"], "".join(f"netns del {ns}\n" for ns in namespaces))
-        counts["netns"] = len(namespaces)
+    counts["link"], counts["netns"] = remove_namespaces_and_links(by["netns"], by["link"])
     for e in by["file"]:
         if os.path.isdir(e.name):
             shutil.rmtree(e.name, ignore_errors=True)

@@ -26,18 +26,20 @@ from typing import Callable, Sequence
 
 from kubevpc.daemons.dns import write_zone
 from kubevpc.daemons.forkserver import ForkServer
+from kubevpc.daemons.nodeserver import PodServer
 from kubevpc.daemons.nodehealth import NodeHealthServer, nodehealth_command, write_node_health
 from kubevpc.daemons.slb import SlbChecker, checker_command, write_slb_config
 from kubevpc.errors import BuildError
-from kubevpc.ledger import NETNS_ETC, Entry, Ledger, remove
+from kubevpc.ledger import NETNS_ETC, NETNS_LINK, Entry, Ledger, remove
 from kubevpc.planning import TERMINAL_PHASES, BridgePlan, HostPlan, NodePlan, OvsPort, Plan
 from kubevpc.rundir import RunDir, atomic_write, controller_socket
 
-from .dns import DAEMONS, daemon_command, give_resolv_confs, resolv_confs, resolver_addresses, write_zones
+from .dns import give_resolv_confs, resolv_confs, resolver_addresses, write_zones
 from .datapath import (OVS_RCVBUF, RCVBUF_ENV, Datapath, detect_datapath, enlarge_ovs_rcvbuf, full_checksums_setting,
                        offloads_for)
 from .netns import host_addresses, in_each_namespace, no_ipv6
-from .shell import bridge_connections, sh, wait_for  # noqa: F401 - bridge_connections: tests take it from here
+from .servers import start_servers
+from .shell import bridge_connections, sh, vsctl_order, wait_for  # noqa: F401 - bridge_connections: tests take it from here
 from .supervisor import ControllerSupervisor, check_controller_settings, ending, unix_listening
 
 Say = Callable[[str], None]
@@ -87,7 +89,8 @@ class Network:
     datapath: Datapath
     hosts: dict = field(default_factory=dict)           # host key -> mininet Host
     servers: dict = field(default_factory=dict)         # host key -> Popen, or ForkedProcess
-    forkserver: ForkServer | None = None                # forks the pods' and instances' servers
+    forkserver: ForkServer | None = None                # forks the servers of instances (of pods too, in pod mode)
+    nodeservers: dict = field(default_factory=dict)     # node -> NodeServerProcess: its pods' servers (node mode)
     supervisor: ControllerSupervisor | None = None      # runs the controller, and again when it dies
     controller_socket: str = ""                         # the controller's Unix socket (kubevpc.rundir.controller_socket)
     timings: dict = field(default_factory=dict)
@@ -233,7 +236,10 @@ class Builder:
             return
         ends = [n for pair in pairs for n in pair]
         mtu = self.offloads.link_mtu
-        self.ledger.record("link", *[h.veth for h in hosts], *ends)
+        if hosts:           # their namespaces take them away at teardown (kubevpc.ledger.NETNS_LINK)
+            self.ledger.record("link", *[h.veth for h in hosts], token=NETNS_LINK)
+        if ends:
+            self.ledger.record("link", *ends)
         sh(["ip", "-batch", "-"], "".join(
             f"link add {h.veth} mtu {h.mtu} type veth peer name {h.ifname} netns {self.net.hosts[h.key].pid}\n"
             for h in hosts) + "".join(f"link add {a} mtu {mtu} type veth peer name {b} mtu {mtu}\n"
@@ -326,11 +332,11 @@ class Builder:
         plan = self.plan
         self.say(f"creating {len(plan.bridges)} Open vSwitch bridges in one transaction")
         self.ledger.record("bridge", *[b.name for b in plan.bridges])
-        cmd = ["ovs-vsctl", "--timeout=60"]
+        cmd = []
         for b in plan.bridges:
             cmd += bridge_command(b, self.net.datapath.kind, plan.run) + controller_command(b.name, self.net)
             cmd += ports_command(b.name, b.ports)
-        sh(cmd, timeout=120)
+        sh(["ovs-vsctl", "--timeout=60", *vsctl_order(cmd)], timeout=120)
 
     def _buffers(self, names: list[str] | None = None) -> None:
         """Larger receive buffers for Open vSwitch's packet sockets on our ports (userspace datapath):
@@ -457,39 +463,9 @@ class Builder:
         self.start_servers([h], ready_dir, root)
 
     def start_servers(self, hosts: list[HostPlan], ready_dir: str, root: str) -> None:
-        """Start the servers of these hosts, without waiting for them to listen. The cluster DNS, the
-        VPCs' resolvers and the ingress controllers are programs of their own, each started by
-        `mnexec` (topologies/dns.py names their command lines); the plain
-        servers of pods and instances are forked by the run's fork server (kubevpc.daemons.forkserver)."""
-        log_path = self.net.rundir.servers_log
-        forked = []
-        for h in hosts:
-            ready = os.path.join(ready_dir, h.ready_name)
-            if os.path.exists(ready):
-                os.unlink(ready)
-            if h.app not in DAEMONS:
-                listen = []
-                for s in h.servers:
-                    listen += ["--listen", f"{'HTTP' if s.name.startswith('http') else s.protocol}:{s.port}"]
-                # a host-network pod's server runs in its node's namespace, on the node's address
-                bind = ["--bind", h.ip] if h.host_network else ["--bind6", h.ipv6] if h.ipv6 else []
-                pid = self.net.hosts[self.plan.network_host(h).key].pid
-                forked.append({"netns": f"/proc/{pid}/ns/net", "name": h.name, "log": log_path,
-                               "argv": ["--name", h.name, "--run", self.plan.run, *listen, *bind, "--ready-file", ready]})
-                continue
-            cmd = daemon_command(self.plan, self.net.rundir, h, ready)
-            log = open(log_path, "ab")
-            proc = self.net.hosts[h.key].popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=root,
-                                               stdin=subprocess.DEVNULL)
-            log.close()
-            self.ledger.record("process", proc.pid, token=self.plan.run)
-            self.net.servers[h.key] = proc
-        if forked:
-            if self.net.forkserver is None:
-                self.net.forkserver = ForkServer(self.plan.run, self.ledger, root, log_path)
-            procs = self.net.forkserver.spawn(forked, timeout=30 + len(forked) * 0.02)
-            for h, proc in zip([h for h in hosts if h.app not in DAEMONS], procs):
-                self.net.servers[h.key] = proc
+        """Start the servers of these hosts, without waiting for them to listen (topologies/servers.py:
+        the programs of their own, and the plain servers in their node's server or forked)."""
+        start_servers(self, hosts, ready_dir, root)
 
     # ------------------------------------------------------------------ pods coming and going
     def add_pods(self, plan: Plan, pods: list[HostPlan]) -> None:
@@ -507,12 +483,12 @@ class Builder:
             self._links(tuple(pods))
             self._addresses(tuple(pods))
             wired = own(pods)           # a host-network pod has nothing but its server
-            cmd = ["ovs-vsctl", "--timeout=60"]
+            cmd = []
             for h in wired:
                 cmd += ["--", "add-port", h.bridge, h.veth, "--", "set", "interface", h.veth,
                         f"ofport_request={h.ofport}"]
             if wired:
-                sh(cmd, timeout=90)
+                sh(["ovs-vsctl", "--timeout=60", *vsctl_order(cmd)], timeout=90)
                 self._buffers([h.veth for h in wired])
             self._dns(tuple(h for h in wired if h.kind == "pod"))
             self._servers(tuple(pods))
@@ -563,20 +539,26 @@ class Builder:
 
 
 def teardown(net: Network, say: Say = lambda s: None) -> dict[str, int]:
-    """Remove everything the ledger lists; close Mininet's handles on the hosts first."""
+    """Remove everything the ledger lists (kubevpc.ledger.remove: every process stopped under one
+    deadline, the bridges in one transaction, the namespaces, which take the hosts' veths with
+    them, in one batch); close Mininet's handles on the hosts first, so that their shells end."""
     for node in net.hosts.values():
         for fd in (node.stdin, node.stdout):
             try:
                 fd.close()
             except Exception:
                 pass
-    if net.supervisor is not None:        # no restarts from here on
-        net.supervisor.stop()
-    for proc in list(net.servers.values()):
+    for proc in list(net.servers.values()):   # first, so that they end while the controller does
+        if isinstance(proc, PodServer):   # it ends with its node server, stopped below
+            continue
         try:
             proc.terminate()
         except ProcessLookupError:
             pass
+    for server in net.nodeservers.values():
+        server.stop()
+    if net.supervisor is not None:        # no restarts from here on
+        net.supervisor.stop()
     if net.forkserver is not None:
         try:
             net.forkserver.close()

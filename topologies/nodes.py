@@ -21,7 +21,8 @@ from kubevpc.render.dns import vpc_resolv_conf
 
 from .build import bridge_command, controller_command, ports_command
 from .dns import give_resolv_confs
-from .shell import sh, wait_for
+from .servers import stop_node_servers
+from .shell import sh, vsctl_order, wait_for
 from .uplinks import add_uplinks
 
 
@@ -74,12 +75,12 @@ def _bridges(builder, plan: Plan, nodes: list[NodePlan]) -> None:
     names = [n.bridge for n in nodes]
     uplinks = {name for n in nodes for u in n.uplinks for name in (u.port, u.patch)}
     builder.ledger.record("bridge", *names)
-    cmd = ["ovs-vsctl", "--timeout=60"]
+    cmd = []
     for name in names:
         b = plan.bridge(name)
         cmd += bridge_command(b, builder.net.datapath.kind, plan.run)
         cmd += ports_command(name, [p for p in b.ports if p.name not in uplinks])
-    sh(cmd, timeout=90)
+    sh(["ovs-vsctl", "--timeout=60", *vsctl_order(cmd)], timeout=90)
 
 
 def _resolv_confs(builder, plan: Plan, hosts) -> None:
@@ -110,6 +111,7 @@ def remove_nodes(builder, nodes: list[NodePlan]) -> None:
     namespace and files. Each step tolerates what is already gone."""
     plan, net = builder.plan, builder.net
     keys = {n.ecs for n in nodes}
+    stop_node_servers(net, [n.name for n in nodes])     # the server of the node's own ports, if it declares any
     for name in [s for s in net.servers if s.partition("#")[0] in keys]:
         proc = net.servers.pop(name)
         proc.terminate()

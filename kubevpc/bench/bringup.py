@@ -58,22 +58,34 @@ class PeakMemory:
         return self.peak - self.base
 
 
+MAX_REPLICAS = 1000          # a Deployment's replicas the scenario schema takes (kubevpc/k8s/workloads.py)
+
+
 def generated_scenario(pods: int, nodes: int = 4) -> dict:
-    """One VPC, two vSwitches, `nodes` nodes, one Deployment of `pods` replicas."""
+    """One VPC, two vSwitches, `nodes` nodes, `pods` replicas: one Deployment `app` up to 1,000
+    replicas, then `app2`, `app3`, ... of at most 1,000 each. The vSwitches are /22s, or /20s when
+    eni pods (vSwitch addresses) would not fit in two /22s."""
+    prefix = 22 if pods <= 1800 else 20
+    step = 1 << (32 - prefix - 8)           # the third octet's step between the two vSwitches
+    deployments = []
+    for i, first in enumerate(range(0, pods, MAX_REPLICAS)):
+        name = "app" if i == 0 else f"app{i + 1}"
+        deployments.append({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
+                            "spec": {"replicas": min(MAX_REPLICAS, pods - first),
+                                     "selector": {"matchLabels": {"app": name}},
+                                     "template": {"metadata": {"labels": {"app": name}},
+                                                  "spec": {"containers": [{"name": "c", "ports": [
+                                                      {"containerPort": 8080}]}]}}}})
     return {
         "name": f"gen{pods}",
         "cloud": {"vpcs": [{"name": "vpc", "cidr": "192.168.0.0/16", "vswitches": [
-            {"name": "vsw-a", "zone": "a", "cidr": "192.168.0.0/22"},
-            {"name": "vsw-b", "zone": "b", "cidr": "192.168.4.0/22"}]}],
+            {"name": "vsw-a", "zone": "a", "cidr": f"192.168.0.0/{prefix}"},
+            {"name": "vsw-b", "zone": "b", "cidr": f"192.168.{step}.0/{prefix}"}]}],
             "securityGroups": [{"name": "sg", "vpc": "vpc"}],
             "instances": [{"name": f"node-{i}", "vswitch": "vsw-a" if i % 2 else "vsw-b", "securityGroups": ["sg"]}
                           for i in range(nodes)]},
         "cluster": {"mode": "vxlan", "nodes": [f"node-{i}" for i in range(nodes)], "nodeCIDRMaskSize": 24},
-        "manifests": [{"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "app"},
-                       "spec": {"replicas": pods, "selector": {"matchLabels": {"app": "app"}},
-                                "template": {"metadata": {"labels": {"app": "app"}},
-                                             "spec": {"containers": [{"name": "c", "ports": [
-                                                 {"containerPort": 8080}]}]}}}}],
+        "manifests": deployments,
     }
 
 

@@ -2,13 +2,16 @@
 number of pods, next to plain Mininet building the same number of hosts, measured in the same run.
 
     make bench-scale         # or: python -m kubevpc.bench.scale --sizes 10,50,100,250,500
+    make bench-scale SCALE="--upto 3000"      # the default sizes, then 1,000, 2,000 and 3,000 pods
 
 Each size is a generated scenario (kubevpc.bench.bringup.generated_scenario): one VPC, two vSwitches,
-one Deployment spread over max(4, pods/200) nodes. For every measure the report gives its growth
+Deployments of up to 1,000 replicas spread over max(4, pods/200) nodes. For every measure the report gives its growth
 per doubling of the pods between two sizes, (v2 / v1) ** (1 / log2(n2 / n1)): 2.0 is linear, more
 is worse than linear. Per build step too, so that a step that grows faster than the rest shows.
 A size whose memory, extrapolated from the sizes before it, would not fit in 80% of the memory
-available now is skipped, and the report says so.
+available now is skipped, and the report says so. The report ends with every target of the
+performance issue this benchmark measures, met or not met, with the figure and the reference
+measured in the same run (targets).
 """
 from __future__ import annotations
 
@@ -22,9 +25,15 @@ import yaml
 
 from kubevpc.bench.bringup import generated_scenario, measure_kubevpc, measure_mininet, write_json
 from kubevpc.errors import KubevpcError
+from topologies.servers import SERVERS_ENV, servers_mode
 
 SIZES = (10, 50, 100, 250, 500)
-TARGET_RATIO = 1.5          # bring-up of 100 pods: at most plain Mininet's plus 50%
+LARGE = (1000, 2000, 3000)  # --upto N adds those up to N
+MAX_PODS = 3000
+TARGET_RATIO = 1.0          # bring-up and teardown: at most plain Mininet's for as many hosts
+TEARDOWN_AT = (100, 1000)   # the sizes whose teardown the issue names
+TARGET_MIB = 3.0            # memory per pod, marginal: MiB a pod adds between the two largest sizes
+TARGET_PODS = 3000          # pods on one machine, with bring-up at most Mininet's for as many hosts
 MIN_MIB = 20                # memory figures below this are too noisy for a growth factor
 
 
@@ -118,40 +127,84 @@ def print_report(result: dict) -> None:
             print(f"{name:50}" + " ".join(f"{_f(v):>9}" for v in values))
     print("\nbuild steps (s): " + " ".join(f"{s['pods']} pods: " + ", ".join(
         f"{k} {v:.2f}" for k, v in s["steps"].items() if v >= 0.01) for s in sizes[-1:]))
+    print(f"\nservers: {result.get('servers', 'node')} ({SERVERS_ENV}); the targets of issue 21:")
     for t in result["targets"]:
-        print(f"target {'met' if t['ok'] else 'NOT met'}: {t['target']} ({t['detail']})")
+        print(target_line(t))
+
+
+def _ratio(s: dict, key: str) -> float | None:
+    k, m = s["kubevpc"][key], s["mininet"][key]
+    return k / m if k is not None and m else None
+
+
+def _against_mininet(sizes: list[dict], pods: int, key: str, what: str) -> dict:
+    """Target: `what` of `pods` pods (up_s or down_s) at most TARGET_RATIO x Mininet's, same run."""
+    target = f"{what} of {pods:,} pods <= {TARGET_RATIO:.1f} x plain Mininet's for as many hosts"
+    s = next((s for s in sizes if s["pods"] == pods), None)
+    ratio = _ratio(s, key) if s else None
+    if ratio is None:
+        return {"target": target, "ok": None, "figure": "not measured",
+                "reference": f"run with --sizes including {pods} (or --upto {max(pods, 500)})"}
+    return {"target": target, "ok": ratio <= TARGET_RATIO, "figure": f"{s['kubevpc'][key]:.2f} s = {ratio:.2f} x",
+            "reference": f"plain Mininet {s['mininet'][key]:.2f} s ({s['hosts']} hosts)"}
+
+
+def marginal_mib(sizes: list[dict], who: str) -> tuple[float, int, int] | None:
+    """MiB of peak memory each pod (host) adds between the two largest sizes measured: (MiB, n1, n2)."""
+    pts = sorted((s["pods"], s[who]["peak_mib"]) for s in sizes if s[who]["peak_mib"] is not None)
+    if len(pts) < 2:
+        return None
+    (n1, m1), (n2, m2) = pts[-2], pts[-1]
+    return (m2 - m1) / (n2 - n1), n1, n2
+
+
+def _memory(sizes: list[dict]) -> dict:
+    target = f"memory per pod (marginal) <= {TARGET_MIB:g} MiB"
+    ours, theirs = marginal_mib(sizes, "kubevpc"), marginal_mib(sizes, "mininet")
+    if ours is None:
+        return {"target": target, "ok": None, "figure": "not measured", "reference": "needs two sizes"}
+    mib, n1, n2 = ours
+    ref = f"plain Mininet {theirs[0]:.2f} MiB a host" if theirs else "plain Mininet not measured"
+    return {"target": target, "ok": mib <= TARGET_MIB, "figure": f"{mib:.2f} MiB a pod from {n1:,} to {n2:,} pods",
+            "reference": ref}
+
+
+def _pods(sizes: list[dict]) -> dict:
+    target = f"{TARGET_PODS:,} pods on this machine, bring-up <= plain Mininet's for as many hosts"
+    s = next((s for s in sizes if s["pods"] == TARGET_PODS), None)
+    if s is None:
+        largest = max((s["pods"] for s in sizes), default=0)
+        return {"target": target, "ok": None, "figure": f"not measured (largest: {largest:,} pods)",
+                "reference": f"run with --upto {TARGET_PODS}"}
+    ratio = _ratio(s, "up_s")
+    return {"target": target, "ok": ratio is not None and ratio <= TARGET_RATIO,
+            "figure": f"{s['kubevpc']['up_s']:.2f} s, {s['kubevpc']['peak_mib']:.0f} MiB = {ratio:.2f} x",
+            "reference": f"plain Mininet {s['mininet']['up_s']:.2f} s ({s['hosts']} hosts)"}
 
 
 def targets(sizes: list[dict]) -> list[dict]:
-    out = []
-    at = next((s for s in sizes if s["pods"] == 100), None)
-    if at and at["up_ratio"] is not None:
-        out.append({"target": f"bring-up of 100 pods <= {TARGET_RATIO} x plain Mininet",
-                    "ok": at["up_ratio"] <= TARGET_RATIO,
-                    "detail": f"{at['kubevpc']['up_s']:.2f} s vs {at['mininet']['up_s']:.2f} s "
-                              f"= {at['up_ratio']:.2f} x"})
-    return out
+    """Every target of the performance issue (issue 21) this benchmark measures: met (ok True), not
+    met (False) or not measured in this run (None), with the figure and the same run's reference."""
+    return [_against_mininet(sizes, 100, "up_s", "bring-up"),
+            *(_against_mininet(sizes, n, "down_s", "teardown") for n in TEARDOWN_AT),
+            _memory(sizes), _pods(sizes)]
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m kubevpc.bench.scale", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--sizes", default=",".join(map(str, SIZES)),
-                    help=f"comma-separated numbers of pods (default {','.join(map(str, SIZES))})")
-    ap.add_argument("--repeat", type=int, default=1, help="repetitions per size; medians are reported (default 1)")
-    ap.add_argument("--mode", choices=("vxlan", "vpc-route", "eni"), default="vxlan", help="pod network mode")
-    ap.add_argument("--json", metavar="FILE", help="also write the results to this file")
-    args = ap.parse_args(argv)
-    try:
-        sizes = sorted({int(x) for x in args.sizes.split(",") if x.strip()})
-    except ValueError:
-        ap.error(f"--sizes {args.sizes!r}: expected comma-separated whole numbers")
-    if not sizes or sizes[0] < 1 or args.repeat < 1:
-        ap.error("--sizes and --repeat must be at least 1")
-    if os.geteuid() != 0:
-        ap.error("needs root")
-    from mininet.log import setLogLevel
-    setLogLevel("warning")
+def target_line(t: dict) -> str:
+    verdict = "met" if t["ok"] else "NOT met" if t["ok"] is False else "NOT met (not measured)"
+    return f"target {verdict}: {t['target']}: {t['figure']}; reference: {t['reference']}"
+
+
+def sizes_asked(text: str, upto: int | None) -> list[int]:
+    """The sizes to measure: --sizes, and with --upto N the default sizes and those of LARGE up to N."""
+    sizes = {int(x) for x in text.split(",") if x.strip()}
+    if upto is not None:
+        sizes |= {n for n in (*SIZES, *LARGE) if n <= upto}
+    return sorted(sizes)
+
+
+def measure_sizes(sizes: list[int], mode: str, repeat: int) -> tuple[list[dict], list[str]]:
+    """Each size measured (kubevpc, then plain Mininet with as many hosts); the sizes skipped, and why."""
     done, skipped = [], []
     for pods in sizes:
         hosts = pods + nodes_for(pods) + 1          # + the cluster DNS pod
@@ -163,20 +216,51 @@ def main(argv=None) -> int:
         with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as fh:
             yaml.safe_dump(generated_scenario(pods, nodes_for(pods)), fh)
         try:
-            kv = [measure_kubevpc(fh.name, args.mode) for _ in range(args.repeat)]
+            kv = [measure_kubevpc(fh.name, mode) for _ in range(repeat)]
         except KubevpcError as exc:       # a bigger size would fail too: report and stop here
             skipped.append(f"{pods} pods: bring-up failed: {exc}")
             print(f"{pods} pods: bring-up failed: {exc}", flush=True)
             break
         finally:
             os.unlink(fh.name)
-        mn = [measure_mininet(kv[0]["hosts"]) for _ in range(args.repeat)]
+        mn = [measure_mininet(kv[0]["hosts"]) for _ in range(repeat)]
         done.append(summarize(pods, kv, mn))
         s = done[-1]
         print(f"{pods} pods: kubevpc up {s['kubevpc']['up_s']:.2f} s, down {s['kubevpc']['down_s']:.2f} s, "
-              f"{s['kubevpc']['peak_mib']:.0f} MiB, {s['flows']} flows; plain Mininet up {s['mininet']['up_s']:.2f} s",
-              flush=True)
-    result = {"mode": args.mode, "repeat": args.repeat, "sizes": done, "skipped": skipped,
+              f"{s['kubevpc']['peak_mib']:.0f} MiB, {s['flows']} flows; plain Mininet up {s['mininet']['up_s']:.2f} s, "
+              f"down {s['mininet']['down_s']:.2f} s", flush=True)
+    return done, skipped
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m kubevpc.bench.scale", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", default=",".join(map(str, SIZES)),
+                    help=f"comma-separated numbers of pods (default {','.join(map(str, SIZES))})")
+    ap.add_argument("--upto", type=int, metavar="N",
+                    help=f"also the default sizes and {', '.join(map(str, LARGE))} up to N pods (at most {MAX_PODS})")
+    ap.add_argument("--repeat", type=int, default=1, help="repetitions per size; medians are reported (default 1)")
+    ap.add_argument("--mode", choices=("vxlan", "vpc-route", "eni"), default="vxlan", help="pod network mode")
+    ap.add_argument("--json", metavar="FILE", help="also write the results to this file")
+    args = ap.parse_args(argv)
+    try:
+        sizes = sizes_asked(args.sizes, args.upto)
+    except ValueError:
+        ap.error(f"--sizes {args.sizes!r}: expected comma-separated whole numbers")
+    if not sizes or sizes[0] < 1 or args.repeat < 1:
+        ap.error("--sizes and --repeat must be at least 1")
+    if sizes[-1] > MAX_PODS:
+        ap.error(f"at most {MAX_PODS} pods (the generated scenario's address plan): got {sizes[-1]}")
+    try:
+        servers = servers_mode()
+    except KubevpcError as exc:
+        ap.error(str(exc))
+    if os.geteuid() != 0:
+        ap.error("needs root")
+    from mininet.log import setLogLevel
+    setLogLevel("warning")
+    done, skipped = measure_sizes(sizes, args.mode, args.repeat)
+    result = {"mode": args.mode, "repeat": args.repeat, "servers": servers, "sizes": done, "skipped": skipped,
               "growth": report_growth(done), "targets": targets(done)}
     print_report(result)
     if args.json:

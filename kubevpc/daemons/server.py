@@ -83,6 +83,8 @@ class Server:
         self.bind6 = bind6          # dual stack: every listener also on this IPv6 address
         self._stream_servers: list[asyncio.AbstractServer] = []
         self._udp_socks: list[socket.socket] = []
+        self._conns: set[asyncio.Task] = set()   # connections in progress, ended by close()
+        self._closed = False
 
     def answer(self, proto: str, client: tuple, server: tuple) -> dict:
         return {
@@ -97,45 +99,76 @@ class Server:
     # -- setup / teardown ---------------------------------------------------
 
     async def start(self, listens: Sequence[Listen]) -> None:
-        """Bind every listener (at the IPv4 bind, and at bind6 when given); raise OSError naming
-        the listener on failure."""
-        for bind in [self.bind] + ([self.bind6] if self.bind6 else []):
-            for listen in listens:
-                try:
-                    if listen.proto == "UDP":
-                        self._start_udp(listen.port, bind)
-                    else:  # TCP and HTTP listeners are the same thing
-                        srv = await asyncio.start_server(
-                            self._handle_stream, bind, listen.port, limit=MAX_READ
-                        )
-                        self._stream_servers.append(srv)
-                except OSError as exc:
-                    reason = os.strerror(exc.errno) if exc.errno else str(exc)
-                    raise OSError(
-                        exc.errno,
-                        f"cannot listen on {listen} (port {listen.port}, "
-                        f"bind {bind}): {reason}",
-                    ) from exc
+        """Bind every listener (at the IPv4 bind, and at bind6 when given) and serve them; raise
+        OSError naming the listener on failure."""
+        await self.serve(self.bind_all(listens))
+
+    def bind_all(self, listens: Sequence[Listen]) -> list[tuple[Listen, socket.socket]]:
+        """Every listener's socket, bound and not yet listening, made in the calling thread's
+        network namespace: a socket stays in the namespace it was made in, so a node server
+        (kubevpc.daemons.nodeserver) enters a pod's namespace for this call only. On failure
+        nothing stays bound, and the OSError names the listener."""
+        socks: list[tuple[Listen, socket.socket]] = []
+        try:
+            for bind in [self.bind] + ([self.bind6] if self.bind6 else []):
+                for listen in listens:
+                    try:
+                        made = [_udp_socket(listen.port, bind)] if listen.proto == "UDP" else \
+                            _stream_sockets(listen.port, bind)     # TCP and HTTP listeners are the same thing
+                    except OSError as exc:
+                        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+                        raise OSError(
+                            exc.errno,
+                            f"cannot listen on {listen} (port {listen.port}, "
+                            f"bind {bind}): {reason}",
+                        ) from exc
+                    socks += [(listen, sock) for sock in made]
+        except OSError:
+            for _, sock in socks:
+                sock.close()
+            raise
+        return socks
+
+    async def serve(self, socks: list[tuple[Listen, socket.socket]]) -> None:
+        """Listen on sockets bind_all made, and answer on them from the running loop."""
+        for listen, sock in socks:
+            if listen.proto == "UDP":
+                self._serve_udp(sock)
+                continue
+            try:
+                srv = await asyncio.start_server(self._handle_stream, sock=sock, limit=MAX_READ)
+            except OSError as exc:
+                raise OSError(exc.errno, f"cannot listen on {listen} (port {listen.port}, bind "
+                                         f"{sock.getsockname()[0]}): {os.strerror(exc.errno or 0)}") from exc
+            self._stream_servers.append(srv)
 
     def close(self) -> None:
-        """Stop listening; asyncio.run() then cancels connections in progress."""
+        """Stop listening, and end the connections in progress (as the end of the process does)."""
+        self._closed = True
         loop = asyncio.get_running_loop()
         for srv in self._stream_servers:
             srv.close()
         for sock in self._udp_socks:
             loop.remove_reader(sock.fileno())
             sock.close()
+        for task in list(self._conns):
+            task.cancel()
 
     # -- TCP / HTTP -----------------------------------------------------------
 
     async def _handle_stream(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
+        task = asyncio.current_task()
+        self._conns.add(task)
         try:
+            if self._closed:    # accepted just before close(), started after it: it ends as the others did
+                return
             await asyncio.wait_for(self._converse(reader, writer), CONN_DEADLINE)
         except (asyncio.TimeoutError, OSError, ValueError):
             pass  # a misbehaving or vanished client is not our problem
         finally:
+            self._conns.discard(task)
             writer.close()
 
     async def _converse(
@@ -182,22 +215,12 @@ class Server:
 
     # -- UDP ------------------------------------------------------------------
 
-    def _start_udp(self, port: int, bind: str) -> None:
+    def _serve_udp(self, sock: socket.socket) -> None:
         # A plain socket with loop.add_reader instead of a datagram endpoint:
         # with IP_PKTINFO we learn the destination address of each datagram
         # (for "server" when bound to 0.0.0.0) and reply *from* that address,
         # so the client's connected socket accepts the reply on multi-IP hosts.
-        family = socket.AF_INET6 if ":" in bind else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_DGRAM)
-        try:
-            sock.setblocking(False)
-            pktinfo = family == socket.AF_INET and _is_wildcard(bind)
-            if pktinfo:
-                sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
-            sock.bind((bind, port))
-        except OSError:
-            sock.close()
-            raise
+        pktinfo = sock.family == socket.AF_INET and _is_wildcard(sock.getsockname()[0])
         self._udp_socks.append(sock)
         asyncio.get_running_loop().add_reader(
             sock.fileno(), self._udp_ready, sock, pktinfo
@@ -230,6 +253,43 @@ class Server:
                     sock.sendto(reply, peer)
                 except OSError:
                     pass
+
+
+def _udp_socket(port: int, bind: str) -> socket.socket:
+    """A UDP socket bound at (bind, port), non-blocking, asking for IP_PKTINFO when it is an IPv4
+    wildcard (see Server._serve_udp)."""
+    family = socket.AF_INET6 if ":" in bind else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        sock.setblocking(False)
+        if family == socket.AF_INET and _is_wildcard(bind):
+            sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+        sock.bind((bind, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def _stream_sockets(port: int, bind: str) -> list[socket.socket]:
+    """The TCP sockets asyncio.start_server(host=bind, port=port) would make, bound, not yet
+    listening: one per address the bind resolves to, SO_REUSEADDR set, IPv6 ones IPv6 only."""
+    socks: list[socket.socket] = []
+    try:
+        for af, kind, proto, _, addr in dict.fromkeys(
+                socket.getaddrinfo(bind, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)):
+            sock = socket.socket(af, kind, proto)
+            socks.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if af == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(addr)
+            sock.setblocking(False)
+    except OSError:
+        for sock in socks:
+            sock.close()
+        raise
+    return socks
 
 
 async def _read_http_head(reader: asyncio.StreamReader, buf: bytes) -> bytes:

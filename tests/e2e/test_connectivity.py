@@ -10,6 +10,7 @@ import time
 from kubevpc.evaluator.checks import declared_checks, default_checks
 from kubevpc.lab import Probe
 from kubevpc.lab.checks import run_checks
+from topologies.servers import servers_mode
 
 REQUIRED_KINDS = ("pod to pod, same node", "pod to pod, across nodes on one vSwitch", "pod to pod, across vSwitches",
                   "pod to ECS", "ECS to pod", "ECS to ECS across vSwitches", "ECS to another VPC")
@@ -121,28 +122,34 @@ def test_bulk_tcp_across_vswitches(mode_lab):
         server.wait(timeout=5)
 
 
-def test_each_pod_server_is_a_process_of_its_own_in_the_pods_namespace(mode_lab):
-    """The servers of pods and instances are forked from one fork server (kubevpc.daemons.forkserver), not
-    started as fresh interpreters: each is still its own process, named after its pod, in its pod's
-    network namespace, and killing one takes down that pod's server alone until it is started again."""
+def test_each_pod_server_runs_in_its_nodes_server_or_a_process_of_its_own(mode_lab):
+    """KUBEVPC_SERVERS=node (the default): the servers of a node's pods run in one process, kv:<node>,
+    in the node's namespace (kubevpc.daemons.nodeserver); an instance that is no node has a forked
+    process of its own, kv:<name>, in its namespace. KUBEVPC_SERVERS=pod: every pod and instance
+    has a forked process of its own (kubevpc.daemons.forkserver). Either way, killing one pod's
+    server takes down that pod's server alone until it is started again."""
     lab = mode_lab
     pods = [h for h in lab.plan.hosts if h.servers and h.app not in ("dns", "ingress")]
     assert pods
-    pids = set()
+    by_node = servers_mode() == "node"
+    owners: dict[int, set] = {}
     for h in pods:
         proc = lab.net.servers[h.key]
-        pids.add(proc.pid)
-        assert os.stat(f"/proc/{proc.pid}/ns/net").st_ino == os.stat(f"/proc/{lab.net.host_pid(h.key)}/ns/net").st_ino, h.key
+        served = by_node and bool(h.node)
+        home = lab.net.host_pid(lab.plan.node(h.node).ecs if served else h.key)
+        assert os.stat(f"/proc/{proc.pid}/ns/net").st_ino == os.stat(f"/proc/{home}/ns/net").st_ino, h.key
         with open(f"/proc/{proc.pid}/comm") as fh:
-            assert fh.read().strip() == f"kv:{h.name}"[:15]
-    assert len(pids) == len(pods), "two hosts share a server process"
+            assert fh.read().strip() == f"kv:{h.node if served else h.name}"[:15]
+        owners.setdefault(proc.pid, set()).add(h.node if served else h.key)
+    assert all(len(o) == 1 for o in owners.values()), f"a process serves two nodes or hosts: {owners}"
+    assert len(owners) == len({h.node if by_node and h.node else h.key for h in pods})
     web0, web1 = lab.net.servers["pod/default/web-0"], lab.net.servers["pod/default/web-1"]
     web0.kill()
     web0.wait(timeout=5)
     try:
         gone, kept = lab.probe([Probe("pod/shop/client", "pod/default/web-0", 8080), Probe("pod/shop/client", "pod/default/web-1", 8080)])
         assert gone.outcome == "refused" and kept.ok, (gone, kept)
-        assert web1.poll() is None
+        assert web1.poll() is None and lab.net.servers["pod/shop/client"].poll() is None, "web-0's alone"
     finally:
         lab.start_server("pod/default/web-0")
     assert lab.connect("pod/shop/client", "pod/default/web-0", 8080).ok

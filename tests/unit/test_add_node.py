@@ -344,7 +344,7 @@ class FakeBuilder:
             ("record", kind, *names)))
         self.offloads = SimpleNamespace(link_mtu=9216)
         self.net = SimpleNamespace(datapath=SimpleNamespace(kind="netdev"), controller_target="unix:/run/kv.sock",
-                                   rundir=RunDir(str(tmp_path)), hosts={}, servers={})
+                                   rundir=RunDir(str(tmp_path)), hosts={}, servers={}, nodeservers={})
         for step in ("_namespaces", "_links", "_addresses", "_servers"):
             setattr(self, step, lambda hosts, step=step: log.append((step, *(h.key for h in hosts))))
 
@@ -376,6 +376,7 @@ def _ovs(log) -> list[tuple]:
 
 def test_a_node_is_made_as_the_builder_makes_one_and_recorded_before_it_exists(tmp_path, commands):
     from topologies.build import bridge_command, ports_command
+    from topologies.shell import vsctl_order
     from topologies.nodes import add_nodes, connect_bridges
     plan, change = joined(DEFAULT, "vxlan", "node-4", "vsw-i")
     node = change.nodes[0]
@@ -392,8 +393,8 @@ def test_a_node_is_made_as_the_builder_makes_one_and_recorded_before_it_exists(t
     b = change.plan.bridge(node.bridge)
     up = {name for u in node.uplinks for name in (u.port, u.patch)}
     made = _ovs(commands)[0]
-    assert list(made[2:]) == bridge_command(b, "netdev", RUN) + ports_command(b.name, [p for p in b.ports
-                                                                                       if p.name not in up])
+    assert list(made[2:]) == vsctl_order(bridge_command(b, "netdev", RUN) + ports_command(b.name, [
+        p for p in b.ports if p.name not in up]))
     assert "set-controller" not in made and "datapath_type=netdev" in made and "fail_mode=secure" in made
     assert commands.index(("record", "bridge", node.bridge)) < commands.index(("sh", made, None))
     # its uplink: the veth pair recorded, then made; its four ports at their planned numbers

@@ -463,8 +463,10 @@ def _builder(tmp_path, plan: Plan):
     return b
 
 
-def test_the_builder_starts_a_host_network_pods_server_in_its_nodes_namespace_on_its_address(tmp_path):
+def test_the_builder_starts_a_host_network_pods_server_in_its_nodes_namespace_on_its_address(tmp_path, monkeypatch):
+    """KUBEVPC_SERVERS=pod: each pod's server forked into its namespace (the node's, for hostNetwork)."""
     from topologies import build
+    monkeypatch.setenv("KUBEVPC_SERVERS", "pod")
     plan = plan_for("vxlan")
     b = _builder(tmp_path, plan)
     assert HOSTWEB_POD not in b.net.hosts and "ecs/node-2" in b.net.hosts
@@ -479,6 +481,47 @@ def test_the_builder_starts_a_host_network_pods_server_in_its_nodes_namespace_on
     assert b.net.servers[HOSTWEB_POD].pid == 100
     # nothing else is made for it: no namespace, veth, address, resolv.conf
     assert [h.key for h in build.own(plan.pods)] == [h.key for h in plan.own_pods]
+
+
+class _NodeServer:
+    def __init__(self, node):
+        self.node, self.requests = node, []
+
+    def open(self, requests):
+        self.requests += requests
+        return [SimpleNamespace(pid=200, key=r["open"]) for r in requests]
+
+
+def test_node_servers_serve_a_host_network_pod_in_its_nodes_namespace_on_its_address(tmp_path, monkeypatch):
+    """KUBEVPC_SERVERS=node (the default): the pods of a node, host-network ones too, go to that node's
+    server, each with the namespace its sockets are made in; an instance that is not a node keeps a
+    forked process of its own."""
+    from topologies import servers
+    monkeypatch.delenv("KUBEVPC_SERVERS", raising=False)
+    plan = plan_for("vxlan")
+    b = _builder(tmp_path, plan)
+    made = {}
+    monkeypatch.setattr(servers, "node_server", lambda builder, node, root: made.setdefault(node, _NodeServer(node)))
+    solo = plan.host("pod/default/web-0").model_copy(update={"key": "ecs/solo", "kind": "ecs", "name": "solo",
+                                                              "node": "", "namespace": "", "netns": "kv-solo"})
+    b.net.hosts[solo.key] = SimpleNamespace(pid=999)
+    others = [solo]
+    hosts = [plan.host(k) for k in (HOSTWEB_POD, "pod/default/web-1")] + others
+    b.start_servers(hosts, str(tmp_path), str(REPO))
+    node2 = plan.host(HOSTWEB_POD).node
+    (hw,) = [r for r in made[node2].requests if r["open"] == HOSTWEB_POD]
+    assert hw["netns"] == f"/proc/{b.net.host_pid('ecs/node-2')}/ns/net"
+    assert (hw["bind"], hw["bind6"]) == (NODE_IP["node-2"], "")
+    assert hw["ready"] == str(tmp_path / plan.host(HOSTWEB_POD).ready_name)
+    w1 = plan.host("pod/default/web-1")
+    (r1,) = made[w1.node].requests if w1.node != node2 else [r for r in made[node2].requests if r["open"] == w1.key]
+    assert r1["netns"] == f"/proc/{b.net.host_pid(w1.key)}/ns/net" and r1["bind"] == "0.0.0.0"
+    assert r1["listen"] == [f"{'HTTP' if s.name.startswith('http') else s.protocol}:{s.port}" for s in w1.servers]
+    assert b.net.servers[HOSTWEB_POD].pid == 200 and b.net.servers[HOSTWEB_POD].key == HOSTWEB_POD
+    # twin: an instance that is no node is forked, as in pod mode
+    assert [c["name"] for c in b.net.forkserver.spawned] == [h.name for h in others]
+    assert b.net.forkserver.spawned[0]["netns"] == "/proc/999/ns/net"
+    assert solo.key not in {r["open"] for n in made.values() for r in n.requests}
 
 
 def test_removing_a_host_network_pod_stops_its_server_and_leaves_the_nodes_namespace(tmp_path, monkeypatch):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from pathlib import Path
 
 import pytest
@@ -340,11 +339,56 @@ def test_scale_nodes_and_memory_guard():
     assert scale.fits(10**6, [], 1.0) == (True, "")
 
 
-def test_scale_targets():
-    sizes = [{"pods": 100, "up_ratio": 1.4, "kubevpc": {"up_s": 1.4}, "mininet": {"up_s": 1.0}}]
-    assert scale.targets(sizes)[0]["ok"] is True
-    sizes[0]["up_ratio"] = 2.1
-    assert scale.targets(sizes)[0]["ok"] is False and math.isclose(sizes[0]["up_ratio"], 2.1)
+def _size(pods, up, mn_up, down, mn_down, mib, mn_mib):
+    return {"pods": pods, "hosts": pods + 5, "kubevpc": {"up_s": up, "down_s": down, "peak_mib": mib},
+            "mininet": {"up_s": mn_up, "down_s": mn_down, "peak_mib": mn_mib}}
+
+
+def test_scale_targets_are_the_issues_each_met_or_not_with_figure_and_reference():
+    sizes = [_size(100, 2.0, 2.0, 3.0, 4.0, 300, 200), _size(500, 9, 10, 18, 10, 1500, 1000),
+             _size(1000, 19, 20, 21, 20, 2900, 2000)]
+    t = {x["target"].split(" <=")[0].split(" pods on")[0]: x for x in scale.targets(sizes)}
+    assert list(t) == ["bring-up of 100 pods", "teardown of 100 pods", "teardown of 1,000 pods",
+                       "memory per pod (marginal)", "3,000"]
+    # bring-up of 100 pods: 1.0x is met, no longer 1.5x
+    assert t["bring-up of 100 pods"]["ok"] is True and t["bring-up of 100 pods"]["figure"] == "2.00 s = 1.00 x"
+    assert t["bring-up of 100 pods"]["reference"] == "plain Mininet 2.00 s (105 hosts)"
+    sizes[0]["kubevpc"]["up_s"] = 2.4                          # 1.2x: met at 1.5x, not at 1.0x
+    assert scale.targets(sizes)[0]["ok"] is False
+    assert t["teardown of 100 pods"]["ok"] is True and t["teardown of 1,000 pods"]["ok"] is False
+    assert t["teardown of 1,000 pods"]["figure"] == "21.00 s = 1.05 x"
+    # memory: between the two largest sizes, (2900 - 1500) / 500 MiB a pod; Mininet's the same way
+    m = t["memory per pod (marginal)"]
+    assert m["ok"] is True and m["figure"] == "2.80 MiB a pod from 500 to 1,000 pods"
+    assert m["reference"] == "plain Mininet 2.00 MiB a host"
+    assert t["3,000"]["ok"] is None and t["3,000"]["figure"] == "not measured (largest: 1,000 pods)"
+    lines = [scale.target_line(x) for x in scale.targets(sizes)]
+    assert lines[0] == ("target NOT met: bring-up of 100 pods <= 1.0 x plain Mininet's for as many hosts: "
+                        "2.40 s = 1.20 x; reference: plain Mininet 2.00 s (105 hosts)")
+    assert lines[-1].startswith("target NOT met (not measured): 3,000 pods on this machine")
+    sizes.append(_size(3000, 58, 60, 60, 61, 9000, 6000))
+    assert scale.targets(sizes)[-1]["ok"] is True and scale.targets(sizes)[3]["ok"] is False   # 3.05 MiB a pod
+    assert [x["ok"] for x in scale.targets(sizes[:1])][3:] == [None, None], "one size: no marginal, no 3,000"
+
+
+def test_scale_sizes_up_to_3000_when_asked():
+    assert scale.sizes_asked("10,50,100,250,500", None) == [10, 50, 100, 250, 500]
+    assert scale.sizes_asked("100", 3000) == [10, 50, 100, 250, 500, 1000, 2000, 3000]
+    assert scale.sizes_asked("100", 1500) == [10, 50, 100, 250, 500, 1000]
+    with pytest.raises(SystemExit):
+        scale.main(["--sizes", "100,4000"])
+    with pytest.raises(SystemExit):
+        scale.main(["--sizes", "x"])
+
+
+@pytest.mark.parametrize("pods", [1000, 3000])
+def test_the_generated_scenario_plans_up_to_3000_pods_in_every_mode(tmp_path, pods):
+    from kubevpc.bench.bringup import generated_scenario
+    for mode in ("vxlan", "vpc-route", "eni"):
+        plan = plan_of(tmp_path, generated_scenario(pods, scale.nodes_for(pods)), mode)
+        assert len(plan.own_pods) == pods + 1, mode                 # and the cluster DNS pod
+    assert generated_scenario(100)["manifests"][0]["spec"]["replicas"] == 100, "the default sizes' scenario as before"
+    assert generated_scenario(100)["cloud"]["vpcs"][0]["vswitches"][1]["cidr"] == "192.168.4.0/22"
 
 
 # ------------------------------------------------------------------- the data plane's offloads
