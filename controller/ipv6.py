@@ -1,7 +1,7 @@
 """IPv6 of a dual-stack VPC and cluster (eni mode), beside the IPv4 flows of the same tables: the
 vSwitch (classify, neighbour discovery, conntrack), the vRouter (system routes of each vSwitch's
 /64, the neighbour table, the hop limit, no way out to the edge) and a node bridge (pods' IPv6 to
-and from their ENI's uplink, pod to pod on the node). Security groups hold IPv6 in
+and from their ENI's uplink, pod to pod on the node, on one vSwitch or routed between two). Security groups hold IPv6 in
 controller/secgroup.py. Nothing here is made for a VPC or vSwitch without an IPv6 CIDR, so the
 flows of IPv4-only scenarios do not change.
 
@@ -18,7 +18,7 @@ from kubevpc.planning import BridgePlan, NodePlan, Plan
 from .flows import (ETH_IPV6, IPPROTO_ICMPV6, ND_NS, V6, Ct, DecTtl, Flow, Goto, Nat, Output, SetField, flow,
                     prefixlen6)
 from .pipeline import NODE, REG_OUT, REG_SRC, SRC_HOST, SRC_POD, SRC_UPLINK, VROUTER, VSWITCH
-from .podroute import exclusive_eni_flows
+from .podroute import exclusive_eni_flows, local_route_flows
 
 _IP6 = {"eth_type": ETH_IPV6}
 _ICMP6 = {**_IP6, "ip_proto": IPPROTO_ICMPV6}
@@ -116,7 +116,7 @@ def node6_flows(plan: Plan, node: NodePlan) -> list[Flow]:
                      note=f"ICMPv6 type {t} from {what} (neighbour discovery, MLD): not tracked") for t in _ND_ALL]
         out.append(flow(0, 100, {"in_port": port, **_IP6}, [SetField(REG_SRC, src), Goto(t_unsnat)], "host",
                         note=f"IPv6 from {what}"))
-    out += exclusive_eni_flows(plan, node, V6)
+    out += exclusive_eni_flows(plan, node, V6) + local_route_flows(plan, node, V6)
     if host.ipv6:
         out.append(flow(t_route, 200, {**_IP6, "eth_dst": host.mac}, [Output(host.ofport)], "host",
                         note="the node itself (IPv6)"))

@@ -134,7 +134,8 @@ NODE = Pipeline("node", (
     Table(29, "commit", "commit new connections that no Service committed, so replies are known as "
           "replies (+rpl) wherever they go; not those conntrack DNATed (committed already)", (30,)),
     Table(30, "route", "the node's routing: local pods, the node itself, other nodes' pod CIDRs "
-          "(tunnel or uplink by mode), the VPC (SNAT to the node in vxlan mode)", (35, 36)),
+          "(tunnel or uplink by mode), the VPC (SNAT to the node in vxlan mode); in eni mode, hosts of "
+          "the node on another vSwitch routed to by address (Terway's host route)", (35, 36)),
     Table(35, "snat_out", "after SNAT: rewrite MACs and on to the uplink", (36,)),
     Table(36, "uplink", "to the vSwitch (the uplink in reg1): through the uplink's veth pair, which ends "
           "the datapath pass, when a Service committed the connection here or conntrack shows it new, and "

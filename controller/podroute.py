@@ -162,7 +162,7 @@ def eni_route_flows(plan: Plan, node: NodePlan) -> list[Flow]:
     out.append(flow(t_route, 204, {**_IP, **_SERVICE, "in_port": host.ofport},
                     [SetField("eth_dst", gw_of[node.uplinks[0].vswitch]), *_to_uplink(node.uplinks[0])], "service",
                     note="the node's Service traffic to the VPC, through the vRouter"))
-    out += exclusive_eni_flows(plan, node)
+    out += exclusive_eni_flows(plan, node) + local_route_flows(plan, node)
     out += [flow(t_route, 200, {**_IP, "eth_dst": p.mac}, [Output(p.ofport)], "pod", note=f"{p.key}: local")
             for p in pods + [host]]
     out += [flow(t_route, 100, {**_IP, REG_SRC: SRC_POD, "in_port": p.ofport}, _to_uplink(uplink_of[p.key]), "route",
@@ -198,4 +198,42 @@ def exclusive_eni_flows(plan: Plan, node: NodePlan, fam: Family = V4) -> list[Fl
                             _to_uplink(uplink_of[a.key]), "route",
                             note=f"{a.key} to {b.key}: {which} has an exclusive ENI, so out to {a.vswitch}, "
                                  "its security groups, and back"))
+    return out
+
+
+def local_route_flows(plan: Plan, node: NodePlan, fam: Family = V4) -> list[Flow]:
+    """eni: a pod (or the node) sends a packet for a pod of its node on another vSwitch to its
+    gateway, as it would any address off its subnet; the node routes it to that pod itself. Terway's
+    shared-ENI and trunk datapaths give each pod a host route `<pod IP> dev <its veth>` and the rule
+    `to <pod IP> lookup main` (priority 512), ahead of the pod's own rule `from <pod IP> lookup <its
+    ENI's table>` (2048: plugin/datapath/policy_router_linux.go, consts_linux.go), so the packet
+    never reaches the vSwitch and no security group applies, as between pods of one vSwitch (ACK
+    applies none between pods of one node). It has been through conntrack and NetworkPolicy (tables
+    20-29) like any other; here it is routed: TTL decremented, from the destination's gateway MAC
+    to the destination's MAC. Replies come back the same way. Not between two pods when either has
+    an exclusive ENI (eniType ENI): their packets leave through it to the vSwitch and the vRouter,
+    where the security groups apply (kubevpc/evaluator/samenode.py); the node reaches such a pod,
+    and it the node, through its veth. Nothing for a node whose pods and itself share one vSwitch,
+    so the flows of other scenarios do not change."""
+    t_route, host = NODE.table("route"), plan.host(node.ecs)
+    addr = (lambda h: h.ip) if fam is V4 else (lambda h: h.ipv6)
+    pods = [p for p in plan.own_pods if p.node == node.name and addr(p)]
+    ends = pods + ([host] if addr(host) else [])
+    gw_of = {v.name: v.gateway_mac for v in plan.vswitches}
+    out = []
+    for d in ends:
+        for vsw in sorted({h.vswitch for h in ends} - {d.vswitch}):
+            senders = [(SRC_HOST, "the node")] if host.vswitch == vsw else []
+            if not (d.kind == "pod" and d.exclusive_eni) and any(p.vswitch == vsw for p in pods):
+                senders.append((SRC_POD, "pods"))
+            out += [flow(t_route, 201, {"eth_type": fam.eth_type, REG_SRC: src, fam.dst: addr(d),
+                                        "eth_dst": gw_of[vsw]}, _deliver(d, gw_of[d.vswitch], True), "route",
+                         note=f"{d.key} on {d.vswitch}, from {who} on {vsw}: routed on the node (Terway's host route)")
+                    for src, who in senders]
+    uplink_of = {u.vswitch: u for u in node.uplinks}
+    out += [flow(t_route, 202, {"eth_type": fam.eth_type, "in_port": a.ofport, fam.dst: addr(d)},
+                 _to_uplink(uplink_of[a.vswitch]), "route",
+                 note=f"{a.key} to {d.key}: {a.key} has an exclusive ENI, so out to {a.vswitch} and the vRouter")
+            for a in pods if a.exclusive_eni for d in pods
+            if d.vswitch != a.vswitch and not d.exclusive_eni]
     return out

@@ -120,6 +120,7 @@ class HostPlan(Frozen):
     eni_type: Literal["Default", "ENI", "Trunk"] = "Default"   # eni pods: the eniType of the PodNetworking that
                                     # selects it. ENI (exclusive): its packets to a pod of its node leave
                                     # through the vSwitch; Default (shared) and Trunk: the node switches them
+                                    # (routes them, from a pod or the node on another vSwitch)
 
     @property
     def exclusive_eni(self) -> bool:

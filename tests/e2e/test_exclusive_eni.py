@@ -2,8 +2,11 @@
 scenarios/exclusive-eni.yaml: three client/server pairs on node-1 with the same security groups
 (sg-app admits 80 from the VPC, nothing on 81). The pair on exclusive ENIs (eniType ENI) leaves the
 node through the vSwitch, which drops 81; the shared (Default) and trunk (Trunk) pairs are switched
-on the node, where no security group applies, and 81 connects. The evaluator agrees on every probe,
-and `kubevpc trace` shows the way each packet went."""
+on the node, where no security group applies, and 81 connects. Two more servers on node-1 have
+addresses from a second pod vSwitch, vsw-pods: node-1 routes between the shared client and the shared
+one itself (Terway's host route), so 81 connects, and the exclusive pair goes through the vRouter,
+where 81 is dropped. The evaluator agrees on every probe, and `kubevpc trace` shows the way each
+packet went."""
 from __future__ import annotations
 
 import os
@@ -53,6 +56,35 @@ def test_security_groups_apply_between_exclusive_enis_of_one_node_only(lab):
     for p, r in zip(probes, got):
         e = explain(lab.plan, p.source, p.dest, p.port, p.proto)
         assert e.allowed == (r.outcome == "answered"), (p, e.reason, r.detail)
+
+
+def test_pods_of_one_node_on_two_vswitches_are_routed_on_it_unless_exclusive(lab):
+    """shared-pods-server and eni-pods-server take their addresses from vsw-pods, the clients from
+    vsw-a: node-1 routes the shared pair itself (Terway's host route), where sg-app is not on the
+    way; the exclusive pair goes through both vSwitches and the vRouter, where sg-app drops 81."""
+    probes = [Probe(pod("shared-client"), pod("shared-pods-server"), 81),
+              Probe(pod("eni-client"), pod("eni-pods-server"), 81),
+              Probe(pod("eni-client"), pod("eni-pods-server"), 80),
+              Probe(pod("eni-client"), pod("shared-pods-server"), 81),
+              Probe("node/node-1", pod("eni-pods-server"), 81)]
+    got = lab.probe(probes, timeout=1.0)
+    assert [r.outcome for r in got] == ["answered",               # shared: routed on node-1, no security group
+                                        "timeout", "answered",    # exclusive: sg-app through the vRouter
+                                        "timeout",                # one exclusive ENI is enough
+                                        "answered"], [r.detail for r in got]   # the node, on itself
+    assert client_ip(got[0]) == lab.address(pod("shared-client")), "routed, not NATed: the client's own address"
+    for p, r in zip(probes, got):
+        e = explain(lab.plan, p.source, p.dest, p.port, p.proto)
+        assert e.allowed == (r.outcome == "answered"), (p, e.reason, r.detail)
+    vrouter = lab.plan.vpcs[0].bridge
+    vswitches = {lab.plan.vswitch(v).bridge for v in ("vsw-a", "vsw-pods")}
+    routed = lab.trace(pod("shared-client"), pod("shared-pods-server"), 81)
+    assert routed.outcome == "delivered" and not routed.disagreement, routed.reason
+    assert not {b for h in routed.hops for b in [h.bridge, *h.bridges]} & (vswitches | {vrouter})
+    through = lab.trace(pod("eni-client"), pod("eni-pods-server"), 81)
+    assert through.outcome == "dropped" and "sg_ingress" in through.reason and not through.disagreement, \
+        through.reason
+    assert vrouter in {b for h in through.hops for b in [h.bridge, *h.bridges]}
 
 
 def test_a_services_connection_stays_on_the_node(lab):

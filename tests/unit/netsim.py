@@ -4,7 +4,8 @@ hold the flows to the evaluator end to end.
 
 What it follows, as Open vSwitch would for a new connection's first packet:
 - flows by table (fakeoftable's lookup), set_field, move, goto_table, resubmit, output (to the
-  port a packet came in by only as IN_PORT: an output to that port by number is dropped);
+  port a packet came in by only as IN_PORT: an output to that port by number is dropped), dec_ttl
+  (the packet's nw_ttl, TTL when sent, in IPv6 its hop limit; never expires here);
 - select groups: every bucket, each a branch of its own (the datapath's hash picks one);
 - conntrack, for a first packet: a lookup shows +trk+new (for a reply, +trk+est+rpl); a commit with NAT rewrites the
   addresses and ports and shows +dnat or +snat, and stores its ct_mark; ct without a table does
@@ -31,6 +32,7 @@ from .fakeoftable import FakeOFTable, _value
 STATE = ("ct_state", "ct_mark", "conj_id", "in_port", "xxreg2") + tuple(f"reg{i}" for i in range(8))
 L4_DST = {6: "tcp_dst", 17: "udp_dst"}
 L4_SRC = {6: "tcp_src", 17: "udp_src"}
+TTL = 64                            # a sent packet's TTL (hop limit in IPv6), which dec_ttl lowers
 
 
 @dataclass
@@ -80,7 +82,7 @@ class Network:
         else:
             ip = {"eth_type": 0x0800, "ipv4_src": src.ip, "ipv4_dst": dst_ip}
         packet = {**ip, "eth_src": src.mac, "eth_dst": eth_dst or src.gateway_mac, "ip_proto": number,
-                  L4_SRC[number]: sport, L4_DST[number]: port}
+                  L4_SRC[number]: sport, L4_DST[number]: port, "nw_ttl": TTL}
         self.reply = reply
         return self._enter(src.bridge, src.ofport, packet, [], hops=0)
 
@@ -137,8 +139,10 @@ class Network:
                 self._conntrack(a, st)
                 if a.table is not None:
                     return ends + self._table(bridge, a.table, st, path, top=True), True
+            elif isinstance(a, DecTtl):
+                st["nw_ttl"] -= 1
             else:
-                assert isinstance(a, (DecTtl, Learn)), f"not simulated: {a}"
+                assert isinstance(a, Learn), f"not simulated: {a}"
         return ends, bool(ends)
 
     def _conntrack(self, a: Ct, st: dict) -> None:
