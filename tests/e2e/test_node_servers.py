@@ -119,7 +119,8 @@ def test_a_dead_node_server_shows_and_its_pods_start_again(lab):
     try:
         [s] = [s for s in lab.servers() if s["endpoint"] == CLIENT]
         assert (s["state"], s["pid"]) == ("dead", n2)
-        [outcome] = run_checks(lab, [c for c in declared_checks(lab.plan) if c.dest == WEB0 and c.port == 8080])
+        [outcome] = run_checks(lab, [c for c in declared_checks(lab.plan)
+                                     if c.source == CLIENT and c.dest == WEB0 and c.port == 8080])
         assert outcome.passed, "the client's namespace still connects: only its server is gone"
         assert lab.down_reason(CLIENT) == f"the server of {CLIENT} is not running (pid {n2})"
         assert lab.connect(WEB0, CLIENT, 9000, timeout=1).outcome == "refused"

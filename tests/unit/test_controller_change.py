@@ -269,6 +269,7 @@ def test_a_purge_that_fails_is_reported_and_the_lab_can_fall_back(run, monkeypat
 
 
 def test_without_purge_nothing_is_purged_and_nothing_said(run, monkeypatch):
+    monkeypatch.setenv("KUBEVPC_PURGE", "0")
     calls = []
     monkeypatch.setattr(planwatch, "purge_datapath", lambda: calls.append(1) or "")
     first = plan_of(DEFAULT)
@@ -327,9 +328,10 @@ def test_the_purge_bookkeeping():
 
 # --------------------------------------------------------------------------------------- settings
 def test_settings_take_one_or_zero_and_default_when_unset():
-    assert settings({}) == {"bundle": True, "purge": False}
+    assert settings({}) == {"bundle": True, "purge": True}
     assert settings({"KUBEVPC_BUNDLE": "0", "KUBEVPC_PURGE": " 1 "}) == {"bundle": False, "purge": True}
-    assert setting("KUBEVPC_PURGE", {"KUBEVPC_PURGE": ""}) is False
+    assert setting("KUBEVPC_PURGE", {"KUBEVPC_PURGE": ""}) is True
+    assert setting("KUBEVPC_PURGE", {"KUBEVPC_PURGE": "0"}) is False
 
 
 @pytest.mark.parametrize("name", ("KUBEVPC_BUNDLE", "KUBEVPC_PURGE"))
@@ -344,9 +346,9 @@ def test_a_bad_setting_is_refused_by_name_value_and_what_was_expected(name):
 def test_a_controller_given_a_bad_setting_says_so_and_keeps_the_defaults(run, monkeypatch):
     monkeypatch.setenv("KUBEVPC_PURGE", "sometimes")
     r = run(plan_of(DEFAULT))
-    assert r.app.settings == {"bundle": True, "purge": False}
+    assert r.app.settings == {"bundle": True, "purge": True}
     assert any("KUBEVPC_PURGE='sometimes'" in e for e in r.status_file()["errors"])
-    assert json.loads((r.dir / "status.json").read_text())["settings"]["purge"] is False
+    assert json.loads((r.dir / "status.json").read_text())["settings"]["purge"] is True
     assert os.path.exists(r.dir / "status.json")
 
 
