@@ -48,7 +48,7 @@ from typing import Any
 from kubevpc.daemons.harness import ConfigFile, Daemon, Refused, file_stamp
 from kubevpc.errors import KubevpcError
 from kubevpc.render.nodehealth import health_ports
-from kubevpc.rundir import RunDir
+from kubevpc.rundir import RunDir, atomic_write
 
 POLL = 0.2  # how often the config file's stamp is compared; bounds the reaction to SIGTERM
 SERVICE_PROXY_HEALTHY = True  # the emulated kube-proxy's /healthz verdict, ANDed into the status
@@ -251,6 +251,12 @@ class NodeHealthServer(Daemon):
         errors = self.health.apply(ports)
         if errors:
             raise Refused(1, *errors)
+        self._seen()
+
+    def _seen(self) -> None:
+        """Say which version of the configuration file now serves (or was refused): its stamp in
+        `<config>.seen`, which the Lab waits for after a change (kubevpc.lab.servers)."""
+        atomic_write(seen_path(self.args.config), json.dumps(self.stamp))
 
     def serve(self) -> int:
         while not self.stopping:
@@ -268,8 +274,10 @@ class NodeHealthServer(Daemon):
             ports = load_ports(self.args.config)
         except NodeHealthConfigError as exc:
             self.log.error("config not reloaded, keeping the last good one: %s", exc)
+            self._seen()
             return
         self.health.apply(ports)
+        self._seen()
 
     def close(self) -> None:
         if self.health is not None:
@@ -294,6 +302,20 @@ class PortsFile(ConfigFile):
 
     def dry_run(self, doc: object) -> None:
         parse_ports(doc)
+
+
+def seen_path(config: str) -> str:
+    """Where the server says which version of `config` it has taken (file_stamp, as JSON)."""
+    return f"{config}.seen"
+
+
+def taken(config: str) -> bool:
+    """Has the server of `config` taken the file as it is now?"""
+    try:
+        with open(seen_path(config), encoding="utf-8") as fh:
+            return json.load(fh) == json.loads(json.dumps(file_stamp(config)))
+    except (OSError, ValueError):
+        return False
 
 
 def write_node_health(state_dir: str, plan: Any, node: str) -> bool:

@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import socket
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 
+from kubevpc.daemons import nodehealth
 from kubevpc.daemons.nodehealth import HealthPort, NodeHealthConfigError, parse_ports, render
 from tests.unit.procs import DEADLINE, Daemon, wait_for, write_json
 
@@ -139,3 +141,19 @@ def test_a_taken_port_fails_at_start(server: Run) -> None:
         assert server.proc.wait(timeout=DEADLINE) == 1
         assert f"cannot listen on {LO}:{port} for default/web" in server.proc.stderr.read()
         assert not server.ready.exists()
+
+
+def test_the_server_says_which_version_of_its_config_it_has_taken(server: Run) -> None:
+    web = free_port()
+    server.start(ports_config({web: ("default", "web", 1)}))
+    config = str(server.config)
+    assert nodehealth.taken(config), "the file it started with"
+    write_json(server.config, ports_config({web: ("default", "web", 0)}))
+    assert not nodehealth.taken(config) or status_of(web) == 503     # not taken before it looks again
+    wait_for("the new file taken", lambda: nodehealth.taken(config))
+    assert status_of(web) == 503, "taken means serving it: the Lab waits for this after a change"
+    server.config.write_text("{broken")                               # refused, but seen: nobody waits forever
+    wait_for("the broken file seen", lambda: nodehealth.taken(config))
+    assert status_of(web) == 503
+    os.unlink(nodehealth.seen_path(config))
+    assert not nodehealth.taken(config), "nothing said: not taken"
