@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 
 import pytest
@@ -26,9 +27,15 @@ def _needs_root_and_ovs():
         pytest.fail("Open vSwitch is not running: run scripts/install.sh", pytrace=False)
 
 
+# what counts down by itself on a machine with DHCP or router advertisements (a VM's NIC):
+# a route's "expires 1727sec", an address's "valid_lft 86325sec preferred_lft 86325sec"
+LIFETIMES = re.compile(r" expires \d+sec| (valid|preferred)_lft \S+")
+
+
 def root_state() -> tuple[str, str, str]:
-    """The root namespace's routes (all tables), addresses and rules."""
-    run = lambda *a: subprocess.run(["ip", *a], capture_output=True, text=True).stdout  # noqa: E731
+    """The root namespace's routes (all tables), addresses and rules, without the lifetimes that
+    change on their own (make vm-test found them in the guest: every lab "changed" the root)."""
+    run = lambda *a: LIFETIMES.sub("", subprocess.run(["ip", *a], capture_output=True, text=True).stdout)  # noqa: E731
     return run("route", "show", "table", "all"), run("-o", "addr"), run("rule")
 
 
