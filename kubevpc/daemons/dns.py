@@ -80,7 +80,7 @@ from dnslib import (
 )
 from dnslib.server import BaseResolver, DNSHandler, DNSLogger, DNSServer
 
-from kubevpc.daemons.harness import ConfigFile, Daemon, Refused, file_stamp
+from kubevpc.daemons.harness import ConfigFile, Daemon, Refused, file_stamp, write_seen
 from kubevpc.render.dns import internet_zone, zone
 from kubevpc.rundir import RunDir
 
@@ -364,6 +364,7 @@ def reload_if_changed(
         log.error("zone %s not loaded, still serving the previous one: %s", path, exc)
     else:
         log.info("zone %s reloaded: %d names", path, len(resolver.zone.names))
+    write_seen(path, stamp)
     return stamp
 
 
@@ -378,7 +379,8 @@ class DnsServer(Daemon):
         "TCP, authoritative for the zone's domain; any other name is forwarded to the "
         "--upstream resolvers (CoreDNS's forward with prefer_udp), or REFUSED without one. "
         "With --resolver, a VPC's DNS resolver: the zone of the emulated internet, "
-        "NXDOMAIN for any other name. Re-reads the zone file when it changes."
+        "NXDOMAIN for any other name. Re-reads the zone file when it changes, and says which "
+        "version it serves in ZONE.seen."
     )
     LOG = "records"
     REPORT = "log"
@@ -442,6 +444,7 @@ class DnsServer(Daemon):
                 srv.server.server_close()
             self.servers = []
             raise Refused(1, f"cannot listen on {address} port {self.args.port}: {exc.strerror}") from None
+        write_seen(self.args.zone, self.stamp)
         for srv in self.servers:
             # Not start_thread(): its serve_forever polls every 0.5 s, which is
             # how long each stop() would then take.

@@ -93,6 +93,26 @@ def file_stamp(path: str | os.PathLike[str]) -> tuple[int, int, int] | None:
     return st.st_mtime_ns, st.st_size, st.st_ino
 
 
+def seen_path(config: str) -> str:
+    """Where a daemon says which version of the file `config` it has taken (its file_stamp, as JSON)."""
+    return f"{config}.seen"
+
+
+def write_seen(config: str, stamp: tuple[int, int, int] | None) -> None:
+    """Say that the file `config` as of `stamp` now serves (or was refused, and the last good one
+    still does): the Lab waits for this after a change (kubevpc.lab.servers)."""
+    atomic_write(seen_path(config), json.dumps(stamp))
+
+
+def taken(config: str) -> bool:
+    """Has the daemon following `config` taken the file as it is now?"""
+    try:
+        with open(seen_path(config), encoding="utf-8") as fh:
+            return json.load(fh) == json.loads(json.dumps(file_stamp(config)))
+    except (OSError, ValueError):
+        return False
+
+
 class Refused(Exception):
     """A daemon that cannot start: why (lines; none when it said so itself) and its exit status."""
 

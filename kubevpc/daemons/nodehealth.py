@@ -45,10 +45,11 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from kubevpc.daemons.harness import ConfigFile, Daemon, Refused, file_stamp
+from kubevpc.daemons.harness import ConfigFile, Daemon, Refused, file_stamp, write_seen
+from kubevpc.daemons.harness import seen_path, taken  # noqa: F401 (importable from here, as before)
 from kubevpc.errors import KubevpcError
 from kubevpc.render.nodehealth import health_ports
-from kubevpc.rundir import RunDir, atomic_write
+from kubevpc.rundir import RunDir
 
 POLL = 0.2  # how often the config file's stamp is compared; bounds the reaction to SIGTERM
 SERVICE_PROXY_HEALTHY = True  # the emulated kube-proxy's /healthz verdict, ANDed into the status
@@ -256,7 +257,7 @@ class NodeHealthServer(Daemon):
     def _seen(self) -> None:
         """Say which version of the configuration file now serves (or was refused): its stamp in
         `<config>.seen`, which the Lab waits for after a change (kubevpc.lab.servers)."""
-        atomic_write(seen_path(self.args.config), json.dumps(self.stamp))
+        write_seen(self.args.config, self.stamp)
 
     def serve(self) -> int:
         while not self.stopping:
@@ -302,20 +303,6 @@ class PortsFile(ConfigFile):
 
     def dry_run(self, doc: object) -> None:
         parse_ports(doc)
-
-
-def seen_path(config: str) -> str:
-    """Where the server says which version of `config` it has taken (file_stamp, as JSON)."""
-    return f"{config}.seen"
-
-
-def taken(config: str) -> bool:
-    """Has the server of `config` taken the file as it is now?"""
-    try:
-        with open(seen_path(config), encoding="utf-8") as fh:
-            return json.load(fh) == json.loads(json.dumps(file_stamp(config)))
-    except (OSError, ValueError):
-        return False
 
 
 def write_node_health(state_dir: str, plan: Any, node: str) -> bool:

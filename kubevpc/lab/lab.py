@@ -448,7 +448,7 @@ class Lab(Servers, Nodes):
             self.builder.remove_pods(change.removed)
             pods["pods_removed_s"] = time.monotonic() - t1
         self._reload_ingress(deadline)
-        self._wait_node_health(deadline)
+        self._wait_files_taken(deadline)
         wait_datapath(self.status, deadline)
         cached = time.monotonic() - t0
         self.say(f"change programmed in {took * 1000:.0f} ms, in the datapath's cache in {cached * 1000:.0f} ms")

@@ -10,7 +10,7 @@ from topologies.shell import wait_for
 from topologies.supervisor import ending
 
 from ..errors import KubevpcError
-from ..daemons.nodehealth import taken
+from ..daemons.harness import taken
 from ..planning import TERMINAL_PHASES
 
 # the checkout (or site-packages) the kubevpc package is in: where `python -m kubevpc.probe` and the
@@ -94,14 +94,17 @@ class Servers:
             ready = builder.start_node_health(h.node, ready_dir, ROOT)
         wait_for(f"the {program} of {h.key}", ready, timeout)
 
-    def _wait_node_health(self, deadline: float) -> None:
-        """Until every running node health server has taken its node's file as this change wrote
-        it (they look every 0.2 s), so that a health check made once a change has returned sees
-        the change, as kube-proxy's does once its sync has run."""
+    def _wait_files_taken(self, deadline: float) -> None:
+        """Until every running node health server and cluster DNS server has taken its file as this
+        change wrote it (they look every 0.2 s), so that a health check or a name asked once a change
+        has returned sees the change, as kube-proxy's and CoreDNS's do once they have synced."""
+        running = lambda name: (p := self.net.servers.get(name)) is not None and p.poll() is None  # noqa: E731
         configs = [self.net.rundir.nodehealth(n.name, ".json") for n in self.plan.nodes
-                   if (p := self.net.servers.get(f"{n.ecs}#kubevpc.nodehealth")) is not None and p.poll() is None]
+                   if running(f"{n.ecs}#kubevpc.nodehealth")]
+        if self.plan.dns is not None and any(running(k) for k in self.plan.dns.pods):
+            configs.append(self.net.rundir.dns_zone)
         configs = [c for c in configs if os.path.exists(c)]
-        wait_for("the node health servers to take the change", lambda: all(taken(c) for c in configs),
+        wait_for("the node health and DNS servers to take the change", lambda: all(taken(c) for c in configs),
                  max(deadline, 1.0), interval=0.01)
 
     def _process(self, key: str, program: str) -> subprocess.Popen:

@@ -20,6 +20,7 @@ import dns.rdatatype
 import pytest
 
 from kubevpc.daemons.dns import load_zone
+from kubevpc.daemons.harness import taken
 from kubevpc.render.dns import resolv_conf, zone
 from tests.unit.procs import EXIT_DEADLINE, run_module, stop_process, wait_for
 
@@ -376,6 +377,23 @@ def test_zone_file_changes_are_picked_up_and_bad_files_ignored(start_dns: Callab
     wait_for("log of the bad zone", lambda: "still serving the previous one" in server.log_file.read_text(),
              RELOAD_DEADLINE, server.proc)
     assert answers(ask(server, "web." + SVC)) == {"10.96.0.99"}
+
+
+def test_the_server_says_which_zone_it_serves(start_dns: Callable) -> None:
+    """ZONE.seen names the file version that answers, so the Lab returns from a change only once a
+    name asked afterwards gets the new answer (a recreated StatefulSet pod was once NXDOMAIN)."""
+    server = start_dns(zone([svc("web", cluster_ip="10.96.0.10")], []))
+    assert taken(str(server.zone_file)), "the file it started with"
+    tmp = server.zone_file.with_suffix(".tmp")
+    tmp.write_text(json.dumps(zone([svc("web", cluster_ip="10.96.0.99")], [])))
+    os.replace(tmp, server.zone_file)
+    # Not taken until it serves the new one; once taken, the new answer comes.
+    assert not taken(str(server.zone_file)) or answers(ask(server, "web." + SVC)) == {"10.96.0.99"}
+    wait_for("the new zone taken", lambda: taken(str(server.zone_file)), RELOAD_DEADLINE, server.proc)
+    assert answers(ask(server, "web." + SVC)) == {"10.96.0.99"}
+    server.zone_file.write_text("{not json")
+    wait_for("a bad zone acknowledged", lambda: taken(str(server.zone_file)), RELOAD_DEADLINE, server.proc)
+    assert answers(ask(server, "web." + SVC)) == {"10.96.0.99"}, "the last good zone serves on"
 
 
 def test_sigterm_stops_cleanly(start_dns: Callable) -> None:
