@@ -52,7 +52,7 @@ from .flows import FEATURES
 from .ndp import advertisement
 from .refuse import refusal
 from .ofmsg import Batch, delete_cookie_bytes, flow_mod_bytes, group_mod, lean_flow_stats
-from .planwatch import PlanWatch
+from .planwatch import PlanWatch, ms
 from .purge import Purge
 from .reconcile import AddFlow, Barrier, BridgeState, DeleteFlow, Desired, GroupMod, Outcome, ReadBack
 from .settings import settings
@@ -150,6 +150,7 @@ class KubevpcController(PlanWatch, app_manager.OSKenApp):
         self.health, self.health_stamps = {}, ()
         self.loads, self.loads_changed = {}, False    # wlc: established connections per backend
         self.flowlog: Recorder | None = None
+        self.change_timing: dict = {}     # the plan version in force: when it was seen, and its phases
         # every handler and the plan watcher take it: one thread at a time reconciles
         self.lock = threading.RLock()
         self.settings = self._settings()
@@ -243,6 +244,12 @@ class KubevpcController(PlanWatch, app_manager.OSKenApp):
         self._purge_if_due()
 
     # ---------------------------------------------------------------------------- reconcile
+    def _since_change(self) -> float | None:
+        """Milliseconds since the plan version in force was seen (status.json: how a change's time
+        splits into loading, compiling, sending, the switch's barrier reply and the read-back)."""
+        started = self.change_timing.get("started")
+        return None if started is None else ms(time.monotonic() - started)
+
     def _desired(self, name: str) -> Desired:
         return self.desired.get(name) or Desired(self.status["plan_version"])
 
@@ -255,7 +262,8 @@ class KubevpcController(PlanWatch, app_manager.OSKenApp):
             st[key] = st.get(key, 0) + n
         self._send_all(link, dp, out.send)
         if out.programmed_at is not None:
-            st.update(programmed=True, programmed_at=out.programmed_at, plan_version=self._desired(name).version)
+            st.update(programmed=True, programmed_at=out.programmed_at, plan_version=self._desired(name).version,
+                      change_ms=self._since_change())
         if out.error:
             self.status["errors"].append(out.error)
         if out.programmed_at is not None or out.error:
@@ -348,6 +356,8 @@ class KubevpcController(PlanWatch, app_manager.OSKenApp):
         if link is None or ev.msg.xid != link.barrier_xid:
             return
         current = link.state.barrier is not None and link.state.barrier == self._desired(name).version
+        if current:
+            self.status["bridges"][name]["barrier_ms"] = self._since_change()
         self._apply(name, link, ev.msg.datapath, reconcile.barrier_replied(link.state, self._desired(name)))
         if current:
             self.purge.confirmed(name)

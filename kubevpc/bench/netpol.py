@@ -218,6 +218,7 @@ def live_case(pods: int, counts: list[int], repeat: int, say) -> list[dict]:
                 runs = []
                 for _ in range(repeat):
                     r = _timed(_follower(lab, pair, n), lambda: lab.set_network_policies(*sets), connects(before=True))
+                    r = {**r, **controller_split(lab.status())}
                     back = _timed(_follower(lab, pair, n), lambda: lab.set_network_policies(), connects(before=False))
                     runs.append((r, back))
                 out.append(live_row(n, runs, lab.status()))
@@ -225,6 +226,17 @@ def live_case(pods: int, counts: list[int], repeat: int, say) -> list[dict]:
     finally:
         os.unlink(path)
     return out
+
+
+def controller_split(status: dict) -> dict:
+    """How the controller's part of the last change splits (controller/planwatch.py, status.json):
+    plan.json read and validated, compiled, sent to every bridge; the last bridge's barrier reply,
+    and its read-back verified (milliseconds since the controller saw the plan)."""
+    t = status.get("change_timing") or {}
+    bridges = status.get("bridges", {}).values()
+    last = lambda k: max((b[k] for b in bridges if b.get(k) is not None), default=None)  # noqa: E731
+    return {"split": {"load_ms": t.get("load_ms"), "compile_ms": t.get("compile_ms"), "sent_ms": t.get("to_sent_ms"),
+                      "barrier_ms": last("barrier_ms"), "verified_ms": last("change_ms")}}
 
 
 def live_row(n: int, runs: list[tuple[dict, dict]], status: dict) -> dict:
@@ -241,7 +253,9 @@ def live_row(n: int, runs: list[tuple[dict, dict]], status: dict) -> dict:
             "removed_to_follows_s": med(removed),
             "probed": any("follows_s" in r for r, _ in runs),
             "unfollowed": sum(1 for r, b in runs for x in (r, b) if "follows_s" in x and x["follows_s"] is None),
-            "packet_in": sum(b.get("packet_in", 0) for b in status.get("bridges", {}).values())}
+            "packet_in": sum(b.get("packet_in", 0) for b in status.get("bridges", {}).values()),
+            "split": {k: med([r["split"][k] for r, _ in runs if r.get("split", {}).get(k) is not None])
+                      for k in ("load_ms", "compile_ms", "sent_ms", "barrier_ms", "verified_ms")}}
 
 
 LIVE_TARGETS = ((100, "change_to_flows_s", 0.200, "flows programmed"),
@@ -329,6 +343,22 @@ def live_table(rows: list[dict]) -> Table:
     return lt
 
 
+def split_table(rows: list[dict]) -> Table:
+    """Where a change's time goes (medians of the applied changes), in milliseconds since the
+    controller saw plan.json; the Lab's own part (planning, writing plan.json) comes before."""
+    t = Table(title="policies applied live: the controller's part, ms since it saw plan.json (medians)")
+    for col in ("policies", "read + validated", "compiled", "sent to every bridge", "last barrier reply",
+                "last bridge verified (read-back)", "to flows, from the Lab's call"):
+        t.add_column(col, justify="right")
+    for r in rows:
+        sp = r.get("split", {})
+        cum = sp.get("load_ms"), (sp["load_ms"] + sp["compile_ms"]) if sp.get("compile_ms") is not None else None
+        t.add_row(str(r["policies"]), *(f"{v:.0f}" if v is not None else "-" for v in
+                                         (*cum, sp.get("sent_ms"), sp.get("barrier_ms"), sp.get("verified_ms"))),
+                  ms(r["change_to_flows_s"]))
+    return t
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     con = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
@@ -341,6 +371,7 @@ def main(argv=None) -> int:
     if args.live:
         results["live"] = live_case(args.pods, args.live_counts, args.repeat, say)
         con.print(live_table(results["live"]))
+        con.print(split_table(results["live"]))
         judged = verdicts(results["live"], args.pods)
         results["targets"] = [v.as_dict() for v in judged]
         con.print(verdict_table(judged, "issue 21's targets, this run (policies applied live)"))
