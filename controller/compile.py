@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+from collections.abc import Iterator
 
 from kubevpc.planning import BridgePlan, Plan
 
@@ -62,7 +63,13 @@ def paused_gc():
 
 
 def _compile(plan: Plan, health: dict | None, loads: dict | None) -> dict[str, FlowSet]:
-    out: dict[str, FlowSet] = {}
+    return dict(compile_bridges(plan, health, loads))
+
+
+def compile_bridges(plan: Plan, health: dict | None = None, loads: dict | None = None) -> Iterator[tuple[str, FlowSet]]:
+    """compile_plan one bridge at a time, in the plan's order: (name, its FlowSet). The controller
+    sends each bridge its flows as soon as they are made, so that Open vSwitch takes one bridge's
+    while the next is compiled (controller/planwatch.py)."""
     memo: dict = {}             # what every node's policy tables share (policy_flows)
     for bridge in plan.bridges:
         groups: list[Group] = []
@@ -80,8 +87,7 @@ def _compile(plan: Plan, health: dict | None, loads: dict | None) -> dict[str, F
         fs.add(*flows)
         for g in groups:
             fs.add_group(g)
-        out[bridge.name] = fs
-    return out
+        yield bridge.name, fs
 
 
 def vswitch_bridge(plan: Plan, bridge: BridgePlan, health: dict | None = None,

@@ -22,7 +22,7 @@ from kubevpc.planning import Plan
 from kubevpc.rundir import RunDir
 
 from . import reconcile
-from .compile import compile_plan, paused_gc
+from .compile import compile_bridges, paused_gc
 from .purge import purge_datapath
 from .reconcile import Desired
 from .slb import active_connections
@@ -81,9 +81,9 @@ class PlanWatch:
         return {self.plan_path} | {RunDir(self.state_dir).slb_state(s.service) for s in (plan.slbs if plan else ())}
 
     def _load_plan(self) -> tuple | None:
-        """(plan, mtime, compiled, what status.json says of them) when plan.json, some backend's
-        health or the wlc counts changed since the plan in force; None when nothing did, or the
-        new plan does not load (an error)."""
+        """(plan, mtime, SLB health, wlc loads, what status.json says of them) when plan.json, some
+        backend's health or the wlc counts changed since the plan in force; None when nothing did,
+        or the new plan does not load (an error)."""
         t0 = time.monotonic()
         try:
             mtime = os.stat(self.plan_path).st_mtime_ns
@@ -108,9 +108,7 @@ class PlanWatch:
             self.health, self.health_stamps = health, stamps
             self.loads_changed = False
             loads = self.loads
-            t1 = time.monotonic()
-            compiled = compile_plan(plan, health, loads)
-            self.change_timing = {"started": t0, "load_ms": ms(t1 - t0), "compile_ms": ms(time.monotonic() - t1)}
+            self.change_timing = {"started": t0, "load_ms": ms(time.monotonic() - t0)}
             # for status.json: health as this plan version puts the backends in rotation
             seen = {"slb_health": health, **({"wlc_connections": loads} if loads else {})}
         except Exception as exc:      # a bad plan keeps the last good one running
@@ -119,7 +117,7 @@ class PlanWatch:
                 self.status["errors"].append(f"plan not loaded: {exc}")
                 self._write_status()
             return None
-        return plan, mtime, compiled, seen
+        return plan, mtime, health, loads, seen
 
     def _reload(self) -> bool:
         """Take a new plan version, if there is one, and send every connected bridge its
@@ -138,27 +136,49 @@ class PlanWatch:
         return True
 
     def _load_and_send(self) -> bool:
+        """Each bridge is sent its difference as soon as its flows are compiled, so that Open vSwitch
+        takes them while the next bridge is compiled (two processes, two cores: with 1,000
+        NetworkPolicies the controller's and the switch's work had run one after the other). A plan
+        that fails to compile half-way is rolled back: every bridge is sent the plan before again."""
         loaded = self._load_plan()
         if loaded is None:
             return False
-        plan, mtime, compiled, seen = loaded
-        desired = {name: Desired.of(0, fs) for name, fs in compiled.items()}      # cookies made outside the lock
+        plan, mtime, health, loads, seen = loaded
         with self.lock:
-            self._take_plan(plan, mtime, seen, desired)
-            self.purge.plan(self.status["plan_version"], [n for n, link in self.links.items() if link.dp is not None])
-            for name, link in list(self.links.items()):
-                if link.dp is not None:
-                    link.dump_xids, link.groups, link.cookies = (None, None), None, None
-                    self._apply(name, link, link.dp, reconcile.plan_changed(link.state, self._desired(name)))
-            timing = self.change_timing
-            timing["to_sent_ms"] = ms(time.monotonic() - timing["started"])
-            self.status["change_timing"] = {"plan_version": self.status["plan_version"],
-                                            **{k: v for k, v in timing.items() if k != "started"}}
+            before = (self.plan, self.plan_mtime, self.status.get("plan_file"), self.desired, self.by_dpid)
+            self._take_plan(plan, mtime, seen)
+            version = self.status["plan_version"]
+            self.purge.plan(version, [n for n, link in self.links.items() if link.dp is not None])
+            bridges, compiling = compile_bridges(plan, health, loads), 0.0
+            try:
+                while True:
+                    t = time.monotonic()
+                    item = next(bridges, None)
+                    compiling += time.monotonic() - t
+                    if item is None:
+                        break
+                    self._take_bridge(item[0], Desired.of(version, item[1]))
+                    self._send_change(item[0])
+            except Exception as exc:        # noqa: BLE001 - whatever it is, the plan before stays in force
+                self._roll_back(before, exc)
+                return True
+            for name in set(self.links) - set(self.desired):      # a bridge the plan no longer has: emptied
+                self._send_change(name)
+            LOG.info("plan v%d loaded: %d bridges, %d flows", version, len(self.desired),
+                     sum(len(d.flows) for d in self.desired.values()))
+            self._timed(compiling)
             self._purge_if_due()
         return True
 
-    def _take_plan(self, plan: Plan, mtime: float, seen: dict, desired: dict[str, Desired]) -> None:
-        """The new plan version: what every bridge should hold now."""
+    def _timed(self, compiling: float) -> None:
+        timing = self.change_timing
+        timing.update(compile_ms=ms(compiling), to_sent_ms=ms(time.monotonic() - timing["started"]))
+        self.status["change_timing"] = {"plan_version": self.status["plan_version"],
+                                        **{k: v for k, v in timing.items() if k != "started"}}
+        self._write_status()
+
+    def _take_plan(self, plan: Plan, mtime: float, seen: dict) -> None:
+        """The new plan version; what each bridge should hold comes as it is compiled (_take_bridge)."""
         self.plan, self.plan_mtime = plan, mtime
         self.status.update(seen)
         # which plan.json this version compiles: a version raised by SLB health alone recompiles
@@ -169,14 +189,45 @@ class PlanWatch:
         self.flowlog.plan = plan
         self.by_dpid = {b.dpid: b.name for b in plan.bridges}
         self.status["plan_version"] += 1
+        self.desired = {}
+        for b in plan.bridges:
+            self._bridge_status(b.name).update(programmed=False)
+
+    def _bridge_status(self, name: str) -> dict:
+        return self.status["bridges"].setdefault(name, {"connected": False, "programmed": False,
+                                                        "packet_in": 0, "ttl_expired": 0})
+
+    def _take_bridge(self, name: str, desired: Desired) -> None:
+        """What bridge `name` should hold at the plan version in force."""
+        self.desired[name] = desired
+        self._bridge_status(name).update(flows=len(desired.flows), groups=len(desired.groups), programmed=False)
+
+    def _send_change(self, name: str) -> None:
+        """Send connected bridge `name` its difference to what it should hold now; a read-back under
+        way is for the plan before, and its replies are ignored from now on."""
+        link = self.links.get(name)
+        if link is not None and link.dp is not None:
+            link.dump_xids, link.groups, link.cookies = (None, None), None, None
+            self._apply(name, link, link.dp, reconcile.plan_changed(link.state, self._desired(name)))
+
+    def _roll_back(self, before: tuple, exc: Exception) -> None:
+        """The new plan did not compile: the plan before is in force again, as a version of its own,
+        and every connected bridge is sent its difference to it (the bridges sent the new plan's
+        flows get the old ones back; the others only a barrier)."""
+        LOG.exception("plan %s not compiled; the plan before stays in force", self.plan_path)
+        self.status["errors"].append(f"plan not loaded: {type(exc).__name__}: {exc}")
+        self.plan, self.plan_mtime, plan_file, desired, self.by_dpid = before
+        self.status["plan_file"] = plan_file
+        if self.flowlog is not None and self.plan is not None:
+            self.flowlog.plan = self.plan
+        self.status["plan_version"] += 1
         version = self.status["plan_version"]
-        self.desired = {name: Desired(version, d.flows, d.groups) for name, d in desired.items()}
-        for name, desired_ in self.desired.items():
-            st = self.status["bridges"].setdefault(name, {"connected": False, "programmed": False,
-                                                          "packet_in": 0, "ttl_expired": 0})
-            st.update(flows=len(desired_.flows), groups=len(desired_.groups), programmed=False)
-        LOG.info("plan v%d loaded: %d bridges, %d flows", version, len(self.desired),
-                 sum(len(d.flows) for d in self.desired.values()))
+        self.desired = {}
+        for name, d in desired.items():
+            self._take_bridge(name, Desired(version, d.flows, d.groups))
+        self.purge.plan(version, [n for n, link in self.links.items() if link.dp is not None])
+        for name in self.links:
+            self._send_change(name)
         self._write_status()
 
     def _look_interval(self) -> float:

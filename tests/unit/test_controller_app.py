@@ -194,6 +194,34 @@ def test_a_plan_that_does_not_load_keeps_the_last_good_one(run):
     assert r.status_file()["errors"][0].startswith("plan not loaded: ")
 
 
+def test_a_plan_that_fails_to_compile_half_way_is_rolled_back_on_every_bridge(run, monkeypatch):
+    """Bridges are sent their flows as each is compiled; when a later one fails, the ones already
+    sent get the plan before back, and no bridge claims the new plan."""
+    import controller.planwatch as planwatch
+    first = plan_of(DEFAULT)
+    r = run(first)
+    r.connect_all()
+    want = {name: {f.cookie for f in fs.flows} for name, fs in compile_plan(first).items()}
+    real = planwatch.compile_bridges
+
+    def fails_on_the_last(plan, health=None, loads=None):
+        items = list(real(plan, health, loads))
+        yield from items[:-1]
+        raise ValueError("too many rules, say")
+    monkeypatch.setattr(planwatch, "compile_bridges", fails_on_the_last)
+    second = plan_of(DEFAULT, ready={DNS_POD: False}, previous=first)
+    assert any(set(fs.flows) != set(compile_plan(first)[n].flows) for n, fs in compile_plan(second).items()
+               if n != second.bridges[-1].name), "the change must touch a bridge sent before the failure"
+    old_file = r.app.status["plan_file"]
+    r.change(second)
+    st = r.app.status
+    assert st["errors"] and st["errors"][-1] == "plan not loaded: ValueError: too many rules, say"
+    assert r.app.plan is not second and st["plan_file"] == old_file and st["plan_version"] == 3
+    for name, sw in r.switches.items():
+        assert set(sw.flows) == want[name], name
+        assert r.bridge(name)["programmed"] and r.bridge(name)["plan_version"] == 3
+
+
 # ------------------------------------------------------------------------------------- stale flows
 def test_stale_flows_and_groups_go_and_the_switchs_own_flows_stay(run):
     r = run(plan_of(DEFAULT))
