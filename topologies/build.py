@@ -37,6 +37,7 @@ from kubevpc.rundir import RunDir, atomic_write, controller_socket
 from .dns import give_resolv_confs, resolv_confs, resolver_addresses, write_zones
 from .datapath import (OVS_RCVBUF, RCVBUF_ENV, Datapath, detect_datapath, enlarge_ovs_rcvbuf, full_checksums_setting,
                        offloads_for)
+from .hosts import HostStartError, start_hosts
 from .netns import host_addresses, in_each_namespace, no_ipv6
 from .servers import start_servers
 from .shell import bridge_connections, sh, vsctl_order, wait_for  # noqa: F401 - bridge_connections: tests take it from here
@@ -45,6 +46,7 @@ from .supervisor import ControllerSupervisor, check_controller_settings, ending,
 Say = Callable[[str], None]
 
 
+HOSTS_DEADLINE, HOSTS_DEADLINE_PER_HOST = 30.0, 0.05    # s for every host's shell to come up (topologies/hosts.py)
 SERVER_LIVENESS_INTERVAL = 0.5    # s between two looks at the processes of servers not yet listening
 
 
@@ -207,7 +209,6 @@ class Builder:
     # ---------------------------------------------------------------------------- namespaces
     def _namespaces(self, hosts: tuple[HostPlan, ...] | None = None) -> None:
         """A namespace for every host with one of its own (not host-network pods), of the plan or `hosts`."""
-        from mininet.node import Host
         if hosts is not None:
             hosts = own(hosts)
             if not hosts:
@@ -218,9 +219,13 @@ class Builder:
             self.say(f"creating {len(hosts)} namespaces ({len(self.plan.instances)} ECS, {len(self.plan.own_pods)} "
                      f"pods{extra})")
         self.ledger.record("netns", *[h.netns for h in hosts])
-        for h in hosts:
-            node = Host(h.netns, inNamespace=True)
-            self.ledger.record("process", node.pid, token=h.netns)
+        try:        # every shell started at once (topologies/hosts.py), each recorded as soon as it runs
+            made = start_hosts([h.netns for h in hosts], lambda node: self.ledger.record("process", node.pid,
+                                                                                      token=node.name),
+                               HOSTS_DEADLINE + HOSTS_DEADLINE_PER_HOST * len(hosts))
+        except HostStartError as exc:
+            raise BuildError(str(exc)) from None
+        for h, node in zip(hosts, made):
             self.net.hosts[h.key] = node
         # name the namespaces so users can `ip netns exec <run>-pod-default-web-0 ...`
         sh(["ip", "-batch", "-"], "".join(f"netns attach {h.netns} {self.net.hosts[h.key].pid}\n" for h in hosts))

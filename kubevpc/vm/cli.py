@@ -122,7 +122,7 @@ def cmd_test(args) -> int:
         est = suite.estimate_min(chosen, accel.kind)
         say(f"vm: {len(chosen)} steps, about {est:.0f} min under {accel.kind.upper()} (an estimate)")
         # each step ends by its own limit in the guest; the deadline adds the boot's and power-off's time
-        return suite.job_script(chosen), sum(s.limit_s for s in chosen) + 1200
+        return suite.job_script(chosen, accel=accel.kind), sum(s.limit_s for s in chosen) + 1200
 
     def collect(jobdir, accel):
         state["results"] = suite.read_steps(jobdir, state["chosen"])

@@ -10,6 +10,13 @@ import pytest
 from kubevpc.lab import Lab
 
 MODES = ("vxlan", "vpc-route", "eni")
+# KUBEVPC_E2E_SLOW=F stretches probe deadlines and timing bounds F times where a test uses slow():
+# make vm-test sets it in a software-emulated (TCG) guest (kubevpc/vm/suite.py)
+SLOW = float(os.environ.get("KUBEVPC_E2E_SLOW") or 1)
+
+
+def slow(seconds: float) -> float:
+    return seconds * SLOW
 SCENARIO = os.path.join(os.path.dirname(__file__), "..", "..", "scenarios", "default.yaml")
 
 

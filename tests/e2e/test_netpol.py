@@ -21,7 +21,7 @@ import pytest
 from kubevpc.evaluator.matrix import Matrix
 from kubevpc.lab import Lab, Probe
 
-from .conftest import MODES, lab_in_mode
+from .conftest import MODES, lab_in_mode, slow
 
 SCENARIO = os.path.join(os.path.dirname(__file__), "data", "netpol.yaml")
 PORTS = [(80, "tcp"), (80, "udp"), (81, "tcp"), (81, "udp")]
@@ -47,11 +47,11 @@ def pod_sel(**labels) -> dict:
 
 
 def probe_all(lab: Lab, sources=("pods",), dests=None) -> Matrix:
-    m = lab.matrix(sources, PORTS, dests, timeout=1.0)
+    m = lab.matrix(sources, PORTS, dests, timeout=slow(1.0))
     wrong = "\n".join(f"{c.source} -> {c.dest} {c.port}/{c.protocol}: expected {c.expected}, observed "
                       f"{c.observed} ({c.outcome}); {c.reason}" for c in m.differences)
     assert not m.differences, f"{len(m.differences)} cells differ:\n{wrong}\n{m.text()}{conntrack(lab, m)}"
-    assert m.probe_s < 10, f"probing {len(m.cells)} cells took {m.probe_s:.1f} s"
+    assert m.probe_s < slow(10), f"probing {len(m.cells)} cells took {m.probe_s:.1f} s"
     return m
 
 
@@ -230,7 +230,7 @@ def test_probes_are_new_connections_though_conntrack_remembers_old_ones(lab):
 
     lab.set_network_policies()
     probes = [Probe("pod/x/c", f"pod/{d}", port, proto) for d in PODS for port, proto in PORTS]
-    rounds = [lab.probe(probes, timeout=1.0) for _ in range(2)]
+    rounds = [lab.probe(probes, timeout=slow(1.0)) for _ in range(2)]
     assert all(r.ok for rs in rounds for r in rs), [r for rs in rounds for r in rs if not r.ok]
     ports = [{int(r.detail.rpartition(":")[2]) for r in rs} for rs in rounds]
     assert all(len(p) == len(probes) for p in ports), ports   # a port of its own for each probe

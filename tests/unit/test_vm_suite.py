@@ -159,3 +159,12 @@ def test_the_steps_can_be_listed_without_root():
                          text=True, timeout=60)
     assert res.returncode == 0 and res.stdout.startswith("TCG: 14 steps, about ")
     assert "e2e-services" in res.stdout and "says nothing about speed" in res.stdout
+
+
+@pytest.mark.parametrize("accel, factor", [("tcg", "5"), ("kvm", "1")])
+def test_a_tcg_guest_stretches_the_e2e_probe_deadlines(tmp_path, accel, factor):
+    script = suite.job_script([Step("e2e-netpol", ("bash", "-c", 'echo "$KUBEVPC_E2E_SLOW" > slow'), "x", 1, 60)],
+                              str(tmp_path / "job"), str(tmp_path / "checkout"), accel=accel)
+    (tmp_path / "job").mkdir()
+    assert subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=60).returncode == 0
+    assert (tmp_path / "checkout" / "slow").read_text().strip() == factor
