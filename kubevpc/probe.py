@@ -183,13 +183,7 @@ async def _probe_http(t: Target, ports: PortRange | None = None) -> tuple[dict, 
     reader, writer = await _open(t, ports)
     try:
         local = _fmt_addr(writer.get_extra_info("sockname"))
-        host = f"[{t.host}]" if ":" in t.host else t.host
-        if t.port != 80:
-            host += f":{t.port}"
-        writer.write(
-            f"GET / HTTP/1.1\r\nHost: {host}\r\nUser-Agent: kubevpc-probe\r\n"
-            "Connection: close\r\n\r\n".encode()
-        )
+        writer.write(http_request(t))
         await writer.drain()
         data = b""
         while chunk := await reader.read(MAX_READ):
@@ -198,6 +192,21 @@ async def _probe_http(t: Target, ports: PortRange | None = None) -> tuple[dict, 
                 raise BadAnswer(f"HTTP response larger than {MAX_READ} bytes")
     finally:
         writer.close()
+    return parse_http(data), local
+
+
+def http_request(t: Target) -> bytes:
+    """The GET an http probe sends (the server answers its JSON in the body)."""
+    host = f"[{t.host}]" if ":" in t.host else t.host
+    if t.port != 80:
+        host += f":{t.port}"
+    return (f"GET / HTTP/1.1\r\nHost: {host}\r\nUser-Agent: kubevpc-probe\r\n"
+            "Connection: close\r\n\r\n").encode()
+
+
+def parse_http(data: bytes) -> dict:
+    """The answer of a whole HTTP response (read to its end): the body's JSON object with the
+    response's "status"; BadAnswer when it is none."""
     if not data:
         raise BadAnswer("connection closed without an answer")
     sep = b"\r\n\r\n" if b"\r\n\r\n" in data else b"\n\n"
@@ -222,7 +231,7 @@ async def _probe_http(t: Target, ports: PortRange | None = None) -> tuple[dict, 
     except BadAnswer as exc:
         raise BadAnswer(f"HTTP {status}: {exc}", {"status": status}) from None
     answer["status"] = status
-    return answer, local
+    return answer
 
 
 class _UDPProbe(asyncio.DatagramProtocol):
@@ -273,11 +282,37 @@ async def _probe_udp(t: Target, timeout: float, ports: PortRange | None = None) 
 # -- classification -------------------------------------------------------------
 
 
+def failure(exc: BaseException) -> tuple[str, str, dict | None]:
+    """How a probe that raised `exc` ended: (outcome, detail, answer). Shared by this module's
+    asyncio probes and kubevpc.probeloop's selector loop, so both classify alike."""
+    if isinstance(exc, ConnectionRefusedError):
+        return "refused", str(exc), None
+    if isinstance(exc, BadAnswer):
+        return "error", str(exc), exc.answer
+    if isinstance(exc, OSError):
+        outcome = "unreachable" if exc.errno in UNREACHABLE_ERRNOS else "error"
+        return outcome, str(exc) or type(exc).__name__, None
+    if isinstance(exc, ValueError):     # an answer line past MAX_READ
+        return "error", f"bad answer: {exc}", None
+    raise exc
+
+
+def timed_out(timeout: float) -> str:
+    """The detail of a probe that got no answer within its deadline."""
+    return f"no answer within {timeout:g}s"
+
+
+def result(t: Target, outcome: str, answer: dict | None, start: float, detail: str) -> Result:
+    """A probe's Result, its time counted from `start` (time.monotonic())."""
+    return Result(key=t.key, host=t.host, port=t.port, proto=t.proto, ok=outcome == "answered",
+                  outcome=outcome, answer=answer, elapsed_ms=round((time.monotonic() - start) * 1000, 3),
+                  detail=detail)
+
+
 async def probe_one(t: Target, timeout: float, ports: PortRange | None = None) -> Result:
     """Probe one target within ``timeout`` seconds; never raises."""
     start = time.monotonic()
     answer: dict | None = None
-    outcome, detail = "error", ""
     try:
         if t.proto == "tcp":
             coro = _probe_tcp(t, ports)
@@ -290,23 +325,10 @@ async def probe_one(t: Target, timeout: float, ports: PortRange | None = None) -
         answer, local = await asyncio.wait_for(coro, timeout)
         outcome, detail = "answered", f"local={local}"
     except asyncio.TimeoutError:
-        outcome, detail = "timeout", f"no answer within {timeout:g}s"
-    except ConnectionRefusedError as exc:
-        outcome, detail = "refused", str(exc)
-    except BadAnswer as exc:
-        answer, detail = exc.answer, str(exc)
-    except OSError as exc:
-        if exc.errno in UNREACHABLE_ERRNOS:
-            outcome = "unreachable"
-        detail = str(exc) or type(exc).__name__
-    except ValueError as exc:  # StreamReader limit overrun
-        detail = f"bad answer: {exc}"
-    elapsed_ms = round((time.monotonic() - start) * 1000, 3)
-    return Result(
-        key=t.key, host=t.host, port=t.port, proto=t.proto,
-        ok=outcome == "answered", outcome=outcome, answer=answer,
-        elapsed_ms=elapsed_ms, detail=detail,
-    )
+        outcome, detail = "timeout", timed_out(timeout)
+    except (BadAnswer, OSError, ValueError) as exc:     # ConnectionRefusedError is an OSError
+        outcome, detail, answer = failure(exc)
+    return result(t, outcome, answer, start, detail)
 
 
 async def probe_async(targets: Sequence[Target], timeout: float,

@@ -46,7 +46,7 @@ LAYERS = (
                                  "controller.resolver", "controller.ipv6", "controller.node6",
                                  "kubevpc.evaluator")),
     ("the machine: namespaces, Open vSwitch, processes, sockets, files",
-     ("kubevpc.rundir", "kubevpc.ledger", "kubevpc.probe", "kubevpc.daemons", "kubevpc.observe", "topologies",
+     ("kubevpc.rundir", "kubevpc.ledger", "kubevpc.probe", "kubevpc.probeloop", "kubevpc.daemons", "kubevpc.observe", "topologies",
       "controller.app", "controller.__main__", "controller", "kubevpc.control")),
     ("Lab API", ("kubevpc.lab", "kubevpc.testing", "kubevpc.pytest_plugin")),
     ("CLI and benchmarks", ("kubevpc.cli", "kubevpc.bench", "kubevpc.vm", "kubevpc")),

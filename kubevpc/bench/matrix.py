@@ -10,9 +10,12 @@ b's own pods, so a quarter of the cells (a to b) are refused by the policy and t
 out their deadline, as in a real matrix (--no-policy: every cell connects).
 
 Each repetition is `Lab.matrix(["pods"], [(8080, "tcp")])`, what `kubevpc matrix` runs: the
-evaluator's expectation of every cell, every source namespace probing all its cells at once (one
-process a source, a deadline a probe: --probe-timeout, 1 s as for `kubevpc matrix`), and the
-comparison. Reported: the whole matrix's time, the probing's, cells per second, and the cells
+evaluator's expectation of every cell, every cell probed from one process (kubevpc.probeloop:
+each probe's socket made in its source's namespace, paced, a deadline a probe: --probe-timeout,
+1 s as for `kubevpc matrix`), and the comparison. KUBEVPC_PROBE=per-source measures the way
+before issue 21 (a probe process in each source namespace, every cell of a source at once);
+KUBEVPC_PROBE_CAP and KUBEVPC_PROBE_WINDOW other pacings (kubevpc/lab/probing.py). The table's
+title says which was measured. Reported: the whole matrix's time, the probing's, cells per second, and the cells
 that differ from the evaluator (any makes the target not met: a fast wrong matrix is no matrix).
 
 The reference: plain Mininet with as many hosts (--mininet-hosts; 0 leaves it out) on one
@@ -40,6 +43,7 @@ from rich.table import Table
 from kubevpc.bench.bringup import generated_scenario
 from kubevpc.bench.verdicts import AT_MOST, Verdict, judge, table as verdict_table
 from kubevpc.lab import Lab
+from kubevpc.lab.probing import probe_settings
 
 MODES = ("vxlan", "vpc-route", "eni")
 PORT = 8080
@@ -164,7 +168,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def runs_table(runs: list[dict], args) -> Table:
     t = Table(title=f"reachability matrix, {args.pods} pods on {PORT}/tcp, mode {args.mode}, "
-                    f"probe deadline {args.probe_timeout:g} s", title_justify="left")
+                    f"probe deadline {args.probe_timeout:g} s, probes {probing_shown()}", title_justify="left")
     for col in ("run", "cells", "connect (expected)", "whole s", "probing s", "cells/s", "differ"):
         t.add_column(col, justify="right")
     for i, r in enumerate(runs, 1):
@@ -173,11 +177,19 @@ def runs_table(runs: list[dict], args) -> Table:
     return t
 
 
+def probing_shown() -> str:
+    """How the probes ran: one process (with its pacing) or one a source."""
+    mode, cap, window = probe_settings()
+    return f"from one process (cap {cap}, window {window:g} s)" if mode == "one" else "a process a source"
+
+
 def run(args, say) -> dict:
     fd, path = tempfile.mkstemp(suffix=".yaml", prefix="kubevpc-matrix-")
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
         yaml.safe_dump(matrix_scenario(args.pods, args.mode, not args.no_policy), fh, sort_keys=False)
-    out: dict = {"pods": args.pods, "mode": args.mode, "probe_timeout": args.probe_timeout, "runs": []}
+    mode, cap, window = probe_settings()
+    out: dict = {"pods": args.pods, "mode": args.mode, "probe_timeout": args.probe_timeout, "runs": [],
+                 "probing": {"mode": mode, "cap": cap, "window": window}}
     try:
         with Lab(path, mode=args.mode) as lab:
             say(f"up: {args.pods} pods, mode {args.mode}, in {lab.timings['up']:.1f} s")

@@ -83,6 +83,22 @@ def write_ready(path: str | None) -> None:
         atomic_write(path, f"{os.getpid()}\n", 0o666, umask=True)
 
 
+def raise_open_files() -> int:
+    """The process's soft limit on open files raised to its hard limit (its own, no one else's):
+    a node server holds every pod's listeners and, under a burst, hundreds of connections; the
+    probe loop, thousands of probes' sockets. At the usual soft limit of 1024, asyncio stops
+    accepting for a second when it runs out (EMFILE), past a probe's deadline. Returns the limit."""
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):
+            pass
+    return soft
+
+
 def file_stamp(path: str | os.PathLike[str]) -> tuple[int, int, int] | None:
     """What tells a poller that ``path`` changed (mtime, size, inode, so an
     atomic replace counts too); None while the file cannot be stat'ed."""

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import ctypes
 import fcntl
 import itertools
@@ -38,51 +37,14 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Iterator
 
-from kubevpc.daemons.harness import STOP_SIGNALS, Daemon, write_ready
+from kubevpc.daemons.harness import STOP_SIGNALS, Daemon, raise_open_files, write_ready
+from kubevpc.daemons.nsenter import entered, own_namespace
 from kubevpc.daemons.server import Server, _check_duplicates, parse_listen
 
-CLONE_NEWNET = 0x40000000
 PR_SET_NAME = 15
 MAX_REQUEST = 1 << 20               # bytes of one request line
 PIPE_SIZE = 1 << 20                 # requests of ~3,000 pods fit in the pipe without waiting for the reader
-
-
-def _setns(fd: int, what: str) -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.setns(fd, CLONE_NEWNET) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"cannot enter the network namespace {what}: {os.strerror(err)}")
-
-
-def _same_namespace(a: os.stat_result, b: os.stat_result) -> bool:
-    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
-
-
-@contextlib.contextmanager
-def entered(path: str, home: int) -> Iterator[None]:
-    """The calling thread in the network namespace `path` (/proc/PID/ns/net, /run/netns/NAME) for the
-    block, then back in `home` (a descriptor of the thread's own). Nothing is entered when `path` is
-    the namespace the thread is in already: a host-network pod's, which is its node's; the unit
-    tests', which run without namespaces. Coming back cannot fail in a way we could go on from: a
-    socket made afterwards would be in a pod's namespace, so the process ends."""
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        if _same_namespace(os.fstat(fd), os.stat("/proc/thread-self/ns/net")):
-            yield
-            return
-        _setns(fd, path)
-        try:
-            yield
-        finally:
-            try:
-                _setns(home, "of the node server itself")
-            except OSError as exc:
-                print(f"kubevpc.nodeserver: {exc}; stopping", file=sys.stderr, flush=True)
-                os._exit(70)
-    finally:
-        os.close(fd)
 
 
 class NodeServer:
@@ -91,7 +53,7 @@ class NodeServer:
     def __init__(self, run: str) -> None:
         self.run = run
         self.pods: dict[str, Server] = {}
-        self.home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        self.home = own_namespace()
 
     async def open(self, req: dict) -> None:
         """Make a pod's sockets in its namespace, serve them, then write its ready file."""
@@ -180,6 +142,7 @@ class NodeServerDaemon(Daemon):
 
     def run(self) -> int:
         _name_process(f"kv:{self.args.node}")
+        raise_open_files()
         return asyncio.run(self._serve())
 
     async def _serve(self) -> int:

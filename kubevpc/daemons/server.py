@@ -33,6 +33,14 @@ MAX_READ = 64 * 1024  # cap on bytes read from one client / one datagram
 FIRST_BYTES_WAIT = 1.0  # how long a TCP client gets to speak first
 CONN_DEADLINE = 5.0  # whole life of one TCP connection
 LINGER = 1.0  # after answering, how long we drain input before closing
+# The listen backlog of every TCP/HTTP listener: a pod is probed by up to a hundred sources at
+# once (a 100 x 100 matrix), and asyncio's default of 100 made a burst overflow the accept queue,
+# whose SYNs the kernel then drops: the client sends its SYN again after 1 s, past a probe's
+# deadline. The kernel clamps it to net.core.somaxconn of the socket's namespace (4096 by default
+# since Linux 5.4, 128 before); kubevpc reads that, never changes it (listen_backlog).
+BACKLOG = 4096
+SOMAXCONN = "/proc/sys/net/core/somaxconn"
+_TIMEOUT = getattr(asyncio, "timeout", None)    # Python 3.11+
 
 HTTP_REQUEST = re.compile(rb"^(GET|HEAD|POST|PUT|DELETE|OPTIONS|PATCH) ")
 
@@ -73,6 +81,39 @@ def fmt_addr(addr: tuple) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+def listen_backlog() -> int:
+    """The backlog a listener made now gets: BACKLOG, or net.core.somaxconn of the calling thread's
+    network namespace when that is less (the kernel clamps to it). Read in the namespace the
+    sockets are made in: a node server's thread is in the pod's then."""
+    try:
+        with open(SOMAXCONN, encoding="ascii") as fh:
+            return max(1, min(BACKLOG, int(fh.read())))
+    except (OSError, ValueError):
+        return BACKLOG
+
+
+async def _within(aw, seconds: float):
+    """`await aw` with a deadline (asyncio.TimeoutError past it). asyncio.timeout, where there is
+    one (3.11), makes no task of its own as wait_for does: three tasks less a connection, for
+    servers that take a burst of hundreds."""
+    if _TIMEOUT is None:
+        return await asyncio.wait_for(aw, seconds)
+    async with _TIMEOUT(seconds):
+        return await aw
+
+
+_told_backlog = False     # a process says once that its backlog is clamped
+
+
+def _tell_backlog(name: str, backlog: int) -> None:
+    global _told_backlog
+    if backlog < BACKLOG and not _told_backlog:
+        _told_backlog = True
+        print(f"kubevpc.server: {name}: listen backlog {backlog}: net.core.somaxconn of its network "
+              f"namespace is below the {BACKLOG} asked for; a burst of more connections than that to "
+              "one port may lose some", file=sys.stderr, flush=True)
+
+
 class Server:
     """All listeners of one server process, sharing one identity."""
 
@@ -85,6 +126,7 @@ class Server:
         self._udp_socks: list[socket.socket] = []
         self._conns: set[asyncio.Task] = set()   # connections in progress, ended by close()
         self._closed = False
+        self.backlog = BACKLOG      # as clamped in the namespace bind_all made the sockets in
 
     def answer(self, proto: str, client: tuple, server: tuple) -> dict:
         return {
@@ -109,6 +151,7 @@ class Server:
         (kubevpc.daemons.nodeserver) enters a pod's namespace for this call only. On failure
         nothing stays bound, and the OSError names the listener."""
         socks: list[tuple[Listen, socket.socket]] = []
+        self.backlog = listen_backlog()
         try:
             for bind in [self.bind] + ([self.bind6] if self.bind6 else []):
                 for listen in listens:
@@ -131,12 +174,15 @@ class Server:
 
     async def serve(self, socks: list[tuple[Listen, socket.socket]]) -> None:
         """Listen on sockets bind_all made, and answer on them from the running loop."""
+        if any(listen.proto != "UDP" for listen, _ in socks):
+            _tell_backlog(self.name, self.backlog)
         for listen, sock in socks:
             if listen.proto == "UDP":
                 self._serve_udp(sock)
                 continue
             try:
-                srv = await asyncio.start_server(self._handle_stream, sock=sock, limit=MAX_READ)
+                srv = await asyncio.start_server(self._handle_stream, sock=sock, limit=MAX_READ,
+                                                 backlog=self.backlog)
             except OSError as exc:
                 raise OSError(exc.errno, f"cannot listen on {listen} (port {listen.port}, bind "
                                          f"{sock.getsockname()[0]}): {os.strerror(exc.errno or 0)}") from exc
@@ -164,7 +210,7 @@ class Server:
         try:
             if self._closed:    # accepted just before close(), started after it: it ends as the others did
                 return
-            await asyncio.wait_for(self._converse(reader, writer), CONN_DEADLINE)
+            await _within(self._converse(reader, writer), CONN_DEADLINE)
         except (asyncio.TimeoutError, OSError, ValueError):
             pass  # a misbehaving or vanished client is not our problem
         finally:
@@ -177,7 +223,7 @@ class Server:
         peer = writer.get_extra_info("peername")
         local = writer.get_extra_info("sockname")
         try:
-            first = await asyncio.wait_for(reader.read(MAX_READ), FIRST_BYTES_WAIT)
+            first = await _within(reader.read(MAX_READ), FIRST_BYTES_WAIT)
         except asyncio.TimeoutError:
             first = b""  # silent client: answer anyway
         if HTTP_REQUEST.match(first):
@@ -192,7 +238,7 @@ class Server:
         if writer.can_write_eof():
             writer.write_eof()
         try:
-            await asyncio.wait_for(_discard(reader), LINGER)
+            await _within(_discard(reader), LINGER)
         except asyncio.TimeoutError:
             pass
 

@@ -9,10 +9,8 @@ import secrets
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
-from dataclasses import dataclass
 from typing import Callable, Iterable
 
 from topologies.build import Builder, teardown
@@ -21,7 +19,6 @@ from topologies.shell import bridge_connections, wait_for
 from topologies.uplinks import add_uplinks
 
 from ..errors import DeadlineError, KubevpcError
-from ..evaluator.matrix import Cell, Matrix, expected_matrix, select
 from ..k8s import check_labels
 from ..daemons.ingress import ingress_status, write_ingress_state
 from ..daemons.nodehealth import write_node_health
@@ -31,31 +28,20 @@ from ..scenario.load import load
 from ..observe.flowlog import dump_learned, live_records, read_counters, read_records
 from ..observe.trace import Trace, trace
 from ..planning import TERMINAL_PHASES, HostPlan, Plan, make_plan, resolve_endpoint
-from ..probe import PortBlocks, Result
+from ..probe import PortBlocks
 from ..rundir import atomic_write
 from . import changes, dryrun
 from .grace import Terminations, check_grace_period
 from .nodes import Nodes
-from .servers import ROOT, Servers, stop_process
+from .probing import Probe, Probing  # noqa: F401 - Probe: kubevpc.lab.lab.Probe, as before
+from .servers import Servers, stop_process
 
 
 def new_run_name() -> str:
     return "kv" + secrets.token_hex(2)
 
 
-@dataclass(frozen=True)
-class Probe:
-    """One connection attempt to make: from an endpoint to an endpoint's port."""
-
-    source: str
-    dest: str
-    port: int
-    proto: str = "tcp"         # tcp | udp | http
-    key: str = ""
-    family: int = 4            # 6: to the destination endpoint's IPv6 address (dual stack)
-
-
-class Lab(Servers, Nodes):
+class Lab(Servers, Nodes, Probing):
     def __init__(self, scenario: str, mode: str | None = None, run: str | None = None,
                  datapath: str | None = None, say: Callable[[str], None] = lambda s: None,
                  allow_dirs: Iterable[str] = ()):
@@ -150,64 +136,6 @@ class Lab(Servers, Nodes):
         owns the process and stops it (an iperf3 server, a capture)."""
         return subprocess.Popen(["mnexec", "-a", str(self._pid(endpoint)), *cmd], stdin=subprocess.DEVNULL, **kwargs)
 
-    # ------------------------------------------------------------------------------- probing
-    def connect(self, source: str, dest: str, port: int, proto: str = "tcp", timeout: float = 2.0,
-                family: int = 4) -> Result:
-        return self.probe([Probe(source, dest, port, proto, family=family)], timeout)[0]
-
-    def probe(self, probes: Iterable[Probe], timeout: float = 2.0) -> list[Result]:
-        """Run probes, every source namespace in parallel, every target of a source concurrently. A
-        host-network pod's probes run in its node's namespace, with the node's own (one process a
-        namespace: their source ports must not collide). The probe is stdlib only: its Python
-        starts without site-packages (-S, 10 ms less a source), finding it in ROOT, the cwd."""
-        probes = list(probes)
-        by_source: dict[str, list[int]] = {}
-        for i, p in enumerate(probes):
-            by_source.setdefault(self.plan.network_host(self.host(p.source)).key, []).append(i)
-        procs = {}
-        if not probes:
-            return []
-        ports = ["--source-ports", "%d:%d" % self.source_ports.take(max(map(len, by_source.values())))]
-        for src, idxs in by_source.items():
-            targets = [f"{i}={probes[i].proto}:{_bracket(self._dest_ip(probes[i].dest, probes[i].family))}:{probes[i].port}"
-                       for i in idxs]
-            procs[src] = subprocess.Popen(
-                ["mnexec", "-a", str(self._pid(src)), sys.executable, "-S", "-m", "kubevpc.probe", "--json",
-                 "--timeout", str(timeout), *ports, *targets], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                text=True, cwd=ROOT, stdin=subprocess.DEVNULL)
-        results: list[Result | None] = [None] * len(probes)
-        for src, proc in procs.items():
-            try:
-                out, err = proc.communicate(timeout=timeout * 4 + 10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                raise KubevpcError(f"probes from {src} did not finish within {timeout * 4 + 10:.0f} s") from None
-            if proc.returncode != 0:
-                raise KubevpcError(f"probe in {src} failed: {err.strip()}")
-            for item in json.loads(out):
-                results[int(item["key"])] = Result(**item)
-        return results  # type: ignore[return-value]
-
-    def matrix(self, sources: Iterable[str] = ("pods",), ports: Iterable[tuple[int, str]] = ((80, "tcp"),),
-               dests: Iterable[str] | None = None, timeout: float = 1.0, family: int = 4) -> Matrix:
-        """The reachability matrix (kubevpc.evaluator.matrix): expected next to observed, for every pair of
-        the chosen endpoints (groups pods, ecs, nodes, services; references; patterns) and ports,
-        probed in parallel. A cell to oneself is probed too (a pod reaches itself whatever the
-        policies). `family` 6: the IPv6 matrix of a dual-stack scenario (endpoints' IPv6 addresses,
-        Services' IPv6 ClusterIPs)."""
-        src_refs = select(self.plan, sources)
-        dst_refs = select(self.plan, dests) if dests is not None else src_refs
-        m = expected_matrix(self.plan, src_refs, dst_refs, list(ports), family)
-        t0 = time.monotonic()
-        results = self.probe([Probe(c.source, c.dest, c.port, c.protocol, family=family) for c in m.cells],
-                             timeout=timeout)
-        m.probe_s = time.monotonic() - t0
-        down = {d: self.down_reason(d) for d in dst_refs}      # a refusal from a server that does not run says so
-        m.cells = [Cell(c.source, c.dest, c.port, c.protocol, c.expected,
-                        f"{c.reason}; but {down[c.dest]}" if down[c.dest] and not r.ok else c.reason,
-                        r.ok, r.outcome, r.elapsed_ms, family) for c, r in zip(m.cells, results)]
-        return m
-
     def trace(self, source: str, dest: str, port: int, proto: str = "tcp") -> Trace:
         """Follow a new connection's first packet through every bridge it crosses (kubevpc.observe.trace),
         with the evaluator's verdict beside it and any disagreement named."""
@@ -237,33 +165,6 @@ class Lab(Servers, Nodes):
         except KeyError:
             raise KubevpcError(f"no Service {name!r}; this scenario has "
                                f"{', '.join(s.key for s in self.plan.services) or 'none'}") from None
-
-    def _dest_ip(self, dest: str, family: int = 4) -> str:
-        """An address (a Service's external IP is one), an endpoint (pod/..., ecs/..., node/..., inet/...,
-        slb/...), an EIP (eip/<name>; an internet-facing SLB's is slb-<namespace>-<name>) or a Service's
-        ClusterIP (svc/...). An IPv6 literal, or an endpoint with family 6: its IPv6 address."""
-        if dest.count(".") == 3 and dest.replace(".", "").isdigit() or ":" in dest:
-            return dest
-        if family == 6 and dest.startswith("svc/"):
-            svc = self.service(dest)
-            if not svc.cluster_ip_of(6):
-                raise KubevpcError(f"Service {svc.key} has no IPv6 ClusterIP (ipFamilies "
-                                   f"{', '.join(svc.ip_families) or 'none'})")
-            return svc.cluster_ip_of(6)
-        if family == 6:
-            return self.address(dest, 6)
-        if dest.startswith("eip/"):
-            eip = next((e for e in self.plan.eips if e.name == dest[4:]), None)
-            if eip is None:
-                raise KubevpcError(f"no EIP {dest[4:]!r}; this scenario has "
-                                   f"{', '.join(e.name for e in self.plan.eips) or 'none'}")
-            return eip.ip
-        if dest.startswith("svc/"):
-            svc = self.service(dest)
-            if not svc.cluster_ip:
-                raise KubevpcError(f"Service {svc.key} has no ClusterIP ({'headless' if svc.headless else svc.type})")
-            return svc.cluster_ip
-        return self.address(dest)
 
     # ------------------------------------------------------------------- changing it as it runs
     def set_ready(self, pod: str, ready: bool) -> dict:
@@ -575,11 +476,6 @@ class Lab(Servers, Nodes):
 
     def status(self) -> dict:
         return self.net.controller_status() if self.net else {}
-
-
-def _bracket(ip: str) -> str:
-    """An address as kubevpc.probe takes it: IPv6 in brackets."""
-    return f"[{ip}]" if ":" in ip else ip
 
 
 def _check_grace(value) -> None:

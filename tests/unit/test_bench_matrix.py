@@ -4,6 +4,7 @@ probe's Python without site-packages, and the evaluator's remembered CIDR questi
 from __future__ import annotations
 
 import ipaddress
+import json
 import socket
 import subprocess
 import sys
@@ -81,28 +82,38 @@ def test_verdict_against_10_s_with_mininet_as_the_reference():
 
 # ---------------------------------------------------------------------------------- speedups
 def test_the_probe_runs_the_same_without_site_packages():
-    """Lab.probe starts `python -S -m kubevpc.probe` in ROOT: the same module, the same results."""
+    """Lab.probe starts `python -S -m kubevpc.probeloop` in ROOT (or, KUBEVPC_PROBE=per-source,
+    `python -S -m kubevpc.probe` in each source): the same modules, the same results."""
     srv = socket.socket()
     srv.bind(("127.0.0.1", 0))
     srv.listen(8)
     port = srv.getsockname()[1]
 
     def serve():
-        for _ in range(2):
+        for _ in range(4):
             conn, _ = srv.accept()
             with conn:
                 conn.recv(100)
                 conn.sendall(b'{"name": "p", "client": "c"}\n')
     threading.Thread(target=serve, daemon=True).start()
-    outs = []
+    outs, loops = [], []
+    request = json.dumps({"timeout": 2, "ports": None, "probes": [{"key": "k", "target": f"tcp:127.0.0.1:{port}"}]})
     for flags in (["-S"], []):
         got = subprocess.run([sys.executable, *flags, "-m", "kubevpc.probe", "--timeout", "2",
                               f"k=tcp:127.0.0.1:{port}"], cwd=REPO, capture_output=True, text=True, timeout=30)
         assert got.returncode == 0, got.stderr
         outs.append(got.stdout.split()[:4])     # OK key target outcome (not the time)
+        got = subprocess.run([sys.executable, *flags, "-m", "kubevpc.probeloop"], input=request, cwd=REPO,
+                             capture_output=True, text=True, timeout=30)
+        assert got.returncode == 0, got.stderr
+        (r,) = json.loads(got.stdout)
+        loops.append((r["key"], r["outcome"], r["answer"]))
     srv.close()
     assert outs[0] == outs[1] and outs[0][0] == "OK"
-    assert 'sys.executable, "-S", "-m", "kubevpc.probe"' in (REPO / "kubevpc/lab/lab.py").read_text()
+    assert loops[0] == loops[1] == ("k", "answered", {"name": "p", "client": "c"})
+    source = (REPO / "kubevpc/lab/probing.py").read_text()
+    assert 'sys.executable, "-S", "-m", "kubevpc.probe"' in source
+    assert '[sys.executable, "-S", "-m", "kubevpc.probeloop"]' in source
 
 
 def test_in_cidr_remembers_answers_and_still_raises_on_bad_input():
@@ -115,3 +126,13 @@ def test_in_cidr_remembers_answers_and_still_raises_on_bad_input():
         with pytest.raises(ValueError):
             vpc.in_cidr("10.0.0.300", "10.0.0.0/8")
     assert vpc.in_cidr.cache_info().hits >= len(cases)
+
+
+def test_the_runs_table_says_how_the_probes_ran(monkeypatch):
+    from kubevpc.lab import probing
+    for name in (probing.PROBE_ENV, probing.CAP_ENV, probing.WINDOW_ENV):
+        monkeypatch.delenv(name, raising=False)
+    args = matrix.parse_args([])
+    assert "probes from one process (cap 128, window 0.1 s)" in str(matrix.runs_table([], args).title)
+    monkeypatch.setenv(probing.PROBE_ENV, "per-source")
+    assert "probes a process a source" in str(matrix.runs_table([], args).title)

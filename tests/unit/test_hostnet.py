@@ -561,18 +561,60 @@ def test_adding_a_host_network_pod_to_a_running_network_starts_its_server_only(t
     assert started == [HOSTWEB_POD]
 
 
+HOSTNET_PROBES = (("pod/hostclient-2", "svc/web", 80), ("node/node-2", "pod/web-0", 8080),
+                  (HOSTWEB_POD, "10.244.0.3", 7000), ("pod/client-1", "pod/hostweb-0", 9090))
+
+
+def _probing_lab():
+    from kubevpc.lab.lab import Lab
+    from kubevpc.probe import PortBlocks
+    lab = Lab.__new__(Lab)
+    lab.plan, lab.source_ports = plan_for("vxlan"), PortBlocks()
+    lab.net = SimpleNamespace(host_pid=lambda key: {"ecs/node-2": 2, "pod/default/client-1": 1}[key])
+    return lab
+
+
+def _answered(key: str) -> dict:
+    return {"key": key, "host": "", "port": 0, "proto": "tcp", "ok": True, "outcome": "answered", "answer": None,
+            "elapsed_ms": 1.0, "detail": ""}
+
+
 def test_probes_from_a_host_network_pod_run_in_its_nodes_namespace_beside_the_nodes(monkeypatch):
-    """One probe process a namespace: a host-network pod's probes and its node's share one, so
-    their source ports cannot collide; an ordinary pod's run in its own."""
+    """In the one probe process (kubevpc.probeloop): a host-network pod's probes and its node's are
+    made in the node's namespace and are one group, whose source ports are handed out from one
+    range, so they cannot collide; an ordinary pod's in its own. Spread by the destination's node."""
     import json
 
-    from kubevpc.lab import lab as labmod
-    from kubevpc.lab.lab import Lab, Probe
-    from kubevpc.probe import PortBlocks
-    plan = plan_for("vxlan")
-    lab = Lab.__new__(Lab)
-    lab.plan, lab.source_ports = plan, PortBlocks()
-    lab.net = SimpleNamespace(host_pid=lambda key: {"ecs/node-2": 2, "pod/default/client-1": 1}[key])
+    from kubevpc.lab import probing
+    from kubevpc.lab.lab import Probe
+    lab = _probing_lab()
+    requests = []
+
+    def run(cmd, input, **kw):
+        requests.append((cmd, json.loads(input)))
+        return SimpleNamespace(returncode=0, stderr="", stdout=json.dumps(
+            [_answered(p["key"]) for p in reversed(requests[-1][1]["probes"])]))
+    monkeypatch.delenv(probing.PROBE_ENV, raising=False)
+    monkeypatch.setattr(probing.subprocess, "run", run)
+    got = lab.probe([Probe(*p) for p in HOSTNET_PROBES])
+    assert [r.key for r in got] == ["0", "1", "2", "3"], "in input order, whatever order they come in"
+    (cmd, req), = requests
+    assert cmd[1:] == ["-S", "-m", "kubevpc.probeloop"]
+    assert [(p["netns"], p["group"]) for p in req["probes"]] == [("/proc/2/ns/net", "ecs/node-2")] * 3 + [
+        ("/proc/1/ns/net", "pod/default/client-1")]
+    assert req["probes"][3]["target"] == f"tcp:{NODE_IP['node-2']}:9090", "a host-network pod's address is its node's"
+    assert req["ports"][1] - req["ports"][0] + 1 == 3 + 16, "a block for the largest group, as before"
+    assert [p["spread"] for p in req["probes"]] == ["svc/web", f"node/{lab.plan.host('pod/default/web-0').node}",
+                                                   "10.244.0.3", "node/node-2"]
+
+
+def test_per_source_probes_run_one_process_a_namespace(monkeypatch):
+    """KUBEVPC_PROBE=per-source: one probe process a namespace, as before issue 21."""
+    import json
+
+    from kubevpc.lab import probing
+    from kubevpc.lab.lab import Probe
+    lab = _probing_lab()
     calls = []
 
     class Proc:
@@ -583,12 +625,10 @@ def test_probes_from_a_host_network_pod_run_in_its_nodes_namespace_beside_the_no
             self.targets = [a for a in cmd if "=" in a and a.split("=")[0].isdigit()]
 
         def communicate(self, timeout=None):
-            return json.dumps([{"key": t.split("=")[0], "host": "", "port": 0, "proto": "tcp", "ok": True,
-                                "outcome": "answered", "answer": None, "elapsed_ms": 1.0, "detail": ""}
-                               for t in self.targets]), ""
-    monkeypatch.setattr(labmod.subprocess, "Popen", Proc)
-    got = lab.probe([Probe("pod/hostclient-2", "svc/web", 80), Probe("node/node-2", "pod/web-0", 8080),
-                     Probe(HOSTWEB_POD, "10.244.0.3", 7000), Probe("pod/client-1", "pod/hostweb-0", 9090)])
+            return json.dumps([_answered(t.split("=")[0]) for t in self.targets]), ""
+    monkeypatch.setenv(probing.PROBE_ENV, "per-source")
+    monkeypatch.setattr(probing.subprocess, "Popen", Proc)
+    got = lab.probe([Probe(*p) for p in HOSTNET_PROBES])
     assert [r.key for r in got] == ["0", "1", "2", "3"]
     by_pid = {c[2]: [a.split("=")[0] for a in c if "=" in a and a.split("=")[0].isdigit()] for c in calls}
     assert by_pid == {"2": ["0", "1", "2"], "1": ["3"]}

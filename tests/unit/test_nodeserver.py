@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from kubevpc.daemons import nodeserver
+from kubevpc.daemons import nsenter
 from kubevpc.daemons.nodeserver import NodeServer, NodeServerDaemon, NodeServerProcess, entered
 
 from .test_server_probe import LO, REPO, RUN, _env, free_port, start_server, stop, wait_ready
@@ -203,7 +203,7 @@ def test_requests_it_cannot_take_get_an_error_answer(tmp_path):
 
 def test_a_namespace_is_entered_only_when_it_is_another(tmp_path, monkeypatch):
     entered_ = []
-    monkeypatch.setattr(nodeserver, "_setns", lambda fd, what: entered_.append(what))
+    monkeypatch.setattr(nsenter, "_setns", lambda fd, what: entered_.append(what))
     home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
     try:
         with entered(SELF_NS, home):
