@@ -15,7 +15,10 @@ and security groups are in `make scenario` itself: every mode's default checks a
 Time under TCG, an estimate made before any run (the machine had no free cores to measure one):
 software emulation costs the guest about 10-20x a native run in CPU work, while the tests' own
 waits (health checks, timeouts) keep their length. Per step, `tcg_min` below; in all about 44 min
-with the boot (`python -m kubevpc.vm test --list`). Under KVM about 16 min, 6 of them perf, which
+with the boot (`python -m kubevpc.vm test --list`). They stay as the steps' time limits (four times
+each, 15 min at least). Measured since (2026-12-07, the development machine, TCG, 2 vCPUs): the
+whole run took about 8 min (the guest's uptime at power-off: 486 s); scenarios 20-27 s each, e2e
+groups 26-85 s, perf --quick 66 s (docs/performance.md, "The kernel datapath"). Under KVM about 16 min, 6 of them perf, which
 then measures vpc-route and vxlan (3 runs of 3 s) for their ratio. Timing bounds in the tests (failover within 4.5 s, a change programmed within 1-2 s, a
 NetworkPolicy matrix probed within 10 s) are the host's: under TCG a failure of such a bound says
 the guest is slow, not that the kernel datapath is wrong. Read a KVM run for those.
