@@ -7,16 +7,19 @@ one after the other, and the machine's second core stays idle while each shell s
 then waits for each prompt, sends each its first command, and waits for those: the shells start
 side by side. What a host is afterwards is exactly Mininet's Host (the same shell, prompt,
 terminal settings and methods); only the waiting moved, and each wait has a deadline.
+
+Mininet is imported on first use only (quick_host_class): importing it makes every logger created
+afterwards one of Mininet's (its level and handler), which swallowed the kubevpc command's own
+debug records (`-v`) when this module imported it at the top.
 """
 from __future__ import annotations
 
 import os
 import pty
 import select
+import functools
 import time
 from collections.abc import Callable, Sequence
-
-from mininet.node import Host
 
 PROMPT = chr(127)           # Mininet's shells print this as their prompt and after every command
 LOOK = 0.05                 # s between two looks at a starting shell's process
@@ -27,8 +30,9 @@ class HostStartError(RuntimeError):
     """A host's shell did not come up (it exited, or said nothing) within the deadline."""
 
 
-class QuickHost(Host):
-    """A Mininet Host whose constructor spawns the shell without waiting for it (see start_hosts)."""
+class QuickShell:
+    """What makes a Mininet Host quick (quick_host_class): its constructor spawns the shell without
+    waiting for it (see start_hosts)."""
 
     def startShell(self, mnopts=None):  # noqa: N802 - Mininet's name
         """Spawn the shell as Mininet's Node.startShell does (`mnexec -cd[n] env PS1=<127> bash
@@ -81,12 +85,20 @@ class QuickHost(Host):
                 return
 
 
-def start_hosts(names: Sequence[str], started: Callable[[QuickHost], None], timeout: float,
-                in_namespace: bool = True, kind: type[QuickHost] = QuickHost) -> list[QuickHost]:
+@functools.cache
+def quick_host_class() -> type:
+    """Mininet's Host with QuickShell's way of starting (Mininet imported here, on first use)."""
+    from mininet.node import Host
+    return type("QuickHost", (QuickShell, Host), {})
+
+
+def start_hosts(names: Sequence[str], started: Callable, timeout: float, in_namespace: bool = True,
+                kind: type | None = None) -> list:
     """A Mininet host (its own network namespace) for each name, their shells started side by
     side. `started(host)` is called as soon as each shell is spawned, before any is waited for
     (the caller records it for teardown). All must be ready within `timeout` seconds."""
     deadline = time.monotonic() + timeout
+    kind = kind or quick_host_class()
     hosts = []
     for name in names:
         host = kind(name, inNamespace=in_namespace)
