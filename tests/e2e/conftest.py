@@ -4,8 +4,10 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import tempfile
 
 import pytest
+import yaml
 
 from kubevpc.lab import Lab
 
@@ -54,6 +56,17 @@ def lab_in_mode(scenario: str, mode: str):
     yield lab
     lab.down()
     assert_root_unchanged(before)
+
+
+def lab_of_doc(doc: dict, mode: str, prefix: str = "kubevpc-e2e-"):
+    """A generated scenario (a document) up in one mode, as lab_in_mode; its file removed after."""
+    fd, path = tempfile.mkstemp(suffix=".yaml", prefix=prefix)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        yaml.safe_dump(doc, fh, sort_keys=False)
+    try:
+        yield from lab_in_mode(path, mode)
+    finally:
+        os.unlink(path)
 
 
 @pytest.fixture(scope="module", params=MODES)

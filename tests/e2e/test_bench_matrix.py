@@ -3,28 +3,17 @@ matrix with no cell differing from the evaluator, the quarter refused by its Net
 b) included, in each pod network mode."""
 from __future__ import annotations
 
-import os
-import tempfile
 
 import pytest
-import yaml
 
 from kubevpc.bench import matrix
 
-from .conftest import MODES, lab_in_mode
+from .conftest import MODES, lab_of_doc
 
 
 @pytest.fixture(scope="module", params=MODES)
 def lab(request):
-    fd, path = tempfile.mkstemp(suffix=".yaml", prefix="kubevpc-matrix-")
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        yaml.safe_dump(matrix.matrix_scenario(6, request.param), fh, sort_keys=False)
-    try:
-        runs = lab_in_mode(path, request.param)
-        yield next(runs)
-        next(runs, None)
-    finally:
-        os.unlink(path)
+    yield from lab_of_doc(matrix.matrix_scenario(6, request.param), request.param, "kubevpc-matrix-")
 
 
 def test_a_small_matrix_agrees_with_the_evaluator(lab):

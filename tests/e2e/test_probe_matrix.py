@@ -7,17 +7,14 @@ address; UDP cells work through the same loop; the per-source path (KUBEVPC_PROB
 gives the same cells."""
 from __future__ import annotations
 
-import os
-import tempfile
 
 import pytest
-import yaml
 
 from kubevpc.bench import matrix
 from kubevpc.lab import Probe
 from kubevpc.lab.probing import PROBE_ENV
 
-from .conftest import MODES, lab_in_mode
+from .conftest import MODES, lab_of_doc
 
 PODS = 32
 UDP_PORT = 5353
@@ -41,15 +38,7 @@ def scenario(mode: str) -> dict:
 
 @pytest.fixture(scope="module", params=MODES)
 def lab(request):
-    fd, path = tempfile.mkstemp(suffix=".yaml", prefix="kubevpc-probe-matrix-")
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        yaml.safe_dump(scenario(request.param), fh, sort_keys=False)
-    try:
-        runs = lab_in_mode(path, request.param)
-        yield next(runs)
-        next(runs, None)
-    finally:
-        os.unlink(path)
+    yield from lab_of_doc(scenario(request.param), request.param, "kubevpc-probe-matrix-")
 
 
 def differing(m) -> str:
