@@ -118,7 +118,8 @@ def test_bulk_data_crosses_with_the_client_address_right(lab, client, dest, port
     assert report["start"]["connected"][0]["remote_host"] == lab.address(seen), report.get("start")
     if hop_in_force(lab):
         after = hop_packets(lab)
-        took = {node for node in after if after[node] - before[node] > 100}      # 4 MiB: thousands of segments
+        # 4 MiB: thousands of segments one way or hundreds of ACKs the other; nothing else runs
+        took = {node for node in after if after[node] - before[node] > 20}
         assert took == ({hop} if hop else set()), (before, after)
 
 

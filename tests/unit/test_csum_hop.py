@@ -356,3 +356,34 @@ def test_the_first_packet_of_every_service_connection_ends_as_it_does_without_th
         for ip, port, proto in _service_targets(plan):
             assert ends(after, hop.host(src.key), ip, port, proto) == ends(before, src, ip, port, proto), \
                 (path.stem, src.key, ip, port, proto)
+
+
+# ======================================================================================= the builder
+def test_the_hops_are_recorded_then_made_at_the_pods_mtu_with_the_sending_ends_offloads_off(monkeypatch):
+    from topologies import hops
+    done: list = []
+    monkeypatch.setattr(hops, "sh", lambda cmd, stdin="", **kw: done.append(("sh", " ".join(cmd), stdin)))
+    monkeypatch.setattr(hops, "no_ipv6", lambda names: done.append(("no_ipv6", tuple(names))))
+    monkeypatch.setattr(hops, "ethtool_set", lambda name, cmd, value: done.append(("ethtool", name, cmd, value)))
+    ledger = SimpleNamespace(record=lambda kind, *names, **kw: done.append(("record", kind, names)))
+    assert hops.make_hops(ledger, PLAN) == 0 and done == [], "a plan without hops: nothing"
+    assert hops.make_hops(ledger, HOP, [HOP.node("node-2")]) == 1
+    assert done[0] == ("record", "link", (f"{RUN}ck1o", f"{RUN}ck1i")), "in the ledger before it exists"
+    assert done[1] == ("sh", "ip -batch -", f"link add {RUN}ck1o mtu 1450 type veth peer name {RUN}ck1i mtu 1450\n")
+    assert ("ethtool", f"{RUN}ck1o", hops.ETHTOOL_STXCSUM, 0) in done and \
+        ("ethtool", f"{RUN}ck1o", hops.ETHTOOL_STSO, 0) in done and ("ethtool", f"{RUN}ck1i", hops.ETHTOOL_SGRO, 0) in done
+    assert not any(d[0] == "ethtool" and d[1] == f"{RUN}ck1i" and d[2] != hops.ETHTOOL_SGRO for d in done)
+    assert done[-1] == ("sh", "ip -batch -", f"link set {RUN}ck1o up\nlink set {RUN}ck1i up\n")
+    assert hops.hop_pairs(HOP) == [(f"{RUN}ck{k}o", f"{RUN}ck{k}i") for k in range(3)]
+
+
+def test_a_hop_that_cannot_be_made_right_stops_the_build(monkeypatch):
+    from topologies import hops
+    monkeypatch.setattr(hops, "sh", lambda *a, **kw: "")
+    monkeypatch.setattr(hops, "no_ipv6", lambda names: None)
+
+    def refuse(name, cmd, value):
+        raise OSError(95, "Operation not supported")
+    monkeypatch.setattr(hops, "ethtool_set", refuse)
+    with pytest.raises(BuildError, match="could not turn the checksum hop's offloads off .*unset KUBEVPC_VXLAN_CSUM_HOP"):
+        hops.make_hops(SimpleNamespace(record=lambda *a, **kw: None), HOP)
