@@ -87,7 +87,7 @@ def _before_nat(node: NodePlan, zone: int) -> list[Flow]:
         flow(t_hop_unsnat, 100, {**_IP, **_HOP}, [INTO_HOP], "hop",
              note="the reply of a masqueraded connection whose client is beyond a tunnel: into the checksum hop "
                   "before its un-SNAT"),
-        flow(t_hop_unsnat, 0, None, [Ct(snat_zone(zone), table=t_ct, nat=Nat())], "hop",
+        flow(t_hop_unsnat, 0, _IP, [Ct(snat_zone(zone), table=t_ct, nat=Nat())], "hop",
              note="no hop (the node's zone marks the connection as this zone does): un-SNAT, as table 15 does"),
         flow(t_unsnat, 10, {**_IP, **_TODO}, [Ct(zone, table=t_hop)], "hop",
              note="a pod's other packets: the node's zone without NAT first (table 19 instead of 20), so that the "

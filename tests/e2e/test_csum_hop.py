@@ -91,7 +91,7 @@ def test_the_hop_is_in_force_where_the_datapath_needs_it(lab):
     assert "tx-checksumming: off" in node, "the instances keep full checksums"
     out_end = next(p.name for p in lab.plan.bridge(lab.plan.node("node-1").bridge).ports if p.ofport == 110)
     hop = subprocess.run(["ethtool", "-k", out_end], capture_output=True, text=True).stdout
-    assert "tx-checksumming: off" in hop and "tcp-segmentation-offload: off" in hop, hop
+    assert "tx-checksumming: off" in hop and "tx-tcp-segmentation: off" in hop, hop     # IPv4 TSO: segmented in software
 
 
 # (client, destination, port, whom the server sees, the node whose hop it takes)
@@ -113,7 +113,8 @@ def test_bulk_data_crosses_with_the_client_address_right(lab, client, dest, port
     before = hop_packets(lab) if hop_in_force(lab) else {}
     run, report = bulk(lab, client, dest, port)
     assert run.returncode == 0, run.stdout[-800:] + run.stderr
-    got = json.loads(run.stdout)["end"]["sum_received"]
+    # the server's own count: the client's end summary may be sent while data is still in flight
+    got = report["end"]["sum_received"]
     assert got["bytes"] >= BYTES, got
     assert report["start"]["connected"][0]["remote_host"] == lab.address(seen), report.get("start")
     if hop_in_force(lab):
