@@ -10,8 +10,8 @@ walk of a packet.
                flowlog.py (with flow logs), secgroup.py (anti-spoofing)
     edge       edge.py
     internet   internet.py
-    node       node.py (classify, ARP, unSNAT and conntrack), services.py, policy.py, node.py (commit),
-               podroute.py, ipv6.py and node6.py (dual stack), node.py (uplink)
+    node       node.py (classify, ARP, unSNAT and conntrack), services.py, csumhop.py (with the checksum hop),
+               policy.py, node.py (commit), podroute.py, ipv6.py and node6.py (dual stack), node.py (uplink)
 """
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from collections.abc import Iterator
 
 from kubevpc.planning import BridgePlan, Plan
 
+from .csumhop import csum_hop_flows
 from .edge import edge_flows
 from .flowlog import flowlog_flows
 from .flows import Flow, FlowSet, Group
@@ -105,7 +106,7 @@ def node_bridge(plan: Plan, bridge: BridgePlan, memo: dict | None = None) -> tup
     node = plan.node(bridge.owner)
     services, groups = service_flows(plan, node, bridge.zone)
     return [*classify_flows(plan, node), *arp_flows(plan, node), *conntrack_flows(node, bridge.zone), *services,
-            *node_policy_flows(plan, node.name, memo), *commit_flows(bridge.zone), *route_flows(plan, node),
+            *csum_hop_flows(plan, node, bridge), *node_policy_flows(plan, node.name, memo), *commit_flows(bridge.zone), *route_flows(plan, node),
             *node6_flows(plan, node), *node6_pipeline_flows(plan, node, bridge.zone), *uplink_flows(node)], groups
 
 

@@ -226,7 +226,8 @@ FEATURES = {"base": 1, "arp": 2, "l2": 3, "route": 4, "secgroup": 5, "tunnel": 6
             "flowlog": 22,          # the vSwitches' flow log tables
             "flowlog_record": 23,   # flows the vSwitches learn for the flow log: they belong to the switch
             "resolver": 24,         # a vRouter's way to and from its VPC's DNS resolver
-            "nd": 25}               # IPv6 neighbour discovery (dual stack)
+            "nd": 25,               # IPv6 neighbour discovery (dual stack)
+            "hop": 26}              # the checksum hop of a vxlan node bridge (controller/csumhop.py)
 
 
 FLOWLOG_TABLES = (70, 71)          # the vSwitch's flowlog and flowlog_learn (controller/pipeline.py)

@@ -51,9 +51,12 @@ FLOWLOG_ACCEPT_AT_SOURCE, FLOWLOG_ACCEPT_AT_DEST, FLOWLOG_REJECT_AT_DEST, FLOWLO
 SRC_POD, SRC_HOST, SRC_UPLINK, SRC_TUNNEL = 1, 2, 3, 4
 FLAG_AFFINITY_HIT = 0x1   # session affinity found a remembered endpoint
 FLAG_NAT_COMMITTED = 0x2  # the connection was committed with its Service DNAT
+FLAG_CSUM_DONE = 0x4      # checksum hop: the packet came back from the hop, or needs none (controller/csumhop.py)
 # ct_mark bits on node bridges (stored with the connection, seen on every later packet)
 CTM_SERVICE = 0x1         # DNATed to a Service endpoint
 CTM_MASQ = 0x2            # also SNATed to the node (NodePort or external IP with policy Cluster, hairpin)
+CTM_HOP = 0x4             # checksum hop: this connection's packets from local pods are NATed here and then
+                          # tunnelled, so they go through the hop before any NAT (controller/csumhop.py)
 
 VROUTER = Pipeline("vrouter", (
     Table(0, "classify", "ARP to the ARP responder, IPv4 to routing, everything else dropped; IPv4 from a "
@@ -107,7 +110,16 @@ NODE = Pipeline("node", (
           "and from the vSwitch"),
     Table(15, "unsnat", "packets to the node's address go through the SNAT zone first: replies of "
           "connections SNATed to the node get their real destination back (and the node's replies to a "
-          "Service address it was SNATed to, from a host-network pod on it)", (20,)),
+          "Service address it was SNATed to, from a host-network pod on it); with the checksum hop, a "
+          "pod's such packets are looked up there without NAT first (table 16), and its other packets in the "
+          "node's zone without NAT (table 19)", (16, 19, 20)),
+    Table(16, "hop_unsnat", "checksum hop (vxlan, KUBEVPC_VXLAN_CSUM_HOP): a pod's packet that the SNAT "
+          "zone shows as part of a connection marked for the hop (ct_mark 0x4) goes into the hop before its "
+          "un-SNAT; any other is un-SNATed, as table 15 does", (20,)),
+    Table(19, "hop", "checksum hop: a pod's packet, looked up in the node's zone without NAT by table 15: of "
+          "a connection marked for the hop (ct_mark 0x4: NATed here, then tunnelled) into the hop before its NAT; "
+          "of another Service connection, conntrack again with NAT, as table 20 does; anything else on to "
+          "service (no NAT to apply)", (21,)),
     Table(20, "conntrack", "conntrack with NAT in the node's zone: packets of Service connections get "
           "their DNAT (forward) or its reverse (replies)", (21,)),
     Table(21, "service", "new connections to a ClusterIP, NodePort, SLB VIP or external IP (for some "

@@ -295,7 +295,7 @@ def _endpoint_flows(e: Entry, node: NodePlan, zone: int) -> list[Flow]:
     node would: never masqueraded, since kube-proxy's masquerade (nat POSTROUTING) never sees
     what the node delivers to itself; the node's own connection to it goes on to masquerade all
     the same, for its SNAT to the Service address (self_masquerade_flows)."""
-    t_ep, t_masq, t_next = NODE.table("endpoint"), NODE.table("masquerade"), NODE.table("commit")
+    t_ep = NODE.table("endpoint")
     proto = PROTO[e.protocol]
     learn = [_learn(e, proto)] if e.service.session_affinity else []
     out = []
@@ -304,19 +304,29 @@ def _endpoint_flows(e: Entry, node: NodePlan, zone: int) -> list[Flow]:
         if e.family == 4 and ep.ip == node.ip:
             out += _to_this_node(e, ep, learn, zone)
             continue
-        em = {"eth_type": e.fam.eth_type, "ip_proto": IPPROTO[proto], REG_SVC: e.id, e.reg: addr_int(addr),
-              REG_EP_PORT: port}
-
-        def dnat(masq: bool) -> list:
-            mark = CTM_SERVICE | (CTM_MASQ if masq else 0)
-            return [SetField(REG_FLAGS, FLAG_NAT_COMMITTED)] + learn + [
-                Ct(zone, commit=True, table=t_masq if masq else t_next, mark=mark, nat=Nat("dst", addr, port, port))]
-
-        out += [flow(t_ep, 110, {**em, e.fam.src: addr}, dnat(True), "service", e.id,
+        em = endpoint_match(e, ep)
+        out += [flow(t_ep, 110, {**em, e.fam.src: addr}, endpoint_commit(e, ep, zone, True), "service", e.id,
                      f"{e.name}: hairpin: {ep.pod} reaches itself; masqueraded so the reply comes back here"),
-                flow(t_ep, 100, em, dnat(e.masquerade), "service", e.id,
+                flow(t_ep, 100, em, endpoint_commit(e, ep, zone, e.masquerade), "service", e.id,
                      f"{e.name}: DNAT to {ep.pod} {_at(addr)}:{port}" + (", masquerade" if e.masquerade else ""))]
     return out
+
+
+def endpoint_match(e: Entry, ep: EndpointPlan) -> dict:
+    """Table 27's match for a connection of entry `e` whose endpoint `ep` was chosen (reg5, reg2, reg3)."""
+    return {"eth_type": e.fam.eth_type, "ip_proto": IPPROTO[PROTO[e.protocol]], REG_SVC: e.id,
+            e.reg: addr_int(e.address(ep)), REG_EP_PORT: ep.ports[e.index]}
+
+
+def endpoint_commit(e: Entry, ep: EndpointPlan, zone: int, masq: bool, mark: int = 0) -> list:
+    """Table 27's actions for a connection of entry `e` to endpoint `ep`: flag it committed, learn
+    the choice (session affinity), commit it in `zone` with DNAT to the endpoint and its ct_mark
+    (CTM_SERVICE, CTM_MASQ when masqueraded, and `mark`), then on to masquerade or commit."""
+    addr, port = e.address(ep), ep.ports[e.index]
+    learn = [_learn(e, PROTO[e.protocol])] if e.service.session_affinity else []
+    return [SetField(REG_FLAGS, FLAG_NAT_COMMITTED)] + learn + [
+        Ct(zone, commit=True, table=NODE.table("masquerade" if masq else "commit"),
+           mark=CTM_SERVICE | (CTM_MASQ if masq else 0) | mark, nat=Nat("dst", addr, port, port))]
 
 
 def _at(addr: str) -> str:

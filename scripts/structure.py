@@ -43,7 +43,7 @@ LAYERS = (
                                  "controller.ofmsg", "controller.vrouter", "controller.vswitch", "controller.slb",
                                  "controller.secgroup", "controller.flowlog", "controller.edge", "controller.internet",
                                  "controller.node", "controller.podroute", "controller.services", "controller.policy",
-                                 "controller.resolver", "controller.ipv6", "controller.node6",
+                                 "controller.resolver", "controller.ipv6", "controller.node6", "controller.csumhop",
                                  "kubevpc.evaluator")),
     ("the machine: namespaces, Open vSwitch, processes, sockets, files",
      ("kubevpc.rundir", "kubevpc.ledger", "kubevpc.probe", "kubevpc.probeloop", "kubevpc.daemons", "kubevpc.observe", "topologies",

@@ -31,12 +31,13 @@ from kubevpc.daemons.nodehealth import NodeHealthServer, nodehealth_command, wri
 from kubevpc.daemons.slb import SlbChecker, checker_command, write_slb_config
 from kubevpc.errors import BuildError
 from kubevpc.ledger import NETNS_ETC, NETNS_LINK, Entry, Ledger, remove
-from kubevpc.planning import TERMINAL_PHASES, BridgePlan, HostPlan, NodePlan, OvsPort, Plan
+from kubevpc.planning import TERMINAL_PHASES, BridgePlan, HostPlan, NodePlan, OvsPort, Plan, with_csum_hops
 from kubevpc.rundir import RunDir, atomic_write, controller_socket
 
 from .dns import give_resolv_confs, resolv_confs, resolver_addresses, write_zones
-from .datapath import (OVS_RCVBUF, RCVBUF_ENV, Datapath, detect_datapath, enlarge_ovs_rcvbuf, full_checksums_setting,
-                       offloads_for)
+from .datapath import (OVS_RCVBUF, RCVBUF_ENV, Datapath, checksums_off, csum_hop_setting, detect_datapath,
+                       enlarge_ovs_rcvbuf, full_checksums_setting, offloads_for)
+from .hops import make_hops
 from .hosts import HostStartError, start_hosts
 from .netns import host_addresses, in_each_namespace, no_ipv6
 from .servers import start_servers
@@ -188,7 +189,9 @@ class Builder:
         self.say = say
         check_controller_settings()
         self.net = Network(plan, ledger, detect_datapath(datapath))
-        self.offloads = offloads_for(plan, self.net.datapath, full_checksums_setting())
+        self.offloads = offloads_for(plan, self.net.datapath, full_checksums_setting(), csum_hop_setting())
+        if self.offloads.csum_hop:        # every node bridge gets its checksum hop (topologies/hops.py)
+            self.plan = self.net.plan = with_csum_hops(plan)
         self.rcvbuf: dict = {}            # what _buffers did to Open vSwitch's receive buffers
 
     def build(self) -> Network:
@@ -251,6 +254,8 @@ class Builder:
                                       for a, b in pairs))
         no_ipv6([h.veth for h in hosts] + ends)
         sh(["ip", "-batch", "-"], "".join(f"link set {n} up\n" for n in [h.veth for h in hosts] + ends))
+        if pairs:                   # made with the network: the node bridges' checksum hops too
+            make_hops(self.ledger, self.plan)
 
     def _addresses(self, hosts: tuple[HostPlan, ...] | None = None) -> None:
         cl = self.plan.cluster
@@ -258,13 +263,12 @@ class Builder:
         hosts = own(self.plan.hosts if hosts is None else hosts)
         if not hosts:
             return
-        off = self.offloads.full_checksums
         jobs = []
         for h in hosts:
             # a node reaches other nodes' pods through the tunnel: its packets must be small enough
             routes = [(cl.pod_cidr, cl.pod_mtu)] if cl and cl.mode == "vxlan" and h.kind == "ecs" and h.node else []
             jobs.append((f"/proc/{self.net.hosts[h.key].pid}/ns/net", f"{h.key} ({h.netns})",
-                         functools.partial(host_addresses, h, routes, off)))
+                         functools.partial(host_addresses, h, routes, checksums_off(self.offloads, h))))
         if self.net.datapath.kind == "netdev" and full:
             self.say(f"offloads: {self.offloads.note}")
         try:

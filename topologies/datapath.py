@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from kubevpc.errors import BuildError, DeadlineError
-from kubevpc.planning import Plan
+from kubevpc.planning import HostPlan, Plan
 from kubevpc.rundir import ovs_rundir
 
 from .shell import sh, wait_for
@@ -72,16 +72,49 @@ def full_checksums_setting(environ: dict | None = None) -> bool | None:
                      "measuring only) or unset")
 
 
+CSUM_HOP_ENV = "KUBEVPC_VXLAN_CSUM_HOP"         # "1": vxlan mode keeps the pods' offloads, with a checksum hop
+
+
+def csum_hop_setting(environ: dict | None = None) -> bool:
+    """KUBEVPC_VXLAN_CSUM_HOP: True for "1"; False for "0", unset or empty (the default until it is
+    measured); anything else refused by name and value."""
+    value = (os.environ if environ is None else environ).get(CSUM_HOP_ENV, "").strip()
+    if value in ("", "0", "1"):
+        return value == "1"
+    raise BuildError(f"environment variable {CSUM_HOP_ENV}={value!r}: expected 1 (vxlan mode on the userspace "
+                     "datapath: pods keep their offloads, and their traffic that is NATed and then tunnelled completes "
+                     "its checksums through a veth pair on each node bridge), 0 or unset (default 0: full checksums in "
+                     "vxlan mode)")
+
+
 @dataclass(frozen=True)
 class Offloads:
     """How namespace NICs and node uplinks are set up for the datapath in use."""
 
-    full_checksums: bool         # TX checksum offload (and so TSO) off on every namespace NIC
+    full_checksums: bool         # TX checksum offload (and so TSO) off on every namespace NIC (but the pods', with csum_hop)
     link_mtu: int                # MTU of both ends of every node uplink
     note: str                    # why, for the progress line and the perf report
+    csum_hop: bool = False       # vxlan: the pods keep their offloads, and each node bridge has a checksum hop
 
 
-def offloads_for(plan: Plan, dp: Datapath, force_full: bool | None = None) -> Offloads:
+def checksums_off(o: Offloads, h: HostPlan) -> bool:
+    """Does host `h`'s NIC get TX checksum offload off? With the checksum hop, every one but the pods'."""
+    return o.full_checksums and not (o.csum_hop and h.kind == "pod")
+
+
+def offloads_for(plan: Plan, dp: Datapath, force_full: bool | None = None, csum_hop: bool = False) -> Offloads:
+    """offloads_for_datapath, and where KUBEVPC_VXLAN_CSUM_HOP=1 (`csum_hop`) asked for the checksum
+    hop and it is not used, why, in the note."""
+    o = offloads_for_datapath(plan, dp, force_full, csum_hop)
+    if csum_hop and not o.csum_hop and plan.cluster and plan.cluster.mode == "vxlan":
+        why = ("the kernel datapath needs none" if dp.kind != "netdev" else f"{FULL_CHECKSUMS_ENV} is set"
+               if force_full is not None else "no userspace TSO" if not dp.userspace_tso else
+               "the namespaces other than pods have different MTUs")
+        o = Offloads(o.full_checksums, o.link_mtu, f"{o.note} ({CSUM_HOP_ENV}=1 not in force: {why})")
+    return o
+
+
+def offloads_for_datapath(plan: Plan, dp: Datapath, force_full: bool | None = None, csum_hop: bool = False) -> Offloads:
     """The fastest setting that keeps TCP and UDP correct on this datapath (docs/performance.md).
 
     Open vSwitch 3.1's userspace TSO has two traps. (1) A TSO packet it sends into a veth is cut
@@ -96,7 +129,9 @@ def offloads_for(plan: Plan, dp: Datapath, force_full: bool | None = None) -> Of
 
     force_full True turns TX checksum offload off everywhere; False leaves offloads on even in
     vxlan mode and with differing MTUs, where they are wrong (KUBEVPC_FULL_CHECKSUMS=0: for
-    measuring what full checksums cost, docs/performance.md)."""
+    measuring what full checksums cost, docs/performance.md). `csum_hop` (KUBEVPC_VXLAN_CSUM_HOP=1,
+    when neither is set): in vxlan mode the pods keep their offloads, and what they send that is NATed
+    and then tunnelled completes its checksums in a checksum hop first (csum_hop_offloads)."""
     links = any(p.kind == "link" for b in plan.bridges for p in b.ports)
     mtus = sorted({h.mtu for h in plan.hosts})
     if dp.kind != "netdev":
@@ -113,13 +148,35 @@ def offloads_for(plan: Plan, dp: Datapath, force_full: bool | None = None) -> Of
                         f"{FULL_CHECKSUMS_ENV}=0: offloads stay on everywhere (for measuring only: in vxlan mode, "
                         "Service traffic to another node fails)")
     if plan.cluster and plan.cluster.mode == "vxlan":
-        return Offloads(True, LINK_MTU, "vxlan mode: TX checksum offload off on every namespace NIC; conntrack NAT "
-                                        "before the kernel VXLAN device needs full checksums (see docs/performance.md)")
+        hop = csum_hop_offloads(plan) if csum_hop else None
+        return hop or Offloads(True, LINK_MTU, "vxlan mode: TX checksum offload off on every namespace NIC; conntrack "
+                                               "NAT before the kernel VXLAN device needs full checksums (see "
+                                               "docs/performance.md)")
     if len(mtus) > 1:
         return Offloads(True, LINK_MTU, f"namespace MTUs differ ({', '.join(map(str, mtus))}): TX checksum offload "
                                         "off on every namespace NIC; TSO through node uplinks needs one MTU")
     return Offloads(False, mtus[0], f"userspace TSO: offloads stay on; node uplinks get MTU {mtus[0]}, the "
                                     "namespaces' MTU, so TSO segments fit every NIC (see docs/performance.md)")
+
+
+def csum_hop_offloads(plan: Plan) -> Offloads | None:
+    """vxlan mode with the checksum hop: the pods' NICs keep every offload (TSO), the other
+    namespaces keep full checksums (TX checksum offload off), and the node uplinks get the other
+    namespaces' one MTU. Only pods send TSO packets then, and Open vSwitch cuts one it sends into a
+    veth into segments as large as that veth's MTU allows (docs/performance.md, "What was wrong",
+    1): through an uplink at the instances' MTU they fit every instance, and the pods' own frames
+    (50 bytes smaller) fit it too. The other namespaces keep full checksums because an SLB's DNAT on
+    a vSwitch, before any node bridge, would spoil an offloaded checksum where no hop can help. With
+    several MTUs among them (a jumbo underlay with plain instances at 1500) no uplink MTU is right
+    for TSO packets: None, and full checksums everywhere, as without the hop."""
+    others = sorted({h.mtu for h in plan.hosts if h.kind != "pod" or h.host_network})
+    if len(others) != 1 or any(h.mtu > others[0] for h in plan.own_pods):
+        return None
+    mtu = others[0]
+    return Offloads(True, mtu, f"vxlan mode, {CSUM_HOP_ENV}=1: the pods' offloads stay on (TSO), TX checksum "
+                               f"offload off on every other namespace NIC, node uplinks at MTU {mtu}; pod traffic "
+                               "that is NATed and then tunnelled completes its checksums in each node bridge's "
+                               "checksum hop first (see docs/performance.md)", csum_hop=True)
 
 
 OVS_RCVBUF = 4 << 20     # bytes asked for each of Open vSwitch's packet sockets on our ports (the kernel doubles it)

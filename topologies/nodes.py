@@ -21,6 +21,7 @@ from kubevpc.render.dns import vpc_resolv_conf
 
 from .build import bridge_command, controller_command, ports_command
 from .dns import give_resolv_confs
+from .hops import hop_pairs, make_hops
 from .servers import stop_node_servers
 from .shell import sh, vsctl_order, wait_for
 from .uplinks import add_uplinks
@@ -38,9 +39,11 @@ def add_nodes(builder, plan: Plan, nodes: list[NodePlan]) -> None:
         builder._addresses(hosts)           # noqa: SLF001
         builder._tunnels(nodes)             # noqa: SLF001
         _peers_learn(builder, plan, nodes)
+        make_hops(builder.ledger, plan, nodes)       # their checksum hops, where the running nodes have them
         _bridges(builder, plan, nodes)
         add_uplinks(builder, plan, [(n.name, u) for n in nodes for u in n.uplinks])
-        builder._buffers([h.veth for h in hosts] + [n.tunnels[0].ifname for n in nodes if n.tunnels])  # noqa: SLF001
+        builder._buffers([h.veth for h in hosts] + [n.tunnels[0].ifname for n in nodes if n.tunnels]  # noqa: SLF001
+                         + [name for pair in hop_pairs(plan, nodes) for name in pair])
         _resolv_confs(builder, plan, hosts)
         builder._servers(hosts)             # noqa: SLF001 - the instance's own servers, if it declares ports
         _node_health(builder, plan, nodes)
@@ -124,6 +127,7 @@ def remove_nodes(builder, nodes: list[NodePlan]) -> None:
     for n in nodes:
         entries += [Entry("link", name) for u in n.uplinks for name in (u.port, u.peer)]
         entries += [Entry("link", t.ifname) for t in n.tunnels[:1]]
+        entries += [Entry("link", name) for pair in hop_pairs(plan, [n]) for name in pair]
         for u in n.uplinks:
             for port in (u.peer, u.patch_peer):
                 cmd += ["--", "--if-exists", "del-port", plan.vswitch(u.vswitch).bridge, port]

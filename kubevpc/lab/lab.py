@@ -74,6 +74,7 @@ class Lab(Servers, Nodes, Probing):
         t0 = time.monotonic()
         builder = Builder(self.plan, Ledger(self.run), self.say, self.datapath)
         self.net, self.builder = builder.net, builder
+        self.plan = builder.plan            # with the checksum hops, where the datapath takes them
         try:
             builder.build()
         except BaseException:

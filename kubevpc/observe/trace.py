@@ -231,9 +231,10 @@ class Tracer:
         kind = port[1].kind if port else ""
         proto = next((x for x in ("tcp", "udp") if x in final), t.proto)
         nxt = {proto: "", **{k: final[k] for k in PACKET_FIELDS if k in final}}
-        if kind == "link":
+        if kind in ("link", "hop"):
             pbridge, pport = self.by_name[port[1].peer]
-            hop.outcome = f"out of {name}, a veth pair, into {pbridge.name} port {pport.ofport}"
+            what = "the checksum hop (a veth pair), back" if kind == "hop" else "a veth pair,"
+            hop.outcome = f"out of {name}, {what} into {pbridge.name} port {pport.ofport}"
             self._segment(t, pbridge.name, {"in_port": str(pport.ofport), **nxt}, history, tunnel)
             return
         if kind == "vxlan":

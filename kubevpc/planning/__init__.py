@@ -9,7 +9,8 @@ each in a module of its own. docs/design.md has the module map.
 """
 from .model import *  # noqa: F401,F403 - the Plan's parts are this package's interface
 from .model import __all__ as _model
+from .bridges import has_csum_hops, with_csum_hops
 from .names import IFNAMSIZ, Names
 from .planner import make_plan
 
-__all__ = [*_model, "IFNAMSIZ", "Names", "make_plan"]
+__all__ = [*_model, "IFNAMSIZ", "Names", "has_csum_hops", "make_plan", "with_csum_hops"]

@@ -10,9 +10,10 @@ from .cluster import Cluster
 from .context import Context
 from .hosts import Wiring
 from .internet import Internet
-from .model import (OFPORT_EDGE_INTERNET, OFPORT_EDGE_VPC, OFPORT_NODE_HOST, OFPORT_VROUTER_EDGE,
-                    OFPORT_VROUTER_ON_VSWITCH, Attachment, BridgePlan, GroupPlan, HostPlan, NodePlan, OvsPort,
-                    PeeringPlan, Route, RulePlan, VpcPlan)
+from .model import (OFPORT_EDGE_INTERNET, OFPORT_EDGE_VPC, OFPORT_NODE_HOP_IN, OFPORT_NODE_HOP_OUT, OFPORT_NODE_HOST,
+                    OFPORT_VROUTER_EDGE, OFPORT_VROUTER_ON_VSWITCH, Attachment, BridgePlan, GroupPlan, HostPlan,
+                    NodePlan, OvsPort, PeeringPlan, Plan, Route, RulePlan, VpcPlan)
+from .names import Names
 from .routes import plan_routes
 
 DPID_BASE = 0x6B76_0000_0000_0000       # "kv": datapath ids of a run's bridges count up from here
@@ -61,6 +62,32 @@ def plan_bridges(ctx: Context, cloud: Cloud, cluster: Cluster, nodes: list[NodeP
     numbered = tuple(b.model_copy(update={"dpid": DPID_BASE + i + 1, "zone": (cloud.zone_base + i) % 65535 + 1})
                      for i, b in zip(numbers, bridges))
     return Bridges(bridges=numbered, vpcs=tuple(vpcs))
+
+
+def has_csum_hops(plan: Plan) -> bool:
+    """Do the plan's node bridges have the checksum hop (KUBEVPC_VXLAN_CSUM_HOP)?"""
+    return any(p.kind == "hop" for b in plan.bridges for p in b.ports)
+
+
+def with_csum_hops(plan: Plan) -> Plan:
+    """The plan with a checksum hop on every node bridge, in vxlan mode (any other plan as it is):
+    a veth pair with both ends on the bridge, at OFPORT_NODE_HOP_OUT (the end Open vSwitch sends
+    into: the builder turns its TX checksum offload off, so the kernel completes the checksums of
+    what leaves by it) and OFPORT_NODE_HOP_IN (where the packet comes back). The builder asks for
+    it on the userspace datapath (topologies/datapath.py offloads_for), and a plan made against a
+    running one keeps it (make_plan); the controller compiles its flows from these ports
+    (controller/csumhop.py). docs/design.md, "The checksum hop (vxlan)", says why."""
+    if plan.cluster is None or plan.cluster.mode != "vxlan":
+        return plan
+    names, bridges = Names(plan.run), []
+    for b in plan.bridges:
+        if b.role == "node" and not any(p.kind == "hop" for p in b.ports):
+            out, back = names.csum_hop(int(b.name.removeprefix(f"{plan.run}-n")))     # R-n<k>: node k's
+            b = b.model_copy(update={"ports": b.ports + (
+                OvsPort(name=out, ofport=OFPORT_NODE_HOP_OUT, kind="hop", peer=back),
+                OvsPort(name=back, ofport=OFPORT_NODE_HOP_IN, kind="hop", peer=out))})
+        bridges.append(b)
+    return plan.model_copy(update={"bridges": tuple(bridges)})
 
 
 def _numbers(names: list[str], previous: dict[str, int]) -> list[int]:

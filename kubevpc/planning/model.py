@@ -15,7 +15,7 @@ from .base import Frozen, mac_for
 from .edgeplan import DnatPlan, EdgePlan, EipPlan, InternetPlan, NatGatewayPlan, SnatPlan
 from .ports import (
     OFPORT_VROUTER_ON_VSWITCH, OFPORT_FIRST_ATTACHMENT, OFPORT_NODE_HOST, OFPORT_NODE_UPLINK0,
-    OFPORT_NODE_UPLINK_PATCH0, OFPORT_NODE_TUNNEL0, OFPORT_VSWITCH_UPLINK_PATCH0, OFPORT_NODE_POD0, OFPORT_VROUTER_EDGE, OFPORT_VROUTER_PEER0,
+    OFPORT_NODE_UPLINK_PATCH0, OFPORT_NODE_TUNNEL0, OFPORT_NODE_HOP_OUT, OFPORT_NODE_HOP_IN, OFPORT_VSWITCH_UPLINK_PATCH0, OFPORT_NODE_POD0, OFPORT_VROUTER_EDGE, OFPORT_VROUTER_PEER0,
     OFPORT_EDGE_VPC, OFPORT_EDGE_INTERNET, OFPORT_INTERNET_HOST0, OFPORT_VROUTER_RESOLVER, NAT_PORTS,
     VPC_DNS, VPC_DNS_NET, VPC_DNS_GATEWAY)
 
@@ -24,7 +24,7 @@ __all__ = [
     "APP_ANNOTATION", "APPS", "DNS_POD",
     "ANNOTATION", "ADDRESS_TYPE", "VSWITCH_ID", "RFC1918", "OFPORT_VROUTER_ON_VSWITCH",
     "OFPORT_FIRST_ATTACHMENT", "OFPORT_NODE_HOST", "OFPORT_NODE_UPLINK0", "OFPORT_NODE_UPLINK_PATCH0",
-    "OFPORT_NODE_TUNNEL0", "OFPORT_VSWITCH_UPLINK_PATCH0", "OFPORT_NODE_POD0", "OFPORT_VROUTER_EDGE",
+    "OFPORT_NODE_TUNNEL0", "OFPORT_NODE_HOP_OUT", "OFPORT_NODE_HOP_IN", "OFPORT_VSWITCH_UPLINK_PATCH0", "OFPORT_NODE_POD0", "OFPORT_VROUTER_EDGE",
     "OFPORT_EDGE_VPC", "OFPORT_EDGE_INTERNET", "OFPORT_VROUTER_PEER0", "OFPORT_INTERNET_HOST0",
     "OFPORT_VROUTER_RESOLVER", "VPC_DNS", "VPC_DNS_NET", "VPC_DNS_GATEWAY", "NAT_PORTS",
     "Frozen", "mac_for", "ServerPort", "OvsPort", "BridgePlan", "HostPlan", "VSwitchPlan", "Route", "RouteTablePlan",
@@ -59,12 +59,15 @@ class ServerPort(Frozen):
 class OvsPort(Frozen):
     name: str
     ofport: int
-    kind: Literal["veth", "patch", "link", "vxlan"]
-    peer: str = ""                  # patch, link: the peer port; veth: the namespace host key
+    kind: Literal["veth", "patch", "link", "vxlan", "hop"]
+    peer: str = ""                  # patch, link, hop: the peer port; veth: the namespace host key
     # link: a veth pair whose two ends are ports of two bridges (a node's uplink to its vSwitch).
     # Unlike a patch port it ends the datapath pass, which the userspace datapath needs: it
     # allows a packet only a few conntrack recirculations per pass (MAX_RECIRC_DEPTH), and a
     # NodePort connection to a pod on another node takes more than that from end to end.
+    # hop: the checksum hop of a vxlan node bridge (KUBEVPC_VXLAN_CSUM_HOP): a veth pair with both
+    # ends on the same bridge; the kernel completes the checksums of what Open vSwitch sends into
+    # one end (OFPORT_NODE_HOP_OUT, TX checksum offload off), and it comes back in by the other.
 
 
 class BridgePlan(Frozen):

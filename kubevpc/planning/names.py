@@ -64,6 +64,11 @@ class Names:
         return (f"{self.run}nu{node}.{u}", f"{self.run}un{node}.{u}",
                 f"{self.run}np{node}.{u}", f"{self.run}pn{node}.{u}")
 
+    def csum_hop(self, node: int) -> tuple[str, str]:
+        """The node bridge's checksum hop (vxlan, KUBEVPC_VXLAN_CSUM_HOP), a veth pair with both ends
+        on that bridge: the end Open vSwitch sends into, and the end the packet comes back in by."""
+        return f"{self.run}ck{node}o", f"{self.run}ck{node}i"
+
     def tunnel(self, node: int) -> str:
         """The node's VXLAN device (one per node, as flannel.1)."""
         return f"{self.run}x{node}"
@@ -105,7 +110,7 @@ def interface_names(plan) -> list[str]:
     """Every interface name a plan makes: the ones IFNAMSIZ limits."""
     names = [h.veth for h in plan.hosts if h.veth] + [b.name for b in plan.bridges]   # host-network pods: none
     names += [t.ifname for n in plan.nodes for t in n.tunnels[:1]]
-    names += [p.name for b in plan.bridges for p in b.ports if p.kind in ("patch", "link")]
+    names += [p.name for b in plan.bridges for p in b.ports if p.kind in ("patch", "link", "hop")]
     return names
 
 

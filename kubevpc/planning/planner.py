@@ -12,7 +12,7 @@ from typing import Iterable
 from .. import k8s
 from ..errors import Problem, ScenarioError
 from ..scenario.load import Loaded
-from .bridges import plan_bridges, plan_groups, route_attachments
+from .bridges import has_csum_hops, plan_bridges, plan_groups, route_attachments, with_csum_hops
 from .cloud import plan_addresses, plan_cloud
 from .cluster import plan_cluster
 from .context import Context, Problems, VSwitchPorts
@@ -31,7 +31,8 @@ from .workloads import check_policy_limits, expand_pods, namespace_labels, pod_n
 
 def make_plan(loaded: Loaded, run: str, ready: dict[str, bool] | None = None,
               labels: dict[str, dict[str, str | None]] | None = None, previous: Plan | None = None,
-              terminating: Iterable[str] = (), deleted: Iterable[str] = (), now: float = 0.0) -> Plan:
+              terminating: Iterable[str] = (), deleted: Iterable[str] = (), now: float = 0.0,
+              csum_hop: bool | None = None) -> Plan:
     """Changes made while the scenario runs, by pod key, override the manifests: `ready`, the
     pod's readiness; `labels`, labels set (a value) or removed (None), as `kubectl label` does.
     `previous`, the running scenario's plan: its pods stay on their nodes with their addresses,
@@ -40,7 +41,8 @@ def make_plan(loaded: Loaded, run: str, ready: dict[str, bool] | None = None,
     endpoints) whatever the manifests say; `deleted`: pods of Deployments deleted now, which the
     Deployment replaces under new names (a StatefulSet, under the same names, in the change after);
     `now`: the wall-clock time of the change, by which the fixed addresses of StatefulSet pods that
-    are gone are released (kubevpc/planning/eni.py)."""
+    are gone are released (kubevpc/planning/eni.py); `csum_hop`: a checksum hop on every node bridge
+    in vxlan mode (bridges.with_csum_hops), None: as `previous` has it (none without one)."""
     ctx = _context(loaded, run, ready, labels, previous, terminating, deleted, now)
     _check_run_name(ctx)
     cloud = plan_cloud(ctx)                                 # VPCs, vSwitches, security groups
@@ -80,6 +82,8 @@ def make_plan(loaded: Loaded, run: str, ready: dict[str, bool] | None = None,
                 expect=tuple(e.model_dump(by_alias=True, exclude={"family"} if e.family == 4 else None)
                              for e in sc.expect),
                 flow_log_window=sc.cloud.flowLogs.window if sc.cloud.flowLogs.enabled else 0, fixed_ips=eni.fixed)
+    if csum_hop or (csum_hop is None and previous is not None and has_csum_hops(previous)):
+        plan = with_csum_hops(plan)
     _check_expectations(ctx, plan)
     _check_names(ctx, plan)
     ctx.problems.checkpoint()

@@ -10,9 +10,9 @@ What it follows, as Open vSwitch would for a new connection's first packet:
 - conntrack, for a first packet: a lookup shows +trk+new (for a reply, +trk+est+rpl); a commit with NAT rewrites the
   addresses and ports and shows +dnat or +snat, and stores its ct_mark; ct without a table does
   not recirculate, and the packet is then untracked;
-- ports by the plan's bridges: a veth delivers to its namespace; a patch port or a link (veth
-  pair between bridges) enters the peer bridge at table 0 with every register and conntrack field
-  cleared; the VXLAN port reaches the node whose pod gateway MAC the packet is addressed to (as
+- ports by the plan's bridges: a veth delivers to its namespace; a patch port, a link (veth
+  pair between bridges) or a checksum hop (a veth pair on one bridge) enters the peer port at table
+  0 with every register and conntrack field cleared; the VXLAN port reaches the node whose pod gateway MAC the packet is addressed to (as
   the kernel's VXLAN device forwards by its FDB).
 
 A walk ends in a delivery to a namespace, a drop (the last flow met), or a packet to the
@@ -64,7 +64,7 @@ class Network:
             for p in b.ports:
                 if p.kind == "veth":
                     self.ports[(b.name, p.ofport)] = p.peer                   # a namespace's host key
-                elif p.kind in ("patch", "link"):
+                elif p.kind in ("patch", "link", "hop"):
                     self.ports[(b.name, p.ofport)] = by_name[p.peer]          # (bridge, ofport)
                 else:
                     self.ports[(b.name, p.ofport)] = "vxlan"
