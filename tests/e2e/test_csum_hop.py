@@ -23,6 +23,7 @@ from kubevpc.evaluator.explain import explain
 from kubevpc.lab import Probe
 from kubevpc.lab.checks import run_checks
 
+from tests.csumhop_paths import PATHS
 from .conftest import lab_in_mode, slow
 from .test_services import client_ip
 
@@ -150,18 +151,6 @@ def test_bulk_data_does_not_cross_where_it_must_not(lab, client, dest, port):
     assert not connected(run) and not report, run.stdout[-400:]
 
 
-# every path at the pods' own server (port 8080, and its NodePorts 30280 and 30282), with its twins
-PATHS = [
-    ("pod/client-1", "svc/default/bulk", 8080), ("pod/denied-1", "svc/default/bulk", 8080),
-    ("pod/client-2", "svc/default/bulk", 8080), ("pod/denied-2", "svc/default/bulk", 8080),
-    ("pod/client-1", "pod/bulk-0", 8080), ("pod/denied-1", "pod/bulk-0", 8080),
-    ("pod/client-2", "pod/bulk-0", 8080), ("pod/denied-2", "pod/bulk-0", 8080),
-    ("pod/client-1", "node/node-1", 30280), ("pod/client-1", "node/node-1", 30282),
-    ("pod/client-1", "node/node-2", 30280), ("pod/client-1", "node/node-2", 30282),
-    ("pod/client-1", "node/node-3", 30282),
-    ("ecs/ecs-client", "node/node-1", 30280), ("ecs/ecs-client", "node/node-1", 30282),
-    ("ecs/ecs-client", "node/node-2", 30282), ("ecs/ecs-client", "node/node-3", 30282),
-    ("node/node-1", "svc/default/bulk", 8080)]
 
 
 def test_every_path_is_as_kubevpc_explain_says(lab):

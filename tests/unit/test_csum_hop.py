@@ -29,6 +29,7 @@ from kubevpc.planning import (IFNAMSIZ, OFPORT_NODE_HOP_IN, OFPORT_NODE_HOP_OUT,
                               resolve_endpoint, with_csum_hops)
 from kubevpc.scenario.load import load
 from topologies.datapath import (LINK_MTU, Datapath, checksums_off, csum_hop_setting, offloads_for)
+from tests.csumhop_paths import PATHS
 
 from .ctsim import CtNetwork
 from .test_flows import targets
@@ -127,18 +128,6 @@ def test_nothing_back_from_the_hop_goes_into_it_again():
 # ======================================================================================== the walks
 N1, N2, N3 = "192.168.1.1", "192.168.1.2", "192.168.2.1"
 BULK0 = "10.244.1.2"
-# every path the e2e module moves bulk data through, at the pod server's port, with its twins
-PATHS = [
-    ("pod/client-1", "svc/default/bulk", 8080), ("pod/denied-1", "svc/default/bulk", 8080),
-    ("pod/client-2", "svc/default/bulk", 8080), ("pod/denied-2", "svc/default/bulk", 8080),
-    ("pod/client-1", "pod/bulk-0", 8080), ("pod/denied-1", "pod/bulk-0", 8080),
-    ("pod/client-2", "pod/bulk-0", 8080), ("pod/denied-2", "pod/bulk-0", 8080),
-    ("pod/client-1", "node/node-1", 30280), ("pod/client-1", "node/node-1", 30282),
-    ("pod/client-1", "node/node-2", 30280), ("pod/client-1", "node/node-2", 30282),
-    ("pod/client-1", "node/node-3", 30282),
-    ("ecs/ecs-client", "node/node-1", 30280), ("ecs/ecs-client", "node/node-1", 30282),
-    ("ecs/ecs-client", "node/node-2", 30282), ("ecs/ecs-client", "node/node-3", 30282),
-    ("node/node-1", "svc/default/bulk", 8080)]
 
 
 def address(plan: Plan, ref: str) -> str:
