@@ -72,19 +72,19 @@ def full_checksums_setting(environ: dict | None = None) -> bool | None:
                      "measuring only) or unset")
 
 
-CSUM_HOP_ENV = "KUBEVPC_VXLAN_CSUM_HOP"         # "1": vxlan mode keeps the pods' offloads, with a checksum hop
+CSUM_HOP_ENV = "KUBEVPC_VXLAN_CSUM_HOP"         # "0": vxlan mode without the checksum hop (full checksums)
 
 
 def csum_hop_setting(environ: dict | None = None) -> bool:
-    """KUBEVPC_VXLAN_CSUM_HOP: True for "1"; False for "0", unset or empty (the default until it is
-    measured); anything else refused by name and value."""
+    """KUBEVPC_VXLAN_CSUM_HOP: True for "1", unset or empty (the default since it was measured:
+    docs/performance.md); False for "0"; anything else refused by name and value."""
     value = (os.environ if environ is None else environ).get(CSUM_HOP_ENV, "").strip()
     if value in ("", "0", "1"):
-        return value == "1"
-    raise BuildError(f"environment variable {CSUM_HOP_ENV}={value!r}: expected 1 (vxlan mode on the userspace "
-                     "datapath: pods keep their offloads, and their traffic that is NATed and then tunnelled completes "
-                     "its checksums through a veth pair on each node bridge), 0 or unset (default 0: full checksums in "
-                     "vxlan mode)")
+        return value != "0"
+    raise BuildError(f"environment variable {CSUM_HOP_ENV}={value!r}: expected 1 or unset (the default: in vxlan "
+                     "mode on the userspace datapath, pods keep their offloads, and their traffic that is NATed and "
+                     "then tunnelled completes its checksums through a veth pair on each node bridge) or 0 (full "
+                     "checksums in vxlan mode, no hop)")
 
 
 @dataclass(frozen=True)
@@ -103,14 +103,14 @@ def checksums_off(o: Offloads, h: HostPlan) -> bool:
 
 
 def offloads_for(plan: Plan, dp: Datapath, force_full: bool | None = None, csum_hop: bool = False) -> Offloads:
-    """offloads_for_datapath, and where KUBEVPC_VXLAN_CSUM_HOP=1 (`csum_hop`) asked for the checksum
-    hop and it is not used, why, in the note."""
+    """offloads_for_datapath, and where the checksum hop (`csum_hop`, KUBEVPC_VXLAN_CSUM_HOP unset or
+    1) would apply on the userspace datapath and is not used, why, in the note. The kernel datapath
+    never needs it and says nothing of it."""
     o = offloads_for_datapath(plan, dp, force_full, csum_hop)
-    if csum_hop and not o.csum_hop and plan.cluster and plan.cluster.mode == "vxlan":
-        why = ("the kernel datapath needs none" if dp.kind != "netdev" else f"{FULL_CHECKSUMS_ENV} is set"
-               if force_full is not None else "no userspace TSO" if not dp.userspace_tso else
-               "the namespaces other than pods have different MTUs")
-        o = Offloads(o.full_checksums, o.link_mtu, f"{o.note} ({CSUM_HOP_ENV}=1 not in force: {why})")
+    if csum_hop and not o.csum_hop and dp.kind == "netdev" and plan.cluster and plan.cluster.mode == "vxlan":
+        why = (f"{FULL_CHECKSUMS_ENV} is set" if force_full is not None else "no userspace TSO"
+               if not dp.userspace_tso else "the namespaces other than pods have different MTUs")
+        o = Offloads(o.full_checksums, o.link_mtu, f"{o.note} (checksum hop not in force: {why})")
     return o
 
 
@@ -129,8 +129,8 @@ def offloads_for_datapath(plan: Plan, dp: Datapath, force_full: bool | None = No
 
     force_full True turns TX checksum offload off everywhere; False leaves offloads on even in
     vxlan mode and with differing MTUs, where they are wrong (KUBEVPC_FULL_CHECKSUMS=0: for
-    measuring what full checksums cost, docs/performance.md). `csum_hop` (KUBEVPC_VXLAN_CSUM_HOP=1,
-    when neither is set): in vxlan mode the pods keep their offloads, and what they send that is NATed
+    measuring what full checksums cost, docs/performance.md). `csum_hop` (KUBEVPC_VXLAN_CSUM_HOP unset
+    or 1, when neither is set): in vxlan mode the pods keep their offloads, and what they send that is NATed
     and then tunnelled completes its checksums in a checksum hop first (csum_hop_offloads)."""
     links = any(p.kind == "link" for b in plan.bridges for p in b.ports)
     mtus = sorted({h.mtu for h in plan.hosts})
@@ -173,7 +173,7 @@ def csum_hop_offloads(plan: Plan) -> Offloads | None:
     if len(others) != 1 or any(h.mtu > others[0] for h in plan.own_pods):
         return None
     mtu = others[0]
-    return Offloads(True, mtu, f"vxlan mode, {CSUM_HOP_ENV}=1: the pods' offloads stay on (TSO), TX checksum "
+    return Offloads(True, mtu, "vxlan mode with the checksum hop: the pods' offloads stay on (TSO), TX checksum "
                                f"offload off on every other namespace NIC, node uplinks at MTU {mtu}; pod traffic "
                                "that is NATed and then tunnelled completes its checksums in each node bridge's "
                                "checksum hop first (see docs/performance.md)", csum_hop=True)

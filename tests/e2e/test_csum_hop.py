@@ -1,7 +1,8 @@
-"""The checksum hop of vxlan mode (KUBEVPC_VXLAN_CSUM_HOP=1; controller/csumhop.py, topologies/hops.py),
-with tests/e2e/data/csumhop.yaml (its header lists the pods and Services): the lab is built with the
-switch on, so on the userspace datapath the pods keep their offloads (TSO) and every node bridge has
-its hop. Bulk data (iperf3 for 1 s, at least 4 MiB) crosses every path that a node bridge NATs and then tunnels, and
+"""The checksum hop of vxlan mode (controller/csumhop.py, topologies/hops.py), with
+tests/e2e/data/csumhop.yaml (its header lists the pods and Services), in two labs: as built by
+default, where on the userspace datapath the pods keep their offloads (TSO) and every node bridge has
+its hop, and with KUBEVPC_VXLAN_CSUM_HOP=0, where every namespace sends full checksums and there is
+no hop (the way kubevpc fell back to before the hop, and still does where it cannot apply). Bulk data (iperf3 for 1 s, at least 4 MiB) crosses every path that a node bridge NATs and then tunnels, and
 the paths beside them, with the client address the server saw; each allowed path has a refused twin,
 and every path at the pods' own server is held to `kubevpc explain` and the scenario's expectations.
 Where the hop is in force, each bulk transfer is also seen taking the hop on the node that should
@@ -32,12 +33,17 @@ BYTES = 4 << 20                  # at least this much crosses in each bulk test 
 IPERF = 5201                     # bulk-0's iperf3, behind bulk:5201, bulk-np:30201 and bulk-local:30202
 
 
-@pytest.fixture(scope="module")
-def lab():
+@pytest.fixture(scope="module", params=["default", "0"], ids=["hop", "no-hop"])
+def lab(request):
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("KUBEVPC_VXLAN_CSUM_HOP", "1")        # before the lab builds: the builder reads it
+        if request.param == "default":                  # before the lab builds: the builder reads it
+            mp.delenv("KUBEVPC_VXLAN_CSUM_HOP", raising=False)
+        else:
+            mp.setenv("KUBEVPC_VXLAN_CSUM_HOP", request.param)
         runs = lab_in_mode(SCENARIO, "vxlan")
-        yield next(runs)
+        lab = next(runs)
+        lab.hop_setting = request.param
+        yield lab
         next(runs, None)
 
 
@@ -92,8 +98,17 @@ def bulk(lab, client: str, dest: str, port: int) -> tuple[subprocess.CompletedPr
 
 def test_the_hop_is_in_force_where_the_datapath_needs_it(lab):
     offloads = lab.builder.offloads
-    if lab.net.datapath.kind != "netdev" or not lab.net.datapath.userspace_tso:
-        assert not offloads.csum_hop and "KUBEVPC_VXLAN_CSUM_HOP=1 not in force" in offloads.note
+    if lab.hop_setting == "0":
+        assert not offloads.csum_hop and not hop_packets(lab) and "checksum hop" not in offloads.note
+        if lab.net.datapath.kind == "netdev":
+            pod = lab.exec("pod/client-1", ["ethtool", "-k", "eth0"]).stdout
+            assert "tx-checksumming: off" in pod, "KUBEVPC_VXLAN_CSUM_HOP=0: the pods send full checksums"
+        return
+    if lab.net.datapath.kind != "netdev":
+        assert not offloads.csum_hop and "checksum hop" not in offloads.note
+        pytest.skip(f"no hop on the kernel datapath: {offloads.note}")
+    if not lab.net.datapath.userspace_tso:
+        assert not offloads.csum_hop and "checksum hop not in force: no userspace TSO" in offloads.note
         pytest.skip(f"no hop on this datapath: {offloads.note}")
     assert offloads.csum_hop and offloads.link_mtu == 1500, offloads
     assert set(hop_packets(lab)) == {"node-1", "node-2", "node-3"}

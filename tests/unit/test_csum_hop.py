@@ -236,16 +236,21 @@ def test_without_the_hop_offloaded_pods_lose_these_connections(source, dst, port
 def test_offloads_with_the_hop_keep_the_pods_tso_and_size_the_uplinks_for_the_instances():
     o = offloads_for(PLAN, NETDEV_TSO, csum_hop=True)
     assert (o.csum_hop, o.full_checksums, o.link_mtu) == (True, True, 1500)
-    assert "KUBEVPC_VXLAN_CSUM_HOP=1" in o.note and "pods' offloads stay on" in o.note
+    assert "with the checksum hop" in o.note and "pods' offloads stay on" in o.note
     assert not checksums_off(o, HOP.host("pod/default/client-1")), "the pods keep TSO"
     assert checksums_off(o, HOP.host("ecs/node-1")) and checksums_off(o, HOP.host("ecs/ecs-client"))
-    today = offloads_for(PLAN, NETDEV_TSO)
-    assert (today.csum_hop, today.full_checksums, today.link_mtu) == (False, True, LINK_MTU)
-    assert checksums_off(today, HOP.host("pod/default/client-1")), "without the switch: as before"
+    off = offloads_for(PLAN, NETDEV_TSO)
+    assert (off.csum_hop, off.full_checksums, off.link_mtu) == (False, True, LINK_MTU)
+    assert checksums_off(off, HOP.host("pod/default/client-1")), "KUBEVPC_VXLAN_CSUM_HOP=0: full checksums"
+
+
+def test_the_kernel_datapath_takes_no_hop_and_says_nothing_of_it():
+    dp = Datapath("system", False, "")
+    assert offloads_for(PLAN, dp, csum_hop=True) == offloads_for(PLAN, dp)
+    assert "checksum hop" not in offloads_for(PLAN, dp, csum_hop=True).note
 
 
 @pytest.mark.parametrize("dp, force, why", [
-    (Datapath("system", False, ""), None, "the kernel datapath needs none"),
     (NETDEV_TSO, True, "KUBEVPC_FULL_CHECKSUMS is set"),
     (NETDEV_TSO, False, "KUBEVPC_FULL_CHECKSUMS is set"),
     (Datapath("netdev", False, ""), None, "no userspace TSO"),
@@ -253,7 +258,7 @@ def test_offloads_with_the_hop_keep_the_pods_tso_and_size_the_uplinks_for_the_in
 def test_the_hop_is_not_used_where_it_has_nothing_to_do_and_the_note_says_why(dp, force, why):
     o, base = offloads_for(PLAN, dp, force, csum_hop=True), offloads_for(PLAN, dp, force)
     assert (o.full_checksums, o.link_mtu, o.csum_hop) == (base.full_checksums, base.link_mtu, False)
-    assert o.note == f"{base.note} (KUBEVPC_VXLAN_CSUM_HOP=1 not in force: {why})"
+    assert o.note == f"{base.note} (checksum hop not in force: {why})"
 
 
 def test_the_hop_is_not_used_with_a_jumbo_underlay_beside_plain_instances(tmp_path):
@@ -268,15 +273,17 @@ def test_the_hop_is_not_used_with_a_jumbo_underlay_beside_plain_instances(tmp_pa
         assert offloads_for(plan, NETDEV_TSO, csum_hop=True) == offloads_for(plan, NETDEV_TSO), mode
 
 
-@pytest.mark.parametrize("value, on", [(None, False), ("", False), ("0", False), ("1", True), (" 1 ", True)])
+@pytest.mark.parametrize("value, on", [(None, True), ("", True), ("0", False), (" 0 ", False), ("1", True),
+                                       (" 1 ", True)])
 def test_the_switch_reads_the_environment(value, on):
     assert csum_hop_setting({} if value is None else {"KUBEVPC_VXLAN_CSUM_HOP": value}) is on
 
 
 @pytest.mark.parametrize("value", ["yes", "true", "2", "on"])
 def test_the_switch_refuses_anything_else_by_name_and_value(value):
-    with pytest.raises(BuildError, match=rf"environment variable KUBEVPC_VXLAN_CSUM_HOP='{value}': expected 1 "
-                                         r"\(vxlan mode on the userspace datapath: .*\), 0 or unset \(default 0"):
+    with pytest.raises(BuildError, match=rf"environment variable KUBEVPC_VXLAN_CSUM_HOP='{value}': expected 1 or "
+                                         r"unset \(the default: in vxlan mode on the userspace datapath, .*\) or 0 "
+                                         r"\(full checksums in vxlan mode, no hop\)"):
         csum_hop_setting({"KUBEVPC_VXLAN_CSUM_HOP": value})
 
 
@@ -285,9 +292,11 @@ def test_the_builder_gives_the_plan_its_hops_where_the_switch_and_the_datapath_s
     monkeypatch.setattr(build, "check_controller_settings", lambda: None)
     monkeypatch.setattr(build, "detect_datapath", lambda prefer=None: NETDEV_TSO)
     ledger = SimpleNamespace(dir="/nonexistent")
-    monkeypatch.setenv("KUBEVPC_VXLAN_CSUM_HOP", "1")
+    monkeypatch.delenv("KUBEVPC_VXLAN_CSUM_HOP", raising=False)
     b = build.Builder(PLAN, ledger)
-    assert b.plan == HOP and b.net.plan == HOP and b.offloads.csum_hop
+    assert b.plan == HOP and b.net.plan == HOP and b.offloads.csum_hop, "the default"
+    monkeypatch.setenv("KUBEVPC_VXLAN_CSUM_HOP", "1")
+    assert build.Builder(PLAN, ledger).plan == HOP
     monkeypatch.setenv("KUBEVPC_VXLAN_CSUM_HOP", "0")
     b = build.Builder(PLAN, ledger)
     assert b.plan is PLAN and not b.offloads.csum_hop
