@@ -33,7 +33,7 @@ RUN_FLAGS := $(if $(strip $(MODE)),--mode $(strip $(MODE))) \
              $(if $(strip $(DATAPATH)),--datapath $(strip $(DATAPATH)))
 VM_FLAGS  := $(if $(strip $(ACCEL)),--accel $(strip $(ACCEL)))
 
-.PHONY: help install venv scenario test unit e2e validate check clean distclean bench-up bench-change perf bench-scale bench-netpol bench-matrix matrix vm vm-test vm-clean
+.PHONY: help install venv scenario test unit e2e validate docs-cli check clean distclean bench-up bench-change perf bench-scale bench-netpol bench-matrix matrix vm vm-test vm-clean
 
 help: ## list the targets
 	@echo "usage: make TARGET [SCENARIO=scenarios/default.yaml] [MODE=...] [CLI=1] [KEEP=1] [DATAPATH=system|netdev]"
@@ -63,6 +63,9 @@ e2e: install ## end-to-end tests only (root, real namespaces and Open vSwitch)
 
 validate: venv ## check SCENARIO's file against the schema (kubevpc validate)
 	$(KUBEVPC) validate $(SCENARIO)
+
+docs-cli: venv ## rewrite docs/cli.md, every command and option, from the parser (python -m kubevpc.cli.reference)
+	$(PY) -m kubevpc.cli.reference > docs/cli.md.tmp && mv docs/cli.md.tmp docs/cli.md
 
 matrix: install ## build SCENARIO (default: the NetworkPolicy demo), probe the reachability matrix, tear down
 	$(strip $(KUBEVPC) check $(if $(filter scenarios/default.yaml,$(SCENARIO)),scenarios/netpol.yaml,$(SCENARIO)) \

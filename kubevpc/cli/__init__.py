@@ -48,7 +48,8 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--version", action=VersionAction, help="print the versions of kubevpc, os-ken, Open vSwitch "
                     "and Python, and exit")
     verbose.add_verbose(ap, top=True)
-    sub = ap.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+    sub = ap.add_subparsers(dest="cmd", required=True, metavar="COMMAND",
+                            help="one of the commands below; `kubevpc COMMAND --help` shows its options")
     for name in ORDER:
         add, _ = COMMANDS[name]
         add(sub)

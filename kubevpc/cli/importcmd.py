@@ -16,7 +16,7 @@ def add_import(sub) -> None:
                        description="Write a scenario's cloud: and cluster: sections from a description of real cloud "
                        "resources. Exit codes: 0 written; 2 the input is not what was expected, or gives no valid "
                        "scenario; 3 the output cannot be written.")
-    kinds = p.add_subparsers(dest="source", required=True, metavar="SOURCE")
+    kinds = p.add_subparsers(dest="source", required=True, metavar="SOURCE", help="what the description is")
     t = kinds.add_parser("terraform", help="the JSON of `terraform show -json` of an Alibaba Cloud configuration",
                          description="Read the JSON that `terraform show -json PLANFILE` (a plan) or `terraform show "
                          "-json` (a state) prints for an Alibaba Cloud (alicloud provider) configuration, and write "

@@ -31,7 +31,8 @@ def add_run(sub) -> None:
                    help="open the Mininet CLI after the checks (and serve the control channel until it ends)")
     p.add_argument("--keep", action="store_true",
                    help="keep the network up until Ctrl-C, serving the control channel (kubevpc ready, apply, ...)")
-    p.add_argument("--no-checks", action="store_true", help="build only")
+    p.add_argument("--no-checks", action="store_true",
+                   help="build, run no checks (with --keep or --cli, to use the network yourself)")
 
 
 def add_check(sub) -> None:
