@@ -53,9 +53,18 @@ def parser() -> argparse.ArgumentParser:
     for name in ORDER:
         add, _ = COMMANDS[name]
         add(sub)
-    for p in sub.choices.values():
+    for p in _commands(sub):
         verbose.add_verbose(p)
     return ap
+
+
+def _commands(sub: argparse._SubParsersAction):
+    """Every command's parser, nested ones (`import terraform`) too, so each takes -v."""
+    for p in sub.choices.values():
+        yield p
+        for action in p._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                yield from _commands(action)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -116,6 +116,9 @@ def test_junit_and_verbose_options_parse():
     assert cli.parser().parse_args(["list", "-v"]).verbose is True
     assert cli.parser().parse_args(["check", "--verbose", "f.yaml"]).verbose is True
     assert cli.parser().parse_args(["list"]).verbose is False
+    assert cli.parser().parse_args(["import", "terraform", "-v", "p.json"]).verbose is True, "nested commands too"
+    assert cli.parser().parse_args(["-v", "import", "terraform", "p.json"]).verbose is True
+    assert cli.parser().parse_args(["import", "terraform", "p.json"]).verbose is False
 
 
 def test_version_prints_kubevpc_os_ken_open_vswitch_and_python(capsys, monkeypatch):
