@@ -9,7 +9,9 @@ import tempfile
 import pytest
 import yaml
 
-from kubevpc.lab import Lab
+from kubevpc.evaluator.checks import declared_checks, default_checks
+from kubevpc.lab import Lab, Probe
+from kubevpc.lab.checks import run_checks
 
 MODES = ("vxlan", "vpc-route", "eni")
 # KUBEVPC_E2E_SLOW=F stretches probe deadlines and timing bounds F times where a test uses slow():
@@ -101,3 +103,25 @@ def as_user(user: str, cmd: list[str], stdin: str | None = None, timeout: float 
     """A command run as that user, from / (it may not enter the checkout), without our environment."""
     return subprocess.run(["runuser", "-u", user, "--", "env", "-i", "PATH=/usr/bin:/bin", *cmd], input=stdin,
                           capture_output=True, text=True, timeout=timeout, cwd="/")
+
+
+def scenario_checks(lab: Lab) -> tuple[list, list]:
+    """The scenario's default and declared checks, and the declared ones alone, once the evaluator
+    is found to agree with every verdict its `expect:` list declares."""
+    declared = declared_checks(lab.plan)
+    disagree = [c.reason for c in declared if c.reason.startswith("declared ")]
+    assert not disagree, disagree            # the evaluator's own verdict is what the scenario declares
+    return default_checks(lab.plan) + declared, declared
+
+
+def assert_checks_pass(lab: Lab, checks: list, timeout: float = 1.0) -> None:
+    failed = [(o.check.source, o.check.dest, o.check.port, o.outcome, o.client, o.why)
+              for o in run_checks(lab, checks, timeout=timeout) if not o.passed]
+    assert not failed, failed
+
+
+def outcomes(lab: Lab, *probes: tuple, timeout: float = 1.0) -> list[tuple[str, str]]:
+    """(outcome, the client address the server saw) of each probe (source, dest, port[, proto]),
+    run together; a refused twin that times out needs no more than `timeout`."""
+    got = lab.probe([Probe(*p) for p in probes], timeout=timeout)
+    return [(r.outcome, (r.answer or {}).get("client", "").rsplit(":", 1)[0]) for r in got]

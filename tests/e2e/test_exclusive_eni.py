@@ -13,12 +13,10 @@ import os
 
 import pytest
 
-from kubevpc.evaluator.checks import declared_checks, default_checks
 from kubevpc.evaluator.explain import explain
 from kubevpc.lab import Probe
-from kubevpc.lab.checks import run_checks
 
-from .conftest import lab_in_mode
+from .conftest import assert_checks_pass, lab_in_mode, scenario_checks
 from .test_services import client_ip
 
 SCENARIO = os.path.join(os.path.dirname(__file__), "..", "..", "scenarios", "exclusive-eni.yaml")
@@ -34,11 +32,7 @@ def pod(name: str) -> str:
 
 
 def test_the_scenarios_checks_pass_and_the_evaluator_agrees(lab):
-    declared = declared_checks(lab.plan)
-    assert not [c.reason for c in declared if c.reason.startswith("declared ")], "the evaluator agrees with expect:"
-    failed = [(o.check.source, o.check.dest, o.check.port, o.outcome, o.client, o.why)
-              for o in run_checks(lab, default_checks(lab.plan) + declared, timeout=1.0) if not o.passed]
-    assert not failed, failed
+    assert_checks_pass(lab, scenario_checks(lab)[0])
 
 
 def test_security_groups_apply_between_exclusive_enis_of_one_node_only(lab):

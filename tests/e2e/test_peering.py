@@ -9,11 +9,9 @@ import os
 
 import pytest
 
-from kubevpc.evaluator.checks import declared_checks, default_checks
 from kubevpc.lab import Probe
-from kubevpc.lab.checks import run_checks
 
-from .conftest import lab_in_mode
+from .conftest import assert_checks_pass, lab_in_mode, scenario_checks
 from .test_services import client_ip
 
 SCENARIO = os.path.join(os.path.dirname(__file__), "..", "..", "scenarios", "peering.yaml")
@@ -27,14 +25,10 @@ def lab(request):
 
 
 def test_the_scenarios_checks_pass_and_the_evaluator_agrees(lab):
-    declared = declared_checks(lab.plan)
-    assert not [c.reason for c in declared if c.reason.startswith("declared ")]
-    checks = default_checks(lab.plan) + declared
+    checks, _ = scenario_checks(lab)
     other = [c for c in checks if "another VPC" in c.title or "ecs-other" in c.source]
     assert any(c.expect for c in other) and any(not c.expect for c in other)
-    failed = [(o.check.source, o.check.dest, o.check.port, o.outcome, o.client, o.why)
-              for o in run_checks(lab, checks, timeout=1.0) if not o.passed]
-    assert not failed, failed
+    assert_checks_pass(lab, checks)
 
 
 def test_peered_the_other_vpc_reaches_pods_and_the_database_as_security_groups_allow(lab):

@@ -10,13 +10,9 @@ import os
 
 import pytest
 
-from kubevpc.evaluator.checks import declared_checks, default_checks
 from kubevpc.evaluator.explain import explain
-from kubevpc.lab import Probe
-from kubevpc.lab.checks import run_checks
 
-from .conftest import lab_in_mode
-from .test_services import client_ip
+from .conftest import assert_checks_pass, lab_in_mode, outcomes, scenario_checks
 
 SCENARIO = os.path.join(os.path.dirname(__file__), "..", "..", "scenarios", "route-tables.yaml")
 
@@ -28,22 +24,11 @@ def lab(request):
     next(runs, None)
 
 
-def outcomes(lab, *probes: tuple) -> list[tuple[str, str]]:
-    """(outcome, the client address the server saw) of each probe, run together; a refused twin
-    times out (the vRouter or a security group drops it), so 1 s is enough."""
-    got = lab.probe([Probe(*p) for p in probes], timeout=1.0)
-    return [(r.outcome, client_ip(r)) for r in got]
-
 
 def test_the_scenarios_checks_pass_and_the_evaluator_agrees(lab):
-    declared = declared_checks(lab.plan)
-    disagree = [c.reason for c in declared if c.reason.startswith("declared ")]
-    assert not disagree, disagree            # the evaluator's own verdict is what the scenario declares
-    checks = default_checks(lab.plan) + declared
+    checks, declared = scenario_checks(lab)
     assert any(c.expect for c in declared) and any(not c.expect for c in declared)
-    failed = [(o.check.source, o.check.dest, o.check.port, o.outcome, o.client, o.why)
-              for o in run_checks(lab, checks, timeout=1.0) if not o.passed]
-    assert not failed, failed
+    assert_checks_pass(lab, checks)
 
 
 def test_a_custom_table_routes_to_the_peering_and_the_system_table_does_not(lab):

@@ -43,8 +43,13 @@ def connects(plan: Plan, net: Network, src: str, dst: str, port: int) -> tuple[b
 @pytest.mark.parametrize("scenario", [ROUTING, PEERING], ids=["routing", "peering"])
 def test_the_flows_agree_with_the_evaluator(scenario, mode):
     plan = plan_of(scenario, mode)
+    assert_flows_agree(plan, [c for c in default_checks(plan) + declared_checks(plan) if c.proto == "tcp"])
+
+
+def assert_flows_agree(plan: Plan, checks: list) -> None:
+    """Each check, some allowed and some refused: the evaluator says what the scenario declares, and
+    the flows connect it (with the client address the evaluator says) exactly when it is allowed."""
     net = Network(plan)
-    checks = [c for c in default_checks(plan) + declared_checks(plan) if c.proto == "tcp"]
     assert any(c.expect for c in checks) and any(not c.expect for c in checks)
     for c in checks:
         v = reach(plan, resolve_endpoint(plan, c.source), resolve_endpoint(plan, c.dest), c.port)

@@ -11,14 +11,13 @@ import yaml
 from kubevpc.errors import KubevpcError
 from kubevpc.evaluator.checks import declared_checks, default_checks
 from kubevpc.evaluator.explain import explain
-from kubevpc.evaluator.reach import reach
 from kubevpc.observe.trace import Trace, compare
 from kubevpc.planning import Plan, make_plan, resolve_endpoint
 from kubevpc.scenario.load import load
 
 from .netsim import Network
 from .plans import MODES, REPO, plan_of
-from .test_routing import connects
+from .test_routing import assert_flows_agree
 from .test_validation import write
 
 SCENARIO = REPO / "scenarios" / "route-tables-eni.yaml"
@@ -38,17 +37,7 @@ def walk(plan: Plan, net: Network, src: str, dst_ip: str, port: int):
 @pytest.mark.parametrize("mode", MODES)
 def test_the_flows_agree_with_the_evaluator(mode):
     plan = plan_of(SCENARIO, mode)
-    net = Network(plan)
-    checks = default_checks(plan) + declared_checks(plan)
-    assert any(c.expect for c in checks) and any(not c.expect for c in checks)
-    for c in checks:
-        v = reach(plan, resolve_endpoint(plan, c.source), resolve_endpoint(plan, c.dest), c.port)
-        assert v.allowed == c.expect, f"{c.title}: the evaluator disagrees with the scenario: {c.reason}"
-        ok, seen, ends = connects(plan, net, c.source, c.dest, c.port)
-        assert ok == c.expect, f"{c.source} -> {c.dest}:{c.port}: flows {ok}, evaluator {c.reason}; " + \
-            "; ".join(map(str, ends))
-        if ok:
-            assert seen == v.seen_source, (c.source, c.dest, seen, v.seen_source)
+    assert_flows_agree(plan, default_checks(plan) + declared_checks(plan))
 
 
 def test_a_pod_is_routed_by_the_table_of_its_own_vswitch_not_its_nodes():
