@@ -92,25 +92,26 @@ def ips(plan: Plan, *names: str, family: int = 4) -> set[str]:
 
 # --------------------------------------------------------------------------- the scenario's policy
 def test_the_scenarios_policy_is_not_enforced_on_the_exclusive_server(plan):
-    """not-from-eni-client selects eni-server and shared-server: eni-server still answers eni-client
-    on 80 (through the vSwitch, where sg-app admits it), its shared twin drops it on node-1."""
+    """backend-ingress selects eni-server and shared-server and takes nothing from trunk-client:
+    eni-server still answers it on 80 (through the vSwitch, where sg-app admits it), its shared twin
+    drops it on node-1."""
     net = Network(plan)
-    assert send(plan, net, "eni-client", "eni-server", 80)[0], "exclusive: the policy is not enforced"
-    ok, ends = send(plan, net, "eni-client", "shared-server", 80)
+    assert send(plan, net, "trunk-client", "eni-server", 80)[0], "exclusive: the policy is not enforced"
+    ok, ends = send(plan, net, "trunk-client", "shared-server", 80)
     assert not ok and dropped_by_policy(plan, ends, "node-1", INGRESS), "twin: shared, isolated by the policy"
     assert send(plan, net, "shared-client", "shared-server", 80)[0], "the policy admits every other pod"
     assert isolated(plan, "node-1", INGRESS) == ips(plan, "shared-server")
 
 
 def test_an_exclusive_pod_is_still_a_peer(tmp_path):
-    """A policy on shared-server that admits eni-client only: eni-client, exclusive, is matched as a
+    """A policy on shared-server that admits eni-server only: eni-server, exclusive, is matched as a
     peer by its labels (shared-server's node enforces the policy); shared-client is not."""
-    only = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": {"name": "only-eni-client"},
+    only = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": {"name": "only-eni-server"},
             "spec": {"podSelector": {"matchLabels": {"tier": "backend"}},
-                     "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "eni-client"}}}]}]}}
+                     "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "eni-server"}}}]}]}}
     plan = with_policies(tmp_path, only)
     net = Network(plan)
-    assert send(plan, net, "eni-client", "shared-server", 80)[0], "the exclusive client is the allowed peer"
+    assert send(plan, net, "eni-server", "shared-server", 80)[0], "the exclusive pod is the allowed peer"
     ok, ends = send(plan, net, "shared-client", "shared-server", 80)
     assert not ok and dropped_by_policy(plan, ends, "node-1", INGRESS), "twin: another client"
 
@@ -158,10 +159,10 @@ def test_in_ipv6_too(tmp_path):
 
 # ------------------------------------------------------------------------------------ evaluator
 def test_the_evaluator_says_why(tmp_path, plan):
-    e = explain(plan, pod("eni-client"), pod("eni-server"), 80, "tcp")
+    e = explain(plan, pod("trunk-client"), pod("eni-server"), 80, "tcp")
     [step] = [s for s in e.steps if s.stage == "NetworkPolicy" and "eni-server" in s.text]
-    assert e.allowed and step.passes and NOT_ENFORCED in step.text and "default/not-from-eni-client" in step.text
-    e = explain(plan, pod("eni-client"), pod("shared-server"), 80, "tcp")
+    assert e.allowed and step.passes and NOT_ENFORCED in step.text and "default/backend-ingress" in step.text
+    e = explain(plan, pod("trunk-client"), pod("shared-server"), 80, "tcp")
     assert not e.allowed and e.reason.startswith("NetworkPolicy: ingress of default/shared-server denied")
     assert not any(NOT_ENFORCED in s.text for s in e.steps)
     egress = with_policies(tmp_path, deny_all("Egress"))
@@ -176,7 +177,7 @@ def test_the_evaluator_says_why(tmp_path, plan):
 def test_planning_warns_once_per_policy_that_selects_an_exclusive_pod(tmp_path, plan):
     [w] = plan_warnings(load(str(SCENARIO)), plan)
     text = SCENARIO.read_text()
-    check(w, SCENARIO, "NetworkPolicy/default/not-from-eni-client",
+    check(w, SCENARIO, "NetworkPolicy/default/backend-ingress",
           line_of(text, "apiVersion: networking.k8s.io/v1"), "selects pod default/eni-server",
           "ACK does not enforce NetworkPolicy on such pods")
     assert w.expected == "selects pod default/eni-server, which has an exclusive ENI: ACK does not enforce " \
@@ -188,7 +189,7 @@ def test_planning_warns_once_per_policy_that_selects_an_exclusive_pod(tmp_path, 
     ld = load(str(path))
     warned = plan_warnings(ld, make_plan(ld, RUN))
     assert [(w.value, w.expected) for w in warned] == [
-        ("NetworkPolicy/default/not-from-eni-client", w.expected),
+        ("NetworkPolicy/default/backend-ingress", w.expected),
         ("NetworkPolicy/default/deny-ingress", "selects pods default/eni-server, default/eni-client, "
          "default/eni-pods-server, which have exclusive ENIs: ACK does not enforce NetworkPolicy on such pods")]
 
@@ -203,14 +204,14 @@ def test_validate_prints_the_warning_and_passes(capsys):
     assert cli.main(["validate", str(SCENARIO)]) == cli.EXIT_OK
     err = capsys.readouterr().err.splitlines()
     assert err == [f"warning: {SCENARIO}:{line_of(SCENARIO.read_text(), 'apiVersion: networking.k8s.io/v1')}: "
-                   "manifests[18]: 'NetworkPolicy/default/not-from-eni-client': selects pod default/eni-server, "
+                   "manifests[18]: 'NetworkPolicy/default/backend-ingress': selects pod default/eni-server, "
                    "which has an exclusive ENI: ACK does not enforce NetworkPolicy on such pods"]
 
 
 def test_a_lab_says_it_and_a_change_that_brings_a_new_one():
     said: list[str] = []
     lab = Lab(str(SCENARIO), run=RUN, say=said.append)          # nothing built: it plans only
-    assert len(said) == 1 and "not-from-eni-client" in said[0] and said[0].startswith("warning: ")
+    assert len(said) == 1 and "backend-ingress" in said[0] and said[0].startswith("warning: ")
     change = changes.replan(lab.loaded, lab.plan, RUN, changes.with_network_policies(
         lab.loaded.manifests, [deny_all("Ingress")]), {}, {})
     lab._warn_new(change)
