@@ -24,7 +24,7 @@ from kubevpc.scenario.load import load
 
 from .netsim import End, Network
 from .problems import check, line_of
-from .test_exclusive_eni import RUN, SCENARIO, base, pod, write
+from .test_exclusive_eni import RUN, SCENARIO, base, dual_stack, pod, write
 
 ROOT = Path(__file__).resolve().parents[2]
 EGRESS, INGRESS = NODE.table("egress_policy"), NODE.table("ingress_policy")
@@ -38,19 +38,13 @@ def deny_all(direction: str) -> dict:
             "metadata": {"name": f"deny-{direction.lower()}"}, "spec": {"podSelector": {}, "policyTypes": [direction]}}
 
 
-def with_policies(tmp_path: Path, *policies: dict, dual_stack: bool = False) -> Plan:
+def with_policies(tmp_path: Path, *policies: dict, ipv6: bool = False) -> Plan:
     """exclusive-eni.yaml with these NetworkPolicies in place of its own (and its expectations,
-    which are about its own), in dual stack if asked."""
+    which are about its own), in dual stack with `ipv6`."""
     data = {**base(), "expect": []}
     data["manifests"] = [m for m in data["manifests"] if m["kind"] != "NetworkPolicy"] + list(policies)
-    if dual_stack:
-        vpc = data["cloud"]["vpcs"][0]
-        vpc["ipv6Cidr"] = "2001:db8:0:100::/56"
-        vpc["vswitches"][0]["ipv6Cidr"] = "2001:db8:0:101::/64"
-        vpc["vswitches"][1]["ipv6Cidr"] = "2001:db8:0:108::/64"
-        data["cloud"]["securityGroups"][1]["rules"].append(
-            {"direction": "ingress", "protocol": "tcp", "ports": 80, "ipv6Cidr": "2001:db8:0:100::/56"})
-        data["cluster"]["dualStack"] = True
+    if ipv6:
+        dual_stack(data)
     return make_plan(load(str(write(tmp_path, data))), RUN)
 
 
@@ -148,7 +142,7 @@ def test_deny_all_egress_isolates_every_client_but_the_exclusive_ones(tmp_path):
 
 
 def test_in_ipv6_too(tmp_path):
-    plan = with_policies(tmp_path, deny_all("Ingress"), dual_stack=True)
+    plan = with_policies(tmp_path, deny_all("Ingress"), ipv6=True)
     net = Network(plan)
     assert send(plan, net, "eni-client", "eni-server", 80, 6)[0]
     ok, ends = send(plan, net, "eni-client", "shared-server", 80, 6)
