@@ -25,6 +25,9 @@ Every conjunction gets its own priority. OVS requires that conjunctive flows do 
 one priority and treats two flows with the same match and priority as one flow; distinct
 priorities rule out both, and since every rule only allows, which rule allows is immaterial.
 
+A pod with an exclusive ENI (Terway's eniType ENI) gets no isolation and no rule flows as a selected
+pod (`enforced`): ACK does not enforce NetworkPolicy on it. It stays a peer of other pods' rules.
+
 Which pods a policy and a peer select is decided here, by the compiler's own label selector
 matching (section "selectors"), written from the specification like the evaluator's
 (kubevpc.evaluator.netpol) but sharing no code with it: the flows are tested against the evaluator, so a
@@ -94,6 +97,16 @@ def _is_pod(e: HostPlan) -> bool:
     node's traffic: no podSelector selects it, as a target or as a peer (an ipBlock holding the
     node's address matches it, as any address)."""
     return e.namespace != "" and not getattr(e, "host_network", False)
+
+
+def enforced(e: HostPlan) -> bool:
+    """Does NetworkPolicy isolate this pod when a policy selects it? Not on an exclusive ENI: ACK,
+    "Configure exclusive ENI mode for a node pool", Limitations: "Pods assigned an exclusive ENI do
+    not support eBPF network acceleration or Kubernetes NetworkPolicy"
+    (https://www.alibabacloud.com/help/en/ack/ack-managed-and-ack-dedicated/user-guide/configure-a-node-pool-level-container-network):
+    the ENI is in the pod's namespace, and the node's policy datapath never sees its packets. As a
+    peer it is matched like any pod (the other pod's node enforces that policy)."""
+    return getattr(e, "eni_type", "Default") != "ENI"
 
 
 def _namespace_labels(namespaces: Mapping[str, Mapping[str, str]], name: str) -> dict[str, str]:
@@ -202,10 +215,11 @@ def policy_flows(policies: Iterable[NetworkPolicy], namespaces: Mapping[str, Map
     nodes = {p.node for p in local}
     node_ips = sorted({e.ip for e in endpoints if not e.namespace and e.node and e.node in nodes})
     types = [policy_types(policy) for policy in policies]
+    enforceable = [p for p in local if enforced(p)]     # no isolation on an exclusive ENI
     out: list[Flow] = []
     for side, table, nxt in zip(_sides(tables, family), (tables.egress, tables.ingress),
                                 (tables.egress_next, tables.ingress_next)):
-        selected = [[p for p in local if policy_selects(policy, p)] if side.direction in types[i] else []
+        selected = [[p for p in enforceable if policy_selects(policy, p)] if side.direction in types[i] else []
                     for i, policy in enumerate(policies)]
         out += _isolation(side, table, nxt, policies, local, node_ips, selected)
         seq = 0

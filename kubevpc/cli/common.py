@@ -13,7 +13,7 @@ from ..errors import KubevpcError
 from ..ledger import check_run_name, list_runs, owner_alive
 from ..rundir import RunDir
 from ..scenario.load import load
-from ..planning import Plan, make_plan
+from ..planning import Plan, make_plan, plan_warnings
 from .output import add_output
 from .verbose import debug
 
@@ -48,13 +48,16 @@ def build_args(p: argparse.ArgumentParser) -> None:
 
 def scenario_plan(file: str, mode: str | None, allow_dirs) -> Plan:
     """The plan of a scenario file, nothing built (run names as long as a run's). The objects it
-    skips (kinds that do not touch the network) are told on stderr, one line each."""
+    skips (kinds that do not touch the network), and what the plan holds that ACK does not act on
+    (a NetworkPolicy selecting an exclusive-ENI pod), are told on stderr, one line each."""
     t0 = time.monotonic()
     loaded = load(file, mode, allow_dirs)
     for w in loaded.warnings:
         sys.stderr.write(f"warning: {w}\n")
     t1 = time.monotonic()
     plan = make_plan(loaded, PLACEHOLDER_RUN)
+    for w in plan_warnings(loaded, plan):     # what ACK accepts and does not act on (kubevpc/planning/unenforced.py)
+        sys.stderr.write(f"warning: {w}\n")
     debug("%s: read and checked in %.0f ms, planned in %.0f ms (%d hosts, %d bridges)", file, (t1 - t0) * 1000,
           (time.monotonic() - t1) * 1000, len(plan.hosts), len(plan.bridges))
     return plan

@@ -15,6 +15,9 @@ Semantics decided here, beyond what the specification fixes:
 - Addresses are the ones on the wire after Service DNAT: the caller passes the backend pod.
 - The two exceptions of the concept page hold: a pod cannot block traffic to itself, and
   traffic between a pod and the node it runs on is always allowed.
+- ACK does not enforce NetworkPolicy on a pod with an exclusive ENI (Terway's eniType ENI): a
+  policy that selects one isolates it in neither direction, though it is still a peer of other
+  policies by its labels and address (`enforced`).
 """
 from __future__ import annotations
 
@@ -55,6 +58,16 @@ def is_pod(ep: Endpoint) -> bool:
 def namespace_labels(namespaces: Mapping[str, Mapping[str, str]], name: str) -> dict[str, str]:
     """A namespace's labels, with kubernetes.io/metadata.name set as the API server does."""
     return {**namespaces.get(name, {}), NAMESPACE_NAME_LABEL: name}
+
+
+def enforced(pod: Endpoint) -> bool:
+    """Is NetworkPolicy enforced on this pod? Not on an exclusive ENI (eniType ENI): Terway moves
+    the ENI into the pod's namespace, so the node's policy datapath never sees its packets, and ACK
+    says so: "Pods assigned an exclusive ENI do not support eBPF network acceleration or Kubernetes
+    NetworkPolicy" (Configure exclusive ENI mode for a node pool, Limitations:
+    https://www.alibabacloud.com/help/en/ack/ack-managed-and-ack-dedicated/user-guide/configure-a-node-pool-level-container-network).
+    Anything without an eni_type (not an eni pod) is enforced."""
+    return getattr(pod, "eni_type", "Default") != "ENI"
 
 
 def selects(policy: NetworkPolicy, pod: Endpoint) -> bool:
@@ -100,6 +113,10 @@ def _direction(direction: Direction, policies: Iterable[NetworkPolicy], namespac
     what = direction.lower()
     if not isolating:
         return Verdict(True, f"{what} of {_who(pod)} not isolated")
+    if not enforced(pod):
+        return Verdict(True, f"{what} of {_who(pod)} not isolated: NetworkPolicy "
+                             f"{', '.join(p.key for p in isolating)} selects it, but ACK does not enforce "
+                             "NetworkPolicy on a pod with an exclusive ENI")
     for policy in isolating:
         ns = policy.metadata.namespace
         for i, rule in enumerate(policy.spec.rules(direction)):

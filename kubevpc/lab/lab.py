@@ -27,7 +27,7 @@ from ..ledger import Ledger, run_dir
 from ..scenario.load import load
 from ..observe.flowlog import dump_learned, live_records, read_counters, read_records
 from ..observe.trace import Trace, trace
-from ..planning import TERMINAL_PHASES, HostPlan, Plan, make_plan, resolve_endpoint
+from ..planning import TERMINAL_PHASES, HostPlan, Plan, make_plan, plan_warnings, resolve_endpoint
 from ..probe import PortBlocks
 from ..rundir import atomic_write
 from . import changes, dryrun
@@ -56,6 +56,8 @@ class Lab(Servers, Nodes, Probing):
         for w in self.loaded.warnings:            # objects skipped: kinds that do not touch the network
             say(f"warning: {w}")
         self.plan: Plan = make_plan(self.loaded, self.run)
+        for w in plan_warnings(self.loaded, self.plan):   # what ACK accepts and does not act on
+            say(f"warning: {w}")
         self.ready: dict[str, bool] = {}      # readiness set while running, by pod key
         self.labels: dict[str, dict[str, str | None]] = {}   # labels set (None: removed) while running
         self.net = None
@@ -318,12 +320,21 @@ class Lab(Servers, Nodes, Probing):
                                     self.terminating.keys() | frozenset(graceful), deleted, wall)
         return change, graceful
 
+    def _warn_new(self, change: changes.Replanned) -> None:
+        """The warnings of the changed plan (kubevpc.planning.plan_warnings) that the running one
+        did not have, told to `say`: a policy or label applied that selects an exclusive-ENI pod."""
+        told = {(w.value, w.expected) for w in plan_warnings(self.loaded, self.plan)}
+        for w in plan_warnings(change.loaded, change.plan):
+            if (w.value, w.expected) not in told:
+                self.say(f"warning: {w}")
+
     def _change(self, manifests: list, ready: dict[str, bool], labels: dict | None, deadline: float,
                 deleted: frozenset[str], grace_period: int | None, loaded=None) -> dict:
         if self.net is None:
             raise KubevpcError("the lab is not up")
         t0 = time.monotonic()
         change, graceful = self._replan(manifests, ready, labels, deleted, grace_period, loaded)
+        self._warn_new(change)
         version = self.status().get("plan_version", 0)
         pods: dict[str, float] = {}
         if change.uplinks:      # ENIs attached: a node's pods take addresses from a vSwitch new to it

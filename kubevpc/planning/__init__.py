@@ -12,5 +12,6 @@ from .model import __all__ as _model
 from .bridges import has_csum_hops, with_csum_hops
 from .names import IFNAMSIZ, Names
 from .planner import make_plan
+from .unenforced import plan_warnings
 
-__all__ = [*_model, "IFNAMSIZ", "Names", "has_csum_hops", "make_plan", "with_csum_hops"]
+__all__ = [*_model, "IFNAMSIZ", "Names", "has_csum_hops", "make_plan", "plan_warnings", "with_csum_hops"]

@@ -5,8 +5,10 @@ node through the vSwitch, which drops 81; the shared (Default) and trunk (Trunk)
 on the node, where no security group applies, and 81 connects. Two more servers on node-1 have
 addresses from a second pod vSwitch, vsw-pods: node-1 routes between the shared client and the shared
 one itself (Terway's host route), so 81 connects, and the exclusive pair goes through the vRouter,
-where 81 is dropped. The evaluator agrees on every probe, and `kubevpc trace` shows the way each
-packet went."""
+where 81 is dropped. NetworkPolicy backend-ingress refuses trunk-client at eni-server and
+shared-server: ACK does not enforce NetworkPolicy on a pod with an exclusive ENI, so eni-server still
+answers it on 80, and its shared twin drops it. The evaluator agrees on every probe, and `kubevpc
+trace` shows the way each packet went."""
 from __future__ import annotations
 
 import os
@@ -100,6 +102,26 @@ def test_trace_shows_the_exclusive_pair_through_the_vswitch_and_the_shared_pair_
     shared = lab.trace(pod("shared-client"), pod("shared-server"), 81)
     assert shared.outcome == "delivered" and not shared.disagreement, shared.reason
     assert vswitch not in {b for h in shared.hops for b in [h.bridge, *h.bridges]}
+
+
+def test_networkpolicy_is_not_enforced_on_an_exclusive_eni(lab):
+    """backend-ingress selects eni-server and shared-server and takes nothing from trunk-client. ACK
+    does not enforce NetworkPolicy on a pod with an exclusive ENI: eni-server answers trunk-client on
+    80 (through the vSwitch, where sg-app admits it); its shared twin, under the same policy, drops it
+    on node-1. Another pod still reaches the shared one (the policy's rule)."""
+    probes = [Probe(pod("trunk-client"), pod("eni-server"), 80), Probe(pod("trunk-client"), pod("shared-server"), 80),
+              Probe(pod("shared-client"), pod("shared-server"), 80)]
+    got = lab.probe(probes, timeout=1.0)
+    assert [r.outcome for r in got] == ["answered", "timeout", "answered"], [r.detail for r in got]
+    assert client_ip(got[0]) == lab.address(pod("trunk-client"))
+    for p, r in zip(probes, got):
+        e = explain(lab.plan, p.source, p.dest, p.port, p.proto)
+        assert e.allowed == (r.outcome == "answered"), (p, e.reason, r.detail)
+    ignored = explain(lab.plan, pod("trunk-client"), pod("eni-server"), 80, "tcp")
+    assert any("ACK does not enforce NetworkPolicy on a pod with an exclusive ENI" in s.text for s in ignored.steps)
+    closed = lab.trace(pod("trunk-client"), pod("shared-server"), 80)
+    assert closed.outcome == "dropped" and "ingress_policy" in closed.reason and not closed.disagreement, \
+        closed.reason
 
 
 def test_no_packet_ins(lab):

@@ -34,6 +34,19 @@ def base() -> dict:
     return yaml.safe_load(SCENARIO.read_text())
 
 
+def dual_stack(data: dict) -> dict:
+    """exclusive-eni.yaml's data (changed in place) in dual stack: IPv6 CIDRs on the VPC and both
+    vSwitches, and sg-app's port 80 from the VPC's IPv6 CIDR too."""
+    vpc = data["cloud"]["vpcs"][0]
+    vpc["ipv6Cidr"] = "2001:db8:0:100::/56"
+    vpc["vswitches"][0]["ipv6Cidr"] = "2001:db8:0:101::/64"
+    vpc["vswitches"][1]["ipv6Cidr"] = "2001:db8:0:108::/64"
+    data["cloud"]["securityGroups"][1]["rules"].append(
+        {"direction": "ingress", "protocol": "tcp", "ports": 80, "ipv6Cidr": "2001:db8:0:100::/56"})
+    data["cluster"]["dualStack"] = True
+    return data
+
+
 @pytest.fixture(scope="module")
 def plan() -> Plan:
     return make_plan(load(str(SCENARIO)), RUN)
@@ -184,14 +197,7 @@ def test_an_exclusive_pod_on_another_vswitch_of_its_node_goes_through_the_vroute
 
 
 def test_in_ipv6_too(tmp_path):
-    data = base()
-    vpc = data["cloud"]["vpcs"][0]
-    vpc["ipv6Cidr"] = "2001:db8:0:100::/56"
-    vpc["vswitches"][0]["ipv6Cidr"] = "2001:db8:0:101::/64"
-    vpc["vswitches"][1]["ipv6Cidr"] = "2001:db8:0:108::/64"
-    data["cloud"]["securityGroups"][1]["rules"].append(
-        {"direction": "ingress", "protocol": "tcp", "ports": 80, "ipv6Cidr": "2001:db8:0:100::/56"})
-    data["cluster"]["dualStack"] = True
+    data = dual_stack(base())
     plan = make_plan(load(str(write(tmp_path, data))), RUN)
     net = Network(plan)
     assert walk(plan, net, pod("eni-client"), pod("eni-server"), 80, 6)[0]

@@ -26,6 +26,7 @@ class Ep:
     labels: dict[str, str] = field(default_factory=dict)
     servers: tuple[ServerPort, ...] = ()
     node: str = ""
+    eni_type: str = "Default"       # eni pods: Terway's eniType; ENI (exclusive): NetworkPolicy not enforced on it
 
     @property
     def key(self) -> str:

@@ -1,16 +1,20 @@
 """The compiler's selector matching (controller/policy.py) against the evaluator's (kubevpc.evaluator.netpol
 and the Kubernetes models it uses), on many generated selectors, pods and namespaces. The two are
 written separately on purpose; here they must agree, one function at a time and as whole policies
-whose compiled flows the simulator (tests/unit/fakeoftable.py) runs packets through."""
+whose compiled flows the simulator (tests/unit/fakeoftable.py) runs packets through. Pods come with
+each of Terway's eniTypes: one on an exclusive ENI (ENI) is never isolated, as ACK does not enforce
+NetworkPolicy on it, but is selected as a peer like any pod."""
 from __future__ import annotations
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from controller.policy import PolicyTables, peer_selects, policy_flows, policy_selects, policy_types, selector_matches
+from controller.policy import (PolicyTables, enforced, peer_selects, policy_flows, policy_selects, policy_types,
+                               selector_matches)
 from controller.services import serving
 from kubevpc.k8s import LabelSelector, LabelSelectorRequirement, NetworkPolicyPeer
 from kubevpc.evaluator.netpol import _peer_matches, evaluate, selects
+from kubevpc.evaluator.netpol import enforced as evaluator_enforced
 from kubevpc.planning import EndpointPlan, ServicePlan
 from tests.unit.fakeoftable import FakeOFTable
 from tests.unit.test_netpol import NODES, Ep, policy
@@ -18,6 +22,7 @@ from tests.unit.test_netpol import NODES, Ep, policy
 KEYS = ("pod", "ns", "team", "app", "kubernetes.io/metadata.name")
 VALUES = ("a", "b", "c", "x", "y", "z", "blue", "")
 NAMESPACE_NAMES = ("x", "y", "z", "w")
+ENI_TYPES = ("Default", "ENI", "Trunk")       # Terway's eniType of an eni pod; ENI: exclusive, no NetworkPolicy
 
 keys = st.sampled_from(KEYS)
 values = st.sampled_from(VALUES)
@@ -37,7 +42,8 @@ namespaces = st.fixed_dictionaries({n: labels for n in NAMESPACE_NAMES[:3]})   #
 @st.composite
 def pods(draw, n: int = 0) -> Ep:
     node = draw(st.sampled_from(("n1", "n2", "n3")))
-    return Ep(f"p{n}", f"10.244.{node[1]}.{n + 2}", draw(st.sampled_from(NAMESPACE_NAMES)), draw(labels), (), node)
+    return Ep(f"p{n}", f"10.244.{node[1]}.{n + 2}", draw(st.sampled_from(NAMESPACE_NAMES)), draw(labels), (), node,
+              draw(st.sampled_from(ENI_TYPES)))
 
 
 @st.composite
@@ -73,8 +79,10 @@ def test_label_selectors_agree(sel, pod_labels):
 def test_which_pods_a_policy_selects_agree(sel, pod, ns):
     p = policy({"metadata": {"name": "p"}, "spec": {"podSelector": _selector(sel)}}, namespace=ns)
     assert policy_selects(p, pod) == selects(p, pod)
+    assert enforced(pod) == evaluator_enforced(pod) == (pod.eni_type != "ENI")
     node = NODES[0]
     assert policy_selects(p, node) is selects(p, node) is False
+    assert enforced(node) and evaluator_enforced(node)
 
 
 @settings(max_examples=400, deadline=None)
@@ -129,7 +137,8 @@ def _passes(flows, src: Ep, dst: Ep, port: int) -> bool:
 @given(worlds(), namespaces, broad, peers(broad), st.sampled_from(["Ingress", "Egress"]), st.data())
 def test_compiled_selectors_agree_with_the_evaluator(world, ns_labels, selected, peer, direction, data):
     """One policy with a generated podSelector and one rule with a generated peer, compiled for
-    each node, against the evaluator, for every pair of pods and node instances."""
+    each node, against the evaluator, for every pair of pods and node instances (pods of every
+    eniType: an exclusive one is not isolated, and is still a peer)."""
     ns = data.draw(st.sampled_from(sorted({e.namespace for e in world})))
     rule = {"from" if direction == "Ingress" else "to": [peer], "ports": [{"port": 80}]}
     p = policy({"metadata": {"name": "gen"}, "spec": {"podSelector": _selector(selected), "policyTypes": [direction],

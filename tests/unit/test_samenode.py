@@ -22,6 +22,7 @@ from kubevpc.scenario.load import load
 
 from .golden import scenario_files
 from .netsim import TTL, End, Network
+from .test_exclusive_eni import dual_stack
 
 ROOT = Path(__file__).resolve().parents[2]
 PODSG = ROOT / "tests" / "e2e" / "data" / "podsg.yaml"
@@ -164,14 +165,7 @@ def test_local_routes_only_where_hosts_of_a_node_are_on_two_vswitches():
 
 
 def test_in_ipv6_too(tmp_path):
-    data = yaml.safe_load(EXCLUSIVE.read_text())
-    vpc = data["cloud"]["vpcs"][0]
-    vpc["ipv6Cidr"] = "2001:db8:0:100::/56"
-    vpc["vswitches"][0]["ipv6Cidr"] = "2001:db8:0:101::/64"
-    vpc["vswitches"][1]["ipv6Cidr"] = "2001:db8:0:108::/64"
-    data["cloud"]["securityGroups"][1]["rules"].append(
-        {"direction": "ingress", "protocol": "tcp", "ports": 80, "ipv6Cidr": "2001:db8:0:100::/56"})
-    data["cluster"]["dualStack"] = True
+    data = dual_stack(yaml.safe_load(EXCLUSIVE.read_text()))
     plan = plan_of(tmp_path, data)
     net, vrouter = Network(plan), plan.vpcs[0].bridge
     end, bridges = walk(plan, net, pod("shared-client"), pod("shared-pods-server"), 81, 6)
