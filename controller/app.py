@@ -402,7 +402,7 @@ class KubevpcController(PlanWatch, app_manager.OSKenApp):
     def _flowlog_window(self, dp, link: Link, msg):
         now = time.time()
         link.flowlog_live.extend(
-            LearnedFlow(link.state.name, s.cookie, tuple(sorted(s.match.items())), s.packet_count, s.byte_count,
+            LearnedFlow(link.state.name, s.cookie, tuple(sorted(s.match_items())), s.packet_count, s.byte_count,
                         now - s.duration_sec - s.duration_nsec / 1e9) for s in msg.body)
         if msg.flags & dp.ofproto.OFPMPF_REPLY_MORE:
             return

@@ -130,12 +130,42 @@ def decode_cookie(cookie: int) -> tuple[int, bool, bool] | None:
     return bits >> 2, bool(bits & 1), bool(bits & 2)
 
 
+class _Index:
+    """What eni_at, eni_names and record look up in a plan, by key: a flow log window of a 100 x 100
+    matrix makes some 15,000 records, and a scan of the plan's attachments for each took seconds."""
+
+    def __init__(self, plan: Plan) -> None:
+        self.vswitch_of_bridge: dict[str, str] = {}
+        for v in plan.vswitches:
+            self.vswitch_of_bridge.setdefault(v.bridge, v.name)
+        self.vswitches = {v.name: v for v in plan.vswitches}
+        self.node_of = {h.key: h.node for h in plan.hosts}
+        self.at: dict[tuple[str, int], list[Attachment]] = {}
+        for a in plan.attachments:
+            self.at.setdefault((a.vswitch, a.ofport), []).append(a)
+        self.routed = {key: [ipaddress.ip_network(a.ip) for a in here if "/" in a.ip] for key, here in self.at.items()}
+
+
+_INDEXES: dict[int, tuple[Plan, _Index]] = {}
+
+
+def _index(plan: Plan) -> _Index:
+    """The plan's _Index, made once per plan object (the controller keeps one plan per change)."""
+    hit = _INDEXES.get(id(plan))
+    if hit is None or hit[0] is not plan:
+        if len(_INDEXES) >= 8:
+            _INDEXES.clear()
+        hit = _INDEXES[id(plan)] = (plan, _Index(plan))
+    return hit[1]
+
+
 def eni_at(plan: Plan, bridge: str, ofport: int, address: str) -> Attachment | None:
     """The ENI behind a vSwitch port that holds this address: the attachment with the address
     itself (an ECS instance, a node, an eni-mode pod), else the port's primary attachment when
     the address is in a CIDR routed to it (pods in vpc-route mode)."""
-    vsw = next((v.name for v in plan.vswitches if v.bridge == bridge), None)
-    here = [a for a in plan.attachments if a.vswitch == vsw and a.ofport == ofport]
+    index = _index(plan)
+    key = (index.vswitch_of_bridge.get(bridge), ofport)
+    here = index.at.get(key, [])
     exact = next((a for a in here if a.ip == address), None)
     if exact is not None:
         return exact
@@ -144,7 +174,7 @@ def eni_at(plan: Plan, bridge: str, ofport: int, address: str) -> Attachment | N
         ip = ipaddress.ip_address(address)
     except ValueError:
         return None
-    if any("/" in a.ip and ip in ipaddress.ip_network(a.ip) for a in here):
+    if any(ip in net for net in index.routed.get(key, [])):
         return primary
     return None
 
@@ -154,8 +184,7 @@ def eni_names(plan: Plan, a: Attachment) -> tuple[str, str]:
     eni-<namespace>-<pod> on the pod's node for an eni-mode pod."""
     kind, _, name = a.owner.partition("/")
     if kind == "pod":
-        node = next((h.node for h in plan.hosts if h.key == a.owner), "")
-        return "eni-" + name.replace("/", "-"), node
+        return "eni-" + name.replace("/", "-"), _index(plan).node_of.get(a.owner, "")
     return "eni-" + name, name
 
 
@@ -178,7 +207,7 @@ def record(plan: Plan, f: LearnedFlow, packets: int, nbytes: int, start: float, 
     if a is None:
         return None
     eni, vm = eni_names(plan, a)
-    vsw = next(v for v in plan.vswitches if v.name == a.vswitch)
+    vsw = _index(plan).vswitches[a.vswitch]
     proto = int(m.get("ip_proto", 0))
     add_first = with_first and first
     if packets + int(add_first) == 0:
