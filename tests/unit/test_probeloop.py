@@ -24,7 +24,8 @@ from kubevpc.errors import KubevpcError
 from kubevpc.probe import MAX_READ, Target, probe
 from kubevpc.probeloop import Job, Loop, parse_request, probe_many, spread_order
 
-from .test_server_probe import LO, REPO, _env, check_answer, free_port, start_server, stop, wait_ready
+from .test_server_probe import (LO, REPO, _env, check_answer, free_port, next_port_taken, start_server, stop,
+                                wait_ready)
 
 SELF_NS = f"/proc/{os.getpid()}/ns/net"
 
@@ -219,12 +220,7 @@ def test_starts_are_spread_over_destinations_and_results_come_in_input_order():
 # -- source ports --------------------------------------------------------------------------
 def test_each_group_takes_the_ports_of_the_range_in_order(server):
     p = server["ports"]
-    first = free_port(socket.SOCK_DGRAM)
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
-        try:
-            taken.bind(("0.0.0.0", first + 1))
-        except OSError:
-            pytest.skip(f"port {first + 1} is in use here")
+    with next_port_taken() as first:
         loop = Loop(jobs(Target(LO, p["udp"], "udp", "u0"), Target(LO, p["udp"], "udp", "u1"),
                          Target(LO, p["tcp"], "tcp", "t"), Target(LO, p["http"], "http", "h"), group="g"),
                     2.0, ports=(first, first + 40))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -150,17 +151,24 @@ def test_cli_readable_lines(server: dict) -> None:
     assert lines[1].startswith("FAIL") and "refused" in lines[1]
 
 
-def test_probes_bind_the_given_source_ports_in_turn_skipping_ports_in_use(server: dict) -> None:
-    """Each probe, TCP, UDP or HTTP, takes its own port of the range, so that no probe meets the
-    conntrack entries of an earlier one; a port already bound in the namespace is skipped, and when
-    the range is used up the probe fails naming the range, rather than falling back to a kernel port."""
-    p = server["ports"]
+@contextlib.contextmanager
+def next_port_taken():
+    """A free UDP port, while the port after it is bound here (the test is skipped if it cannot be)."""
     first = free_port(socket.SOCK_DGRAM)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
         try:
             taken.bind(("0.0.0.0", first + 1))
         except OSError:
             pytest.skip(f"port {first + 1} is in use here")
+        yield first
+
+
+def test_probes_bind_the_given_source_ports_in_turn_skipping_ports_in_use(server: dict) -> None:
+    """Each probe, TCP, UDP or HTTP, takes its own port of the range, so that no probe meets the
+    conntrack entries of an earlier one; a port already bound in the namespace is skipped, and when
+    the range is used up the probe fails naming the range, rather than falling back to a kernel port."""
+    p = server["ports"]
+    with next_port_taken() as first:
         targets = [Target(LO, p["udp"], "udp", key="u0"), Target(LO, p["udp"], "udp", key="u1"),
                    Target(LO, p["tcp"], "tcp", key="t"), Target(LO, p["http"], "http", key="h")]
         results = probe(targets, timeout=2.0, ports=PortRange(first, first + 40))
