@@ -4,7 +4,7 @@
 the network. After its checks (for `up`: once the network is ready) it serves a Unix socket,
 `<run dir>/control.sock` (mode 0600, recorded in the run's ledger, removed at teardown and by
 `kubevpc clean`). Other processes call a whitelist of Lab methods on it: the
-`kubevpc ready|apply|delete|scale|label|add-node|matrix|stop-server|start-server|status` subcommands, or
+`kubevpc ready|apply|delete|scale|label|add-node|add-pod-cidr|matrix|stop-server|start-server|status` subcommands, or
 `ControlClient`. `dry_run` plans an apply or a delete and answers what it would change, changing
 nothing (`kubevpc apply|delete --dry-run`).
 
@@ -63,7 +63,7 @@ SUN_PATH_MAX = 107                 # bytes in a Unix socket path, without the tr
 # checked against each method's signature and annotations (strictly: "false" is not a bool).
 # To serve another Lab method, add its name here: nothing else in this module needs to change.
 LAB_METHODS: tuple[str, ...] = ("set_ready", "apply", "delete", "delete_service", "label", "set_network_policies", "scale",
-                                "add_node", "stop_server", "start_server", "status", "dry_run")
+                                "add_node", "add_pod_cidr", "stop_server", "start_server", "status", "dry_run")
 
 
 def describe(lab) -> dict:
@@ -300,6 +300,8 @@ def summary(plan) -> dict[str, dict[str, str]]:
         out[svc.key] = row
     for h in plan.pods:          # pods come and go (they never move): created and deleted lines
         out[h.key] = {"type": "pod", "node": h.node, "ip": h.ip}
+    if plan.cluster is not None and plan.cluster.mode != "eni":     # blocks are added (kubevpc add-pod-cidr)
+        out[f"cluster/{plan.cluster.name}"] = {"type": "cluster", "pod CIDR blocks": ", ".join(plan.cluster.pod_cidrs)}
     for n in plan.nodes:         # nodes join (kubevpc add-node)
         out[f"node/{n.name}"] = {"type": "node", "node": n.vswitch, "ip": n.ip + (f", pod CIDR {n.pod_cidr}"
                                                                                   if n.pod_cidr else "")}

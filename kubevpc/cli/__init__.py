@@ -6,7 +6,7 @@ Exit codes: 0 ok, 1 a check failed, 2 bad usage or invalid scenario, 3 build or 
 
 One module per group of commands: scenario.py (validate, plan, flows, explain, graph: a scenario
 file, nothing built), run.py (run, check: build it), runtime.py (ready, scale, label, add-node,
-stop-server, start-server: change a running scenario through its control channel), apply.py (apply,
+add-pod-cidr, stop-server, start-server: change a running scenario through its control channel), apply.py (apply,
 delete: the same, from manifests as kubectl reads them), observe.py
 (trace, capture, flowlog, status, matrix, list, clean: look at runs), perf.py (the benchmark), schema.py
 (the scenario's JSON Schema),
@@ -36,8 +36,8 @@ COMMANDS |= {**lifecycle.COMMANDS, **endpoints.COMMANDS}
 # (containerlab's deploy, destroy, inspect, exec), changing and looking at a running one, the rest
 ORDER = ("validate", "plan", "flows", "explain", "graph", "schema", "import",
          "run", "check", "up", "down", "inspect", "exec",
-         "status", "list", "clean", "ready", "apply", "delete", "scale", "label", "add-node", "stop-server",
-         "start-server", "matrix", "trace", "capture", "flowlog", "perf")
+         "status", "list", "clean", "ready", "apply", "delete", "scale", "label", "add-node", "add-pod-cidr",
+         "stop-server", "start-server", "matrix", "trace", "capture", "flowlog", "perf")
 
 __all__ = ["COMMANDS", "EXIT_CHECKS", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_RUNTIME", "EXIT_USAGE", "main", "parser"]
 

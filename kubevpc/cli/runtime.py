@@ -1,5 +1,5 @@
 """The commands that change a running scenario through its control channel: ready, scale, label,
-add-node, stop-server and start-server (apply and delete, which read manifests, are in apply.py).
+add-node, add-pod-cidr, stop-server and start-server (apply and delete, which read manifests, are in apply.py).
 Each prints what changed and how long the flows took to follow."""
 from __future__ import annotations
 
@@ -85,6 +85,30 @@ def add_add_node(sub) -> None:
     control_options(p)
 
 
+def add_add_pod_cidr(sub) -> None:
+    p = control_parser(sub, "add-pod-cidr", "add a pod CIDR block to a running vpc-route cluster, as CCE adds a "
+                       "container CIDR block",
+                       "Add a pod CIDR block to the running cluster, after cluster.additionalPodCIDRs (vpc-route mode "
+                       "only, as CCE adds container CIDR blocks to VPC network clusters; vxlan and eni are refused with "
+                       "the loader's reasons). Running nodes keep their node CIDRs; nodes added afterwards (kubevpc "
+                       "add-node) take theirs from it once the blocks before it are full. Refused, with nothing "
+                       "changed, for a value that is not an IPv4 CIDR without host bits, a block smaller than one node "
+                       "CIDR (cluster.nodeCIDRMaskSize), or one that overlaps the VPC, a peered VPC, serviceCIDR, "
+                       "another pod CIDR block or what else the scenario keeps pod CIDR blocks from. A block cannot be "
+                       "removed while running.")
+    p.add_argument("cidr", metavar="CIDR", help="the block, e.g. 10.251.0.0/24")
+    p.add_argument("--run", dest="run_option", metavar="RUN", default=None, help="the run, as the RUN argument")
+    control_options(p)
+
+
+def _run_named(args) -> None:
+    """The run given as RUN or --run (add-node, add-pod-cidr), not both differently."""
+    if args.run_option is not None:
+        if args.run is not None and args.run != args.run_option:
+            raise ControlError(f"the run is named twice ({args.run} and --run {args.run_option}); expected one", "usage")
+        args.run = args.run_option
+
+
 def _changed(client, headline: str, reply, fmt: str) -> int:
     if fmt != "table":
         emit({"run": client.run, "result": reply.result, "changes": list(reply.changes),
@@ -150,10 +174,7 @@ def cmd_label(args) -> int:
 
 @control_command
 def cmd_add_node(args) -> int:
-    if args.run_option is not None:
-        if args.run is not None and args.run != args.run_option:
-            raise ControlError(f"the run is named twice ({args.run} and --run {args.run_option}); expected one", "usage")
-        args.run = args.run_option
+    _run_named(args)
     labels = label_changes(args.labels, ControlError)
     bad = [k for k, v in labels.items() if v is None]
     if bad:
@@ -163,6 +184,14 @@ def cmd_add_node(args) -> int:
                                  ("labels", labels or None)) if v is not None}
     reply = client.request("add_node", args.name, args.vswitch, **options)
     return _changed(client, f"node {args.name} added on {args.vswitch}", reply, args.output)
+
+
+@control_command
+def cmd_add_pod_cidr(args) -> int:
+    _run_named(args)
+    client = control_client(args)
+    reply = client.request("add_pod_cidr", args.cidr)
+    return _changed(client, f"pod CIDR block {args.cidr} added", reply, args.output)
 
 
 @control_command
@@ -182,4 +211,5 @@ def cmd_start_server(args) -> int:
 COMMANDS = {"ready": (add_ready, cmd_ready),
             "scale": (add_scale, cmd_scale), "stop-server": (server_parser("stop-server", "stop"), cmd_stop_server),
             "start-server": (server_parser("start-server", "start"), cmd_start_server),
-            "label": (add_label, cmd_label), "add-node": (add_add_node, cmd_add_node)}
+            "label": (add_label, cmd_label), "add-node": (add_add_node, cmd_add_node),
+            "add-pod-cidr": (add_add_pod_cidr, cmd_add_pod_cidr)}

@@ -12,9 +12,22 @@ pods stay on their nodes: only pods created later may be placed on it.
 
 `with_node` checks the request against the running plan and writes the node into the scenario
 (pure); the Lab plans it (kubevpc/lab/changes.py) and builds it (topologies/nodes.py). Removing a
-node is not supported."""
+node is not supported.
+
+A pod CIDR block added to a running vpc-route cluster (`with_pod_cidr`, Lab.add_pod_cidr), as CCE
+adds a container CIDR block to a VPC network cluster ("Add Container CIDR Block" in the cluster's
+network settings; a container tunnel network cannot, and a block added cannot be deleted,
+https://support.huaweicloud.com/usermanual-cce/cce_10_0784.html): it goes at the end of
+cluster.additionalPodCIDRs and is checked as the loader checks every block. Running nodes keep their
+node CIDRs ("statically allocated: the CIDR block cannot be changed after a node is created",
+https://support.huaweicloud.com/en-us/usermanual-cce/cce_01_0281.html); nodes that join afterwards
+take theirs from it once the blocks before it are full. Nothing is built: each node's flows gain
+the block among the pods' CIDRs it routes without SNAT. ACK keeps a Flannel cluster's pod CIDR
+block as created ("cannot be changed after cluster creation",
+https://www.alibabacloud.com/help/en/doc-detail/86500.htm)."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import ipaddress
 
@@ -26,10 +39,12 @@ from topologies.shell import wait_for
 from ..errors import DeadlineError, KubevpcError, Problem, ScenarioError
 from ..k8s import check_labels
 from ..planning import Plan, usable
+from ..planning.cluster import MORE_BLOCKS
 from ..scenario.load import Loaded, Source, pydantic_problems
-from ..scenario.model import Instance
+from ..scenario.model import Cidr, Instance, Strict
 
 ORIGIN = "<add-node>"          # where problems of the request say they are
+BLOCK_ORIGIN = "<add-pod-cidr>"
 NODE_DEADLINE = 30.0           # s for a new node's bridge to connect and be programmed, with the change
 
 
@@ -109,6 +124,46 @@ def _label_problems(labels: dict[str, str] | None) -> list[Problem]:
     return []
 
 
+class _Block(Strict):
+    cidr: Cidr
+
+
+def with_pod_cidr(loaded: Loaded, plan: Plan, cidr: str) -> Loaded:
+    """The scenario with pod CIDR block `cidr` at the end of cluster.additionalPodCIDRs, checked
+    first for what the running cluster refuses of any block: a mode other than vpc-route (the
+    loader's reasons), a value that is not an IPv4 CIDR without host bits, a block too small for one
+    node CIDR of cluster.nodeCIDRMaskSize. The planner then checks it as the loader checks every
+    block (`named_as_request`). Raises ScenarioError; nothing changes."""
+    sc = loaded.scenario
+    if sc.cluster is None or plan.cluster is None:
+        raise KubevpcError("this scenario has no cluster: a pod CIDR block is a cluster's")
+    cl = sc.cluster
+    if cl.mode != "vpc-route":
+        raise ScenarioError([Problem(BLOCK_ORIGIN, "cidr", cidr, f"cluster.mode is {cl.mode}: {MORE_BLOCKS[cl.mode]}")])
+    try:
+        net = _Block.model_validate({"cidr": cidr}).cidr
+    except ValidationError as exc:
+        raise ScenarioError(pydantic_problems(Source(BLOCK_ORIGIN, {"cidr": cidr}, {}), exc)) from None
+    if net.prefixlen > cl.nodeCIDRMaskSize:
+        raise ScenarioError([Problem(BLOCK_ORIGIN, "cidr", cidr, f"a /{net.prefixlen} block cannot hold one node CIDR "
+                                     f"of /{cl.nodeCIDRMaskSize} (cluster.nodeCIDRMaskSize); expected a prefix of "
+                                     f"/{cl.nodeCIDRMaskSize} or shorter")])
+    cluster = cl.model_copy(update={"additionalPodCIDRs": [*cl.additionalPodCIDRs, net]})
+    return dataclasses.replace(loaded, scenario=sc.model_copy(update={"cluster": cluster}))
+
+
+@contextlib.contextmanager
+def named_as_request(loaded: Loaded):
+    """Problems the planner finds in the block just added (the last of cluster.additionalPodCIDRs,
+    which no file holds) named as the request's: `<add-pod-cidr>: cidr: ...`."""
+    at = f"cluster.additionalPodCIDRs[{len(loaded.scenario.cluster.additionalPodCIDRs) - 1}]"
+    try:
+        yield
+    except ScenarioError as exc:
+        raise ScenarioError([Problem(BLOCK_ORIGIN, "cidr", p.value, p.expected) if p.path == at else p
+                             for p in exc.problems]) from None
+
+
 class Nodes:
     """Adding nodes while running; needs `loaded`, `plan`, `lock`, `builder`, `say`, `status`,
     `_plan_file` and `_change` from the Lab."""
@@ -126,6 +181,19 @@ class Nodes:
         with self.lock:
             loaded = with_node(self.loaded, self.plan, name, vswitch, security_groups, ip, labels)
             return self._change(self.loaded.manifests, self.ready, None, NODE_DEADLINE, frozenset(), None, loaded)
+
+    def add_pod_cidr(self, cidr: str) -> dict:
+        """Add pod CIDR block `cidr` to the running vpc-route cluster, after cluster.additionalPodCIDRs,
+        as CCE adds a container CIDR block: running nodes keep their node CIDRs, nodes added
+        afterwards take theirs from it once the blocks before it are full. Refused, with nothing
+        changed, in vxlan and eni mode, for a value that is not an IPv4 CIDR, a block smaller than
+        one node CIDR, or one that overlaps the VPC, a peered VPC, serviceCIDR, another pod CIDR block
+        or anything else the loader keeps pod CIDR blocks from. Answers the blocks, in order."""
+        with self.lock:
+            loaded = with_pod_cidr(self.loaded, self.plan, cidr)
+            with named_as_request(loaded):
+                out = self._change(self.loaded.manifests, self.ready, None, NODE_DEADLINE, frozenset(), None, loaded)
+            return {**out, "pod_cidrs": list(self.plan.cluster.pod_cidrs)}
 
     def _build_nodes(self, change) -> None:
         """The nodes a change adds, made in the network, not yet connected to the controller."""

@@ -122,17 +122,21 @@ MORE_BLOCKS = {
 
 
 def _check_peers(ctx: Context, cl, cloud: Cloud, vpc: str) -> None:
-    """A VPC peered with the cluster's may not overlap its Service CIDR, nor its pod CIDR outside
-    eni mode: the nodes would take the peer's addresses for Services or pods and never route them
-    to the peering (as for the cluster's own VPC)."""
+    """A VPC peered with the cluster's may not overlap its Service CIDR, nor its pod CIDR blocks
+    (podCIDR, each of additionalPodCIDRs) outside eni mode: the nodes would take the peer's
+    addresses for Services or pods and never route them to the peering (as for the cluster's own VPC)."""
+    nets = [(("serviceCIDR",), "serviceCIDR", cl.serviceCIDR)]
+    if cl.mode != "eni":
+        nets += [(("podCIDR",), "podCIDR", cl.podCIDR)] + [
+            (("additionalPodCIDRs", i), "pod CIDR block", c) for i, c in enumerate(cl.additionalPodCIDRs)]
     for k, p in enumerate(ctx.sc.cloud.peerings):
         if vpc not in p.vpcs or len(set(p.vpcs)) != 2 or not all(v in cloud.vpcs for v in p.vpcs):
             continue
         peer = cloud.vpcs[next(v for v in p.vpcs if v != vpc)]
-        for key, net in (("serviceCIDR", cl.serviceCIDR), ("podCIDR", cl.podCIDR if cl.mode != "eni" else None)):
-            if net is not None and net.overlaps(peer.cidr):
-                ctx.bad(("cluster", key), str(net), f"overlaps {peer.name} ({peer.cidr}), which peering connection "
-                        f"{p.name} joins to the cluster's VPC; expected a {key} outside every peered VPC")
+        for key, what, net in nets:
+            if net.overlaps(peer.cidr):
+                ctx.bad(("cluster", *key), str(net), f"overlaps {peer.name} ({peer.cidr}), which peering connection "
+                        f"{p.name} joins to the cluster's VPC; expected a {what} outside every peered VPC")
 
 
 def _check_eni(ctx: Context, cl, cloud: Cloud, vpc: str) -> None:

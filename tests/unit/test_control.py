@@ -110,7 +110,8 @@ def test_results_that_are_models_or_tuples_become_json(lab):
 # ------------------------------------------------------------------------------- whitelist
 def test_the_whitelist_names_public_lab_methods_and_views():
     assert WHITELIST == ("set_ready", "apply", "delete", "delete_service", "label", "set_network_policies", "scale",
-                         "add_node", "stop_server", "start_server", "status", "dry_run", "describe", "matrix")
+                         "add_node", "add_pod_cidr", "stop_server", "start_server", "status", "dry_run", "describe",
+                         "matrix")
     for name in control.LAB_METHODS:
         assert not name.startswith("_") and callable(getattr(Lab, name)), name
     assert set(control.DELETERS.values()) <= set(WHITELIST)
@@ -121,7 +122,8 @@ def test_methods_outside_the_whitelist_are_refused(lab, method):
     answer = handle(lab, request(method))
     assert answer["ok"] is False and answer["kind"] == "usage"
     assert answer["error"] == (f"unknown method {method!r}; this run serves set_ready, apply, delete, delete_service, "
-                               "label, set_network_policies, scale, add_node, stop_server, start_server, status, dry_run, "
+                               "label, set_network_policies, scale, add_node, add_pod_cidr, stop_server, start_server, "
+                               "status, dry_run, "
                                "describe, matrix")
 
 
