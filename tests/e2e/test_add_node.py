@@ -5,7 +5,12 @@ tests/e2e/data/addnode.yaml (the same cluster without the block). node-3 joins o
 web is scaled to 3 so that web-2 lands on it. The new pod reaches the old nodes' pods and back, a
 ClusterIP reaches it, and every probe has its refused twin (NetworkPolicy, and in vpc-route mode
 sg-pool), with the evaluator agreeing on each. A fourth node in vpc-route mode finds every block
-full; the run goes on. Teardown leaves nothing of the run, the node added while running included.
+full; the run goes on. Then (vpc-route) a pod CIDR block is added while running (Lab.add_pod_cidr,
+`kubevpc add-pod-cidr`, as CCE adds a container CIDR block): an overlapping one is refused with
+nothing changed, 10.251.0.0/24 is taken with nothing that runs changed, and the same fourth node
+joins with its node CIDR from it; web-3, scaled onto it, reaches web-0 and back unSNATed, with
+NetworkPolicy's twin; vxlan and eni refuse the block with the loader's reasons (the test is then
+skipped there). Teardown leaves nothing of the run, the nodes added while running included.
 The tests run in order on one lab per mode."""
 from __future__ import annotations
 
@@ -120,6 +125,57 @@ def test_a_node_beyond_every_block_is_refused_and_the_run_goes_on(lab):
     got = agree(lab, [Probe("pod/default/web-2", "pod/default/web-1", 80),
                       Probe("pod/default/web-1", "pod/default/web-2", 8080)])
     assert [r.outcome for r in got] == ["answered", "timeout"]
+
+
+BLOCK = "10.251.0.0/24"       # outside the VPC, serviceCIDR and both blocks of addnode-route.yaml
+BLOCK_REFUSED = {"vxlan": "cluster.mode is vxlan: more pod CIDR blocks for vpc-route mode only (CCE adds container "
+                          "CIDR blocks to VPC network clusters; a container tunnel network keeps the one it was "
+                          "created with)",
+                 "eni": "cluster.mode is eni: more pod CIDR blocks for vpc-route mode only: Terway takes pod addresses "
+                        "from vSwitches"}
+
+
+def test_a_pod_cidr_block_added_while_running_takes_the_fourth_node(lab):
+    plan = lab.plan
+    mode = plan.cluster.mode
+    if mode != "vpc-route":
+        with pytest.raises(ScenarioError) as info:
+            lab.add_pod_cidr(BLOCK)
+        assert BLOCK_REFUSED[mode] in str(info.value), str(info.value)
+        assert lab.plan is plan and not lab.loaded.scenario.cluster.additionalPodCIDRs
+        pytest.skip(f"a pod CIDR block is added in vpc-route mode only: {mode} refused it, as asserted")
+    # twin first: a block that overlaps podCIDR is refused, and nothing changes
+    with pytest.raises(ScenarioError, match=r"<add-pod-cidr>: cidr: '10.244.1.0/24': overlaps cluster.podCIDR "
+                                            r"10.244.0.0/23; expected disjoint pod CIDR blocks"):
+        lab.add_pod_cidr("10.244.1.0/24")
+    assert lab.plan is plan
+    took = lab.add_pod_cidr(BLOCK)
+    assert took["pod_cidrs"] == ["10.244.0.0/23", "10.250.0.0/24", BLOCK] and took["datapath_s"] < 10, took
+    now = lab.plan
+    assert {h.key: (h.node, h.ip, h.veth) for h in now.hosts} == {h.key: (h.node, h.ip, h.veth) for h in plan.hosts}
+    assert [(n.name, n.ip, n.bridge, n.pod_cidr) for n in now.nodes] == \
+        [(n.name, n.ip, n.bridge, n.pod_cidr) for n in plan.nodes], "nothing that runs changed"
+    assert [(b.name, b.dpid) for b in now.bridges] == [(b.name, b.dpid) for b in plan.bridges]
+    assert now.vpcs[0].routes == plan.vpcs[0].routes, "a block adds no route: a node joining does"
+    st = lab.status()
+    assert st["errors"] == [] and not st.get("refused"), st
+    # the fourth node, refused before, joins with a node CIDR of the block and its route
+    lab.add_node("node-4", vswitch="vsw-a")
+    node = lab.plan.node("node-4")
+    assert node.pod_cidr == BLOCK
+    assert (BLOCK, "node-4") in {(r.destination, r.next_hop) for r in lab.plan.vpcs[0].routes}
+    assert lab.status()["bridges"][node.bridge]["programmed"]
+    lab.scale("deploy/default/web", 4)
+    web3 = lab.host("pod/default/web-3")
+    assert web3.node == "node-4" and ipaddress.IPv4Address(web3.ip) in ipaddress.IPv4Network(BLOCK)
+    got = agree(lab, [Probe("pod/default/web-3", "pod/default/web-0", 80),
+                      Probe("pod/default/web-0", "pod/default/web-3", 80)], timeout=2)
+    assert [r.outcome for r in got] == ["answered", "answered"], [r.detail for r in got]
+    assert got[0].answer["client"].rsplit(":", 1)[0] == web3.ip, "the new block's pod is not SNATed in the VPC"
+    assert got[1].answer["client"].rsplit(":", 1)[0] == lab.address("pod/default/web-0")
+    # twin: NetworkPolicy web admits 80 and 9090 only
+    got = agree(lab, [Probe("pod/default/web-0", "pod/default/web-3", 8080)])
+    assert [r.outcome for r in got] == ["timeout"]
 
 
 def test_the_scenarios_expectations_still_hold(lab):
