@@ -249,14 +249,20 @@ def _delivered(net: Network, plan, src: str, dst: str, port: int, ip: str = "") 
     return [e for e in ends if e.kind == "delivered" and e.host == dst]
 
 
+def reached_unsnated(plan, pairs, port: int = 80) -> Network:
+    """Each (source, destination) delivered with the source's own address, as the evaluator says."""
+    net = Network(plan)
+    for src, dst in pairs:
+        got = _delivered(net, plan, src, dst, port)
+        assert got and got[0].packet["ipv4_src"] == plan.host(src).ip, (src, dst)
+        assert reach(plan, plan.host(src), plan.host(dst), port).allowed, (src, dst)
+    return net
+
+
 def test_the_new_nodes_pod_reaches_the_old_nodes_pods_and_back_as_the_evaluator_says():
     plan = _scaled()
-    net = Network(plan)
-    for src, dst in (("pod/default/web-2", "pod/default/web-0"), ("pod/default/web-0", "pod/default/web-2"),
-                     ("pod/default/web-1", "pod/default/web-2"), ("ecs/ecs-client", "pod/default/web-2")):
-        got = _delivered(net, plan, src, dst, 80)
-        assert got and got[0].packet["ipv4_src"] == plan.host(src).ip, (src, dst)
-        assert reach(plan, plan.host(src), plan.host(dst), 80).allowed, (src, dst)
+    net = reached_unsnated(plan, (("pod/default/web-2", "pod/default/web-0"), ("pod/default/web-0", "pod/default/web-2"),
+                                  ("pod/default/web-1", "pod/default/web-2"), ("ecs/ecs-client", "pod/default/web-2")))
     # twin: node-3's sg-pool admits podCIDR's pods on port 80 only; sg-nodes admits the added block's on any
     assert not _delivered(net, plan, "pod/default/web-0", "pod/default/web-2", 8080)
     assert not reach(plan, plan.host("pod/default/web-0"), plan.host("pod/default/web-2"), 8080).allowed
